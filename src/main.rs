@@ -1,1 +1,326 @@
-fn main() {}
+//! The `huds` command: see ../shared/CLI.md for the contract and README.md for use.
+
+mod bench;
+mod home;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use huds::read::EntryKind;
+use huds::{AddOptions, Reader, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "huds",
+    version,
+    about = "HUDS: content-addressed, sealed, erasure-coded storage"
+)]
+struct Cli {
+    /// Node home (default $HUDS_HOME, else ~/.huds).
+    #[arg(long, global = true, env = "HUDS_HOME", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print data as one JSON object on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node home: node key, wallet key, config.toml, block store.
+    Init,
+    /// Store a file or a directory tree (`-` reads standard input).
+    Add {
+        /// Derive the key from the content and record it, so the CID alone reads it.
+        #[arg(long)]
+        public: bool,
+        /// Data shards per segment (default from config.toml).
+        #[arg(short = 'k')]
+        k: Option<u8>,
+        /// Parity shards per segment (default from config.toml).
+        #[arg(short = 'm')]
+        m: Option<u8>,
+        path: PathBuf,
+    },
+    /// Fetch a file or a tree to OUT (default: ./<CID>).
+    Get {
+        /// A capability (huds:...) or a public CID, optionally followed by /path.
+        target: String,
+        #[arg(short = 'o', value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
+    /// Write a file's content to standard output.
+    Cat { target: String },
+    /// List a directory.
+    Ls { target: String },
+    /// Measure throughput beside the machine's own limits.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Primitives (sha2-256, ChaCha20-Poly1305, RS 4+2) alone and chained, against add and get.
+    Core {
+        /// Input size in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.json;
+    if let Err(e) = run(cli) {
+        if json {
+            println!("{}", json!({ "error": format!("{e:#}") }));
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = home::dir_from(cli.data)?;
+    match cli.command {
+        Command::Init => {
+            home::Home::init(&dir)?;
+            if cli.json {
+                println!("{}", json!({ "home": dir }));
+            } else {
+                println!("initialised huds home at {}", dir.display());
+            }
+            Ok(())
+        }
+        Command::Add { public, k, m, path } => cmd_add(&dir, public, k, m, &path, cli.json),
+        Command::Get { target, out } => cmd_get(&dir, &target, out, cli.json),
+        Command::Cat { target } => cmd_cat(&dir, &target),
+        Command::Ls { target } => cmd_ls(&dir, &target, cli.json),
+        Command::Bench {
+            what: BenchWhat::Core { size_mib },
+        } => bench::core(size_mib, cli.json),
+    }
+}
+
+fn progress_bar(total: u64, json: bool) -> Option<ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn size_of_path(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn cmd_add(
+    dir: &Path,
+    public: bool,
+    k: Option<u8>,
+    m: Option<u8>,
+    path: &Path,
+    json: bool,
+) -> Result<()> {
+    let home = home::Home::open(dir)?;
+    let opts = AddOptions {
+        k: k.unwrap_or(home.config.storage.k),
+        m: m.unwrap_or(home.config.storage.m),
+        public,
+        segment_bytes_max: home.config.storage.segment_bytes_max,
+    };
+    let store = home.store()?;
+    let stdin = path == Path::new("-");
+    let bar = progress_bar(if stdin { 0 } else { size_of_path(path) }, json);
+    let mut progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let added = if stdin {
+        let mut input = std::io::stdin().lock();
+        huds::add(
+            &store,
+            Source::Stream {
+                name: "stdin",
+                reader: &mut input,
+            },
+            &opts,
+            &mut progress,
+        )
+    } else {
+        huds::add(&store, Source::Path(path), &opts, &mut progress)
+    }
+    .with_context(|| format!("adding {}", path.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let cap = added.capability.to_text();
+    if json {
+        println!(
+            "{}",
+            json!({ "cid": added.root.to_string(), "cap": cap, "size": added.size })
+        );
+    } else {
+        println!(
+            "added {} ({} bytes, {} segments, k={} m={})",
+            added.root, added.size, added.segments, opts.k, opts.m
+        );
+        if public {
+            println!("public: read it with `huds cat {}`", added.root);
+        }
+        println!("capability {cap}");
+    }
+    Ok(())
+}
+
+/// Opens the DAG a `CAP|CID[/path]` target names; returns the reader and the CID the path leads to.
+fn open_target(dir: &Path, target: &str) -> Result<(Reader, cid::Cid)> {
+    let (head, path) = target.split_once('/').unwrap_or((target, ""));
+    let home = home::Home::open(dir)?;
+    let store = Arc::new(home.store()?);
+    let cap = huds::resolve_capability(&store, head)?;
+    let reader = Reader::open_local(store, &cap)?;
+    let root = reader.root();
+    let cid = reader.resolve(&root, path)?;
+    Ok((reader, cid))
+}
+
+/// Counts bytes through to a progress bar.
+struct Counting<W> {
+    inner: W,
+    bar: Option<ProgressBar>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn cmd_get(dir: &Path, target: &str, out: Option<PathBuf>, json: bool) -> Result<()> {
+    let (reader, cid) = open_target(dir, target)?;
+    let out = out.unwrap_or_else(|| PathBuf::from(cid.to_string()));
+    let (kind, size) = reader.stat(&cid)?;
+    if kind == EntryKind::File {
+        // A single file streams through a progress bar into OUT.huds-partial, renamed when whole.
+        let mut partial = out.as_os_str().to_owned();
+        partial.push(".huds-partial");
+        let partial = PathBuf::from(partial);
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        let mut w = Counting {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            bar: progress_bar(size, json),
+        };
+        let result = reader
+            .cat(&cid, &mut w)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(w.flush()?));
+        if let Some(b) = &w.bar {
+            b.finish_and_clear();
+        }
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        std::fs::rename(&partial, &out)
+            .with_context(|| format!("renaming into {}", out.display()))?;
+    } else {
+        reader.export(&cid, &out)?;
+    }
+    if json {
+        println!(
+            "{}",
+            json!({ "cid": cid.to_string(), "path": out, "kind": kind.as_str() })
+        );
+    } else {
+        println!("saved {cid} to {}", out.display());
+    }
+    Ok(())
+}
+
+fn cmd_cat(dir: &Path, target: &str) -> Result<()> {
+    let (reader, cid) = open_target(dir, target)?;
+    let stdout = std::io::stdout().lock();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout);
+    match reader.cat(&cid, &mut w) {
+        // A closed pipe (`huds cat X | head`) is the reader's choice, not an error.
+        Err(huds::ReadError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(());
+        }
+        r => r?,
+    };
+    match w.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn cmd_ls(dir: &Path, target: &str, json: bool) -> Result<()> {
+    let (reader, cid) = open_target(dir, target)?;
+    let entries = match reader.list(&cid) {
+        Err(huds::ReadError::NotDirectory(_)) => {
+            bail!("{target} is not a directory: use `huds cat` or `huds get`")
+        }
+        r => r?,
+    };
+    if json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| json!({ "name": e.name, "cid": e.cid.to_string(), "type": e.kind.as_str(), "size": e.size }))
+            .collect();
+        println!("{}", json!({ "cid": cid.to_string(), "entries": list }));
+    } else {
+        for e in entries {
+            let name = if e.kind == EntryKind::Directory {
+                format!("{}/", e.name)
+            } else {
+                e.name
+            };
+            println!("{:<62} {:>14} {}", e.cid, e.size, name);
+        }
+    }
+    Ok(())
+}

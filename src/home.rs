@@ -1,0 +1,128 @@
+//! The node home: `config.toml`, the node and wallet keys, and the RocksDB block store under `db/`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data shards per segment.
+    pub k: u8,
+    /// Parity shards per segment.
+    pub m: u8,
+    /// Plaintext bytes per segment.
+    pub segment_bytes_max: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let d = huds::AddOptions::default();
+        Config {
+            storage: StorageConfig {
+                k: d.k,
+                m: d.m,
+                segment_bytes_max: d.segment_bytes_max,
+            },
+        }
+    }
+}
+
+pub struct Home {
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+/// The home directory: --data, else $HUDS_HOME (clap reads it), else ~/.huds.
+pub fn dir_from(data: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = data {
+        return Ok(d);
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --data, $HUDS_HOME nor $HOME is set: pass --data DIR")?;
+    Ok(Path::new(&home).join(".huds"))
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
+fn random_key() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).expect("the OS random source is available");
+    k
+}
+
+impl Home {
+    /// Creates a home: config, node key, wallet key, and the store. Refuses to overwrite one.
+    pub fn init(dir: &Path) -> Result<Home> {
+        if dir.join("config.toml").exists() {
+            bail!(
+                "{} is already a huds home (config.toml exists); use it as is or pick another --data",
+                dir.display()
+            );
+        }
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = Config::default();
+        write_new(&dir.join("node.key"), &random_key(), 0o600)?;
+        write_new(&dir.join("wallet.key"), &random_key(), 0o600)?;
+        huds::Store::open(&dir.join("db")).context("creating the block store")?;
+        let text = toml::to_string_pretty(&config).expect("the config serialises");
+        write_new(&dir.join("config.toml"), text.as_bytes(), 0o644)?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Opens an existing home.
+    pub fn open(dir: &Path) -> Result<Home> {
+        let path = dir.join("config.toml");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!(
+                    "no huds home at {}: run `huds --data {} init` first",
+                    dir.display(),
+                    dir.display()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid config", path.display()))?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn store(&self) -> Result<huds::Store> {
+        huds::Store::open(&self.dir.join("db")).with_context(|| {
+            format!(
+                "opening the block store of {} (is another huds using it?)",
+                self.dir.display()
+            )
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! The CLI of shared/CLI.md on one home: init, add (files, trees, stdin, --public), get, cat, ls, and errors.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{new_home, run, run_json};
+
+#[test]
+fn add_get_cat_ls_a_tree_and_a_file() {
+    let (dir, home) = new_home();
+    let src = dir.path().join("site");
+    std::fs::create_dir_all(src.join("docs/empty")).expect("mkdir");
+    std::fs::write(src.join("index.html"), b"<h1>hi</h1>").expect("write");
+    std::fs::write(src.join("docs/a.txt"), vec![b'a'; 600_000]).expect("write");
+    let added = run_json(&home, &["add", src.to_str().expect("utf-8")]);
+    let cap = added["cap"].as_str().expect("cap").to_string();
+    assert!(cap.starts_with("huds:"));
+    assert_eq!(added["size"], 600_000 + 11);
+
+    let ls = run_json(&home, &["ls", &cap]);
+    let names: Vec<&str> = ls["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["docs", "index.html"]);
+    let ls = run_json(&home, &["ls", &format!("{cap}/docs")]);
+    assert_eq!(ls["entries"][0]["name"], "a.txt");
+    assert_eq!(ls["entries"][0]["size"], 600_000);
+    assert_eq!(ls["entries"][1]["type"], "directory");
+
+    let out = run(&home, &["cat", &format!("{cap}/index.html")]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"<h1>hi</h1>");
+
+    let got = dir.path().join("got");
+    run_json(&home, &["get", &cap, "-o", got.to_str().expect("utf-8")]);
+    assert_eq!(
+        std::fs::read(got.join("docs/a.txt")).expect("read"),
+        vec![b'a'; 600_000]
+    );
+    assert!(got.join("docs/empty").is_dir());
+    assert!(!dir.path().join("got.huds-partial").exists());
+
+    let one = dir.path().join("one.bin");
+    run_json(
+        &home,
+        &[
+            "get",
+            &format!("{cap}/docs/a.txt"),
+            "-o",
+            one.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(std::fs::read(&one).expect("read").len(), 600_000);
+}
+
+#[test]
+fn public_adds_read_by_cid_and_private_ones_do_not() {
+    let (dir, home) = new_home();
+    let f = dir.path().join("f.txt");
+    std::fs::write(&f, b"public bytes").expect("write");
+    let public = run_json(
+        &home,
+        &[
+            "add",
+            "--public",
+            "-k",
+            "2",
+            "-m",
+            "1",
+            f.to_str().expect("utf-8"),
+        ],
+    );
+    let out = run(&home, &["cat", public["cid"].as_str().expect("cid")]);
+    assert_eq!(out.stdout, b"public bytes");
+
+    std::fs::write(&f, b"private bytes").expect("write");
+    let private = run_json(&home, &["add", f.to_str().expect("utf-8")]);
+    let out = run(&home, &["cat", private["cid"].as_str().expect("cid")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("capability"), "{err}");
+}
+
+#[test]
+fn stdin_adds_stream() {
+    let (_dir, home) = new_home();
+    let mut child = Command::new(common::huds())
+        .args([
+            "--data",
+            home.to_str().expect("utf-8"),
+            "--json",
+            "add",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"from a pipe")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        run(&home, &["cat", v["cap"].as_str().expect("cap")]).stdout,
+        b"from a pipe"
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
+    let (dir, home) = new_home();
+    let cases: [(&[&str], &str); 7] = [
+        (&["cat", "bafynotacid"], "malformed CID"),
+        (&["cat", "huds:!!!"], "base32"),
+        (&["cat", "huds:aaaa"], "capability"),
+        (
+            &[
+                "ls",
+                "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            ],
+            "not a public file known here",
+        ),
+        (&["add", "/nonexistent/path"], "No such file"),
+        (&["add", "-k", "0", "/"], "invalid erasure coding"),
+        (&["init"], "already a huds home"),
+    ];
+    for (args, want) in cases {
+        let out = run(&home, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let nohome = dir.path().join("nohome");
+    let out = run(
+        &nohome,
+        &[
+            "cat",
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("huds --data"),
+        "suggests init"
+    );
+    let out = run(&home, &["--json", "cat", "bafynotacid"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(
+        v["error"]
+            .as_str()
+            .expect("error")
+            .contains("malformed CID")
+    );
+}
