@@ -18,7 +18,9 @@ pub mod address;
 pub mod amount;
 pub mod codec;
 pub mod crypto;
+pub mod tx;
 
 pub use address::{Address, AddressParseError, ShardId, shard_of};
 pub use amount::{Amount, AmountParseError};
 pub use codec::DecodeError;
+pub use tx::{Role, SignedTransaction, Transaction, TxError, TxKind};
