@@ -18,9 +18,14 @@ pub mod address;
 pub mod amount;
 pub mod codec;
 pub mod crypto;
+pub mod smt;
+pub mod state;
+pub mod store;
 pub mod tx;
 
 pub use address::{Address, AddressParseError, ShardId, shard_of};
 pub use amount::{Amount, AmountParseError};
 pub use codec::DecodeError;
+pub use state::{Account, ChainParams, Receipt, State};
+pub use store::{MemStore, Store, StoreError, WriteBatch};
 pub use tx::{Role, SignedTransaction, Transaction, TxError, TxKind};
