@@ -18,6 +18,7 @@ pub mod address;
 pub mod amount;
 pub mod codec;
 pub mod crypto;
+pub mod genesis;
 pub mod smt;
 pub mod state;
 pub mod store;
