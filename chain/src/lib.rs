@@ -19,6 +19,7 @@ pub mod amount;
 pub mod codec;
 pub mod crypto;
 pub mod genesis;
+pub mod pol;
 pub mod smt;
 pub mod state;
 pub mod store;
