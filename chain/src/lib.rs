@@ -16,9 +16,12 @@
 
 pub mod address;
 pub mod amount;
+pub mod bft;
+pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod genesis;
+pub mod ledger;
 pub mod pol;
 pub mod smt;
 pub mod state;

@@ -107,6 +107,8 @@ pub enum TxError {
     BadValidatorKey(crypto::CryptoError),
     #[error("amount overflow")]
     Overflow,
+    #[error("the mempool is full; retry later")]
+    MempoolFull,
 }
 
 impl Transaction {
