@@ -156,13 +156,35 @@ impl GenesisConfig {
 
     /// The genesis state of one shard: the funded accounts that live on it.
     pub fn shard_state(&self, shard: u16) -> Result<State, GenesisError> {
+        Ok(self.build()?.shard_state(shard))
+    }
+
+    /// Checks the configuration once (validator keys, community allocation, duplicates).
+    pub fn build(&self) -> Result<Genesis, GenesisError> {
+        Ok(Genesis {
+            params: self.params.clone(),
+            accounts: self.accounts()?,
+        })
+    }
+}
+
+/// A checked genesis: every funded account of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genesis {
+    pub params: ChainParams,
+    pub accounts: Vec<(Address, Account)>,
+}
+
+impl Genesis {
+    /// The genesis state of one shard: the funded accounts that live on it.
+    pub fn shard_state(&self, shard: u16) -> State {
         let mut state = State::new(self.params.clone(), shard);
-        for (address, account) in self.accounts()? {
-            if shard_of(&address, self.params.shard_count) == shard {
-                state.set_account(address, account);
+        for (address, account) in &self.accounts {
+            if shard_of(address, self.params.shard_count) == shard {
+                state.set_account(*address, account.clone());
             }
         }
-        Ok(state)
+        state
     }
 }
 

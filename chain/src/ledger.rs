@@ -8,7 +8,7 @@ use crate::address::{Address, shard_of};
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
-use crate::genesis::{GenesisConfig, GenesisError};
+use crate::genesis::{Genesis, GenesisError};
 use crate::smt::list_root;
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
@@ -96,7 +96,7 @@ pub struct ShardApp<St: Store> {
 
 impl<St: Store> ShardApp<St> {
     /// Opens the shard on `store`: resumes from the persisted tip if there is one, else writes genesis.
-    pub fn open(genesis: &GenesisConfig, shard: u16, mut store: St) -> Result<Self, LedgerError> {
+    pub fn open(genesis: &Genesis, shard: u16, mut store: St) -> Result<Self, LedgerError> {
         let params = genesis.params.clone();
         if let Some(tip) = store.get(KEY_TIP)? {
             let corrupt = |reason: &str| StoreError::Corrupt {
@@ -109,7 +109,7 @@ impl<St: Store> ShardApp<St> {
             let state = State::load(params, shard, &store)?;
             return Ok(Self::from_parts(state, store, (height, hash)));
         }
-        let mut state = genesis.shard_state(shard)?;
+        let mut state = genesis.shard_state(shard);
         let hash = genesis_header(&params, shard, state.root()).hash();
         let mut batch = WriteBatch::default();
         state.persist_into(&mut batch);
@@ -333,12 +333,15 @@ mod tests {
     use super::*;
     use crate::amount::Amount;
     use crate::crypto::SecretKey;
+    use crate::genesis::GenesisConfig;
     use crate::store::MemStore;
     use crate::tx::{Transaction, TxKind};
 
-    fn setup() -> (GenesisConfig, ShardApp<MemStore>, SecretKey) {
+    fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
         let genesis =
-            GenesisConfig::devnet(1, 0, Amount(0), Amount::from_iost(1000).expect("small"));
+            GenesisConfig::devnet(1, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+                .build()
+                .expect("valid genesis");
         let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
         (genesis, app, SecretKey::dev("devnet/wallet"))
     }

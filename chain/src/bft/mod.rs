@@ -1,4 +1,5 @@
-//! Per-shard BFT finality: a Tendermint-style protocol written as a sans-IO state machine.
+//! Per-shard BFT finality: a Tendermint-style protocol written as a sans-IO state machine. The normative
+//! text is `specs/consensus.md` §2.
 //!
 //! Goals: safety (no two different blocks finalised at one height) with up to `f` Byzantine members where
 //! the committee's weight is `3f + 1`, by weight not by count; liveness once messages get through; every
@@ -20,8 +21,11 @@
 //!    precommits as its certificate and moves to the next height.
 //!
 //! Additions for an unreliable network: every member periodically re-sends its current round's messages and a
-//! `Status`; a member ahead answers a `Status` with the finalised blocks (and certificates) the other misses;
-//! `f + 1` weight seen in a higher round pulls a member into that round. Before a replica sends a vote or a
+//! `Status`; a member ahead answers a `Status` with the finalised blocks (and certificates) the other misses,
+//! or, at the same height, with its votes of the rounds the other has not finished;
+//! `f + 1` weight seen in a higher round pulls a member into that round; members re-send their latest valid
+//! block with its prevote certificate (`Polka`), so a member locked on a block that others never saw win a
+//! prevote quorum does not block the committee forever (the next honest proposer re-proposes it). Before a replica sends a vote or a
 //! proposal it persists what it is about to send (and its lock) in its store, so a restarted replica never
 //! signs two different messages for one step.
 
@@ -50,6 +54,12 @@ pub struct Config {
     pub timeout_delta_ms: u64,
     pub timeout_rounds_max: u32,
     pub rebroadcast_ms: u64,
+    /// Pause between committing a block and starting the next height: lets the precommits and `Decided`
+    /// messages of stragglers arrive, so the committee starts the next height together; it also sets the
+    /// block time when there is little to do.
+    pub commit_wait_ms: u64,
+    /// Messages for the next height kept until this replica gets there.
+    pub future_messages_max: usize,
     /// Finalised blocks sent in answer to one `Status`.
     pub catch_up_blocks_max: u64,
     /// Messages for rounds further ahead than this are dropped, which bounds memory per height.
@@ -66,6 +76,8 @@ impl Config {
             timeout_delta_ms: 100,
             timeout_rounds_max: 10,
             rebroadcast_ms: 250,
+            commit_wait_ms: 150,
+            future_messages_max: 256,
             catch_up_blocks_max: 8,
             round_window: 32,
         }
@@ -117,6 +129,7 @@ enum Timer {
     Propose { height: u64, round: u32 },
     Prevote { height: u64, round: u32 },
     Precommit { height: u64, round: u32 },
+    NewHeight { height: u64 },
     Rebroadcast,
 }
 
@@ -171,6 +184,10 @@ pub struct Replica<S: VoteScheme, A: App> {
     hs: HeightState<S>,
     timers: BTreeSet<(u64, Timer)>,
     outputs: VecDeque<Output<S>>,
+    /// Proposals and votes for the next height, replayed when this replica gets there.
+    future: Vec<(u16, Message<S>)>,
+    /// Between a commit and the start of round 0 of the next height.
+    waiting: bool,
     now: u64,
     started: bool,
 }
@@ -204,6 +221,8 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             hs: HeightState::default(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
+            future: Vec::new(),
+            waiting: false,
             now: 0,
             started: false,
         };
@@ -234,6 +253,47 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     pub fn round(&self) -> u32 {
         self.hs.round
+    }
+
+    pub fn step(&self) -> Step {
+        self.hs.step
+    }
+
+    /// A one-line account of the height being decided, for logs and failing simulations.
+    pub fn describe(&self) -> String {
+        let votes: Vec<String> = self
+            .hs
+            .votes
+            .iter()
+            .filter(|((r, _), _)| *r + 2 >= self.hs.round)
+            .map(|((r, k), m)| {
+                let vals: Vec<String> = m
+                    .iter()
+                    .map(|(i, v)| {
+                        format!(
+                            "{i}:{}",
+                            v.block.map_or("nil".into(), |h| format!("{:02x}", h[0]))
+                        )
+                    })
+                    .collect();
+                format!("r{r}{k:?}[{}]", vals.join(","))
+            })
+            .collect();
+        format!(
+            "h{} r{} {:?} locked={:?} valid={:?} proposals={:?} timers={:?} votes={}",
+            self.height,
+            self.hs.round,
+            self.hs.step,
+            self.hs.locked.as_ref().map(|(r, b)| (*r, b.hash()[0])),
+            self.hs.valid.as_ref().map(|(r, b, _)| (*r, b.hash()[0])),
+            self.hs
+                .proposals
+                .iter()
+                .map(|(r, (h, vr))| (*r, h[0], *vr))
+                .collect::<Vec<_>>(),
+            self.timers.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            votes.join(" ")
+        )
     }
 
     pub fn handle(&mut self, now: u64, input: Input<S>) {
@@ -300,6 +360,11 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
                         self.enter_round(round + 1);
                     }
                 }
+                Timer::NewHeight { height } => {
+                    if height == self.height && self.waiting {
+                        self.enter_round(self.hs.round);
+                    }
+                }
             }
             self.progress();
         }
@@ -310,11 +375,19 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         self.outputs.push_back(Output::Broadcast(Message::Status {
             shard,
             height: self.height,
+            round: self.hs.round,
         }));
         let round = self.hs.round;
         if let Some(p) = self.hs.my_proposals.get(&round) {
             self.outputs
                 .push_back(Output::Broadcast(Message::Proposal(p.clone())));
+        }
+        if let Some((_, block, certificate)) = &self.hs.valid {
+            let message = Message::Polka {
+                block: block.clone(),
+                certificate: certificate.clone(),
+            };
+            self.outputs.push_back(Output::Broadcast(message));
         }
         for kind in [VoteKind::Prevote, VoteKind::Precommit] {
             if let Some(v) = self.hs.sent.get(&(round, kind)) {
@@ -327,6 +400,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     // ----- rounds, proposals, votes -----
 
     fn enter_round(&mut self, round: u32) {
+        self.waiting = false;
         self.hs.round = round;
         self.hs.step = Step::Propose;
         if self
@@ -335,16 +409,16 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             == self.me
         {
             self.propose();
-        } else {
-            let after = self.timeout(self.config.timeout_propose_ms, round);
-            self.schedule(
-                after,
-                Timer::Propose {
-                    height: self.height,
-                    round,
-                },
-            );
         }
+        // The proposer too: it may be unable to prevote its own re-proposal (lost certificate).
+        let after = self.timeout(self.config.timeout_propose_ms, round);
+        self.schedule(
+            after,
+            Timer::Propose {
+                height: self.height,
+                round,
+            },
+        );
         self.persist_wal();
     }
 
@@ -376,6 +450,9 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             }
         };
         let hash = proposal.block.hash();
+        if let (Some(vr), Some(qc)) = (proposal.valid_round, &proposal.polka) {
+            self.hs.polkas.insert((vr, hash), qc.clone());
+        }
         self.hs.blocks.insert(hash, proposal.block.clone());
         self.hs
             .proposals
@@ -655,7 +732,17 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         self.height += 1;
         self.hs = HeightState::default();
         self.timers.retain(|(_, t)| matches!(t, Timer::Rebroadcast));
-        self.enter_round(0);
+        self.waiting = true;
+        self.persist_wal();
+        self.schedule(
+            self.config.commit_wait_ms,
+            Timer::NewHeight {
+                height: self.height,
+            },
+        );
+        for (from, message) in std::mem::take(&mut self.future) {
+            self.on_message(from, message);
+        }
         true
     }
 
@@ -663,18 +750,56 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn on_message(&mut self, from: u16, message: Message<S>) {
         match message {
-            Message::Status { shard, height } => {
+            Message::Status {
+                shard,
+                height,
+                round,
+            } => {
                 if shard == self.config.shard {
-                    self.on_status(from, height);
+                    self.on_status(from, height, round);
                 }
+            }
+            Message::Proposal(p) if p.height == self.height + 1 => {
+                self.keep_for_later(from, Message::Proposal(p))
+            }
+            Message::Vote(v) if v.height == self.height + 1 => {
+                self.keep_for_later(from, Message::Vote(v))
             }
             Message::Proposal(p) => self.on_proposal(p),
             Message::Vote(v) => self.on_vote(v),
             Message::Decided { block, certificate } => self.on_decided(block, certificate),
+            Message::Polka { block, certificate } => self.on_polka(block, certificate),
         }
     }
 
-    fn on_status(&mut self, from: u16, height: u64) {
+    fn keep_for_later(&mut self, from: u16, message: Message<S>) {
+        if self.future.len() < self.config.future_messages_max {
+            self.future.push((from, message));
+        }
+    }
+
+    fn on_status(&mut self, from: u16, height: u64, round: u32) {
+        if height == self.height && round < self.hs.round {
+            // The peer is behind in rounds: send it this member's votes of the rounds it has not finished,
+            // which others may no longer re-send (they re-send only their current round).
+            let end = self
+                .hs
+                .round
+                .min(round.saturating_add(self.config.round_window));
+            let votes: Vec<Vote<S>> = self
+                .hs
+                .sent
+                .range((round, VoteKind::Prevote)..(end, VoteKind::Prevote))
+                .map(|(_, v)| v.clone())
+                .collect();
+            for v in votes {
+                self.outputs.push_back(Output::Send {
+                    to: from,
+                    message: Message::Vote(v),
+                });
+            }
+            return;
+        }
         let end = self
             .height
             .min(height.saturating_add(self.config.catch_up_blocks_max));
@@ -766,6 +891,32 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             .entry((v.round, v.kind))
             .or_default()
             .insert(v.voter, v);
+    }
+
+    /// Adopts a newer valid block (prevote quorum in an earlier round of this height) learnt from a peer.
+    fn on_polka(&mut self, block: Arc<Block>, qc: QuorumCertificate<S>) {
+        let hash = block.hash();
+        let newer = self
+            .hs
+            .valid
+            .as_ref()
+            .is_none_or(|(vr, _, _)| qc.round > *vr);
+        let fits = qc.kind == VoteKind::Prevote
+            && qc.shard == self.config.shard
+            && qc.height == self.height
+            && block.header.height == self.height
+            && qc.block == hash
+            && qc.round < self.hs.round;
+        if !newer || !fits || qc.verify(self.config.chain_id, &self.committee).is_err() {
+            return;
+        }
+        self.hs.blocks.insert(hash, block.clone());
+        if !self.is_valid(&hash) {
+            return;
+        }
+        self.hs.polkas.insert((qc.round, hash), qc.clone());
+        self.hs.valid = Some((qc.round, block, qc));
+        self.persist_wal();
     }
 
     fn on_decided(&mut self, block: Arc<Block>, certificate: QuorumCertificate<S>) {
@@ -913,6 +1064,9 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             .chain(hs.valid.iter().map(|(_, b, _)| b))
         {
             hs.blocks.insert(b.hash(), b.clone());
+        }
+        if let Some((vr, b, qc)) = &hs.valid {
+            hs.polkas.insert((*vr, b.hash()), qc.clone());
         }
         for v in hs.sent.values() {
             hs.votes

@@ -5,20 +5,22 @@ use super::*;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::crypto::{SecretKey, bls};
-use crate::genesis::GenesisConfig;
+use crate::genesis::{Genesis, GenesisConfig};
 use crate::ledger::ShardApp;
 use crate::store::MemStore;
 use crate::tx::{Transaction, TxKind};
 
 type R = Replica<Bls, ShardApp<MemStore>>;
 
-fn network(n: usize) -> (GenesisConfig, Vec<R>) {
+fn network(n: usize) -> (Genesis, Vec<R>) {
     let genesis = GenesisConfig::devnet(
         1,
         n,
         Amount::from_iost(1_000).expect("small"),
         Amount::from_iost(100).expect("small"),
-    );
+    )
+    .build()
+    .expect("valid genesis");
     let keys: Vec<bls::SecretKey> = (0..n)
         .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
         .collect();
@@ -133,18 +135,12 @@ fn four_validators_finalise_blocks_with_bls_certificates() {
 
 #[test]
 fn a_restarted_replica_resumes_from_its_store() {
-    let (_genesis, mut replicas) = network(4);
+    let (genesis, mut replicas) = network(4);
     run(&mut replicas, 2, 60_000);
     let tip = replicas[3].app().tip();
     let committee = replicas[3].committee().clone();
     let r = replicas.pop().expect("four");
     let store = r.into_app().into_store();
-    let genesis = GenesisConfig::devnet(
-        1,
-        4,
-        Amount::from_iost(1_000).expect("small"),
-        Amount::from_iost(100).expect("small"),
-    );
     let app = ShardApp::open(&genesis, 0, store).expect("reopens");
     assert_eq!(app.tip(), tip);
     let config = Config::new(genesis.params.chain_id, 0);

@@ -474,10 +474,19 @@ pub enum Message<S: VoteScheme> {
         block: Arc<Block>,
         certificate: QuorumCertificate<S>,
     },
-    /// "I am at this height": peers ahead answer with the blocks it misses.
+    /// "I am at this height and round": peers ahead answer with the finalised blocks it misses, or with
+    /// their votes of the rounds it has not finished.
     Status {
         shard: u16,
         height: u64,
+        round: u32,
+    },
+    /// A block that gathered a prevote quorum in some round, with that certificate. Members re-send their
+    /// latest one so that every honest member learns it and a later honest proposer re-proposes it: this
+    /// frees members locked on it, who would otherwise prevote nil on every new block.
+    Polka {
+        block: Arc<Block>,
+        certificate: QuorumCertificate<S>,
     },
 }
 
