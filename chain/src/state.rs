@@ -692,6 +692,49 @@ mod tests {
         assert_eq!(loaded.total_supply(), state.total_supply());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Fee and nonce rules under random traffic: a transaction applies iff its nonce is the account's
+        /// next one and the balance covers amount + fee; then the nonce moves by one and the fee lands in the
+        /// pool; otherwise nothing changes. Supply never changes.
+        #[test]
+        fn fee_and_nonce_rules_hold_under_random_traffic(
+            ops in proptest::collection::vec((0usize..3, 0usize..4, 0u64..700, -1i64..=1, 0u64..3000), 1..25),
+        ) {
+            let senders: Vec<SecretKey> = (0..3).map(|i| SecretKey::dev(&format!("s{i}"))).collect();
+            let mut state = State::new(params(), SHARD);
+            for k in &senders {
+                state.set_account(Address::of(&k.public()), Account { balance: Amount::from_iost(1000).expect("small"), ..Account::default() });
+            }
+            let supply = state.total_supply();
+            let mut fees = 0u64;
+            for (height, (who, to, iost, nonce_skew, fee)) in ops.into_iter().enumerate() {
+                let key = &senders[who];
+                let me = Address::of(&key.public());
+                let before = state.account(&me).cloned().unwrap_or_default();
+                let nonce = before.nonce.saturating_add_signed(nonce_skew);
+                let to = Address::of(&SecretKey::dev(&format!("r{to}")).public());
+                let amount = Amount::from_iost(iost).expect("small");
+                let kind = TxKind::Transfer { to, amount: Amount(amount.0.max(1)) };
+                let stx = Transaction { chain_id: params().chain_id, sender: key.public(), nonce, fee: Amount(fee), expiry_height: 1_000, kind }.sign(key);
+                let root = state.root();
+                let result = state.apply(&stx, height as u64 + 1);
+                let affordable = before.balance.0 >= amount.0.max(1) + fee;
+                let should_apply = nonce == before.nonce && fee >= 1_000 && affordable;
+                proptest::prop_assert_eq!(result.is_ok(), should_apply, "{:?}", result);
+                match result {
+                    Ok(receipt) => {
+                        fees += fee;
+                        proptest::prop_assert_eq!(receipt.nonce_after, before.nonce + 1);
+                    }
+                    Err(_) => proptest::prop_assert_eq!(state.root(), root),
+                }
+                proptest::prop_assert_eq!(state.total_supply(), supply);
+                proptest::prop_assert_eq!(state.fee_pool(), Amount(fees));
+            }
+        }
+    }
+
     #[test]
     fn account_decoding_rejects_garbage() {
         let a = Account {

@@ -924,7 +924,17 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             return;
         }
         let hash = block.hash();
-        if certificate.block != hash {
+        let fits = certificate.block == hash
+            && certificate.kind == VoteKind::Precommit
+            && certificate.height == self.height
+            && certificate.shard == self.config.shard;
+        // Verified on arrival, before the block is kept or executed, so forged certificates cost a peer
+        // nothing but one signature check here; `commit` verifies it again before use.
+        if !fits
+            || certificate
+                .verify(self.config.chain_id, &self.committee)
+                .is_err()
+        {
             return;
         }
         self.hs.blocks.insert(hash, block.clone());
