@@ -9,10 +9,12 @@
 //! on state roots. Checked at the end: liveness once the network heals. The same seed gives the same trace.
 //!
 //! `HUDS_SIM_SEEDS=100000 cargo test -p chain --release --test simulator` runs more seeds (default 500);
-//! `HUDS_SIM_SEED=1234` replays one seed and prints its trace summary.
+//! `HUDS_SIM_SEED=1234` replays one seed and prints its trace summary; `HUDS_SIM_FIRST_SEED=N` starts the
+//! range elsewhere.
 
 use chain::address::{Address, shard_of};
 use chain::amount::Amount;
+use chain::bft::wire;
 use chain::bft::{
     Bls, Committee, Config, Input, Member, Message, Output, Proposal, QuorumCertificate, Replica,
     Vote, VoteKind, VoteScheme,
@@ -670,7 +672,13 @@ impl<S: SimKeys> Sim<S> {
                     .update(&[0])
                     .update(&self.now.to_be_bytes())
                     .update(&(to as u64).to_be_bytes());
-                self.trace.update(&from.to_be_bytes());
+                // Every message crosses the wire encoding, as it will over gossip.
+                let bytes = wire::encode(&message);
+                self.trace
+                    .update(&from.to_be_bytes())
+                    .update(blake3::hash(&bytes).as_bytes());
+                let message =
+                    wire::decode::<S>(&bytes).map_err(|e| format!("wire decoding failed: {e}"))?;
                 self.handle(to, Input::Message { from, message })?;
             }
             Event::Crash(node) => {
@@ -816,7 +824,10 @@ fn env_u64(name: &str) -> Option<u64> {
 fn many_seeds_stay_safe_and_live() {
     let seeds: Vec<u64> = match env_u64("HUDS_SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (0..env_u64("HUDS_SIM_SEEDS").unwrap_or(500)).collect(),
+        None => {
+            let first = env_u64("HUDS_SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + env_u64("HUDS_SIM_SEEDS").unwrap_or(500)).collect()
+        }
     };
     let started = std::time::Instant::now();
     let mut failures = Vec::new();

@@ -30,6 +30,7 @@
 //! signs two different messages for one step.
 
 mod types;
+pub mod wire;
 
 pub use types::*;
 
