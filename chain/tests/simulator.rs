@@ -451,7 +451,25 @@ impl<S: SimKeys> Sim<S> {
                     block,
                     certificate,
                 } => self.on_commit(node, height, &block, &certificate)?,
-                Output::Evidence(_) => self.stats.evidence += 1,
+                Output::Evidence(e) => {
+                    // Evidence must verify, and only ever name a Byzantine member.
+                    let shard = self.nodes[node].shard;
+                    if !e.verify(
+                        self.genesis.params.chain_id,
+                        &self.committees[usize::from(shard)],
+                    ) {
+                        return Err(format!(
+                            "node {node} produced evidence that does not verify"
+                        ));
+                    }
+                    let offender = self.global(shard, e.offender());
+                    if self.nodes[offender].byzantine.is_none() {
+                        return Err(format!(
+                            "node {node} produced evidence against honest node {offender}"
+                        ));
+                    }
+                    self.stats.evidence += 1;
+                }
             }
         }
     }

@@ -148,6 +148,8 @@ struct HeightState<S: VoteScheme> {
     votes: BTreeMap<(u32, VoteKind), BTreeMap<u16, Vote<S>>>,
     sent: BTreeMap<(u32, VoteKind), Vote<S>>,
     my_proposals: BTreeMap<u32, Proposal<S>>,
+    /// The signed header of each round's accepted proposal, kept to prove a second one an equivocation.
+    proposal_headers: BTreeMap<u32, SignedProposalHeader<S>>,
     prevote_timer: BTreeSet<u32>,
     precommit_timer: BTreeSet<u32>,
     polka_handled: BTreeSet<u32>,
@@ -167,6 +169,7 @@ impl<S: VoteScheme> Default for HeightState<S> {
             votes: BTreeMap::new(),
             sent: BTreeMap::new(),
             my_proposals: BTreeMap::new(),
+            proposal_headers: BTreeMap::new(),
             prevote_timer: BTreeSet::new(),
             precommit_timer: BTreeSet::new(),
             polka_handled: BTreeSet::new(),
@@ -189,6 +192,7 @@ pub struct Replica<S: VoteScheme, A: App> {
     future: Vec<(u16, Message<S>)>,
     /// Between a commit and the start of round 0 of the next height.
     waiting: bool,
+    halted: Option<StoreError>,
     now: u64,
     started: bool,
 }
@@ -224,6 +228,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             outputs: VecDeque::new(),
             future: Vec::new(),
             waiting: false,
+            halted: None,
             now: 0,
             started: false,
         };
@@ -298,6 +303,9 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     }
 
     pub fn handle(&mut self, now: u64, input: Input<S>) {
+        if self.halted.is_some() {
+            return;
+        }
         self.now = self.now.max(now);
         if !self.started {
             self.started = true;
@@ -309,6 +317,10 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             self.on_message(from, message);
         }
         self.progress();
+        if self.halted.is_some() {
+            self.outputs.clear();
+            self.timers.clear();
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<Output<S>> {
@@ -459,8 +471,14 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             .proposals
             .entry(round)
             .or_insert((hash, proposal.valid_round));
-        self.outputs
-            .push_back(Output::Broadcast(Message::Proposal(proposal)));
+        self.hs
+            .proposal_headers
+            .entry(round)
+            .or_insert_with(|| proposal.signed_header());
+        if self.halted.is_none() {
+            self.outputs
+                .push_back(Output::Broadcast(Message::Proposal(proposal)));
+        }
     }
 
     /// Signs and sends this member's vote for the current round, unless it already voted in this step, in
@@ -835,15 +853,9 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             return;
         }
         let hash = p.block.hash();
-        if let Some((first, _)) = self.hs.proposals.get(&p.round) {
-            if *first != hash && p.verify_signature(self.config.chain_id, &self.committee) {
-                let evidence = Evidence::DoubleProposal {
-                    first: *first,
-                    second: hash,
-                    height: p.height,
-                    round: p.round,
-                    proposer: p.proposer,
-                };
+        if let Some(first) = self.hs.proposal_headers.get(&p.round) {
+            if first.block != hash && p.verify_signature(self.config.chain_id, &self.committee) {
+                let evidence = Evidence::DoubleProposal(first.clone(), p.signed_header());
                 self.outputs.push_back(Output::Evidence(evidence));
             }
             return;
@@ -864,6 +876,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         }
         self.hs.blocks.insert(hash, p.block.clone());
         self.hs.proposals.insert(p.round, (hash, p.valid_round));
+        self.hs.proposal_headers.insert(p.round, p.signed_header());
     }
 
     fn on_vote(&mut self, v: Vote<S>) {
@@ -980,12 +993,18 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         }
         let mut batch = WriteBatch::default();
         batch.put(KEY_WAL, w.finish());
-        // A failed write must stop the replica from sending what it could not record; the in-memory store
-        // cannot fail, and the node's driver stops the replica on a store error.
-        assert!(
-            self.app.store().write(batch).is_ok(),
-            "the consensus log must be writable"
-        );
+        // A replica must never send what it could not record: on a failed write it halts, dropping the
+        // outputs not yet taken, and the driver sees `halted()` and stops it.
+        if let Err(e) = self.app.store().write(batch) {
+            self.halted = Some(e);
+            self.outputs.clear();
+            self.timers.clear();
+        }
+    }
+
+    /// The store error that stopped this replica, if one did. A halted replica ignores every input.
+    pub fn halted(&self) -> Option<&StoreError> {
+        self.halted.as_ref()
     }
 
     fn load_wal(&mut self) -> Result<(), ReplicaError> {

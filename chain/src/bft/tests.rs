@@ -160,3 +160,55 @@ fn a_restarted_replica_resumes_from_its_store() {
         "all four go on finalising: {committed:?}"
     );
 }
+
+/// A store whose writes start failing when the test says so.
+struct FailingStore {
+    inner: MemStore,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl crate::store::Store for FailingStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn write(&mut self, batch: crate::store::WriteBatch) -> Result<(), crate::store::StoreError> {
+        if self.fail.get() {
+            return Err(crate::store::StoreError::Backend("disk full".into()));
+        }
+        self.inner.write(batch)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<crate::store::Pairs, crate::store::StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+}
+
+#[test]
+fn a_replica_that_cannot_record_its_votes_halts_silently() {
+    let (genesis, replicas) = network(4);
+    let committee = replicas[0].committee().clone();
+    let fail = std::rc::Rc::new(std::cell::Cell::new(false));
+    let store = FailingStore {
+        inner: MemStore::new(),
+        fail: fail.clone(),
+    };
+    let app = ShardApp::open(&genesis, 0, store).expect("genesis");
+    let config = Config::new(genesis.params.chain_id, 0);
+    let mut r = Replica::new(
+        config,
+        committee,
+        1,
+        bls::SecretKey::dev("validator/1"),
+        app,
+    )
+    .expect("fresh");
+    r.handle(0, Input::Tick);
+    while r.poll_output().is_some() {}
+    fail.set(true);
+    // Time passes: the propose timeout fires and the replica would prevote nil, but cannot record it.
+    r.handle(60_000, Input::Tick);
+    assert!(r.halted().is_some(), "the failed write halts the replica");
+    assert!(r.poll_output().is_none(), "nothing unrecorded is sent");
+    assert_eq!(r.poll_timeout(), None);
+    r.handle(120_000, Input::Tick);
+    assert!(r.poll_output().is_none(), "a halted replica stays silent");
+}

@@ -490,17 +490,84 @@ pub enum Message<S: VoteScheme> {
     },
 }
 
-/// Two conflicting messages signed by one member: proof of a fault, for reputation and slashing.
+/// What a proposer signs, without the block itself: enough to prove that it equivocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedProposalHeader<S: VoteScheme> {
+    pub shard: u16,
+    pub height: u64,
+    pub round: u32,
+    pub block: Hash,
+    pub valid_round: Option<u32>,
+    pub proposer: u16,
+    pub signature: S::Sig,
+}
+
+impl<S: VoteScheme> SignedProposalHeader<S> {
+    pub fn verify(&self, chain_id: u32, committee: &Committee<S>) -> bool {
+        let Some(member) = committee.members.get(usize::from(self.proposer)) else {
+            return false;
+        };
+        let msg = proposal_message(
+            chain_id,
+            self.shard,
+            self.height,
+            self.round,
+            &self.block,
+            self.valid_round,
+        );
+        S::verify(&member.public, &msg, &self.signature)
+    }
+}
+
+impl<S: VoteScheme> Proposal<S> {
+    pub fn signed_header(&self) -> SignedProposalHeader<S> {
+        SignedProposalHeader {
+            shard: self.shard,
+            height: self.height,
+            round: self.round,
+            block: self.block.hash(),
+            valid_round: self.valid_round,
+            proposer: self.proposer,
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+/// Two conflicting messages signed by one member for one step: proof of a fault, for reputation and
+/// slashing. Anyone holding the committee can check it with [`Evidence::verify`].
 #[derive(Debug, Clone)]
 pub enum Evidence<S: VoteScheme> {
     DoubleVote(Vote<S>, Vote<S>),
-    DoubleProposal {
-        first: Hash,
-        second: Hash,
-        height: u64,
-        round: u32,
-        proposer: u16,
-    },
+    DoubleProposal(SignedProposalHeader<S>, SignedProposalHeader<S>),
+}
+
+impl<S: VoteScheme> Evidence<S> {
+    /// The committee index of the member at fault.
+    pub fn offender(&self) -> u16 {
+        match self {
+            Evidence::DoubleVote(a, _) => a.voter,
+            Evidence::DoubleProposal(a, _) => a.proposer,
+        }
+    }
+
+    /// Both messages are for the same step, differ, and carry the offender's valid signatures.
+    pub fn verify(&self, chain_id: u32, committee: &Committee<S>) -> bool {
+        match self {
+            Evidence::DoubleVote(a, b) => {
+                (a.voter, a.kind, a.shard, a.height, a.round)
+                    == (b.voter, b.kind, b.shard, b.height, b.round)
+                    && a.block != b.block
+                    && a.verify(chain_id, committee)
+                    && b.verify(chain_id, committee)
+            }
+            Evidence::DoubleProposal(a, b) => {
+                (a.proposer, a.shard, a.height, a.round) == (b.proposer, b.shard, b.height, b.round)
+                    && (a.block, a.valid_round) != (b.block, b.valid_round)
+                    && a.verify(chain_id, committee)
+                    && b.verify(chain_id, committee)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -597,6 +664,41 @@ mod tests {
         let qc =
             QuorumCertificate::aggregate(&c, &light.iter().collect::<Vec<_>>(), b).expect("valid");
         assert!(matches!(qc.verify(5, &c), Err(QcError::NoQuorum { .. })));
+    }
+
+    #[test]
+    fn evidence_proves_equivocation_and_nothing_else() {
+        let (c, keys) = committee(&[1, 1, 1, 1]);
+        let vote = |voter: u16, block: Option<Hash>| {
+            Vote::<Bls>::sign(
+                5,
+                0,
+                VoteKind::Prevote,
+                3,
+                1,
+                block,
+                voter,
+                &keys[usize::from(voter)],
+            )
+        };
+        let double = Evidence::DoubleVote(vote(2, Some([1; 32])), vote(2, None));
+        assert!(double.verify(5, &c));
+        assert_eq!(double.offender(), 2);
+        assert!(
+            !Evidence::DoubleVote(vote(2, None), vote(2, None)).verify(5, &c),
+            "same vote twice"
+        );
+        assert!(
+            !Evidence::DoubleVote(vote(2, None), vote(3, Some([1; 32]))).verify(5, &c),
+            "two voters"
+        );
+        let mut forged = vote(2, Some([1; 32]));
+        forged.block = Some([9; 32]);
+        assert!(
+            !Evidence::DoubleVote(vote(2, None), forged).verify(5, &c),
+            "a forged signature"
+        );
+        assert!(!double.verify(6, &c), "another chain");
     }
 
     #[test]
