@@ -1,7 +1,7 @@
 //! The deterministic simulator of the IOS chain: many validators on several shards, one seed driving the
 //! network (loss, delay, duplication, reordering, partitions that heal), crashes and restarts from each
 //! replica's persisted store, client transactions (valid and invalid), and up to f Byzantine validators per
-//! committee (equivocating proposers, invalid blocks, double votes, withheld votes).
+//! committee (equivocating proposers, invalid blocks, double votes, withheld votes, votes for every block seen).
 //!
 //! Checked after every commit: no two different blocks finalised at one (shard, height); every certificate
 //! carries more than two thirds of the right committee's weight and verifies; each shard's total supply is
@@ -110,6 +110,9 @@ struct Byzantine {
     invalid_blocks: bool,
     double_vote: bool,
     withhold: f64,
+    /// Prevote and precommit every block it is shown, in every round: the votes a coalition needs to
+    /// finalise two blocks if honest members ever let it.
+    vote_everything: bool,
 }
 
 struct Node<S: SimKeys> {
@@ -142,6 +145,8 @@ struct Params {
     loss: f64,
     duplicate: f64,
     delay_ms_max: u64,
+    /// Share of messages that take a slow path (0.2 to 2.5 s) during the fault phase.
+    slow: f64,
     fault_phase_ms: u64,
     end_ms: u64,
 }
@@ -195,6 +200,7 @@ impl<S: SimKeys> Sim<S> {
             loss: rng.random_range(0.0..0.25),
             duplicate: rng.random_range(0.0..0.1),
             delay_ms_max: rng.random_range(2..=80),
+            slow: rng.random_range(0.0..0.05),
             fault_phase_ms,
             end_ms,
         };
@@ -296,6 +302,7 @@ impl<S: SimKeys> Sim<S> {
                     invalid_blocks: rng.random_bool(0.3),
                     double_vote: rng.random_bool(0.5),
                     withhold: rng.random_range(0.0..1.0),
+                    vote_everything: rng.random_bool(0.5),
                 });
                 nodes.push(Node {
                     shard: s,
@@ -345,13 +352,21 @@ impl<S: SimKeys> Sim<S> {
         for s in 0..self.p.shards {
             let first = self.rng.random_range(0..50);
             self.at(first, Event::Client(s));
-            if self.rng.random_bool(0.5) {
-                let n = self.committees[usize::from(s)].len();
+            // Zero to three partitions of the shard, one after the other, each healing.
+            let n = self.committees[usize::from(s)].len();
+            let mut cursor = 0;
+            for _ in 0..self.rng.random_range(0..=3) {
+                if cursor + 2 >= fault_end {
+                    break;
+                }
                 let side: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
-                let start = self.rng.random_range(0..fault_end / 2);
-                let heal = self.rng.random_range(start..fault_end);
+                let start = self.rng.random_range(cursor..fault_end - 1);
+                let heal = self
+                    .rng
+                    .random_range(start + 1..=(start + 2_000).min(fault_end));
                 self.at(start, Event::Partition { shard: s, side });
                 self.at(heal, Event::Heal(s));
+                cursor = heal + 1;
             }
         }
         let crashes = self.rng.random_range(0..=self.nodes.len() / 3);
@@ -393,7 +408,11 @@ impl<S: SimKeys> Sim<S> {
             1
         };
         for _ in 0..copies {
-            let delay = self.rng.random_range(1..=self.p.delay_ms_max);
+            let delay = if self.in_fault_phase() && self.rng.random_bool(self.p.slow) {
+                self.rng.random_range(200..=2_500)
+            } else {
+                self.rng.random_range(1..=self.p.delay_ms_max)
+            };
             let from_index = self.nodes[from].index;
             self.at(
                 self.now + delay,
@@ -521,6 +540,28 @@ impl<S: SimKeys> Sim<S> {
                 }
             }
             _ => self.broadcast(node, &message),
+        }
+    }
+
+    /// A Byzantine member's prevote and precommit for `block`, whatever it voted before.
+    fn vote_for(&mut self, node: usize, height: u64, round: u32, block: Hash) {
+        let (chain_id, shard, index) = (
+            self.genesis.params.chain_id,
+            self.nodes[node].shard,
+            self.nodes[node].index,
+        );
+        for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+            let vote = Vote::sign(
+                chain_id,
+                shard,
+                kind,
+                height,
+                round,
+                Some(block),
+                index,
+                &self.nodes[node].secret,
+            );
+            self.broadcast(node, &Message::Vote(vote));
         }
     }
 
@@ -697,6 +738,14 @@ impl<S: SimKeys> Sim<S> {
                     .update(blake3::hash(&bytes).as_bytes());
                 let message =
                     wire::decode::<S>(&bytes).map_err(|e| format!("wire decoding failed: {e}"))?;
+                if let Message::Proposal(p) = &message
+                    && self.nodes[to]
+                        .byzantine
+                        .as_ref()
+                        .is_some_and(|b| b.vote_everything)
+                {
+                    self.vote_for(to, p.height, p.round, p.block.hash());
+                }
                 self.handle(to, Input::Message { from, message })?;
             }
             Event::Crash(node) => {
