@@ -147,6 +147,8 @@ struct Params {
     delay_ms_max: u64,
     /// Share of messages that take a slow path (0.2 to 2.5 s) during the fault phase.
     slow: f64,
+    /// Chance that the first member to commit a height is then isolated for 0.5 to 3 s.
+    isolate_committer: f64,
     fault_phase_ms: u64,
     end_ms: u64,
 }
@@ -162,9 +164,13 @@ struct Sim<S: SimKeys> {
     seq: u64,
     now: u64,
     partitions: BTreeMap<u16, Vec<bool>>,
+    /// Nodes cut off from everyone until the given time: the adversary isolates the first member to commit
+    /// a height, so that its decision spreads late while the rest of the committee goes on.
+    isolated_until: BTreeMap<usize, u64>,
     shard_supply: Vec<u128>,
     finalised: BTreeMap<(u16, u64), (Hash, Hash)>,
     wallets: Vec<Vec<(SecretKey, u64)>>,
+    adversaries: Vec<SecretKey>,
     recipients: Vec<Vec<Address>>,
     trace: blake3::Hasher,
     stats: Stats,
@@ -201,6 +207,11 @@ impl<S: SimKeys> Sim<S> {
             duplicate: rng.random_range(0.0..0.1),
             delay_ms_max: rng.random_range(2..=80),
             slow: rng.random_range(0.0..0.05),
+            isolate_committer: if rng.random_bool(0.5) {
+                rng.random_range(0.0..0.5)
+            } else {
+                0.0
+            },
             fault_phase_ms,
             end_ms,
         };
@@ -212,6 +223,7 @@ impl<S: SimKeys> Sim<S> {
             v.stake = Amount::from_iost(rng.random_range(1_000..=5_000)).expect("small");
         }
         let mut wallets = Vec::new();
+        let mut adversaries = Vec::new();
         let mut recipients = Vec::new();
         for s in 0..shards {
             let labels = labels_on_shard(&format!("sim/wallet/{s}"), s, shards, 3);
@@ -224,6 +236,15 @@ impl<S: SimKeys> Sim<S> {
                 ));
             }
             wallets.push(keys);
+            // The adversary's own funded account on the shard, so its second proposal can differ from
+            // the first and still be valid.
+            let adversary =
+                SecretKey::dev(&labels_on_shard(&format!("sim/adversary/{s}"), s, shards, 1)[0]);
+            genesis.wallets.push((
+                Address::of(&adversary.public()),
+                Amount::from_iost(1_000).expect("small"),
+            ));
+            adversaries.push(adversary);
             let to = labels_on_shard(&format!("sim/recipient/{s}"), s, shards, 4);
             recipients.push(
                 to.iter()
@@ -326,9 +347,11 @@ impl<S: SimKeys> Sim<S> {
             seq: 0,
             now: 0,
             partitions: BTreeMap::new(),
+            isolated_until: BTreeMap::new(),
             shard_supply,
             finalised: BTreeMap::new(),
             wallets,
+            adversaries,
             recipients,
             trace: blake3::Hasher::new(),
             stats: Stats {
@@ -392,6 +415,14 @@ impl<S: SimKeys> Sim<S> {
 
     fn send(&mut self, from: usize, to: usize, message: Message<S>) {
         let shard = self.nodes[from].shard;
+        let now = self.now;
+        if [from, to]
+            .iter()
+            .any(|n| self.isolated_until.get(n).is_some_and(|until| now < *until))
+        {
+            self.stats.dropped += 1;
+            return;
+        }
         if let Some(side) = self.partitions.get(&shard)
             && side[usize::from(self.nodes[from].index)] != side[usize::from(self.nodes[to].index)]
         {
@@ -505,7 +536,23 @@ impl<S: SimKeys> Sim<S> {
                     .replica
                     .as_mut()
                     .expect("only live nodes send");
-                let mut other: Block = replica.app_mut().build_block(Vec::new());
+                // The second block: a valid transfer of the adversary's, so it differs from the first.
+                let adversary = &self.adversaries[usize::from(p.shard)];
+                let me = Address::of(&adversary.public());
+                let nonce = replica.app().state().account(&me).map_or(0, |a| a.nonce);
+                let tx = Transaction {
+                    chain_id,
+                    sender: adversary.public(),
+                    nonce,
+                    fee: Amount(1_000),
+                    expiry_height: u64::MAX,
+                    kind: TxKind::Transfer {
+                        to: me,
+                        amount: Amount(1),
+                    },
+                }
+                .sign(adversary);
+                let mut other: Block = replica.app_mut().build_block(vec![tx]);
                 if byz.invalid_blocks || other.hash() == p.block.hash() {
                     other.header.state_root = self.rng.random();
                 }
@@ -645,6 +692,11 @@ impl<S: SimKeys> Sim<S> {
             Some(_) => {}
             None => {
                 self.finalised.insert((shard, height), (hash, root));
+                if self.in_fault_phase() && self.rng.random_bool(self.p.isolate_committer) {
+                    let until =
+                        (self.now + self.rng.random_range(500..=3_000)).min(self.p.fault_phase_ms);
+                    self.isolated_until.insert(node, until);
+                }
             }
         }
         let max = &mut self.stats.max_height[usize::from(shard)];
@@ -799,6 +851,7 @@ impl<S: SimKeys> Sim<S> {
             if healed_at.is_none() && self.now >= self.p.fault_phase_ms {
                 // Heal everything: partitions end, crashed nodes restart, no more loss.
                 self.partitions.clear();
+                self.isolated_until.clear();
                 for node in 0..self.nodes.len() {
                     self.restart(node)?;
                 }
