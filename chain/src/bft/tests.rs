@@ -1,0 +1,214 @@
+//! The replica on a perfect network, with real BLS signatures. The deterministic simulator in
+//! `chain/tests/simulator.rs` covers faults.
+
+use super::*;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::crypto::{SecretKey, bls};
+use crate::genesis::{Genesis, GenesisConfig};
+use crate::ledger::ShardApp;
+use crate::store::MemStore;
+use crate::tx::{Transaction, TxKind};
+
+type R = Replica<Bls, ShardApp<MemStore>>;
+
+fn network(n: usize) -> (Genesis, Vec<R>) {
+    let genesis = GenesisConfig::devnet(
+        1,
+        n,
+        Amount::from_iost(1_000).expect("small"),
+        Amount::from_iost(100).expect("small"),
+    )
+    .build()
+    .expect("valid genesis");
+    let keys: Vec<bls::SecretKey> = (0..n)
+        .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
+        .collect();
+    let members = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Member {
+            id: Address::of(&SecretKey::dev(&format!("validator/{i}")).public()),
+            public: k.public(),
+            weight: 1,
+        })
+        .collect();
+    let committee: Committee<Bls> = Committee::new(members, [7; 32]);
+    let replicas = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+            let config = Config::new(genesis.params.chain_id, 0);
+            Replica::new(config, committee.clone(), i as u16, k, app).expect("fresh")
+        })
+        .collect();
+    (genesis, replicas)
+}
+
+/// Delivers every message instantly, advancing time to the next timeout when nothing is in flight.
+fn run(replicas: &mut [R], until_height: u64, time_limit_ms: u64) -> Vec<Vec<(u64, Hash)>> {
+    let n = replicas.len();
+    let mut committed = vec![Vec::new(); n];
+    let mut now = 0;
+    let mut inbox: VecDeque<(usize, u16, Message<Bls>)> = VecDeque::new();
+    for r in replicas.iter_mut() {
+        r.handle(now, Input::Tick);
+    }
+    while now < time_limit_ms && committed.iter().any(|c| (c.len() as u64) < until_height) {
+        for (i, r) in replicas.iter_mut().enumerate() {
+            while let Some(out) = r.poll_output() {
+                match out {
+                    Output::Broadcast(m) => (0..n)
+                        .filter(|j| *j != i)
+                        .for_each(|j| inbox.push_back((j, i as u16, m.clone()))),
+                    Output::Send { to, message } => {
+                        inbox.push_back((usize::from(to), i as u16, message))
+                    }
+                    Output::Committed { height, block, .. } => {
+                        committed[i].push((height, block.hash()))
+                    }
+                    Output::Evidence(e) => panic!("no faults here, got {e:?}"),
+                }
+            }
+        }
+        if let Some((to, from, message)) = inbox.pop_front() {
+            replicas[to].handle(now, Input::Message { from, message });
+        } else {
+            now = replicas
+                .iter()
+                .filter_map(|r| r.poll_timeout())
+                .min()
+                .unwrap_or(now + 1)
+                .max(now);
+            for r in replicas.iter_mut() {
+                r.handle(now, Input::Tick);
+            }
+        }
+    }
+    committed
+}
+
+#[test]
+fn four_validators_finalise_blocks_with_bls_certificates() {
+    let (genesis, mut replicas) = network(4);
+    let wallet = SecretKey::dev("devnet/wallet");
+    let to = Address::of(&SecretKey::dev("bob").public());
+    for nonce in 0..5 {
+        let tx = Transaction {
+            chain_id: genesis.params.chain_id,
+            sender: wallet.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 100,
+            kind: TxKind::Transfer {
+                to,
+                amount: Amount(1),
+            },
+        }
+        .sign(&wallet);
+        for r in replicas.iter_mut() {
+            r.app_mut().submit(tx.clone()).expect("admitted");
+        }
+    }
+    let committed = run(&mut replicas, 3, 60_000);
+    for c in &committed {
+        assert!(
+            c.len() >= 3,
+            "every replica finalised 3 blocks: {committed:?}"
+        );
+        assert_eq!(c[..3], committed[0][..3], "replicas agree");
+    }
+    let bob = replicas[0].app().state().account(&to).map(|a| a.balance);
+    assert_eq!(bob, Some(Amount(5)), "the five transfers are final");
+    // Every stored certificate verifies against the committee.
+    for h in 1..=3 {
+        let (block, cert) = replicas[1].app().committed(h).expect("stored");
+        let qc = QuorumCertificate::<Bls>::decode(&cert).expect("decodes");
+        assert_eq!(qc.block, block.hash());
+        assert_eq!(
+            qc.verify(genesis.params.chain_id, replicas[1].committee()),
+            Ok(())
+        );
+    }
+}
+
+#[test]
+fn a_restarted_replica_resumes_from_its_store() {
+    let (genesis, mut replicas) = network(4);
+    run(&mut replicas, 2, 60_000);
+    let tip = replicas[3].app().tip();
+    let committee = replicas[3].committee().clone();
+    let r = replicas.pop().expect("four");
+    let store = r.into_app().into_store();
+    let app = ShardApp::open(&genesis, 0, store).expect("reopens");
+    assert_eq!(app.tip(), tip);
+    let config = Config::new(genesis.params.chain_id, 0);
+    let restarted = Replica::new(
+        config,
+        committee,
+        3,
+        bls::SecretKey::dev("validator/3"),
+        app,
+    )
+    .expect("log reloads");
+    assert_eq!(restarted.height(), tip.0 + 1);
+    replicas.push(restarted);
+    let committed = run(&mut replicas, 2, 60_000);
+    assert!(
+        committed.iter().all(|c| c.len() >= 2),
+        "all four go on finalising: {committed:?}"
+    );
+}
+
+/// A store whose writes start failing when the test says so.
+struct FailingStore {
+    inner: MemStore,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl crate::store::Store for FailingStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn write(&mut self, batch: crate::store::WriteBatch) -> Result<(), crate::store::StoreError> {
+        if self.fail.get() {
+            return Err(crate::store::StoreError::Backend("disk full".into()));
+        }
+        self.inner.write(batch)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<crate::store::Pairs, crate::store::StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+}
+
+#[test]
+fn a_replica_that_cannot_record_its_votes_halts_silently() {
+    let (genesis, replicas) = network(4);
+    let committee = replicas[0].committee().clone();
+    let fail = std::rc::Rc::new(std::cell::Cell::new(false));
+    let store = FailingStore {
+        inner: MemStore::new(),
+        fail: fail.clone(),
+    };
+    let app = ShardApp::open(&genesis, 0, store).expect("genesis");
+    let config = Config::new(genesis.params.chain_id, 0);
+    let mut r = Replica::new(
+        config,
+        committee,
+        1,
+        bls::SecretKey::dev("validator/1"),
+        app,
+    )
+    .expect("fresh");
+    r.handle(0, Input::Tick);
+    while r.poll_output().is_some() {}
+    fail.set(true);
+    // Time passes: the propose timeout fires and the replica would prevote nil, but cannot record it.
+    r.handle(60_000, Input::Tick);
+    assert!(r.halted().is_some(), "the failed write halts the replica");
+    assert!(r.poll_output().is_none(), "nothing unrecorded is sent");
+    assert_eq!(r.poll_timeout(), None);
+    r.handle(120_000, Input::Tick);
+    assert!(r.poll_output().is_none(), "a halted replica stays silent");
+}

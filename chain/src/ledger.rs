@@ -1,0 +1,460 @@
+//! One shard's ledger as the BFT replica sees it: build a block, check a block, commit a block.
+//!
+//! [`App`] is the interface between consensus and execution; [`ShardApp`] implements it over [`State`], a
+//! bounded mempool and a [`Store`] where every commit lands as one atomic batch (state changes, the block,
+//! its certificate and the new tip), so a replica restarted on its store resumes exactly at its last commit.
+
+use crate::address::{Address, shard_of};
+use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
+use crate::codec::Reader;
+use crate::crypto::Hash;
+use crate::genesis::{Genesis, GenesisError};
+use crate::smt::list_root;
+use crate::state::{ChainParams, Receipt, State};
+use crate::store::{Store, StoreError, WriteBatch};
+use crate::tx::{SignedTransaction, TxError};
+use std::collections::BTreeMap;
+
+const KEY_TIP: &[u8] = b"chain/tip";
+const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
+const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
+pub const MEMPOOL_TXS_MAX: usize = 10_000;
+const CHECKED_STATES_MAX: usize = 8;
+
+/// Why a proposed block is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block is for chain {got}, this is chain {expected}")]
+    WrongChain { expected: u32, got: u32 },
+    #[error("block is for shard {got}, this is shard {expected}")]
+    WrongShard { expected: u16, got: u16 },
+    #[error("block height {got}, expected {expected}")]
+    WrongHeight { expected: u64, got: u64 },
+    #[error("block does not extend the committed tip")]
+    WrongParent,
+    #[error("block has {0} transactions, more than the maximum")]
+    TooManyTransactions(usize),
+    #[error("transactions root does not match the transactions")]
+    TransactionsRoot,
+    #[error("transaction {index} is invalid: {error}")]
+    Transaction { index: usize, error: TxError },
+    #[error("state root does not match execution")]
+    StateRoot,
+    #[error("receipts root does not match execution")]
+    ReceiptsRoot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    #[error("block to commit is invalid: {0}")]
+    Block(#[from] BlockError),
+}
+
+/// What consensus needs from execution.
+pub trait App {
+    /// The last committed (height, block hash); height 0 is genesis.
+    fn tip(&self) -> (u64, Hash);
+    /// A new block on top of the tip.
+    fn propose(&mut self) -> Block;
+    fn check(&mut self, block: &Block) -> Result<(), BlockError>;
+    /// Commits a block that extends the tip, with the encoded certificate that finalised it.
+    fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError>;
+    /// A committed block and its encoded certificate.
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)>;
+    fn store(&mut self) -> &mut dyn Store;
+    fn store_ref(&self) -> &dyn Store;
+}
+
+pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> BlockHeader {
+    BlockHeader {
+        chain_id: params.chain_id,
+        shard,
+        height: 0,
+        parent: [0; 32],
+        state_root,
+        transactions_root: list_root(&[]),
+        receipts_root: list_root(&[]),
+    }
+}
+
+fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
+    [prefix, &height.to_be_bytes()].concat()
+}
+
+pub struct ShardApp<St: Store> {
+    state: State,
+    store: St,
+    tip: (u64, Hash),
+    mempool: BTreeMap<(Address, u64), SignedTransaction>,
+    checked: Vec<(Hash, State)>,
+    pub block_txs_max: usize,
+}
+
+impl<St: Store> ShardApp<St> {
+    /// Opens the shard on `store`: resumes from the persisted tip if there is one, else writes genesis.
+    pub fn open(genesis: &Genesis, shard: u16, mut store: St) -> Result<Self, LedgerError> {
+        let params = genesis.params.clone();
+        if let Some(tip) = store.get(KEY_TIP)? {
+            let corrupt = |reason: &str| StoreError::Corrupt {
+                key: "chain/tip".into(),
+                reason: reason.into(),
+            };
+            let mut r = Reader::new(&tip);
+            let height = r.u64().map_err(|_| corrupt("short"))?;
+            let hash = r.array().map_err(|_| corrupt("short"))?;
+            let state = State::load(params, shard, &store)?;
+            return Ok(Self::from_parts(state, store, (height, hash)));
+        }
+        let mut state = genesis.shard_state(shard);
+        let hash = genesis_header(&params, shard, state.root()).hash();
+        let mut batch = WriteBatch::default();
+        state.persist_into(&mut batch);
+        batch.put(KEY_TIP, [0u64.to_be_bytes().as_slice(), &hash].concat());
+        store.write(batch)?;
+        Ok(Self::from_parts(state, store, (0, hash)))
+    }
+
+    fn from_parts(state: State, store: St, tip: (u64, Hash)) -> Self {
+        Self {
+            state,
+            store,
+            tip,
+            mempool: BTreeMap::new(),
+            checked: Vec::new(),
+            block_txs_max: 64,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn into_store(self) -> St {
+        self.store
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Admits a transaction to the mempool if it could be valid on this shard now or after the sender's
+    /// pending transactions. The mempool is bounded.
+    pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
+        let params = self.state.params();
+        tx.check_stateless(params.chain_id)?;
+        let sender = tx.tx.sender_address();
+        let sender_shard = shard_of(&sender, params.shard_count);
+        if sender_shard != self.state.shard() {
+            return Err(TxError::WrongShard {
+                shard: self.state.shard(),
+                sender_shard,
+            });
+        }
+        let nonce = self.state.account(&sender).map_or(0, |a| a.nonce);
+        if tx.tx.nonce < nonce {
+            return Err(TxError::ReplayedNonce {
+                expected: nonce,
+                got: tx.tx.nonce,
+            });
+        }
+        if self.mempool.len() >= MEMPOOL_TXS_MAX {
+            return Err(TxError::MempoolFull);
+        }
+        self.mempool.insert((sender, tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// Builds a block from `transactions` on top of the tip, skipping the ones that do not apply.
+    pub fn build_block(
+        &mut self,
+        transactions: impl IntoIterator<Item = SignedTransaction>,
+    ) -> Block {
+        let height = self.tip.0 + 1;
+        let mut state = self.state.clone();
+        let mut included = Vec::new();
+        let mut receipts: Vec<Receipt> = Vec::new();
+        for tx in transactions {
+            if included.len() >= self.block_txs_max.min(BLOCK_TXS_MAX) {
+                break;
+            }
+            if let Ok(receipt) = state.apply(&tx, height) {
+                included.push(tx);
+                receipts.push(receipt);
+            }
+        }
+        let params = state.params();
+        let header = BlockHeader {
+            chain_id: params.chain_id,
+            shard: state.shard(),
+            height,
+            parent: self.tip.1,
+            state_root: state.root(),
+            transactions_root: Block::transactions_root(&included),
+            receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
+        };
+        let hash = header.hash();
+        self.remember(hash, state);
+        Block {
+            header,
+            transactions: included,
+        }
+    }
+
+    fn remember(&mut self, hash: Hash, state: State) {
+        if self.checked.iter().any(|(h, _)| *h == hash) {
+            return;
+        }
+        if self.checked.len() >= CHECKED_STATES_MAX {
+            self.checked.remove(0);
+        }
+        self.checked.push((hash, state));
+    }
+
+    fn execute(&self, block: &Block) -> Result<State, BlockError> {
+        let h = &block.header;
+        let params = self.state.params();
+        if h.chain_id != params.chain_id {
+            return Err(BlockError::WrongChain {
+                expected: params.chain_id,
+                got: h.chain_id,
+            });
+        }
+        if h.shard != self.state.shard() {
+            return Err(BlockError::WrongShard {
+                expected: self.state.shard(),
+                got: h.shard,
+            });
+        }
+        if h.height != self.tip.0 + 1 {
+            return Err(BlockError::WrongHeight {
+                expected: self.tip.0 + 1,
+                got: h.height,
+            });
+        }
+        if h.parent != self.tip.1 {
+            return Err(BlockError::WrongParent);
+        }
+        if block.transactions.len() > BLOCK_TXS_MAX {
+            return Err(BlockError::TooManyTransactions(block.transactions.len()));
+        }
+        if Block::transactions_root(&block.transactions) != h.transactions_root {
+            return Err(BlockError::TransactionsRoot);
+        }
+        let mut state = self.state.clone();
+        let receipts = state
+            .apply_all(&block.transactions, h.height)
+            .map_err(|(index, error)| BlockError::Transaction { index, error })?;
+        if state.root() != h.state_root {
+            return Err(BlockError::StateRoot);
+        }
+        if list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()) != h.receipts_root {
+            return Err(BlockError::ReceiptsRoot);
+        }
+        Ok(state)
+    }
+}
+
+impl<St: Store> App for ShardApp<St> {
+    fn tip(&self) -> (u64, Hash) {
+        self.tip
+    }
+
+    fn propose(&mut self) -> Block {
+        let candidates: Vec<SignedTransaction> = self.mempool.values().cloned().collect();
+        self.build_block(candidates)
+    }
+
+    fn check(&mut self, block: &Block) -> Result<(), BlockError> {
+        let hash = block.hash();
+        if self.checked.iter().any(|(h, _)| *h == hash) {
+            return Ok(());
+        }
+        let state = self.execute(block)?;
+        self.remember(hash, state);
+        Ok(())
+    }
+
+    fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
+        let hash = block.hash();
+        let cached = self.checked.iter().position(|(h, _)| *h == hash);
+        // A cached state is only reused if it was computed on the current tip.
+        let mut state = match cached {
+            Some(i)
+                if block.header.parent == self.tip.1 && block.header.height == self.tip.0 + 1 =>
+            {
+                self.checked.swap_remove(i).1
+            }
+            _ => self.execute(block)?,
+        };
+        let height = block.header.height;
+        let mut batch = WriteBatch::default();
+        state.persist_into(&mut batch);
+        batch.put(height_key(KEY_BLOCK_PREFIX, height), block.encode());
+        batch.put(height_key(KEY_CERT_PREFIX, height), certificate);
+        batch.put(KEY_TIP, [height.to_be_bytes().as_slice(), &hash].concat());
+        self.store.write(batch)?;
+        self.state = state;
+        self.tip = (height, hash);
+        self.checked.clear();
+        let state = &self.state;
+        self.mempool.retain(|(sender, nonce), tx| {
+            *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
+        });
+        Ok(())
+    }
+
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        let block = self
+            .store
+            .get(&height_key(KEY_BLOCK_PREFIX, height))
+            .ok()??;
+        let cert = self
+            .store
+            .get(&height_key(KEY_CERT_PREFIX, height))
+            .ok()??;
+        Some((Block::decode(&block).ok()?, cert))
+    }
+
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn store_ref(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amount::Amount;
+    use crate::crypto::SecretKey;
+    use crate::genesis::GenesisConfig;
+    use crate::store::MemStore;
+    use crate::tx::{Transaction, TxKind};
+
+    fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
+        let genesis =
+            GenesisConfig::devnet(1, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+                .build()
+                .expect("valid genesis");
+        let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+        (genesis, app, SecretKey::dev("devnet/wallet"))
+    }
+
+    fn pay(key: &SecretKey, nonce: u64, iost: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: ChainParams::devnet(1).chain_id,
+            sender: key.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 1_000,
+            kind: TxKind::Transfer {
+                to: Address::of(&SecretKey::dev("bob").public()),
+                amount: Amount::from_iost(iost).expect("small"),
+            },
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn propose_check_commit_and_reopen() {
+        let (genesis, mut app, wallet) = setup();
+        for nonce in 0..3 {
+            app.submit(pay(&wallet, nonce, 1)).expect("admitted");
+        }
+        assert_eq!(
+            app.submit(pay(&wallet, 0, 1)),
+            Ok(()),
+            "a duplicate replaces itself"
+        );
+        let block = app.propose();
+        assert_eq!(block.transactions.len(), 3);
+        assert_eq!(app.check(&block), Ok(()));
+        app.commit(&block, vec![1, 2, 3]).expect("commits");
+        assert_eq!(app.tip(), (1, block.hash()));
+        assert_eq!(app.mempool_len(), 0);
+        assert_eq!(
+            app.submit(pay(&wallet, 1, 1)),
+            Err(TxError::ReplayedNonce {
+                expected: 3,
+                got: 1
+            })
+        );
+        assert_eq!(app.committed(1), Some((block.clone(), vec![1, 2, 3])));
+
+        let root = app.state.root();
+        let store = app.into_store();
+        let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
+        assert_eq!(reopened.tip(), (1, block.hash()));
+        assert_eq!(reopened.state.root(), root);
+    }
+
+    #[test]
+    fn invalid_blocks_are_refused_with_reasons() {
+        let (_, mut app, wallet) = setup();
+        app.submit(pay(&wallet, 0, 1)).expect("admitted");
+        let good = app.propose();
+        let check = |app: &mut ShardApp<MemStore>, f: &dyn Fn(&mut Block), expected: BlockError| {
+            let mut b = good.clone();
+            f(&mut b);
+            app.checked.clear();
+            assert_eq!(app.check(&b), Err(expected));
+        };
+        check(
+            &mut app,
+            &|b| b.header.height = 5,
+            BlockError::WrongHeight {
+                expected: 1,
+                got: 5,
+            },
+        );
+        check(
+            &mut app,
+            &|b| b.header.parent = [1; 32],
+            BlockError::WrongParent,
+        );
+        check(
+            &mut app,
+            &|b| b.header.shard = 1,
+            BlockError::WrongShard {
+                expected: 0,
+                got: 1,
+            },
+        );
+        check(
+            &mut app,
+            &|b| b.header.state_root = [0; 32],
+            BlockError::StateRoot,
+        );
+        check(
+            &mut app,
+            &|b| b.header.receipts_root = [0; 32],
+            BlockError::ReceiptsRoot,
+        );
+        check(
+            &mut app,
+            &|b| b.transactions.clear(),
+            BlockError::TransactionsRoot,
+        );
+        let replay = |b: &mut Block| {
+            b.transactions.push(b.transactions[0].clone());
+            b.header.transactions_root = Block::transactions_root(&b.transactions);
+        };
+        check(
+            &mut app,
+            &replay,
+            BlockError::Transaction {
+                index: 1,
+                error: TxError::ReplayedNonce {
+                    expected: 1,
+                    got: 0,
+                },
+            },
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! An authenticated sparse Merkle tree over 256-bit keys, with proofs of presence and of absence.
+//!
+//! The tree is the conceptual full binary tree of depth 256 in which leaf `k` sits at the path given by the
+//! bits of `k` (most significant first). It is kept compact and canonical by one rule: the hash of a subtree
+//! is
+//! - `EMPTY` if it holds no key,
+//! - `leaf(key, value_hash)` if it holds exactly one key (however deep that key would sit),
+//! - `inner(left, right)` otherwise.
+//!
+//! Three distinct one-byte domain tags keep leaf, inner and empty hashes apart, so a proof can never pass an
+//! inner node off as a leaf or the reverse. The root of a set of (key, value) pairs is therefore unique, and
+//! a proof is the list of sibling hashes from the root down to the subtree where the key's path ends, plus
+//! what is found there: nothing (absence), the key's own leaf (presence), or another key's leaf sharing the
+//! path so far (absence). [`verify`] checks a proof against a root with no access to the tree.
+//!
+//! Hashing is recursive over the key bits, so recursion depth is bounded by 256 whatever the keys are.
+
+use crate::crypto::Hash;
+use std::collections::BTreeMap;
+
+const TAG_LEAF: u8 = 0;
+const TAG_INNER: u8 = 1;
+const TAG_EMPTY: u8 = 2;
+pub const DEPTH: usize = 256;
+
+pub fn empty_hash() -> Hash {
+    *blake3::hash(&[TAG_EMPTY]).as_bytes()
+}
+
+pub fn leaf_hash(key: &Hash, value_hash: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[TAG_LEAF]).update(key).update(value_hash);
+    *h.finalize().as_bytes()
+}
+
+pub fn inner_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[TAG_INNER]).update(left).update(right);
+    *h.finalize().as_bytes()
+}
+
+/// Bit `i` of `key`, most significant bit of byte 0 first.
+fn bit(key: &Hash, i: usize) -> bool {
+    key[i / 8] & (0x80 >> (i % 8)) != 0
+}
+
+/// What a proof finds at the end of the key's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Terminal {
+    Empty,
+    Leaf { key: Hash, value_hash: Hash },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// Sibling hashes from the root downwards; at most [`DEPTH`].
+    pub siblings: Vec<Hash>,
+    pub terminal: Terminal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("proof has {0} siblings, more than the tree depth 256")]
+    TooDeep(usize),
+    #[error("proof ends at a leaf whose key is not on the path of the key asked about")]
+    LeafOffPath,
+    #[error("proof does not hash to the root")]
+    RootMismatch,
+}
+
+/// Checks `proof` for `key` against `root`. Returns `Some(value_hash)` if it proves presence and `None` if it
+/// proves absence.
+pub fn verify(root: &Hash, key: &Hash, proof: &Proof) -> Result<Option<Hash>, ProofError> {
+    let depth = proof.siblings.len();
+    if depth > DEPTH {
+        return Err(ProofError::TooDeep(depth));
+    }
+    let (mut h, found) = match &proof.terminal {
+        Terminal::Empty => (empty_hash(), None),
+        Terminal::Leaf {
+            key: leaf_key,
+            value_hash,
+        } => {
+            if (0..depth).any(|i| bit(leaf_key, i) != bit(key, i)) {
+                return Err(ProofError::LeafOffPath);
+            }
+            let found = (leaf_key == key).then_some(*value_hash);
+            (leaf_hash(leaf_key, value_hash), found)
+        }
+    };
+    for (i, sibling) in proof.siblings.iter().enumerate().rev() {
+        h = if bit(key, i) {
+            inner_hash(sibling, &h)
+        } else {
+            inner_hash(&h, sibling)
+        };
+    }
+    if h == *root {
+        Ok(found)
+    } else {
+        Err(ProofError::RootMismatch)
+    }
+}
+
+/// The tree: a sorted map of keys to value hashes, with the root computed on demand and cached.
+#[derive(Debug, Clone, Default)]
+pub struct SparseMerkleTree {
+    leaves: BTreeMap<Hash, Hash>,
+    root_cache: Option<Hash>,
+}
+
+impl SparseMerkleTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    pub fn get(&self, key: &Hash) -> Option<&Hash> {
+        self.leaves.get(key)
+    }
+
+    pub fn insert(&mut self, key: Hash, value_hash: Hash) {
+        self.leaves.insert(key, value_hash);
+        self.root_cache = None;
+    }
+
+    pub fn remove(&mut self, key: &Hash) {
+        self.leaves.remove(key);
+        self.root_cache = None;
+    }
+
+    pub fn root(&mut self) -> Hash {
+        if let Some(root) = self.root_cache {
+            return root;
+        }
+        let leaves: Vec<(Hash, Hash)> = self.leaves.iter().map(|(k, v)| (*k, *v)).collect();
+        let root = subtree_hash(&leaves, 0);
+        self.root_cache = Some(root);
+        root
+    }
+
+    pub fn prove(&self, key: &Hash) -> Proof {
+        let leaves: Vec<(Hash, Hash)> = self.leaves.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut slice = &leaves[..];
+        let mut siblings = Vec::new();
+        let mut depth = 0;
+        loop {
+            match slice {
+                [] => {
+                    return Proof {
+                        siblings,
+                        terminal: Terminal::Empty,
+                    };
+                }
+                [(k, v)] => {
+                    return Proof {
+                        siblings,
+                        terminal: Terminal::Leaf {
+                            key: *k,
+                            value_hash: *v,
+                        },
+                    };
+                }
+                _ => {
+                    // Two or more distinct keys always differ before depth 256, so this stays in range.
+                    assert!(depth < DEPTH, "distinct keys differ in some bit");
+                    let (left, right) = split(slice, depth);
+                    if bit(key, depth) {
+                        siblings.push(subtree_hash(left, depth + 1));
+                        slice = right;
+                    } else {
+                        siblings.push(subtree_hash(right, depth + 1));
+                        slice = left;
+                    }
+                    depth += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Splits leaves sorted by key, all sharing the first `depth` bits, by bit `depth`.
+type Leaves = [(Hash, Hash)];
+
+fn split(leaves: &Leaves, depth: usize) -> (&Leaves, &Leaves) {
+    let at = leaves.partition_point(|(k, _)| !bit(k, depth));
+    leaves.split_at(at)
+}
+
+fn subtree_hash(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
+    match leaves {
+        [] => empty_hash(),
+        [(k, v)] => leaf_hash(k, v),
+        _ => {
+            assert!(depth < DEPTH, "distinct keys differ in some bit");
+            let (left, right) = split(leaves, depth);
+            inner_hash(
+                &subtree_hash(left, depth + 1),
+                &subtree_hash(right, depth + 1),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(i: u32) -> Hash {
+        *blake3::hash(&i.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn empty_and_single_leaf_roots() {
+        let mut t = SparseMerkleTree::new();
+        assert_eq!(t.root(), empty_hash());
+        t.insert(h(1), h(100));
+        assert_eq!(t.root(), leaf_hash(&h(1), &h(100)));
+        t.remove(&h(1));
+        assert_eq!(t.root(), empty_hash());
+    }
+
+    #[test]
+    fn root_depends_on_contents_not_insertion_order() {
+        let mut a = SparseMerkleTree::new();
+        let mut b = SparseMerkleTree::new();
+        for i in 0..50 {
+            a.insert(h(i), h(i + 1000));
+            b.insert(h(49 - i), h(49 - i + 1000));
+        }
+        assert_eq!(a.root(), b.root());
+        b.insert(h(7), h(0));
+        assert_ne!(a.root(), b.root());
+    }
+
+    #[test]
+    fn presence_and_absence_proofs_verify() {
+        let mut t = SparseMerkleTree::new();
+        for i in 0..64 {
+            t.insert(h(i), h(i + 1000));
+        }
+        let root = t.root();
+        for i in 0..64 {
+            assert_eq!(verify(&root, &h(i), &t.prove(&h(i))), Ok(Some(h(i + 1000))));
+        }
+        for i in 64..128 {
+            assert_eq!(verify(&root, &h(i), &t.prove(&h(i))), Ok(None));
+        }
+    }
+
+    #[test]
+    fn forged_proofs_are_rejected() {
+        let mut t = SparseMerkleTree::new();
+        for i in 0..16 {
+            t.insert(h(i), h(i + 1000));
+        }
+        let root = t.root();
+        let present = t.prove(&h(3));
+
+        // Claim another value for a present key.
+        let mut wrong_value = present.clone();
+        wrong_value.terminal = Terminal::Leaf {
+            key: h(3),
+            value_hash: h(0),
+        };
+        assert_eq!(
+            verify(&root, &h(3), &wrong_value),
+            Err(ProofError::RootMismatch)
+        );
+
+        // Claim absence of a present key by showing its path ends empty.
+        let mut claim_empty = present.clone();
+        claim_empty.terminal = Terminal::Empty;
+        assert_eq!(
+            verify(&root, &h(3), &claim_empty),
+            Err(ProofError::RootMismatch)
+        );
+
+        // Use another key's presence proof as an absence proof for a key off its path.
+        let other = t.prove(&h(5));
+        let result = verify(&root, &h(3), &other);
+        assert!(
+            matches!(
+                result,
+                Err(ProofError::LeafOffPath | ProofError::RootMismatch)
+            ),
+            "{result:?}"
+        );
+
+        // Too deep.
+        let deep = Proof {
+            siblings: vec![[0; 32]; 257],
+            terminal: Terminal::Empty,
+        };
+        assert_eq!(verify(&root, &h(3), &deep), Err(ProofError::TooDeep(257)));
+    }
+
+    #[test]
+    fn keys_sharing_long_prefixes() {
+        // Keys that differ only in the last bit force a path all the way down.
+        let mut t = SparseMerkleTree::new();
+        let a = [0u8; 32];
+        let mut b = [0u8; 32];
+        b[31] = 1;
+        t.insert(a, h(1));
+        t.insert(b, h(2));
+        let root = t.root();
+        let p = t.prove(&a);
+        assert_eq!(p.siblings.len(), 256);
+        assert_eq!(verify(&root, &a, &p), Ok(Some(h(1))));
+        let mut c = [0u8; 32];
+        c[0] = 0x80;
+        assert_eq!(verify(&root, &c, &t.prove(&c)), Ok(None));
+    }
+
+    proptest! {
+        #[test]
+        fn proofs_match_a_model(
+            ops in proptest::collection::vec((0u32..40, proptest::option::of(0u32..5)), 0..80),
+            probe in 0u32..40,
+        ) {
+            let mut t = SparseMerkleTree::new();
+            let mut model = BTreeMap::new();
+            for (k, v) in ops {
+                match v {
+                    Some(v) => { t.insert(h(k), h(v)); model.insert(k, v); }
+                    None => { t.remove(&h(k)); model.remove(&k); }
+                }
+            }
+            let root = t.root();
+            let expected = model.get(&probe).map(|v| h(*v));
+            prop_assert_eq!(verify(&root, &h(probe), &t.prove(&h(probe))), Ok(expected));
+        }
+    }
+}
+
+const TAG_LIST_LEAF: u8 = 3;
+const TAG_LIST_NODE: u8 = 4;
+const TAG_LIST_EMPTY: u8 = 5;
+
+/// The root of an ordered list of hashes (transactions, receipts): a binary Merkle tree where an odd node
+/// out is carried up unchanged, with its own domain tags and the list length mixed into the root so lists
+/// of different lengths never share a root.
+pub fn list_root(items: &[Hash]) -> Hash {
+    if items.is_empty() {
+        return *blake3::hash(&[TAG_LIST_EMPTY]).as_bytes();
+    }
+    let mut level: Vec<Hash> = items
+        .iter()
+        .map(|item| {
+            let mut h = blake3::Hasher::new();
+            h.update(&[TAG_LIST_LEAF]).update(item);
+            *h.finalize().as_bytes()
+        })
+        .collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => {
+                    let mut h = blake3::Hasher::new();
+                    h.update(&[TAG_LIST_NODE]).update(l).update(r);
+                    *h.finalize().as_bytes()
+                }
+                [single] => *single,
+                _ => unreachable!("chunks(2) yields one or two items"),
+            })
+            .collect();
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&[TAG_LIST_NODE])
+        .update(&(items.len() as u64).to_be_bytes())
+        .update(&level[0]);
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn list_roots_separate_order_and_length() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        assert_ne!(list_root(&[a, b]), list_root(&[b, a]));
+        assert_ne!(list_root(&[a]), list_root(&[a, a]));
+        assert_ne!(list_root(&[]), list_root(&[[0; 32]]));
+        assert_eq!(list_root(&[a, b, a]), list_root(&[a, b, a]));
+    }
+}

@@ -1,0 +1,1063 @@
+//! The deterministic simulator of the IOS chain: many validators on several shards, one seed driving the
+//! network (loss, delay, duplication, reordering, partitions that heal), crashes and restarts from each
+//! replica's persisted store, client transactions (valid and invalid), and up to f Byzantine validators per
+//! committee (equivocating proposers, invalid blocks, double votes, withheld votes, votes for every block seen).
+//!
+//! Checked after every commit: no two different blocks finalised at one (shard, height); every certificate
+//! carries more than two thirds of the right committee's weight and verifies; each shard's total supply is
+//! its genesis supply (and the shards' genesis supplies add up to 21,000,000,000 IOST); honest replicas agree
+//! on state roots. Checked at the end: liveness once the network heals. The same seed gives the same trace.
+//!
+//! `HUDS_SIM_SEEDS=100000 cargo test -p chain --release --test simulator` runs more seeds (default 500);
+//! `HUDS_SIM_SEED=1234` replays one seed and prints its trace summary; `HUDS_SIM_FIRST_SEED=N` starts the
+//! range elsewhere.
+
+use chain::address::{Address, shard_of};
+use chain::amount::Amount;
+use chain::bft::wire;
+use chain::bft::{
+    Bls, Committee, Config, Input, Member, Message, Output, Proposal, QuorumCertificate, Replica,
+    Vote, VoteKind, VoteScheme,
+};
+use chain::block::Block;
+use chain::crypto::{Hash, SecretKey, bls};
+use chain::genesis::{Genesis, GenesisConfig, TOTAL_SUPPLY};
+use chain::ledger::{App, ShardApp};
+use chain::pol::{self, Candidate};
+use chain::store::MemStore;
+use chain::tx::{SignedTransaction, Transaction, TxError, TxKind};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------------------------
+// Vote schemes for the simulator.
+
+/// A cheap stand-in for BLS with the same aggregate semantics (an aggregate verifies exactly when it combines
+/// the signatures of the claimed signers on the claimed message) but no security: anyone who knows a public
+/// key could sign for it. Simulated Byzantine validators only ever sign with their own keys, so what the
+/// simulator checks (which member signed what, and whether a quorum did) is the same as with BLS, at a
+/// fraction of the cost. The real scheme runs in `bls_seeds_run_with_real_signatures` below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Insecure;
+
+impl Insecure {
+    fn mac(public: &[u8; 32], message: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(public, message).as_bytes()
+    }
+}
+
+impl VoteScheme for Insecure {
+    type Secret = [u8; 32];
+    type Public = [u8; 32];
+    type Sig = [u8; 32];
+
+    fn public(secret: &Self::Secret) -> Self::Public {
+        *blake3::hash(secret).as_bytes()
+    }
+    fn sign(secret: &Self::Secret, message: &[u8]) -> Self::Sig {
+        Self::mac(&Self::public(secret), message)
+    }
+    fn verify(public: &Self::Public, message: &[u8], sig: &Self::Sig) -> bool {
+        Self::mac(public, message) == *sig
+    }
+    fn aggregate(sigs: &[Self::Sig]) -> Option<Self::Sig> {
+        let mut out = [0u8; 32];
+        for s in sigs {
+            out.iter_mut().zip(s).for_each(|(o, b)| *o ^= b);
+        }
+        Some(out)
+    }
+    fn verify_aggregate(publics: &[Self::Public], message: &[u8], sig: &Self::Sig) -> bool {
+        let sigs: Vec<_> = publics.iter().map(|p| Self::mac(p, message)).collect();
+        !publics.is_empty() && Self::aggregate(&sigs) == Some(*sig)
+    }
+    fn sig_to_bytes(sig: &Self::Sig) -> Vec<u8> {
+        sig.to_vec()
+    }
+    fn sig_from_bytes(bytes: &[u8]) -> Option<Self::Sig> {
+        bytes.try_into().ok()
+    }
+}
+
+trait SimKeys: VoteScheme {
+    fn key(index: usize) -> Self::Secret;
+}
+
+impl SimKeys for Insecure {
+    fn key(index: usize) -> [u8; 32] {
+        *blake3::hash(format!("sim key {index}").as_bytes()).as_bytes()
+    }
+}
+
+impl SimKeys for Bls {
+    fn key(index: usize) -> bls::SecretKey {
+        bls::SecretKey::dev(&format!("validator/{index}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The world.
+
+type R<S> = Replica<S, ShardApp<MemStore>>;
+/// Does a rejection carry the expected reason?
+type Expect = fn(&TxError) -> bool;
+
+#[derive(Debug, Clone, Default)]
+struct Byzantine {
+    equivocate: bool,
+    invalid_blocks: bool,
+    double_vote: bool,
+    withhold: f64,
+    /// Prevote and precommit every block it is shown, in every round: the votes a coalition needs to
+    /// finalise two blocks if honest members ever let it.
+    vote_everything: bool,
+}
+
+struct Node<S: SimKeys> {
+    shard: u16,
+    index: u16,
+    secret: S::Secret,
+    replica: Option<R<S>>,
+    disk: Option<MemStore>,
+    byzantine: Option<Byzantine>,
+}
+
+enum Event<S: VoteScheme> {
+    Deliver {
+        to: usize,
+        from: u16,
+        message: Message<S>,
+    },
+    Crash(usize),
+    Restart(usize),
+    Partition {
+        shard: u16,
+        side: Vec<bool>,
+    },
+    Heal(u16),
+    Client(u16),
+}
+
+struct Params {
+    shards: u16,
+    loss: f64,
+    duplicate: f64,
+    delay_ms_max: u64,
+    /// Share of messages that take a slow path (0.2 to 2.5 s) during the fault phase.
+    slow: f64,
+    /// Chance that the first member to commit a height is then isolated for 0.5 to 3 s.
+    isolate_committer: f64,
+    fault_phase_ms: u64,
+    end_ms: u64,
+}
+
+struct Sim<S: SimKeys> {
+    seed: u64,
+    rng: ChaCha8Rng,
+    p: Params,
+    genesis: Genesis,
+    nodes: Vec<Node<S>>,
+    committees: Vec<Committee<S>>,
+    queue: BTreeMap<(u64, u64), Event<S>>,
+    seq: u64,
+    now: u64,
+    partitions: BTreeMap<u16, Vec<bool>>,
+    /// Nodes cut off from everyone until the given time: the adversary isolates the first member to commit
+    /// a height, so that its decision spreads late while the rest of the committee goes on.
+    isolated_until: BTreeMap<usize, u64>,
+    shard_supply: Vec<u128>,
+    finalised: BTreeMap<(u16, u64), (Hash, Hash)>,
+    wallets: Vec<Vec<(SecretKey, u64)>>,
+    adversaries: Vec<SecretKey>,
+    recipients: Vec<Vec<Address>>,
+    trace: blake3::Hasher,
+    stats: Stats,
+    verbose: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Stats {
+    delivered: u64,
+    dropped: u64,
+    commits: u64,
+    crashes: u64,
+    evidence: u64,
+    rejected_txs: u64,
+    max_height: Vec<u64>,
+}
+
+fn labels_on_shard(prefix: &str, shard: u16, shards: u16, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}/{i}"))
+        .filter(|l| shard_of(&Address::of(&SecretKey::dev(l).public()), shards) == shard)
+        .take(count)
+        .collect()
+}
+
+impl<S: SimKeys> Sim<S> {
+    fn new(seed: u64, fault_phase_ms: u64, end_ms: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shards = rng.random_range(1..=3u16);
+        let committee_size = rng.random_range(4..=7usize);
+        let p = Params {
+            shards,
+            loss: rng.random_range(0.0..0.25),
+            duplicate: rng.random_range(0.0..0.1),
+            delay_ms_max: rng.random_range(2..=80),
+            slow: rng.random_range(0.0..0.05),
+            isolate_committer: if rng.random_bool(0.5) {
+                rng.random_range(0.0..0.5)
+            } else {
+                0.0
+            },
+            fault_phase_ms,
+            end_ms,
+        };
+        // Registry: a few more validators than seats, with unequal stakes.
+        let validators = usize::from(shards) * committee_size + rng.random_range(0..4usize);
+        let mut genesis = GenesisConfig::devnet(shards, validators, Amount::ZERO, Amount::ZERO);
+        genesis.wallets.clear();
+        for v in genesis.validators.iter_mut() {
+            v.stake = Amount::from_iost(rng.random_range(1_000..=5_000)).expect("small");
+        }
+        let mut wallets = Vec::new();
+        let mut adversaries = Vec::new();
+        let mut recipients = Vec::new();
+        for s in 0..shards {
+            let labels = labels_on_shard(&format!("sim/wallet/{s}"), s, shards, 3);
+            let keys: Vec<(SecretKey, u64)> =
+                labels.iter().map(|l| (SecretKey::dev(l), 0)).collect();
+            for (k, _) in &keys {
+                genesis.wallets.push((
+                    Address::of(&k.public()),
+                    Amount::from_iost(1_000).expect("small"),
+                ));
+            }
+            wallets.push(keys);
+            // The adversary's own funded account on the shard, so its second proposal can differ from
+            // the first and still be valid.
+            let adversary =
+                SecretKey::dev(&labels_on_shard(&format!("sim/adversary/{s}"), s, shards, 1)[0]);
+            genesis.wallets.push((
+                Address::of(&adversary.public()),
+                Amount::from_iost(1_000).expect("small"),
+            ));
+            adversaries.push(adversary);
+            let to = labels_on_shard(&format!("sim/recipient/{s}"), s, shards, 4);
+            recipients.push(
+                to.iter()
+                    .map(|l| Address::of(&SecretKey::dev(l).public()))
+                    .collect(),
+            );
+        }
+        let built = genesis.build().expect("valid genesis");
+        let shard_supply: Vec<u128> = (0..shards)
+            .map(|s| built.shard_state(s).total_supply())
+            .collect();
+        assert_eq!(
+            shard_supply.iter().sum::<u128>(),
+            u128::from(TOTAL_SUPPLY.0),
+            "genesis is 21e9 IOST"
+        );
+
+        // Committees by Proof of Likelihood from the genesis randomness.
+        let registry: Vec<Candidate> = genesis
+            .validators
+            .iter()
+            .map(|v| Candidate {
+                id: Address::of(&v.account),
+                stake: v.stake,
+                reputation_ppm: 0,
+            })
+            .collect();
+        let randomness = pol::epoch_randomness(0, &seed.to_be_bytes());
+        let seats = pol::select_committees(&randomness, &registry, &[], shards, committee_size);
+        let index_of: BTreeMap<Address, usize> = registry
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
+
+        let mut nodes = Vec::new();
+        let mut committees = Vec::new();
+        for (s, seat_ids) in seats.iter().enumerate() {
+            let s = s as u16;
+            let members: Vec<Member<S>> = seat_ids
+                .iter()
+                .map(|id| {
+                    let c = &registry[index_of[id]];
+                    Member {
+                        id: *id,
+                        public: S::public(&S::key(index_of[id])),
+                        weight: c.weight(),
+                    }
+                })
+                .collect();
+            let committee = Committee::new(members, randomness);
+            // Byzantine members: a random subset holding less than a third of the weight.
+            let mut order: Vec<usize> = (0..seat_ids.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            let byzantine_max = rng.random_range(0..=(committee_size - 1) / 3);
+            let mut byzantine = BTreeSet::new();
+            let mut weight = 0;
+            for i in order {
+                let w = committee.members[i].weight;
+                if byzantine.len() < byzantine_max && (weight + w) * 3 < committee.total_weight() {
+                    byzantine.insert(i);
+                    weight += w;
+                }
+            }
+            for (i, id) in seat_ids.iter().enumerate() {
+                let secret = S::key(index_of[id]);
+                let app = ShardApp::open(&built, s, MemStore::new()).expect("genesis opens");
+                let config = Config::new(genesis.params.chain_id, s);
+                let replica =
+                    Replica::new(config, committee.clone(), i as u16, secret.clone(), app)
+                        .expect("fresh");
+                let byzantine = byzantine.contains(&i).then(|| Byzantine {
+                    equivocate: rng.random_bool(0.5),
+                    invalid_blocks: rng.random_bool(0.3),
+                    double_vote: rng.random_bool(0.5),
+                    withhold: rng.random_range(0.0..1.0),
+                    vote_everything: rng.random_bool(0.5),
+                });
+                nodes.push(Node {
+                    shard: s,
+                    index: i as u16,
+                    secret,
+                    replica: Some(replica),
+                    disk: None,
+                    byzantine,
+                });
+            }
+            committees.push(committee);
+        }
+        let mut sim = Sim {
+            seed,
+            rng,
+            p,
+            genesis: built,
+            nodes,
+            committees,
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: 0,
+            partitions: BTreeMap::new(),
+            isolated_until: BTreeMap::new(),
+            shard_supply,
+            finalised: BTreeMap::new(),
+            wallets,
+            adversaries,
+            recipients,
+            trace: blake3::Hasher::new(),
+            stats: Stats {
+                max_height: vec![0; usize::from(shards)],
+                ..Stats::default()
+            },
+            verbose: std::env::var("HUDS_SIM_VERBOSE").is_ok(),
+        };
+        sim.plan_faults();
+        sim
+    }
+
+    fn at(&mut self, time: u64, event: Event<S>) {
+        self.seq += 1;
+        self.queue.insert((time, self.seq), event);
+    }
+
+    /// Crashes, restarts, partitions and client traffic, all drawn from the seed up front or as it runs.
+    fn plan_faults(&mut self) {
+        let fault_end = self.p.fault_phase_ms;
+        for s in 0..self.p.shards {
+            let first = self.rng.random_range(0..50);
+            self.at(first, Event::Client(s));
+            // Zero to three partitions of the shard, one after the other, each healing.
+            let n = self.committees[usize::from(s)].len();
+            let mut cursor = 0;
+            for _ in 0..self.rng.random_range(0..=3) {
+                if cursor + 2 >= fault_end {
+                    break;
+                }
+                let side: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+                let start = self.rng.random_range(cursor..fault_end - 1);
+                let heal = self
+                    .rng
+                    .random_range(start + 1..=(start + 2_000).min(fault_end));
+                self.at(start, Event::Partition { shard: s, side });
+                self.at(heal, Event::Heal(s));
+                cursor = heal + 1;
+            }
+        }
+        let crashes = self.rng.random_range(0..=self.nodes.len() / 3);
+        for _ in 0..crashes {
+            let node = self.rng.random_range(0..self.nodes.len());
+            let start = self.rng.random_range(0..fault_end);
+            let restart = self.rng.random_range(start + 1..=fault_end);
+            self.at(start, Event::Crash(node));
+            self.at(restart, Event::Restart(node));
+        }
+    }
+
+    fn in_fault_phase(&self) -> bool {
+        self.now < self.p.fault_phase_ms
+    }
+
+    fn global(&self, shard: u16, index: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.shard == shard && n.index == index)
+            .expect("member exists")
+    }
+
+    fn send(&mut self, from: usize, to: usize, message: Message<S>) {
+        let shard = self.nodes[from].shard;
+        let now = self.now;
+        if [from, to]
+            .iter()
+            .any(|n| self.isolated_until.get(n).is_some_and(|until| now < *until))
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(side) = self.partitions.get(&shard)
+            && side[usize::from(self.nodes[from].index)] != side[usize::from(self.nodes[to].index)]
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        if self.in_fault_phase() && self.rng.random_bool(self.p.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.in_fault_phase() && self.rng.random_bool(self.p.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.in_fault_phase() && self.rng.random_bool(self.p.slow) {
+                self.rng.random_range(200..=2_500)
+            } else {
+                self.rng.random_range(1..=self.p.delay_ms_max)
+            };
+            let from_index = self.nodes[from].index;
+            self.at(
+                self.now + delay,
+                Event::Deliver {
+                    to,
+                    from: from_index,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    fn broadcast(&mut self, from: usize, message: &Message<S>) {
+        let shard = self.nodes[from].shard;
+        let peers: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != from && self.nodes[*j].shard == shard)
+            .collect();
+        for to in peers {
+            self.send(from, to, message.clone());
+        }
+    }
+
+    /// Sends each peer one of two messages, at random: how an equivocator splits the committee.
+    fn split_broadcast(&mut self, from: usize, a: &Message<S>, b: &Message<S>) {
+        let shard = self.nodes[from].shard;
+        let peers: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != from && self.nodes[*j].shard == shard)
+            .collect();
+        for to in peers {
+            let m = if self.rng.random_bool(0.5) {
+                a.clone()
+            } else {
+                b.clone()
+            };
+            self.send(from, to, m);
+        }
+    }
+
+    fn drain(&mut self, node: usize) -> Result<(), String> {
+        loop {
+            let Some(replica) = self.nodes[node].replica.as_mut() else {
+                return Ok(());
+            };
+            let Some(out) = replica.poll_output() else {
+                return Ok(());
+            };
+            match out {
+                Output::Broadcast(m) => self.byzantine_or_broadcast(node, m),
+                Output::Send { to, message } => {
+                    let to = self.global(self.nodes[node].shard, to);
+                    self.send(node, to, message);
+                }
+                Output::Committed {
+                    height,
+                    block,
+                    certificate,
+                } => self.on_commit(node, height, &block, &certificate)?,
+                Output::Evidence(e) => {
+                    // Evidence must verify, and only ever name a Byzantine member.
+                    let shard = self.nodes[node].shard;
+                    if !e.verify(
+                        self.genesis.params.chain_id,
+                        &self.committees[usize::from(shard)],
+                    ) {
+                        return Err(format!(
+                            "node {node} produced evidence that does not verify"
+                        ));
+                    }
+                    let offender = self.global(shard, e.offender());
+                    if self.nodes[offender].byzantine.is_none() {
+                        return Err(format!(
+                            "node {node} produced evidence against honest node {offender}"
+                        ));
+                    }
+                    self.stats.evidence += 1;
+                }
+            }
+        }
+    }
+
+    fn byzantine_or_broadcast(&mut self, node: usize, message: Message<S>) {
+        let Some(byz) = self.nodes[node].byzantine.clone() else {
+            return self.broadcast(node, &message);
+        };
+        let chain_id = self.genesis.params.chain_id;
+        let secret = self.nodes[node].secret.clone();
+        match &message {
+            Message::Proposal(p) if byz.equivocate || byz.invalid_blocks => {
+                let replica = self.nodes[node]
+                    .replica
+                    .as_mut()
+                    .expect("only live nodes send");
+                // The second block: a valid transfer of the adversary's, so it differs from the first.
+                let adversary = &self.adversaries[usize::from(p.shard)];
+                let me = Address::of(&adversary.public());
+                let nonce = replica.app().state().account(&me).map_or(0, |a| a.nonce);
+                let tx = Transaction {
+                    chain_id,
+                    sender: adversary.public(),
+                    nonce,
+                    fee: Amount(1_000),
+                    expiry_height: u64::MAX,
+                    kind: TxKind::Transfer {
+                        to: me,
+                        amount: Amount(1),
+                    },
+                }
+                .sign(adversary);
+                let mut other: Block = replica.app_mut().build_block(vec![tx]);
+                if byz.invalid_blocks || other.hash() == p.block.hash() {
+                    other.header.state_root = self.rng.random();
+                }
+                let second = Proposal::sign(
+                    chain_id,
+                    p.shard,
+                    p.height,
+                    p.round,
+                    Arc::new(other),
+                    None,
+                    None,
+                    p.proposer,
+                    &secret,
+                );
+                self.split_broadcast(node, &message, &Message::Proposal(second));
+            }
+            Message::Vote(v) => {
+                if self.rng.random_bool(byz.withhold) {
+                    return;
+                }
+                if byz.double_vote {
+                    let flipped = match v.block {
+                        Some(_) => None,
+                        None => Some(self.rng.random()),
+                    };
+                    let second = Vote::sign(
+                        chain_id, v.shard, v.kind, v.height, v.round, flipped, v.voter, &secret,
+                    );
+                    self.split_broadcast(node, &message, &Message::Vote(second));
+                } else {
+                    self.broadcast(node, &message);
+                }
+            }
+            _ => self.broadcast(node, &message),
+        }
+    }
+
+    /// A Byzantine member's prevote and precommit for `block`, whatever it voted before.
+    fn vote_for(&mut self, node: usize, height: u64, round: u32, block: Hash) {
+        let (chain_id, shard, index) = (
+            self.genesis.params.chain_id,
+            self.nodes[node].shard,
+            self.nodes[node].index,
+        );
+        for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+            let vote = Vote::sign(
+                chain_id,
+                shard,
+                kind,
+                height,
+                round,
+                Some(block),
+                index,
+                &self.nodes[node].secret,
+            );
+            self.broadcast(node, &Message::Vote(vote));
+        }
+    }
+
+    fn on_commit(
+        &mut self,
+        node: usize,
+        height: u64,
+        block: &Block,
+        qc: &QuorumCertificate<S>,
+    ) -> Result<(), String> {
+        let shard = self.nodes[node].shard;
+        let honest = self.nodes[node].byzantine.is_none();
+        let hash = block.hash();
+        self.stats.commits += 1;
+        if self.verbose {
+            eprintln!(
+                "t={} shard {shard} node {node} committed height {height} in round {}",
+                self.now, qc.round
+            );
+        }
+        self.trace
+            .update(&[1])
+            .update(&self.now.to_be_bytes())
+            .update(&(node as u64).to_be_bytes())
+            .update(&hash);
+        let committee = &self.committees[usize::from(shard)];
+        // Every certificate: the right committee, more than two thirds of its weight, a valid aggregate.
+        if qc.block != hash
+            || qc.height != height
+            || qc.shard != shard
+            || qc.kind != VoteKind::Precommit
+        {
+            return Err(format!(
+                "node {node} committed height {height} with a certificate for something else"
+            ));
+        }
+        let weight = qc.signer_weight(committee);
+        if weight * 3 <= committee.total_weight() * 2 {
+            return Err(format!(
+                "certificate at ({shard}, {height}) carries {weight} of {}",
+                committee.total_weight()
+            ));
+        }
+        if let Err(e) = qc.verify(self.genesis.params.chain_id, committee) {
+            return Err(format!(
+                "certificate at ({shard}, {height}) does not verify: {e}"
+            ));
+        }
+        let replica = self.nodes[node]
+            .replica
+            .as_ref()
+            .expect("a live node committed");
+        // One input can commit several heights (replayed messages); the state is checked at the last one.
+        let root = if replica.app().tip().0 == height {
+            let mut state = replica.app().state().clone();
+            let root = state.root();
+            if root != block.header.state_root {
+                return Err(format!(
+                    "node {node} state root differs from the header it committed at height {height}"
+                ));
+            }
+            if state.total_supply() != self.shard_supply[usize::from(shard)] {
+                return Err(format!(
+                    "supply on shard {shard} changed at height {height}"
+                ));
+            }
+            root
+        } else {
+            block.header.state_root
+        };
+        if !honest {
+            return Ok(());
+        }
+        // Safety: one block per (shard, height), and honest replicas agree on its state root.
+        match self.finalised.get(&(shard, height)) {
+            Some((h, r)) if *h != hash || *r != root => {
+                return Err(format!(
+                    "two different blocks finalised at shard {shard} height {height}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.finalised.insert((shard, height), (hash, root));
+                if self.in_fault_phase() && self.rng.random_bool(self.p.isolate_committer) {
+                    let until =
+                        (self.now + self.rng.random_range(500..=3_000)).min(self.p.fault_phase_ms);
+                    self.isolated_until.insert(node, until);
+                }
+            }
+        }
+        let max = &mut self.stats.max_height[usize::from(shard)];
+        *max = (*max).max(height);
+        Ok(())
+    }
+
+    fn client(&mut self, shard: u16) {
+        let s = usize::from(shard);
+        let chain_id = self.genesis.params.chain_id;
+        let w = self.rng.random_range(0..self.wallets[s].len());
+        let to = self.recipients[s][self.rng.random_range(0..self.recipients[s].len())];
+        let (key, nonce) = &self.wallets[s][w];
+        let make = |nonce: u64, chain_id: u32| Transaction {
+            chain_id,
+            sender: key.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 1_000_000,
+            kind: TxKind::Transfer {
+                to,
+                amount: Amount(1 + nonce),
+            },
+        };
+        let good = make(*nonce, chain_id).sign(key);
+        let wrong_chain = make(*nonce, chain_id ^ 1).sign(key);
+        let mut forged = make(*nonce, chain_id).sign(key);
+        forged.tx.kind = TxKind::Transfer {
+            to,
+            amount: Amount(999_999),
+        };
+        self.wallets[s][w].1 += 1;
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].shard == shard)
+            .collect();
+        for i in members {
+            let Some(replica) = self.nodes[i].replica.as_mut() else {
+                continue;
+            };
+            let app = replica.app_mut();
+            let _ = app.submit(good.clone()); // May be refused as a replay on a replica that already has it.
+            let bad: [(SignedTransaction, Expect); 2] = [
+                (wrong_chain.clone(), |e| {
+                    matches!(e, TxError::WrongChainId { .. })
+                }),
+                (forged.clone(), |e| matches!(e, TxError::BadSignature(_))),
+            ];
+            for (tx, expected) in bad {
+                match app.submit(tx) {
+                    Err(e) if expected(&e) => self.stats.rejected_txs += 1,
+                    other => panic!(
+                        "seed {}: bad transaction not rejected as expected: {other:?}",
+                        self.seed
+                    ),
+                }
+            }
+        }
+        let next = self.now + self.rng.random_range(50..400);
+        self.at(next, Event::Client(shard));
+    }
+
+    fn handle(&mut self, node: usize, input: Input<S>) -> Result<(), String> {
+        let now = self.now;
+        let Some(replica) = self.nodes[node].replica.as_mut() else {
+            return Ok(());
+        };
+        let before = (replica.height(), replica.round());
+        replica.handle(now, input);
+        if self.verbose && before != (replica.height(), replica.round()) {
+            eprintln!("t={now} node {node} -> {}", replica.describe());
+        }
+        self.drain(node)
+    }
+
+    fn on_event(&mut self, event: Event<S>) -> Result<(), String> {
+        match event {
+            Event::Deliver { to, from, message } => {
+                if self.nodes[to].replica.is_none() {
+                    self.stats.dropped += 1;
+                    return Ok(());
+                }
+                self.stats.delivered += 1;
+                self.trace
+                    .update(&[0])
+                    .update(&self.now.to_be_bytes())
+                    .update(&(to as u64).to_be_bytes());
+                // Every message crosses the wire encoding, as it will over gossip.
+                let bytes = wire::encode(&message);
+                self.trace
+                    .update(&from.to_be_bytes())
+                    .update(blake3::hash(&bytes).as_bytes());
+                let message =
+                    wire::decode::<S>(&bytes).map_err(|e| format!("wire decoding failed: {e}"))?;
+                if let Message::Proposal(p) = &message
+                    && self.nodes[to]
+                        .byzantine
+                        .as_ref()
+                        .is_some_and(|b| b.vote_everything)
+                {
+                    self.vote_for(to, p.height, p.round, p.block.hash());
+                }
+                self.handle(to, Input::Message { from, message })?;
+            }
+            Event::Crash(node) => {
+                if let Some(replica) = self.nodes[node].replica.take() {
+                    self.stats.crashes += 1;
+                    self.nodes[node].disk = Some(replica.into_app().into_store());
+                }
+            }
+            Event::Restart(node) => self.restart(node)?,
+            Event::Partition { shard, side } => {
+                self.partitions.insert(shard, side);
+            }
+            Event::Heal(shard) => {
+                self.partitions.remove(&shard);
+            }
+            Event::Client(shard) => self.client(shard),
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, node: usize) -> Result<(), String> {
+        let Some(disk) = self.nodes[node].disk.take() else {
+            return Ok(());
+        };
+        let n = &self.nodes[node];
+        let app = ShardApp::open(&self.genesis, n.shard, disk)
+            .map_err(|e| format!("store reopen: {e}"))?;
+        let config = Config::new(self.genesis.params.chain_id, n.shard);
+        let committee = self.committees[usize::from(n.shard)].clone();
+        let replica = Replica::new(config, committee, n.index, n.secret.clone(), app)
+            .map_err(|e| format!("node {node} could not resume: {e}"))?;
+        self.nodes[node].replica = Some(replica);
+        self.handle(node, Input::Tick)
+    }
+
+    fn heights_of_honest(&self, shard: u16) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.shard == shard && n.byzantine.is_none())
+            .map(|n| n.replica.as_ref().map_or(0, |r| r.app().tip().0))
+            .collect()
+    }
+
+    /// Runs to the end; `Ok` carries the trace hash.
+    fn run(&mut self) -> Result<Hash, String> {
+        for node in 0..self.nodes.len() {
+            self.handle(node, Input::Tick)?;
+        }
+        let mut healed_at: Option<Vec<u64>> = None;
+        loop {
+            if healed_at.is_none() && self.now >= self.p.fault_phase_ms {
+                // Heal everything: partitions end, crashed nodes restart, no more loss.
+                self.partitions.clear();
+                self.isolated_until.clear();
+                for node in 0..self.nodes.len() {
+                    self.restart(node)?;
+                }
+                healed_at = Some(self.stats.max_height.clone());
+            }
+            let next_event = self.queue.first_key_value().map(|((t, _), _)| *t);
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    n.replica
+                        .as_ref()
+                        .and_then(|r| r.poll_timeout())
+                        .map(|t| (t, i))
+                })
+                .min();
+            let next = match (next_event, next_timer) {
+                (Some(e), Some((t, _))) => e.min(t),
+                (Some(e), None) => e,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > self.p.end_ms {
+                break;
+            }
+            // Once healed, stop as soon as every shard has shown liveness.
+            if let Some(before) = &healed_at
+                && (0..self.p.shards).all(|s| {
+                    let target = before[usize::from(s)] + 2;
+                    self.heights_of_honest(s).iter().all(|h| *h >= target)
+                })
+            {
+                break;
+            }
+            self.now = self.now.max(next);
+            if let Some((t, node)) = next_timer
+                && t <= self.now
+                && next_event.is_none_or(|e| t <= e)
+            {
+                self.handle(node, Input::Tick)?;
+                continue;
+            }
+            let (_, event) = self.queue.pop_first().expect("an event is due");
+            self.on_event(event)?;
+        }
+        // Liveness: within `end_ms`, after healing, every honest replica of every shard got at least two
+        // blocks further than the best height reached before healing. The bound is generous because a
+        // Byzantine member may win the proposer rotation several rounds in a row, each costing a timeout.
+        let before = healed_at.unwrap_or_default();
+        for s in 0..self.p.shards {
+            let heights = self.heights_of_honest(s);
+            let target = before.get(usize::from(s)).copied().unwrap_or(0) + 2;
+            if heights.iter().any(|h| *h < target) {
+                for n in self.nodes.iter().filter(|n| n.shard == s) {
+                    if let Some(r) = &n.replica {
+                        eprintln!(
+                            "  node {} byz={}: {}",
+                            n.index,
+                            n.byzantine.is_some(),
+                            r.describe()
+                        );
+                    }
+                }
+                return Err(format!(
+                    "shard {s} not live after healing: honest heights {heights:?}, target {target}"
+                ));
+            }
+        }
+        self.trace.update(format!("{:?}", self.stats).as_bytes());
+        Ok(*self.trace.finalize().as_bytes())
+    }
+}
+
+fn run_seed<S: SimKeys>(
+    seed: u64,
+    fault_phase_ms: u64,
+    end_ms: u64,
+) -> Result<(Hash, Stats), String> {
+    let mut sim = Sim::<S>::new(seed, fault_phase_ms, end_ms);
+    let trace = sim.run()?;
+    Ok((trace, sim.stats))
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn many_seeds_stay_safe_and_live() {
+    let seeds: Vec<u64> = match env_u64("HUDS_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let first = env_u64("HUDS_SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + env_u64("HUDS_SIM_SEEDS").unwrap_or(500)).collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut total = Stats::default();
+    for seed in &seeds {
+        match run_seed::<Insecure>(*seed, 6_000, env_u64("HUDS_SIM_END_MS").unwrap_or(30_000)) {
+            Ok((trace, stats)) => {
+                if seeds.len() == 1 {
+                    println!(
+                        "seed {seed}: trace {} {stats:?}",
+                        trace.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    );
+                }
+                total.commits += stats.commits;
+                total.delivered += stats.delivered;
+                total.dropped += stats.dropped;
+                total.crashes += stats.crashes;
+                total.evidence += stats.evidence;
+                total.rejected_txs += stats.rejected_txs;
+            }
+            Err(e) => {
+                eprintln!(
+                    "seed {seed} FAILED: {e} (replay: HUDS_SIM_SEED={seed} cargo test -p chain --release --test simulator)"
+                );
+                failures.push(*seed);
+            }
+        }
+    }
+    println!(
+        "{} seeds in {:.1?}: {total:?}",
+        seeds.len(),
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert!(
+        total.commits > 0 && total.delivered > 0 && total.rejected_txs > 0,
+        "the simulation did something"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    for seed in [3, 17, 4242] {
+        let a = run_seed::<Insecure>(seed, 2_000, 20_000).expect("seed passes");
+        let b = run_seed::<Insecure>(seed, 2_000, 20_000).expect("seed passes");
+        assert_eq!(a, b, "seed {seed} replays identically");
+    }
+    let a = run_seed::<Insecure>(1, 2_000, 20_000).expect("seed passes");
+    let b = run_seed::<Insecure>(2, 2_000, 20_000).expect("seed passes");
+    assert_ne!(a.0, b.0, "different seeds, different traces");
+}
+
+#[test]
+fn bls_seeds_run_with_real_signatures() {
+    for seed in 0..env_u64("HUDS_SIM_BLS_SEEDS").unwrap_or(2) {
+        if let Err(e) = run_seed::<Bls>(seed, 1_500, 20_000) {
+            panic!("BLS seed {seed} failed: {e}");
+        }
+    }
+}
+
+/// The checkers themselves: a conflicting finalised block, or a certificate without a quorum, is reported.
+#[test]
+fn the_checkers_catch_conflicts_and_weak_certificates() {
+    let mut sim = Sim::<Insecure>::new(5, 1_000, 20_000);
+    sim.run().expect("seed 5 passes");
+    let chain_id = sim.genesis.params.chain_id;
+    let node = (0..sim.nodes.len())
+        .find(|i| sim.nodes[*i].shard == 0 && sim.nodes[*i].byzantine.is_none())
+        .expect("an honest member of shard 0");
+    let (real, _) = sim.finalised[&(0, 1)];
+    let replica = sim.nodes[node]
+        .replica
+        .as_ref()
+        .expect("live after healing");
+    let (mut fake, _) = replica.app().committed(1).expect("height 1 is stored");
+    assert_eq!(fake.hash(), real);
+    fake.header.state_root = [0xee; 32];
+    let hash = fake.hash();
+    let members: Vec<(u16, [u8; 32])> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.shard == 0)
+        .map(|n| (n.index, n.secret))
+        .collect();
+    let votes: Vec<Vote<Insecure>> = members
+        .iter()
+        .map(|(i, secret)| {
+            Vote::sign(
+                chain_id,
+                0,
+                VoteKind::Precommit,
+                1,
+                0,
+                Some(hash),
+                *i,
+                secret,
+            )
+        })
+        .collect();
+    let committee = sim.committees[0].clone();
+    let all: Vec<&Vote<Insecure>> = votes.iter().collect();
+    let strong = QuorumCertificate::aggregate(&committee, &all, hash).expect("aggregates");
+    let conflict = sim
+        .on_commit(node, 1, &fake, &strong)
+        .expect_err("a second block at (0, 1) is caught");
+    assert!(conflict.contains("two different blocks"), "{conflict}");
+    let weak = QuorumCertificate::aggregate(&committee, &all[..1], hash).expect("aggregates");
+    let weak = sim
+        .on_commit(node, 1, &fake, &weak)
+        .expect_err("a one-signer certificate is caught");
+    assert!(weak.contains("carries"), "{weak}");
+}
