@@ -12,7 +12,13 @@
 //! - [`store`]: the key-value store the state and consensus persist into (in-memory here; RocksDB in the node).
 //! - [`state`], [`genesis`]: account state, block execution, receipts, the genesis allocation.
 //! - [`pol`]: Proof of Likelihood: reputation, weights, epoch randomness, committee selection.
-//! - [`block`], [`bft`]: block headers and the per-shard BFT protocol (a sans-IO Tendermint).
+//! - [`block`], [`ledger`]: block headers; building, checking and committing a shard's blocks.
+//! - [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its certificates and wire encoding.
+//!
+//! The normative text is `specs/consensus.md`. No `unwrap` outside tests: every `expect` says why it cannot
+//! fail, and bytes from peers or disk only ever produce typed errors.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
 pub mod amount;

@@ -276,7 +276,7 @@ impl State {
                 needed,
                 available: sender.balance,
             })?;
-        sender.nonce += 1;
+        sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
         let mut recipient = None;
         match &tx.kind {
             TxKind::Transfer { to, amount } => {

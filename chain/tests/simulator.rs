@@ -1002,7 +1002,7 @@ fn the_same_seed_gives_the_same_trace() {
 
 #[test]
 fn bls_seeds_run_with_real_signatures() {
-    for seed in 0..env_u64("HUDS_SIM_BLS_SEEDS").unwrap_or(2) {
+    for seed in 0..env_u64("HUDS_SIM_BLS_SEEDS").unwrap_or(5) {
         if let Err(e) = run_seed::<Bls>(seed, 1_500, 20_000) {
             panic!("BLS seed {seed} failed: {e}");
         }
