@@ -117,6 +117,25 @@ impl Home {
         })
     }
 
+    /// The node key's 32-byte seed.
+    pub fn node_seed(&self) -> Result<[u8; 32]> {
+        let path = self.dir.join("node.key");
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))
+    }
+
+    /// The add options config.toml sets.
+    pub fn add_options(&self) -> huds::AddOptions {
+        huds::AddOptions {
+            k: self.config.storage.k,
+            m: self.config.storage.m,
+            public: false,
+            segment_bytes_max: self.config.storage.segment_bytes_max,
+        }
+    }
+
     pub fn store(&self) -> Result<huds::Store> {
         huds::Store::open(&self.dir.join("db")).with_context(|| {
             format!(

@@ -1,7 +1,9 @@
 //! The `huds` command: see ../shared/CLI.md for the contract and README.md for use.
 
+mod api_client;
 mod bench;
 mod home;
+mod network;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ struct Cli {
     /// Node home (default $HUDS_HOME, else ~/.huds).
     #[arg(long, global = true, env = "HUDS_HOME", value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Send the command to a running node's HTTP API (e.g. http://127.0.0.1:5001).
+    #[arg(long, env = "HUDS_API", value_name = "URL")]
+    api: Option<String>,
     /// Print data as one JSON object on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -60,6 +65,33 @@ enum Command {
     Cat { target: String },
     /// List a directory.
     Ls { target: String },
+    /// Run a storage node until SIGINT/SIGTERM.
+    Node {
+        /// Address to listen on (repeatable).
+        #[arg(
+            long,
+            value_name = "MULTIADDR",
+            default_value = "/ip4/127.0.0.1/tcp/4001"
+        )]
+        listen: Vec<huds::net::libp2p::Multiaddr>,
+        /// A node to join through (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<huds::net::libp2p::Multiaddr>,
+        /// Where the HTTP API listens.
+        #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
+        api_listen: std::net::SocketAddr,
+    },
+    /// A whole network in one process: N storage nodes on loopback and the API of node 0.
+    Devnet {
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Where the nodes' homes live (default: <home>/devnet).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Where node 0's HTTP API listens.
+        #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
+        api_listen: std::net::SocketAddr,
+    },
     /// Measure throughput beside the machine's own limits.
     Bench {
         #[command(subcommand)]
@@ -92,6 +124,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
+    if let Some(api) = &cli.api {
+        return run_remote(api, cli.command, cli.json);
+    }
     match cli.command {
         Command::Init => {
             home::Home::init(&dir)?;
@@ -109,6 +144,85 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
+        Command::Node {
+            listen,
+            bootstrap,
+            api_listen,
+        } => network::node(&home::Home::open(&dir)?, listen, bootstrap, api_listen),
+        Command::Devnet {
+            nodes,
+            dir: devnet_dir,
+            api_listen,
+        } => network::devnet(
+            &devnet_dir.unwrap_or_else(|| dir.join("devnet")),
+            nodes,
+            api_listen,
+        ),
+    }
+}
+
+/// The commands that go to a running node when `--api` is given.
+fn run_remote(api: &str, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Add { public, k, m, path } => {
+            let v = api_client::add(api, &path, public, k, m)
+                .with_context(|| format!("adding {}", path.display()))?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "added {} ({} bytes)",
+                    v["cid"].as_str().unwrap_or(""),
+                    v["size"]
+                );
+                println!("capability {}", v["cap"].as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+        Command::Cat { target } => {
+            let mut out = std::io::stdout().lock();
+            api_client::cat(api, &target, &mut out)?;
+            Ok(out.flush()?)
+        }
+        Command::Get { target, out } => {
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(target.split('/').next().unwrap_or("out")));
+            let mut partial = out.as_os_str().to_owned();
+            partial.push(".huds-partial");
+            let partial = PathBuf::from(partial);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let r = api_client::cat(api, &target, &mut w).and_then(|n| Ok((n, w.flush()?)));
+            if let Err(e) = r {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+            std::fs::rename(&partial, &out)?;
+            if json {
+                println!("{}", json!({ "path": out, "kind": "file" }));
+            } else {
+                println!("saved to {}", out.display());
+            }
+            Ok(())
+        }
+        Command::Ls { target } => {
+            let v = api_client::ls(api, &target)?;
+            if json {
+                println!("{v}");
+            } else {
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    let cid = e["cid"].as_str().unwrap_or("");
+                    println!(
+                        "{cid:<62} {:>14} {}",
+                        e["size"],
+                        e["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        _ => bail!("this command runs on a node home, not through --api: drop --api"),
     }
 }
 

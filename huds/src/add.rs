@@ -60,6 +60,8 @@ pub struct Added {
 /// Why an add failed. Nothing of a failed add is readable afterwards.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
+    #[error("network: {0}")]
+    Network(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -91,9 +93,37 @@ pub enum Source<'a> {
     },
 }
 
-/// Adds `source` to `store`. `progress` is called with the bytes read so far.
+/// Where an add's shards go: the local store, or nodes of the network.
+pub trait ShardSink: Sync {
+    /// Stores every shard of one coded segment, returning once all are acknowledged.
+    fn put_segment(&self, seg: &segment::CodedSegment) -> Result<(), AddError>;
+
+    /// Spreads the sealed manifest where readers can find it (the local store always keeps a copy).
+    fn put_manifest(&self, _cid: &Cid, _sealed: &[u8]) -> Result<(), AddError> {
+        Ok(())
+    }
+}
+
+impl ShardSink for Store {
+    fn put_segment(&self, seg: &segment::CodedSegment) -> Result<(), AddError> {
+        Ok(self.put_shards(seg.cids.iter().enumerate().map(|(i, c)| (c, seg.shard(i))))?)
+    }
+}
+
+/// Adds `source` to `store`, shards included. `progress` is called with the bytes read so far.
 pub fn add(
     store: &Store,
+    source: Source<'_>,
+    opts: &AddOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Added, AddError> {
+    add_with(store, store, source, opts, progress)
+}
+
+/// Adds `source` with its shards sent to `sink`; the manifest and pin are committed to `store`.
+pub fn add_with(
+    store: &Store,
+    sink: &dyn ShardSink,
     source: Source<'_>,
     opts: &AddOptions,
     progress: &mut dyn FnMut(u64),
@@ -142,8 +172,17 @@ pub fn add(
             scope.spawn(move || code_segments(&key, coding, rx, tx));
         }
         drop((plain_rx, coded_tx));
-        let writer = scope.spawn(|| write_shards(store, coded_rx));
-        let packer = Packer::new(plain_tx, opts.segment_bytes_max as usize);
+        // Segment buffers go round: packer -> coder -> writer -> packer, so a long add reuses a few buffers
+        // instead of faulting in fresh pages for every segment.
+        let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(IN_FLIGHT_SEGMENTS * 2 + CODERS);
+        let writer = scope.spawn(|| write_shards(sink, coded_rx, recycle_tx));
+        let capacity = coding.shard_len(opts.segment_bytes_max as usize) * coding.total();
+        let packer = Packer::new(
+            plain_tx,
+            recycle_rx,
+            opts.segment_bytes_max as usize,
+            capacity,
+        );
         let mut importer = Importer {
             sink: packer,
             read: 0,
@@ -167,7 +206,7 @@ pub fn add(
         let shards = writer.join().expect("the shard writer does not panic");
         // A writer failure (a full disk, say) is the cause of any pipeline error, so it is reported first.
         match (plans, shards) {
-            (_, Err(e)) => Err(AddError::Store(e)),
+            (_, Err(e)) => Err(e),
             (Err(e), _) => Err(e),
             (Ok(p), Ok(s)) => Ok((p, s)),
         }
@@ -199,6 +238,7 @@ pub fn add(
     };
     let sealed = segment::seal_manifest(&key, &manifest.encode());
     let manifest_cid = crate::cids::blake3_cid(&sealed);
+    sink.put_manifest(&manifest_cid, &sealed)?;
     let capability = Capability {
         manifest: manifest_cid,
         key,
@@ -248,13 +288,15 @@ fn code_segments(
 }
 
 fn write_shards(
-    store: &Store,
+    sink: &dyn ShardSink,
     rx: Receiver<(usize, segment::CodedSegment)>,
-) -> Result<BTreeMap<usize, Vec<Cid>>, StoreError> {
+    recycle: Sender<Vec<u8>>,
+) -> Result<BTreeMap<usize, Vec<Cid>>, AddError> {
     let mut out = BTreeMap::new();
     for (index, seg) in rx {
-        store.put_shards(seg.cids.iter().enumerate().map(|(i, c)| (c, seg.shard(i))))?;
+        sink.put_segment(&seg)?;
         out.insert(index, seg.cids);
+        let _ = recycle.try_send(seg.buf); // when the pool is full the buffer is simply freed
     }
     Ok(out)
 }
@@ -263,7 +305,10 @@ fn write_shards(
 /// after the leaves, so a reader finds a file's structure in its last segments and its bytes in order before them.
 struct Packer {
     tx: Sender<(usize, Vec<u8>)>,
+    recycle: Receiver<Vec<u8>>,
     segment_bytes_max: usize,
+    /// Capacity of a segment buffer: room for the seal's tag, the padding and the parity shards.
+    buf_capacity: usize,
     buf: Vec<u8>,
     blocks: Vec<BlockRef>,
     plans: Vec<(u32, Vec<BlockRef>)>,
@@ -275,11 +320,18 @@ struct Packer {
 struct PipelineClosed;
 
 impl Packer {
-    fn new(tx: Sender<(usize, Vec<u8>)>, segment_bytes_max: usize) -> Self {
+    fn new(
+        tx: Sender<(usize, Vec<u8>)>,
+        recycle: Receiver<Vec<u8>>,
+        segment_bytes_max: usize,
+        buf_capacity: usize,
+    ) -> Self {
         Packer {
             tx,
+            recycle,
             segment_bytes_max,
-            buf: Vec::with_capacity(segment_bytes_max),
+            buf_capacity,
+            buf: Vec::with_capacity(buf_capacity),
             blocks: Vec::new(),
             plans: Vec::new(),
             nodes: Vec::new(),
@@ -300,7 +352,14 @@ impl Packer {
         if self.blocks.is_empty() {
             return Ok(());
         }
-        let plain = std::mem::replace(&mut self.buf, Vec::with_capacity(self.segment_bytes_max));
+        let next = match self.recycle.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(self.buf_capacity),
+        };
+        let plain = std::mem::replace(&mut self.buf, next);
         let len = plain.len() as u32;
         self.tx
             .send((self.plans.len(), plain))

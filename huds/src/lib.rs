@@ -9,6 +9,7 @@ pub mod bench;
 pub mod capability;
 pub mod cids;
 pub mod manifest;
+pub mod net;
 pub mod read;
 pub mod segment;
 pub mod store;

@@ -39,14 +39,19 @@ pub enum ShardProblem {
 /// Where shards come from: the local store, or (later) the network.
 pub trait ShardSource: Send + Sync {
     fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem>;
+
+    /// Fetches several shards; a remote source fetches them in parallel.
+    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
+        cids.iter().map(|c| self.fetch(c)).collect()
+    }
 }
 
+/// The local store as a source: shards are checked against their CIDs by the decoder, not twice here.
 impl ShardSource for Store {
     fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
-        match self.shard(cid) {
+        match self.shard_unverified(cid) {
             Ok(Some(b)) => Ok(b),
             Ok(None) => Err(ShardProblem::Missing),
-            Err(StoreError::CorruptShard(_)) => Err(ShardProblem::Corrupt),
             Err(e) => Err(ShardProblem::Failed(e.to_string())),
         }
     }
@@ -182,6 +187,21 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Opens the DAG a capability names, fetching the sealed manifest from `source` if the store lacks it.
+    pub fn open_with(
+        store: &Store,
+        source: Arc<dyn ShardSource>,
+        cap: &Capability,
+    ) -> Result<Reader, ReadError> {
+        let sealed = match store.manifest(&cap.manifest)? {
+            Some(s) => s,
+            None => source
+                .fetch(&cap.manifest)
+                .map_err(|_| ReadError::ManifestMissing(cap.manifest))?,
+        };
+        Self::open(source, cap, &sealed)
+    }
+
     /// Opens the DAG a capability names, with manifest and shards from the local store.
     pub fn open_local(store: Arc<Store>, cap: &Capability) -> Result<Reader, ReadError> {
         let sealed = store
@@ -601,18 +621,28 @@ impl CacheShared {
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; coding.total()];
         let mut problems = Vec::new();
         let mut found = 0;
-        for (j, cid) in seg.shards.iter().enumerate() {
-            if found == coding.k {
-                break;
-            }
-            // Checked here as well as by the source: the source may be a remote peer.
-            match self.source.fetch(cid) {
-                Ok(bytes) if bytes.len() == shard_len && cids::verify(cid, &bytes).is_ok() => {
-                    shards[j] = Some(bytes);
-                    found += 1;
+        // Data shards first (no decoding needed when all arrive), then as many parity shards as are missing.
+        let mut next = 0;
+        while found < coding.k && next < coding.total() {
+            let want = if next == 0 {
+                coding.k
+            } else {
+                (coding.k - found).min(coding.total() - next)
+            };
+            let batch: Vec<usize> = (next..next + want).collect();
+            next += want;
+            let cids: Vec<Cid> = batch.iter().map(|&j| seg.shards[j]).collect();
+            for (&j, got) in batch.iter().zip(self.source.fetch_many(&cids)) {
+                let cid = seg.shards[j];
+                // Checked here as well as by the source: the source may be a remote peer.
+                match got {
+                    Ok(bytes) if bytes.len() == shard_len && cids::verify(&cid, &bytes).is_ok() => {
+                        shards[j] = Some(bytes);
+                        found += 1;
+                    }
+                    Ok(_) => problems.push((j, cid, ShardProblem::Corrupt)),
+                    Err(p) => problems.push((j, cid, p)),
                 }
-                Ok(_) => problems.push((j, *cid, ShardProblem::Corrupt)),
-                Err(p) => problems.push((j, *cid, p)),
             }
         }
         segment::decode_segment(&self.key, coding, i as u64, seg.len as usize, &mut shards).map_err(

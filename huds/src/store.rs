@@ -40,6 +40,8 @@ const FAMILIES: [&str; 6] = [
 const KEY_VERSION: &[u8] = b"store-version";
 const STORE_VERSION: u8 = 1;
 const INFLIGHT_PREFIX: &[u8] = b"inflight/";
+/// The ref suffix of a shard held for the network rather than for a local pin.
+const HELD_REF: &[u8] = b"held";
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +238,34 @@ impl Store {
         self.write_synced(batch)
     }
 
+    /// Stores a shard this node holds for the network (already checked against its CID by the caller). It is
+    /// written through the WAL before the put is acknowledged, and marked held so garbage collection keeps it.
+    pub fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = cid.to_bytes();
+        let mut held = key.clone();
+        held.extend_from_slice(HELD_REF);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_SHARDS), &key, bytes);
+        batch.put_cf(self.cf(CF_REFS), held, []);
+        Ok(self.db.write(batch)?)
+    }
+
+    /// CIDs of every shard stored here.
+    pub fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SHARDS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            out.push(
+                Cid::try_from(&k[..])
+                    .map_err(|e| StoreError::Corrupt(format!("shard key: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// A shard's bytes, checked against its CID: Ok(None) if absent, an error if corrupt.
     pub fn shard(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(bytes) = self.db.get_cf(self.cf(CF_SHARDS), cid.to_bytes())? else {
@@ -243,6 +273,12 @@ impl Store {
         };
         cids::verify(cid, &bytes).map_err(|_| StoreError::CorruptShard(*cid))?;
         Ok(Some(bytes))
+    }
+
+    /// A shard's bytes as stored, unchecked: for a caller that checks them itself (the segment decoder does,
+    /// whatever its source), so local reads hash each shard once.
+    pub fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SHARDS), cid.to_bytes())?)
     }
 
     /// Overwrites a shard's stored bytes without any check: for tests of corruption handling.

@@ -1,0 +1,230 @@
+//! The network side of add and read: placing a segment's shards on nodes, and fetching shards from them.
+//!
+//! Both run on the calling (non-async) threads of the add and read pipelines and block on the node's runtime.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use cid::Cid;
+use futures::future::join_all;
+use libp2p::PeerId;
+use tokio::runtime::Handle;
+
+use super::node::{NetError, NodeHandle};
+use super::placement::{self, key_of};
+use crate::add::{AddError, ShardSink};
+use crate::cids;
+use crate::read::{ShardProblem, ShardSource};
+use crate::segment::CodedSegment;
+
+/// Nodes tried for one shard before the put fails.
+const PUT_ATTEMPTS_MAX: usize = 4;
+/// Placement candidates asked for a shard before the DHT is.
+const GET_CANDIDATES_MAX: usize = 3;
+/// Copies of the sealed manifest spread over the network.
+const MANIFEST_COPIES: usize = 6;
+
+/// Where an add's shards went.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// (shard CID, holder) for every shard placed.
+    pub holders: Vec<(Cid, PeerId)>,
+}
+
+/// Places shards on the live storage nodes (this one included) by XOR distance, and waits for every ack.
+pub struct NetShardSink {
+    node: NodeHandle,
+    rt: Handle,
+    placement: Mutex<Placement>,
+}
+
+impl NetShardSink {
+    pub fn new(node: NodeHandle, rt: Handle) -> Self {
+        NetShardSink {
+            node,
+            rt,
+            placement: Mutex::new(Placement::default()),
+        }
+    }
+
+    pub fn placement(&self) -> Placement {
+        self.placement
+            .lock()
+            .expect("placement lock is never poisoned")
+            .clone()
+    }
+
+    async fn nodes(&self) -> Vec<PeerId> {
+        let mut nodes = self.node.storage_peers().await;
+        nodes.push(self.node.peer_id());
+        nodes
+    }
+
+    /// Puts one shard, trying the candidates in order.
+    async fn put_one(
+        &self,
+        cid: Cid,
+        data: &[u8],
+        candidates: &[PeerId],
+    ) -> Result<PeerId, NetError> {
+        let mut last = NetError::Stopped;
+        for &peer in candidates.iter().take(PUT_ATTEMPTS_MAX) {
+            match self.node.put_shard(peer, cid, data.to_vec()).await {
+                Ok(()) => return Ok(peer),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+fn keys(peers: &[PeerId]) -> Vec<placement::Key> {
+    peers.iter().map(|p| key_of(&p.to_bytes())).collect()
+}
+
+impl ShardSink for NetShardSink {
+    fn put_segment(&self, seg: &CodedSegment) -> Result<(), AddError> {
+        self.rt.block_on(async {
+            let nodes = self.nodes().await;
+            let shard_keys: Vec<_> = seg.cids.iter().map(|c| key_of(&c.to_bytes())).collect();
+            let orders = placement::place_segment(&shard_keys, &keys(&nodes));
+            let puts = seg.cids.iter().enumerate().map(|(i, cid)| {
+                let candidates: Vec<PeerId> = orders[i].iter().map(|&j| nodes[j]).collect();
+                async move { (*cid, self.put_one(*cid, seg.shard(i), &candidates).await) }
+            });
+            let mut placed = Vec::with_capacity(seg.cids.len());
+            for (cid, r) in join_all(puts).await {
+                let peer = r.map_err(|e| AddError::Network(format!("placing shard {cid}: {e}")))?;
+                placed.push((cid, peer));
+            }
+            self.placement
+                .lock()
+                .expect("placement lock is never poisoned")
+                .holders
+                .extend(placed);
+            Ok(())
+        })
+    }
+
+    fn put_manifest(&self, cid: &Cid, sealed: &[u8]) -> Result<(), AddError> {
+        self.rt.block_on(async {
+            let nodes = self.nodes().await;
+            let order = placement::closest(&key_of(&cid.to_bytes()), &keys(&nodes));
+            let puts = order
+                .iter()
+                .take(MANIFEST_COPIES)
+                .map(|&j| self.node.put_shard(nodes[j], *cid, sealed.to_vec()));
+            let ok = join_all(puts)
+                .await
+                .into_iter()
+                .filter(Result::is_ok)
+                .count();
+            if ok == 0 {
+                return Err(AddError::Network(format!("no node stored manifest {cid}")));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Fetches shards: from the local store when it has them, else from the nodes placement points at, else from
+/// the DHT's providers. A node that serves bytes that do not match the CID is skipped from then on.
+pub struct NetShardSource {
+    node: NodeHandle,
+    rt: Handle,
+    bad_peers: Mutex<HashSet<PeerId>>,
+}
+
+impl NetShardSource {
+    pub fn new(node: NodeHandle, rt: Handle) -> Self {
+        NetShardSource {
+            node,
+            rt,
+            bad_peers: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn is_bad(&self, peer: &PeerId) -> bool {
+        self.bad_peers
+            .lock()
+            .expect("bad-peer lock is never poisoned")
+            .contains(peer)
+    }
+
+    /// Peers this source stopped trusting.
+    pub fn bad_peers(&self) -> Vec<PeerId> {
+        self.bad_peers
+            .lock()
+            .expect("bad-peer lock is never poisoned")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    async fn try_peers(
+        &self,
+        cid: &Cid,
+        peers: &[PeerId],
+        tried: &mut HashSet<PeerId>,
+    ) -> Option<Vec<u8>> {
+        for &peer in peers {
+            if !tried.insert(peer) || self.is_bad(&peer) || peer == self.node.peer_id() {
+                continue;
+            }
+            match self.node.get_shard(peer, *cid).await {
+                Ok(Some(data)) if cids::verify(cid, &data).is_ok() => return Some(data),
+                Ok(Some(_)) => {
+                    self.bad_peers
+                        .lock()
+                        .expect("bad-peer lock is never poisoned")
+                        .insert(peer);
+                }
+                Ok(None) | Err(_) => {}
+            }
+        }
+        None
+    }
+
+    async fn fetch_async(&self, cid: Cid) -> Result<Vec<u8>, ShardProblem> {
+        let store = self.node.store().clone();
+        let local = tokio::task::spawn_blocking(move || store.shard(&cid)).await;
+        if let Ok(Ok(Some(d))) = local {
+            return Ok(d);
+        }
+        let peers = self.node.storage_peers().await;
+        let order = placement::closest(&key_of(&cid.to_bytes()), &keys(&peers));
+        let candidates: Vec<PeerId> = order
+            .iter()
+            .take(GET_CANDIDATES_MAX)
+            .map(|&i| peers[i])
+            .collect();
+        let mut tried = HashSet::new();
+        if let Some(d) = self.try_peers(&cid, &candidates, &mut tried).await {
+            return Ok(d);
+        }
+        let providers = self.node.providers(cid).await;
+        if let Some(d) = self.try_peers(&cid, &providers, &mut tried).await {
+            return Ok(d);
+        }
+        // Last resort: everyone else we know.
+        let rest: Vec<PeerId> = order
+            .iter()
+            .skip(GET_CANDIDATES_MAX)
+            .map(|&i| peers[i])
+            .collect();
+        self.try_peers(&cid, &rest, &mut tried)
+            .await
+            .ok_or(ShardProblem::Missing)
+    }
+}
+
+impl ShardSource for NetShardSource {
+    fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
+        self.rt.block_on(self.fetch_async(*cid))
+    }
+
+    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
+        self.rt
+            .block_on(join_all(cids.iter().map(|c| self.fetch_async(*c))))
+    }
+}

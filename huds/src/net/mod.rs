@@ -1,0 +1,19 @@
+//! The network: nodes on libp2p, the shard protocol, placement, and network-backed add and read.
+
+pub mod api;
+pub mod client;
+pub mod node;
+pub mod placement;
+pub mod wire;
+
+pub use client::{NetShardSink, NetShardSource};
+pub use node::{NetError, Node, NodeHandle, NodeOptions};
+
+pub use libp2p;
+
+/// The node identity held in a home's `node.key`: an ed25519 key from its 32-byte seed.
+pub fn keypair_from_seed(seed: [u8; 32]) -> libp2p::identity::Keypair {
+    let mut seed = seed;
+    libp2p::identity::Keypair::ed25519_from_bytes(&mut seed)
+        .expect("any 32 bytes are an ed25519 secret key")
+}

@@ -1,0 +1,549 @@
+//! A HUDS node on libp2p: TCP + noise + yamux, identify, ping, Kademlia (server mode, provider records for
+//! shards) and the `/huds/shard/1` request-response protocol.
+//!
+//! The swarm lives in one tokio task; everything else talks to it through a bounded command channel with a
+//! [`NodeHandle`]. Inbound shard requests are served from the RocksDB store on the blocking pool so the swarm
+//! never waits on the disk. Live storage nodes are the connected peers whose identify says they speak the shard
+//! protocol; a node dials every peer Kademlia tells it about, so small networks are fully meshed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cid::Cid;
+use futures::StreamExt;
+use libp2p::kad::{
+    self, GetProvidersOk, QueryResult, store::MemoryStore, store::MemoryStoreConfig,
+};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, noise, ping, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{PROTOCOL, Request, Response, SHARD_BYTES_MAX, ShardCodec};
+use crate::cids;
+use crate::store::Store;
+
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/huds/kad/1.0.0");
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+const COMMANDS_IN_FLIGHT_MAX: usize = 256;
+const STREAMS_PER_CONNECTION_MAX: usize = 64;
+const CONNECTED_PEERS_DIAL_MAX: usize = 64;
+
+/// Errors of network operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("peer {peer}: {reason}")]
+    Request { peer: PeerId, reason: String },
+    #[error("peer {peer} refused: {reason}")]
+    Refused { peer: PeerId, reason: String },
+    #[error("peer {peer} answered out of protocol")]
+    Protocol { peer: PeerId },
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("listening on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("starting the node: {0}")]
+    Start(String),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    shards: request_response::Behaviour<ShardCodec>,
+}
+
+/// How a node starts.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    /// Serve stored bytes without checking them: only for tests of how readers treat a hostile node.
+    #[doc(hidden)]
+    pub serve_unverified: bool,
+}
+
+enum Command {
+    Send {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, NetError>>,
+    },
+    Provide {
+        cid: Cid,
+    },
+    Providers {
+        cid: Cid,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Addresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable handle on a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    store: Arc<Store>,
+}
+
+/// A running node: its handle and the swarm task.
+pub struct Node {
+    pub handle: NodeHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts a node on `store` with the identity `keypair`; returns once it listens.
+    pub async fn start(
+        keypair: identity::Keypair,
+        store: Arc<Store>,
+        opts: NodeOptions,
+    ) -> Result<Node, NetError> {
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair)?;
+        for addr in &opts.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        // Wait for every listener to report its address (port 0 resolves here) or fail.
+        let mut listening = 0;
+        while listening < opts.listen.len() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { .. } => listening += 1,
+                SwarmEvent::ListenerError { error, .. }
+                | SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                } => {
+                    return Err(NetError::Start(error.to_string()));
+                }
+                _ => {}
+            }
+        }
+        for addr in &opts.bootstrap {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing_warn(&format!("dialling bootstrap {addr}: {e}"));
+            }
+        }
+        let (tx, rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
+        let handle = NodeHandle {
+            tx: tx.clone(),
+            peer_id,
+            store: store.clone(),
+        };
+        let driver = Driver {
+            swarm,
+            store,
+            self_tx: tx,
+            pending: HashMap::new(),
+            providers: HashMap::new(),
+            storage_peers: HashSet::new(),
+            serve_unverified: opts.serve_unverified,
+        };
+        let task = tokio::spawn(driver.run(rx));
+        handle.reprovide_all();
+        Ok(Node { handle, task })
+    }
+
+    /// Stops the node: its connections close and its listeners go away.
+    pub async fn shutdown(self) {
+        let _ = self.handle.tx.send(Command::Shutdown).await;
+        let _ = self.task.await;
+    }
+
+    /// Stops the node at once, as a crash would (no goodbye to peers).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("huds node: {msg}");
+}
+
+fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<Behaviour>, NetError> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Start(e.to_string()))?
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_query_timeout(QUERY_TIMEOUT);
+            let store_cfg = MemoryStoreConfig {
+                max_records: 1 << 16,
+                max_provided_keys: 1 << 22,
+                max_providers_per_key: 32,
+                ..Default::default()
+            };
+            let mut kad =
+                kad::Behaviour::with_config(peer, MemoryStore::with_config(peer, store_cfg), kcfg);
+            kad.set_mode(Some(kad::Mode::Server));
+            let rr = request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
+            Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/huds/1.0.0".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                kad,
+                shards: request_response::Behaviour::new([(PROTOCOL, ProtocolSupport::Full)], rr),
+            }
+        })
+        .map_err(|e| NetError::Start(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+impl NodeHandle {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Sends one request to `peer` and waits for its response.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
+        self.ask(|reply| Command::Send {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stores a shard on `peer` (or here, when `peer` is this node).
+    pub async fn put_shard(&self, peer: PeerId, cid: Cid, data: Vec<u8>) -> Result<(), NetError> {
+        if peer == self.peer_id {
+            let store = self.store.clone();
+            let stored = tokio::task::spawn_blocking(move || store.put_held_shard(&cid, &data))
+                .await
+                .map_err(|_| NetError::Stopped)?;
+            stored.map_err(|e| NetError::Refused {
+                peer,
+                reason: e.to_string(),
+            })?;
+            self.provide(cid).await;
+            return Ok(());
+        }
+        match self.request(peer, Request::Put { cid, data }).await? {
+            Response::Stored => Ok(()),
+            Response::Refused(reason) => Err(NetError::Refused { peer, reason }),
+            _ => Err(NetError::Protocol { peer }),
+        }
+    }
+
+    /// Fetches a shard's bytes from `peer`, unchecked (None if it has none).
+    pub async fn get_shard(&self, peer: PeerId, cid: Cid) -> Result<Option<Vec<u8>>, NetError> {
+        match self.request(peer, Request::Get { cid }).await? {
+            Response::Data(d) => Ok(Some(d)),
+            Response::NotFound => Ok(None),
+            Response::Refused(reason) => Err(NetError::Refused { peer, reason }),
+            _ => Err(NetError::Protocol { peer }),
+        }
+    }
+
+    /// Announces in the DHT that this node holds `cid`.
+    pub async fn provide(&self, cid: Cid) {
+        let _ = self.tx.send(Command::Provide { cid }).await;
+    }
+
+    /// Re-announces every shard held here (provider records live in memory, so a restart needs this).
+    fn reprovide_all(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let store = this.store.clone();
+            let held = tokio::task::spawn_blocking(move || store.shard_cids()).await;
+            if let Ok(Ok(cids)) = held {
+                for cid in cids {
+                    this.provide(cid).await;
+                }
+            }
+        });
+    }
+
+    /// Peers the DHT says hold `cid`.
+    pub async fn providers(&self, cid: Cid) -> Vec<PeerId> {
+        self.ask(|reply| Command::Providers { cid, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Connected peers that speak the shard protocol: the live storage nodes.
+    pub async fn storage_peers(&self) -> Vec<PeerId> {
+        self.ask(|reply| Command::Peers { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.ask(|reply| Command::Addresses { reply })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+enum Pending {
+    Request(oneshot::Sender<Result<Response, NetError>>),
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    store: Arc<Store>,
+    self_tx: mpsc::Sender<Command>,
+    pending: HashMap<OutboundRequestId, Pending>,
+    providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    storage_peers: HashSet<PeerId>,
+    serve_unverified: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Fails only when no peer is known yet; identify starts it again when the first peer appears.
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .shards
+                    .send_request(&peer, request);
+                self.pending.insert(id, Pending::Request(reply));
+            }
+            Command::Provide { cid } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&cid.to_bytes()));
+            }
+            Command::Providers { cid, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&cid.to_bytes()));
+                self.providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.storage_peers.iter().copied().collect());
+            }
+            Command::Addresses { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Respond { channel, response } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .shards
+                    .send_response(channel, response);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let first = if info.protocols.contains(&PROTOCOL) {
+                    self.storage_peers.insert(peer_id)
+                } else {
+                    false
+                };
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                // A newly met storage node: look around again so the routing table learns its neighbours.
+                if first {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, ..
+            })) => {
+                let connected = self.swarm.connected_peers().count();
+                if !self.swarm.is_connected(&peer) && connected < CONNECTED_PEERS_DIAL_MAX {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(r),
+                step,
+                ..
+            })) => {
+                if let (Some((found, _)), Ok(GetProvidersOk::FoundProviders { providers, .. })) =
+                    (self.providers.get_mut(&id), r)
+                {
+                    found.extend(providers);
+                }
+                if step.last
+                    && let Some((found, reply)) = self.providers.remove(&id)
+                {
+                    let _ = reply.send(found.into_iter().collect());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Shards(ev)) => self.on_shards(ev),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.storage_peers.remove(&peer_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_shards(&mut self, ev: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(Pending::Request(reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(Pending::Request(reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::Message {
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let (store, tx, unverified) = (
+                    self.store.clone(),
+                    self.self_tx.clone(),
+                    self.serve_unverified,
+                );
+                tokio::spawn(async move {
+                    let provide = match &request {
+                        Request::Put { cid, .. } => Some(*cid),
+                        _ => None,
+                    };
+                    let response =
+                        tokio::task::spawn_blocking(move || serve(&store, request, unverified))
+                            .await
+                            .unwrap_or_else(|_| Response::Refused("internal error".into()));
+                    if let (Some(cid), Response::Stored) = (provide, &response) {
+                        let _ = tx.send(Command::Provide { cid }).await;
+                    }
+                    let _ = tx.send(Command::Respond { channel, response }).await;
+                });
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Answers one shard request from the store. Runs on the blocking pool.
+fn serve(store: &Store, request: Request, unverified: bool) -> Response {
+    match request {
+        Request::Put { cid, data } => {
+            if data.len() > SHARD_BYTES_MAX {
+                return Response::Refused(format!("shard over {SHARD_BYTES_MAX} bytes"));
+            }
+            if cid.hash().code() != cids::BLAKE3 || cids::verify(&cid, &data).is_err() {
+                return Response::Refused("bytes do not match the CID".into());
+            }
+            match store.put_held_shard(&cid, &data) {
+                Ok(()) => Response::Stored,
+                Err(e) => Response::Refused(e.to_string()),
+            }
+        }
+        Request::Get { cid } => {
+            let got = if unverified {
+                store.shard_unverified(&cid)
+            } else {
+                store.shard(&cid)
+            };
+            match got {
+                Ok(Some(d)) => Response::Data(d),
+                // A corrupt local copy is as good as none: the reader goes elsewhere, repair replaces it.
+                Ok(None) | Err(_) => Response::NotFound,
+            }
+        }
+        Request::Has { cid } => Response::Present(matches!(store.shard(&cid), Ok(Some(_)))),
+    }
+}

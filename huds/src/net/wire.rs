@@ -1,0 +1,287 @@
+//! `/huds/shard/1`: how nodes put, get and ask for shards.
+//!
+//! Goals: a shard moves in one request-response exchange; every frame has a hard size limit checked before any
+//! allocation; decoding untrusted bytes returns an error, never panics. A frame is a u32 big-endian length and
+//! a body `[version = 1][tag][fields]`:
+//!
+//! | message | tag | fields |
+//! |---|---|---|
+//! | Put request | 1 | cid length u8, cid, shard bytes (rest of the frame) |
+//! | Get request | 2 | cid length u8, cid |
+//! | Has request | 3 | cid length u8, cid |
+//! | Stored response | 1 | none |
+//! | Data response | 2 | shard bytes (rest of the frame) |
+//! | Present response | 3 | 0 or 1 |
+//! | NotFound response | 4 | none |
+//! | Refused response | 5 | UTF-8 reason, at most 256 bytes |
+
+use std::io;
+
+use cid::Cid;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/huds/shard/1");
+/// Largest shard a node accepts or sends.
+pub const SHARD_BYTES_MAX: usize = 16 << 20;
+/// Largest frame: a shard plus its header.
+pub const FRAME_BYTES_MAX: usize = SHARD_BYTES_MAX + 512;
+const VERSION: u8 = 1;
+const REASON_BYTES_MAX: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Put { cid: Cid, data: Vec<u8> },
+    Get { cid: Cid },
+    Has { cid: Cid },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Stored,
+    Data(Vec<u8>),
+    Present(bool),
+    NotFound,
+    Refused(String),
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("shard protocol: {what}"),
+    )
+}
+
+fn put_cid(out: &mut Vec<u8>, cid: &Cid) {
+    let b = cid.to_bytes();
+    out.push(b.len() as u8);
+    out.extend_from_slice(&b);
+}
+
+fn take_cid(b: &[u8]) -> io::Result<(Cid, &[u8])> {
+    let (&len, rest) = b.split_first().ok_or_else(|| invalid("missing CID"))?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return Err(invalid("truncated CID"));
+    }
+    let cid = Cid::try_from(&rest[..len]).map_err(|_| invalid("malformed CID"))?;
+    Ok((cid, &rest[len..]))
+}
+
+fn header(b: &[u8]) -> io::Result<(u8, &[u8])> {
+    match b {
+        [VERSION, tag, rest @ ..] => Ok((*tag, rest)),
+        [v, ..] if *v != VERSION => Err(invalid(&format!("unsupported version {v}"))),
+        _ => Err(invalid("empty frame")),
+    }
+}
+
+pub fn encode_request(r: &Request) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    match r {
+        Request::Put { cid, data } => {
+            out.push(1);
+            put_cid(&mut out, cid);
+            out.extend_from_slice(data);
+        }
+        Request::Get { cid } => {
+            out.push(2);
+            put_cid(&mut out, cid);
+        }
+        Request::Has { cid } => {
+            out.push(3);
+            put_cid(&mut out, cid);
+        }
+    }
+    out
+}
+
+pub fn decode_request(b: &[u8]) -> io::Result<Request> {
+    let (tag, rest) = header(b)?;
+    let (cid, rest) = take_cid(rest)?;
+    match tag {
+        1 => Ok(Request::Put {
+            cid,
+            data: rest.to_vec(),
+        }),
+        2 | 3 if !rest.is_empty() => Err(invalid("trailing bytes")),
+        2 => Ok(Request::Get { cid }),
+        3 => Ok(Request::Has { cid }),
+        t => Err(invalid(&format!("unknown request {t}"))),
+    }
+}
+
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    match r {
+        Response::Stored => out.push(1),
+        Response::Data(d) => {
+            out.push(2);
+            out.extend_from_slice(d);
+        }
+        Response::Present(p) => out.extend_from_slice(&[3, u8::from(*p)]),
+        Response::NotFound => out.push(4),
+        Response::Refused(why) => {
+            out.push(5);
+            let mut end = why.len().min(REASON_BYTES_MAX);
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.extend_from_slice(&why.as_bytes()[..end]);
+        }
+    }
+    out
+}
+
+pub fn decode_response(b: &[u8]) -> io::Result<Response> {
+    let (tag, rest) = header(b)?;
+    match (tag, rest) {
+        (1, []) => Ok(Response::Stored),
+        (2, d) => Ok(Response::Data(d.to_vec())),
+        (3, [p @ (0 | 1)]) => Ok(Response::Present(*p == 1)),
+        (4, []) => Ok(Response::NotFound),
+        (5, r) if r.len() <= REASON_BYTES_MAX => {
+            Ok(Response::Refused(String::from_utf8_lossy(r).into_owned()))
+        }
+        (t, _) => Err(invalid(&format!("malformed response {t}"))),
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(invalid(&format!(
+            "frame of {len} bytes is over the {FRAME_BYTES_MAX}-byte limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
+    if body.len() > FRAME_BYTES_MAX {
+        return Err(invalid("outgoing frame over the limit"));
+    }
+    io.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    io.write_all(body).await?;
+    io.flush().await
+}
+
+/// The request-response codec of the shard protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardCodec;
+
+impl libp2p::request_response::Codec for ShardCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        decode_request(&read_frame(io).await?)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        decode_response(&read_frame(io).await?)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &encode_request(&req)).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &encode_response(&res)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cids::blake3_cid;
+
+    #[test]
+    fn messages_round_trip() {
+        let cid = blake3_cid(b"s");
+        for r in [
+            Request::Put {
+                cid,
+                data: b"shard".to_vec(),
+            },
+            Request::Put {
+                cid,
+                data: Vec::new(),
+            },
+            Request::Get { cid },
+            Request::Has { cid },
+        ] {
+            assert_eq!(decode_request(&encode_request(&r)).expect("decodes"), r);
+        }
+        for r in [
+            Response::Stored,
+            Response::Data(vec![1, 2, 3]),
+            Response::Present(true),
+            Response::Present(false),
+            Response::NotFound,
+            Response::Refused("disk full".into()),
+        ] {
+            assert_eq!(decode_response(&encode_response(&r)).expect("decodes"), r);
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        for bad in [
+            &[][..],
+            &[2, 1],
+            &[1, 9, 0],
+            &[1, 2, 40, 1],
+            &[1, 2, 0],
+            &[1, 3, 1, 1],
+        ] {
+            assert!(decode_request(bad).is_err(), "{bad:?}");
+        }
+        for bad in [&[][..], &[1, 3, 2], &[1, 1, 0], &[1, 4, 0], &[1, 9]] {
+            assert!(decode_response(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_allocating() {
+        let mut frame = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0; 16]);
+        let r = futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(frame)));
+        assert_eq!(r.expect_err("refused").kind(), io::ErrorKind::InvalidData);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+    }
+}
