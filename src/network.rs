@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use huds::net::api::{self, Api};
-use huds::net::libp2p::{Multiaddr, multiaddr::Protocol};
+use huds::net::libp2p::Multiaddr;
 use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
 use huds::{Reader, Source};
 use serde_json::json;
@@ -133,14 +133,7 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
             let home = open_or_init(&dir.join(format!("node-{i}")))?;
             let node = start_node(&home, vec![loopback.clone()], bootstrap.clone()).await?;
             if i == 0 {
-                let peer = node.handle.peer_id();
-                bootstrap = node
-                    .handle
-                    .listen_addrs()
-                    .await
-                    .into_iter()
-                    .map(|a| a.with(Protocol::P2p(peer)))
-                    .collect();
+                bootstrap = node.handle.bootstrap_addrs().await;
             }
             homes.push(home);
             running.push(node);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huds::net::libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use huds::net::libp2p::{Multiaddr, PeerId};
 use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
 use huds::{AddOptions, Added, Capability, Reader, Source, Store};
 use tokio::runtime::Handle;
@@ -55,14 +55,7 @@ impl Net {
     async fn new() -> Net {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = start(dir.path(), 0, Vec::new(), false).await;
-        let peer = first.handle.peer_id();
-        let bootstrap: Vec<Multiaddr> = first
-            .handle
-            .listen_addrs()
-            .await
-            .into_iter()
-            .map(|a| a.with(Protocol::P2p(peer)))
-            .collect();
+        let bootstrap = first.handle.bootstrap_addrs().await;
         let mut nodes = vec![Some(first)];
         for i in 1..NODES {
             nodes.push(Some(start(dir.path(), i, bootstrap.clone(), false).await));
@@ -97,14 +90,7 @@ impl Net {
     /// Starts node `i` again on its home (same key, same store), joining through a node that is up.
     async fn restart(&mut self, i: usize, hostile: bool) {
         let live = self.nodes.iter().flatten().next().expect("a node is up");
-        let peer = live.handle.peer_id();
-        let bootstrap = live
-            .handle
-            .listen_addrs()
-            .await
-            .into_iter()
-            .map(|a| a.with(Protocol::P2p(peer)))
-            .collect();
+        let bootstrap = live.handle.bootstrap_addrs().await;
         self.nodes[i] = Some(start(self.dir.path(), i, bootstrap, hostile).await);
     }
 

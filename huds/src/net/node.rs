@@ -317,6 +317,16 @@ impl NodeHandle {
             .unwrap_or_default()
     }
 
+    /// Addresses others can join through: each listen address with this node's `/p2p/<peer-id>`.
+    pub async fn bootstrap_addrs(&self) -> Vec<Multiaddr> {
+        let peer = self.peer_id;
+        self.listen_addrs()
+            .await
+            .into_iter()
+            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer)))
+            .collect()
+    }
+
     /// The addresses this node listens on.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.ask(|reply| Command::Addresses { reply })
