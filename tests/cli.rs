@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{new_home, run, run_json};
 
@@ -89,18 +89,7 @@ fn public_adds_read_by_cid_and_private_ones_do_not() {
 #[test]
 fn stdin_adds_stream() {
     let (_dir, home) = new_home();
-    let mut child = Command::new(common::huds())
-        .args([
-            "--data",
-            home.to_str().expect("utf-8"),
-            "--json",
-            "add",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = common::spawn_add_stdin(&home, true, Stdio::piped());
     child
         .stdin
         .take()

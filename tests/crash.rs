@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use common::{Xorshift, new_home, run, run_json};
@@ -25,13 +25,7 @@ fn killed_adds_leave_the_home_whole() {
 
     // Kill at several depths: shards only in memory, some flushed to disk, many segments in.
     for (round, kill_after_mib) in [1usize, 24, 80].into_iter().enumerate() {
-        let mut child = Command::new(common::huds())
-            .args(["--data", home.to_str().expect("utf-8"), "add", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = common::spawn_add_stdin(&home, false, Stdio::null());
         let mut stdin = child.stdin.take().expect("stdin");
         let mut rng = Xorshift(100 + round as u64);
         let mut buf = vec![0u8; 1 << 20];

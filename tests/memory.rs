@@ -25,18 +25,7 @@ fn children_peak_rss_mib() -> i64 {
 #[test]
 fn two_gib_streams_in_bounded_memory() {
     let (_dir, home) = new_home();
-    let mut child = Command::new(common::huds())
-        .args([
-            "--data",
-            home.to_str().expect("utf-8"),
-            "--json",
-            "add",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = common::spawn_add_stdin(&home, true, Stdio::piped());
     let mut stdin = child.stdin.take().expect("stdin");
     let mut rng = Xorshift(2026);
     let mut buf = vec![0u8; 4 << 20];

@@ -59,3 +59,18 @@ impl Xorshift {
         }
     }
 }
+
+/// Starts `huds --data HOME [--json] add -` with standard input on a pipe and stdout as given.
+pub fn spawn_add_stdin(home: &Path, json: bool, stdout: Stdio) -> std::process::Child {
+    let mut cmd = Command::new(huds());
+    cmd.arg("--data").arg(home);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(["add", "-"])
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("huds add runs")
+}
