@@ -77,6 +77,13 @@ pub struct Committee<S: VoteScheme> {
 }
 
 impl<S: VoteScheme> Committee<S> {
+    /// Whether member `index` exists and signed `message` with `signature`.
+    pub fn member_signed(&self, index: u16, message: &[u8], signature: &S::Sig) -> bool {
+        self.members
+            .get(usize::from(index))
+            .is_some_and(|m| S::verify(&m.public, message, signature))
+    }
+
     pub fn new(members: Vec<Member<S>>, seed: Hash) -> Self {
         assert!(
             !members.is_empty() && members.len() <= COMMITTEE_SIZE_MAX,
@@ -237,9 +244,6 @@ impl<S: VoteScheme> Vote<S> {
     }
 
     pub fn verify(&self, chain_id: u32, committee: &Committee<S>) -> bool {
-        let Some(member) = committee.members.get(usize::from(self.voter)) else {
-            return false;
-        };
         let msg = vote_message(
             chain_id,
             self.shard,
@@ -248,7 +252,7 @@ impl<S: VoteScheme> Vote<S> {
             self.round,
             self.block.as_ref(),
         );
-        S::verify(&member.public, &msg, &self.signature)
+        committee.member_signed(self.voter, &msg, &self.signature)
     }
 }
 
@@ -294,9 +298,6 @@ impl<S: VoteScheme> Proposal<S> {
     }
 
     pub fn verify_signature(&self, chain_id: u32, committee: &Committee<S>) -> bool {
-        let Some(member) = committee.members.get(usize::from(self.proposer)) else {
-            return false;
-        };
         let msg = proposal_message(
             chain_id,
             self.shard,
@@ -305,7 +306,7 @@ impl<S: VoteScheme> Proposal<S> {
             &self.block.hash(),
             self.valid_round,
         );
-        S::verify(&member.public, &msg, &self.signature)
+        committee.member_signed(self.proposer, &msg, &self.signature)
     }
 }
 
@@ -504,9 +505,6 @@ pub struct SignedProposalHeader<S: VoteScheme> {
 
 impl<S: VoteScheme> SignedProposalHeader<S> {
     pub fn verify(&self, chain_id: u32, committee: &Committee<S>) -> bool {
-        let Some(member) = committee.members.get(usize::from(self.proposer)) else {
-            return false;
-        };
         let msg = proposal_message(
             chain_id,
             self.shard,
@@ -515,7 +513,7 @@ impl<S: VoteScheme> SignedProposalHeader<S> {
             &self.block,
             self.valid_round,
         );
-        S::verify(&member.public, &msg, &self.signature)
+        committee.member_signed(self.proposer, &msg, &self.signature)
     }
 }
 
