@@ -80,6 +80,9 @@ enum Command {
         /// Where the HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
+        /// Most shard bytes to hold for the network (e.g. 500G, 64M, 1048576); unlimited if absent.
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        storage: Option<u64>,
     },
     /// A whole network in one process: N storage nodes on loopback and the API of node 0.
     Devnet {
@@ -148,7 +151,14 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             bootstrap,
             api_listen,
-        } => network::node(&home::Home::open(&dir)?, listen, bootstrap, api_listen),
+            storage,
+        } => network::node(
+            &home::Home::open(&dir)?,
+            listen,
+            bootstrap,
+            api_listen,
+            storage,
+        ),
         Command::Devnet {
             nodes,
             dir: devnet_dir,
@@ -437,4 +447,44 @@ fn cmd_ls(dir: &Path, target: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A byte count: digits with an optional binary suffix K, M, G or T (`500G` = 500 GiB).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix {c:?}: use K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 500G, 64M, 1048576)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("500g"), Ok(500 << 30));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        assert!(parse_bytes("12Q").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use huds::net::api::{self, Api};
 use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use huds::{Reader, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -18,6 +18,11 @@ use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
+/// A devnet is for watching the system work: shards lost with a node are rebuilt within a minute or so.
+const DEVNET_REPAIR: RepairOptions = RepairOptions {
+    interval: Duration::from_secs(15),
+    grace: Duration::from_secs(45),
+};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -36,23 +41,10 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn start_node(
-    home: &Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-) -> Result<Node> {
+async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
     let keypair = huds::net::keypair_from_seed(home.node_seed()?);
-    Ok(Node::start(
-        keypair,
-        store,
-        NodeOptions {
-            listen,
-            bootstrap,
-            serve_unverified: false,
-        },
-    )
-    .await?)
+    Ok(Node::start(keypair, store, opts).await?)
 }
 
 async fn start_api(
@@ -83,9 +75,17 @@ pub fn node(
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
     api_addr: SocketAddr,
+    storage_bytes_max: Option<u64>,
 ) -> Result<()> {
     runtime()?.block_on(async {
-        let node = start_node(home, listen, bootstrap).await?;
+        let opts = NodeOptions {
+            listen,
+            bootstrap,
+            storage_bytes_max,
+            repair: Some(RepairOptions::default()),
+            ..NodeOptions::default()
+        };
+        let node = start_node(home, opts).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
@@ -131,7 +131,13 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
         let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
         for i in 0..nodes {
             let home = open_or_init(&dir.join(format!("node-{i}")))?;
-            let node = start_node(&home, vec![loopback.clone()], bootstrap.clone()).await?;
+            let opts = NodeOptions {
+                listen: vec![loopback.clone()],
+                bootstrap: bootstrap.clone(),
+                repair: Some(DEVNET_REPAIR),
+                ..NodeOptions::default()
+            };
+            let node = start_node(&home, opts).await?;
             if i == 0 {
                 bootstrap = node.handle.bootstrap_addrs().await;
             }

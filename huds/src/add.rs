@@ -250,6 +250,7 @@ pub fn add_with(
         size: root.filesize,
         added_unix_s: unix_now_s(),
         public: opts.public,
+        cap: Some(cap_text.clone()),
     };
     let all_shards = manifest
         .segments
