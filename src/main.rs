@@ -110,6 +110,14 @@ enum BenchWhat {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
     },
+    /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
+    Net {
+        /// Input size in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+    },
 }
 
 fn main() {
@@ -147,6 +155,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
+        Command::Bench {
+            what: BenchWhat::Net { size_mib, nodes },
+        } => bench::net(size_mib, nodes.max(1), cli.json),
         Command::Node {
             listen,
             bootstrap,

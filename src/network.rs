@@ -24,7 +24,7 @@ const DEVNET_REPAIR: RepairOptions = RepairOptions {
     grace: Duration::from_secs(45),
 };
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +117,40 @@ fn demo_bytes() -> Vec<u8> {
     data
 }
 
+/// Starts `nodes` nodes on loopback with homes `dir/node-I` (made on first use), and waits until each knows all
+/// the others.
+pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node>)> {
+    let mut homes = Vec::new();
+    let mut running: Vec<Node> = Vec::new();
+    let mut bootstrap = Vec::new();
+    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
+    for i in 0..nodes {
+        let home = open_or_init(&dir.join(format!("node-{i}")))?;
+        let opts = NodeOptions {
+            listen: vec![loopback.clone()],
+            bootstrap: bootstrap.clone(),
+            repair: Some(DEVNET_REPAIR),
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
+        if i == 0 {
+            bootstrap = node.handle.bootstrap_addrs().await;
+        }
+        homes.push(home);
+        running.push(node);
+    }
+    let started = Instant::now();
+    for n in &running {
+        while n.handle.storage_peers().await.len() + 1 < nodes {
+            if started.elapsed() > PEERS_WAIT {
+                bail!("the nodes did not all find each other within {PEERS_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((homes, running))
+}
+
 /// `huds devnet`.
 pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
     if nodes == 0 {
@@ -125,34 +159,7 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let mut homes = Vec::new();
-        let mut running: Vec<Node> = Vec::new();
-        let mut bootstrap = Vec::new();
-        let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
-        for i in 0..nodes {
-            let home = open_or_init(&dir.join(format!("node-{i}")))?;
-            let opts = NodeOptions {
-                listen: vec![loopback.clone()],
-                bootstrap: bootstrap.clone(),
-                repair: Some(DEVNET_REPAIR),
-                ..NodeOptions::default()
-            };
-            let node = start_node(&home, opts).await?;
-            if i == 0 {
-                bootstrap = node.handle.bootstrap_addrs().await;
-            }
-            homes.push(home);
-            running.push(node);
-        }
-        let started = Instant::now();
-        for n in &running {
-            while n.handle.storage_peers().await.len() + 1 < nodes {
-                if started.elapsed() > PEERS_WAIT {
-                    bail!("the devnet's nodes did not all find each other within {PEERS_WAIT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let (homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) = start_api(&running[0], &homes[0], api_addr).await?;
         for (i, n) in running.iter().enumerate() {
             let addrs: Vec<String> = n

@@ -44,6 +44,12 @@ pub trait ShardSource: Send + Sync {
     fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
         cids.iter().map(|c| self.fetch(c)).collect()
     }
+
+    /// True when every shard this source returns was already checked against its CID (a network source must
+    /// check, to know which peer lied), so the decoder does not hash it a second time.
+    fn checks_cids(&self) -> bool {
+        false
+    }
 }
 
 /// The local store as a source: shards are checked against their CIDs by the decoder, not twice here.
@@ -623,6 +629,7 @@ impl CacheShared {
         let mut found = 0;
         // Data shards first (no decoding needed when all arrive), then as many parity shards as are missing.
         let mut next = 0;
+        let checked = self.source.checks_cids();
         while found < coding.k && next < coding.total() {
             let want = if next == 0 {
                 coding.k
@@ -634,9 +641,12 @@ impl CacheShared {
             let cids: Vec<Cid> = batch.iter().map(|&j| seg.shards[j]).collect();
             for (&j, got) in batch.iter().zip(self.source.fetch_many(&cids)) {
                 let cid = seg.shards[j];
-                // Checked here as well as by the source: the source may be a remote peer.
+                // Checked here unless the source already did: whatever it is, no unchecked shard is decoded.
                 match got {
-                    Ok(bytes) if bytes.len() == shard_len && cids::verify(&cid, &bytes).is_ok() => {
+                    Ok(bytes)
+                        if bytes.len() == shard_len
+                            && (checked || cids::verify(&cid, &bytes).is_ok()) =>
+                    {
                         shards[j] = Some(bytes);
                         found += 1;
                     }

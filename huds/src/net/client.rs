@@ -223,6 +223,11 @@ impl ShardSource for NetShardSource {
         self.rt.block_on(self.fetch_async(*cid))
     }
 
+    /// Local shards come through `Store::shard` and remote ones through `try_peers`, both checked.
+    fn checks_cids(&self) -> bool {
+        true
+    }
+
     fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
         self.rt
             .block_on(join_all(cids.iter().map(|c| self.fetch_async(*c))))
