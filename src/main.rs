@@ -65,8 +65,11 @@ enum Command {
     Cat { target: String },
     /// List a directory.
     Ls { target: String },
-    /// Run a storage node until SIGINT/SIGTERM.
+    /// Run a storage node until SIGINT/SIGTERM (`huds node status`: what a node holds).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
         /// Address to listen on (repeatable).
         #[arg(
             long,
@@ -100,6 +103,12 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// What the node holds (through --api: the running node, with its peers and repair figures).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +168,11 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench::net(size_mib, nodes.max(1), cli.json),
         Command::Node {
+            action: Some(NodeAction::Status),
+            ..
+        } => node_status_local(&dir, cli.json),
+        Command::Node {
+            action: None,
             listen,
             bootstrap,
             api_listen,
@@ -241,6 +255,14 @@ fn run_remote(api: &str, command: Command, json: bool) -> Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Node {
+            action: Some(NodeAction::Status),
+            ..
+        } => {
+            let v = api_client::json(api, "/api/v0/node/status")?;
+            print_node_status(&v, json);
             Ok(())
         }
         _ => bail!("this command runs on a node home, not through --api: drop --api"),
@@ -481,6 +503,48 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is not a byte count (e.g. 500G, 64M, 1048576)"))?;
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `huds node status` without `--api`: what the home's store holds (the node must not be running on it).
+fn node_status_local(dir: &Path, json: bool) -> Result<()> {
+    let home = home::Home::open(dir)?;
+    let peer = huds::net::keypair_from_seed(home.node_seed()?)
+        .public()
+        .to_peer_id();
+    let store = home
+        .store()
+        .context("a node is probably running on this home: ask it with --api")?;
+    let (shards, bytes) = store.shard_stats()?;
+    let v = json!({ "peer": peer.to_string(), "stored_bytes": bytes, "shards": shards, "pins": store.pins()?.len() });
+    print_node_status(&v, json);
+    Ok(())
+}
+
+fn print_node_status(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    println!("peer {}", v["peer"].as_str().unwrap_or(""));
+    println!("shards {} ({} bytes)", v["shards"], v["stored_bytes"]);
+    if let Some(max) = v["storage_bytes_max"].as_u64() {
+        println!("storage limit {max} bytes");
+    }
+    if let Some(p) = v["peers"].as_u64() {
+        println!("peers {p}");
+    }
+    let r = &v["repair"];
+    if r.is_object() {
+        println!(
+            "repair: {} sweeps, {} shards rebuilt; last sweep {} segments, {} healthy, {} waiting, {} lost",
+            r["sweeps"],
+            r["shards_rebuilt"],
+            r["last_sweep"]["segments"],
+            r["last_sweep"]["healthy"],
+            r["last_sweep"]["waiting"],
+            r["last_sweep"]["lost"]
+        );
+    }
 }
 
 #[cfg(test)]
