@@ -43,6 +43,7 @@ async fn open_store(path: &Path) -> Arc<Store> {
 #[derive(Clone, Copy, Default)]
 struct Cfg {
     hostile: bool,
+    slow: Option<Duration>,
     storage_bytes_max: Option<u64>,
     repair: Option<RepairOptions>,
 }
@@ -55,6 +56,7 @@ async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, cfg: Cfg) -> Nod
         serve_unverified: cfg.hostile,
         storage_bytes_max: cfg.storage_bytes_max,
         repair: cfg.repair,
+        serve_delay: cfg.slow,
     };
     Node::start(huds::net::keypair_from_seed(seed(i)), store, opts)
         .await
@@ -479,4 +481,43 @@ async fn a_full_node_refuses_shards_and_placement_goes_around_it() {
 
     let (got, _) = net.read(3, &added.capability).await;
     assert!(got.expect("readable with one node full") == file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_node_costs_a_hedge_not_a_timeout() {
+    // Node 2 answers every Get after 30 s, longer than the 10 s request timeout: a reader that waited for it
+    // would take at least 10 s per segment it holds a data shard of.
+    let net = Net::with(NODES, |i| Cfg {
+        slow: (i == 2).then_some(Duration::from_secs(30)),
+        ..Cfg::default()
+    })
+    .await;
+    let file = data(16 << 20, 6);
+    let (added, holders) = net.add(0, file.clone()).await;
+    let slow = net.node(2).handle.peer_id();
+    let reader =
+        Reader::open_local(net.node(0).handle.store().clone(), &added.capability).expect("open");
+    let k = usize::from(reader.manifest().k);
+    let holder: std::collections::HashMap<cid::Cid, PeerId> = holders.into_iter().collect();
+    let slowed = reader
+        .manifest()
+        .segments
+        .iter()
+        .filter(|s| s.shards[..k].iter().any(|c| holder[c] == slow))
+        .count();
+    assert!(
+        slowed > 0,
+        "placement put no data shard on node 2; the test needs one"
+    );
+
+    let started = Instant::now();
+    let (got, bad) = net.read(5, &added.capability).await;
+    let took = started.elapsed();
+    assert!(got.expect("read despite a slow node") == file);
+    assert!(bad.is_empty(), "slow is not bad: {bad:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "{slowed} segments waited on the slow node: {took:?}"
+    );
+    eprintln!("{slowed} segments had a data shard on the slow node; read in {took:?}");
 }

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use cid::Cid;
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -16,9 +18,11 @@ use super::node::{NetError, NodeHandle};
 use super::placement::{self, key_of};
 use crate::add::{AddError, ShardSink};
 use crate::cids;
-use crate::read::{ShardProblem, ShardSource};
+use crate::read::{SegmentFetch, ShardProblem, ShardSource};
 use crate::segment::CodedSegment;
 
+/// How long a segment's outstanding shard requests may keep it waiting before one more shard is asked for.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
 /// Nodes tried for one shard before the put fails.
 const PUT_ATTEMPTS_MAX: usize = 4;
 /// Placement candidates asked for a shard before the DHT is.
@@ -283,13 +287,46 @@ impl ShardSource for NetShardSource {
         self.rt.block_on(self.fetch_async(*cid))
     }
 
-    /// Local shards come through `Store::shard` and remote ones through `try_peers`, both checked.
-    fn checks_cids(&self) -> bool {
-        true
-    }
-
-    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
-        self.rt
-            .block_on(join_all(cids.iter().map(|c| self.fetch_async(*c))))
+    /// Asks for the k data shards in parallel and takes the first k valid shards that arrive: a failed shard
+    /// is replaced by the next parity shard at once, and while shards are outstanding another parity shard is
+    /// asked for every `HEDGE_AFTER`, so one slow peer costs a hedge delay, not a timeout. What is still in
+    /// flight when k are in hand is dropped (the late answers are discarded).
+    fn fetch_segment(&self, cids: &[Cid], k: usize, shard_len: usize) -> SegmentFetch {
+        self.rt.block_on(async {
+            let mut out: SegmentFetch = vec![None; cids.len()];
+            let start = |i: usize| {
+                let cid = cids[i];
+                async move { (i, self.fetch_async(cid).await) }
+            };
+            let mut pending = FuturesUnordered::new();
+            let mut next = k.min(cids.len());
+            (0..next).for_each(|i| pending.push(start(i)));
+            let mut valid = 0;
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            tokio::pin!(hedge);
+            while valid < k {
+                tokio::select! {
+                    got = pending.next() => {
+                        let Some((i, r)) = got else { break };
+                        let r = r.and_then(|b| {
+                            if b.len() == shard_len { Ok(b) } else { Err(ShardProblem::Corrupt) }
+                        });
+                        if r.is_ok() {
+                            valid += 1;
+                        } else if next < cids.len() {
+                            pending.push(start(next));
+                            next += 1;
+                        }
+                        out[i] = Some(r);
+                    }
+                    () = &mut hedge, if next < cids.len() => {
+                        pending.push(start(next));
+                        next += 1;
+                        hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                    }
+                }
+            }
+            out
+        })
     }
 }

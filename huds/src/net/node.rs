@@ -73,6 +73,9 @@ pub struct NodeOptions {
     /// Serve stored bytes without checking them: only for tests of how readers treat a hostile node.
     #[doc(hidden)]
     pub serve_unverified: bool,
+    /// Answer every Get this late: only for tests of how readers treat a slow node.
+    #[doc(hidden)]
+    pub serve_delay: Option<Duration>,
 }
 
 enum Command {
@@ -208,6 +211,7 @@ impl Node {
             providers: HashMap::new(),
             storage_peers: HashSet::new(),
             serve_unverified: opts.serve_unverified,
+            serve_delay: opts.serve_delay,
         };
         let task = tokio::spawn(driver.run(rx));
         handle.reprovide_all();
@@ -443,6 +447,7 @@ struct Driver {
     providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     storage_peers: HashSet<PeerId>,
     serve_unverified: bool,
+    serve_delay: Option<Duration>,
 }
 
 impl Driver {
@@ -604,7 +609,11 @@ impl Driver {
                     self.self_tx.clone(),
                     self.serve_unverified,
                 );
+                let delay = self.serve_delay;
                 tokio::spawn(async move {
+                    if let (Some(d), Request::Get { .. }) = (delay, &request) {
+                        tokio::time::sleep(d).await;
+                    }
                     let provide = match &request {
                         Request::Put { cid, .. } => Some(*cid),
                         _ => None,
