@@ -80,6 +80,25 @@ enum Command {
         /// Where the HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
+        /// Also serve the HTTP gateway on ADDR.
+        #[arg(long = "gateway", value_name = "ADDR")]
+        gateway_listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve the HTTP gateway from a node on this home until SIGINT/SIGTERM.
+    Gateway {
+        /// Where the gateway listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The node's libp2p address (repeatable).
+        #[arg(
+            long = "p2p-listen",
+            value_name = "MULTIADDR",
+            default_value = "/ip4/127.0.0.1/tcp/0"
+        )]
+        p2p_listen: Vec<huds::net::libp2p::Multiaddr>,
+        /// A node to join through (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<huds::net::libp2p::Multiaddr>,
     },
     /// A whole network in one process: N storage nodes on loopback and the API of node 0.
     Devnet {
@@ -91,6 +110,13 @@ enum Command {
         /// Where node 0's HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
+        /// Where the HTTP gateway listens.
+        #[arg(
+            long = "gateway",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
+        gateway_listen: std::net::SocketAddr,
     },
     /// Measure throughput beside the machine's own limits.
     Bench {
@@ -125,7 +151,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
     if let Some(api) = &cli.api {
-        return run_remote(api, cli.command, cli.json);
+        let token = api_token(&dir);
+        return run_remote(api, token.as_deref(), cli.command, cli.json);
     }
     match cli.command {
         Command::Init => {
@@ -148,24 +175,46 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             bootstrap,
             api_listen,
-        } => network::node(&home::Home::open(&dir)?, listen, bootstrap, api_listen),
+            gateway_listen,
+        } => network::node(
+            home::Home::open(&dir)?,
+            listen,
+            bootstrap,
+            api_listen,
+            gateway_listen,
+        ),
+        Command::Gateway {
+            listen,
+            p2p_listen,
+            bootstrap,
+        } => network::gateway(home::Home::open(&dir)?, p2p_listen, bootstrap, listen),
         Command::Devnet {
             nodes,
             dir: devnet_dir,
             api_listen,
+            gateway_listen,
         } => network::devnet(
             &devnet_dir.unwrap_or_else(|| dir.join("devnet")),
             nodes,
             api_listen,
+            gateway_listen,
         ),
     }
 }
 
+/// The token `--api` uploads send: $HUDS_API_TOKEN, else the home's config.toml (none if neither has one).
+fn api_token(dir: &Path) -> Option<String> {
+    match std::env::var("HUDS_API_TOKEN") {
+        Ok(t) if !t.is_empty() => Some(t),
+        _ => home::Home::open(dir).ok()?.config.api.token,
+    }
+}
+
 /// The commands that go to a running node when `--api` is given.
-fn run_remote(api: &str, command: Command, json: bool) -> Result<()> {
+fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> Result<()> {
     match command {
         Command::Add { public, k, m, path } => {
-            let v = api_client::add(api, &path, public, k, m)
+            let v = api_client::add(api, token, &path, public, k, m)
                 .with_context(|| format!("adding {}", path.display()))?;
             if json {
                 println!("{v}");

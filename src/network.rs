@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use huds::net::api::{self, Api};
+use huds::net::api::Api;
 use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions};
 use huds::{Reader, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -57,7 +57,7 @@ async fn start_node(
 
 async fn start_api(
     node: &Node,
-    home: &Home,
+    home: &mut Home,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -69,9 +69,37 @@ async fn start_api(
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
     };
+    let token = home.api_token()?;
     let task = tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, api).await {
+        if let Err(e) = gateway::serve_api(listener, api, Some(token)).await {
             eprintln!("huds: API server stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// Starts the HTTP gateway on `addr`, reading through `node`; `local_nodes` are reported by its status.
+async fn start_gateway(
+    node: &Node,
+    home: &mut Home,
+    local_nodes: Vec<NodeHandle>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the gateway to {addr} (is the port taken? pass --gateway ADDR)")
+    })?;
+    let bound = listener.local_addr()?;
+    let gw = gateway::Gateway::new(gateway::GatewayConfig {
+        node: node.handle.clone(),
+        local_nodes,
+        token: Some(home.api_token()?),
+        spool: home.dir.join("spool"),
+        defaults: home.add_options(),
+        chain: None,
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = gateway::serve(listener, gw).await {
+            eprintln!("huds: gateway stopped: {e}");
         }
     });
     Ok((bound, task))
@@ -79,22 +107,56 @@ async fn start_api(
 
 /// `huds node`.
 pub fn node(
-    home: &Home,
+    mut home: Home,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
     api_addr: SocketAddr,
+    gateway_addr: Option<SocketAddr>,
 ) -> Result<()> {
     runtime()?.block_on(async {
-        let node = start_node(home, listen, bootstrap).await?;
+        let node = start_node(&home, listen, bootstrap).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
         }
-        let (bound, api_task) = start_api(&node, home, api_addr).await?;
+        let gateway = match gateway_addr {
+            Some(addr) => Some(start_gateway(&node, &mut home, Vec::new(), addr).await?),
+            None => None,
+        };
+        if let Some((bound, _)) = &gateway {
+            println!("gateway http://{bound}");
+        }
+        let (bound, api_task) = start_api(&node, &mut home, api_addr).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
         api_task.abort();
+        if let Some((_, task)) = gateway {
+            task.abort();
+        }
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// `huds gateway`: a node on the home (joining through `bootstrap`) that serves the HTTP gateway.
+pub fn gateway(
+    mut home: Home,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    gateway_addr: SocketAddr,
+) -> Result<()> {
+    runtime()?.block_on(async {
+        let node = start_node(&home, listen, bootstrap).await?;
+        let peer = node.handle.peer_id();
+        for a in node.handle.listen_addrs().await {
+            println!("peer {peer} listening on {a}");
+        }
+        let (bound, task) = start_gateway(&node, &mut home, Vec::new(), gateway_addr).await?;
+        println!("gateway http://{bound}");
+        std::io::stdout().flush()?;
+        wait_for_signal().await?;
+        task.abort();
         node.shutdown().await;
         Ok(())
     })
@@ -118,7 +180,12 @@ fn demo_bytes() -> Vec<u8> {
 }
 
 /// `huds devnet`.
-pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
+pub fn devnet(
+    dir: &Path,
+    nodes: usize,
+    api_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -147,7 +214,10 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let (bound, api_task) = start_api(&running[0], &homes[0], api_addr).await?;
+        let (bound, api_task) = start_api(&running[0], &mut homes[0], api_addr).await?;
+        let locals = running.iter().map(|n| n.handle.clone()).collect();
+        let (gateway_bound, gateway_task) =
+            start_gateway(&running[0], &mut homes[0], locals, gateway_addr).await?;
         for (i, n) in running.iter().enumerate() {
             let addrs: Vec<String> = n
                 .handle
@@ -164,11 +234,13 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
         }
         let demo = demo(dir, &running, &homes).await?;
         println!("{demo}");
+        println!("gateway http://{gateway_bound}");
         println!("api http://{bound}");
         println!("try: huds --api http://{bound} cat <capability> | sha256sum");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
         api_task.abort();
+        gateway_task.abort();
         for n in running {
             n.shutdown().await;
         }

@@ -10,7 +10,16 @@ use std::time::Duration;
 /// Runs the devnet until it prints its API line; returns what it printed, then stops it with SIGTERM.
 fn run_once(dir: &std::path::Path) -> Vec<String> {
     let mut child = Command::new(common::huds())
-        .args(["devnet", "--nodes", "6", "--api", "127.0.0.1:0", "--dir"])
+        .args([
+            "devnet",
+            "--nodes",
+            "6",
+            "--api",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -299,12 +299,27 @@ impl Reader {
 
     /// The entries of the directory at `cid`.
     pub fn list(&self, cid: &Cid) -> Result<Vec<DirEntry>, ReadError> {
+        Ok(self.list_page(cid, 0, usize::MAX)?.0)
+    }
+
+    /// Entries `skip..skip + take` of the directory at `cid`, and how many it holds: only the page's entries
+    /// are fetched, so a listing of a large directory costs one page.
+    pub fn list_page(
+        &self,
+        cid: &Cid,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<DirEntry>, usize), ReadError> {
         let (_, node) = self.node(cid)?;
         if node.kind != DataType::Directory {
             return Err(ReadError::NotDirectory(cid.to_string()));
         }
-        node.links
+        let total = node.links.len();
+        let entries = node
+            .links
             .into_iter()
+            .skip(skip)
+            .take(take)
             .map(|l| {
                 let (kind, size) = self.stat(&l.cid)?;
                 Ok(DirEntry {
@@ -314,7 +329,8 @@ impl Reader {
                     size,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok((entries, total))
     }
 
     /// Writes bytes `range` of the file at `cid` to `out`; returns the bytes written.
