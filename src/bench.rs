@@ -63,3 +63,322 @@ fn tempfile_dir() -> Result<TempDir> {
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     Ok(TempDir(path))
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// huds bench gateway
+
+/// What `huds bench gateway` measures with.
+pub struct GatewayBench {
+    pub nodes: usize,
+    pub small_bytes: usize,
+    pub large_mib: usize,
+    pub duration_s: u64,
+    pub connections: usize,
+}
+
+/// One wrk run: requests/s and bytes/s.
+#[derive(Debug, Clone, Copy)]
+struct Wrk {
+    requests_per_s: f64,
+    bytes_per_s: f64,
+}
+
+/// wrk's sizes are binary (1KB = 1024 B).
+fn parse_size(text: &str) -> Option<f64> {
+    let units = [
+        ("GB", 1u64 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ];
+    units.iter().find_map(|(u, mult)| {
+        text.strip_suffix(u)
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|n| n * *mult as f64)
+    })
+}
+
+fn wrk(url: &str, connections: usize, duration_s: u64) -> Result<Wrk> {
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{duration_s}s"),
+            url,
+        ])
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        anyhow::bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if text.contains("Non-2xx") {
+        anyhow::bail!("wrk saw error answers from {url}:\n{text}");
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+            .map(str::to_string)
+            .with_context(|| format!("no {name:?} in wrk's output:\n{text}"))
+    };
+    Ok(Wrk {
+        requests_per_s: field("Requests/sec:")?.parse().context("Requests/sec")?,
+        bytes_per_s: parse_size(&field("Transfer/sec:")?).context("Transfer/sec")?,
+    })
+}
+
+/// nginx on a temporary config serving `root` on 127.0.0.1; stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, root: &std::path::Path) -> Result<Nginx> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n sendfile on;\n tcp_nopush on;\n keepalive_requests 1000000;\n\
+             client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+            root.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let bin = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).exists() || *b == "nginx")
+            .unwrap_or("nginx");
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting nginx (apt-get install nginx)")?;
+        let nginx = Nginx { child, port };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                anyhow::bail!("nginx did not start; see {d}/error.log");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Time to the first body byte of one GET.
+fn ttfb(addr: std::net::SocketAddr, path: &str) -> Result<std::time::Duration> {
+    use std::io::{Read, Write};
+    let t0 = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            anyhow::bail!("the gateway closed before the body began");
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !seen.starts_with(b"HTTP/1.1 200") {
+                anyhow::bail!(
+                    "the gateway answered {}",
+                    String::from_utf8_lossy(&seen[..end])
+                );
+            }
+            if seen.len() > end + 4 {
+                return Ok(t0.elapsed());
+            }
+        }
+    }
+}
+
+pub fn gateway(b: GatewayBench, json_out: bool) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let mut small = vec![0u8; b.small_bytes];
+    huds::bench::fill_random(&mut small, 1);
+    let mut large = vec![0u8; b.large_mib << 20];
+    huds::bench::fill_random(&mut large, 2);
+    std::fs::write(www.join("small.bin"), &small)?;
+    std::fs::write(www.join("large.bin"), &large)?;
+    drop(large);
+    let rt = crate::network::runtime()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (small_cid, large_cid, nodes, gw_addr) = rt.block_on(async {
+        let mut nodes = Vec::new();
+        let mut bootstrap = Vec::new();
+        let loopback: huds::net::libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
+        let mut homes = Vec::new();
+        for i in 0..b.nodes {
+            let home = crate::network::open_or_init(&dir.path().join(format!("node-{i}")))?;
+            let node = crate::network::start_node(&home, vec![loopback.clone()], bootstrap.clone())
+                .await?;
+            if i == 0 {
+                bootstrap = node.handle.bootstrap_addrs().await;
+            }
+            nodes.push(node);
+            homes.push(home);
+        }
+        let t0 = std::time::Instant::now();
+        for n in &nodes {
+            while n.handle.storage_peers().await.len() + 1 < b.nodes {
+                if t0.elapsed() > std::time::Duration::from_secs(30) {
+                    anyhow::bail!("the bench's nodes did not find each other");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        let mut cids = Vec::new();
+        for name in ["small.bin", "large.bin"] {
+            let (node, rt, path) = (
+                nodes[0].handle.clone(),
+                tokio::runtime::Handle::current(),
+                www.join(name),
+            );
+            let opts = huds::AddOptions {
+                public: true,
+                ..homes[0].add_options()
+            };
+            let added = tokio::task::spawn_blocking(move || {
+                let sink = huds::net::NetShardSink::new(node.clone(), rt);
+                huds::add::add_with(
+                    node.store(),
+                    &sink,
+                    huds::Source::Path(&path),
+                    &opts,
+                    &mut |_| {},
+                )
+            })
+            .await??;
+            cids.push(added.root);
+        }
+        let gw_addr = serve_gateway(&nodes, dir.path()).await?;
+        Ok((cids[0], cids[1], nodes, gw_addr))
+    })?;
+    // Time to first byte, each time on a fresh gateway (nothing opened or cached yet).
+    let mut ttfbs = Vec::new();
+    for _ in 0..3 {
+        let addr = rt.block_on(serve_gateway(&nodes, dir.path()))?;
+        ttfbs.push(ttfb(addr, &format!("/ipfs/{large_cid}"))?.as_secs_f64() * 1e3);
+    }
+    let nginx = Nginx::start(dir.path(), &www)?;
+    let nginx_url = format!("http://127.0.0.1:{}", nginx.port);
+    let gw_url = format!("http://{gw_addr}");
+    // Warm both: the gateway's caches, nginx's page cache.
+    ttfb(gw_addr, &format!("/ipfs/{small_cid}"))?;
+    let small_gw = wrk(
+        &format!("{gw_url}/ipfs/{small_cid}"),
+        b.connections,
+        b.duration_s,
+    )?;
+    let small_ng = wrk(
+        &format!("{nginx_url}/small.bin"),
+        b.connections,
+        b.duration_s,
+    )?;
+    let large_conns = b.connections.clamp(1, 4);
+    let large_gw = wrk(
+        &format!("{gw_url}/ipfs/{large_cid}"),
+        large_conns,
+        b.duration_s,
+    )?;
+    let large_ng = wrk(&format!("{nginx_url}/large.bin"), large_conns, b.duration_s)?;
+    drop(nginx);
+    rt.block_on(async {
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
+    let mb = |w: Wrk| w.bytes_per_s / 1e6;
+    let small_ratio = small_gw.requests_per_s / small_ng.requests_per_s;
+    let large_ratio = large_gw.bytes_per_s / large_ng.bytes_per_s;
+    let ttfb_max = ttfbs.iter().copied().fold(0.0, f64::max);
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "cores": cores,
+                "nodes": b.nodes,
+                "small": { "bytes": b.small_bytes, "gateway_rps": small_gw.requests_per_s, "nginx_rps": small_ng.requests_per_s, "ratio": small_ratio },
+                "large": { "bytes": b.large_mib << 20, "gateway_mb_per_s": mb(large_gw), "nginx_mb_per_s": mb(large_ng), "ratio": large_ratio },
+                "ttfb_uncached_ms": ttfbs,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "huds bench gateway: {} nodes in-process, {cores} cores, wrk -t2 for {}s; nginx {} workers from the same bytes on disk",
+        b.nodes, b.duration_s, 2
+    );
+    println!(
+        "small file ({} B, cached), {} connections: gateway {:.0} req/s, nginx {:.0} req/s: {small_ratio:.2}x (goal >= 0.5x)",
+        b.small_bytes, b.connections, small_gw.requests_per_s, small_ng.requests_per_s
+    );
+    println!(
+        "large file ({} MiB), {large_conns} connections: gateway {:.1} MB/s, nginx {:.1} MB/s: {large_ratio:.2}x (goal >= 0.5x)",
+        b.large_mib,
+        mb(large_gw),
+        mb(large_ng)
+    );
+    println!(
+        "time to first byte, uncached {} MiB file on a fresh gateway: {} ms (goal < 150 ms; worst {ttfb_max:.1} ms)",
+        b.large_mib,
+        ttfbs
+            .iter()
+            .map(|t| format!("{t:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// A gateway on node 0 of `nodes`, on a free loopback port.
+async fn serve_gateway(
+    nodes: &[huds::net::Node],
+    dir: &std::path::Path,
+) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let gw = gateway::Gateway::new(gateway::GatewayConfig {
+        node: nodes[0].handle.clone(),
+        local_nodes: nodes.iter().map(|n| n.handle.clone()).collect(),
+        token: None,
+        spool: dir.join("spool"),
+        defaults: huds::AddOptions::default(),
+        chain: None,
+    });
+    tokio::spawn(async move { gateway::serve(listener, gw).await });
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrk_sizes_are_binary() {
+        assert_eq!(super::parse_size("1.50MB"), Some(1.5 * 1048576.0));
+        assert_eq!(super::parse_size("2GB"), Some(2.0 * 1073741824.0));
+        assert_eq!(super::parse_size("512B"), Some(512.0));
+        assert_eq!(super::parse_size("fast"), None);
+    }
+}

@@ -133,6 +133,24 @@ enum BenchWhat {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
     },
+    /// The HTTP gateway against nginx serving the same bytes from disk (with wrk), and time to first byte.
+    Gateway {
+        /// Storage nodes in the in-process network.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// The small file's size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        small_bytes: usize,
+        /// The large file's size in MiB.
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        /// Seconds of each wrk run.
+        #[arg(long, default_value_t = 10)]
+        duration_s: u64,
+        /// wrk's connections for the small file (the large file uses at most 4).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
 }
 
 fn main() {
@@ -171,6 +189,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
+        Command::Bench {
+            what:
+                BenchWhat::Gateway {
+                    nodes,
+                    small_bytes,
+                    large_mib,
+                    duration_s,
+                    connections,
+                },
+        } => bench::gateway(
+            bench::GatewayBench {
+                nodes: nodes.max(1),
+                small_bytes,
+                large_mib,
+                duration_s,
+                connections: connections.max(1),
+            },
+            cli.json,
+        ),
         Command::Node {
             listen,
             bootstrap,

@@ -19,7 +19,7 @@ use crate::home::Home;
 const PEERS_WAIT: Duration = Duration::from_secs(30);
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,7 +36,7 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn start_node(
+pub(crate) async fn start_node(
     home: &Home,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
@@ -162,7 +162,7 @@ pub fn gateway(
     })
 }
 
-fn open_or_init(dir: &Path) -> Result<Home> {
+pub(crate) fn open_or_init(dir: &Path) -> Result<Home> {
     if dir.join("config.toml").exists() {
         Home::open(dir)
     } else {
