@@ -428,6 +428,15 @@ async fn file(
     Ok(resp)
 }
 
+/// A piece of a decoded segment as the owner of a body chunk.
+struct Piece(huds::read::Block);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Streams `parts` of the file `cid` from a reader thread.
 async fn stream_parts(
     gw: &Gateway,
@@ -457,7 +466,13 @@ async fn stream_parts(
                 match p {
                     Part::Bytes(b) => w.write_all(&b).map_err(|e| e.to_string())?,
                     Part::File(r) => {
-                        reader.read_file(&cid, r, w).map_err(|e| e.to_string())?;
+                        // Each piece of a decoded segment goes out as it is, without a copy.
+                        reader
+                            .read_file_blocks(&cid, r, &mut |piece| {
+                                w.send_bytes(Bytes::from_owner(Piece(piece)))
+                                    .map_err(ReadError::Output)
+                            })
+                            .map_err(|e| e.to_string())?;
                     }
                 }
             }

@@ -47,6 +47,15 @@ impl ChannelWriter {
     }
 }
 
+impl ChannelWriter {
+    /// Sends `bytes` as one chunk, after whatever is buffered (no copy).
+    pub fn send_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.flush()?;
+        self.metrics.sent(bytes.len());
+        self.send(Ok(bytes))
+    }
+}
+
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.is_empty() && data.len() >= CHUNK_BYTES {

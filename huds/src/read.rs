@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -140,7 +141,8 @@ pub fn resolve_capability(store: &Store, text: &str) -> Result<Capability, ReadE
     }
 }
 
-/// A block held in a decoded segment.
+/// A block held in a decoded segment (or a part of one); cloning shares the segment.
+#[derive(Clone)]
 pub struct Block {
     segment: Arc<Vec<u8>>,
     range: Range<usize>,
@@ -333,12 +335,35 @@ impl Reader {
         Ok((entries, total))
     }
 
+    /// Keeps up to `segments` decoded segments (default 8) for this reader's later reads, e.g. in a server
+    /// that reads the same hot file again and again.
+    pub fn with_cached_segments(self, segments: usize) -> Self {
+        self.cache
+            .shared
+            .cached_max
+            .store(segments.max(1), std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
     /// Writes bytes `range` of the file at `cid` to `out`; returns the bytes written.
     pub fn read_file(
         &self,
         cid: &Cid,
         range: Range<u64>,
         out: &mut dyn Write,
+    ) -> Result<u64, ReadError> {
+        self.read_file_blocks(cid, range, &mut |piece| {
+            out.write_all(&piece).map_err(ReadError::Output)
+        })
+    }
+
+    /// Hands bytes `range` of the file at `cid` to `out` in order, as pieces of the decoded segments (no copy for
+    /// raw leaves); returns the bytes handed over.
+    pub fn read_file_blocks(
+        &self,
+        cid: &Cid,
+        range: Range<u64>,
+        out: &mut dyn FnMut(Block) -> Result<(), ReadError>,
     ) -> Result<u64, ReadError> {
         let (_, root) = self.node(cid)?;
         match root.kind {
@@ -373,8 +398,18 @@ impl Reader {
             if range.start < end && range.end > start {
                 let from = (range.start.max(start) - start) as usize;
                 let to = (range.end.min(end) - start) as usize;
-                out.write_all(&inline[from..to])
-                    .map_err(ReadError::Output)?;
+                let piece = if cid.codec() == RAW {
+                    Block {
+                        segment: block.segment.clone(),
+                        range: block.range.start + from..block.range.start + to,
+                    }
+                } else {
+                    Block {
+                        segment: Arc::new(inline[from..to].to_vec()),
+                        range: 0..to - from,
+                    }
+                };
+                out(piece)?;
                 written += (to - from) as u64;
             }
             let declared: u64 = inline.len() as u64 + node.blocksizes.iter().sum::<u64>();
@@ -491,6 +526,8 @@ struct CacheShared {
     source: Arc<dyn ShardSource>,
     state: Mutex<CacheState>,
     changed: Condvar,
+    /// Ready segments kept.
+    cached_max: AtomicUsize,
 }
 
 struct SegmentCache {
@@ -510,6 +547,7 @@ impl SegmentCache {
                 lru: VecDeque::new(),
             }),
             changed: Condvar::new(),
+            cached_max: AtomicUsize::new(CACHED_SEGMENTS_MAX),
         });
         let (tx, rx) = bounded::<usize>(READ_AHEAD_SEGMENTS);
         let workers = (0..DECODERS)
@@ -617,7 +655,7 @@ impl CacheShared {
             Ok(seg) => {
                 st.slots.insert(i, Slot::Ready(Arc::new(seg)));
                 st.lru.push_back(i);
-                while st.lru.len() > CACHED_SEGMENTS_MAX {
+                while st.lru.len() > self.cached_max.load(Ordering::Relaxed) {
                     let old = st.lru.pop_front().expect("non-empty");
                     st.slots.remove(&old);
                 }
