@@ -49,10 +49,13 @@ use cache::Lru;
 use serve::Entity;
 
 /// Readers kept open (each with its decoded segments and two decoder threads).
-const READERS_CACHED_MAX: usize = 8;
-/// Decoded segments each open reader keeps, so hot files are served without decoding again: at 4 MiB a
-/// segment, the readers hold at most 8 x 16 x 4 MiB = 512 MiB.
-const SEGMENTS_CACHED_PER_READER: usize = 16;
+const READERS_CACHED_MAX: usize = 16;
+/// Decoded segments one reader keeps at most, so a hot file of 256 MiB (64 segments of content, one more for
+/// its DAG nodes) is served without decoding again. A cache even one segment short of a file would miss on
+/// every sequential read (LRU over a scan).
+const SEGMENTS_CACHED_PER_READER_MAX: usize = 72;
+/// What all open readers' decoded segments may weigh together.
+const READERS_BYTES_BUDGET: u64 = 512 * 1024 * 1024;
 /// Resolved paths remembered.
 const ENTITIES_CACHED_MAX: usize = 4096;
 /// Files up to this size are kept whole in the entity cache.
@@ -106,7 +109,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 cfg,
                 metrics: Arc::new(Metrics::default()),
-                readers: std::sync::Mutex::new(Lru::new(READERS_CACHED_MAX, u64::MAX)),
+                readers: std::sync::Mutex::new(Lru::new(READERS_CACHED_MAX, READERS_BYTES_BUDGET)),
                 entities: std::sync::Mutex::new(Lru::new(
                     ENTITIES_CACHED_MAX,
                     SMALL_FILES_BYTES_BUDGET,
@@ -139,14 +142,19 @@ impl Gateway {
             ),
             metrics: self.inner.metrics.clone(),
         });
-        let reader = Arc::new(
-            Reader::open_with(store, source, &cap)?
-                .with_cached_segments(SEGMENTS_CACHED_PER_READER),
-        );
+        let reader = Reader::open_with(store, source, &cap)?;
+        // A reader weighs what its segment cache may hold: a small file's little, a large hot file's more.
+        let segments = reader
+            .manifest()
+            .segments
+            .len()
+            .clamp(1, SEGMENTS_CACHED_PER_READER_MAX);
+        let weight = segments as u64 * u64::from(reader.manifest().segment_bytes_max);
+        let reader = Arc::new(reader.with_cached_segments(segments));
         // An evicted reader joins its decoder threads when dropped: this runs on a blocking thread.
         let evicted = self
             .lock_readers()
-            .insert(root.to_string(), reader.clone(), 0);
+            .insert(root.to_string(), reader.clone(), weight);
         drop(evicted);
         Ok(reader)
     }

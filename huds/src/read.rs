@@ -6,7 +6,7 @@
 //! against what parents declare, and only blocks listed in the manifest can be reached, so a hostile DAG cannot
 //! make a reader loop, recurse or allocate without bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -186,6 +186,10 @@ pub struct Reader {
     manifest: Arc<Manifest>,
     index: HashMap<Cid, (usize, usize, usize)>,
     cache: SegmentCache,
+    /// Blocks already checked against their CIDs. A segment is sealed (ChaCha20-Poly1305) under the file key,
+    /// so every decoding of it yields the same bytes or fails: a block checked once needs no second hash when
+    /// its segment is decoded again or read from the cache.
+    verified: Mutex<HashSet<Cid>>,
 }
 
 impl Reader {
@@ -228,6 +232,7 @@ impl Reader {
             manifest,
             index,
             cache,
+            verified: Mutex::new(HashSet::new()),
         })
     }
 
@@ -247,7 +252,20 @@ impl Reader {
         if end > segment.len() {
             return Err(ReadError::BlockCorrupt(*cid));
         }
-        cids::verify(cid, &segment[off..end]).map_err(|_| ReadError::BlockCorrupt(*cid))?;
+        let known = self
+            .verified
+            .lock()
+            .expect("the verified-block lock is never poisoned")
+            .contains(cid);
+        if !known {
+            cids::verify(cid, &segment[off..end]).map_err(|_| ReadError::BlockCorrupt(*cid))?;
+            let mut verified = self
+                .verified
+                .lock()
+                .expect("the verified-block lock is never poisoned");
+            // Bounded by the manifest's block count, which the index holds anyway.
+            verified.insert(*cid);
+        }
         Ok(Block {
             segment,
             range: off..end,
