@@ -43,6 +43,14 @@ fn unreachable(api: &str) -> impl FnOnce(ureq::Error) -> anyhow::Error + '_ {
     }
 }
 
+fn token_hint(token: Option<&str>) -> &'static str {
+    if token.is_some() {
+        "the node refused the token: use the [api] token from the node's config.toml (or HUDS_API_TOKEN)"
+    } else {
+        "the node wants a token: set HUDS_API_TOKEN or pass --data with the node's home"
+    }
+}
+
 /// Uploads a file (or standard input) and returns the node's answer.
 pub fn add(
     api: &str,
@@ -85,14 +93,23 @@ pub fn add(
         .http_status_as_error(false)
         .build()
         .send(ureq::SendBody::from_reader(&mut input))
-        .map_err(unreachable(api))?;
+        .map_err(|e| match &e {
+            // The node answers a bad or missing token at once and closes without reading the body.
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                anyhow::anyhow!(
+                    "the node closed the upload before reading it: most likely {} (or the node stopped)",
+                    token_hint(token)
+                )
+            }
+            _ => unreachable(api)(e),
+        })?;
     if resp.status() == 401 {
-        let hint = if token.is_some() {
-            "the token was refused: use the node's [api] token from its config.toml"
-        } else {
-            "the node wants a token: set HUDS_API_TOKEN or pass --data with the node's home"
-        };
-        bail!("add: {hint}");
+        bail!("add: {}", token_hint(token));
     }
     check(&mut resp, "add")?;
     serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
