@@ -13,6 +13,7 @@
 
 mod cache;
 mod car;
+mod conn;
 mod content;
 mod error;
 mod listing;
@@ -41,6 +42,7 @@ use huds::read::{ShardProblem, ShardSource};
 use huds::{AddOptions, Capability, ReadError, Reader};
 use tokio::sync::Semaphore;
 
+pub use conn::ServeOptions;
 pub use error::GatewayError;
 pub use metrics::Metrics;
 pub use status::{BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain};
@@ -264,7 +266,16 @@ pub async fn serve_api(
     axum::serve(listener, protected_api(api, token)).await
 }
 
-/// Serves the gateway on `listener` until the task is dropped.
+/// Serves the gateway on `listener` until the task is dropped, with the default connection bounds.
 pub async fn serve(listener: tokio::net::TcpListener, gw: Gateway) -> io::Result<()> {
-    axum::serve(listener, router(gw)).await
+    serve_with(listener, gw, ServeOptions::default()).await
+}
+
+/// Serves the gateway on `listener` with the given connection cap and idle timeout.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    gw: Gateway,
+    opts: ServeOptions,
+) -> io::Result<()> {
+    axum::serve(conn::Guarded::new(listener, opts), router(gw)).await
 }

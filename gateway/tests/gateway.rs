@@ -536,6 +536,47 @@ fn hostile_requests_get_4xx_and_do_not_disturb_others() {
 }
 
 #[test]
+fn stalled_and_idle_connections_are_closed_and_capped() {
+    let net = Net::new(2);
+    let cid = net.add(b"still served", true)["cid"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    let addr = net.serve_with(gateway::ServeOptions {
+        idle_timeout: Duration::from_millis(800),
+        connections_max: 3,
+    });
+    // Three clients take every connection: one stalls inside its request head, two never send a byte.
+    let mut stalled: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    stalled[0]
+        .write_all(b"GET /huds/ HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a head");
+    // A fourth client waits in the backlog until the idle ones are closed, then is served whole.
+    let t0 = Instant::now();
+    let r = send_raw(
+        addr,
+        format!("GET /huds/{cid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"still served"[..]));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(10),
+        "served after {waited:?}"
+    );
+    // The stalled clients were closed by the gateway.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(s, &mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 4"), "{answer}");
+    }
+}
+
+#[test]
 fn status_json_file_placement_metrics_and_page() {
     let net = Net::new(4);
     let file = data(SEGMENT + 1000, 4);

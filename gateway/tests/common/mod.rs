@@ -92,6 +92,19 @@ impl Net {
         }
     }
 
+    /// A second gateway on the same node with its own connection bounds.
+    pub fn serve_with(&self, opts: gateway::ServeOptions) -> SocketAddr {
+        self.rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let gw = self.gw.clone();
+            tokio::spawn(async move { gateway::serve_with(listener, gw, opts).await });
+            addr
+        })
+    }
+
     pub fn peers(&self) -> Vec<String> {
         self.nodes
             .iter()
