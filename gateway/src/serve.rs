@@ -278,6 +278,9 @@ fn file_entity(
     let (head, body) = if size <= SMALL_FILE_BYTES_MAX {
         let mut all = Vec::with_capacity(size as usize);
         reader.read_file(&cid, 0..size, &mut all)?;
+        if all.len() as u64 != size {
+            return Err(ReadError::Sizes(cid).into());
+        }
         let all = Bytes::from(all);
         (all.slice(..all.len().min(SNIFF_BYTES as usize)), Some(all))
     } else {

@@ -22,6 +22,8 @@ use crate::error::GatewayError;
 /// Segments whose shards `/api/v0/status/file` locates by default, and at most.
 const FILE_SEGMENTS_DEFAULT: usize = 8;
 const FILE_SEGMENTS_MAX: usize = 64;
+/// Peers asked whether they hold each shard (this node included).
+const PEERS_ASKED_MAX: usize = 64;
 
 /// One member of a shard's committee and its Proof-of-Likelihood weight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,6 +162,7 @@ async fn file_inner(gw: Gateway, q: FileQuery) -> Result<Response, GatewayError>
         .await?;
     let node = gw.node().clone();
     let mut peers = node.storage_peers().await;
+    peers.truncate(PEERS_ASKED_MAX - 1);
     peers.push(node.peer_id());
     let mut out = Vec::new();
     for (i, (len, shards)) in segments.iter().take(wanted).enumerate() {
