@@ -43,8 +43,23 @@ fn unreachable(api: &str) -> impl FnOnce(ureq::Error) -> anyhow::Error + '_ {
     }
 }
 
+fn token_hint(token: Option<&str>) -> &'static str {
+    if token.is_some() {
+        "the node refused the token: use the [api] token from the node's config.toml (or HUDS_API_TOKEN)"
+    } else {
+        "the node wants a token: set HUDS_API_TOKEN or pass --data with the node's home"
+    }
+}
+
 /// Uploads a file (or standard input) and returns the node's answer.
-pub fn add(api: &str, path: &Path, public: bool, k: Option<u8>, m: Option<u8>) -> Result<Value> {
+pub fn add(
+    api: &str,
+    token: Option<&str>,
+    path: &Path,
+    public: bool,
+    k: Option<u8>,
+    m: Option<u8>,
+) -> Result<Value> {
     let mut query = format!("/api/v0/add?public={public}");
     if let Some(k) = k {
         query.push_str(&format!("&k={k}"));
@@ -69,12 +84,33 @@ pub fn add(api: &str, path: &Path, public: bool, k: Option<u8>, m: Option<u8>) -
     } else {
         Box::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?)
     };
-    let mut resp = ureq::post(url(api, &query))
+    let mut req = ureq::post(url(api, &query));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
         .config()
         .http_status_as_error(false)
         .build()
         .send(ureq::SendBody::from_reader(&mut input))
-        .map_err(unreachable(api))?;
+        .map_err(|e| match &e {
+            // The node answers a bad or missing token at once and closes without reading the body.
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                anyhow::anyhow!(
+                    "the node closed the upload before reading it: most likely {} (or the node stopped)",
+                    token_hint(token)
+                )
+            }
+            _ => unreachable(api)(e),
+        })?;
+    if resp.status() == 401 {
+        bail!("add: {}", token_hint(token));
+    }
     check(&mut resp, "add")?;
     serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
 }

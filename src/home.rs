@@ -13,6 +13,17 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The HTTP API and gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The bearer token uploads need (`Authorization: Bearer <token>`); `huds init` makes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +46,7 @@ impl Default for Config {
                 m: d.m,
                 segment_bytes_max: d.segment_bytes_max,
             },
+            api: ApiConfig::default(),
         }
     }
 }
@@ -73,6 +85,11 @@ fn random_key() -> [u8; 32] {
     k
 }
 
+/// A fresh API token: 32 random bytes in hex.
+fn new_token() -> String {
+    random_key().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Home {
     /// Creates a home: config, node key, wallet key, and the store. Refuses to overwrite one.
     pub fn init(dir: &Path) -> Result<Home> {
@@ -83,12 +100,14 @@ impl Home {
             );
         }
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let config = Config::default();
+        let mut config = Config::default();
+        config.api.token = Some(new_token());
         write_new(&dir.join("node.key"), &random_key(), 0o600)?;
         write_new(&dir.join("wallet.key"), &random_key(), 0o600)?;
         huds::Store::open(&dir.join("db")).context("creating the block store")?;
         let text = toml::to_string_pretty(&config).expect("the config serialises");
-        write_new(&dir.join("config.toml"), text.as_bytes(), 0o644)?;
+        // The config holds the API token: readable by its owner only.
+        write_new(&dir.join("config.toml"), text.as_bytes(), 0o600)?;
         Ok(Home {
             dir: dir.to_path_buf(),
             config,
@@ -115,6 +134,22 @@ impl Home {
             dir: dir.to_path_buf(),
             config,
         })
+    }
+
+    /// The API token, made and saved to config.toml first if the home predates tokens.
+    pub fn api_token(&mut self) -> Result<String> {
+        if let Some(t) = &self.config.api.token {
+            return Ok(t.clone());
+        }
+        let token = new_token();
+        self.config.api.token = Some(token.clone());
+        let path = self.dir.join("config.toml");
+        let tmp = self.dir.join("config.toml.tmp");
+        let text = toml::to_string_pretty(&self.config).expect("the config serialises");
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, text.as_bytes(), 0o600)?;
+        fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(token)
     }
 
     /// The node key's 32-byte seed.

@@ -2,6 +2,7 @@
 
 mod api_client;
 mod bench;
+mod bench_net;
 mod home;
 mod network;
 
@@ -86,6 +87,25 @@ enum Command {
         /// Most shard bytes to hold for the network (e.g. 500G, 64M, 1048576); unlimited if absent.
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         storage: Option<u64>,
+        /// Also serve the HTTP gateway on ADDR.
+        #[arg(long = "gateway", value_name = "ADDR")]
+        gateway_listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve the HTTP gateway from a node on this home until SIGINT/SIGTERM.
+    Gateway {
+        /// Where the gateway listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The node's libp2p address (repeatable).
+        #[arg(
+            long = "p2p-listen",
+            value_name = "MULTIADDR",
+            default_value = "/ip4/127.0.0.1/tcp/0"
+        )]
+        p2p_listen: Vec<huds::net::libp2p::Multiaddr>,
+        /// A node to join through (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<huds::net::libp2p::Multiaddr>,
     },
     /// A whole network in one process: N storage nodes on loopback and the API of node 0.
     Devnet {
@@ -97,6 +117,13 @@ enum Command {
         /// Where node 0's HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
+        /// Where the HTTP gateway listens.
+        #[arg(
+            long = "gateway",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
+        gateway_listen: std::net::SocketAddr,
     },
     /// Measure throughput beside the machine's own limits.
     Bench {
@@ -127,6 +154,24 @@ enum BenchWhat {
         #[arg(long, default_value_t = 6)]
         nodes: usize,
     },
+    /// The HTTP gateway against nginx serving the same bytes from disk (with wrk), and time to first byte.
+    Gateway {
+        /// Storage nodes in the in-process network.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// The small file's size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        small_bytes: usize,
+        /// The large file's size in MiB.
+        #[arg(long, default_value_t = 256)]
+        large_mib: usize,
+        /// Seconds of each wrk run.
+        #[arg(long, default_value_t = 10)]
+        duration_s: u64,
+        /// wrk's connections for the small file (the large file uses at most 4).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
 }
 
 fn main() {
@@ -145,7 +190,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
     if let Some(api) = &cli.api {
-        return run_remote(api, cli.command, cli.json);
+        let token = api_token(&dir);
+        return run_remote(api, token.as_deref(), cli.command, cli.json);
     }
     match cli.command {
         Command::Init => {
@@ -166,7 +212,26 @@ fn run(cli: Cli) -> Result<()> {
         } => bench::core(size_mib, cli.json),
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
-        } => bench::net(size_mib, nodes.max(1), cli.json),
+        } => bench_net::net(size_mib, nodes.max(1), cli.json),
+        Command::Bench {
+            what:
+                BenchWhat::Gateway {
+                    nodes,
+                    small_bytes,
+                    large_mib,
+                    duration_s,
+                    connections,
+                },
+        } => bench::gateway(
+            bench::GatewayBench {
+                nodes: nodes.max(1),
+                small_bytes,
+                large_mib,
+                duration_s,
+                connections: connections.max(1),
+            },
+            cli.json,
+        ),
         Command::Node {
             action: Some(NodeAction::Status),
             ..
@@ -177,30 +242,49 @@ fn run(cli: Cli) -> Result<()> {
             bootstrap,
             api_listen,
             storage,
+            gateway_listen,
         } => network::node(
-            &home::Home::open(&dir)?,
-            listen,
-            bootstrap,
-            api_listen,
-            storage,
+            home::Home::open(&dir)?,
+            network::NodeArgs {
+                listen,
+                bootstrap,
+                api_listen,
+                gateway_listen,
+                storage,
+            },
         ),
+        Command::Gateway {
+            listen,
+            p2p_listen,
+            bootstrap,
+        } => network::gateway(home::Home::open(&dir)?, p2p_listen, bootstrap, listen),
         Command::Devnet {
             nodes,
             dir: devnet_dir,
             api_listen,
+            gateway_listen,
         } => network::devnet(
             &devnet_dir.unwrap_or_else(|| dir.join("devnet")),
             nodes,
             api_listen,
+            gateway_listen,
         ),
     }
 }
 
+/// The token `--api` uploads send: $HUDS_API_TOKEN, else the home's config.toml (none if neither has one).
+fn api_token(dir: &Path) -> Option<String> {
+    match std::env::var("HUDS_API_TOKEN") {
+        Ok(t) if !t.is_empty() => Some(t),
+        _ => home::Home::open(dir).ok()?.config.api.token,
+    }
+}
+
 /// The commands that go to a running node when `--api` is given.
-fn run_remote(api: &str, command: Command, json: bool) -> Result<()> {
+fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> Result<()> {
     match command {
         Command::Add { public, k, m, path } => {
-            let v = api_client::add(api, &path, public, k, m)
+            let v = api_client::add(api, token, &path, public, k, m)
                 .with_context(|| format!("adding {}", path.display()))?;
             if json {
                 println!("{v}");

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use huds::net::api::{self, Api};
+use huds::net::api::Api;
 use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions, RepairOptions};
 use huds::{Reader, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -24,7 +24,7 @@ const DEVNET_REPAIR: RepairOptions = RepairOptions {
     grace: Duration::from_secs(45),
 };
 
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +41,7 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
+pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
     let keypair = huds::net::keypair_from_seed(home.node_seed()?);
     Ok(Node::start(keypair, store, opts).await?)
@@ -49,7 +49,7 @@ async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
 
 async fn start_api(
     node: &Node,
-    home: &Home,
+    home: &mut Home,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -61,46 +61,116 @@ async fn start_api(
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
     };
+    let token = home.api_token()?;
     let task = tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, api).await {
+        if let Err(e) = gateway::serve_api(listener, api, Some(token)).await {
             eprintln!("huds: API server stopped: {e}");
         }
     });
     Ok((bound, task))
 }
 
+/// Starts the HTTP gateway on `addr`, reading through `node`; `local_nodes` are reported by its status.
+async fn start_gateway(
+    node: &Node,
+    home: &mut Home,
+    local_nodes: Vec<NodeHandle>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the gateway to {addr} (is the port taken? pass --gateway ADDR)")
+    })?;
+    let bound = listener.local_addr()?;
+    let gw = gateway::Gateway::new(gateway::GatewayConfig {
+        node: node.handle.clone(),
+        local_nodes,
+        token: Some(home.api_token()?),
+        spool: home.dir.join("spool"),
+        defaults: home.add_options(),
+        chain: None,
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = gateway::serve(listener, gw).await {
+            eprintln!("huds: gateway stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// What `huds node` is started with.
+pub struct NodeArgs {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub api_listen: SocketAddr,
+    pub gateway_listen: Option<SocketAddr>,
+    pub storage: Option<u64>,
+}
+
 /// `huds node`.
-pub fn node(
-    home: &Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-    api_addr: SocketAddr,
-    storage_bytes_max: Option<u64>,
-) -> Result<()> {
+pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
+    let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
         let opts = NodeOptions {
-            listen,
-            bootstrap,
-            storage_bytes_max,
+            listen: args.listen,
+            bootstrap: args.bootstrap,
+            storage_bytes_max: args.storage,
             repair: Some(RepairOptions::default()),
             ..NodeOptions::default()
         };
-        let node = start_node(home, opts).await?;
+        let node = start_node(&home, opts).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
         }
-        let (bound, api_task) = start_api(&node, home, api_addr).await?;
+        let gateway = match gateway_addr {
+            Some(addr) => Some(start_gateway(&node, &mut home, Vec::new(), addr).await?),
+            None => None,
+        };
+        if let Some((bound, _)) = &gateway {
+            println!("gateway http://{bound}");
+        }
+        let (bound, api_task) = start_api(&node, &mut home, api_addr).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
         api_task.abort();
+        if let Some((_, task)) = gateway {
+            task.abort();
+        }
         node.shutdown().await;
         Ok(())
     })
 }
 
-fn open_or_init(dir: &Path) -> Result<Home> {
+/// `huds gateway`: a node on the home (joining through `bootstrap`) that serves the HTTP gateway.
+pub fn gateway(
+    mut home: Home,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    gateway_addr: SocketAddr,
+) -> Result<()> {
+    runtime()?.block_on(async {
+        let opts = NodeOptions {
+            listen,
+            bootstrap,
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
+        let peer = node.handle.peer_id();
+        for a in node.handle.listen_addrs().await {
+            println!("peer {peer} listening on {a}");
+        }
+        let (bound, task) = start_gateway(&node, &mut home, Vec::new(), gateway_addr).await?;
+        println!("gateway http://{bound}");
+        std::io::stdout().flush()?;
+        wait_for_signal().await?;
+        task.abort();
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+pub(crate) fn open_or_init(dir: &Path) -> Result<Home> {
     if dir.join("config.toml").exists() {
         Home::open(dir)
     } else {
@@ -152,15 +222,23 @@ pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node
 }
 
 /// `huds devnet`.
-pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
+pub fn devnet(
+    dir: &Path,
+    nodes: usize,
+    api_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let (homes, running) = start_mesh(dir, nodes).await?;
-        let (bound, api_task) = start_api(&running[0], &homes[0], api_addr).await?;
+        let (mut homes, running) = start_mesh(dir, nodes).await?;
+        let (bound, api_task) = start_api(&running[0], &mut homes[0], api_addr).await?;
+        let locals = running.iter().map(|n| n.handle.clone()).collect();
+        let (gateway_bound, gateway_task) =
+            start_gateway(&running[0], &mut homes[0], locals, gateway_addr).await?;
         for (i, n) in running.iter().enumerate() {
             let addrs: Vec<String> = n
                 .handle
@@ -177,11 +255,13 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
         }
         let demo = demo(dir, &running, &homes).await?;
         println!("{demo}");
+        println!("gateway http://{gateway_bound}");
         println!("api http://{bound}");
         println!("try: huds --api http://{bound} cat <capability> | sha256sum");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
         api_task.abort();
+        gateway_task.abort();
         for n in running {
             n.shutdown().await;
         }

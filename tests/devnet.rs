@@ -7,10 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Runs the devnet until it prints its API line; returns what it printed, then stops it with SIGTERM.
-fn run_once(dir: &std::path::Path) -> Vec<String> {
+/// Runs the devnet until it prints its API line, runs `during` against it, then stops it with SIGTERM; returns
+/// what it printed.
+fn run_once(dir: &std::path::Path, during: impl FnOnce(&[String])) -> Vec<String> {
     let mut child = Command::new(common::huds())
-        .args(["devnet", "--nodes", "6", "--api", "127.0.0.1:0", "--dir"])
+        .args([
+            "devnet",
+            "--nodes",
+            "6",
+            "--api",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -41,6 +51,11 @@ fn run_once(dir: &std::path::Path) -> Vec<String> {
             }
         }
     }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| during(&lines)));
+    if let Err(panic) = result {
+        let _ = child.kill();
+        std::panic::resume_unwind(panic);
+    }
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -64,7 +79,7 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 #[test]
 fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = run_once(dir.path());
+    let first = run_once(dir.path(), |lines| api_and_gateway(dir.path(), lines));
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
         line(&first, "demo file").contains("stored: 18 shards on 6 nodes"),
@@ -77,7 +92,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     assert!(read.ends_with("identical"), "{read}");
     let cap = line(&first, "capability ").to_string();
 
-    let second = run_once(dir.path());
+    let second = run_once(dir.path(), |_| {});
     let peers = |lines: &[String]| -> Vec<String> {
         lines
             .iter()
@@ -99,4 +114,52 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         "{second:?}"
     );
     assert_eq!(line(&second, "capability "), cap);
+}
+
+fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read");
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    (
+        String::from_utf8_lossy(&buf[..end]).into_owned(),
+        buf[end + 4..].to_vec(),
+    )
+}
+
+/// The CLI's `--api` uploads with the token of the home it is given; the gateway serves what it added.
+fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ").to_string();
+    let gateway = line(lines, "gateway http://")
+        .trim_start_matches("gateway http://")
+        .to_string();
+    let file = dir.join("upload.txt");
+    std::fs::write(&file, b"through the API, with the token").expect("write");
+    let node0 = dir.join("node-0");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let added = common::run_json(&node0, &["--api", &api, "add", file_arg]);
+    let cap = added["cap"].as_str().expect("cap");
+    let (head, body) = http_get(&gateway, &format!("/huds/{cap}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"through the API, with the token");
+    let (head, page) = http_get(&gateway, "/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&page).contains("HUDS network"));
+
+    let out = Command::new(common::huds())
+        .args(["--data"])
+        .arg(dir.join("no-home"))
+        .args(["--api", &api, "add", file_arg])
+        .env("HUDS_API_TOKEN", "wrong")
+        .output()
+        .expect("huds runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "{err}");
 }

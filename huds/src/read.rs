@@ -6,10 +6,11 @@
 //! against what parents declare, and only blocks listed in the manifest can be reached, so a hostile DAG cannot
 //! make a reader loop, recurse or allocate without bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -160,7 +161,8 @@ pub fn resolve_capability(store: &Store, text: &str) -> Result<Capability, ReadE
     }
 }
 
-/// A block held in a decoded segment.
+/// A block held in a decoded segment (or a part of one); cloning shares the segment.
+#[derive(Clone)]
 pub struct Block {
     segment: Arc<Vec<u8>>,
     range: Range<usize>,
@@ -204,6 +206,10 @@ pub struct Reader {
     manifest: Arc<Manifest>,
     index: HashMap<Cid, (usize, usize, usize)>,
     cache: SegmentCache,
+    /// Blocks already checked against their CIDs. A segment is sealed (ChaCha20-Poly1305) under the file key,
+    /// so every decoding of it yields the same bytes or fails: a block checked once needs no second hash when
+    /// its segment is decoded again or read from the cache.
+    verified: Mutex<HashSet<Cid>>,
 }
 
 impl Reader {
@@ -246,6 +252,7 @@ impl Reader {
             manifest,
             index,
             cache,
+            verified: Mutex::new(HashSet::new()),
         })
     }
 
@@ -265,7 +272,20 @@ impl Reader {
         if end > segment.len() {
             return Err(ReadError::BlockCorrupt(*cid));
         }
-        cids::verify(cid, &segment[off..end]).map_err(|_| ReadError::BlockCorrupt(*cid))?;
+        let known = self
+            .verified
+            .lock()
+            .expect("the verified-block lock is never poisoned")
+            .contains(cid);
+        if !known {
+            cids::verify(cid, &segment[off..end]).map_err(|_| ReadError::BlockCorrupt(*cid))?;
+            let mut verified = self
+                .verified
+                .lock()
+                .expect("the verified-block lock is never poisoned");
+            // Bounded by the manifest's block count, which the index holds anyway.
+            verified.insert(*cid);
+        }
         Ok(Block {
             segment,
             range: off..end,
@@ -319,12 +339,27 @@ impl Reader {
 
     /// The entries of the directory at `cid`.
     pub fn list(&self, cid: &Cid) -> Result<Vec<DirEntry>, ReadError> {
+        Ok(self.list_page(cid, 0, usize::MAX)?.0)
+    }
+
+    /// Entries `skip..skip + take` of the directory at `cid`, and how many it holds: only the page's entries
+    /// are fetched, so a listing of a large directory costs one page.
+    pub fn list_page(
+        &self,
+        cid: &Cid,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<DirEntry>, usize), ReadError> {
         let (_, node) = self.node(cid)?;
         if node.kind != DataType::Directory {
             return Err(ReadError::NotDirectory(cid.to_string()));
         }
-        node.links
+        let total = node.links.len();
+        let entries = node
+            .links
             .into_iter()
+            .skip(skip)
+            .take(take)
             .map(|l| {
                 let (kind, size) = self.stat(&l.cid)?;
                 Ok(DirEntry {
@@ -334,7 +369,18 @@ impl Reader {
                     size,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok((entries, total))
+    }
+
+    /// Keeps up to `segments` decoded segments (default 8) for this reader's later reads, e.g. in a server
+    /// that reads the same hot file again and again.
+    pub fn with_cached_segments(self, segments: usize) -> Self {
+        self.cache
+            .shared
+            .cached_max
+            .store(segments.max(1), std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Writes bytes `range` of the file at `cid` to `out`; returns the bytes written.
@@ -343,6 +389,19 @@ impl Reader {
         cid: &Cid,
         range: Range<u64>,
         out: &mut dyn Write,
+    ) -> Result<u64, ReadError> {
+        self.read_file_blocks(cid, range, &mut |piece| {
+            out.write_all(&piece).map_err(ReadError::Output)
+        })
+    }
+
+    /// Hands bytes `range` of the file at `cid` to `out` in order, as pieces of the decoded segments (no copy for
+    /// raw leaves); returns the bytes handed over.
+    pub fn read_file_blocks(
+        &self,
+        cid: &Cid,
+        range: Range<u64>,
+        out: &mut dyn FnMut(Block) -> Result<(), ReadError>,
     ) -> Result<u64, ReadError> {
         let (_, root) = self.node(cid)?;
         match root.kind {
@@ -377,8 +436,18 @@ impl Reader {
             if range.start < end && range.end > start {
                 let from = (range.start.max(start) - start) as usize;
                 let to = (range.end.min(end) - start) as usize;
-                out.write_all(&inline[from..to])
-                    .map_err(ReadError::Output)?;
+                let piece = if cid.codec() == RAW {
+                    Block {
+                        segment: block.segment.clone(),
+                        range: block.range.start + from..block.range.start + to,
+                    }
+                } else {
+                    Block {
+                        segment: Arc::new(inline[from..to].to_vec()),
+                        range: 0..to - from,
+                    }
+                };
+                out(piece)?;
                 written += (to - from) as u64;
             }
             let declared: u64 = inline.len() as u64 + node.blocksizes.iter().sum::<u64>();
@@ -495,6 +564,8 @@ struct CacheShared {
     source: Arc<dyn ShardSource>,
     state: Mutex<CacheState>,
     changed: Condvar,
+    /// Ready segments kept.
+    cached_max: AtomicUsize,
 }
 
 struct SegmentCache {
@@ -514,6 +585,7 @@ impl SegmentCache {
                 lru: VecDeque::new(),
             }),
             changed: Condvar::new(),
+            cached_max: AtomicUsize::new(CACHED_SEGMENTS_MAX),
         });
         let (tx, rx) = bounded::<usize>(READ_AHEAD_SEGMENTS);
         let workers = (0..DECODERS)
@@ -621,7 +693,7 @@ impl CacheShared {
             Ok(seg) => {
                 st.slots.insert(i, Slot::Ready(Arc::new(seg)));
                 st.lru.push_back(i);
-                while st.lru.len() > CACHED_SEGMENTS_MAX {
+                while st.lru.len() > self.cached_max.load(Ordering::Relaxed) {
                     let old = st.lru.pop_front().expect("non-empty");
                     st.slots.remove(&old);
                 }

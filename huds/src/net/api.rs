@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::client::{NetShardSink, NetShardSource};
 use super::node::NodeHandle;
-use crate::add::{AddOptions, Source, add_with};
+use crate::add::{AddError, AddOptions, Added, Source, add_with};
 use crate::read::{ReadError, Reader, resolve_capability};
 
 /// Chunks of a streamed response in flight.
@@ -141,18 +141,29 @@ async fn spool_and_add(
         m: m.unwrap_or(api.defaults.m),
         ..api.defaults
     };
-    let (node, path) = (api.node.clone(), path.to_path_buf());
+    let added = add_path(&api.node, path.to_path_buf(), opts)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Json(
+        json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size }),
+    ))
+}
+
+/// Adds a file or a tree already on disk, its shards placed over the network: what the add route and the
+/// gateway's directory uploads share.
+pub async fn add_path(
+    node: &NodeHandle,
+    path: PathBuf,
+    opts: AddOptions,
+) -> Result<Added, AddError> {
+    let node = node.clone();
     let rt = Handle::current();
-    let added = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let sink = NetShardSink::new(node.clone(), rt);
         add_with(node.store(), &sink, Source::Path(&path), &opts, &mut |_| {})
     })
     .await
-    .map_err(internal)?
-    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    Ok(Json(
-        json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size }),
-    ))
+    .unwrap_or_else(|e| Err(AddError::Network(format!("the add task failed: {e}"))))
 }
 
 #[derive(Deserialize)]
