@@ -4,6 +4,7 @@ mod api_client;
 mod bench;
 mod home;
 mod network;
+mod wallet;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -81,10 +82,13 @@ enum Command {
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
     },
-    /// A whole network in one process: N storage nodes on loopback and the API of node 0.
+    /// A whole network in one process: N storage nodes and S chain shards on loopback, and the API of node 0.
     Devnet {
         #[arg(long, default_value_t = 6)]
         nodes: usize,
+        /// Chain shards, each with a committee of 4 validators.
+        #[arg(long, default_value_t = 2)]
+        shards: u16,
         /// Where the nodes' homes live (default: <home>/devnet).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -92,11 +96,39 @@ enum Command {
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
     },
+    /// The home's IOS account: address, balance, transfers (balance and transfer need --api).
+    Wallet {
+        #[command(subcommand)]
+        what: WalletWhat,
+    },
+    /// The IOS chain as a running node sees it (needs --api).
+    Chain {
+        #[command(subcommand)]
+        what: ChainWhat,
+    },
     /// Measure throughput beside the machine's own limits.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Subcommand)]
+enum WalletWhat {
+    /// The account's address and shard.
+    Address,
+    /// The balance of ADDRESS (default: the home's account).
+    Balance { address: Option<String> },
+    /// Send AMOUNT IOST to TO; returns once the transfer is final.
+    Transfer { to: String, amount: String },
+    /// Create the account key if the home has none.
+    New,
+}
+
+#[derive(Subcommand)]
+enum ChainWhat {
+    /// Epoch, and each shard's height, state root and committee.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +156,25 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
+    let api = cli.api.as_deref();
+    match &cli.command {
+        Command::Wallet { what } => {
+            return match what {
+                WalletWhat::Address => wallet::address(&dir, api, cli.json),
+                WalletWhat::Balance { address } => {
+                    wallet::balance(&dir, api, address.as_deref(), cli.json)
+                }
+                WalletWhat::Transfer { to, amount } => {
+                    wallet::transfer(&dir, api, to, amount, cli.json)
+                }
+                WalletWhat::New => wallet::new(&dir, cli.json),
+            };
+        }
+        Command::Chain {
+            what: ChainWhat::Status,
+        } => return wallet::status(api, cli.json),
+        _ => {}
+    }
     if let Some(api) = &cli.api {
         return run_remote(api, cli.command, cli.json);
     }
@@ -151,13 +202,18 @@ fn run(cli: Cli) -> Result<()> {
         } => network::node(&home::Home::open(&dir)?, listen, bootstrap, api_listen),
         Command::Devnet {
             nodes,
+            shards,
             dir: devnet_dir,
             api_listen,
         } => network::devnet(
             &devnet_dir.unwrap_or_else(|| dir.join("devnet")),
             nodes,
+            shards,
             api_listen,
         ),
+        Command::Wallet { .. } | Command::Chain { .. } => {
+            unreachable!("wallet and chain commands return above")
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use huds::chain_node::{ChainApi, ChainDevnet, DevnetOptions};
 use huds::net::api::{self, Api};
 use huds::net::libp2p::Multiaddr;
 use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
@@ -59,6 +60,7 @@ async fn start_api(
     node: &Node,
     home: &Home,
     addr: SocketAddr,
+    chain: Option<ChainApi>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -68,6 +70,7 @@ async fn start_api(
         node: node.handle.clone(),
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
+        chain,
     };
     let task = tokio::spawn(async move {
         if let Err(e) = api::serve(listener, api).await {
@@ -90,7 +93,7 @@ pub fn node(
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
         }
-        let (bound, api_task) = start_api(&node, home, api_addr).await?;
+        let (bound, api_task) = start_api(&node, home, api_addr, None).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
@@ -118,13 +121,17 @@ fn demo_bytes() -> Vec<u8> {
 }
 
 /// `huds devnet`.
-pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
+pub fn devnet(dir: &Path, nodes: usize, shards: u16, api_addr: SocketAddr) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    if shards == 0 || shards > 64 {
+        bail!("--shards must be between 1 and 64");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
+        let chain = start_chain(dir, shards).await?;
         let mut homes = Vec::new();
         let mut running: Vec<Node> = Vec::new();
         let mut bootstrap = Vec::new();
@@ -147,7 +154,8 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let (bound, api_task) = start_api(&running[0], &homes[0], api_addr).await?;
+        let (bound, api_task) =
+            start_api(&running[0], &homes[0], api_addr, Some(chain.api())).await?;
         for (i, n) in running.iter().enumerate() {
             let addrs: Vec<String> = n
                 .handle
@@ -164,6 +172,13 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
         }
         let demo = demo(dir, &running, &homes).await?;
         println!("{demo}");
+        println!(
+            "chain {} shards, {} validators each, epoch {}",
+            shards,
+            huds::chain_node::devnet::COMMITTEE_SIZE,
+            chain.beacon.epoch
+        );
+        println!("wallet {}", dir.join("wallet").display());
         println!("api http://{bound}");
         println!("try: huds --api http://{bound} cat <capability> | sha256sum");
         std::io::stdout().flush()?;
@@ -172,8 +187,36 @@ pub fn devnet(dir: &Path, nodes: usize, api_addr: SocketAddr) -> Result<()> {
         for n in running {
             n.shutdown().await;
         }
+        chain.shutdown().await;
         Ok(())
     })
+}
+
+/// The devnet's chain: the funded wallet home (made on the first start), the shard count recorded so a
+/// restart resumes the same chain, and the validators on their databases.
+async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
+    let record = dir.join("chain.json");
+    match std::fs::read(&record) {
+        Ok(b) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&b).context("chain.json is damaged")?;
+            if v["shards"].as_u64() != Some(u64::from(shards)) {
+                bail!(
+                    "the devnet in {} runs {} shards: pass --shards {} or use another --dir",
+                    dir.display(),
+                    v["shards"],
+                    v["shards"]
+                );
+            }
+        }
+        Err(_) => std::fs::write(&record, serde_json::to_vec(&json!({ "shards": shards }))?)?,
+    }
+    let wallet_home = open_or_init(&dir.join("wallet"))?;
+    let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;
+    let options = DevnetOptions::new(shards, vec![chain::Address::of(&wallet.public())]);
+    ChainDevnet::start(&dir.join("chain"), options)
+        .await
+        .context("starting the devnet's validators")
 }
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last

@@ -5,6 +5,7 @@
 //! its certificate and the new tip), so a replica restarted on its store resumes exactly at its last commit.
 
 use crate::address::{Address, shard_of};
+use crate::amount::Amount;
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
@@ -12,7 +13,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::smt::list_root;
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
-use crate::tx::{SignedTransaction, TxError};
+use crate::tx::{SignedTransaction, TxError, TxKind};
 use std::collections::BTreeMap;
 
 const KEY_TIP: &[u8] = b"chain/tip";
@@ -161,10 +162,62 @@ impl<St: Store> ShardApp<St> {
                 got: tx.tx.nonce,
             });
         }
+        self.check_admission(&tx, nonce)?;
         if self.mempool.len() >= MEMPOOL_TXS_MAX {
             return Err(TxError::MempoolFull);
         }
         self.mempool.insert((sender, tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// The checks a transaction can fail at admission whatever else is pending, so that a client hears the
+    /// reason at once instead of the transaction waiting in the mempool until it expires: fee, expiry,
+    /// cross-shard recipient, and (for the sender's next nonce) the balance.
+    fn check_admission(&self, tx: &SignedTransaction, account_nonce: u64) -> Result<(), TxError> {
+        let params = self.state.params();
+        let t = &tx.tx;
+        if t.fee < params.fee_min {
+            return Err(TxError::FeeTooLow {
+                min: params.fee_min,
+                got: t.fee,
+            });
+        }
+        let height = self.tip.0 + 1;
+        if t.expiry_height < height {
+            return Err(TxError::Expired {
+                expiry_height: t.expiry_height,
+                height,
+            });
+        }
+        let outgoing = match &t.kind {
+            TxKind::Transfer { to, amount } => {
+                let recipient_shard = shard_of(to, params.shard_count);
+                if recipient_shard != self.state.shard() {
+                    return Err(TxError::CrossShard {
+                        shard: self.state.shard(),
+                        recipient_shard,
+                    });
+                }
+                *amount
+            }
+            TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => {
+                *stake
+            }
+            TxKind::Unstake { .. } => Amount::ZERO,
+        };
+        if t.nonce == account_nonce {
+            let account = self.state.account(&t.sender_address());
+            let mut available = account.map_or(Amount::ZERO, |a| a.balance);
+            if let Some(a) = account.filter(|a| height >= a.unbonding_release_height) {
+                available = available
+                    .checked_add(a.unbonding)
+                    .ok_or(TxError::Overflow)?;
+            }
+            let needed = t.fee.checked_add(outgoing).ok_or(TxError::Overflow)?;
+            if needed > available {
+                return Err(TxError::Overspend { needed, available });
+            }
+        }
         Ok(())
     }
 
@@ -331,11 +384,10 @@ impl<St: Store> App for ShardApp<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amount::Amount;
     use crate::crypto::SecretKey;
     use crate::genesis::GenesisConfig;
     use crate::store::MemStore;
-    use crate::tx::{Transaction, TxKind};
+    use crate::tx::Transaction;
 
     fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
         let genesis =
@@ -392,6 +444,44 @@ mod tests {
         let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
         assert_eq!(reopened.tip(), (1, block.hash()));
         assert_eq!(reopened.state.root(), root);
+    }
+
+    #[test]
+    fn admission_refuses_what_can_never_apply_with_reasons() {
+        let (_, mut app, wallet) = setup();
+        let with = |f: &dyn Fn(&mut Transaction)| {
+            let mut tx = pay(&wallet, 0, 1).tx;
+            f(&mut tx);
+            tx.sign(&wallet)
+        };
+        let cases: [(SignedTransaction, TxError); 3] = [
+            (
+                pay(&wallet, 0, 2_000),
+                TxError::Overspend {
+                    needed: Amount(2_000 * 100_000_000 + 1_000),
+                    available: Amount::from_iost(1000).expect("small"),
+                },
+            ),
+            (
+                with(&|t| t.fee = Amount(1)),
+                TxError::FeeTooLow {
+                    min: Amount(1_000),
+                    got: Amount(1),
+                },
+            ),
+            (
+                with(&|t| t.expiry_height = 0),
+                TxError::Expired {
+                    expiry_height: 0,
+                    height: 1,
+                },
+            ),
+        ];
+        for (tx, expected) in cases {
+            assert_eq!(app.submit(tx), Err(expected));
+        }
+        assert_eq!(app.mempool_len(), 0);
+        assert_eq!(app.submit(pay(&wallet, 0, 999)), Ok(()), "fee fits");
     }
 
     #[test]
