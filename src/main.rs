@@ -2,6 +2,7 @@
 
 mod api_client;
 mod bench;
+mod bench_chain;
 mod home;
 mod network;
 mod wallet;
@@ -139,6 +140,12 @@ enum BenchWhat {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
     },
+    /// Transfers per second finalised by a 1-shard and a 4-shard chain (4 validators each), in process.
+    Chain {
+        /// Transfers per setup.
+        #[arg(long, default_value_t = 40_000)]
+        transfers: usize,
+    },
 }
 
 fn main() {
@@ -195,6 +202,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
+        Command::Bench {
+            what: BenchWhat::Chain { transfers },
+        } => bench_chain::chain(transfers, cli.json),
         Command::Node {
             listen,
             bootstrap,
