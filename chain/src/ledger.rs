@@ -14,13 +14,14 @@ use crate::smt::list_root;
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{SignedTransaction, TxError, TxKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 const KEY_TIP: &[u8] = b"chain/tip";
 const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
 const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
 const CHECKED_STATES_MAX: usize = 8;
+const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 
 /// Why a proposed block is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +92,8 @@ pub struct ShardApp<St: Store> {
     store: St,
     tip: (u64, Hash),
     mempool: BTreeMap<(Address, u64), SignedTransaction>,
+    /// Ids of signed transactions whose signature this node verified (see `remember_verified`).
+    verified: HashSet<Hash>,
     checked: Vec<(Hash, State)>,
     pub block_txs_max: usize,
 }
@@ -125,6 +128,7 @@ impl<St: Store> ShardApp<St> {
             store,
             tip,
             mempool: BTreeMap::new(),
+            verified: HashSet::new(),
             checked: Vec::new(),
             block_txs_max: 64,
         }
@@ -146,7 +150,10 @@ impl<St: Store> ShardApp<St> {
     /// pending transactions. The mempool is bounded.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
         let params = self.state.params();
-        tx.check_stateless(params.chain_id)?;
+        let id = tx.id();
+        if !self.verified.contains(&id) {
+            tx.check_stateless(params.chain_id)?;
+        }
         let sender = tx.tx.sender_address();
         let sender_shard = shard_of(&sender, params.shard_count);
         if sender_shard != self.state.shard() {
@@ -166,8 +173,38 @@ impl<St: Store> ShardApp<St> {
         if self.mempool.len() >= MEMPOOL_TXS_MAX {
             return Err(TxError::MempoolFull);
         }
+        self.remember_verified(id);
         self.mempool.insert((sender, tx.tx.nonce), tx);
         Ok(())
+    }
+
+    /// Records that the signed transaction with this id passed its signature check, so executing it in a
+    /// block does not check it again. Bounded: past the limit the set starts over (transactions are then
+    /// simply verified again).
+    fn remember_verified(&mut self, id: Hash) {
+        if self.verified.len() >= VERIFIED_TXS_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(id);
+    }
+
+    /// Admits transactions whose signatures the caller already verified (in a batch): `verified[i]` says
+    /// whether transaction `i`'s signature is good. The others are refused with the signature error.
+    pub fn submit_verified(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        verified: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        assert_eq!(txs.len(), verified.len(), "one verdict per transaction");
+        txs.into_iter()
+            .zip(verified)
+            .map(|(tx, ok)| {
+                if *ok {
+                    self.remember_verified(tx.id());
+                }
+                self.submit(tx)
+            })
+            .collect()
     }
 
     /// The checks a transaction can fail at admission whatever else is pending, so that a client hears the
@@ -234,7 +271,8 @@ impl<St: Store> ShardApp<St> {
             if included.len() >= self.block_txs_max.min(BLOCK_TXS_MAX) {
                 break;
             }
-            if let Ok(receipt) = state.apply(&tx, height) {
+            let verified = self.verified.contains(&tx.id());
+            if let Ok(receipt) = state.apply_checked(&tx, height, verified) {
                 included.push(tx);
                 receipts.push(receipt);
             }
@@ -298,9 +336,14 @@ impl<St: Store> ShardApp<St> {
             return Err(BlockError::TransactionsRoot);
         }
         let mut state = self.state.clone();
-        let receipts = state
-            .apply_all(&block.transactions, h.height)
-            .map_err(|(index, error)| BlockError::Transaction { index, error })?;
+        let mut receipts = Vec::with_capacity(block.transactions.len());
+        for (index, tx) in block.transactions.iter().enumerate() {
+            let verified = self.verified.contains(&tx.id());
+            let receipt = state
+                .apply_checked(tx, h.height, verified)
+                .map_err(|error| BlockError::Transaction { index, error })?;
+            receipts.push(receipt);
+        }
         if state.root() != h.state_root {
             return Err(BlockError::StateRoot);
         }
@@ -353,6 +396,9 @@ impl<St: Store> App for ShardApp<St> {
         self.state = state;
         self.tip = (height, hash);
         self.checked.clear();
+        for tx in &block.transactions {
+            self.verified.remove(&tx.id());
+        }
         let state = &self.state;
         self.mempool.retain(|(sender, nonce), tx| {
             *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
@@ -482,6 +528,38 @@ mod tests {
         }
         assert_eq!(app.mempool_len(), 0);
         assert_eq!(app.submit(pay(&wallet, 0, 999)), Ok(()), "fee fits");
+    }
+
+    #[test]
+    fn signatures_verified_at_admission_are_not_checked_again_but_forgeries_never_pass() {
+        let (_, mut app, wallet) = setup();
+        let good = pay(&wallet, 0, 1);
+        let mut forged = pay(&wallet, 1, 1);
+        forged.signature.0[0] ^= 1;
+        let results = app.submit_verified(vec![good.clone(), forged.clone()], &[true, false]);
+        assert_eq!(results[0], Ok(()));
+        assert!(matches!(results[1], Err(TxError::BadSignature(_))));
+        assert!(app.verified.contains(&good.id()));
+        let block = app.propose();
+        assert_eq!(block.transactions, vec![good.clone()]);
+        app.commit(&block, vec![]).expect("commits");
+        assert!(
+            !app.verified.contains(&good.id()),
+            "committed ids leave the set"
+        );
+        // A block from a peer carrying a forged transaction this node never admitted is refused.
+        let mut other = setup().1;
+        let mut bad = other.build_block([pay(&wallet, 0, 1)]);
+        bad.transactions[0].signature.0[0] ^= 1;
+        bad.header.transactions_root = Block::transactions_root(&bad.transactions);
+        other.checked.clear();
+        assert!(matches!(
+            other.check(&bad),
+            Err(BlockError::Transaction {
+                index: 0,
+                error: TxError::BadSignature(_)
+            })
+        ));
     }
 
     #[test]
