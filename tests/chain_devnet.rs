@@ -309,3 +309,99 @@ fn bad_transactions_are_refused_with_reasons_and_validators_keep_running() {
     assert_eq!(chain.handles().len(), chain.validator_count());
     assert!(chain.handles().iter().all(|h| h.is_running()));
 }
+
+/// `huds devnet --shards 2` as a user runs it: the `wallet` line names a funded home, the CLI works against
+/// the `api` line, and a restart on the same directory resumes the chain at its heights with its balances.
+#[test]
+fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |check: &mut dyn FnMut(&str, &Path)| {
+        let mut child = Command::new(common::huds())
+            .args([
+                "devnet",
+                "--nodes",
+                "2",
+                "--shards",
+                "2",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn devnet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let (mut api, mut wallet) = (None, None);
+        for line in lines.by_ref() {
+            if let Some(w) = line.strip_prefix("wallet ") {
+                wallet = Some(PathBuf::from(w));
+            }
+            if let Some(a) = line.strip_prefix("api ") {
+                api = Some(a.to_string());
+                break;
+            }
+        }
+        let (api, wallet) = (api.expect("an api line"), wallet.expect("a wallet line"));
+        check(&api, &wallet);
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert!(child.wait().expect("exits").success());
+    };
+    let json = |api: &str, home: &Path, args: &[&str]| {
+        let mut full = vec!["--api", api];
+        full.extend_from_slice(args);
+        common::run_json(home, &full)
+    };
+    let heights = |v: &Value| -> Vec<u64> {
+        v["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .map(|s| s["height"].as_u64().expect("height"))
+            .collect()
+    };
+    let mut before = Vec::new();
+    let mut balance_before = String::new();
+    run(&mut |api, wallet| {
+        assert_eq!(wallet, dir.path().join("wallet"));
+        let b = json(api, wallet, &["wallet", "balance"]);
+        assert_eq!(b["balance"], "1000000.00000000");
+        // Pay the wallet's own address: the fee is the only change.
+        let me = json(api, wallet, &["wallet", "address"]);
+        let me = me["address"].as_str().expect("address").to_string();
+        json(api, wallet, &["wallet", "transfer", &me, "1"]);
+        let b = json(api, wallet, &["wallet", "balance"]);
+        assert_eq!(b["balance"], "999999.99999000");
+        balance_before = b["balance"].as_str().expect("balance").to_string();
+        let start = Instant::now();
+        loop {
+            let h = heights(&json(api, wallet, &["chain", "status"]));
+            if h.iter().all(|h| *h >= 3) {
+                before = h;
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "heights {h:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    run(&mut |api, wallet| {
+        let status = json(api, wallet, &["chain", "status"]);
+        let after = heights(&status);
+        assert!(
+            after.iter().zip(&before).all(|(a, b)| a >= b),
+            "resumed at {after:?}, had reached {before:?}"
+        );
+        let b = json(api, wallet, &["wallet", "balance"]);
+        assert_eq!(b["balance"], balance_before.as_str());
+    });
+}
