@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chain::crypto::SecretKey;
 use chain::{Address, Amount, Transaction, TxKind, shard_of};
-use huds::chain_node::{ChainDevnet, DevnetOptions, devnet};
+use huds::chain_node::{ChainDevnet, DevnetOptions, devnet, validator};
 use serde_json::Value;
 
 const SHARDS: u16 = 2;
@@ -182,6 +182,24 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     let b_expected = funded.0 + iost("100").0 + 1 - iost("30.5").0 - fee.0;
     assert_eq!(balance(&net, &homes[0]), Amount(a_expected));
     assert_eq!(balance(&net, &homes[1]), Amount(b_expected));
+
+    // Validators of the other shard follow this shard's certified head over the beacon topic.
+    let other = (0..net.chain().validator_count())
+        .find(|i| net.chain().shard_of_validator(*i) != shard)
+        .and_then(|i| net.chain().handle(i))
+        .expect("a validator of the other shard");
+    let mine = (0..net.chain().validator_count())
+        .find(|i| net.chain().shard_of_validator(*i) == shard)
+        .and_then(|i| net.chain().handle(i))
+        .expect("a validator of the wallets' shard");
+    net.wait_until("the other shard saw a certified head of this one", |_| {
+        other.heads()[usize::from(shard)]
+            .as_ref()
+            .is_some_and(|h| h.height >= validator::HEAD_EVERY_BLOCKS)
+    });
+    let head = other.heads()[usize::from(shard)].clone().expect("a head");
+    assert_eq!(head.height % validator::HEAD_EVERY_BLOCKS, 0);
+    assert!(mine.status().height >= head.height);
 
     // Kill one validator of the wallets' shard (3 of 4 equal stakes still make a quorum), keep transferring,
     // restart it on its database: it catches up to the others' height and agrees on the state.

@@ -70,13 +70,14 @@ impl ChainApi {
     pub fn status(&self) -> Value {
         let shards: Vec<Value> = (0..self.beacon.shard_count())
             .map(|s| {
+                // The highest certified head any running validator here knows: its own shard's from its
+                // commits, other shards' from the beacon topic.
                 let best = self
                     .validators
                     .iter()
                     .filter(|v| v.is_running())
-                    .map(|v| v.status())
-                    .filter(|st| st.shard == s)
-                    .max_by_key(|st| st.height);
+                    .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
+                    .max_by_key(|h| h.height);
                 let committee: Vec<String> = self.beacon.committees[usize::from(s)]
                     .members
                     .iter()
@@ -84,9 +85,9 @@ impl ChainApi {
                     .collect();
                 json!({
                     "id": s,
-                    "height": best.as_ref().map_or(0, |st| st.height),
-                    "state_root": best.as_ref().map(|st| hex(&st.state_root)),
-                    "tip": best.as_ref().map(|st| hex(&st.tip)),
+                    "height": best.as_ref().map_or(0, |h| h.height),
+                    "state_root": best.as_ref().map(|h| hex(&h.state_root)),
+                    "tip": best.as_ref().map(|h| hex(&h.block)),
                     "committee": committee,
                 })
             })

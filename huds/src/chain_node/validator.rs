@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chain::bft::{self, Bls, Input, Output, Replica};
+use chain::bft::{self, Bls, Input, Output, QuorumCertificate, Replica, VoteKind};
+use chain::block::BlockHeader;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{App, LedgerError, ShardApp};
@@ -96,6 +97,19 @@ pub struct ShardStatus {
     pub round: u32,
 }
 
+/// The latest certified block of a shard that this validator knows of: its own shard's from its commits, the
+/// others' from heads gossiped on the beacon topic, each checked against the shard's committee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHead {
+    pub height: u64,
+    pub block: Hash,
+    pub state_root: Hash,
+}
+
+/// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
+/// for other shards to follow it without a BLS check per block of every shard.
+pub const HEAD_EVERY_BLOCKS: u64 = 8;
+
 /// One committed block, as clients waiting for finality see it.
 #[derive(Debug, Clone)]
 pub struct CommitNotice {
@@ -121,6 +135,7 @@ enum Command {
 pub struct ValidatorHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ShardStatus>,
+    heads: watch::Receiver<Vec<Option<ShardHead>>>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
@@ -142,6 +157,11 @@ impl ValidatorHandle {
 
     pub fn status(&self) -> ShardStatus {
         self.status.borrow().clone()
+    }
+
+    /// The latest certified head of every shard this validator knows of (`None`: none seen yet).
+    pub fn heads(&self) -> Vec<Option<ShardHead>> {
+        self.heads.borrow().clone()
     }
 
     /// A receiver of commit notices; subscribe before submitting to never miss the commit.
@@ -281,12 +301,20 @@ impl Validator {
             state_root: state.root(),
             round: replica.round(),
         };
+        let mut heads = vec![None; usize::from(config.beacon.shard_count())];
+        heads[usize::from(shard)] = Some(ShardHead {
+            height: tip_height,
+            block: tip,
+            state_root: status.state_root,
+        });
+        let (heads_tx, heads_rx) = watch::channel(heads);
         let (status_tx, status_rx) = watch::channel(status);
         let (commits, _) = broadcast::channel(COMMITS_BUFFERED_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
         let handle = ValidatorHandle {
             commands: commands_tx,
             status: status_rx,
+            heads: heads_rx,
             commits: commits.clone(),
             peer_id,
             listen,
@@ -295,10 +323,14 @@ impl Validator {
             swarm,
             replica,
             topic,
+            beacon_topic: beacon_topic(chain_id),
+            beacon: config.beacon.clone(),
+            chain_id,
             me,
             shard,
             start: Instant::now(),
             status: status_tx,
+            heads: heads_tx,
             commits,
             peers: config.peers,
             evidence: 0,
@@ -325,10 +357,14 @@ struct Driver {
     swarm: Swarm<ChainBehaviour>,
     replica: Replica<Bls, ShardApp<RocksStore>>,
     topic: IdentTopic,
+    beacon_topic: IdentTopic,
+    beacon: Arc<Beacon>,
+    chain_id: u32,
     me: u16,
     shard: ShardId,
     start: Instant,
     status: watch::Sender<ShardStatus>,
+    heads: watch::Sender<Vec<Option<ShardHead>>>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peers: Vec<Multiaddr>,
     evidence: u64,
@@ -400,6 +436,13 @@ impl Driver {
         else {
             return;
         };
+        if message.topic == self.beacon_topic.hash() {
+            if let Ok(Envelope::Head(head)) = wire::decode(&message.data) {
+                let (header, certificate) = *head;
+                self.on_head(header, certificate);
+            }
+            return;
+        }
         if message.topic != self.topic.hash() {
             return;
         }
@@ -424,9 +467,47 @@ impl Driver {
                     let _ = self.replica.app_mut().submit(tx);
                 }
             }
-            // Undecodable bytes from a peer are dropped; gossipsub's signature says who sent them.
-            Err(_) => {}
+            // Heads belong on the beacon topic; undecodable bytes from a peer are dropped.
+            Ok(Envelope::Head(_)) | Err(_) => {}
         }
+    }
+
+    /// Adopts another shard's head if it is newer than the one known and its certificate is a precommit
+    /// quorum of that shard's committee for exactly that header.
+    fn on_head(&mut self, header: BlockHeader, certificate: QuorumCertificate<Bls>) {
+        let shard = header.shard;
+        let Some(committee) = self.beacon.committees.get(usize::from(shard)) else {
+            return;
+        };
+        let known = self.heads.borrow()[usize::from(shard)]
+            .as_ref()
+            .map_or(0, |h| h.height);
+        let hash = header.hash();
+        let fits = header.chain_id == self.chain_id
+            && header.height > known
+            && certificate.kind == VoteKind::Precommit
+            && certificate.shard == shard
+            && certificate.height == header.height
+            && certificate.block == hash;
+        if !fits || certificate.verify(self.chain_id, committee).is_err() {
+            return;
+        }
+        self.set_head(
+            shard,
+            ShardHead {
+                height: header.height,
+                block: hash,
+                state_root: header.state_root,
+            },
+        );
+    }
+
+    fn set_head(&mut self, shard: ShardId, head: ShardHead) {
+        self.heads.send_modify(|heads| {
+            if let Some(slot) = heads.get_mut(usize::from(shard)) {
+                *slot = Some(head);
+            }
+        });
     }
 
     fn on_command(&mut self, command: Command) {
@@ -473,7 +554,28 @@ impl Driver {
                 Output::Send { to, message } => {
                     self.publish(wire::encode_consensus(self.me, Some(to), &message))
                 }
-                Output::Committed { height, block, .. } => {
+                Output::Committed {
+                    height,
+                    block,
+                    certificate,
+                } => {
+                    let head = ShardHead {
+                        height,
+                        block: block.hash(),
+                        state_root: block.header.state_root,
+                    };
+                    self.set_head(self.shard, head);
+                    let members = self.replica.committee().len() as u64;
+                    if height % HEAD_EVERY_BLOCKS == 0
+                        && (height / HEAD_EVERY_BLOCKS) % members == u64::from(self.me)
+                    {
+                        let bytes = wire::encode_head(&block.header, &certificate);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(self.beacon_topic.clone(), bytes);
+                    }
                     let status = ShardStatus {
                         shard: self.shard,
                         height,

@@ -5,6 +5,7 @@
 //! kind     := 1 from:u16 bft_message                          consensus message to the whole committee
 //!           | 2 from:u16 to:u16 bft_message                   consensus message for one member (others drop it)
 //!           | 3 count:u32 (len:u32 signed_transaction){count} transactions for the shard's mempools
+//!           | 4 header certificate:var                         a certified shard head, on the beacon topic
 //! ```
 //!
 //! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
@@ -12,7 +13,8 @@
 //! and checked by the replica. Decoding checks every length, rejects trailing bytes and never panics.
 
 use chain::SignedTransaction;
-use chain::bft::{self, Bls, Message};
+use chain::bft::{self, Bls, Message, QuorumCertificate};
+use chain::block::BlockHeader;
 use chain::codec::{DecodeError, Reader, Writer};
 use chain::tx::TX_BYTES_MAX;
 
@@ -34,7 +36,12 @@ pub enum Envelope {
         message: Box<Message<Bls>>,
     },
     Transactions(Vec<SignedTransaction>),
+    /// A finalised block header of some shard with its precommit certificate.
+    Head(Box<(BlockHeader, QuorumCertificate<Bls>)>),
 }
+
+/// A certificate is a bitmap of at most 1,024 signers and one signature, far below this.
+const CERTIFICATE_BYTES_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -73,6 +80,14 @@ pub fn encode_transactions(txs: &[SignedTransaction]) -> Vec<u8> {
     w.finish()
 }
 
+pub fn encode_head(header: &BlockHeader, certificate: &QuorumCertificate<Bls>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION).u8(4);
+    header.encode_into(&mut w);
+    w.var(&certificate.encode());
+    w.finish()
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     if bytes.len() > ENVELOPE_BYTES_MAX {
         return Err(EnvelopeError::Oversized(bytes.len()));
@@ -104,6 +119,13 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             }
             r.finish()?;
             Ok(Envelope::Transactions(txs))
+        }
+        4 => {
+            let header = BlockHeader::decode_from(&mut r)?;
+            let certificate =
+                QuorumCertificate::decode(r.var("certificate", CERTIFICATE_BYTES_MAX)?)?;
+            r.finish()?;
+            Ok(Envelope::Head(Box::new((header, certificate))))
         }
         other => Err(EnvelopeError::Kind(other)),
     }
@@ -158,6 +180,20 @@ mod tests {
                 }
                 other => panic!("unexpected {other:?}"),
             }
+        }
+        let header = chain::ledger::genesis_header(&chain::ChainParams::devnet(2), 1, [9; 32]);
+        let certificate = QuorumCertificate::<Bls> {
+            kind: chain::bft::VoteKind::Precommit,
+            shard: 1,
+            height: 0,
+            round: 0,
+            block: header.hash(),
+            signers: vec![0b1110],
+            signature: chain::crypto::bls::SecretKey::dev("wire").sign(b"x"),
+        };
+        match decode(&encode_head(&header, &certificate)).expect("decodes") {
+            Envelope::Head(head) => assert_eq!(*head, (header, certificate)),
+            other => panic!("unexpected {other:?}"),
         }
         let txs: Vec<_> = (0..3).map(tx).collect();
         match decode(&encode_transactions(&txs)).expect("decodes") {
