@@ -151,7 +151,9 @@ impl<St: Store> ShardApp<St> {
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
         let params = self.state.params();
         let id = tx.id();
-        if !self.verified.contains(&id) {
+        if self.verified.contains(&id) {
+            tx.check_stateless_signature_verified(params.chain_id)?;
+        } else {
             tx.check_stateless(params.chain_id)?;
         }
         let sender = tx.tx.sender_address();
@@ -536,9 +538,16 @@ mod tests {
         let good = pay(&wallet, 0, 1);
         let mut forged = pay(&wallet, 1, 1);
         forged.signature.0[0] ^= 1;
-        let results = app.submit_verified(vec![good.clone(), forged.clone()], &[true, false]);
+        let mut other_chain = pay(&wallet, 1, 1).tx;
+        other_chain.chain_id += 1;
+        let other_chain = other_chain.sign(&wallet);
+        let results = app.submit_verified(
+            vec![good.clone(), forged.clone(), other_chain],
+            &[true, false, true],
+        );
         assert_eq!(results[0], Ok(()));
         assert!(matches!(results[1], Err(TxError::BadSignature(_))));
+        assert!(matches!(results[2], Err(TxError::WrongChainId { .. })));
         assert!(app.verified.contains(&good.id()));
         let block = app.propose();
         assert_eq!(block.transactions, vec![good.clone()]);

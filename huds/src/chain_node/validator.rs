@@ -38,6 +38,9 @@ const COMMANDS_IN_FLIGHT_MAX: usize = 256;
 const COMMITS_BUFFERED_MAX: usize = 256;
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Transaction batches whose signatures are being checked on the blocking pool at once; beyond this a batch
+/// is checked on the validator's own task, which slows its intake: that is the back-pressure.
+const VERIFY_JOBS_MAX: usize = 8;
 
 /// The gossipsub topic of a shard's consensus messages and transactions.
 pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
@@ -319,8 +322,11 @@ impl Validator {
             peer_id,
             listen,
         };
+        let (verified_tx, verified_rx) = mpsc::channel(VERIFY_JOBS_MAX);
         let driver = Driver {
             swarm,
+            verified_tx,
+            verify_jobs: Arc::new(tokio::sync::Semaphore::new(VERIFY_JOBS_MAX)),
             replica,
             topic,
             beacon_topic: beacon_topic(chain_id),
@@ -335,7 +341,7 @@ impl Validator {
             peers: config.peers,
             evidence: 0,
         };
-        let task = tokio::spawn(driver.run(commands_rx));
+        let task = tokio::spawn(driver.run(commands_rx, verified_rx));
         Ok(Validator { handle, task })
     }
 
@@ -353,8 +359,22 @@ impl Validator {
     }
 }
 
+/// A transaction batch with its signatures checked, on its way back to the validator's task.
+struct Verified {
+    txs: Vec<SignedTransaction>,
+    signatures_ok: Vec<bool>,
+    /// For a batch from the handle: where the admission results go (and the accepted ones are gossiped).
+    reply: Option<oneshot::Sender<Vec<Result<(), TxError>>>>,
+}
+
+fn check_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
+    txs.iter().map(|t| t.check_signature().is_ok()).collect()
+}
+
 struct Driver {
     swarm: Swarm<ChainBehaviour>,
+    verified_tx: mpsc::Sender<Verified>,
+    verify_jobs: Arc<tokio::sync::Semaphore>,
     replica: Replica<Bls, ShardApp<RocksStore>>,
     topic: IdentTopic,
     beacon_topic: IdentTopic,
@@ -375,7 +395,11 @@ impl Driver {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut verified: mpsc::Receiver<Verified>,
+    ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         let now = self.now_ms();
         self.replica.handle(now, Input::Tick);
@@ -401,6 +425,7 @@ impl Driver {
                     let now = self.now_ms();
                     self.replica.handle(now, Input::Tick);
                 }
+                Some(batch) = verified.recv() => self.admit(batch),
                 _ = redial.tick() => self.redial(),
             }
             self.flush();
@@ -460,13 +485,9 @@ impl Driver {
                     },
                 );
             }
-            Ok(Envelope::Transactions(txs)) => {
-                // Peers gossip what they admitted; a transaction this mempool refuses (already included,
-                // replaced, full) is simply dropped.
-                for tx in txs {
-                    let _ = self.replica.app_mut().submit(tx);
-                }
-            }
+            // Peers gossip what they admitted; a transaction this mempool refuses (already included,
+            // replaced, full, forged) is simply dropped.
+            Ok(Envelope::Transactions(txs)) => self.verify(txs, None),
             // Heads belong on the beacon topic; undecodable bytes from a peer are dropped.
             Ok(Envelope::Head(_)) | Err(_) => {}
         }
@@ -512,27 +533,71 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Submit { txs, reply } => {
-                let results: Vec<Result<(), TxError>> = txs
-                    .iter()
-                    .map(|tx| self.replica.app_mut().submit(tx.clone()))
-                    .collect();
-                let accepted: Vec<SignedTransaction> = txs
-                    .into_iter()
-                    .zip(&results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(tx, _)| tx)
-                    .collect();
-                for batch in accepted.chunks(TX_BATCH_MAX) {
-                    self.publish(wire::encode_transactions(batch));
-                }
-                let _ = reply.send(results);
-            }
+            Command::Submit { txs, reply } => self.verify(txs, Some(reply)),
             Command::Account { address, reply } => {
                 let _ = reply.send(self.replica.app().state().account(&address).cloned());
             }
             Command::Stop => {}
         }
+    }
+
+    /// Checks a batch's signatures on the blocking pool, so that consensus on this task goes on meanwhile;
+    /// the batch comes back through `verified` to [`Driver::admit`]. With every job slot busy the batch is
+    /// checked here.
+    fn verify(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        reply: Option<oneshot::Sender<Vec<Result<(), TxError>>>>,
+    ) {
+        match self.verify_jobs.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let back = self.verified_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let signatures_ok = check_signatures(&txs);
+                    // Holding the permit until the batch is queued bounds the channel's senders too.
+                    let _ = back.blocking_send(Verified {
+                        txs,
+                        signatures_ok,
+                        reply,
+                    });
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let signatures_ok = check_signatures(&txs);
+                self.admit(Verified {
+                    txs,
+                    signatures_ok,
+                    reply,
+                });
+            }
+        }
+    }
+
+    fn admit(&mut self, batch: Verified) {
+        let Verified {
+            txs,
+            signatures_ok,
+            reply,
+        } = batch;
+        let Some(reply) = reply else {
+            self.replica.app_mut().submit_verified(txs, &signatures_ok);
+            return;
+        };
+        let results = self
+            .replica
+            .app_mut()
+            .submit_verified(txs.clone(), &signatures_ok);
+        let accepted: Vec<SignedTransaction> = txs
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(tx, _)| tx)
+            .collect();
+        for batch in accepted.chunks(TX_BATCH_MAX) {
+            self.publish(wire::encode_transactions(batch));
+        }
+        let _ = reply.send(results);
     }
 
     fn publish(&mut self, bytes: Vec<u8>) {
