@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chain::genesis::Genesis;
 use chain::tx::TX_BYTES_MAX;
-use chain::{Address, ShardId, SignedTransaction, shard_of};
+use chain::{Address, ShardId, SignedTransaction, TxError, shard_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -166,8 +166,12 @@ async fn submit(State(api): State<Arc<ChainApi>>, body: Bytes) -> Result<Json<Va
         .submit(vec![tx.clone()])
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    if let Some(Err(e)) = results.into_iter().next() {
-        return Err(bad_request(e));
+    match results.into_iter().next() {
+        Some(Err(e @ TxError::MempoolFull)) => {
+            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+        }
+        Some(Err(e)) => return Err(bad_request(e)),
+        _ => {}
     }
     let wait = async {
         loop {

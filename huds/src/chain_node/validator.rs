@@ -14,11 +14,12 @@
 //! Nothing a peer sends can panic the task: envelopes are length-checked and decoded into typed errors, and
 //! the replica checks every signature and certificate itself.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chain::bft::{self, Bls, Input, Output, QuorumCertificate, Replica, VoteKind};
+use chain::bft::{self, Bls, Input, Message, Output, QuorumCertificate, Replica, VoteKind};
 use chain::block::BlockHeader;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
@@ -41,6 +42,10 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Transaction batches whose signatures are being checked on the blocking pool at once; beyond this a batch
 /// is checked on the validator's own task, which slows its intake: that is the back-pressure.
 const VERIFY_JOBS_MAX: usize = 8;
+/// A finalised block is sent to one member at most once per this interval: a `Status` costs its sender a
+/// few bytes and would otherwise make every member publish up to 8 whole blocks.
+const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
+const CATCH_UP_REMEMBERED_MAX: usize = 1024;
 
 /// The gossipsub topic of a shard's consensus messages and transactions.
 pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
@@ -340,6 +345,7 @@ impl Validator {
             commits,
             peers: config.peers,
             evidence: 0,
+            catch_up_sent: HashMap::new(),
         };
         let task = tokio::spawn(driver.run(commands_rx, verified_rx));
         Ok(Validator { handle, task })
@@ -388,6 +394,8 @@ struct Driver {
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peers: Vec<Multiaddr>,
     evidence: u64,
+    /// (member, height) -> when that finalised block was last sent to that member.
+    catch_up_sent: HashMap<(u16, u64), Instant>,
 }
 
 impl Driver {
@@ -600,6 +608,22 @@ impl Driver {
         let _ = reply.send(results);
     }
 
+    /// Whether finalised block `height` may be sent to member `to` now (see [`CATCH_UP_RESEND`]).
+    fn catch_up_due(&mut self, to: u16, height: u64) -> bool {
+        let now = Instant::now();
+        if self.catch_up_sent.len() >= CATCH_UP_REMEMBERED_MAX {
+            self.catch_up_sent
+                .retain(|_, at| now.duration_since(*at) < CATCH_UP_RESEND);
+        }
+        match self.catch_up_sent.get(&(to, height)) {
+            Some(at) if now.duration_since(*at) < CATCH_UP_RESEND => false,
+            _ => {
+                self.catch_up_sent.insert((to, height), now);
+                true
+            }
+        }
+    }
+
     fn publish(&mut self, bytes: Vec<u8>) {
         // With no subscribed peer yet (startup, partition) the message is lost; the replica re-sends what
         // matters every `rebroadcast_ms`.
@@ -617,6 +641,11 @@ impl Driver {
                     self.publish(wire::encode_consensus(self.me, None, &message))
                 }
                 Output::Send { to, message } => {
+                    if let Message::Decided { block, .. } = &message
+                        && !self.catch_up_due(to, block.header.height)
+                    {
+                        continue;
+                    }
                     self.publish(wire::encode_consensus(self.me, Some(to), &message))
                 }
                 Output::Committed {
