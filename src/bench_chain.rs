@@ -23,6 +23,7 @@ const COMMITTEE: usize = 4;
 const SENDERS_PER_SHARD: usize = 64;
 const SUBMIT_BATCH: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_secs(120);
+const IDLE_SAMPLES: usize = 9;
 
 fn bench_bft(chain_id: u32, shard: u16) -> chain::bft::Config {
     // Large blocks take a while to build and check on a loaded machine: generous timeouts keep rounds from
@@ -62,6 +63,7 @@ struct Figures {
     cpu_seconds: f64,
     blocks: u64,
     finality_ms: Vec<f64>,
+    idle_finality_ms: f64,
 }
 
 impl Figures {
@@ -242,6 +244,7 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds()? - cpu0;
+    let idle_finality_ms = idle_finality(&entry[0], &keys[0], chain_id, fee).await?;
     net.shutdown().await;
     if done != total {
         bail!("{done} of {total} transfers were finalised");
@@ -254,7 +257,57 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
         cpu_seconds: cpu,
         blocks,
         finality_ms,
+        idle_finality_ms,
     })
+}
+
+/// Time to finality of one transfer at a time on an otherwise idle shard (after the load): submission to the
+/// commit notice, median of `IDLE_SAMPLES`.
+async fn idle_finality(
+    validator: &huds::chain_node::ValidatorHandle,
+    keys: &[SecretKey],
+    chain_id: u32,
+    fee: Amount,
+) -> Result<f64> {
+    let key = &keys[0];
+    let to = Address::of(&keys[1].public());
+    let mut samples = Vec::new();
+    for _ in 0..IDLE_SAMPLES {
+        let nonce = validator
+            .account(Address::of(&key.public()))
+            .await?
+            .map_or(0, |a| a.nonce);
+        let tx = Transaction {
+            chain_id,
+            sender: key.public(),
+            nonce,
+            fee,
+            expiry_height: 1_000_000,
+            kind: TxKind::Transfer {
+                to,
+                amount: Amount(1),
+            },
+        }
+        .sign(key);
+        let id = tx.id();
+        let mut commits = validator.commits();
+        let start = Instant::now();
+        if let Some(Err(e)) = validator.submit(vec![tx]).await?.pop() {
+            bail!("the validator refused an idle-time transfer: {e}");
+        }
+        tokio::time::timeout(FINISH_WAIT, async {
+            while let Ok(notice) = commits.recv().await {
+                if notice.tx_ids.contains(&id) {
+                    break;
+                }
+            }
+        })
+        .await
+        .context("an idle-time transfer was not final in time")?;
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
 }
 
 pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
@@ -281,6 +334,7 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
                     "block_time_ms": f.block_ms(),
                     "finality_ms_p50": f.finality(0.5),
                     "finality_ms_p99": f.finality(0.99),
+                    "idle_finality_ms_p50": f.idle_finality_ms,
                 })
             })
             .collect();
@@ -291,18 +345,19 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
         "huds bench chain: {transfers} pre-signed transfers per setup; every validator in this process with its own gossipsub swarm on 127.0.0.1 and its own RocksDB (unsynced); {cores} cores"
     );
     println!(
-        "{:<9} {:>10} {:>9} {:>12} {:>16} {:>14} {:>17}",
+        "{:<9} {:>10} {:>9} {:>12} {:>16} {:>14} {:>22} {:>17}",
         "setup",
         "transfers",
         "seconds",
         "transfers/s",
         "CPU us/transfer",
         "block time ms",
-        "finality p50/p99 ms"
+        "loaded finality p50/p99",
+        "idle finality p50"
     );
     for f in &figures {
         println!(
-            "{:<9} {:>10} {:>9.2} {:>12.0} {:>16.1} {:>14.0} {:>9.0}/{:.0}",
+            "{:<9} {:>10} {:>9.2} {:>12.0} {:>16.1} {:>14.0} {:>14.0}/{:<7.0} {:>14.0} ms",
             format!("{} shard{}", f.shards, if f.shards == 1 { "" } else { "s" }),
             f.transfers,
             f.seconds,
@@ -311,8 +366,12 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
             f.block_ms(),
             f.finality(0.5),
             f.finality(0.99),
+            f.idle_finality_ms,
         );
     }
+    println!(
+        "loaded finality: submission to commit with the whole load queued at once (mostly queueing); idle finality: one transfer at a time after the load; block time: per shard, under load"
+    );
     println!(
         "CPU us/transfer is the whole process (all validators, the load generator's submissions, gossip) over the run, divided by finalised transfers; with {cores} cores the CPU-bound ceiling is {:.0} transfers/s at the 4-shard cost",
         cores as f64 * 1e6 / figures[1].cpu_us_per_transfer()

@@ -215,7 +215,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     net.huds(&homes[0], &["wallet", "transfer", &to_b, "1"]);
     let a_expected = a_expected - iost("1").0 - fee.0;
     let b_expected = b_expected + iost("1").0;
-    let target = net.heights()[usize::from(shard)] + 5;
+    let target = net.heights()[usize::from(shard)] + 20;
     net.wait_until("the shard moved on without the killed validator", |n| {
         n.heights()[usize::from(shard)] >= target
     });
