@@ -697,3 +697,136 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain_node::{ChainDevnet, DevnetOptions};
+    use chain::bft::{QuorumCertificate, Vote};
+    use chain::block::Block;
+
+    /// A rogue peer joins a shard's topic and publishes garbage, truncated and forged messages (a Status far
+    /// ahead, a vote signed with a key outside the committee, a `Decided` block with a forged certificate,
+    /// a transaction batch with a forged signature): the committee ignores them all and keeps finalising.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_gossip_neither_crashes_nor_stalls_validators() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wallet = chain::crypto::SecretKey::dev("rogue test wallet");
+        let wallet_address = Address::of(&wallet.public());
+        let net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, vec![wallet_address]))
+            .await
+            .expect("starts");
+        let chain_id = net.genesis.params.chain_id;
+        let target = net.handles()[0].clone();
+
+        let mut rogue = build_swarm(identity::Keypair::generate_ed25519()).expect("swarm");
+        let topic = shard_topic(chain_id, 0);
+        rogue
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .expect("subscribe");
+        for h in net.handles() {
+            rogue.dial(h.addrs()[0].clone()).expect("dial");
+        }
+        // Let the subscriptions propagate.
+        let settle = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = rogue.select_next_some() => {}
+                _ = &mut settle => break,
+            }
+        }
+
+        let height = target.status().height;
+        let status = Message::<Bls>::Status {
+            shard: 0,
+            height: u64::MAX,
+            round: u32::MAX,
+        };
+        let outsider = bls::SecretKey::dev("not a member");
+        let vote = Vote::<Bls>::sign(
+            chain_id,
+            0,
+            VoteKind::Precommit,
+            height + 1,
+            0,
+            Some([7; 32]),
+            0,
+            &outsider,
+        );
+        let forged_block = Block {
+            header: chain::ledger::genesis_header(&net.genesis.params, 0, [1; 32]),
+            transactions: Vec::new(),
+        };
+        let mut header = forged_block.header.clone();
+        header.height = height + 1;
+        let forged_block = Block {
+            header,
+            transactions: Vec::new(),
+        };
+        let decided = Message::<Bls>::Decided {
+            certificate: QuorumCertificate {
+                kind: VoteKind::Precommit,
+                shard: 0,
+                height: height + 1,
+                round: 0,
+                block: forged_block.hash(),
+                signers: vec![0b1111],
+                signature: outsider.sign(b"anything"),
+            },
+            block: Arc::new(forged_block),
+        };
+        let mut forged_tx = chain::Transaction {
+            chain_id,
+            sender: wallet.public(),
+            nonce: 0,
+            fee: chain::Amount(1_000),
+            expiry_height: 1_000,
+            kind: chain::TxKind::Transfer {
+                to: Address([5; 32]),
+                amount: chain::Amount(1),
+            },
+        }
+        .sign(&wallet);
+        forged_tx.signature.0[3] ^= 0x40;
+        let valid_status = wire::encode_consensus(1, None, &status);
+        let messages: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xff; 3000],
+            vec![wire::ENVELOPE_VERSION, 2, 0],
+            valid_status[..valid_status.len() - 1].to_vec(),
+            valid_status,
+            wire::encode_consensus(0, None, &Message::Vote(vote)),
+            wire::encode_consensus(2, Some(0), &decided),
+            wire::encode_transactions(&[forged_tx]),
+        ];
+        for (i, m) in messages.into_iter().enumerate() {
+            let sent = rogue.behaviour_mut().gossipsub.publish(topic.clone(), m);
+            assert!(
+                sent.is_ok(),
+                "hostile message {i} reached no validator: {sent:?}"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while target.status().height < height + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the shard stalled after hostile gossip"
+            );
+            tokio::select! {
+                _ = rogue.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        assert!(net.handles().iter().all(ValidatorHandle::is_running));
+        let account = target
+            .account(wallet_address)
+            .await
+            .expect("answers")
+            .expect("funded");
+        assert_eq!(account.nonce, 0, "the forged transfer never applied");
+        net.shutdown().await;
+    }
+}
