@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use huds::chain_node::{ChainApi, ChainDevnet, DevnetOptions};
 use huds::net::api::{self, Api};
 use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use huds::{Reader, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -19,8 +19,13 @@ use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
+/// A devnet is for watching the system work: shards lost with a node are rebuilt within a minute or so.
+const DEVNET_REPAIR: RepairOptions = RepairOptions {
+    interval: Duration::from_secs(15),
+    grace: Duration::from_secs(45),
+};
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,23 +42,10 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn start_node(
-    home: &Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-) -> Result<Node> {
+async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
     let keypair = huds::net::keypair_from_seed(home.node_seed()?);
-    Ok(Node::start(
-        keypair,
-        store,
-        NodeOptions {
-            listen,
-            bootstrap,
-            serve_unverified: false,
-        },
-    )
-    .await?)
+    Ok(Node::start(keypair, store, opts).await?)
 }
 
 async fn start_api(
@@ -86,9 +78,17 @@ pub fn node(
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
     api_addr: SocketAddr,
+    storage_bytes_max: Option<u64>,
 ) -> Result<()> {
     runtime()?.block_on(async {
-        let node = start_node(home, listen, bootstrap).await?;
+        let opts = NodeOptions {
+            listen,
+            bootstrap,
+            storage_bytes_max,
+            repair: Some(RepairOptions::default()),
+            ..NodeOptions::default()
+        };
+        let node = start_node(home, opts).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
@@ -120,6 +120,40 @@ fn demo_bytes() -> Vec<u8> {
     data
 }
 
+/// Starts `nodes` nodes on loopback with homes `dir/node-I` (made on first use), and waits until each knows all
+/// the others.
+pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node>)> {
+    let mut homes = Vec::new();
+    let mut running: Vec<Node> = Vec::new();
+    let mut bootstrap = Vec::new();
+    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
+    for i in 0..nodes {
+        let home = open_or_init(&dir.join(format!("node-{i}")))?;
+        let opts = NodeOptions {
+            listen: vec![loopback.clone()],
+            bootstrap: bootstrap.clone(),
+            repair: Some(DEVNET_REPAIR),
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
+        if i == 0 {
+            bootstrap = node.handle.bootstrap_addrs().await;
+        }
+        homes.push(home);
+        running.push(node);
+    }
+    let started = Instant::now();
+    for n in &running {
+        while n.handle.storage_peers().await.len() + 1 < nodes {
+            if started.elapsed() > PEERS_WAIT {
+                bail!("the nodes did not all find each other within {PEERS_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((homes, running))
+}
+
 /// `huds devnet`.
 pub fn devnet(dir: &Path, nodes: usize, shards: u16, api_addr: SocketAddr) -> Result<()> {
     if nodes == 0 {
@@ -132,28 +166,7 @@ pub fn devnet(dir: &Path, nodes: usize, shards: u16, api_addr: SocketAddr) -> Re
     let rt = runtime()?;
     rt.block_on(async {
         let chain = start_chain(dir, shards).await?;
-        let mut homes = Vec::new();
-        let mut running: Vec<Node> = Vec::new();
-        let mut bootstrap = Vec::new();
-        let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
-        for i in 0..nodes {
-            let home = open_or_init(&dir.join(format!("node-{i}")))?;
-            let node = start_node(&home, vec![loopback.clone()], bootstrap.clone()).await?;
-            if i == 0 {
-                bootstrap = node.handle.bootstrap_addrs().await;
-            }
-            homes.push(home);
-            running.push(node);
-        }
-        let started = Instant::now();
-        for n in &running {
-            while n.handle.storage_peers().await.len() + 1 < nodes {
-                if started.elapsed() > PEERS_WAIT {
-                    bail!("the devnet's nodes did not all find each other within {PEERS_WAIT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let (homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) =
             start_api(&running[0], &homes[0], api_addr, Some(chain.api())).await?;
         for (i, n) in running.iter().enumerate() {
