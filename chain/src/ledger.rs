@@ -6,11 +6,13 @@
 
 use crate::address::{Address, shard_of};
 use crate::amount::Amount;
+use crate::bft::{Bls, QuorumCertificate};
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
 use crate::genesis::{Genesis, GenesisError};
-use crate::smt::list_root;
+use crate::smt::{list_prove, list_root};
+use crate::spv::{AccountProof, CertifiedHeader, TxProof};
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{SignedTransaction, TxError, TxKind};
@@ -19,6 +21,8 @@ use std::collections::{BTreeMap, HashSet};
 const KEY_TIP: &[u8] = b"chain/tip";
 const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
 const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
+/// `chain/tx/<id>` -> the height of the committed block that holds the transaction (for proofs).
+const KEY_TX_PREFIX: &[u8] = b"chain/tx/";
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
 const CHECKED_STATES_MAX: usize = 8;
 const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
@@ -136,6 +140,44 @@ impl<St: Store> ShardApp<St> {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The certified header of a committed block (None at genesis, or if the stored certificate is not a BLS
+    /// quorum certificate).
+    fn certified(&self, height: u64) -> Option<(Block, CertifiedHeader)> {
+        let (block, cert) = self.committed(height)?;
+        let qc = QuorumCertificate::<Bls>::decode(&cert).ok()?;
+        let header = block.header.clone();
+        Some((block, CertifiedHeader { header, qc }))
+    }
+
+    /// An SPV proof of `address`'s state (present or absent) at the tip; None before the first block.
+    pub fn prove_account(&self, address: &Address) -> Option<AccountProof> {
+        let (_, certified) = self.certified(self.tip.0)?;
+        Some(AccountProof {
+            certified,
+            address: *address,
+            account: self.state.account(address).cloned(),
+            proof: self.state.prove(address),
+        })
+    }
+
+    /// An SPV proof that the transaction `id` is in a committed block of this shard; None if it is not.
+    pub fn prove_tx(&self, id: &Hash) -> Option<TxProof> {
+        let height = self.store.get(&[KEY_TX_PREFIX, id].concat()).ok()??;
+        let height = u64::from_be_bytes(height.try_into().ok()?);
+        let (block, certified) = self.certified(height)?;
+        let ids: Vec<Hash> = block
+            .transactions
+            .iter()
+            .map(SignedTransaction::id)
+            .collect();
+        let index = ids.iter().position(|i| i == id)?;
+        Some(TxProof {
+            certified,
+            tx: block.transactions[index].clone(),
+            path: list_prove(&ids, index),
+        })
     }
 
     pub fn into_store(self) -> St {
@@ -393,6 +435,9 @@ impl<St: Store> App for ShardApp<St> {
         state.persist_into(&mut batch);
         batch.put(height_key(KEY_BLOCK_PREFIX, height), block.encode());
         batch.put(height_key(KEY_CERT_PREFIX, height), certificate);
+        for tx in &block.transactions {
+            batch.put([KEY_TX_PREFIX, &tx.id()].concat(), height.to_be_bytes());
+        }
         batch.put(KEY_TIP, [height.to_be_bytes().as_slice(), &hash].concat());
         self.store.write(batch)?;
         self.state = state;

@@ -23,14 +23,18 @@
 use std::collections::BTreeMap;
 
 use crate::address::Address;
-use crate::bft::{Bls, Committee, QcError, QuorumCertificate, VoteKind};
+use crate::bft::{
+    Bls, COMMITTEE_SIZE_MAX, Committee, Member, QcError, QuorumCertificate, VoteKind,
+};
 use crate::block::BlockHeader;
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::bls;
 use crate::smt::{self, ListProof, ProofError, Terminal};
 use crate::state::Account;
 use crate::tx::{SignedTransaction, TX_BYTES_MAX};
 
 const MAGIC: &[u8; 8] = b"IOSPROOF";
+const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
 const VERSION: u8 = 1;
 const QC_BYTES_MAX: usize = 4096;
 const ACCOUNT_BYTES_MAX: usize = 256;
@@ -103,6 +107,77 @@ impl LightClient {
             chain_id,
             committees,
         }
+    }
+
+    /// The trust file: what the client trusts, written where it can check proofs later.
+    ///
+    /// ```text
+    /// trust := "IOSTRUST" version:u8 (=1) chain_id:u32 shards:u16
+    ///          (shard:u16 seed:[32] members:u16 (id:[32] bls_public:[48] weight_hi:u64 weight_lo:u64)*)*
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(TRUST_MAGIC)
+            .u8(VERSION)
+            .u32(self.chain_id)
+            .u16(self.committees.len() as u16);
+        for (shard, c) in &self.committees {
+            w.u16(*shard).fixed(&c.seed).u16(c.members.len() as u16);
+            for m in &c.members {
+                w.fixed(&m.id.0)
+                    .fixed(&m.public.0)
+                    .u64((m.weight >> 64) as u64)
+                    .u64(m.weight as u64);
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if &r.array::<8>()? != TRUST_MAGIC {
+            return Err(DecodeError::Invalid("trust file magic"));
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let chain_id = r.u32()?;
+        let shards = usize::from(r.u16()?);
+        let mut committees = BTreeMap::new();
+        for _ in 0..shards {
+            let shard = r.u16()?;
+            let seed = r.array()?;
+            let n = usize::from(r.u16()?);
+            if n == 0 || n > COMMITTEE_SIZE_MAX {
+                return Err(DecodeError::Invalid("committee size"));
+            }
+            let mut members = Vec::with_capacity(n.min(r.remaining() / 112));
+            let mut total: u128 = 0;
+            for _ in 0..n {
+                let id = Address(r.array()?);
+                let public = bls::PublicKey(r.array()?);
+                let weight = (u128::from(r.u64()?) << 64) | u128::from(r.u64()?);
+                total = total
+                    .checked_add(weight)
+                    .ok_or(DecodeError::Invalid("committee weight"))?;
+                members.push(Member { id, public, weight });
+            }
+            if total == 0 {
+                return Err(DecodeError::Invalid("committee weight"));
+            }
+            if committees
+                .insert(shard, Committee::new(members, seed))
+                .is_some()
+            {
+                return Err(DecodeError::Invalid("shard listed twice"));
+            }
+        }
+        r.finish()?;
+        Ok(LightClient {
+            chain_id,
+            committees,
+        })
     }
 
     /// Checks that `c` was finalised by the trusted committee of its shard.
@@ -314,7 +389,7 @@ impl Proof {
 mod tests {
     use super::*;
     use crate::amount::Amount;
-    use crate::bft::{Member, Vote};
+    use crate::bft::Vote;
     use crate::block::Block;
     use crate::crypto::{Hash, SecretKey, bls};
     use crate::genesis::{Genesis, GenesisConfig};
@@ -482,6 +557,27 @@ mod tests {
         for i in 0..3 {
             check(&c, &tx_proof(&f, i)).expect("each transaction proves");
         }
+        // The ledger makes the same proofs from what it committed.
+        let made = f.app.prove_account(&f.to).expect("a block is committed");
+        assert_eq!(Proof::Account(made), account_proof(&f, f.to));
+        let id = f.block.transactions[2].id();
+        let made = f.app.prove_tx(&id).expect("the transaction is committed");
+        assert_eq!(Proof::Tx(made), tx_proof(&f, 2));
+        assert_eq!(f.app.prove_tx(&[7; 32]), None);
+    }
+
+    #[test]
+    fn trust_files_round_trip_and_refuse_garbage() {
+        let f = fixture();
+        let c = client(&f);
+        let back = LightClient::decode(&c.encode()).expect("round trip");
+        assert_eq!(back.encode(), c.encode());
+        back.verify(&tx_proof(&f, 0))
+            .expect("the decoded client checks proofs");
+        let bytes = c.encode();
+        for cut in [0, 8, 12, bytes.len() - 1] {
+            assert!(LightClient::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
@@ -596,6 +692,10 @@ mod tests {
             framed.extend_from_slice(&bytes);
             let _ = Proof::decode(&framed);
             let _ = Proof::decode(&bytes);
+            let mut trust = TRUST_MAGIC.to_vec();
+            trust.push(VERSION);
+            trust.extend_from_slice(&bytes);
+            let _ = LightClient::decode(&trust);
         }
     }
 }
