@@ -1,4 +1,5 @@
 //! `huds bench core`: primitives alone and chained, beside the add and get pipelines, in one run.
+//! `huds bench gateway`: the gateway beside nginx under wrk, in one run.
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -42,10 +43,10 @@ pub fn core(size_mib: usize, json: bool) -> Result<()> {
 }
 
 /// A scratch directory under $TMPDIR, removed on drop.
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
@@ -56,7 +57,7 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> Result<TempDir> {
+pub(crate) fn tempfile_dir() -> Result<TempDir> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).expect("the OS random source is available");
     let path = std::env::temp_dir().join(format!("huds-bench-{}", u64::from_le_bytes(id)));
@@ -253,29 +254,7 @@ pub fn gateway(b: GatewayBench, json_out: bool) -> Result<()> {
     let rt = crate::network::runtime()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (small_cid, large_cid, nodes, gw_addr) = rt.block_on(async {
-        let mut nodes = Vec::new();
-        let mut bootstrap = Vec::new();
-        let loopback: huds::net::libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-        let mut homes = Vec::new();
-        for i in 0..b.nodes {
-            let home = crate::network::open_or_init(&dir.path().join(format!("node-{i}")))?;
-            let node = crate::network::start_node(&home, vec![loopback.clone()], bootstrap.clone())
-                .await?;
-            if i == 0 {
-                bootstrap = node.handle.bootstrap_addrs().await;
-            }
-            nodes.push(node);
-            homes.push(home);
-        }
-        let t0 = std::time::Instant::now();
-        for n in &nodes {
-            while n.handle.storage_peers().await.len() + 1 < b.nodes {
-                if t0.elapsed() > std::time::Duration::from_secs(30) {
-                    anyhow::bail!("the bench's nodes did not find each other");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        let (homes, nodes) = crate::network::start_mesh(dir.path(), b.nodes).await?;
         let mut cids = Vec::new();
         for name in ["small.bin", "large.bin"] {
             let (node, rt, path) = (
@@ -301,7 +280,7 @@ pub fn gateway(b: GatewayBench, json_out: bool) -> Result<()> {
             cids.push(added.root);
         }
         let gw_addr = serve_gateway(&nodes, dir.path()).await?;
-        Ok((cids[0], cids[1], nodes, gw_addr))
+        anyhow::Ok((cids[0], cids[1], nodes, gw_addr))
     })?;
     // Time to first byte, each time on a fresh gateway (nothing opened or cached yet).
     let mut ttfbs = Vec::new();

@@ -2,6 +2,7 @@
 
 mod api_client;
 mod bench;
+mod bench_net;
 mod home;
 mod network;
 
@@ -65,8 +66,11 @@ enum Command {
     Cat { target: String },
     /// List a directory.
     Ls { target: String },
-    /// Run a storage node until SIGINT/SIGTERM.
+    /// Run a storage node until SIGINT/SIGTERM (`huds node status`: what a node holds).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
         /// Address to listen on (repeatable).
         #[arg(
             long,
@@ -80,6 +84,9 @@ enum Command {
         /// Where the HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
+        /// Most shard bytes to hold for the network (e.g. 500G, 64M, 1048576); unlimited if absent.
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        storage: Option<u64>,
         /// Also serve the HTTP gateway on ADDR.
         #[arg(long = "gateway", value_name = "ADDR")]
         gateway_listen: Option<std::net::SocketAddr>,
@@ -126,12 +133,26 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum NodeAction {
+    /// What the node holds (through --api: the running node, with its peers and repair figures).
+    Status,
+}
+
+#[derive(Subcommand)]
 enum BenchWhat {
     /// Primitives (sha2-256, ChaCha20-Poly1305, RS 4+2) alone and chained, against add and get.
     Core {
         /// Input size in MiB.
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
+    },
+    /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
+    Net {
+        /// Input size in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
     },
     /// The HTTP gateway against nginx serving the same bytes from disk (with wrk), and time to first byte.
     Gateway {
@@ -190,6 +211,9 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
         Command::Bench {
+            what: BenchWhat::Net { size_mib, nodes },
+        } => bench_net::net(size_mib, nodes.max(1), cli.json),
+        Command::Bench {
             what:
                 BenchWhat::Gateway {
                     nodes,
@@ -209,16 +233,25 @@ fn run(cli: Cli) -> Result<()> {
             cli.json,
         ),
         Command::Node {
+            action: Some(NodeAction::Status),
+            ..
+        } => node_status_local(&dir, cli.json),
+        Command::Node {
+            action: None,
             listen,
             bootstrap,
             api_listen,
+            storage,
             gateway_listen,
         } => network::node(
             home::Home::open(&dir)?,
-            listen,
-            bootstrap,
-            api_listen,
-            gateway_listen,
+            network::NodeArgs {
+                listen,
+                bootstrap,
+                api_listen,
+                gateway_listen,
+                storage,
+            },
         ),
         Command::Gateway {
             listen,
@@ -306,6 +339,14 @@ fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> R
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Node {
+            action: Some(NodeAction::Status),
+            ..
+        } => {
+            let v = api_client::json(api, "/api/v0/node/status")?;
+            print_node_status(&v, json);
             Ok(())
         }
         _ => bail!("this command runs on a node home, not through --api: drop --api"),
@@ -523,4 +564,86 @@ fn cmd_ls(dir: &Path, target: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A byte count: digits with an optional binary suffix K, M, G or T (`500G` = 500 GiB).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix {c:?}: use K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 500G, 64M, 1048576)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `huds node status` without `--api`: what the home's store holds (the node must not be running on it).
+fn node_status_local(dir: &Path, json: bool) -> Result<()> {
+    let home = home::Home::open(dir)?;
+    let peer = huds::net::keypair_from_seed(home.node_seed()?)
+        .public()
+        .to_peer_id();
+    let store = home
+        .store()
+        .context("a node is probably running on this home: ask it with --api")?;
+    let (shards, bytes) = store.shard_stats()?;
+    let v = json!({ "peer": peer.to_string(), "stored_bytes": bytes, "shards": shards, "pins": store.pins()?.len() });
+    print_node_status(&v, json);
+    Ok(())
+}
+
+fn print_node_status(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    println!("peer {}", v["peer"].as_str().unwrap_or(""));
+    println!("shards {} ({} bytes)", v["shards"], v["stored_bytes"]);
+    if let Some(max) = v["storage_bytes_max"].as_u64() {
+        println!("storage limit {max} bytes");
+    }
+    if let Some(p) = v["peers"].as_u64() {
+        println!("peers {p}");
+    }
+    let r = &v["repair"];
+    if r.is_object() {
+        println!(
+            "repair: {} sweeps, {} shards rebuilt; last sweep {} segments, {} healthy, {} waiting, {} lost",
+            r["sweeps"],
+            r["shards_rebuilt"],
+            r["last_sweep"]["segments"],
+            r["last_sweep"]["healthy"],
+            r["last_sweep"]["waiting"],
+            r["last_sweep"]["lost"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("500g"), Ok(500 << 30));
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        assert!(parse_bytes("12Q").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
 }

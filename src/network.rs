@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use huds::net::api::Api;
 use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions, RepairOptions};
 use huds::{Reader, Source};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -18,6 +18,11 @@ use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
+/// A devnet is for watching the system work: shards lost with a node are rebuilt within a minute or so.
+const DEVNET_REPAIR: RepairOptions = RepairOptions {
+    interval: Duration::from_secs(15),
+    grace: Duration::from_secs(45),
+};
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -36,23 +41,10 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn start_node(
-    home: &Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-) -> Result<Node> {
+pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
     let keypair = huds::net::keypair_from_seed(home.node_seed()?);
-    Ok(Node::start(
-        keypair,
-        store,
-        NodeOptions {
-            listen,
-            bootstrap,
-            serve_unverified: false,
-        },
-    )
-    .await?)
+    Ok(Node::start(keypair, store, opts).await?)
 }
 
 async fn start_api(
@@ -105,16 +97,27 @@ async fn start_gateway(
     Ok((bound, task))
 }
 
+/// What `huds node` is started with.
+pub struct NodeArgs {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub api_listen: SocketAddr,
+    pub gateway_listen: Option<SocketAddr>,
+    pub storage: Option<u64>,
+}
+
 /// `huds node`.
-pub fn node(
-    mut home: Home,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-    api_addr: SocketAddr,
-    gateway_addr: Option<SocketAddr>,
-) -> Result<()> {
+pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
+    let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
-        let node = start_node(&home, listen, bootstrap).await?;
+        let opts = NodeOptions {
+            listen: args.listen,
+            bootstrap: args.bootstrap,
+            storage_bytes_max: args.storage,
+            repair: Some(RepairOptions::default()),
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
@@ -147,7 +150,12 @@ pub fn gateway(
     gateway_addr: SocketAddr,
 ) -> Result<()> {
     runtime()?.block_on(async {
-        let node = start_node(&home, listen, bootstrap).await?;
+        let opts = NodeOptions {
+            listen,
+            bootstrap,
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
         let peer = node.handle.peer_id();
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
@@ -179,6 +187,40 @@ fn demo_bytes() -> Vec<u8> {
     data
 }
 
+/// Starts `nodes` nodes on loopback with homes `dir/node-I` (made on first use), and waits until each knows all
+/// the others.
+pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node>)> {
+    let mut homes = Vec::new();
+    let mut running: Vec<Node> = Vec::new();
+    let mut bootstrap = Vec::new();
+    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
+    for i in 0..nodes {
+        let home = open_or_init(&dir.join(format!("node-{i}")))?;
+        let opts = NodeOptions {
+            listen: vec![loopback.clone()],
+            bootstrap: bootstrap.clone(),
+            repair: Some(DEVNET_REPAIR),
+            ..NodeOptions::default()
+        };
+        let node = start_node(&home, opts).await?;
+        if i == 0 {
+            bootstrap = node.handle.bootstrap_addrs().await;
+        }
+        homes.push(home);
+        running.push(node);
+    }
+    let started = Instant::now();
+    for n in &running {
+        while n.handle.storage_peers().await.len() + 1 < nodes {
+            if started.elapsed() > PEERS_WAIT {
+                bail!("the nodes did not all find each other within {PEERS_WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((homes, running))
+}
+
 /// `huds devnet`.
 pub fn devnet(
     dir: &Path,
@@ -192,28 +234,7 @@ pub fn devnet(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let mut homes = Vec::new();
-        let mut running: Vec<Node> = Vec::new();
-        let mut bootstrap = Vec::new();
-        let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr");
-        for i in 0..nodes {
-            let home = open_or_init(&dir.join(format!("node-{i}")))?;
-            let node = start_node(&home, vec![loopback.clone()], bootstrap.clone()).await?;
-            if i == 0 {
-                bootstrap = node.handle.bootstrap_addrs().await;
-            }
-            homes.push(home);
-            running.push(node);
-        }
-        let started = Instant::now();
-        for n in &running {
-            while n.handle.storage_peers().await.len() + 1 < nodes {
-                if started.elapsed() > PEERS_WAIT {
-                    bail!("the devnet's nodes did not all find each other within {PEERS_WAIT:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let (mut homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) = start_api(&running[0], &mut homes[0], api_addr).await?;
         let locals = running.iter().map(|n| n.handle.clone()).collect();
         let (gateway_bound, gateway_task) =

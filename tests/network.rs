@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huds::net::libp2p::{Multiaddr, PeerId};
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions};
+use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use huds::{AddOptions, Added, Capability, Reader, Source, Store};
 use tokio::runtime::Handle;
 
@@ -39,12 +39,24 @@ async fn open_store(path: &Path) -> Arc<Store> {
     }
 }
 
-async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, hostile: bool) -> Node {
+/// How one test node differs from a plain one.
+#[derive(Clone, Copy, Default)]
+struct Cfg {
+    hostile: bool,
+    slow: Option<Duration>,
+    storage_bytes_max: Option<u64>,
+    repair: Option<RepairOptions>,
+}
+
+async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, cfg: Cfg) -> Node {
     let store = open_store(&home(dir, i)).await;
     let opts = NodeOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         bootstrap,
-        serve_unverified: hostile,
+        serve_unverified: cfg.hostile,
+        storage_bytes_max: cfg.storage_bytes_max,
+        repair: cfg.repair,
+        serve_delay: cfg.slow,
     };
     Node::start(huds::net::keypair_from_seed(seed(i)), store, opts)
         .await
@@ -53,12 +65,16 @@ async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, hostile: bool) -
 
 impl Net {
     async fn new() -> Net {
+        Net::with(NODES, |_| Cfg::default()).await
+    }
+
+    async fn with(count: usize, cfg: impl Fn(usize) -> Cfg) -> Net {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = start(dir.path(), 0, Vec::new(), false).await;
+        let first = start(dir.path(), 0, Vec::new(), cfg(0)).await;
         let bootstrap = first.handle.bootstrap_addrs().await;
         let mut nodes = vec![Some(first)];
-        for i in 1..NODES {
-            nodes.push(Some(start(dir.path(), i, bootstrap.clone(), false).await));
+        for i in 1..count {
+            nodes.push(Some(start(dir.path(), i, bootstrap.clone(), cfg(i)).await));
         }
         let net = Net { dir, nodes };
         net.wait_for_mesh().await;
@@ -88,10 +104,10 @@ impl Net {
     }
 
     /// Starts node `i` again on its home (same key, same store), joining through a node that is up.
-    async fn restart(&mut self, i: usize, hostile: bool) {
+    async fn restart(&mut self, i: usize, cfg: Cfg) {
         let live = self.nodes.iter().flatten().next().expect("a node is up");
         let bootstrap = live.handle.bootstrap_addrs().await;
-        self.nodes[i] = Some(start(self.dir.path(), i, bootstrap, hostile).await);
+        self.nodes[i] = Some(start(self.dir.path(), i, bootstrap, cfg).await);
     }
 
     /// Adds `data` through node `on`: public, so its key, shard CIDs and so its placement are deterministic.
@@ -174,7 +190,7 @@ async fn files_spread_over_six_nodes_survive_losing_two_and_come_back_after_rest
 
     // Restarted on their homes, the nodes serve their shards again.
     for i in [0, 2, 3] {
-        net.restart(i, false).await;
+        net.restart(i, Cfg::default()).await;
     }
     net.wait_for_mesh().await;
     net.kill(1);
@@ -204,7 +220,14 @@ async fn a_node_serving_corrupt_shards_is_read_around_and_remembered() {
                 .expect("corrupt");
         }
     }
-    net.restart(3, true).await;
+    net.restart(
+        3,
+        Cfg {
+            hostile: true,
+            ..Cfg::default()
+        },
+    )
+    .await;
     net.wait_for_mesh().await;
     let (got, bad) = net.read(5, &added.capability).await;
     assert!(got.expect("the right bytes despite a hostile node") == file);
@@ -367,4 +390,134 @@ async fn garbage_and_oversized_messages_do_not_disturb_a_node() {
     assert!(got.expect("readable after the garbage") == file);
     let (got, _) = net.read(5, &added.capability).await;
     assert!(got.expect("readable over the network after the garbage") == file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_gone_for_good_is_repaired_and_the_file_then_survives_m_more_losses() {
+    let fast = RepairOptions {
+        interval: Duration::from_millis(300),
+        grace: Duration::ZERO,
+    };
+    let mut net = Net::with(7, |i| Cfg {
+        repair: (i == 0).then_some(fast),
+        ..Cfg::default()
+    })
+    .await;
+    let file = data(12 << 20, 4);
+    let (added, holders) = net.add(0, file.clone()).await;
+    let segments = added.segments as u64;
+    let peer = |i: usize| net.node(i).handle.peer_id();
+    let held_by = |p: PeerId| holders.iter().filter(|(_, h)| *h == p).count();
+
+    // The node holding the most shards (other than the pinning node) dies and never comes back.
+    let gone = (1..7)
+        .max_by_key(|&i| held_by(peer(i)))
+        .expect("six others");
+    let lost = held_by(peer(gone));
+    assert!(lost > 0, "placement put nothing on node {gone}");
+    net.kill(gone);
+
+    let started = Instant::now();
+    let repairer = net.node(0).handle.clone();
+    let stats = loop {
+        let s = repairer.repair_stats();
+        if s.shards_rebuilt >= lost as u64
+            && s.last.healthy == segments
+            && s.last.segments == segments
+        {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "repair did not restore k+m live shards: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        stats.shards_rebuilt, lost as u64,
+        "only the lost shards are rebuilt"
+    );
+    eprintln!("{lost} shards rebuilt in {:?}", started.elapsed());
+
+    // Every segment is whole again on the six survivors, so any further m = 2 of them may go.
+    let survivors: Vec<usize> = (1..7).filter(|&i| i != gone).collect();
+    let (reader, victims) = (survivors[0], &survivors[1..3]);
+    for &v in victims {
+        net.kill(v);
+    }
+    let (got, _) = net.read(reader, &added.capability).await;
+    assert!(got.expect("readable after repair and m more losses") == file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_node_refuses_shards_and_placement_goes_around_it() {
+    let limit = 3 << 20;
+    let net = Net::with(NODES, |i| Cfg {
+        storage_bytes_max: (i == 5).then_some(limit),
+        ..Cfg::default()
+    })
+    .await;
+    let file = data(16 << 20, 5);
+    let (added, holders) = net.add(0, file.clone()).await;
+    let full = net.node(5).handle.clone();
+    let (used, max) = full.storage_bytes();
+    assert_eq!(max, Some(limit));
+    assert!(used <= limit, "{used} bytes held over a {limit}-byte limit");
+    assert_eq!(
+        holders.len(),
+        added.segments * 6,
+        "every shard placed somewhere"
+    );
+
+    let big = vec![7u8; 2 << 20];
+    let cid = huds::cids::blake3_cid(&big);
+    let err = net
+        .node(0)
+        .handle
+        .put_shard(full.peer_id(), cid, big)
+        .await
+        .expect_err("no room for 2 MiB more");
+    assert!(err.to_string().contains("storage full"), "{err}");
+
+    let (got, _) = net.read(3, &added.capability).await;
+    assert!(got.expect("readable with one node full") == file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_node_costs_a_hedge_not_a_timeout() {
+    // Node 2 answers every Get after 30 s, longer than the 10 s request timeout: a reader that waited for it
+    // would take at least 10 s per segment it holds a data shard of.
+    let net = Net::with(NODES, |i| Cfg {
+        slow: (i == 2).then_some(Duration::from_secs(30)),
+        ..Cfg::default()
+    })
+    .await;
+    let file = data(16 << 20, 6);
+    let (added, holders) = net.add(0, file.clone()).await;
+    let slow = net.node(2).handle.peer_id();
+    let reader =
+        Reader::open_local(net.node(0).handle.store().clone(), &added.capability).expect("open");
+    let k = usize::from(reader.manifest().k);
+    let holder: std::collections::HashMap<cid::Cid, PeerId> = holders.into_iter().collect();
+    let slowed = reader
+        .manifest()
+        .segments
+        .iter()
+        .filter(|s| s.shards[..k].iter().any(|c| holder[c] == slow))
+        .count();
+    assert!(
+        slowed > 0,
+        "placement put no data shard on node 2; the test needs one"
+    );
+
+    let started = Instant::now();
+    let (got, bad) = net.read(5, &added.capability).await;
+    let took = started.elapsed();
+    assert!(got.expect("read despite a slow node") == file);
+    assert!(bad.is_empty(), "slow is not bad: {bad:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "{slowed} segments waited on the slow node: {took:?}"
+    );
+    eprintln!("{slowed} segments had a data shard on the slow node; read in {took:?}");
 }

@@ -30,6 +30,7 @@ pub mod genesis;
 pub mod ledger;
 pub mod pol;
 pub mod smt;
+pub mod spv;
 pub mod state;
 pub mod store;
 pub mod tx;

@@ -382,9 +382,132 @@ pub fn list_root(items: &[Hash]) -> Hash {
     *h.finalize().as_bytes()
 }
 
+fn list_leaf(item: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[TAG_LIST_LEAF]).update(item);
+    *h.finalize().as_bytes()
+}
+
+fn list_node(left: &Hash, right: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[TAG_LIST_NODE]).update(left).update(right);
+    *h.finalize().as_bytes()
+}
+
+/// The most siblings a list proof can need: lists hold fewer than 2^32 items.
+pub const LIST_PROOF_SIBLINGS_MAX: usize = 32;
+
+/// That an item sits at `index` in a list of `len` items: the sibling hashes on its way up to the root, for
+/// the levels where it has one (an odd node out is carried up unchanged and has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListProof {
+    pub index: u64,
+    pub len: u64,
+    pub siblings: Vec<Hash>,
+}
+
+/// The proof that `items[index]` is in the list whose root is [`list_root`]`(items)`. Panics if `index` is out of
+/// range (a caller bug).
+pub fn list_prove(items: &[Hash], index: usize) -> ListProof {
+    assert!(
+        index < items.len(),
+        "index {index} of {} items",
+        items.len()
+    );
+    let mut level: Vec<Hash> = items.iter().map(list_leaf).collect();
+    let mut i = index;
+    let mut siblings = Vec::new();
+    while level.len() > 1 {
+        let sibling = i ^ 1;
+        if sibling < level.len() {
+            siblings.push(level[sibling]);
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => list_node(l, r),
+                [single] => *single,
+                _ => unreachable!("chunks(2) yields one or two items"),
+            })
+            .collect();
+        i /= 2;
+    }
+    ListProof {
+        index: index as u64,
+        len: items.len() as u64,
+        siblings,
+    }
+}
+
+/// Whether `proof` shows `item` at its index in the list whose root is `root`.
+pub fn list_verify(root: &Hash, item: &Hash, proof: &ListProof) -> bool {
+    if proof.index >= proof.len || proof.siblings.len() > LIST_PROOF_SIBLINGS_MAX {
+        return false;
+    }
+    let (mut h, mut i, mut n) = (list_leaf(item), proof.index, proof.len);
+    let mut siblings = proof.siblings.iter();
+    while n > 1 {
+        if i % 2 == 1 {
+            let Some(s) = siblings.next() else {
+                return false;
+            };
+            h = list_node(s, &h);
+        } else if i + 1 < n {
+            let Some(s) = siblings.next() else {
+                return false;
+            };
+            h = list_node(&h, s);
+        }
+        i /= 2;
+        n = n.div_ceil(2);
+    }
+    if siblings.next().is_some() {
+        return false;
+    }
+    let mut top = blake3::Hasher::new();
+    top.update(&[TAG_LIST_NODE])
+        .update(&proof.len.to_be_bytes())
+        .update(&h);
+    top.finalize().as_bytes() == root
+}
+
 #[cfg(test)]
 mod list_tests {
     use super::*;
+
+    #[test]
+    fn every_item_of_every_list_length_proves_and_nothing_else_does() {
+        for len in 1..=33usize {
+            let items: Vec<Hash> = (0..len).map(|i| [i as u8 + 1; 32]).collect();
+            let root = list_root(&items);
+            for (i, item) in items.iter().enumerate() {
+                let p = list_prove(&items, i);
+                assert!(list_verify(&root, item, &p), "len {len} index {i}");
+                assert!(
+                    !list_verify(&root, &[0xEE; 32], &p),
+                    "wrong item, len {len} index {i}"
+                );
+                let mut moved = p.clone();
+                moved.index = (moved.index + 1) % len as u64;
+                assert!(
+                    len == 1 || !list_verify(&root, item, &moved),
+                    "moved, len {len} index {i}"
+                );
+                let mut longer = p.clone();
+                longer.len += 1;
+                assert!(
+                    !list_verify(&root, item, &longer),
+                    "length, len {len} index {i}"
+                );
+                let mut extra = p.clone();
+                extra.siblings.push([0; 32]);
+                assert!(
+                    !list_verify(&root, item, &extra),
+                    "extra sibling, len {len} index {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn list_roots_separate_order_and_length() {

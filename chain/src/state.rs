@@ -103,7 +103,7 @@ impl Account {
             + u128::from(self.unbonding.0)
     }
 
-    fn value_hash(&self) -> Hash {
+    pub fn value_hash(&self) -> Hash {
         hash_with("IOS account v1", &[&self.encode()])
     }
 }

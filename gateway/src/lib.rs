@@ -38,7 +38,7 @@ use axum::routing::{get, post};
 use cid::Cid;
 use huds::net::NodeHandle;
 use huds::net::api::Api;
-use huds::read::{ShardProblem, ShardSource};
+use huds::read::{SegmentFetch, ShardProblem, ShardSource};
 use huds::{AddOptions, Capability, ReadError, Reader};
 use tokio::sync::Semaphore;
 
@@ -212,9 +212,9 @@ impl ShardSource for CountingSource {
         r
     }
 
-    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
-        let rs = self.inner.fetch_many(cids);
-        rs.iter().for_each(|r| self.count(r));
+    fn fetch_segment(&self, cids: &[Cid], k: usize, shard_len: usize) -> SegmentFetch {
+        let rs = self.inner.fetch_segment(cids, k, shard_len);
+        rs.iter().flatten().for_each(|r| self.count(r));
         rs
     }
 }

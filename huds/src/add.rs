@@ -95,10 +95,12 @@ pub enum Source<'a> {
 
 /// Where an add's shards go: the local store, or nodes of the network.
 pub trait ShardSink: Sync {
-    /// Stores every shard of one coded segment, returning once all are acknowledged.
+    /// Stores every shard of one coded segment. A sink may return before the shards are acknowledged (it then
+    /// owns copies of them); `put_manifest`, called after the last segment, returns only once all are.
     fn put_segment(&self, seg: &segment::CodedSegment) -> Result<(), AddError>;
 
-    /// Spreads the sealed manifest where readers can find it (the local store always keeps a copy).
+    /// Spreads the sealed manifest where readers can find it (the local store always keeps a copy), once every
+    /// shard put so far is acknowledged.
     fn put_manifest(&self, _cid: &Cid, _sealed: &[u8]) -> Result<(), AddError> {
         Ok(())
     }
@@ -250,6 +252,7 @@ pub fn add_with(
         size: root.filesize,
         added_unix_s: unix_now_s(),
         public: opts.public,
+        cap: Some(cap_text.clone()),
     };
     let all_shards = manifest
         .segments

@@ -40,13 +40,33 @@ pub enum ShardProblem {
     Failed(String),
 }
 
-/// Where shards come from: the local store, or (later) the network.
+/// What was fetched of one segment's shards, by index: valid bytes, why not, or `None` if never asked for.
+pub type SegmentFetch = Vec<Option<Result<Vec<u8>, ShardProblem>>>;
+
+/// Where shards come from: the local store, or the network.
 pub trait ShardSource: Send + Sync {
     fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem>;
 
-    /// Fetches several shards; a remote source fetches them in parallel.
-    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
-        cids.iter().map(|c| self.fetch(c)).collect()
+    /// Fetches the shards of one segment until `k` valid ones (`shard_len` bytes, matching their CIDs) are in
+    /// hand. Only valid shards come back as `Ok`. This default asks for the data shards first (no decoding
+    /// needed when all arrive), then for as many parity shards as are still missing; a network source instead
+    /// asks in parallel and hedges against slow peers.
+    fn fetch_segment(&self, cids: &[Cid], k: usize, shard_len: usize) -> SegmentFetch {
+        let mut out: SegmentFetch = vec![None; cids.len()];
+        let (mut found, mut next) = (0, 0);
+        while found < k && next < cids.len() {
+            let r = match self.fetch(&cids[next]) {
+                Ok(b) if b.len() == shard_len && cids::verify(&cids[next], &b).is_ok() => {
+                    found += 1;
+                    Ok(b)
+                }
+                Ok(_) => Err(ShardProblem::Corrupt),
+                Err(p) => Err(p),
+            };
+            out[next] = Some(r);
+            next += 1;
+        }
+        out
     }
 }
 
@@ -688,36 +708,19 @@ impl CacheShared {
         self.changed.notify_all();
     }
 
-    /// Rebuilds segment `i` from the first k shards that arrive intact, data shards first.
+    /// Rebuilds segment `i` from the first k shards that arrive intact.
     fn decode(&self, i: usize) -> Result<Vec<u8>, SegmentError> {
         let seg = &self.manifest.segments[i];
         let coding = self.manifest.coding();
         let shard_len = coding.shard_len(seg.len as usize);
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; coding.total()];
         let mut problems = Vec::new();
-        let mut found = 0;
-        // Data shards first (no decoding needed when all arrive), then as many parity shards as are missing.
-        let mut next = 0;
-        while found < coding.k && next < coding.total() {
-            let want = if next == 0 {
-                coding.k
-            } else {
-                (coding.k - found).min(coding.total() - next)
-            };
-            let batch: Vec<usize> = (next..next + want).collect();
-            next += want;
-            let cids: Vec<Cid> = batch.iter().map(|&j| seg.shards[j]).collect();
-            for (&j, got) in batch.iter().zip(self.source.fetch_many(&cids)) {
-                let cid = seg.shards[j];
-                // Checked here as well as by the source: the source may be a remote peer.
-                match got {
-                    Ok(bytes) if bytes.len() == shard_len && cids::verify(&cid, &bytes).is_ok() => {
-                        shards[j] = Some(bytes);
-                        found += 1;
-                    }
-                    Ok(_) => problems.push((j, cid, ShardProblem::Corrupt)),
-                    Err(p) => problems.push((j, cid, p)),
-                }
+        let fetched = self.source.fetch_segment(&seg.shards, coding.k, shard_len);
+        for (j, got) in fetched.into_iter().enumerate() {
+            match got {
+                Some(Ok(bytes)) => shards[j] = Some(bytes),
+                Some(Err(p)) => problems.push((j, seg.shards[j], p)),
+                None => {}
             }
         }
         segment::decode_segment(&self.key, coding, i as u64, seg.len as usize, &mut shards).map_err(

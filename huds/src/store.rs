@@ -72,6 +72,10 @@ pub struct Pin {
     pub size: u64,
     pub added_unix_s: u64,
     pub public: bool,
+    /// The capability, kept so this node's repair can open the manifest and check the DAG's shards. Absent in
+    /// pins written before repair existed (those are not repaired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<String>,
 }
 
 /// The RocksDB block store.
@@ -355,6 +359,7 @@ mod tests {
             size: 1,
             added_unix_s: 0,
             public: false,
+            cap: None,
         }
     }
 

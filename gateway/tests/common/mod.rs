@@ -37,7 +37,7 @@ async fn start(dir: &Path, i: usize, bootstrap: Vec<huds::net::libp2p::Multiaddr
     let opts = NodeOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         bootstrap,
-        serve_unverified: false,
+        ..NodeOptions::default()
     };
     Node::start(huds::net::keypair_from_seed(seed(i)), store, opts)
         .await

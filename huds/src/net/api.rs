@@ -6,7 +6,7 @@
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
-//! | `GET /api/v0/node/status` | `{"peer","stored_bytes","shards","peers"}` |
+//! | `GET /api/v0/node/status` | `{"peer","stored_bytes","storage_bytes_max","shards","peers","repair"}` |
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -276,10 +276,25 @@ async fn status(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
         .map_err(internal)?
         .map_err(internal)?;
     let peers = api.node.storage_peers().await.len();
+    let (_, max) = api.node.storage_bytes();
+    let r = api.node.repair_stats();
     Ok(Json(json!({
         "peer": api.node.peer_id().to_string(),
         "stored_bytes": bytes,
+        "storage_bytes_max": max,
         "shards": shards,
         "peers": peers,
+        "repair": {
+            "sweeps": r.sweeps,
+            "shards_rebuilt": r.shards_rebuilt,
+            "last_sweep": {
+                "segments": r.last.segments,
+                "healthy": r.last.healthy,
+                "waiting": r.last.waiting,
+                "lost": r.last.lost,
+                "shards_rebuilt": r.last.shards_rebuilt,
+                "failures": r.last.failures,
+            },
+        },
     })))
 }

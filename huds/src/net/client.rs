@@ -6,23 +6,32 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use cid::Cid;
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use super::node::{NetError, NodeHandle};
 use super::placement::{self, key_of};
 use crate::add::{AddError, ShardSink};
 use crate::cids;
-use crate::read::{ShardProblem, ShardSource};
+use crate::read::{SegmentFetch, ShardProblem, ShardSource};
 use crate::segment::CodedSegment;
 
+/// How long a segment's outstanding shard requests may keep it waiting before one more shard is asked for.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
 /// Nodes tried for one shard before the put fails.
 const PUT_ATTEMPTS_MAX: usize = 4;
 /// Placement candidates asked for a shard before the DHT is.
 const GET_CANDIDATES_MAX: usize = 3;
 /// Copies of the sealed manifest spread over the network.
 const MANIFEST_COPIES: usize = 6;
+/// Segments whose shards may be on their way at once: the add keeps coding while earlier puts are acknowledged,
+/// and holds at most this many segments' shards in memory for it.
+const SEGMENTS_IN_FLIGHT_MAX: usize = 4;
 
 /// Where an add's shards went.
 #[derive(Debug, Clone, Default)]
@@ -31,11 +40,17 @@ pub struct Placement {
     pub holders: Vec<(Cid, PeerId)>,
 }
 
-/// Places shards on the live storage nodes (this one included) by XOR distance, and waits for every ack.
+type SegmentPut = JoinHandle<Result<Vec<(Cid, PeerId)>, AddError>>;
+
+/// Places shards on the live storage nodes (this one included) by XOR distance. Up to
+/// `SEGMENTS_IN_FLIGHT_MAX` segments are on their way at once; the manifest goes out only once every shard is
+/// acknowledged.
 pub struct NetShardSink {
     node: NodeHandle,
     rt: Handle,
     placement: Mutex<Placement>,
+    slots: std::sync::Arc<Semaphore>,
+    in_flight: Mutex<Vec<SegmentPut>>,
 }
 
 impl NetShardSink {
@@ -44,7 +59,35 @@ impl NetShardSink {
             node,
             rt,
             placement: Mutex::new(Placement::default()),
+            slots: std::sync::Arc::new(Semaphore::new(SEGMENTS_IN_FLIGHT_MAX)),
+            in_flight: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Collects finished segment puts (all of them when `wait`), recording placements; the first error wins.
+    fn reap(&self, wait: bool) -> Result<(), AddError> {
+        let handles: Vec<SegmentPut> = {
+            let mut all = self
+                .in_flight
+                .lock()
+                .expect("in-flight lock is never poisoned");
+            let (done, pending): (Vec<_>, Vec<_>) =
+                all.drain(..).partition(|h| wait || h.is_finished());
+            *all = pending;
+            done
+        };
+        for h in handles {
+            let placed = self
+                .rt
+                .block_on(h)
+                .map_err(|e| AddError::Network(format!("placing a segment: {e}")))??;
+            self.placement
+                .lock()
+                .expect("placement lock is never poisoned")
+                .holders
+                .extend(placed);
+        }
+        Ok(())
     }
 
     pub fn placement(&self) -> Placement {
@@ -55,27 +98,31 @@ impl NetShardSink {
     }
 
     async fn nodes(&self) -> Vec<PeerId> {
-        let mut nodes = self.node.storage_peers().await;
-        nodes.push(self.node.peer_id());
-        nodes
+        live_nodes(&self.node).await
     }
+}
 
-    /// Puts one shard, trying the candidates in order.
-    async fn put_one(
-        &self,
-        cid: Cid,
-        data: &[u8],
-        candidates: &[PeerId],
-    ) -> Result<PeerId, NetError> {
-        let mut last = NetError::Stopped;
-        for &peer in candidates.iter().take(PUT_ATTEMPTS_MAX) {
-            match self.node.put_shard(peer, cid, data.to_vec()).await {
-                Ok(()) => return Ok(peer),
-                Err(e) => last = e,
-            }
+async fn live_nodes(node: &NodeHandle) -> Vec<PeerId> {
+    let mut nodes = node.storage_peers().await;
+    nodes.push(node.peer_id());
+    nodes
+}
+
+/// Puts one shard, trying the candidates in order.
+async fn put_one(
+    node: &NodeHandle,
+    cid: Cid,
+    data: Vec<u8>,
+    candidates: &[PeerId],
+) -> Result<PeerId, NetError> {
+    let mut last = NetError::Stopped;
+    for &peer in candidates.iter().take(PUT_ATTEMPTS_MAX) {
+        match node.put_shard(peer, cid, data.clone()).await {
+            Ok(()) => return Ok(peer),
+            Err(e) => last = e,
         }
-        Err(last)
     }
+    Err(last)
 }
 
 fn keys(peers: &[PeerId]) -> Vec<placement::Key> {
@@ -83,30 +130,47 @@ fn keys(peers: &[PeerId]) -> Vec<placement::Key> {
 }
 
 impl ShardSink for NetShardSink {
+    /// Starts the puts of a segment's shards and returns; an earlier segment's failure is reported here.
     fn put_segment(&self, seg: &CodedSegment) -> Result<(), AddError> {
-        self.rt.block_on(async {
-            let nodes = self.nodes().await;
-            let shard_keys: Vec<_> = seg.cids.iter().map(|c| key_of(&c.to_bytes())).collect();
+        self.reap(false)?;
+        let permit = self
+            .rt
+            .block_on(self.slots.clone().acquire_owned())
+            .map_err(|_| AddError::Network("the node has stopped".into()))?;
+        let shards: Vec<(Cid, Vec<u8>)> = seg
+            .cids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (*c, seg.shard(i).to_vec()))
+            .collect();
+        let node = self.node.clone();
+        let put = self.rt.spawn(async move {
+            let _permit = permit;
+            let nodes = live_nodes(&node).await;
+            let shard_keys: Vec<_> = shards.iter().map(|(c, _)| key_of(&c.to_bytes())).collect();
             let orders = placement::place_segment(&shard_keys, &keys(&nodes));
-            let puts = seg.cids.iter().enumerate().map(|(i, cid)| {
+            let puts = shards.into_iter().enumerate().map(|(i, (cid, data))| {
                 let candidates: Vec<PeerId> = orders[i].iter().map(|&j| nodes[j]).collect();
-                async move { (*cid, self.put_one(*cid, seg.shard(i), &candidates).await) }
+                let node = &node;
+                async move { (cid, put_one(node, cid, data, &candidates).await) }
             });
-            let mut placed = Vec::with_capacity(seg.cids.len());
+            let mut placed = Vec::with_capacity(orders.len());
             for (cid, r) in join_all(puts).await {
                 let peer = r.map_err(|e| AddError::Network(format!("placing shard {cid}: {e}")))?;
                 placed.push((cid, peer));
             }
-            self.placement
-                .lock()
-                .expect("placement lock is never poisoned")
-                .holders
-                .extend(placed);
-            Ok(())
-        })
+            Ok(placed)
+        });
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .push(put);
+        Ok(())
     }
 
+    /// Waits for every segment's shards to be acknowledged, then spreads the manifest.
     fn put_manifest(&self, cid: &Cid, sealed: &[u8]) -> Result<(), AddError> {
+        self.reap(true)?;
         self.rt.block_on(async {
             let nodes = self.nodes().await;
             let order = placement::closest(&key_of(&cid.to_bytes()), &keys(&nodes));
@@ -223,8 +287,46 @@ impl ShardSource for NetShardSource {
         self.rt.block_on(self.fetch_async(*cid))
     }
 
-    fn fetch_many(&self, cids: &[Cid]) -> Vec<Result<Vec<u8>, ShardProblem>> {
-        self.rt
-            .block_on(join_all(cids.iter().map(|c| self.fetch_async(*c))))
+    /// Asks for the k data shards in parallel and takes the first k valid shards that arrive: a failed shard
+    /// is replaced by the next parity shard at once, and while shards are outstanding another parity shard is
+    /// asked for every `HEDGE_AFTER`, so one slow peer costs a hedge delay, not a timeout. What is still in
+    /// flight when k are in hand is dropped (the late answers are discarded).
+    fn fetch_segment(&self, cids: &[Cid], k: usize, shard_len: usize) -> SegmentFetch {
+        self.rt.block_on(async {
+            let mut out: SegmentFetch = vec![None; cids.len()];
+            let start = |i: usize| {
+                let cid = cids[i];
+                async move { (i, self.fetch_async(cid).await) }
+            };
+            let mut pending = FuturesUnordered::new();
+            let mut next = k.min(cids.len());
+            (0..next).for_each(|i| pending.push(start(i)));
+            let mut valid = 0;
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            tokio::pin!(hedge);
+            while valid < k {
+                tokio::select! {
+                    got = pending.next() => {
+                        let Some((i, r)) = got else { break };
+                        let r = r.and_then(|b| {
+                            if b.len() == shard_len { Ok(b) } else { Err(ShardProblem::Corrupt) }
+                        });
+                        if r.is_ok() {
+                            valid += 1;
+                        } else if next < cids.len() {
+                            pending.push(start(next));
+                            next += 1;
+                        }
+                        out[i] = Some(r);
+                    }
+                    () = &mut hedge, if next < cids.len() => {
+                        pending.push(start(next));
+                        next += 1;
+                        hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                    }
+                }
+            }
+            out
+        })
     }
 }

@@ -4,10 +4,12 @@ pub mod api;
 pub mod client;
 pub mod node;
 pub mod placement;
+pub mod repair;
 pub mod wire;
 
 pub use client::{NetShardSink, NetShardSource};
 pub use node::{NetError, Node, NodeHandle, NodeOptions};
+pub use repair::{RepairOptions, RepairStats};
 
 pub use libp2p;
 

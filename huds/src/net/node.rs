@@ -7,7 +7,8 @@
 //! protocol; a node dials every peer Kademlia tells it about, so small networks are fully meshed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cid::Cid;
@@ -22,6 +23,7 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::repair::{self, RepairOptions, RepairStats, SweepReport};
 use super::wire::{PROTOCOL, Request, Response, SHARD_BYTES_MAX, ShardCodec};
 use crate::cids;
 use crate::store::Store;
@@ -64,9 +66,16 @@ struct Behaviour {
 pub struct NodeOptions {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Most shard bytes this node holds for the network; puts beyond it are refused ("storage full").
+    pub storage_bytes_max: Option<u64>,
+    /// Run the repair loop over the files pinned here.
+    pub repair: Option<RepairOptions>,
     /// Serve stored bytes without checking them: only for tests of how readers treat a hostile node.
     #[doc(hidden)]
     pub serve_unverified: bool,
+    /// Answer every Get this late: only for tests of how readers treat a slow node.
+    #[doc(hidden)]
+    pub serve_delay: Option<Duration>,
 }
 
 enum Command {
@@ -101,12 +110,43 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
     store: Arc<Store>,
+    capacity: Arc<Capacity>,
+    repair: Arc<Mutex<RepairStats>>,
 }
 
-/// A running node: its handle and the swarm task.
+/// Shard bytes held here against the `--storage` limit.
+#[derive(Debug)]
+struct Capacity {
+    used_bytes: AtomicU64,
+    max_bytes: Option<u64>,
+}
+
+impl Capacity {
+    /// Reserves room for `len` more bytes, or says why there is none.
+    fn reserve(&self, len: usize) -> Result<(), String> {
+        let len = len as u64;
+        let used = self.used_bytes.fetch_add(len, Ordering::SeqCst);
+        match self.max_bytes {
+            Some(max) if used + len > max => {
+                self.used_bytes.fetch_sub(len, Ordering::SeqCst);
+                Err(format!(
+                    "storage full: {used} of {max} bytes used, a {len}-byte shard does not fit"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn release(&self, len: usize) {
+        self.used_bytes.fetch_sub(len as u64, Ordering::SeqCst);
+    }
+}
+
+/// A running node: its handle, the swarm task and the repair task.
 pub struct Node {
     pub handle: NodeHandle,
     task: tokio::task::JoinHandle<()>,
+    repair: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -145,34 +185,60 @@ impl Node {
                 tracing_warn(&format!("dialling bootstrap {addr}: {e}"));
             }
         }
+        let stats_store = store.clone();
+        let (_, used_bytes) = tokio::task::spawn_blocking(move || stats_store.shard_stats())
+            .await
+            .map_err(|e| NetError::Start(e.to_string()))?
+            .map_err(|e| NetError::Start(e.to_string()))?;
+        let capacity = Arc::new(Capacity {
+            used_bytes: AtomicU64::new(used_bytes),
+            max_bytes: opts.storage_bytes_max,
+        });
         let (tx, rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
         let handle = NodeHandle {
             tx: tx.clone(),
             peer_id,
             store: store.clone(),
+            capacity: capacity.clone(),
+            repair: Arc::new(Mutex::new(RepairStats::default())),
         };
         let driver = Driver {
             swarm,
             store,
+            capacity,
             self_tx: tx,
             pending: HashMap::new(),
             providers: HashMap::new(),
             storage_peers: HashSet::new(),
             serve_unverified: opts.serve_unverified,
+            serve_delay: opts.serve_delay,
         };
         let task = tokio::spawn(driver.run(rx));
         handle.reprovide_all();
-        Ok(Node { handle, task })
+        let repair = opts
+            .repair
+            .map(|o| tokio::spawn(repair::run(handle.clone(), o)));
+        Ok(Node {
+            handle,
+            task,
+            repair,
+        })
     }
 
     /// Stops the node: its connections close and its listeners go away.
     pub async fn shutdown(self) {
+        if let Some(r) = &self.repair {
+            r.abort();
+        }
         let _ = self.handle.tx.send(Command::Shutdown).await;
         let _ = self.task.await;
     }
 
     /// Stops the node at once, as a crash would (no goodbye to peers).
     pub fn kill(self) {
+        if let Some(r) = &self.repair {
+            r.abort();
+        }
         self.task.abort();
     }
 }
@@ -256,14 +322,12 @@ impl NodeHandle {
     /// Stores a shard on `peer` (or here, when `peer` is this node).
     pub async fn put_shard(&self, peer: PeerId, cid: Cid, data: Vec<u8>) -> Result<(), NetError> {
         if peer == self.peer_id {
-            let store = self.store.clone();
-            let stored = tokio::task::spawn_blocking(move || store.put_held_shard(&cid, &data))
-                .await
-                .map_err(|_| NetError::Stopped)?;
-            stored.map_err(|e| NetError::Refused {
-                peer,
-                reason: e.to_string(),
-            })?;
+            let (store, capacity) = (self.store.clone(), self.capacity.clone());
+            let stored =
+                tokio::task::spawn_blocking(move || store_held(&store, &capacity, &cid, &data))
+                    .await
+                    .map_err(|_| NetError::Stopped)?;
+            stored.map_err(|reason| NetError::Refused { peer, reason })?;
             self.provide(cid).await;
             return Ok(());
         }
@@ -282,6 +346,41 @@ impl NodeHandle {
             Response::Refused(reason) => Err(NetError::Refused { peer, reason }),
             _ => Err(NetError::Protocol { peer }),
         }
+    }
+
+    /// Asks `peer` whether it holds a valid copy of `cid`.
+    pub async fn has_shard(&self, peer: PeerId, cid: Cid) -> Result<bool, NetError> {
+        match self.request(peer, Request::Has { cid }).await? {
+            Response::Present(p) => Ok(p),
+            Response::Refused(reason) => Err(NetError::Refused { peer, reason }),
+            _ => Err(NetError::Protocol { peer }),
+        }
+    }
+
+    /// Shard bytes held here for the network, and the `--storage` limit.
+    pub fn storage_bytes(&self) -> (u64, Option<u64>) {
+        (
+            self.capacity.used_bytes.load(Ordering::SeqCst),
+            self.capacity.max_bytes,
+        )
+    }
+
+    /// What repair has done since the node started.
+    pub fn repair_stats(&self) -> RepairStats {
+        *self
+            .repair
+            .lock()
+            .expect("repair stats lock is never poisoned")
+    }
+
+    pub(crate) fn record_sweep(&self, report: SweepReport) {
+        let mut s = self
+            .repair
+            .lock()
+            .expect("repair stats lock is never poisoned");
+        s.sweeps += 1;
+        s.shards_rebuilt += report.shards_rebuilt;
+        s.last = report;
     }
 
     /// Announces in the DHT that this node holds `cid`.
@@ -342,11 +441,13 @@ enum Pending {
 struct Driver {
     swarm: Swarm<Behaviour>,
     store: Arc<Store>,
+    capacity: Arc<Capacity>,
     self_tx: mpsc::Sender<Command>,
     pending: HashMap<OutboundRequestId, Pending>,
     providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     storage_peers: HashSet<PeerId>,
     serve_unverified: bool,
+    serve_delay: Option<Duration>,
 }
 
 impl Driver {
@@ -502,20 +603,26 @@ impl Driver {
                     },
                 ..
             } => {
-                let (store, tx, unverified) = (
+                let (store, capacity, tx, unverified) = (
                     self.store.clone(),
+                    self.capacity.clone(),
                     self.self_tx.clone(),
                     self.serve_unverified,
                 );
+                let delay = self.serve_delay;
                 tokio::spawn(async move {
+                    if let (Some(d), Request::Get { .. }) = (delay, &request) {
+                        tokio::time::sleep(d).await;
+                    }
                     let provide = match &request {
                         Request::Put { cid, .. } => Some(*cid),
                         _ => None,
                     };
-                    let response =
-                        tokio::task::spawn_blocking(move || serve(&store, request, unverified))
-                            .await
-                            .unwrap_or_else(|_| Response::Refused("internal error".into()));
+                    let response = tokio::task::spawn_blocking(move || {
+                        serve(&store, &capacity, request, unverified)
+                    })
+                    .await
+                    .unwrap_or_else(|_| Response::Refused("internal error".into()));
                     if let (Some(cid), Response::Stored) = (provide, &response) {
                         let _ = tx.send(Command::Provide { cid }).await;
                     }
@@ -528,7 +635,7 @@ impl Driver {
 }
 
 /// Answers one shard request from the store. Runs on the blocking pool.
-fn serve(store: &Store, request: Request, unverified: bool) -> Response {
+fn serve(store: &Store, capacity: &Capacity, request: Request, unverified: bool) -> Response {
     match request {
         Request::Put { cid, data } => {
             if data.len() > SHARD_BYTES_MAX {
@@ -537,9 +644,9 @@ fn serve(store: &Store, request: Request, unverified: bool) -> Response {
             if cid.hash().code() != cids::BLAKE3 || cids::verify(&cid, &data).is_err() {
                 return Response::Refused("bytes do not match the CID".into());
             }
-            match store.put_held_shard(&cid, &data) {
+            match store_held(store, capacity, &cid, &data) {
                 Ok(()) => Response::Stored,
-                Err(e) => Response::Refused(e.to_string()),
+                Err(reason) => Response::Refused(reason),
             }
         }
         Request::Get { cid } => {
@@ -556,4 +663,17 @@ fn serve(store: &Store, request: Request, unverified: bool) -> Response {
         }
         Request::Has { cid } => Response::Present(matches!(store.shard(&cid), Ok(Some(_)))),
     }
+}
+
+/// Stores a shard held for the network within the storage limit. A shard already here costs nothing; a failed
+/// write (a full disk) gives its room back and says why.
+fn store_held(store: &Store, capacity: &Capacity, cid: &Cid, data: &[u8]) -> Result<(), String> {
+    if matches!(store.shard(cid), Ok(Some(_))) {
+        return store.put_held_shard(cid, data).map_err(|e| e.to_string());
+    }
+    capacity.reserve(data.len())?;
+    store.put_held_shard(cid, data).map_err(|e| {
+        capacity.release(data.len());
+        e.to_string()
+    })
 }
