@@ -2,9 +2,11 @@
 
 mod api_client;
 mod bench;
+mod bench_chain;
 mod bench_net;
 mod home;
 mod network;
+mod wallet;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -107,10 +109,13 @@ enum Command {
         #[arg(long, value_name = "MULTIADDR")]
         bootstrap: Vec<huds::net::libp2p::Multiaddr>,
     },
-    /// A whole network in one process: N storage nodes on loopback and the API of node 0.
+    /// A whole network in one process: N storage nodes and S chain shards on loopback, and the API of node 0.
     Devnet {
         #[arg(long, default_value_t = 6)]
         nodes: usize,
+        /// Chain shards, each with a committee of 4 validators.
+        #[arg(long, default_value_t = 2)]
+        shards: u16,
         /// Where the nodes' homes live (default: <home>/devnet).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -125,11 +130,39 @@ enum Command {
         )]
         gateway_listen: std::net::SocketAddr,
     },
+    /// The home's IOS account: address, balance, transfers (balance and transfer need --api).
+    Wallet {
+        #[command(subcommand)]
+        what: WalletWhat,
+    },
+    /// The IOS chain as a running node sees it (needs --api).
+    Chain {
+        #[command(subcommand)]
+        what: ChainWhat,
+    },
     /// Measure throughput beside the machine's own limits.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Subcommand)]
+enum WalletWhat {
+    /// The account's address and shard.
+    Address,
+    /// The balance of ADDRESS (default: the home's account).
+    Balance { address: Option<String> },
+    /// Send AMOUNT IOST to TO; returns once the transfer is final.
+    Transfer { to: String, amount: String },
+    /// Create the account key if the home has none.
+    New,
+}
+
+#[derive(Subcommand)]
+enum ChainWhat {
+    /// Epoch, and each shard's height, state root and committee.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +178,12 @@ enum BenchWhat {
         /// Input size in MiB.
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
+    },
+    /// Transfers per second finalised by a 1-shard and a 4-shard chain (4 validators each), in process.
+    Chain {
+        /// Transfers per setup.
+        #[arg(long, default_value_t = 40_000)]
+        transfers: usize,
     },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
@@ -189,6 +228,25 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
+    let api = cli.api.as_deref();
+    match &cli.command {
+        Command::Wallet { what } => {
+            return match what {
+                WalletWhat::Address => wallet::address(&dir, api, cli.json),
+                WalletWhat::Balance { address } => {
+                    wallet::balance(&dir, api, address.as_deref(), cli.json)
+                }
+                WalletWhat::Transfer { to, amount } => {
+                    wallet::transfer(&dir, api, to, amount, cli.json)
+                }
+                WalletWhat::New => wallet::new(&dir, cli.json),
+            };
+        }
+        Command::Chain {
+            what: ChainWhat::Status,
+        } => return wallet::status(api, cli.json),
+        _ => {}
+    }
     if let Some(api) = &cli.api {
         let token = api_token(&dir);
         return run_remote(api, token.as_deref(), cli.command, cli.json);
@@ -210,6 +268,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
+        Command::Bench {
+            what: BenchWhat::Chain { transfers },
+        } => bench_chain::chain(transfers, cli.json),
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),
@@ -260,15 +321,20 @@ fn run(cli: Cli) -> Result<()> {
         } => network::gateway(home::Home::open(&dir)?, p2p_listen, bootstrap, listen),
         Command::Devnet {
             nodes,
+            shards,
             dir: devnet_dir,
             api_listen,
             gateway_listen,
         } => network::devnet(
             &devnet_dir.unwrap_or_else(|| dir.join("devnet")),
             nodes,
+            shards,
             api_listen,
             gateway_listen,
         ),
+        Command::Wallet { .. } | Command::Chain { .. } => {
+            unreachable!("wallet and chain commands return above")
+        }
     }
 }
 

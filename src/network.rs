@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use huds::chain_node::{ChainApi, ChainDevnet, DevnetOptions};
 use huds::net::api::Api;
 use huds::net::libp2p::Multiaddr;
 use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions, RepairOptions};
@@ -51,6 +52,7 @@ async fn start_api(
     node: &Node,
     home: &mut Home,
     addr: SocketAddr,
+    chain: Option<ChainApi>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -60,6 +62,7 @@ async fn start_api(
         node: node.handle.clone(),
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
+        chain,
     };
     let token = home.api_token()?;
     let task = tokio::spawn(async move {
@@ -75,6 +78,7 @@ async fn start_gateway(
     node: &Node,
     home: &mut Home,
     local_nodes: Vec<NodeHandle>,
+    chain: Option<ChainApi>,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -87,7 +91,7 @@ async fn start_gateway(
         token: Some(home.api_token()?),
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
-        chain: None,
+        chain: chain.map(|c| gateway::ChainFeed::start(c) as Arc<dyn gateway::ChainStatusSource>),
     });
     let task = tokio::spawn(async move {
         if let Err(e) = gateway::serve(listener, gw).await {
@@ -123,13 +127,13 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
             println!("peer {peer} listening on {a}");
         }
         let gateway = match gateway_addr {
-            Some(addr) => Some(start_gateway(&node, &mut home, Vec::new(), addr).await?),
+            Some(addr) => Some(start_gateway(&node, &mut home, Vec::new(), None, addr).await?),
             None => None,
         };
         if let Some((bound, _)) = &gateway {
             println!("gateway http://{bound}");
         }
-        let (bound, api_task) = start_api(&node, &mut home, api_addr).await?;
+        let (bound, api_task) = start_api(&node, &mut home, api_addr, None).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
@@ -160,7 +164,7 @@ pub fn gateway(
         for a in node.handle.listen_addrs().await {
             println!("peer {peer} listening on {a}");
         }
-        let (bound, task) = start_gateway(&node, &mut home, Vec::new(), gateway_addr).await?;
+        let (bound, task) = start_gateway(&node, &mut home, Vec::new(), None, gateway_addr).await?;
         println!("gateway http://{bound}");
         std::io::stdout().flush()?;
         wait_for_signal().await?;
@@ -225,20 +229,32 @@ pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node
 pub fn devnet(
     dir: &Path,
     nodes: usize,
+    shards: u16,
     api_addr: SocketAddr,
     gateway_addr: SocketAddr,
 ) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    if shards == 0 || shards > 64 {
+        bail!("--shards must be between 1 and 64");
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
+        let chain = start_chain(dir, shards).await?;
         let (mut homes, running) = start_mesh(dir, nodes).await?;
-        let (bound, api_task) = start_api(&running[0], &mut homes[0], api_addr).await?;
+        let (bound, api_task) =
+            start_api(&running[0], &mut homes[0], api_addr, Some(chain.api())).await?;
         let locals = running.iter().map(|n| n.handle.clone()).collect();
-        let (gateway_bound, gateway_task) =
-            start_gateway(&running[0], &mut homes[0], locals, gateway_addr).await?;
+        let (gateway_bound, gateway_task) = start_gateway(
+            &running[0],
+            &mut homes[0],
+            locals,
+            Some(chain.api()),
+            gateway_addr,
+        )
+        .await?;
         for (i, n) in running.iter().enumerate() {
             let addrs: Vec<String> = n
                 .handle
@@ -255,6 +271,13 @@ pub fn devnet(
         }
         let demo = demo(dir, &running, &homes).await?;
         println!("{demo}");
+        println!(
+            "chain {} shards, {} validators each, epoch {}",
+            shards,
+            huds::chain_node::devnet::COMMITTEE_SIZE,
+            chain.beacon.epoch
+        );
+        println!("wallet {}", dir.join("wallet").display());
         println!("gateway http://{gateway_bound}");
         println!("api http://{bound}");
         println!("try: huds --api http://{bound} cat <capability> | sha256sum");
@@ -265,8 +288,36 @@ pub fn devnet(
         for n in running {
             n.shutdown().await;
         }
+        chain.shutdown().await;
         Ok(())
     })
+}
+
+/// The devnet's chain: the funded wallet home (made on the first start), the shard count recorded so a
+/// restart resumes the same chain, and the validators on their databases.
+async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
+    let record = dir.join("chain.json");
+    match std::fs::read(&record) {
+        Ok(b) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&b).context("chain.json is damaged")?;
+            if v["shards"].as_u64() != Some(u64::from(shards)) {
+                bail!(
+                    "the devnet in {} runs {} shards: pass --shards {} or use another --dir",
+                    dir.display(),
+                    v["shards"],
+                    v["shards"]
+                );
+            }
+        }
+        Err(_) => std::fs::write(&record, serde_json::to_vec(&json!({ "shards": shards }))?)?,
+    }
+    let wallet_home = open_or_init(&dir.join("wallet"))?;
+    let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;
+    let options = DevnetOptions::new(shards, vec![chain::Address::of(&wallet.public())]);
+    ChainDevnet::start(&dir.join("chain"), options)
+        .await
+        .context("starting the devnet's validators")
 }
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last

@@ -5,6 +5,7 @@
 //! its certificate and the new tip), so a replica restarted on its store resumes exactly at its last commit.
 
 use crate::address::{Address, shard_of};
+use crate::amount::Amount;
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
@@ -12,14 +13,15 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::smt::list_root;
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
-use crate::tx::{SignedTransaction, TxError};
-use std::collections::BTreeMap;
+use crate::tx::{SignedTransaction, TxError, TxKind};
+use std::collections::{BTreeMap, HashSet};
 
 const KEY_TIP: &[u8] = b"chain/tip";
 const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
 const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
 const CHECKED_STATES_MAX: usize = 8;
+const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 
 /// Why a proposed block is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +92,8 @@ pub struct ShardApp<St: Store> {
     store: St,
     tip: (u64, Hash),
     mempool: BTreeMap<(Address, u64), SignedTransaction>,
+    /// Ids of signed transactions whose signature this node verified (see `remember_verified`).
+    verified: HashSet<Hash>,
     checked: Vec<(Hash, State)>,
     pub block_txs_max: usize,
 }
@@ -124,6 +128,7 @@ impl<St: Store> ShardApp<St> {
             store,
             tip,
             mempool: BTreeMap::new(),
+            verified: HashSet::new(),
             checked: Vec::new(),
             block_txs_max: 64,
         }
@@ -145,7 +150,12 @@ impl<St: Store> ShardApp<St> {
     /// pending transactions. The mempool is bounded.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
         let params = self.state.params();
-        tx.check_stateless(params.chain_id)?;
+        let id = tx.id();
+        if self.verified.contains(&id) {
+            tx.check_stateless_signature_verified(params.chain_id)?;
+        } else {
+            tx.check_stateless(params.chain_id)?;
+        }
         let sender = tx.tx.sender_address();
         let sender_shard = shard_of(&sender, params.shard_count);
         if sender_shard != self.state.shard() {
@@ -161,10 +171,92 @@ impl<St: Store> ShardApp<St> {
                 got: tx.tx.nonce,
             });
         }
+        self.check_admission(&tx, nonce)?;
         if self.mempool.len() >= MEMPOOL_TXS_MAX {
             return Err(TxError::MempoolFull);
         }
+        self.remember_verified(id);
         self.mempool.insert((sender, tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// Records that the signed transaction with this id passed its signature check, so executing it in a
+    /// block does not check it again. Bounded: past the limit the set starts over (transactions are then
+    /// simply verified again).
+    fn remember_verified(&mut self, id: Hash) {
+        if self.verified.len() >= VERIFIED_TXS_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(id);
+    }
+
+    /// Admits transactions whose signatures the caller already verified (in a batch): `verified[i]` says
+    /// whether transaction `i`'s signature is good. The others are refused with the signature error.
+    pub fn submit_verified(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        verified: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        assert_eq!(txs.len(), verified.len(), "one verdict per transaction");
+        txs.into_iter()
+            .zip(verified)
+            .map(|(tx, ok)| {
+                if *ok {
+                    self.remember_verified(tx.id());
+                }
+                self.submit(tx)
+            })
+            .collect()
+    }
+
+    /// The checks a transaction can fail at admission whatever else is pending, so that a client hears the
+    /// reason at once instead of the transaction waiting in the mempool until it expires: fee, expiry,
+    /// cross-shard recipient, and (for the sender's next nonce) the balance.
+    fn check_admission(&self, tx: &SignedTransaction, account_nonce: u64) -> Result<(), TxError> {
+        let params = self.state.params();
+        let t = &tx.tx;
+        if t.fee < params.fee_min {
+            return Err(TxError::FeeTooLow {
+                min: params.fee_min,
+                got: t.fee,
+            });
+        }
+        let height = self.tip.0 + 1;
+        if t.expiry_height < height {
+            return Err(TxError::Expired {
+                expiry_height: t.expiry_height,
+                height,
+            });
+        }
+        let outgoing = match &t.kind {
+            TxKind::Transfer { to, amount } => {
+                let recipient_shard = shard_of(to, params.shard_count);
+                if recipient_shard != self.state.shard() {
+                    return Err(TxError::CrossShard {
+                        shard: self.state.shard(),
+                        recipient_shard,
+                    });
+                }
+                *amount
+            }
+            TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => {
+                *stake
+            }
+            TxKind::Unstake { .. } => Amount::ZERO,
+        };
+        if t.nonce == account_nonce {
+            let account = self.state.account(&t.sender_address());
+            let mut available = account.map_or(Amount::ZERO, |a| a.balance);
+            if let Some(a) = account.filter(|a| height >= a.unbonding_release_height) {
+                available = available
+                    .checked_add(a.unbonding)
+                    .ok_or(TxError::Overflow)?;
+            }
+            let needed = t.fee.checked_add(outgoing).ok_or(TxError::Overflow)?;
+            if needed > available {
+                return Err(TxError::Overspend { needed, available });
+            }
+        }
         Ok(())
     }
 
@@ -181,7 +273,8 @@ impl<St: Store> ShardApp<St> {
             if included.len() >= self.block_txs_max.min(BLOCK_TXS_MAX) {
                 break;
             }
-            if let Ok(receipt) = state.apply(&tx, height) {
+            let verified = self.verified.contains(&tx.id());
+            if let Ok(receipt) = state.apply_checked(&tx, height, verified) {
                 included.push(tx);
                 receipts.push(receipt);
             }
@@ -245,9 +338,14 @@ impl<St: Store> ShardApp<St> {
             return Err(BlockError::TransactionsRoot);
         }
         let mut state = self.state.clone();
-        let receipts = state
-            .apply_all(&block.transactions, h.height)
-            .map_err(|(index, error)| BlockError::Transaction { index, error })?;
+        let mut receipts = Vec::with_capacity(block.transactions.len());
+        for (index, tx) in block.transactions.iter().enumerate() {
+            let verified = self.verified.contains(&tx.id());
+            let receipt = state
+                .apply_checked(tx, h.height, verified)
+                .map_err(|error| BlockError::Transaction { index, error })?;
+            receipts.push(receipt);
+        }
         if state.root() != h.state_root {
             return Err(BlockError::StateRoot);
         }
@@ -300,6 +398,9 @@ impl<St: Store> App for ShardApp<St> {
         self.state = state;
         self.tip = (height, hash);
         self.checked.clear();
+        for tx in &block.transactions {
+            self.verified.remove(&tx.id());
+        }
         let state = &self.state;
         self.mempool.retain(|(sender, nonce), tx| {
             *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
@@ -331,11 +432,10 @@ impl<St: Store> App for ShardApp<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amount::Amount;
     use crate::crypto::SecretKey;
     use crate::genesis::GenesisConfig;
     use crate::store::MemStore;
-    use crate::tx::{Transaction, TxKind};
+    use crate::tx::Transaction;
 
     fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
         let genesis =
@@ -392,6 +492,83 @@ mod tests {
         let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
         assert_eq!(reopened.tip(), (1, block.hash()));
         assert_eq!(reopened.state.root(), root);
+    }
+
+    #[test]
+    fn admission_refuses_what_can_never_apply_with_reasons() {
+        let (_, mut app, wallet) = setup();
+        let with = |f: &dyn Fn(&mut Transaction)| {
+            let mut tx = pay(&wallet, 0, 1).tx;
+            f(&mut tx);
+            tx.sign(&wallet)
+        };
+        let cases: [(SignedTransaction, TxError); 3] = [
+            (
+                pay(&wallet, 0, 2_000),
+                TxError::Overspend {
+                    needed: Amount(2_000 * 100_000_000 + 1_000),
+                    available: Amount::from_iost(1000).expect("small"),
+                },
+            ),
+            (
+                with(&|t| t.fee = Amount(1)),
+                TxError::FeeTooLow {
+                    min: Amount(1_000),
+                    got: Amount(1),
+                },
+            ),
+            (
+                with(&|t| t.expiry_height = 0),
+                TxError::Expired {
+                    expiry_height: 0,
+                    height: 1,
+                },
+            ),
+        ];
+        for (tx, expected) in cases {
+            assert_eq!(app.submit(tx), Err(expected));
+        }
+        assert_eq!(app.mempool_len(), 0);
+        assert_eq!(app.submit(pay(&wallet, 0, 999)), Ok(()), "fee fits");
+    }
+
+    #[test]
+    fn signatures_verified_at_admission_are_not_checked_again_but_forgeries_never_pass() {
+        let (_, mut app, wallet) = setup();
+        let good = pay(&wallet, 0, 1);
+        let mut forged = pay(&wallet, 1, 1);
+        forged.signature.0[0] ^= 1;
+        let mut other_chain = pay(&wallet, 1, 1).tx;
+        other_chain.chain_id += 1;
+        let other_chain = other_chain.sign(&wallet);
+        let results = app.submit_verified(
+            vec![good.clone(), forged.clone(), other_chain],
+            &[true, false, true],
+        );
+        assert_eq!(results[0], Ok(()));
+        assert!(matches!(results[1], Err(TxError::BadSignature(_))));
+        assert!(matches!(results[2], Err(TxError::WrongChainId { .. })));
+        assert!(app.verified.contains(&good.id()));
+        let block = app.propose();
+        assert_eq!(block.transactions, vec![good.clone()]);
+        app.commit(&block, vec![]).expect("commits");
+        assert!(
+            !app.verified.contains(&good.id()),
+            "committed ids leave the set"
+        );
+        // A block from a peer carrying a forged transaction this node never admitted is refused.
+        let mut other = setup().1;
+        let mut bad = other.build_block([pay(&wallet, 0, 1)]);
+        bad.transactions[0].signature.0[0] ^= 1;
+        bad.header.transactions_root = Block::transactions_root(&bad.transactions);
+        other.checked.clear();
+        assert!(matches!(
+            other.check(&bad),
+            Err(BlockError::Transaction {
+                index: 0,
+                error: TxError::BadSignature(_)
+            })
+        ));
     }
 
     #[test]

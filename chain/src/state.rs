@@ -219,7 +219,22 @@ impl State {
 
     /// Executes one transaction in a block at `height`. On error nothing changes.
     pub fn apply(&mut self, stx: &SignedTransaction, height: u64) -> Result<Receipt, TxError> {
-        stx.check_stateless(self.params.chain_id)?;
+        self.apply_checked(stx, height, false)
+    }
+
+    /// [`State::apply`], skipping the signature check when `signature_verified` says the caller already
+    /// verified this exact signed transaction (by its id).
+    pub fn apply_checked(
+        &mut self,
+        stx: &SignedTransaction,
+        height: u64,
+        signature_verified: bool,
+    ) -> Result<Receipt, TxError> {
+        if signature_verified {
+            stx.check_stateless_signature_verified(self.params.chain_id)?;
+        } else {
+            stx.check_stateless(self.params.chain_id)?;
+        }
         let tx = &stx.tx;
         let from = tx.sender_address();
         let sender_shard = shard_of(&from, self.params.shard_count);

@@ -264,16 +264,36 @@ impl SignedTransaction {
     /// Every check that needs no account state: chain id, signature, amounts, and the validator key's
     /// proof of possession. State checks (nonce, balance, expiry) are in [`crate::state`].
     pub fn check_stateless(&self, chain_id: u32) -> Result<(), TxError> {
+        self.check_chain_id(chain_id)?;
+        self.check_signature()?;
+        self.check_form()
+    }
+
+    /// [`SignedTransaction::check_stateless`] for a transaction whose signature this node already verified
+    /// (its id, which covers the signature, is in the caller's verified set).
+    pub fn check_stateless_signature_verified(&self, chain_id: u32) -> Result<(), TxError> {
+        self.check_chain_id(chain_id)?;
+        self.check_form()
+    }
+
+    fn check_chain_id(&self, chain_id: u32) -> Result<(), TxError> {
         if self.tx.chain_id != chain_id {
             return Err(TxError::WrongChainId {
                 expected: chain_id,
                 got: self.tx.chain_id,
             });
         }
+        Ok(())
+    }
+
+    pub fn check_signature(&self) -> Result<(), TxError> {
         self.tx
             .sender
             .verify(&self.tx.signing_message(), &self.signature)
-            .map_err(TxError::BadSignature)?;
+            .map_err(TxError::BadSignature)
+    }
+
+    fn check_form(&self) -> Result<(), TxError> {
         match &self.tx.kind {
             TxKind::Transfer { amount, .. }
             | TxKind::RegisterStorageNode { stake: amount }

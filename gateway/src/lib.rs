@@ -13,6 +13,7 @@
 
 mod cache;
 mod car;
+mod chain;
 mod conn;
 mod content;
 mod error;
@@ -42,6 +43,7 @@ use huds::read::{SegmentFetch, ShardProblem, ShardSource};
 use huds::{AddOptions, Capability, ReadError, Reader};
 use tokio::sync::Semaphore;
 
+pub use chain::ChainFeed;
 pub use conn::ServeOptions;
 pub use error::GatewayError;
 pub use metrics::Metrics;
@@ -106,6 +108,7 @@ impl Gateway {
             node: cfg.node.clone(),
             spool: cfg.spool.clone(),
             defaults: cfg.defaults,
+            chain: None,
         });
         Gateway {
             inner: Arc::new(Inner {

@@ -7,6 +7,7 @@
 pub mod add;
 pub mod bench;
 pub mod capability;
+pub mod chain_node;
 pub mod cids;
 pub mod manifest;
 pub mod net;

@@ -41,9 +41,12 @@ pub struct Api {
     /// Where uploads are spooled before they are added (public adds read them twice).
     pub spool: PathBuf,
     pub defaults: AddOptions,
+    /// The chain's routes, where this node runs validators (the devnet).
+    pub chain: Option<crate::chain_node::ChainApi>,
 }
 
 pub fn router(api: Api) -> Router {
+    let chain = api.chain.clone().map(crate::chain_node::chain_routes);
     Router::new()
         .route("/api/v0/add", post(add))
         .route("/api/v0/cat", get(cat))
@@ -51,6 +54,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/v0/id", get(id))
         .route("/api/v0/node/status", get(status))
         .with_state(Arc::new(api))
+        .merge(chain.unwrap_or_default())
 }
 
 /// Serves the API on `listener` until the task is dropped.

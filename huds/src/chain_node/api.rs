@@ -1,0 +1,232 @@
+//! The chain's routes on the node's HTTP API (merged into `net::api::router`).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}]}` |
+//! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
+//! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`; a refused transaction is a 400 with the reason |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chain::genesis::Genesis;
+use chain::tx::TX_BYTES_MAX;
+use chain::{Address, ShardId, SignedTransaction, TxError, shard_of};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::beacon::Beacon;
+use super::validator::ValidatorHandle;
+
+/// How long a submitted transaction may take to become final before the API gives up waiting.
+pub const FINALITY_WAIT: Duration = Duration::from_secs(30);
+
+/// What the chain routes serve with: the genesis, the beacon's committees and handles on validators.
+#[derive(Clone)]
+pub struct ChainApi {
+    genesis: Arc<Genesis>,
+    beacon: Arc<Beacon>,
+    validators: Vec<ValidatorHandle>,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ChainApi {
+    pub fn new(
+        genesis: Arc<Genesis>,
+        beacon: Arc<Beacon>,
+        validators: Vec<ValidatorHandle>,
+    ) -> Self {
+        Self {
+            genesis,
+            beacon,
+            validators,
+        }
+    }
+
+    /// The epoch's committees.
+    pub fn beacon(&self) -> &Beacon {
+        &self.beacon
+    }
+
+    /// The validators this node runs.
+    pub fn validators(&self) -> &[ValidatorHandle] {
+        &self.validators
+    }
+
+    /// A running validator of `shard`, if any.
+    fn validator(&self, shard: ShardId) -> Result<&ValidatorHandle, ApiError> {
+        self.validators
+            .iter()
+            .find(|v| v.is_running() && v.status().shard == shard)
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no validator of shard {shard} is running on this node"),
+                )
+            })
+    }
+
+    /// The chain's status as this node sees it: per shard, the highest height among its validators.
+    pub fn status(&self) -> Value {
+        let shards: Vec<Value> = (0..self.beacon.shard_count())
+            .map(|s| {
+                // The highest certified head any running validator here knows: its own shard's from its
+                // commits, other shards' from the beacon topic.
+                let best = self
+                    .validators
+                    .iter()
+                    .filter(|v| v.is_running())
+                    .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
+                    .max_by_key(|h| h.height);
+                let committee: Vec<String> = self.beacon.committees[usize::from(s)]
+                    .members
+                    .iter()
+                    .map(|m| m.id.to_string())
+                    .collect();
+                json!({
+                    "id": s,
+                    "height": best.as_ref().map_or(0, |h| h.height),
+                    "state_root": best.as_ref().map(|h| hex(&h.state_root)),
+                    "tip": best.as_ref().map(|h| hex(&h.block)),
+                    "committee": committee,
+                })
+            })
+            .collect();
+        json!({
+            "chain_id": self.genesis.params.chain_id,
+            "epoch": self.beacon.epoch,
+            "fee_min": self.genesis.params.fee_min.to_string(),
+            "shards": shards,
+        })
+    }
+}
+
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// The chain routes; `net::api::router` merges them.
+pub fn chain_routes(api: ChainApi) -> Router {
+    Router::new()
+        .route("/api/v0/chain/status", get(status))
+        .route("/api/v0/chain/account", get(account))
+        .route(
+            "/api/v0/chain/tx",
+            // A little over a transaction, so an oversized one is refused with its size, not cut off.
+            post(submit).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
+        .with_state(Arc::new(api))
+}
+
+async fn status(State(api): State<Arc<ChainApi>>) -> Json<Value> {
+    Json(api.status())
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    address: String,
+}
+
+async fn account(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<AccountQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let address: Address = q.address.parse().map_err(bad_request)?;
+    let shard = shard_of(&address, api.genesis.params.shard_count);
+    let account = api
+        .validator(shard)?
+        .account(address)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "address": address.to_string(),
+        "shard": shard,
+        "balance": account.balance.to_string(),
+        "nonce": account.nonce,
+    })))
+}
+
+async fn submit(State(api): State<Arc<ChainApi>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let tx = SignedTransaction::decode(&body).map_err(bad_request)?;
+    debug_assert!(body.len() <= TX_BYTES_MAX, "decode checks the size first");
+    let shard = shard_of(&tx.tx.sender_address(), api.genesis.params.shard_count);
+    let validator = api.validator(shard)?;
+    let id = tx.id();
+    let mut commits = validator.commits();
+    let results = validator
+        .submit(vec![tx.clone()])
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match results.into_iter().next() {
+        Some(Err(e @ TxError::MempoolFull)) => {
+            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+        }
+        Some(Err(e)) => return Err(bad_request(e)),
+        _ => {}
+    }
+    let wait = async {
+        loop {
+            match commits.recv().await {
+                Ok(notice) if notice.tx_ids.contains(&id) => return Ok(Some(notice.height)),
+                Ok(_) => {}
+                // Missed notices: the account's nonce says whether the transaction went through.
+                Err(RecvError::Lagged(_)) => {
+                    let account = validator.account(tx.tx.sender_address()).await;
+                    if account
+                        .ok()
+                        .flatten()
+                        .is_some_and(|a| a.nonce > tx.tx.nonce)
+                    {
+                        return Ok(None);
+                    }
+                }
+                Err(RecvError::Closed) => {
+                    return Err(ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the validator stopped before the transaction was final".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let height = tokio::time::timeout(FINALITY_WAIT, wait)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "transaction {} admitted but not final within {FINALITY_WAIT:?}; check the balance before resending",
+                    hex(&id)
+                ),
+            )
+        })??;
+    Ok(Json(json!({
+        "tx": hex(&id),
+        "shard": shard,
+        "height": height,
+    })))
+}
+
+/// Serves only the chain routes on `listener` (the node API serves them merged with the rest).
+pub async fn serve(listener: tokio::net::TcpListener, api: ChainApi) -> std::io::Result<()> {
+    axum::serve(listener, chain_routes(api)).await
+}

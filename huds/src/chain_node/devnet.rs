@@ -1,0 +1,192 @@
+//! A whole chain on loopback in one process: `S` shards, 4 validators each, every validator with its own
+//! libp2p swarm and its own RocksDB under `dir/validator-<i>`. Used by `huds devnet`, the tests and
+//! `huds bench chain`.
+//!
+//! Genesis is a pure function of the shard count and the funded wallet's address (validator keys are the
+//! deterministic devnet keys of `GenesisConfig::devnet`), so a devnet restarted on its directory computes the
+//! same genesis and every validator resumes from its database.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chain::crypto::bls;
+use chain::genesis::{Genesis, GenesisConfig, GenesisError};
+use chain::{Address, Amount};
+use libp2p::Multiaddr;
+
+use super::api::ChainApi;
+use super::beacon::{Beacon, BeaconError};
+use super::validator::{Validator, ValidatorConfig, ValidatorError, ValidatorHandle};
+
+pub const COMMITTEE_SIZE: usize = 4;
+pub const VALIDATOR_STAKE_IOST: u64 = 1_000_000;
+pub const WALLET_IOST: u64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error("devnet genesis: {0}")]
+    Genesis(#[from] GenesisError),
+    #[error(transparent)]
+    Beacon(#[from] BeaconError),
+    #[error("validator {index}: {source}")]
+    Validator {
+        index: usize,
+        source: ValidatorError,
+    },
+    #[error("a devnet has 1 to 64 shards, not {0}")]
+    Shards(u16),
+}
+
+/// What a devnet chain is made of.
+#[derive(Clone)]
+pub struct DevnetOptions {
+    pub shards: u16,
+    /// The accounts funded at genesis with [`WALLET_IOST`] each.
+    pub wallets: Vec<Address>,
+    pub block_txs_max: usize,
+    pub bft: Option<fn(u32, u16) -> chain::bft::Config>,
+    pub sync_writes: bool,
+}
+
+impl DevnetOptions {
+    pub fn new(shards: u16, wallets: Vec<Address>) -> Self {
+        Self {
+            shards,
+            wallets,
+            block_txs_max: 1024,
+            bft: None,
+            sync_writes: true,
+        }
+    }
+}
+
+/// The devnet genesis: 4 validators per shard, the given wallets funded.
+pub fn genesis(shards: u16, wallets: &[Address]) -> Result<Genesis, GenesisError> {
+    let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount");
+    let funded = Amount::from_iost(WALLET_IOST).expect("a small amount");
+    let mut config =
+        GenesisConfig::devnet(shards, usize::from(shards) * COMMITTEE_SIZE, stake, funded);
+    config.wallets = wallets.iter().map(|a| (*a, funded)).collect();
+    config.build()
+}
+
+fn validator_account(i: usize) -> Address {
+    Address::of(&chain::crypto::SecretKey::dev(&format!("validator/{i}")).public())
+}
+
+/// A running devnet chain.
+pub struct ChainDevnet {
+    pub genesis: Arc<Genesis>,
+    pub beacon: Arc<Beacon>,
+    dir: PathBuf,
+    options: DevnetOptions,
+    /// Validator `i`, `None` while stopped.
+    validators: Vec<Option<Validator>>,
+    addrs: Vec<Vec<Multiaddr>>,
+}
+
+impl ChainDevnet {
+    pub async fn start(dir: &Path, options: DevnetOptions) -> Result<Self, DevnetError> {
+        if options.shards == 0 || options.shards > 64 {
+            return Err(DevnetError::Shards(options.shards));
+        }
+        let genesis = Arc::new(genesis(options.shards, &options.wallets)?);
+        let beacon = Arc::new(Beacon::from_genesis(&genesis, COMMITTEE_SIZE)?);
+        let count = usize::from(options.shards) * COMMITTEE_SIZE;
+        let mut net = Self {
+            genesis,
+            beacon,
+            dir: dir.to_path_buf(),
+            options,
+            validators: (0..count).map(|_| None).collect(),
+            addrs: vec![Vec::new(); count],
+        };
+        for i in 0..count {
+            net.start_validator(i).await?;
+        }
+        Ok(net)
+    }
+
+    fn config(&self, i: usize) -> ValidatorConfig {
+        let seed = blake3::derive_key(
+            "HUDS devnet validator p2p key v1",
+            &(i as u64).to_be_bytes(),
+        );
+        let peers = self
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, a)| a.iter().cloned())
+            .collect();
+        let chain_id = self.genesis.params.chain_id;
+        let account = validator_account(i);
+        let shard = self.beacon.seat_of(&account).map_or(0, |(s, _)| s);
+        ValidatorConfig {
+            genesis: self.genesis.clone(),
+            beacon: self.beacon.clone(),
+            account,
+            bls_secret: bls::SecretKey::dev(&format!("validator/{i}")),
+            keypair: crate::net::keypair_from_seed(seed),
+            db_dir: self.dir.join(format!("validator-{i}")),
+            listen: "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"),
+            peers,
+            block_txs_max: self.options.block_txs_max,
+            bft: self.options.bft.map(|f| f(chain_id, shard)),
+            sync_writes: self.options.sync_writes,
+        }
+    }
+
+    /// Starts (or restarts) validator `i` on its database.
+    pub async fn start_validator(&mut self, i: usize) -> Result<(), DevnetError> {
+        let v = Validator::start(self.config(i))
+            .await
+            .map_err(|source| DevnetError::Validator { index: i, source })?;
+        self.addrs[i] = v.handle.addrs();
+        self.validators[i] = Some(v);
+        Ok(())
+    }
+
+    /// Stops validator `i` at once, as a crash would.
+    pub async fn kill_validator(&mut self, i: usize) {
+        if let Some(v) = self.validators[i].take() {
+            v.kill().await;
+        }
+    }
+
+    pub fn validator_count(&self) -> usize {
+        self.validators.len()
+    }
+
+    /// The running validators' handles.
+    pub fn handles(&self) -> Vec<ValidatorHandle> {
+        self.validators
+            .iter()
+            .flatten()
+            .map(|v| v.handle.clone())
+            .collect()
+    }
+
+    /// Validator `i`'s handle, if it runs.
+    pub fn handle(&self, i: usize) -> Option<ValidatorHandle> {
+        self.validators[i].as_ref().map(|v| v.handle.clone())
+    }
+
+    /// The shard validator `i` sits on.
+    pub fn shard_of_validator(&self, i: usize) -> u16 {
+        self.beacon
+            .seat_of(&validator_account(i))
+            .map_or(0, |(s, _)| s)
+    }
+
+    /// What the node API serves the chain with.
+    pub fn api(&self) -> ChainApi {
+        ChainApi::new(self.genesis.clone(), self.beacon.clone(), self.handles())
+    }
+
+    pub async fn shutdown(self) {
+        for v in self.validators.into_iter().flatten() {
+            v.shutdown().await;
+        }
+    }
+}
