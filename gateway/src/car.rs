@@ -331,3 +331,18 @@ mod tests {
         assert!(h.ends_with(b"version\x01"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn entity_bytes_select_inside_the_file(s in "-?[0-9]{0,20}:(\\*|-?[0-9]{0,20})", size in 0u64..1_000_000) {
+            if let Ok(b) = EntityBytes::parse(&s) {
+                let r = b.range(size);
+                proptest::prop_assert!(r.start <= r.end && r.end <= size);
+            }
+        }
+    }
+}

@@ -203,3 +203,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever a client sends, parsing answers; accepted names are never `.`, `..` or hold a `/`.
+        #[test]
+        fn any_path_parses_or_is_refused(raw in "/(huds|ipfs|x)?/[ -~%]{0,200}") {
+            if let Ok(p) = parse(&raw) {
+                for n in &p.names {
+                    proptest::prop_assert!(n != "." && n != ".." && !n.contains('/') && !n.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_decode_or_are_refused(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let text = String::from_utf8_lossy(&raw);
+            let _ = percent_decode(&text);
+        }
+    }
+}

@@ -133,3 +133,21 @@ mod tests {
         check("bytes=0-,0-,0-", 10, Err(RangeError::TooMuch));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    proptest::proptest! {
+        /// Every accepted range lies inside the representation and is not empty.
+        #[test]
+        fn accepted_ranges_are_inside(header in "bytes=[-0-9, ]{0,40}", size in 0u64..10_000) {
+            if let Ok(Ranges::Partial(rs)) = parse(Some(&header), size) {
+                proptest::prop_assert!(!rs.is_empty() && rs.len() <= RANGES_MAX);
+                for r in rs {
+                    proptest::prop_assert!(r.start < r.end && r.end <= size);
+                }
+            }
+        }
+    }
+}

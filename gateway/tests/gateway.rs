@@ -650,8 +650,10 @@ fn status_json_file_placement_metrics_and_page() {
     // The page in a real browser: its script fetches the status and lists every node.
     let profile = net.dir.path().join("chromium");
     let url = net.url(&format!("/?file={cap}"));
-    let dom = std::process::Command::new("chromium")
+    let dom = std::process::Command::new("timeout")
         .args([
+            "120",
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -663,6 +665,11 @@ fn status_json_file_placement_metrics_and_page() {
         .arg(&url)
         .output()
         .expect("chromium runs (apt-get install chromium)");
+    assert_ne!(
+        dom.status.code(),
+        Some(127),
+        "chromium is not installed: apt-get install chromium (scripts/setup.sh does)"
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
     for p in &peers {
         assert!(
@@ -678,8 +685,10 @@ fn status_json_file_placement_metrics_and_page() {
     assert!(dom.contains("chain not connected"), "{dom}");
 
     let shot = net.dir.path().join("status.png");
-    let out = std::process::Command::new("chromium")
+    let out = std::process::Command::new("timeout")
         .args([
+            "120",
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
