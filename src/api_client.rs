@@ -126,6 +126,16 @@ fn get(api: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
     Ok(resp)
 }
 
+/// A binary answer (a proof, a trust file), at most `limit_bytes`.
+pub fn bytes(api: &str, path: &str, limit_bytes: u64) -> Result<Vec<u8>> {
+    let mut resp = get(api, path)?;
+    resp.body_mut()
+        .with_config()
+        .limit(limit_bytes)
+        .read_to_vec()
+        .context("reading the node's answer")
+}
+
 /// Streams a file's bytes into `out`.
 pub fn cat(api: &str, target: &str, out: &mut dyn Write) -> Result<u64> {
     let mut resp = get(api, &format!("/api/v0/cat?arg={}", encode(target)))?;

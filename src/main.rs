@@ -163,6 +163,34 @@ enum WalletWhat {
 enum ChainWhat {
     /// Epoch, and each shard's height, state root and committee.
     Status,
+    /// An SPV proof file, from the node (needs --api): `account ADDRESS` or `tx HASH`.
+    Prove {
+        #[command(subcommand)]
+        what: ProveWhat,
+        /// Write the proof here (default: standard output).
+        #[arg(short = 'o', value_name = "FILE", global = true)]
+        out: Option<PathBuf>,
+    },
+    /// Check a proof file with no node, against the committees in the trust file.
+    Verify {
+        file: PathBuf,
+        /// The trust file (default: <home>/chain-trust).
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+    /// Save the node's committees as the home's trust file (needs --api; trust on first use).
+    Trust {
+        #[arg(short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProveWhat {
+    /// The account's state at its shard's latest finalised block.
+    Account { address: String },
+    /// That a transaction (by its hash) is in a finalised block.
+    Tx { hash: String },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +273,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chain {
             what: ChainWhat::Status,
         } => return wallet::status(api, cli.json),
+        Command::Chain {
+            what: ChainWhat::Prove { what, out },
+        } => {
+            let what = match what {
+                ProveWhat::Account { address } => wallet::ProveWhat::Account(address),
+                ProveWhat::Tx { hash } => wallet::ProveWhat::Tx(hash),
+            };
+            return wallet::prove(api, what, out.as_deref());
+        }
+        Command::Chain {
+            what: ChainWhat::Verify { file, trust },
+        } => return wallet::verify(&dir, file, trust.as_deref(), cli.json),
+        Command::Chain {
+            what: ChainWhat::Trust { out },
+        } => return wallet::trust(&dir, api, out.as_deref()),
         _ => {}
     }
     if let Some(api) = &cli.api {

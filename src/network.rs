@@ -315,9 +315,14 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
     let wallet_home = open_or_init(&dir.join("wallet"))?;
     let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;
     let options = DevnetOptions::new(shards, vec![chain::Address::of(&wallet.public())]);
-    ChainDevnet::start(&dir.join("chain"), options)
+    let chain = ChainDevnet::start(&dir.join("chain"), options)
         .await
-        .context("starting the devnet's validators")
+        .context("starting the devnet's validators")?;
+    // The light client's trust file, computed here from genesis (not asked of a node), beside the wallet.
+    let trust = wallet_home.dir.join(crate::wallet::TRUST_FILE);
+    std::fs::write(&trust, chain.api().light_client().encode())
+        .with_context(|| format!("writing {}", trust.display()))?;
+    Ok(chain)
 }
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last

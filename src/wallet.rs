@@ -270,3 +270,113 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// Largest proof or trust file the CLI accepts from a node.
+const PROOF_BYTES_MAX: u64 = 1 << 20;
+/// Where `huds chain verify` finds the committees it trusts, in the home (or `--trust FILE`).
+pub const TRUST_FILE: &str = "chain-trust";
+
+/// What `huds chain prove` proves.
+pub enum ProveWhat<'a> {
+    Account(&'a str),
+    Tx(&'a str),
+}
+
+fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(bytes)?;
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+/// `huds chain prove account ADDRESS | tx HASH [-o FILE]`: a proof file, from the node, to check anywhere.
+pub fn prove(api: Option<&str>, what: ProveWhat<'_>, out: Option<&Path>) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let path = match what {
+        ProveWhat::Account(a) => {
+            let address: Address = a.parse().map_err(|e| anyhow::anyhow!("{a:?}: {e}"))?;
+            format!("/api/v0/chain/prove/account?address={address}")
+        }
+        ProveWhat::Tx(h) => format!("/api/v0/chain/prove/tx?hash={}", h.trim()),
+    };
+    let bytes = api_client::bytes(api, &path, PROOF_BYTES_MAX)?;
+    // Checked here too, so a node cannot hand out a file that is not even a proof.
+    chain::spv::Proof::decode(&bytes).context("the node's answer is not a proof")?;
+    write_out(&bytes, out)
+}
+
+/// `huds chain trust [-o FILE]`: the node's committees as a trust file (trust on first use), by default into
+/// the home, where `huds chain verify` looks.
+pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
+    let client =
+        chain::spv::LightClient::decode(&bytes).context("the node's answer is not a trust file")?;
+    let default = dir.join(TRUST_FILE);
+    let path = out.unwrap_or(&default);
+    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "trusting chain {:#x}'s committees as this node gave them; saved to {}",
+        client.chain_id,
+        path.display()
+    );
+    Ok(())
+}
+
+/// `huds chain verify FILE [--trust FILE]`: checks a proof with no node at all.
+pub fn verify(dir: &Path, file: &Path, trust: Option<&Path>, json: bool) -> Result<()> {
+    let default = dir.join(TRUST_FILE);
+    let trust_path = trust.unwrap_or(&default);
+    let trust_bytes = std::fs::read(trust_path).with_context(|| {
+        format!(
+            "reading the trust file {} (a devnet writes DIR/wallet/{TRUST_FILE}; `huds --api URL chain trust` \
+             fetches one from a node, trusting it on first use)",
+            trust_path.display()
+        )
+    })?;
+    let client = chain::spv::LightClient::decode(&trust_bytes)
+        .with_context(|| format!("{} is not a trust file", trust_path.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let proof = chain::spv::Proof::decode(&bytes)
+        .with_context(|| format!("{} is not a proof file", file.display()))?;
+    let refused = |e: chain::spv::SpvError| anyhow::anyhow!("the proof does not hold: {e}");
+    match &proof {
+        chain::spv::Proof::Account(p) => {
+            let account = client.verify_account(p).map_err(refused)?;
+            let h = &p.certified.header;
+            let (balance, nonce) = account.map_or((Amount(0), 0), |a| (a.balance, a.nonce));
+            if json {
+                println!(
+                    "{}",
+                    json!({ "valid": true, "kind": "account", "address": p.address.to_string(),
+                            "shard": h.shard, "height": h.height, "balance": balance.to_string(),
+                            "nonce": nonce })
+                );
+            } else {
+                println!(
+                    "valid: account {} on shard {} at height {}: balance {balance} IOST, nonce {nonce}",
+                    p.address, h.shard, h.height
+                );
+            }
+        }
+        chain::spv::Proof::Tx(p) => {
+            let (shard, height) = client.verify_tx(p).map_err(refused)?;
+            let hash = huds::chain_node::api::hex(&p.tx.id());
+            if json {
+                println!(
+                    "{}",
+                    json!({ "valid": true, "kind": "tx", "hash": hash, "shard": shard, "height": height })
+                );
+            } else {
+                println!("valid: transaction {hash} is final in shard {shard} block {height}");
+            }
+        }
+    }
+    Ok(())
+}

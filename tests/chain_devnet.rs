@@ -397,9 +397,61 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
         // Pay the wallet's own address: the fee is the only change.
         let me = json(api, wallet, &["wallet", "address"]);
         let me = me["address"].as_str().expect("address").to_string();
-        json(api, wallet, &["wallet", "transfer", &me, "1"]);
+        let sent = json(api, wallet, &["wallet", "transfer", &me, "1"]);
         let b = json(api, wallet, &["wallet", "balance"]);
         assert_eq!(b["balance"], "999999.99999000");
+
+        // SPV: proofs from the node, checked with no node against the trust file the devnet wrote from genesis.
+        let (account_proof, tx_proof) = (
+            dir.path().join("account.proof"),
+            dir.path().join("tx.proof"),
+        );
+        let prove = |args: &[&str], out: &Path| {
+            let mut full = vec!["--api", api, "chain", "prove"];
+            full.extend_from_slice(args);
+            full.extend_from_slice(&["-o", out.to_str().expect("utf-8")]);
+            let o = common::run(wallet, &full);
+            assert!(
+                o.status.success(),
+                "prove {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        prove(&["account", &me], &account_proof);
+        let tx = sent["tx"]
+            .as_str()
+            .expect("the transfer's hash")
+            .to_string();
+        prove(&["tx", &tx], &tx_proof);
+        let verify = |file: &Path| {
+            common::run(
+                wallet,
+                &["--json", "chain", "verify", file.to_str().expect("utf-8")],
+            )
+        };
+        let v: Value = serde_json::from_slice(&verify(&account_proof).stdout).expect("verify JSON");
+        assert_eq!(
+            (v["valid"].as_bool(), v["balance"].as_str()),
+            (Some(true), Some("999999.99999000")),
+            "{v}"
+        );
+        let v: Value = serde_json::from_slice(&verify(&tx_proof).stdout).expect("verify JSON");
+        assert_eq!(
+            (v["valid"].as_bool(), v["hash"].as_str()),
+            (Some(true), Some(tx.as_str())),
+            "{v}"
+        );
+        // One byte changed anywhere in the certified part, and the proof no longer holds.
+        let mut forged = std::fs::read(&account_proof).expect("proof");
+        forged[30] ^= 1;
+        std::fs::write(&account_proof, &forged).expect("write");
+        let o = verify(&account_proof);
+        assert!(!o.status.success(), "a forged proof verified");
+        let err = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            err.contains("does not hold") || err.contains("not a proof"),
+            "{err}"
+        );
         balance_before = b["balance"].as_str().expect("balance").to_string();
         let start = Instant::now();
         loop {

@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::beacon::Beacon;
-use super::validator::ValidatorHandle;
+use super::validator::{ProofOf, ValidatorHandle};
+use chain::spv::LightClient;
 
 /// How long a submitted transaction may take to become final before the API gives up waiting.
 pub const FINALITY_WAIT: Duration = Duration::from_secs(30);
@@ -56,6 +57,19 @@ impl ChainApi {
     /// The epoch's committees.
     pub fn beacon(&self) -> &Beacon {
         &self.beacon
+    }
+
+    /// What a light client of this chain trusts: its id and this epoch's committees.
+    pub fn light_client(&self) -> LightClient {
+        LightClient::new(
+            self.genesis.params.chain_id,
+            self.beacon
+                .committees
+                .iter()
+                .enumerate()
+                .map(|(s, c)| (s as u16, c.clone()))
+                .collect(),
+        )
     }
 
     /// The validators this node runs.
@@ -128,12 +142,93 @@ pub fn chain_routes(api: ChainApi) -> Router {
     Router::new()
         .route("/api/v0/chain/status", get(status))
         .route("/api/v0/chain/account", get(account))
+        .route("/api/v0/chain/prove/account", get(prove_account))
+        .route("/api/v0/chain/prove/tx", get(prove_tx))
+        .route("/api/v0/chain/trust", get(trust))
         .route(
             "/api/v0/chain/tx",
             // A little over a transaction, so an oversized one is refused with its size, not cut off.
             post(submit).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .with_state(Arc::new(api))
+}
+
+fn proof_bytes(bytes: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response()
+}
+
+/// `GET /api/v0/chain/prove/account?address=`: an SPV proof of the account at its shard's tip.
+async fn prove_account(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<AccountQuery>,
+) -> Result<Response, ApiError> {
+    let address: Address = q.address.parse().map_err(bad_request)?;
+    let shard = shard_of(&address, api.genesis.params.shard_count);
+    let proof = api
+        .validator(shard)?
+        .prove(ProofOf::Account(address))
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shard {shard} has finalised no block yet: retry in a moment"),
+            )
+        })?;
+    Ok(proof_bytes(proof.encode()))
+}
+
+#[derive(Deserialize)]
+struct TxQuery {
+    hash: String,
+}
+
+/// `GET /api/v0/chain/prove/tx?hash=`: an SPV proof that the transaction is in a finalised block, asked of a
+/// validator of each shard in turn.
+async fn prove_tx(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<TxQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_hash(&q.hash).ok_or_else(|| {
+        bad_request(format!(
+            "{:?} is not a transaction hash (64 hex digits)",
+            q.hash
+        ))
+    })?;
+    for shard in 0..api.beacon.shard_count() {
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
+        if let Ok(Some(proof)) = v.prove(ProofOf::Tx(id)).await {
+            return Ok(proof_bytes(proof.encode()));
+        }
+    }
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no finalised block holds transaction {}", q.hash),
+    ))
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `GET /api/v0/chain/trust`: the chain id and this epoch's committees, as a light client's trust file. Taking
+/// it from a node is trust on first use; a devnet also writes it beside its wallet.
+async fn trust(State(api): State<Arc<ChainApi>>) -> Response {
+    proof_bytes(api.light_client().encode())
 }
 
 async fn status(State(api): State<Arc<ChainApi>>) -> Json<Value> {

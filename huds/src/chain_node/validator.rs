@@ -24,7 +24,7 @@ use chain::block::BlockHeader;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{App, LedgerError, ShardApp};
-use chain::{Account, Address, ShardId, SignedTransaction, TxError};
+use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -138,6 +138,10 @@ enum Command {
         address: Address,
         reply: oneshot::Sender<Option<Account>>,
     },
+    Prove {
+        what: ProofOf,
+        reply: oneshot::Sender<Option<spv::Proof>>,
+    },
     Stop,
 }
 
@@ -201,6 +205,33 @@ impl ValidatorHandle {
             .await
             .map_err(|_| ValidatorError::Stopped)?;
         rx.await.map_err(|_| ValidatorError::Stopped)
+    }
+
+    /// An SPV proof from this validator's ledger: None if there is nothing to prove it from (no block yet, or
+    /// no such transaction on this shard).
+    pub async fn prove(&self, what: ProofOf) -> Result<Option<spv::Proof>, ValidatorError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Prove { what, reply })
+            .await
+            .map_err(|_| ValidatorError::Stopped)?;
+        rx.await.map_err(|_| ValidatorError::Stopped)
+    }
+}
+
+/// What an SPV proof is asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum ProofOf {
+    Account(Address),
+    Tx(Hash),
+}
+
+impl ProofOf {
+    fn prove<St: chain::Store>(self, app: &ShardApp<St>) -> Option<spv::Proof> {
+        match self {
+            ProofOf::Account(a) => app.prove_account(&a).map(spv::Proof::Account),
+            ProofOf::Tx(id) => app.prove_tx(&id).map(spv::Proof::Tx),
+        }
     }
 }
 
@@ -547,6 +578,9 @@ impl Driver {
             Command::Submit { txs, reply } => self.verify(txs, Some(reply)),
             Command::Account { address, reply } => {
                 let _ = reply.send(self.replica.app().state().account(&address).cloned());
+            }
+            Command::Prove { what, reply } => {
+                let _ = reply.send(what.prove(self.replica.app()));
             }
             Command::Stop => {}
         }
