@@ -151,6 +151,7 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
     let (head, page) = http_get(&gateway, "/");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(String::from_utf8_lossy(&page).contains("HUDS network"));
+    page_shows_nodes_and_shard_heights(dir, &gateway, lines);
 
     let out = Command::new(common::huds())
         .args(["--data"])
@@ -162,4 +163,46 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token"), "{err}");
+}
+
+/// The status page in headless Chromium, against the whole devnet: every node, and each shard chain with a
+/// height above zero (the validators are finalising blocks).
+fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, lines: &[String]) {
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg(format!("http://{gateway}/"))
+        .output()
+        .expect("chromium runs (scripts/setup.sh installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for l in lines.iter().filter(|l| l.starts_with("node ")) {
+        let peer = l.split_whitespace().nth(3).expect("node N peer ID ...");
+        assert!(
+            dom.contains(peer),
+            "the page does not show node {peer}:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("<div id=\"chain\" class=\"\">"),
+        "the chain is connected:\n{dom}"
+    );
+    let heights: Vec<u64> = dom
+        .split("<td class=\"num height\">")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(heights.len(), 2, "one row per shard chain:\n{dom}");
+    assert!(heights.iter().all(|h| *h > 0), "shard heights {heights:?}");
 }

@@ -100,7 +100,7 @@ impl ChainStatusSource for ChainFeed {
                         .iter()
                         .map(|m| CommitteeMember {
                             validator: m.id.to_string(),
-                            weight: u64::try_from(m.weight).unwrap_or(u64::MAX),
+                            weight: m.weight.to_string(),
                         })
                         .collect(),
                 }

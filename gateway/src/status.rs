@@ -29,7 +29,8 @@ const PEERS_ASKED_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitteeMember {
     pub validator: String,
-    pub weight: u64,
+    /// Proof-of-Likelihood weight, a decimal string (weights are 128-bit).
+    pub weight: String,
 }
 
 /// One shard chain.
