@@ -140,13 +140,14 @@ impl AsyncRead for IdleStream {
     }
 }
 
-impl AsyncWrite for IdleStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl IdleStream {
+    /// A write's outcome: bytes written count as activity; a write stalled past the idle limit fails.
+    fn written(
+        &mut self,
         cx: &mut Context<'_>,
-        data: &[u8],
+        polled: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
+        match polled {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
                     self.last_activity = Instant::now();
@@ -157,22 +158,25 @@ impl AsyncWrite for IdleStream {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+impl AsyncWrite for IdleStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.written(cx, polled)
+    }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    self.last_activity = Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(Self::timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

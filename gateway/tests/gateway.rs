@@ -650,21 +650,7 @@ fn status_json_file_placement_metrics_and_page() {
     // The page in a real browser: its script fetches the status and lists every node.
     let profile = net.dir.path().join("chromium");
     let url = net.url(&format!("/?file={cap}"));
-    let dom = std::process::Command::new("timeout")
-        .args([
-            "120",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(&url)
-        .output()
-        .expect("chromium runs (apt-get install chromium)");
+    let dom = chromium(&profile, &url, &["--dump-dom".to_string()]);
     assert_ne!(
         dom.status.code(),
         Some(127),
@@ -685,23 +671,15 @@ fn status_json_file_placement_metrics_and_page() {
     assert!(dom.contains("chain not connected"), "{dom}");
 
     let shot = net.dir.path().join("status.png");
-    let out = std::process::Command::new("timeout")
-        .args([
-            "120",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--virtual-time-budget=8000",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .expect("chromium runs");
+    let out = chromium(
+        &profile,
+        &url,
+        &[
+            "--hide-scrollbars".to_string(),
+            "--window-size=1280,900".to_string(),
+            format!("--screenshot={}", shot.display()),
+        ],
+    );
     let png = std::fs::read(&shot).unwrap_or_else(|e| {
         panic!(
             "no screenshot ({e}): {}",
@@ -741,4 +719,23 @@ fn content_that_cannot_be_rebuilt_answers_504() {
     );
     assert!(t0.elapsed() < Duration::from_secs(60));
     let _ = send_raw;
+}
+
+/// Headless Chromium on `url` with `extra` flags, under a 120 s timeout.
+fn chromium(profile: &std::path::Path, url: &str, extra: &[String]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=8000",
+        ])
+        .args(extra)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .expect("chromium runs (apt-get install chromium)")
 }
