@@ -173,6 +173,11 @@ pub fn net(size_mib: usize, nodes: usize, json: bool) -> Result<()> {
         })
         .await??;
         let cap = added.capability.clone();
+        // Let the add's memtables reach disk on every node first: the get is timed on a settled network.
+        for n in &running {
+            let store = n.handle.store().clone();
+            tokio::task::spawn_blocking(move || store.flush()).await??;
+        }
         let get = tokio::task::spawn_blocking(move || -> Result<Transfer> {
             let started = Instant::now();
             let source = std::sync::Arc::new(NetShardSource::new(reader.clone(), handle));

@@ -185,6 +185,12 @@ impl Store {
         Ok(self.db.write_opt(batch, &wo)?)
     }
 
+    /// Writes every shard still in memory to disk and waits for it (benchmarks settle a network this way, so a
+    /// read is not timed against the flushes an add left behind).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush_cf(self.cf(CF_SHARDS))?)
+    }
+
     /// Starts an add: writes the in-flight marker that recovery looks for.
     pub fn begin_add(&self) -> Result<AddTxn, StoreError> {
         let mut id = [0u8; 16];

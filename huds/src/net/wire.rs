@@ -147,7 +147,8 @@ pub fn decode_response(b: &[u8]) -> io::Result<Response> {
     }
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+/// A frame's length, checked against the limit before anything is allocated.
+async fn read_frame_len<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -156,18 +157,48 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u
             "frame of {len} bytes is over the {FRAME_BYTES_MAX}-byte limit"
         )));
     }
+    Ok(len)
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let len = read_frame_len(io).await?;
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await?;
     Ok(body)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
-    if body.len() > FRAME_BYTES_MAX {
+/// Writes one frame whose body is `head` then `tail`, without joining them first (a shard is the tail).
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    head: &[u8],
+    tail: &[u8],
+) -> io::Result<()> {
+    let len = head.len() + tail.len();
+    if len > FRAME_BYTES_MAX {
         return Err(invalid("outgoing frame over the limit"));
     }
-    io.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    io.write_all(body).await?;
+    io.write_all(&(len as u32).to_be_bytes()).await?;
+    io.write_all(head).await?;
+    io.write_all(tail).await?;
     io.flush().await
+}
+
+/// Reads a response; a Data body is read straight into its own buffer (no second copy of the shard).
+async fn read_response_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Response> {
+    let len = read_frame_len(io).await?;
+    let mut head = [0u8; 2];
+    if len < head.len() {
+        let mut body = vec![0u8; len];
+        io.read_exact(&mut body).await?;
+        return decode_response(&body);
+    }
+    io.read_exact(&mut head).await?;
+    let mut rest = vec![0u8; len - head.len()];
+    io.read_exact(&mut rest).await?;
+    match head {
+        [VERSION, 2] => Ok(Response::Data(rest)),
+        _ => decode_response(&[head.as_slice(), &rest].concat()),
+    }
 }
 
 /// The request-response codec of the shard protocol.
@@ -190,7 +221,7 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_response(&read_frame(io).await?)
+        read_response_frame(io).await
     }
 
     async fn write_request<T>(
@@ -202,7 +233,14 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &encode_request(&req)).await
+        match &req {
+            Request::Put { cid, data } => {
+                let mut head = vec![VERSION, 1];
+                put_cid(&mut head, cid);
+                write_frame(io, &head, data).await
+            }
+            _ => write_frame(io, &encode_request(&req), &[]).await,
+        }
     }
 
     async fn write_response<T>(
@@ -214,7 +252,10 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &encode_response(&res)).await
+        match &res {
+            Response::Data(d) => write_frame(io, &[VERSION, 2], d).await,
+            _ => write_frame(io, &encode_response(&res), &[]).await,
+        }
     }
 }
 
@@ -250,6 +291,60 @@ mod tests {
         ] {
             assert_eq!(decode_response(&encode_response(&r)).expect("decodes"), r);
         }
+    }
+
+    /// The streaming codec writes shards without joining them to their header: the bytes on the wire must be
+    /// exactly the frame of the encoded message, and read back to the same message.
+    #[test]
+    fn the_streaming_codec_writes_the_encoded_frames_and_reads_them_back() {
+        use futures::io::Cursor;
+        use libp2p::request_response::Codec;
+        let frame = |body: Vec<u8>| [(body.len() as u32).to_be_bytes().to_vec(), body].concat();
+        futures::executor::block_on(async {
+            let mut codec = ShardCodec;
+            let responses = [
+                Response::Data(vec![9; 70_000]),
+                Response::Data(vec![]),
+                Response::NotFound,
+                Response::Present(true),
+                Response::Stored,
+                Response::Refused("storage full".into()),
+            ];
+            for res in responses {
+                let mut wire = Vec::new();
+                codec
+                    .write_response(&PROTOCOL, &mut Cursor::new(&mut wire), res.clone())
+                    .await
+                    .expect("write");
+                assert_eq!(wire, frame(encode_response(&res)), "{res:?}");
+                let back = codec
+                    .read_response(&PROTOCOL, &mut Cursor::new(&wire))
+                    .await
+                    .expect("read");
+                assert_eq!(back, res);
+            }
+            let cid = blake3_cid(b"shard");
+            for req in [
+                Request::Put {
+                    cid,
+                    data: vec![7; 70_000],
+                },
+                Request::Get { cid },
+                Request::Has { cid },
+            ] {
+                let mut wire = Vec::new();
+                codec
+                    .write_request(&PROTOCOL, &mut Cursor::new(&mut wire), req.clone())
+                    .await
+                    .expect("write");
+                assert_eq!(wire, frame(encode_request(&req)));
+                let back = codec
+                    .read_request(&PROTOCOL, &mut Cursor::new(&wire))
+                    .await
+                    .expect("read");
+                assert_eq!(back, req);
+            }
+        });
     }
 
     #[test]
