@@ -7,8 +7,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use cid::Cid;
 use huds::cids::{DAG_PB, RAW};
@@ -18,7 +17,7 @@ use huds::{ReadError, Reader};
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::path::ContentPath;
-use crate::serve::{Query, cache_control, not_modified, not_modified_response, set};
+use crate::serve::{Query, cache_control, not_modified, not_modified_response, trustless_response};
 use crate::stream::body_from_blocking;
 
 const DEPTH_MAX: usize = 64;
@@ -262,22 +261,11 @@ pub async fn respond(
     if not_modified(headers, &etag) {
         return Ok(not_modified_response(&etag, cache_control));
     }
-    let mut resp = Response::new(Body::empty());
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    set(h, header::ETAG, &etag);
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    set(
-        h,
-        header::CONTENT_DISPOSITION,
-        &format!("attachment; filename=\"{terminus}.car\""),
+    let mut resp = trustless_response(
+        CONTENT_TYPE,
+        &etag,
+        cache_control,
+        &format!("{terminus}.car"),
     );
     if head {
         return Ok(resp);

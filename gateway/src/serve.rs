@@ -181,6 +181,34 @@ pub fn not_modified_response(etag: &str, cache_control: &'static str) -> Respons
     resp
 }
 
+/// The head of a trustless answer (a raw block or a CAR): its type, ETag and caching, no sniffing, and a
+/// download name; the body is set by the caller.
+pub fn trustless_response(
+    content_type: &'static str,
+    etag: &str,
+    cache_control: &'static str,
+    filename: &str,
+) -> Response {
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    set(h, header::ETAG, etag);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    set(
+        h,
+        header::CONTENT_DISPOSITION,
+        &format!("attachment; filename=\"{filename}\""),
+    );
+    resp
+}
+
 pub fn set(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
@@ -506,27 +534,14 @@ async fn raw(
     if not_modified(headers, &etag) {
         return Ok(not_modified_response(&etag, cache_control));
     }
-    let mut resp = Response::new(Body::empty());
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.ipld.raw"),
+    let mut resp = trustless_response(
+        "application/vnd.ipld.raw",
+        &etag,
+        cache_control,
+        &format!("{cid}.bin"),
     );
-    set(h, header::ETAG, &etag);
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    set(
-        h,
-        header::CONTENT_DISPOSITION,
-        &format!("attachment; filename=\"{cid}.bin\""),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(block.len()));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(block.len()));
     if !head {
         gw.metrics().sent(block.len());
         *resp.body_mut() = Body::from(block);
