@@ -57,6 +57,18 @@ impl Drop for TempDir {
     }
 }
 
+/// Waits up to 10 s for a server started by a bench to accept connections on 127.0.0.1:`port`.
+pub(crate) fn wait_for_port(port: u16) -> Result<()> {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            anyhow::bail!("nothing listens on 127.0.0.1:{port} after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 pub(crate) fn tempfile_dir() -> Result<TempDir> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).expect("the OS random source is available");
@@ -165,13 +177,7 @@ impl Nginx {
             .spawn()
             .context("starting nginx (apt-get install nginx)")?;
         let nginx = Nginx { child, port };
-        let t0 = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if t0.elapsed() > std::time::Duration::from_secs(10) {
-                anyhow::bail!("nginx did not start; see {d}/error.log");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_port(port).with_context(|| format!("nginx did not start; see {d}/error.log"))?;
         Ok(nginx)
     }
 }

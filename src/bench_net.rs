@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::bench::tempfile_dir;
+use crate::bench::{tempfile_dir, wait_for_port};
 
 /// A writer that hashes what it is given and notes when the first byte came.
 struct Sink {
@@ -106,13 +106,7 @@ impl StaticServer {
             .spawn()
             .context("starting python3 -m http.server (is python3 installed? scripts/setup.sh installs it)")?;
         let server = StaticServer { child, port };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > std::time::Duration::from_secs(10) {
-                anyhow::bail!("python3 http.server did not start listening on port {port}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_port(port).context("python3 http.server did not start")?;
         Ok(server)
     }
 }

@@ -270,12 +270,7 @@ pub async fn respond(
     if head {
         return Ok(resp);
     }
-    let permit = gw
-        .inner
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| GatewayError::Busy)?;
+    let permit = gw.stream_permit()?;
     *resp.body_mut() = body_from_blocking(gw.inner.metrics.clone(), permit, move |w| {
         write_car(&reader, &chain, terminus, scope, bytes, w)
     });

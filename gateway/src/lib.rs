@@ -164,6 +164,15 @@ impl Gateway {
         Ok(reader)
     }
 
+    /// A slot for one more streamed body, or Busy when every slot is taken.
+    fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, GatewayError> {
+        self.inner
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Busy)
+    }
+
     fn lock_readers(&self) -> std::sync::MutexGuard<'_, Lru<String, Arc<Reader>>> {
         self.inner
             .readers

@@ -475,12 +475,7 @@ async fn stream_parts(
     cid: Cid,
     parts: Vec<Part>,
 ) -> Result<Body, GatewayError> {
-    let permit = gw
-        .inner
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| GatewayError::Busy)?;
+    let permit = gw.stream_permit()?;
     let cached = gw.lock_readers().get(&path.root).cloned();
     let reader = match cached {
         Some(r) => r,
