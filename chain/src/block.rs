@@ -8,6 +8,12 @@
 //! The block hash is a domain-separated hash of the header only; the header commits to the transactions
 //! through `transactions_root` (the list root of their ids), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
+//!
+//! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links, appended to the same
+//! encoding, and its `transactions_root` is the list root of the cross-links' hashes:
+//! ```text
+//! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate)*
+//! ```
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
@@ -16,6 +22,12 @@ use crate::tx::{SignedTransaction, TX_BYTES_MAX};
 
 pub const BLOCK_VERSION: u8 = 1;
 pub const BLOCK_TXS_MAX: usize = 4096;
+/// The shard id of the beacon chain in its headers, votes and certificates.
+pub const BEACON_SHARD: u16 = u16::MAX;
+/// Cross-links in one beacon block.
+pub const BLOCK_LINKS_MAX: usize = 256;
+/// An encoded precommit certificate of a cross-link, at most (a 1,024-member bitmap and a BLS signature).
+pub const LINK_CERTIFICATE_BYTES_MAX: usize = 512;
 const HEADER_BYTES: usize = 1 + 4 + 2 + 8 + 32 * 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +80,24 @@ impl BlockHeader {
 pub struct Block {
     pub header: BlockHeader,
     pub transactions: Vec<SignedTransaction>,
+    /// Certified shard headers, on beacon blocks only (empty on shard blocks).
+    pub links: Vec<CrossLink>,
+}
+
+/// A shard block header with the encoded precommit quorum certificate that finalised it, as the beacon
+/// chain records it. The certificate is kept encoded here and checked by the beacon (`crate::beacon`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossLink {
+    pub header: BlockHeader,
+    pub certificate: Vec<u8>,
+}
+
+impl CrossLink {
+    pub fn hash(&self) -> Hash {
+        let mut w = Writer::new();
+        self.header.encode_into(&mut w);
+        hash_with(domain::CROSS_LINK, &[&w.finish(), &self.certificate])
+    }
 }
 
 impl Block {
@@ -78,6 +108,16 @@ impl Block {
     pub fn transactions_root(transactions: &[SignedTransaction]) -> Hash {
         let ids: Vec<Hash> = transactions.iter().map(SignedTransaction::id).collect();
         list_root(&ids)
+    }
+
+    /// A beacon block's `transactions_root`: the list root of its cross-links' hashes.
+    pub fn links_root(links: &[CrossLink]) -> Hash {
+        let hashes: Vec<Hash> = links.iter().map(CrossLink::hash).collect();
+        list_root(&hashes)
+    }
+
+    pub fn is_beacon(&self) -> bool {
+        self.header.shard == BEACON_SHARD
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -95,6 +135,16 @@ impl Block {
         for tx in &self.transactions {
             w.var(&tx.encode());
         }
+        if self.is_beacon() {
+            w.u32(
+                u32::try_from(self.links.len()).expect("blocks hold at most BLOCK_LINKS_MAX links"),
+            );
+            for link in &self.links {
+                let mut h = Writer::new();
+                link.header.encode_into(&mut h);
+                w.var(&h.finish()).var(&link.certificate);
+            }
+        }
     }
 
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -107,9 +157,27 @@ impl Block {
             transactions.push(SignedTransaction::decode_from(&mut tr)?);
             tr.finish()?;
         }
+        let mut links = Vec::new();
+        if header.shard == BEACON_SHARD {
+            let count = r.count("block links", BLOCK_LINKS_MAX, 8 + HEADER_BYTES)?;
+            links.reserve(count);
+            for _ in 0..count {
+                let mut hr = Reader::new(r.var("link header", HEADER_BYTES)?);
+                let link_header = BlockHeader::decode_from(&mut hr)?;
+                hr.finish()?;
+                let certificate = r
+                    .var("link certificate", LINK_CERTIFICATE_BYTES_MAX)?
+                    .to_vec();
+                links.push(CrossLink {
+                    header: link_header,
+                    certificate,
+                });
+            }
+        }
         Ok(Self {
             header,
             transactions,
+            links,
         })
     }
 
@@ -166,6 +234,7 @@ mod tests {
         Block {
             header,
             transactions,
+            links: Vec::new(),
         }
     }
 

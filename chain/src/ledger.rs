@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{SignedTransaction, TxError, TxKind};
 use std::collections::{BTreeMap, HashSet};
 
-const KEY_TIP: &[u8] = b"chain/tip";
+pub(crate) const KEY_TIP: &[u8] = b"chain/tip";
 const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
 const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
 /// `chain/tx/<id>` -> the height of the committed block that holds the transaction (for proofs).
@@ -48,6 +48,11 @@ pub enum BlockError {
     StateRoot,
     #[error("receipts root does not match execution")]
     ReceiptsRoot,
+    #[error("cross-link {index} is invalid: {error}")]
+    Link {
+        index: usize,
+        error: crate::beacon::LinkError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +96,39 @@ fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
     [prefix, &height.to_be_bytes()].concat()
 }
 
+/// The persisted tip (height, block hash), if the chain was ever opened on this store.
+pub(crate) fn load_tip(store: &dyn Store) -> Result<Option<(u64, Hash)>, StoreError> {
+    let Some(tip) = store.get(KEY_TIP)? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: "chain/tip".into(),
+        reason: reason.into(),
+    };
+    let mut r = Reader::new(&tip);
+    let height = r.u64().map_err(|_| corrupt("short"))?;
+    let hash = r.array().map_err(|_| corrupt("short"))?;
+    Ok(Some((height, hash)))
+}
+
+/// Adds a committed block, its certificate and the new tip to `batch`.
+pub(crate) fn put_commit(batch: &mut WriteBatch, block: &Block, certificate: Vec<u8>) {
+    let height = block.header.height;
+    batch.put(height_key(KEY_BLOCK_PREFIX, height), block.encode());
+    batch.put(height_key(KEY_CERT_PREFIX, height), certificate);
+    batch.put(
+        KEY_TIP,
+        [height.to_be_bytes().as_slice(), &block.hash()].concat(),
+    );
+}
+
+/// A committed block and its encoded certificate, if the store has them.
+pub(crate) fn load_committed(store: &dyn Store, height: u64) -> Option<(Block, Vec<u8>)> {
+    let block = store.get(&height_key(KEY_BLOCK_PREFIX, height)).ok()??;
+    let cert = store.get(&height_key(KEY_CERT_PREFIX, height)).ok()??;
+    Some((Block::decode(&block).ok()?, cert))
+}
+
 pub struct ShardApp<St: Store> {
     state: State,
     store: St,
@@ -106,16 +144,9 @@ impl<St: Store> ShardApp<St> {
     /// Opens the shard on `store`: resumes from the persisted tip if there is one, else writes genesis.
     pub fn open(genesis: &Genesis, shard: u16, mut store: St) -> Result<Self, LedgerError> {
         let params = genesis.params.clone();
-        if let Some(tip) = store.get(KEY_TIP)? {
-            let corrupt = |reason: &str| StoreError::Corrupt {
-                key: "chain/tip".into(),
-                reason: reason.into(),
-            };
-            let mut r = Reader::new(&tip);
-            let height = r.u64().map_err(|_| corrupt("short"))?;
-            let hash = r.array().map_err(|_| corrupt("short"))?;
+        if let Some(tip) = load_tip(&store)? {
             let state = State::load(params, shard, &store)?;
-            return Ok(Self::from_parts(state, store, (height, hash)));
+            return Ok(Self::from_parts(state, store, tip));
         }
         let mut state = genesis.shard_state(shard);
         let hash = genesis_header(&params, shard, state.root()).hash();
@@ -336,6 +367,7 @@ impl<St: Store> ShardApp<St> {
         Block {
             header,
             transactions: included,
+            links: Vec::new(),
         }
     }
 
@@ -433,12 +465,10 @@ impl<St: Store> App for ShardApp<St> {
         let height = block.header.height;
         let mut batch = WriteBatch::default();
         state.persist_into(&mut batch);
-        batch.put(height_key(KEY_BLOCK_PREFIX, height), block.encode());
-        batch.put(height_key(KEY_CERT_PREFIX, height), certificate);
         for tx in &block.transactions {
             batch.put([KEY_TX_PREFIX, &tx.id()].concat(), height.to_be_bytes());
         }
-        batch.put(KEY_TIP, [height.to_be_bytes().as_slice(), &hash].concat());
+        put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;
         self.state = state;
         self.tip = (height, hash);
@@ -454,15 +484,7 @@ impl<St: Store> App for ShardApp<St> {
     }
 
     fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
-        let block = self
-            .store
-            .get(&height_key(KEY_BLOCK_PREFIX, height))
-            .ok()??;
-        let cert = self
-            .store
-            .get(&height_key(KEY_CERT_PREFIX, height))
-            .ok()??;
-        Some((Block::decode(&block).ok()?, cert))
+        load_committed(&self.store, height)
     }
 
     fn store(&mut self) -> &mut dyn Store {

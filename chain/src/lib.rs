@@ -13,6 +13,7 @@
 //! - [`state`], [`genesis`]: account state, block execution, receipts, the genesis allocation.
 //! - [`pol`]: Proof of Likelihood: reputation, weights, epoch randomness, committee selection.
 //! - [`block`], [`ledger`]: block headers; building, checking and committing a shard's blocks.
+//! - [`beacon`]: the beacon chain: registry, reputation signals, committees, cross-links of shard heads.
 //! - [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its certificates and wire encoding.
 //!
 //! The normative text is `specs/consensus.md`. No `unwrap` outside tests: every `expect` says why it cannot
@@ -22,6 +23,7 @@
 
 pub mod address;
 pub mod amount;
+pub mod beacon;
 pub mod bft;
 pub mod block;
 pub mod codec;

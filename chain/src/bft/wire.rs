@@ -219,6 +219,7 @@ mod tests {
                 receipts_root: [4; 32],
             },
             transactions: vec![],
+            links: vec![],
         });
         let vote = Vote::<Bls>::sign(1, 2, VoteKind::Prevote, 3, 0, Some(block.hash()), 0, &key);
         let nil = Vote::<Bls>::sign(1, 2, VoteKind::Precommit, 3, 1, None, 0, &key);

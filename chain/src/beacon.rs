@@ -1,0 +1,1039 @@
+//! The beacon chain: the registry of validators (stake, BLS key, reputation), the epoch and its randomness,
+//! every committee's seats, and the certified heads of every shard (cross-links). It runs the same BFT
+//! replica as a shard (`crate::bft`) with its own committee, over [`BeaconApp`]. The normative text is
+//! `specs/consensus.md` §4.6.
+//!
+//! A beacon block carries cross-links: a shard block header with the precommit certificate that finalised
+//! it. The beacon accepts a link only if it is for a known shard, higher than the shard's last linked
+//! height, and its certificate is a precommit quorum of that shard's committee for exactly that header.
+//! Each accepted certificate is also the on-chain record Proof of Likelihood reads: every member of the
+//! shard's committee gets a certificate duty, the signers in its bitmap a vote, the proposer of each round up
+//! to the certified one a proposer slot and the certified round's proposer a proposed block
+//! (`pol::Signals`); and its aggregate signature is mixed into the next epoch's randomness.
+//!
+//! [`BeaconState::next_epoch`] is the epoch change as a pure function: reputations from the epoch's signals
+//! become the next epoch's weights, the randomness is derived from the mix of aggregate signatures, and
+//! the committees are redrawn with at most a third of each rotating (`pol::select_committees`).
+
+use crate::address::{Address, ShardId};
+use crate::amount::Amount;
+use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, VoteKind, bitmap_signers};
+use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{Hash, bls, domain, hash_with};
+use crate::genesis::Genesis;
+use crate::ledger::{
+    App, BlockError, LedgerError, genesis_header, load_committed, load_tip, put_commit,
+};
+use crate::pol::{self, Candidate, Signals};
+use crate::smt::list_root;
+use crate::store::{Store, StoreError, WriteBatch};
+use std::collections::{BTreeMap, HashSet};
+
+const STATE_VERSION: u8 = 1;
+const KEY_STATE: &[u8] = b"beacon/state";
+/// Verified cross-links waiting for a beacon block, at most.
+pub const PENDING_LINKS_MAX: usize = 1024;
+/// Rounds of one certificate credited as proposer slots, at most (a certificate from round 1,000 would
+/// otherwise cost 1,000 proposer draws).
+const PROPOSER_ROUNDS_CREDITED_MAX: u32 = 64;
+const CHECKED_STATES_MAX: usize = 8;
+const VALIDATORS_MAX: usize = 1 << 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeaconError {
+    #[error(
+        "genesis has {validators} validators, too few for {committees} committees of {size} ({shards} shards and the beacon): add validators or lower the shard count"
+    )]
+    TooFewValidators {
+        validators: usize,
+        shards: u16,
+        committees: usize,
+        size: usize,
+    },
+    #[error("committee size must be 1 to 1024, not {0}")]
+    CommitteeSize(usize),
+}
+
+/// Why a cross-link is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("link is for chain {got}, this is chain {expected}")]
+    WrongChain { expected: u32, got: u32 },
+    #[error("link is for shard {0}, which does not exist")]
+    UnknownShard(u16),
+    #[error("shard {shard} is already linked at height {linked}, the link is for height {height}")]
+    NotNewer {
+        shard: u16,
+        height: u64,
+        linked: u64,
+    },
+    #[error("link certificate does not decode: {0}")]
+    Certificate(#[from] DecodeError),
+    #[error("link certificate is not a precommit certificate for exactly this header")]
+    CertificateMismatch,
+    #[error("link certificate does not verify against shard {shard}'s committee: {error}")]
+    Quorum { shard: u16, error: QcError },
+    #[error("{PENDING_LINKS_MAX} links already wait for a beacon block")]
+    PoolFull,
+}
+
+/// A validator in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorRecord {
+    pub id: Address,
+    pub stake: Amount,
+    pub key: bls::PublicKey,
+    /// The reputation this epoch's weight is computed from (earned in the previous epoch; 0 at genesis).
+    pub reputation_ppm: u64,
+    /// What the chain has recorded about it so far this epoch.
+    pub signals: Signals,
+}
+
+impl ValidatorRecord {
+    pub fn weight(&self) -> u128 {
+        pol::weight(self.stake, self.reputation_ppm)
+    }
+}
+
+/// The last certified block of a shard that the beacon chain recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedHead {
+    pub height: u64,
+    pub block: Hash,
+    pub state_root: Hash,
+}
+
+/// Everything the beacon chain agrees on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeaconState {
+    pub chain_id: u32,
+    pub committee_size: u16,
+    pub epoch: u64,
+    pub randomness: Hash,
+    /// Sorted by id, no duplicates.
+    pub validators: Vec<ValidatorRecord>,
+    /// This epoch's seats: one committee per shard (index = shard), then the beacon's own (index = shards).
+    pub seats: Vec<Vec<Address>>,
+    /// Per shard, the last linked head.
+    pub links: Vec<Option<LinkedHead>>,
+    /// The aggregate signatures linked this epoch, hashed in order: the next epoch's randomness input.
+    pub mix: Hash,
+}
+
+impl BeaconState {
+    /// Epoch 0: the genesis validators with reputation 0, randomness from the chain id, committees of `size`
+    /// for every shard and for the beacon drawn by `pol::select_committees`.
+    pub fn genesis(genesis: &Genesis, size: usize) -> Result<Self, BeaconError> {
+        if size == 0 || size > crate::bft::COMMITTEE_SIZE_MAX {
+            return Err(BeaconError::CommitteeSize(size));
+        }
+        let shards = genesis.params.shard_count;
+        let mut validators: Vec<ValidatorRecord> = genesis
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| {
+                Some(ValidatorRecord {
+                    id: *id,
+                    stake: a.validator_stake,
+                    key: a.validator_key?,
+                    reputation_ppm: 0,
+                    signals: Signals::default(),
+                })
+            })
+            .collect();
+        validators.sort_by_key(|v| v.id);
+        validators.dedup_by_key(|v| v.id);
+        let committees = usize::from(shards) + 1;
+        let eligible = validators.iter().filter(|v| v.weight() > 0).count();
+        if eligible < committees * size {
+            return Err(BeaconError::TooFewValidators {
+                validators: eligible,
+                shards,
+                committees,
+                size,
+            });
+        }
+        let randomness = pol::epoch_randomness(
+            0,
+            &[
+                b"IOS genesis".as_slice(),
+                &genesis.params.chain_id.to_be_bytes(),
+            ]
+            .concat(),
+        );
+        let mut state = Self {
+            chain_id: genesis.params.chain_id,
+            committee_size: u16::try_from(size).expect("checked above: at most 1024"),
+            epoch: 0,
+            randomness,
+            validators,
+            seats: Vec::new(),
+            links: vec![None; usize::from(shards)],
+            mix: [0; 32],
+        };
+        state.seats = pol::select_committees(
+            &randomness,
+            &state.candidates(),
+            &[],
+            u16::try_from(committees).expect("shards + 1 fits: shards are below u16::MAX"),
+            size,
+        );
+        Ok(state)
+    }
+
+    pub fn shard_count(&self) -> u16 {
+        u16::try_from(self.links.len()).expect("shards are u16")
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.validators
+            .iter()
+            .map(|v| Candidate {
+                id: v.id,
+                stake: v.stake,
+                reputation_ppm: v.reputation_ppm,
+            })
+            .collect()
+    }
+
+    pub fn validator(&self, id: &Address) -> Option<&ValidatorRecord> {
+        self.validators
+            .binary_search_by_key(id, |v| v.id)
+            .ok()
+            .map(|i| &self.validators[i])
+    }
+
+    fn seat_index(&self, shard: ShardId) -> Option<usize> {
+        if shard == BEACON_SHARD {
+            Some(self.links.len())
+        } else if shard < self.shard_count() {
+            Some(usize::from(shard))
+        } else {
+            None
+        }
+    }
+
+    /// The committee of a shard (or of the beacon, `BEACON_SHARD`) this epoch.
+    pub fn committee(&self, shard: ShardId) -> Option<Committee<Bls>> {
+        let seats = self.seats.get(self.seat_index(shard)?)?;
+        let members = seats
+            .iter()
+            .map(|id| {
+                let v = self
+                    .validator(id)
+                    .expect("seats are drawn from the registry");
+                Member {
+                    id: v.id,
+                    public: v.key,
+                    weight: v.weight(),
+                }
+            })
+            .collect();
+        Some(Committee::new(members, self.randomness))
+    }
+
+    /// Every committee this epoch: the shards' in order, then the beacon's.
+    pub fn committees(&self) -> Vec<Committee<Bls>> {
+        (0..self.shard_count())
+            .chain([BEACON_SHARD])
+            .map(|s| {
+                self.committee(s)
+                    .expect("every shard and the beacon have seats")
+            })
+            .collect()
+    }
+
+    /// The seat (shard or `BEACON_SHARD`, member index) of a validator this epoch.
+    pub fn seat_of(&self, validator: &Address) -> Option<(ShardId, u16)> {
+        self.seats.iter().enumerate().find_map(|(i, seats)| {
+            let member = seats.iter().position(|id| id == validator)?;
+            let shard = if i == self.links.len() {
+                BEACON_SHARD
+            } else {
+                u16::try_from(i).expect("shards are u16")
+            };
+            Some((
+                shard,
+                u16::try_from(member).expect("committees have at most 1024 members"),
+            ))
+        })
+    }
+
+    /// The reputation each validator would carry into the next epoch if it ended now.
+    pub fn reputation_now(&self, id: &Address) -> Option<u64> {
+        self.validator(id).map(|v| pol::reputation_ppm(&v.signals))
+    }
+
+    /// Checks a cross-link against this state: known shard, newer than the linked head, a precommit
+    /// quorum certificate of the shard's committee for exactly this header. `verified` skips the aggregate
+    /// signature check (the caller already checked this very link).
+    pub fn check_link(
+        &self,
+        committee: &Committee<Bls>,
+        link: &CrossLink,
+        verified: bool,
+    ) -> Result<QuorumCertificate<Bls>, LinkError> {
+        let h = &link.header;
+        if h.chain_id != self.chain_id {
+            return Err(LinkError::WrongChain {
+                expected: self.chain_id,
+                got: h.chain_id,
+            });
+        }
+        let linked = self
+            .links
+            .get(usize::from(h.shard))
+            .ok_or(LinkError::UnknownShard(h.shard))?
+            .as_ref()
+            .map_or(0, |l| l.height);
+        if h.height <= linked {
+            return Err(LinkError::NotNewer {
+                shard: h.shard,
+                height: h.height,
+                linked,
+            });
+        }
+        let qc = QuorumCertificate::<Bls>::decode(&link.certificate)?;
+        if qc.kind != VoteKind::Precommit
+            || qc.shard != h.shard
+            || qc.height != h.height
+            || qc.block != h.hash()
+        {
+            return Err(LinkError::CertificateMismatch);
+        }
+        if !verified {
+            qc.verify(self.chain_id, committee)
+                .map_err(|error| LinkError::Quorum {
+                    shard: h.shard,
+                    error,
+                })?;
+        }
+        Ok(qc)
+    }
+
+    /// Records a checked link: the shard's head, the committee's signals, the randomness mix.
+    fn record_link(
+        &mut self,
+        committee: &Committee<Bls>,
+        header: &BlockHeader,
+        qc: &QuorumCertificate<Bls>,
+    ) {
+        let signers: HashSet<u16> = bitmap_signers(&qc.signers).collect();
+        let mut credit = |index: u16, f: &dyn Fn(&mut Signals)| {
+            let id = committee.members[usize::from(index)].id;
+            if let Ok(i) = self.validators.binary_search_by_key(&id, |v| v.id) {
+                f(&mut self.validators[i].signals);
+            }
+        };
+        for index in
+            0..u16::try_from(committee.len()).expect("committees have at most 1024 members")
+        {
+            let voted = signers.contains(&index);
+            credit(index, &|s: &mut Signals| {
+                s.certificates += 1;
+                if voted {
+                    s.votes_in_certificates += 1;
+                }
+            });
+        }
+        let first = qc.round.saturating_sub(PROPOSER_ROUNDS_CREDITED_MAX - 1);
+        for round in first..=qc.round {
+            let proposer = committee.proposer(header.shard, header.height, round);
+            let won = round == qc.round;
+            credit(proposer, &|s: &mut Signals| {
+                s.proposer_slots += 1;
+                if won {
+                    s.blocks_proposed += 1;
+                }
+            });
+        }
+        self.mix = hash_with(domain::RANDOMNESS, &[&self.mix, &qc.signature.0]);
+        self.links[usize::from(header.shard)] = Some(LinkedHead {
+            height: header.height,
+            block: header.hash(),
+            state_root: header.state_root,
+        });
+    }
+
+    /// The next epoch, as a pure function of this state: each validator's reputation from this epoch's
+    /// signals sets its new weight, the randomness is `pol::epoch_randomness(epoch + 1, mix)`, and the
+    /// committees are redrawn from the previous ones (at most a third of each rotates).
+    pub fn next_epoch(&self) -> Self {
+        let mut next = self.clone();
+        next.epoch += 1;
+        for v in &mut next.validators {
+            v.reputation_ppm = pol::reputation_ppm(&v.signals);
+            v.signals = Signals::default();
+        }
+        next.randomness = pol::epoch_randomness(next.epoch, &self.mix);
+        next.mix = [0; 32];
+        next.seats = pol::select_committees(
+            &next.randomness,
+            &next.candidates(),
+            &self.seats,
+            u16::try_from(self.seats.len()).expect("shards + 1 committees fit u16"),
+            usize::from(self.committee_size),
+        );
+        next
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(STATE_VERSION)
+            .u32(self.chain_id)
+            .u16(self.committee_size)
+            .u64(self.epoch)
+            .fixed(&self.randomness)
+            .fixed(&self.mix);
+        w.u32(u32::try_from(self.validators.len()).expect("at most VALIDATORS_MAX validators"));
+        for v in &self.validators {
+            let s = &v.signals;
+            w.fixed(&v.id.0)
+                .u64(v.stake.0)
+                .fixed(&v.key.0)
+                .u64(v.reputation_ppm)
+                .u64(s.votes_in_certificates)
+                .u64(s.certificates)
+                .u64(s.blocks_proposed)
+                .u64(s.proposer_slots)
+                .u32(s.faults_proven);
+        }
+        w.u32(u32::try_from(self.seats.len()).expect("shards are u16"));
+        for seats in &self.seats {
+            w.u32(u32::try_from(seats.len()).expect("committees have at most 1024 members"));
+            for id in seats {
+                w.fixed(&id.0);
+            }
+        }
+        w.u32(u32::try_from(self.links.len()).expect("shards are u16"));
+        for link in &self.links {
+            match link {
+                None => {
+                    w.u8(0);
+                }
+                Some(l) => {
+                    w.u8(1).u64(l.height).fixed(&l.block).fixed(&l.state_root);
+                }
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != STATE_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let chain_id = r.u32()?;
+        let committee_size = r.u16()?;
+        let epoch = r.u64()?;
+        let randomness = r.array()?;
+        let mix = r.array()?;
+        let count = r.count("beacon validators", VALIDATORS_MAX, 32 + 8 + 48 + 8 * 5 + 4)?;
+        let mut validators = Vec::with_capacity(count);
+        for _ in 0..count {
+            validators.push(ValidatorRecord {
+                id: Address(r.array()?),
+                stake: Amount(r.u64()?),
+                key: bls::PublicKey(r.array()?),
+                reputation_ppm: r.u64()?,
+                signals: Signals {
+                    votes_in_certificates: r.u64()?,
+                    certificates: r.u64()?,
+                    blocks_proposed: r.u64()?,
+                    proposer_slots: r.u64()?,
+                    faults_proven: r.u32()?,
+                },
+            });
+        }
+        let count = r.count("beacon committees", 1 << 16, 2)?;
+        let mut seats = Vec::with_capacity(count);
+        for _ in 0..count {
+            let members = r.count("committee seats", crate::bft::COMMITTEE_SIZE_MAX, 32)?;
+            let mut ids = Vec::with_capacity(members);
+            for _ in 0..members {
+                ids.push(Address(r.array()?));
+            }
+            seats.push(ids);
+        }
+        let count = r.count("beacon links", 1 << 16, 1)?;
+        let mut links = Vec::with_capacity(count);
+        for _ in 0..count {
+            links.push(match r.u8()? {
+                0 => None,
+                1 => Some(LinkedHead {
+                    height: r.u64()?,
+                    block: r.array()?,
+                    state_root: r.array()?,
+                }),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "linked head",
+                        tag,
+                    });
+                }
+            });
+        }
+        r.finish()?;
+        Ok(Self {
+            chain_id,
+            committee_size,
+            epoch,
+            randomness,
+            validators,
+            seats,
+            links,
+            mix,
+        })
+    }
+
+    /// The state root in a beacon block header: a domain-separated hash of the whole encoded state (the
+    /// beacon state is small: one record per validator and shard).
+    pub fn root(&self) -> Hash {
+        hash_with(domain::BEACON_STATE, &[&self.encode()])
+    }
+}
+
+/// The beacon chain's ledger as the BFT replica sees it.
+pub struct BeaconApp<St: Store> {
+    state: BeaconState,
+    /// This epoch's committees, the shards' then the beacon's.
+    committees: Vec<Committee<Bls>>,
+    store: St,
+    tip: (u64, Hash),
+    /// Verified links waiting for a block, by (shard, height).
+    pending: BTreeMap<(u16, u64), CrossLink>,
+    /// Hashes of links whose certificate this node verified (so executing them skips the BLS check).
+    verified: HashSet<Hash>,
+    checked: Vec<(Hash, BeaconState)>,
+}
+
+impl<St: Store> BeaconApp<St> {
+    /// Opens the beacon chain on `store`: resumes from its tip, or writes the genesis state.
+    pub fn open(
+        genesis: &Genesis,
+        committee_size: usize,
+        mut store: St,
+    ) -> Result<Self, LedgerError> {
+        let genesis_state = BeaconState::genesis(genesis, committee_size).map_err(|e| {
+            LedgerError::Store(StoreError::Corrupt {
+                key: "genesis".into(),
+                reason: e.to_string(),
+            })
+        })?;
+        let (state, tip) = match load_tip(&store)? {
+            Some(tip) => {
+                let bytes = store.get(KEY_STATE)?.ok_or_else(|| StoreError::Corrupt {
+                    key: "beacon/state".into(),
+                    reason: "missing".into(),
+                })?;
+                let state = BeaconState::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                    key: "beacon/state".into(),
+                    reason: e.to_string(),
+                })?;
+                (state, tip)
+            }
+            None => {
+                let mut header =
+                    genesis_header(&genesis.params, BEACON_SHARD, genesis_state.root());
+                header.transactions_root = Block::links_root(&[]);
+                let hash = header.hash();
+                let mut batch = WriteBatch::default();
+                batch.put(KEY_STATE, genesis_state.encode());
+                batch.put(
+                    crate::ledger::KEY_TIP,
+                    [0u64.to_be_bytes().as_slice(), &hash].concat(),
+                );
+                store.write(batch)?;
+                (genesis_state, (0, hash))
+            }
+        };
+        Ok(Self {
+            committees: state.committees(),
+            state,
+            store,
+            tip,
+            pending: BTreeMap::new(),
+            verified: HashSet::new(),
+            checked: Vec::new(),
+        })
+    }
+
+    pub fn state(&self) -> &BeaconState {
+        &self.state
+    }
+
+    /// This epoch's committee of a shard, or of the beacon (`BEACON_SHARD`).
+    pub fn committee(&self, shard: ShardId) -> Option<&Committee<Bls>> {
+        self.committees.get(self.state.seat_index(shard)?)
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Checks a cross-link (its certificate included) and keeps it for the next beacon block.
+    pub fn offer(&mut self, link: CrossLink) -> Result<(), LinkError> {
+        let shard = link.header.shard;
+        let committee = self
+            .committee(shard)
+            .filter(|_| shard != BEACON_SHARD)
+            .ok_or(LinkError::UnknownShard(shard))?;
+        let key = (shard, link.header.height);
+        if self.pending.get(&key) == Some(&link) {
+            return Ok(());
+        }
+        self.state.check_link(committee, &link, false)?;
+        if self.pending.len() >= PENDING_LINKS_MAX {
+            return Err(LinkError::PoolFull);
+        }
+        self.verified.insert(link.hash());
+        self.pending.insert(key, link);
+        Ok(())
+    }
+
+    fn execute(&self, block: &Block) -> Result<BeaconState, BlockError> {
+        let h = &block.header;
+        if h.chain_id != self.state.chain_id {
+            return Err(BlockError::WrongChain {
+                expected: self.state.chain_id,
+                got: h.chain_id,
+            });
+        }
+        if h.shard != BEACON_SHARD {
+            return Err(BlockError::WrongShard {
+                expected: BEACON_SHARD,
+                got: h.shard,
+            });
+        }
+        if h.height != self.tip.0 + 1 {
+            return Err(BlockError::WrongHeight {
+                expected: self.tip.0 + 1,
+                got: h.height,
+            });
+        }
+        if h.parent != self.tip.1 {
+            return Err(BlockError::WrongParent);
+        }
+        if !block.transactions.is_empty() {
+            return Err(BlockError::TooManyTransactions(block.transactions.len()));
+        }
+        if block.links.len() > BLOCK_LINKS_MAX {
+            return Err(BlockError::TooManyTransactions(block.links.len()));
+        }
+        if Block::links_root(&block.links) != h.transactions_root {
+            return Err(BlockError::TransactionsRoot);
+        }
+        let mut state = self.state.clone();
+        for (index, link) in block.links.iter().enumerate() {
+            let shard = link.header.shard;
+            let committee = self
+                .committee(shard)
+                .filter(|_| shard != BEACON_SHARD)
+                .ok_or(BlockError::Link {
+                    index,
+                    error: LinkError::UnknownShard(shard),
+                })?;
+            let verified = self.verified.contains(&link.hash());
+            let qc = state
+                .check_link(committee, link, verified)
+                .map_err(|error| BlockError::Link { index, error })?;
+            state.record_link(committee, &link.header, &qc);
+        }
+        if state.root() != h.state_root {
+            return Err(BlockError::StateRoot);
+        }
+        if list_root(&[]) != h.receipts_root {
+            return Err(BlockError::ReceiptsRoot);
+        }
+        Ok(state)
+    }
+
+    fn remember(&mut self, hash: Hash, state: BeaconState) {
+        if self.checked.iter().any(|(h, _)| *h == hash) {
+            return;
+        }
+        if self.checked.len() >= CHECKED_STATES_MAX {
+            self.checked.remove(0);
+        }
+        self.checked.push((hash, state));
+    }
+}
+
+impl<St: Store> App for BeaconApp<St> {
+    fn tip(&self) -> (u64, Hash) {
+        self.tip
+    }
+
+    fn propose(&mut self) -> Block {
+        let mut state = self.state.clone();
+        let mut links = Vec::new();
+        for link in self.pending.values() {
+            if links.len() >= BLOCK_LINKS_MAX {
+                break;
+            }
+            let Some(committee) = self.committees.get(usize::from(link.header.shard)) else {
+                continue;
+            };
+            if let Ok(qc) = state.check_link(committee, link, true) {
+                state.record_link(committee, &link.header, &qc);
+                links.push(link.clone());
+            }
+        }
+        let header = BlockHeader {
+            chain_id: state.chain_id,
+            shard: BEACON_SHARD,
+            height: self.tip.0 + 1,
+            parent: self.tip.1,
+            state_root: state.root(),
+            transactions_root: Block::links_root(&links),
+            receipts_root: list_root(&[]),
+        };
+        self.remember(header.hash(), state);
+        Block {
+            header,
+            transactions: Vec::new(),
+            links,
+        }
+    }
+
+    fn check(&mut self, block: &Block) -> Result<(), BlockError> {
+        let hash = block.hash();
+        if self.checked.iter().any(|(h, _)| *h == hash) {
+            return Ok(());
+        }
+        let state = self.execute(block)?;
+        self.remember(hash, state);
+        Ok(())
+    }
+
+    fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
+        let hash = block.hash();
+        let cached = self.checked.iter().position(|(h, _)| *h == hash);
+        let state = match cached {
+            Some(i)
+                if block.header.parent == self.tip.1 && block.header.height == self.tip.0 + 1 =>
+            {
+                self.checked.swap_remove(i).1
+            }
+            _ => self.execute(block)?,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_STATE, state.encode());
+        put_commit(&mut batch, block, certificate);
+        self.store.write(batch)?;
+        self.state = state;
+        self.tip = (block.header.height, hash);
+        self.checked.clear();
+        for link in &block.links {
+            self.verified.remove(&link.hash());
+        }
+        let links = &self.state.links;
+        self.pending.retain(|(shard, height), _| {
+            *height > links[usize::from(*shard)].as_ref().map_or(0, |l| l.height)
+        });
+        let waiting: HashSet<Hash> = self.pending.values().map(CrossLink::hash).collect();
+        self.verified.retain(|h| waiting.contains(h));
+        Ok(())
+    }
+
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        load_committed(&self.store, height)
+    }
+
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn store_ref(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bft::Vote;
+    use crate::genesis::GenesisConfig;
+    use crate::ledger::ShardApp;
+    use crate::store::MemStore;
+    use proptest::prelude::*;
+
+    const SIZE: usize = 4;
+
+    /// Two shards and the beacon, 4 seats each, and `spare` validators without a seat.
+    fn genesis(spare: usize) -> Genesis {
+        GenesisConfig::devnet(
+            2,
+            3 * SIZE + spare,
+            Amount::from_iost(1_000_000).expect("small"),
+            Amount::from_iost(1_000).expect("small"),
+        )
+        .build()
+        .expect("valid genesis")
+    }
+
+    fn secret_of(id: &Address, genesis: &Genesis) -> bls::SecretKey {
+        (0..genesis.accounts.len())
+            .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
+            .find(|k| {
+                genesis
+                    .accounts
+                    .iter()
+                    .any(|(a, acc)| a == id && acc.validator_key == Some(k.public()))
+            })
+            .expect("a devnet validator")
+    }
+
+    /// A certified block of `shard` at the next height of `app`, signed by the committee members in `signers`.
+    fn certified(
+        genesis: &Genesis,
+        beacon: &BeaconState,
+        app: &mut ShardApp<MemStore>,
+        shard: u16,
+        signers: &[u16],
+        round: u32,
+    ) -> CrossLink {
+        let block = app.propose();
+        let committee = beacon.committee(shard).expect("a shard");
+        let votes: Vec<Vote<Bls>> = signers
+            .iter()
+            .map(|&i| {
+                let key = secret_of(&committee.members[usize::from(i)].id, genesis);
+                Vote::<Bls>::sign(
+                    genesis.params.chain_id,
+                    shard,
+                    VoteKind::Precommit,
+                    block.header.height,
+                    round,
+                    Some(block.hash()),
+                    i,
+                    &key,
+                )
+            })
+            .collect();
+        let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+        let qc =
+            QuorumCertificate::aggregate(&committee, &refs, block.hash()).expect("votes aggregate");
+        app.commit(&block, qc.encode()).expect("commit");
+        CrossLink {
+            header: block.header,
+            certificate: qc.encode(),
+        }
+    }
+
+    #[test]
+    fn genesis_seats_every_shard_and_the_beacon_disjointly() {
+        let g = genesis(0);
+        let state = BeaconState::genesis(&g, SIZE).expect("enough validators");
+        assert_eq!(state.seats.len(), 3);
+        let mut all: Vec<Address> = state.seats.concat();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 3 * SIZE, "committees are disjoint");
+        for (i, seats) in state.seats.iter().enumerate() {
+            for (m, id) in seats.iter().enumerate() {
+                let shard = if i == 2 { BEACON_SHARD } else { i as u16 };
+                assert_eq!(state.seat_of(id), Some((shard, m as u16)));
+            }
+        }
+        assert_eq!(state.committees().len(), 3);
+        let again = BeaconState::genesis(&g, SIZE).expect("enough validators");
+        assert_eq!(again, state, "a pure function of genesis");
+        assert_eq!(
+            BeaconState::genesis(&genesis(0), SIZE + 1),
+            Err(BeaconError::TooFewValidators {
+                validators: 12,
+                shards: 2,
+                committees: 3,
+                size: 5
+            })
+        );
+    }
+
+    #[test]
+    fn links_are_checked_recorded_committed_and_resumed() {
+        let g = genesis(0);
+        let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+        let mut beacon = BeaconApp::open(&g, SIZE, MemStore::new()).expect("beacon");
+        let mut follower = BeaconApp::open(&g, SIZE, MemStore::new()).expect("beacon");
+        let state = beacon.state().clone();
+        let committee = state.committee(0).expect("shard 0");
+
+        // Members 0, 1, 2 sign height 1 in round 0; member 3 is missing.
+        let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+        beacon.offer(first.clone()).expect("a valid link");
+        // Height 2 is certified in round 1 by members 1, 2, 3.
+        let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 1);
+        beacon.offer(second.clone()).expect("a valid link");
+        assert_eq!(beacon.pending_len(), 2);
+
+        let block = beacon.propose();
+        assert_eq!(block.links, vec![first.clone(), second.clone()]);
+        let decoded = Block::decode(&block.encode()).expect("beacon blocks round-trip");
+        assert_eq!(decoded, block);
+        follower.check(&decoded).expect("the follower agrees");
+        follower.commit(&decoded, vec![1, 2, 3]).expect("commit");
+        beacon.commit(&block, vec![1, 2, 3]).expect("commit");
+        assert_eq!(beacon.pending_len(), 0);
+        assert_eq!(beacon.state(), follower.state());
+        assert_eq!(beacon.state().root(), block.header.state_root);
+
+        let head = beacon.state().links[0].clone().expect("shard 0 linked");
+        assert_eq!((head.height, head.block), (2, second.header.hash()));
+        assert_eq!(beacon.state().links[1], None);
+        let signals = |i: usize| {
+            beacon
+                .state()
+                .validator(&committee.members[i].id)
+                .expect("registered")
+                .signals
+        };
+        assert_eq!(signals(0).votes_in_certificates, 1);
+        assert_eq!(signals(3).votes_in_certificates, 1);
+        for i in 0..4 {
+            assert_eq!(signals(i).certificates, 2);
+        }
+        let slots: u64 = (0..4).map(|i| signals(i).proposer_slots).sum();
+        let proposed: u64 = (0..4).map(|i| signals(i).blocks_proposed).sum();
+        assert_eq!(
+            (slots, proposed),
+            (3, 2),
+            "rounds 0 of height 1, 0 and 1 of height 2"
+        );
+        assert_ne!(beacon.state().mix, [0; 32]);
+
+        // Old, forged and mismatched links are refused with their reason.
+        assert!(matches!(
+            beacon.offer(first.clone()),
+            Err(LinkError::NotNewer {
+                shard: 0,
+                height: 1,
+                linked: 2
+            })
+        ));
+        let third = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+        let mut wrong_header = third.clone();
+        wrong_header.header.state_root = [9; 32];
+        assert_eq!(
+            beacon.offer(wrong_header),
+            Err(LinkError::CertificateMismatch)
+        );
+        let mut unknown = third.clone();
+        unknown.header.shard = 7;
+        assert_eq!(beacon.offer(unknown), Err(LinkError::UnknownShard(7)));
+        let weak = certified(&g, &state, &mut shard0, 0, &[0, 1], 0);
+        assert!(matches!(
+            beacon.offer(weak),
+            Err(LinkError::Quorum {
+                shard: 0,
+                error: QcError::NoQuorum { .. }
+            })
+        ));
+        let mut garbage = third.clone();
+        garbage.certificate.truncate(10);
+        assert!(matches!(
+            beacon.offer(garbage),
+            Err(LinkError::Certificate(_))
+        ));
+
+        // A block with a link nobody verified is checked in full: a bad certificate is refused.
+        let mut bad = follower.propose();
+        let mut forged = third.clone();
+        forged.certificate = QuorumCertificate::<Bls>::decode(&second.certificate)
+            .map(|mut qc| {
+                qc.height = 3;
+                qc.block = third.header.hash();
+                qc.encode()
+            })
+            .expect("decodes");
+        bad.links = vec![forged];
+        bad.header.transactions_root = Block::links_root(&bad.links);
+        assert!(matches!(
+            follower.check(&bad),
+            Err(BlockError::Link {
+                index: 0,
+                error: LinkError::Quorum { .. }
+            })
+        ));
+
+        // Reopened on its store, the beacon resumes at its tip with the same state.
+        let tip = beacon.tip();
+        let state = beacon.state().clone();
+        let store = beacon.store;
+        let reopened = BeaconApp::open(&g, SIZE, store).expect("resume");
+        assert_eq!(reopened.tip(), tip);
+        assert_eq!(reopened.state(), &state);
+        assert_eq!(reopened.committed(1).map(|(b, _)| b), Some(block));
+    }
+
+    #[test]
+    fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
+        let g = genesis(6);
+        let mut state = BeaconState::genesis(&g, SIZE).expect("enough validators");
+        // The first member of every committee voted in every certificate, the others in half.
+        for seats in state.seats.clone() {
+            for (m, id) in seats.iter().enumerate() {
+                let i = state
+                    .validators
+                    .binary_search_by_key(id, |v| v.id)
+                    .expect("registered");
+                state.validators[i].signals = Signals {
+                    votes_in_certificates: if m == 0 { 10 } else { 5 },
+                    certificates: 10,
+                    blocks_proposed: 1,
+                    proposer_slots: 2,
+                    faults_proven: 0,
+                };
+            }
+        }
+        state.mix = [3; 32];
+        let next = state.next_epoch();
+        assert_eq!(next.epoch, 1);
+        assert_eq!(next.randomness, pol::epoch_randomness(1, &[3; 32]));
+        let first = state.seats[0][0];
+        assert_eq!(
+            next.validator(&first).expect("registered").reputation_ppm,
+            (7 * 1_000_000 + 3 * 500_000) / 10
+        );
+        assert!(
+            next.validators
+                .iter()
+                .all(|v| v.signals == Signals::default())
+        );
+        for (before, after) in state.seats.iter().zip(&next.seats) {
+            let kept = before.iter().filter(|id| after.contains(id)).count();
+            assert!(
+                kept >= SIZE - SIZE / 3,
+                "at most a third rotates: kept {kept}"
+            );
+            assert_eq!(after.len(), SIZE);
+        }
+        let mut all = next.seats.concat();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 3 * SIZE, "still disjoint");
+        assert_eq!(state.next_epoch(), next, "a pure function");
+        let mut other = state.clone();
+        other.mix = [4; 32];
+        assert_ne!(other.next_epoch().randomness, next.randomness);
+    }
+
+    proptest! {
+        #[test]
+        fn states_round_trip_and_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..2000) {
+            static GENESIS: std::sync::OnceLock<Genesis> = std::sync::OnceLock::new();
+            let g = GENESIS.get_or_init(|| genesis(2));
+            let mut state = BeaconState::genesis(g, SIZE).expect("enough validators");
+            state.links[1] = Some(LinkedHead { height: 9, block: [1; 32], state_root: [2; 32] });
+            state.validators[0].signals.certificates = 4;
+            let encoded = state.encode();
+            prop_assert_eq!(BeaconState::decode(&encoded).expect("round trip"), state.clone());
+            let _ = BeaconState::decode(&bytes);
+            let cut = cut.min(encoded.len() - 1);
+            prop_assert!(BeaconState::decode(&encoded[..cut]).is_err());
+        }
+    }
+}
