@@ -272,7 +272,7 @@ pub fn devnet(
         let demo = demo(dir, &running, &homes).await?;
         println!("{demo}");
         println!(
-            "chain {} shards, {} validators each, epoch {}",
+            "chain {} shards and the beacon chain, {} validators each, epoch {}",
             shards,
             huds::chain_node::devnet::COMMITTEE_SIZE,
             chain.beacon.epoch

@@ -251,7 +251,10 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", json!({ "epoch": v["epoch"], "shards": shards }));
+        println!(
+            "{}",
+            json!({ "epoch": v["epoch"], "shards": shards, "beacon": v["beacon"] })
+        );
     } else {
         println!(
             "epoch {} (chain id {:#x})",
@@ -265,6 +268,24 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                 s["height"],
                 s["state_root"].as_str().unwrap_or("-"),
                 s["committee"].as_array().map_or(0, Vec::len)
+            );
+        }
+        let b = &v["beacon"];
+        if b.is_null() {
+            println!("beacon chain: no beacon validator runs on this node");
+        } else {
+            let linked: Vec<String> = b["links"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("shard {} at {}", l["shard"], l["height"]))
+                .collect();
+            println!(
+                "beacon height {} state root {} committee of {}; linked {}",
+                b["height"],
+                b["state_root"].as_str().unwrap_or("-"),
+                b["committee"].as_array().map_or(0, Vec::len),
+                linked.join(", ")
             );
         }
     }

@@ -185,7 +185,10 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
 
     // Validators of the other shard follow this shard's certified head over the beacon topic.
     let other = (0..net.chain().validator_count())
-        .find(|i| net.chain().shard_of_validator(*i) != shard)
+        .find(|i| {
+            let s = net.chain().shard_of_validator(*i);
+            s != shard && s < SHARDS
+        })
         .and_then(|i| net.chain().handle(i))
         .expect("a validator of the other shard");
     let mine = (0..net.chain().validator_count())
@@ -200,6 +203,51 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     let head = other.heads()[usize::from(shard)].clone().expect("a head");
     assert_eq!(head.height % validator::HEAD_EVERY_BLOCKS, 0);
     assert!(mine.status().height >= head.height);
+
+    // The beacon chain, with its own committee, finalises blocks that link every shard's certified heads,
+    // and records each linked certificate's voters and proposers.
+    net.wait_until("the beacon chain linked every shard", |n| {
+        let status = n.huds(&homes[0], &["chain", "status"]);
+        status["beacon"]["links"].as_array().is_some_and(|l| {
+            l.len() == usize::from(SHARDS)
+                && l.iter()
+                    .all(|l| l["height"].as_u64() >= Some(validator::HEAD_EVERY_BLOCKS))
+        })
+    });
+    let status = net.huds(&homes[0], &["chain", "status"]);
+    let beacon = &status["beacon"];
+    assert!(beacon["height"].as_u64().expect("beacon height") >= 1);
+    assert_eq!(beacon["committee"].as_array().expect("committee").len(), 4);
+    let linked = beacon["links"][usize::from(shard)]["height"]
+        .as_u64()
+        .expect("linked height");
+    assert_eq!(linked % validator::HEAD_EVERY_BLOCKS, 0);
+    assert!(
+        mine.status().height >= linked,
+        "the beacon links only certified blocks"
+    );
+    let validators = beacon["validators"].as_array().expect("validators");
+    assert_eq!(validators.len(), devnet::validator_count(SHARDS));
+    for v in validators {
+        let seat = &v["seat"];
+        let certificates = v["certificates"].as_u64().expect("certificates");
+        if *seat == "beacon" {
+            assert_eq!(certificates, 0, "the beacon's own votes are not linked");
+        } else {
+            assert!(certificates >= 1, "{v}");
+            assert!(v["votes_in_certificates"].as_u64().expect("votes") <= certificates);
+            assert!(v["reputation_now_ppm"].as_u64().expect("reputation") <= 1_000_000);
+        }
+    }
+    let linked_certificates: u64 = validators
+        .iter()
+        .filter(|v| v["seat"] != "beacon")
+        .map(|v| v["blocks_proposed"].as_u64().expect("proposed"))
+        .sum();
+    assert!(
+        linked_certificates >= u64::from(SHARDS),
+        "every linked block had a proposer"
+    );
 
     // Kill one validator of the wallets' shard (3 of 4 equal stakes still make a quorum), keep transferring,
     // restart it on its database: it catches up to the others' height and agrees on the state.

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}]}` |
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`; a refused transaction is a 400 with the reason |
 
@@ -121,6 +121,76 @@ impl ChainApi {
             "epoch": self.beacon.epoch,
             "fee_min": self.genesis.params.fee_min.to_string(),
             "shards": shards,
+            "beacon": self.beacon_status(),
+        })
+    }
+
+    /// The beacon chain as the most advanced running beacon validator here sees it: its height, the shard
+    /// heads it linked and every validator's reputation signals this epoch (`null` if none runs here).
+    fn beacon_status(&self) -> Value {
+        let Some((status, state)) = self
+            .validators
+            .iter()
+            .filter(|v| v.is_running())
+            .filter_map(|v| Some((v.status(), v.beacon_state()?)))
+            .max_by_key(|(s, _)| s.height)
+        else {
+            return Value::Null;
+        };
+        let committee: Vec<String> = self
+            .beacon
+            .beacon_committee
+            .members
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        let links: Vec<Value> = state
+            .links
+            .iter()
+            .enumerate()
+            .map(|(shard, l)| {
+                json!({
+                    "shard": shard,
+                    "height": l.as_ref().map_or(0, |l| l.height),
+                    "block": l.as_ref().map(|l| hex(&l.block)),
+                    "state_root": l.as_ref().map(|l| hex(&l.state_root)),
+                })
+            })
+            .collect();
+        let validators: Vec<Value> = state
+            .validators
+            .iter()
+            .map(|v| {
+                let seat = state.seat_of(&v.id).map(|(s, _)| {
+                    if s == chain::block::BEACON_SHARD {
+                        json!("beacon")
+                    } else {
+                        json!(s)
+                    }
+                });
+                json!({
+                    "id": v.id.to_string(),
+                    "seat": seat,
+                    "stake": v.stake.to_string(),
+                    "reputation_ppm": v.reputation_ppm,
+                    "reputation_now_ppm": chain::pol::reputation_ppm(&v.signals),
+                    "votes_in_certificates": v.signals.votes_in_certificates,
+                    "certificates": v.signals.certificates,
+                    "blocks_proposed": v.signals.blocks_proposed,
+                    "proposer_slots": v.signals.proposer_slots,
+                    "faults_proven": v.signals.faults_proven,
+                })
+            })
+            .collect();
+        json!({
+            "height": status.height,
+            "tip": hex(&status.tip),
+            "state_root": hex(&status.state_root),
+            "epoch": state.epoch,
+            "randomness": hex(&state.randomness),
+            "committee": committee,
+            "links": links,
+            "validators": validators,
         })
     }
 }

@@ -1,6 +1,6 @@
-//! A whole chain on loopback in one process: `S` shards, 4 validators each, every validator with its own
-//! libp2p swarm and its own RocksDB under `dir/validator-<i>`. Used by `huds devnet`, the tests and
-//! `huds bench chain`.
+//! A whole chain on loopback in one process: `S` shards and the beacon chain, 4 validators each, every
+//! validator with its own libp2p swarm and its own RocksDB under `dir/validator-<i>`. Used by `huds devnet`,
+//! the tests and `huds bench chain`.
 //!
 //! Genesis is a pure function of the shard count and the funded wallet's address (validator keys are the
 //! deterministic devnet keys of `GenesisConfig::devnet`), so a devnet restarted on its directory computes the
@@ -16,7 +16,10 @@ use libp2p::Multiaddr;
 
 use super::api::ChainApi;
 use super::beacon::{Beacon, BeaconError};
-use super::validator::{Validator, ValidatorConfig, ValidatorError, ValidatorHandle};
+use super::validator::{
+    BEACON_COMMIT_WAIT_MS, Validator, ValidatorConfig, ValidatorError, ValidatorHandle,
+};
+use chain::block::BEACON_SHARD;
 
 pub const COMMITTEE_SIZE: usize = 4;
 pub const VALIDATOR_STAKE_IOST: u64 = 1_000_000;
@@ -60,12 +63,16 @@ impl DevnetOptions {
     }
 }
 
-/// The devnet genesis: 4 validators per shard, the given wallets funded.
+/// Validators of a devnet of `shards` shards: a committee for each shard and one for the beacon chain.
+pub fn validator_count(shards: u16) -> usize {
+    (usize::from(shards) + 1) * COMMITTEE_SIZE
+}
+
+/// The devnet genesis: 4 validators per shard and 4 for the beacon, the given wallets funded.
 pub fn genesis(shards: u16, wallets: &[Address]) -> Result<Genesis, GenesisError> {
     let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount");
     let funded = Amount::from_iost(WALLET_IOST).expect("a small amount");
-    let mut config =
-        GenesisConfig::devnet(shards, usize::from(shards) * COMMITTEE_SIZE, stake, funded);
+    let mut config = GenesisConfig::devnet(shards, validator_count(shards), stake, funded);
     config.wallets = wallets.iter().map(|a| (*a, funded)).collect();
     config.build()
 }
@@ -92,7 +99,7 @@ impl ChainDevnet {
         }
         let genesis = Arc::new(genesis(options.shards, &options.wallets)?);
         let beacon = Arc::new(Beacon::from_genesis(&genesis, COMMITTEE_SIZE)?);
-        let count = usize::from(options.shards) * COMMITTEE_SIZE;
+        let count = validator_count(options.shards);
         let mut net = Self {
             genesis,
             beacon,
@@ -132,7 +139,13 @@ impl ChainDevnet {
             listen: "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"),
             peers,
             block_txs_max: self.options.block_txs_max,
-            bft: self.options.bft.map(|f| f(chain_id, shard)),
+            bft: self.options.bft.map(|f| {
+                let mut c = f(chain_id, shard);
+                if shard == BEACON_SHARD {
+                    c.commit_wait_ms = c.commit_wait_ms.max(BEACON_COMMIT_WAIT_MS);
+                }
+                c
+            }),
             sync_writes: self.options.sync_writes,
         }
     }
@@ -172,7 +185,7 @@ impl ChainDevnet {
         self.validators[i].as_ref().map(|v| v.handle.clone())
     }
 
-    /// The shard validator `i` sits on.
+    /// The shard validator `i` sits on (`BEACON_SHARD` for the beacon chain's committee).
     pub fn shard_of_validator(&self, i: usize) -> u16 {
         self.beacon
             .seat_of(&validator_account(i))

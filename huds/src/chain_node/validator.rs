@@ -1,7 +1,8 @@
-//! A validator: the thin tokio/libp2p driver around one shard's sans-IO BFT replica and ledger.
+//! A validator: the thin tokio/libp2p driver around one sans-IO BFT replica and its ledger: a shard's
+//! ([`ShardApp`]) or the beacon chain's ([`BeaconApp`]), whichever its seat is.
 //!
 //! One tokio task owns the libp2p swarm (TCP + noise + yamux, gossipsub), the [`Replica`] and its
-//! [`ShardApp`] over a [`RocksStore`]. It feeds the replica the consensus messages of its shard's topic and
+//! ledger over a [`RocksStore`]. It feeds the replica the consensus messages of its committee's topic and
 //! the time (`poll_timeout` sets the only timer), publishes what the replica outputs, admits transactions
 //! from its handle and from the topic into the mempool, and publishes every commit on a watch channel (the
 //! shard's status) and a bounded broadcast channel (the committed transaction ids, which clients wait on).
@@ -19,8 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chain::beacon::{BeaconApp, BeaconState};
 use chain::bft::{self, Bls, Input, Message, Output, QuorumCertificate, Replica, VoteKind};
-use chain::block::BlockHeader;
+use chain::block::{BEACON_SHARD, BlockHeader, CrossLink};
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{App, LedgerError, ShardApp};
@@ -47,6 +49,10 @@ const VERIFY_JOBS_MAX: usize = 8;
 const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
 const CATCH_UP_REMEMBERED_MAX: usize = 1024;
 
+/// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
+/// few hundred milliseconds, and an idle beacon should not cost what a busy shard does.
+pub const BEACON_COMMIT_WAIT_MS: u64 = 500;
+
 /// The gossipsub topic of a shard's consensus messages and transactions.
 pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
     IdentTopic::new(format!("/ios/{chain_id:08x}/shard/{shard}/1"))
@@ -55,6 +61,11 @@ pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
 /// The beacon topic: every validator subscribes, so the validators of all shards form one gossip mesh.
 pub fn beacon_topic(chain_id: u32) -> IdentTopic {
     IdentTopic::new(format!("/ios/{chain_id:08x}/beacon/1"))
+}
+
+/// The gossipsub topic of the beacon chain's consensus messages (its committee's).
+pub fn beacon_consensus_topic(chain_id: u32) -> IdentTopic {
+    IdentTopic::new(format!("/ios/{chain_id:08x}/beacon-bft/1"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +106,7 @@ pub struct ValidatorConfig {
     pub sync_writes: bool,
 }
 
-/// A shard as one validator sees it, updated on every commit.
+/// A shard (or the beacon chain, `shard = BEACON_SHARD`) as one validator sees it, updated on every commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
     pub shard: ShardId,
@@ -151,6 +162,7 @@ pub struct ValidatorHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ShardStatus>,
     heads: watch::Receiver<Vec<Option<ShardHead>>>,
+    beacon: watch::Receiver<Option<Arc<BeaconState>>>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
@@ -177,6 +189,11 @@ impl ValidatorHandle {
     /// The latest certified head of every shard this validator knows of (`None`: none seen yet).
     pub fn heads(&self) -> Vec<Option<ShardHead>> {
         self.heads.borrow().clone()
+    }
+
+    /// The beacon chain's committed state, on a validator of the beacon committee (`None` elsewhere).
+    pub fn beacon_state(&self) -> Option<Arc<BeaconState>> {
+        self.beacon.borrow().clone()
     }
 
     /// A receiver of commit notices; subscribe before submitting to never miss the commit.
@@ -226,12 +243,90 @@ pub enum ProofOf {
     Tx(Hash),
 }
 
-impl ProofOf {
-    fn prove<St: chain::Store>(self, app: &ShardApp<St>) -> Option<spv::Proof> {
-        match self {
-            ProofOf::Account(a) => app.prove_account(&a).map(spv::Proof::Account),
-            ProofOf::Tx(id) => app.prove_tx(&id).map(spv::Proof::Tx),
+/// What the driver needs from the ledger it runs, beyond consensus: a shard's or the beacon chain's.
+pub trait SeatLedger: App + Send + 'static {
+    fn state_root(&mut self) -> Hash;
+    /// Admits transactions whose signatures were checked (`signatures_ok`) to the mempool.
+    fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        signatures_ok: &[bool],
+    ) -> Vec<Result<(), TxError>>;
+    fn account(&self, address: &Address) -> Option<Account>;
+    fn prove(&self, what: ProofOf) -> Option<spv::Proof>;
+    /// A certified shard head heard on the beacon topic. Returns whether it is valid, having checked it if
+    /// it keeps it (the beacon keeps it for a cross-link); `None`: not checked here.
+    fn offer_head(&mut self, link: &CrossLink) -> Option<bool>;
+    /// The beacon chain's state, on the beacon's ledger.
+    fn beacon_state(&self) -> Option<Arc<BeaconState>>;
+}
+
+impl SeatLedger for ShardApp<RocksStore> {
+    fn state_root(&mut self) -> Hash {
+        self.state().clone().root()
+    }
+    fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        signatures_ok: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        self.submit_verified(txs, signatures_ok)
+    }
+    fn account(&self, address: &Address) -> Option<Account> {
+        self.state().account(address).cloned()
+    }
+    fn prove(&self, what: ProofOf) -> Option<spv::Proof> {
+        match what {
+            ProofOf::Account(a) => self.prove_account(&a).map(spv::Proof::Account),
+            ProofOf::Tx(id) => self.prove_tx(&id).map(spv::Proof::Tx),
         }
+    }
+    fn offer_head(&mut self, _link: &CrossLink) -> Option<bool> {
+        None
+    }
+    fn beacon_state(&self) -> Option<Arc<BeaconState>> {
+        None
+    }
+}
+
+impl SeatLedger for BeaconApp<RocksStore> {
+    fn state_root(&mut self) -> Hash {
+        self.state().root()
+    }
+    /// The beacon chain takes no transactions: they belong to the sender's shard.
+    fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        _signatures_ok: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        let shards = self.state().shard_count();
+        txs.iter()
+            .map(|tx| {
+                Err(TxError::WrongShard {
+                    shard: BEACON_SHARD,
+                    sender_shard: chain::shard_of(&tx.tx.sender_address(), shards),
+                })
+            })
+            .collect()
+    }
+    fn account(&self, _address: &Address) -> Option<Account> {
+        None
+    }
+    fn prove(&self, _what: ProofOf) -> Option<spv::Proof> {
+        None
+    }
+    fn offer_head(&mut self, link: &CrossLink) -> Option<bool> {
+        match self.offer(link.clone()) {
+            Ok(()) => Some(true),
+            // Already linked, or the pool is full: the head may still be news to this validator.
+            Err(chain::beacon::LinkError::NotNewer { .. } | chain::beacon::LinkError::PoolFull) => {
+                None
+            }
+            Err(_) => Some(false),
+        }
+    }
+    fn beacon_state(&self) -> Option<Arc<BeaconState>> {
+        Some(Arc::new(self.state().clone()))
     }
 }
 
@@ -284,25 +379,53 @@ impl Validator {
     /// Opens the validator's database (resuming where it stopped), starts its network and consensus.
     /// Returns once it listens.
     pub async fn start(config: ValidatorConfig) -> Result<Validator, ValidatorError> {
+        let (shard, _) = config
+            .beacon
+            .seat_of(&config.account)
+            .ok_or(ValidatorError::NoSeat(config.account))?;
+        let mut store = RocksStore::open(&config.db_dir)?;
+        store.set_sync(config.sync_writes);
+        if shard == BEACON_SHARD {
+            let size = config.beacon.beacon_committee.len();
+            let app = BeaconApp::open(&config.genesis, size, store)?;
+            Self::launch(config, app).await
+        } else {
+            let mut app = ShardApp::open(&config.genesis, shard, store)?;
+            app.block_txs_max = config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
+            Self::launch(config, app).await
+        }
+    }
+
+    async fn launch<L: SeatLedger>(
+        config: ValidatorConfig,
+        app: L,
+    ) -> Result<Validator, ValidatorError> {
         let (shard, me) = config
             .beacon
             .seat_of(&config.account)
             .ok_or(ValidatorError::NoSeat(config.account))?;
-        let committee = config.beacon.committees[usize::from(shard)].clone();
-        let mut store = RocksStore::open(&config.db_dir)?;
-        store.set_sync(config.sync_writes);
-        let mut app = ShardApp::open(&config.genesis, shard, store)?;
-        app.block_txs_max = config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
+        let committee = config
+            .beacon
+            .committee(shard)
+            .expect("a seat is on a shard or the beacon")
+            .clone();
         let chain_id = config.genesis.params.chain_id;
-        let bft_config = config
-            .bft
-            .clone()
-            .unwrap_or_else(|| bft::Config::new(chain_id, shard));
-        let replica = Replica::new(bft_config, committee, me, config.bls_secret.clone(), app)?;
+        let bft_config = config.bft.clone().unwrap_or_else(|| {
+            let mut c = bft::Config::new(chain_id, shard);
+            if shard == BEACON_SHARD {
+                c.commit_wait_ms = BEACON_COMMIT_WAIT_MS;
+            }
+            c
+        });
+        let mut replica = Replica::new(bft_config, committee, me, config.bls_secret.clone(), app)?;
 
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(config.keypair.clone())?;
-        let topic = shard_topic(chain_id, shard);
+        let topic = if shard == BEACON_SHARD {
+            beacon_consensus_topic(chain_id)
+        } else {
+            shard_topic(chain_id, shard)
+        };
         let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
         swarm
             .behaviour_mut()
@@ -335,21 +458,23 @@ impl Validator {
         }
 
         let (tip_height, tip) = replica.app().tip();
-        let mut state = replica.app().state().clone();
         let status = ShardStatus {
             shard,
             height: tip_height,
             tip,
-            state_root: state.root(),
+            state_root: replica.app_mut().state_root(),
             round: replica.round(),
         };
         let mut heads = vec![None; usize::from(config.beacon.shard_count())];
-        heads[usize::from(shard)] = Some(ShardHead {
-            height: tip_height,
-            block: tip,
-            state_root: status.state_root,
-        });
+        if let Some(slot) = heads.get_mut(usize::from(shard)) {
+            *slot = Some(ShardHead {
+                height: tip_height,
+                block: tip,
+                state_root: status.state_root,
+            });
+        }
         let (heads_tx, heads_rx) = watch::channel(heads);
+        let (beacon_tx, beacon_rx) = watch::channel(replica.app().beacon_state());
         let (status_tx, status_rx) = watch::channel(status);
         let (commits, _) = broadcast::channel(COMMITS_BUFFERED_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
@@ -357,6 +482,7 @@ impl Validator {
             commands: commands_tx,
             status: status_rx,
             heads: heads_rx,
+            beacon: beacon_rx,
             commits: commits.clone(),
             peer_id,
             listen,
@@ -376,6 +502,7 @@ impl Validator {
             start: Instant::now(),
             status: status_tx,
             heads: heads_tx,
+            beacon_state: beacon_tx,
             commits,
             peers: config.peers,
             evidence: 0,
@@ -411,11 +538,11 @@ fn check_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
     txs.iter().map(|t| t.check_signature().is_ok()).collect()
 }
 
-struct Driver {
+struct Driver<L: SeatLedger> {
     swarm: Swarm<ChainBehaviour>,
     verified_tx: mpsc::Sender<Verified>,
     verify_jobs: Arc<tokio::sync::Semaphore>,
-    replica: Replica<Bls, ShardApp<RocksStore>>,
+    replica: Replica<Bls, L>,
     topic: IdentTopic,
     beacon_topic: IdentTopic,
     beacon: Arc<Beacon>,
@@ -425,6 +552,7 @@ struct Driver {
     start: Instant,
     status: watch::Sender<ShardStatus>,
     heads: watch::Sender<Vec<Option<ShardHead>>>,
+    beacon_state: watch::Sender<Option<Arc<BeaconState>>>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peers: Vec<Multiaddr>,
     evidence: u64,
@@ -432,7 +560,7 @@ struct Driver {
     catch_up_sent: HashMap<(u16, u64), Instant>,
 }
 
-impl Driver {
+impl<L: SeatLedger> Driver<L> {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -542,6 +670,12 @@ impl Driver {
         let Some(committee) = self.beacon.committees.get(usize::from(shard)) else {
             return;
         };
+        // The beacon's ledger checks the head itself when it keeps it as a cross-link.
+        let link = CrossLink {
+            header: header.clone(),
+            certificate: certificate.encode(),
+        };
+        let checked = self.replica.app_mut().offer_head(&link);
         let known = self.heads.borrow()[usize::from(shard)]
             .as_ref()
             .map_or(0, |h| h.height);
@@ -552,7 +686,11 @@ impl Driver {
             && certificate.shard == shard
             && certificate.height == header.height
             && certificate.block == hash;
-        if !fits || certificate.verify(self.chain_id, committee).is_err() {
+        if !fits {
+            return;
+        }
+        let valid = checked.unwrap_or_else(|| certificate.verify(self.chain_id, committee).is_ok());
+        if !valid {
             return;
         }
         self.set_head(
@@ -577,10 +715,10 @@ impl Driver {
         match command {
             Command::Submit { txs, reply } => self.verify(txs, Some(reply)),
             Command::Account { address, reply } => {
-                let _ = reply.send(self.replica.app().state().account(&address).cloned());
+                let _ = reply.send(self.replica.app().account(&address));
             }
             Command::Prove { what, reply } => {
-                let _ = reply.send(what.prove(self.replica.app()));
+                let _ = reply.send(self.replica.app().prove(what));
             }
             Command::Stop => {}
         }
@@ -626,13 +764,10 @@ impl Driver {
             reply,
         } = batch;
         let Some(reply) = reply else {
-            self.replica.app_mut().submit_verified(txs, &signatures_ok);
+            self.replica.app_mut().admit(txs, &signatures_ok);
             return;
         };
-        let results = self
-            .replica
-            .app_mut()
-            .submit_verified(txs.clone(), &signatures_ok);
+        let results = self.replica.app_mut().admit(txs.clone(), &signatures_ok);
         let accepted: Vec<SignedTransaction> = txs
             .into_iter()
             .zip(&results)
@@ -696,8 +831,12 @@ impl Driver {
                         state_root: block.header.state_root,
                     };
                     self.set_head(self.shard, head);
+                    if let Some(state) = self.replica.app().beacon_state() {
+                        self.beacon_state.send_replace(Some(state));
+                    }
                     let members = self.replica.committee().len() as u64;
-                    if height % HEAD_EVERY_BLOCKS == 0
+                    if self.shard != BEACON_SHARD
+                        && height % HEAD_EVERY_BLOCKS == 0
                         && (height / HEAD_EVERY_BLOCKS) % members == u64::from(self.me)
                     {
                         let bytes = wire::encode_head(&block.header, &certificate);
@@ -800,12 +939,14 @@ mod tests {
         let forged_block = Block {
             header: chain::ledger::genesis_header(&net.genesis.params, 0, [1; 32]),
             transactions: Vec::new(),
+            links: Vec::new(),
         };
         let mut header = forged_block.header.clone();
         header.height = height + 1;
         let forged_block = Block {
             header,
             transactions: Vec::new(),
+            links: Vec::new(),
         };
         let decided = Message::<Bls>::Decided {
             certificate: QuorumCertificate {
