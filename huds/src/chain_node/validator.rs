@@ -897,7 +897,11 @@ mod tests {
             .await
             .expect("starts");
         let chain_id = net.genesis.params.chain_id;
-        let target = net.handles()[0].clone();
+        let target = net
+            .handles()
+            .into_iter()
+            .find(|h| h.status().shard == 0)
+            .expect("a validator of shard 0");
 
         let mut rogue = build_swarm(identity::Keypair::generate_ed25519()).expect("swarm");
         let topic = shard_topic(chain_id, 0);
