@@ -115,6 +115,9 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     options.block_txs_max = chain::block::BLOCK_TXS_MAX;
     options.sync_writes = false;
     options.bft = Some(bench_bft);
+    // Fixed committees and no spare validators: the bench measures finality, not epoch changes.
+    options.epoch_length = 0;
+    options.spares = 0;
     let net = ChainDevnet::start(&dir.0, options)
         .await
         .context("starting the validators")?;

@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, HashSet};
 
 const STATE_VERSION: u8 = 1;
 const KEY_STATE: &[u8] = b"beacon/state";
+/// `beacon/epoch/<epoch:u64 BE>` -> every epoch record this node's beacon chain ever drew (the archive).
+const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";
 /// Verified cross-links waiting for a beacon block, at most.
 pub const PENDING_LINKS_MAX: usize = 1024;
 /// Rounds of one certificate credited as proposer slots, at most (a certificate from round 1,000 would
@@ -68,6 +70,10 @@ pub enum LinkError {
         height: u64,
         linked: u64,
     },
+    #[error(
+        "shard {shard} height {height} is in epoch {epoch}, which the beacon chain does not hold (yet, or any more)"
+    )]
+    UnknownEpoch { shard: u16, height: u64, epoch: u64 },
     #[error("link certificate does not decode: {0}")]
     Certificate(#[from] DecodeError),
     #[error("link certificate is not a precommit certificate for exactly this header")]
@@ -84,9 +90,9 @@ pub struct ValidatorRecord {
     pub id: Address,
     pub stake: Amount,
     pub key: bls::PublicKey,
-    /// The reputation this epoch's weight is computed from (earned in the previous epoch; 0 at genesis).
+    /// The reputation the newest epoch's weight is computed from (earned in the epoch before; 0 at genesis).
     pub reputation_ppm: u64,
-    /// What the chain has recorded about it so far this epoch.
+    /// What the chain has recorded about it since the newest epoch began.
     pub signals: Signals,
 }
 
@@ -104,27 +110,124 @@ pub struct LinkedHead {
     pub state_root: Hash,
 }
 
+/// A committee seat of an epoch, with the weight it votes with for the whole epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub id: Address,
+    pub key: bls::PublicKey,
+    pub weight: u128,
+}
+
+/// One epoch: its randomness and its committees (the shards' in order, then the beacon's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    pub randomness: Hash,
+    pub committees: Vec<Vec<Seat>>,
+}
+
+impl EpochRecord {
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u64(self.epoch).fixed(&self.randomness);
+        w.u32(u32::try_from(self.committees.len()).expect("shards are u16"));
+        for seats in &self.committees {
+            w.u32(u32::try_from(seats.len()).expect("committees have at most 1024 members"));
+            for seat in seats {
+                w.fixed(&seat.id.0)
+                    .fixed(&seat.key.0)
+                    .fixed(&seat.weight.to_be_bytes());
+            }
+        }
+    }
+
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let epoch = r.u64()?;
+        let randomness = r.array()?;
+        let committees_count = r.count("epoch committees", 1 << 16, 4)?;
+        let mut committees = Vec::with_capacity(committees_count);
+        for _ in 0..committees_count {
+            let members = r.count(
+                "committee seats",
+                crate::bft::COMMITTEE_SIZE_MAX,
+                32 + 48 + 16,
+            )?;
+            let mut seats = Vec::with_capacity(members);
+            for _ in 0..members {
+                seats.push(Seat {
+                    id: Address(r.array()?),
+                    key: bls::PublicKey(r.array()?),
+                    weight: u128::from_be_bytes(r.array()?),
+                });
+            }
+            committees.push(seats);
+        }
+        Ok(Self {
+            epoch,
+            randomness,
+            committees,
+        })
+    }
+
+    /// The committee of a shard (or of the beacon, `BEACON_SHARD`), given the number of shards.
+    pub fn committee_of(&self, shard: ShardId, shards: u16) -> Option<Committee<Bls>> {
+        let index = if shard == BEACON_SHARD {
+            usize::from(shards)
+        } else if shard < shards {
+            usize::from(shard)
+        } else {
+            return None;
+        };
+        self.committee(index)
+    }
+
+    fn committee(&self, index: usize) -> Option<Committee<Bls>> {
+        let seats = self.committees.get(index)?;
+        let members = seats
+            .iter()
+            .map(|s| Member {
+                id: s.id,
+                public: s.key,
+                weight: s.weight,
+            })
+            .collect();
+        Some(Committee::new(members, self.randomness))
+    }
+
+    fn ids(&self) -> Vec<Vec<Address>> {
+        self.committees
+            .iter()
+            .map(|c| c.iter().map(|s| s.id).collect())
+            .collect()
+    }
+}
+
+/// Epoch records kept in the state: shards may still be finishing an older epoch while the newest is
+/// drawn (see [`BeaconState::epoch_of_height`]), and links are checked against the epoch of their height.
+pub const EPOCHS_KEPT: usize = 4;
+
 /// Everything the beacon chain agrees on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BeaconState {
     pub chain_id: u32,
     pub committee_size: u16,
-    pub epoch: u64,
-    pub randomness: Hash,
+    /// Shard heights per epoch: shard epoch `k` covers heights `k * len + 1 ..= (k + 1) * len`. 0: one
+    /// epoch forever.
+    pub epoch_length: u64,
     /// Sorted by id, no duplicates.
     pub validators: Vec<ValidatorRecord>,
-    /// This epoch's seats: one committee per shard (index = shard), then the beacon's own (index = shards).
-    pub seats: Vec<Vec<Address>>,
+    /// The kept epochs, oldest first; the last is the newest.
+    pub epochs: Vec<EpochRecord>,
     /// Per shard, the last linked head.
     pub links: Vec<Option<LinkedHead>>,
-    /// The aggregate signatures linked this epoch, hashed in order: the next epoch's randomness input.
+    /// The aggregate signatures linked since the newest epoch began, hashed in order: the next epoch's
+    /// randomness input.
     pub mix: Hash,
 }
 
 impl BeaconState {
     /// Epoch 0: the genesis validators with reputation 0, randomness from the chain id, committees of `size`
     /// for every shard and for the beacon drawn by `pol::select_committees`.
-    pub fn genesis(genesis: &Genesis, size: usize) -> Result<Self, BeaconError> {
+    pub fn genesis(genesis: &Genesis, size: usize, epoch_length: u64) -> Result<Self, BeaconError> {
         if size == 0 || size > crate::bft::COMMITTEE_SIZE_MAX {
             return Err(BeaconError::CommitteeSize(size));
         }
@@ -165,36 +268,84 @@ impl BeaconState {
         let mut state = Self {
             chain_id: genesis.params.chain_id,
             committee_size: u16::try_from(size).expect("checked above: at most 1024"),
-            epoch: 0,
-            randomness,
+            epoch_length,
             validators,
-            seats: Vec::new(),
+            epochs: Vec::new(),
             links: vec![None; usize::from(shards)],
             mix: [0; 32],
         };
-        state.seats = pol::select_committees(
-            &randomness,
-            &state.candidates(),
-            &[],
-            u16::try_from(committees).expect("shards + 1 fits: shards are below u16::MAX"),
-            size,
-        );
+        let record = state.draw(0, randomness, &[]);
+        state.epochs.push(record);
         Ok(state)
     }
 
-    pub fn shard_count(&self) -> u16 {
-        u16::try_from(self.links.len()).expect("shards are u16")
-    }
-
-    fn candidates(&self) -> Vec<Candidate> {
-        self.validators
+    /// The record of `epoch`: committees drawn from the registry as it is now.
+    fn draw(&self, epoch: u64, randomness: Hash, previous: &[Vec<Address>]) -> EpochRecord {
+        let candidates: Vec<Candidate> = self
+            .validators
             .iter()
             .map(|v| Candidate {
                 id: v.id,
                 stake: v.stake,
                 reputation_ppm: v.reputation_ppm,
             })
-            .collect()
+            .collect();
+        let count = u16::try_from(self.links.len() + 1).expect("shards + 1 committees fit u16");
+        let ids = pol::select_committees(
+            &randomness,
+            &candidates,
+            previous,
+            count,
+            usize::from(self.committee_size),
+        );
+        let committees = ids
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|id| {
+                        let v = self
+                            .validator(id)
+                            .expect("seats are drawn from the registry");
+                        Seat {
+                            id: v.id,
+                            key: v.key,
+                            weight: v.weight(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        EpochRecord {
+            epoch,
+            randomness,
+            committees,
+        }
+    }
+
+    pub fn shard_count(&self) -> u16 {
+        u16::try_from(self.links.len()).expect("shards are u16")
+    }
+
+    /// The newest epoch.
+    pub fn newest(&self) -> &EpochRecord {
+        self.epochs.last().expect("the state always holds an epoch")
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.newest().epoch
+    }
+
+    pub fn randomness(&self) -> Hash {
+        self.newest().randomness
+    }
+
+    pub fn record(&self, epoch: u64) -> Option<&EpochRecord> {
+        self.epochs.iter().find(|r| r.epoch == epoch)
+    }
+
+    /// The epoch a shard block of `height` belongs to (and whose committee certifies it).
+    pub fn epoch_of_height(&self, height: u64) -> u64 {
+        epoch_of_height(self.epoch_length, height)
     }
 
     pub fn validator(&self, id: &Address) -> Option<&ValidatorRecord> {
@@ -204,7 +355,7 @@ impl BeaconState {
             .map(|i| &self.validators[i])
     }
 
-    fn seat_index(&self, shard: ShardId) -> Option<usize> {
+    fn committee_index(&self, shard: ShardId) -> Option<usize> {
         if shard == BEACON_SHARD {
             Some(self.links.len())
         } else if shard < self.shard_count() {
@@ -214,40 +365,37 @@ impl BeaconState {
         }
     }
 
-    /// The committee of a shard (or of the beacon, `BEACON_SHARD`) this epoch.
-    pub fn committee(&self, shard: ShardId) -> Option<Committee<Bls>> {
-        let seats = self.seats.get(self.seat_index(shard)?)?;
-        let members = seats
-            .iter()
-            .map(|id| {
-                let v = self
-                    .validator(id)
-                    .expect("seats are drawn from the registry");
-                Member {
-                    id: v.id,
-                    public: v.key,
-                    weight: v.weight(),
-                }
-            })
-            .collect();
-        Some(Committee::new(members, self.randomness))
+    /// The committee of a shard (or of the beacon, `BEACON_SHARD`) in `epoch`, if that epoch is kept.
+    pub fn committee_in(&self, shard: ShardId, epoch: u64) -> Option<Committee<Bls>> {
+        self.record(epoch)?.committee(self.committee_index(shard)?)
     }
 
-    /// Every committee this epoch: the shards' in order, then the beacon's.
+    /// The committee of a shard (or of the beacon) in the newest epoch.
+    pub fn committee(&self, shard: ShardId) -> Option<Committee<Bls>> {
+        self.committee_in(shard, self.epoch())
+    }
+
+    /// The committee that certifies block `height` of `shard`, if its epoch is kept.
+    pub fn committee_at(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
+        self.committee_in(shard, self.epoch_of_height(height))
+    }
+
+    /// Every committee of the newest epoch: the shards' in order, then the beacon's.
     pub fn committees(&self) -> Vec<Committee<Bls>> {
-        (0..self.shard_count())
-            .chain([BEACON_SHARD])
-            .map(|s| {
-                self.committee(s)
+        (0..self.links.len() + 1)
+            .map(|i| {
+                self.newest()
+                    .committee(i)
                     .expect("every shard and the beacon have seats")
             })
             .collect()
     }
 
-    /// The seat (shard or `BEACON_SHARD`, member index) of a validator this epoch.
-    pub fn seat_of(&self, validator: &Address) -> Option<(ShardId, u16)> {
-        self.seats.iter().enumerate().find_map(|(i, seats)| {
-            let member = seats.iter().position(|id| id == validator)?;
+    /// The seat (shard or `BEACON_SHARD`, member index) of a validator in `epoch`.
+    pub fn seat_in(&self, epoch: u64, validator: &Address) -> Option<(ShardId, u16)> {
+        let record = self.record(epoch)?;
+        record.committees.iter().enumerate().find_map(|(i, seats)| {
+            let member = seats.iter().position(|s| s.id == *validator)?;
             let shard = if i == self.links.len() {
                 BEACON_SHARD
             } else {
@@ -260,20 +408,25 @@ impl BeaconState {
         })
     }
 
-    /// The reputation each validator would carry into the next epoch if it ended now.
+    /// The seat of a validator in the newest epoch.
+    pub fn seat_of(&self, validator: &Address) -> Option<(ShardId, u16)> {
+        self.seat_in(self.epoch(), validator)
+    }
+
+    /// The reputation each validator would carry into the next epoch if it began now.
     pub fn reputation_now(&self, id: &Address) -> Option<u64> {
         self.validator(id).map(|v| pol::reputation_ppm(&v.signals))
     }
 
     /// Checks a cross-link against this state: known shard, newer than the linked head, a precommit
-    /// quorum certificate of the shard's committee for exactly this header. `verified` skips the aggregate
-    /// signature check (the caller already checked this very link).
+    /// quorum certificate of the committee of the header's epoch for exactly this header. `verified` skips
+    /// the aggregate signature check (the caller already checked this very link). Returns the certificate
+    /// and the committee that made it.
     pub fn check_link(
         &self,
-        committee: &Committee<Bls>,
         link: &CrossLink,
         verified: bool,
-    ) -> Result<QuorumCertificate<Bls>, LinkError> {
+    ) -> Result<(QuorumCertificate<Bls>, Committee<Bls>), LinkError> {
         let h = &link.header;
         if h.chain_id != self.chain_id {
             return Err(LinkError::WrongChain {
@@ -294,6 +447,14 @@ impl BeaconState {
                 linked,
             });
         }
+        let epoch = self.epoch_of_height(h.height);
+        let committee = self
+            .committee_in(h.shard, epoch)
+            .ok_or(LinkError::UnknownEpoch {
+                shard: h.shard,
+                height: h.height,
+                epoch,
+            })?;
         let qc = QuorumCertificate::<Bls>::decode(&link.certificate)?;
         if qc.kind != VoteKind::Precommit
             || qc.shard != h.shard
@@ -303,13 +464,13 @@ impl BeaconState {
             return Err(LinkError::CertificateMismatch);
         }
         if !verified {
-            qc.verify(self.chain_id, committee)
+            qc.verify(self.chain_id, &committee)
                 .map_err(|error| LinkError::Quorum {
                     shard: h.shard,
                     error,
                 })?;
         }
-        Ok(qc)
+        Ok((qc, committee))
     }
 
     /// Records a checked link: the shard's head, the committee's signals, the randomness mix.
@@ -356,25 +517,40 @@ impl BeaconState {
         });
     }
 
-    /// The next epoch, as a pure function of this state: each validator's reputation from this epoch's
-    /// signals sets its new weight, the randomness is `pol::epoch_randomness(epoch + 1, mix)`, and the
-    /// committees are redrawn from the previous ones (at most a third of each rotates).
+    /// Whether the next epoch is due: epochs are on, and every shard has linked a head at least halfway
+    /// through the newest epoch, so that the next epoch's committees are known well before any shard needs
+    /// them, and no shard runs more than about an epoch ahead of the slowest.
+    pub fn next_epoch_due(&self) -> bool {
+        if self.epoch_length == 0 {
+            return false;
+        }
+        let halfway = self
+            .epoch()
+            .saturating_mul(self.epoch_length)
+            .saturating_add(self.epoch_length / 2);
+        self.links
+            .iter()
+            .all(|l| l.as_ref().is_some_and(|l| l.height >= halfway))
+    }
+
+    /// The next epoch, as a pure function of this state: each validator's reputation from its signals sets
+    /// its new weight, the randomness is `pol::epoch_randomness(epoch + 1, mix)`, and the committees are
+    /// redrawn from the newest ones (at most a third of each rotates). The oldest record beyond
+    /// [`EPOCHS_KEPT`] is dropped.
     pub fn next_epoch(&self) -> Self {
         let mut next = self.clone();
-        next.epoch += 1;
         for v in &mut next.validators {
             v.reputation_ppm = pol::reputation_ppm(&v.signals);
             v.signals = Signals::default();
         }
-        next.randomness = pol::epoch_randomness(next.epoch, &self.mix);
+        let epoch = self.epoch() + 1;
+        let randomness = pol::epoch_randomness(epoch, &self.mix);
+        let record = next.draw(epoch, randomness, &self.newest().ids());
+        next.epochs.push(record);
+        if next.epochs.len() > EPOCHS_KEPT {
+            next.epochs.remove(0);
+        }
         next.mix = [0; 32];
-        next.seats = pol::select_committees(
-            &next.randomness,
-            &next.candidates(),
-            &self.seats,
-            u16::try_from(self.seats.len()).expect("shards + 1 committees fit u16"),
-            usize::from(self.committee_size),
-        );
         next
     }
 
@@ -383,8 +559,7 @@ impl BeaconState {
         w.u8(STATE_VERSION)
             .u32(self.chain_id)
             .u16(self.committee_size)
-            .u64(self.epoch)
-            .fixed(&self.randomness)
+            .u64(self.epoch_length)
             .fixed(&self.mix);
         w.u32(u32::try_from(self.validators.len()).expect("at most VALIDATORS_MAX validators"));
         for v in &self.validators {
@@ -399,12 +574,9 @@ impl BeaconState {
                 .u64(s.proposer_slots)
                 .u32(s.faults_proven);
         }
-        w.u32(u32::try_from(self.seats.len()).expect("shards are u16"));
-        for seats in &self.seats {
-            w.u32(u32::try_from(seats.len()).expect("committees have at most 1024 members"));
-            for id in seats {
-                w.fixed(&id.0);
-            }
+        w.u32(u32::try_from(self.epochs.len()).expect("at most EPOCHS_KEPT epochs"));
+        for e in &self.epochs {
+            e.encode_into(&mut w);
         }
         w.u32(u32::try_from(self.links.len()).expect("shards are u16"));
         for link in &self.links {
@@ -428,8 +600,7 @@ impl BeaconState {
         }
         let chain_id = r.u32()?;
         let committee_size = r.u16()?;
-        let epoch = r.u64()?;
-        let randomness = r.array()?;
+        let epoch_length = r.u64()?;
         let mix = r.array()?;
         let count = r.count("beacon validators", VALIDATORS_MAX, 32 + 8 + 48 + 8 * 5 + 4)?;
         let mut validators = Vec::with_capacity(count);
@@ -448,15 +619,13 @@ impl BeaconState {
                 },
             });
         }
-        let count = r.count("beacon committees", 1 << 16, 2)?;
-        let mut seats = Vec::with_capacity(count);
+        let count = r.count("beacon epochs", EPOCHS_KEPT, 8 + 32 + 4)?;
+        if count == 0 {
+            return Err(DecodeError::Invalid("beacon state without an epoch"));
+        }
+        let mut epochs = Vec::with_capacity(count);
         for _ in 0..count {
-            let members = r.count("committee seats", crate::bft::COMMITTEE_SIZE_MAX, 32)?;
-            let mut ids = Vec::with_capacity(members);
-            for _ in 0..members {
-                ids.push(Address(r.array()?));
-            }
-            seats.push(ids);
+            epochs.push(EpochRecord::decode_from(&mut r)?);
         }
         let count = r.count("beacon links", 1 << 16, 1)?;
         let mut links = Vec::with_capacity(count);
@@ -480,27 +649,33 @@ impl BeaconState {
         Ok(Self {
             chain_id,
             committee_size,
-            epoch,
-            randomness,
+            epoch_length,
             validators,
-            seats,
+            epochs,
             links,
             mix,
         })
     }
 
     /// The state root in a beacon block header: a domain-separated hash of the whole encoded state (the
-    /// beacon state is small: one record per validator and shard).
+    /// beacon state is small: one record per validator, per kept epoch's seat and per shard).
     pub fn root(&self) -> Hash {
         hash_with(domain::BEACON_STATE, &[&self.encode()])
+    }
+}
+
+/// The epoch of shard block `height` for an epoch length (0: always epoch 0).
+pub fn epoch_of_height(epoch_length: u64, height: u64) -> u64 {
+    if epoch_length == 0 {
+        0
+    } else {
+        height.saturating_sub(1) / epoch_length
     }
 }
 
 /// The beacon chain's ledger as the BFT replica sees it.
 pub struct BeaconApp<St: Store> {
     state: BeaconState,
-    /// This epoch's committees, the shards' then the beacon's.
-    committees: Vec<Committee<Bls>>,
     store: St,
     tip: (u64, Hash),
     /// Verified links waiting for a block, by (shard, height).
@@ -508,6 +683,13 @@ pub struct BeaconApp<St: Store> {
     /// Hashes of links whose certificate this node verified (so executing them skips the BLS check).
     verified: HashSet<Hash>,
     checked: Vec<(Hash, BeaconState)>,
+    /// Every epoch record drawn since genesis, kept by this node (the state keeps only the last
+    /// `EPOCHS_KEPT`): what a follower checks old shard blocks against.
+    archive: BTreeMap<u64, EpochRecord>,
+}
+
+fn epoch_key(epoch: u64) -> Vec<u8> {
+    [KEY_EPOCH_PREFIX, &epoch.to_be_bytes()].concat()
 }
 
 impl<St: Store> BeaconApp<St> {
@@ -515,14 +697,16 @@ impl<St: Store> BeaconApp<St> {
     pub fn open(
         genesis: &Genesis,
         committee_size: usize,
+        epoch_length: u64,
         mut store: St,
     ) -> Result<Self, LedgerError> {
-        let genesis_state = BeaconState::genesis(genesis, committee_size).map_err(|e| {
-            LedgerError::Store(StoreError::Corrupt {
-                key: "genesis".into(),
-                reason: e.to_string(),
-            })
-        })?;
+        let genesis_state =
+            BeaconState::genesis(genesis, committee_size, epoch_length).map_err(|e| {
+                LedgerError::Store(StoreError::Corrupt {
+                    key: "genesis".into(),
+                    reason: e.to_string(),
+                })
+            })?;
         let (state, tip) = match load_tip(&store)? {
             Some(tip) => {
                 let bytes = store.get(KEY_STATE)?.ok_or_else(|| StoreError::Corrupt {
@@ -542,6 +726,9 @@ impl<St: Store> BeaconApp<St> {
                 let hash = header.hash();
                 let mut batch = WriteBatch::default();
                 batch.put(KEY_STATE, genesis_state.encode());
+                let mut w = Writer::new();
+                genesis_state.newest().encode_into(&mut w);
+                batch.put(epoch_key(0), w.finish());
                 batch.put(
                     crate::ledger::KEY_TIP,
                     [0u64.to_be_bytes().as_slice(), &hash].concat(),
@@ -550,24 +737,51 @@ impl<St: Store> BeaconApp<St> {
                 (genesis_state, (0, hash))
             }
         };
+        let mut archive = BTreeMap::new();
+        for epoch in 0..=state.epoch() {
+            let Some(bytes) = store.get(&epoch_key(epoch))? else {
+                continue;
+            };
+            let record = EpochRecord::decode_from(&mut Reader::new(&bytes)).map_err(|e| {
+                StoreError::Corrupt {
+                    key: format!("beacon/epoch/{epoch}"),
+                    reason: e.to_string(),
+                }
+            })?;
+            archive.insert(epoch, record);
+        }
         Ok(Self {
-            committees: state.committees(),
             state,
             store,
             tip,
             pending: BTreeMap::new(),
             verified: HashSet::new(),
             checked: Vec::new(),
+            archive,
         })
+    }
+
+    /// The committee that certifies block `height` of `shard`, from the state or, for an epoch the state
+    /// no longer keeps, from this node's archive.
+    pub fn committee_at(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
+        let epoch = self.state.epoch_of_height(height);
+        match self.state.record(epoch) {
+            Some(r) => r.committee_of(shard, self.state.shard_count()),
+            None => self
+                .archive
+                .get(&epoch)?
+                .committee_of(shard, self.state.shard_count()),
+        }
     }
 
     pub fn state(&self) -> &BeaconState {
         &self.state
     }
 
-    /// This epoch's committee of a shard, or of the beacon (`BEACON_SHARD`).
-    pub fn committee(&self, shard: ShardId) -> Option<&Committee<Bls>> {
-        self.committees.get(self.state.seat_index(shard)?)
+    /// The newest epoch's committee of a shard, or of the beacon (`BEACON_SHARD`): the beacon's certifies
+    /// the next beacon block.
+    pub fn committee(&self, shard: ShardId) -> Option<Committee<Bls>> {
+        self.state.committee(shard)
     }
 
     pub fn pending_len(&self) -> usize {
@@ -576,16 +790,11 @@ impl<St: Store> BeaconApp<St> {
 
     /// Checks a cross-link (its certificate included) and keeps it for the next beacon block.
     pub fn offer(&mut self, link: CrossLink) -> Result<(), LinkError> {
-        let shard = link.header.shard;
-        let committee = self
-            .committee(shard)
-            .filter(|_| shard != BEACON_SHARD)
-            .ok_or(LinkError::UnknownShard(shard))?;
-        let key = (shard, link.header.height);
+        let key = (link.header.shard, link.header.height);
         if self.pending.get(&key) == Some(&link) {
             return Ok(());
         }
-        self.state.check_link(committee, &link, false)?;
+        self.state.check_link(&link, false)?;
         if self.pending.len() >= PENDING_LINKS_MAX {
             return Err(LinkError::PoolFull);
         }
@@ -628,19 +837,14 @@ impl<St: Store> BeaconApp<St> {
         }
         let mut state = self.state.clone();
         for (index, link) in block.links.iter().enumerate() {
-            let shard = link.header.shard;
-            let committee = self
-                .committee(shard)
-                .filter(|_| shard != BEACON_SHARD)
-                .ok_or(BlockError::Link {
-                    index,
-                    error: LinkError::UnknownShard(shard),
-                })?;
             let verified = self.verified.contains(&link.hash());
-            let qc = state
-                .check_link(committee, link, verified)
+            let (qc, committee) = state
+                .check_link(link, verified)
                 .map_err(|error| BlockError::Link { index, error })?;
-            state.record_link(committee, &link.header, &qc);
+            state.record_link(&committee, &link.header, &qc);
+        }
+        if state.next_epoch_due() {
+            state = state.next_epoch();
         }
         if state.root() != h.state_root {
             return Err(BlockError::StateRoot);
@@ -674,13 +878,13 @@ impl<St: Store> App for BeaconApp<St> {
             if links.len() >= BLOCK_LINKS_MAX {
                 break;
             }
-            let Some(committee) = self.committees.get(usize::from(link.header.shard)) else {
-                continue;
-            };
-            if let Ok(qc) = state.check_link(committee, link, true) {
-                state.record_link(committee, &link.header, &qc);
+            if let Ok((qc, committee)) = state.check_link(link, true) {
+                state.record_link(&committee, &link.header, &qc);
                 links.push(link.clone());
             }
+        }
+        if state.next_epoch_due() {
+            state = state.next_epoch();
         }
         let header = BlockHeader {
             chain_id: state.chain_id,
@@ -722,8 +926,18 @@ impl<St: Store> App for BeaconApp<St> {
         };
         let mut batch = WriteBatch::default();
         batch.put(KEY_STATE, state.encode());
+        let newest = state.newest();
+        let new_epoch = !self.archive.contains_key(&newest.epoch);
+        if new_epoch {
+            let mut w = Writer::new();
+            newest.encode_into(&mut w);
+            batch.put(epoch_key(newest.epoch), w.finish());
+        }
         put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;
+        if new_epoch {
+            self.archive.insert(state.epoch(), state.newest().clone());
+        }
         self.state = state;
         self.tip = (block.header.height, hash);
         self.checked.clear();
@@ -827,23 +1041,24 @@ mod tests {
     #[test]
     fn genesis_seats_every_shard_and_the_beacon_disjointly() {
         let g = genesis(0);
-        let state = BeaconState::genesis(&g, SIZE).expect("enough validators");
-        assert_eq!(state.seats.len(), 3);
-        let mut all: Vec<Address> = state.seats.concat();
+        let state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+        let seats = state.newest().ids();
+        assert_eq!(seats.len(), 3);
+        let mut all: Vec<Address> = seats.concat();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 3 * SIZE, "committees are disjoint");
-        for (i, seats) in state.seats.iter().enumerate() {
+        for (i, seats) in seats.iter().enumerate() {
             for (m, id) in seats.iter().enumerate() {
                 let shard = if i == 2 { BEACON_SHARD } else { i as u16 };
                 assert_eq!(state.seat_of(id), Some((shard, m as u16)));
             }
         }
         assert_eq!(state.committees().len(), 3);
-        let again = BeaconState::genesis(&g, SIZE).expect("enough validators");
+        let again = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
         assert_eq!(again, state, "a pure function of genesis");
         assert_eq!(
-            BeaconState::genesis(&genesis(0), SIZE + 1),
+            BeaconState::genesis(&genesis(0), SIZE + 1, 0),
             Err(BeaconError::TooFewValidators {
                 validators: 12,
                 shards: 2,
@@ -857,8 +1072,8 @@ mod tests {
     fn links_are_checked_recorded_committed_and_resumed() {
         let g = genesis(0);
         let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
-        let mut beacon = BeaconApp::open(&g, SIZE, MemStore::new()).expect("beacon");
-        let mut follower = BeaconApp::open(&g, SIZE, MemStore::new()).expect("beacon");
+        let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+        let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
         let state = beacon.state().clone();
         let committee = state.committee(0).expect("shard 0");
 
@@ -963,7 +1178,7 @@ mod tests {
         let tip = beacon.tip();
         let state = beacon.state().clone();
         let store = beacon.store;
-        let reopened = BeaconApp::open(&g, SIZE, store).expect("resume");
+        let reopened = BeaconApp::open(&g, SIZE, 0, store).expect("resume");
         assert_eq!(reopened.tip(), tip);
         assert_eq!(reopened.state(), &state);
         assert_eq!(reopened.committed(1).map(|(b, _)| b), Some(block));
@@ -972,9 +1187,9 @@ mod tests {
     #[test]
     fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
         let g = genesis(6);
-        let mut state = BeaconState::genesis(&g, SIZE).expect("enough validators");
+        let mut state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
         // The first member of every committee voted in every certificate, the others in half.
-        for seats in state.seats.clone() {
+        for seats in state.newest().ids() {
             for (m, id) in seats.iter().enumerate() {
                 let i = state
                     .validators
@@ -991,9 +1206,10 @@ mod tests {
         }
         state.mix = [3; 32];
         let next = state.next_epoch();
-        assert_eq!(next.epoch, 1);
-        assert_eq!(next.randomness, pol::epoch_randomness(1, &[3; 32]));
-        let first = state.seats[0][0];
+        assert_eq!(next.epoch(), 1);
+        assert_eq!(next.randomness(), pol::epoch_randomness(1, &[3; 32]));
+        assert_eq!(next.epochs.len(), 2, "the previous epoch is kept");
+        let first = state.newest().ids()[0][0];
         assert_eq!(
             next.validator(&first).expect("registered").reputation_ppm,
             (7 * 1_000_000 + 3 * 500_000) / 10
@@ -1003,7 +1219,7 @@ mod tests {
                 .iter()
                 .all(|v| v.signals == Signals::default())
         );
-        for (before, after) in state.seats.iter().zip(&next.seats) {
+        for (before, after) in state.newest().ids().iter().zip(&next.newest().ids()) {
             let kept = before.iter().filter(|id| after.contains(id)).count();
             assert!(
                 kept >= SIZE - SIZE / 3,
@@ -1011,14 +1227,20 @@ mod tests {
             );
             assert_eq!(after.len(), SIZE);
         }
-        let mut all = next.seats.concat();
+        let mut all = next.newest().ids().concat();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 3 * SIZE, "still disjoint");
         assert_eq!(state.next_epoch(), next, "a pure function");
         let mut other = state.clone();
         other.mix = [4; 32];
-        assert_ne!(other.next_epoch().randomness, next.randomness);
+        assert_ne!(other.next_epoch().randomness(), next.randomness());
+        let mut far = next.clone();
+        for _ in 0..EPOCHS_KEPT + 2 {
+            far = far.next_epoch();
+        }
+        assert_eq!(far.epochs.len(), EPOCHS_KEPT);
+        assert_eq!(far.epoch(), 1 + EPOCHS_KEPT as u64 + 2);
     }
 
     proptest! {
@@ -1026,7 +1248,7 @@ mod tests {
         fn states_round_trip_and_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..2000) {
             static GENESIS: std::sync::OnceLock<Genesis> = std::sync::OnceLock::new();
             let g = GENESIS.get_or_init(|| genesis(2));
-            let mut state = BeaconState::genesis(g, SIZE).expect("enough validators");
+            let mut state = BeaconState::genesis(g, SIZE, 0).expect("enough validators");
             state.links[1] = Some(LinkedHead { height: 9, block: [1; 32], state_root: [2; 32] });
             state.validators[0].signals.certificates = 4;
             let encoded = state.encode();

@@ -29,8 +29,11 @@
 //! proposal it persists what it is about to send (and its lock) in its store, so a restarted replica never
 //! signs two different messages for one step.
 
+mod follower;
 mod types;
 pub mod wire;
+
+pub use follower::{FOLLOWER, Followed, Follower};
 
 pub use types::*;
 
@@ -250,6 +253,11 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     pub fn committee(&self) -> &Committee<S> {
         &self.committee
+    }
+
+    /// This replica's index in its committee.
+    pub fn me(&self) -> u16 {
+        self.me
     }
 
     /// The height being decided (one above the last committed block).

@@ -90,8 +90,19 @@ impl ChainApi {
             })
     }
 
-    /// The chain's status as this node sees it: per shard, the highest height among its validators.
+    /// The beacon chain as the most advanced running validator here holds it.
+    fn beacon_view(&self) -> Option<super::validator::BeaconView> {
+        self.validators
+            .iter()
+            .filter(|v| v.is_running())
+            .map(|v| v.beacon())
+            .max_by_key(|b| b.height)
+    }
+
+    /// The chain's status as this node sees it: per shard, the highest height among its validators and the
+    /// committee of the epoch of its next height.
     pub fn status(&self) -> Value {
+        let view = self.beacon_view();
         let shards: Vec<Value> = (0..self.beacon.shard_count())
             .map(|s| {
                 // The highest certified head any running validator here knows: its own shard's from its
@@ -102,13 +113,16 @@ impl ChainApi {
                     .filter(|v| v.is_running())
                     .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
                     .max_by_key(|h| h.height);
-                let committee: Vec<String> = self.beacon.committees[usize::from(s)]
-                    .members
-                    .iter()
-                    .map(|m| m.id.to_string())
-                    .collect();
+                let height = best.as_ref().map_or(0, |h| h.height);
+                let committee = view
+                    .as_ref()
+                    .and_then(|v| v.state.committee_at(s, height + 1))
+                    .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
+                let committee: Vec<String> =
+                    committee.members.iter().map(|m| m.id.to_string()).collect();
                 json!({
                     "id": s,
+                    "epoch": view.as_ref().map_or(0, |v| v.state.epoch_of_height(height + 1)),
                     "height": best.as_ref().map_or(0, |h| h.height),
                     "state_root": best.as_ref().map(|h| hex(&h.state_root)),
                     "tip": best.as_ref().map(|h| hex(&h.block)),
@@ -118,7 +132,7 @@ impl ChainApi {
             .collect();
         json!({
             "chain_id": self.genesis.params.chain_id,
-            "epoch": self.beacon.epoch,
+            "epoch": view.as_ref().map_or(self.beacon.epoch, |v| v.state.epoch()),
             "fee_min": self.genesis.params.fee_min.to_string(),
             "shards": shards,
             "beacon": self.beacon_status(),
@@ -128,22 +142,14 @@ impl ChainApi {
     /// The beacon chain as the most advanced running beacon validator here sees it: its height, the shard
     /// heads it linked and every validator's reputation signals this epoch (`null` if none runs here).
     fn beacon_status(&self) -> Value {
-        let Some((status, state)) = self
-            .validators
-            .iter()
-            .filter(|v| v.is_running())
-            .filter_map(|v| Some((v.status(), v.beacon_state()?)))
-            .max_by_key(|(s, _)| s.height)
-        else {
+        let Some(view) = self.beacon_view() else {
             return Value::Null;
         };
-        let committee: Vec<String> = self
-            .beacon
-            .beacon_committee
-            .members
-            .iter()
-            .map(|m| m.id.to_string())
-            .collect();
+        let state = &view.state;
+        let committee: Vec<String> = state
+            .committee(chain::block::BEACON_SHARD)
+            .map(|c| c.members.iter().map(|m| m.id.to_string()).collect())
+            .unwrap_or_default();
         let links: Vec<Value> = state
             .links
             .iter()
@@ -183,11 +189,11 @@ impl ChainApi {
             })
             .collect();
         json!({
-            "height": status.height,
-            "tip": hex(&status.tip),
-            "state_root": hex(&status.state_root),
-            "epoch": state.epoch,
-            "randomness": hex(&state.randomness),
+            "height": view.height,
+            "tip": hex(&view.tip),
+            "state_root": hex(&state.root()),
+            "epoch": state.epoch(),
+            "randomness": hex(&state.randomness()),
             "committee": committee,
             "links": links,
             "validators": validators,

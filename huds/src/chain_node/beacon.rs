@@ -1,5 +1,5 @@
-//! The beacon's view the validators and clients need at start: the epoch, its randomness, every shard's
-//! committee and the beacon chain's own, as `chain::beacon::BeaconState::genesis` computes them from genesis
+//! Epoch 0 as validators and clients need it at start: its randomness, every shard's committee and the
+//! beacon chain's own, as `chain::beacon::BeaconState::genesis` computes them from genesis
 //! (`specs/consensus.md` §1.4, §4.6). Every node computes the same result, so no message is needed to agree
 //! on it; the beacon chain's validators then run that state forward (cross-links, reputation signals).
 
@@ -24,14 +24,19 @@ pub struct Beacon {
 }
 
 impl Beacon {
-    /// Epoch 0: committees of `size` for every shard and the beacon, drawn from the genesis registry.
-    pub fn from_genesis(genesis: &Genesis, size: usize) -> Result<Self, BeaconError> {
-        let state = BeaconState::genesis(genesis, size)?;
+    /// Epoch 0: committees of `size` for every shard and the beacon, drawn from the genesis registry;
+    /// `epoch_length` shard heights per epoch (0: no epoch changes).
+    pub fn from_genesis(
+        genesis: &Genesis,
+        size: usize,
+        epoch_length: u64,
+    ) -> Result<Self, BeaconError> {
+        let state = BeaconState::genesis(genesis, size, epoch_length)?;
         let mut committees = state.committees();
         let beacon_committee = committees.pop().expect("the beacon's committee comes last");
         Ok(Self {
-            epoch: state.epoch,
-            randomness: state.randomness,
+            epoch: state.epoch(),
+            randomness: state.randomness(),
             committees,
             beacon_committee,
             state,

@@ -16,9 +16,7 @@ use libp2p::Multiaddr;
 
 use super::api::ChainApi;
 use super::beacon::{Beacon, BeaconError};
-use super::validator::{
-    BEACON_COMMIT_WAIT_MS, Validator, ValidatorConfig, ValidatorError, ValidatorHandle,
-};
+use super::validator::{Validator, ValidatorConfig, ValidatorError, ValidatorHandle};
 use chain::block::BEACON_SHARD;
 
 pub const COMMITTEE_SIZE: usize = 4;
@@ -49,6 +47,10 @@ pub struct DevnetOptions {
     pub block_txs_max: usize,
     pub bft: Option<fn(u32, u16) -> chain::bft::Config>,
     pub sync_writes: bool,
+    /// Shard heights per epoch (0: no epoch changes).
+    pub epoch_length: u64,
+    /// Validators beyond the committees' seats, so that every epoch some seats change hands.
+    pub spares: usize,
 }
 
 impl DevnetOptions {
@@ -59,20 +61,29 @@ impl DevnetOptions {
             block_txs_max: 1024,
             bft: None,
             sync_writes: true,
+            epoch_length: DEFAULT_EPOCH_LENGTH,
+            spares: usize::from(shards) + 1,
         }
+    }
+
+    /// Validators: a committee for each shard, one for the beacon chain, and the spares.
+    pub fn validator_count(&self) -> usize {
+        (usize::from(self.shards) + 1) * COMMITTEE_SIZE + self.spares
     }
 }
 
-/// Validators of a devnet of `shards` shards: a committee for each shard and one for the beacon chain.
-pub fn validator_count(shards: u16) -> usize {
-    (usize::from(shards) + 1) * COMMITTEE_SIZE
-}
+/// Shard heights per epoch in a devnet: about 40 s of an idle shard.
+pub const DEFAULT_EPOCH_LENGTH: u64 = 256;
 
-/// The devnet genesis: 4 validators per shard and 4 for the beacon, the given wallets funded.
-pub fn genesis(shards: u16, wallets: &[Address]) -> Result<Genesis, GenesisError> {
+/// The devnet genesis: `validators` validators (deterministic devnet keys), the given wallets funded.
+pub fn genesis(
+    shards: u16,
+    validators: usize,
+    wallets: &[Address],
+) -> Result<Genesis, GenesisError> {
     let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount");
     let funded = Amount::from_iost(WALLET_IOST).expect("a small amount");
-    let mut config = GenesisConfig::devnet(shards, validator_count(shards), stake, funded);
+    let mut config = GenesisConfig::devnet(shards, validators, stake, funded);
     config.wallets = wallets.iter().map(|a| (*a, funded)).collect();
     config.build()
 }
@@ -97,9 +108,13 @@ impl ChainDevnet {
         if options.shards == 0 || options.shards > 64 {
             return Err(DevnetError::Shards(options.shards));
         }
-        let genesis = Arc::new(genesis(options.shards, &options.wallets)?);
-        let beacon = Arc::new(Beacon::from_genesis(&genesis, COMMITTEE_SIZE)?);
-        let count = validator_count(options.shards);
+        let count = options.validator_count();
+        let genesis = Arc::new(genesis(options.shards, count, &options.wallets)?);
+        let beacon = Arc::new(Beacon::from_genesis(
+            &genesis,
+            COMMITTEE_SIZE,
+            options.epoch_length,
+        )?);
         let mut net = Self {
             genesis,
             beacon,
@@ -126,9 +141,7 @@ impl ChainDevnet {
             .filter(|(j, _)| *j != i)
             .flat_map(|(_, a)| a.iter().cloned())
             .collect();
-        let chain_id = self.genesis.params.chain_id;
         let account = validator_account(i);
-        let shard = self.beacon.seat_of(&account).map_or(0, |(s, _)| s);
         ValidatorConfig {
             genesis: self.genesis.clone(),
             beacon: self.beacon.clone(),
@@ -139,13 +152,8 @@ impl ChainDevnet {
             listen: "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"),
             peers,
             block_txs_max: self.options.block_txs_max,
-            bft: self.options.bft.map(|f| {
-                let mut c = f(chain_id, shard);
-                if shard == BEACON_SHARD {
-                    c.commit_wait_ms = c.commit_wait_ms.max(BEACON_COMMIT_WAIT_MS);
-                }
-                c
-            }),
+            bft: self.options.bft,
+            epoch_length: self.options.epoch_length,
             sync_writes: self.options.sync_writes,
         }
     }
@@ -185,11 +193,23 @@ impl ChainDevnet {
         self.validators[i].as_ref().map(|v| v.handle.clone())
     }
 
-    /// The shard validator `i` sits on (`BEACON_SHARD` for the beacon chain's committee).
+    /// The shard validator `i` works on now (`BEACON_SHARD`: none, it only keeps the beacon chain),
+    /// or in epoch 0 if it is stopped.
     pub fn shard_of_validator(&self, i: usize) -> u16 {
-        self.beacon
-            .seat_of(&validator_account(i))
-            .map_or(0, |(s, _)| s)
+        match &self.validators[i] {
+            Some(v) => v.handle.status().shard,
+            None => self
+                .beacon
+                .seat_of(&validator_account(i))
+                .map_or(BEACON_SHARD, |(s, _)| s),
+        }
+    }
+
+    /// Whether validator `i` runs and is a member of the committee deciding its shard's next height.
+    pub fn is_member(&self, i: usize) -> bool {
+        self.validators[i]
+            .as_ref()
+            .is_some_and(|v| v.handle.status().member)
     }
 
     /// What the node API serves the chain with.

@@ -1,19 +1,23 @@
-//! A validator: the thin tokio/libp2p driver around one sans-IO BFT replica and its ledger: a shard's
-//! ([`ShardApp`]) or the beacon chain's ([`BeaconApp`]), whichever its seat is.
+//! A validator: the thin tokio/libp2p driver around the `chain` crate's sans-IO consensus.
 //!
-//! One tokio task owns the libp2p swarm (TCP + noise + yamux, gossipsub), the [`Replica`] and its
-//! ledger over a [`RocksStore`]. It feeds the replica the consensus messages of its committee's topic and
-//! the time (`poll_timeout` sets the only timer), publishes what the replica outputs, admits transactions
-//! from its handle and from the topic into the mempool, and publishes every commit on a watch channel (the
-//! shard's status) and a bounded broadcast channel (the committed transaction ids, which clients wait on).
+//! One tokio task owns the libp2p swarm (TCP + noise + yamux, gossipsub) and two lanes, each a ledger over
+//! its own RocksDB (`<db>/beacon`, `<db>/shard-<s>`) in one of two roles:
+//! - the **beacon lane**, always: the beacon chain's [`BeaconApp`], as a [`Replica`] while the validator sits
+//!   on the beacon committee of the newest epoch, else as a [`Follower`] that applies the beacon's finalised
+//!   blocks. Every validator thereby knows every epoch's committees from its own copy of the beacon state.
+//! - the **shard lane**, while the validator has a shard seat: that shard's [`ShardApp`], as a replica while
+//!   it is a member of the committee of the height being decided, else as a follower, which is how a
+//!   validator seated for a coming epoch catches up with the shard before its turn.
 //!
-//! Catch-up after a restart is the replica's own protocol (`specs/consensus.md` §2.5): it broadcasts
-//! `Status{height}` every `rebroadcast_ms`, and members ahead answer with up to `catch_up_blocks_max`
-//! finalised blocks and their precommit certificates, which it verifies before applying. Over gossipsub a
-//! message for one member is published on the topic with its index, and the others drop it.
+//! After every event the driver reconciles the lanes with the beacon state (`reconcile`): which shard, which
+//! role, which committee. A shard lane changes committee exactly at its epoch boundary (the heights of
+//! `chain::beacon::epoch_of_height`), waits there until the beacon state holds the next epoch, and keeps
+//! serving its old shard until its duty there ends.
 //!
-//! Nothing a peer sends can panic the task: envelopes are length-checked and decoded into typed errors, and
-//! the replica checks every signature and certificate itself.
+//! Catch-up after a restart is the replica's own protocol (`specs/consensus.md` §2.5); a follower asks with
+//! a `Status` from index `FOLLOWER` and members answer it the same way. Nothing a peer sends can panic the
+//! task: envelopes are length-checked and decoded into typed errors, and the replica and follower check every
+//! signature and certificate themselves.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,8 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chain::beacon::{BeaconApp, BeaconState};
-use chain::bft::{self, Bls, Input, Message, Output, QuorumCertificate, Replica, VoteKind};
-use chain::block::{BEACON_SHARD, BlockHeader, CrossLink};
+use chain::bft::{
+    self, Bls, Committee, FOLLOWER, Followed, Follower, Input, Message, Output, QuorumCertificate,
+    Replica, VoteKind,
+};
+use chain::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{App, LedgerError, ShardApp};
@@ -48,6 +55,8 @@ const VERIFY_JOBS_MAX: usize = 8;
 /// few bytes and would otherwise make every member publish up to 8 whole blocks.
 const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
 const CATCH_UP_REMEMBERED_MAX: usize = 1024;
+/// A follower that made no progress asks members for blocks this often.
+const FOLLOWER_ASK_EVERY_MS: u64 = 500;
 
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
 /// few hundred milliseconds, and an idle beacon should not cost what a busy shard does.
@@ -58,12 +67,12 @@ pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
     IdentTopic::new(format!("/ios/{chain_id:08x}/shard/{shard}/1"))
 }
 
-/// The beacon topic: every validator subscribes, so the validators of all shards form one gossip mesh.
+/// The gossipsub topic every validator follows for the shards' certified heads.
 pub fn beacon_topic(chain_id: u32) -> IdentTopic {
     IdentTopic::new(format!("/ios/{chain_id:08x}/beacon/1"))
 }
 
-/// The gossipsub topic of the beacon chain's consensus messages (its committee's).
+/// The gossipsub topic of the beacon chain's consensus messages (its committee's, and its followers').
 pub fn beacon_consensus_topic(chain_id: u32) -> IdentTopic {
     IdentTopic::new(format!("/ios/{chain_id:08x}/beacon-bft/1"))
 }
@@ -72,12 +81,10 @@ pub fn beacon_consensus_topic(chain_id: u32) -> IdentTopic {
 pub enum ValidatorError {
     #[error(transparent)]
     Open(#[from] OpenError),
-    #[error("opening the shard ledger: {0}")]
+    #[error("opening the ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("resuming consensus: {0}")]
     Replica(#[from] bft::ReplicaError),
-    #[error("validator {0} has no committee seat this epoch")]
-    NoSeat(Address),
     #[error("starting the validator's network: {0}")]
     Network(String),
     #[error("the validator has stopped")]
@@ -88,25 +95,51 @@ pub enum ValidatorError {
 #[derive(Clone)]
 pub struct ValidatorConfig {
     pub genesis: Arc<Genesis>,
+    /// Epoch 0, from genesis.
     pub beacon: Arc<Beacon>,
-    /// The validator's account (its committee seat) and its BLS vote key.
+    /// Shard heights per epoch (0: no epoch changes). The same for every validator of a chain.
+    pub epoch_length: u64,
+    /// The validator's account and its BLS vote key.
     pub account: Address,
     pub bls_secret: bls::SecretKey,
     /// The libp2p identity.
     pub keypair: identity::Keypair,
-    /// Where its chain database lives.
+    /// Where its chain databases live.
     pub db_dir: PathBuf,
     pub listen: Multiaddr,
     /// Validators to connect to (redialled while disconnected).
     pub peers: Vec<Multiaddr>,
     /// Transactions per block, at most `chain::block::BLOCK_TXS_MAX`.
     pub block_txs_max: usize,
-    pub bft: Option<bft::Config>,
+    /// Consensus timing per (chain id, shard); `None`: `bft::Config::new`. The beacon's commit wait is
+    /// at least [`BEACON_COMMIT_WAIT_MS`] either way.
+    pub bft: Option<fn(u32, u16) -> bft::Config>,
     /// `false` only in benchmarks: see [`RocksStore::set_sync`].
     pub sync_writes: bool,
 }
 
-/// A shard (or the beacon chain, `shard = BEACON_SHARD`) as one validator sees it, updated on every commit.
+impl ValidatorConfig {
+    fn bft_config(&self, shard: ShardId) -> bft::Config {
+        let chain_id = self.genesis.params.chain_id;
+        let mut c = match self.bft {
+            Some(f) => f(chain_id, shard),
+            None => bft::Config::new(chain_id, shard),
+        };
+        if shard == BEACON_SHARD {
+            c.commit_wait_ms = c.commit_wait_ms.max(BEACON_COMMIT_WAIT_MS);
+        }
+        c
+    }
+
+    fn open_store(&self, name: &str) -> Result<RocksStore, ValidatorError> {
+        let mut store = RocksStore::open(&self.db_dir.join(name))?;
+        store.set_sync(self.sync_writes);
+        Ok(store)
+    }
+}
+
+/// A chain (a shard, or the beacon: `shard = BEACON_SHARD`) as one validator sees it, updated on every
+/// commit: its shard lane's if it has one, else its beacon lane's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
     pub shard: ShardId,
@@ -114,6 +147,10 @@ pub struct ShardStatus {
     pub tip: Hash,
     pub state_root: Hash,
     pub round: u32,
+    /// The epoch of the height being decided.
+    pub epoch: u64,
+    /// Whether it is a member of the committee deciding it (else it follows).
+    pub member: bool,
 }
 
 /// The latest certified block of a shard that this validator knows of: its own shard's from its commits, the
@@ -126,8 +163,18 @@ pub struct ShardHead {
 }
 
 /// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
-/// for other shards to follow it without a BLS check per block of every shard.
+/// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
 pub const HEAD_EVERY_BLOCKS: u64 = 8;
+
+/// The beacon chain at a validator's beacon tip.
+#[derive(Debug, Clone)]
+pub struct BeaconView {
+    pub height: u64,
+    pub tip: Hash,
+    pub state: Arc<BeaconState>,
+    /// Whether the validator sits on the beacon committee (else it follows the beacon chain).
+    pub member: bool,
+}
 
 /// One committed block, as clients waiting for finality see it.
 #[derive(Debug, Clone)]
@@ -162,7 +209,7 @@ pub struct ValidatorHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ShardStatus>,
     heads: watch::Receiver<Vec<Option<ShardHead>>>,
-    beacon: watch::Receiver<Option<Arc<BeaconState>>>,
+    beacon: watch::Receiver<BeaconView>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
@@ -191,8 +238,8 @@ impl ValidatorHandle {
         self.heads.borrow().clone()
     }
 
-    /// The beacon chain's committed state, on a validator of the beacon committee (`None` elsewhere).
-    pub fn beacon_state(&self) -> Option<Arc<BeaconState>> {
+    /// The beacon chain as this validator holds it (every validator follows the beacon).
+    pub fn beacon(&self) -> BeaconView {
         self.beacon.borrow().clone()
     }
 
@@ -243,93 +290,6 @@ pub enum ProofOf {
     Tx(Hash),
 }
 
-/// What the driver needs from the ledger it runs, beyond consensus: a shard's or the beacon chain's.
-pub trait SeatLedger: App + Send + 'static {
-    fn state_root(&mut self) -> Hash;
-    /// Admits transactions whose signatures were checked (`signatures_ok`) to the mempool.
-    fn admit(
-        &mut self,
-        txs: Vec<SignedTransaction>,
-        signatures_ok: &[bool],
-    ) -> Vec<Result<(), TxError>>;
-    fn account(&self, address: &Address) -> Option<Account>;
-    fn prove(&self, what: ProofOf) -> Option<spv::Proof>;
-    /// A certified shard head heard on the beacon topic. Returns whether it is valid, having checked it if
-    /// it keeps it (the beacon keeps it for a cross-link); `None`: not checked here.
-    fn offer_head(&mut self, link: &CrossLink) -> Option<bool>;
-    /// The beacon chain's state, on the beacon's ledger.
-    fn beacon_state(&self) -> Option<Arc<BeaconState>>;
-}
-
-impl SeatLedger for ShardApp<RocksStore> {
-    fn state_root(&mut self) -> Hash {
-        self.state().clone().root()
-    }
-    fn admit(
-        &mut self,
-        txs: Vec<SignedTransaction>,
-        signatures_ok: &[bool],
-    ) -> Vec<Result<(), TxError>> {
-        self.submit_verified(txs, signatures_ok)
-    }
-    fn account(&self, address: &Address) -> Option<Account> {
-        self.state().account(address).cloned()
-    }
-    fn prove(&self, what: ProofOf) -> Option<spv::Proof> {
-        match what {
-            ProofOf::Account(a) => self.prove_account(&a).map(spv::Proof::Account),
-            ProofOf::Tx(id) => self.prove_tx(&id).map(spv::Proof::Tx),
-        }
-    }
-    fn offer_head(&mut self, _link: &CrossLink) -> Option<bool> {
-        None
-    }
-    fn beacon_state(&self) -> Option<Arc<BeaconState>> {
-        None
-    }
-}
-
-impl SeatLedger for BeaconApp<RocksStore> {
-    fn state_root(&mut self) -> Hash {
-        self.state().root()
-    }
-    /// The beacon chain takes no transactions: they belong to the sender's shard.
-    fn admit(
-        &mut self,
-        txs: Vec<SignedTransaction>,
-        _signatures_ok: &[bool],
-    ) -> Vec<Result<(), TxError>> {
-        let shards = self.state().shard_count();
-        txs.iter()
-            .map(|tx| {
-                Err(TxError::WrongShard {
-                    shard: BEACON_SHARD,
-                    sender_shard: chain::shard_of(&tx.tx.sender_address(), shards),
-                })
-            })
-            .collect()
-    }
-    fn account(&self, _address: &Address) -> Option<Account> {
-        None
-    }
-    fn prove(&self, _what: ProofOf) -> Option<spv::Proof> {
-        None
-    }
-    fn offer_head(&mut self, link: &CrossLink) -> Option<bool> {
-        match self.offer(link.clone()) {
-            Ok(()) => Some(true),
-            // Already linked, or the pool is full: the head may still be news to this validator.
-            Err(chain::beacon::LinkError::NotNewer { .. } | chain::beacon::LinkError::PoolFull) => {
-                None
-            }
-            Err(_) => Some(false),
-        }
-    }
-    fn beacon_state(&self) -> Option<Arc<BeaconState>> {
-        Some(Arc::new(self.state().clone()))
-    }
-}
-
 /// A running validator.
 pub struct Validator {
     pub handle: ValidatorHandle,
@@ -375,68 +335,165 @@ fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<ChainBehaviour>, Vali
     Ok(swarm)
 }
 
-impl Validator {
-    /// Opens the validator's database (resuming where it stopped), starts its network and consensus.
-    /// Returns once it listens.
-    pub async fn start(config: ValidatorConfig) -> Result<Validator, ValidatorError> {
-        let (shard, _) = config
-            .beacon
-            .seat_of(&config.account)
-            .ok_or(ValidatorError::NoSeat(config.account))?;
-        let mut store = RocksStore::open(&config.db_dir)?;
-        store.set_sync(config.sync_writes);
-        if shard == BEACON_SHARD {
-            let size = config.beacon.beacon_committee.len();
-            let app = BeaconApp::open(&config.genesis, size, store)?;
-            Self::launch(config, app).await
-        } else {
-            let mut app = ShardApp::open(&config.genesis, shard, store)?;
-            app.block_txs_max = config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
-            Self::launch(config, app).await
+/// One chain this validator keeps, in its current role.
+enum Role<A: App> {
+    Member(Box<Replica<Bls, A>>),
+    Follower(Follower<Bls, A>),
+}
+
+struct Lane<A: App> {
+    shard: ShardId,
+    role: Role<A>,
+    topic: IdentTopic,
+}
+
+impl<A: App> Lane<A> {
+    fn app(&self) -> &A {
+        match &self.role {
+            Role::Member(r) => r.app(),
+            Role::Follower(f) => f.app(),
         }
     }
 
-    async fn launch<L: SeatLedger>(
-        config: ValidatorConfig,
-        app: L,
-    ) -> Result<Validator, ValidatorError> {
-        let (shard, me) = config
-            .beacon
-            .seat_of(&config.account)
-            .ok_or(ValidatorError::NoSeat(config.account))?;
-        let committee = config
-            .beacon
-            .committee(shard)
-            .expect("a seat is on a shard or the beacon")
-            .clone();
-        let chain_id = config.genesis.params.chain_id;
-        let bft_config = config.bft.clone().unwrap_or_else(|| {
-            let mut c = bft::Config::new(chain_id, shard);
-            if shard == BEACON_SHARD {
-                c.commit_wait_ms = BEACON_COMMIT_WAIT_MS;
+    fn app_mut(&mut self) -> &mut A {
+        match &mut self.role {
+            Role::Member(r) => r.app_mut(),
+            Role::Follower(f) => f.app_mut(),
+        }
+    }
+
+    /// The height being decided (or awaited).
+    fn height(&self) -> u64 {
+        self.app().tip().0 + 1
+    }
+
+    /// Its member index, while a member.
+    fn member(&self) -> Option<u16> {
+        match &self.role {
+            Role::Member(r) => Some(r.me()),
+            Role::Follower(_) => None,
+        }
+    }
+
+    fn round(&self) -> u32 {
+        match &self.role {
+            Role::Member(r) => r.round(),
+            Role::Follower(_) => 0,
+        }
+    }
+
+    /// Puts the lane in the role `want` (a member index and its committee, or following), keeping the
+    /// ledger. A replica is rebuilt when its committee changes, which happens only between heights.
+    fn set_role(
+        self,
+        want: Option<(u16, Committee<Bls>)>,
+        config: &ValidatorConfig,
+        now: u64,
+    ) -> Result<Self, ValidatorError> {
+        let Lane { shard, role, topic } = self;
+        let same = match (&role, &want) {
+            (Role::Member(r), Some((me, c))) => {
+                r.me() == *me
+                    && r.committee().seed == c.seed
+                    && r.committee()
+                        .members
+                        .iter()
+                        .map(|m| m.id)
+                        .eq(c.members.iter().map(|m| m.id))
             }
-            c
-        });
-        let mut replica = Replica::new(bft_config, committee, me, config.bls_secret.clone(), app)?;
+            (Role::Follower(_), None) => true,
+            _ => false,
+        };
+        if same {
+            return Ok(Lane { shard, role, topic });
+        }
+        let app = match role {
+            Role::Member(r) => r.into_app(),
+            Role::Follower(f) => f.into_app(),
+        };
+        let chain_id = config.genesis.params.chain_id;
+        let role = match want {
+            Some((me, committee)) => {
+                let mut replica = Replica::new(
+                    config.bft_config(shard),
+                    committee,
+                    me,
+                    config.bls_secret.clone(),
+                    app,
+                )?;
+                // Started now, so that its timers run even before a message arrives.
+                replica.handle(now, Input::Tick);
+                Role::Member(Box::new(replica))
+            }
+            None => Role::Follower(Follower::new(chain_id, shard, app, FOLLOWER_ASK_EVERY_MS)),
+        };
+        Ok(Lane { shard, role, topic })
+    }
+}
+
+/// The member index of `account` in `committee`.
+fn index_in(committee: &Committee<Bls>, account: &Address) -> Option<u16> {
+    committee
+        .members
+        .iter()
+        .position(|m| m.id == *account)
+        .and_then(|i| u16::try_from(i).ok())
+}
+
+impl Validator {
+    /// Opens the validator's databases (resuming where it stopped), starts its network and its lanes.
+    /// Returns once it listens.
+    pub async fn start(config: ValidatorConfig) -> Result<Validator, ValidatorError> {
+        let chain_id = config.genesis.params.chain_id;
+        let size = config.beacon.beacon_committee.len();
+        let app = BeaconApp::open(
+            &config.genesis,
+            size,
+            config.epoch_length,
+            config.open_store("beacon")?,
+        )?;
+        let beacon_lane = Lane {
+            shard: BEACON_SHARD,
+            role: Role::Follower(Follower::new(
+                chain_id,
+                BEACON_SHARD,
+                app,
+                FOLLOWER_ASK_EVERY_MS,
+            )),
+            topic: beacon_consensus_topic(chain_id),
+        };
 
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(config.keypair.clone())?;
-        let topic = if shard == BEACON_SHARD {
-            beacon_consensus_topic(chain_id)
-        } else {
-            shard_topic(chain_id, shard)
-        };
         let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&topic)
-            .map_err(|e| net(&e))?;
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&beacon_topic(chain_id))
-            .map_err(|e| net(&e))?;
+        // Every topic is subscribed here, before any connection, and never dropped: with libp2p 0.57's
+        // gossipsub, a topic subscribed while connections were up lost messages one way between some
+        // members (seen in tests/chain_epochs.rs). With epochs on, a validator may be seated on any shard
+        // later, so it subscribes to all of them and drops the messages of shards it has no lane for; with
+        // fixed committees it needs only its own.
+        let shard_topics: Vec<IdentTopic> = if config.epoch_length == 0 {
+            config
+                .beacon
+                .seat_of(&config.account)
+                .filter(|(s, _)| *s != BEACON_SHARD)
+                .map(|(s, _)| shard_topic(chain_id, s))
+                .into_iter()
+                .collect()
+        } else {
+            (0..config.beacon.shard_count())
+                .map(|s| shard_topic(chain_id, s))
+                .collect()
+        };
+        for topic in [beacon_consensus_topic(chain_id), beacon_topic(chain_id)]
+            .into_iter()
+            .chain(shard_topics)
+        {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic)
+                .map_err(|e| net(&e))?;
+        }
         swarm
             .listen_on(config.listen.clone())
             .map_err(|e| net(&e))?;
@@ -457,24 +514,25 @@ impl Validator {
             let _ = swarm.dial(addr.clone());
         }
 
-        let (tip_height, tip) = replica.app().tip();
+        let known = Arc::new(beacon_lane.app().state().clone());
         let status = ShardStatus {
-            shard,
-            height: tip_height,
-            tip,
-            state_root: replica.app_mut().state_root(),
-            round: replica.round(),
+            shard: BEACON_SHARD,
+            height: 0,
+            tip: [0; 32],
+            state_root: [0; 32],
+            round: 0,
+            epoch: 0,
+            member: false,
         };
-        let mut heads = vec![None; usize::from(config.beacon.shard_count())];
-        if let Some(slot) = heads.get_mut(usize::from(shard)) {
-            *slot = Some(ShardHead {
-                height: tip_height,
-                block: tip,
-                state_root: status.state_root,
-            });
-        }
-        let (heads_tx, heads_rx) = watch::channel(heads);
-        let (beacon_tx, beacon_rx) = watch::channel(replica.app().beacon_state());
+        let (heads_tx, heads_rx) =
+            watch::channel(vec![None; usize::from(config.beacon.shard_count())]);
+        let (height, tip) = beacon_lane.app().tip();
+        let (beacon_tx, beacon_rx) = watch::channel(BeaconView {
+            height,
+            tip,
+            state: known.clone(),
+            member: false,
+        });
         let (status_tx, status_rx) = watch::channel(status);
         let (commits, _) = broadcast::channel(COMMITS_BUFFERED_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
@@ -488,38 +546,38 @@ impl Validator {
             listen,
         };
         let (verified_tx, verified_rx) = mpsc::channel(VERIFY_JOBS_MAX);
-        let driver = Driver {
+        let mut driver = Driver {
             swarm,
             verified_tx,
             verify_jobs: Arc::new(tokio::sync::Semaphore::new(VERIFY_JOBS_MAX)),
-            replica,
-            topic,
-            beacon_topic: beacon_topic(chain_id),
-            beacon: config.beacon.clone(),
+            beacon: Some(beacon_lane),
+            shard: None,
+            known,
+            heads_topic: beacon_topic(chain_id),
             chain_id,
-            me,
-            shard,
             start: Instant::now(),
             status: status_tx,
             heads: heads_tx,
             beacon_state: beacon_tx,
             commits,
-            peers: config.peers,
             evidence: 0,
             catch_up_sent: HashMap::new(),
+            config,
         };
+        driver.reconcile()?;
+        driver.publish_status();
         let task = tokio::spawn(driver.run(commands_rx, verified_rx));
         Ok(Validator { handle, task })
     }
 
-    /// Stops the validator cleanly; its database is closed when this returns.
+    /// Stops the validator cleanly; its databases are closed when this returns.
     pub async fn shutdown(self) {
         let _ = self.handle.commands.send(Command::Stop).await;
         let _ = self.task.await;
     }
 
     /// Stops the validator at once, as a crash would: no goodbye, nothing flushed beyond what consensus
-    /// already wrote. Its database is closed when this returns, so it can be restarted on it.
+    /// already wrote. Its databases are closed when this returns, so it can be restarted on them.
     pub async fn kill(self) {
         self.task.abort();
         let _ = self.task.await;
@@ -538,31 +596,53 @@ fn check_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
     txs.iter().map(|t| t.check_signature().is_ok()).collect()
 }
 
-struct Driver<L: SeatLedger> {
+/// A commit of either lane, whoever produced it (replica or follower).
+struct Commit {
+    shard: ShardId,
+    block: Arc<Block>,
+    certificate: QuorumCertificate<Bls>,
+    /// The member index that should publish the head, if this validator is a member.
+    member: Option<u16>,
+    committee: Committee<Bls>,
+}
+
+struct Driver {
     swarm: Swarm<ChainBehaviour>,
     verified_tx: mpsc::Sender<Verified>,
     verify_jobs: Arc<tokio::sync::Semaphore>,
-    replica: Replica<Bls, L>,
-    topic: IdentTopic,
-    beacon_topic: IdentTopic,
-    beacon: Arc<Beacon>,
+    /// Always present; an `Option` only so a role change can move it.
+    beacon: Option<Lane<BeaconApp<RocksStore>>>,
+    shard: Option<Lane<ShardApp<RocksStore>>>,
+    /// The beacon state of the beacon lane's tip.
+    known: Arc<BeaconState>,
+    heads_topic: IdentTopic,
     chain_id: u32,
-    me: u16,
-    shard: ShardId,
     start: Instant,
     status: watch::Sender<ShardStatus>,
     heads: watch::Sender<Vec<Option<ShardHead>>>,
-    beacon_state: watch::Sender<Option<Arc<BeaconState>>>,
+    beacon_state: watch::Sender<BeaconView>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
-    peers: Vec<Multiaddr>,
     evidence: u64,
-    /// (member, height) -> when that finalised block was last sent to that member.
-    catch_up_sent: HashMap<(u16, u64), Instant>,
+    /// (to, height) -> when that finalised block was last sent to that member (or to the followers).
+    catch_up_sent: HashMap<(ShardId, u16, u64), Instant>,
+    config: ValidatorConfig,
 }
 
-impl<L: SeatLedger> Driver<L> {
+impl Driver {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn beacon(&self) -> &Lane<BeaconApp<RocksStore>> {
+        self.beacon
+            .as_ref()
+            .expect("the beacon lane is only moved out inside reconcile")
+    }
+
+    fn beacon_mut(&mut self) -> &mut Lane<BeaconApp<RocksStore>> {
+        self.beacon
+            .as_mut()
+            .expect("the beacon lane is only moved out inside reconcile")
     }
 
     async fn run(
@@ -571,12 +651,13 @@ impl<L: SeatLedger> Driver<L> {
         mut verified: mpsc::Receiver<Verified>,
     ) {
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
-        let now = self.now_ms();
-        self.replica.handle(now, Input::Tick);
-        self.flush();
+        self.tick();
+        if let Err(e) = self.after_event() {
+            self.stop_with(&e);
+            return;
+        }
         loop {
             let deadline = self
-                .replica
                 .poll_timeout()
                 .map(|t| self.start + Duration::from_millis(t));
             let timer = async {
@@ -591,26 +672,70 @@ impl<L: SeatLedger> Driver<L> {
                     Some(Command::Stop) | None => break,
                     Some(command) => self.on_command(command),
                 },
-                _ = timer => {
-                    let now = self.now_ms();
-                    self.replica.handle(now, Input::Tick);
-                }
+                _ = timer => self.tick(),
                 Some(batch) = verified.recv() => self.admit(batch),
                 _ = redial.tick() => self.redial(),
             }
-            self.flush();
-            if let Some(e) = self.replica.halted() {
-                eprintln!(
-                    "huds validator (shard {} member {}): consensus halted, the chain database failed: {e}",
-                    self.shard, self.me
-                );
+            if let Err(e) = self.after_event() {
+                self.stop_with(&e);
                 break;
             }
         }
     }
 
+    fn stop_with(&self, e: &dyn std::fmt::Display) {
+        eprintln!("huds validator {}: stopped: {e}", self.config.account);
+    }
+
+    /// After every event: publish what the lanes produced, move them to the roles the beacon state says,
+    /// and stop if a ledger's store failed.
+    fn after_event(&mut self) -> Result<(), ValidatorError> {
+        self.flush();
+        self.reconcile()?;
+        self.flush();
+        let halted = |lane: Option<&Lane<_>>| match lane.map(|l| &l.role) {
+            Some(Role::Member(r)) => r.halted().cloned(),
+            _ => None,
+        };
+        if let Some(e) = halted(self.beacon.as_ref()).or_else(|| {
+            self.shard.as_ref().and_then(|l| match &l.role {
+                Role::Member(r) => r.halted().cloned(),
+                Role::Follower(_) => None,
+            })
+        }) {
+            return Err(ValidatorError::Ledger(LedgerError::Store(e)));
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        fn of<A: App>(lane: &Lane<A>) -> Option<u64> {
+            match &lane.role {
+                Role::Member(r) => r.poll_timeout(),
+                Role::Follower(f) => Some(f.poll_timeout()),
+            }
+        }
+        [
+            self.beacon.as_ref().and_then(of),
+            self.shard.as_ref().and_then(of),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        if let Some(Role::Member(r)) = self.beacon.as_mut().map(|l| &mut l.role) {
+            r.handle(now, Input::Tick);
+        }
+        if let Some(Role::Member(r)) = self.shard.as_mut().map(|l| &mut l.role) {
+            r.handle(now, Input::Tick);
+        }
+    }
+
     fn redial(&mut self) {
-        for addr in &self.peers {
+        for addr in &self.config.peers {
             let Some(peer) = addr.iter().find_map(|p| match p {
                 libp2p::multiaddr::Protocol::P2p(id) => Some(id),
                 _ => None,
@@ -623,6 +748,97 @@ impl<L: SeatLedger> Driver<L> {
         }
     }
 
+    /// Which shard the shard lane should keep, and in which role. The lane keeps its shard while this
+    /// validator is a member of the committee of the height it decides (its duty there is not over), else
+    /// moves to the shard of its seat in the newest epoch, else closes.
+    fn reconcile(&mut self) -> Result<(), ValidatorError> {
+        let account = self.config.account;
+        // The beacon lane: a member of the newest epoch's beacon committee (which certifies its next block).
+        let beacon_committee = self
+            .known
+            .committee(BEACON_SHARD)
+            .expect("the beacon always has a committee");
+        let want = index_in(&beacon_committee, &account).map(|i| (i, beacon_committee));
+        let now = self.now_ms();
+        let lane = self.beacon.take().expect("present outside reconcile");
+        self.beacon = Some(lane.set_role(want, &self.config, now)?);
+
+        let on_duty = self.shard.as_ref().is_some_and(|l| {
+            self.shard_committee(l.shard, l.height())
+                .is_some_and(|c| index_in(&c, &account).is_some())
+        });
+        let target = if on_duty {
+            self.shard.as_ref().map(|l| l.shard)
+        } else {
+            self.known
+                .seat_of(&account)
+                .map(|(s, _)| s)
+                .filter(|s| *s != BEACON_SHARD)
+        };
+        if self.shard.as_ref().map(|l| l.shard) != target {
+            // The old lane's topic stays subscribed: gossipsub answers an unsubscribe with prunes and
+            // backoffs, and a validator that comes back to that shard within them would not hear its
+            // committee. Messages of a shard without a lane here are dropped on arrival.
+            self.shard = None;
+            if let Some(shard) = target {
+                self.open_shard(shard)?;
+            }
+            self.publish_status();
+        }
+        if let Some(lane) = self.shard.take() {
+            let want = self
+                .shard_committee(lane.shard, lane.height())
+                .and_then(|c| Some((index_in(&c, &account)?, c)));
+            let was_member = lane.member().is_some();
+            let lane = lane.set_role(want, &self.config, now)?;
+            let changed = was_member != lane.member().is_some();
+            self.shard = Some(lane);
+            if changed {
+                self.publish_status();
+            }
+        }
+        Ok(())
+    }
+
+    /// The committee that certifies block `height` of `shard`: from the beacon state, or from this
+    /// validator's archive of every epoch for one the state no longer keeps.
+    fn shard_committee(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
+        self.beacon().app().committee_at(shard, height)
+    }
+
+    fn open_shard(&mut self, shard: ShardId) -> Result<(), ValidatorError> {
+        let store = self.config.open_store(&format!("shard-{shard}"))?;
+        let mut app = ShardApp::open(&self.config.genesis, shard, store)?;
+        app.block_txs_max = self.config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
+        let topic = shard_topic(self.chain_id, shard);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| ValidatorError::Network(e.to_string()))?;
+        let (height, tip) = app.tip();
+        let state_root = app.state().clone().root();
+        self.set_head(
+            shard,
+            ShardHead {
+                height,
+                block: tip,
+                state_root,
+            },
+        );
+        self.shard = Some(Lane {
+            shard,
+            role: Role::Follower(Follower::new(
+                self.chain_id,
+                shard,
+                app,
+                FOLLOWER_ASK_EVERY_MS,
+            )),
+            topic,
+        });
+        Ok(())
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<ChainBehaviourEvent>) {
         let SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(gossipsub::Event::Message {
             message,
@@ -631,57 +847,137 @@ impl<L: SeatLedger> Driver<L> {
         else {
             return;
         };
-        if message.topic == self.beacon_topic.hash() {
+        if message.topic == self.heads_topic.hash() {
             if let Ok(Envelope::Head(head)) = wire::decode(&message.data) {
                 let (header, certificate) = *head;
                 self.on_head(header, certificate);
             }
             return;
         }
-        if message.topic != self.topic.hash() {
+        let on_beacon = message.topic == self.beacon().topic.hash();
+        let on_shard = self
+            .shard
+            .as_ref()
+            .is_some_and(|l| message.topic == l.topic.hash());
+        if !on_beacon && !on_shard {
             return;
         }
         match wire::decode(&message.data) {
             Ok(Envelope::Consensus { from, to, message }) => {
-                if to.is_some_and(|to| to != self.me) {
-                    return;
+                if on_beacon {
+                    self.on_consensus_beacon(from, to, *message);
+                } else {
+                    self.on_consensus_shard(from, to, *message);
                 }
-                let now = self.now_ms();
-                self.replica.handle(
-                    now,
-                    Input::Message {
-                        from,
-                        message: *message,
-                    },
-                );
             }
             // Peers gossip what they admitted; a transaction this mempool refuses (already included,
-            // replaced, full, forged) is simply dropped.
-            Ok(Envelope::Transactions(txs)) => self.verify(txs, None),
+            // replaced, full, forged) is simply dropped. Followers keep a mempool too, for their turn.
+            Ok(Envelope::Transactions(txs)) if on_shard => self.verify(txs, None),
             // Heads belong on the beacon topic; undecodable bytes from a peer are dropped.
-            Ok(Envelope::Head(_)) | Err(_) => {}
+            Ok(_) | Err(_) => {}
         }
     }
 
-    /// Adopts another shard's head if it is newer than the one known and its certificate is a precommit
-    /// quorum of that shard's committee for exactly that header.
-    fn on_head(&mut self, header: BlockHeader, certificate: QuorumCertificate<Bls>) {
-        let shard = header.shard;
-        let Some(committee) = self.beacon.committees.get(usize::from(shard)) else {
+    fn on_consensus_beacon(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+        let now = self.now_ms();
+        let lane = self.beacon.as_mut().expect("present outside reconcile");
+        match &mut lane.role {
+            Role::Member(r) => {
+                if to.is_none_or(|to| to == r.me()) {
+                    r.handle(now, Input::Message { from, message });
+                }
+            }
+            Role::Follower(f) => {
+                let Message::Decided { block, certificate } = message else {
+                    return;
+                };
+                if to.is_some_and(|to| to != FOLLOWER) {
+                    return;
+                }
+                // The beacon block of height h is certified by the newest beacon committee of the state
+                // after h - 1, which is the follower's own state when h is next.
+                let next = f.height();
+                let Some(committee) = f.app().state().committee(BEACON_SHARD) else {
+                    return;
+                };
+                let committee_at = |h: u64| (h == next).then(|| committee.clone());
+                match f.on_decided(block, certificate, committee_at) {
+                    Ok(Followed::Committed(done)) => {
+                        // Only height `next` has a committee here, so at most one block was applied.
+                        for (block, certificate) in done {
+                            self.on_commit(Commit {
+                                shard: BEACON_SHARD,
+                                block,
+                                certificate,
+                                member: None,
+                                committee: committee.clone(),
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.stop_with(&e),
+                }
+            }
+        }
+    }
+
+    fn on_consensus_shard(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+        let now = self.now_ms();
+        let beacon = self
+            .beacon
+            .as_ref()
+            .expect("present outside reconcile")
+            .app();
+        let Some(lane) = self.shard.as_mut() else {
             return;
         };
-        // The beacon's ledger checks the head itself when it keeps it as a cross-link.
-        let link = CrossLink {
-            header: header.clone(),
-            certificate: certificate.encode(),
+        let shard = lane.shard;
+        match &mut lane.role {
+            Role::Member(r) => {
+                if to.is_none_or(|to| to == r.me()) {
+                    r.handle(now, Input::Message { from, message });
+                }
+            }
+            Role::Follower(f) => {
+                let Message::Decided { block, certificate } = message else {
+                    return;
+                };
+                if to.is_some_and(|to| to != FOLLOWER) {
+                    return;
+                }
+                match f.on_decided(block, certificate, |h| beacon.committee_at(shard, h)) {
+                    Ok(Followed::Committed(done)) => {
+                        for (block, certificate) in done {
+                            let Some(committee) = self.shard_committee(shard, block.header.height)
+                            else {
+                                continue;
+                            };
+                            self.on_commit(Commit {
+                                shard,
+                                block,
+                                certificate,
+                                member: None,
+                                committee,
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.stop_with(&e),
+                }
+            }
+        }
+    }
+
+    /// Adopts a shard's head if it is newer than the one known and its certificate is a precommit quorum
+    /// of the committee of its height for exactly that header; the beacon lane keeps it as a cross-link.
+    fn on_head(&mut self, header: BlockHeader, certificate: QuorumCertificate<Bls>) {
+        let shard = header.shard;
+        let Some(known_head) = self.heads.borrow().get(usize::from(shard)).cloned() else {
+            return;
         };
-        let checked = self.replica.app_mut().offer_head(&link);
-        let known = self.heads.borrow()[usize::from(shard)]
-            .as_ref()
-            .map_or(0, |h| h.height);
         let hash = header.hash();
         let fits = header.chain_id == self.chain_id
-            && header.height > known
+            && header.height > known_head.map_or(0, |h| h.height)
             && certificate.kind == VoteKind::Precommit
             && certificate.shard == shard
             && certificate.height == header.height
@@ -689,18 +985,32 @@ impl<L: SeatLedger> Driver<L> {
         if !fits {
             return;
         }
-        let valid = checked.unwrap_or_else(|| certificate.verify(self.chain_id, committee).is_ok());
-        if !valid {
-            return;
+        let link = CrossLink {
+            header: header.clone(),
+            certificate: certificate.encode(),
+        };
+        // The beacon's ledger checks the head itself when it keeps it as a cross-link.
+        let valid = match self.beacon_mut().app_mut().offer(link) {
+            Ok(()) => true,
+            Err(
+                chain::beacon::LinkError::NotNewer { .. }
+                | chain::beacon::LinkError::PoolFull
+                | chain::beacon::LinkError::UnknownEpoch { .. },
+            ) => self
+                .shard_committee(shard, header.height)
+                .is_some_and(|c| certificate.verify(self.chain_id, &c).is_ok()),
+            Err(_) => false,
+        };
+        if valid {
+            self.set_head(
+                shard,
+                ShardHead {
+                    height: header.height,
+                    block: hash,
+                    state_root: header.state_root,
+                },
+            );
         }
-        self.set_head(
-            shard,
-            ShardHead {
-                height: header.height,
-                block: hash,
-                state_root: header.state_root,
-            },
-        );
     }
 
     fn set_head(&mut self, shard: ShardId, head: ShardHead) {
@@ -713,15 +1023,42 @@ impl<L: SeatLedger> Driver<L> {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Submit { txs, reply } => self.verify(txs, Some(reply)),
+            Command::Submit { txs, reply } => {
+                if self.shard.is_some() {
+                    self.verify(txs, Some(reply));
+                } else {
+                    let _ = reply.send(self.refuse(&txs));
+                }
+            }
             Command::Account { address, reply } => {
-                let _ = reply.send(self.replica.app().account(&address));
+                let account = self
+                    .shard
+                    .as_ref()
+                    .and_then(|l| l.app().state().account(&address).cloned());
+                let _ = reply.send(account);
             }
             Command::Prove { what, reply } => {
-                let _ = reply.send(self.replica.app().prove(what));
+                let proof = self.shard.as_ref().and_then(|l| match what {
+                    ProofOf::Account(a) => l.app().prove_account(&a).map(spv::Proof::Account),
+                    ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
+                });
+                let _ = reply.send(proof);
             }
             Command::Stop => {}
         }
+    }
+
+    /// Refusals for transactions sent to a validator without a shard seat: the beacon chain takes none.
+    fn refuse(&self, txs: &[SignedTransaction]) -> Vec<Result<(), TxError>> {
+        let shards = self.known.shard_count();
+        txs.iter()
+            .map(|tx| {
+                Err(TxError::WrongShard {
+                    shard: BEACON_SHARD,
+                    sender_shard: chain::shard_of(&tx.tx.sender_address(), shards),
+                })
+            })
+            .collect()
     }
 
     /// Checks a batch's signatures on the blocking pool, so that consensus on this task goes on meanwhile;
@@ -763,11 +1100,19 @@ impl<L: SeatLedger> Driver<L> {
             signatures_ok,
             reply,
         } = batch;
-        let Some(reply) = reply else {
-            self.replica.app_mut().admit(txs, &signatures_ok);
+        let Some(lane) = self.shard.as_mut() else {
+            // The seat moved while the batch was being checked: nothing here takes transactions.
+            if let Some(reply) = reply {
+                let _ = reply.send(self.refuse(&txs));
+            }
             return;
         };
-        let results = self.replica.app_mut().admit(txs.clone(), &signatures_ok);
+        let Some(reply) = reply else {
+            lane.app_mut().submit_verified(txs, &signatures_ok);
+            return;
+        };
+        let results = lane.app_mut().submit_verified(txs.clone(), &signatures_ok);
+        let topic = lane.topic.clone();
         let accepted: Vec<SignedTransaction> = txs
             .into_iter()
             .zip(&results)
@@ -775,106 +1120,244 @@ impl<L: SeatLedger> Driver<L> {
             .map(|(tx, _)| tx)
             .collect();
         for batch in accepted.chunks(TX_BATCH_MAX) {
-            self.publish(wire::encode_transactions(batch));
+            self.publish(&topic, wire::encode_transactions(batch));
         }
         let _ = reply.send(results);
     }
 
-    /// Whether finalised block `height` may be sent to member `to` now (see [`CATCH_UP_RESEND`]).
-    fn catch_up_due(&mut self, to: u16, height: u64) -> bool {
+    /// Whether finalised block `height` of `shard` may be sent to member `to` now (see
+    /// [`CATCH_UP_RESEND`]).
+    fn catch_up_due(&mut self, shard: ShardId, to: u16, height: u64) -> bool {
         let now = Instant::now();
         if self.catch_up_sent.len() >= CATCH_UP_REMEMBERED_MAX {
             self.catch_up_sent
                 .retain(|_, at| now.duration_since(*at) < CATCH_UP_RESEND);
         }
-        match self.catch_up_sent.get(&(to, height)) {
+        match self.catch_up_sent.get(&(shard, to, height)) {
             Some(at) if now.duration_since(*at) < CATCH_UP_RESEND => false,
             _ => {
-                self.catch_up_sent.insert((to, height), now);
+                self.catch_up_sent.insert((shard, to, height), now);
                 true
             }
         }
     }
 
-    fn publish(&mut self, bytes: Vec<u8>) {
-        // With no subscribed peer yet (startup, partition) the message is lost; the replica re-sends what
-        // matters every `rebroadcast_ms`.
+    fn publish(&mut self, topic: &IdentTopic, bytes: Vec<u8>) {
+        // With no subscribed peer yet (startup, partition) the message is lost; replicas re-send what
+        // matters every `rebroadcast_ms`, followers ask again.
         let _ = self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(self.topic.clone(), bytes);
+            .publish(topic.clone(), bytes);
     }
 
+    /// Publishes what both lanes produced and handles their commits.
     fn flush(&mut self) {
-        while let Some(output) = self.replica.poll_output() {
-            match output {
-                Output::Broadcast(message) => {
-                    self.publish(wire::encode_consensus(self.me, None, &message))
-                }
-                Output::Send { to, message } => {
-                    if let Message::Decided { block, .. } = &message
-                        && !self.catch_up_due(to, block.header.height)
-                    {
+        let now = self.now_ms();
+        for beacon in [true, false] {
+            let (shard, topic, me, committee, outputs, ask) = {
+                let (shard, topic, role) = if beacon {
+                    let l = self.beacon.as_mut().expect("present outside reconcile");
+                    (l.shard, l.topic.clone(), RoleMut::Beacon(&mut l.role))
+                } else {
+                    let Some(l) = self.shard.as_mut() else {
                         continue;
-                    }
-                    self.publish(wire::encode_consensus(self.me, Some(to), &message))
-                }
-                Output::Committed {
-                    height,
-                    block,
-                    certificate,
-                } => {
-                    let head = ShardHead {
-                        height,
-                        block: block.hash(),
-                        state_root: block.header.state_root,
                     };
-                    self.set_head(self.shard, head);
-                    if let Some(state) = self.replica.app().beacon_state() {
-                        self.beacon_state.send_replace(Some(state));
-                    }
-                    let members = self.replica.committee().len() as u64;
-                    if self.shard != BEACON_SHARD
-                        && height % HEAD_EVERY_BLOCKS == 0
-                        && (height / HEAD_EVERY_BLOCKS) % members == u64::from(self.me)
-                    {
-                        let bytes = wire::encode_head(&block.header, &certificate);
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .publish(self.beacon_topic.clone(), bytes);
-                    }
-                    let status = ShardStatus {
-                        shard: self.shard,
-                        height,
-                        tip: block.hash(),
-                        state_root: block.header.state_root,
-                        round: self.replica.round(),
-                    };
-                    self.status.send_replace(status);
-                    let committee = self.replica.committee();
-                    let proposer = committee.proposer(self.shard, height, certificate.round);
-                    let notice = CommitNotice {
-                        shard: self.shard,
-                        height,
-                        block: block.hash(),
-                        proposer: committee.members[usize::from(proposer)].id,
-                        tx_ids: block.transactions.iter().map(|t| t.id()).collect(),
-                    };
-                    // No receiver is fine: nobody is waiting.
-                    let _ = self.commits.send(Arc::new(notice));
-                }
-                Output::Evidence(_) => {
-                    self.evidence += 1;
-                    eprintln!(
-                        "huds validator (shard {} member {}): evidence of a Byzantine member ({} so far)",
-                        self.shard, self.me, self.evidence
-                    );
-                }
+                    (l.shard, l.topic.clone(), RoleMut::Shard(&mut l.role))
+                };
+                role.drain(now, shard, topic)
+            };
+            if let Some(status) = ask {
+                self.publish(&topic, wire::encode_consensus(FOLLOWER, None, &status));
+            }
+            for output in outputs {
+                self.on_output(shard, &topic, me, &committee, output);
             }
         }
+    }
+
+    fn on_output(
+        &mut self,
+        shard: ShardId,
+        topic: &IdentTopic,
+        me: u16,
+        committee: &Option<Committee<Bls>>,
+        output: Output<Bls>,
+    ) {
+        match output {
+            Output::Broadcast(message) => {
+                self.publish(topic, wire::encode_consensus(me, None, &message))
+            }
+            Output::Send { to, message } => {
+                if let Message::Decided { block, .. } = &message
+                    && !self.catch_up_due(shard, to, block.header.height)
+                {
+                    return;
+                }
+                self.publish(topic, wire::encode_consensus(me, Some(to), &message))
+            }
+            Output::Committed {
+                block, certificate, ..
+            } => {
+                let Some(committee) = committee.clone() else {
+                    return;
+                };
+                self.on_commit(Commit {
+                    shard,
+                    block,
+                    certificate,
+                    member: Some(me),
+                    committee,
+                });
+            }
+            Output::Evidence(_) => {
+                self.evidence += 1;
+                eprintln!(
+                    "huds validator {} (chain {shard}): evidence of a Byzantine member ({} so far)",
+                    self.config.account, self.evidence
+                );
+            }
+        }
+    }
+
+    fn on_commit(&mut self, c: Commit) {
+        let height = c.block.header.height;
+        if c.shard == BEACON_SHARD {
+            self.known = Arc::new(self.beacon().app().state().clone());
+            self.beacon_state.send_replace(BeaconView {
+                height,
+                tip: c.block.hash(),
+                state: self.known.clone(),
+                member: c.member.is_some(),
+            });
+        } else {
+            self.set_head(
+                c.shard,
+                ShardHead {
+                    height,
+                    block: c.block.hash(),
+                    state_root: c.block.header.state_root,
+                },
+            );
+            let members = c.committee.len() as u64;
+            if let Some(me) = c.member
+                && height % HEAD_EVERY_BLOCKS == 0
+                && (height / HEAD_EVERY_BLOCKS) % members == u64::from(me)
+            {
+                let bytes = wire::encode_head(&c.block.header, &c.certificate);
+                let topic = self.heads_topic.clone();
+                self.publish(&topic, bytes);
+            }
+        }
+        let proposer = c.committee.proposer(c.shard, height, c.certificate.round);
+        let notice = CommitNotice {
+            shard: c.shard,
+            height,
+            block: c.block.hash(),
+            proposer: c.committee.members[usize::from(proposer)].id,
+            tx_ids: c.block.transactions.iter().map(|t| t.id()).collect(),
+        };
+        // No receiver is fine: nobody is waiting.
+        let _ = self.commits.send(Arc::new(notice));
+        self.publish_status_at(Some(&c.block.header));
+    }
+
+    fn publish_status(&mut self) {
+        self.publish_status_at(None);
+    }
+
+    /// The status of the shard lane (or of the beacon lane if there is none), with the state root of the
+    /// header just committed, or of the last status if the chain is the same.
+    fn publish_status_at(&mut self, committed: Option<&BlockHeader>) {
+        let (shard, height, tip, round, member) = match &self.shard {
+            Some(l) => {
+                let (h, tip) = l.app().tip();
+                (l.shard, h, tip, l.round(), l.member().is_some())
+            }
+            None => {
+                let l = self.beacon();
+                let (h, tip) = l.app().tip();
+                (BEACON_SHARD, h, tip, l.round(), l.member().is_some())
+            }
+        };
+        if committed.is_some_and(|h| h.shard != shard) {
+            // A commit of the other lane: this status is not about it.
+            return;
+        }
+        let previous = self.status.borrow().clone();
+        let state_root = match committed {
+            Some(h) => h.state_root,
+            None if previous.shard == shard && previous.height == height => previous.state_root,
+            None => match &mut self.shard {
+                Some(l) => l.app().state().clone().root(),
+                None => self.known.root(),
+            },
+        };
+        let epoch = if shard == BEACON_SHARD {
+            self.known.epoch()
+        } else {
+            self.known.epoch_of_height(height + 1)
+        };
+        self.status.send_replace(ShardStatus {
+            shard,
+            height,
+            tip,
+            state_root,
+            round,
+            epoch,
+            member,
+        });
+    }
+}
+
+/// A lane's role, borrowed for draining its outputs.
+enum RoleMut<'a> {
+    Beacon(&'a mut Role<BeaconApp<RocksStore>>),
+    Shard(&'a mut Role<ShardApp<RocksStore>>),
+}
+
+impl RoleMut<'_> {
+    /// The replica's outputs (with its index and committee), or the follower's due `Status`.
+    #[allow(clippy::type_complexity)]
+    fn drain(
+        self,
+        now: u64,
+        shard: ShardId,
+        topic: IdentTopic,
+    ) -> (
+        ShardId,
+        IdentTopic,
+        u16,
+        Option<Committee<Bls>>,
+        Vec<Output<Bls>>,
+        Option<Message<Bls>>,
+    ) {
+        fn of<A: App>(
+            role: &mut Role<A>,
+            now: u64,
+        ) -> (
+            u16,
+            Option<Committee<Bls>>,
+            Vec<Output<Bls>>,
+            Option<Message<Bls>>,
+        ) {
+            match role {
+                Role::Member(r) => {
+                    let mut outputs = Vec::new();
+                    while let Some(o) = r.poll_output() {
+                        outputs.push(o);
+                    }
+                    (r.me(), Some(r.committee().clone()), outputs, None)
+                }
+                Role::Follower(f) => (FOLLOWER, None, Vec::new(), f.poll_status(now)),
+            }
+        }
+        let (me, committee, outputs, ask) = match self {
+            RoleMut::Beacon(r) => of(r, now),
+            RoleMut::Shard(r) => of(r, now),
+        };
+        (shard, topic, me, committee, outputs, ask)
     }
 }
 

@@ -1,0 +1,174 @@
+//! Epoch changes on a running chain: the beacon chain draws new committees from the shards' certified
+//! heads, shards hand over to them at their epoch boundaries, validators seated for a coming epoch catch up
+//! with their shard as followers first, and the chain keeps finalising transfers throughout.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chain::block::BEACON_SHARD;
+use chain::crypto::SecretKey;
+use chain::{Address, Amount, Transaction, TxKind};
+use huds::chain_node::{ChainDevnet, DevnetOptions};
+
+const EPOCH: u64 = 16;
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wallet = SecretKey::dev("epoch test wallet");
+    let wallet_address = Address::of(&wallet.public());
+    let mut options = DevnetOptions::new(1, vec![wallet_address]);
+    options.epoch_length = EPOCH;
+    let net = ChainDevnet::start(dir.path(), options)
+        .await
+        .expect("starts");
+    let count = net.validator_count();
+    assert_eq!(count, 2 * 4 + 2, "a shard, the beacon and two spares");
+
+    // Wait for epoch 3 on the beacon, as the most advanced validator holds it.
+    let newest = || {
+        net.handles()
+            .iter()
+            .map(|h| h.beacon())
+            .max_by_key(|b| b.height)
+            .expect("validators run")
+    };
+    wait_until(
+        "the beacon reached epoch 3",
+        Duration::from_secs(120),
+        || newest().state.epoch() >= 3,
+    )
+    .await;
+    let state = newest().state;
+    // Every kept epoch's committees: at most a third of each changes from one epoch to the next, and
+    // something changed (with spares, a rotation always has someone to seat).
+    let mut changed = 0;
+    for pair in state.epochs.windows(2) {
+        for (before, after) in pair[0].committees.iter().zip(&pair[1].committees) {
+            let before: BTreeSet<_> = before.iter().map(|s| s.id).collect();
+            let after: BTreeSet<_> = after.iter().map(|s| s.id).collect();
+            let kept = before.intersection(&after).count();
+            assert!(kept >= 3, "at most one of four seats changes per epoch");
+            changed += 4 - kept;
+        }
+    }
+    assert!(changed > 0, "committees rotated");
+
+    // The shard passes its epoch boundaries and the members of its current committee are the ones deciding.
+    let shard_height = || {
+        net.handles()
+            .iter()
+            .filter(|h| h.status().shard == 0)
+            .map(|h| h.status().height)
+            .max()
+            .unwrap_or(0)
+    };
+    wait_until(
+        "the shard passed 3 epochs",
+        Duration::from_secs(120),
+        || shard_height() > 3 * EPOCH,
+    )
+    .await;
+    let height = shard_height();
+    let state = newest().state;
+    let committee = state
+        .committee_at(0, height + 1)
+        .expect("the epoch of the shard's next height is known");
+    wait_until(
+        "the shard's current committee members run as members",
+        Duration::from_secs(60),
+        || {
+            committee.members.iter().all(|m| {
+                net.handles().iter().any(|h| {
+                    let s = h.status();
+                    s.shard == 0 && s.member && h.beacon().state.seat_in(s.epoch, &m.id).is_some()
+                })
+            })
+        },
+    )
+    .await;
+
+    // A transfer made now is finalised by the rotated committee.
+    let entry = net
+        .handles()
+        .into_iter()
+        .find(|h| h.status().shard == 0 && h.status().member)
+        .expect("a member of shard 0");
+    let mut commits = entry.commits();
+    let tx = Transaction {
+        chain_id: net.genesis.params.chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: net.genesis.params.fee_min,
+        expiry_height: entry.status().height + 1_000,
+        kind: TxKind::Transfer {
+            to: Address::of(&SecretKey::dev("epoch test recipient").public()),
+            amount: Amount::from_iost(5).expect("small"),
+        },
+    }
+    .sign(&wallet);
+    let id = tx.id();
+    let results = entry.submit(vec![tx]).await.expect("submitted");
+    assert_eq!(results, vec![Ok(())]);
+    let finalised = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let notice = commits.recv().await.expect("commits");
+            if notice.tx_ids.contains(&id) {
+                return notice.height;
+            }
+        }
+    })
+    .await
+    .expect("the transfer is final");
+    assert!(finalised > 3 * EPOCH);
+
+    // Every validator that keeps shard 0 agrees on it; the beacon's members and followers agree on the
+    // beacon state at equal heights.
+    wait_until(
+        "shard 0's keepers reached the transfer",
+        Duration::from_secs(60),
+        || {
+            net.handles()
+                .iter()
+                .filter(|h| h.status().shard == 0)
+                .all(|h| h.status().height >= finalised)
+        },
+    )
+    .await;
+    for h in net.handles().iter().filter(|h| h.status().shard == 0) {
+        let account = h
+            .account(wallet_address)
+            .await
+            .expect("answers")
+            .expect("the wallet exists");
+        assert_eq!(account.nonce, 1, "every keeper applied the transfer");
+    }
+    let views: Vec<_> = net.handles().iter().map(|h| h.beacon()).collect();
+    for a in &views {
+        for b in &views {
+            if a.height == b.height {
+                assert_eq!(a.tip, b.tip, "one beacon block per height");
+                assert_eq!(a.state.root(), b.state.root());
+            }
+        }
+    }
+    let followers = net.handles().iter().filter(|h| !h.beacon().member).count();
+    assert!(
+        followers >= count - 4,
+        "all but the beacon's members follow it"
+    );
+    assert!(
+        net.handles()
+            .iter()
+            .any(|h| h.status().shard == BEACON_SHARD)
+    );
+    net.shutdown().await;
+}
