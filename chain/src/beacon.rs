@@ -1010,8 +1010,24 @@ mod tests {
         signers: &[u16],
         round: u32,
     ) -> CrossLink {
-        let block = app.propose();
         let committee = beacon.committee(shard).expect("a shard");
+        let (block, qc) = certified_by(genesis, &committee, app, shard, signers, round);
+        CrossLink {
+            header: block.header,
+            certificate: qc.encode(),
+        }
+    }
+
+    /// The next block of `app`, committed with a precommit certificate of `committee`'s `signers`.
+    fn certified_by(
+        genesis: &Genesis,
+        committee: &Committee<Bls>,
+        app: &mut ShardApp<MemStore>,
+        shard: u16,
+        signers: &[u16],
+        round: u32,
+    ) -> (Block, QuorumCertificate<Bls>) {
+        let block = app.propose();
         let votes: Vec<Vote<Bls>> = signers
             .iter()
             .map(|&i| {
@@ -1030,12 +1046,200 @@ mod tests {
             .collect();
         let refs: Vec<&Vote<Bls>> = votes.iter().collect();
         let qc =
-            QuorumCertificate::aggregate(&committee, &refs, block.hash()).expect("votes aggregate");
+            QuorumCertificate::aggregate(committee, &refs, block.hash()).expect("votes aggregate");
         app.commit(&block, qc.encode()).expect("commit");
-        CrossLink {
-            header: block.header,
-            certificate: qc.encode(),
+        (block, qc)
+    }
+
+    #[test]
+    fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
+        use crate::bft::{Followed, Follower, Message};
+        use std::sync::Arc;
+        let g = genesis(6);
+        let epoch0 = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
+        let epoch1 = epoch0.next_epoch();
+        let c0 = epoch0.committee(0).expect("shard 0");
+        let c1 = epoch1.committee(0).expect("shard 0");
+        assert_ne!(
+            c0.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            c1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            "a seat rotated"
+        );
+        let committee_at = |h: u64| match epoch_of_height(2, h) {
+            0 => Some(c0.clone()),
+            1 => Some(c1.clone()),
+            _ => None,
+        };
+        let mut leader = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+        let blocks: Vec<(Arc<Block>, QuorumCertificate<Bls>)> = (1..=5u64)
+            .map(|h| {
+                let c = committee_at(h).unwrap_or_else(|| c1.clone());
+                let (b, qc) = certified_by(&g, &c, &mut leader, 0, &[0, 1, 2], 0);
+                (Arc::new(b), qc)
+            })
+            .collect();
+        let app = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+        let mut f = Follower::<Bls, _>::new(g.params.chain_id, 0, app, 500);
+        assert!(matches!(
+            f.poll_status(0),
+            Some(Message::Status {
+                shard: 0,
+                height: 1,
+                round: 0
+            })
+        ));
+        assert!(f.poll_status(100).is_none(), "asks again only after 500 ms");
+        let take = |i: usize| blocks[i].clone();
+
+        // Ahead: kept. Height 1 certified by the wrong epoch's committee: ignored.
+        let (b3, q3) = take(2);
+        assert!(matches!(
+            f.on_decided(b3, q3, committee_at),
+            Ok(Followed::Kept)
+        ));
+        let (b1, _) = take(0);
+        let forged = {
+            let (b, _) = take(0);
+            // All four of epoch 1's members sign, the rotated-in one included.
+            let votes: Vec<Vote<Bls>> = [0u16, 1, 2, 3]
+                .iter()
+                .map(|&i| {
+                    let key = secret_of(&c1.members[usize::from(i)].id, &g);
+                    Vote::<Bls>::sign(
+                        g.params.chain_id,
+                        0,
+                        VoteKind::Precommit,
+                        1,
+                        0,
+                        Some(b.hash()),
+                        i,
+                        &key,
+                    )
+                })
+                .collect();
+            let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+            QuorumCertificate::aggregate(&c1, &refs, b.hash()).expect("aggregates")
+        };
+        assert!(matches!(
+            f.on_decided(b1.clone(), forged, committee_at),
+            Ok(Followed::Ignored)
+        ));
+        assert_eq!(f.height(), 1);
+        let (b2, q2) = take(1);
+        assert!(matches!(
+            f.on_decided(b2, q2, committee_at),
+            Ok(Followed::Kept)
+        ));
+        // Height 1 with its certificate: 1, 2 and the kept 3 (epoch 1's committee) apply in order.
+        let (_, q1) = take(0);
+        match f.on_decided(b1, q1, committee_at) {
+            Ok(Followed::Committed(done)) => {
+                let heights: Vec<u64> = done.iter().map(|(b, _)| b.header.height).collect();
+                assert_eq!(heights, vec![1, 2, 3]);
+            }
+            other => panic!("expected commits, got {other:?}"),
         }
+        assert!(
+            f.poll_status(101).is_some(),
+            "progress: ask for the next ones at once"
+        );
+        // Height 5 is in epoch 2, whose committee this follower does not know: kept, not applied.
+        let (b4, q4) = take(3);
+        assert!(matches!(
+            f.on_decided(b4, q4, committee_at),
+            Ok(Followed::Committed(_))
+        ));
+        let (b5, q5) = take(4);
+        assert!(matches!(
+            f.on_decided(b5, q5, committee_at),
+            Ok(Followed::Kept)
+        ));
+        assert_eq!(f.height(), 5);
+        assert_eq!(f.app().tip().0, 4);
+        assert_eq!(
+            f.app().state().clone().root(),
+            leader
+                .committed(4)
+                .map(|(b, _)| b.header.state_root)
+                .expect("block 4"),
+        );
+    }
+
+    #[test]
+    fn the_beacon_draws_the_next_epoch_once_every_shard_is_halfway_and_archives_it() {
+        let g = genesis(3);
+        let mut beacon = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+        let state = beacon.state().clone();
+        let mut shards: Vec<ShardApp<MemStore>> = (0..2)
+            .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
+            .collect();
+        // Shard 0 reaches height 2 (halfway through epoch 0 of 4 heights), shard 1 only height 1.
+        let mut links = Vec::new();
+        for (s, heights) in [(0u16, 2), (1, 1)] {
+            for _ in 0..heights {
+                links.push(certified(
+                    &g,
+                    &state,
+                    &mut shards[usize::from(s)],
+                    s,
+                    &[0, 1, 2],
+                    0,
+                ));
+            }
+        }
+        for link in links {
+            beacon.offer(link).expect("valid");
+        }
+        let block = beacon.propose();
+        beacon.commit(&block, vec![]).expect("commit");
+        assert_eq!(beacon.state().epoch(), 0, "shard 1 is not halfway yet");
+        let link = certified(&g, &state, &mut shards[1], 1, &[1, 2, 3], 0);
+        beacon.offer(link).expect("valid");
+        let block = beacon.propose();
+        let mut other = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+        other
+            .check(&beacon.committed(1).expect("block 1").0)
+            .expect("valid");
+        other
+            .commit(&beacon.committed(1).expect("block 1").0, vec![])
+            .expect("commit");
+        other
+            .check(&block)
+            .expect("a replica agrees on the epoch change");
+        beacon.commit(&block, vec![]).expect("commit");
+        let state = beacon.state().clone();
+        assert_eq!(state.epoch(), 1);
+        assert_eq!(state.epochs.len(), 2);
+        assert_ne!(state.randomness(), state.epochs[0].randomness);
+        assert_eq!(state.mix, [0; 32], "the mix starts over");
+        // Heights 1..=4 stay with epoch 0's committees, 5.. go to epoch 1's.
+        let seats = |c: Option<Committee<Bls>>| {
+            c.expect("known")
+                .members
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seats(beacon.committee_at(0, 4)),
+            seats(state.committee_in(0, 0))
+        );
+        assert_eq!(
+            seats(beacon.committee_at(0, 5)),
+            seats(state.committee_in(0, 1))
+        );
+        assert!(state.committee_in(0, 2).is_none());
+        // The archive keeps every epoch after the state lets old ones go, and survives a reopen.
+        let reopened = BeaconApp::open(&g, SIZE, 4, beacon.store).expect("resume");
+        assert_eq!(reopened.state().epoch(), 1);
+        assert_eq!(
+            seats(reopened.committee_at(1, 1)),
+            seats(state.committee_in(1, 0))
+        );
+        assert_eq!(
+            seats(reopened.committee_at(1, 8)),
+            seats(state.committee_in(1, 1))
+        );
     }
 
     #[test]
