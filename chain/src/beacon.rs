@@ -666,11 +666,10 @@ impl BeaconState {
 
 /// The epoch of shard block `height` for an epoch length (0: always epoch 0).
 pub fn epoch_of_height(epoch_length: u64, height: u64) -> u64 {
-    if epoch_length == 0 {
-        0
-    } else {
-        height.saturating_sub(1) / epoch_length
-    }
+    height
+        .saturating_sub(1)
+        .checked_div(epoch_length)
+        .unwrap_or(0)
 }
 
 /// The beacon chain's ledger as the BFT replica sees it.

@@ -1242,7 +1242,7 @@ impl Driver {
             );
             let members = c.committee.len() as u64;
             if let Some(me) = c.member
-                && height % HEAD_EVERY_BLOCKS == 0
+                && height.is_multiple_of(HEAD_EVERY_BLOCKS)
                 && (height / HEAD_EVERY_BLOCKS) % members == u64::from(me)
             {
                 let bytes = wire::encode_head(&c.block.header, &c.certificate);
