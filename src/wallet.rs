@@ -246,6 +246,7 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                 json!({
                     "id": s["id"],
                     "height": s["height"],
+                    "epoch": s["epoch"],
                     "state_root": s["state_root"],
                     "committee": s["committee"],
                 })
@@ -263,9 +264,10 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
         );
         for s in v["shards"].as_array().into_iter().flatten() {
             println!(
-                "shard {} height {} state root {} committee of {}",
+                "shard {} height {} epoch {} state root {} committee of {}",
                 s["id"],
                 s["height"],
+                s["epoch"],
                 s["state_root"].as_str().unwrap_or("-"),
                 s["committee"].as_array().map_or(0, Vec::len)
             );
