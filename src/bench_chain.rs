@@ -171,11 +171,14 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     for h in &entry {
         let mut commits = h.commits();
         let submitted = submitted.clone();
-        let expected = loads[usize::from(h.status().shard)].len();
+        let shard = h.status().shard;
+        let expected = loads[usize::from(shard)].len();
         watchers.push(tokio::spawn(async move {
             let (mut done, mut blocks, mut finality) = (0usize, 0u64, Vec::new());
             while done < expected {
                 match commits.recv().await {
+                    // The validator's beacon lane commits too.
+                    Ok(notice) if notice.shard != shard => {}
                     Ok(notice) => {
                         blocks += 1;
                         let now = Instant::now();
@@ -237,8 +240,17 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     let mut blocks = 0;
     let mut finality_ms = Vec::new();
     for w in watchers {
-        let (d, b, f) = tokio::time::timeout(FINISH_WAIT, w)
-            .await
+        let waited = tokio::time::timeout(FINISH_WAIT, w).await;
+        if waited.is_err() {
+            for h in net.handles() {
+                let s = h.status();
+                eprintln!(
+                    "validator on {} at height {} round {} member {}",
+                    s.shard, s.height, s.round, s.member
+                );
+            }
+        }
+        let (d, b, f) = waited
             .context("the transfers were not all final in time")?
             .context("a watcher stopped")?;
         done += d;
@@ -247,7 +259,17 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds()? - cpu0;
-    let idle_finality_ms = idle_finality(&entry[0], &keys[0], chain_id, fee).await?;
+    let idle = idle_finality(&entry[0], &keys[0], chain_id, fee).await;
+    if idle.is_err() {
+        for h in net.handles() {
+            let s = h.status();
+            eprintln!(
+                "validator on {} at height {} round {} member {}",
+                s.shard, s.height, s.round, s.member
+            );
+        }
+    }
+    let idle_finality_ms = idle?;
     net.shutdown().await;
     if done != total {
         bail!("{done} of {total} transfers were finalised");

@@ -81,7 +81,9 @@ pub enum SpvError {
         "the certificate is not a precommit quorum for this header (shard, height or block differ)"
     )]
     CertificateMismatch,
-    #[error("the certificate does not verify against shard {shard}'s committee: {source}")]
+    #[error(
+        "the certificate does not verify against the trusted committee of shard {shard}: {source} (committees change every epoch: if this proof is newer than the trust file, refresh it with `huds chain trust`)"
+    )]
     Certificate { shard: u16, source: QcError },
     #[error("the state proof does not match the certified state root: {0}")]
     StateProof(#[from] ProofError),

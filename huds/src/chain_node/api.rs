@@ -59,17 +59,28 @@ impl ChainApi {
         &self.beacon
     }
 
-    /// What a light client of this chain trusts: its id and this epoch's committees.
+    /// What a light client of this chain trusts: its id and, per shard, the committee that certified the
+    /// shard's latest block this node knows of (epoch 0's before any, or without a running validator).
     pub fn light_client(&self) -> LightClient {
-        LightClient::new(
-            self.genesis.params.chain_id,
-            self.beacon
-                .committees
-                .iter()
-                .enumerate()
-                .map(|(s, c)| (s as u16, c.clone()))
-                .collect(),
-        )
+        let view = self.beacon_view();
+        let committees = (0..self.beacon.shard_count())
+            .map(|s| {
+                let height = self
+                    .validators
+                    .iter()
+                    .filter(|v| v.is_running())
+                    .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
+                    .map(|h| h.height)
+                    .max()
+                    .unwrap_or(0);
+                let committee = view
+                    .as_ref()
+                    .and_then(|v| v.state.committee_at(s, height.max(1)))
+                    .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
+                (s, committee)
+            })
+            .collect();
+        LightClient::new(self.genesis.params.chain_id, committees)
     }
 
     /// The validators this node runs.
