@@ -484,10 +484,17 @@ impl Validator {
                 .map(|s| shard_topic(chain_id, s))
                 .collect()
         };
-        for topic in [beacon_consensus_topic(chain_id), beacon_topic(chain_id)]
+        // With fixed committees only the beacon's own members keep the beacon chain; with epochs every
+        // validator follows it, to know each epoch's committees.
+        let follows_beacon = config.epoch_length > 0
+            || config
+                .beacon
+                .seat_of(&config.account)
+                .is_some_and(|(s, _)| s == BEACON_SHARD);
+        let beacon_topics = [beacon_topic(chain_id)]
             .into_iter()
-            .chain(shard_topics)
-        {
+            .chain(follows_beacon.then(|| beacon_consensus_topic(chain_id)));
+        for topic in beacon_topics.chain(shard_topics) {
             swarm
                 .behaviour_mut()
                 .gossipsub
@@ -547,6 +554,7 @@ impl Validator {
         };
         let (verified_tx, verified_rx) = mpsc::channel(VERIFY_JOBS_MAX);
         let mut driver = Driver {
+            follows_beacon,
             swarm,
             verified_tx,
             verify_jobs: Arc::new(tokio::sync::Semaphore::new(VERIFY_JOBS_MAX)),
@@ -607,6 +615,8 @@ struct Commit {
 }
 
 struct Driver {
+    /// Whether this validator keeps the beacon chain (see `Validator::start`).
+    follows_beacon: bool,
     swarm: Swarm<ChainBehaviour>,
     verified_tx: mpsc::Sender<Verified>,
     verify_jobs: Arc<tokio::sync::Semaphore>,
@@ -990,7 +1000,12 @@ impl Driver {
             certificate: certificate.encode(),
         };
         // The beacon's ledger checks the head itself when it keeps it as a cross-link.
-        let valid = match self.beacon_mut().app_mut().offer(link) {
+        let offered = if self.follows_beacon {
+            self.beacon_mut().app_mut().offer(link)
+        } else {
+            Err(chain::beacon::LinkError::PoolFull)
+        };
+        let valid = match offered {
             Ok(()) => true,
             Err(
                 chain::beacon::LinkError::NotNewer { .. }
@@ -1168,7 +1183,9 @@ impl Driver {
                 };
                 role.drain(now, shard, topic)
             };
-            if let Some(status) = ask {
+            if let Some(status) = ask
+                && (!beacon || self.follows_beacon)
+            {
                 self.publish(&topic, wire::encode_consensus(FOLLOWER, None, &status));
             }
             for output in outputs {
