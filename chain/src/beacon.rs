@@ -22,9 +22,7 @@ use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink}
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain, hash_with};
 use crate::genesis::Genesis;
-use crate::ledger::{
-    App, BlockError, LedgerError, genesis_header, load_committed, load_tip, put_commit,
-};
+use crate::ledger::{App, BlockError, LedgerError, genesis_header, load_tip, put_commit};
 use crate::pol::{self, Candidate, Signals};
 use crate::smt::list_root;
 use crate::store::{Store, StoreError, WriteBatch};
@@ -950,10 +948,6 @@ impl<St: Store> App for BeaconApp<St> {
         let waiting: HashSet<Hash> = self.pending.values().map(CrossLink::hash).collect();
         self.verified.retain(|h| waiting.contains(h));
         Ok(())
-    }
-
-    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
-        load_committed(&self.store, height)
     }
 
     fn store(&mut self) -> &mut dyn Store {

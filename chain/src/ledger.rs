@@ -75,7 +75,9 @@ pub trait App {
     /// Commits a block that extends the tip, with the encoded certificate that finalised it.
     fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError>;
     /// A committed block and its encoded certificate.
-    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)>;
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        load_committed(self.store_ref(), height)
+    }
     fn store(&mut self) -> &mut dyn Store;
     fn store_ref(&self) -> &dyn Store;
 }
@@ -481,10 +483,6 @@ impl<St: Store> App for ShardApp<St> {
             *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
         });
         Ok(())
-    }
-
-    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
-        load_committed(&self.store, height)
     }
 
     fn store(&mut self) -> &mut dyn Store {

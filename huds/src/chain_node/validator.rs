@@ -431,6 +431,32 @@ impl<A: App> Lane<A> {
     }
 }
 
+/// Hands a consensus message to a member's replica (if it is for everyone or for this member), or returns
+/// a finalised block for a follower (if it is for everyone or for followers); anything else is dropped.
+#[allow(clippy::type_complexity)]
+fn route<A: App>(
+    role: &mut Role<A>,
+    now: u64,
+    from: u16,
+    to: Option<u16>,
+    message: Message<Bls>,
+) -> Option<(&mut Follower<Bls, A>, Arc<Block>, QuorumCertificate<Bls>)> {
+    match role {
+        Role::Member(r) => {
+            if to.is_none_or(|to| to == r.me()) {
+                r.handle(now, Input::Message { from, message });
+            }
+            None
+        }
+        Role::Follower(f) => match message {
+            Message::Decided { block, certificate } if to.is_none_or(|to| to == FOLLOWER) => {
+                Some((f, block, certificate))
+            }
+            _ => None,
+        },
+    }
+}
+
 /// The member index of `account` in `committee`.
 fn index_in(committee: &Committee<Bls>, account: &Address) -> Option<u16> {
     committee
@@ -891,43 +917,31 @@ impl Driver {
     fn on_consensus_beacon(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
         let now = self.now_ms();
         let lane = self.beacon.as_mut().expect("present outside reconcile");
-        match &mut lane.role {
-            Role::Member(r) => {
-                if to.is_none_or(|to| to == r.me()) {
-                    r.handle(now, Input::Message { from, message });
+        let Some((f, block, certificate)) = route(&mut lane.role, now, from, to, message) else {
+            return;
+        };
+        // The beacon block of height h is certified by the newest beacon committee of the state
+        // after h - 1, which is the follower's own state when h is next.
+        let next = f.height();
+        let Some(committee) = f.app().state().committee(BEACON_SHARD) else {
+            return;
+        };
+        let committee_at = |h: u64| (h == next).then(|| committee.clone());
+        match f.on_decided(block, certificate, committee_at) {
+            Ok(Followed::Committed(done)) => {
+                // Only height `next` has a committee here, so at most one block was applied.
+                for (block, certificate) in done {
+                    self.on_commit(Commit {
+                        shard: BEACON_SHARD,
+                        block,
+                        certificate,
+                        member: None,
+                        committee: committee.clone(),
+                    });
                 }
             }
-            Role::Follower(f) => {
-                let Message::Decided { block, certificate } = message else {
-                    return;
-                };
-                if to.is_some_and(|to| to != FOLLOWER) {
-                    return;
-                }
-                // The beacon block of height h is certified by the newest beacon committee of the state
-                // after h - 1, which is the follower's own state when h is next.
-                let next = f.height();
-                let Some(committee) = f.app().state().committee(BEACON_SHARD) else {
-                    return;
-                };
-                let committee_at = |h: u64| (h == next).then(|| committee.clone());
-                match f.on_decided(block, certificate, committee_at) {
-                    Ok(Followed::Committed(done)) => {
-                        // Only height `next` has a committee here, so at most one block was applied.
-                        for (block, certificate) in done {
-                            self.on_commit(Commit {
-                                shard: BEACON_SHARD,
-                                block,
-                                certificate,
-                                member: None,
-                                committee: committee.clone(),
-                            });
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => self.stop_with(&e),
-                }
-            }
+            Ok(_) => {}
+            Err(e) => self.stop_with(&e),
         }
     }
 
@@ -942,39 +956,26 @@ impl Driver {
             return;
         };
         let shard = lane.shard;
-        match &mut lane.role {
-            Role::Member(r) => {
-                if to.is_none_or(|to| to == r.me()) {
-                    r.handle(now, Input::Message { from, message });
+        let Some((f, block, certificate)) = route(&mut lane.role, now, from, to, message) else {
+            return;
+        };
+        match f.on_decided(block, certificate, |h| beacon.committee_at(shard, h)) {
+            Ok(Followed::Committed(done)) => {
+                for (block, certificate) in done {
+                    let Some(committee) = self.shard_committee(shard, block.header.height) else {
+                        continue;
+                    };
+                    self.on_commit(Commit {
+                        shard,
+                        block,
+                        certificate,
+                        member: None,
+                        committee,
+                    });
                 }
             }
-            Role::Follower(f) => {
-                let Message::Decided { block, certificate } = message else {
-                    return;
-                };
-                if to.is_some_and(|to| to != FOLLOWER) {
-                    return;
-                }
-                match f.on_decided(block, certificate, |h| beacon.committee_at(shard, h)) {
-                    Ok(Followed::Committed(done)) => {
-                        for (block, certificate) in done {
-                            let Some(committee) = self.shard_committee(shard, block.header.height)
-                            else {
-                                continue;
-                            };
-                            self.on_commit(Commit {
-                                shard,
-                                block,
-                                certificate,
-                                member: None,
-                                committee,
-                            });
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => self.stop_with(&e),
-                }
-            }
+            Ok(_) => {}
+            Err(e) => self.stop_with(&e),
         }
     }
 
