@@ -22,7 +22,9 @@ use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink}
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain, hash_with};
 use crate::genesis::Genesis;
-use crate::ledger::{App, BlockError, LedgerError, genesis_header, load_tip, put_commit};
+use crate::ledger::{
+    App, BlockError, CheckedStates, LedgerError, check_header, genesis_header, load_tip, put_commit,
+};
 use crate::pol::{self, Candidate, Signals};
 use crate::smt::list_root;
 use crate::store::{Store, StoreError, WriteBatch};
@@ -37,7 +39,6 @@ pub const PENDING_LINKS_MAX: usize = 1024;
 /// Rounds of one certificate credited as proposer slots, at most (a certificate from round 1,000 would
 /// otherwise cost 1,000 proposer draws).
 const PROPOSER_ROUNDS_CREDITED_MAX: u32 = 64;
-const CHECKED_STATES_MAX: usize = 8;
 const VALIDATORS_MAX: usize = 1 << 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -679,7 +680,7 @@ pub struct BeaconApp<St: Store> {
     pending: BTreeMap<(u16, u64), CrossLink>,
     /// Hashes of links whose certificate this node verified (so executing them skips the BLS check).
     verified: HashSet<Hash>,
-    checked: Vec<(Hash, BeaconState)>,
+    checked: CheckedStates<BeaconState>,
     /// Every epoch record drawn since genesis, kept by this node (the state keeps only the last
     /// `EPOCHS_KEPT`): what a follower checks old shard blocks against.
     archive: BTreeMap<u64, EpochRecord>,
@@ -753,7 +754,7 @@ impl<St: Store> BeaconApp<St> {
             tip,
             pending: BTreeMap::new(),
             verified: HashSet::new(),
-            checked: Vec::new(),
+            checked: CheckedStates::new(),
             archive,
         })
     }
@@ -802,27 +803,7 @@ impl<St: Store> BeaconApp<St> {
 
     fn execute(&self, block: &Block) -> Result<BeaconState, BlockError> {
         let h = &block.header;
-        if h.chain_id != self.state.chain_id {
-            return Err(BlockError::WrongChain {
-                expected: self.state.chain_id,
-                got: h.chain_id,
-            });
-        }
-        if h.shard != BEACON_SHARD {
-            return Err(BlockError::WrongShard {
-                expected: BEACON_SHARD,
-                got: h.shard,
-            });
-        }
-        if h.height != self.tip.0 + 1 {
-            return Err(BlockError::WrongHeight {
-                expected: self.tip.0 + 1,
-                got: h.height,
-            });
-        }
-        if h.parent != self.tip.1 {
-            return Err(BlockError::WrongParent);
-        }
+        check_header(h, self.state.chain_id, BEACON_SHARD, self.tip)?;
         if !block.transactions.is_empty() {
             return Err(BlockError::TooManyTransactions(block.transactions.len()));
         }
@@ -850,16 +831,6 @@ impl<St: Store> BeaconApp<St> {
             return Err(BlockError::ReceiptsRoot);
         }
         Ok(state)
-    }
-
-    fn remember(&mut self, hash: Hash, state: BeaconState) {
-        if self.checked.iter().any(|(h, _)| *h == hash) {
-            return;
-        }
-        if self.checked.len() >= CHECKED_STATES_MAX {
-            self.checked.remove(0);
-        }
-        self.checked.push((hash, state));
     }
 }
 
@@ -892,7 +863,7 @@ impl<St: Store> App for BeaconApp<St> {
             transactions_root: Block::links_root(&links),
             receipts_root: list_root(&[]),
         };
-        self.remember(header.hash(), state);
+        self.checked.remember(header.hash(), state);
         Block {
             header,
             transactions: Vec::new(),
@@ -902,24 +873,19 @@ impl<St: Store> App for BeaconApp<St> {
 
     fn check(&mut self, block: &Block) -> Result<(), BlockError> {
         let hash = block.hash();
-        if self.checked.iter().any(|(h, _)| *h == hash) {
+        if self.checked.contains(&hash) {
             return Ok(());
         }
         let state = self.execute(block)?;
-        self.remember(hash, state);
+        self.checked.remember(hash, state);
         Ok(())
     }
 
     fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
         let hash = block.hash();
-        let cached = self.checked.iter().position(|(h, _)| *h == hash);
-        let state = match cached {
-            Some(i)
-                if block.header.parent == self.tip.1 && block.header.height == self.tip.0 + 1 =>
-            {
-                self.checked.swap_remove(i).1
-            }
-            _ => self.execute(block)?,
+        let state = match self.checked.take(block, self.tip) {
+            Some(state) => state,
+            None => self.execute(block)?,
         };
         let mut batch = WriteBatch::default();
         batch.put(KEY_STATE, state.encode());

@@ -94,6 +94,82 @@ pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> Blo
     }
 }
 
+/// The checks every ledger makes of a block's header before executing it: this chain, this shard, the next
+/// height, on the tip.
+pub(crate) fn check_header(
+    h: &BlockHeader,
+    chain_id: u32,
+    shard: u16,
+    tip: (u64, Hash),
+) -> Result<(), BlockError> {
+    if h.chain_id != chain_id {
+        return Err(BlockError::WrongChain {
+            expected: chain_id,
+            got: h.chain_id,
+        });
+    }
+    if h.shard != shard {
+        return Err(BlockError::WrongShard {
+            expected: shard,
+            got: h.shard,
+        });
+    }
+    if h.height != tip.0 + 1 {
+        return Err(BlockError::WrongHeight {
+            expected: tip.0 + 1,
+            got: h.height,
+        });
+    }
+    if h.parent != tip.1 {
+        return Err(BlockError::WrongParent);
+    }
+    Ok(())
+}
+
+/// The states that blocks checked on top of the tip lead to, by block hash (at most `CHECKED_STATES_MAX`), so
+/// that the block a replica checked when it was proposed is not executed again when it is committed.
+#[derive(Debug)]
+pub(crate) struct CheckedStates<T> {
+    entries: Vec<(Hash, T)>,
+}
+
+impl<T> CheckedStates<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    pub(crate) fn contains(&self, hash: &Hash) -> bool {
+        self.entries.iter().any(|(h, _)| h == hash)
+    }
+
+    pub(crate) fn remember(&mut self, hash: Hash, state: T) {
+        if self.contains(&hash) {
+            return;
+        }
+        if self.entries.len() >= CHECKED_STATES_MAX {
+            self.entries.remove(0);
+        }
+        self.entries.push((hash, state));
+    }
+
+    /// The state `block` leads to, taken out, if it was checked on `tip` (a state computed on another tip is
+    /// never reused).
+    pub(crate) fn take(&mut self, block: &Block, tip: (u64, Hash)) -> Option<T> {
+        if block.header.parent != tip.1 || block.header.height != tip.0 + 1 {
+            return None;
+        }
+        let hash = block.hash();
+        let i = self.entries.iter().position(|(h, _)| *h == hash)?;
+        Some(self.entries.swap_remove(i).1)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
 fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
     [prefix, &height.to_be_bytes()].concat()
 }
@@ -138,7 +214,7 @@ pub struct ShardApp<St: Store> {
     mempool: BTreeMap<(Address, u64), SignedTransaction>,
     /// Ids of signed transactions whose signature this node verified (see `remember_verified`).
     verified: HashSet<Hash>,
-    checked: Vec<(Hash, State)>,
+    checked: CheckedStates<State>,
     pub block_txs_max: usize,
 }
 
@@ -166,7 +242,7 @@ impl<St: Store> ShardApp<St> {
             tip,
             mempool: BTreeMap::new(),
             verified: HashSet::new(),
-            checked: Vec::new(),
+            checked: CheckedStates::new(),
             block_txs_max: 64,
         }
     }
@@ -364,8 +440,7 @@ impl<St: Store> ShardApp<St> {
             transactions_root: Block::transactions_root(&included),
             receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
         };
-        let hash = header.hash();
-        self.remember(hash, state);
+        self.checked.remember(header.hash(), state);
         Block {
             header,
             transactions: included,
@@ -373,40 +448,14 @@ impl<St: Store> ShardApp<St> {
         }
     }
 
-    fn remember(&mut self, hash: Hash, state: State) {
-        if self.checked.iter().any(|(h, _)| *h == hash) {
-            return;
-        }
-        if self.checked.len() >= CHECKED_STATES_MAX {
-            self.checked.remove(0);
-        }
-        self.checked.push((hash, state));
-    }
-
     fn execute(&self, block: &Block) -> Result<State, BlockError> {
         let h = &block.header;
-        let params = self.state.params();
-        if h.chain_id != params.chain_id {
-            return Err(BlockError::WrongChain {
-                expected: params.chain_id,
-                got: h.chain_id,
-            });
-        }
-        if h.shard != self.state.shard() {
-            return Err(BlockError::WrongShard {
-                expected: self.state.shard(),
-                got: h.shard,
-            });
-        }
-        if h.height != self.tip.0 + 1 {
-            return Err(BlockError::WrongHeight {
-                expected: self.tip.0 + 1,
-                got: h.height,
-            });
-        }
-        if h.parent != self.tip.1 {
-            return Err(BlockError::WrongParent);
-        }
+        check_header(
+            h,
+            self.state.params().chain_id,
+            self.state.shard(),
+            self.tip,
+        )?;
         if block.transactions.len() > BLOCK_TXS_MAX {
             return Err(BlockError::TooManyTransactions(block.transactions.len()));
         }
@@ -444,25 +493,19 @@ impl<St: Store> App for ShardApp<St> {
 
     fn check(&mut self, block: &Block) -> Result<(), BlockError> {
         let hash = block.hash();
-        if self.checked.iter().any(|(h, _)| *h == hash) {
+        if self.checked.contains(&hash) {
             return Ok(());
         }
         let state = self.execute(block)?;
-        self.remember(hash, state);
+        self.checked.remember(hash, state);
         Ok(())
     }
 
     fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
         let hash = block.hash();
-        let cached = self.checked.iter().position(|(h, _)| *h == hash);
-        // A cached state is only reused if it was computed on the current tip.
-        let mut state = match cached {
-            Some(i)
-                if block.header.parent == self.tip.1 && block.header.height == self.tip.0 + 1 =>
-            {
-                self.checked.swap_remove(i).1
-            }
-            _ => self.execute(block)?,
+        let mut state = match self.checked.take(block, self.tip) {
+            Some(state) => state,
+            None => self.execute(block)?,
         };
         let height = block.header.height;
         let mut batch = WriteBatch::default();
