@@ -32,14 +32,28 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT handlers, installed when a command starts, before it prints that it is ready: a
+/// signal sent right after the ready lines then stops it cleanly instead of killing it.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
@@ -114,6 +128,7 @@ pub struct NodeArgs {
 pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
     let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
+        let stop = StopSignals::install()?;
         let opts = NodeOptions {
             listen: args.listen,
             bootstrap: args.bootstrap,
@@ -136,7 +151,7 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         let (bound, api_task) = start_api(&node, &mut home, api_addr, None).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        stop.wait().await;
         api_task.abort();
         if let Some((_, task)) = gateway {
             task.abort();
@@ -154,6 +169,7 @@ pub fn gateway(
     gateway_addr: SocketAddr,
 ) -> Result<()> {
     runtime()?.block_on(async {
+        let stop = StopSignals::install()?;
         let opts = NodeOptions {
             listen,
             bootstrap,
@@ -167,7 +183,7 @@ pub fn gateway(
         let (bound, task) = start_gateway(&node, &mut home, Vec::new(), None, gateway_addr).await?;
         println!("gateway http://{bound}");
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        stop.wait().await;
         task.abort();
         node.shutdown().await;
         Ok(())
@@ -242,6 +258,7 @@ pub fn devnet(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
+        let stop = StopSignals::install()?;
         let chain = start_chain(dir, shards).await?;
         let (mut homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) =
@@ -282,7 +299,7 @@ pub fn devnet(
         println!("api http://{bound}");
         println!("try: huds --api http://{bound} cat <capability> | sha256sum");
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        stop.wait().await;
         api_task.abort();
         gateway_task.abort();
         for n in running {
