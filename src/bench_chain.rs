@@ -242,13 +242,7 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     for w in watchers {
         let waited = tokio::time::timeout(FINISH_WAIT, w).await;
         if waited.is_err() {
-            for h in net.handles() {
-                let s = h.status();
-                eprintln!(
-                    "validator on {} at height {} round {} member {}",
-                    s.shard, s.height, s.round, s.member
-                );
-            }
+            print_statuses(&net);
         }
         let (d, b, f) = waited
             .context("the transfers were not all final in time")?
@@ -261,13 +255,7 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     let cpu = cpu_seconds()? - cpu0;
     let idle = idle_finality(&entry[0], &keys[0], chain_id, fee).await;
     if idle.is_err() {
-        for h in net.handles() {
-            let s = h.status();
-            eprintln!(
-                "validator on {} at height {} round {} member {}",
-                s.shard, s.height, s.round, s.member
-            );
-        }
+        print_statuses(&net);
     }
     let idle_finality_ms = idle?;
     net.shutdown().await;
@@ -288,6 +276,17 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
 
 /// Time to finality of one transfer at a time on an otherwise idle shard (after the load): submission to the
 /// commit notice, median of `IDLE_SAMPLES`.
+/// Where every validator is, for a run that did not finish.
+fn print_statuses(net: &ChainDevnet) {
+    for h in net.handles() {
+        let s = h.status();
+        eprintln!(
+            "validator on {} at height {} round {} member {}",
+            s.shard, s.height, s.round, s.member
+        );
+    }
+}
+
 async fn idle_finality(
     validator: &huds::chain_node::ValidatorHandle,
     keys: &[SecretKey],
