@@ -12,6 +12,15 @@ use chain::{Address, Amount, Transaction, TxKind, shard_of};
 use huds::chain_node::{ChainDevnet, DevnetOptions, devnet, validator};
 use serde_json::Value;
 
+/// Each test runs a whole chain (15 validators, or the `huds devnet` process); on 2 cores three at once starve
+/// each other past their timeouts, so they take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const SHARDS: u16 = 2;
 
 /// A devnet chain and its API, on a runtime the test thread does not block.
@@ -146,6 +155,7 @@ fn balance(net: &Net, home: &Path) -> Amount {
 
 #[test]
 fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
+    let _serial = serial();
     let homes_dir = tempfile::tempdir().expect("tempdir");
     let (homes, keys, shard) = wallets_on_one_shard(homes_dir.path(), 2);
     let addresses: Vec<Address> = keys.iter().map(|k| Address::of(&k.public())).collect();
@@ -295,6 +305,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
 
 #[test]
 fn bad_transactions_are_refused_with_reasons_and_validators_keep_running() {
+    let _serial = serial();
     let homes_dir = tempfile::tempdir().expect("tempdir");
     let (homes, keys, shard) = wallets_on_one_shard(homes_dir.path(), 2);
     let addresses: Vec<Address> = keys.iter().map(|k| Address::of(&k.public())).collect();
@@ -383,6 +394,7 @@ fn bad_transactions_are_refused_with_reasons_and_validators_keep_running() {
 /// the `api` line, and a restart on the same directory resumes the chain at its heights with its balances.
 #[test]
 fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
+    let _serial = serial();
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
