@@ -17,7 +17,7 @@
 
 use crate::address::{Address, ShardId};
 use crate::amount::Amount;
-use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, VoteKind, bitmap_signers};
+use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, bitmap_signers};
 use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain, hash_with};
@@ -455,11 +455,7 @@ impl BeaconState {
                 epoch,
             })?;
         let qc = QuorumCertificate::<Bls>::decode(&link.certificate)?;
-        if qc.kind != VoteKind::Precommit
-            || qc.shard != h.shard
-            || qc.height != h.height
-            || qc.block != h.hash()
-        {
+        if !qc.finalises(h) {
             return Err(LinkError::CertificateMismatch);
         }
         if !verified {
@@ -929,6 +925,7 @@ impl<St: Store> App for BeaconApp<St> {
 mod tests {
     use super::*;
     use crate::bft::Vote;
+    use crate::bft::VoteKind;
     use crate::genesis::GenesisConfig;
     use crate::ledger::ShardApp;
     use crate::store::MemStore;

@@ -23,9 +23,7 @@
 use std::collections::BTreeMap;
 
 use crate::address::Address;
-use crate::bft::{
-    Bls, COMMITTEE_SIZE_MAX, Committee, Member, QcError, QuorumCertificate, VoteKind,
-};
+use crate::bft::{Bls, COMMITTEE_SIZE_MAX, Committee, Member, QcError, QuorumCertificate};
 use crate::block::BlockHeader;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::bls;
@@ -195,11 +193,7 @@ impl LightClient {
             .committees
             .get(&h.shard)
             .ok_or(SpvError::UnknownShard(h.shard))?;
-        if c.qc.kind != VoteKind::Precommit
-            || c.qc.shard != h.shard
-            || c.qc.height != h.height
-            || c.qc.block != h.hash()
-        {
+        if !c.qc.finalises(h) {
             return Err(SpvError::CertificateMismatch);
         }
         c.qc.verify(self.chain_id, committee)
@@ -392,6 +386,7 @@ mod tests {
     use super::*;
     use crate::amount::Amount;
     use crate::bft::Vote;
+    use crate::bft::VoteKind;
     use crate::block::Block;
     use crate::crypto::{Hash, SecretKey, bls};
     use crate::genesis::{Genesis, GenesisConfig};

@@ -9,7 +9,7 @@
 //! certificate for exactly that block that verifies against the committee of its height (the driver says
 //! which), and only if the ledger's own check of the block passes. Sans-IO like the replica.
 
-use super::{Committee, Message, QuorumCertificate, VoteKind, VoteScheme};
+use super::{Committee, Message, QuorumCertificate, VoteScheme};
 use crate::block::Block;
 use crate::ledger::{App, LedgerError};
 use std::collections::BTreeMap;
@@ -84,10 +84,7 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
         let next = self.height();
         let fits = block.header.shard == self.shard
             && block.header.chain_id == self.chain_id
-            && certificate.kind == VoteKind::Precommit
-            && certificate.shard == self.shard
-            && certificate.height == height
-            && certificate.block == block.hash();
+            && certificate.finalises(&block.header);
         if !fits || height < next || height > next + AHEAD_MAX {
             return Ok(Followed::Ignored);
         }

@@ -2,7 +2,7 @@
 //! certificates.
 
 use crate::address::Address;
-use crate::block::Block;
+use crate::block::{Block, BlockHeader};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain};
 use crate::pol::{Draws, weighted_pick};
@@ -370,6 +370,15 @@ impl<S: VoteScheme> QuorumCertificate<S> {
             signers,
             signature: S::aggregate(&sigs)?,
         })
+    }
+
+    /// Whether this is a precommit certificate for exactly `header` (its shard, height and hash): the form
+    /// that finalises a block. The quorum itself is checked by [`QuorumCertificate::verify`].
+    pub fn finalises(&self, header: &BlockHeader) -> bool {
+        self.kind == VoteKind::Precommit
+            && self.shard == header.shard
+            && self.height == header.height
+            && self.block == header.hash()
     }
 
     pub fn signer_weight(&self, committee: &Committee<S>) -> u128 {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chain::beacon::{BeaconApp, BeaconState};
 use chain::bft::{
     self, Bls, Committee, FOLLOWER, Followed, Follower, Input, Message, Output, QuorumCertificate,
-    Replica, VoteKind,
+    Replica,
 };
 use chain::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
 use chain::crypto::{Hash, bls};
@@ -989,10 +989,7 @@ impl Driver {
         let hash = header.hash();
         let fits = header.chain_id == self.chain_id
             && header.height > known_head.map_or(0, |h| h.height)
-            && certificate.kind == VoteKind::Precommit
-            && certificate.shard == shard
-            && certificate.height == header.height
-            && certificate.block == hash;
+            && certificate.finalises(&header);
         if !fits {
             return;
         }
