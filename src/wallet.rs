@@ -289,6 +289,20 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                 b["committee"].as_array().map_or(0, Vec::len),
                 linked.join(", ")
             );
+            let validators = b["validators"].as_array().map_or(&[][..], Vec::as_slice);
+            println!(
+                "registry: {} validators ({} seated), {} storage nodes; registry events applied {}",
+                validators.len(),
+                validators.iter().filter(|v| !v["seat"].is_null()).count(),
+                b["storage_nodes"].as_array().map_or(0, Vec::len),
+                b["links"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| format!("shard {} {}", l["shard"], l["registry_events"]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     Ok(())

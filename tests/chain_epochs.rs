@@ -1,6 +1,7 @@
 //! Epoch changes on a running chain: the beacon chain draws new committees from the shards' certified
 //! heads, shards hand over to them at their epoch boundaries, validators seated for a coming epoch catch up
-//! with their shard as followers first, and the chain keeps finalising transfers throughout.
+//! with their shard as followers first, and the chain keeps finalising transfers throughout. A candidate
+//! validator registers on its shard and its stake reaches the beacon's registry through a cross-link.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use chain::block::BEACON_SHARD;
 use chain::crypto::SecretKey;
 use chain::{Address, Amount, Transaction, TxKind};
+use huds::chain_node::devnet::VALIDATOR_STAKE_IOST;
 use huds::chain_node::{ChainDevnet, DevnetOptions};
 
 const EPOCH: u64 = 16;
@@ -27,11 +29,17 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     let wallet_address = Address::of(&wallet.public());
     let mut options = DevnetOptions::new(1, vec![wallet_address]);
     options.epoch_length = EPOCH;
+    options.candidates = 1;
     let net = ChainDevnet::start(dir.path(), options)
         .await
         .expect("starts");
     let count = net.validator_count();
-    assert_eq!(count, 2 * 4 + 2, "a shard, the beacon and two spares");
+    assert_eq!(
+        count,
+        2 * 4 + 2 + 1,
+        "a shard, the beacon, two spares and a candidate"
+    );
+    let candidate = net.candidates()[0];
 
     // Wait for epoch 3 on the beacon, as the most advanced validator holds it.
     let newest = || {
@@ -61,6 +69,26 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
         }
     }
     assert!(changed > 0, "committees rotated");
+
+    // The candidate's registration, a shard transaction, reached the beacon's registry through a link.
+    let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("small");
+    wait_until(
+        "the candidate's stake is in the beacon's registry",
+        Duration::from_secs(60),
+        || {
+            newest()
+                .state
+                .validator(&candidate)
+                .is_some_and(|v| v.stake == stake)
+        },
+    )
+    .await;
+    assert!(
+        newest().state.links[0]
+            .as_ref()
+            .is_some_and(|l| l.registry.count == 1),
+        "shard 0's one registry event is applied once"
+    );
 
     // The shard passes its epoch boundaries and the members of its current committee are the ones deciding.
     let shard_height = || {

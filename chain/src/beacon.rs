@@ -26,6 +26,7 @@ use crate::ledger::{
     App, BlockError, CheckedStates, LedgerError, check_header, genesis_header, load_tip, put_commit,
 };
 use crate::pol::{self, Candidate, Signals};
+use crate::registry::{BatchError, Cursor, RegistryEvent};
 use crate::smt::list_root;
 use crate::store::{Store, StoreError, WriteBatch};
 use std::collections::{BTreeMap, HashSet};
@@ -40,6 +41,7 @@ pub const PENDING_LINKS_MAX: usize = 1024;
 /// otherwise cost 1,000 proposer draws).
 const PROPOSER_ROUNDS_CREDITED_MAX: u32 = 64;
 const VALIDATORS_MAX: usize = 1 << 16;
+const STORAGE_NODES_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeaconError {
@@ -81,6 +83,25 @@ pub enum LinkError {
     Quorum { shard: u16, error: QcError },
     #[error("{PENDING_LINKS_MAX} links already wait for a beacon block")]
     PoolFull,
+    #[error("link of shard {shard} carries a bad registry batch: {error}")]
+    Registry { shard: u16, error: BatchError },
+}
+
+/// A cross-link checked against a beacon state: what [`BeaconState::record_link`] records.
+#[derive(Debug, Clone)]
+pub struct CheckedLink {
+    pub qc: QuorumCertificate<Bls>,
+    pub committee: Committee<Bls>,
+    /// The shard's registry events the beacon has not applied yet, and its outbox cursor after them.
+    pub events: Vec<RegistryEvent>,
+    pub registry: Cursor,
+}
+
+/// A storage node in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageNodeRecord {
+    pub id: Address,
+    pub stake: Amount,
 }
 
 /// A validator in the registry.
@@ -107,6 +128,8 @@ pub struct LinkedHead {
     pub height: u64,
     pub block: Hash,
     pub state_root: Hash,
+    /// How far the beacon has applied the shard's registry outbox.
+    pub registry: Cursor,
 }
 
 /// A committee seat of an epoch, with the weight it votes with for the whole epoch.
@@ -214,6 +237,8 @@ pub struct BeaconState {
     pub epoch_length: u64,
     /// Sorted by id, no duplicates.
     pub validators: Vec<ValidatorRecord>,
+    /// Registered storage nodes, sorted by id, no duplicates.
+    pub storage_nodes: Vec<StorageNodeRecord>,
     /// The kept epochs, oldest first; the last is the newest.
     pub epochs: Vec<EpochRecord>,
     /// Per shard, the last linked head.
@@ -246,6 +271,17 @@ impl BeaconState {
             .collect();
         validators.sort_by_key(|v| v.id);
         validators.dedup_by_key(|v| v.id);
+        let mut storage_nodes: Vec<StorageNodeRecord> = genesis
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.storage_registered)
+            .map(|(id, a)| StorageNodeRecord {
+                id: *id,
+                stake: a.storage_stake,
+            })
+            .collect();
+        storage_nodes.sort_by_key(|n| n.id);
+        storage_nodes.dedup_by_key(|n| n.id);
         let committees = usize::from(shards) + 1;
         let eligible = validators.iter().filter(|v| v.weight() > 0).count();
         if eligible < committees * size {
@@ -269,6 +305,7 @@ impl BeaconState {
             committee_size: u16::try_from(size).expect("checked above: at most 1024"),
             epoch_length,
             validators,
+            storage_nodes,
             epochs: Vec::new(),
             links: vec![None; usize::from(shards)],
             mix: [0; 32],
@@ -421,11 +458,7 @@ impl BeaconState {
     /// quorum certificate of the committee of the header's epoch for exactly this header. `verified` skips
     /// the aggregate signature check (the caller already checked this very link). Returns the certificate
     /// and the committee that made it.
-    pub fn check_link(
-        &self,
-        link: &CrossLink,
-        verified: bool,
-    ) -> Result<(QuorumCertificate<Bls>, Committee<Bls>), LinkError> {
+    pub fn check_link(&self, link: &CrossLink, verified: bool) -> Result<CheckedLink, LinkError> {
         let h = &link.header;
         if h.chain_id != self.chain_id {
             return Err(LinkError::WrongChain {
@@ -433,12 +466,12 @@ impl BeaconState {
                 got: h.chain_id,
             });
         }
-        let linked = self
+        let linked_head = self
             .links
             .get(usize::from(h.shard))
-            .ok_or(LinkError::UnknownShard(h.shard))?
-            .as_ref()
-            .map_or(0, |l| l.height);
+            .ok_or(LinkError::UnknownShard(h.shard))?;
+        let applied = linked_head.as_ref().map(|l| l.registry).unwrap_or_default();
+        let linked = linked_head.as_ref().map_or(0, |l| l.height);
         if h.height <= linked {
             return Err(LinkError::NotNewer {
                 shard: h.shard,
@@ -465,16 +498,31 @@ impl BeaconState {
                     error,
                 })?;
         }
-        Ok((qc, committee))
+        let (events, registry) = match &link.registry {
+            None => (Vec::new(), applied),
+            Some(batch) => {
+                let (events, cursor) =
+                    batch
+                        .check(&h.state_root, &applied)
+                        .map_err(|error| LinkError::Registry {
+                            shard: h.shard,
+                            error,
+                        })?;
+                (events.to_vec(), cursor)
+            }
+        };
+        Ok(CheckedLink {
+            qc,
+            committee,
+            events,
+            registry,
+        })
     }
 
-    /// Records a checked link: the shard's head, the committee's signals, the randomness mix.
-    fn record_link(
-        &mut self,
-        committee: &Committee<Bls>,
-        header: &BlockHeader,
-        qc: &QuorumCertificate<Bls>,
-    ) {
+    /// Records a checked link: the shard's head, the committee's signals, the randomness mix, and the
+    /// registry events it carried (stakes take effect in the next epoch's draw).
+    fn record_link(&mut self, checked: &CheckedLink, header: &BlockHeader) {
+        let CheckedLink { qc, committee, .. } = checked;
         let signers: HashSet<u16> = bitmap_signers(&qc.signers).collect();
         let mut credit = |index: u16, f: &dyn Fn(&mut Signals)| {
             let id = committee.members[usize::from(index)].id;
@@ -509,7 +557,59 @@ impl BeaconState {
             height: header.height,
             block: header.hash(),
             state_root: header.state_root,
+            registry: checked.registry,
         });
+        for event in &checked.events {
+            self.apply_event(event);
+        }
+    }
+
+    /// A stake from a shard's registry outbox: the account's stake in that role is now this. A new
+    /// validator joins with reputation 0 (its weight is its stake); one whose stake falls to 0 keeps its
+    /// record (and signals) but is no longer drawn. A full registry ignores newcomers.
+    fn apply_event(&mut self, event: &RegistryEvent) {
+        match event {
+            RegistryEvent::Validator { id, key, stake } => {
+                match self.validators.binary_search_by_key(id, |v| v.id) {
+                    Ok(i) => self.validators[i].stake = *stake,
+                    Err(i) if self.validators.len() < VALIDATORS_MAX => {
+                        self.validators.insert(
+                            i,
+                            ValidatorRecord {
+                                id: *id,
+                                stake: *stake,
+                                key: *key,
+                                reputation_ppm: 0,
+                                signals: Signals::default(),
+                            },
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            RegistryEvent::StorageNode { id, stake } => {
+                match self.storage_nodes.binary_search_by_key(id, |n| n.id) {
+                    Ok(i) => self.storage_nodes[i].stake = *stake,
+                    Err(i) if self.storage_nodes.len() < STORAGE_NODES_MAX => {
+                        self.storage_nodes.insert(
+                            i,
+                            StorageNodeRecord {
+                                id: *id,
+                                stake: *stake,
+                            },
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    pub fn storage_node(&self, id: &Address) -> Option<&StorageNodeRecord> {
+        self.storage_nodes
+            .binary_search_by_key(id, |n| n.id)
+            .ok()
+            .map(|i| &self.storage_nodes[i])
     }
 
     /// Whether the next epoch is due: epochs are on, and every shard has linked a head at least halfway
@@ -569,6 +669,10 @@ impl BeaconState {
                 .u64(s.proposer_slots)
                 .u32(s.faults_proven);
         }
+        w.u32(u32::try_from(self.storage_nodes.len()).expect("at most STORAGE_NODES_MAX nodes"));
+        for n in &self.storage_nodes {
+            w.fixed(&n.id.0).u64(n.stake.0);
+        }
         w.u32(u32::try_from(self.epochs.len()).expect("at most EPOCHS_KEPT epochs"));
         for e in &self.epochs {
             e.encode_into(&mut w);
@@ -580,7 +684,12 @@ impl BeaconState {
                     w.u8(0);
                 }
                 Some(l) => {
-                    w.u8(1).u64(l.height).fixed(&l.block).fixed(&l.state_root);
+                    w.u8(1)
+                        .u64(l.height)
+                        .fixed(&l.block)
+                        .fixed(&l.state_root)
+                        .u64(l.registry.count)
+                        .fixed(&l.registry.head);
                 }
             }
         }
@@ -614,6 +723,14 @@ impl BeaconState {
                 },
             });
         }
+        let count = r.count("beacon storage nodes", STORAGE_NODES_MAX, 32 + 8)?;
+        let mut storage_nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            storage_nodes.push(StorageNodeRecord {
+                id: Address(r.array()?),
+                stake: Amount(r.u64()?),
+            });
+        }
         let count = r.count("beacon epochs", EPOCHS_KEPT, 8 + 32 + 4)?;
         if count == 0 {
             return Err(DecodeError::Invalid("beacon state without an epoch"));
@@ -631,6 +748,10 @@ impl BeaconState {
                     height: r.u64()?,
                     block: r.array()?,
                     state_root: r.array()?,
+                    registry: Cursor {
+                        count: r.u64()?,
+                        head: r.array()?,
+                    },
                 }),
                 tag => {
                     return Err(DecodeError::UnknownTag {
@@ -646,6 +767,7 @@ impl BeaconState {
             committee_size,
             epoch_length,
             validators,
+            storage_nodes,
             epochs,
             links,
             mix,
@@ -812,10 +934,10 @@ impl<St: Store> BeaconApp<St> {
         let mut state = self.state.clone();
         for (index, link) in block.links.iter().enumerate() {
             let verified = self.verified.contains(&link.hash());
-            let (qc, committee) = state
+            let checked = state
                 .check_link(link, verified)
                 .map_err(|error| BlockError::Link { index, error })?;
-            state.record_link(&committee, &link.header, &qc);
+            state.record_link(&checked, &link.header);
         }
         if state.next_epoch_due() {
             state = state.next_epoch();
@@ -842,8 +964,8 @@ impl<St: Store> App for BeaconApp<St> {
             if links.len() >= BLOCK_LINKS_MAX {
                 break;
             }
-            if let Ok((qc, committee)) = state.check_link(link, true) {
-                state.record_link(&committee, &link.header, &qc);
+            if let Ok(checked) = state.check_link(link, true) {
+                state.record_link(&checked, &link.header);
                 links.push(link.clone());
             }
         }
@@ -971,7 +1093,126 @@ mod tests {
         CrossLink {
             header: block.header,
             certificate: qc.encode(),
+            registry: None,
         }
+    }
+
+    #[test]
+    fn registrations_and_unstakes_on_a_shard_reach_the_registry_through_links() {
+        use crate::crypto::SecretKey;
+        use crate::registry::{BatchError, RegistryBatch};
+        use crate::state::State;
+        use crate::tx::{Role, Transaction, TxKind};
+        let g = genesis(2);
+        let mut beacon = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+        let wallet = SecretKey::dev("devnet/wallet");
+        let id = Address::of(&wallet.public());
+        let shard = crate::shard_of(&id, 2);
+        let bls_key = bls::SecretKey::dev("a new validator");
+        let iost = |n: u64| Amount::from_iost(n).expect("small");
+        let tx = |nonce: u64, kind: TxKind| {
+            Transaction {
+                chain_id: g.params.chain_id,
+                sender: wallet.public(),
+                nonce,
+                fee: g.params.fee_min,
+                expiry_height: 100,
+                kind,
+            }
+            .sign(&wallet)
+        };
+        let mut app = ShardApp::open(&g, shard, MemStore::new()).expect("shard");
+        app.submit(tx(
+            0,
+            TxKind::RegisterValidator {
+                stake: iost(500),
+                bls_public_key: bls_key.public(),
+                proof_of_possession: bls_key.proof_of_possession(),
+            },
+        ))
+        .expect("admitted");
+        app.submit(tx(1, TxKind::RegisterStorageNode { stake: iost(100) }))
+            .expect("admitted");
+        let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+        assert_eq!(app.state().outbox().count, 2);
+        let batch = |app: &ShardApp<MemStore>, from: u64| {
+            let to = app.state().outbox().count;
+            RegistryBatch {
+                from,
+                events: State::registry_events(app.store_ref(), from, to).expect("stored"),
+                checkpoint: app.state().prove_checkpoint(to),
+            }
+        };
+        // A forged stake does not chain to the checkpoint in the certified state root.
+        let mut forged = batch(&app, 0);
+        if let RegistryEvent::Validator { stake, .. } = &mut forged.events[0] {
+            *stake = iost(900);
+        }
+        link.registry = Some(forged);
+        assert!(matches!(
+            beacon.check_link(&link, false),
+            Err(LinkError::Registry {
+                error: BatchError::ChainMismatch,
+                ..
+            })
+        ));
+        link.registry = Some(batch(&app, 0));
+        let checked = beacon.check_link(&link, false).expect("a valid link");
+        assert_eq!(checked.events.len(), 2);
+        beacon.record_link(&checked, &link.header);
+        let v = beacon.validator(&id).expect("registered");
+        assert_eq!(
+            (v.stake, v.key, v.reputation_ppm),
+            (iost(500), bls_key.public(), 0)
+        );
+        assert_eq!(beacon.storage_node(&id).map(|n| n.stake), Some(iost(100)));
+
+        // An unstake, linked by a member whose view of the beacon is stale (from 0): only it applies.
+        app.submit(tx(
+            2,
+            TxKind::Unstake {
+                role: Role::Validator,
+                amount: iost(200),
+            },
+        ))
+        .expect("admitted");
+        let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+        link.registry = Some(batch(&app, 0));
+        let checked = beacon.check_link(&link, false).expect("a valid link");
+        assert_eq!(checked.events.len(), 1);
+        beacon.record_link(&checked, &link.header);
+        assert_eq!(beacon.validator(&id).map(|v| v.stake), Some(iost(300)));
+        assert_eq!(
+            beacon.links[usize::from(shard)]
+                .as_ref()
+                .map(|l| l.registry),
+            Some(app.state().outbox())
+        );
+        // A batch starting past what the beacon applied is refused, one with nothing new is accepted.
+        let mut gap = batch(&app, 3);
+        gap.from = 4;
+        gap.events.clear();
+        let mut next = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+        next.registry = Some(gap);
+        assert!(matches!(
+            beacon.check_link(&next, false),
+            Err(LinkError::Registry {
+                error: BatchError::Gap {
+                    from: 4,
+                    applied: 3
+                },
+                ..
+            })
+        ));
+        next.registry = Some(batch(&app, 3));
+        assert!(beacon.check_link(&next, false).is_ok());
+        // The registry survives the shard's restart, and the newcomer is a candidate of the next draw.
+        let outbox = app.state().outbox();
+        let reopened = ShardApp::open(&g, shard, app.into_store()).expect("reopens");
+        assert_eq!(reopened.state().outbox(), outbox);
+        assert!(beacon.next_epoch().validator(&id).is_some());
+        let decoded = BeaconState::decode(&beacon.encode()).expect("round trip");
+        assert_eq!(decoded, beacon);
     }
 
     /// The next block of `app`, committed with a precommit certificate of `committee`'s `signers`.
@@ -1409,7 +1650,13 @@ mod tests {
             static GENESIS: std::sync::OnceLock<Genesis> = std::sync::OnceLock::new();
             let g = GENESIS.get_or_init(|| genesis(2));
             let mut state = BeaconState::genesis(g, SIZE, 0).expect("enough validators");
-            state.links[1] = Some(LinkedHead { height: 9, block: [1; 32], state_root: [2; 32] });
+            state.links[1] = Some(LinkedHead {
+                height: 9,
+                block: [1; 32],
+                state_root: [2; 32],
+                registry: Cursor { count: 3, head: [4; 32] },
+            });
+            state.storage_nodes.push(StorageNodeRecord { id: Address([5; 32]), stake: Amount(6) });
             state.validators[0].signals.certificates = 4;
             let encoded = state.encode();
             prop_assert_eq!(BeaconState::decode(&encoded).expect("round trip"), state.clone());

@@ -12,11 +12,14 @@
 //! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links, appended to the same
 //! encoding, and its `transactions_root` is the list root of the cross-links' hashes:
 //! ```text
-//! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate)*
+//! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
+//!                   registry_len:u32 registry?)*
+//! registry     := from:u64 events:u32 event* smt_proof          (crate::registry; registry_len 0: none)
 //! ```
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
+use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::smt::list_root;
 use crate::tx::{SignedTransaction, TX_BYTES_MAX};
 
@@ -28,6 +31,9 @@ pub const BEACON_SHARD: u16 = u16::MAX;
 pub const BLOCK_LINKS_MAX: usize = 256;
 /// An encoded precommit certificate of a cross-link, at most (a 1,024-member bitmap and a BLS signature).
 pub const LINK_CERTIFICATE_BYTES_MAX: usize = 512;
+/// An encoded registry batch of a cross-link, at most: `LINK_EVENTS_MAX` events and a full-depth proof.
+pub const LINK_REGISTRY_BYTES_MAX: usize =
+    12 + LINK_EVENTS_MAX * (1 + 32 + 48 + 8) + 4 + 256 * 32 + 1 + 64;
 const HEADER_BYTES: usize = 1 + 4 + 2 + 8 + 32 * 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,13 +96,27 @@ pub struct Block {
 pub struct CrossLink {
     pub header: BlockHeader,
     pub certificate: Vec<u8>,
+    /// Registry events of the shard up to this header, with the proof of where they end.
+    pub registry: Option<RegistryBatch>,
 }
 
 impl CrossLink {
     pub fn hash(&self) -> Hash {
         let mut w = Writer::new();
         self.header.encode_into(&mut w);
-        hash_with(domain::CROSS_LINK, &[&w.finish(), &self.certificate])
+        hash_with(
+            domain::CROSS_LINK,
+            &[&w.finish(), &self.certificate, &self.registry_bytes()],
+        )
+    }
+
+    /// The encoded registry batch, empty if there is none.
+    fn registry_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        if let Some(batch) = &self.registry {
+            batch.encode_into(&mut w);
+        }
+        w.finish()
     }
 }
 
@@ -142,7 +162,9 @@ impl Block {
             for link in &self.links {
                 let mut h = Writer::new();
                 link.header.encode_into(&mut h);
-                w.var(&h.finish()).var(&link.certificate);
+                w.var(&h.finish())
+                    .var(&link.certificate)
+                    .var(&link.registry_bytes());
             }
         }
     }
@@ -168,9 +190,19 @@ impl Block {
                 let certificate = r
                     .var("link certificate", LINK_CERTIFICATE_BYTES_MAX)?
                     .to_vec();
+                let bytes = r.var("link registry batch", LINK_REGISTRY_BYTES_MAX)?;
+                let registry = if bytes.is_empty() {
+                    None
+                } else {
+                    let mut br = Reader::new(bytes);
+                    let batch = RegistryBatch::decode_from(&mut br)?;
+                    br.finish()?;
+                    Some(batch)
+                };
                 links.push(CrossLink {
                     header: link_header,
                     certificate,
+                    registry,
                 });
             }
         }

@@ -13,6 +13,7 @@
 //! - [`state`], [`genesis`]: account state, block execution, receipts, the genesis allocation.
 //! - [`pol`]: Proof of Likelihood: reputation, weights, epoch randomness, committee selection.
 //! - [`block`], [`ledger`]: block headers; building, checking and committing a shard's blocks.
+//! - [`registry`]: the shards' registry outboxes: how stakes reach the beacon chain.
 //! - [`beacon`]: the beacon chain: registry, reputation signals, committees, cross-links of shard heads.
 //! - [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its certificates and wire encoding.
 //!
@@ -31,6 +32,7 @@ pub mod crypto;
 pub mod genesis;
 pub mod ledger;
 pub mod pol;
+pub mod registry;
 pub mod smt;
 pub mod spv;
 pub mod state;

@@ -15,6 +15,7 @@
 //!
 //! Hashing is recursive over the key bits, so recursion depth is bounded by 256 whatever the keys are.
 
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
 use std::collections::BTreeMap;
 
@@ -56,6 +57,39 @@ pub struct Proof {
     /// Sibling hashes from the root downwards; at most [`DEPTH`].
     pub siblings: Vec<Hash>,
     pub terminal: Terminal,
+}
+
+impl Proof {
+    /// `count:u32 sibling:[32]* terminal:u8 (0 empty | 1 key:[32] value_hash:[32])`
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u32(u32::try_from(self.siblings.len()).expect("at most DEPTH siblings"));
+        for s in &self.siblings {
+            w.fixed(s);
+        }
+        match &self.terminal {
+            Terminal::Empty => w.u8(0),
+            Terminal::Leaf { key, value_hash } => w.u8(1).fixed(key).fixed(value_hash),
+        };
+    }
+
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let n = r.count("state proof siblings", DEPTH, 32)?;
+        let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
+        let terminal = match r.u8()? {
+            0 => Terminal::Empty,
+            1 => Terminal::Leaf {
+                key: r.array()?,
+                value_hash: r.array()?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "state proof terminal",
+                    tag,
+                });
+            }
+        };
+        Ok(Proof { siblings, terminal })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

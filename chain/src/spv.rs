@@ -27,7 +27,7 @@ use crate::bft::{Bls, COMMITTEE_SIZE_MAX, Committee, Member, QcError, QuorumCert
 use crate::block::BlockHeader;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::bls;
-use crate::smt::{self, ListProof, ProofError, Terminal};
+use crate::smt::{self, ListProof, ProofError};
 use crate::state::Account;
 use crate::tx::{SignedTransaction, TX_BYTES_MAX};
 
@@ -253,36 +253,6 @@ impl CertifiedHeader {
     }
 }
 
-fn encode_smt_proof(w: &mut Writer, p: &smt::Proof) {
-    w.u32(p.siblings.len() as u32);
-    for s in &p.siblings {
-        w.fixed(s);
-    }
-    match &p.terminal {
-        Terminal::Empty => w.u8(0),
-        Terminal::Leaf { key, value_hash } => w.u8(1).fixed(key).fixed(value_hash),
-    };
-}
-
-fn decode_smt_proof(r: &mut Reader<'_>) -> Result<smt::Proof, DecodeError> {
-    let n = r.count("state proof siblings", smt::DEPTH, 32)?;
-    let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
-    let terminal = match r.u8()? {
-        0 => Terminal::Empty,
-        1 => Terminal::Leaf {
-            key: r.array()?,
-            value_hash: r.array()?,
-        },
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "state proof terminal",
-                tag,
-            });
-        }
-    };
-    Ok(smt::Proof { siblings, terminal })
-}
-
 fn encode_list_proof(w: &mut Writer, p: &ListProof) {
     w.u64(p.index).u64(p.len).u32(p.siblings.len() as u32);
     for s in &p.siblings {
@@ -315,7 +285,7 @@ impl Proof {
                     Some(a) => w.u8(1).var(&a.encode()),
                     None => w.u8(0),
                 };
-                encode_smt_proof(&mut w, &p.proof);
+                p.proof.encode_into(&mut w);
             }
             Proof::Tx(p) => {
                 w.u8(2);
@@ -350,7 +320,7 @@ impl Proof {
                         });
                     }
                 };
-                let proof = decode_smt_proof(&mut r)?;
+                let proof = smt::Proof::decode_from(&mut r)?;
                 Proof::Account(AccountProof {
                     certified,
                     address,

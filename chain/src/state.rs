@@ -9,6 +9,7 @@ use crate::address::{Address, ShardId, shard_of};
 use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, hash_with};
+use crate::registry::{self, Cursor, RegistryEvent};
 use crate::smt::{self, SparseMerkleTree};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
@@ -17,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 const ACCOUNT_VERSION: u8 = 1;
 const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
 const KEY_FEE_POOL: &[u8] = b"state/fee_pool";
+/// `state/registry/<count:u64 BE>` -> the `count`-th registry event (from 1) this shard emitted.
+const KEY_REGISTRY_PREFIX: &[u8] = b"state/registry/";
 
 /// The chain rules that execution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,10 @@ impl Receipt {
     }
 }
 
+fn registry_key(count: u64) -> Vec<u8> {
+    [KEY_REGISTRY_PREFIX, &count.to_be_bytes()].concat()
+}
+
 fn fee_pool_key() -> Hash {
     hash_with("IOS fee pool key v1", &[])
 }
@@ -142,6 +149,10 @@ pub struct State {
     tree: SparseMerkleTree,
     dirty: BTreeSet<Address>,
     fee_pool_dirty: bool,
+    /// The registry outbox: events emitted so far and the chain head after them.
+    outbox: Cursor,
+    /// Events emitted since the last [`State::persist_into`], with their count.
+    new_events: Vec<(u64, RegistryEvent)>,
 }
 
 impl State {
@@ -154,6 +165,8 @@ impl State {
             tree: SparseMerkleTree::new(),
             dirty: BTreeSet::new(),
             fee_pool_dirty: true,
+            outbox: Cursor::default(),
+            new_events: Vec::new(),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -205,6 +218,25 @@ impl State {
 
     pub fn root(&mut self) -> Hash {
         self.tree.root()
+    }
+
+    /// Where this shard's registry outbox stands.
+    pub fn outbox(&self) -> Cursor {
+        self.outbox
+    }
+
+    /// A proof of the checkpoint after the `count`-th registry event against [`State::root`].
+    pub fn prove_checkpoint(&self, count: u64) -> smt::Proof {
+        self.tree.prove(&registry::checkpoint_key(count))
+    }
+
+    fn emit(&mut self, event: RegistryEvent) {
+        self.outbox.advance(&event);
+        self.tree.insert(
+            registry::checkpoint_key(self.outbox.count),
+            registry::checkpoint_value(&self.outbox.head),
+        );
+        self.new_events.push((self.outbox.count, event));
     }
 
     /// A proof of an account's presence or absence against [`State::root`].
@@ -357,6 +389,31 @@ impl State {
             self.set_account(to, r);
         }
         self.set_fee_pool(fee_pool);
+        let event = match &tx.kind {
+            TxKind::Transfer { .. } => None,
+            TxKind::RegisterValidator { .. }
+            | TxKind::Unstake {
+                role: Role::Validator,
+                ..
+            } => sender.validator_key.map(|key| RegistryEvent::Validator {
+                id: from,
+                key,
+                stake: sender.validator_stake,
+            }),
+            TxKind::RegisterStorageNode { .. }
+            | TxKind::Unstake {
+                role: Role::StorageNode,
+                ..
+            } => sender
+                .storage_registered
+                .then_some(RegistryEvent::StorageNode {
+                    id: from,
+                    stake: sender.storage_stake,
+                }),
+        };
+        if let Some(event) = event {
+            self.emit(event);
+        }
         Ok(Receipt {
             tx_id: stx.id(),
             fee: tx.fee,
@@ -386,6 +443,9 @@ impl State {
         if std::mem::take(&mut self.fee_pool_dirty) {
             batch.put(KEY_FEE_POOL, self.fee_pool.0.to_be_bytes().to_vec());
         }
+        for (count, event) in std::mem::take(&mut self.new_events) {
+            batch.put(registry_key(count), event.encode());
+        }
     }
 
     /// Rebuilds a shard's state from what [`State::persist_into`] wrote.
@@ -414,9 +474,46 @@ impl State {
                 .map_err(|_| corrupt(KEY_FEE_POOL, "fee pool is not 8 bytes".into()))?;
             state.set_fee_pool(Amount(u64::from_be_bytes(bytes)));
         }
+        for (key, value) in store.scan_prefix(KEY_REGISTRY_PREFIX)? {
+            let event = RegistryEvent::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            let count = u64::from_be_bytes(
+                key[KEY_REGISTRY_PREFIX.len()..]
+                    .try_into()
+                    .map_err(|_| corrupt(&key, "registry key is not 8 bytes".into()))?,
+            );
+            if count != state.outbox.count + 1 {
+                return Err(corrupt(
+                    &key,
+                    format!("registry event {count} out of order"),
+                ));
+            }
+            state.emit(event);
+        }
         state.dirty.clear();
         state.fee_pool_dirty = false;
+        state.new_events.clear();
         Ok(state)
+    }
+
+    /// Registry events `from + 1 ..= to` of this shard, from what [`State::persist_into`] wrote.
+    pub fn registry_events(
+        store: &dyn Store,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<RegistryEvent>, StoreError> {
+        (from + 1..=to)
+            .map(|count| {
+                let key = registry_key(count);
+                let bytes = store.get(&key)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("state/registry/{count}"),
+                    reason: "missing".into(),
+                })?;
+                RegistryEvent::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                    key: format!("state/registry/{count}"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...]}}` |
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`; a refused transaction is a 400 with the reason |
 
@@ -171,6 +171,7 @@ impl ChainApi {
                     "height": l.as_ref().map_or(0, |l| l.height),
                     "block": l.as_ref().map(|l| hex(&l.block)),
                     "state_root": l.as_ref().map(|l| hex(&l.state_root)),
+                    "registry_events": l.as_ref().map_or(0, |l| l.registry.count),
                 })
             })
             .collect();
@@ -208,6 +209,11 @@ impl ChainApi {
             "committee": committee,
             "links": links,
             "validators": validators,
+            "storage_nodes": state
+                .storage_nodes
+                .iter()
+                .map(|n| json!({ "id": n.id.to_string(), "stake": n.stake.to_string() }))
+                .collect::<Vec<_>>(),
         })
     }
 }

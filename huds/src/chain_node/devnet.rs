@@ -22,6 +22,8 @@ use chain::block::BEACON_SHARD;
 pub const COMMITTEE_SIZE: usize = 4;
 pub const VALIDATOR_STAKE_IOST: u64 = 1_000_000;
 pub const WALLET_IOST: u64 = 1_000_000;
+/// Blocks a candidate's registration stays valid for.
+const CANDIDATE_EXPIRY_BLOCKS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevnetError {
@@ -51,6 +53,10 @@ pub struct DevnetOptions {
     pub epoch_length: u64,
     /// Validators beyond the committees' seats, so that every epoch some seats change hands.
     pub spares: usize,
+    /// Validators that run from the start but are not in the genesis registry: each is funded at genesis
+    /// and registers itself with a `RegisterValidator` transaction once the devnet runs, so its stake
+    /// reaches the beacon's registry through its shard's cross-links and it can be drawn from the next epoch.
+    pub candidates: usize,
 }
 
 impl DevnetOptions {
@@ -63,33 +69,55 @@ impl DevnetOptions {
             sync_writes: true,
             epoch_length: DEFAULT_EPOCH_LENGTH,
             spares: usize::from(shards) + 1,
+            candidates: 0,
         }
     }
 
-    /// Validators: a committee for each shard, one for the beacon chain, and the spares.
-    pub fn validator_count(&self) -> usize {
+    /// Validators in the genesis registry: a committee for each shard, one for the beacon chain, and the
+    /// spares.
+    pub fn registered_count(&self) -> usize {
         (usize::from(self.shards) + 1) * COMMITTEE_SIZE + self.spares
+    }
+
+    /// Validators that run: the registered ones, then the candidates.
+    pub fn validator_count(&self) -> usize {
+        self.registered_count() + self.candidates
     }
 }
 
 /// Shard heights per epoch in a devnet: about 40 s of an idle shard.
 pub const DEFAULT_EPOCH_LENGTH: u64 = 256;
 
-/// The devnet genesis: `validators` validators (deterministic devnet keys), the given wallets funded.
+/// The devnet genesis: `validators` validators (deterministic devnet keys), the given wallets funded, and
+/// `candidates` more validator accounts (the next devnet keys) funded with a stake and fees but not
+/// registered.
 pub fn genesis(
     shards: u16,
     validators: usize,
+    candidates: usize,
     wallets: &[Address],
 ) -> Result<Genesis, GenesisError> {
     let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount");
     let funded = Amount::from_iost(WALLET_IOST).expect("a small amount");
     let mut config = GenesisConfig::devnet(shards, validators, stake, funded);
     config.wallets = wallets.iter().map(|a| (*a, funded)).collect();
+    let candidate_funds =
+        Amount::from_iost(VALIDATOR_STAKE_IOST + CANDIDATE_FEES_IOST).expect("a small amount");
+    config.wallets.extend(
+        (validators..validators + candidates).map(|i| (validator_account(i), candidate_funds)),
+    );
     config.build()
 }
 
+/// What a candidate holds beyond its stake, for fees.
+const CANDIDATE_FEES_IOST: u64 = 1_000;
+
+fn validator_secret(i: usize) -> chain::crypto::SecretKey {
+    chain::crypto::SecretKey::dev(&format!("validator/{i}"))
+}
+
 fn validator_account(i: usize) -> Address {
-    Address::of(&chain::crypto::SecretKey::dev(&format!("validator/{i}")).public())
+    Address::of(&validator_secret(i).public())
 }
 
 /// A running devnet chain.
@@ -109,7 +137,12 @@ impl ChainDevnet {
             return Err(DevnetError::Shards(options.shards));
         }
         let count = options.validator_count();
-        let genesis = Arc::new(genesis(options.shards, count, &options.wallets)?);
+        let genesis = Arc::new(genesis(
+            options.shards,
+            options.registered_count(),
+            options.candidates,
+            &options.wallets,
+        )?);
         let beacon = Arc::new(Beacon::from_genesis(
             &genesis,
             COMMITTEE_SIZE,
@@ -126,7 +159,53 @@ impl ChainDevnet {
         for i in 0..count {
             net.start_validator(i).await?;
         }
+        net.register_candidates().await?;
         Ok(net)
+    }
+
+    /// The accounts of the candidates (validators not in the genesis registry).
+    pub fn candidates(&self) -> Vec<Address> {
+        (self.options.registered_count()..self.validators.len())
+            .map(validator_account)
+            .collect()
+    }
+
+    /// Each candidate stakes [`VALIDATOR_STAKE_IOST`] with its BLS key and proof of possession, submitted
+    /// to a validator keeping its account's shard. A candidate already registered (a restarted devnet) has
+    /// used nonce 0, so its transaction is refused as replayed and nothing changes.
+    async fn register_candidates(&self) -> Result<(), DevnetError> {
+        let params = &self.genesis.params;
+        for i in self.options.registered_count()..self.validators.len() {
+            let key = validator_secret(i);
+            let account = Address::of(&key.public());
+            let shard = chain::shard_of(&account, params.shard_count);
+            let Some(entry) = self
+                .handles()
+                .into_iter()
+                .find(|h| h.status().shard == shard)
+            else {
+                continue;
+            };
+            let bls_key = bls::SecretKey::dev(&format!("validator/{i}"));
+            let tx = chain::Transaction {
+                chain_id: params.chain_id,
+                sender: key.public(),
+                nonce: 0,
+                fee: params.fee_min,
+                expiry_height: entry.status().height + CANDIDATE_EXPIRY_BLOCKS,
+                kind: chain::TxKind::RegisterValidator {
+                    stake: Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount"),
+                    bls_public_key: bls_key.public(),
+                    proof_of_possession: bls_key.proof_of_possession(),
+                },
+            }
+            .sign(&key);
+            entry
+                .submit(vec![tx])
+                .await
+                .map_err(|source| DevnetError::Validator { index: i, source })?;
+        }
+        Ok(())
     }
 
     fn config(&self, i: usize) -> ValidatorConfig {

@@ -33,7 +33,8 @@ use chain::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{App, LedgerError, ShardApp};
-use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
+use chain::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use chain::{Account, Address, ShardId, SignedTransaction, State, TxError, spv};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -885,8 +886,7 @@ impl Driver {
         };
         if message.topic == self.heads_topic.hash() {
             if let Ok(Envelope::Head(head)) = wire::decode(&message.data) {
-                let (header, certificate) = *head;
-                self.on_head(header, certificate);
+                self.on_head(*head);
             }
             return;
         }
@@ -981,7 +981,12 @@ impl Driver {
 
     /// Adopts a shard's head if it is newer than the one known and its certificate is a precommit quorum
     /// of the committee of its height for exactly that header; the beacon lane keeps it as a cross-link.
-    fn on_head(&mut self, header: BlockHeader, certificate: QuorumCertificate<Bls>) {
+    fn on_head(&mut self, head: wire::Head) {
+        let wire::Head {
+            header,
+            certificate,
+            registry,
+        } = head;
         let shard = header.shard;
         let Some(known_head) = self.heads.borrow().get(usize::from(shard)).cloned() else {
             return;
@@ -996,6 +1001,7 @@ impl Driver {
         let link = CrossLink {
             header: header.clone(),
             certificate: certificate.encode(),
+            registry,
         };
         // The beacon's ledger checks the head itself when it keeps it as a cross-link.
         let offered = if self.follows_beacon {
@@ -1260,7 +1266,12 @@ impl Driver {
                 && height.is_multiple_of(HEAD_EVERY_BLOCKS)
                 && (height / HEAD_EVERY_BLOCKS) % members == u64::from(me)
             {
-                let bytes = wire::encode_head(&c.block.header, &c.certificate);
+                let head = wire::Head {
+                    header: c.block.header.clone(),
+                    certificate: c.certificate.clone(),
+                    registry: self.registry_batch(c.shard, height),
+                };
+                let bytes = wire::encode_head(&head);
                 let topic = self.heads_topic.clone();
                 self.publish(&topic, bytes);
             }
@@ -1276,6 +1287,47 @@ impl Driver {
         // No receiver is fine: nobody is waiting.
         let _ = self.commits.send(Arc::new(notice));
         self.publish_status_at(Some(&c.block.header));
+    }
+
+    /// The registry events of this validator's shard that the beacon chain has not applied yet (as far as
+    /// this validator's beacon lane knows; without one, the latest [`LINK_EVENTS_MAX`]), at most that many,
+    /// with the proof of where they end. `None` if there are none or the shard lane has moved past `height`
+    /// (the proof must be against that height's state root).
+    fn registry_batch(&self, shard: ShardId, height: u64) -> Option<RegistryBatch> {
+        let lane = self.shard.as_ref().filter(|l| l.shard == shard)?;
+        let app = lane.app();
+        if app.tip().0 != height {
+            return None;
+        }
+        let state = app.state();
+        let emitted = state.outbox().count;
+        let from = if self.follows_beacon {
+            self.known
+                .links
+                .get(usize::from(shard))?
+                .as_ref()
+                .map_or(0, |l| l.registry.count)
+        } else {
+            emitted.saturating_sub(LINK_EVENTS_MAX as u64)
+        };
+        let to = emitted.min(from + LINK_EVENTS_MAX as u64);
+        if to <= from {
+            return None;
+        }
+        match State::registry_events(app.store_ref(), from, to) {
+            Ok(events) => Some(RegistryBatch {
+                from,
+                events,
+                checkpoint: state.prove_checkpoint(to),
+            }),
+            Err(e) => {
+                eprintln!(
+                    "huds validator {}: shard {shard} registry events {from}..{to} unreadable: {e}",
+                    self.config.account
+                );
+                None
+            }
+        }
     }
 
     fn publish_status(&mut self) {

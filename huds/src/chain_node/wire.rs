@@ -5,7 +5,8 @@
 //! kind     := 1 from:u16 bft_message                          consensus message to the whole committee
 //!           | 2 from:u16 to:u16 bft_message                   consensus message for one member (others drop it)
 //!           | 3 count:u32 (len:u32 signed_transaction){count} transactions for the shard's mempools
-//!           | 4 header certificate:var                         a certified shard head, on the beacon topic
+//!           | 4 header certificate:var registry:var            a certified shard head, on the beacon topic,
+//!                                                             with its shard's registry events (empty: none)
 //! ```
 //!
 //! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
@@ -14,8 +15,9 @@
 
 use chain::SignedTransaction;
 use chain::bft::{self, Bls, Message, QuorumCertificate};
-use chain::block::BlockHeader;
+use chain::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
 use chain::codec::{DecodeError, Reader, Writer};
+use chain::registry::RegistryBatch;
 use chain::tx::TX_BYTES_MAX;
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -36,8 +38,16 @@ pub enum Envelope {
         message: Box<Message<Bls>>,
     },
     Transactions(Vec<SignedTransaction>),
-    /// A finalised block header of some shard with its precommit certificate.
-    Head(Box<(BlockHeader, QuorumCertificate<Bls>)>),
+    /// A finalised block header of some shard with its precommit certificate and registry events.
+    Head(Box<Head>),
+}
+
+/// A certified shard head as gossiped: what the beacon's cross-links are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub header: BlockHeader,
+    pub certificate: QuorumCertificate<Bls>,
+    pub registry: Option<RegistryBatch>,
 }
 
 /// A certificate is a bitmap of at most 1,024 signers and one signature, far below this.
@@ -80,11 +90,16 @@ pub fn encode_transactions(txs: &[SignedTransaction]) -> Vec<u8> {
     w.finish()
 }
 
-pub fn encode_head(header: &BlockHeader, certificate: &QuorumCertificate<Bls>) -> Vec<u8> {
+pub fn encode_head(head: &Head) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(ENVELOPE_VERSION).u8(4);
-    header.encode_into(&mut w);
-    w.var(&certificate.encode());
+    head.header.encode_into(&mut w);
+    w.var(&head.certificate.encode());
+    let mut registry = Writer::new();
+    if let Some(batch) = &head.registry {
+        batch.encode_into(&mut registry);
+    }
+    w.var(&registry.finish());
     w.finish()
 }
 
@@ -124,8 +139,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             let header = BlockHeader::decode_from(&mut r)?;
             let certificate =
                 QuorumCertificate::decode(r.var("certificate", CERTIFICATE_BYTES_MAX)?)?;
+            let bytes = r.var("registry batch", LINK_REGISTRY_BYTES_MAX)?;
+            let registry = if bytes.is_empty() {
+                None
+            } else {
+                let mut br = Reader::new(bytes);
+                let batch = RegistryBatch::decode_from(&mut br)?;
+                br.finish()?;
+                Some(batch)
+            };
             r.finish()?;
-            Ok(Envelope::Head(Box::new((header, certificate))))
+            Ok(Envelope::Head(Box::new(Head {
+                header,
+                certificate,
+                registry,
+            })))
         }
         other => Err(EnvelopeError::Kind(other)),
     }
@@ -191,9 +219,24 @@ mod tests {
             signers: vec![0b1110],
             signature: chain::crypto::bls::SecretKey::dev("wire").sign(b"x"),
         };
-        match decode(&encode_head(&header, &certificate)).expect("decodes") {
-            Envelope::Head(head) => assert_eq!(*head, (header, certificate)),
-            other => panic!("unexpected {other:?}"),
+        let registry = chain::registry::RegistryBatch {
+            from: 2,
+            events: vec![chain::registry::RegistryEvent::StorageNode {
+                id: Address([5; 32]),
+                stake: Amount(6),
+            }],
+            checkpoint: chain::smt::SparseMerkleTree::new().prove(&[7; 32]),
+        };
+        for registry in [None, Some(registry)] {
+            let head = Head {
+                header: header.clone(),
+                certificate: certificate.clone(),
+                registry,
+            };
+            match decode(&encode_head(&head)).expect("decodes") {
+                Envelope::Head(got) => assert_eq!(*got, head),
+                other => panic!("unexpected {other:?}"),
+            }
         }
         let txs: Vec<_> = (0..3).map(tx).collect();
         match decode(&encode_transactions(&txs)).expect("decodes") {
