@@ -1431,6 +1431,7 @@ impl RoleMut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chain::bft::VoteKind;
     use crate::chain_node::{ChainDevnet, DevnetOptions};
     use chain::bft::{QuorumCertificate, Vote};
     use chain::block::Block;
