@@ -157,6 +157,14 @@ enum WalletWhat {
     Transfer { to: String, amount: String },
     /// Create the account key if the home has none.
     New,
+    /// Register the account as a storage node staking AMOUNT IOST (it reaches the beacon's registry).
+    Stake { amount: String },
+    /// Move AMOUNT IOST of the storage-node stake (or, with --validator, the validator stake) to unbonding.
+    Unstake {
+        amount: String,
+        #[arg(long)]
+        validator: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -268,6 +276,10 @@ fn run(cli: Cli) -> Result<()> {
                     wallet::transfer(&dir, api, to, amount, cli.json)
                 }
                 WalletWhat::New => wallet::new(&dir, cli.json),
+                WalletWhat::Stake { amount } => wallet::stake(&dir, api, amount, cli.json),
+                WalletWhat::Unstake { amount, validator } => {
+                    wallet::unstake(&dir, api, amount, *validator, cli.json)
+                }
             };
         }
         Command::Chain {

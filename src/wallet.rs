@@ -161,31 +161,7 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
             "cross-shard transfers are not supported yet (Atomix is not in the node): your account is on shard {from_shard}, {to} is on shard {to_shard}; send to an account on shard {from_shard}"
         );
     }
-    let fee: Amount = status["fee_min"]
-        .as_str()
-        .context("the node's chain status has no fee_min")?
-        .parse()
-        .context("the node's fee_min is not an amount")?;
-    let chain_id = status["chain_id"]
-        .as_u64()
-        .and_then(|c| u32::try_from(c).ok())
-        .context("the node's chain status has no chain_id")?;
-    let height = status["shards"][usize::from(from_shard)]["height"]
-        .as_u64()
-        .context("the node's chain status has no height for the shard")?;
-    let nonce = account(api, &from)?["nonce"]
-        .as_u64()
-        .context("the node's account answer has no nonce")?;
-    let tx = Transaction {
-        chain_id,
-        sender: key.public(),
-        nonce,
-        fee,
-        expiry_height: height + EXPIRY_BLOCKS,
-        kind: TxKind::Transfer { to, amount },
-    }
-    .sign(&key);
-    let v = post_tx(api, &tx.encode())?;
+    let (v, fee) = sign_and_post(api, &key, &status, TxKind::Transfer { to, amount })?;
     if json {
         println!(
             "{}",
@@ -202,6 +178,114 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
     } else {
         println!(
             "transferred {amount} IOST to {to} (fee {fee} IOST): final in shard {} block {}",
+            v["shard"], v["height"]
+        );
+    }
+    Ok(())
+}
+
+/// Signs `kind` from the home's account with the chain's minimum fee, the account's next nonce and an
+/// expiry `EXPIRY_BLOCKS` past its shard's height, and sends it; answers once it is final, with the fee.
+fn sign_and_post(
+    api: &str,
+    key: &SecretKey,
+    status: &Value,
+    kind: TxKind,
+) -> Result<(Value, Amount)> {
+    let from = Address::of(&key.public());
+    let shard = shard_of(&from, shard_count(status)?);
+    let fee: Amount = status["fee_min"]
+        .as_str()
+        .context("the node's chain status has no fee_min")?
+        .parse()
+        .context("the node's fee_min is not an amount")?;
+    let chain_id = status["chain_id"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .context("the node's chain status has no chain_id")?;
+    let height = status["shards"][usize::from(shard)]["height"]
+        .as_u64()
+        .context("the node's chain status has no height for the shard")?;
+    let nonce = account(api, &from)?["nonce"]
+        .as_u64()
+        .context("the node's account answer has no nonce")?;
+    let tx = Transaction {
+        chain_id,
+        sender: key.public(),
+        nonce,
+        fee,
+        expiry_height: height + EXPIRY_BLOCKS,
+        kind,
+    }
+    .sign(key);
+    Ok((post_tx(api, &tx.encode())?, fee))
+}
+
+/// `huds wallet stake AMOUNT`: registers the home's account as a storage node staking AMOUNT; the stake
+/// reaches the beacon chain's registry with the shard's next cross-link.
+pub fn stake(dir: &Path, api: Option<&str>, amount: &str, json: bool) -> Result<()> {
+    stake_tx(dir, api, amount, json, |stake| {
+        TxKind::RegisterStorageNode { stake }
+    })
+}
+
+/// `huds wallet unstake AMOUNT [--validator]`: moves AMOUNT of the storage-node (or validator) stake to
+/// unbonding; it is spendable after the chain's unbonding delay.
+pub fn unstake(
+    dir: &Path,
+    api: Option<&str>,
+    amount: &str,
+    validator: bool,
+    json: bool,
+) -> Result<()> {
+    let role = if validator {
+        chain::Role::Validator
+    } else {
+        chain::Role::StorageNode
+    };
+    stake_tx(dir, api, amount, json, |amount| TxKind::Unstake {
+        role,
+        amount,
+    })
+}
+
+fn stake_tx(
+    dir: &Path,
+    api: Option<&str>,
+    amount: &str,
+    json: bool,
+    kind: impl FnOnce(Amount) -> TxKind,
+) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let key = wallet_key(dir)?;
+    let amount: Amount = amount
+        .parse()
+        .with_context(|| format!("{amount:?} is not an IOST amount (up to 8 decimals)"))?;
+    let status = chain_status(api)?;
+    let kind = kind(amount);
+    let what = match &kind {
+        TxKind::RegisterStorageNode { .. } => "staked as a storage node",
+        TxKind::Unstake {
+            role: chain::Role::Validator,
+            ..
+        } => "unstaked from the validator stake",
+        _ => "unstaked from the storage-node stake",
+    };
+    let (v, fee) = sign_and_post(api, &key, &status, kind)?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "tx": v["tx"],
+                "amount": amount.to_string(),
+                "fee": fee.to_string(),
+                "shard": v["shard"],
+                "height": v["height"],
+            })
+        );
+    } else {
+        println!(
+            "{what}: {amount} IOST (fee {fee} IOST), final in shard {} block {}",
             v["shard"], v["height"]
         );
     }

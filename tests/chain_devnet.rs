@@ -399,8 +399,16 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().expect("tempdir");
+    /// The devnet process, killed if the test fails before it is stopped.
+    struct Devnet(std::process::Child);
+    impl Drop for Devnet {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let run = |check: &mut dyn FnMut(&str, &Path)| {
-        let mut child = Command::new(common::huds())
+        let child = Command::new(common::huds())
             .args([
                 "devnet",
                 "--nodes",
@@ -416,7 +424,8 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn devnet");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut child = Devnet(child);
+        let stdout = child.0.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
         let (mut api, mut wallet) = (None, None);
         for line in lines.by_ref() {
@@ -430,13 +439,13 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
         }
         let (api, wallet) = (api.expect("an api line"), wallet.expect("a wallet line"));
         check(&api, &wallet);
-        let pid = child.id().to_string();
+        let pid = child.0.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
         assert!(status.success());
-        assert!(child.wait().expect("exits").success());
+        assert!(child.0.wait().expect("exits").success());
     };
     let json = |api: &str, home: &Path, args: &[&str]| {
         let mut full = vec!["--api", api];
@@ -515,6 +524,34 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
             err.contains("does not hold") || err.contains("not a proof"),
             "{err}"
         );
+
+        // Staking as a storage node, then unstaking part of it: both reach the beacon's registry.
+        let storage_stake = |api: &str, wallet: &Path| -> Option<String> {
+            let status = json(api, wallet, &["chain", "status"]);
+            status["beacon"]["storage_nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == me.as_str())
+                .and_then(|n| n["stake"].as_str().map(str::to_string))
+        };
+        for (args, stake) in [
+            (["wallet", "stake", "100"], "100.00000000"),
+            (["wallet", "unstake", "40"], "60.00000000"),
+        ] {
+            let done = json(api, wallet, &args);
+            assert!(done["height"].as_u64().is_some(), "{done}");
+            let start = Instant::now();
+            while storage_stake(api, wallet).as_deref() != Some(stake) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the registry never showed a stake of {stake}: {:?}",
+                    storage_stake(api, wallet)
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let b = json(api, wallet, &["wallet", "balance"]);
+        assert_eq!(b["balance"], "999899.99997000", "stake and two fees");
         balance_before = b["balance"].as_str().expect("balance").to_string();
         let start = Instant::now();
         loop {

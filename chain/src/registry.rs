@@ -1,4 +1,4 @@
-//! How stakes reach the beacon chain's registry (`specs/consensus.md` §4.7).
+//! How stakes reach the beacon chain's registry (`specs/consensus.md` §4.6, Registry).
 //!
 //! Registrations and unstakes are shard transactions: they move IOST on the sender's shard. Every one that
 //! changes a stake appends a [`RegistryEvent`] (the account's new stake in that role) to the shard's

@@ -1431,8 +1431,8 @@ impl RoleMut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chain::bft::VoteKind;
     use crate::chain_node::{ChainDevnet, DevnetOptions};
+    use chain::bft::VoteKind;
     use chain::bft::{QuorumCertificate, Vote};
     use chain::block::Block;
 
