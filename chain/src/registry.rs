@@ -225,7 +225,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn event(i: u8) -> RegistryEvent {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             RegistryEvent::Validator {
                 id: Address([i; 32]),
                 key: bls::SecretKey::dev(&format!("k{i}")).public(),

@@ -12,6 +12,8 @@
 //! `HUDS_SIM_SEED=1234` replays one seed and prints its trace summary; `HUDS_SIM_FIRST_SEED=N` starts the
 //! range elsewhere.
 
+mod common;
+
 use chain::address::{Address, shard_of};
 use chain::amount::Amount;
 use chain::bft::wire;
@@ -34,52 +36,9 @@ use std::sync::Arc;
 // ---------------------------------------------------------------------------------------------------------
 // Vote schemes for the simulator.
 
-/// A cheap stand-in for BLS with the same aggregate semantics (an aggregate verifies exactly when it combines
-/// the signatures of the claimed signers on the claimed message) but no security: anyone who knows a public
-/// key could sign for it. Simulated Byzantine validators only ever sign with their own keys, so what the
-/// simulator checks (which member signed what, and whether a quorum did) is the same as with BLS, at a
-/// fraction of the cost. The real scheme runs in `bls_seeds_run_with_real_signatures` below.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Insecure;
-
-impl Insecure {
-    fn mac(public: &[u8; 32], message: &[u8]) -> [u8; 32] {
-        *blake3::keyed_hash(public, message).as_bytes()
-    }
-}
-
-impl VoteScheme for Insecure {
-    type Secret = [u8; 32];
-    type Public = [u8; 32];
-    type Sig = [u8; 32];
-
-    fn public(secret: &Self::Secret) -> Self::Public {
-        *blake3::hash(secret).as_bytes()
-    }
-    fn sign(secret: &Self::Secret, message: &[u8]) -> Self::Sig {
-        Self::mac(&Self::public(secret), message)
-    }
-    fn verify(public: &Self::Public, message: &[u8], sig: &Self::Sig) -> bool {
-        Self::mac(public, message) == *sig
-    }
-    fn aggregate(sigs: &[Self::Sig]) -> Option<Self::Sig> {
-        let mut out = [0u8; 32];
-        for s in sigs {
-            out.iter_mut().zip(s).for_each(|(o, b)| *o ^= b);
-        }
-        Some(out)
-    }
-    fn verify_aggregate(publics: &[Self::Public], message: &[u8], sig: &Self::Sig) -> bool {
-        let sigs: Vec<_> = publics.iter().map(|p| Self::mac(p, message)).collect();
-        !publics.is_empty() && Self::aggregate(&sigs) == Some(*sig)
-    }
-    fn sig_to_bytes(sig: &Self::Sig) -> Vec<u8> {
-        sig.to_vec()
-    }
-    fn sig_from_bytes(bytes: &[u8]) -> Option<Self::Sig> {
-        bytes.try_into().ok()
-    }
-}
+/// The stand-in scheme (`common::Insecure`); the real scheme runs in `bls_seeds_run_with_real_signatures`
+/// below.
+type Insecure = common::Insecure;
 
 trait SimKeys: VoteScheme {
     fn key(index: usize) -> Self::Secret;
@@ -87,7 +46,7 @@ trait SimKeys: VoteScheme {
 
 impl SimKeys for Insecure {
     fn key(index: usize) -> [u8; 32] {
-        *blake3::hash(format!("sim key {index}").as_bytes()).as_bytes()
+        Insecure::key("sim key", index)
     }
 }
 
