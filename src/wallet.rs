@@ -394,6 +394,8 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
 
 /// Largest proof or trust file the CLI accepts from a node.
 const PROOF_BYTES_MAX: u64 = 1 << 20;
+/// Largest list of epoch proofs the CLI accepts from a node.
+const EPOCHS_BYTES_MAX: u64 = 64 << 20;
 /// Where `huds chain verify` finds the committees it trusts, in the home (or `--trust FILE`).
 pub const TRUST_FILE: &str = "chain-trust";
 
@@ -432,21 +434,68 @@ pub fn prove(api: Option<&str>, what: ProveWhat<'_>, out: Option<&Path>) -> Resu
     write_out(&bytes, out)
 }
 
-/// `huds chain trust [-o FILE]`: the node's committees as a trust file (trust on first use), by default into
-/// the home, where `huds chain verify` looks.
+/// `huds chain trust [-o FILE]`: with no trust file yet, the node's epochs as a trust file (trust on first
+/// use; a devnet writes one from genesis); with one, advances it epoch by epoch through the proofs the node
+/// serves, each checked against the epoch before, so the node is not trusted at all.
 pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
     let api = api.context(NEEDS_API)?;
-    let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
-    let client =
-        chain::spv::LightClient::decode(&bytes).context("the node's answer is not a trust file")?;
     let default = dir.join(TRUST_FILE);
     let path = out.unwrap_or(&default);
-    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "trusting chain {:#x}'s committees as this node gave them; saved to {}",
-        client.chain_id,
-        path.display()
-    );
+    let existing = match std::fs::read(path) {
+        Ok(bytes) => Some(chain::spv::LightClient::decode(&bytes).with_context(|| {
+            format!(
+                "{} is not a trust file (move it away to fetch a new one)",
+                path.display()
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let Some(mut client) = existing else {
+        let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
+        let client = chain::spv::LightClient::decode(&bytes)
+            .context("the node's answer is not a trust file")?;
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "trusting chain {:#x}'s committees up to epoch {} as this node gave them; saved to {}",
+            client.chain_id,
+            client.newest_epoch(),
+            path.display()
+        );
+        return Ok(());
+    };
+    let from = client.newest_epoch();
+    loop {
+        let after = client.newest_epoch();
+        let bytes = api_client::bytes(
+            api,
+            &format!("/api/v0/chain/epochs?after={after}"),
+            EPOCHS_BYTES_MAX,
+        )?;
+        let proofs = chain::spv::EpochProof::decode_all(&bytes)
+            .context("the node's answer is not a list of epoch proofs")?;
+        if proofs.is_empty() {
+            break;
+        }
+        for p in &proofs {
+            client.advance(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "the node's proof of epoch {} does not hold: {e}",
+                    client.newest_epoch() + 1
+                )
+            })?;
+        }
+    }
+    std::fs::write(path, client.encode()).with_context(|| format!("writing {}", path.display()))?;
+    let to = client.newest_epoch();
+    if to == from {
+        println!("trust is current at epoch {to}; {}", path.display());
+    } else {
+        println!(
+            "advanced trust from epoch {from} to epoch {to}, each epoch's committees checked against the beacon committee before it; saved to {}",
+            path.display()
+        );
+    }
     Ok(())
 }
 

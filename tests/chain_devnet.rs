@@ -489,6 +489,14 @@ fn huds_devnet_runs_the_chain_and_resumes_it_on_restart() {
                 String::from_utf8_lossy(&o.stderr)
             );
         };
+        // The trust file the devnet wrote is current: `chain trust` advances it through nothing.
+        let o = common::run(wallet, &["--api", api, "chain", "trust"]);
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("current at epoch 0"),
+            "chain trust: {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         prove(&["account", &me], &account_proof);
         let tx = sent["tx"]
             .as_str()

@@ -10,6 +10,7 @@ use chain::block::BEACON_SHARD;
 use chain::crypto::SecretKey;
 use chain::{Address, Amount, Transaction, TxKind};
 use huds::chain_node::devnet::VALIDATOR_STAKE_IOST;
+use huds::chain_node::validator::ProofOf;
 use huds::chain_node::{ChainDevnet, DevnetOptions};
 
 const EPOCH: u64 = 16;
@@ -188,6 +189,31 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
             }
         }
     }
+
+    // A light client that trusts only genesis follows the epochs through the beacon's certified blocks and
+    // checks a proof of the wallet's account, certified by the rotated committee.
+    let mut client = chain::spv::LightClient::from_beacon(&net.beacon.state);
+    let proofs = entry.epoch_proofs(0).await.expect("answers");
+    assert!(proofs.len() >= 3, "{} epoch proofs", proofs.len());
+    for p in &proofs {
+        client
+            .advance(p)
+            .expect("each epoch is proven by the one before");
+    }
+    let proof = entry
+        .prove(ProofOf::Account(wallet_address))
+        .await
+        .expect("answers")
+        .expect("a proof");
+    let genesis_only = chain::spv::LightClient::from_beacon(&net.beacon.state);
+    assert!(matches!(
+        genesis_only.verify(&proof),
+        Err(chain::spv::SpvError::UnknownEpoch { .. })
+    ));
+    client
+        .verify(&proof)
+        .expect("the advanced client checks the rotated committee's certificate");
+
     let followers = net.handles().iter().filter(|h| !h.beacon().member).count();
     assert!(
         followers >= count - 4,

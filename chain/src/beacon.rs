@@ -28,6 +28,7 @@ use crate::ledger::{
 use crate::pol::{self, Candidate, Signals};
 use crate::registry::{BatchError, Cursor, RegistryEvent};
 use crate::smt::list_root;
+use crate::spv::{CertifiedHeader, EpochProof};
 use crate::store::{Store, StoreError, WriteBatch};
 use std::collections::{BTreeMap, HashSet};
 
@@ -35,6 +36,9 @@ const STATE_VERSION: u8 = 1;
 const KEY_STATE: &[u8] = b"beacon/state";
 /// `beacon/epoch/<epoch:u64 BE>` -> every epoch record this node's beacon chain ever drew (the archive).
 const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";
+/// `beacon/drawn/<epoch:u64 BE>` -> `height:u64 BE` and the encoded state after the block at that height,
+/// the one that drew the epoch: what a light client's epoch proof is made of (`crate::spv::EpochProof`).
+const KEY_DRAWN_PREFIX: &[u8] = b"beacon/drawn/";
 /// Verified cross-links waiting for a beacon block, at most.
 pub const PENDING_LINKS_MAX: usize = 1024;
 /// Rounds of one certificate credited as proposer slots, at most (a certificate from round 1,000 would
@@ -894,6 +898,25 @@ impl<St: Store> BeaconApp<St> {
         &self.state
     }
 
+    /// The proof of how `epoch` (1 or later) was drawn: the beacon block that drew it, with its certificate,
+    /// and the state after it. `None` if this node has not committed that block (or the store fails).
+    pub fn epoch_proof(&self, epoch: u64) -> Option<EpochProof> {
+        let bytes = self
+            .store
+            .get(&[KEY_DRAWN_PREFIX, &epoch.to_be_bytes()].concat())
+            .ok()??;
+        let height = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let (block, certificate) = crate::ledger::load_committed(&self.store, height)?;
+        let qc = QuorumCertificate::<Bls>::decode(&certificate).ok()?;
+        Some(EpochProof {
+            certified: CertifiedHeader {
+                header: block.header,
+                qc,
+            },
+            state: bytes[8..].to_vec(),
+        })
+    }
+
     /// The newest epoch's committee of a shard, or of the beacon (`BEACON_SHARD`): the beacon's certifies
     /// the next beacon block.
     pub fn committee(&self, shard: ShardId) -> Option<Committee<Bls>> {
@@ -1006,14 +1029,19 @@ impl<St: Store> App for BeaconApp<St> {
             None => self.execute(block)?,
         };
         let mut batch = WriteBatch::default();
-        batch.put(KEY_STATE, state.encode());
+        let encoded = state.encode();
         let newest = state.newest();
         let new_epoch = !self.archive.contains_key(&newest.epoch);
         if new_epoch {
             let mut w = Writer::new();
             newest.encode_into(&mut w);
             batch.put(epoch_key(newest.epoch), w.finish());
+            batch.put(
+                [KEY_DRAWN_PREFIX, &newest.epoch.to_be_bytes()].concat(),
+                [block.header.height.to_be_bytes().as_slice(), &encoded].concat(),
+            );
         }
+        batch.put(KEY_STATE, encoded);
         put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;
         if new_epoch {
@@ -1403,7 +1431,33 @@ mod tests {
         other
             .check(&block)
             .expect("a replica agrees on the epoch change");
-        beacon.commit(&block, vec![]).expect("commit");
+        // Certified by epoch 0's beacon committee, as the block that draws epoch 1 is.
+        let beacon_committee = state.committee(BEACON_SHARD).expect("the beacon's");
+        let votes: Vec<Vote<Bls>> = [0u16, 1, 2]
+            .iter()
+            .map(|&i| {
+                let key = secret_of(&beacon_committee.members[usize::from(i)].id, &g);
+                Vote::<Bls>::sign(
+                    g.params.chain_id,
+                    BEACON_SHARD,
+                    VoteKind::Precommit,
+                    block.header.height,
+                    0,
+                    Some(block.hash()),
+                    i,
+                    &key,
+                )
+            })
+            .collect();
+        let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+        let qc = QuorumCertificate::aggregate(&beacon_committee, &refs, block.hash())
+            .expect("votes aggregate");
+        beacon.commit(&block, qc.encode()).expect("commit");
+        // A light client trusting genesis learns epoch 1 from the proof the beacon keeps.
+        let mut client = crate::spv::LightClient::from_beacon(&state);
+        let proof = beacon.epoch_proof(1).expect("kept");
+        assert_eq!(client.advance(&proof), Ok(1));
+        assert!(beacon.epoch_proof(2).is_none());
         let state = beacon.state().clone();
         assert_eq!(state.epoch(), 1);
         assert_eq!(state.epochs.len(), 2);

@@ -19,21 +19,40 @@
 //! tx        := signed_transaction:var list_proof
 //! list_proof:= index:u64 len:u64 count:u32 sibling:[32]*
 //! ```
+//!
+//! **Epoch hand-off.** The client trusts epoch records (every shard's committee and the beacon's, as the beacon
+//! chain drew them) and checks a shard header against the record of its height's epoch. It learns epoch `e+1`
+//! from an [`EpochProof`]: the beacon block that drew it, certified by epoch `e`'s beacon committee (the beacon
+//! committee changes only after that block), and the whole beacon state after it, whose hash is that block's
+//! state root. So a client that trusts epoch 0 from genesis follows every later committee with no trusted node.
+//!
+//! ```text
+//! epochs    := "IOSEPOCH" version:u8 (=1) count:u32 (certified beacon_state:var)*
+//! ```
 
 use std::collections::BTreeMap;
 
 use crate::address::Address;
-use crate::bft::{Bls, COMMITTEE_SIZE_MAX, Committee, Member, QcError, QuorumCertificate};
-use crate::block::BlockHeader;
+use crate::beacon::{BeaconState, EpochRecord, epoch_of_height};
+use crate::bft::{Bls, QcError, QuorumCertificate};
+use crate::block::{BEACON_SHARD, BlockHeader};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::bls;
+use crate::crypto::{domain, hash_with};
 use crate::smt::{self, ListProof, ProofError};
 use crate::state::Account;
 use crate::tx::{SignedTransaction, TX_BYTES_MAX};
 
 const MAGIC: &[u8; 8] = b"IOSPROOF";
 const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
+const EPOCHS_MAGIC: &[u8; 8] = b"IOSEPOCH";
 const VERSION: u8 = 1;
+const TRUST_VERSION: u8 = 2;
+/// Epoch records a trust file keeps, the newest ones.
+pub const TRUST_EPOCHS_MAX: usize = 8;
+/// Epoch proofs in one file, at most.
+pub const EPOCH_PROOFS_MAX: usize = 64;
+/// An encoded beacon state in an epoch proof, at most.
+const BEACON_STATE_BYTES_MAX: usize = 4 << 20;
 const QC_BYTES_MAX: usize = 4096;
 const ACCOUNT_BYTES_MAX: usize = 256;
 
@@ -92,43 +111,184 @@ pub enum SpvError {
     },
     #[error("the transaction is not in the certified block at the index claimed")]
     TxNotInBlock,
+    #[error(
+        "shard {shard} height {height} is in epoch {epoch}, and the trust file holds epochs {oldest} to {newest}: run `huds chain trust` to advance it"
+    )]
+    UnknownEpoch {
+        shard: u16,
+        height: u64,
+        epoch: u64,
+        oldest: u64,
+        newest: u64,
+    },
+    #[error("an epoch proof must be a beacon chain block, this one is of shard {0}")]
+    NotBeacon(u16),
+    #[error(
+        "the beacon state in the epoch proof does not hash to the certified block's state root"
+    )]
+    BeaconStateMismatch,
+    #[error(
+        "the epoch proof is for epoch {got} of chain {chain_id}, the next one here is epoch {expected}"
+    )]
+    NotNextEpoch {
+        chain_id: u32,
+        expected: u64,
+        got: u64,
+    },
 }
 
-/// The committees a light client trusts, by shard, for one chain.
+/// How a light client learns the next epoch's committees: the beacon block that drew the epoch, certified
+/// by the previous epoch's beacon committee, and the beacon state after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochProof {
+    pub certified: CertifiedHeader,
+    pub state: Vec<u8>,
+}
+
+impl EpochProof {
+    pub fn encode_all(proofs: &[EpochProof]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(EPOCHS_MAGIC)
+            .u8(VERSION)
+            .u32(u32::try_from(proofs.len()).expect("at most EPOCH_PROOFS_MAX proofs"));
+        for p in proofs {
+            p.certified.encode_into(&mut w);
+            w.var(&p.state);
+        }
+        w.finish()
+    }
+
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<EpochProof>, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if &r.array::<8>()? != EPOCHS_MAGIC {
+            return Err(DecodeError::Invalid("epoch proofs magic"));
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let count = r.count("epoch proofs", EPOCH_PROOFS_MAX, 8)?;
+        let mut proofs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let certified = CertifiedHeader::decode_from(&mut r)?;
+            let state = r.var("beacon state", BEACON_STATE_BYTES_MAX)?.to_vec();
+            proofs.push(EpochProof { certified, state });
+        }
+        r.finish()?;
+        Ok(proofs)
+    }
+}
+
+/// What a light client trusts for one chain: epoch records (every committee of an epoch), the newest
+/// [`TRUST_EPOCHS_MAX`] it has learnt.
 #[derive(Debug, Clone)]
 pub struct LightClient {
     pub chain_id: u32,
-    committees: BTreeMap<u16, Committee<Bls>>,
+    /// Shard heights per epoch (0: one epoch forever).
+    pub epoch_length: u64,
+    pub shard_count: u16,
+    epochs: BTreeMap<u64, EpochRecord>,
 }
 
 impl LightClient {
-    pub fn new(chain_id: u32, committees: BTreeMap<u16, Committee<Bls>>) -> Self {
+    /// A client trusting one epoch record.
+    pub fn new(chain_id: u32, epoch_length: u64, shard_count: u16, record: EpochRecord) -> Self {
         LightClient {
             chain_id,
-            committees,
+            epoch_length,
+            shard_count,
+            epochs: BTreeMap::from([(record.epoch, record)]),
         }
+    }
+
+    /// A client trusting the epochs a beacon state keeps (from genesis: epoch 0 alone).
+    pub fn from_beacon(state: &BeaconState) -> Self {
+        LightClient {
+            chain_id: state.chain_id,
+            epoch_length: state.epoch_length,
+            shard_count: state.shard_count(),
+            epochs: state.epochs.iter().map(|r| (r.epoch, r.clone())).collect(),
+        }
+    }
+
+    /// The newest epoch trusted.
+    pub fn newest_epoch(&self) -> u64 {
+        self.newest().epoch
+    }
+
+    fn newest(&self) -> &EpochRecord {
+        self.epochs
+            .values()
+            .next_back()
+            .expect("a client always trusts an epoch")
+    }
+
+    /// Learns the next epoch from `p` (see [`EpochProof`]); returns it.
+    pub fn advance(&mut self, p: &EpochProof) -> Result<u64, SpvError> {
+        let h = &p.certified.header;
+        if h.chain_id != self.chain_id {
+            return Err(SpvError::WrongChain {
+                expected: self.chain_id,
+                got: h.chain_id,
+            });
+        }
+        if h.shard != BEACON_SHARD {
+            return Err(SpvError::NotBeacon(h.shard));
+        }
+        let newest = self.newest();
+        let committee = newest
+            .committee_of(BEACON_SHARD, self.shard_count)
+            .ok_or(SpvError::UnknownShard(BEACON_SHARD))?;
+        if !p.certified.qc.finalises(h) {
+            return Err(SpvError::CertificateMismatch);
+        }
+        p.certified
+            .qc
+            .verify(self.chain_id, &committee)
+            .map_err(|source| SpvError::Certificate {
+                shard: BEACON_SHARD,
+                source,
+            })?;
+        if hash_with(domain::BEACON_STATE, &[&p.state]) != h.state_root {
+            return Err(SpvError::BeaconStateMismatch);
+        }
+        let state = BeaconState::decode(&p.state)?;
+        let expected = newest.epoch + 1;
+        if state.chain_id != self.chain_id
+            || state.epoch_length != self.epoch_length
+            || state.shard_count() != self.shard_count
+            || state.epoch() != expected
+        {
+            return Err(SpvError::NotNextEpoch {
+                chain_id: state.chain_id,
+                expected,
+                got: state.epoch(),
+            });
+        }
+        self.epochs.insert(expected, state.newest().clone());
+        while self.epochs.len() > TRUST_EPOCHS_MAX {
+            self.epochs.pop_first();
+        }
+        Ok(expected)
     }
 
     /// The trust file: what the client trusts, written where it can check proofs later.
     ///
     /// ```text
-    /// trust := "IOSTRUST" version:u8 (=1) chain_id:u32 shards:u16
-    ///          (shard:u16 seed:[32] members:u16 (id:[32] bls_public:[48] weight_hi:u64 weight_lo:u64)*)*
+    /// trust := "IOSTRUST" version:u8 (=2) chain_id:u32 epoch_length:u64 shards:u16 count:u32 epoch_record*
+    /// epoch_record := epoch:u64 randomness:[32] committees:u32 (seats:u32 (id:[32] bls_public:[48] weight:u128)*)*
     /// ```
+    /// (`committees` = `shards + 1`: the shards' in order, then the beacon's.)
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.fixed(TRUST_MAGIC)
-            .u8(VERSION)
+            .u8(TRUST_VERSION)
             .u32(self.chain_id)
-            .u16(self.committees.len() as u16);
-        for (shard, c) in &self.committees {
-            w.u16(*shard).fixed(&c.seed).u16(c.members.len() as u16);
-            for m in &c.members {
-                w.fixed(&m.id.0)
-                    .fixed(&m.public.0)
-                    .u64((m.weight >> 64) as u64)
-                    .u64(m.weight as u64);
-            }
+            .u64(self.epoch_length)
+            .u16(self.shard_count)
+            .u32(u32::try_from(self.epochs.len()).expect("at most TRUST_EPOCHS_MAX epochs"));
+        for record in self.epochs.values() {
+            record.encode_into(&mut w);
         }
         w.finish()
     }
@@ -139,44 +299,41 @@ impl LightClient {
             return Err(DecodeError::Invalid("trust file magic"));
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != TRUST_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
         let chain_id = r.u32()?;
-        let shards = usize::from(r.u16()?);
-        let mut committees = BTreeMap::new();
-        for _ in 0..shards {
-            let shard = r.u16()?;
-            let seed = r.array()?;
-            let n = usize::from(r.u16()?);
-            if n == 0 || n > COMMITTEE_SIZE_MAX {
-                return Err(DecodeError::Invalid("committee size"));
-            }
-            let mut members = Vec::with_capacity(n.min(r.remaining() / 112));
-            let mut total: u128 = 0;
-            for _ in 0..n {
-                let id = Address(r.array()?);
-                let public = bls::PublicKey(r.array()?);
-                let weight = (u128::from(r.u64()?) << 64) | u128::from(r.u64()?);
-                total = total
-                    .checked_add(weight)
-                    .ok_or(DecodeError::Invalid("committee weight"))?;
-                members.push(Member { id, public, weight });
-            }
-            if total == 0 {
-                return Err(DecodeError::Invalid("committee weight"));
-            }
-            if committees
-                .insert(shard, Committee::new(members, seed))
-                .is_some()
+        let epoch_length = r.u64()?;
+        let shard_count = r.u16()?;
+        let count = r.count("trusted epochs", TRUST_EPOCHS_MAX, 8 + 32 + 4)?;
+        if count == 0 {
+            return Err(DecodeError::Invalid(
+                "a trust file trusts at least one epoch",
+            ));
+        }
+        let mut epochs = BTreeMap::new();
+        for _ in 0..count {
+            let record = EpochRecord::decode_from(&mut r)?;
+            if record.committees.len() != usize::from(shard_count) + 1
+                || record.committees.iter().any(|c| {
+                    c.is_empty()
+                        || c.iter()
+                            .try_fold(0u128, |t, s| t.checked_add(s.weight))
+                            .is_none_or(|t| t == 0)
+                })
             {
-                return Err(DecodeError::Invalid("shard listed twice"));
+                return Err(DecodeError::Invalid("trusted committee"));
+            }
+            if epochs.insert(record.epoch, record).is_some() {
+                return Err(DecodeError::Invalid("epoch listed twice"));
             }
         }
         r.finish()?;
         Ok(LightClient {
             chain_id,
-            committees,
+            epoch_length,
+            shard_count,
+            epochs,
         })
     }
 
@@ -189,14 +346,27 @@ impl LightClient {
                 got: h.chain_id,
             });
         }
-        let committee = self
-            .committees
-            .get(&h.shard)
+        if h.shard >= self.shard_count {
+            return Err(SpvError::UnknownShard(h.shard));
+        }
+        let epoch = epoch_of_height(self.epoch_length, h.height);
+        let record = self
+            .epochs
+            .get(&epoch)
+            .ok_or_else(|| SpvError::UnknownEpoch {
+                shard: h.shard,
+                height: h.height,
+                epoch,
+                oldest: self.epochs.keys().next().copied().unwrap_or(0),
+                newest: self.newest_epoch(),
+            })?;
+        let committee = record
+            .committee_of(h.shard, self.shard_count)
             .ok_or(SpvError::UnknownShard(h.shard))?;
         if !c.qc.finalises(h) {
             return Err(SpvError::CertificateMismatch);
         }
-        c.qc.verify(self.chain_id, committee)
+        c.qc.verify(self.chain_id, &committee)
             .map_err(|source| SpvError::Certificate {
                 shard: h.shard,
                 source,
@@ -241,12 +411,12 @@ impl LightClient {
 }
 
 impl CertifiedHeader {
-    fn encode_into(&self, w: &mut Writer) {
+    pub fn encode_into(&self, w: &mut Writer) {
         self.header.encode_into(w);
         w.var(&self.qc.encode());
     }
 
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let header = BlockHeader::decode_from(r)?;
         let qc = QuorumCertificate::decode(r.var("certificate", QC_BYTES_MAX)?)?;
         Ok(CertifiedHeader { header, qc })
@@ -355,8 +525,10 @@ impl Proof {
 mod tests {
     use super::*;
     use crate::amount::Amount;
+    use crate::beacon::Seat;
     use crate::bft::Vote;
     use crate::bft::VoteKind;
+    use crate::bft::{Committee, Member};
     use crate::block::Block;
     use crate::crypto::{Hash, SecretKey, bls};
     use crate::genesis::{Genesis, GenesisConfig};
@@ -465,11 +637,139 @@ mod tests {
         }
     }
 
+    /// Epoch 0 with the fixture's committee for shard 0 (and, unused, the beacon).
+    fn record(f: &Fixture, shards: usize) -> EpochRecord {
+        let seats: Vec<Seat> = f
+            .committee
+            .members
+            .iter()
+            .map(|m| Seat {
+                id: m.id,
+                key: m.public,
+                weight: m.weight,
+            })
+            .collect();
+        EpochRecord {
+            epoch: 0,
+            randomness: f.committee.seed,
+            committees: vec![seats; shards + 1],
+        }
+    }
+
     fn client(f: &Fixture) -> LightClient {
-        LightClient::new(
-            f.genesis.params.chain_id,
-            BTreeMap::from([(0, f.committee.clone())]),
+        LightClient::new(f.genesis.params.chain_id, 0, 1, record(f, 1))
+    }
+
+    /// Precommits of `signers` of `committee` for `header`, with the devnet validator keys of `genesis`.
+    fn certify_header(
+        genesis: &Genesis,
+        committee: &Committee<Bls>,
+        header: &BlockHeader,
+        signers: &[u16],
+    ) -> QuorumCertificate<Bls> {
+        let votes: Vec<Vote<Bls>> = signers
+            .iter()
+            .map(|&i| {
+                let public = committee.members[usize::from(i)].public;
+                let key = (0..genesis.accounts.len())
+                    .map(|k| bls::SecretKey::dev(&format!("validator/{k}")))
+                    .find(|k| k.public() == public)
+                    .expect("a devnet validator");
+                Vote::sign(
+                    genesis.params.chain_id,
+                    header.shard,
+                    VoteKind::Precommit,
+                    header.height,
+                    0,
+                    Some(header.hash()),
+                    i,
+                    &key,
+                )
+            })
+            .collect();
+        let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+        QuorumCertificate::aggregate(committee, &refs, header.hash()).expect("valid votes")
+    }
+
+    #[test]
+    fn clients_follow_epochs_through_certified_beacon_blocks() {
+        let g = GenesisConfig::devnet(
+            1,
+            12,
+            Amount::from_iost(1_000).expect("small"),
+            Amount::from_iost(100).expect("small"),
         )
+        .build()
+        .expect("genesis");
+        let e0 = BeaconState::genesis(&g, 4, 2).expect("enough validators");
+        let mut e1 = e0.next_epoch();
+        e1.mix = [1; 32];
+        let e2 = e1.next_epoch();
+        let beacon_block = |state: &BeaconState, height: u64, by: &BeaconState| {
+            let mut header = crate::ledger::genesis_header(&g.params, BEACON_SHARD, state.root());
+            header.height = height;
+            let committee = by.committee(BEACON_SHARD).expect("the beacon's");
+            let qc = certify_header(&g, &committee, &header, &[0, 1, 2]);
+            EpochProof {
+                certified: CertifiedHeader { header, qc },
+                state: state.encode(),
+            }
+        };
+        let to_1 = beacon_block(&e1, 7, &e0);
+        let to_2 = beacon_block(&e2, 9, &e1);
+        let bytes = EpochProof::encode_all(&[to_1.clone(), to_2.clone()]);
+        assert_eq!(
+            EpochProof::decode_all(&bytes).expect("round trip"),
+            vec![to_1.clone(), to_2.clone()]
+        );
+
+        // A shard header of epoch 1 (heights 3 and 4), certified by epoch 1's committee of shard 0.
+        let mut header = crate::ledger::genesis_header(&g.params, 0, [5; 32]);
+        header.height = 3;
+        let committee = e1.committee(0).expect("shard 0");
+        let shard_header = CertifiedHeader {
+            qc: certify_header(&g, &committee, &header, &[0, 1, 3]),
+            header,
+        };
+        let mut client = LightClient::from_beacon(&e0);
+        assert!(matches!(
+            client.verify_header(&shard_header),
+            Err(SpvError::UnknownEpoch {
+                epoch: 1,
+                newest: 0,
+                ..
+            })
+        ));
+        // Out of order, forged state, or signed by the wrong committee: refused, nothing learnt.
+        assert!(client.advance(&to_2).is_err());
+        let mut forged = to_1.clone();
+        let mut other = e1.clone();
+        other.mix = [2; 32];
+        forged.state = other.encode();
+        assert_eq!(client.advance(&forged), Err(SpvError::BeaconStateMismatch));
+        let skipped = beacon_block(&e2, 7, &e0);
+        assert!(matches!(
+            client.advance(&skipped),
+            Err(SpvError::NotNextEpoch {
+                expected: 1,
+                got: 2,
+                ..
+            })
+        ));
+        let mut shard_block = to_1.clone();
+        shard_block.certified.header.shard = 0;
+        assert_eq!(client.advance(&shard_block), Err(SpvError::NotBeacon(0)));
+        assert_eq!(client.newest_epoch(), 0);
+
+        assert_eq!(client.advance(&to_1), Ok(1));
+        client
+            .verify_header(&shard_header)
+            .expect("epoch 1's committee certified it");
+        assert_eq!(client.advance(&to_2), Ok(2));
+        let back = LightClient::decode(&client.encode()).expect("round trip");
+        assert_eq!(back.newest_epoch(), 2);
+        back.verify_header(&shard_header)
+            .expect("still trusts epoch 1");
     }
 
     fn account_proof(f: &Fixture, address: Address) -> Proof {
@@ -624,12 +924,12 @@ mod tests {
         p.path.index = 2;
         assert_eq!(check(&c, &Proof::Tx(p)), Err(SpvError::TxNotInBlock));
 
-        let other = LightClient::new(f.genesis.params.chain_id + 1, BTreeMap::new());
+        let other = LightClient::new(f.genesis.params.chain_id + 1, 0, 1, record(&f, 1));
         assert!(matches!(
             other.verify(&tx_proof(&f, 0)),
             Err(SpvError::WrongChain { .. })
         ));
-        let unsharded = LightClient::new(f.genesis.params.chain_id, BTreeMap::new());
+        let unsharded = LightClient::new(f.genesis.params.chain_id, 0, 0, record(&f, 0));
         assert_eq!(
             unsharded.verify(&tx_proof(&f, 0)),
             Err(SpvError::UnknownShard(0))
@@ -660,7 +960,7 @@ mod tests {
             let _ = Proof::decode(&framed);
             let _ = Proof::decode(&bytes);
             let mut trust = TRUST_MAGIC.to_vec();
-            trust.push(VERSION);
+            trust.push(TRUST_VERSION);
             trust.extend_from_slice(&bytes);
             let _ = LightClient::decode(&trust);
         }

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
+//! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
+//! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`; a refused transaction is a 400 with the reason |
 
 use std::sync::Arc;
@@ -61,26 +63,13 @@ impl ChainApi {
 
     /// What a light client of this chain trusts: its id and, per shard, the committee that certified the
     /// shard's latest block this node knows of (epoch 0's before any, or without a running validator).
+    /// What a light client may trust: the epochs the most advanced beacon chain here keeps (epoch 0 from
+    /// genesis if no validator runs).
     pub fn light_client(&self) -> LightClient {
-        let view = self.beacon_view();
-        let committees = (0..self.beacon.shard_count())
-            .map(|s| {
-                let height = self
-                    .validators
-                    .iter()
-                    .filter(|v| v.is_running())
-                    .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
-                    .map(|h| h.height)
-                    .max()
-                    .unwrap_or(0);
-                let committee = view
-                    .as_ref()
-                    .and_then(|v| v.state.committee_at(s, height.max(1)))
-                    .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
-                (s, committee)
-            })
-            .collect();
-        LightClient::new(self.genesis.params.chain_id, committees)
+        match self.beacon_view() {
+            Some(view) => LightClient::from_beacon(&view.state),
+            None => LightClient::from_beacon(&self.beacon.state),
+        }
     }
 
     /// The validators this node runs.
@@ -238,6 +227,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/account", get(prove_account))
         .route("/api/v0/chain/prove/tx", get(prove_tx))
         .route("/api/v0/chain/trust", get(trust))
+        .route("/api/v0/chain/epochs", get(epochs))
         .route(
             "/api/v0/chain/tx",
             // A little over a transaction, so an oversized one is refused with its size, not cut off.
@@ -322,6 +312,35 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 /// it from a node is trust on first use; a devnet also writes it beside its wallet.
 async fn trust(State(api): State<Arc<ChainApi>>) -> Response {
     proof_bytes(api.light_client().encode())
+}
+
+#[derive(Deserialize)]
+struct EpochsQuery {
+    after: u64,
+}
+
+/// `GET /api/v0/chain/epochs?after=E`: how epochs `E+1 ..` were drawn, each checkable by a light client that
+/// trusts the epoch before it; from the running validator with the highest beacon chain.
+async fn epochs(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<EpochsQuery>,
+) -> Result<Response, ApiError> {
+    let v = api
+        .validators
+        .iter()
+        .filter(|v| v.is_running())
+        .max_by_key(|v| v.beacon().height)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no validator runs on this node".into(),
+            )
+        })?;
+    let proofs = v
+        .epoch_proofs(q.after)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(proof_bytes(chain::spv::EpochProof::encode_all(&proofs)))
 }
 
 async fn status(State(api): State<Arc<ChainApi>>) -> Json<Value> {

@@ -201,6 +201,10 @@ enum Command {
         what: ProofOf,
         reply: oneshot::Sender<Option<spv::Proof>>,
     },
+    EpochProofs {
+        after: u64,
+        reply: oneshot::Sender<Vec<spv::EpochProof>>,
+    },
     Stop,
 }
 
@@ -278,6 +282,17 @@ impl ValidatorHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Prove { what, reply })
+            .await
+            .map_err(|_| ValidatorError::Stopped)?;
+        rx.await.map_err(|_| ValidatorError::Stopped)
+    }
+
+    /// How the epochs after `after` were drawn (at most `spv::EPOCH_PROOFS_MAX`, in order, as far as this
+    /// validator's beacon chain has them): what a light client advances its trust with.
+    pub async fn epoch_proofs(&self, after: u64) -> Result<Vec<spv::EpochProof>, ValidatorError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::EpochProofs { after, reply })
             .await
             .map_err(|_| ValidatorError::Stopped)?;
         rx.await.map_err(|_| ValidatorError::Stopped)
@@ -1062,6 +1077,14 @@ impl Driver {
                     ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
                 });
                 let _ = reply.send(proof);
+            }
+            Command::EpochProofs { after, reply } => {
+                let app = self.beacon().app();
+                let proofs = (after.saturating_add(1)..=app.state().epoch())
+                    .take(spv::EPOCH_PROOFS_MAX)
+                    .map_while(|e| app.epoch_proof(e))
+                    .collect();
+                let _ = reply.send(proofs);
             }
             Command::Stop => {}
         }
