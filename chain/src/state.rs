@@ -37,7 +37,10 @@ impl ChainParams {
             chain_id: 0x10_5D_E7,
             shard_count,
             fee_min: Amount(1_000),
-            unbonding_delay_blocks: 20,
+            // Three devnet epochs (256 heights each): an unstake takes effect at the next draw or the one
+            // after, and a seat lasts to the end of its epoch, so the stake stays locked for as long as the
+            // validator can still vote with it.
+            unbonding_delay_blocks: 3 * 256,
         }
     }
 }
@@ -721,16 +724,17 @@ mod tests {
                 account.unbonding,
                 account.unbonding_release_height
             ),
-            (Amount(0), stake, 23)
+            (Amount(0), stake, 3 + state.params().unbonding_delay_blocks)
         );
+        let release = 3 + state.params().unbonding_delay_blocks;
         // Before the delay the unbonding amount is not spendable; after it, it is.
         let big = 1000 - 100 + 50;
         assert!(matches!(
-            state.apply(&pay(&alice, 2, "bob", big), 22),
+            state.apply(&pay(&alice, 2, "bob", big), release - 1),
             Err(TxError::Overspend { .. })
         ));
         state
-            .apply(&pay(&alice, 2, "bob", big), 23)
+            .apply(&pay(&alice, 2, "bob", big), release)
             .expect("matured unbonding is spendable");
         assert_eq!(state.total_supply(), supply);
     }
