@@ -64,6 +64,8 @@ struct Figures {
     blocks: u64,
     finality_ms: Vec<f64>,
     idle_finality_ms: f64,
+    /// Gossip messages gossipsub dropped (full send queues, or past their deadline), all validators.
+    dropped_messages: u64,
 }
 
 impl Figures {
@@ -258,6 +260,11 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
         print_statuses(&net);
     }
     let idle_finality_ms = idle?;
+    let dropped_messages = net
+        .handles()
+        .iter()
+        .map(|h| h.status().dropped_messages)
+        .sum();
     net.shutdown().await;
     if done != total {
         bail!("{done} of {total} transfers were finalised");
@@ -271,6 +278,7 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
         blocks,
         finality_ms,
         idle_finality_ms,
+        dropped_messages,
     })
 }
 
@@ -281,8 +289,8 @@ fn print_statuses(net: &ChainDevnet) {
     for h in net.handles() {
         let s = h.status();
         eprintln!(
-            "validator on {} at height {} round {} member {}",
-            s.shard, s.height, s.round, s.member
+            "validator on {} at height {} round {} member {}, gossip messages dropped {}",
+            s.shard, s.height, s.round, s.member, s.dropped_messages
         );
     }
 }
@@ -359,6 +367,7 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
                     "finality_ms_p50": f.finality(0.5),
                     "finality_ms_p99": f.finality(0.99),
                     "idle_finality_ms_p50": f.idle_finality_ms,
+                    "gossip_messages_dropped": f.dropped_messages,
                 })
             })
             .collect();
@@ -393,6 +402,14 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
             f.idle_finality_ms,
         );
     }
+    println!(
+        "gossip messages dropped by gossipsub (full send queues or past their deadline): {}",
+        figures
+            .iter()
+            .map(|f| format!("{} with {} shard(s)", f.dropped_messages, f.shards))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "loaded finality: submission to commit with the whole load queued at once (mostly queueing); idle finality: one transfer at a time after the load; block time: per shard, under load"
     );

@@ -152,6 +152,9 @@ pub struct ShardStatus {
     pub epoch: u64,
     /// Whether it is a member of the committee deciding it (else it follows).
     pub member: bool,
+    /// Gossip messages to peers that gossipsub dropped since the start (a peer's send queue was full, or a
+    /// message waited past its deadline): the first thing to look at when a committee stalls.
+    pub dropped_messages: u64,
 }
 
 /// The latest certified block of a shard that this validator knows of: its own shard's from its commits, the
@@ -572,6 +575,7 @@ impl Validator {
             round: 0,
             epoch: 0,
             member: false,
+            dropped_messages: 0,
         };
         let (heads_tx, heads_rx) =
             watch::channel(vec![None; usize::from(config.beacon.shard_count())]);
@@ -611,6 +615,7 @@ impl Validator {
             beacon_state: beacon_tx,
             commits,
             evidence: 0,
+            dropped_messages: 0,
             catch_up_sent: HashMap::new(),
             config,
         };
@@ -675,6 +680,7 @@ struct Driver {
     beacon_state: watch::Sender<BeaconView>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     evidence: u64,
+    dropped_messages: u64,
     /// (to, height) -> when that finalised block was last sent to that member (or to the followers).
     catch_up_sent: HashMap<(ShardId, u16, u64), Instant>,
     config: ValidatorConfig,
@@ -892,12 +898,22 @@ impl Driver {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<ChainBehaviourEvent>) {
-        let SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(gossipsub::Event::Message {
-            message,
-            ..
-        })) = event
-        else {
-            return;
+        let message = match event {
+            SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => message,
+            SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer {
+                failed_messages,
+                ..
+            })) => {
+                let dropped = (failed_messages.priority + failed_messages.non_priority) as u64;
+                self.dropped_messages = self.dropped_messages.saturating_add(dropped);
+                self.status
+                    .send_modify(|s| s.dropped_messages = self.dropped_messages);
+                return;
+            }
+            _ => return,
         };
         if message.topic == self.heads_topic.hash() {
             if let Ok(Envelope::Head(head)) = wire::decode(&message.data) {
@@ -1397,6 +1413,7 @@ impl Driver {
             round,
             epoch,
             member,
+            dropped_messages: self.dropped_messages,
         });
     }
 }
