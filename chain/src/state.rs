@@ -688,6 +688,8 @@ mod tests {
     #[test]
     fn staking_and_unbonding_after_the_delay() {
         let (mut state, alice) = setup();
+        // A delay the test's transactions (which expire at height 50) can outlast.
+        state.params.unbonding_delay_blocks = 20;
         let supply = state.total_supply();
         let bls = bls::SecretKey::dev("alice-validator");
         let stake = Amount::from_iost(100).expect("small");
