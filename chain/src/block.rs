@@ -112,11 +112,7 @@ impl CrossLink {
 
     /// The encoded registry batch, empty if there is none.
     fn registry_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        if let Some(batch) = &self.registry {
-            batch.encode_into(&mut w);
-        }
-        w.finish()
+        RegistryBatch::encode_optional(self.registry.as_ref())
     }
 }
 
@@ -190,15 +186,9 @@ impl Block {
                 let certificate = r
                     .var("link certificate", LINK_CERTIFICATE_BYTES_MAX)?
                     .to_vec();
-                let bytes = r.var("link registry batch", LINK_REGISTRY_BYTES_MAX)?;
-                let registry = if bytes.is_empty() {
-                    None
-                } else {
-                    let mut br = Reader::new(bytes);
-                    let batch = RegistryBatch::decode_from(&mut br)?;
-                    br.finish()?;
-                    Some(batch)
-                };
+                let registry = RegistryBatch::decode_optional(
+                    r.var("link registry batch", LINK_REGISTRY_BYTES_MAX)?,
+                )?;
                 links.push(CrossLink {
                     header: link_header,
                     certificate,

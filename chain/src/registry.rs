@@ -191,6 +191,26 @@ impl RegistryBatch {
         self.checkpoint.encode_into(w);
     }
 
+    /// A batch or none as the bytes of a length-delimited field: empty for none.
+    pub fn encode_optional(batch: Option<&RegistryBatch>) -> Vec<u8> {
+        let mut w = Writer::new();
+        if let Some(batch) = batch {
+            batch.encode_into(&mut w);
+        }
+        w.finish()
+    }
+
+    /// The inverse of [`RegistryBatch::encode_optional`]; trailing bytes are an error.
+    pub fn decode_optional(bytes: &[u8]) -> Result<Option<RegistryBatch>, DecodeError> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let mut r = Reader::new(bytes);
+        let batch = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(Some(batch))
+    }
+
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let from = r.u64()?;
         let count = r.count("registry events", LINK_EVENTS_MAX, 1 + 32 + 8)?;

@@ -95,11 +95,7 @@ pub fn encode_head(head: &Head) -> Vec<u8> {
     w.u8(ENVELOPE_VERSION).u8(4);
     head.header.encode_into(&mut w);
     w.var(&head.certificate.encode());
-    let mut registry = Writer::new();
-    if let Some(batch) = &head.registry {
-        batch.encode_into(&mut registry);
-    }
-    w.var(&registry.finish());
+    w.var(&RegistryBatch::encode_optional(head.registry.as_ref()));
     w.finish()
 }
 
@@ -139,15 +135,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             let header = BlockHeader::decode_from(&mut r)?;
             let certificate =
                 QuorumCertificate::decode(r.var("certificate", CERTIFICATE_BYTES_MAX)?)?;
-            let bytes = r.var("registry batch", LINK_REGISTRY_BYTES_MAX)?;
-            let registry = if bytes.is_empty() {
-                None
-            } else {
-                let mut br = Reader::new(bytes);
-                let batch = RegistryBatch::decode_from(&mut br)?;
-                br.finish()?;
-                Some(batch)
-            };
+            let registry =
+                RegistryBatch::decode_optional(r.var("registry batch", LINK_REGISTRY_BYTES_MAX)?)?;
             r.finish()?;
             Ok(Envelope::Head(Box::new(Head {
                 header,
