@@ -162,26 +162,30 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
         );
     }
     let (v, fee) = sign_and_post(api, &key, &status, TxKind::Transfer { to, amount })?;
+    report_final(
+        json,
+        &v,
+        json!({ "from": from.to_string(), "to": to.to_string(), "amount": amount.to_string(),
+                "fee": fee.to_string() }),
+        &format!("transferred {amount} IOST to {to} (fee {fee} IOST)"),
+    );
+    Ok(())
+}
+
+/// Prints a final transaction: as JSON, `fields` with the node's `tx`, `shard` and `height`; as text, `what`
+/// and where it is final.
+fn report_final(json: bool, node: &Value, mut fields: Value, what: &str) {
     if json {
-        println!(
-            "{}",
-            json!({
-                "tx": v["tx"],
-                "from": from.to_string(),
-                "to": to.to_string(),
-                "amount": amount.to_string(),
-                "fee": fee.to_string(),
-                "shard": v["shard"],
-                "height": v["height"],
-            })
-        );
+        for key in ["tx", "shard", "height"] {
+            fields[key] = node[key].clone();
+        }
+        println!("{fields}");
     } else {
         println!(
-            "transferred {amount} IOST to {to} (fee {fee} IOST): final in shard {} block {}",
-            v["shard"], v["height"]
+            "{what}: final in shard {} block {}",
+            node["shard"], node["height"]
         );
     }
-    Ok(())
 }
 
 /// Signs `kind` from the home's account with the chain's minimum fee, the account's next nonce and an
@@ -272,23 +276,12 @@ fn stake_tx(
         _ => "unstaked from the storage-node stake",
     };
     let (v, fee) = sign_and_post(api, &key, &status, kind)?;
-    if json {
-        println!(
-            "{}",
-            json!({
-                "tx": v["tx"],
-                "amount": amount.to_string(),
-                "fee": fee.to_string(),
-                "shard": v["shard"],
-                "height": v["height"],
-            })
-        );
-    } else {
-        println!(
-            "{what}: {amount} IOST (fee {fee} IOST), final in shard {} block {}",
-            v["shard"], v["height"]
-        );
-    }
+    report_final(
+        json,
+        &v,
+        json!({ "amount": amount.to_string(), "fee": fee.to_string() }),
+        &format!("{what}: {amount} IOST (fee {fee} IOST)"),
+    );
     Ok(())
 }
 
