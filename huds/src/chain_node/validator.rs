@@ -256,49 +256,43 @@ impl ValidatorHandle {
         self.commits.subscribe()
     }
 
+    /// Sends the task a command carrying a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ValidatorError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| ValidatorError::Stopped)?;
+        rx.await.map_err(|_| ValidatorError::Stopped)
+    }
+
     /// Admits transactions to the mempool (and gossips the accepted ones to the committee).
     pub async fn submit(
         &self,
         txs: Vec<SignedTransaction>,
     ) -> Result<Vec<Result<(), TxError>>, ValidatorError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Submit { txs, reply })
-            .await
-            .map_err(|_| ValidatorError::Stopped)?;
-        rx.await.map_err(|_| ValidatorError::Stopped)
+        self.ask(|reply| Command::Submit { txs, reply }).await
     }
 
     /// The committed state of an account on this validator's shard.
     pub async fn account(&self, address: Address) -> Result<Option<Account>, ValidatorError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Account { address, reply })
-            .await
-            .map_err(|_| ValidatorError::Stopped)?;
-        rx.await.map_err(|_| ValidatorError::Stopped)
+        self.ask(|reply| Command::Account { address, reply }).await
     }
 
     /// An SPV proof from this validator's ledger: None if there is nothing to prove it from (no block yet, or
     /// no such transaction on this shard).
     pub async fn prove(&self, what: ProofOf) -> Result<Option<spv::Proof>, ValidatorError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Prove { what, reply })
-            .await
-            .map_err(|_| ValidatorError::Stopped)?;
-        rx.await.map_err(|_| ValidatorError::Stopped)
+        self.ask(|reply| Command::Prove { what, reply }).await
     }
 
     /// How the epochs after `after` were drawn (at most `spv::EPOCH_PROOFS_MAX`, in order, as far as this
     /// validator's beacon chain has them): what a light client advances its trust with.
     pub async fn epoch_proofs(&self, after: u64) -> Result<Vec<spv::EpochProof>, ValidatorError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::EpochProofs { after, reply })
+        self.ask(|reply| Command::EpochProofs { after, reply })
             .await
-            .map_err(|_| ValidatorError::Stopped)?;
-        rx.await.map_err(|_| ValidatorError::Stopped)
     }
 }
 
