@@ -250,6 +250,15 @@ enum BenchWhat {
 }
 
 fn main() {
+    // Diagnostics go to standard error, warnings and errors by default; RUST_LOG picks others
+    // (for example `RUST_LOG=libp2p_gossipsub=debug`).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let cli = Cli::parse();
     let json = cli.json;
     if let Err(e) = run(cli) {

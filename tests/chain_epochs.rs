@@ -15,16 +15,46 @@ use huds::chain_node::{ChainDevnet, DevnetOptions};
 
 const EPOCH: u64 = 16;
 
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+async fn wait_until(
+    net: &ChainDevnet,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        if Instant::now() >= deadline {
+            // Where every validator is: what a stalled run is diagnosed from.
+            for (i, h) in net.handles().iter().enumerate() {
+                let (s, b) = (h.status(), h.beacon());
+                eprintln!(
+                    "validator {i} ({}): shard {} height {} round {} epoch {} member {} dropped {} topic peers {}; beacon height {} epoch {} member {}",
+                    h.peer_id(),
+                    s.shard,
+                    s.height,
+                    s.round,
+                    s.epoch,
+                    s.member,
+                    s.dropped_messages,
+                    s.topic_peers,
+                    b.height,
+                    b.state.epoch(),
+                    b.member
+                );
+                eprintln!("  {}", h.describe().await.unwrap_or_else(|e| e.to_string()));
+            }
+            panic!("timed out waiting until {what}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let wallet = SecretKey::dev("epoch test wallet");
     let wallet_address = Address::of(&wallet.public());
@@ -51,6 +81,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
             .expect("validators run")
     };
     wait_until(
+        &net,
         "the beacon reached epoch 3",
         Duration::from_secs(120),
         || newest().state.epoch() >= 3,
@@ -74,6 +105,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     // The candidate's registration, a shard transaction, reached the beacon's registry through a link.
     let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("small");
     wait_until(
+        &net,
         "the candidate's stake is in the beacon's registry",
         Duration::from_secs(60),
         || {
@@ -101,6 +133,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
             .unwrap_or(0)
     };
     wait_until(
+        &net,
         "the shard passed 3 epochs",
         Duration::from_secs(120),
         || shard_height() > 3 * EPOCH,
@@ -112,6 +145,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
         .committee_at(0, height + 1)
         .expect("the epoch of the shard's next height is known");
     wait_until(
+        &net,
         "the shard's current committee members run as members",
         Duration::from_secs(60),
         || {
@@ -162,6 +196,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     // Every validator that keeps shard 0 agrees on it; the beacon's members and followers agree on the
     // beacon state at equal heights.
     wait_until(
+        &net,
         "shard 0's keepers reached the transfer",
         Duration::from_secs(60),
         || {

@@ -155,6 +155,9 @@ pub struct ShardStatus {
     /// Gossip messages to peers that gossipsub dropped since the start (a peer's send queue was full, or a
     /// message waited past its deadline): the first thing to look at when a committee stalls.
     pub dropped_messages: u64,
+    /// Peers that gossipsub knows to be subscribed to this shard's topic: every other validator keeping the
+    /// shard should be among them.
+    pub topic_peers: usize,
 }
 
 /// The latest certified block of a shard that this validator knows of: its own shard's from its commits, the
@@ -207,6 +210,9 @@ enum Command {
     EpochProofs {
         after: u64,
         reply: oneshot::Sender<Vec<spv::EpochProof>>,
+    },
+    Describe {
+        reply: oneshot::Sender<String>,
     },
     Stop,
 }
@@ -294,6 +300,12 @@ impl ValidatorHandle {
         self.ask(|reply| Command::EpochProofs { after, reply })
             .await
     }
+
+    /// One line per lane on what its consensus is waiting for (height, round, step, votes, timers): what a
+    /// stalled committee is diagnosed from.
+    pub async fn describe(&self) -> Result<String, ValidatorError> {
+        self.ask(|reply| Command::Describe { reply }).await
+    }
 }
 
 /// What an SPV proof is asked for.
@@ -314,10 +326,39 @@ struct ChainBehaviour {
     gossipsub: gossipsub::Behaviour,
 }
 
+/// Message ids in one IHAVE (or IWANT) this validator sends.
+const GOSSIP_IDS_MAX: usize = 256;
+/// Bytes of one message id.
+const MESSAGE_ID_BYTES: usize = 20;
+/// The largest control part of a received gossip RPC: room for `GOSSIP_IDS_MAX` ids with their framing, four
+/// times over.
+const CONTROL_BYTES_MAX: usize = 4 * GOSSIP_IDS_MAX * (MESSAGE_ID_BYTES + 4) + 1024;
+
+/// A gossip message's id: its signed source and sequence number, hashed to [`MESSAGE_ID_BYTES`] (gossipsub's
+/// default is their text, ~70 bytes, which every IHAVE, IWANT and IDONTWANT carries).
+fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"huds gossip message id v1");
+    if let Some(source) = &message.source {
+        hasher.update(&source.to_bytes());
+    }
+    hasher.update(&message.sequence_number.unwrap_or(0).to_be_bytes());
+    gossipsub::MessageId::new(&hasher.finalize().as_bytes()[..MESSAGE_ID_BYTES])
+}
+
 fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<ChainBehaviour>, ValidatorError> {
     let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
     let config = gossipsub::ConfigBuilder::default()
         .max_transmit_size(ENVELOPE_BYTES_MAX + 1024)
+        // Gossip control (IHAVE lists) must fit what a receiving peer accepts: gossipsub's sender caps an
+        // IHAVE at `max_control_messages_sent` ids, but a receiver refuses any RPC whose control part passes
+        // `max_control_message_size` (16 KiB by default) and closes the stream it came on. With the default
+        // 5,000 ids of ~70 bytes, a busy topic's IHAVE passed that, and the send queue of that peer stalled
+        // for good (seen as a committee member that stops hearing its shard). Short ids, a few hundred per
+        // IHAVE and a receive limit with room to spare keep every control message well inside.
+        .message_id_fn(message_id)
+        .max_control_messages_sent(GOSSIP_IDS_MAX)
+        .max_control_message_size(CONTROL_BYTES_MAX)
         .heartbeat_interval(Duration::from_millis(200))
         // Committees are small (4 to a few dozen) and fully connected: a small mesh, and publications are
         // flooded to every subscribed peer.
@@ -505,24 +546,15 @@ impl Validator {
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(config.keypair.clone())?;
         let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
-        // Every topic is subscribed here, before any connection, and never dropped: with libp2p 0.57's
-        // gossipsub, a topic subscribed while connections were up lost messages one way between some
-        // members (seen in tests/chain_epochs.rs). With epochs on, a validator may be seated on any shard
-        // later, so it subscribes to all of them and drops the messages of shards it has no lane for; with
-        // fixed committees it needs only its own.
-        let shard_topics: Vec<IdentTopic> = if config.epoch_length == 0 {
-            config
-                .beacon
-                .seat_of(&config.account)
-                .filter(|(s, _)| *s != BEACON_SHARD)
-                .map(|(s, _)| shard_topic(chain_id, s))
-                .into_iter()
-                .collect()
-        } else {
-            (0..config.beacon.shard_count())
-                .map(|s| shard_topic(chain_id, s))
-                .collect()
-        };
+        // A validator subscribes to its seat's shard here, and to a later seat's shard when that lane opens
+        // (`open_shard`), so it carries the traffic of the shards it keeps, not of every shard.
+        let shard_topics: Vec<IdentTopic> = config
+            .beacon
+            .seat_of(&config.account)
+            .filter(|(s, _)| *s != BEACON_SHARD)
+            .map(|(s, _)| shard_topic(chain_id, s))
+            .into_iter()
+            .collect();
         // With fixed committees only the beacon's own members keep the beacon chain; with epochs every
         // validator follows it, to know each epoch's committees.
         let follows_beacon = config.epoch_length > 0
@@ -546,6 +578,7 @@ impl Validator {
         let listen = loop {
             match swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr { address, .. } => {
+                    tracing::debug!(account = %config.account, %peer_id, %address, "validator listening");
                     break vec![
                         address
                             .with_p2p(peer_id)
@@ -570,6 +603,7 @@ impl Validator {
             epoch: 0,
             member: false,
             dropped_messages: 0,
+            topic_peers: 0,
         };
         let (heads_tx, heads_rx) =
             watch::channel(vec![None; usize::from(config.beacon.shard_count())]);
@@ -745,6 +779,7 @@ impl Driver {
         self.flush();
         self.reconcile()?;
         self.flush();
+        self.refresh_round();
         let halted = |lane: Option<&Lane<_>>| match lane.map(|l| &l.role) {
             Some(Role::Member(r)) => r.halted().cloned(),
             _ => None,
@@ -859,6 +894,7 @@ impl Driver {
     }
 
     fn open_shard(&mut self, shard: ShardId) -> Result<(), ValidatorError> {
+        tracing::debug!(account = %self.config.account, shard, "opening a shard lane");
         let store = self.config.open_store(&format!("shard-{shard}"))?;
         let mut app = ShardApp::open(&self.config.genesis, shard, store)?;
         app.block_txs_max = self.config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
@@ -907,6 +943,33 @@ impl Driver {
                     .send_modify(|s| s.dropped_messages = self.dropped_messages);
                 return;
             }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                tracing::debug!(account = %self.config.account, %peer_id, dialer = endpoint.is_dialer(), num_established, "connection established");
+                return;
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                tracing::debug!(account = %self.config.account, %peer_id, num_established, ?cause, "connection closed");
+                return;
+            }
+            SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { peer_id, topic }
+                | gossipsub::Event::Unsubscribed { peer_id, topic },
+            )) => {
+                tracing::debug!(%peer_id, %topic, "peer subscription changed");
+                let topic_peers = self.topic_peers();
+                self.status.send_modify(|s| s.topic_peers = topic_peers);
+                return;
+            }
             _ => return,
         };
         if message.topic == self.heads_topic.hash() {
@@ -925,6 +988,21 @@ impl Driver {
         }
         match wire::decode(&message.data) {
             Ok(Envelope::Consensus { from, to, message }) => {
+                if !on_beacon {
+                    tracing::trace!(
+                        account = %self.config.account,
+                        from,
+                        ?to,
+                        kind = match &*message {
+                            Message::Proposal(_) => "proposal",
+                            Message::Vote(_) => "vote",
+                            Message::Decided { .. } => "decided",
+                            Message::Status { .. } => "status",
+                            Message::Polka { .. } => "polka",
+                        },
+                        "consensus message"
+                    );
+                }
                 if on_beacon {
                     self.on_consensus_beacon(from, to, *message);
                 } else {
@@ -1095,6 +1173,20 @@ impl Driver {
                     .map_while(|e| app.epoch_proof(e))
                     .collect();
                 let _ = reply.send(proofs);
+            }
+            Command::Describe { reply } => {
+                fn of<A: App>(lane: &Lane<A>) -> String {
+                    match &lane.role {
+                        Role::Member(r) => format!("shard {} member: {}", lane.shard, r.describe()),
+                        Role::Follower(f) => {
+                            format!("shard {} follower at height {}", lane.shard, f.height())
+                        }
+                    }
+                }
+                let lanes: Vec<String> = std::iter::once(of(self.beacon()))
+                    .chain(self.shard.as_ref().map(of))
+                    .collect();
+                let _ = reply.send(lanes.join("; "));
             }
             Command::Stop => {}
         }
@@ -1277,6 +1369,14 @@ impl Driver {
 
     fn on_commit(&mut self, c: Commit) {
         let height = c.block.header.height;
+        tracing::debug!(
+            account = %self.config.account,
+            shard = c.shard,
+            height,
+            round = c.certificate.round,
+            member = c.member.is_some(),
+            "committed"
+        );
         if c.shard == BEACON_SHARD {
             self.known = Arc::new(self.beacon().app().state().clone());
             self.beacon_state.send_replace(BeaconView {
@@ -1363,6 +1463,21 @@ impl Driver {
         }
     }
 
+    /// Keeps the status's round current between commits: a round that keeps rising is a stalled committee.
+    fn refresh_round(&mut self) {
+        let (shard, round) = match &self.shard {
+            Some(l) => (l.shard, l.round()),
+            None => (BEACON_SHARD, self.beacon().round()),
+        };
+        let status = self.status.borrow();
+        if status.shard == shard && status.round != round {
+            let height = status.height;
+            drop(status);
+            tracing::debug!(account = %self.config.account, shard, height, round, "round changed");
+            self.status.send_modify(|s| s.round = round);
+        }
+    }
+
     fn publish_status(&mut self) {
         self.publish_status_at(None);
     }
@@ -1408,7 +1523,22 @@ impl Driver {
             epoch,
             member,
             dropped_messages: self.dropped_messages,
+            topic_peers: self.topic_peers(),
         });
+    }
+
+    /// Peers known to be subscribed to the shard lane's topic (the beacon's consensus topic without one).
+    fn topic_peers(&self) -> usize {
+        let topic = match &self.shard {
+            Some(lane) => lane.topic.hash(),
+            None => self.beacon().topic.hash(),
+        };
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&topic))
+            .count()
     }
 }
 
