@@ -19,7 +19,6 @@ use chain::{Address, Amount, SignedTransaction, Transaction, TxError, TxKind, sh
 use huds::chain_node::{ChainDevnet, DevnetOptions};
 use serde_json::json;
 
-const COMMITTEE: usize = 4;
 const SENDERS_PER_SHARD: usize = 64;
 const SUBMIT_BATCH: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_secs(120);
@@ -66,6 +65,8 @@ struct Figures {
     idle_finality_ms: f64,
     /// Gossip messages gossipsub dropped (full send queues, or past their deadline), all validators.
     dropped_messages: u64,
+    /// Validators running: the shards' committees, the beacon's, and spares with `--epochs`.
+    validators: usize,
 }
 
 impl Figures {
@@ -105,7 +106,7 @@ fn senders(shards: u16) -> Vec<Vec<SecretKey>> {
     out
 }
 
-async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
+async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figures> {
     let dir = tempfile_dir()?;
     let keys = senders(shards);
     let wallets: Vec<Address> = keys
@@ -117,14 +118,19 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
     options.block_txs_max = chain::block::BLOCK_TXS_MAX;
     options.sync_writes = false;
     options.bft = Some(bench_bft);
-    // Fixed committees and no spare validators: the bench measures finality, not epoch changes.
-    options.epoch_length = 0;
-    options.spares = 0;
+    // By default fixed committees and no spare validators: the bench measures finality, not epoch changes.
+    // With `--epochs` the devnet's own setting (a run is far shorter than an epoch, so no committee changes
+    // during it, but every validator keeps the beacon chain and spares wait for seats).
+    if !epochs {
+        options.epoch_length = 0;
+        options.spares = 0;
+    }
     let net = ChainDevnet::start(&dir.0, options)
         .await
         .context("starting the validators")?;
     let chain_id = net.genesis.params.chain_id;
     let fee = net.genesis.params.fee_min;
+    let validators = net.validator_count();
 
     // Pre-signed transfers, interleaved over the senders so every batch spreads across accounts.
     let per_shard = transfers.div_ceil(usize::from(shards));
@@ -279,6 +285,7 @@ async fn run_setup(shards: u16, transfers: usize) -> Result<Figures> {
         finality_ms,
         idle_finality_ms,
         dropped_messages,
+        validators,
     })
 }
 
@@ -342,7 +349,7 @@ async fn idle_finality(
     Ok(samples[samples.len() / 2])
 }
 
-pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
+pub fn chain(transfers: usize, epochs: bool, json_out: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -350,7 +357,7 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut figures = Vec::new();
     for shards in [1u16, 4] {
-        figures.push(rt.block_on(run_setup(shards, transfers))?);
+        figures.push(rt.block_on(run_setup(shards, transfers, epochs))?);
     }
     if json_out {
         let rows: Vec<_> = figures
@@ -358,7 +365,8 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
             .map(|f| {
                 json!({
                     "shards": f.shards,
-                    "validators": usize::from(f.shards) * COMMITTEE,
+                    "validators": f.validators,
+                    "epochs": epochs,
                     "transfers": f.transfers,
                     "seconds": f.seconds,
                     "transfers_per_s": f.per_second(),
@@ -376,6 +384,19 @@ pub fn chain(transfers: usize, json_out: bool) -> Result<()> {
     }
     println!(
         "huds bench chain: {transfers} pre-signed transfers per setup; every validator in this process with its own gossipsub swarm on 127.0.0.1 and its own RocksDB (unsynced); {cores} cores"
+    );
+    println!(
+        "{}; validators: {}",
+        if epochs {
+            "epochs on as in huds devnet (spares, every validator following the beacon chain)"
+        } else {
+            "fixed committees (--epochs runs the devnet's setting)"
+        },
+        figures
+            .iter()
+            .map(|f| format!("{} with {} shard(s)", f.validators, f.shards))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "{:<9} {:>10} {:>9} {:>12} {:>16} {:>14} {:>22} {:>17}",

@@ -220,6 +220,10 @@ enum BenchWhat {
         /// Transfers per setup.
         #[arg(long, default_value_t = 40_000)]
         transfers: usize,
+        /// Run the chains as `huds devnet` does: epochs on, spare validators, every validator following the
+        /// beacon chain (default: fixed committees, no spares, only the beacon's members keep it).
+        #[arg(long)]
+        epochs: bool,
     },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
@@ -333,8 +337,8 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
         Command::Bench {
-            what: BenchWhat::Chain { transfers },
-        } => bench_chain::chain(transfers, cli.json),
+            what: BenchWhat::Chain { transfers, epochs },
+        } => bench_chain::chain(transfers, epochs, cli.json),
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),
