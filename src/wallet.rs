@@ -156,18 +156,33 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
     let status = chain_status(api)?;
     let shards = shard_count(&status)?;
     let (from_shard, to_shard) = (shard_of(&from, shards), shard_of(&to, shards));
-    if from_shard != to_shard {
-        bail!(
-            "cross-shard transfers are not supported yet (Atomix is not in the node): your account is on shard {from_shard}, {to} is on shard {to_shard}; send to an account on shard {from_shard}"
-        );
-    }
     let (v, fee) = sign_and_post(api, &key, &status, TxKind::Transfer { to, amount })?;
-    report_final(
-        json,
-        &v,
-        json!({ "from": from.to_string(), "to": to.to_string(), "amount": amount.to_string(),
-                "fee": fee.to_string() }),
-        &format!("transferred {amount} IOST to {to} (fee {fee} IOST)"),
+    let mut fields = json!({ "from": from.to_string(), "to": to.to_string(),
+                             "amount": amount.to_string(), "fee": fee.to_string() });
+    if from_shard == to_shard {
+        report_final(
+            json,
+            &v,
+            fields,
+            &format!("transferred {amount} IOST to {to} (fee {fee} IOST)"),
+        );
+        return Ok(());
+    }
+    // Atomix: final on the sender's shard as a lock, then committed by the recipient's shard.
+    fields["committed"] = v["committed"].clone();
+    if json {
+        report_final(json, &v, fields, "");
+        return Ok(());
+    }
+    let committed = match &v["committed"] {
+        Value::Null => format!(
+            "shard {to_shard} has not committed it yet (the lock is relayed again for a few minutes; check the recipient's balance)"
+        ),
+        c => format!("committed in shard {to_shard} block {}", c["height"]),
+    };
+    println!(
+        "transferred {amount} IOST to {to} (fee {fee} IOST): locked in shard {} block {}, {committed}",
+        v["shard"], v["height"]
     );
     Ok(())
 }

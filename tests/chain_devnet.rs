@@ -193,6 +193,33 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     assert_eq!(balance(&net, &homes[0]), Amount(a_expected));
     assert_eq!(balance(&net, &homes[1]), Amount(b_expected));
 
+    // Atomix: a transfer to an account of the other shard is locked on this shard, relayed by its committee
+    // and committed on the other; the recipient pays some back the same way. Balances stay exact.
+    let away_seed = (1..=u8::MAX)
+        .find(|i| {
+            shard_of(
+                &Address::of(&SecretKey::from_bytes([*i; 32]).public()),
+                SHARDS,
+            ) != shard
+        })
+        .expect("some key lives on the other shard");
+    let away_home = homes_dir.path().join("wallet-away");
+    std::fs::create_dir_all(&away_home).expect("mkdir");
+    std::fs::write(away_home.join("wallet.key"), [away_seed; 32]).expect("write key");
+    let away = Address::of(&SecretKey::from_bytes([away_seed; 32]).public());
+    let away_shard = shard_of(&away, SHARDS);
+    let t = net.huds(&homes[0], &["wallet", "transfer", &away.to_string(), "7"]);
+    assert_eq!(t["shard"], shard, "{t}");
+    assert_eq!(t["committed"]["shard"], away_shard, "{t}");
+    assert!(t["committed"]["height"].as_u64() >= Some(1), "{t}");
+    assert_eq!(balance(&net, &away_home), iost("7"));
+    let back = net.huds(&away_home, &["wallet", "transfer", &to_a, "2"]);
+    assert_eq!(back["shard"], away_shard, "{back}");
+    assert_eq!(back["committed"]["shard"], shard, "{back}");
+    let a_expected = a_expected - iost("7").0 - fee.0 + iost("2").0;
+    assert_eq!(balance(&net, &homes[0]), Amount(a_expected));
+    assert_eq!(balance(&net, &away_home), Amount(iost("5").0 - fee.0));
+
     // Validators of the other shard follow this shard's certified head over the beacon topic.
     let other = (0..net.chain().validator_count())
         .find(|i| {

@@ -17,6 +17,7 @@
 
 use crate::address::{Address, ShardId};
 use crate::amount::Amount;
+use crate::atomix::{Certifier, CertifyError, certify_with};
 use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, bitmap_signers};
 use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink};
 use crate::codec::{DecodeError, Reader, Writer};
@@ -786,6 +787,31 @@ impl BeaconState {
 }
 
 /// The epoch of shard block `height` for an epoch length (0: always epoch 0).
+/// Certifies other shards' headers for Atomix inbounds with the committees this beacon state keeps. A
+/// header of a newer epoch waits ([`CertifyError::UnknownCommittee`]); one older than every kept epoch is
+/// refused. A lock stays in its shard's state, so a relay proving it against a newer header still commits it.
+impl Certifier for BeaconState {
+    fn certify(&self, header: &BlockHeader, certificate: &[u8]) -> Result<(), CertifyError> {
+        if header.shard >= self.shard_count() {
+            return Err(CertifyError::Invalid(format!(
+                "shard {} does not exist",
+                header.shard
+            )));
+        }
+        let epoch = self.epoch_of_height(header.height);
+        match self.committee_in(header.shard, epoch) {
+            Some(committee) => certify_with(self.chain_id, &committee, header, certificate),
+            None if epoch > self.epoch() => Err(CertifyError::UnknownCommittee {
+                shard: header.shard,
+                height: header.height,
+            }),
+            None => Err(CertifyError::Invalid(format!(
+                "epoch {epoch} is older than every epoch this node keeps"
+            ))),
+        }
+    }
+}
+
 pub fn epoch_of_height(epoch_length: u64, height: u64) -> u64 {
     height
         .saturating_sub(1)
@@ -1009,6 +1035,7 @@ impl<St: Store> App for BeaconApp<St> {
             header,
             transactions: Vec::new(),
             links,
+            inbound: Vec::new(),
         }
     }
 

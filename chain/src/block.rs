@@ -4,9 +4,11 @@
 //! header := version:u8 (=1) chain_id:u32 shard:u16 height:u64 parent:[32]
 //!           state_root:[32] transactions_root:[32] receipts_root:[32]
 //! block  := header count:u32 (signed_transaction_len:u32 signed_transaction)*
+//!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::atomix)
 //! ```
 //! The block hash is a domain-separated hash of the header only; the header commits to the transactions
-//! through `transactions_root` (the list root of their ids), to execution through `state_root` (the shard's
+//! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
+//! inbounds), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
 //!
 //! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links, appended to the same
@@ -17,6 +19,7 @@
 //! registry     := from:u64 events:u32 event* smt_proof          (crate::registry; registry_len 0: none)
 //! ```
 
+use crate::atomix::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
 use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
@@ -88,6 +91,8 @@ pub struct Block {
     pub transactions: Vec<SignedTransaction>,
     /// Certified shard headers, on beacon blocks only (empty on shard blocks).
     pub links: Vec<CrossLink>,
+    /// Atomix locks of other shards committed here, on shard blocks only (empty on beacon blocks).
+    pub inbound: Vec<Inbound>,
 }
 
 /// A shard block header with the encoded precommit quorum certificate that finalised it, as the beacon
@@ -121,9 +126,23 @@ impl Block {
         self.header.hash()
     }
 
+    /// A shard block's `transactions_root` with no inbound.
     pub fn transactions_root(transactions: &[SignedTransaction]) -> Hash {
-        let ids: Vec<Hash> = transactions.iter().map(SignedTransaction::id).collect();
-        list_root(&ids)
+        Self::body_root(transactions, &[])
+    }
+
+    /// The items a shard block's `transactions_root` lists: the transaction ids, then the inbound hashes.
+    pub fn body_items(transactions: &[SignedTransaction], inbound: &[Inbound]) -> Vec<Hash> {
+        transactions
+            .iter()
+            .map(SignedTransaction::id)
+            .chain(inbound.iter().map(Inbound::hash))
+            .collect()
+    }
+
+    /// A shard block's `transactions_root`: the list root of [`Block::body_items`].
+    pub fn body_root(transactions: &[SignedTransaction], inbound: &[Inbound]) -> Hash {
+        list_root(&Self::body_items(transactions, inbound))
     }
 
     /// A beacon block's `transactions_root`: the list root of its cross-links' hashes.
@@ -162,6 +181,14 @@ impl Block {
                     .var(&link.certificate)
                     .var(&link.registry_bytes());
             }
+        } else {
+            w.u32(
+                u32::try_from(self.inbound.len())
+                    .expect("blocks hold at most BLOCK_INBOUND_MAX inbounds"),
+            );
+            for inbound in &self.inbound {
+                w.var(&inbound.encode());
+            }
         }
     }
 
@@ -176,7 +203,13 @@ impl Block {
             tr.finish()?;
         }
         let mut links = Vec::new();
-        if header.shard == BEACON_SHARD {
+        let mut inbound = Vec::new();
+        if header.shard != BEACON_SHARD {
+            let count = r.count("block inbounds", BLOCK_INBOUND_MAX, 4 + HEADER_BYTES)?;
+            for _ in 0..count {
+                inbound.push(Inbound::decode(r.var("inbound", INBOUND_BYTES_MAX)?)?);
+            }
+        } else {
             let count = r.count("block links", BLOCK_LINKS_MAX, 8 + HEADER_BYTES)?;
             links.reserve(count);
             for _ in 0..count {
@@ -200,6 +233,7 @@ impl Block {
             header,
             transactions,
             links,
+            inbound,
         })
     }
 
@@ -257,6 +291,7 @@ mod tests {
             header,
             transactions,
             links: Vec::new(),
+            inbound: Vec::new(),
         }
     }
 

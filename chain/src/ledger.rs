@@ -4,19 +4,26 @@
 //! bounded mempool and a [`Store`] where every commit lands as one atomic batch (state changes, the block,
 //! its certificate and the new tip), so a replica restarted on its store resumes exactly at its last commit.
 
+use crate::address::ShardId;
 use crate::address::{Address, shard_of};
 use crate::amount::Amount;
+use crate::atomix::{
+    BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX, Certifier, CertifyError, Inbound, InboundError,
+    Lock,
+};
 use crate::bft::{Bls, QuorumCertificate};
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
 use crate::genesis::{Genesis, GenesisError};
+use crate::smt;
 use crate::smt::{list_prove, list_root};
 use crate::spv::{AccountProof, CertifiedHeader, TxProof};
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{SignedTransaction, TxError, TxKind};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 pub(crate) const KEY_TIP: &[u8] = b"chain/tip";
 const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
@@ -26,6 +33,9 @@ const KEY_TX_PREFIX: &[u8] = b"chain/tx/";
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
 const CHECKED_STATES_MAX: usize = 8;
 const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
+/// Atomix inbounds waiting to be committed, at most.
+pub const INBOUND_POOL_MAX: usize = 1_024;
+const CERTIFIED_HEADERS_MAX: usize = 4 * INBOUND_POOL_MAX;
 
 /// Why a proposed block is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +50,10 @@ pub enum BlockError {
     WrongParent,
     #[error("block has {0} transactions, more than the maximum")]
     TooManyTransactions(usize),
+    #[error("block has {0} Atomix inbounds, more than the maximum count or bytes")]
+    TooManyInbounds(usize),
+    #[error("Atomix inbound {index} is invalid: {error}")]
+    Inbound { index: usize, error: InboundError },
     #[error("transactions root does not match the transactions")]
     TransactionsRoot,
     #[error("transaction {index} is invalid: {error}")]
@@ -216,6 +230,12 @@ pub struct ShardApp<St: Store> {
     verified: HashSet<Hash>,
     checked: CheckedStates<State>,
     pub block_txs_max: usize,
+    /// Checks other shards' certificates, for Atomix inbounds; without one, inbounds are refused.
+    certifier: Option<Arc<dyn Certifier>>,
+    /// Relayed Atomix inbounds not committed yet, by [`Inbound::content_id`].
+    inbound: BTreeMap<Hash, Inbound>,
+    /// Hashes of other shards' headers whose certificate this node checked.
+    certified_headers: HashSet<Hash>,
 }
 
 impl<St: Store> ShardApp<St> {
@@ -244,7 +264,104 @@ impl<St: Store> ShardApp<St> {
             verified: HashSet::new(),
             checked: CheckedStates::new(),
             block_txs_max: 64,
+            certifier: None,
+            inbound: BTreeMap::new(),
+            certified_headers: HashSet::new(),
         }
+    }
+
+    /// Sets what checks other shards' certificates (the node replaces it as its beacon view advances).
+    pub fn set_certifier(&mut self, certifier: Arc<dyn Certifier>) {
+        self.certifier = Some(certifier);
+    }
+
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Checks the certificate of another shard's header, once per header.
+    fn certify(&mut self, inbound: &Inbound) -> Result<(), CertifyError> {
+        let hash = inbound.header.hash();
+        if self.certified_headers.contains(&hash) {
+            return Ok(());
+        }
+        let certifier = self.certifier.as_ref().ok_or(CertifyError::Invalid(
+            "this node does not check other shards' certificates".into(),
+        ))?;
+        certifier.certify(&inbound.header, &inbound.certificate)?;
+        if self.certified_headers.len() >= CERTIFIED_HEADERS_MAX {
+            self.certified_headers.clear();
+        }
+        self.certified_headers.insert(hash);
+        Ok(())
+    }
+
+    /// Admits a relayed Atomix inbound for a later block: its proofs hold, some lock is not committed yet,
+    /// and its certificate verifies (or its committee is not known here yet: it waits and is checked
+    /// again when a block would include it). Relays of the same locks are admitted once.
+    pub fn submit_inbound(&mut self, inbound: Inbound) -> Result<(), InboundError> {
+        let params = self.state.params();
+        inbound.check_proofs(params.chain_id, self.state.shard(), params.shard_count)?;
+        let Some(inbound) = inbound.without(|id| self.state.is_committed(id)) else {
+            let id = inbound.locks[0].0.tx_id;
+            return Err(InboundError::AlreadyCommitted(
+                id[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            ));
+        };
+        let id = inbound.content_id();
+        if self.inbound.contains_key(&id) && self.certified_headers.contains(&inbound.header.hash())
+        {
+            return Ok(());
+        }
+        match self.certify(&inbound) {
+            Ok(()) | Err(CertifyError::UnknownCommittee { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.inbound.len() >= INBOUND_POOL_MAX && !self.inbound.contains_key(&id) {
+            return Err(InboundError::PoolFull);
+        }
+        self.inbound.insert(id, inbound);
+        Ok(())
+    }
+
+    /// The pool's inbounds that apply on top of `state`, in pool order, at most [`BLOCK_INBOUND_MAX`];
+    /// applied to `state`. Inbounds whose certificate is invalid leave the pool.
+    fn take_inbound(&mut self, state: &mut State) -> Vec<Inbound> {
+        let mut included = Vec::new();
+        let mut bytes = 0;
+        let mut invalid = Vec::new();
+        let pool: Vec<(Hash, Inbound)> =
+            self.inbound.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (id, inbound) in pool {
+            if included.len() >= BLOCK_INBOUND_MAX {
+                break;
+            }
+            let Some(inbound) = inbound.without(|tx| state.is_committed(tx)) else {
+                continue;
+            };
+            let size = inbound.encode().len();
+            if bytes + size > BLOCK_INBOUND_BYTES_MAX {
+                continue;
+            }
+            match self.certify(&inbound) {
+                Ok(()) => {}
+                Err(CertifyError::UnknownCommittee { .. }) => continue,
+                Err(_) => {
+                    invalid.push(id);
+                    continue;
+                }
+            }
+            if state.apply_inbound(&inbound).is_ok() {
+                bytes += size;
+                included.push(inbound);
+            } else {
+                invalid.push(id);
+            }
+        }
+        for id in invalid {
+            self.inbound.remove(&id);
+        }
+        included
     }
 
     pub fn state(&self) -> &State {
@@ -276,17 +393,55 @@ impl<St: Store> ShardApp<St> {
         let height = self.store.get(&[KEY_TX_PREFIX, id].concat()).ok()??;
         let height = u64::from_be_bytes(height.try_into().ok()?);
         let (block, certified) = self.certified(height)?;
-        let ids: Vec<Hash> = block
-            .transactions
-            .iter()
-            .map(SignedTransaction::id)
-            .collect();
-        let index = ids.iter().position(|i| i == id)?;
+        let ids = Block::body_items(&block.transactions, &block.inbound);
+        let index = block.transactions.iter().position(|t| t.id() == *id)?;
         Some(TxProof {
             certified,
             tx: block.transactions[index].clone(),
             path: list_prove(&ids, index),
         })
+    }
+
+    /// The Atomix locks made in the committed blocks `from..=to` (clamped to the tip), as inbounds for their
+    /// output shards, proven against the tip's certified header: a lock stays in the state once made, so the
+    /// newest header proves every older lock too. Empty at genesis.
+    pub fn outbound(&self, from: u64, to: u64) -> Vec<(ShardId, Inbound)> {
+        let tip = self.tip.0;
+        let Some((tip_block, certificate)) = self.committed(tip) else {
+            return Vec::new();
+        };
+        let shards = self.state.params().shard_count;
+        let mut by_shard: BTreeMap<ShardId, Vec<(Lock, smt::Proof)>> = BTreeMap::new();
+        for height in from.max(1)..=to.min(tip) {
+            let Some((block, _)) = self.committed(height) else {
+                continue;
+            };
+            for tx in &block.transactions {
+                let TxKind::Transfer { to, amount } = &tx.tx.kind else {
+                    continue;
+                };
+                let shard = shard_of(to, shards);
+                if shard == self.state.shard() {
+                    continue;
+                }
+                let lock = Lock {
+                    tx_id: tx.id(),
+                    from: tx.tx.sender_address(),
+                    to: *to,
+                    amount: *amount,
+                };
+                let proof = self.state.prove_lock(&lock.tx_id);
+                by_shard.entry(shard).or_default().push((lock, proof));
+            }
+        }
+        by_shard
+            .into_iter()
+            .flat_map(|(shard, locks)| {
+                Inbound::split(&tip_block.header, &certificate, locks)
+                    .into_iter()
+                    .map(move |i| (shard, i))
+            })
+            .collect()
     }
 
     pub fn into_store(self) -> St {
@@ -380,16 +535,7 @@ impl<St: Store> ShardApp<St> {
             });
         }
         let outgoing = match &t.kind {
-            TxKind::Transfer { to, amount } => {
-                let recipient_shard = shard_of(to, params.shard_count);
-                if recipient_shard != self.state.shard() {
-                    return Err(TxError::CrossShard {
-                        shard: self.state.shard(),
-                        recipient_shard,
-                    });
-                }
-                *amount
-            }
+            TxKind::Transfer { amount, .. } => *amount,
             TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => {
                 *stake
             }
@@ -430,6 +576,7 @@ impl<St: Store> ShardApp<St> {
                 receipts.push(receipt);
             }
         }
+        let inbound = self.take_inbound(&mut state);
         let params = state.params();
         let header = BlockHeader {
             chain_id: params.chain_id,
@@ -437,7 +584,7 @@ impl<St: Store> ShardApp<St> {
             height,
             parent: self.tip.1,
             state_root: state.root(),
-            transactions_root: Block::transactions_root(&included),
+            transactions_root: Block::body_root(&included, &inbound),
             receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
         };
         self.checked.remember(header.hash(), state);
@@ -445,10 +592,14 @@ impl<St: Store> ShardApp<St> {
             header,
             transactions: included,
             links: Vec::new(),
+            inbound,
         }
     }
 
-    fn execute(&self, block: &Block) -> Result<State, BlockError> {
+    /// Executes `block` on a copy of the state. `trust_inbound` skips the certificate checks of its Atomix
+    /// inbounds: for a block this shard's own committee has already finalised, whose honest majority
+    /// checked them.
+    fn execute(&mut self, block: &Block, trust_inbound: bool) -> Result<State, BlockError> {
         let h = &block.header;
         check_header(
             h,
@@ -459,7 +610,11 @@ impl<St: Store> ShardApp<St> {
         if block.transactions.len() > BLOCK_TXS_MAX {
             return Err(BlockError::TooManyTransactions(block.transactions.len()));
         }
-        if Block::transactions_root(&block.transactions) != h.transactions_root {
+        let inbound_bytes: usize = block.inbound.iter().map(|i| i.encode().len()).sum();
+        if block.inbound.len() > BLOCK_INBOUND_MAX || inbound_bytes > BLOCK_INBOUND_BYTES_MAX {
+            return Err(BlockError::TooManyInbounds(block.inbound.len()));
+        }
+        if Block::body_root(&block.transactions, &block.inbound) != h.transactions_root {
             return Err(BlockError::TransactionsRoot);
         }
         let mut state = self.state.clone();
@@ -470,6 +625,17 @@ impl<St: Store> ShardApp<St> {
                 .apply_checked(tx, h.height, verified)
                 .map_err(|error| BlockError::Transaction { index, error })?;
             receipts.push(receipt);
+        }
+        for (index, inbound) in block.inbound.iter().enumerate() {
+            if !trust_inbound {
+                self.certify(inbound).map_err(|e| BlockError::Inbound {
+                    index,
+                    error: e.into(),
+                })?;
+            }
+            state
+                .apply_inbound(inbound)
+                .map_err(|error| BlockError::Inbound { index, error })?;
         }
         if state.root() != h.state_root {
             return Err(BlockError::StateRoot);
@@ -496,7 +662,7 @@ impl<St: Store> App for ShardApp<St> {
         if self.checked.contains(&hash) {
             return Ok(());
         }
-        let state = self.execute(block)?;
+        let state = self.execute(block, false)?;
         self.checked.remember(hash, state);
         Ok(())
     }
@@ -505,7 +671,7 @@ impl<St: Store> App for ShardApp<St> {
         let hash = block.hash();
         let mut state = match self.checked.take(block, self.tip) {
             Some(state) => state,
-            None => self.execute(block)?,
+            None => self.execute(block, true)?,
         };
         let height = block.header.height;
         let mut batch = WriteBatch::default();
@@ -525,6 +691,8 @@ impl<St: Store> App for ShardApp<St> {
         self.mempool.retain(|(sender, nonce), tx| {
             *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
         });
+        self.inbound
+            .retain(|_, i| i.locks.iter().any(|(l, _)| !state.is_committed(&l.tx_id)));
         Ok(())
     }
 

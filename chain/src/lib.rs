@@ -14,6 +14,7 @@
 //! - [`pol`]: Proof of Likelihood: reputation, weights, epoch randomness, committee selection.
 //! - [`block`], [`ledger`]: block headers; building, checking and committing a shard's blocks.
 //! - [`registry`]: the shards' registry outboxes: how stakes reach the beacon chain.
+//! - [`atomix`]: cross-shard transfers: locks on the input shard, certified inbounds on the output shard.
 //! - [`beacon`]: the beacon chain: registry, reputation signals, committees, cross-links of shard heads.
 //! - [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its certificates and wire encoding.
 //!
@@ -24,6 +25,7 @@
 
 pub mod address;
 pub mod amount;
+pub mod atomix;
 pub mod beacon;
 pub mod bft;
 pub mod block;

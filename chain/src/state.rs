@@ -7,6 +7,7 @@
 
 use crate::address::{Address, ShardId, shard_of};
 use crate::amount::Amount;
+use crate::atomix::{self, Inbound, InboundError, Lock, Totals};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, hash_with};
 use crate::registry::{self, Cursor, RegistryEvent};
@@ -20,6 +21,9 @@ const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
 const KEY_FEE_POOL: &[u8] = b"state/fee_pool";
 /// `state/registry/<count:u64 BE>` -> the `count`-th registry event (from 1) this shard emitted.
 const KEY_REGISTRY_PREFIX: &[u8] = b"state/registry/";
+/// `state/atomix/<tree key>` -> the value hash of an Atomix lock or done leaf.
+const KEY_ATOMIX_PREFIX: &[u8] = b"state/atomix/";
+const KEY_ATOMIX_TOTALS: &[u8] = b"state/atomix_totals";
 
 /// The chain rules that execution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +160,11 @@ pub struct State {
     outbox: Cursor,
     /// Events emitted since the last [`State::persist_into`], with their count.
     new_events: Vec<(u64, RegistryEvent)>,
+    /// Atomix value locked out and committed in since genesis (a leaf once either is nonzero).
+    totals: Totals,
+    totals_dirty: bool,
+    /// Atomix lock and done leaves added since the last [`State::persist_into`].
+    new_leaves: Vec<(Hash, Hash)>,
 }
 
 impl State {
@@ -170,6 +179,9 @@ impl State {
             fee_pool_dirty: true,
             outbox: Cursor::default(),
             new_events: Vec::new(),
+            totals: Totals::default(),
+            totals_dirty: false,
+            new_leaves: Vec::new(),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -252,6 +264,74 @@ impl State {
         self.accounts.values().map(Account::holdings).sum::<u128>() + u128::from(self.fee_pool.0)
     }
 
+    /// What this shard has locked out to other shards and committed in from them, since genesis.
+    pub fn atomix_totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// The supply this shard answers for: its holdings, plus what it locked out, minus what it committed
+    /// in. Every transaction and every inbound leaves it unchanged, so it always equals the shard's genesis
+    /// supply.
+    pub fn accountable_supply(&self) -> u128 {
+        self.total_supply() + self.totals.locked_out - self.totals.committed_in
+    }
+
+    /// Whether the Atomix lock of transaction `tx_id` (of another shard) was committed here.
+    pub fn is_committed(&self, tx_id: &Hash) -> bool {
+        self.tree.get(&atomix::done_key(tx_id)).is_some()
+    }
+
+    /// A proof of the Atomix lock of transaction `tx_id` (made on this shard) against [`State::root`].
+    pub fn prove_lock(&self, tx_id: &Hash) -> smt::Proof {
+        self.tree.prove(&Lock::key(tx_id))
+    }
+
+    fn set_leaf(&mut self, key: Hash, value_hash: Hash) {
+        self.tree.insert(key, value_hash);
+        self.new_leaves.push((key, value_hash));
+    }
+
+    fn set_totals(&mut self, totals: Totals) {
+        self.totals = totals;
+        self.tree.insert(atomix::totals_key(), totals.value_hash());
+        self.totals_dirty = true;
+    }
+
+    /// Commits the locks of an inbound whose header the caller has certified: checks every proof and that no
+    /// lock was committed before, then credits the recipients. On error nothing changes.
+    pub fn apply_inbound(&mut self, inbound: &Inbound) -> Result<(), InboundError> {
+        inbound.check_proofs(self.params.chain_id, self.shard, self.params.shard_count)?;
+        let mut seen = BTreeSet::new();
+        let mut credits: BTreeMap<Address, Account> = BTreeMap::new();
+        let mut totals = self.totals;
+        for (lock, _) in &inbound.locks {
+            if self.is_committed(&lock.tx_id) || !seen.insert(lock.tx_id) {
+                return Err(InboundError::AlreadyCommitted(
+                    lock.tx_id[..8].iter().map(|b| format!("{b:02x}")).collect(),
+                ));
+            }
+            let account = match credits.get_mut(&lock.to) {
+                Some(a) => a,
+                None => credits
+                    .entry(lock.to)
+                    .or_insert(self.accounts.get(&lock.to).cloned().unwrap_or_default()),
+            };
+            account.balance = account
+                .balance
+                .checked_add(lock.amount)
+                .ok_or(InboundError::Overflow)?;
+            totals.committed_in += u128::from(lock.amount.0);
+        }
+        for (address, account) in credits {
+            self.set_account(address, account);
+        }
+        for tx_id in seen {
+            self.set_leaf(atomix::done_key(&tx_id), atomix::done_value());
+        }
+        self.set_totals(totals);
+        Ok(())
+    }
+
     /// Executes one transaction in a block at `height`. On error nothing changes.
     pub fn apply(&mut self, stx: &SignedTransaction, height: u64) -> Result<Receipt, TxError> {
         self.apply_checked(stx, height, false)
@@ -328,16 +408,18 @@ impl State {
             })?;
         sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
         let mut recipient = None;
+        let mut lock = None;
         match &tx.kind {
             TxKind::Transfer { to, amount } => {
-                let recipient_shard = shard_of(to, self.params.shard_count);
-                if recipient_shard != self.shard {
-                    return Err(TxError::CrossShard {
-                        shard: self.shard,
-                        recipient_shard,
+                if shard_of(to, self.params.shard_count) != self.shard {
+                    // Atomix: the amount waits in a lock for the recipient's shard to commit it.
+                    lock = Some(Lock {
+                        tx_id: stx.id(),
+                        from,
+                        to: *to,
+                        amount: *amount,
                     });
-                }
-                if *to == from {
+                } else if *to == from {
                     sender.balance = sender
                         .balance
                         .checked_add(*amount)
@@ -390,6 +472,12 @@ impl State {
         self.set_account(from, sender.clone());
         if let Some((to, r)) = recipient {
             self.set_account(to, r);
+        }
+        if let Some(lock) = lock {
+            let mut totals = self.totals;
+            totals.locked_out += u128::from(lock.amount.0);
+            self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
+            self.set_totals(totals);
         }
         self.set_fee_pool(fee_pool);
         let event = match &tx.kind {
@@ -449,6 +537,12 @@ impl State {
         for (count, event) in std::mem::take(&mut self.new_events) {
             batch.put(registry_key(count), event.encode());
         }
+        for (key, value_hash) in std::mem::take(&mut self.new_leaves) {
+            batch.put([KEY_ATOMIX_PREFIX, &key].concat(), value_hash.to_vec());
+        }
+        if std::mem::take(&mut self.totals_dirty) {
+            batch.put(KEY_ATOMIX_TOTALS, self.totals.encode());
+        }
     }
 
     /// Rebuilds a shard's state from what [`State::persist_into`] wrote.
@@ -492,9 +586,26 @@ impl State {
             }
             state.emit(event);
         }
+        for (key, value) in store.scan_prefix(KEY_ATOMIX_PREFIX)? {
+            let tree_key: Hash = key[KEY_ATOMIX_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| corrupt(&key, "atomix key is not 32 bytes".into()))?;
+            let value_hash: Hash = value
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(&key, "atomix value is not 32 bytes".into()))?;
+            state.tree.insert(tree_key, value_hash);
+        }
+        if let Some(v) = store.get(KEY_ATOMIX_TOTALS)? {
+            let totals =
+                Totals::decode(&v).map_err(|e| corrupt(KEY_ATOMIX_TOTALS, e.to_string()))?;
+            state.set_totals(totals);
+        }
         state.dirty.clear();
         state.fee_pool_dirty = false;
         state.new_events.clear();
+        state.new_leaves.clear();
+        state.totals_dirty = false;
         Ok(state)
     }
 
@@ -742,32 +853,105 @@ mod tests {
     }
 
     #[test]
-    fn cross_shard_and_wrong_shard_are_refused() {
+    fn atomix_locks_on_the_input_shard_and_commits_once_on_the_output_shard() {
         let params = ChainParams::devnet(4);
         let alice = SecretKey::dev("alice");
         let home = shard_of(&Address::of(&alice.public()), 4);
-        let mut state = State::new(params.clone(), home);
-        state.set_account(
+        let mut input = State::new(params.clone(), home);
+        input.set_account(
             Address::of(&alice.public()),
             Account {
-                balance: Amount(10_000_000),
+                balance: Amount(1_000_000_000),
                 ..Account::default()
             },
         );
-        let other = (0..100)
+        let label = (0..100)
             .map(|i| format!("r{i}"))
             .find(|l| shard_of(&Address::of(&SecretKey::dev(l).public()), 4) != home)
             .expect("some address lands elsewhere");
-        let t = pay(&alice, 0, &other, 0);
-        let mut t = t.tx;
-        t.kind = TxKind::Transfer {
-            to: Address::of(&SecretKey::dev(&other).public()),
-            amount: Amount(1),
+        let to = Address::of(&SecretKey::dev(&label).public());
+        let away = shard_of(&to, 4);
+        let mut output = State::new(params.clone(), away);
+        let (input_supply, output_supply) =
+            (input.accountable_supply(), output.accountable_supply());
+
+        // Lock: the sender pays amount + fee, the amount waits in a lock leaf.
+        let tx = pay(&alice, 0, &label, 3);
+        input.apply(&tx, 1).expect("a cross-shard transfer locks");
+        let sender = input
+            .account(&Address::of(&alice.public()))
+            .expect("exists");
+        assert_eq!(sender.balance, Amount(1_000_000_000 - 300_000_000 - 1_000));
+        assert!(
+            input.account(&to).is_none(),
+            "nothing credited on the input shard"
+        );
+        assert_eq!(input.atomix_totals().locked_out, 300_000_000);
+        assert_eq!(input.accountable_supply(), input_supply);
+        let lock = Lock {
+            tx_id: tx.id(),
+            from: Address::of(&alice.public()),
+            to,
+            amount: Amount(300_000_000),
         };
+        let header = crate::block::BlockHeader {
+            chain_id: params.chain_id,
+            shard: home,
+            height: 1,
+            parent: [0; 32],
+            state_root: input.root(),
+            transactions_root: [0; 32],
+            receipts_root: [0; 32],
+        };
+        let inbound = Inbound {
+            header,
+            certificate: Vec::new(),
+            locks: vec![(lock.clone(), input.prove_lock(&lock.tx_id))],
+        };
+
+        // Commit: credited once, marked done; a second commit of the same lock changes nothing.
+        output.apply_inbound(&inbound).expect("the proof holds");
+        assert_eq!(output.account(&to).map(|a| a.balance), Some(lock.amount));
+        assert!(output.is_committed(&lock.tx_id));
+        assert_eq!(output.accountable_supply(), output_supply);
+        let root = output.root();
         assert!(matches!(
-            state.apply(&t.sign(&alice), 1),
-            Err(TxError::CrossShard { .. })
+            output.apply_inbound(&inbound),
+            Err(InboundError::AlreadyCommitted(_))
         ));
+        assert_eq!(output.root(), root);
+        // A lock forged to pay more, or delivered to the wrong shard, is refused.
+        let mut forged = inbound.clone();
+        forged.locks[0].0.amount = Amount(900_000_000);
+        let mut fresh = State::new(params.clone(), away);
+        assert!(matches!(
+            fresh.apply_inbound(&forged),
+            Err(InboundError::BadProof { .. })
+        ));
+        let mut elsewhere = State::new(params.clone(), (away + 1) % 4);
+        assert!(elsewhere.apply_inbound(&inbound).is_err());
+        // The same inbound twice in one delivery commits nothing.
+        let mut doubled = inbound.clone();
+        doubled.locks.push(doubled.locks[0].clone());
+        assert!(matches!(
+            fresh.apply_inbound(&doubled),
+            Err(InboundError::AlreadyCommitted(_))
+        ));
+        assert!(fresh.account(&to).is_none());
+
+        // Both sides survive a reload: same roots, the done mark and the totals.
+        for state in [&mut input, &mut output] {
+            let mut store = MemStore::new();
+            let mut batch = WriteBatch::default();
+            state.persist_into(&mut batch);
+            store.write(batch).expect("in-memory");
+            let mut loaded = State::load(params.clone(), state.shard(), &store).expect("loads");
+            assert_eq!(loaded.root(), state.root());
+            assert_eq!(loaded.atomix_totals(), state.atomix_totals());
+            assert_eq!(loaded.accountable_supply(), state.accountable_supply());
+        }
+
+        // A sender on another shard is still refused.
         let mut elsewhere = State::new(params, (home + 1) % 4);
         let t = pay(&alice, 0, "x", 1);
         assert!(matches!(

@@ -93,10 +93,6 @@ pub enum TxError {
     FeeTooLow { min: Amount, got: Amount },
     #[error("amount must be greater than zero")]
     ZeroAmount,
-    #[error(
-        "recipient is on shard {recipient_shard}, this is shard {shard}: cross-shard transfers need Atomix"
-    )]
-    CrossShard { shard: u16, recipient_shard: u16 },
     #[error("sender lives on shard {sender_shard}, not on this shard {shard}")]
     WrongShard { shard: u16, sender_shard: u16 },
     #[error("the account is already registered in that role")]

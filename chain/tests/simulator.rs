@@ -16,6 +16,7 @@ mod common;
 
 use chain::address::{Address, shard_of};
 use chain::amount::Amount;
+use chain::atomix::{Certifier, FixedCommittees, Inbound, InboundError};
 use chain::bft::wire;
 use chain::bft::{
     Bls, Committee, Config, Input, Member, Message, Output, Proposal, QuorumCertificate, Replica,
@@ -97,6 +98,18 @@ enum Event<S: VoteScheme> {
     },
     Heal(u16),
     Client(u16),
+    /// A member relays the Atomix locks of its committed heights `from..=to` to their output shards.
+    Relay {
+        node: usize,
+        from: u64,
+        to: u64,
+        attempt: u32,
+    },
+    Inbound {
+        to: usize,
+        inbound: Inbound,
+        forged: bool,
+    },
 }
 
 struct Params {
@@ -134,6 +147,11 @@ struct Sim<S: SimKeys> {
     trace: blake3::Hasher,
     stats: Stats,
     verbose: bool,
+    certifier: Arc<dyn Certifier>,
+    /// Atomix locks in finalised blocks: transaction id -> (output shard, amount).
+    locks: BTreeMap<Hash, (u16, Amount)>,
+    /// Locks committed on their output shard, in finalised blocks.
+    committed_locks: BTreeSet<Hash>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -145,6 +163,8 @@ struct Stats {
     evidence: u64,
     rejected_txs: u64,
     max_height: Vec<u64>,
+    atomix_locks: u64,
+    forged_inbounds_refused: u64,
 }
 
 fn labels_on_shard(prefix: &str, shard: u16, shards: u16, count: usize) -> Vec<String> {
@@ -205,11 +225,16 @@ impl<S: SimKeys> Sim<S> {
             ));
             adversaries.push(adversary);
             let to = labels_on_shard(&format!("sim/recipient/{s}"), s, shards, 4);
-            recipients.push(
-                to.iter()
-                    .map(|l| Address::of(&SecretKey::dev(l).public()))
-                    .collect(),
-            );
+            let mut to: Vec<Address> = to
+                .iter()
+                .map(|l| Address::of(&SecretKey::dev(l).public()))
+                .collect();
+            // And one recipient on every other shard: Atomix transfers.
+            for other in (0..shards).filter(|o| *o != s) {
+                let label = &labels_on_shard(&format!("sim/away/{s}"), other, shards, 1)[0];
+                to.push(Address::of(&SecretKey::dev(label).public()));
+            }
+            recipients.push(to);
         }
         let built = genesis.build().expect("valid genesis");
         let shard_supply: Vec<u128> = (0..shards)
@@ -295,6 +320,15 @@ impl<S: SimKeys> Sim<S> {
             }
             committees.push(committee);
         }
+        let certifier: Arc<dyn Certifier> = Arc::new(FixedCommittees {
+            chain_id: genesis.params.chain_id,
+            committees: committees.clone(),
+        });
+        for node in &mut nodes {
+            if let Some(r) = node.replica.as_mut() {
+                r.app_mut().set_certifier(certifier.clone());
+            }
+        }
         let mut sim = Sim {
             seed,
             rng,
@@ -318,6 +352,9 @@ impl<S: SimKeys> Sim<S> {
                 ..Stats::default()
             },
             verbose: std::env::var("HUDS_SIM_VERBOSE").is_ok(),
+            certifier,
+            locks: BTreeMap::new(),
+            committed_locks: BTreeSet::new(),
         };
         sim.plan_faults();
         sim
@@ -372,7 +409,9 @@ impl<S: SimKeys> Sim<S> {
             .expect("member exists")
     }
 
-    fn send(&mut self, from: usize, to: usize, message: Message<S>) {
+    /// The delays after which copies of a message from `from` reach `to`: none if the network drops it
+    /// (isolation, a partition of their shard, loss), two if it duplicates it.
+    fn delays(&mut self, from: usize, to: usize) -> Vec<u64> {
         let shard = self.nodes[from].shard;
         let now = self.now;
         if [from, to]
@@ -380,30 +419,38 @@ impl<S: SimKeys> Sim<S> {
             .any(|n| self.isolated_until.get(n).is_some_and(|until| now < *until))
         {
             self.stats.dropped += 1;
-            return;
+            return Vec::new();
         }
-        if let Some(side) = self.partitions.get(&shard)
+        if self.nodes[to].shard == shard
+            && let Some(side) = self.partitions.get(&shard)
             && side[usize::from(self.nodes[from].index)] != side[usize::from(self.nodes[to].index)]
         {
             self.stats.dropped += 1;
-            return;
+            return Vec::new();
         }
         if self.in_fault_phase() && self.rng.random_bool(self.p.loss) {
             self.stats.dropped += 1;
-            return;
+            return Vec::new();
         }
         let copies = if self.in_fault_phase() && self.rng.random_bool(self.p.duplicate) {
             2
         } else {
             1
         };
-        for _ in 0..copies {
-            let delay = if self.in_fault_phase() && self.rng.random_bool(self.p.slow) {
-                self.rng.random_range(200..=2_500)
-            } else {
-                self.rng.random_range(1..=self.p.delay_ms_max)
-            };
-            let from_index = self.nodes[from].index;
+        (0..copies)
+            .map(|_| {
+                if self.in_fault_phase() && self.rng.random_bool(self.p.slow) {
+                    self.rng.random_range(200..=2_500)
+                } else {
+                    self.rng.random_range(1..=self.p.delay_ms_max)
+                }
+            })
+            .collect()
+    }
+
+    fn send(&mut self, from: usize, to: usize, message: Message<S>) {
+        let from_index = self.nodes[from].index;
+        for delay in self.delays(from, to) {
             self.at(
                 self.now + delay,
                 Event::Deliver {
@@ -412,6 +459,77 @@ impl<S: SimKeys> Sim<S> {
                     message: message.clone(),
                 },
             );
+        }
+    }
+
+    /// A member relays the Atomix locks of its committed heights `from..=to`, proven against its tip, to
+    /// every member of each output shard, and plans the next attempt (1, 4 and 16 s later). A Byzantine
+    /// member relays them forged (each amount doubled) instead.
+    fn relay(&mut self, node: usize, from: u64, to: u64, attempt: u32) {
+        let Some(replica) = self.nodes[node].replica.as_ref() else {
+            return;
+        };
+        let forged = self.nodes[node].byzantine.is_some();
+        let outbound = replica.app().outbound(from, to);
+        if outbound.is_empty() {
+            return;
+        }
+        for (shard, mut inbound) in outbound {
+            if forged {
+                for (lock, _) in &mut inbound.locks {
+                    lock.amount = Amount(lock.amount.0 * 2);
+                }
+            }
+            let peers: Vec<usize> = (0..self.nodes.len())
+                .filter(|j| self.nodes[*j].shard == shard)
+                .collect();
+            for peer in peers {
+                for delay in self.delays(node, peer) {
+                    self.at(
+                        self.now + delay,
+                        Event::Inbound {
+                            to: peer,
+                            inbound: inbound.clone(),
+                            forged,
+                        },
+                    );
+                }
+            }
+        }
+        if attempt < 3 {
+            self.at(
+                self.now + 1_000 * 4u64.pow(attempt),
+                Event::Relay {
+                    node,
+                    from,
+                    to,
+                    attempt: attempt + 1,
+                },
+            );
+        }
+    }
+
+    fn on_inbound(&mut self, to: usize, inbound: Inbound, forged: bool) -> Result<(), String> {
+        let Some(replica) = self.nodes[to].replica.as_mut() else {
+            self.stats.dropped += 1;
+            return Ok(());
+        };
+        self.stats.delivered += 1;
+        self.trace
+            .update(&[2])
+            .update(&self.now.to_be_bytes())
+            .update(&inbound.hash());
+        let bytes = inbound.encode();
+        let inbound = Inbound::decode(&bytes).map_err(|e| format!("inbound decoding: {e}"))?;
+        match (replica.app_mut().submit_inbound(inbound), forged) {
+            (Err(InboundError::BadProof { .. }), true) => {
+                self.stats.forged_inbounds_refused += 1;
+                Ok(())
+            }
+            (Err(InboundError::AlreadyCommitted(_)), _) | (Ok(()), false) => Ok(()),
+            (result, forged) => Err(format!(
+                "node {to}: inbound (forged: {forged}) had an unexpected outcome: {result:?}"
+            )),
         }
     }
 
@@ -629,7 +747,7 @@ impl<S: SimKeys> Sim<S> {
                     "node {node} state root differs from the header it committed at height {height}"
                 ));
             }
-            if state.total_supply() != self.shard_supply[usize::from(shard)] {
+            if state.accountable_supply() != self.shard_supply[usize::from(shard)] {
                 return Err(format!(
                     "supply on shard {shard} changed at height {height}"
                 ));
@@ -638,6 +756,21 @@ impl<S: SimKeys> Sim<S> {
         } else {
             block.header.state_root
         };
+        let relays = block
+            .transactions
+            .iter()
+            .any(|t| matches!(&t.tx.kind, TxKind::Transfer { to, .. } if shard_of(to, self.p.shards) != shard));
+        if relays && replica.app().tip().0 == height {
+            self.at(
+                self.now,
+                Event::Relay {
+                    node,
+                    from: height,
+                    to: height,
+                    attempt: 0,
+                },
+            );
+        }
         if !honest {
             return Ok(());
         }
@@ -651,6 +784,7 @@ impl<S: SimKeys> Sim<S> {
             Some(_) => {}
             None => {
                 self.finalised.insert((shard, height), (hash, root));
+                self.atomix_finalised(shard, height, block)?;
                 if self.in_fault_phase() && self.rng.random_bool(self.p.isolate_committer) {
                     let until =
                         (self.now + self.rng.random_range(500..=3_000)).min(self.p.fault_phase_ms);
@@ -661,6 +795,42 @@ impl<S: SimKeys> Sim<S> {
         let max = &mut self.stats.max_height[usize::from(shard)];
         *max = (*max).max(height);
         Ok(())
+    }
+
+    /// Atomix all-or-nothing, at each newly finalised block: every lock it commits was made in a finalised
+    /// block of its input shard, for this shard and this amount, and was never committed before.
+    fn atomix_finalised(&mut self, shard: u16, height: u64, block: &Block) -> Result<(), String> {
+        for tx in &block.transactions {
+            if let TxKind::Transfer { to, amount } = &tx.tx.kind {
+                let out = shard_of(to, self.p.shards);
+                if out != shard {
+                    self.locks.insert(tx.id(), (out, *amount));
+                    self.stats.atomix_locks += 1;
+                }
+            }
+        }
+        for inbound in &block.inbound {
+            for (lock, _) in &inbound.locks {
+                match self.locks.get(&lock.tx_id) {
+                    Some((out, amount)) if *out == shard && *amount == lock.amount => {}
+                    other => {
+                        return Err(format!(
+                            "shard {shard} height {height} committed a lock not finalised as such: {other:?}"
+                        ));
+                    }
+                }
+                if !self.committed_locks.insert(lock.tx_id) {
+                    return Err(format!(
+                        "shard {shard} height {height} committed a lock a second time"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_locks(&self) -> usize {
+        self.locks.len() - self.committed_locks.len()
     }
 
     fn client(&mut self, shard: u16) {
@@ -773,6 +943,17 @@ impl<S: SimKeys> Sim<S> {
                 self.partitions.remove(&shard);
             }
             Event::Client(shard) => self.client(shard),
+            Event::Relay {
+                node,
+                from,
+                to,
+                attempt,
+            } => self.relay(node, from, to, attempt),
+            Event::Inbound {
+                to,
+                inbound,
+                forged,
+            } => self.on_inbound(to, inbound, forged)?,
         }
         Ok(())
     }
@@ -786,9 +967,21 @@ impl<S: SimKeys> Sim<S> {
             .map_err(|e| format!("store reopen: {e}"))?;
         let config = Config::new(self.genesis.params.chain_id, n.shard);
         let committee = self.committees[usize::from(n.shard)].clone();
-        let replica = Replica::new(config, committee, n.index, n.secret.clone(), app)
+        let mut replica = Replica::new(config, committee, n.index, n.secret.clone(), app)
             .map_err(|e| format!("node {node} could not resume: {e}"))?;
+        replica.app_mut().set_certifier(self.certifier.clone());
+        // The relays planned before the crash are gone: relay the locks of the recent heights again.
+        let tip = replica.app().tip().0;
         self.nodes[node].replica = Some(replica);
+        self.at(
+            self.now,
+            Event::Relay {
+                node,
+                from: tip.saturating_sub(64),
+                to: tip,
+                attempt: 0,
+            },
+        );
         self.handle(node, Input::Tick)
     }
 
@@ -837,8 +1030,9 @@ impl<S: SimKeys> Sim<S> {
             if next > self.p.end_ms {
                 break;
             }
-            // Once healed, stop as soon as every shard has shown liveness.
+            // Once healed, stop as soon as every shard has shown liveness and every lock is committed.
             if let Some(before) = &healed_at
+                && self.pending_locks() == 0
                 && (0..self.p.shards).all(|s| {
                     let target = before[usize::from(s)] + 2;
                     self.heights_of_honest(s).iter().all(|h| *h >= target)
@@ -879,6 +1073,14 @@ impl<S: SimKeys> Sim<S> {
                     "shard {s} not live after healing: honest heights {heights:?}, target {target}"
                 ));
             }
+        }
+        // Atomix liveness: every lock of a finalised block was committed on its output shard.
+        if self.pending_locks() > 0 {
+            return Err(format!(
+                "{} of {} Atomix locks not committed after healing",
+                self.pending_locks(),
+                self.locks.len()
+            ));
         }
         self.trace.update(format!("{:?}", self.stats).as_bytes());
         Ok(*self.trace.finalize().as_bytes())
@@ -926,6 +1128,8 @@ fn many_seeds_stay_safe_and_live() {
                 total.crashes += stats.crashes;
                 total.evidence += stats.evidence;
                 total.rejected_txs += stats.rejected_txs;
+                total.atomix_locks += stats.atomix_locks;
+                total.forged_inbounds_refused += stats.forged_inbounds_refused;
             }
             Err(e) => {
                 eprintln!(
@@ -944,6 +1148,10 @@ fn many_seeds_stay_safe_and_live() {
     assert!(
         total.commits > 0 && total.delivered > 0 && total.rejected_txs > 0,
         "the simulation did something"
+    );
+    assert!(
+        seeds.len() < 50 || (total.atomix_locks > 0 && total.forged_inbounds_refused > 0),
+        "the simulation moved value across shards and met forged inbounds"
     );
 }
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 /// The signature scheme of votes. Production uses [`Bls`]; the simulator may plug in a cheaper stand-in so
 /// that it can run many seeds, as long as it has the same aggregate semantics.
-pub trait VoteScheme: Clone + Debug + PartialEq + Eq + 'static {
-    type Secret: Clone + Debug;
-    type Public: Clone + Eq + Debug;
-    type Sig: Clone + Eq + Debug;
+pub trait VoteScheme: Clone + Debug + PartialEq + Eq + Send + Sync + 'static {
+    type Secret: Clone + Debug + Send + Sync;
+    type Public: Clone + Eq + Debug + Send + Sync;
+    type Sig: Clone + Eq + Debug + Send + Sync;
     fn public(secret: &Self::Secret) -> Self::Public;
     fn sign(secret: &Self::Secret, message: &[u8]) -> Self::Sig;
     fn verify(public: &Self::Public, message: &[u8], sig: &Self::Sig) -> bool;

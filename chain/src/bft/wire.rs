@@ -14,13 +14,15 @@
 //! checks only the form: signatures and certificates are checked by the replica on arrival.
 
 use super::types::{Message, Proposal, QuorumCertificate, Vote, VoteKind, VoteScheme};
+use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
 use crate::block::{BLOCK_TXS_MAX, Block};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::tx::TX_BYTES_MAX;
 use std::sync::Arc;
 
 const WIRE_VERSION: u8 = 1;
-const BLOCK_BYTES_MAX: usize = 256 + BLOCK_TXS_MAX * (TX_BYTES_MAX + 4);
+const BLOCK_BYTES_MAX: usize =
+    256 + BLOCK_TXS_MAX * (TX_BYTES_MAX + 4) + BLOCK_INBOUND_BYTES_MAX + BLOCK_INBOUND_MAX * 4;
 const CERTIFICATE_BYTES_MAX: usize = 1024;
 const SIGNATURE_BYTES_MAX: usize = 256;
 /// The largest consensus message: a full block plus a certificate and headers.
@@ -220,6 +222,7 @@ mod tests {
             },
             transactions: vec![],
             links: vec![],
+            inbound: vec![],
         });
         let vote = Vote::<Bls>::sign(1, 2, VoteKind::Prevote, 3, 0, Some(block.hash()), 0, &key);
         let nil = Vote::<Bls>::sign(1, 2, VoteKind::Precommit, 3, 1, None, 0, &key);

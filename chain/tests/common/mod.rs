@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 /// Hooks called on every signature, verification and aggregate verification of [`Insecure`], so that a test
 /// can meter them (`()` meters nothing).
-pub trait Meter: Clone + Debug + PartialEq + Eq + 'static {
+pub trait Meter: Clone + Debug + PartialEq + Eq + Send + Sync + 'static {
     fn signed() {}
     fn verified() {}
     fn aggregate_verified() {}

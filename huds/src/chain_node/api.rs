@@ -6,7 +6,7 @@
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
-//! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`; a refused transaction is a 400 with the reason |
+//! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`, and for a transfer to another shard (Atomix) once the recipient's shard committed it too: `"committed":{"shard","height"}` (`null` if that did not happen within the wait; the lock stays and is relayed again); a refused transaction is a 400 with the reason |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chain::genesis::Genesis;
 use chain::tx::TX_BYTES_MAX;
-use chain::{Address, ShardId, SignedTransaction, TxError, shard_of};
+use chain::{Address, ShardId, SignedTransaction, TxError, TxKind, shard_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -379,6 +379,23 @@ async fn submit(State(api): State<Arc<ChainApi>>, body: Bytes) -> Result<Json<Va
     let validator = api.validator(shard)?;
     let id = tx.id();
     let mut commits = validator.commits();
+    // A transfer to another shard is an Atomix lock here, committed later by the recipient's shard.
+    let output = match &tx.tx.kind {
+        TxKind::Transfer { to, .. } => {
+            let out = shard_of(to, api.genesis.params.shard_count);
+            (out != shard).then_some(out)
+        }
+        _ => None,
+    };
+    let output = match output {
+        Some(out) => {
+            let v = api.validator(out)?.clone();
+            let commits = v.commits();
+            Some((out, v, commits))
+        }
+        None => None,
+    };
+    let started = tokio::time::Instant::now();
     let results = validator
         .submit(vec![tx.clone()])
         .await
@@ -426,11 +443,33 @@ async fn submit(State(api): State<Arc<ChainApi>>, body: Bytes) -> Result<Json<Va
                 ),
             )
         })??;
-    Ok(Json(json!({
+    let mut answer = json!({
         "tx": hex(&id),
         "shard": shard,
         "height": height,
-    })))
+    });
+    if let Some((out, v, mut out_commits)) = output {
+        let wait = async {
+            loop {
+                match out_commits.recv().await {
+                    Ok(notice) if notice.commits_lock(&id) => return Some(Some(notice.height)),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if v.lock_committed(id).await.unwrap_or(false) {
+                            return Some(None);
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        };
+        let left = FINALITY_WAIT.saturating_sub(started.elapsed());
+        answer["committed"] = match tokio::time::timeout(left, wait).await {
+            Ok(Some(height)) => json!({ "shard": out, "height": height }),
+            _ => Value::Null,
+        };
+    }
+    Ok(Json(answer))
 }
 
 /// Serves only the chain routes on `listener` (the node API serves them merged with the rest).

@@ -19,7 +19,7 @@
 //! task: envelopes are length-checked and decoded into typed errors, and the replica and follower check every
 //! signature and certificate themselves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +58,14 @@ const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
 const CATCH_UP_REMEMBERED_MAX: usize = 1024;
 /// A follower that made no progress asks members for blocks this often.
 const FOLLOWER_ASK_EVERY_MS: u64 = 500;
+/// Atomix relays: each committed height's locks are relayed at commit, then again after 2, 8, 32 and 128 s
+/// (proven against the tip of the moment), since nothing tells the input shard that the output shard
+/// committed them; output shards drop what they already committed.
+const RELAY_FIRST_RETRY: Duration = Duration::from_secs(2);
+const RELAY_ATTEMPTS: u32 = 5;
+const RELAYS_QUEUED_MAX: usize = 4096;
+/// Heights whose locks a validator relays again when it opens a shard lane (after a restart).
+const RELAY_ON_OPEN_HEIGHTS: u64 = 256;
 
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
 /// few hundred milliseconds, and an idle beacon should not cost what a busy shard does.
@@ -192,6 +200,15 @@ pub struct CommitNotice {
     /// The committee member that proposed it (the proposer of the round its certificate is from).
     pub proposer: Address,
     pub tx_ids: Vec<Hash>,
+    /// The transactions of other shards whose Atomix locks the block committed here.
+    inbound_ids: Vec<Hash>,
+}
+
+impl CommitNotice {
+    /// Whether the block committed the Atomix lock of transaction `id` (of another shard).
+    pub fn commits_lock(&self, id: &Hash) -> bool {
+        self.inbound_ids.contains(id)
+    }
 }
 
 enum Command {
@@ -202,6 +219,10 @@ enum Command {
     Account {
         address: Address,
         reply: oneshot::Sender<Option<Account>>,
+    },
+    LockCommitted {
+        tx: Hash,
+        reply: oneshot::Sender<bool>,
     },
     Prove {
         what: ProofOf,
@@ -286,6 +307,11 @@ impl ValidatorHandle {
     /// The committed state of an account on this validator's shard.
     pub async fn account(&self, address: Address) -> Result<Option<Account>, ValidatorError> {
         self.ask(|reply| Command::Account { address, reply }).await
+    }
+
+    /// Whether this validator's shard committed the Atomix lock of transaction `tx` (of another shard).
+    pub async fn lock_committed(&self, tx: Hash) -> Result<bool, ValidatorError> {
+        self.ask(|reply| Command::LockCommitted { tx, reply }).await
     }
 
     /// An SPV proof from this validator's ledger: None if there is nothing to prove it from (no block yet, or
@@ -654,6 +680,8 @@ impl Validator {
             evidence: 0,
             dropped_messages: 0,
             catch_up_sent: HashMap::new(),
+            relays: BTreeMap::new(),
+            relay_seq: 0,
             config,
         };
         driver.reconcile()?;
@@ -720,6 +748,9 @@ struct Driver {
     dropped_messages: u64,
     /// (to, height) -> when that finalised block was last sent to that member (or to the followers).
     catch_up_sent: HashMap<(ShardId, u16, u64), Instant>,
+    /// Atomix relays due: (when, sequence) -> (shard, heights from, to, attempts made).
+    relays: BTreeMap<(Instant, u64), (ShardId, u64, u64, u32)>,
+    relay_seq: u64,
     config: ValidatorConfig,
 }
 
@@ -769,7 +800,10 @@ impl Driver {
                 },
                 _ = timer => self.tick(),
                 Some(batch) = verified.recv() => self.admit(batch),
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.relay_due();
+                }
             }
             if let Err(e) = self.after_event() {
                 self.stop_with(&e);
@@ -912,6 +946,13 @@ impl Driver {
         let store = self.config.open_store(&format!("shard-{shard}"))?;
         let mut app = ShardApp::open(&self.config.genesis, shard, store)?;
         app.block_txs_max = self.config.block_txs_max.min(chain::block::BLOCK_TXS_MAX);
+        app.set_certifier(self.known.clone());
+        // Relays planned before a restart are gone: relay the locks of the recent heights again.
+        let tip = app.tip().0;
+        self.plan_relay(
+            RELAY_FIRST_RETRY,
+            (shard, tip.saturating_sub(RELAY_ON_OPEN_HEIGHTS), tip, 0),
+        );
         let topic = shard_topic(self.chain_id, shard);
         self.swarm
             .behaviour_mut()
@@ -1026,6 +1067,14 @@ impl Driver {
             // Peers gossip what they admitted; a transaction this mempool refuses (already included,
             // replaced, full, forged) is simply dropped. Followers keep a mempool too, for their turn.
             Ok(Envelope::Transactions(txs)) if on_shard => self.verify(txs, None),
+            // Atomix locks of another shard: relayed by every member there, and again later, so most
+            // copies are refused as already committed.
+            Ok(Envelope::Inbound(inbound)) if on_shard => {
+                let lane = self.shard.as_mut().expect("on_shard");
+                if let Err(e) = lane.app_mut().submit_inbound(*inbound) {
+                    tracing::trace!(account = %self.config.account, "inbound refused: {e}");
+                }
+            }
             // Heads belong on the beacon topic; undecodable bytes from a peer are dropped.
             Ok(_) | Err(_) => {}
         }
@@ -1172,6 +1221,13 @@ impl Driver {
                     .as_ref()
                     .and_then(|l| l.app().state().account(&address).cloned());
                 let _ = reply.send(account);
+            }
+            Command::LockCommitted { tx, reply } => {
+                let done = self
+                    .shard
+                    .as_ref()
+                    .is_some_and(|l| l.app().state().is_committed(&tx));
+                let _ = reply.send(done);
             }
             Command::Prove { what, reply } => {
                 let proof = self.shard.as_ref().and_then(|l| match what {
@@ -1393,6 +1449,9 @@ impl Driver {
         );
         if c.shard == BEACON_SHARD {
             self.known = Arc::new(self.beacon().app().state().clone());
+            if let Some(lane) = self.shard.as_mut() {
+                lane.app_mut().set_certifier(self.known.clone());
+            }
             self.beacon_state.send_replace(BeaconView {
                 height,
                 tip: c.block.hash(),
@@ -1408,6 +1467,13 @@ impl Driver {
                     state_root: c.block.header.state_root,
                 },
             );
+            let locks = c.block.transactions.iter().any(|t| {
+                matches!(&t.tx.kind, chain::TxKind::Transfer { to, .. }
+                    if chain::shard_of(to, self.config.genesis.params.shard_count) != c.shard)
+            });
+            if locks && c.member.is_some() {
+                self.relay((c.shard, height, height, 0));
+            }
             let members = c.committee.len() as u64;
             if let Some(me) = c.member
                 && height.is_multiple_of(HEAD_EVERY_BLOCKS)
@@ -1430,10 +1496,61 @@ impl Driver {
             block: c.block.hash(),
             proposer: c.committee.members[usize::from(proposer)].id,
             tx_ids: c.block.transactions.iter().map(|t| t.id()).collect(),
+            inbound_ids: c
+                .block
+                .inbound
+                .iter()
+                .flat_map(|i| i.locks.iter().map(|(l, _)| l.tx_id))
+                .collect(),
         };
         // No receiver is fine: nobody is waiting.
         let _ = self.commits.send(Arc::new(notice));
         self.publish_status_at(Some(&c.block.header));
+    }
+
+    fn plan_relay(&mut self, after: Duration, relay: (ShardId, u64, u64, u32)) {
+        if self.relays.len() >= RELAYS_QUEUED_MAX {
+            return;
+        }
+        self.relay_seq += 1;
+        self.relays
+            .insert((Instant::now() + after, self.relay_seq), relay);
+    }
+
+    /// Relays the Atomix locks of the shard lane's committed heights `from..=to` to the output shards'
+    /// topics, and plans the next attempt.
+    fn relay(&mut self, (shard, from, to, attempt): (ShardId, u64, u64, u32)) {
+        let Some(lane) = self.shard.as_ref().filter(|l| l.shard == shard) else {
+            return;
+        };
+        let outbound = lane.app().outbound(from, to);
+        if outbound.is_empty() {
+            return;
+        }
+        for (out, inbound) in outbound {
+            let Some(bytes) = wire::encode_inbound(&inbound) else {
+                continue;
+            };
+            tracing::debug!(account = %self.config.account, shard, out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
+            self.publish(&shard_topic(self.chain_id, out), bytes);
+        }
+        if attempt + 1 < RELAY_ATTEMPTS {
+            self.plan_relay(
+                RELAY_FIRST_RETRY * 4u32.pow(attempt),
+                (shard, from, to, attempt + 1),
+            );
+        }
+    }
+
+    fn relay_due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.relays.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let relay = entry.remove();
+            self.relay(relay);
+        }
     }
 
     /// The registry events of this validator's shard that the beacon chain has not applied yet (as far as
@@ -1673,6 +1790,7 @@ mod tests {
             header: chain::ledger::genesis_header(&net.genesis.params, 0, [1; 32]),
             transactions: Vec::new(),
             links: Vec::new(),
+            inbound: Vec::new(),
         };
         let mut header = forged_block.header.clone();
         header.height = height + 1;
@@ -1680,6 +1798,7 @@ mod tests {
             header,
             transactions: Vec::new(),
             links: Vec::new(),
+            inbound: Vec::new(),
         };
         let decided = Message::<Bls>::Decided {
             certificate: QuorumCertificate {

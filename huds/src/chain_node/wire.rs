@@ -7,6 +7,8 @@
 //!           | 3 count:u32 (len:u32 signed_transaction){count} transactions for the shard's mempools
 //!           | 4 header certificate:var registry:var            a certified shard head, on the beacon topic,
 //!                                                             with its shard's registry events (empty: none)
+//!           | 5 inbound                                       Atomix locks for the output shard's topic
+//!                                                             (chain::atomix, at most INBOUND_RELAY_BYTES_MAX)
 //! ```
 //!
 //! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
@@ -14,6 +16,7 @@
 //! and checked by the replica. Decoding checks every length, rejects trailing bytes and never panics.
 
 use chain::SignedTransaction;
+use chain::atomix::{INBOUND_RELAY_BYTES_MAX, Inbound};
 use chain::bft::{self, Bls, Message, QuorumCertificate};
 use chain::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
 use chain::codec::{DecodeError, Reader, Writer};
@@ -40,6 +43,8 @@ pub enum Envelope {
     Transactions(Vec<SignedTransaction>),
     /// A finalised block header of some shard with its precommit certificate and registry events.
     Head(Box<Head>),
+    /// Atomix locks of another shard, relayed to the recipients' shard.
+    Inbound(Box<Inbound>),
 }
 
 /// A certified shard head as gossiped: what the beacon's cross-links are made of.
@@ -99,6 +104,14 @@ pub fn encode_head(head: &Head) -> Vec<u8> {
     w.finish()
 }
 
+/// `None` if the inbound is larger than a relay may be (see [`Inbound::split`]).
+pub fn encode_inbound(inbound: &Inbound) -> Option<Vec<u8>> {
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION).u8(5);
+    inbound.encode_into(&mut w);
+    (w.len() <= INBOUND_RELAY_BYTES_MAX + 2).then(|| w.finish())
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     if bytes.len() > ENVELOPE_BYTES_MAX {
         return Err(EnvelopeError::Oversized(bytes.len()));
@@ -143,6 +156,14 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
                 certificate,
                 registry,
             })))
+        }
+        5 => {
+            if bytes.len() > INBOUND_RELAY_BYTES_MAX + 2 {
+                return Err(EnvelopeError::Oversized(bytes.len()));
+            }
+            let inbound = Inbound::decode_from(&mut r)?;
+            r.finish()?;
+            Ok(Envelope::Inbound(Box::new(inbound)))
         }
         other => Err(EnvelopeError::Kind(other)),
     }
@@ -226,6 +247,24 @@ mod tests {
                 Envelope::Head(got) => assert_eq!(*got, head),
                 other => panic!("unexpected {other:?}"),
             }
+        }
+        let lock = chain::atomix::Lock {
+            tx_id: [1; 32],
+            from: Address([2; 32]),
+            to: Address([3; 32]),
+            amount: Amount(4),
+        };
+        let mut tree = chain::smt::SparseMerkleTree::new();
+        tree.insert(chain::atomix::Lock::key(&lock.tx_id), lock.value_hash());
+        let proof = tree.prove(&chain::atomix::Lock::key(&lock.tx_id));
+        let inbound = Inbound {
+            header: header.clone(),
+            certificate: certificate.encode(),
+            locks: vec![(lock, proof)],
+        };
+        match decode(&encode_inbound(&inbound).expect("small")).expect("decodes") {
+            Envelope::Inbound(got) => assert_eq!(*got, inbound),
+            other => panic!("unexpected {other:?}"),
         }
         let txs: Vec<_> = (0..3).map(tx).collect();
         match decode(&encode_transactions(&txs)).expect("decodes") {
