@@ -1,4 +1,4 @@
-//! Atomix: transfers whose recipient lives on another shard (`specs/consensus.md` §4.10).
+//! Atomix: transfers whose recipient lives on another shard (`specs/consensus.md` §6).
 //!
 //! A transfer to an account of shard B, sent from shard A, runs in two steps:
 //! 1. **Lock** on A (the input shard): the transfer executes like any other, except that the amount leaves
