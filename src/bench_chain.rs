@@ -7,9 +7,11 @@
 //! accounts of each shard, fed to one validator per shard in batches as fast as its mempool admits them (the
 //! validator gossips them to its committee). Measured from the first submission until every transfer is
 //! final: finalised transfers per second, process CPU time per finalised transfer, block time, and time to
-//! finality (submission to the commit notice).
+//! finality (submission to the commit notice). With `--cross-shard PCT`, that share of the multi-shard
+//! setup's transfers pays an account of the next shard (Atomix): such a transfer is final when the
+//! recipient's shard commits its lock, which the sender's committee relays after finalising it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,7 +108,7 @@ fn senders(shards: u16) -> Vec<Vec<SecretKey>> {
     out
 }
 
-async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figures> {
+async fn run_setup(shards: u16, transfers: usize, epochs: bool, cross_pct: u8) -> Result<Figures> {
     let dir = tempfile_dir()?;
     let keys = senders(shards);
     let wallets: Vec<Address> = keys
@@ -133,9 +135,13 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figure
     let validators = net.validator_count();
 
     // Pre-signed transfers, interleaved over the senders so every batch spreads across accounts.
+    // Every `cross`-th transfer (by percent) of a multi-shard setup pays an account of the next shard.
     let per_shard = transfers.div_ceil(usize::from(shards));
     let mut loads: Vec<Vec<SignedTransaction>> = Vec::new();
-    for shard_keys in &keys {
+    let mut cross_ids: HashSet<Hash> = HashSet::new();
+    // Per shard, the transfers whose final step is a commit there.
+    let mut expected = vec![0usize; usize::from(shards)];
+    for (s, shard_keys) in keys.iter().enumerate() {
         let mut txs = Vec::with_capacity(per_shard);
         let mut nonce = 0;
         while txs.len() < per_shard {
@@ -143,7 +149,10 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figure
                 if txs.len() == per_shard {
                     break;
                 }
-                let to = Address::of(&shard_keys[(i + 1) % shard_keys.len()].public());
+                let cross = shards > 1 && (txs.len() % 100) < usize::from(cross_pct);
+                let out = if cross { (s + 1) % keys.len() } else { s };
+                let out_keys = &keys[out];
+                let to = Address::of(&out_keys[(i + 1) % out_keys.len()].public());
                 let tx = Transaction {
                     chain_id,
                     sender: key.public(),
@@ -155,12 +164,18 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figure
                         amount: Amount(1),
                     },
                 };
-                txs.push(tx.sign(key));
+                let tx = tx.sign(key);
+                if cross {
+                    cross_ids.insert(tx.id());
+                }
+                expected[out] += 1;
+                txs.push(tx);
             }
             nonce += 1;
         }
         loads.push(txs);
     }
+    let cross_ids = Arc::new(cross_ids);
     let total: usize = loads.iter().map(Vec::len).sum();
 
     // One validator per shard takes the load and reports commits.
@@ -179,8 +194,9 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figure
     for h in &entry {
         let mut commits = h.commits();
         let submitted = submitted.clone();
+        let cross_ids = cross_ids.clone();
         let shard = h.status().shard;
-        let expected = loads[usize::from(shard)].len();
+        let expected = expected[usize::from(shard)];
         watchers.push(tokio::spawn(async move {
             let (mut done, mut blocks, mut finality) = (0usize, 0u64, Vec::new());
             while done < expected {
@@ -191,7 +207,14 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool) -> Result<Figure
                         blocks += 1;
                         let now = Instant::now();
                         let map = submitted.lock().expect("no panics while held");
-                        for id in &notice.tx_ids {
+                        // A transfer is final with its commit on its recipient's shard: the block
+                        // itself here, or the block that commits its Atomix lock.
+                        let finals = notice
+                            .tx_ids
+                            .iter()
+                            .filter(|id| !cross_ids.contains(*id))
+                            .chain(&notice.inbound_ids);
+                        for id in finals {
                             if let Some(t) = map.get(id) {
                                 finality.push(now.duration_since(*t).as_secs_f64() * 1e3);
                                 done += 1;
@@ -349,7 +372,7 @@ async fn idle_finality(
     Ok(samples[samples.len() / 2])
 }
 
-pub fn chain(transfers: usize, epochs: bool, json_out: bool) -> Result<()> {
+pub fn chain(transfers: usize, epochs: bool, cross_pct: u8, json_out: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -357,7 +380,7 @@ pub fn chain(transfers: usize, epochs: bool, json_out: bool) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut figures = Vec::new();
     for shards in [1u16, 4] {
-        figures.push(rt.block_on(run_setup(shards, transfers, epochs))?);
+        figures.push(rt.block_on(run_setup(shards, transfers, epochs, cross_pct))?);
     }
     if json_out {
         let rows: Vec<_> = figures
@@ -367,6 +390,7 @@ pub fn chain(transfers: usize, epochs: bool, json_out: bool) -> Result<()> {
                     "shards": f.shards,
                     "validators": f.validators,
                     "epochs": epochs,
+                    "cross_shard_percent": if f.shards > 1 { cross_pct } else { 0 },
                     "transfers": f.transfers,
                     "seconds": f.seconds,
                     "transfers_per_s": f.per_second(),
@@ -386,12 +410,13 @@ pub fn chain(transfers: usize, epochs: bool, json_out: bool) -> Result<()> {
         "huds bench chain: {transfers} pre-signed transfers per setup; every validator in this process with its own gossipsub swarm on 127.0.0.1 and its own RocksDB (unsynced); {cores} cores"
     );
     println!(
-        "{}; validators: {}",
+        "{}; {}% of the multi-shard setup's transfers to another shard (Atomix); validators: {}",
         if epochs {
             "epochs on as in huds devnet (spares, every validator following the beacon chain)"
         } else {
             "fixed committees (--epochs runs the devnet's setting)"
         },
+        cross_pct,
         figures
             .iter()
             .map(|f| format!("{} with {} shard(s)", f.validators, f.shards))

@@ -224,6 +224,10 @@ enum BenchWhat {
         /// beacon chain (default: fixed committees, no spares, only the beacon's members keep it).
         #[arg(long)]
         epochs: bool,
+        /// Percent of the transfers whose recipient is on another shard (Atomix: final when the recipient's
+        /// shard committed them); only the multi-shard setup has any.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        cross_shard: u8,
     },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
@@ -337,8 +341,13 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Core { size_mib },
         } => bench::core(size_mib, cli.json),
         Command::Bench {
-            what: BenchWhat::Chain { transfers, epochs },
-        } => bench_chain::chain(transfers, epochs, cli.json),
+            what:
+                BenchWhat::Chain {
+                    transfers,
+                    epochs,
+                    cross_shard,
+                },
+        } => bench_chain::chain(transfers, epochs, cross_shard, cli.json),
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),

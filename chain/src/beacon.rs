@@ -19,7 +19,9 @@ use crate::address::{Address, ShardId};
 use crate::amount::Amount;
 use crate::atomix::{Certifier, CertifyError, certify_with};
 use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, bitmap_signers};
-use crate::block::{BEACON_SHARD, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink};
+use crate::block::{
+    BEACON_SHARD, BLOCK_EVIDENCE_MAX, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink,
+};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain, hash_with};
 use crate::genesis::Genesis;
@@ -33,7 +35,7 @@ use crate::spv::{CertifiedHeader, EpochProof};
 use crate::store::{Store, StoreError, WriteBatch};
 use std::collections::{BTreeMap, HashSet};
 
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 const KEY_STATE: &[u8] = b"beacon/state";
 /// `beacon/epoch/<epoch:u64 BE>` -> every epoch record this node's beacon chain ever drew (the archive).
 const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";
@@ -42,6 +44,10 @@ const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";
 const KEY_DRAWN_PREFIX: &[u8] = b"beacon/drawn/";
 /// Verified cross-links waiting for a beacon block, at most.
 pub const PENDING_LINKS_MAX: usize = 1024;
+/// Evidence waiting for a beacon block, at most.
+pub const PENDING_EVIDENCE_MAX: usize = 256;
+/// Faults the state remembers (to refuse the same fault twice), at most; evidence beyond is refused.
+pub const FAULTS_KEPT_MAX: usize = 4096;
 /// Rounds of one certificate credited as proposer slots, at most (a certificate from round 1,000 would
 /// otherwise cost 1,000 proposer draws).
 const PROPOSER_ROUNDS_CREDITED_MAX: u32 = 64;
@@ -90,6 +96,29 @@ pub enum LinkError {
     PoolFull,
     #[error("link of shard {shard} carries a bad registry batch: {error}")]
     Registry { shard: u16, error: BatchError },
+}
+
+/// Why evidence of a fault is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    #[error(
+        "evidence is about shard {0}, which does not exist (beacon committee faults are not recorded)"
+    )]
+    UnknownShard(u16),
+    #[error(
+        "evidence is from epoch {epoch}; the beacon chain records faults of epochs {oldest} to {newest}"
+    )]
+    OutOfEpochs {
+        epoch: u64,
+        oldest: u64,
+        newest: u64,
+    },
+    #[error("evidence does not verify against shard {0}'s committee of its epoch")]
+    Invalid(u16),
+    #[error("this fault is already recorded")]
+    AlreadyRecorded,
+    #[error("too many faults are recorded or waiting; retry later")]
+    Full,
 }
 
 /// A cross-link checked against a beacon state: what [`BeaconState::record_link`] records.
@@ -251,6 +280,31 @@ pub struct BeaconState {
     /// The aggregate signatures linked since the newest epoch began, hashed in order: the next epoch's
     /// randomness input.
     pub mix: Hash,
+    /// Faults recorded from evidence, by [`fault_key`], with the epoch they happened in: a fault counts
+    /// once. Kept for the newest epoch and the one before (older evidence is refused).
+    pub faults: BTreeMap<Hash, u64>,
+}
+
+/// What identifies one fault: the offender and the step (shard, height, round) it signed twice for.
+pub fn fault_key(offender: &Address, e: &crate::bft::Evidence<Bls>) -> Hash {
+    let (shard, height, round) = e.step();
+    let kind: u8 = match e {
+        crate::bft::Evidence::DoubleVote(a, _) => match a.kind {
+            crate::bft::VoteKind::Prevote => 1,
+            crate::bft::VoteKind::Precommit => 2,
+        },
+        crate::bft::Evidence::DoubleProposal(..) => 3,
+    };
+    hash_with(
+        "IOS fault key v1",
+        &[
+            &offender.0,
+            &shard.to_be_bytes(),
+            &height.to_be_bytes(),
+            &round.to_be_bytes(),
+            &[kind],
+        ],
+    )
 }
 
 impl BeaconState {
@@ -314,6 +368,7 @@ impl BeaconState {
             epochs: Vec::new(),
             links: vec![None; usize::from(shards)],
             mix: [0; 32],
+            faults: BTreeMap::new(),
         };
         let record = state.draw(0, randomness, &[]);
         state.epochs.push(record);
@@ -569,6 +624,55 @@ impl BeaconState {
         }
     }
 
+    /// Checks evidence of a fault by a member of a shard committee: a shard that exists, an epoch this
+    /// state keeps and records faults of (the newest or the one before), both messages verifying against that
+    /// epoch's committee, and a fault not recorded yet. Returns the offender and the fault's key and epoch.
+    pub fn check_evidence(
+        &self,
+        e: &crate::bft::Evidence<Bls>,
+    ) -> Result<(Address, Hash, u64), EvidenceError> {
+        let (shard, height, _) = e.step();
+        if shard >= self.shard_count() {
+            return Err(EvidenceError::UnknownShard(shard));
+        }
+        let epoch = self.epoch_of_height(height);
+        let oldest = self.epoch().saturating_sub(1);
+        let committee = self
+            .committee_in(shard, epoch)
+            .filter(|_| epoch >= oldest)
+            .ok_or(EvidenceError::OutOfEpochs {
+                epoch,
+                oldest,
+                newest: self.epoch(),
+            })?;
+        if !e.verify(self.chain_id, &committee) {
+            return Err(EvidenceError::Invalid(shard));
+        }
+        let offender = committee
+            .members
+            .get(usize::from(e.offender()))
+            .ok_or(EvidenceError::Invalid(shard))?
+            .id;
+        let key = fault_key(&offender, e);
+        if self.faults.contains_key(&key) {
+            return Err(EvidenceError::AlreadyRecorded);
+        }
+        if self.faults.len() >= FAULTS_KEPT_MAX {
+            return Err(EvidenceError::Full);
+        }
+        Ok((offender, key, epoch))
+    }
+
+    /// Records a checked fault: it counts in the offender's signals, so its reputation (and likelihood) at
+    /// the next epoch is halved for each fault.
+    fn record_fault(&mut self, offender: &Address, key: Hash, epoch: u64) {
+        self.faults.insert(key, epoch);
+        if let Ok(i) = self.validators.binary_search_by_key(offender, |v| v.id) {
+            let s = &mut self.validators[i].signals;
+            s.faults_proven = s.faults_proven.saturating_add(1);
+        }
+    }
+
     /// A stake from a shard's registry outbox: the account's stake in that role is now this. A new
     /// validator joins with reputation 0 (its weight is its stake); one whose stake falls to 0 keeps its
     /// record (and signals) but is no longer drawn. A full registry ignores newcomers.
@@ -651,6 +755,7 @@ impl BeaconState {
             next.epochs.remove(0);
         }
         next.mix = [0; 32];
+        next.faults.retain(|_, e| *e + 1 >= epoch);
         next
     }
 
@@ -697,6 +802,10 @@ impl BeaconState {
                         .fixed(&l.registry.head);
                 }
             }
+        }
+        w.u32(u32::try_from(self.faults.len()).expect("at most FAULTS_KEPT_MAX faults"));
+        for (key, epoch) in &self.faults {
+            w.fixed(key).u64(*epoch);
         }
         w.finish()
     }
@@ -766,6 +875,12 @@ impl BeaconState {
                 }
             });
         }
+        let count = r.count("beacon faults", FAULTS_KEPT_MAX, 40)?;
+        let mut faults = BTreeMap::new();
+        for _ in 0..count {
+            let key = r.array()?;
+            faults.insert(key, r.u64()?);
+        }
         r.finish()?;
         Ok(Self {
             chain_id,
@@ -776,6 +891,7 @@ impl BeaconState {
             epochs,
             links,
             mix,
+            faults,
         })
     }
 
@@ -826,6 +942,8 @@ pub struct BeaconApp<St: Store> {
     tip: (u64, Hash),
     /// Verified links waiting for a block, by (shard, height).
     pending: BTreeMap<(u16, u64), CrossLink>,
+    /// Verified evidence waiting for a block, by fault key.
+    pending_evidence: BTreeMap<Hash, crate::bft::Evidence<Bls>>,
     /// Hashes of links whose certificate this node verified (so executing them skips the BLS check).
     verified: HashSet<Hash>,
     checked: CheckedStates<BeaconState>,
@@ -901,6 +1019,7 @@ impl<St: Store> BeaconApp<St> {
             store,
             tip,
             pending: BTreeMap::new(),
+            pending_evidence: BTreeMap::new(),
             verified: HashSet::new(),
             checked: CheckedStates::new(),
             archive,
@@ -968,6 +1087,23 @@ impl<St: Store> BeaconApp<St> {
         Ok(())
     }
 
+    pub fn pending_evidence_len(&self) -> usize {
+        self.pending_evidence.len()
+    }
+
+    /// Checks evidence of a fault and keeps it for the next beacon block.
+    pub fn offer_evidence(&mut self, e: crate::bft::Evidence<Bls>) -> Result<(), EvidenceError> {
+        let (_, key, _) = self.state.check_evidence(&e)?;
+        if self.pending_evidence.contains_key(&key) {
+            return Ok(());
+        }
+        if self.pending_evidence.len() >= PENDING_EVIDENCE_MAX {
+            return Err(EvidenceError::Full);
+        }
+        self.pending_evidence.insert(key, e);
+        Ok(())
+    }
+
     fn execute(&self, block: &Block) -> Result<BeaconState, BlockError> {
         let h = &block.header;
         check_header(h, self.state.chain_id, BEACON_SHARD, self.tip)?;
@@ -977,7 +1113,10 @@ impl<St: Store> BeaconApp<St> {
         if block.links.len() > BLOCK_LINKS_MAX {
             return Err(BlockError::TooManyTransactions(block.links.len()));
         }
-        if Block::links_root(&block.links) != h.transactions_root {
+        if block.evidence.len() > BLOCK_EVIDENCE_MAX || !block.inbound.is_empty() {
+            return Err(BlockError::TooManyTransactions(block.evidence.len()));
+        }
+        if Block::beacon_root(&block.links, &block.evidence) != h.transactions_root {
             return Err(BlockError::TransactionsRoot);
         }
         let mut state = self.state.clone();
@@ -987,6 +1126,12 @@ impl<St: Store> BeaconApp<St> {
                 .check_link(link, verified)
                 .map_err(|error| BlockError::Link { index, error })?;
             state.record_link(&checked, &link.header);
+        }
+        for (index, e) in block.evidence.iter().enumerate() {
+            let (offender, key, epoch) = state
+                .check_evidence(e)
+                .map_err(|error| BlockError::Evidence { index, error })?;
+            state.record_fault(&offender, key, epoch);
         }
         if state.next_epoch_due() {
             state = state.next_epoch();
@@ -1018,6 +1163,16 @@ impl<St: Store> App for BeaconApp<St> {
                 links.push(link.clone());
             }
         }
+        let mut evidence = Vec::new();
+        for e in self.pending_evidence.values() {
+            if evidence.len() >= BLOCK_EVIDENCE_MAX {
+                break;
+            }
+            if let Ok((offender, key, epoch)) = state.check_evidence(e) {
+                state.record_fault(&offender, key, epoch);
+                evidence.push(e.clone());
+            }
+        }
         if state.next_epoch_due() {
             state = state.next_epoch();
         }
@@ -1027,7 +1182,7 @@ impl<St: Store> App for BeaconApp<St> {
             height: self.tip.0 + 1,
             parent: self.tip.1,
             state_root: state.root(),
-            transactions_root: Block::links_root(&links),
+            transactions_root: Block::beacon_root(&links, &evidence),
             receipts_root: list_root(&[]),
         };
         self.checked.remember(header.hash(), state);
@@ -1036,6 +1191,7 @@ impl<St: Store> App for BeaconApp<St> {
             transactions: Vec::new(),
             links,
             inbound: Vec::new(),
+            evidence,
         }
     }
 
@@ -1084,6 +1240,9 @@ impl<St: Store> App for BeaconApp<St> {
         self.pending.retain(|(shard, height), _| {
             *height > links[usize::from(*shard)].as_ref().map_or(0, |l| l.height)
         });
+        let state = &self.state;
+        self.pending_evidence
+            .retain(|_, e| state.check_evidence(e).is_ok());
         let waiting: HashSet<Hash> = self.pending.values().map(CrossLink::hash).collect();
         self.verified.retain(|h| waiting.contains(h));
         Ok(())
@@ -1548,6 +1707,125 @@ mod tests {
                 size: 5
             })
         );
+    }
+
+    #[test]
+    fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
+        let g = genesis(0);
+        let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+        let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+        let state = beacon.state().clone();
+        let committee = state.committee(1).expect("shard 1");
+        let offender = committee.members[2].id;
+        let key = secret_of(&offender, &g);
+        let vote = |block: Option<Hash>, round: u32| {
+            Vote::sign(
+                state.chain_id,
+                1,
+                VoteKind::Prevote,
+                5,
+                round,
+                block,
+                2,
+                &key,
+            )
+        };
+        let double = crate::bft::Evidence::DoubleVote(vote(Some([1; 32]), 0), vote(None, 0));
+        beacon
+            .offer_evidence(double.clone())
+            .expect("valid evidence");
+        beacon
+            .offer_evidence(double.clone())
+            .expect("offered twice, kept once");
+        assert_eq!(beacon.pending_evidence_len(), 1);
+
+        // Refused with reasons: the same vote twice, a forged second vote, a shard that does not exist.
+        let same = crate::bft::Evidence::DoubleVote(vote(None, 0), vote(None, 0));
+        assert_eq!(beacon.offer_evidence(same), Err(EvidenceError::Invalid(1)));
+        let mut forged = vote(None, 0);
+        forged.signature = vote(Some([2; 32]), 0).signature;
+        let forged = crate::bft::Evidence::DoubleVote(vote(Some([1; 32]), 0), forged);
+        assert_eq!(
+            beacon.offer_evidence(forged),
+            Err(EvidenceError::Invalid(1))
+        );
+        let elsewhere = crate::bft::Evidence::DoubleVote(
+            Vote::sign(state.chain_id, 9, VoteKind::Prevote, 5, 0, None, 2, &key),
+            Vote::sign(
+                state.chain_id,
+                9,
+                VoteKind::Prevote,
+                5,
+                0,
+                Some([1; 32]),
+                2,
+                &key,
+            ),
+        );
+        assert_eq!(
+            beacon.offer_evidence(elsewhere),
+            Err(EvidenceError::UnknownShard(9))
+        );
+
+        let block = beacon.propose();
+        assert_eq!(block.evidence, vec![double.clone()]);
+        let decoded = Block::decode(&block.encode()).expect("beacon blocks round-trip");
+        assert_eq!(decoded, block);
+        follower
+            .check(&decoded)
+            .expect("the follower checks the evidence");
+        follower.commit(&decoded, vec![1]).expect("commit");
+        beacon.commit(&block, vec![1]).expect("commit");
+        assert_eq!(beacon.state(), follower.state());
+        assert_eq!(beacon.pending_evidence_len(), 0);
+        let signals = beacon
+            .state()
+            .validator(&offender)
+            .expect("registered")
+            .signals;
+        assert_eq!(signals.faults_proven, 1);
+        // The same fault is not counted twice, even with other messages as its proof.
+        let again = crate::bft::Evidence::DoubleVote(vote(Some([3; 32]), 0), vote(None, 0));
+        assert_eq!(
+            beacon.offer_evidence(again.clone()),
+            Err(EvidenceError::AlreadyRecorded)
+        );
+        let mut replay = beacon.propose();
+        replay.evidence = vec![again];
+        replay.header.transactions_root = Block::beacon_root(&replay.links, &replay.evidence);
+        assert!(matches!(
+            follower.check(&replay),
+            Err(BlockError::Evidence {
+                index: 0,
+                error: EvidenceError::AlreadyRecorded
+            })
+        ));
+
+        // At the next epoch the fault halves the reputation its signals earn.
+        let mut with_fault = beacon.state().clone();
+        let mut without = beacon.state().clone();
+        for st in [&mut with_fault, &mut without] {
+            for v in st.validators.iter_mut() {
+                v.signals.certificates = 4;
+                v.signals.votes_in_certificates = 4;
+            }
+        }
+        let i = without
+            .validators
+            .iter()
+            .position(|v| v.id == offender)
+            .expect("registered");
+        without.validators[i].signals.faults_proven = 0;
+        let rep = |st: &BeaconState| {
+            let next = st.next_epoch();
+            next.validator(&offender).expect("known").reputation_ppm
+        };
+        assert_eq!(rep(&with_fault) * 2, rep(&without));
+        assert!(rep(&without) > 0);
+        // Faults older than the epoch before the newest are forgotten with their epoch.
+        let later = beacon.state().next_epoch().next_epoch();
+        assert!(later.faults.is_empty());
+        assert!(beacon.state().next_epoch().faults.len() == 1);
     }
 
     #[test]

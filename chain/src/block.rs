@@ -11,15 +11,18 @@
 //! inbounds), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
 //!
-//! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links, appended to the same
-//! encoding, and its `transactions_root` is the list root of the cross-links' hashes:
+//! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links and evidence of faults,
+//! appended to the same encoding, and its `transactions_root` is the list root of the cross-links' hashes
+//! followed by the evidence hashes:
 //! ```text
 //! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
-//!                   registry_len:u32 registry?)*
+//!                   registry_len:u32 registry?)* evidence:u32 (evidence_len:u32 evidence)*
+//!                   (evidence: crate::bft::wire::encode_evidence)
 //! registry     := from:u64 events:u32 event* smt_proof          (crate::registry; registry_len 0: none)
 //! ```
 
 use crate::atomix::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
+use crate::bft::{Bls, Evidence, wire as bft_wire};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
 use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
@@ -32,6 +35,8 @@ pub const BLOCK_TXS_MAX: usize = 4096;
 pub const BEACON_SHARD: u16 = u16::MAX;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;
+/// Evidence of faults in one beacon block.
+pub const BLOCK_EVIDENCE_MAX: usize = 16;
 /// An encoded precommit certificate of a cross-link, at most (a 1,024-member bitmap and a BLS signature).
 pub const LINK_CERTIFICATE_BYTES_MAX: usize = 512;
 /// An encoded registry batch of a cross-link, at most: `LINK_EVENTS_MAX` events and a full-depth proof.
@@ -93,6 +98,8 @@ pub struct Block {
     pub links: Vec<CrossLink>,
     /// Atomix locks of other shards committed here, on shard blocks only (empty on beacon blocks).
     pub inbound: Vec<Inbound>,
+    /// Evidence of faults by shard committee members, on beacon blocks only (empty on shard blocks).
+    pub evidence: Vec<Evidence<Bls>>,
 }
 
 /// A shard block header with the encoded precommit quorum certificate that finalised it, as the beacon
@@ -145,9 +152,18 @@ impl Block {
         list_root(&Self::body_items(transactions, inbound))
     }
 
-    /// A beacon block's `transactions_root`: the list root of its cross-links' hashes.
+    /// A beacon block's `transactions_root` with no evidence: the list root of its cross-links' hashes.
     pub fn links_root(links: &[CrossLink]) -> Hash {
-        let hashes: Vec<Hash> = links.iter().map(CrossLink::hash).collect();
+        Self::beacon_root(links, &[])
+    }
+
+    /// A beacon block's `transactions_root`: the list root of its cross-links' hashes, then its evidence's.
+    pub fn beacon_root(links: &[CrossLink], evidence: &[Evidence<Bls>]) -> Hash {
+        let hashes: Vec<Hash> = links
+            .iter()
+            .map(CrossLink::hash)
+            .chain(evidence.iter().map(Evidence::hash))
+            .collect();
         list_root(&hashes)
     }
 
@@ -181,6 +197,13 @@ impl Block {
                     .var(&link.certificate)
                     .var(&link.registry_bytes());
             }
+            w.u32(
+                u32::try_from(self.evidence.len())
+                    .expect("blocks hold at most BLOCK_EVIDENCE_MAX evidence"),
+            );
+            for e in &self.evidence {
+                w.var(&bft_wire::encode_evidence(e));
+            }
         } else {
             w.u32(
                 u32::try_from(self.inbound.len())
@@ -204,6 +227,7 @@ impl Block {
         }
         let mut links = Vec::new();
         let mut inbound = Vec::new();
+        let mut evidence = Vec::new();
         if header.shard != BEACON_SHARD {
             let count = r.count("block inbounds", BLOCK_INBOUND_MAX, 4 + HEADER_BYTES)?;
             for _ in 0..count {
@@ -228,12 +252,19 @@ impl Block {
                     registry,
                 });
             }
+            let count = r.count("block evidence", BLOCK_EVIDENCE_MAX, 4 + 20)?;
+            for _ in 0..count {
+                evidence.push(bft_wire::decode_evidence(
+                    r.var("evidence", bft_wire::EVIDENCE_BYTES_MAX)?,
+                )?);
+            }
         }
         Ok(Self {
             header,
             transactions,
             links,
             inbound,
+            evidence,
         })
     }
 
@@ -292,6 +323,7 @@ mod tests {
             transactions,
             links: Vec::new(),
             inbound: Vec::new(),
+            evidence: Vec::new(),
         }
     }
 

@@ -67,6 +67,13 @@ pub enum BlockError {
         index: usize,
         error: crate::beacon::LinkError,
     },
+    #[error("a shard block carries cross-links or evidence, which only beacon blocks carry")]
+    NotOnShards,
+    #[error("evidence {index} is invalid: {error}")]
+    Evidence {
+        index: usize,
+        error: crate::beacon::EvidenceError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,6 +228,28 @@ pub(crate) fn load_committed(store: &dyn Store, height: u64) -> Option<(Block, V
     Some((Block::decode(&block).ok()?, cert))
 }
 
+/// Checks the certificate of another shard's header with `certifier`, once per header (`certified` holds
+/// the hashes of the headers checked already).
+fn certify_once(
+    certifier: Option<&dyn Certifier>,
+    certified: &mut HashSet<Hash>,
+    inbound: &Inbound,
+) -> Result<(), CertifyError> {
+    let hash = inbound.header.hash();
+    if certified.contains(&hash) {
+        return Ok(());
+    }
+    let certifier = certifier.ok_or(CertifyError::Invalid(
+        "this node does not check other shards' certificates".into(),
+    ))?;
+    certifier.certify(&inbound.header, &inbound.certificate)?;
+    if certified.len() >= CERTIFIED_HEADERS_MAX {
+        certified.clear();
+    }
+    certified.insert(hash);
+    Ok(())
+}
+
 pub struct ShardApp<St: Store> {
     state: State,
     store: St,
@@ -281,19 +310,11 @@ impl<St: Store> ShardApp<St> {
 
     /// Checks the certificate of another shard's header, once per header.
     fn certify(&mut self, inbound: &Inbound) -> Result<(), CertifyError> {
-        let hash = inbound.header.hash();
-        if self.certified_headers.contains(&hash) {
-            return Ok(());
-        }
-        let certifier = self.certifier.as_ref().ok_or(CertifyError::Invalid(
-            "this node does not check other shards' certificates".into(),
-        ))?;
-        certifier.certify(&inbound.header, &inbound.certificate)?;
-        if self.certified_headers.len() >= CERTIFIED_HEADERS_MAX {
-            self.certified_headers.clear();
-        }
-        self.certified_headers.insert(hash);
-        Ok(())
+        certify_once(
+            self.certifier.as_deref(),
+            &mut self.certified_headers,
+            inbound,
+        )
     }
 
     /// Admits a relayed Atomix inbound for a later block: its proofs hold, some lock is not committed yet,
@@ -330,9 +351,7 @@ impl<St: Store> ShardApp<St> {
         let mut included = Vec::new();
         let mut bytes = 0;
         let mut invalid = Vec::new();
-        let pool: Vec<(Hash, Inbound)> =
-            self.inbound.iter().map(|(k, v)| (*k, v.clone())).collect();
-        for (id, inbound) in pool {
+        for (id, inbound) in &self.inbound {
             if included.len() >= BLOCK_INBOUND_MAX {
                 break;
             }
@@ -343,11 +362,15 @@ impl<St: Store> ShardApp<St> {
             if bytes + size > BLOCK_INBOUND_BYTES_MAX {
                 continue;
             }
-            match self.certify(&inbound) {
+            match certify_once(
+                self.certifier.as_deref(),
+                &mut self.certified_headers,
+                &inbound,
+            ) {
                 Ok(()) => {}
                 Err(CertifyError::UnknownCommittee { .. }) => continue,
                 Err(_) => {
-                    invalid.push(id);
+                    invalid.push(*id);
                     continue;
                 }
             }
@@ -355,7 +378,7 @@ impl<St: Store> ShardApp<St> {
                 bytes += size;
                 included.push(inbound);
             } else {
-                invalid.push(id);
+                invalid.push(*id);
             }
         }
         for id in invalid {
@@ -593,6 +616,7 @@ impl<St: Store> ShardApp<St> {
             transactions: included,
             links: Vec::new(),
             inbound,
+            evidence: Vec::new(),
         }
     }
 
@@ -609,6 +633,9 @@ impl<St: Store> ShardApp<St> {
         )?;
         if block.transactions.len() > BLOCK_TXS_MAX {
             return Err(BlockError::TooManyTransactions(block.transactions.len()));
+        }
+        if !block.links.is_empty() || !block.evidence.is_empty() {
+            return Err(BlockError::NotOnShards);
         }
         let inbound_bytes: usize = block.inbound.iter().map(|i| i.encode().len()).sum();
         if block.inbound.len() > BLOCK_INBOUND_MAX || inbound_bytes > BLOCK_INBOUND_BYTES_MAX {

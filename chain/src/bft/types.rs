@@ -542,13 +542,26 @@ impl<S: VoteScheme> Proposal<S> {
 
 /// Two conflicting messages signed by one member for one step: proof of a fault, for reputation and
 /// slashing. Anyone holding the committee can check it with [`Evidence::verify`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence<S: VoteScheme> {
     DoubleVote(Vote<S>, Vote<S>),
     DoubleProposal(SignedProposalHeader<S>, SignedProposalHeader<S>),
 }
 
 impl<S: VoteScheme> Evidence<S> {
+    /// The step both messages are for: (shard, height, round).
+    pub fn step(&self) -> (u16, u64, u32) {
+        match self {
+            Evidence::DoubleVote(a, _) => (a.shard, a.height, a.round),
+            Evidence::DoubleProposal(a, _) => (a.shard, a.height, a.round),
+        }
+    }
+
+    /// The hash of its encoding (`bft::wire::encode_evidence`).
+    pub fn hash(&self) -> Hash {
+        crate::crypto::hash_with("IOS evidence v1", &[&super::wire::encode_evidence(self)])
+    }
+
     /// The committee index of the member at fault.
     pub fn offender(&self) -> u16 {
         match self {

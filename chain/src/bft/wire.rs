@@ -10,10 +10,19 @@
 //! polka    := 5 block:var certificate:var
 //! opt<T>   := 0 | 1 T
 //! ```
+//! Evidence of a fault (carried by beacon blocks, [`encode_evidence`]):
+//! ```text
+//! evidence        := version:u8 (=1) (1 vote_body vote_body | 2 proposal_header proposal_header)
+//! vote_body       := kind:u8 shard:u16 height:u64 round:u32 block:opt<[32]> voter:u16 signature:var
+//! proposal_header := shard:u16 height:u64 round:u32 block:[32] valid_round:opt<u32> proposer:u16 signature:var
+//! ```
 //! A message is at most [`MESSAGE_BYTES_MAX`] bytes; decoding checks every length and never panics. Decoding
 //! checks only the form: signatures and certificates are checked by the replica on arrival.
 
-use super::types::{Message, Proposal, QuorumCertificate, Vote, VoteKind, VoteScheme};
+use super::types::{
+    Evidence, Message, Proposal, QuorumCertificate, SignedProposalHeader, Vote, VoteKind,
+    VoteScheme,
+};
 use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
 use crate::block::{BLOCK_TXS_MAX, Block};
 use crate::codec::{DecodeError, Reader, Writer};
@@ -54,16 +63,8 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
                 .var(&p.block.encode());
         }
         Message::Vote(v) => {
-            w.u8(2)
-                .u8(kind_tag(v.kind))
-                .u16(v.shard)
-                .u64(v.height)
-                .u32(v.round);
-            match &v.block {
-                Some(h) => w.u8(1).fixed(h),
-                None => w.u8(0),
-            };
-            w.u16(v.voter).var(&S::sig_to_bytes(&v.signature));
+            w.u8(2);
+            encode_vote_body(&mut w, v);
         }
         Message::Decided { block, certificate } => {
             w.u8(3).var(&block.encode()).var(&certificate.encode());
@@ -80,6 +81,121 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
         }
     }
     w.finish()
+}
+
+fn encode_vote_body<S: VoteScheme>(w: &mut Writer, v: &Vote<S>) {
+    w.u8(kind_tag(v.kind))
+        .u16(v.shard)
+        .u64(v.height)
+        .u32(v.round);
+    match &v.block {
+        Some(h) => w.u8(1).fixed(h),
+        None => w.u8(0),
+    };
+    w.u16(v.voter).var(&S::sig_to_bytes(&v.signature));
+}
+
+fn decode_vote_body<S: VoteScheme>(r: &mut Reader<'_>) -> Result<Vote<S>, DecodeError> {
+    let kind = match r.u8()? {
+        1 => VoteKind::Prevote,
+        2 => VoteKind::Precommit,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "vote kind",
+                tag,
+            });
+        }
+    };
+    let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
+    let block = if opt_flag(r)? { Some(r.array()?) } else { None };
+    let voter = r.u16()?;
+    let signature = signature::<S>(r)?;
+    Ok(Vote {
+        kind,
+        shard,
+        height,
+        round,
+        block,
+        voter,
+        signature,
+    })
+}
+
+fn encode_proposal_header<S: VoteScheme>(w: &mut Writer, p: &SignedProposalHeader<S>) {
+    w.u16(p.shard).u64(p.height).u32(p.round).fixed(&p.block);
+    match p.valid_round {
+        Some(r) => w.u8(1).u32(r),
+        None => w.u8(0),
+    };
+    w.u16(p.proposer).var(&S::sig_to_bytes(&p.signature));
+}
+
+fn decode_proposal_header<S: VoteScheme>(
+    r: &mut Reader<'_>,
+) -> Result<SignedProposalHeader<S>, DecodeError> {
+    let (shard, height, round, block) = (r.u16()?, r.u64()?, r.u32()?, r.array()?);
+    let valid_round = if opt_flag(r)? { Some(r.u32()?) } else { None };
+    Ok(SignedProposalHeader {
+        shard,
+        height,
+        round,
+        block,
+        valid_round,
+        proposer: r.u16()?,
+        signature: signature::<S>(r)?,
+    })
+}
+
+/// The largest encoded evidence: two proposal headers with their signatures.
+pub const EVIDENCE_BYTES_MAX: usize = 2 + 2 * (2 + 8 + 4 + 32 + 5 + 2 + 4 + SIGNATURE_BYTES_MAX);
+
+pub fn encode_evidence<S: VoteScheme>(e: &Evidence<S>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(WIRE_VERSION);
+    match e {
+        Evidence::DoubleVote(a, b) => {
+            w.u8(1);
+            encode_vote_body(&mut w, a);
+            encode_vote_body(&mut w, b);
+        }
+        Evidence::DoubleProposal(a, b) => {
+            w.u8(2);
+            encode_proposal_header(&mut w, a);
+            encode_proposal_header(&mut w, b);
+        }
+    }
+    w.finish()
+}
+
+/// Decodes evidence from untrusted bytes (its signatures are checked by [`Evidence::verify`]).
+pub fn decode_evidence<S: VoteScheme>(bytes: &[u8]) -> Result<Evidence<S>, DecodeError> {
+    if bytes.len() > EVIDENCE_BYTES_MAX {
+        return Err(DecodeError::TooLong {
+            what: "evidence",
+            len: bytes.len(),
+            max: EVIDENCE_BYTES_MAX,
+        });
+    }
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != WIRE_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let e = match r.u8()? {
+        1 => Evidence::DoubleVote(decode_vote_body(&mut r)?, decode_vote_body(&mut r)?),
+        2 => Evidence::DoubleProposal(
+            decode_proposal_header(&mut r)?,
+            decode_proposal_header(&mut r)?,
+        ),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "evidence",
+                tag,
+            });
+        }
+    };
+    r.finish()?;
+    Ok(e)
 }
 
 fn opt_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
@@ -147,35 +263,7 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
                 signature,
             })
         }
-        2 => {
-            let kind = match r.u8()? {
-                1 => VoteKind::Prevote,
-                2 => VoteKind::Precommit,
-                tag => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "vote kind",
-                        tag,
-                    });
-                }
-            };
-            let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
-            let block = if opt_flag(&mut r)? {
-                Some(r.array()?)
-            } else {
-                None
-            };
-            let voter = r.u16()?;
-            let signature = signature::<S>(&mut r)?;
-            Message::Vote(Vote {
-                kind,
-                shard,
-                height,
-                round,
-                block,
-                voter,
-                signature,
-            })
-        }
+        2 => Message::Vote(decode_vote_body(&mut r)?),
         3 => Message::Decided {
             block: block(&mut r)?,
             certificate: certificate::<S>(&mut r)?,
@@ -223,6 +311,7 @@ mod tests {
             transactions: vec![],
             links: vec![],
             inbound: vec![],
+            evidence: vec![],
         });
         let vote = Vote::<Bls>::sign(1, 2, VoteKind::Prevote, 3, 0, Some(block.hash()), 0, &key);
         let nil = Vote::<Bls>::sign(1, 2, VoteKind::Precommit, 3, 1, None, 0, &key);

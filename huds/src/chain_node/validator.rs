@@ -201,7 +201,7 @@ pub struct CommitNotice {
     pub proposer: Address,
     pub tx_ids: Vec<Hash>,
     /// The transactions of other shards whose Atomix locks the block committed here.
-    inbound_ids: Vec<Hash>,
+    pub inbound_ids: Vec<Hash>,
 }
 
 impl CommitNotice {
@@ -1075,6 +1075,7 @@ impl Driver {
                     tracing::trace!(account = %self.config.account, "inbound refused: {e}");
                 }
             }
+            Ok(Envelope::Evidence(e)) if on_beacon => self.offer_evidence(*e),
             // Heads belong on the beacon topic; undecodable bytes from a peer are dropped.
             Ok(_) | Err(_) => {}
         }
@@ -1427,12 +1428,19 @@ impl Driver {
                     committee,
                 });
             }
-            Output::Evidence(_) => {
+            Output::Evidence(e) => {
                 self.evidence += 1;
                 eprintln!(
                     "huds validator {} (chain {shard}): evidence of a Byzantine member ({} so far)",
                     self.config.account, self.evidence
                 );
+                // A shard member's fault goes to the beacon chain, which records it against the member's
+                // reputation (beacon committee faults are only counted here).
+                if shard != BEACON_SHARD {
+                    let topic = self.beacon().topic.clone();
+                    self.publish(&topic, wire::encode_evidence(&e));
+                    self.offer_evidence(e);
+                }
             }
         }
     }
@@ -1506,6 +1514,15 @@ impl Driver {
         // No receiver is fine: nobody is waiting.
         let _ = self.commits.send(Arc::new(notice));
         self.publish_status_at(Some(&c.block.header));
+    }
+
+    /// Keeps evidence of a fault for this validator's beacon lane to propose (if it is a member) and
+    /// check; evidence that does not verify, or is recorded already, is dropped.
+    fn offer_evidence(&mut self, e: chain::bft::Evidence<Bls>) {
+        let account = self.config.account;
+        if let Err(error) = self.beacon_mut().app_mut().offer_evidence(e) {
+            tracing::debug!(%account, "evidence refused: {error}");
+        }
     }
 
     fn plan_relay(&mut self, after: Duration, relay: (ShardId, u64, u64, u32)) {
@@ -1731,6 +1748,110 @@ mod tests {
     use chain::bft::{QuorumCertificate, Vote};
     use chain::block::Block;
 
+    /// A peer of its own that joins `topic` and dials every validator of `net`, once the subscriptions have
+    /// had a second to propagate.
+    async fn rogue_peer(net: &ChainDevnet, topic: &IdentTopic) -> Swarm<ChainBehaviour> {
+        let mut rogue = build_swarm(identity::Keypair::generate_ed25519()).expect("swarm");
+        rogue
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(topic)
+            .expect("subscribe");
+        for h in net.handles() {
+            rogue.dial(h.addrs()[0].clone()).expect("dial");
+        }
+        let settle = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = rogue.select_next_some() => {}
+                _ = &mut settle => break,
+            }
+        }
+        rogue
+    }
+
+    /// A member of shard 0 votes twice in one step (a rogue peer holding its key publishes both votes): the
+    /// committee turns the votes into evidence, the beacon chain records the fault against that member, and
+    /// the API shows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_double_vote_is_recorded_on_the_beacon_chain_against_its_signer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, Vec::new()))
+            .await
+            .expect("starts");
+        let chain_id = net.genesis.params.chain_id;
+        let target = net
+            .handles()
+            .into_iter()
+            .find(|h| h.status().shard == 0)
+            .expect("a validator of shard 0");
+        let committee = target.beacon().state.committee(0).expect("shard 0");
+        let (index, key) = (0..net.handles().len())
+            .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
+            .find_map(|k| {
+                let public = k.public();
+                committee
+                    .members
+                    .iter()
+                    .position(|m| m.public == public)
+                    .map(|p| (p as u16, k))
+            })
+            .expect("a member's devnet key");
+        let offender = committee.members[usize::from(index)].id;
+        let topic = shard_topic(chain_id, 0);
+        let mut rogue = rogue_peer(&net, &topic).await;
+
+        let recorded = |h: &ValidatorHandle| {
+            let state = h.beacon().state;
+            !state.faults.is_empty()
+                && state
+                    .validator(&offender)
+                    .is_some_and(|v| v.signals.faults_proven >= 1)
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !recorded(&target) {
+            assert!(
+                Instant::now() < deadline,
+                "the double vote was never recorded on the beacon chain"
+            );
+            // Both prevotes for the next round of the height the committee is at now (votes of other heights
+            // are not looked at).
+            let status = target.status();
+            for block in [None, Some([7; 32])] {
+                let vote = Vote::<Bls>::sign(
+                    chain_id,
+                    0,
+                    VoteKind::Prevote,
+                    status.height + 1,
+                    status.round + 1,
+                    block,
+                    index,
+                    &key,
+                );
+                let _ = rogue.behaviour_mut().gossipsub.publish(
+                    topic.clone(),
+                    wire::encode_consensus(index, None, &Message::Vote(vote)),
+                );
+            }
+            let pause = tokio::time::sleep(Duration::from_millis(100));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = rogue.select_next_some() => {}
+                    _ = &mut pause => break,
+                }
+            }
+        }
+        // Nobody else is blamed (the rogue may have got several of its double votes recorded, each a fault).
+        let state = target.beacon().state;
+        for v in state.validators.iter().filter(|v| v.id != offender) {
+            assert_eq!(v.signals.faults_proven, 0, "{:?}", v.id);
+        }
+        assert!(net.handles().iter().all(ValidatorHandle::is_running));
+        net.shutdown().await;
+    }
+
     /// A rogue peer joins a shard's topic and publishes garbage, truncated and forged messages (a Status far
     /// ahead, a vote signed with a key outside the committee, a `Decided` block with a forged certificate,
     /// a transaction batch with a forged signature): the committee ignores them all and keeps finalising.
@@ -1749,25 +1870,8 @@ mod tests {
             .find(|h| h.status().shard == 0)
             .expect("a validator of shard 0");
 
-        let mut rogue = build_swarm(identity::Keypair::generate_ed25519()).expect("swarm");
         let topic = shard_topic(chain_id, 0);
-        rogue
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&topic)
-            .expect("subscribe");
-        for h in net.handles() {
-            rogue.dial(h.addrs()[0].clone()).expect("dial");
-        }
-        // Let the subscriptions propagate.
-        let settle = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(settle);
-        loop {
-            tokio::select! {
-                _ = rogue.select_next_some() => {}
-                _ = &mut settle => break,
-            }
-        }
+        let mut rogue = rogue_peer(&net, &topic).await;
 
         let height = target.status().height;
         let status = Message::<Bls>::Status {
@@ -1791,6 +1895,7 @@ mod tests {
             transactions: Vec::new(),
             links: Vec::new(),
             inbound: Vec::new(),
+            evidence: Vec::new(),
         };
         let mut header = forged_block.header.clone();
         header.height = height + 1;
@@ -1799,6 +1904,7 @@ mod tests {
             transactions: Vec::new(),
             links: Vec::new(),
             inbound: Vec::new(),
+            evidence: Vec::new(),
         };
         let decided = Message::<Bls>::Decided {
             certificate: QuorumCertificate {

@@ -9,6 +9,8 @@
 //!                                                             with its shard's registry events (empty: none)
 //!           | 5 inbound                                       Atomix locks for the output shard's topic
 //!                                                             (chain::atomix, at most INBOUND_RELAY_BYTES_MAX)
+//!           | 6 evidence                                      proof of a shard member's fault, on the beacon
+//!                                                             topic (chain::bft::wire::encode_evidence)
 //! ```
 //!
 //! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
@@ -17,7 +19,7 @@
 
 use chain::SignedTransaction;
 use chain::atomix::{INBOUND_RELAY_BYTES_MAX, Inbound};
-use chain::bft::{self, Bls, Message, QuorumCertificate};
+use chain::bft::{self, Bls, Evidence, Message, QuorumCertificate};
 use chain::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
 use chain::codec::{DecodeError, Reader, Writer};
 use chain::registry::RegistryBatch;
@@ -45,6 +47,8 @@ pub enum Envelope {
     Head(Box<Head>),
     /// Atomix locks of another shard, relayed to the recipients' shard.
     Inbound(Box<Inbound>),
+    /// Two conflicting messages signed by one member of a shard committee.
+    Evidence(Box<Evidence<Bls>>),
 }
 
 /// A certified shard head as gossiped: what the beacon's cross-links are made of.
@@ -112,6 +116,12 @@ pub fn encode_inbound(inbound: &Inbound) -> Option<Vec<u8>> {
     (w.len() <= INBOUND_RELAY_BYTES_MAX + 2).then(|| w.finish())
 }
 
+pub fn encode_evidence(evidence: &Evidence<Bls>) -> Vec<u8> {
+    let mut out = vec![ENVELOPE_VERSION, 6];
+    out.extend_from_slice(&bft::wire::encode_evidence(evidence));
+    out
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     if bytes.len() > ENVELOPE_BYTES_MAX {
         return Err(EnvelopeError::Oversized(bytes.len()));
@@ -165,6 +175,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             r.finish()?;
             Ok(Envelope::Inbound(Box::new(inbound)))
         }
+        6 => Ok(Envelope::Evidence(Box::new(bft::wire::decode_evidence(
+            &bytes[2..],
+        )?))),
         other => Err(EnvelopeError::Kind(other)),
     }
 }
@@ -264,6 +277,15 @@ mod tests {
         };
         match decode(&encode_inbound(&inbound).expect("small")).expect("decodes") {
             Envelope::Inbound(got) => assert_eq!(*got, inbound),
+            other => panic!("unexpected {other:?}"),
+        }
+        let key = chain::crypto::bls::SecretKey::dev("wire");
+        let vote = |block| {
+            chain::bft::Vote::<Bls>::sign(1, 0, chain::bft::VoteKind::Prevote, 3, 0, block, 1, &key)
+        };
+        let evidence = Evidence::DoubleVote(vote(None), vote(Some([1; 32])));
+        match decode(&encode_evidence(&evidence)).expect("decodes") {
+            Envelope::Evidence(got) => assert_eq!(*got, evidence),
             other => panic!("unexpected {other:?}"),
         }
         let txs: Vec<_> = (0..3).map(tx).collect();
