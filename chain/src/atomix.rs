@@ -238,13 +238,14 @@ impl Inbound {
         hash_with("IOS atomix inbound v1", &[&self.encode()])
     }
 
-    /// What identifies the relayed content whoever relays it: the header and the lock ids (not the
-    /// certificate, whose signer set differs between members, nor the proofs, which follow from the header).
+    /// What identifies the relayed content whoever relays it: the header and the locks (not the
+    /// certificate, whose signer set differs between members, nor the proofs, which follow from the header
+    /// and the locks).
     pub fn content_id(&self) -> Hash {
-        let ids: Vec<u8> = self.locks.iter().flat_map(|(l, _)| l.tx_id).collect();
+        let locks: Vec<u8> = self.locks.iter().flat_map(|(l, _)| l.encode()).collect();
         hash_with(
-            "IOS atomix inbound content v1",
-            &[&self.header.hash(), &ids],
+            "IOS atomix inbound content v2",
+            &[&self.header.hash(), &locks],
         )
     }
 

@@ -321,12 +321,14 @@ impl<St: Store> ShardApp<St> {
     /// and its certificate verifies (or its committee is not known here yet: it waits and is checked
     /// again when a block would include it). Relays of the same locks are admitted once.
     pub fn submit_inbound(&mut self, inbound: Inbound) -> Result<(), InboundError> {
-        let params = self.state.params();
-        inbound.check_proofs(params.chain_id, self.state.shard(), params.shard_count)?;
+        // Most relays repeat what is committed or pooled already: those are answered before any proof is
+        // checked.
+        let Some(first) = inbound.locks.first().map(|(l, _)| l.tx_id) else {
+            return Err(InboundError::Empty);
+        };
         let Some(inbound) = inbound.without(|id| self.state.is_committed(id)) else {
-            let id = inbound.locks[0].0.tx_id;
             return Err(InboundError::AlreadyCommitted(
-                id[..8].iter().map(|b| format!("{b:02x}")).collect(),
+                first[..8].iter().map(|b| format!("{b:02x}")).collect(),
             ));
         };
         let id = inbound.content_id();
@@ -334,6 +336,8 @@ impl<St: Store> ShardApp<St> {
         {
             return Ok(());
         }
+        let params = self.state.params();
+        inbound.check_proofs(params.chain_id, self.state.shard(), params.shard_count)?;
         match self.certify(&inbound) {
             Ok(()) | Err(CertifyError::UnknownCommittee { .. }) => {}
             Err(e) => return Err(e.into()),

@@ -17,7 +17,7 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
-use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 const TAG_LEAF: u8 = 0;
 const TAG_INNER: u8 = 1;
@@ -136,11 +136,201 @@ pub fn verify(root: &Hash, key: &Hash, proof: &Proof) -> Result<Option<Hash>, Pr
     }
 }
 
-/// The tree: a sorted map of keys to value hashes, with the root computed on demand and cached.
+/// A node of the tree as kept in memory: a leaf, or two or more leaves that share the key bits `0..split` and
+/// differ at bit `split`. Nodes are immutable and shared (`Arc`): an insert or remove copies only the path
+/// from the root to the key, so cloning the tree costs nothing and the hashes of every untouched subtree
+/// stay computed. An inner node's hash (as seen from depth `split`) is computed when first needed.
+#[derive(Debug)]
+enum Node {
+    Leaf {
+        key: Hash,
+        value_hash: Hash,
+    },
+    Inner {
+        split: u16,
+        left: Arc<Node>,
+        right: Arc<Node>,
+        /// A key below this node: the bits `0..split` every key below shares.
+        prefix: Hash,
+        hash: OnceLock<Hash>,
+    },
+}
+
+/// The first bit at which `a` and `b` differ (256 if they are equal).
+fn first_difference(a: &Hash, b: &Hash) -> usize {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = x ^ y;
+        if d != 0 {
+            return i * 8 + d.leading_zeros() as usize;
+        }
+    }
+    DEPTH
+}
+
+fn empty() -> Hash {
+    static EMPTY: OnceLock<Hash> = OnceLock::new();
+    *EMPTY.get_or_init(empty_hash)
+}
+
+impl Node {
+    fn key(&self) -> &Hash {
+        match self {
+            Node::Leaf { key, .. } => key,
+            Node::Inner { prefix, .. } => prefix,
+        }
+    }
+
+    /// Two subtrees whose keys first differ at bit `split`, as one node.
+    fn join(split: usize, a: Arc<Node>, b: Arc<Node>) -> Arc<Node> {
+        let (left, right) = if bit(a.key(), split) { (b, a) } else { (a, b) };
+        Arc::new(Node::Inner {
+            split: u16::try_from(split).expect("a bit index is below 256"),
+            prefix: *left.key(),
+            left,
+            right,
+            hash: OnceLock::new(),
+        })
+    }
+
+    /// The hash of the subtree holding exactly this node's keys, rooted at depth `from` (at most the node's
+    /// split): above the split, each level pairs the subtree with an empty sibling.
+    fn hash_from(&self, from: usize) -> Hash {
+        match self {
+            Node::Leaf { key, value_hash } => leaf_hash(key, value_hash),
+            Node::Inner {
+                split,
+                left,
+                right,
+                prefix,
+                hash,
+            } => {
+                let split = usize::from(*split);
+                let mut h = *hash.get_or_init(|| {
+                    inner_hash(&left.hash_from(split + 1), &right.hash_from(split + 1))
+                });
+                for i in (from..split).rev() {
+                    h = if bit(prefix, i) {
+                        inner_hash(&empty(), &h)
+                    } else {
+                        inner_hash(&h, &empty())
+                    };
+                }
+                h
+            }
+        }
+    }
+
+    fn get(&self, key: &Hash) -> Option<&Hash> {
+        match self {
+            Node::Leaf { key: k, value_hash } => (k == key).then_some(value_hash),
+            Node::Inner {
+                split, left, right, ..
+            } => {
+                if bit(key, usize::from(*split)) {
+                    right.get(key)
+                } else {
+                    left.get(key)
+                }
+            }
+        }
+    }
+
+    /// This subtree with `key` set; `added` says whether the key is new.
+    fn insert(node: &Arc<Node>, key: Hash, value_hash: Hash, added: &mut bool) -> Arc<Node> {
+        let leaf = || Arc::new(Node::Leaf { key, value_hash });
+        match &**node {
+            Node::Leaf { key: k, .. } if *k == key => leaf(),
+            Node::Leaf { key: k, .. } => {
+                *added = true;
+                Node::join(first_difference(k, &key), node.clone(), leaf())
+            }
+            Node::Inner {
+                split,
+                left,
+                right,
+                prefix,
+                ..
+            } => {
+                let split = usize::from(*split);
+                let d = first_difference(prefix, &key);
+                if d < split {
+                    *added = true;
+                    return Node::join(d, node.clone(), leaf());
+                }
+                let (left, right) = if bit(&key, split) {
+                    (left.clone(), Node::insert(right, key, value_hash, added))
+                } else {
+                    (Node::insert(left, key, value_hash, added), right.clone())
+                };
+                Arc::new(Node::Inner {
+                    split: u16::try_from(split).expect("below 256"),
+                    left,
+                    right,
+                    prefix: *prefix,
+                    hash: OnceLock::new(),
+                })
+            }
+        }
+    }
+
+    /// This subtree without `key` (`None` if nothing is left); the same node if the key is not in it.
+    fn remove(node: &Arc<Node>, key: &Hash, removed: &mut bool) -> Option<Arc<Node>> {
+        match &**node {
+            Node::Leaf { key: k, .. } => {
+                if k == key {
+                    *removed = true;
+                    None
+                } else {
+                    Some(node.clone())
+                }
+            }
+            Node::Inner {
+                split,
+                left,
+                right,
+                prefix,
+                ..
+            } => {
+                let split_at = usize::from(*split);
+                if first_difference(prefix, key) < split_at {
+                    return Some(node.clone());
+                }
+                let go_right = bit(key, split_at);
+                let (child, other) = if go_right {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
+                let Some(kept) = Node::remove(child, key, removed) else {
+                    return Some(other.clone());
+                };
+                if Arc::ptr_eq(&kept, child) {
+                    return Some(node.clone());
+                }
+                let (left, right) = if go_right {
+                    (left.clone(), kept)
+                } else {
+                    (kept, right.clone())
+                };
+                Some(Arc::new(Node::Inner {
+                    split: *split,
+                    left,
+                    right,
+                    prefix: *prefix,
+                    hash: OnceLock::new(),
+                }))
+            }
+        }
+    }
+}
+
+/// The tree: a persistent binary trie of the keys, compressed to the bits where keys part, each subtree's
+/// hash computed once and kept (see [`Node`]). Inserting, removing and proving touch one path; the root
+/// recomputes only what changed since it was last asked for.
 #[derive(Debug, Clone, Default)]
 pub struct SparseMerkleTree {
-    leaves: BTreeMap<Hash, Hash>,
-    root_cache: Option<Hash>,
+    root: Option<Arc<Node>>,
+    len: usize,
 }
 
 impl SparseMerkleTree {
@@ -149,96 +339,95 @@ impl SparseMerkleTree {
     }
 
     pub fn len(&self) -> usize {
-        self.leaves.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.len == 0
     }
 
     pub fn get(&self, key: &Hash) -> Option<&Hash> {
-        self.leaves.get(key)
+        self.root.as_ref()?.get(key)
     }
 
     pub fn insert(&mut self, key: Hash, value_hash: Hash) {
-        self.leaves.insert(key, value_hash);
-        self.root_cache = None;
+        let mut added = false;
+        self.root = Some(match &self.root {
+            None => {
+                added = true;
+                Arc::new(Node::Leaf { key, value_hash })
+            }
+            Some(root) => Node::insert(root, key, value_hash, &mut added),
+        });
+        self.len += usize::from(added);
     }
 
     pub fn remove(&mut self, key: &Hash) {
-        self.leaves.remove(key);
-        self.root_cache = None;
+        let Some(root) = &self.root else {
+            return;
+        };
+        let mut removed = false;
+        self.root = Node::remove(root, key, &mut removed);
+        self.len -= usize::from(removed);
     }
 
     pub fn root(&mut self) -> Hash {
-        if let Some(root) = self.root_cache {
-            return root;
-        }
-        let leaves: Vec<(Hash, Hash)> = self.leaves.iter().map(|(k, v)| (*k, *v)).collect();
-        let root = subtree_hash(&leaves, 0);
-        self.root_cache = Some(root);
-        root
+        self.root.as_ref().map_or_else(empty, |r| r.hash_from(0))
     }
 
     pub fn prove(&self, key: &Hash) -> Proof {
-        let leaves: Vec<(Hash, Hash)> = self.leaves.iter().map(|(k, v)| (*k, *v)).collect();
-        let mut slice = &leaves[..];
         let mut siblings = Vec::new();
+        let mut node = match &self.root {
+            None => {
+                return Proof {
+                    siblings,
+                    terminal: Terminal::Empty,
+                };
+            }
+            Some(root) => root,
+        };
         let mut depth = 0;
         loop {
-            match slice {
-                [] => {
-                    return Proof {
-                        siblings,
-                        terminal: Terminal::Empty,
-                    };
-                }
-                [(k, v)] => {
+            match &**node {
+                Node::Leaf { key, value_hash } => {
                     return Proof {
                         siblings,
                         terminal: Terminal::Leaf {
-                            key: *k,
-                            value_hash: *v,
+                            key: *key,
+                            value_hash: *value_hash,
                         },
                     };
                 }
-                _ => {
-                    // Two or more distinct keys always differ before depth 256, so this stays in range.
-                    assert!(depth < DEPTH, "distinct keys differ in some bit");
-                    let (left, right) = split(slice, depth);
-                    if bit(key, depth) {
-                        siblings.push(subtree_hash(left, depth + 1));
-                        slice = right;
-                    } else {
-                        siblings.push(subtree_hash(right, depth + 1));
-                        slice = left;
+                Node::Inner {
+                    split,
+                    left,
+                    right,
+                    prefix,
+                    ..
+                } => {
+                    let split = usize::from(*split);
+                    // Above the split every key here goes one way: the sibling there is empty, unless the
+                    // asked key parts from them, where its path ends empty beside the whole subtree.
+                    for i in depth..split {
+                        if bit(key, i) != bit(prefix, i) {
+                            siblings.push(node.hash_from(i + 1));
+                            return Proof {
+                                siblings,
+                                terminal: Terminal::Empty,
+                            };
+                        }
+                        siblings.push(empty());
                     }
-                    depth += 1;
+                    if bit(key, split) {
+                        siblings.push(left.hash_from(split + 1));
+                        node = right;
+                    } else {
+                        siblings.push(right.hash_from(split + 1));
+                        node = left;
+                    }
+                    depth = split + 1;
                 }
             }
-        }
-    }
-}
-
-/// Splits leaves sorted by key, all sharing the first `depth` bits, by bit `depth`.
-type Leaves = [(Hash, Hash)];
-
-fn split(leaves: &Leaves, depth: usize) -> (&Leaves, &Leaves) {
-    let at = leaves.partition_point(|(k, _)| !bit(k, depth));
-    leaves.split_at(at)
-}
-
-fn subtree_hash(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
-    match leaves {
-        [] => empty_hash(),
-        [(k, v)] => leaf_hash(k, v),
-        _ => {
-            assert!(depth < DEPTH, "distinct keys differ in some bit");
-            let (left, right) = split(leaves, depth);
-            inner_hash(
-                &subtree_hash(left, depth + 1),
-                &subtree_hash(right, depth + 1),
-            )
         }
     }
 }
@@ -247,6 +436,23 @@ fn subtree_hash(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The definition, computed directly from the sorted leaves: what the trie must agree with.
+    fn reference_root(leaves: &[(Hash, Hash)], depth: usize) -> Hash {
+        match leaves {
+            [] => empty_hash(),
+            [(k, v)] => leaf_hash(k, v),
+            _ => {
+                let at = leaves.partition_point(|(k, _)| !bit(k, depth));
+                let (left, right) = leaves.split_at(at);
+                inner_hash(
+                    &reference_root(left, depth + 1),
+                    &reference_root(right, depth + 1),
+                )
+            }
+        }
+    }
 
     fn h(i: u32) -> Hash {
         *blake3::hash(&i.to_le_bytes()).as_bytes()
@@ -372,6 +578,42 @@ mod tests {
             let root = t.root();
             let expected = model.get(&probe).map(|v| h(*v));
             prop_assert_eq!(verify(&root, &h(probe), &t.prove(&h(probe))), Ok(expected));
+            let leaves: Vec<(Hash, Hash)> = model.iter().map(|(k, v)| (h(*k), h(*v))).collect::<BTreeMap<_, _>>().into_iter().collect();
+            prop_assert_eq!(root, reference_root(&leaves, 0));
+            prop_assert_eq!(t.len(), model.len());
+        }
+
+        /// Keys crowded into a few long shared prefixes (only the low bits of the last byte and one high bit
+        /// vary), changed step by step on clones: every version keeps its own root, equal to the definition's.
+        #[test]
+        fn clones_keep_their_roots_and_match_the_definition(
+            ops in proptest::collection::vec((0u8..16, any::<bool>(), proptest::option::of(0u32..5)), 0..60),
+        ) {
+            let key = |k: u8, high: bool| {
+                let mut key = [0u8; 32];
+                key[0] = if high { 0x80 } else { 0 };
+                key[31] = k;
+                key
+            };
+            let mut t = SparseMerkleTree::new();
+            let mut model: BTreeMap<Hash, Hash> = BTreeMap::new();
+            let mut versions = Vec::new();
+            for (k, high, v) in ops {
+                match v {
+                    Some(v) => { t.insert(key(k, high), h(v)); model.insert(key(k, high), h(v)); }
+                    None => { t.remove(&key(k, high)); model.remove(&key(k, high)); }
+                }
+                let leaves: Vec<(Hash, Hash)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!(t.clone().root(), reference_root(&leaves, 0));
+                versions.push((t.clone(), reference_root(&leaves, 0)));
+                for probe in [key(k, high), key(k ^ 1, !high)] {
+                    let root = t.root();
+                    prop_assert_eq!(verify(&root, &probe, &t.prove(&probe)), Ok(model.get(&probe).copied()));
+                }
+            }
+            for (mut v, root) in versions {
+                prop_assert_eq!(v.root(), root);
+            }
         }
     }
 }

@@ -58,7 +58,8 @@ const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
 const CATCH_UP_REMEMBERED_MAX: usize = 1024;
 /// A follower that made no progress asks members for blocks this often.
 const FOLLOWER_ASK_EVERY_MS: u64 = 500;
-/// Atomix relays: each committed height's locks are relayed at commit, then again after 2, 8, 32 and 128 s
+/// Atomix relays: each committed height's locks are relayed at commit by every member, then again after 2,
+/// 8, 32 and 128 s by one member (in turn by height)
 /// (proven against the tip of the moment), since nothing tells the input shard that the output shard
 /// committed them; output shards drop what they already committed.
 const RELAY_FIRST_RETRY: Duration = Duration::from_secs(2);
@@ -1479,8 +1480,11 @@ impl Driver {
                 matches!(&t.tx.kind, chain::TxKind::Transfer { to, .. }
                     if chain::shard_of(to, self.config.genesis.params.shard_count) != c.shard)
             });
-            if locks && c.member.is_some() {
-                self.relay((c.shard, height, height, 0));
+            // Every member relays at once (a crashed one costs nothing); the retries are one member's,
+            // in turn by height, so that a loaded chain does not carry four copies of every retry.
+            if locks && let Some(me) = c.member {
+                let retries = height % c.committee.len() as u64 == u64::from(me);
+                self.relay((c.shard, height, height, 0), retries);
             }
             let members = c.committee.len() as u64;
             if let Some(me) = c.member
@@ -1535,8 +1539,8 @@ impl Driver {
     }
 
     /// Relays the Atomix locks of the shard lane's committed heights `from..=to` to the output shards'
-    /// topics, and plans the next attempt.
-    fn relay(&mut self, (shard, from, to, attempt): (ShardId, u64, u64, u32)) {
+    /// topics, and plans the next attempt if `retry`.
+    fn relay(&mut self, (shard, from, to, attempt): (ShardId, u64, u64, u32), retry: bool) {
         let Some(lane) = self.shard.as_ref().filter(|l| l.shard == shard) else {
             return;
         };
@@ -1551,7 +1555,7 @@ impl Driver {
             tracing::debug!(account = %self.config.account, shard, out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
             self.publish(&shard_topic(self.chain_id, out), bytes);
         }
-        if attempt + 1 < RELAY_ATTEMPTS {
+        if retry && attempt + 1 < RELAY_ATTEMPTS {
             self.plan_relay(
                 RELAY_FIRST_RETRY * 4u32.pow(attempt),
                 (shard, from, to, attempt + 1),
@@ -1566,7 +1570,7 @@ impl Driver {
                 break;
             }
             let relay = entry.remove();
-            self.relay(relay);
+            self.relay(relay, true);
         }
     }
 
