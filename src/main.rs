@@ -191,6 +191,9 @@ enum ChainWhat {
         #[arg(short = 'o', value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Where a transfer to another shard stands: locked on the sender's shard, committed on the
+    /// recipient's (needs --api).
+    Atomix { hash: String },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +320,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chain {
             what: ChainWhat::Trust { out },
         } => return wallet::trust(&dir, api, out.as_deref()),
+        Command::Chain {
+            what: ChainWhat::Atomix { hash },
+        } => return wallet::atomix(api, hash, cli.json),
         _ => {}
     }
     if let Some(api) = &cli.api {

@@ -325,6 +325,37 @@ pub fn post_tx(api: &str, bytes: &[u8]) -> Result<Value> {
     Ok(v)
 }
 
+/// `huds chain atomix HASH`: where a transfer to another shard stands.
+pub fn atomix(api: Option<&str>, hash: &str, json: bool) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let hash = hash.trim();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "{hash:?} is not a transaction hash: 64 hex digits, as `wallet transfer --json` prints in \"tx\""
+        );
+    }
+    let v = api_client::json(api, &format!("/api/v0/chain/atomix?hash={hash}"))
+        .context("asking the node where the transfer stands")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    match (&v["locked"], &v["committed"]) {
+        (Value::Null, _) => println!(
+            "{hash}: no shard holds a lock of it (not a transfer to another shard, or not final yet)"
+        ),
+        (l, Value::Null) => println!(
+            "{hash}: locked on shard {}, not committed by the recipient's shard yet (its committee relays it again for a few minutes)",
+            l["shard"]
+        ),
+        (l, c) => println!(
+            "{hash}: locked on shard {}, committed on shard {}: done",
+            l["shard"], c["shard"]
+        ),
+    }
+    Ok(())
+}
+
 /// `huds chain status`.
 pub fn status(api: Option<&str>, json: bool) -> Result<()> {
     let api = api.context(NEEDS_API)?;

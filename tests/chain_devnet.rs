@@ -213,6 +213,12 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     assert_eq!(t["committed"]["shard"], away_shard, "{t}");
     assert!(t["committed"]["height"].as_u64() >= Some(1), "{t}");
     assert_eq!(balance(&net, &away_home), iost("7"));
+    let where_ = net.huds(
+        &homes[0],
+        &["chain", "atomix", t["tx"].as_str().expect("tx hash")],
+    );
+    assert_eq!(where_["locked"]["shard"], shard, "{where_}");
+    assert_eq!(where_["committed"]["shard"], away_shard, "{where_}");
     let back = net.huds(&away_home, &["wallet", "transfer", &to_a, "2"]);
     assert_eq!(back["shard"], away_shard, "{back}");
     assert_eq!(back["committed"]["shard"], shard, "{back}");

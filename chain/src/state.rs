@@ -281,6 +281,11 @@ impl State {
         self.tree.get(&atomix::done_key(tx_id)).is_some()
     }
 
+    /// Whether transaction `tx_id` (made on this shard) locked value for another shard.
+    pub fn is_locked(&self, tx_id: &Hash) -> bool {
+        self.tree.get(&Lock::key(tx_id)).is_some()
+    }
+
     /// A proof of the Atomix lock of transaction `tx_id` (made on this shard) against [`State::root`].
     pub fn prove_lock(&self, tx_id: &Hash) -> smt::Proof {
         self.tree.prove(&Lock::key(tx_id))

@@ -16,17 +16,18 @@ mod common;
 
 use chain::address::{Address, shard_of};
 use chain::amount::Amount;
-use chain::atomix::{Certifier, FixedCommittees, Inbound, InboundError};
+use chain::atomix::{Certifier, FixedCommittees, Inbound, InboundError, Lock};
 use chain::bft::wire;
 use chain::bft::{
     Bls, Committee, Config, Input, Member, Message, Output, Proposal, QuorumCertificate, Replica,
     Vote, VoteKind, VoteScheme,
 };
-use chain::block::Block;
+use chain::block::{Block, BlockHeader};
 use chain::crypto::{Hash, SecretKey, bls};
 use chain::genesis::{Genesis, GenesisConfig, TOTAL_SUPPLY};
 use chain::ledger::{App, ShardApp};
 use chain::pol::{self, Candidate};
+use chain::smt::SparseMerkleTree;
 use chain::store::MemStore;
 use chain::tx::{SignedTransaction, Transaction, TxError, TxKind};
 use rand::{Rng, SeedableRng};
@@ -165,6 +166,7 @@ struct Stats {
     max_height: Vec<u64>,
     atomix_locks: u64,
     forged_inbounds_refused: u64,
+    forged_inbound_blocks: u64,
 }
 
 fn labels_on_shard(prefix: &str, shard: u16, shards: u16, count: usize) -> Vec<String> {
@@ -629,8 +631,15 @@ impl<S: SimKeys> Sim<S> {
                     },
                 }
                 .sign(adversary);
-                let mut other: Block = replica.app_mut().build_block(vec![tx]);
-                if byz.invalid_blocks || other.hash() == p.block.hash() {
+                let mut other: Block = replica.app_mut().build_block(vec![tx.clone()]);
+                if byz.invalid_blocks && self.p.shards > 1 && self.rng.random_bool(0.5) {
+                    // Minting through Atomix: a block whose execution is consistent (roots and all) but that
+                    // commits a lock "proven" in a header of another shard no committee certified.
+                    let state = replica.app().state().clone();
+                    let parent = replica.app().tip().1;
+                    other =
+                        self.forged_inbound_block(p.shard, p.height, parent, state, tx, &secret);
+                } else if byz.invalid_blocks || other.hash() == p.block.hash() {
                     other.header.state_root = self.rng.random();
                 }
                 let second = Proposal::sign(
@@ -664,6 +673,80 @@ impl<S: SimKeys> Sim<S> {
                 }
             }
             _ => self.broadcast(node, &message),
+        }
+    }
+
+    /// A block at `height` of `shard` holding `tx` and an inbound that credits this shard's first recipient
+    /// with a lock no other shard made: the lock is proven in a made-up header of the next shard, whose
+    /// certificate carries every signer bit and the adversary's own signature. Every root is right, so only
+    /// the certificate check can refuse it.
+    fn forged_inbound_block(
+        &mut self,
+        shard: u16,
+        height: u64,
+        parent: Hash,
+        mut state: chain::State,
+        tx: SignedTransaction,
+        secret: &S::Secret,
+    ) -> Block {
+        let chain_id = self.genesis.params.chain_id;
+        let lock = Lock {
+            tx_id: self.rng.random(),
+            from: Address::of(&self.adversaries[usize::from(shard)].public()),
+            to: self.recipients[usize::from(shard)][0],
+            amount: Amount::from_iost(1_000).expect("small"),
+        };
+        let mut tree = SparseMerkleTree::new();
+        tree.insert(Lock::key(&lock.tx_id), lock.value_hash());
+        let source = (shard + 1) % self.p.shards;
+        let header = BlockHeader {
+            chain_id,
+            shard: source,
+            height: 1 + self.rng.random_range(0..height),
+            parent: self.rng.random(),
+            state_root: tree.root(),
+            transactions_root: self.rng.random(),
+            receipts_root: self.rng.random(),
+        };
+        let committee = &self.committees[usize::from(source)];
+        let certificate = QuorumCertificate::<S> {
+            kind: VoteKind::Precommit,
+            shard: source,
+            height: header.height,
+            round: 0,
+            block: header.hash(),
+            signers: vec![0xff; committee.len().div_ceil(8)],
+            signature: S::sign(secret, &header.hash()),
+        };
+        let inbound = Inbound {
+            locks: vec![(lock.clone(), tree.prove(&Lock::key(&lock.tx_id)))],
+            header,
+            certificate: certificate.encode(),
+        };
+        let receipt = state
+            .apply(&tx, height)
+            .expect("the adversary's own transfer applies");
+        state
+            .apply_inbound(&inbound)
+            .expect("the forged proof holds against the made-up header");
+        let transactions = vec![tx];
+        let inbound = vec![inbound];
+        let header = BlockHeader {
+            chain_id,
+            shard,
+            height,
+            parent,
+            state_root: state.root(),
+            transactions_root: Block::body_root(&transactions, &inbound),
+            receipts_root: chain::smt::list_root(&[receipt.hash()]),
+        };
+        self.stats.forged_inbound_blocks += 1;
+        Block {
+            header,
+            transactions,
+            links: Vec::new(),
+            inbound,
+            evidence: Vec::new(),
         }
     }
 
@@ -1130,6 +1213,7 @@ fn many_seeds_stay_safe_and_live() {
                 total.rejected_txs += stats.rejected_txs;
                 total.atomix_locks += stats.atomix_locks;
                 total.forged_inbounds_refused += stats.forged_inbounds_refused;
+                total.forged_inbound_blocks += stats.forged_inbound_blocks;
             }
             Err(e) => {
                 eprintln!(
@@ -1150,8 +1234,11 @@ fn many_seeds_stay_safe_and_live() {
         "the simulation did something"
     );
     assert!(
-        seeds.len() < 50 || (total.atomix_locks > 0 && total.forged_inbounds_refused > 0),
-        "the simulation moved value across shards and met forged inbounds"
+        seeds.len() < 50
+            || (total.atomix_locks > 0
+                && total.forged_inbounds_refused > 0
+                && total.forged_inbound_blocks > 0),
+        "the simulation moved value across shards and met forged inbounds, relayed and in blocks"
     );
 }
 

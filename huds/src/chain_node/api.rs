@@ -6,6 +6,7 @@
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
+//! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
 //! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`, and for a transfer to another shard (Atomix) once the recipient's shard committed it too: `"committed":{"shard","height"}` (`null` if that did not happen within the wait; the lock stays and is relayed again); a refused transaction is a 400 with the reason |
 
 use std::sync::Arc;
@@ -228,6 +229,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/tx", get(prove_tx))
         .route("/api/v0/chain/trust", get(trust))
         .route("/api/v0/chain/epochs", get(epochs))
+        .route("/api/v0/chain/atomix", get(atomix))
         .route(
             "/api/v0/chain/tx",
             // A little over a transaction, so an oversized one is refused with its size, not cut off.
@@ -276,12 +278,7 @@ async fn prove_tx(
     State(api): State<Arc<ChainApi>>,
     Query(q): Query<TxQuery>,
 ) -> Result<Response, ApiError> {
-    let id = parse_hash(&q.hash).ok_or_else(|| {
-        bad_request(format!(
-            "{:?} is not a transaction hash (64 hex digits)",
-            q.hash
-        ))
-    })?;
+    let id = parse_tx(&q.hash)?;
     for shard in 0..api.beacon.shard_count() {
         let Ok(v) = api.validator(shard) else {
             continue;
@@ -294,6 +291,14 @@ async fn prove_tx(
         StatusCode::NOT_FOUND,
         format!("no finalised block holds transaction {}", q.hash),
     ))
+}
+
+fn parse_tx(text: &str) -> Result<[u8; 32], ApiError> {
+    parse_hash(text).ok_or_else(|| {
+        bad_request(format!(
+            "{text:?} is not a transaction hash (64 hex digits)"
+        ))
+    })
 }
 
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
@@ -341,6 +346,32 @@ async fn epochs(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(proof_bytes(chain::spv::EpochProof::encode_all(&proofs)))
+}
+
+/// Where an Atomix transfer stands: the shard that locked it and the shard that committed it, each as the
+/// committed state of a validator of that shard here shows it (`null`: not, or not yet).
+async fn atomix(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<TxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tx = parse_tx(&q.hash)?;
+    let (mut locked, mut committed) = (Value::Null, Value::Null);
+    for shard in 0..api.genesis.params.shard_count {
+        let status = api
+            .validator(shard)?
+            .atomix(tx)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        if status.locked {
+            locked = json!({ "shard": shard });
+        }
+        if status.committed {
+            committed = json!({ "shard": shard });
+        }
+    }
+    Ok(Json(
+        json!({ "tx": hex(&tx), "locked": locked, "committed": committed }),
+    ))
 }
 
 async fn status(State(api): State<Arc<ChainApi>>) -> Json<Value> {
@@ -455,7 +486,7 @@ async fn submit(State(api): State<Arc<ChainApi>>, body: Bytes) -> Result<Json<Va
                     Ok(notice) if notice.commits_lock(&id) => return Some(Some(notice.height)),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
-                        if v.lock_committed(id).await.unwrap_or(false) {
+                        if v.atomix(id).await.is_ok_and(|s| s.committed) {
                             return Some(None);
                         }
                     }

@@ -221,9 +221,9 @@ enum Command {
         address: Address,
         reply: oneshot::Sender<Option<Account>>,
     },
-    LockCommitted {
+    Atomix {
         tx: Hash,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<AtomixStatus>,
     },
     Prove {
         what: ProofOf,
@@ -310,9 +310,9 @@ impl ValidatorHandle {
         self.ask(|reply| Command::Account { address, reply }).await
     }
 
-    /// Whether this validator's shard committed the Atomix lock of transaction `tx` (of another shard).
-    pub async fn lock_committed(&self, tx: Hash) -> Result<bool, ValidatorError> {
-        self.ask(|reply| Command::LockCommitted { tx, reply }).await
+    /// Where transaction `tx`'s Atomix lock stands on this validator's shard (as far as its tip knows).
+    pub async fn atomix(&self, tx: Hash) -> Result<AtomixStatus, ValidatorError> {
+        self.ask(|reply| Command::Atomix { tx, reply }).await
     }
 
     /// An SPV proof from this validator's ledger: None if there is nothing to prove it from (no block yet, or
@@ -336,6 +336,17 @@ impl ValidatorHandle {
 }
 
 /// What an SPV proof is asked for.
+/// A transaction's Atomix lock as one shard's committed state shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AtomixStatus {
+    /// The shard the answer is about (`None`: the validator keeps no shard).
+    pub shard: Option<ShardId>,
+    /// The transaction was made on this shard and locked value for another.
+    pub locked: bool,
+    /// This shard committed the lock (credited its recipient).
+    pub committed: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum ProofOf {
     Account(Address),
@@ -1224,12 +1235,16 @@ impl Driver {
                     .and_then(|l| l.app().state().account(&address).cloned());
                 let _ = reply.send(account);
             }
-            Command::LockCommitted { tx, reply } => {
-                let done = self
-                    .shard
-                    .as_ref()
-                    .is_some_and(|l| l.app().state().is_committed(&tx));
-                let _ = reply.send(done);
+            Command::Atomix { tx, reply } => {
+                let status = self.shard.as_ref().map_or(AtomixStatus::default(), |l| {
+                    let state = l.app().state();
+                    AtomixStatus {
+                        shard: Some(l.shard),
+                        locked: state.is_locked(&tx),
+                        committed: state.is_committed(&tx),
+                    }
+                });
+                let _ = reply.send(status);
             }
             Command::Prove { what, reply } => {
                 let proof = self.shard.as_ref().and_then(|l| match what {
