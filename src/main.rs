@@ -193,7 +193,12 @@ enum ChainWhat {
     },
     /// Where a transfer to another shard stands: locked on the sender's shard, committed on the
     /// recipient's (needs --api).
-    Atomix { hash: String },
+    Atomix {
+        hash: String,
+        /// If it is locked but not committed yet, have its shard's committee relay it again.
+        #[arg(long)]
+        relay: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,8 +326,8 @@ fn run(cli: Cli) -> Result<()> {
             what: ChainWhat::Trust { out },
         } => return wallet::trust(&dir, api, out.as_deref()),
         Command::Chain {
-            what: ChainWhat::Atomix { hash },
-        } => return wallet::atomix(api, hash, cli.json),
+            what: ChainWhat::Atomix { hash, relay },
+        } => return wallet::atomix(api, hash, *relay, cli.json),
         _ => {}
     }
     if let Some(api) = &cli.api {

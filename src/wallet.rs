@@ -302,7 +302,17 @@ fn stake_tx(
 
 /// Sends a signed transaction; the node answers once it is final.
 pub fn post_tx(api: &str, bytes: &[u8]) -> Result<Value> {
-    let url = format!("{}/api/v0/chain/tx", api.trim_end_matches('/'));
+    post(
+        api,
+        "/api/v0/chain/tx",
+        bytes,
+        "the transaction was refused",
+    )
+}
+
+/// POSTs `bytes` to the node API's `path`; a refusal is an error that starts with `refused`.
+fn post(api: &str, path: &str, bytes: &[u8], refused: &str) -> Result<Value> {
+    let url = format!("{}{path}", api.trim_end_matches('/'));
     let mut resp = ureq::post(&url)
         .config()
         .http_status_as_error(false)
@@ -318,7 +328,7 @@ pub fn post_tx(api: &str, bytes: &[u8]) -> Result<Value> {
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text }));
     if !resp.status().is_success() {
         bail!(
-            "the transaction was refused: {}",
+            "{refused}: {}",
             v["error"].as_str().unwrap_or("no reason given")
         );
     }
@@ -326,7 +336,8 @@ pub fn post_tx(api: &str, bytes: &[u8]) -> Result<Value> {
 }
 
 /// `huds chain atomix HASH`: where a transfer to another shard stands.
-pub fn atomix(api: Option<&str>, hash: &str, json: bool) -> Result<()> {
+/// With `relay`, a transfer locked but not committed yet is relayed again by its shard's committee.
+pub fn atomix(api: Option<&str>, hash: &str, relay: bool, json: bool) -> Result<()> {
     let api = api.context(NEEDS_API)?;
     let hash = hash.trim();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -334,8 +345,17 @@ pub fn atomix(api: Option<&str>, hash: &str, json: bool) -> Result<()> {
             "{hash:?} is not a transaction hash: 64 hex digits, as `wallet transfer --json` prints in \"tx\""
         );
     }
-    let v = api_client::json(api, &format!("/api/v0/chain/atomix?hash={hash}"))
+    let mut v = api_client::json(api, &format!("/api/v0/chain/atomix?hash={hash}"))
         .context("asking the node where the transfer stands")?;
+    if relay && !v["locked"].is_null() && v["committed"].is_null() {
+        let r = post(
+            api,
+            &format!("/api/v0/chain/atomix/relay?hash={hash}"),
+            &[],
+            "the relay was refused",
+        )?;
+        v["relayed"] = r["relayed"].clone();
+    }
     if json {
         println!("{v}");
         return Ok(());
@@ -344,8 +364,12 @@ pub fn atomix(api: Option<&str>, hash: &str, json: bool) -> Result<()> {
         (Value::Null, _) => println!(
             "{hash}: no shard holds a lock of it (not a transfer to another shard, or not final yet)"
         ),
+        (l, Value::Null) if v["relayed"].is_null() => println!(
+            "{hash}: locked on shard {}, not committed by the recipient's shard yet (its committee relays it again for a few minutes; --relay asks for one more now)",
+            l["shard"]
+        ),
         (l, Value::Null) => println!(
-            "{hash}: locked on shard {}, not committed by the recipient's shard yet (its committee relays it again for a few minutes)",
+            "{hash}: locked on shard {}, not committed by the recipient's shard yet; relayed again now",
             l["shard"]
         ),
         (l, c) => println!(

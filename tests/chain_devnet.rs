@@ -84,7 +84,11 @@ impl Net {
 
     /// POSTs raw transaction bytes; returns the status code and the JSON answer.
     fn post_tx(&self, bytes: &[u8]) -> (u16, Value) {
-        let mut resp = ureq::post(format!("{}/api/v0/chain/tx", self.api))
+        self.post("/api/v0/chain/tx", bytes)
+    }
+
+    fn post(&self, path: &str, bytes: &[u8]) -> (u16, Value) {
+        let mut resp = ureq::post(format!("{}{path}", self.api))
             .config()
             .http_status_as_error(false)
             .build()
@@ -219,6 +223,21 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     );
     assert_eq!(where_["locked"]["shard"], shard, "{where_}");
     assert_eq!(where_["committed"]["shard"], away_shard, "{where_}");
+    // Anyone may have the lock relayed again; the recipient's shard ignores what it committed already.
+    let tx_hash = t["tx"].as_str().expect("tx hash");
+    let (code, relayed) = net.post(&format!("/api/v0/chain/atomix/relay?hash={tx_hash}"), &[]);
+    assert_eq!(
+        (code, &relayed["relayed"]["shard"]),
+        (200, &Value::from(shard)),
+        "{relayed}"
+    );
+    let (code, _) = net.post(
+        &format!("/api/v0/chain/atomix/relay?hash={}", "ab".repeat(32)),
+        &[],
+    );
+    assert_eq!(code, 404);
+    let (code, _) = net.post("/api/v0/chain/atomix/relay?hash=nothex", &[]);
+    assert_eq!(code, 400);
     let back = net.huds(&away_home, &["wallet", "transfer", &to_a, "2"]);
     assert_eq!(back["shard"], away_shard, "{back}");
     assert_eq!(back["committed"]["shard"], shard, "{back}");

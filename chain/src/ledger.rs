@@ -416,9 +416,14 @@ impl<St: Store> ShardApp<St> {
     }
 
     /// An SPV proof that the transaction `id` is in a committed block of this shard; None if it is not.
-    pub fn prove_tx(&self, id: &Hash) -> Option<TxProof> {
+    /// The height of the committed block that holds transaction `id`, if this shard committed it.
+    pub fn height_of_tx(&self, id: &Hash) -> Option<u64> {
         let height = self.store.get(&[KEY_TX_PREFIX, id].concat()).ok()??;
-        let height = u64::from_be_bytes(height.try_into().ok()?);
+        Some(u64::from_be_bytes(height.try_into().ok()?))
+    }
+
+    pub fn prove_tx(&self, id: &Hash) -> Option<TxProof> {
+        let height = self.height_of_tx(id)?;
         let (block, certified) = self.certified(height)?;
         let ids = Block::body_items(&block.transactions, &block.inbound);
         let index = block.transactions.iter().position(|t| t.id() == *id)?;

@@ -7,6 +7,7 @@
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
+//! | `POST /api/v0/chain/atomix/relay?hash=HASH` | the shard that locked the transfer relays it again: `{"tx","relayed":{"shard"}}` (404: no lock of it here) |
 //! | `POST /api/v0/chain/tx` | body = one signed transaction (binary, `chain::tx` encoding); answers once it is final: `{"tx","shard","height"}`, and for a transfer to another shard (Atomix) once the recipient's shard committed it too: `"committed":{"shard","height"}` (`null` if that did not happen within the wait; the lock stays and is relayed again); a refused transaction is a 400 with the reason |
 
 use std::sync::Arc;
@@ -230,6 +231,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/trust", get(trust))
         .route("/api/v0/chain/epochs", get(epochs))
         .route("/api/v0/chain/atomix", get(atomix))
+        .route("/api/v0/chain/atomix/relay", post(relay_lock))
         .route(
             "/api/v0/chain/tx",
             // A little over a transaction, so an oversized one is refused with its size, not cut off.
@@ -371,6 +373,32 @@ async fn atomix(
     }
     Ok(Json(
         json!({ "tx": hex(&tx), "locked": locked, "committed": committed }),
+    ))
+}
+
+/// Has the shard that locked an Atomix transfer relay it again: `{"tx","relayed":{"shard"}}`, or 404 if no
+/// shard here holds a lock of it.
+async fn relay_lock(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<TxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tx = parse_tx(&q.hash)?;
+    for shard in 0..api.genesis.params.shard_count {
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
+        if v.relay_lock(tx).await.unwrap_or(false) {
+            return Ok(Json(
+                json!({ "tx": hex(&tx), "relayed": { "shard": shard } }),
+            ));
+        }
+    }
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no shard here holds an Atomix lock of transaction {}",
+            q.hash
+        ),
     ))
 }
 

@@ -225,6 +225,10 @@ enum Command {
         tx: Hash,
         reply: oneshot::Sender<AtomixStatus>,
     },
+    RelayLock {
+        tx: Hash,
+        reply: oneshot::Sender<bool>,
+    },
     Prove {
         what: ProofOf,
         reply: oneshot::Sender<Option<spv::Proof>>,
@@ -308,6 +312,12 @@ impl ValidatorHandle {
     /// The committed state of an account on this validator's shard.
     pub async fn account(&self, address: Address) -> Result<Option<Account>, ValidatorError> {
         self.ask(|reply| Command::Account { address, reply }).await
+    }
+
+    /// Relays the Atomix lock of transaction `tx` again, if this validator's shard made it: anyone can
+    /// finish a transfer whose relays were all lost. Answers whether it was relayed.
+    pub async fn relay_lock(&self, tx: Hash) -> Result<bool, ValidatorError> {
+        self.ask(|reply| Command::RelayLock { tx, reply }).await
     }
 
     /// Where transaction `tx`'s Atomix lock stands on this validator's shard (as far as its tip knows).
@@ -1245,6 +1255,17 @@ impl Driver {
                     }
                 });
                 let _ = reply.send(status);
+            }
+            Command::RelayLock { tx, reply } => {
+                let found = self.shard.as_ref().and_then(|l| {
+                    let app = l.app();
+                    let height = app.height_of_tx(&tx)?;
+                    app.state().is_locked(&tx).then_some((l.shard, height))
+                });
+                if let Some((shard, height)) = found {
+                    self.relay((shard, height, height, 0), false);
+                }
+                let _ = reply.send(found.is_some());
             }
             Command::Prove { what, reply } => {
                 let proof = self.shard.as_ref().and_then(|l| match what {
