@@ -1093,6 +1093,10 @@ impl<St: Store> BeaconApp<St> {
 
     /// Checks evidence of a fault and keeps it for the next beacon block.
     pub fn offer_evidence(&mut self, e: crate::bft::Evidence<Bls>) -> Result<(), EvidenceError> {
+        // Every validator that saw the fault sends it: the same evidence again costs no signature check.
+        if self.pending_evidence.values().any(|p| *p == e) {
+            return Ok(());
+        }
         let (_, key, _) = self.state.check_evidence(&e)?;
         if self.pending_evidence.contains_key(&key) {
             return Ok(());

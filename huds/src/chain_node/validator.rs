@@ -19,7 +19,7 @@
 //! task: envelopes are length-checked and decoded into typed errors, and the replica and follower check every
 //! signature and certificate themselves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +65,8 @@ const FOLLOWER_ASK_EVERY_MS: u64 = 500;
 const RELAY_FIRST_RETRY: Duration = Duration::from_secs(2);
 const RELAY_ATTEMPTS: u32 = 5;
 const RELAYS_QUEUED_MAX: usize = 4096;
+/// Steps whose evidence a validator remembers having sent (then it starts over).
+const EVIDENCE_SENT_MAX: usize = 4096;
 /// Heights whose locks a validator relays again when it opens a shard lane (after a restart).
 const RELAY_ON_OPEN_HEIGHTS: u64 = 256;
 
@@ -704,6 +706,7 @@ impl Validator {
             catch_up_sent: HashMap::new(),
             relays: BTreeMap::new(),
             relay_seq: 0,
+            evidence_sent: HashSet::new(),
             config,
         };
         driver.reconcile()?;
@@ -773,6 +776,8 @@ struct Driver {
     /// Atomix relays due: (when, sequence) -> (shard, heights from, to, attempts made).
     relays: BTreeMap<(Instant, u64), (ShardId, u64, u64, u32)>,
     relay_seq: u64,
+    /// The steps (shard, height, round, offender) whose evidence this validator sent to the beacon chain.
+    evidence_sent: HashSet<(ShardId, u64, u32, u16)>,
     config: ValidatorConfig,
 }
 
@@ -1473,7 +1478,15 @@ impl Driver {
                 );
                 // A shard member's fault goes to the beacon chain, which records it against the member's
                 // reputation (beacon committee faults are only counted here).
-                if shard != BEACON_SHARD {
+                // Once per step and offender: a member that signs many conflicting messages for one step
+                // is one fault, and its flood is not amplified to the whole network.
+                let (_, height, round) = e.step();
+                let step = (shard, height, round, e.offender());
+                if shard != BEACON_SHARD && !self.evidence_sent.contains(&step) {
+                    if self.evidence_sent.len() >= EVIDENCE_SENT_MAX {
+                        self.evidence_sent.clear();
+                    }
+                    self.evidence_sent.insert(step);
                     let topic = self.beacon().topic.clone();
                     self.publish(&topic, wire::encode_evidence(&e));
                     self.offer_evidence(e);
