@@ -16,7 +16,8 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 
 const CF_CHAIN: &str = "chain";
 const KEY_VERSION: &[u8] = b"meta/version";
-const STORE_VERSION: u8 = 1;
+/// 2: shard blocks carry Atomix inbounds, beacon blocks evidence, the beacon state its recorded faults.
+const STORE_VERSION: u8 = 2;
 
 /// Why a chain database cannot be opened.
 #[derive(Debug, thiserror::Error)]
