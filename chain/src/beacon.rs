@@ -289,10 +289,7 @@ pub struct BeaconState {
 pub fn fault_key(offender: &Address, e: &crate::bft::Evidence<Bls>) -> Hash {
     let (shard, height, round) = e.step();
     let kind: u8 = match e {
-        crate::bft::Evidence::DoubleVote(a, _) => match a.kind {
-            crate::bft::VoteKind::Prevote => 1,
-            crate::bft::VoteKind::Precommit => 2,
-        },
+        crate::bft::Evidence::DoubleVote(a, _) => a.kind.tag(),
         crate::bft::Evidence::DoubleProposal(..) => 3,
     };
     hash_with(

@@ -152,10 +152,22 @@ pub enum VoteKind {
 }
 
 impl VoteKind {
-    fn tag(self) -> u8 {
+    /// Its byte in every encoding: 1 prevote, 2 precommit.
+    pub fn tag(self) -> u8 {
         match self {
             VoteKind::Prevote => 1,
             VoteKind::Precommit => 2,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Result<Self, DecodeError> {
+        match tag {
+            1 => Ok(VoteKind::Prevote),
+            2 => Ok(VoteKind::Precommit),
+            tag => Err(DecodeError::UnknownTag {
+                what: "vote kind",
+                tag,
+            }),
         }
     }
 }
@@ -441,16 +453,7 @@ impl<S: VoteScheme> QuorumCertificate<S> {
         if version != 1 {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let kind = match r.u8()? {
-            1 => VoteKind::Prevote,
-            2 => VoteKind::Precommit,
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "vote kind",
-                    tag,
-                });
-            }
-        };
+        let kind = VoteKind::from_tag(r.u8()?)?;
         let shard = r.u16()?;
         let height = r.u64()?;
         let round = r.u32()?;

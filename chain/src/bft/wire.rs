@@ -37,13 +37,6 @@ const SIGNATURE_BYTES_MAX: usize = 256;
 /// The largest consensus message: a full block plus a certificate and headers.
 pub const MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + 2 * CERTIFICATE_BYTES_MAX + 512;
 
-fn kind_tag(kind: VoteKind) -> u8 {
-    match kind {
-        VoteKind::Prevote => 1,
-        VoteKind::Precommit => 2,
-    }
-}
-
 pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(WIRE_VERSION);
@@ -84,10 +77,7 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
 }
 
 fn encode_vote_body<S: VoteScheme>(w: &mut Writer, v: &Vote<S>) {
-    w.u8(kind_tag(v.kind))
-        .u16(v.shard)
-        .u64(v.height)
-        .u32(v.round);
+    w.u8(v.kind.tag()).u16(v.shard).u64(v.height).u32(v.round);
     match &v.block {
         Some(h) => w.u8(1).fixed(h),
         None => w.u8(0),
@@ -96,16 +86,7 @@ fn encode_vote_body<S: VoteScheme>(w: &mut Writer, v: &Vote<S>) {
 }
 
 fn decode_vote_body<S: VoteScheme>(r: &mut Reader<'_>) -> Result<Vote<S>, DecodeError> {
-    let kind = match r.u8()? {
-        1 => VoteKind::Prevote,
-        2 => VoteKind::Precommit,
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "vote kind",
-                tag,
-            });
-        }
-    };
+    let kind = VoteKind::from_tag(r.u8()?)?;
     let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
     let block = if opt_flag(r)? { Some(r.array()?) } else { None };
     let voter = r.u16()?;

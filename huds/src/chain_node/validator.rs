@@ -1801,6 +1801,20 @@ mod tests {
     use chain::bft::{QuorumCertificate, Vote};
     use chain::block::Block;
 
+    /// A one-shard devnet chain funding `wallets`, in a temporary directory, and a validator of its shard.
+    async fn one_shard(wallets: Vec<Address>) -> (tempfile::TempDir, ChainDevnet, ValidatorHandle) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, wallets))
+            .await
+            .expect("starts");
+        let target = net
+            .handles()
+            .into_iter()
+            .find(|h| h.status().shard == 0)
+            .expect("a validator of shard 0");
+        (dir, net, target)
+    }
+
     /// A peer of its own that joins `topic` and dials every validator of `net`, once the subscriptions have
     /// had a second to propagate.
     async fn rogue_peer(net: &ChainDevnet, topic: &IdentTopic) -> Swarm<ChainBehaviour> {
@@ -1829,16 +1843,8 @@ mod tests {
     /// the API shows it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_double_vote_is_recorded_on_the_beacon_chain_against_its_signer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, Vec::new()))
-            .await
-            .expect("starts");
+        let (_dir, net, target) = one_shard(Vec::new()).await;
         let chain_id = net.genesis.params.chain_id;
-        let target = net
-            .handles()
-            .into_iter()
-            .find(|h| h.status().shard == 0)
-            .expect("a validator of shard 0");
         let committee = target.beacon().state.committee(0).expect("shard 0");
         let (index, key) = (0..net.handles().len())
             .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
@@ -1910,18 +1916,10 @@ mod tests {
     /// a transaction batch with a forged signature): the committee ignores them all and keeps finalising.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hostile_gossip_neither_crashes_nor_stalls_validators() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let wallet = chain::crypto::SecretKey::dev("rogue test wallet");
         let wallet_address = Address::of(&wallet.public());
-        let net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, vec![wallet_address]))
-            .await
-            .expect("starts");
+        let (_dir, net, target) = one_shard(vec![wallet_address]).await;
         let chain_id = net.genesis.params.chain_id;
-        let target = net
-            .handles()
-            .into_iter()
-            .find(|h| h.status().shard == 0)
-            .expect("a validator of shard 0");
 
         let topic = shard_topic(chain_id, 0);
         let mut rogue = rogue_peer(&net, &topic).await;
