@@ -93,6 +93,13 @@ pub trait App {
     /// A new block on top of the tip.
     fn propose(&mut self) -> Block;
     fn check(&mut self, block: &Block) -> Result<(), BlockError>;
+    /// Checks a block this chain's committee has already finalised (its certificate verified): what a
+    /// catching-up member or a follower applies. Checks that hold for the committee's block whatever this
+    /// node has seen of other chains may be skipped (a shard skips its inbounds' certificates: the
+    /// committee's honest majority checked them, perhaps against committees this node no longer keeps).
+    fn check_finalised(&mut self, block: &Block) -> Result<(), BlockError> {
+        self.check(block)
+    }
     /// Commits a block that extends the tip, with the encoded certificate that finalised it.
     fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError>;
     /// A committed block and its encoded certificate.
@@ -703,6 +710,16 @@ impl<St: Store> App for ShardApp<St> {
         Ok(())
     }
 
+    fn check_finalised(&mut self, block: &Block) -> Result<(), BlockError> {
+        let hash = block.hash();
+        if self.checked.contains(&hash) {
+            return Ok(());
+        }
+        let state = self.execute(block, true)?;
+        self.checked.remember(hash, state);
+        Ok(())
+    }
+
     fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
         let hash = block.hash();
         let mut state = match self.checked.take(block, self.tip) {
@@ -771,6 +788,109 @@ mod tests {
             },
         }
         .sign(key)
+    }
+
+    /// A transfer to another shard, end to end through two ledgers: locked and finalised on the sender's
+    /// shard, committed on the recipient's from a relayed inbound. A ledger that cannot check the input
+    /// shard's certificate refuses the block as a proposal but applies it once its committee finalised it.
+    #[test]
+    fn atomix_between_two_ledgers_and_finalised_blocks_without_a_certifier() {
+        use crate::bft::{Bls, Committee, Member, QuorumCertificate, Vote, VoteKind};
+        let genesis =
+            GenesisConfig::devnet(2, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+                .build()
+                .expect("valid genesis");
+        let key = SecretKey::dev("devnet/wallet");
+        let home = shard_of(&Address::of(&key.public()), 2);
+        let away = 1 - home;
+        let to = (0..)
+            .map(|i| Address::of(&SecretKey::dev(&format!("away {i}")).public()))
+            .find(|a| shard_of(a, 2) == away)
+            .expect("some address lands on the other shard");
+        let chain_id = genesis.params.chain_id;
+        let mut input = ShardApp::open(&genesis, home, MemStore::new()).expect("genesis");
+        let tx = Transaction {
+            chain_id,
+            sender: key.public(),
+            nonce: 0,
+            fee: Amount(1_000),
+            expiry_height: 1_000,
+            kind: TxKind::Transfer {
+                to,
+                amount: Amount::from_iost(7).expect("small"),
+            },
+        }
+        .sign(&key);
+        input
+            .submit(tx.clone())
+            .expect("a transfer to another shard is admitted");
+        let block = input.propose();
+        assert_eq!(block.transactions, vec![tx.clone()]);
+        // The input shard's one-member committee finalises it.
+        let member = crate::crypto::bls::SecretKey::dev("ledger test member");
+        let committee = Committee::<Bls>::new(
+            vec![Member {
+                id: Address([1; 32]),
+                public: member.public(),
+                weight: 1,
+            }],
+            [0; 32],
+        );
+        let vote = Vote::<Bls>::sign(
+            chain_id,
+            home,
+            VoteKind::Precommit,
+            1,
+            0,
+            Some(block.hash()),
+            0,
+            &member,
+        );
+        let qc = QuorumCertificate::aggregate(&committee, &[&vote], block.hash()).expect("valid");
+        input.commit(&block, qc.encode()).expect("commit");
+        assert!(input.state().is_locked(&tx.id()));
+        let (out, inbound) = input.outbound(1, 1).pop().expect("one inbound");
+        assert_eq!(out, away);
+
+        let mut committees = vec![committee.clone(), committee];
+        committees[usize::from(away)].members.clear();
+        let certifier = Arc::new(crate::atomix::FixedCommittees {
+            chain_id,
+            committees,
+        });
+        let mut output = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+        output.set_certifier(certifier);
+        let mut forged = inbound.clone();
+        forged.certificate = qc.encode()[..10].to_vec();
+        assert!(matches!(
+            output.submit_inbound(forged),
+            Err(InboundError::Certificate(_))
+        ));
+        output
+            .submit_inbound(inbound.clone())
+            .expect("a valid relay");
+        output
+            .submit_inbound(inbound)
+            .expect("a second relay is a no-op");
+        assert_eq!(output.inbound_len(), 1);
+        let credit = output.propose();
+        assert_eq!(credit.inbound.len(), 1);
+        output.commit(&credit, vec![1]).expect("commit");
+        let credited = output.state().account(&to).expect("credited").balance;
+        assert_eq!(credited, Amount::from_iost(7).expect("small"));
+        assert_eq!(output.inbound_len(), 0, "committed inbounds leave the pool");
+
+        // A ledger with no certifier: the block is no valid proposal, but a finalised block applies.
+        let mut late = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+        assert!(matches!(
+            late.check(&credit),
+            Err(BlockError::Inbound { index: 0, .. })
+        ));
+        late.check_finalised(&credit)
+            .expect("finalised by its committee");
+        late.commit(&credit, vec![1]).expect("commit");
+        assert_eq!(late.state().account(&to).map(|a| a.balance), Some(credited));
+        assert!(late.state().is_committed(&tx.id()));
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
             };
             let (block, certificate) = entry.remove();
             if certificate.verify(self.chain_id, &committee).is_err()
-                || self.app.check(&block).is_err()
+                || self.app.check_finalised(&block).is_err()
             {
                 // A certified block this ledger refuses: ask again, from another member.
                 break;

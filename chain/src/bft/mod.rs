@@ -960,7 +960,10 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             return;
         }
         self.hs.blocks.insert(hash, block.clone());
-        if self.is_valid(&hash) {
+        // Finalised by the committee: checked as such (not through the proposal-time verdict, which may
+        // have been refused for something only the committee's majority could check then).
+        if self.app.check_finalised(&block).is_ok() {
+            self.hs.validity.insert(hash, true);
             self.commit(block, certificate);
         }
     }
