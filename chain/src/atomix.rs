@@ -249,10 +249,6 @@ impl Inbound {
         )
     }
 
-    pub fn source(&self) -> ShardId {
-        self.header.shard
-    }
-
     pub fn encode_into(&self, w: &mut Writer) {
         let mut h = Writer::new();
         self.header.encode_into(&mut h);
