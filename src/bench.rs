@@ -273,7 +273,7 @@ pub fn gateway(b: GatewayBench, json_out: bool) -> Result<()> {
                 ..homes[0].add_options()
             };
             let added = tokio::task::spawn_blocking(move || {
-                let sink = huds::net::NetShardSink::new(node.clone(), rt);
+                let sink = huds_net::NetShardSink::new(node.clone(), rt);
                 huds::add::add_with(
                     node.store(),
                     &sink,
@@ -389,7 +389,7 @@ pub fn gateway(b: GatewayBench, json_out: bool) -> Result<()> {
 
 /// A gateway on node 0 of `nodes`, on a free loopback port.
 async fn serve_gateway(
-    nodes: &[huds::net::Node],
+    nodes: &[huds_net::Node],
     dir: &std::path::Path,
 ) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chain::crypto::{Hash, SecretKey};
 use chain::{Address, Amount, SignedTransaction, Transaction, TxError, TxKind, shard_of};
-use huds::chain_node::{ChainDevnet, DevnetOptions};
+use chain_node::{ChainDevnet, DevnetOptions};
 use serde_json::json;
 
 const SENDERS_PER_SHARD: usize = 64;
@@ -326,7 +326,7 @@ fn print_statuses(net: &ChainDevnet) {
 }
 
 async fn idle_finality(
-    validator: &huds::chain_node::ValidatorHandle,
+    validator: &chain_node::ValidatorHandle,
     keys: &[SecretKey],
     chain_id: u32,
     fee: Amount,

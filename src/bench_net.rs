@@ -121,7 +121,7 @@ impl Drop for StaticServer {
 /// `huds bench net`: a 6-node network on loopback, a file added through one node and read through another,
 /// beside the same file downloaded from a plain static HTTP server, in one run.
 pub fn net(size_mib: usize, nodes: usize, json: bool) -> Result<()> {
-    use huds::net::{NetShardSink, NetShardSource};
+    use huds_net::{NetShardSink, NetShardSource};
     let dir = tempfile_dir()?;
     let size = size_mib << 20;
     let input = dir.path().join("input.bin");

@@ -1,9 +1,10 @@
-//! The `huds` command: see ../shared/CLI.md for the contract and README.md for use.
+//! The `huds` command: `specs/cli.md` is the contract, `README.md` shows it in use.
 
 mod api_client;
 mod bench;
 mod bench_chain;
 mod bench_net;
+mod chain_feed;
 mod home;
 mod network;
 mod wallet;
@@ -79,10 +80,10 @@ enum Command {
             value_name = "MULTIADDR",
             default_value = "/ip4/127.0.0.1/tcp/4001"
         )]
-        listen: Vec<huds::net::libp2p::Multiaddr>,
+        listen: Vec<huds_net::libp2p::Multiaddr>,
         /// A node to join through (repeatable).
         #[arg(long, value_name = "MULTIADDR")]
-        bootstrap: Vec<huds::net::libp2p::Multiaddr>,
+        bootstrap: Vec<huds_net::libp2p::Multiaddr>,
         /// Where the HTTP API listens.
         #[arg(long = "api", value_name = "ADDR", default_value = "127.0.0.1:5001")]
         api_listen: std::net::SocketAddr,
@@ -104,10 +105,10 @@ enum Command {
             value_name = "MULTIADDR",
             default_value = "/ip4/127.0.0.1/tcp/0"
         )]
-        p2p_listen: Vec<huds::net::libp2p::Multiaddr>,
+        p2p_listen: Vec<huds_net::libp2p::Multiaddr>,
         /// A node to join through (repeatable).
         #[arg(long, value_name = "MULTIADDR")]
-        bootstrap: Vec<huds::net::libp2p::Multiaddr>,
+        bootstrap: Vec<huds_net::libp2p::Multiaddr>,
     },
     /// A whole network in one process: N storage nodes and S chain shards on loopback, and the API of node 0.
     Devnet {
@@ -746,7 +747,7 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 /// `huds node status` without `--api`: what the home's store holds (the node must not be running on it).
 fn node_status_local(dir: &Path, json: bool) -> Result<()> {
     let home = home::Home::open(dir)?;
-    let peer = huds::net::keypair_from_seed(home.node_seed()?)
+    let peer = huds_net::keypair_from_seed(home.node_seed()?)
         .public()
         .to_peer_id();
     let store = home

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use huds::chain_node::{ChainApi, ChainDevnet, DevnetOptions};
-use huds::net::api::Api;
-use huds::net::libp2p::Multiaddr;
-use huds::net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions, RepairOptions};
+use chain_node::{ChainApi, ChainDevnet, DevnetOptions};
 use huds::{Reader, Source};
+use huds_net::api::Api;
+use huds_net::libp2p::Multiaddr;
+use huds_net::{NetShardSink, NetShardSource, Node, NodeHandle, NodeOptions, RepairOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::chain_feed::ChainFeed;
 use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
@@ -58,7 +59,7 @@ impl StopSignals {
 
 pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
-    let keypair = huds::net::keypair_from_seed(home.node_seed()?);
+    let keypair = huds_net::keypair_from_seed(home.node_seed()?);
     Ok(Node::start(keypair, store, opts).await?)
 }
 
@@ -76,11 +77,13 @@ async fn start_api(
         node: node.handle.clone(),
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
-        chain,
     };
     let token = home.api_token()?;
+    // The chain's routes, where this process runs validators (the devnet), sit beside the node's.
+    let routes = gateway::protected_api(api, Some(token))
+        .merge(chain.map(chain_node::chain_routes).unwrap_or_default());
     let task = tokio::spawn(async move {
-        if let Err(e) = gateway::serve_api(listener, api, Some(token)).await {
+        if let Err(e) = axum::serve(listener, routes).await {
             eprintln!("huds: API server stopped: {e}");
         }
     });
@@ -105,7 +108,7 @@ async fn start_gateway(
         token: Some(home.api_token()?),
         spool: home.dir.join("spool"),
         defaults: home.add_options(),
-        chain: chain.map(|c| gateway::ChainFeed::start(c) as Arc<dyn gateway::ChainStatusSource>),
+        chain: chain.map(|c| ChainFeed::start(c) as Arc<dyn gateway::ChainStatusSource>),
     });
     let task = tokio::spawn(async move {
         if let Err(e) = gateway::serve(listener, gw).await {
@@ -291,7 +294,7 @@ pub fn devnet(
         println!(
             "chain {} shards and the beacon chain, {} validators each, epoch {}",
             shards,
-            huds::chain_node::devnet::COMMITTEE_SIZE,
+            chain_node::devnet::COMMITTEE_SIZE,
             chain.beacon.epoch
         );
         println!("wallet {}", dir.join("wallet").display());

@@ -600,7 +600,7 @@ pub fn verify(dir: &Path, file: &Path, trust: Option<&Path>, json: bool) -> Resu
         }
         chain::spv::Proof::Tx(p) => {
             let (shard, height) = client.verify_tx(p).map_err(refused)?;
-            let hash = huds::chain_node::api::hex(&p.tx.id());
+            let hash = chain_node::api::hex(&p.tx.id());
             if json {
                 println!(
                     "{}",

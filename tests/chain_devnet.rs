@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chain::crypto::SecretKey;
 use chain::{Address, Amount, Transaction, TxKind, shard_of};
-use huds::chain_node::{ChainDevnet, DevnetOptions, devnet, validator};
+use chain_node::{ChainDevnet, DevnetOptions, devnet, validator};
 use serde_json::Value;
 
 /// Each test runs a whole chain (15 validators, or the `huds devnet` process); on 2 cores three at once starve
@@ -47,7 +47,7 @@ impl Net {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            tokio::spawn(huds::chain_node::api::serve(listener, chain.api()));
+            tokio::spawn(chain_node::api::serve(listener, chain.api()));
             (chain, format!("http://{addr}"))
         });
         Net {

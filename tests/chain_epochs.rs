@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use chain::block::BEACON_SHARD;
 use chain::crypto::SecretKey;
 use chain::{Address, Amount, Transaction, TxKind};
-use huds::chain_node::devnet::VALIDATOR_STAKE_IOST;
-use huds::chain_node::validator::ProofOf;
-use huds::chain_node::{ChainDevnet, DevnetOptions};
+use chain_node::devnet::VALIDATOR_STAKE_IOST;
+use chain_node::validator::ProofOf;
+use chain_node::{ChainDevnet, DevnetOptions};
 
 const EPOCH: u64 = 16;
 

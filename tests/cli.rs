@@ -1,4 +1,4 @@
-//! The CLI of shared/CLI.md on one home: init, add (files, trees, stdin, --public), get, cat, ls, and errors.
+//! The CLI of `specs/cli.md` on one home: init, add (files, trees, stdin, --public), get, cat, ls, and errors.
 
 mod common;
 

@@ -27,7 +27,7 @@ fn run_once(dir: &std::path::Path, during: impl FnOnce(&[String])) -> Vec<String
         .spawn()
         .expect("spawn devnet");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huds::net::libp2p::{Multiaddr, PeerId};
-use huds::net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use huds::{AddOptions, Added, Capability, Reader, Source, Store};
+use huds_net::libp2p::{Multiaddr, PeerId};
+use huds_net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use tokio::runtime::Handle;
 
 const NODES: usize = 6;
@@ -58,7 +58,7 @@ async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, cfg: Cfg) -> Nod
         repair: cfg.repair,
         serve_delay: cfg.slow,
     };
-    Node::start(huds::net::keypair_from_seed(seed(i)), store, opts)
+    Node::start(huds_net::keypair_from_seed(seed(i)), store, opts)
         .await
         .expect("node starts")
 }
@@ -255,7 +255,7 @@ async fn a_node_serving_corrupt_shards_is_read_around_and_remembered() {
 /// A client that writes raw bytes on the shard protocol: garbage, oversized lengths, truncated frames.
 mod raw {
     use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use huds::net::libp2p::{StreamProtocol, request_response};
+    use huds_net::libp2p::{StreamProtocol, request_response};
     use std::io;
 
     #[derive(Clone, Copy, Default)]
@@ -316,9 +316,9 @@ mod raw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_and_oversized_messages_do_not_disturb_a_node() {
     use futures::StreamExt;
-    use huds::net::libp2p::request_response::{self, ProtocolSupport};
-    use huds::net::libp2p::swarm::SwarmEvent;
-    use huds::net::libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
+    use huds_net::libp2p::request_response::{self, ProtocolSupport};
+    use huds_net::libp2p::swarm::SwarmEvent;
+    use huds_net::libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
 
     let net = Net::new().await;
     let file = data(3 << 20, 3);

@@ -13,7 +13,6 @@
 
 mod cache;
 mod car;
-mod chain;
 mod conn;
 mod content;
 mod error;
@@ -37,13 +36,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use cid::Cid;
-use huds::net::NodeHandle;
-use huds::net::api::Api;
 use huds::read::{SegmentFetch, ShardProblem, ShardSource};
 use huds::{AddOptions, Capability, ReadError, Reader};
+use huds_net::NodeHandle;
+use huds_net::api::Api;
 use tokio::sync::Semaphore;
 
-pub use chain::ChainFeed;
 pub use conn::ServeOptions;
 pub use error::GatewayError;
 pub use metrics::Metrics;
@@ -104,11 +102,10 @@ struct Inner {
 
 impl Gateway {
     pub fn new(cfg: GatewayConfig) -> Gateway {
-        let api = huds::net::api::router(Api {
+        let api = huds_net::api::router(Api {
             node: cfg.node.clone(),
             spool: cfg.spool.clone(),
             defaults: cfg.defaults,
-            chain: None,
         });
         Gateway {
             inner: Arc::new(Inner {
@@ -141,7 +138,7 @@ impl Gateway {
         let store = self.node().store();
         let cap: Capability = huds::resolve_capability(store, root)?;
         let source = Arc::new(CountingSource {
-            inner: huds::net::NetShardSource::new(
+            inner: huds_net::NetShardSource::new(
                 self.node().clone(),
                 tokio::runtime::Handle::current(),
             ),
@@ -203,7 +200,7 @@ impl Gateway {
 
 /// The network shard source, counted for `/metrics`.
 struct CountingSource {
-    inner: huds::net::NetShardSource,
+    inner: huds_net::NetShardSource,
     metrics: Arc<Metrics>,
 }
 
@@ -254,10 +251,10 @@ async fn record(State(gw): State<Gateway>, req: Request, next: Next) -> Response
     resp
 }
 
-/// The node API (`huds::net::api`) with its add route behind `token`: what `huds node` and `huds devnet`
+/// The node API (`huds_net::api`) with its add route behind `token`: what `huds node` and `huds devnet`
 /// serve on their API address, so uploads need the token there as on the gateway.
 pub fn protected_api(api: Api, token: Option<String>) -> Router {
-    huds::net::api::router(api).layer(middleware::from_fn_with_state(Arc::new(token), guard_add))
+    huds_net::api::router(api).layer(middleware::from_fn_with_state(Arc::new(token), guard_add))
 }
 
 async fn guard_add(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {

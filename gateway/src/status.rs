@@ -10,9 +10,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures::future::join_all;
-use huds::net::NodeHandle;
-use huds::net::libp2p::PeerId;
-use huds::net::wire::{Request as ShardRequest, Response as ShardResponse};
+use huds_net::NodeHandle;
+use huds_net::libp2p::PeerId;
+use huds_net::wire::{Request as ShardRequest, Response as ShardResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -141,7 +141,7 @@ async fn add_multipart(
             .await
             .map_err(|e| GatewayError::Internal(format!("creating the spool: {e}")))?;
         let bytes = spool_parts(&root, req, boundary).await?;
-        let added = huds::net::api::add_path(gw.node(), root.clone(), opts)
+        let added = huds_net::api::add_path(gw.node(), root.clone(), opts)
             .await
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         gw.metrics().upload_bytes.fetch_add(bytes, Relaxed);

@@ -7,10 +7,8 @@
 pub mod add;
 pub mod bench;
 pub mod capability;
-pub mod chain_node;
 pub mod cids;
 pub mod manifest;
-pub mod net;
 pub mod read;
 pub mod segment;
 pub mod store;

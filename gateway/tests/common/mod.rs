@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig};
-use huds::net::{Node, NodeOptions};
 use huds::{AddOptions, Store};
+use huds_net::{Node, NodeOptions};
 use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
@@ -32,14 +32,14 @@ fn seed(i: usize) -> [u8; 32] {
     [i as u8 + 11; 32]
 }
 
-async fn start(dir: &Path, i: usize, bootstrap: Vec<huds::net::libp2p::Multiaddr>) -> Node {
+async fn start(dir: &Path, i: usize, bootstrap: Vec<huds_net::libp2p::Multiaddr>) -> Node {
     let store = Arc::new(Store::open(&dir.join(format!("node-{i}"))).expect("store opens"));
     let opts = NodeOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         bootstrap,
         ..NodeOptions::default()
     };
-    Node::start(huds::net::keypair_from_seed(seed(i)), store, opts)
+    Node::start(huds_net::keypair_from_seed(seed(i)), store, opts)
         .await
         .expect("node starts")
 }

@@ -226,7 +226,11 @@ impl ChainDevnet {
             beacon: self.beacon.clone(),
             account,
             bls_secret: bls::SecretKey::dev(&format!("validator/{i}")),
-            keypair: crate::net::keypair_from_seed(seed),
+            keypair: {
+                let mut seed = seed;
+                libp2p::identity::Keypair::ed25519_from_bytes(&mut seed)
+                    .expect("any 32 bytes are an ed25519 secret key")
+            },
             db_dir: self.dir.join(format!("validator-{i}")),
             listen: "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"),
             peers,

@@ -840,7 +840,7 @@ impl Driver {
     }
 
     fn stop_with(&self, e: &dyn std::fmt::Display) {
-        eprintln!("huds validator {}: stopped: {e}", self.config.account);
+        tracing::error!("validator {}: stopped: {e}", self.config.account);
     }
 
     /// After every event: publish what the lanes produced, move them to the roles the beacon state says,
@@ -1472,9 +1472,10 @@ impl Driver {
             }
             Output::Evidence(e) => {
                 self.evidence += 1;
-                eprintln!(
-                    "huds validator {} (chain {shard}): evidence of a Byzantine member ({} so far)",
-                    self.config.account, self.evidence
+                tracing::warn!(
+                    "validator {} (chain {shard}): evidence of a Byzantine member ({} so far)",
+                    self.config.account,
+                    self.evidence
                 );
                 // A shard member's fault goes to the beacon chain, which records it against the member's
                 // reputation (beacon committee faults are only counted here).
@@ -1655,8 +1656,8 @@ impl Driver {
                 checkpoint: state.prove_checkpoint(to),
             }),
             Err(e) => {
-                eprintln!(
-                    "huds validator {}: shard {shard} registry events {from}..{to} unreadable: {e}",
+                tracing::error!(
+                    "validator {}: shard {shard} registry events {from}..{to} unreadable: {e}",
                     self.config.account
                 );
                 None
@@ -1796,7 +1797,7 @@ impl RoleMut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain_node::{ChainDevnet, DevnetOptions};
+    use crate::{ChainDevnet, DevnetOptions};
     use chain::bft::VoteKind;
     use chain::bft::{QuorumCertificate, Vote};
     use chain::block::Block;

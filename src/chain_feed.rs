@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use huds::chain_node::ChainApi;
-use huds::chain_node::api::hex;
+use chain_node::ChainApi;
+use chain_node::api::hex;
 
-use crate::status::{BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain};
+use gateway::{BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain};
 
 /// Recent blocks kept for the page.
 const RECENT_BLOCKS_MAX: usize = 32;

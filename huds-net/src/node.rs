@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::repair::{self, RepairOptions, RepairStats, SweepReport};
 use super::wire::{PROTOCOL, Request, Response, SHARD_BYTES_MAX, ShardCodec};
-use crate::cids;
-use crate::store::Store;
+use huds::cids;
+use huds::store::Store;
 
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/huds/kad/1.0.0");
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,7 +182,7 @@ impl Node {
         }
         for addr in &opts.bootstrap {
             if let Err(e) = swarm.dial(addr.clone()) {
-                tracing_warn(&format!("dialling bootstrap {addr}: {e}"));
+                tracing::warn!("dialling bootstrap {addr}: {e}");
             }
         }
         let stats_store = store.clone();
@@ -241,10 +241,6 @@ impl Node {
         }
         self.task.abort();
     }
-}
-
-fn tracing_warn(msg: &str) {
-    eprintln!("huds node: {msg}");
 }
 
 fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<Behaviour>, NetError> {

@@ -20,10 +20,10 @@ use libp2p::PeerId;
 
 use super::node::NodeHandle;
 use super::placement::{self, key_of};
-use crate::capability::Capability;
-use crate::cids;
-use crate::manifest::{Manifest, Segment};
-use crate::segment::{self, Coding};
+use huds::capability::Capability;
+use huds::cids;
+use huds::manifest::{Manifest, Segment};
+use huds::segment::{self, Coding};
 
 /// Nodes asked `Has` for a shard before the DHT is.
 const PROBE_CANDIDATES_MAX: usize = 3;

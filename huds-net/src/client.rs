@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 
 use super::node::{NetError, NodeHandle};
 use super::placement::{self, key_of};
-use crate::add::{AddError, ShardSink};
-use crate::cids;
-use crate::read::{SegmentFetch, ShardProblem, ShardSource};
-use crate::segment::CodedSegment;
+use huds::add::{AddError, ShardSink};
+use huds::cids;
+use huds::read::{SegmentFetch, ShardProblem, ShardSource};
+use huds::segment::CodedSegment;
 
 /// How long a segment's outstanding shard requests may keep it waiting before one more shard is asked for.
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(400);

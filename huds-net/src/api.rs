@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 
 use super::client::{NetShardSink, NetShardSource};
 use super::node::NodeHandle;
-use crate::add::{AddError, AddOptions, Added, Source, add_with};
-use crate::read::{ReadError, Reader, resolve_capability};
+use huds::add::{AddError, AddOptions, Added, Source, add_with};
+use huds::read::{ReadError, Reader, resolve_capability};
 
 /// Chunks of a streamed response in flight.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 8;
@@ -41,12 +41,9 @@ pub struct Api {
     /// Where uploads are spooled before they are added (public adds read them twice).
     pub spool: PathBuf,
     pub defaults: AddOptions,
-    /// The chain's routes, where this node runs validators (the devnet).
-    pub chain: Option<crate::chain_node::ChainApi>,
 }
 
 pub fn router(api: Api) -> Router {
-    let chain = api.chain.clone().map(crate::chain_node::chain_routes);
     Router::new()
         .route("/api/v0/add", post(add))
         .route("/api/v0/cat", get(cat))
@@ -54,7 +51,6 @@ pub fn router(api: Api) -> Router {
         .route("/api/v0/id", get(id))
         .route("/api/v0/node/status", get(status))
         .with_state(Arc::new(api))
-        .merge(chain.unwrap_or_default())
 }
 
 /// Serves the API on `listener` until the task is dropped.
@@ -112,7 +108,7 @@ async fn add(
     getrandom::fill(&mut id).expect("the OS random source is available");
     let name = q
         .name
-        .filter(|n| crate::unixfs::valid_name(n))
+        .filter(|n| huds::unixfs::valid_name(n))
         .unwrap_or_else(|| "upload".into());
     let dir = api.spool.join(format!("{:016x}", u64::from_le_bytes(id)));
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;

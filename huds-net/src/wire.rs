@@ -262,7 +262,7 @@ impl libp2p::request_response::Codec for ShardCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cids::blake3_cid;
+    use huds::cids::blake3_cid;
 
     #[test]
     fn messages_round_trip() {

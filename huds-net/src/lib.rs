@@ -1,4 +1,5 @@
-//! The network: nodes on libp2p, the shard protocol, placement, and network-backed add and read.
+//! The HUDS storage network: nodes on libp2p, the shard protocol, placement, network-backed add and read, repair,
+//! and the node's HTTP API. Built on the storage core (`huds`); knows nothing of the chain.
 
 pub mod api;
 pub mod client;
