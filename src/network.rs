@@ -290,7 +290,7 @@ pub fn devnet(
             );
         }
         let demo = demo(dir, &running, &homes).await?;
-        println!("{demo}");
+        println!("{}", demo.summary);
         println!(
             "chain {} shards and the beacon chain, {} validators each, epoch {}",
             shards,
@@ -300,7 +300,10 @@ pub fn devnet(
         println!("wallet {}", dir.join("wallet").display());
         println!("gateway http://{gateway_bound}");
         println!("api http://{bound}");
-        println!("try: huds --api http://{bound} cat <capability> | sha256sum");
+        for line in hints(dir, &format!("http://{bound}"), &demo.capability)? {
+            println!("{line}");
+        }
+        println!("{DEVNET_READY}");
         std::io::stdout().flush()?;
         stop.wait().await;
         api_task.abort();
@@ -347,7 +350,7 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last
 /// node, over the network, and checks every byte.
-async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<String> {
+async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<Demo> {
     let record = dir.join("demo.json");
     let expected = demo_bytes();
     let (cid, cap) = match std::fs::read(&record) {
@@ -406,8 +409,54 @@ async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<String> {
     if Sha256::digest(&got) != Sha256::digest(&expected) {
         bail!("the demo file read back through node {last} differs from what was stored");
     }
-    Ok(format!(
-        "demo file {cid} ({} bytes) read back through node {last} over the network: identical\ncapability {cap}",
-        got.len()
-    ))
+    Ok(Demo {
+        summary: format!(
+            "demo file {cid} ({} bytes) read back through node {last} over the network: identical\ncapability {cap}",
+            got.len()
+        ),
+        capability: cap,
+    })
+}
+
+/// What the devnet's demo left: the lines it prints and the capability its hints read.
+struct Demo {
+    summary: String,
+    capability: String,
+}
+
+/// The devnet's last line: everything above it is up, and the hints above it run as printed.
+pub const DEVNET_READY: &str = "devnet ready: Ctrl-C stops it";
+
+/// Commands a user can paste as printed: the binary by its absolute path (nothing need be on the PATH after
+/// `cargo run`), the upload with the `--data` whose config holds node 0's token, the chain through the wallet
+/// home the devnet funded.
+fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
+    let exe = std::env::current_exe().context("finding the path of this binary")?;
+    let huds = shell_word(&exe.to_string_lossy());
+    let node0 = shell_word(&dir.join("node-0").to_string_lossy());
+    let wallet = shell_word(&dir.join("wallet").to_string_lossy());
+    let node0_account =
+        chain::Address::of(&crate::wallet::wallet_key(&dir.join("node-0"))?.public());
+    Ok(vec![
+        "try (each line runs as printed):".to_string(),
+        format!("  {huds} --api {api} cat {capability} | sha256sum"),
+        format!("  echo hello | {huds} --api {api} --data {node0} add -"),
+        format!("  {huds} --api {api} chain status"),
+        format!("  {huds} --api {api} --data {wallet} wallet balance"),
+        format!("  {huds} --api {api} --data {wallet} wallet transfer {node0_account} 1.5"),
+        format!("  {huds} --api {api} --data {node0} wallet balance"),
+    ])
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }

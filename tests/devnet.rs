@@ -39,7 +39,7 @@ fn run_once(dir: &std::path::Path, during: impl FnOnce(&[String])) -> Vec<String
     loop {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => {
-                let done = line.starts_with("api http://");
+                let done = line.starts_with("devnet ready");
                 lines.push(line);
                 if done {
                     break;
@@ -79,7 +79,10 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 #[test]
 fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = run_once(dir.path(), |lines| api_and_gateway(dir.path(), lines));
+    let first = run_once(dir.path(), |lines| {
+        api_and_gateway(dir.path(), lines);
+        hints_run_as_printed(lines);
+    });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
         line(&first, "demo file").contains("stored: 18 shards on 6 nodes"),
@@ -205,4 +208,65 @@ fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, line
         .collect();
     assert_eq!(heights.len(), 2, "one row per shard chain:\n{dom}");
     assert!(heights.iter().all(|h| *h > 0), "shard heights {heights:?}");
+}
+
+/// Runs `sh -c LINE` with nothing on the PATH but the system's, as a user pasting it would.
+fn shell(line: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .env_remove("HUDS_HOME")
+        .env_remove("HUDS_API")
+        .env_remove("HUDS_API_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{line}\nfailed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every command the devnet suggests runs verbatim and does what it says: the demo file read through the API
+/// (its hash matches the gateway's bytes), an upload with node 0's token, the chain's status, a transfer from
+/// the funded wallet that node 0's account then holds.
+fn hints_run_as_printed(lines: &[String]) {
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("try "))
+        .expect("a try line");
+    let hints: Vec<&str> = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim())
+        .collect();
+    assert_eq!(hints.len(), 6, "{hints:?}");
+    let gateway = line(lines, "gateway http://").trim_start_matches("gateway http://");
+    let cap = line(lines, "capability ").trim_start_matches("capability ");
+    let (_, body) = http_get(gateway, &format!("/huds/{cap}"));
+    let sum = shell(hints[0]);
+    use sha2::Digest;
+    let expected = hex(&sha2::Sha256::digest(&body));
+    assert_eq!(sum, format!("{expected}  -\n"), "{}", hints[0]);
+
+    let added = shell(hints[1]);
+    let new_cap = added
+        .lines()
+        .find_map(|l| l.strip_prefix("capability "))
+        .unwrap_or_else(|| panic!("{added}"));
+    let (_, hello) = http_get(gateway, &format!("/huds/{new_cap}"));
+    assert_eq!(hello, b"hello\n");
+
+    let status = shell(hints[2]);
+    assert!(status.contains("epoch"), "{status}");
+    let funded = shell(hints[3]);
+    assert!(funded.contains(" IOST "), "{funded}");
+    shell(hints[4]);
+    let node0 = shell(hints[5]);
+    assert!(node0.starts_with("1.5"), "{node0}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
