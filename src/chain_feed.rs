@@ -72,35 +72,28 @@ impl ChainFeed {
 
 impl ChainStatusSource for ChainFeed {
     fn chain_status(&self) -> Option<ChainStatus> {
-        let beacon = self.api.beacon();
-        let heads: Vec<_> = self
-            .api
-            .validators()
+        // The same snapshot `GET /api/v0/chain/status` (and so `huds chain status`) reads.
+        let snapshot = self.api.snapshot();
+        let shards = snapshot
+            .shards
             .iter()
-            .filter(|v| v.is_running())
-            .map(|v| v.heads())
-            .collect();
-        let shards = beacon
-            .committees
-            .iter()
-            .enumerate()
-            .map(|(s, committee)| {
-                let best = heads
-                    .iter()
-                    .filter_map(|h| h.get(s).cloned().flatten())
-                    .max_by_key(|h| h.height);
+            .map(|s| {
+                let total: u128 = s.committee.iter().map(|(_, w)| *w).sum();
                 ShardChain {
-                    id: s as u32,
-                    height: best.as_ref().map_or(0, |h| h.height),
-                    state_root: best
+                    id: u32::from(s.id),
+                    epoch: s.epoch,
+                    height: s.height(),
+                    state_root: s
+                        .head
                         .as_ref()
                         .map_or_else(String::new, |h| hex(&h.state_root)),
-                    committee: committee
-                        .members
+                    committee: s
+                        .committee
                         .iter()
-                        .map(|m| CommitteeMember {
-                            validator: m.id.to_string(),
-                            weight: m.weight.to_string(),
+                        .map(|(id, weight)| CommitteeMember {
+                            validator: id.to_string(),
+                            weight: weight.to_string(),
+                            share: share(*weight, total),
                         })
                         .collect(),
                 }
@@ -114,9 +107,39 @@ impl ChainStatusSource for ChainFeed {
             .cloned()
             .collect();
         Some(ChainStatus {
-            epoch: beacon.epoch,
+            epoch: snapshot.epoch,
             shards,
             recent_blocks,
         })
+    }
+}
+
+/// `part` of `total` as a percentage with one decimal ("25.0%"), exact for 128-bit weights.
+fn share(part: u128, total: u128) -> String {
+    if total == 0 {
+        return "0.0%".to_string();
+    }
+    // Tenths of a percent, rounded to nearest; `part <= total` so the product fits unless weights exceed
+    // 2^118, where the division comes first at a precision loss no reader can see.
+    let tenths = match part.checked_mul(2000) {
+        Some(p) => (p / total).div_ceil(2),
+        None => (part / (total / 2000).max(1)).div_ceil(2),
+    };
+    format!("{}.{}%", tenths / 10, tenths % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_read_as_percentages() {
+        assert_eq!(share(1, 4), "25.0%");
+        assert_eq!(share(1, 3), "33.3%");
+        assert_eq!(share(2, 3), "66.7%");
+        assert_eq!(share(5, 5), "100.0%");
+        assert_eq!(share(0, 0), "0.0%");
+        assert_eq!(share(10u128.pow(21), 4 * 10u128.pow(21)), "25.0%");
+        assert_eq!(share(u128::MAX / 4, u128::MAX), "25.0%");
     }
 }

@@ -171,6 +171,10 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
 /// The status page in headless Chromium, against the whole devnet: every node, and each shard chain with a
 /// height above zero (the validators are finalising blocks).
 fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ").to_string();
+    let chain_status =
+        || common::run_json(&dir.join("no-home"), &["--api", &api, "chain", "status"]);
+    let before = chain_status();
     let out = Command::new("timeout")
         .args([
             "120",
@@ -208,6 +212,30 @@ fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, line
         .collect();
     assert_eq!(heights.len(), 2, "one row per shard chain:\n{dom}");
     assert!(heights.iter().all(|h| *h > 0), "shard heights {heights:?}");
+    // The page and `huds chain status` read one source: what the page shows lies between two statuses taken
+    // just before and just after it rendered.
+    let after = chain_status();
+    let epoch: u64 = dom
+        .split("<p>epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no epoch on the page:\n{dom}"));
+    let (e0, e1) = (before["epoch"].as_u64(), after["epoch"].as_u64());
+    assert!(
+        e0 <= Some(epoch) && Some(epoch) <= e1,
+        "page epoch {epoch}, chain status {e0:?}..{e1:?}"
+    );
+    for (i, h) in heights.iter().enumerate() {
+        let (h0, h1) = (
+            before["shards"][i]["height"].as_u64(),
+            after["shards"][i]["height"].as_u64(),
+        );
+        assert!(
+            h0 <= Some(*h) && Some(*h) <= h1,
+            "shard {i}: page height {h}, chain status {h0:?}..{h1:?}"
+        );
+    }
+    assert!(dom.contains("%)"), "committee weights as shares:\n{dom}");
 }
 
 /// Runs `sh -c LINE` with nothing on the PATH but the system's, as a user pasting it would.

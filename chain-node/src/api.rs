@@ -27,11 +27,37 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::beacon::Beacon;
-use super::validator::{ProofOf, ValidatorHandle};
+use super::validator::{ProofOf, ShardHead, ValidatorHandle};
 use chain::spv::LightClient;
 
 /// How long a submitted transaction may take to become final before the API gives up waiting.
 pub const FINALITY_WAIT: Duration = Duration::from_secs(30);
+
+/// The chain at one moment, as [`ChainApi::snapshot`] sees it.
+#[derive(Debug, Clone)]
+pub struct ChainSnapshot {
+    /// The epoch of the most advanced beacon chain here (genesis's if no validator runs).
+    pub epoch: u64,
+    pub shards: Vec<ShardSnapshot>,
+}
+
+/// One shard chain at one moment.
+#[derive(Debug, Clone)]
+pub struct ShardSnapshot {
+    pub id: ShardId,
+    /// The epoch of the shard's next height.
+    pub epoch: u64,
+    /// The highest certified head known here (`None` before the first block).
+    pub head: Option<ShardHead>,
+    /// The committee of the next height: each member's id and likelihood weight.
+    pub committee: Vec<(Address, u128)>,
+}
+
+impl ShardSnapshot {
+    pub fn height(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.height)
+    }
+}
 
 /// What the chain routes serve with: the genesis, the beacon's committees and handles on validators.
 #[derive(Clone)]
@@ -101,40 +127,61 @@ impl ChainApi {
             .max_by_key(|b| b.height)
     }
 
-    /// The chain's status as this node sees it: per shard, the highest height among its validators and the
-    /// committee of the epoch of its next height.
-    pub fn status(&self) -> Value {
+    /// The chain as this node sees it at one moment: per shard, the highest certified head any running
+    /// validator here knows (its own shard's from its commits, other shards' from the beacon topic) and the
+    /// committee of the epoch of its next height. `GET /api/v0/chain/status` and the status page both read
+    /// this, so they agree.
+    pub fn snapshot(&self) -> ChainSnapshot {
         let view = self.beacon_view();
-        let shards: Vec<Value> = (0..self.beacon.shard_count())
+        let shards = (0..self.beacon.shard_count())
             .map(|s| {
-                // The highest certified head any running validator here knows: its own shard's from its
-                // commits, other shards' from the beacon topic.
-                let best = self
+                let head = self
                     .validators
                     .iter()
                     .filter(|v| v.is_running())
                     .filter_map(|v| v.heads().get(usize::from(s)).cloned().flatten())
                     .max_by_key(|h| h.height);
-                let height = best.as_ref().map_or(0, |h| h.height);
+                let next = head.as_ref().map_or(0, |h| h.height) + 1;
                 let committee = view
                     .as_ref()
-                    .and_then(|v| v.state.committee_at(s, height + 1))
+                    .and_then(|v| v.state.committee_at(s, next))
                     .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
+                ShardSnapshot {
+                    id: s,
+                    epoch: view.as_ref().map_or(0, |v| v.state.epoch_of_height(next)),
+                    head,
+                    committee: committee.members.iter().map(|m| (m.id, m.weight)).collect(),
+                }
+            })
+            .collect();
+        ChainSnapshot {
+            epoch: view.as_ref().map_or(self.beacon.epoch, |v| v.state.epoch()),
+            shards,
+        }
+    }
+
+    /// The chain's status as this node sees it (see [`ChainApi::snapshot`]).
+    pub fn status(&self) -> Value {
+        let snapshot = self.snapshot();
+        let shards: Vec<Value> = snapshot
+            .shards
+            .iter()
+            .map(|s| {
                 let committee: Vec<String> =
-                    committee.members.iter().map(|m| m.id.to_string()).collect();
+                    s.committee.iter().map(|(id, _)| id.to_string()).collect();
                 json!({
-                    "id": s,
-                    "epoch": view.as_ref().map_or(0, |v| v.state.epoch_of_height(height + 1)),
-                    "height": best.as_ref().map_or(0, |h| h.height),
-                    "state_root": best.as_ref().map(|h| hex(&h.state_root)),
-                    "tip": best.as_ref().map(|h| hex(&h.block)),
+                    "id": s.id,
+                    "epoch": s.epoch,
+                    "height": s.height(),
+                    "state_root": s.head.as_ref().map(|h| hex(&h.state_root)),
+                    "tip": s.head.as_ref().map(|h| hex(&h.block)),
                     "committee": committee,
                 })
             })
             .collect();
         json!({
             "chain_id": self.genesis.params.chain_id,
-            "epoch": view.as_ref().map_or(self.beacon.epoch, |v| v.state.epoch()),
+            "epoch": snapshot.epoch,
             "fee_min": self.genesis.params.fee_min.to_string(),
             "shards": shards,
             "beacon": self.beacon_status(),

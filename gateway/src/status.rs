@@ -31,12 +31,16 @@ pub struct CommitteeMember {
     pub validator: String,
     /// Proof-of-Likelihood weight, a decimal string (weights are 128-bit).
     pub weight: String,
+    /// The member's share of its committee's weight, for people: "25.0%".
+    pub share: String,
 }
 
 /// One shard chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShardChain {
     pub id: u32,
+    /// The epoch of the shard's next height.
+    pub epoch: u64,
     pub height: u64,
     pub state_root: String,
     pub committee: Vec<CommitteeMember>,
