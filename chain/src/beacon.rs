@@ -18,7 +18,7 @@
 use crate::address::{Address, ShardId};
 use crate::amount::Amount;
 use crate::atomix::{Certifier, CertifyError, certify_with};
-use crate::bft::{Bls, Committee, Member, QcError, QuorumCertificate, bitmap_signers};
+use crate::bft::{Bls, Committee, Member, QuorumCertificate, bitmap_signers};
 use crate::block::{
     BEACON_SHARD, BLOCK_EVIDENCE_MAX, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink,
 };
@@ -29,10 +29,10 @@ use crate::ledger::{
     App, BlockError, CheckedStates, LedgerError, check_header, genesis_header, load_tip, put_commit,
 };
 use crate::pol::{self, Candidate, Signals};
-use crate::registry::{BatchError, Cursor, RegistryEvent};
+use crate::registry::{Cursor, RegistryEvent};
 use crate::smt::list_root;
-use crate::spv::{CertifiedHeader, EpochProof};
 use crate::store::{Store, StoreError, WriteBatch};
+use crate::types::proof::{CertifiedHeader, EpochProof};
 use std::collections::{BTreeMap, HashSet};
 
 const STATE_VERSION: u8 = 2;
@@ -69,57 +69,7 @@ pub enum BeaconError {
     CommitteeSize(usize),
 }
 
-/// Why a cross-link is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    #[error("link is for chain {got}, this is chain {expected}")]
-    WrongChain { expected: u32, got: u32 },
-    #[error("link is for shard {0}, which does not exist")]
-    UnknownShard(u16),
-    #[error("shard {shard} is already linked at height {linked}, the link is for height {height}")]
-    NotNewer {
-        shard: u16,
-        height: u64,
-        linked: u64,
-    },
-    #[error(
-        "shard {shard} height {height} is in epoch {epoch}, which the beacon chain does not hold (yet, or any more)"
-    )]
-    UnknownEpoch { shard: u16, height: u64, epoch: u64 },
-    #[error("link certificate does not decode: {0}")]
-    Certificate(#[from] DecodeError),
-    #[error("link certificate is not a precommit certificate for exactly this header")]
-    CertificateMismatch,
-    #[error("link certificate does not verify against shard {shard}'s committee: {error}")]
-    Quorum { shard: u16, error: QcError },
-    #[error("{PENDING_LINKS_MAX} links already wait for a beacon block")]
-    PoolFull,
-    #[error("link of shard {shard} carries a bad registry batch: {error}")]
-    Registry { shard: u16, error: BatchError },
-}
-
-/// Why evidence of a fault is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EvidenceError {
-    #[error(
-        "evidence is about shard {0}, which does not exist (beacon committee faults are not recorded)"
-    )]
-    UnknownShard(u16),
-    #[error(
-        "evidence is from epoch {epoch}; the beacon chain records faults of epochs {oldest} to {newest}"
-    )]
-    OutOfEpochs {
-        epoch: u64,
-        oldest: u64,
-        newest: u64,
-    },
-    #[error("evidence does not verify against shard {0}'s committee of its epoch")]
-    Invalid(u16),
-    #[error("this fault is already recorded")]
-    AlreadyRecorded,
-    #[error("too many faults are recorded or waiting; retry later")]
-    Full,
-}
+pub use crate::bft::{EvidenceError, LinkError};
 
 /// A cross-link checked against a beacon state: what [`BeaconState::record_link`] records.
 #[derive(Debug, Clone)]
@@ -1256,13 +1206,17 @@ impl<St: Store> App for BeaconApp<St> {
     fn store_ref(&self) -> &dyn Store {
         &self.store
     }
+
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        crate::ledger::load_committed(&self.store, height)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bft::Vote;
     use crate::bft::VoteKind;
+    use crate::bft::{QcError, Vote};
     use crate::genesis::GenesisConfig;
     use crate::ledger::ShardApp;
     use crate::store::MemStore;

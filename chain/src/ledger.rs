@@ -15,13 +15,13 @@ use crate::bft::{Bls, QuorumCertificate};
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::codec::Reader;
 use crate::crypto::Hash;
-use crate::genesis::{Genesis, GenesisError};
+use crate::genesis::Genesis;
 use crate::smt;
 use crate::smt::{list_prove, list_root};
-use crate::spv::{AccountProof, CertifiedHeader, TxProof};
 use crate::state::{ChainParams, Receipt, State};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{SignedTransaction, TxError, TxKind};
+use crate::types::proof::{AccountProof, CertifiedHeader, TxProof};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -37,78 +37,7 @@ const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 pub const INBOUND_POOL_MAX: usize = 1_024;
 const CERTIFIED_HEADERS_MAX: usize = 4 * INBOUND_POOL_MAX;
 
-/// Why a proposed block is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BlockError {
-    #[error("block is for chain {got}, this is chain {expected}")]
-    WrongChain { expected: u32, got: u32 },
-    #[error("block is for shard {got}, this is shard {expected}")]
-    WrongShard { expected: u16, got: u16 },
-    #[error("block height {got}, expected {expected}")]
-    WrongHeight { expected: u64, got: u64 },
-    #[error("block does not extend the committed tip")]
-    WrongParent,
-    #[error("block has {0} transactions, more than the maximum")]
-    TooManyTransactions(usize),
-    #[error("block has {0} Atomix inbounds, more than the maximum count or bytes")]
-    TooManyInbounds(usize),
-    #[error("Atomix inbound {index} is invalid: {error}")]
-    Inbound { index: usize, error: InboundError },
-    #[error("transactions root does not match the transactions")]
-    TransactionsRoot,
-    #[error("transaction {index} is invalid: {error}")]
-    Transaction { index: usize, error: TxError },
-    #[error("state root does not match execution")]
-    StateRoot,
-    #[error("receipts root does not match execution")]
-    ReceiptsRoot,
-    #[error("cross-link {index} is invalid: {error}")]
-    Link {
-        index: usize,
-        error: crate::beacon::LinkError,
-    },
-    #[error("a shard block carries cross-links or evidence, which only beacon blocks carry")]
-    NotOnShards,
-    #[error("evidence {index} is invalid: {error}")]
-    Evidence {
-        index: usize,
-        error: crate::beacon::EvidenceError,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LedgerError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Genesis(#[from] GenesisError),
-    #[error("block to commit is invalid: {0}")]
-    Block(#[from] BlockError),
-}
-
-/// What consensus needs from execution.
-pub trait App {
-    /// The last committed (height, block hash); height 0 is genesis.
-    fn tip(&self) -> (u64, Hash);
-    /// A new block on top of the tip.
-    fn propose(&mut self) -> Block;
-    fn check(&mut self, block: &Block) -> Result<(), BlockError>;
-    /// Checks a block this chain's committee has already finalised (its certificate verified): what a
-    /// catching-up member or a follower applies. Checks that hold for the committee's block whatever this
-    /// node has seen of other chains may be skipped (a shard skips its inbounds' certificates: the
-    /// committee's honest majority checked them, perhaps against committees this node no longer keeps).
-    fn check_finalised(&mut self, block: &Block) -> Result<(), BlockError> {
-        self.check(block)
-    }
-    /// Commits a block that extends the tip, with the encoded certificate that finalised it.
-    fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError>;
-    /// A committed block and its encoded certificate.
-    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
-        load_committed(self.store_ref(), height)
-    }
-    fn store(&mut self) -> &mut dyn Store;
-    fn store_ref(&self) -> &dyn Store;
-}
+pub use crate::bft::{App, BlockError, LedgerError};
 
 pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> BlockHeader {
     BlockHeader {
@@ -755,6 +684,10 @@ impl<St: Store> App for ShardApp<St> {
 
     fn store_ref(&self) -> &dyn Store {
         &self.store
+    }
+
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        load_committed(&self.store, height)
     }
 }
 

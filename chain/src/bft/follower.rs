@@ -9,9 +9,9 @@
 //! certificate for exactly that block that verifies against the committee of its height (the driver says
 //! which), and only if the ledger's own check of the block passes. Sans-IO like the replica.
 
+use super::app::{App, LedgerError};
 use super::{Committee, Message, QuorumCertificate, VoteScheme};
-use crate::block::Block;
-use crate::ledger::{App, LedgerError};
+use crate::types::block::Block;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

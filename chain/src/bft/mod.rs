@@ -29,19 +29,21 @@
 //! proposal it persists what it is about to send (and its lock) in its store, so a restarted replica never
 //! signs two different messages for one step.
 
+mod app;
 mod follower;
-mod types;
-pub mod wire;
 
+pub use app::{App, BlockError, EvidenceError, LedgerError, LinkError};
 pub use follower::{FOLLOWER, Followed, Follower};
 
-pub use types::*;
+// The votes, certificates and messages this protocol exchanges, and their wire encoding, are types-layer
+// items (`crate::types::vote`, `crate::types::wire`); they are re-exported here under their historical paths.
+pub use crate::types::vote::*;
+pub use crate::types::wire;
 
-use crate::block::Block;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
-use crate::ledger::App;
 use crate::store::{StoreError, WriteBatch};
+use crate::types::block::Block;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 

@@ -19,14 +19,14 @@
 //! A message is at most [`MESSAGE_BYTES_MAX`] bytes; decoding checks every length and never panics. Decoding
 //! checks only the form: signatures and certificates are checked by the replica on arrival.
 
-use super::types::{
+use super::vote::{
     Evidence, Message, Proposal, QuorumCertificate, SignedProposalHeader, Vote, VoteKind,
     VoteScheme,
 };
-use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
-use crate::block::{BLOCK_TXS_MAX, Block};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::tx::TX_BYTES_MAX;
+use crate::types::block::{BLOCK_TXS_MAX, Block};
+use crate::types::inbound::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
+use crate::types::tx::TX_BYTES_MAX;
 use std::sync::Arc;
 
 const WIRE_VERSION: u8 = 1;
@@ -272,9 +272,9 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bft::Bls;
-    use crate::block::BlockHeader;
     use crate::crypto::bls;
+    use crate::types::block::BlockHeader;
+    use crate::types::vote::Bls;
     use proptest::prelude::*;
 
     fn samples() -> Vec<Message<Bls>> {

@@ -2,10 +2,10 @@
 //! certificates.
 
 use crate::address::Address;
-use crate::block::{Block, BlockHeader};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain};
 use crate::pol::{Draws, weighted_pick};
+use crate::types::block::{Block, BlockHeader};
 use std::fmt::Debug;
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! header := version:u8 (=1) chain_id:u32 shard:u16 height:u64 parent:[32]
 //!           state_root:[32] transactions_root:[32] receipts_root:[32]
 //! block  := header count:u32 (signed_transaction_len:u32 signed_transaction)*
-//!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::atomix)
+//!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::types::inbound)
 //! ```
 //! The block hash is a domain-separated hash of the header only; the header commits to the transactions
 //! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
@@ -17,17 +17,18 @@
 //! ```text
 //! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
 //!                   registry_len:u32 registry?)* evidence:u32 (evidence_len:u32 evidence)*
-//!                   (evidence: crate::bft::wire::encode_evidence)
-//! registry     := from:u64 events:u32 event* smt_proof          (crate::registry; registry_len 0: none)
+//!                   (evidence: crate::types::wire::encode_evidence)
+//! registry     := from:u64 events:u32 event* smt_proof          (crate::types::registry; registry_len 0: none)
 //! ```
 
-use crate::atomix::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
-use crate::bft::{Bls, Evidence, wire as bft_wire};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
-use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::smt::list_root;
-use crate::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::types::inbound::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
+use crate::types::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::types::vote::{Bls, Evidence};
+use crate::types::wire as bft_wire;
 
 pub const BLOCK_VERSION: u8 = 1;
 pub const BLOCK_TXS_MAX: usize = 4096;
