@@ -1,5 +1,6 @@
 //! The beacon chain's ledger as the BFT replica sees it: [`BeaconApp`] builds, checks and commits beacon
 //! blocks (cross-links and evidence), persists the state and archives every epoch drawn.
+
 use super::{
     BeaconState, EpochRecord, EvidenceError, KEY_DRAWN_PREFIX, KEY_EPOCH_PREFIX, KEY_STATE,
     LinkError, PENDING_EVIDENCE_MAX, PENDING_LINKS_MAX,

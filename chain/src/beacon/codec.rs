@@ -1,4 +1,5 @@
 //! The beacon state's versioned encoding, and its root (the hash of the encoding).
+
 use super::{
     BeaconState, EPOCHS_KEPT, EpochRecord, FAULTS_KEPT_MAX, LinkedHead, STATE_VERSION,
     STORAGE_NODES_MAX, StorageNodeRecord, VALIDATORS_MAX, ValidatorRecord,

@@ -1,5 +1,6 @@
 //! Epochs: the committees' seats, the draw of an epoch's committees, the epoch change as a pure function
 //! of the state, and which committee certifies a shard block of a given height.
+
 use super::{BeaconState, EPOCHS_KEPT};
 use crate::address::{Address, ShardId};
 use crate::bft::{Bls, Committee, Member};

@@ -1,5 +1,6 @@
 //! Faults: evidence of a double vote or a double proposal, checked against the committee of its epoch and
 //! recorded once, so that it lowers the offender's reputation at the next epoch.
+
 use super::{BeaconState, EvidenceError, FAULTS_KEPT_MAX};
 use crate::address::Address;
 use crate::bft::Bls;

@@ -1,6 +1,7 @@
 //! Cross-links: shard heads certified by their committees, checked and recorded by the beacon chain, and
 //! the signals (duties, votes, proposer slots) and randomness they carry into Proof of Likelihood; and the
 //! certifier that checks other shards' headers for Atomix with the committees the beacon state keeps.
+
 use super::{BeaconState, LinkError, PROPOSER_ROUNDS_CREDITED_MAX};
 use crate::atomix::{Certifier, CertifyError, certify_with};
 use crate::bft::{Bls, Committee, QuorumCertificate, bitmap_signers};

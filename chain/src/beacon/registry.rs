@@ -1,5 +1,6 @@
 //! The registry: the validators and storage nodes the beacon chain knows, as the shards' registry outboxes
 //! report their stakes (`specs/consensus.md` §4.6).
+
 use super::{BeaconState, STORAGE_NODES_MAX, VALIDATORS_MAX};
 use crate::address::Address;
 use crate::amount::Amount;
