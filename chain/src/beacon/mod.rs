@@ -15,9 +15,9 @@
 //! become the next epoch's weights, the randomness is derived from the mix of aggregate signatures, and
 //! the committees are redrawn with at most a third of each rotating (`pol::select_committees`).
 //!
-//! The module is split along its seams: [`registry`] (validators and storage nodes), [`epoch`] (seats, the
-//! draw and the epoch change), [`links`] (cross-links, the signals and randomness they carry, the Atomix
-//! certifier), [`faults`] (evidence), [`codec`] (the state's encoding) and [`app`] (the BFT application).
+//! The module is split along its seams: `registry.rs` (validators and storage nodes), `epoch.rs` (seats, the
+//! draw and the epoch change), `links.rs` (cross-links, the signals and randomness they carry, the Atomix
+//! certifier), `faults.rs` (evidence), `codec.rs` (the state's encoding) and `app.rs` (the BFT application).
 //! [`BeaconState`] is defined here and each seam adds its methods.
 
 mod app;

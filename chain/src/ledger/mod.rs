@@ -4,9 +4,9 @@
 //! bounded mempool and a [`Store`] where every commit lands as one atomic batch (state changes, the block,
 //! its certificate and the new tip), so a replica restarted on its store resumes exactly at its last commit.
 //!
-//! The module is split along its seams: [`block_log`] (what a commit persists, and reading it back),
-//! [`mempool`] (transactions waiting for a block), [`inbound_pool`] (Atomix inbounds waiting for a block,
-//! and the outbound ones for other shards) and [`proofs`] (SPV proofs served). [`ShardApp`] is defined here,
+//! The module is split along its seams: `block_log.rs` (what a commit persists, and reading it back),
+//! `mempool.rs` (transactions waiting for a block), `inbound_pool.rs` (Atomix inbounds waiting for a block,
+//! and the outbound ones for other shards) and `proofs.rs` (SPV proofs served). [`ShardApp`] is defined here,
 //! with block building, execution and the [`App`] implementation; each seam adds its methods.
 
 mod block_log;
