@@ -27,22 +27,40 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("node", &["node"]),
 ];
 
+/// The modules of the types layer, lowest first: inside the layer too, a module may import only the ones
+/// before it (a header is named by votes and inbounds; a block carries inbounds and evidence; a proposal
+/// carries a block; the wire encodes proposals; proofs carry headers, certificates and accounts).
+const TYPES_ORDER: &[&str] = &[
+    "account", "tx", "registry", "header", "vote", "evidence", "inbound", "block", "message",
+    "wire", "proof",
+];
+
+/// The position of a types module in [`TYPES_ORDER`]: `crate::types::vote::…` or a root alias (`crate::tx`).
+fn types_module_of(path: &str) -> Option<&str> {
+    let mut segments = path.trim_start_matches("crate::").split("::");
+    match segments.next()? {
+        "types" => segments.next().filter(|s| !s.is_empty()),
+        alias @ ("tx" | "block" | "registry") => Some(alias),
+        _ => None,
+    }
+}
+
 /// An import that points up.
 #[derive(Debug, PartialEq, Eq)]
 struct Violation {
     file: String,
     line: usize,
     path: String,
-    from_layer: &'static str,
-    to_layer: &'static str,
+    from: String,
+    to: String,
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}:{}: `{}`: the {} layer may not import the {} layer above it",
-            self.file, self.line, self.path, self.from_layer, self.to_layer
+            "{}:{}: `{}`: {} may not import {}, which is above it",
+            self.file, self.line, self.path, self.from, self.to
         )
     }
 }
@@ -287,8 +305,37 @@ fn check_file(
                 file: format!("chain/src/{relative}"),
                 line,
                 path,
-                from_layer,
-                to_layer,
+                from: format!("the {from_layer} layer"),
+                to: format!("the {to_layer} layer"),
+            });
+            continue;
+        }
+        // Inside the types layer, the modules' own order.
+        let Some(own) = relative.strip_prefix("types/") else {
+            continue;
+        };
+        let own = own.trim_end_matches(".rs");
+        if own == "mod" || to < from {
+            continue;
+        }
+        let Some(target) = types_module_of(&path).map(str::to_owned) else {
+            return Err(format!(
+                "chain/src/{relative}:{line}: `{path}`: name one types module per path (`crate::types::vote::…`)"
+            ));
+        };
+        let position = |m: &str| TYPES_ORDER.iter().position(|o| *o == m);
+        let (Some(own_at), Some(target_at)) = (position(own), position(&target)) else {
+            return Err(format!(
+                "chain/src/{relative}:{line}: `types::{own}` or `types::{target}` has no place in TYPES_ORDER (tests/module_layers.rs)"
+            ));
+        };
+        if target_at > own_at {
+            violations.push(Violation {
+                file: format!("chain/src/{relative}"),
+                line,
+                path,
+                from: format!("types::{own}"),
+                to: format!("types::{target}"),
             });
         }
     }
@@ -391,15 +438,15 @@ mod tests {
                 file: "chain/src/types/block.rs".into(),
                 line: 4,
                 path: "crate::{ledger…}".into(),
-                from_layer: "types",
-                to_layer: "ledger",
+                from: "the types layer".into(),
+                to: "the ledger layer".into(),
             },
             Violation {
                 file: "chain/src/types/block.rs".into(),
                 line: 5,
                 path: "crate::State".into(),
-                from_layer: "types",
-                to_layer: "execution",
+                from: "the types layer".into(),
+                to: "the execution layer".into(),
             },
         ]
     );
@@ -410,6 +457,35 @@ mod tests {
         "the message names the file, the line and the import: {}",
         found[0]
     );
+}
+
+#[test]
+fn inside_the_types_layer_a_module_imports_only_the_ones_before_it() {
+    let reexports = root_reexports("pub use types::{block, registry, tx};");
+    let text = "use crate::types::header::BlockHeader;\nuse crate::tx::Transaction;\n\
+                use crate::types::block::Block;\nuse crate::block::CrossLink;\n";
+    let mut test_files = Vec::new();
+    let found =
+        check_file("types/vote.rs", text, &reexports, &mut test_files).expect("known modules");
+    let paths: Vec<(usize, &str, &str)> = found
+        .iter()
+        .map(|v| (v.line, v.path.as_str(), v.to.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            (3, "crate::types::block::Block", "types::block"),
+            (4, "crate::block::CrossLink", "types::block"),
+        ]
+    );
+    let err = check_file(
+        "types/vote.rs",
+        "use crate::types::{header::BlockHeader, block::Block};",
+        &reexports,
+        &mut test_files,
+    )
+    .expect_err("one module per path");
+    assert!(err.contains("name one types module per path"), "{err}");
 }
 
 #[test]

@@ -37,6 +37,8 @@ pub use follower::{FOLLOWER, Followed, Follower};
 
 // The votes, certificates and messages this protocol exchanges, and their wire encoding, are types-layer
 // items (`crate::types::vote`, `crate::types::wire`); they are re-exported here under their historical paths.
+pub use crate::types::evidence::Evidence;
+pub use crate::types::message::{Message, Proposal};
 pub use crate::types::vote::*;
 pub use crate::types::wire;
 

@@ -7,7 +7,7 @@ use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, hash_with};
 use crate::smt;
-use crate::types::block::{BlockHeader, LINK_CERTIFICATE_BYTES_MAX};
+use crate::types::header::{BlockHeader, LINK_CERTIFICATE_BYTES_MAX};
 
 /// Locks one inbound carries, at most; a source block with more is relayed as several inbounds.
 pub const INBOUND_LOCKS_MAX: usize = 256;

@@ -11,7 +11,10 @@
 
 pub mod account;
 pub mod block;
+pub mod evidence;
+pub mod header;
 pub mod inbound;
+pub mod message;
 pub mod proof;
 pub mod registry;
 pub mod tx;

@@ -7,7 +7,7 @@ use crate::address::Address;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::smt::{self, ListProof};
 use crate::types::account::Account;
-use crate::types::block::BlockHeader;
+use crate::types::header::BlockHeader;
 use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
 use crate::types::vote::{Bls, QuorumCertificate};
 
