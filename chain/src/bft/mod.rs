@@ -193,6 +193,7 @@ pub struct Replica<S: VoteScheme, A: App> {
     app: A,
     height: u64,
     hs: HeightState<S>,
+    /// Pending timers by the time they fire at, in milliseconds.
     timers: BTreeSet<(u64, Timer)>,
     outputs: VecDeque<Output<S>>,
     /// Proposals and votes for the next height, replayed when this replica gets there.
@@ -200,7 +201,8 @@ pub struct Replica<S: VoteScheme, A: App> {
     /// Between a commit and the start of round 0 of the next height.
     waiting: bool,
     halted: Option<StoreError>,
-    now: u64,
+    /// The latest time the driver gave, in milliseconds (never goes back).
+    now_ms: u64,
     started: bool,
 }
 
@@ -236,7 +238,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             future: Vec::new(),
             waiting: false,
             halted: None,
-            now: 0,
+            now_ms: 0,
             started: false,
         };
         replica.load_wal()?;
@@ -314,11 +316,13 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         )
     }
 
-    pub fn handle(&mut self, now: u64, input: Input<S>) {
+    /// Feeds one input at time `now_ms` (milliseconds on the driver's clock; an earlier time than before
+    /// counts as the latest one).
+    pub fn handle(&mut self, now_ms: u64, input: Input<S>) {
         if self.halted.is_some() {
             return;
         }
-        self.now = self.now.max(now);
+        self.now_ms = self.now_ms.max(now_ms);
         if !self.started {
             self.started = true;
             self.schedule(self.config.rebroadcast_ms, Timer::Rebroadcast);
@@ -339,7 +343,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         self.outputs.pop_front()
     }
 
-    /// The next moment something is due; call [`Replica::handle`] with [`Input::Tick`] then.
+    /// The next moment something is due, in milliseconds; call [`Replica::handle`] with [`Input::Tick`] then.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -348,7 +352,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn schedule(&mut self, after_ms: u64, timer: Timer) {
         self.timers
-            .insert((self.now.saturating_add(after_ms), timer));
+            .insert((self.now_ms.saturating_add(after_ms), timer));
     }
 
     fn timeout(&self, base: u64, round: u32) -> u64 {
@@ -357,7 +361,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn fire_timers(&mut self) {
         while let Some(&(at, timer)) = self.timers.first() {
-            if at > self.now {
+            if at > self.now_ms {
                 break;
             }
             self.timers.pop_first();
