@@ -81,6 +81,8 @@ pub trait App {
     /// serves to members catching up. Where blocks are kept is the application's business (the ledger's
     /// block log, or memory), so there is no default.
     fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)>;
+    /// The store the replica keeps its write-ahead log in: the application's own, so that a restarted
+    /// replica finds its log next to the blocks it committed.
     fn store(&mut self) -> &mut dyn Store;
     fn store_ref(&self) -> &dyn Store;
 }
