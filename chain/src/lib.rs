@@ -4,19 +4,22 @@
 //! network above it: every protocol here is a plain state machine that a driver (the node, or the
 //! deterministic simulator in `tests/`) feeds with events and time.
 //!
-//! Layout, one idea per module:
-//! - [`codec`]: the hand-written, length-checked binary encoding every wire and persisted structure uses.
-//! - [`crypto`], [`address`], [`amount`]: ed25519 accounts, BLS validator keys, addresses, IOST amounts.
-//! - [`tx`]: transactions, their encoding and their stateless checks.
-//! - [`smt`]: the authenticated sparse Merkle tree over account state, with presence and absence proofs.
-//! - [`store`]: the key-value store the state and consensus persist into (in-memory here; RocksDB in the node).
-//! - [`state`], [`genesis`]: account state, block execution, receipts, the genesis allocation.
-//! - [`pol`]: Proof of Likelihood: reputation, weights, epoch randomness, committee selection.
-//! - [`block`], [`ledger`]: block headers; building, checking and committing a shard's blocks.
-//! - [`registry`]: the shards' registry outboxes: how stakes reach the beacon chain.
-//! - [`atomix`]: cross-shard transfers: locks on the input shard, certified inbounds on the output shard.
-//! - [`beacon`]: the beacon chain: registry, reputation signals, committees, cross-links of shard heads.
-//! - [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its certificates and wire encoding.
+//! Layout, in layers (`specs/ARCHITECTURE.md`, "Layers of `chain`"): every import points down, which
+//! `tests/module_layers.rs` checks.
+//! - Primitives: [`codec`] (the hand-written, length-checked binary encoding every wire and persisted
+//!   structure uses); [`crypto`], [`address`], [`amount`] (ed25519 accounts, BLS validator keys, addresses,
+//!   IOST amounts); [`smt`] (the authenticated sparse Merkle tree, with presence and absence proofs);
+//!   [`store`] (the key-value store; in-memory here, RocksDB in the node); [`pol`] (Proof of Likelihood:
+//!   reputation, weights, epoch randomness, committee selection).
+//! - Types, [`types`]: transactions ([`tx`]), blocks ([`block`]), votes, certificates, evidence and the
+//!   consensus messages' encoding, Atomix inbounds and locks, registry events ([`registry`]), accounts and
+//!   proof files. Data, codecs and stateless checks only.
+//! - Execution: [`state`] (account state, block execution, receipts), [`genesis`], [`atomix`] (cross-shard
+//!   transfers: how a shard certifies another shard's header).
+//! - Consensus, [`bft`]: the per-shard BFT protocol (a sans-IO Tendermint), its follower and write-ahead
+//!   log, and the [`bft::App`] trait it drives.
+//! - Chains: [`ledger`] (a shard's blocks: block log, mempool, inbound pool, proofs served), [`beacon`]
+//!   (registry, epochs, cross-links of shard heads, faults), [`spv`] (the light client).
 //!
 //! The normative text is `specs/consensus.md`. No `unwrap` outside tests: every `expect` says why it cannot
 //! fail, and bytes from peers or disk only ever produce typed errors.
@@ -28,18 +31,19 @@ pub mod amount;
 pub mod atomix;
 pub mod beacon;
 pub mod bft;
-pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod genesis;
 pub mod ledger;
 pub mod pol;
-pub mod registry;
 pub mod smt;
 pub mod spv;
 pub mod state;
 pub mod store;
-pub mod tx;
+pub mod types;
+
+// The types layer's oldest modules keep their root paths (`chain::tx`, `chain::block`, `chain::registry`).
+pub use types::{block, registry, tx};
 
 pub use address::{Address, AddressParseError, ShardId, shard_of};
 pub use amount::{Amount, AmountParseError};

@@ -30,60 +30,22 @@
 //! epochs    := "IOSEPOCH" version:u8 (=1) count:u32 (certified beacon_state:var)*
 //! ```
 
+pub use crate::types::proof::*;
+
 use std::collections::BTreeMap;
 
-use crate::address::Address;
 use crate::beacon::{BeaconState, EpochRecord, epoch_of_height};
-use crate::bft::{Bls, QcError, QuorumCertificate};
-use crate::block::{BEACON_SHARD, BlockHeader};
+use crate::bft::QcError;
+use crate::block::BEACON_SHARD;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{domain, hash_with};
-use crate::smt::{self, ListProof, ProofError};
-use crate::state::Account;
-use crate::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::smt::{self, ProofError};
+use crate::types::account::Account;
 
-const MAGIC: &[u8; 8] = b"IOSPROOF";
 const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
-const EPOCHS_MAGIC: &[u8; 8] = b"IOSEPOCH";
-const VERSION: u8 = 1;
 const TRUST_VERSION: u8 = 2;
 /// Epoch records a trust file keeps, the newest ones.
 pub const TRUST_EPOCHS_MAX: usize = 8;
-/// Epoch proofs in one file, at most.
-pub const EPOCH_PROOFS_MAX: usize = 64;
-/// An encoded beacon state in an epoch proof, at most.
-const BEACON_STATE_BYTES_MAX: usize = 4 << 20;
-const QC_BYTES_MAX: usize = 4096;
-const ACCOUNT_BYTES_MAX: usize = 256;
-
-/// A header and the certificate that finalised it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertifiedHeader {
-    pub header: BlockHeader,
-    pub qc: QuorumCertificate<Bls>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountProof {
-    pub certified: CertifiedHeader,
-    pub address: Address,
-    pub account: Option<Account>,
-    pub proof: smt::Proof,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxProof {
-    pub certified: CertifiedHeader,
-    pub tx: SignedTransaction,
-    pub path: ListProof,
-}
-
-/// A proof file of either kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Proof {
-    Account(AccountProof),
-    Tx(TxProof),
-}
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,48 +97,6 @@ pub enum SpvError {
         expected: u64,
         got: u64,
     },
-}
-
-/// How a light client learns the next epoch's committees: the beacon block that drew the epoch, certified
-/// by the previous epoch's beacon committee, and the beacon state after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochProof {
-    pub certified: CertifiedHeader,
-    pub state: Vec<u8>,
-}
-
-impl EpochProof {
-    pub fn encode_all(proofs: &[EpochProof]) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.fixed(EPOCHS_MAGIC)
-            .u8(VERSION)
-            .u32(u32::try_from(proofs.len()).expect("at most EPOCH_PROOFS_MAX proofs"));
-        for p in proofs {
-            p.certified.encode_into(&mut w);
-            w.var(&p.state);
-        }
-        w.finish()
-    }
-
-    pub fn decode_all(bytes: &[u8]) -> Result<Vec<EpochProof>, DecodeError> {
-        let mut r = Reader::new(bytes);
-        if &r.array::<8>()? != EPOCHS_MAGIC {
-            return Err(DecodeError::Invalid("epoch proofs magic"));
-        }
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let count = r.count("epoch proofs", EPOCH_PROOFS_MAX, 8)?;
-        let mut proofs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let certified = CertifiedHeader::decode_from(&mut r)?;
-            let state = r.var("beacon state", BEACON_STATE_BYTES_MAX)?.to_vec();
-            proofs.push(EpochProof { certified, state });
-        }
-        r.finish()?;
-        Ok(proofs)
-    }
 }
 
 /// What a light client trusts for one chain: epoch records (every committee of an epoch), the newest
@@ -410,126 +330,18 @@ impl LightClient {
     }
 }
 
-impl CertifiedHeader {
-    pub fn encode_into(&self, w: &mut Writer) {
-        self.header.encode_into(w);
-        w.var(&self.qc.encode());
-    }
-
-    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let header = BlockHeader::decode_from(r)?;
-        let qc = QuorumCertificate::decode(r.var("certificate", QC_BYTES_MAX)?)?;
-        Ok(CertifiedHeader { header, qc })
-    }
-}
-
-fn encode_list_proof(w: &mut Writer, p: &ListProof) {
-    w.u64(p.index).u64(p.len).u32(p.siblings.len() as u32);
-    for s in &p.siblings {
-        w.fixed(s);
-    }
-}
-
-fn decode_list_proof(r: &mut Reader<'_>) -> Result<ListProof, DecodeError> {
-    let index = r.u64()?;
-    let len = r.u64()?;
-    let n = r.count("list proof siblings", smt::LIST_PROOF_SIBLINGS_MAX, 32)?;
-    let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
-    Ok(ListProof {
-        index,
-        len,
-        siblings,
-    })
-}
-
-impl Proof {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.fixed(MAGIC).u8(VERSION);
-        match self {
-            Proof::Account(p) => {
-                w.u8(1);
-                p.certified.encode_into(&mut w);
-                w.fixed(&p.address.0);
-                match &p.account {
-                    Some(a) => w.u8(1).var(&a.encode()),
-                    None => w.u8(0),
-                };
-                p.proof.encode_into(&mut w);
-            }
-            Proof::Tx(p) => {
-                w.u8(2);
-                p.certified.encode_into(&mut w);
-                w.var(&p.tx.encode());
-                encode_list_proof(&mut w, &p.path);
-            }
-        }
-        w.finish()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        if &r.array::<8>()? != MAGIC {
-            return Err(DecodeError::Invalid("proof magic"));
-        }
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let proof = match r.u8()? {
-            1 => {
-                let certified = CertifiedHeader::decode_from(&mut r)?;
-                let address = Address(r.array()?);
-                let account = match r.u8()? {
-                    0 => None,
-                    1 => Some(Account::decode(r.var("account", ACCOUNT_BYTES_MAX)?)?),
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "account presence",
-                            tag,
-                        });
-                    }
-                };
-                let proof = smt::Proof::decode_from(&mut r)?;
-                Proof::Account(AccountProof {
-                    certified,
-                    address,
-                    account,
-                    proof,
-                })
-            }
-            2 => {
-                let certified = CertifiedHeader::decode_from(&mut r)?;
-                let tx = SignedTransaction::decode(r.var("transaction", TX_BYTES_MAX)?)
-                    .map_err(|_| DecodeError::Invalid("transaction"))?;
-                let path = decode_list_proof(&mut r)?;
-                Proof::Tx(TxProof {
-                    certified,
-                    tx,
-                    path,
-                })
-            }
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "proof kind",
-                    tag,
-                });
-            }
-        };
-        r.finish()?;
-        Ok(proof)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::Address;
     use crate::amount::Amount;
     use crate::beacon::Seat;
     use crate::bft::Vote;
     use crate::bft::VoteKind;
+    use crate::bft::{Bls, QuorumCertificate};
     use crate::bft::{Committee, Member};
     use crate::block::Block;
+    use crate::block::BlockHeader;
     use crate::crypto::{Hash, SecretKey, bls};
     use crate::genesis::{Genesis, GenesisConfig};
     use crate::ledger::{App, ShardApp};

@@ -8,15 +8,15 @@
 use crate::address::{Address, ShardId, shard_of};
 use crate::amount::Amount;
 use crate::atomix::{self, Inbound, InboundError, Lock, Totals};
-use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{Hash, bls, hash_with};
+use crate::codec::Writer;
+use crate::crypto::{Hash, hash_with};
 use crate::registry::{self, Cursor, RegistryEvent};
 use crate::smt::{self, SparseMerkleTree};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
+pub use crate::types::account::Account;
 use std::collections::{BTreeMap, BTreeSet};
 
-const ACCOUNT_VERSION: u8 = 1;
 const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
 const KEY_FEE_POOL: &[u8] = b"state/fee_pool";
 /// `state/registry/<count:u64 BE>` -> the `count`-th registry event (from 1) this shard emitted.
@@ -46,75 +46,6 @@ impl ChainParams {
             // validator can still vote with it.
             unbonding_delay_blocks: 3 * 256,
         }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Account {
-    pub balance: Amount,
-    pub nonce: u64,
-    pub validator_stake: Amount,
-    pub validator_key: Option<bls::PublicKey>,
-    pub storage_stake: Amount,
-    pub storage_registered: bool,
-    pub unbonding: Amount,
-    pub unbonding_release_height: u64,
-}
-
-impl Account {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u8(ACCOUNT_VERSION)
-            .u64(self.balance.0)
-            .u64(self.nonce)
-            .u64(self.validator_stake.0);
-        match &self.validator_key {
-            Some(k) => w.bool(true).fixed(&k.0),
-            None => w.bool(false),
-        };
-        w.u64(self.storage_stake.0).bool(self.storage_registered);
-        w.u64(self.unbonding.0).u64(self.unbonding_release_height);
-        w.finish()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8()?;
-        if version != ACCOUNT_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let balance = Amount(r.u64()?);
-        let nonce = r.u64()?;
-        let validator_stake = Amount(r.u64()?);
-        let validator_key = if r.bool()? {
-            Some(bls::PublicKey(r.array()?))
-        } else {
-            None
-        };
-        let account = Self {
-            balance,
-            nonce,
-            validator_stake,
-            validator_key,
-            storage_stake: Amount(r.u64()?),
-            storage_registered: r.bool()?,
-            unbonding: Amount(r.u64()?),
-            unbonding_release_height: r.u64()?,
-        };
-        r.finish()?;
-        Ok(account)
-    }
-
-    /// Everything the account holds, spendable or not.
-    pub fn holdings(&self) -> u128 {
-        u128::from(self.balance.0)
-            + u128::from(self.validator_stake.0)
-            + u128::from(self.storage_stake.0)
-            + u128::from(self.unbonding.0)
-    }
-
-    pub fn value_hash(&self) -> Hash {
-        hash_with("IOS account v1", &[&self.encode()])
     }
 }
 
@@ -639,7 +570,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::SecretKey;
+    use crate::crypto::{SecretKey, bls};
     use crate::store::MemStore;
     use crate::tx::Transaction;
 

@@ -9,9 +9,9 @@
 //! certificate for exactly that block that verifies against the committee of its height (the driver says
 //! which), and only if the ledger's own check of the block passes. Sans-IO like the replica.
 
+use super::app::{App, LedgerError};
 use super::{Committee, Message, QuorumCertificate, VoteScheme};
-use crate::block::Block;
-use crate::ledger::{App, LedgerError};
+use crate::types::block::Block;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub struct Follower<S: VoteScheme, A: App> {
     app: A,
     ahead: BTreeMap<u64, (Arc<Block>, QuorumCertificate<S>)>,
     ask_every_ms: u64,
-    last_asked: Option<u64>,
+    last_asked_ms: Option<u64>,
     progressed: bool,
 }
 
@@ -49,7 +49,7 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
             app,
             ahead: BTreeMap::new(),
             ask_every_ms,
-            last_asked: None,
+            last_asked_ms: None,
             progressed: false,
         }
     }
@@ -129,16 +129,16 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
 
     /// A `Status` to send (from [`FOLLOWER`]) if one is due: at the start, right after progress (to fetch
     /// the next blocks at once) and every `ask_every_ms`.
-    pub fn poll_status(&mut self, now: u64) -> Option<Message<S>> {
+    pub fn poll_status(&mut self, now_ms: u64) -> Option<Message<S>> {
         let due = self.progressed
             || self
-                .last_asked
-                .is_none_or(|at| now >= at.saturating_add(self.ask_every_ms));
+                .last_asked_ms
+                .is_none_or(|at| now_ms >= at.saturating_add(self.ask_every_ms));
         if !due {
             return None;
         }
         self.progressed = false;
-        self.last_asked = Some(now);
+        self.last_asked_ms = Some(now_ms);
         Some(Message::Status {
             shard: self.shard,
             height: self.height(),
@@ -148,7 +148,7 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
 
     /// When the next `Status` is due.
     pub fn poll_timeout(&self) -> u64 {
-        self.last_asked
+        self.last_asked_ms
             .map_or(0, |at| at.saturating_add(self.ask_every_ms))
     }
 }

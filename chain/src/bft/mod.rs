@@ -29,19 +29,23 @@
 //! proposal it persists what it is about to send (and its lock) in its store, so a restarted replica never
 //! signs two different messages for one step.
 
+mod app;
 mod follower;
-mod types;
-pub mod wire;
 
+pub use app::{App, BlockError, EvidenceError, LedgerError, LinkError};
 pub use follower::{FOLLOWER, Followed, Follower};
 
-pub use types::*;
+// The votes, certificates and messages this protocol exchanges, and their wire encoding, are types-layer
+// items (`crate::types::vote`, `crate::types::wire`); they are re-exported here under their historical paths.
+pub use crate::types::evidence::Evidence;
+pub use crate::types::message::{Message, Proposal};
+pub use crate::types::vote::*;
+pub use crate::types::wire;
 
-use crate::block::Block;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
-use crate::ledger::App;
 use crate::store::{StoreError, WriteBatch};
+use crate::types::block::Block;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -189,6 +193,7 @@ pub struct Replica<S: VoteScheme, A: App> {
     app: A,
     height: u64,
     hs: HeightState<S>,
+    /// Pending timers by the time they fire at, in milliseconds.
     timers: BTreeSet<(u64, Timer)>,
     outputs: VecDeque<Output<S>>,
     /// Proposals and votes for the next height, replayed when this replica gets there.
@@ -196,7 +201,8 @@ pub struct Replica<S: VoteScheme, A: App> {
     /// Between a commit and the start of round 0 of the next height.
     waiting: bool,
     halted: Option<StoreError>,
-    now: u64,
+    /// The latest time the driver gave, in milliseconds (never goes back).
+    now_ms: u64,
     started: bool,
 }
 
@@ -232,7 +238,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             future: Vec::new(),
             waiting: false,
             halted: None,
-            now: 0,
+            now_ms: 0,
             started: false,
         };
         replica.load_wal()?;
@@ -310,11 +316,13 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         )
     }
 
-    pub fn handle(&mut self, now: u64, input: Input<S>) {
+    /// Feeds one input at time `now_ms` (milliseconds on the driver's clock; an earlier time than before
+    /// counts as the latest one).
+    pub fn handle(&mut self, now_ms: u64, input: Input<S>) {
         if self.halted.is_some() {
             return;
         }
-        self.now = self.now.max(now);
+        self.now_ms = self.now_ms.max(now_ms);
         if !self.started {
             self.started = true;
             self.schedule(self.config.rebroadcast_ms, Timer::Rebroadcast);
@@ -335,7 +343,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         self.outputs.pop_front()
     }
 
-    /// The next moment something is due; call [`Replica::handle`] with [`Input::Tick`] then.
+    /// The next moment something is due, in milliseconds; call [`Replica::handle`] with [`Input::Tick`] then.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -344,7 +352,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn schedule(&mut self, after_ms: u64, timer: Timer) {
         self.timers
-            .insert((self.now.saturating_add(after_ms), timer));
+            .insert((self.now_ms.saturating_add(after_ms), timer));
     }
 
     fn timeout(&self, base: u64, round: u32) -> u64 {
@@ -353,7 +361,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn fire_timers(&mut self) {
         while let Some(&(at, timer)) = self.timers.first() {
-            if at > self.now {
+            if at > self.now_ms {
                 break;
             }
             self.timers.pop_first();

@@ -4,7 +4,7 @@
 //! header := version:u8 (=1) chain_id:u32 shard:u16 height:u64 parent:[32]
 //!           state_root:[32] transactions_root:[32] receipts_root:[32]
 //! block  := header count:u32 (signed_transaction_len:u32 signed_transaction)*
-//!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::atomix)
+//!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::types::inbound)
 //! ```
 //! The block hash is a domain-separated hash of the header only; the header commits to the transactions
 //! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
@@ -17,78 +17,32 @@
 //! ```text
 //! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
 //!                   registry_len:u32 registry?)* evidence:u32 (evidence_len:u32 evidence)*
-//!                   (evidence: crate::bft::wire::encode_evidence)
-//! registry     := from:u64 events:u32 event* smt_proof          (crate::registry; registry_len 0: none)
+//!                   (evidence: crate::types::evidence::encode_evidence)
+//! registry     := from:u64 events:u32 event* smt_proof          (crate::types::registry; registry_len 0: none)
 //! ```
 
-use crate::atomix::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
-use crate::bft::{Bls, Evidence, wire as bft_wire};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
-use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::smt::list_root;
-use crate::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::types::evidence::{self as evidence_codec, Evidence};
+use crate::types::inbound::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
+use crate::types::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::types::vote::Bls;
 
-pub const BLOCK_VERSION: u8 = 1;
+pub use crate::types::header::{
+    BEACON_SHARD, BLOCK_VERSION, BlockHeader, LINK_CERTIFICATE_BYTES_MAX,
+};
+
 pub const BLOCK_TXS_MAX: usize = 4096;
-/// The shard id of the beacon chain in its headers, votes and certificates.
-pub const BEACON_SHARD: u16 = u16::MAX;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;
 /// Evidence of faults in one beacon block.
 pub const BLOCK_EVIDENCE_MAX: usize = 16;
-/// An encoded precommit certificate of a cross-link, at most (a 1,024-member bitmap and a BLS signature).
-pub const LINK_CERTIFICATE_BYTES_MAX: usize = 512;
 /// An encoded registry batch of a cross-link, at most: `LINK_EVENTS_MAX` events and a full-depth proof.
 pub const LINK_REGISTRY_BYTES_MAX: usize =
     12 + LINK_EVENTS_MAX * (1 + 32 + 48 + 8) + 4 + 256 * 32 + 1 + 64;
 const HEADER_BYTES: usize = 1 + 4 + 2 + 8 + 32 * 4;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockHeader {
-    pub chain_id: u32,
-    pub shard: u16,
-    pub height: u64,
-    pub parent: Hash,
-    pub state_root: Hash,
-    pub transactions_root: Hash,
-    pub receipts_root: Hash,
-}
-
-impl BlockHeader {
-    pub fn encode_into(&self, w: &mut Writer) {
-        w.u8(BLOCK_VERSION)
-            .u32(self.chain_id)
-            .u16(self.shard)
-            .u64(self.height)
-            .fixed(&self.parent);
-        w.fixed(&self.state_root)
-            .fixed(&self.transactions_root)
-            .fixed(&self.receipts_root);
-    }
-
-    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let version = r.u8()?;
-        if version != BLOCK_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        Ok(Self {
-            chain_id: r.u32()?,
-            shard: r.u16()?,
-            height: r.u64()?,
-            parent: r.array()?,
-            state_root: r.array()?,
-            transactions_root: r.array()?,
-            receipts_root: r.array()?,
-        })
-    }
-
-    pub fn hash(&self) -> Hash {
-        let mut w = Writer::new();
-        self.encode_into(&mut w);
-        hash_with(domain::BLOCK, &[&w.finish()])
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
@@ -202,7 +156,7 @@ impl Block {
                     .expect("blocks hold at most BLOCK_EVIDENCE_MAX evidence"),
             );
             for e in &self.evidence {
-                w.var(&bft_wire::encode_evidence(e));
+                w.var(&evidence_codec::encode_evidence(e));
             }
         } else {
             w.u32(
@@ -254,8 +208,8 @@ impl Block {
             }
             let count = r.count("block evidence", BLOCK_EVIDENCE_MAX, 4 + 20)?;
             for _ in 0..count {
-                evidence.push(bft_wire::decode_evidence(
-                    r.var("evidence", bft_wire::EVIDENCE_BYTES_MAX)?,
+                evidence.push(evidence_codec::decode_evidence(
+                    r.var("evidence", evidence_codec::EVIDENCE_BYTES_MAX)?,
                 )?);
             }
         }

@@ -10,30 +10,27 @@
 //! polka    := 5 block:var certificate:var
 //! opt<T>   := 0 | 1 T
 //! ```
-//! Evidence of a fault (carried by beacon blocks, [`encode_evidence`]):
-//! ```text
-//! evidence        := version:u8 (=1) (1 vote_body vote_body | 2 proposal_header proposal_header)
-//! vote_body       := kind:u8 shard:u16 height:u64 round:u32 block:opt<[32]> voter:u16 signature:var
-//! proposal_header := shard:u16 height:u64 round:u32 block:[32] valid_round:opt<u32> proposer:u16 signature:var
-//! ```
+//! Evidence of a fault, which beacon blocks carry, has its own encoding in [`crate::types::evidence`] (with
+//! the same vote body); [`encode_evidence`] and [`decode_evidence`] are re-exported here under their old path.
 //! A message is at most [`MESSAGE_BYTES_MAX`] bytes; decoding checks every length and never panics. Decoding
 //! checks only the form: signatures and certificates are checked by the replica on arrival.
 
-use super::types::{
-    Evidence, Message, Proposal, QuorumCertificate, SignedProposalHeader, Vote, VoteKind,
-    VoteScheme,
-};
-use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
-use crate::block::{BLOCK_TXS_MAX, Block};
+pub use crate::types::evidence::{EVIDENCE_BYTES_MAX, decode_evidence, encode_evidence};
+
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::tx::TX_BYTES_MAX;
+use crate::types::block::{BLOCK_TXS_MAX, Block};
+use crate::types::evidence::{
+    WIRE_VERSION, decode_vote_body, encode_vote_body, opt_flag, signature,
+};
+use crate::types::inbound::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX};
+use crate::types::message::{Message, Proposal};
+use crate::types::tx::TX_BYTES_MAX;
+use crate::types::vote::{QuorumCertificate, VoteScheme};
 use std::sync::Arc;
 
-const WIRE_VERSION: u8 = 1;
 const BLOCK_BYTES_MAX: usize =
     256 + BLOCK_TXS_MAX * (TX_BYTES_MAX + 4) + BLOCK_INBOUND_BYTES_MAX + BLOCK_INBOUND_MAX * 4;
 const CERTIFICATE_BYTES_MAX: usize = 1024;
-const SIGNATURE_BYTES_MAX: usize = 256;
 /// The largest consensus message: a full block plus a certificate and headers.
 pub const MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + 2 * CERTIFICATE_BYTES_MAX + 512;
 
@@ -76,131 +73,12 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
     w.finish()
 }
 
-fn encode_vote_body<S: VoteScheme>(w: &mut Writer, v: &Vote<S>) {
-    w.u8(v.kind.tag()).u16(v.shard).u64(v.height).u32(v.round);
-    match &v.block {
-        Some(h) => w.u8(1).fixed(h),
-        None => w.u8(0),
-    };
-    w.u16(v.voter).var(&S::sig_to_bytes(&v.signature));
-}
-
-fn decode_vote_body<S: VoteScheme>(r: &mut Reader<'_>) -> Result<Vote<S>, DecodeError> {
-    let kind = VoteKind::from_tag(r.u8()?)?;
-    let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
-    let block = if opt_flag(r)? { Some(r.array()?) } else { None };
-    let voter = r.u16()?;
-    let signature = signature::<S>(r)?;
-    Ok(Vote {
-        kind,
-        shard,
-        height,
-        round,
-        block,
-        voter,
-        signature,
-    })
-}
-
-fn encode_proposal_header<S: VoteScheme>(w: &mut Writer, p: &SignedProposalHeader<S>) {
-    w.u16(p.shard).u64(p.height).u32(p.round).fixed(&p.block);
-    match p.valid_round {
-        Some(r) => w.u8(1).u32(r),
-        None => w.u8(0),
-    };
-    w.u16(p.proposer).var(&S::sig_to_bytes(&p.signature));
-}
-
-fn decode_proposal_header<S: VoteScheme>(
-    r: &mut Reader<'_>,
-) -> Result<SignedProposalHeader<S>, DecodeError> {
-    let (shard, height, round, block) = (r.u16()?, r.u64()?, r.u32()?, r.array()?);
-    let valid_round = if opt_flag(r)? { Some(r.u32()?) } else { None };
-    Ok(SignedProposalHeader {
-        shard,
-        height,
-        round,
-        block,
-        valid_round,
-        proposer: r.u16()?,
-        signature: signature::<S>(r)?,
-    })
-}
-
-/// The largest encoded evidence: two proposal headers with their signatures.
-pub const EVIDENCE_BYTES_MAX: usize = 2 + 2 * (2 + 8 + 4 + 32 + 5 + 2 + 4 + SIGNATURE_BYTES_MAX);
-
-pub fn encode_evidence<S: VoteScheme>(e: &Evidence<S>) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u8(WIRE_VERSION);
-    match e {
-        Evidence::DoubleVote(a, b) => {
-            w.u8(1);
-            encode_vote_body(&mut w, a);
-            encode_vote_body(&mut w, b);
-        }
-        Evidence::DoubleProposal(a, b) => {
-            w.u8(2);
-            encode_proposal_header(&mut w, a);
-            encode_proposal_header(&mut w, b);
-        }
-    }
-    w.finish()
-}
-
-/// Decodes evidence from untrusted bytes (its signatures are checked by [`Evidence::verify`]).
-pub fn decode_evidence<S: VoteScheme>(bytes: &[u8]) -> Result<Evidence<S>, DecodeError> {
-    if bytes.len() > EVIDENCE_BYTES_MAX {
-        return Err(DecodeError::TooLong {
-            what: "evidence",
-            len: bytes.len(),
-            max: EVIDENCE_BYTES_MAX,
-        });
-    }
-    let mut r = Reader::new(bytes);
-    let version = r.u8()?;
-    if version != WIRE_VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
-    let e = match r.u8()? {
-        1 => Evidence::DoubleVote(decode_vote_body(&mut r)?, decode_vote_body(&mut r)?),
-        2 => Evidence::DoubleProposal(
-            decode_proposal_header(&mut r)?,
-            decode_proposal_header(&mut r)?,
-        ),
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "evidence",
-                tag,
-            });
-        }
-    };
-    r.finish()?;
-    Ok(e)
-}
-
-fn opt_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
-    match r.u8()? {
-        0 => Ok(false),
-        1 => Ok(true),
-        tag => Err(DecodeError::UnknownTag {
-            what: "option",
-            tag,
-        }),
-    }
-}
-
 fn block(r: &mut Reader<'_>) -> Result<Arc<Block>, DecodeError> {
     Ok(Arc::new(Block::decode(r.var("block", BLOCK_BYTES_MAX)?)?))
 }
 
 fn certificate<S: VoteScheme>(r: &mut Reader<'_>) -> Result<QuorumCertificate<S>, DecodeError> {
     QuorumCertificate::decode(r.var("certificate", CERTIFICATE_BYTES_MAX)?)
-}
-
-fn signature<S: VoteScheme>(r: &mut Reader<'_>) -> Result<S::Sig, DecodeError> {
-    S::sig_from_bytes(r.var("signature", SIGNATURE_BYTES_MAX)?)
-        .ok_or(DecodeError::Invalid("signature"))
 }
 
 /// Decodes one message from untrusted bytes.
@@ -272,9 +150,9 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bft::Bls;
-    use crate::block::BlockHeader;
     use crate::crypto::bls;
+    use crate::types::block::BlockHeader;
+    use crate::types::vote::{Bls, Vote, VoteKind};
     use proptest::prelude::*;
 
     fn samples() -> Vec<Message<Bls>> {

@@ -1,13 +1,13 @@
-//! What BFT replicas exchange and what they certify: vote schemes, committees, votes, proposals and quorum
-//! certificates.
+//! What BFT replicas vote with and what they certify: vote schemes, committees, votes, signed proposal
+//! headers and quorum certificates. Evidence of faults is in [`super::evidence`], and the messages that
+//! carry whole blocks in [`super::message`].
 
 use crate::address::Address;
-use crate::block::{Block, BlockHeader};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain};
 use crate::pol::{Draws, weighted_pick};
+use crate::types::header::BlockHeader;
 use std::fmt::Debug;
-use std::sync::Arc;
 
 /// The signature scheme of votes. Production uses [`Bls`]; the simulator may plug in a cheaper stand-in so
 /// that it can run many seeds, as long as it has the same aggregate semantics.
@@ -195,7 +195,7 @@ pub fn vote_message(
     w.finish()
 }
 
-fn proposal_message(
+pub(super) fn proposal_message(
     chain_id: u32,
     shard: u16,
     height: u64,
@@ -265,60 +265,6 @@ impl<S: VoteScheme> Vote<S> {
             self.block.as_ref(),
         );
         committee.member_signed(self.voter, &msg, &self.signature)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Proposal<S: VoteScheme> {
-    pub shard: u16,
-    pub height: u64,
-    pub round: u32,
-    pub block: Arc<Block>,
-    /// The round in which this block gathered a prevote quorum (Tendermint's "valid round"), if any.
-    pub valid_round: Option<u32>,
-    /// The prevote certificate of `valid_round`, so receivers need not have seen those prevotes.
-    pub polka: Option<QuorumCertificate<S>>,
-    pub proposer: u16,
-    pub signature: S::Sig,
-}
-
-impl<S: VoteScheme> Proposal<S> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn sign(
-        chain_id: u32,
-        shard: u16,
-        height: u64,
-        round: u32,
-        block: Arc<Block>,
-        valid_round: Option<u32>,
-        polka: Option<QuorumCertificate<S>>,
-        proposer: u16,
-        secret: &S::Secret,
-    ) -> Self {
-        let msg = proposal_message(chain_id, shard, height, round, &block.hash(), valid_round);
-        let signature = S::sign(secret, &msg);
-        Self {
-            shard,
-            height,
-            round,
-            block,
-            valid_round,
-            polka,
-            proposer,
-            signature,
-        }
-    }
-
-    pub fn verify_signature(&self, chain_id: u32, committee: &Committee<S>) -> bool {
-        let msg = proposal_message(
-            chain_id,
-            self.shard,
-            self.height,
-            self.round,
-            &self.block.hash(),
-            self.valid_round,
-        );
-        committee.member_signed(self.proposer, &msg, &self.signature)
     }
 }
 
@@ -476,33 +422,6 @@ impl<S: VoteScheme> QuorumCertificate<S> {
     }
 }
 
-/// What replicas send each other.
-#[derive(Debug, Clone)]
-pub enum Message<S: VoteScheme> {
-    Proposal(Proposal<S>),
-    Vote(Vote<S>),
-    /// A finalised block and the precommit certificate that finalised it: lets a replica that missed the
-    /// votes, or fell behind, commit it after checking the certificate.
-    Decided {
-        block: Arc<Block>,
-        certificate: QuorumCertificate<S>,
-    },
-    /// "I am at this height and round": peers ahead answer with the finalised blocks it misses, or with
-    /// their votes of the rounds it has not finished.
-    Status {
-        shard: u16,
-        height: u64,
-        round: u32,
-    },
-    /// A block that gathered a prevote quorum in some round, with that certificate. Members re-send their
-    /// latest one so that every honest member learns it and a later honest proposer re-proposes it: this
-    /// frees members locked on it, who would otherwise prevote nil on every new block.
-    Polka {
-        block: Arc<Block>,
-        certificate: QuorumCertificate<S>,
-    },
-}
-
 /// What a proposer signs, without the block itself: enough to prove that it equivocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedProposalHeader<S: VoteScheme> {
@@ -529,73 +448,10 @@ impl<S: VoteScheme> SignedProposalHeader<S> {
     }
 }
 
-impl<S: VoteScheme> Proposal<S> {
-    pub fn signed_header(&self) -> SignedProposalHeader<S> {
-        SignedProposalHeader {
-            shard: self.shard,
-            height: self.height,
-            round: self.round,
-            block: self.block.hash(),
-            valid_round: self.valid_round,
-            proposer: self.proposer,
-            signature: self.signature.clone(),
-        }
-    }
-}
-
-/// Two conflicting messages signed by one member for one step: proof of a fault, for reputation and
-/// slashing. Anyone holding the committee can check it with [`Evidence::verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Evidence<S: VoteScheme> {
-    DoubleVote(Vote<S>, Vote<S>),
-    DoubleProposal(SignedProposalHeader<S>, SignedProposalHeader<S>),
-}
-
-impl<S: VoteScheme> Evidence<S> {
-    /// The step both messages are for: (shard, height, round).
-    pub fn step(&self) -> (u16, u64, u32) {
-        match self {
-            Evidence::DoubleVote(a, _) => (a.shard, a.height, a.round),
-            Evidence::DoubleProposal(a, _) => (a.shard, a.height, a.round),
-        }
-    }
-
-    /// The hash of its encoding (`bft::wire::encode_evidence`).
-    pub fn hash(&self) -> Hash {
-        crate::crypto::hash_with("IOS evidence v1", &[&super::wire::encode_evidence(self)])
-    }
-
-    /// The committee index of the member at fault.
-    pub fn offender(&self) -> u16 {
-        match self {
-            Evidence::DoubleVote(a, _) => a.voter,
-            Evidence::DoubleProposal(a, _) => a.proposer,
-        }
-    }
-
-    /// Both messages are for the same step, differ, and carry the offender's valid signatures.
-    pub fn verify(&self, chain_id: u32, committee: &Committee<S>) -> bool {
-        match self {
-            Evidence::DoubleVote(a, b) => {
-                (a.voter, a.kind, a.shard, a.height, a.round)
-                    == (b.voter, b.kind, b.shard, b.height, b.round)
-                    && a.block != b.block
-                    && a.verify(chain_id, committee)
-                    && b.verify(chain_id, committee)
-            }
-            Evidence::DoubleProposal(a, b) => {
-                (a.proposer, a.shard, a.height, a.round) == (b.proposer, b.shard, b.height, b.round)
-                    && (a.block, a.valid_round) != (b.block, b.valid_round)
-                    && a.verify(chain_id, committee)
-                    && b.verify(chain_id, committee)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::evidence::Evidence;
 
     fn committee(weights: &[u128]) -> (Committee<Bls>, Vec<bls::SecretKey>) {
         let keys: Vec<_> = (0..weights.len())

@@ -1,0 +1,773 @@
+//! The beacon chain's tests: the registry through links, epochs and their archive, followers across an epoch
+//! change, evidence, and the codec.
+
+use super::*;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::bft::{Bls, Committee, QcError, QuorumCertificate, Vote, VoteKind};
+use crate::block::{BEACON_SHARD, Block, CrossLink};
+use crate::crypto::{Hash, bls};
+use crate::genesis::GenesisConfig;
+use crate::ledger::ShardApp;
+use crate::ledger::{App, BlockError};
+use crate::pol::Signals;
+use crate::registry::{Cursor, RegistryEvent};
+use crate::store::MemStore;
+use proptest::prelude::*;
+
+const SIZE: usize = 4;
+
+/// Two shards and the beacon, 4 seats each, and `spare` validators without a seat.
+fn genesis(spare: usize) -> Genesis {
+    GenesisConfig::devnet(
+        2,
+        3 * SIZE + spare,
+        Amount::from_iost(1_000_000).expect("small"),
+        Amount::from_iost(1_000).expect("small"),
+    )
+    .build()
+    .expect("valid genesis")
+}
+
+fn secret_of(id: &Address, genesis: &Genesis) -> bls::SecretKey {
+    (0..genesis.accounts.len())
+        .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
+        .find(|k| {
+            genesis
+                .accounts
+                .iter()
+                .any(|(a, acc)| a == id && acc.validator_key == Some(k.public()))
+        })
+        .expect("a devnet validator")
+}
+
+/// A certified block of `shard` at the next height of `app`, signed by the committee members in `signers`.
+fn certified(
+    genesis: &Genesis,
+    beacon: &BeaconState,
+    app: &mut ShardApp<MemStore>,
+    shard: u16,
+    signers: &[u16],
+    round: u32,
+) -> CrossLink {
+    let committee = beacon.committee(shard).expect("a shard");
+    let (block, qc) = certified_by(genesis, &committee, app, shard, signers, round);
+    CrossLink {
+        header: block.header,
+        certificate: qc.encode(),
+        registry: None,
+    }
+}
+
+#[test]
+fn registrations_and_unstakes_on_a_shard_reach_the_registry_through_links() {
+    use crate::crypto::SecretKey;
+    use crate::registry::{BatchError, RegistryBatch};
+    use crate::state::State;
+    use crate::tx::{Role, Transaction, TxKind};
+    let g = genesis(2);
+    let mut beacon = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let wallet = SecretKey::dev("devnet/wallet");
+    let id = Address::of(&wallet.public());
+    let shard = crate::shard_of(&id, 2);
+    let bls_key = bls::SecretKey::dev("a new validator");
+    let iost = |n: u64| Amount::from_iost(n).expect("small");
+    let tx = |nonce: u64, kind: TxKind| {
+        Transaction {
+            chain_id: g.params.chain_id,
+            sender: wallet.public(),
+            nonce,
+            fee: g.params.fee_min,
+            expiry_height: 100,
+            kind,
+        }
+        .sign(&wallet)
+    };
+    let mut app = ShardApp::open(&g, shard, MemStore::new()).expect("shard");
+    app.submit(tx(
+        0,
+        TxKind::RegisterValidator {
+            stake: iost(500),
+            bls_public_key: bls_key.public(),
+            proof_of_possession: bls_key.proof_of_possession(),
+        },
+    ))
+    .expect("admitted");
+    app.submit(tx(1, TxKind::RegisterStorageNode { stake: iost(100) }))
+        .expect("admitted");
+    let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+    assert_eq!(app.state().outbox().count, 2);
+    let batch = |app: &ShardApp<MemStore>, from: u64| {
+        let to = app.state().outbox().count;
+        RegistryBatch {
+            from,
+            events: State::registry_events(app.store_ref(), from, to).expect("stored"),
+            checkpoint: app.state().prove_checkpoint(to),
+        }
+    };
+    // A forged stake does not chain to the checkpoint in the certified state root.
+    let mut forged = batch(&app, 0);
+    if let RegistryEvent::Validator { stake, .. } = &mut forged.events[0] {
+        *stake = iost(900);
+    }
+    link.registry = Some(forged);
+    assert!(matches!(
+        beacon.check_link(&link, false),
+        Err(LinkError::Registry {
+            error: BatchError::ChainMismatch,
+            ..
+        })
+    ));
+    link.registry = Some(batch(&app, 0));
+    let checked = beacon.check_link(&link, false).expect("a valid link");
+    assert_eq!(checked.events.len(), 2);
+    beacon.record_link(&checked, &link.header);
+    let v = beacon.validator(&id).expect("registered");
+    assert_eq!(
+        (v.stake, v.key, v.reputation_ppm),
+        (iost(500), bls_key.public(), 0)
+    );
+    assert_eq!(beacon.storage_node(&id).map(|n| n.stake), Some(iost(100)));
+
+    // An unstake, linked by a member whose view of the beacon is stale (from 0): only it applies.
+    app.submit(tx(
+        2,
+        TxKind::Unstake {
+            role: Role::Validator,
+            amount: iost(200),
+        },
+    ))
+    .expect("admitted");
+    let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+    link.registry = Some(batch(&app, 0));
+    let checked = beacon.check_link(&link, false).expect("a valid link");
+    assert_eq!(checked.events.len(), 1);
+    beacon.record_link(&checked, &link.header);
+    assert_eq!(beacon.validator(&id).map(|v| v.stake), Some(iost(300)));
+    assert_eq!(
+        beacon.links[usize::from(shard)]
+            .as_ref()
+            .map(|l| l.registry),
+        Some(app.state().outbox())
+    );
+    // A batch starting past what the beacon applied is refused, one with nothing new is accepted.
+    let mut gap = batch(&app, 3);
+    gap.from = 4;
+    gap.events.clear();
+    let mut next = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+    next.registry = Some(gap);
+    assert!(matches!(
+        beacon.check_link(&next, false),
+        Err(LinkError::Registry {
+            error: BatchError::Gap {
+                from: 4,
+                applied: 3
+            },
+            ..
+        })
+    ));
+    next.registry = Some(batch(&app, 3));
+    assert!(beacon.check_link(&next, false).is_ok());
+    // The registry survives the shard's restart, and the newcomer is a candidate of the next draw.
+    let outbox = app.state().outbox();
+    let reopened = ShardApp::open(&g, shard, app.into_store()).expect("reopens");
+    assert_eq!(reopened.state().outbox(), outbox);
+    assert!(beacon.next_epoch().validator(&id).is_some());
+    let decoded = BeaconState::decode(&beacon.encode()).expect("round trip");
+    assert_eq!(decoded, beacon);
+}
+
+/// The next block of `app`, committed with a precommit certificate of `committee`'s `signers`.
+fn certified_by(
+    genesis: &Genesis,
+    committee: &Committee<Bls>,
+    app: &mut ShardApp<MemStore>,
+    shard: u16,
+    signers: &[u16],
+    round: u32,
+) -> (Block, QuorumCertificate<Bls>) {
+    let block = app.propose();
+    let votes: Vec<Vote<Bls>> = signers
+        .iter()
+        .map(|&i| {
+            let key = secret_of(&committee.members[usize::from(i)].id, genesis);
+            Vote::<Bls>::sign(
+                genesis.params.chain_id,
+                shard,
+                VoteKind::Precommit,
+                block.header.height,
+                round,
+                Some(block.hash()),
+                i,
+                &key,
+            )
+        })
+        .collect();
+    let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+    let qc = QuorumCertificate::aggregate(committee, &refs, block.hash()).expect("votes aggregate");
+    app.commit(&block, qc.encode()).expect("commit");
+    (block, qc)
+}
+
+#[test]
+fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
+    use crate::bft::{Followed, Follower, Message};
+    use std::sync::Arc;
+    let g = genesis(6);
+    let epoch0 = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
+    let epoch1 = epoch0.next_epoch();
+    let c0 = epoch0.committee(0).expect("shard 0");
+    let c1 = epoch1.committee(0).expect("shard 0");
+    assert_ne!(
+        c0.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        c1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        "a seat rotated"
+    );
+    let committee_at = |h: u64| match epoch_of_height(2, h) {
+        0 => Some(c0.clone()),
+        1 => Some(c1.clone()),
+        _ => None,
+    };
+    let mut leader = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let blocks: Vec<(Arc<Block>, QuorumCertificate<Bls>)> = (1..=5u64)
+        .map(|h| {
+            let c = committee_at(h).unwrap_or_else(|| c1.clone());
+            let (b, qc) = certified_by(&g, &c, &mut leader, 0, &[0, 1, 2], 0);
+            (Arc::new(b), qc)
+        })
+        .collect();
+    let app = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut f = Follower::<Bls, _>::new(g.params.chain_id, 0, app, 500);
+    assert!(matches!(
+        f.poll_status(0),
+        Some(Message::Status {
+            shard: 0,
+            height: 1,
+            round: 0
+        })
+    ));
+    assert!(f.poll_status(100).is_none(), "asks again only after 500 ms");
+    let take = |i: usize| blocks[i].clone();
+
+    // Ahead: kept. Height 1 certified by the wrong epoch's committee: ignored.
+    let (b3, q3) = take(2);
+    assert!(matches!(
+        f.on_decided(b3, q3, committee_at),
+        Ok(Followed::Kept)
+    ));
+    let (b1, _) = take(0);
+    let forged = {
+        let (b, _) = take(0);
+        // All four of epoch 1's members sign, the rotated-in one included.
+        let votes: Vec<Vote<Bls>> = [0u16, 1, 2, 3]
+            .iter()
+            .map(|&i| {
+                let key = secret_of(&c1.members[usize::from(i)].id, &g);
+                Vote::<Bls>::sign(
+                    g.params.chain_id,
+                    0,
+                    VoteKind::Precommit,
+                    1,
+                    0,
+                    Some(b.hash()),
+                    i,
+                    &key,
+                )
+            })
+            .collect();
+        let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+        QuorumCertificate::aggregate(&c1, &refs, b.hash()).expect("aggregates")
+    };
+    assert!(matches!(
+        f.on_decided(b1.clone(), forged, committee_at),
+        Ok(Followed::Ignored)
+    ));
+    assert_eq!(f.height(), 1);
+    let (b2, q2) = take(1);
+    assert!(matches!(
+        f.on_decided(b2, q2, committee_at),
+        Ok(Followed::Kept)
+    ));
+    // Height 1 with its certificate: 1, 2 and the kept 3 (epoch 1's committee) apply in order.
+    let (_, q1) = take(0);
+    match f.on_decided(b1, q1, committee_at) {
+        Ok(Followed::Committed(done)) => {
+            let heights: Vec<u64> = done.iter().map(|(b, _)| b.header.height).collect();
+            assert_eq!(heights, vec![1, 2, 3]);
+        }
+        other => panic!("expected commits, got {other:?}"),
+    }
+    assert!(
+        f.poll_status(101).is_some(),
+        "progress: ask for the next ones at once"
+    );
+    // Height 5 is in epoch 2, whose committee this follower does not know: kept, not applied.
+    let (b4, q4) = take(3);
+    assert!(matches!(
+        f.on_decided(b4, q4, committee_at),
+        Ok(Followed::Committed(_))
+    ));
+    let (b5, q5) = take(4);
+    assert!(matches!(
+        f.on_decided(b5, q5, committee_at),
+        Ok(Followed::Kept)
+    ));
+    assert_eq!(f.height(), 5);
+    assert_eq!(f.app().tip().0, 4);
+    assert_eq!(
+        f.app().state().clone().root(),
+        leader
+            .committed(4)
+            .map(|(b, _)| b.header.state_root)
+            .expect("block 4"),
+    );
+}
+
+#[test]
+fn the_beacon_draws_the_next_epoch_once_every_shard_is_halfway_and_archives_it() {
+    let g = genesis(3);
+    let mut beacon = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+    let state = beacon.state().clone();
+    let mut shards: Vec<ShardApp<MemStore>> = (0..2)
+        .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
+        .collect();
+    // Shard 0 reaches height 2 (halfway through epoch 0 of 4 heights), shard 1 only height 1.
+    let mut links = Vec::new();
+    for (s, heights) in [(0u16, 2), (1, 1)] {
+        for _ in 0..heights {
+            links.push(certified(
+                &g,
+                &state,
+                &mut shards[usize::from(s)],
+                s,
+                &[0, 1, 2],
+                0,
+            ));
+        }
+    }
+    for link in links {
+        beacon.offer(link).expect("valid");
+    }
+    let block = beacon.propose();
+    beacon.commit(&block, vec![]).expect("commit");
+    assert_eq!(beacon.state().epoch(), 0, "shard 1 is not halfway yet");
+    let link = certified(&g, &state, &mut shards[1], 1, &[1, 2, 3], 0);
+    beacon.offer(link).expect("valid");
+    let block = beacon.propose();
+    let mut other = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+    other
+        .check(&beacon.committed(1).expect("block 1").0)
+        .expect("valid");
+    other
+        .commit(&beacon.committed(1).expect("block 1").0, vec![])
+        .expect("commit");
+    other
+        .check(&block)
+        .expect("a replica agrees on the epoch change");
+    // Certified by epoch 0's beacon committee, as the block that draws epoch 1 is.
+    let beacon_committee = state.committee(BEACON_SHARD).expect("the beacon's");
+    let votes: Vec<Vote<Bls>> = [0u16, 1, 2]
+        .iter()
+        .map(|&i| {
+            let key = secret_of(&beacon_committee.members[usize::from(i)].id, &g);
+            Vote::<Bls>::sign(
+                g.params.chain_id,
+                BEACON_SHARD,
+                VoteKind::Precommit,
+                block.header.height,
+                0,
+                Some(block.hash()),
+                i,
+                &key,
+            )
+        })
+        .collect();
+    let refs: Vec<&Vote<Bls>> = votes.iter().collect();
+    let qc = QuorumCertificate::aggregate(&beacon_committee, &refs, block.hash())
+        .expect("votes aggregate");
+    beacon.commit(&block, qc.encode()).expect("commit");
+    // A light client trusting genesis learns epoch 1 from the proof the beacon keeps.
+    let mut client = crate::spv::LightClient::from_beacon(&state);
+    let proof = beacon.epoch_proof(1).expect("kept");
+    assert_eq!(client.advance(&proof), Ok(1));
+    assert!(beacon.epoch_proof(2).is_none());
+    let state = beacon.state().clone();
+    assert_eq!(state.epoch(), 1);
+    assert_eq!(state.epochs.len(), 2);
+    assert_ne!(state.randomness(), state.epochs[0].randomness);
+    assert_eq!(state.mix, [0; 32], "the mix starts over");
+    // Heights 1..=4 stay with epoch 0's committees, 5.. go to epoch 1's.
+    let seats = |c: Option<Committee<Bls>>| {
+        c.expect("known")
+            .members
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seats(beacon.committee_at(0, 4)),
+        seats(state.committee_in(0, 0))
+    );
+    assert_eq!(
+        seats(beacon.committee_at(0, 5)),
+        seats(state.committee_in(0, 1))
+    );
+    assert!(state.committee_in(0, 2).is_none());
+    // The archive keeps every epoch after the state lets old ones go, and survives a reopen.
+    let reopened = BeaconApp::open(&g, SIZE, 4, beacon.store).expect("resume");
+    assert_eq!(reopened.state().epoch(), 1);
+    assert_eq!(
+        seats(reopened.committee_at(1, 1)),
+        seats(state.committee_in(1, 0))
+    );
+    assert_eq!(
+        seats(reopened.committee_at(1, 8)),
+        seats(state.committee_in(1, 1))
+    );
+}
+
+#[test]
+fn genesis_seats_every_shard_and_the_beacon_disjointly() {
+    let g = genesis(0);
+    let state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let seats = state.newest().ids();
+    assert_eq!(seats.len(), 3);
+    let mut all: Vec<Address> = seats.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3 * SIZE, "committees are disjoint");
+    for (i, seats) in seats.iter().enumerate() {
+        for (m, id) in seats.iter().enumerate() {
+            let shard = if i == 2 { BEACON_SHARD } else { i as u16 };
+            assert_eq!(state.seat_of(id), Some((shard, m as u16)));
+        }
+    }
+    assert_eq!(state.committees().len(), 3);
+    let again = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    assert_eq!(again, state, "a pure function of genesis");
+    assert_eq!(
+        BeaconState::genesis(&genesis(0), SIZE + 1, 0),
+        Err(BeaconError::TooFewValidators {
+            validators: 12,
+            shards: 2,
+            committees: 3,
+            size: 5
+        })
+    );
+}
+
+#[test]
+fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
+    let g = genesis(0);
+    let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let state = beacon.state().clone();
+    let committee = state.committee(1).expect("shard 1");
+    let offender = committee.members[2].id;
+    let key = secret_of(&offender, &g);
+    let vote = |block: Option<Hash>, round: u32| {
+        Vote::sign(
+            state.chain_id,
+            1,
+            VoteKind::Prevote,
+            5,
+            round,
+            block,
+            2,
+            &key,
+        )
+    };
+    let double = crate::bft::Evidence::DoubleVote(vote(Some([1; 32]), 0), vote(None, 0));
+    beacon
+        .offer_evidence(double.clone())
+        .expect("valid evidence");
+    beacon
+        .offer_evidence(double.clone())
+        .expect("offered twice, kept once");
+    assert_eq!(beacon.pending_evidence_len(), 1);
+
+    // Refused with reasons: the same vote twice, a forged second vote, a shard that does not exist.
+    let same = crate::bft::Evidence::DoubleVote(vote(None, 0), vote(None, 0));
+    assert_eq!(beacon.offer_evidence(same), Err(EvidenceError::Invalid(1)));
+    let mut forged = vote(None, 0);
+    forged.signature = vote(Some([2; 32]), 0).signature;
+    let forged = crate::bft::Evidence::DoubleVote(vote(Some([1; 32]), 0), forged);
+    assert_eq!(
+        beacon.offer_evidence(forged),
+        Err(EvidenceError::Invalid(1))
+    );
+    let elsewhere = crate::bft::Evidence::DoubleVote(
+        Vote::sign(state.chain_id, 9, VoteKind::Prevote, 5, 0, None, 2, &key),
+        Vote::sign(
+            state.chain_id,
+            9,
+            VoteKind::Prevote,
+            5,
+            0,
+            Some([1; 32]),
+            2,
+            &key,
+        ),
+    );
+    assert_eq!(
+        beacon.offer_evidence(elsewhere),
+        Err(EvidenceError::UnknownShard(9))
+    );
+
+    let block = beacon.propose();
+    assert_eq!(block.evidence, vec![double.clone()]);
+    let decoded = Block::decode(&block.encode()).expect("beacon blocks round-trip");
+    assert_eq!(decoded, block);
+    follower
+        .check(&decoded)
+        .expect("the follower checks the evidence");
+    follower.commit(&decoded, vec![1]).expect("commit");
+    beacon.commit(&block, vec![1]).expect("commit");
+    assert_eq!(beacon.state(), follower.state());
+    assert_eq!(beacon.pending_evidence_len(), 0);
+    let signals = beacon
+        .state()
+        .validator(&offender)
+        .expect("registered")
+        .signals;
+    assert_eq!(signals.faults_proven, 1);
+    // The same fault is not counted twice, even with other messages as its proof.
+    let again = crate::bft::Evidence::DoubleVote(vote(Some([3; 32]), 0), vote(None, 0));
+    assert_eq!(
+        beacon.offer_evidence(again.clone()),
+        Err(EvidenceError::AlreadyRecorded)
+    );
+    let mut replay = beacon.propose();
+    replay.evidence = vec![again];
+    replay.header.transactions_root = Block::beacon_root(&replay.links, &replay.evidence);
+    assert!(matches!(
+        follower.check(&replay),
+        Err(BlockError::Evidence {
+            index: 0,
+            error: EvidenceError::AlreadyRecorded
+        })
+    ));
+
+    // At the next epoch the fault halves the reputation its signals earn.
+    let mut with_fault = beacon.state().clone();
+    let mut without = beacon.state().clone();
+    for st in [&mut with_fault, &mut without] {
+        for v in st.validators.iter_mut() {
+            v.signals.certificates = 4;
+            v.signals.votes_in_certificates = 4;
+        }
+    }
+    let i = without
+        .validators
+        .iter()
+        .position(|v| v.id == offender)
+        .expect("registered");
+    without.validators[i].signals.faults_proven = 0;
+    let rep = |st: &BeaconState| {
+        let next = st.next_epoch();
+        next.validator(&offender).expect("known").reputation_ppm
+    };
+    assert_eq!(rep(&with_fault) * 2, rep(&without));
+    assert!(rep(&without) > 0);
+    // Faults older than the epoch before the newest are forgotten with their epoch.
+    let later = beacon.state().next_epoch().next_epoch();
+    assert!(later.faults.is_empty());
+    assert!(beacon.state().next_epoch().faults.len() == 1);
+}
+
+#[test]
+fn links_are_checked_recorded_committed_and_resumed() {
+    let g = genesis(0);
+    let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let state = beacon.state().clone();
+    let committee = state.committee(0).expect("shard 0");
+
+    // Members 0, 1, 2 sign height 1 in round 0; member 3 is missing.
+    let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    beacon.offer(first.clone()).expect("a valid link");
+    // Height 2 is certified in round 1 by members 1, 2, 3.
+    let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 1);
+    beacon.offer(second.clone()).expect("a valid link");
+    assert_eq!(beacon.pending_len(), 2);
+
+    let block = beacon.propose();
+    assert_eq!(block.links, vec![first.clone(), second.clone()]);
+    let decoded = Block::decode(&block.encode()).expect("beacon blocks round-trip");
+    assert_eq!(decoded, block);
+    follower.check(&decoded).expect("the follower agrees");
+    follower.commit(&decoded, vec![1, 2, 3]).expect("commit");
+    beacon.commit(&block, vec![1, 2, 3]).expect("commit");
+    assert_eq!(beacon.pending_len(), 0);
+    assert_eq!(beacon.state(), follower.state());
+    assert_eq!(beacon.state().root(), block.header.state_root);
+
+    let head = beacon.state().links[0].clone().expect("shard 0 linked");
+    assert_eq!((head.height, head.block), (2, second.header.hash()));
+    assert_eq!(beacon.state().links[1], None);
+    let signals = |i: usize| {
+        beacon
+            .state()
+            .validator(&committee.members[i].id)
+            .expect("registered")
+            .signals
+    };
+    assert_eq!(signals(0).votes_in_certificates, 1);
+    assert_eq!(signals(3).votes_in_certificates, 1);
+    for i in 0..4 {
+        assert_eq!(signals(i).certificates, 2);
+    }
+    let slots: u64 = (0..4).map(|i| signals(i).proposer_slots).sum();
+    let proposed: u64 = (0..4).map(|i| signals(i).blocks_proposed).sum();
+    assert_eq!(
+        (slots, proposed),
+        (3, 2),
+        "rounds 0 of height 1, 0 and 1 of height 2"
+    );
+    assert_ne!(beacon.state().mix, [0; 32]);
+
+    // Old, forged and mismatched links are refused with their reason.
+    assert!(matches!(
+        beacon.offer(first.clone()),
+        Err(LinkError::NotNewer {
+            shard: 0,
+            height: 1,
+            linked: 2
+        })
+    ));
+    let third = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    let mut wrong_header = third.clone();
+    wrong_header.header.state_root = [9; 32];
+    assert_eq!(
+        beacon.offer(wrong_header),
+        Err(LinkError::CertificateMismatch)
+    );
+    let mut unknown = third.clone();
+    unknown.header.shard = 7;
+    assert_eq!(beacon.offer(unknown), Err(LinkError::UnknownShard(7)));
+    let weak = certified(&g, &state, &mut shard0, 0, &[0, 1], 0);
+    assert!(matches!(
+        beacon.offer(weak),
+        Err(LinkError::Quorum {
+            shard: 0,
+            error: QcError::NoQuorum { .. }
+        })
+    ));
+    let mut garbage = third.clone();
+    garbage.certificate.truncate(10);
+    assert!(matches!(
+        beacon.offer(garbage),
+        Err(LinkError::Certificate(_))
+    ));
+
+    // A block with a link nobody verified is checked in full: a bad certificate is refused.
+    let mut bad = follower.propose();
+    let mut forged = third.clone();
+    forged.certificate = QuorumCertificate::<Bls>::decode(&second.certificate)
+        .map(|mut qc| {
+            qc.height = 3;
+            qc.block = third.header.hash();
+            qc.encode()
+        })
+        .expect("decodes");
+    bad.links = vec![forged];
+    bad.header.transactions_root = Block::links_root(&bad.links);
+    assert!(matches!(
+        follower.check(&bad),
+        Err(BlockError::Link {
+            index: 0,
+            error: LinkError::Quorum { .. }
+        })
+    ));
+
+    // Reopened on its store, the beacon resumes at its tip with the same state.
+    let tip = beacon.tip();
+    let state = beacon.state().clone();
+    let store = beacon.store;
+    let reopened = BeaconApp::open(&g, SIZE, 0, store).expect("resume");
+    assert_eq!(reopened.tip(), tip);
+    assert_eq!(reopened.state(), &state);
+    assert_eq!(reopened.committed(1).map(|(b, _)| b), Some(block));
+}
+
+#[test]
+fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
+    let g = genesis(6);
+    let mut state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    // The first member of every committee voted in every certificate, the others in half.
+    for seats in state.newest().ids() {
+        for (m, id) in seats.iter().enumerate() {
+            let i = state
+                .validators
+                .binary_search_by_key(id, |v| v.id)
+                .expect("registered");
+            state.validators[i].signals = Signals {
+                votes_in_certificates: if m == 0 { 10 } else { 5 },
+                certificates: 10,
+                blocks_proposed: 1,
+                proposer_slots: 2,
+                faults_proven: 0,
+            };
+        }
+    }
+    state.mix = [3; 32];
+    let next = state.next_epoch();
+    assert_eq!(next.epoch(), 1);
+    assert_eq!(next.randomness(), pol::epoch_randomness(1, &[3; 32]));
+    assert_eq!(next.epochs.len(), 2, "the previous epoch is kept");
+    let first = state.newest().ids()[0][0];
+    assert_eq!(
+        next.validator(&first).expect("registered").reputation_ppm,
+        (7 * 1_000_000 + 3 * 500_000) / 10
+    );
+    assert!(
+        next.validators
+            .iter()
+            .all(|v| v.signals == Signals::default())
+    );
+    for (before, after) in state.newest().ids().iter().zip(&next.newest().ids()) {
+        let kept = before.iter().filter(|id| after.contains(id)).count();
+        assert!(
+            kept >= SIZE - SIZE / 3,
+            "at most a third rotates: kept {kept}"
+        );
+        assert_eq!(after.len(), SIZE);
+    }
+    let mut all = next.newest().ids().concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3 * SIZE, "still disjoint");
+    assert_eq!(state.next_epoch(), next, "a pure function");
+    let mut other = state.clone();
+    other.mix = [4; 32];
+    assert_ne!(other.next_epoch().randomness(), next.randomness());
+    let mut far = next.clone();
+    for _ in 0..EPOCHS_KEPT + 2 {
+        far = far.next_epoch();
+    }
+    assert_eq!(far.epochs.len(), EPOCHS_KEPT);
+    assert_eq!(far.epoch(), 1 + EPOCHS_KEPT as u64 + 2);
+}
+
+proptest! {
+    #[test]
+    fn states_round_trip_and_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..2000) {
+        static GENESIS: std::sync::OnceLock<Genesis> = std::sync::OnceLock::new();
+        let g = GENESIS.get_or_init(|| genesis(2));
+        let mut state = BeaconState::genesis(g, SIZE, 0).expect("enough validators");
+        state.links[1] = Some(LinkedHead {
+            height: 9,
+            block: [1; 32],
+            state_root: [2; 32],
+            registry: Cursor { count: 3, head: [4; 32] },
+        });
+        state.storage_nodes.push(StorageNodeRecord { id: Address([5; 32]), stake: Amount(6) });
+        state.validators[0].signals.certificates = 4;
+        let encoded = state.encode();
+        prop_assert_eq!(BeaconState::decode(&encoded).expect("round trip"), state.clone());
+        let _ = BeaconState::decode(&bytes);
+        let cut = cut.min(encoded.len() - 1);
+        prop_assert!(BeaconState::decode(&encoded[..cut]).is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! The block log: committed blocks, their certificates, the tip and the index of committed transactions,
+//! as one shard (or the beacon chain) persists them in its store.
+
+use super::ShardApp;
+use crate::block::Block;
+use crate::codec::Reader;
+use crate::crypto::Hash;
+use crate::store::{Store, StoreError, WriteBatch};
+
+pub(crate) const KEY_TIP: &[u8] = b"chain/tip";
+pub(super) const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
+pub(super) const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
+/// `chain/tx/<id>` -> the height of the committed block that holds the transaction (for proofs).
+pub(super) const KEY_TX_PREFIX: &[u8] = b"chain/tx/";
+
+pub(super) fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
+    [prefix, &height.to_be_bytes()].concat()
+}
+
+/// The persisted tip (height, block hash), if the chain was ever opened on this store.
+pub(crate) fn load_tip(store: &dyn Store) -> Result<Option<(u64, Hash)>, StoreError> {
+    let Some(tip) = store.get(KEY_TIP)? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: "chain/tip".into(),
+        reason: reason.into(),
+    };
+    let mut r = Reader::new(&tip);
+    let height = r.u64().map_err(|_| corrupt("short"))?;
+    let hash = r.array().map_err(|_| corrupt("short"))?;
+    Ok(Some((height, hash)))
+}
+
+/// Adds a committed block, its certificate and the new tip to `batch`.
+pub(crate) fn put_commit(batch: &mut WriteBatch, block: &Block, certificate: Vec<u8>) {
+    let height = block.header.height;
+    batch.put(height_key(KEY_BLOCK_PREFIX, height), block.encode());
+    batch.put(height_key(KEY_CERT_PREFIX, height), certificate);
+    batch.put(
+        KEY_TIP,
+        [height.to_be_bytes().as_slice(), &block.hash()].concat(),
+    );
+}
+
+/// A committed block and its encoded certificate, if the store has them.
+pub(crate) fn load_committed(store: &dyn Store, height: u64) -> Option<(Block, Vec<u8>)> {
+    let block = store.get(&height_key(KEY_BLOCK_PREFIX, height)).ok()??;
+    let cert = store.get(&height_key(KEY_CERT_PREFIX, height)).ok()??;
+    Some((Block::decode(&block).ok()?, cert))
+}
+
+impl<St: Store> ShardApp<St> {
+    /// The height of the committed block that holds transaction `id`, if this shard committed it.
+    pub fn height_of_tx(&self, id: &Hash) -> Option<u64> {
+        let height = self.store.get(&[KEY_TX_PREFIX, id].concat()).ok()??;
+        Some(u64::from_be_bytes(height.try_into().ok()?))
+    }
+}

@@ -1,0 +1,124 @@
+//! The mempool: transactions admitted for later blocks, bounded, with the admission checks that tell a
+//! client at once why a transaction can never apply, and the signatures already verified.
+
+use super::{MEMPOOL_TXS_MAX, ShardApp, VERIFIED_TXS_MAX};
+use crate::address::shard_of;
+use crate::amount::Amount;
+use crate::crypto::Hash;
+use crate::store::Store;
+use crate::tx::{SignedTransaction, TxError, TxKind};
+
+impl<St: Store> ShardApp<St> {
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Admits a transaction to the mempool if it could be valid on this shard now or after the sender's
+    /// pending transactions. The mempool is bounded.
+    pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
+        let params = self.state.params();
+        let id = tx.id();
+        if self.verified.contains(&id) {
+            tx.check_stateless_signature_verified(params.chain_id)?;
+        } else {
+            tx.check_stateless(params.chain_id)?;
+        }
+        let sender = tx.tx.sender_address();
+        let sender_shard = shard_of(&sender, params.shard_count);
+        if sender_shard != self.state.shard() {
+            return Err(TxError::WrongShard {
+                shard: self.state.shard(),
+                sender_shard,
+            });
+        }
+        let nonce = self.state.account(&sender).map_or(0, |a| a.nonce);
+        if tx.tx.nonce < nonce {
+            return Err(TxError::ReplayedNonce {
+                expected: nonce,
+                got: tx.tx.nonce,
+            });
+        }
+        self.check_admission(&tx, nonce)?;
+        if self.mempool.len() >= MEMPOOL_TXS_MAX {
+            return Err(TxError::MempoolFull);
+        }
+        self.remember_verified(id);
+        self.mempool.insert((sender, tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// Records that the signed transaction with this id passed its signature check, so executing it in a
+    /// block does not check it again. Bounded: past the limit the set starts over (transactions are then
+    /// simply verified again).
+    pub(super) fn remember_verified(&mut self, id: Hash) {
+        if self.verified.len() >= VERIFIED_TXS_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(id);
+    }
+
+    /// Admits transactions whose signatures the caller already verified (in a batch): `verified[i]` says
+    /// whether transaction `i`'s signature is good. The others are refused with the signature error.
+    pub fn submit_verified(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        verified: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        assert_eq!(txs.len(), verified.len(), "one verdict per transaction");
+        txs.into_iter()
+            .zip(verified)
+            .map(|(tx, ok)| {
+                if *ok {
+                    self.remember_verified(tx.id());
+                }
+                self.submit(tx)
+            })
+            .collect()
+    }
+
+    /// The checks a transaction can fail at admission whatever else is pending, so that a client hears the
+    /// reason at once instead of the transaction waiting in the mempool until it expires: fee, expiry,
+    /// cross-shard recipient, and (for the sender's next nonce) the balance.
+    pub(super) fn check_admission(
+        &self,
+        tx: &SignedTransaction,
+        account_nonce: u64,
+    ) -> Result<(), TxError> {
+        let params = self.state.params();
+        let t = &tx.tx;
+        if t.fee < params.fee_min {
+            return Err(TxError::FeeTooLow {
+                min: params.fee_min,
+                got: t.fee,
+            });
+        }
+        let height = self.tip.0 + 1;
+        if t.expiry_height < height {
+            return Err(TxError::Expired {
+                expiry_height: t.expiry_height,
+                height,
+            });
+        }
+        let outgoing = match &t.kind {
+            TxKind::Transfer { amount, .. } => *amount,
+            TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => {
+                *stake
+            }
+            TxKind::Unstake { .. } => Amount::ZERO,
+        };
+        if t.nonce == account_nonce {
+            let account = self.state.account(&t.sender_address());
+            let mut available = account.map_or(Amount::ZERO, |a| a.balance);
+            if let Some(a) = account.filter(|a| height >= a.unbonding_release_height) {
+                available = available
+                    .checked_add(a.unbonding)
+                    .ok_or(TxError::Overflow)?;
+            }
+            let needed = t.fee.checked_add(outgoing).ok_or(TxError::Overflow)?;
+            if needed > available {
+                return Err(TxError::Overspend { needed, available });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+//! Proof serving: SPV proofs of accounts and of committed transactions, from the block log and the
+//! state tree, for light clients (`crate::spv` checks them).
+
+use super::ShardApp;
+use crate::address::Address;
+use crate::bft::App;
+use crate::bft::{Bls, QuorumCertificate};
+use crate::block::Block;
+use crate::crypto::Hash;
+use crate::smt::list_prove;
+use crate::store::Store;
+use crate::types::proof::{AccountProof, CertifiedHeader, TxProof};
+
+impl<St: Store> ShardApp<St> {
+    /// The certified header of a committed block (None at genesis, or if the stored certificate is not a BLS
+    /// quorum certificate).
+    pub(super) fn certified(&self, height: u64) -> Option<(Block, CertifiedHeader)> {
+        let (block, cert) = self.committed(height)?;
+        let qc = QuorumCertificate::<Bls>::decode(&cert).ok()?;
+        let header = block.header.clone();
+        Some((block, CertifiedHeader { header, qc }))
+    }
+
+    /// An SPV proof of `address`'s state (present or absent) at the tip; None before the first block.
+    pub fn prove_account(&self, address: &Address) -> Option<AccountProof> {
+        let (_, certified) = self.certified(self.tip.0)?;
+        Some(AccountProof {
+            certified,
+            address: *address,
+            account: self.state.account(address).cloned(),
+            proof: self.state.prove(address),
+        })
+    }
+
+    /// An SPV proof that the transaction `id` is in a committed block of this shard; None if it is not.
+    pub fn prove_tx(&self, id: &Hash) -> Option<TxProof> {
+        let height = self.height_of_tx(id)?;
+        let (block, certified) = self.certified(height)?;
+        let ids = Block::body_items(&block.transactions, &block.inbound);
+        let index = block.transactions.iter().position(|t| t.id() == *id)?;
+        Some(TxProof {
+            certified,
+            tx: block.transactions[index].clone(),
+            path: list_prove(&ids, index),
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! The shard ledger's tests: Atomix between two ledgers, propose, check, commit and reopen, admission,
+//! and blocks refused with their reasons.
+
+use super::*;
+use crate::address::{Address, shard_of};
+use crate::amount::Amount;
+use crate::atomix::InboundError;
+use crate::block::Block;
+use crate::crypto::SecretKey;
+use crate::genesis::Genesis;
+use crate::genesis::GenesisConfig;
+use crate::state::ChainParams;
+use crate::store::MemStore;
+use crate::tx::Transaction;
+use crate::tx::{SignedTransaction, TxError, TxKind};
+use std::sync::Arc;
+
+fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
+    let genesis = GenesisConfig::devnet(1, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+        .build()
+        .expect("valid genesis");
+    let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+    (genesis, app, SecretKey::dev("devnet/wallet"))
+}
+
+fn pay(key: &SecretKey, nonce: u64, iost: u64) -> SignedTransaction {
+    Transaction {
+        chain_id: ChainParams::devnet(1).chain_id,
+        sender: key.public(),
+        nonce,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::Transfer {
+            to: Address::of(&SecretKey::dev("bob").public()),
+            amount: Amount::from_iost(iost).expect("small"),
+        },
+    }
+    .sign(key)
+}
+
+/// A transfer to another shard, end to end through two ledgers: locked and finalised on the sender's
+/// shard, committed on the recipient's from a relayed inbound. A ledger that cannot check the input
+/// shard's certificate refuses the block as a proposal but applies it once its committee finalised it.
+#[test]
+fn atomix_between_two_ledgers_and_finalised_blocks_without_a_certifier() {
+    use crate::bft::{Bls, Committee, Member, QuorumCertificate, Vote, VoteKind};
+    let genesis = GenesisConfig::devnet(2, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+        .build()
+        .expect("valid genesis");
+    let key = SecretKey::dev("devnet/wallet");
+    let home = shard_of(&Address::of(&key.public()), 2);
+    let away = 1 - home;
+    let to = (0..)
+        .map(|i| Address::of(&SecretKey::dev(&format!("away {i}")).public()))
+        .find(|a| shard_of(a, 2) == away)
+        .expect("some address lands on the other shard");
+    let chain_id = genesis.params.chain_id;
+    let mut input = ShardApp::open(&genesis, home, MemStore::new()).expect("genesis");
+    let tx = Transaction {
+        chain_id,
+        sender: key.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::Transfer {
+            to,
+            amount: Amount::from_iost(7).expect("small"),
+        },
+    }
+    .sign(&key);
+    input
+        .submit(tx.clone())
+        .expect("a transfer to another shard is admitted");
+    let block = input.propose();
+    assert_eq!(block.transactions, vec![tx.clone()]);
+    // The input shard's one-member committee finalises it.
+    let member = crate::crypto::bls::SecretKey::dev("ledger test member");
+    let committee = Committee::<Bls>::new(
+        vec![Member {
+            id: Address([1; 32]),
+            public: member.public(),
+            weight: 1,
+        }],
+        [0; 32],
+    );
+    let vote = Vote::<Bls>::sign(
+        chain_id,
+        home,
+        VoteKind::Precommit,
+        1,
+        0,
+        Some(block.hash()),
+        0,
+        &member,
+    );
+    let qc = QuorumCertificate::aggregate(&committee, &[&vote], block.hash()).expect("valid");
+    input.commit(&block, qc.encode()).expect("commit");
+    assert!(input.state().is_locked(&tx.id()));
+    let (out, inbound) = input.outbound(1, 1).pop().expect("one inbound");
+    assert_eq!(out, away);
+
+    let mut committees = vec![committee.clone(), committee];
+    committees[usize::from(away)].members.clear();
+    let certifier = Arc::new(crate::atomix::FixedCommittees {
+        chain_id,
+        committees,
+    });
+    let mut output = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+    output.set_certifier(certifier);
+    let mut forged = inbound.clone();
+    forged.certificate = qc.encode()[..10].to_vec();
+    assert!(matches!(
+        output.submit_inbound(forged),
+        Err(InboundError::Certificate(_))
+    ));
+    output
+        .submit_inbound(inbound.clone())
+        .expect("a valid relay");
+    output
+        .submit_inbound(inbound)
+        .expect("a second relay is a no-op");
+    assert_eq!(output.inbound_len(), 1);
+    let credit = output.propose();
+    assert_eq!(credit.inbound.len(), 1);
+    output.commit(&credit, vec![1]).expect("commit");
+    let credited = output.state().account(&to).expect("credited").balance;
+    assert_eq!(credited, Amount::from_iost(7).expect("small"));
+    assert_eq!(output.inbound_len(), 0, "committed inbounds leave the pool");
+
+    // A ledger with no certifier: the block is no valid proposal, but a finalised block applies.
+    let mut late = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+    assert!(matches!(
+        late.check(&credit),
+        Err(BlockError::Inbound { index: 0, .. })
+    ));
+    late.check_finalised(&credit)
+        .expect("finalised by its committee");
+    late.commit(&credit, vec![1]).expect("commit");
+    assert_eq!(late.state().account(&to).map(|a| a.balance), Some(credited));
+    assert!(late.state().is_committed(&tx.id()));
+}
+
+#[test]
+fn propose_check_commit_and_reopen() {
+    let (genesis, mut app, wallet) = setup();
+    for nonce in 0..3 {
+        app.submit(pay(&wallet, nonce, 1)).expect("admitted");
+    }
+    assert_eq!(
+        app.submit(pay(&wallet, 0, 1)),
+        Ok(()),
+        "a duplicate replaces itself"
+    );
+    let block = app.propose();
+    assert_eq!(block.transactions.len(), 3);
+    assert_eq!(app.check(&block), Ok(()));
+    app.commit(&block, vec![1, 2, 3]).expect("commits");
+    assert_eq!(app.tip(), (1, block.hash()));
+    assert_eq!(app.mempool_len(), 0);
+    assert_eq!(
+        app.submit(pay(&wallet, 1, 1)),
+        Err(TxError::ReplayedNonce {
+            expected: 3,
+            got: 1
+        })
+    );
+    assert_eq!(app.committed(1), Some((block.clone(), vec![1, 2, 3])));
+
+    let root = app.state.root();
+    let store = app.into_store();
+    let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
+    assert_eq!(reopened.tip(), (1, block.hash()));
+    assert_eq!(reopened.state.root(), root);
+}
+
+#[test]
+fn admission_refuses_what_can_never_apply_with_reasons() {
+    let (_, mut app, wallet) = setup();
+    let with = |f: &dyn Fn(&mut Transaction)| {
+        let mut tx = pay(&wallet, 0, 1).tx;
+        f(&mut tx);
+        tx.sign(&wallet)
+    };
+    let cases: [(SignedTransaction, TxError); 3] = [
+        (
+            pay(&wallet, 0, 2_000),
+            TxError::Overspend {
+                needed: Amount(2_000 * 100_000_000 + 1_000),
+                available: Amount::from_iost(1000).expect("small"),
+            },
+        ),
+        (
+            with(&|t| t.fee = Amount(1)),
+            TxError::FeeTooLow {
+                min: Amount(1_000),
+                got: Amount(1),
+            },
+        ),
+        (
+            with(&|t| t.expiry_height = 0),
+            TxError::Expired {
+                expiry_height: 0,
+                height: 1,
+            },
+        ),
+    ];
+    for (tx, expected) in cases {
+        assert_eq!(app.submit(tx), Err(expected));
+    }
+    assert_eq!(app.mempool_len(), 0);
+    assert_eq!(app.submit(pay(&wallet, 0, 999)), Ok(()), "fee fits");
+}
+
+#[test]
+fn signatures_verified_at_admission_are_not_checked_again_but_forgeries_never_pass() {
+    let (_, mut app, wallet) = setup();
+    let good = pay(&wallet, 0, 1);
+    let mut forged = pay(&wallet, 1, 1);
+    forged.signature.0[0] ^= 1;
+    let mut other_chain = pay(&wallet, 1, 1).tx;
+    other_chain.chain_id += 1;
+    let other_chain = other_chain.sign(&wallet);
+    let results = app.submit_verified(
+        vec![good.clone(), forged.clone(), other_chain],
+        &[true, false, true],
+    );
+    assert_eq!(results[0], Ok(()));
+    assert!(matches!(results[1], Err(TxError::BadSignature(_))));
+    assert!(matches!(results[2], Err(TxError::WrongChainId { .. })));
+    assert!(app.verified.contains(&good.id()));
+    let block = app.propose();
+    assert_eq!(block.transactions, vec![good.clone()]);
+    app.commit(&block, vec![]).expect("commits");
+    assert!(
+        !app.verified.contains(&good.id()),
+        "committed ids leave the set"
+    );
+    // A block from a peer carrying a forged transaction this node never admitted is refused.
+    let mut other = setup().1;
+    let mut bad = other.build_block([pay(&wallet, 0, 1)]);
+    bad.transactions[0].signature.0[0] ^= 1;
+    bad.header.transactions_root = Block::transactions_root(&bad.transactions);
+    other.checked.clear();
+    assert!(matches!(
+        other.check(&bad),
+        Err(BlockError::Transaction {
+            index: 0,
+            error: TxError::BadSignature(_)
+        })
+    ));
+}
+
+#[test]
+fn invalid_blocks_are_refused_with_reasons() {
+    let (_, mut app, wallet) = setup();
+    app.submit(pay(&wallet, 0, 1)).expect("admitted");
+    let good = app.propose();
+    let check = |app: &mut ShardApp<MemStore>, f: &dyn Fn(&mut Block), expected: BlockError| {
+        let mut b = good.clone();
+        f(&mut b);
+        app.checked.clear();
+        assert_eq!(app.check(&b), Err(expected));
+    };
+    check(
+        &mut app,
+        &|b| b.header.height = 5,
+        BlockError::WrongHeight {
+            expected: 1,
+            got: 5,
+        },
+    );
+    check(
+        &mut app,
+        &|b| b.header.parent = [1; 32],
+        BlockError::WrongParent,
+    );
+    check(
+        &mut app,
+        &|b| b.header.shard = 1,
+        BlockError::WrongShard {
+            expected: 0,
+            got: 1,
+        },
+    );
+    check(
+        &mut app,
+        &|b| b.header.state_root = [0; 32],
+        BlockError::StateRoot,
+    );
+    check(
+        &mut app,
+        &|b| b.header.receipts_root = [0; 32],
+        BlockError::ReceiptsRoot,
+    );
+    check(
+        &mut app,
+        &|b| b.transactions.clear(),
+        BlockError::TransactionsRoot,
+    );
+    let replay = |b: &mut Block| {
+        b.transactions.push(b.transactions[0].clone());
+        b.header.transactions_root = Block::transactions_root(&b.transactions);
+    };
+    check(
+        &mut app,
+        &replay,
+        BlockError::Transaction {
+            index: 1,
+            error: TxError::ReplayedNonce {
+                expected: 1,
+                got: 0,
+            },
+        },
+    );
+}

@@ -1,0 +1,248 @@
+//! The BFT replica runs against any [`App`], not only the ledger: four replicas with real BLS signatures
+//! finalise the blocks of a counter, an application of a few lines that knows nothing of accounts,
+//! transactions or the beacon chain. This is what the layering of `chain` buys (specs/ARCHITECTURE.md,
+//! "Layers of `chain`"): `bft` imports only the types and execution layers below it.
+
+use chain::bft::{
+    App, BlockError, Bls, Committee, Config, Input, LedgerError, Member, Message, Output, Replica,
+};
+use chain::block::{Block, BlockHeader};
+use chain::crypto::{Hash, bls, hash_with};
+use chain::{Address, MemStore, Store};
+use std::collections::VecDeque;
+
+const CHAIN_ID: u32 = 7;
+const SHARD: u16 = 0;
+
+/// A replicated counter: block `h` sets the counter to `h`, and its state root is the hash of the counter.
+struct Counter {
+    value: u64,
+    tip: Hash,
+    blocks: Vec<(Block, Vec<u8>)>,
+    /// Where the replica keeps its write-ahead log.
+    store: MemStore,
+}
+
+fn root_of(value: u64) -> Hash {
+    hash_with("toy counter", &[&value.to_be_bytes()])
+}
+
+impl Counter {
+    fn new() -> Self {
+        Self {
+            value: 0,
+            tip: [0; 32],
+            blocks: Vec::new(),
+            store: MemStore::new(),
+        }
+    }
+}
+
+impl App for Counter {
+    fn tip(&self) -> (u64, Hash) {
+        (self.value, self.tip)
+    }
+
+    fn propose(&mut self) -> Block {
+        Block {
+            header: BlockHeader {
+                chain_id: CHAIN_ID,
+                shard: SHARD,
+                height: self.value + 1,
+                parent: self.tip,
+                state_root: root_of(self.value + 1),
+                transactions_root: [0; 32],
+                receipts_root: [0; 32],
+            },
+            transactions: Vec::new(),
+            links: Vec::new(),
+            inbound: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, block: &Block) -> Result<(), BlockError> {
+        let h = &block.header;
+        if h.height != self.value + 1 {
+            return Err(BlockError::WrongHeight {
+                expected: self.value + 1,
+                got: h.height,
+            });
+        }
+        if h.parent != self.tip {
+            return Err(BlockError::WrongParent);
+        }
+        if h.state_root != root_of(h.height) {
+            return Err(BlockError::StateRoot);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, block: &Block, certificate: Vec<u8>) -> Result<(), LedgerError> {
+        self.check(block)?;
+        self.value = block.header.height;
+        self.tip = block.hash();
+        self.blocks.push((block.clone(), certificate));
+        Ok(())
+    }
+
+    fn committed(&self, height: u64) -> Option<(Block, Vec<u8>)> {
+        let index = usize::try_from(height.checked_sub(1)?).ok()?;
+        self.blocks.get(index).cloned()
+    }
+
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn store_ref(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+type R = Replica<Bls, Counter>;
+
+fn network(n: usize) -> (Committee<Bls>, Vec<R>) {
+    let keys: Vec<bls::SecretKey> = (0..n)
+        .map(|i| bls::SecretKey::dev(&format!("toy/{i}")))
+        .collect();
+    let members = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Member {
+            id: Address([u8::try_from(i).expect("small committee"); 32]),
+            public: k.public(),
+            weight: 1,
+        })
+        .collect();
+    let committee = Committee::new(members, [3; 32]);
+    let replicas = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let me = u16::try_from(i).expect("small committee");
+            Replica::new(
+                Config::new(CHAIN_ID, SHARD),
+                committee.clone(),
+                me,
+                k,
+                Counter::new(),
+            )
+            .expect("a fresh store holds no log")
+        })
+        .collect();
+    (committee, replicas)
+}
+
+/// Delivers every message at once, in order, and jumps time to the next timeout when nothing is in flight;
+/// `drop_to` loses every message to that replica (it falls behind and must catch up later).
+/// `now_ms` is the simulated clock, carried from one run to the next.
+fn run(
+    replicas: &mut [R],
+    now_ms: &mut u64,
+    until: u64,
+    drop_to: Option<usize>,
+    time_limit_ms: u64,
+) {
+    let n = replicas.len();
+    let mut now = *now_ms;
+    let mut inbox: VecDeque<(usize, u16, Message<Bls>)> = VecDeque::new();
+    for r in replicas.iter_mut() {
+        r.handle(now, Input::Tick);
+    }
+    let done = |replicas: &[R]| {
+        replicas
+            .iter()
+            .enumerate()
+            .all(|(i, r)| Some(i) == drop_to || r.app().value >= until)
+    };
+    while now < time_limit_ms && !done(replicas) {
+        for (i, r) in replicas.iter_mut().enumerate() {
+            let from = u16::try_from(i).expect("small committee");
+            while let Some(out) = r.poll_output() {
+                match out {
+                    Output::Broadcast(m) => (0..n)
+                        .filter(|j| *j != i)
+                        .for_each(|j| inbox.push_back((j, from, m.clone()))),
+                    Output::Send { to, message } => {
+                        inbox.push_back((usize::from(to), from, message))
+                    }
+                    Output::Committed { .. } => {}
+                    Output::Evidence(e) => panic!("no faults here, got {e:?}"),
+                }
+            }
+        }
+        if let Some((to, from, message)) = inbox.pop_front() {
+            if Some(to) != drop_to {
+                replicas[to].handle(now, Input::Message { from, message });
+            }
+        } else {
+            now = replicas
+                .iter()
+                .filter_map(|r| r.poll_timeout())
+                .min()
+                .unwrap_or(now + 1)
+                .max(now);
+            for r in replicas.iter_mut() {
+                r.handle(now, Input::Tick);
+            }
+        }
+    }
+    *now_ms = now;
+}
+
+#[test]
+fn the_replica_finalises_a_counter_with_no_ledger() {
+    let (committee, mut replicas) = network(4);
+    run(&mut replicas, &mut 0, 5, None, 60_000);
+    let first = &replicas[0].app().blocks;
+    assert!(first.len() >= 5, "five blocks finalised: {}", first.len());
+    for r in &replicas {
+        let app = r.app();
+        assert!(
+            app.value >= 5,
+            "replica {} counted to {}",
+            r.me(),
+            app.value
+        );
+        let common = app.blocks.len().min(first.len());
+        for (h, ((block, cert), (first_block, _))) in
+            app.blocks.iter().zip(first).take(common).enumerate()
+        {
+            assert_eq!(block, first_block, "replicas agree at height {}", h + 1);
+            assert_eq!(block.header.height, h as u64 + 1);
+            assert_eq!(block.header.state_root, root_of(h as u64 + 1));
+            let qc = chain::bft::QuorumCertificate::<Bls>::decode(cert)
+                .expect("the replica hands the app an encoded certificate");
+            assert!(
+                qc.finalises(&block.header),
+                "the certificate is for this block"
+            );
+            qc.verify(CHAIN_ID, &committee)
+                .expect("more than two thirds of the committee signed it");
+        }
+    }
+}
+
+#[test]
+fn a_replica_that_missed_everything_catches_up_from_the_apps_committed_blocks() {
+    let (_, mut replicas) = network(4);
+    // Three of four carry on without the fourth (three of four weights is a quorum).
+    let mut now_ms = 0;
+    run(&mut replicas, &mut now_ms, 4, Some(3), 60_000);
+    assert_eq!(replicas[3].app().value, 0, "the fourth heard nothing");
+    let reached = replicas[0].app().value;
+    assert!(reached >= 4, "the others finalised without it: {reached}");
+    // Now the fourth hears again: the others serve it their committed blocks through `App::committed`.
+    let limit = now_ms + 120_000;
+    run(&mut replicas, &mut now_ms, reached + 2, None, limit);
+    let late = replicas[3].app();
+    assert!(
+        late.value >= reached,
+        "the late replica caught up to {reached}, it is at {}",
+        late.value
+    );
+    for (mine, theirs) in late.blocks.iter().zip(&replicas[0].app().blocks) {
+        assert_eq!(mine.0, theirs.0, "it holds the same blocks");
+    }
+}
