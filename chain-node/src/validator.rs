@@ -19,16 +19,12 @@
 //! task: envelopes are length-checked and decoded into typed errors, and the replica and follower check every
 //! signature and certificate themselves.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chain::beacon::{BeaconApp, BeaconState};
-use chain::bft::{
-    self, Bls, Committee, FOLLOWER, Followed, Follower, Input, Message, Output, QuorumCertificate,
-    Replica,
-};
+use chain::bft::{self, Bls, Committee, FOLLOWER, Followed, Message, Output, QuorumCertificate};
 use chain::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
@@ -52,27 +48,12 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Transaction batches whose signatures are being checked on the blocking pool at once; beyond this a batch
 /// is checked on the validator's own task, which slows its intake: that is the back-pressure.
 const VERIFY_JOBS_MAX: usize = 8;
-/// A finalised block is sent to one member at most once per this interval: a `Status` costs its sender a
-/// few bytes and would otherwise make every member publish up to 8 whole blocks.
-const CATCH_UP_RESEND: Duration = Duration::from_secs(1);
-const CATCH_UP_REMEMBERED_MAX: usize = 1024;
-/// A follower that made no progress asks members for blocks this often.
-const FOLLOWER_ASK_EVERY_MS: u64 = 500;
-/// Atomix relays: each committed height's locks are relayed at commit by every member, then again after 2,
-/// 8, 32 and 128 s by one member (in turn by height)
-/// (proven against the tip of the moment), since nothing tells the input shard that the output shard
-/// committed them; output shards drop what they already committed.
-const RELAY_FIRST_RETRY: Duration = Duration::from_secs(2);
-const RELAY_ATTEMPTS: u32 = 5;
-const RELAYS_QUEUED_MAX: usize = 4096;
-/// Steps whose evidence a validator remembers having sent (then it starts over).
-const EVIDENCE_SENT_MAX: usize = 4096;
-/// Heights whose locks a validator relays again when it opens a shard lane (after a restart).
-const RELAY_ON_OPEN_HEIGHTS: u64 = 256;
+use chain::node::schedule::{self, RELAY_FIRST_RETRY_MS, RELAY_ON_OPEN_HEIGHTS};
+pub use chain::node::schedule::{BEACON_COMMIT_WAIT_MS, HEAD_EVERY_BLOCKS};
+use chain::node::{CatchUpThrottle, Drained, EvidenceSent, Relay, RelaySchedule, plan};
 
-/// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
-/// few hundred milliseconds, and an idle beacon should not cost what a busy shard does.
-pub const BEACON_COMMIT_WAIT_MS: u64 = 500;
+/// A lane of this validator: `chain::node::Lane` with BLS votes.
+type Lane<A> = chain::node::Lane<Bls, A>;
 
 /// The gossipsub topic of a shard's consensus messages and transactions.
 pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
@@ -179,10 +160,6 @@ pub struct ShardHead {
     pub block: Hash,
     pub state_root: Hash,
 }
-
-/// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
-/// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
-pub const HEAD_EVERY_BLOCKS: u64 = 8;
 
 /// The beacon chain at a validator's beacon tip.
 #[derive(Debug, Clone)]
@@ -448,137 +425,6 @@ fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<ChainBehaviour>, Vali
     Ok(swarm)
 }
 
-/// One chain this validator keeps, in its current role.
-enum Role<A: App> {
-    Member(Box<Replica<Bls, A>>),
-    Follower(Follower<Bls, A>),
-}
-
-struct Lane<A: App> {
-    shard: ShardId,
-    role: Role<A>,
-    topic: IdentTopic,
-}
-
-impl<A: App> Lane<A> {
-    fn app(&self) -> &A {
-        match &self.role {
-            Role::Member(r) => r.app(),
-            Role::Follower(f) => f.app(),
-        }
-    }
-
-    fn app_mut(&mut self) -> &mut A {
-        match &mut self.role {
-            Role::Member(r) => r.app_mut(),
-            Role::Follower(f) => f.app_mut(),
-        }
-    }
-
-    /// The height being decided (or awaited).
-    fn height(&self) -> u64 {
-        self.app().tip().0 + 1
-    }
-
-    /// Its member index, while a member.
-    fn member(&self) -> Option<u16> {
-        match &self.role {
-            Role::Member(r) => Some(r.me()),
-            Role::Follower(_) => None,
-        }
-    }
-
-    fn round(&self) -> u32 {
-        match &self.role {
-            Role::Member(r) => r.round(),
-            Role::Follower(_) => 0,
-        }
-    }
-
-    /// Puts the lane in the role `want` (a member index and its committee, or following), keeping the
-    /// ledger. A replica is rebuilt when its committee changes, which happens only between heights.
-    fn set_role(
-        self,
-        want: Option<(u16, Committee<Bls>)>,
-        config: &ValidatorConfig,
-        now: u64,
-    ) -> Result<Self, ValidatorError> {
-        let Lane { shard, role, topic } = self;
-        let same = match (&role, &want) {
-            (Role::Member(r), Some((me, c))) => {
-                r.me() == *me
-                    && r.committee().seed == c.seed
-                    && r.committee()
-                        .members
-                        .iter()
-                        .map(|m| m.id)
-                        .eq(c.members.iter().map(|m| m.id))
-            }
-            (Role::Follower(_), None) => true,
-            _ => false,
-        };
-        if same {
-            return Ok(Lane { shard, role, topic });
-        }
-        let app = match role {
-            Role::Member(r) => r.into_app(),
-            Role::Follower(f) => f.into_app(),
-        };
-        let chain_id = config.genesis.params.chain_id;
-        let role = match want {
-            Some((me, committee)) => {
-                let mut replica = Replica::new(
-                    config.bft_config(shard),
-                    committee,
-                    me,
-                    config.bls_secret.clone(),
-                    app,
-                )?;
-                // Started now, so that its timers run even before a message arrives.
-                replica.handle(now, Input::Tick);
-                Role::Member(Box::new(replica))
-            }
-            None => Role::Follower(Follower::new(chain_id, shard, app, FOLLOWER_ASK_EVERY_MS)),
-        };
-        Ok(Lane { shard, role, topic })
-    }
-}
-
-/// Hands a consensus message to a member's replica (if it is for everyone or for this member), or returns
-/// a finalised block for a follower (if it is for everyone or for followers); anything else is dropped.
-#[allow(clippy::type_complexity)]
-fn route<A: App>(
-    role: &mut Role<A>,
-    now: u64,
-    from: u16,
-    to: Option<u16>,
-    message: Message<Bls>,
-) -> Option<(&mut Follower<Bls, A>, Arc<Block>, QuorumCertificate<Bls>)> {
-    match role {
-        Role::Member(r) => {
-            if to.is_none_or(|to| to == r.me()) {
-                r.handle(now, Input::Message { from, message });
-            }
-            None
-        }
-        Role::Follower(f) => match message {
-            Message::Decided { block, certificate } if to.is_none_or(|to| to == FOLLOWER) => {
-                Some((f, block, certificate))
-            }
-            _ => None,
-        },
-    }
-}
-
-/// The member index of `account` in `committee`.
-fn index_in(committee: &Committee<Bls>, account: &Address) -> Option<u16> {
-    committee
-        .members
-        .iter()
-        .position(|m| m.id == *account)
-        .and_then(|i| u16::try_from(i).ok())
-}
-
 impl Validator {
     /// Opens the validator's databases (resuming where it stopped), starts its network and its lanes.
     /// Returns once it listens.
@@ -591,16 +437,7 @@ impl Validator {
             config.epoch_length,
             config.open_store("beacon")?,
         )?;
-        let beacon_lane = Lane {
-            shard: BEACON_SHARD,
-            role: Role::Follower(Follower::new(
-                chain_id,
-                BEACON_SHARD,
-                app,
-                FOLLOWER_ASK_EVERY_MS,
-            )),
-            topic: beacon_consensus_topic(chain_id),
-        };
+        let beacon_lane = Lane::follower(chain_id, BEACON_SHARD, app);
 
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(config.keypair.clone())?;
@@ -703,10 +540,9 @@ impl Validator {
             commits,
             evidence: 0,
             dropped_messages: 0,
-            catch_up_sent: HashMap::new(),
-            relays: BTreeMap::new(),
-            relay_seq: 0,
-            evidence_sent: HashSet::new(),
+            catch_up: CatchUpThrottle::default(),
+            relays: RelaySchedule::default(),
+            evidence_sent: EvidenceSent::default(),
             config,
         };
         driver.reconcile()?;
@@ -772,12 +608,10 @@ struct Driver {
     evidence: u64,
     dropped_messages: u64,
     /// (to, height) -> when that finalised block was last sent to that member (or to the followers).
-    catch_up_sent: HashMap<(ShardId, u16, u64), Instant>,
-    /// Atomix relays due: (when, sequence) -> (shard, heights from, to, attempts made).
-    relays: BTreeMap<(Instant, u64), (ShardId, u64, u64, u32)>,
-    relay_seq: u64,
-    /// The steps (shard, height, round, offender) whose evidence this validator sent to the beacon chain.
-    evidence_sent: HashSet<(ShardId, u64, u32, u16)>,
+    catch_up: CatchUpThrottle,
+    /// Atomix relays due, by `now_ms`.
+    relays: RelaySchedule,
+    evidence_sent: EvidenceSent,
     config: ValidatorConfig,
 }
 
@@ -850,31 +684,21 @@ impl Driver {
         self.reconcile()?;
         self.flush();
         self.refresh_round();
-        let halted = |lane: Option<&Lane<_>>| match lane.map(|l| &l.role) {
-            Some(Role::Member(r)) => r.halted().cloned(),
-            _ => None,
-        };
-        if let Some(e) = halted(self.beacon.as_ref()).or_else(|| {
-            self.shard.as_ref().and_then(|l| match &l.role {
-                Role::Member(r) => r.halted().cloned(),
-                Role::Follower(_) => None,
-            })
-        }) {
+        if let Some(e) = self
+            .beacon()
+            .halted()
+            .cloned()
+            .or_else(|| self.shard.as_ref().and_then(|l| l.halted().cloned()))
+        {
             return Err(ValidatorError::Ledger(LedgerError::Store(e)));
         }
         Ok(())
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        fn of<A: App>(lane: &Lane<A>) -> Option<u64> {
-            match &lane.role {
-                Role::Member(r) => r.poll_timeout(),
-                Role::Follower(f) => Some(f.poll_timeout()),
-            }
-        }
         [
-            self.beacon.as_ref().and_then(of),
-            self.shard.as_ref().and_then(of),
+            self.beacon.as_ref().and_then(|l| l.poll_timeout()),
+            self.shard.as_ref().and_then(|l| l.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -883,11 +707,9 @@ impl Driver {
 
     fn tick(&mut self) {
         let now = self.now_ms();
-        if let Some(Role::Member(r)) = self.beacon.as_mut().map(|l| &mut l.role) {
-            r.handle(now, Input::Tick);
-        }
-        if let Some(Role::Member(r)) = self.shard.as_mut().map(|l| &mut l.role) {
-            r.handle(now, Input::Tick);
+        self.beacon_mut().tick(now);
+        if let Some(lane) = self.shard.as_mut() {
+            lane.tick(now);
         }
     }
 
@@ -911,32 +733,19 @@ impl Driver {
     fn reconcile(&mut self) -> Result<(), ValidatorError> {
         let account = self.config.account;
         // The beacon lane: a member of the newest epoch's beacon committee (which certifies its next block).
-        let beacon_committee = self
-            .known
-            .committee(BEACON_SHARD)
-            .expect("the beacon always has a committee");
-        let want = index_in(&beacon_committee, &account).map(|i| (i, beacon_committee));
+        let want = plan::beacon_role(&self.known, &account);
         let now = self.now_ms();
         let lane = self.beacon.take().expect("present outside reconcile");
-        self.beacon = Some(lane.set_role(want, &self.config, now)?);
+        let config = self.config.bft_config(BEACON_SHARD);
+        self.beacon = Some(lane.set_role(want, config, &self.config.bls_secret, now)?);
         // The view says the role now, not the role of the last commit.
         let member = self.beacon().member().is_some();
         if self.beacon_state.borrow().member != member {
             self.beacon_state.send_modify(|v| v.member = member);
         }
 
-        let on_duty = self.shard.as_ref().is_some_and(|l| {
-            self.shard_committee(l.shard, l.height())
-                .is_some_and(|c| index_in(&c, &account).is_some())
-        });
-        let target = if on_duty {
-            self.shard.as_ref().map(|l| l.shard)
-        } else {
-            self.known
-                .seat_of(&account)
-                .map(|(s, _)| s)
-                .filter(|s| *s != BEACON_SHARD)
-        };
+        let current = self.shard.as_ref().map(|l| (l.shard, l.height()));
+        let target = plan::shard_target(self.beacon().app(), &account, current);
         if self.shard.as_ref().map(|l| l.shard) != target {
             // The old lane's topic stays subscribed: gossipsub answers an unsubscribe with prunes and
             // backoffs, and a validator that comes back to that shard within them would not hear its
@@ -948,11 +757,10 @@ impl Driver {
             self.publish_status();
         }
         if let Some(lane) = self.shard.take() {
-            let want = self
-                .shard_committee(lane.shard, lane.height())
-                .and_then(|c| Some((index_in(&c, &account)?, c)));
+            let want = plan::shard_role(self.beacon().app(), &account, lane.shard, lane.height());
             let was_member = lane.member().is_some();
-            let lane = lane.set_role(want, &self.config, now)?;
+            let config = self.config.bft_config(lane.shard);
+            let lane = lane.set_role(want, config, &self.config.bls_secret, now)?;
             let changed = was_member != lane.member().is_some();
             self.shard = Some(lane);
             if changed {
@@ -976,9 +784,15 @@ impl Driver {
         app.set_certifier(self.known.clone());
         // Relays planned before a restart are gone: relay the locks of the recent heights again.
         let tip = app.tip().0;
-        self.plan_relay(
-            RELAY_FIRST_RETRY,
-            (shard, tip.saturating_sub(RELAY_ON_OPEN_HEIGHTS), tip, 0),
+        let at = self.now_ms().saturating_add(RELAY_FIRST_RETRY_MS);
+        self.relays.plan(
+            at,
+            Relay {
+                shard,
+                from: tip.saturating_sub(RELAY_ON_OPEN_HEIGHTS),
+                to: tip,
+                attempt: 0,
+            },
         );
         let topic = shard_topic(self.chain_id, shard);
         self.swarm
@@ -996,16 +810,7 @@ impl Driver {
                 state_root,
             },
         );
-        self.shard = Some(Lane {
-            shard,
-            role: Role::Follower(Follower::new(
-                self.chain_id,
-                shard,
-                app,
-                FOLLOWER_ASK_EVERY_MS,
-            )),
-            topic,
-        });
+        self.shard = Some(Lane::follower(self.chain_id, shard, app));
         Ok(())
     }
 
@@ -1060,11 +865,11 @@ impl Driver {
             }
             return;
         }
-        let on_beacon = message.topic == self.beacon().topic.hash();
+        let on_beacon = message.topic == self.lane_topic(BEACON_SHARD).hash();
         let on_shard = self
             .shard
             .as_ref()
-            .is_some_and(|l| message.topic == l.topic.hash());
+            .is_some_and(|l| message.topic == self.lane_topic(l.shard).hash());
         if !on_beacon && !on_shard {
             return;
         }
@@ -1111,7 +916,7 @@ impl Driver {
     fn on_consensus_beacon(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
         let now = self.now_ms();
         let lane = self.beacon.as_mut().expect("present outside reconcile");
-        let Some((f, block, certificate)) = route(&mut lane.role, now, from, to, message) else {
+        let Some((f, block, certificate)) = lane.route(now, from, to, message) else {
             return;
         };
         // The beacon block of height h is certified by the newest beacon committee of the state
@@ -1150,7 +955,7 @@ impl Driver {
             return;
         };
         let shard = lane.shard;
-        let Some((f, block, certificate)) = route(&mut lane.role, now, from, to, message) else {
+        let Some((f, block, certificate)) = lane.route(now, from, to, message) else {
             return;
         };
         match f.on_decided(block, certificate, |h| beacon.committee_at(shard, h)) {
@@ -1268,7 +1073,13 @@ impl Driver {
                     app.state().is_locked(&tx).then_some((l.shard, height))
                 });
                 if let Some((shard, height)) = found {
-                    self.relay((shard, height, height, 0), false);
+                    let relay = Relay {
+                        shard,
+                        from: height,
+                        to: height,
+                        attempt: 0,
+                    };
+                    self.relay(relay, false);
                 }
                 let _ = reply.send(found.is_some());
             }
@@ -1288,16 +1099,8 @@ impl Driver {
                 let _ = reply.send(proofs);
             }
             Command::Describe { reply } => {
-                fn of<A: App>(lane: &Lane<A>) -> String {
-                    match &lane.role {
-                        Role::Member(r) => format!("shard {} member: {}", lane.shard, r.describe()),
-                        Role::Follower(f) => {
-                            format!("shard {} follower at height {}", lane.shard, f.height())
-                        }
-                    }
-                }
-                let lanes: Vec<String> = std::iter::once(of(self.beacon()))
-                    .chain(self.shard.as_ref().map(of))
+                let lanes: Vec<String> = std::iter::once(self.beacon().describe())
+                    .chain(self.shard.as_ref().map(|l| l.describe()))
                     .collect();
                 let _ = reply.send(lanes.join("; "));
             }
@@ -1369,7 +1172,8 @@ impl Driver {
             return;
         };
         let results = lane.app_mut().submit_verified(txs.clone(), &signatures_ok);
-        let topic = lane.topic.clone();
+        let shard = lane.shard;
+        let topic = self.lane_topic(shard);
         let accepted: Vec<SignedTransaction> = txs
             .into_iter()
             .zip(&results)
@@ -1382,20 +1186,12 @@ impl Driver {
         let _ = reply.send(results);
     }
 
-    /// Whether finalised block `height` of `shard` may be sent to member `to` now (see
-    /// [`CATCH_UP_RESEND`]).
-    fn catch_up_due(&mut self, shard: ShardId, to: u16, height: u64) -> bool {
-        let now = Instant::now();
-        if self.catch_up_sent.len() >= CATCH_UP_REMEMBERED_MAX {
-            self.catch_up_sent
-                .retain(|_, at| now.duration_since(*at) < CATCH_UP_RESEND);
-        }
-        match self.catch_up_sent.get(&(shard, to, height)) {
-            Some(at) if now.duration_since(*at) < CATCH_UP_RESEND => false,
-            _ => {
-                self.catch_up_sent.insert((shard, to, height), now);
-                true
-            }
+    /// The topic of a lane's consensus messages: the beacon's, or a shard's.
+    fn lane_topic(&self, shard: ShardId) -> IdentTopic {
+        if shard == BEACON_SHARD {
+            beacon_consensus_topic(self.chain_id)
+        } else {
+            shard_topic(self.chain_id, shard)
         }
     }
 
@@ -1413,18 +1209,22 @@ impl Driver {
     fn flush(&mut self) {
         let now = self.now_ms();
         for beacon in [true, false] {
-            let (shard, topic, me, committee, outputs, ask) = {
-                let (shard, topic, role) = if beacon {
-                    let l = self.beacon.as_mut().expect("present outside reconcile");
-                    (l.shard, l.topic.clone(), RoleMut::Beacon(&mut l.role))
-                } else {
-                    let Some(l) = self.shard.as_mut() else {
-                        continue;
-                    };
-                    (l.shard, l.topic.clone(), RoleMut::Shard(&mut l.role))
+            let (shard, drained) = if beacon {
+                let l = self.beacon_mut();
+                (l.shard, l.drain(now))
+            } else {
+                let Some(l) = self.shard.as_mut() else {
+                    continue;
                 };
-                role.drain(now, shard, topic)
+                (l.shard, l.drain(now))
             };
+            let Drained {
+                from: me,
+                committee,
+                outputs,
+                ask,
+            } = drained;
+            let topic = self.lane_topic(shard);
             if let Some(status) = ask
                 && (!beacon || self.follows_beacon)
             {
@@ -1450,7 +1250,9 @@ impl Driver {
             }
             Output::Send { to, message } => {
                 if let Message::Decided { block, .. } = &message
-                    && !self.catch_up_due(shard, to, block.header.height)
+                    && !self
+                        .catch_up
+                        .due(self.now_ms(), shard, to, block.header.height)
                 {
                     return;
                 }
@@ -1483,12 +1285,8 @@ impl Driver {
                 // is one fault, and its flood is not amplified to the whole network.
                 let (_, height, round) = e.step();
                 let step = (shard, height, round, e.offender());
-                if shard != BEACON_SHARD && !self.evidence_sent.contains(&step) {
-                    if self.evidence_sent.len() >= EVIDENCE_SENT_MAX {
-                        self.evidence_sent.clear();
-                    }
-                    self.evidence_sent.insert(step);
-                    let topic = self.beacon().topic.clone();
+                if shard != BEACON_SHARD && self.evidence_sent.first(step) {
+                    let topic = self.lane_topic(BEACON_SHARD);
                     self.publish(&topic, wire::encode_evidence(&e));
                     self.offer_evidence(e);
                 }
@@ -1533,13 +1331,17 @@ impl Driver {
             // Every member relays at once (a crashed one costs nothing); the retries are one member's,
             // in turn by height, so that a loaded chain does not carry four copies of every retry.
             if locks && let Some(me) = c.member {
-                let retries = height % c.committee.len() as u64 == u64::from(me);
-                self.relay((c.shard, height, height, 0), retries);
+                let retries = schedule::relay_retry_duty(height, c.committee.len(), me);
+                let relay = Relay {
+                    shard: c.shard,
+                    from: height,
+                    to: height,
+                    attempt: 0,
+                };
+                self.relay(relay, retries);
             }
-            let members = c.committee.len() as u64;
             if let Some(me) = c.member
-                && height.is_multiple_of(HEAD_EVERY_BLOCKS)
-                && (height / HEAD_EVERY_BLOCKS) % members == u64::from(me)
+                && schedule::head_duty(height, c.committee.len(), me)
             {
                 let head = wire::Head {
                     header: c.block.header.clone(),
@@ -1579,18 +1381,15 @@ impl Driver {
         }
     }
 
-    fn plan_relay(&mut self, after: Duration, relay: (ShardId, u64, u64, u32)) {
-        if self.relays.len() >= RELAYS_QUEUED_MAX {
-            return;
-        }
-        self.relay_seq += 1;
-        self.relays
-            .insert((Instant::now() + after, self.relay_seq), relay);
-    }
-
-    /// Relays the Atomix locks of the shard lane's committed heights `from..=to` to the output shards'
-    /// topics, and plans the next attempt if `retry`.
-    fn relay(&mut self, (shard, from, to, attempt): (ShardId, u64, u64, u32), retry: bool) {
+    /// Relays the Atomix locks of the shard lane's committed heights `relay.from..=relay.to` to the output
+    /// shards' topics, and plans the next attempt (see `chain::node::schedule`) if `retry`.
+    fn relay(&mut self, relay: Relay, retry: bool) {
+        let Relay {
+            shard,
+            from,
+            to,
+            attempt,
+        } = relay;
         let Some(lane) = self.shard.as_ref().filter(|l| l.shard == shard) else {
             return;
         };
@@ -1605,21 +1404,15 @@ impl Driver {
             tracing::debug!(account = %self.config.account, shard, out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
             self.publish(&shard_topic(self.chain_id, out), bytes);
         }
-        if retry && attempt + 1 < RELAY_ATTEMPTS {
-            self.plan_relay(
-                RELAY_FIRST_RETRY * 4u32.pow(attempt),
-                (shard, from, to, attempt + 1),
-            );
+        if retry && let Some((wait, next)) = relay.next() {
+            let at = self.now_ms().saturating_add(wait);
+            self.relays.plan(at, next);
         }
     }
 
     fn relay_due(&mut self) {
-        let now = Instant::now();
-        while let Some(entry) = self.relays.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let relay = entry.remove();
+        let now = self.now_ms();
+        while let Some(relay) = self.relays.pop_due(now) {
             self.relay(relay, true);
         }
     }
@@ -1731,66 +1524,15 @@ impl Driver {
 
     /// Peers known to be subscribed to the shard lane's topic (the beacon's consensus topic without one).
     fn topic_peers(&self) -> usize {
-        let topic = match &self.shard {
-            Some(lane) => lane.topic.hash(),
-            None => self.beacon().topic.hash(),
-        };
+        let topic = self
+            .lane_topic(self.shard.as_ref().map_or(BEACON_SHARD, |l| l.shard))
+            .hash();
         self.swarm
             .behaviour()
             .gossipsub
             .all_peers()
             .filter(|(_, topics)| topics.contains(&&topic))
             .count()
-    }
-}
-
-/// A lane's role, borrowed for draining its outputs.
-enum RoleMut<'a> {
-    Beacon(&'a mut Role<BeaconApp<RocksStore>>),
-    Shard(&'a mut Role<ShardApp<RocksStore>>),
-}
-
-impl RoleMut<'_> {
-    /// The replica's outputs (with its index and committee), or the follower's due `Status`.
-    #[allow(clippy::type_complexity)]
-    fn drain(
-        self,
-        now: u64,
-        shard: ShardId,
-        topic: IdentTopic,
-    ) -> (
-        ShardId,
-        IdentTopic,
-        u16,
-        Option<Committee<Bls>>,
-        Vec<Output<Bls>>,
-        Option<Message<Bls>>,
-    ) {
-        fn of<A: App>(
-            role: &mut Role<A>,
-            now: u64,
-        ) -> (
-            u16,
-            Option<Committee<Bls>>,
-            Vec<Output<Bls>>,
-            Option<Message<Bls>>,
-        ) {
-            match role {
-                Role::Member(r) => {
-                    let mut outputs = Vec::new();
-                    while let Some(o) = r.poll_output() {
-                        outputs.push(o);
-                    }
-                    (r.me(), Some(r.committee().clone()), outputs, None)
-                }
-                Role::Follower(f) => (FOLLOWER, None, Vec::new(), f.poll_status(now)),
-            }
-        }
-        let (me, committee, outputs, ask) = match self {
-            RoleMut::Beacon(r) => of(r, now),
-            RoleMut::Shard(r) => of(r, now),
-        };
-        (shard, topic, me, committee, outputs, ask)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod codec;
 pub mod crypto;
 pub mod genesis;
 pub mod ledger;
+pub mod node;
 pub mod pol;
 pub mod smt;
 pub mod spv;

@@ -26,6 +26,7 @@ use chain::block::{Block, BlockHeader};
 use chain::crypto::{Hash, SecretKey, bls};
 use chain::genesis::{Genesis, GenesisConfig, TOTAL_SUPPLY};
 use chain::ledger::{App, ShardApp};
+use chain::node::schedule::{self, Relay};
 use chain::pol::{self, Candidate};
 use chain::smt::SparseMerkleTree;
 use chain::store::MemStore;
@@ -99,12 +100,12 @@ enum Event<S: VoteScheme> {
     },
     Heal(u16),
     Client(u16),
-    /// A member relays the Atomix locks of its committed heights `from..=to` to their output shards.
+    /// A member relays the Atomix locks of its committed heights `from..=to` to their output shards, and
+    /// plans the next attempt on the node's schedule if `retry`.
     Relay {
         node: usize,
-        from: u64,
-        to: u64,
-        attempt: u32,
+        relay: Relay,
+        retry: bool,
     },
     Inbound {
         to: usize,
@@ -464,10 +465,12 @@ impl<S: SimKeys> Sim<S> {
         }
     }
 
-    /// A member relays the Atomix locks of its committed heights `from..=to`, proven against its tip, to
-    /// every member of each output shard, and plans the next attempt (1, 4 and 16 s later). A Byzantine
-    /// member relays them forged (each amount doubled) instead.
-    fn relay(&mut self, node: usize, from: u64, to: u64, attempt: u32) {
+    /// A member relays the Atomix locks of its committed heights `relay.from..=relay.to`, proven against its
+    /// tip, to every member of each output shard, and plans the next attempt on the node's schedule
+    /// (`chain::node::schedule`: 2, 8, 32 and 128 s later) if `retry`. A Byzantine member relays them forged
+    /// (each amount doubled) instead.
+    fn relay(&mut self, node: usize, relay: Relay, retry: bool) {
+        let Relay { from, to, .. } = relay;
         let Some(replica) = self.nodes[node].replica.as_ref() else {
             return;
         };
@@ -498,14 +501,13 @@ impl<S: SimKeys> Sim<S> {
                 }
             }
         }
-        if attempt < 3 {
+        if retry && let Some((wait, next)) = relay.next() {
             self.at(
-                self.now + 1_000 * 4u64.pow(attempt),
+                self.now + wait,
                 Event::Relay {
                     node,
-                    from,
-                    to,
-                    attempt: attempt + 1,
+                    relay: next,
+                    retry,
                 },
             );
         }
@@ -844,13 +846,23 @@ impl<S: SimKeys> Sim<S> {
             .iter()
             .any(|t| matches!(&t.tx.kind, TxKind::Transfer { to, .. } if shard_of(to, self.p.shards) != shard));
         if relays && replica.app().tip().0 == height {
+            // As the node does: every member relays at commit, one member in turn by height retries.
+            let retry = schedule::relay_retry_duty(
+                height,
+                self.committees[usize::from(shard)].len(),
+                self.nodes[node].index,
+            );
             self.at(
                 self.now,
                 Event::Relay {
                     node,
-                    from: height,
-                    to: height,
-                    attempt: 0,
+                    relay: Relay {
+                        shard,
+                        from: height,
+                        to: height,
+                        attempt: 0,
+                    },
+                    retry,
                 },
             );
         }
@@ -1026,12 +1038,7 @@ impl<S: SimKeys> Sim<S> {
                 self.partitions.remove(&shard);
             }
             Event::Client(shard) => self.client(shard),
-            Event::Relay {
-                node,
-                from,
-                to,
-                attempt,
-            } => self.relay(node, from, to, attempt),
+            Event::Relay { node, relay, retry } => self.relay(node, relay, retry),
             Event::Inbound {
                 to,
                 inbound,
@@ -1053,16 +1060,22 @@ impl<S: SimKeys> Sim<S> {
         let mut replica = Replica::new(config, committee, n.index, n.secret.clone(), app)
             .map_err(|e| format!("node {node} could not resume: {e}"))?;
         replica.app_mut().set_certifier(self.certifier.clone());
-        // The relays planned before the crash are gone: relay the locks of the recent heights again.
+        // The relays planned before the crash are gone: as the node does when it opens a shard lane, relay
+        // the locks of the recent heights again, first after `RELAY_FIRST_RETRY_MS`, then on the schedule.
         let tip = replica.app().tip().0;
+        let shard = self.nodes[node].shard;
         self.nodes[node].replica = Some(replica);
         self.at(
-            self.now,
+            self.now + schedule::RELAY_FIRST_RETRY_MS,
             Event::Relay {
                 node,
-                from: tip.saturating_sub(64),
-                to: tip,
-                attempt: 0,
+                relay: Relay {
+                    shard,
+                    from: tip.saturating_sub(schedule::RELAY_ON_OPEN_HEIGHTS),
+                    to: tip,
+                    attempt: 0,
+                },
+                retry: true,
             },
         );
         self.handle(node, Input::Tick)

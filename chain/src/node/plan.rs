@@ -1,0 +1,54 @@
+//! Which lanes a validator keeps and in which role: the decisions of the driver's `reconcile`, as functions
+//! of the beacon chain alone, so that every validator (and the simulator) derives its duties the same way.
+//!
+//! The shard lane keeps its shard while the validator is a member of the committee of the height it
+//! decides (its duty there is not over), else moves to the shard of its seat in the newest epoch, else
+//! closes. A lane changes committee exactly at an epoch boundary, since committees are drawn per epoch.
+
+use crate::ShardId;
+use crate::address::Address;
+use crate::beacon::{BeaconApp, BeaconState};
+use crate::bft::{Bls, Committee};
+use crate::block::BEACON_SHARD;
+use crate::store::Store;
+
+use super::lane::index_in;
+
+/// The beacon lane's role: a member of the newest epoch's beacon committee (which certifies the next
+/// beacon block), with its index and that committee, or `None`: follow.
+pub fn beacon_role(known: &BeaconState, account: &Address) -> Option<(u16, Committee<Bls>)> {
+    let committee = known.committee(BEACON_SHARD)?;
+    index_in(&committee, account).map(|i| (i, committee))
+}
+
+/// The role in `shard` at `height`: a member of the committee that certifies that height (from the beacon
+/// state, or the beacon's archive of past epochs), or `None`: follow (also when the beacon does not know
+/// that height's epoch yet, which holds the lane at the epoch boundary until it does).
+pub fn shard_role<St: Store>(
+    beacon: &BeaconApp<St>,
+    account: &Address,
+    shard: ShardId,
+    height: u64,
+) -> Option<(u16, Committee<Bls>)> {
+    let committee = beacon.committee_at(shard, height)?;
+    index_in(&committee, account).map(|i| (i, committee))
+}
+
+/// The shard the shard lane should keep, given the lane it has now (its shard and the height it decides):
+/// the current one while on duty there, else the shard of its seat in the newest epoch, else none.
+pub fn shard_target<St: Store>(
+    beacon: &BeaconApp<St>,
+    account: &Address,
+    current: Option<(ShardId, u64)>,
+) -> Option<ShardId> {
+    if let Some((shard, height)) = current
+        && shard_role(beacon, account, shard, height).is_some()
+    {
+        return Some(shard);
+    }
+    beacon
+        .state()
+        .seat_of(account)
+        .map(|(s, _)| s)
+        .filter(|s| *s != BEACON_SHARD)
+}

@@ -1,0 +1,314 @@
+//! What validators gossip: one envelope format on every chain topic.
+//!
+//! ```text
+//! envelope := version:u8 (=1) kind
+//! kind     := 1 from:u16 bft_message                          consensus message to the whole committee
+//!           | 2 from:u16 to:u16 bft_message                   consensus message for one member (others drop it)
+//!           | 3 count:u32 (len:u32 signed_transaction){count} transactions for the shard's mempools
+//!           | 4 header certificate:var registry:var            a certified shard head, on the beacon topic,
+//!                                                             with its shard's registry events (empty: none)
+//!           | 5 inbound                                       Atomix locks for the output shard's topic
+//!                                                             (chain::atomix, at most INBOUND_RELAY_BYTES_MAX)
+//!           | 6 evidence                                      proof of a shard member's fault, on the beacon
+//!                                                             topic (chain::bft::wire::encode_evidence)
+//! ```
+//!
+//! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
+//! committee; it only decides where answers go, since every vote, proposal and certificate inside is signed
+//! and checked by the replica. Decoding checks every length, rejects trailing bytes and never panics.
+
+use crate::SignedTransaction;
+use crate::atomix::{INBOUND_RELAY_BYTES_MAX, Inbound};
+use crate::bft::{self, Bls, Evidence, Message, QuorumCertificate};
+use crate::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::registry::RegistryBatch;
+use crate::tx::TX_BYTES_MAX;
+
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Transactions in one gossiped batch.
+pub const TX_BATCH_MAX: usize = 1024;
+/// The largest envelope: a consensus message with its header, or a full transaction batch.
+pub const ENVELOPE_BYTES_MAX: usize = {
+    let consensus = bft::wire::MESSAGE_BYTES_MAX + 8;
+    let txs = 6 + TX_BATCH_MAX * (4 + TX_BYTES_MAX);
+    if consensus > txs { consensus } else { txs }
+};
+
+#[derive(Debug)]
+pub enum Envelope {
+    Consensus {
+        from: u16,
+        to: Option<u16>,
+        message: Box<Message<Bls>>,
+    },
+    Transactions(Vec<SignedTransaction>),
+    /// A finalised block header of some shard with its precommit certificate and registry events.
+    Head(Box<Head>),
+    /// Atomix locks of another shard, relayed to the recipients' shard.
+    Inbound(Box<Inbound>),
+    /// Two conflicting messages signed by one member of a shard committee.
+    Evidence(Box<Evidence<Bls>>),
+}
+
+/// A certified shard head as gossiped: what the beacon's cross-links are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub header: BlockHeader,
+    pub certificate: QuorumCertificate<Bls>,
+    pub registry: Option<RegistryBatch>,
+}
+
+/// A certificate is a bitmap of at most 1,024 signers and one signature, far below this.
+const CERTIFICATE_BYTES_MAX: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is {0} bytes, more than the maximum")]
+    Oversized(usize),
+    #[error("unknown envelope version {0}")]
+    Version(u8),
+    #[error("unknown envelope kind {0}")]
+    Kind(u8),
+    #[error("malformed envelope: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("transaction {index} in the batch: {error}")]
+    Transaction { index: usize, error: crate::TxError },
+}
+
+pub fn encode_consensus(from: u16, to: Option<u16>, message: &Message<Bls>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION);
+    match to {
+        None => w.u8(1).u16(from),
+        Some(to) => w.u8(2).u16(from).u16(to),
+    };
+    let mut out = w.finish();
+    out.extend_from_slice(&bft::wire::encode(message));
+    out
+}
+
+pub fn encode_transactions(txs: &[SignedTransaction]) -> Vec<u8> {
+    assert!(txs.len() <= TX_BATCH_MAX, "batches are cut at TX_BATCH_MAX");
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION).u8(3);
+    w.u32(u32::try_from(txs.len()).expect("at most TX_BATCH_MAX"));
+    for tx in txs {
+        w.var(&tx.encode());
+    }
+    w.finish()
+}
+
+pub fn encode_head(head: &Head) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION).u8(4);
+    head.header.encode_into(&mut w);
+    w.var(&head.certificate.encode());
+    w.var(&RegistryBatch::encode_optional(head.registry.as_ref()));
+    w.finish()
+}
+
+/// `None` if the inbound is larger than a relay may be (see [`Inbound::split`]).
+pub fn encode_inbound(inbound: &Inbound) -> Option<Vec<u8>> {
+    let mut w = Writer::new();
+    w.u8(ENVELOPE_VERSION).u8(5);
+    inbound.encode_into(&mut w);
+    (w.len() <= INBOUND_RELAY_BYTES_MAX + 2).then(|| w.finish())
+}
+
+pub fn encode_evidence(evidence: &Evidence<Bls>) -> Vec<u8> {
+    let mut out = vec![ENVELOPE_VERSION, 6];
+    out.extend_from_slice(&bft::wire::encode_evidence(evidence));
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+    if bytes.len() > ENVELOPE_BYTES_MAX {
+        return Err(EnvelopeError::Oversized(bytes.len()));
+    }
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != ENVELOPE_VERSION {
+        return Err(EnvelopeError::Version(version));
+    }
+    match r.u8()? {
+        kind @ (1 | 2) => {
+            let from = r.u16()?;
+            let to = if kind == 2 { Some(r.u16()?) } else { None };
+            let header = if kind == 2 { 6 } else { 4 };
+            let message = bft::wire::decode::<Bls>(&bytes[header..])?;
+            Ok(Envelope::Consensus {
+                from,
+                to,
+                message: Box::new(message),
+            })
+        }
+        3 => {
+            let count = r.count("transactions", TX_BATCH_MAX, 4)?;
+            let mut txs = Vec::with_capacity(count);
+            for index in 0..count {
+                let tx = SignedTransaction::decode(r.var("transaction", TX_BYTES_MAX)?)
+                    .map_err(|error| EnvelopeError::Transaction { index, error })?;
+                txs.push(tx);
+            }
+            r.finish()?;
+            Ok(Envelope::Transactions(txs))
+        }
+        4 => {
+            let header = BlockHeader::decode_from(&mut r)?;
+            let certificate =
+                QuorumCertificate::decode(r.var("certificate", CERTIFICATE_BYTES_MAX)?)?;
+            let registry =
+                RegistryBatch::decode_optional(r.var("registry batch", LINK_REGISTRY_BYTES_MAX)?)?;
+            r.finish()?;
+            Ok(Envelope::Head(Box::new(Head {
+                header,
+                certificate,
+                registry,
+            })))
+        }
+        5 => {
+            if bytes.len() > INBOUND_RELAY_BYTES_MAX + 2 {
+                return Err(EnvelopeError::Oversized(bytes.len()));
+            }
+            let inbound = Inbound::decode_from(&mut r)?;
+            r.finish()?;
+            Ok(Envelope::Inbound(Box::new(inbound)))
+        }
+        6 => Ok(Envelope::Evidence(Box::new(bft::wire::decode_evidence(
+            &bytes[2..],
+        )?))),
+        other => Err(EnvelopeError::Kind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::{Address, Amount, Transaction, TxKind};
+    use proptest::prelude::*;
+
+    fn tx(nonce: u64) -> SignedTransaction {
+        let key = SecretKey::dev("wire");
+        Transaction {
+            chain_id: 1,
+            sender: key.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 9,
+            kind: TxKind::Transfer {
+                to: Address([3; 32]),
+                amount: Amount(4),
+            },
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let status = Message::<Bls>::Status {
+            shard: 1,
+            height: 7,
+            round: 2,
+        };
+        for to in [None, Some(3)] {
+            match decode(&encode_consensus(2, to, &status)).expect("decodes") {
+                Envelope::Consensus {
+                    from,
+                    to: got,
+                    message,
+                } => {
+                    assert_eq!((from, got), (2, to));
+                    assert!(matches!(
+                        *message,
+                        Message::Status {
+                            shard: 1,
+                            height: 7,
+                            round: 2
+                        }
+                    ));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let header = crate::ledger::genesis_header(&crate::ChainParams::devnet(2), 1, [9; 32]);
+        let certificate = QuorumCertificate::<Bls> {
+            kind: crate::bft::VoteKind::Precommit,
+            shard: 1,
+            height: 0,
+            round: 0,
+            block: header.hash(),
+            signers: vec![0b1110],
+            signature: crate::crypto::bls::SecretKey::dev("wire").sign(b"x"),
+        };
+        let registry = crate::registry::RegistryBatch {
+            from: 2,
+            events: vec![crate::registry::RegistryEvent::StorageNode {
+                id: Address([5; 32]),
+                stake: Amount(6),
+            }],
+            checkpoint: crate::smt::SparseMerkleTree::new().prove(&[7; 32]),
+        };
+        for registry in [None, Some(registry)] {
+            let head = Head {
+                header: header.clone(),
+                certificate: certificate.clone(),
+                registry,
+            };
+            match decode(&encode_head(&head)).expect("decodes") {
+                Envelope::Head(got) => assert_eq!(*got, head),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let lock = crate::atomix::Lock {
+            tx_id: [1; 32],
+            from: Address([2; 32]),
+            to: Address([3; 32]),
+            amount: Amount(4),
+        };
+        let mut tree = crate::smt::SparseMerkleTree::new();
+        tree.insert(crate::atomix::Lock::key(&lock.tx_id), lock.value_hash());
+        let proof = tree.prove(&crate::atomix::Lock::key(&lock.tx_id));
+        let inbound = Inbound {
+            header: header.clone(),
+            certificate: certificate.encode(),
+            locks: vec![(lock, proof)],
+        };
+        match decode(&encode_inbound(&inbound).expect("small")).expect("decodes") {
+            Envelope::Inbound(got) => assert_eq!(*got, inbound),
+            other => panic!("unexpected {other:?}"),
+        }
+        let key = crate::crypto::bls::SecretKey::dev("wire");
+        let vote = |block| {
+            crate::bft::Vote::<Bls>::sign(1, 0, crate::bft::VoteKind::Prevote, 3, 0, block, 1, &key)
+        };
+        let evidence = Evidence::DoubleVote(vote(None), vote(Some([1; 32])));
+        match decode(&encode_evidence(&evidence)).expect("decodes") {
+            Envelope::Evidence(got) => assert_eq!(*got, evidence),
+            other => panic!("unexpected {other:?}"),
+        }
+        let txs: Vec<_> = (0..3).map(tx).collect();
+        match decode(&encode_transactions(&txs)).expect("decodes") {
+            Envelope::Transactions(got) => assert_eq!(got, txs),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// Random and mutated bytes give errors, never panics.
+        #[test]
+        fn decoding_never_panics(
+            random in proptest::collection::vec(any::<u8>(), 0..600),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let _ = decode(&random);
+            let mut valid = encode_transactions(&[tx(1), tx(2)]);
+            let i = flip.0 % valid.len();
+            valid[i] ^= flip.1;
+            let _ = decode(&valid);
+            valid.truncate(i);
+            prop_assert!(decode(&valid).is_err());
+        }
+    }
+}
