@@ -160,6 +160,66 @@ pub mod bls {
         [domain::BLS_POP, &pk.0].concat()
     }
 
+    /// Successful verifications remembered by [`remember_verifications`], at most this many (then the
+    /// memory starts over).
+    const REMEMBERED_MAX: usize = 1 << 16;
+
+    static REMEMBER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static REMEMBERED: std::sync::Mutex<Option<std::collections::HashSet<[u8; 32]>>> =
+        std::sync::Mutex::new(None);
+
+    /// Makes this process remember every signature check that succeeded (keyed by a hash of the keys, the
+    /// message and the signature), so that checking the same signature again costs a hash. A check is a
+    /// pure function of those inputs, so the answer is the same; only successes are kept, so a peer's
+    /// bad signatures cannot fill the memory with its own entries. Off by default: a validator checks
+    /// each signature about once, and the devnet and its benches run every validator in one process,
+    /// where a shared memory would hide the cost of all but the first check. The simulators turn it on,
+    /// since there the same certificate is checked by every simulated validator.
+    pub fn remember_verifications(on: bool) {
+        REMEMBER.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs `check` unless the same check (`kind`, `pks`, `message`, `sig`) is remembered as passed.
+    fn checked(
+        kind: &[u8],
+        pks: &[PublicKey],
+        message: &[u8],
+        sig: &Signature,
+        check: impl FnOnce() -> Result<(), CryptoError>,
+    ) -> Result<(), CryptoError> {
+        if !REMEMBER.load(std::sync::atomic::Ordering::Relaxed) {
+            return check();
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(kind);
+        hasher.update(&(pks.len() as u64).to_le_bytes());
+        for pk in pks {
+            hasher.update(&pk.0);
+        }
+        hasher.update(&(message.len() as u64).to_le_bytes());
+        hasher.update(message);
+        hasher.update(&sig.0);
+        let key = *hasher.finalize().as_bytes();
+        let seen = |key: &[u8; 32]| {
+            REMEMBERED
+                .lock()
+                .map(|m| m.as_ref().is_some_and(|m| m.contains(key)))
+                .unwrap_or(false)
+        };
+        if seen(&key) {
+            return Ok(());
+        }
+        check()?;
+        if let Ok(mut m) = REMEMBERED.lock() {
+            let m = m.get_or_insert_with(Default::default);
+            if m.len() >= REMEMBERED_MAX {
+                m.clear();
+            }
+            m.insert(key);
+        }
+        Ok(())
+    }
+
     fn decode_pk(pk: &PublicKey) -> Result<b::PublicKey, CryptoError> {
         // `key_validate` rejects the identity and points outside the prime-order subgroup.
         b::PublicKey::key_validate(&pk.0).map_err(|_| CryptoError::BadBlsPublicKey)
@@ -175,12 +235,14 @@ pub mod bls {
         }
 
         pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), CryptoError> {
-            let pk = decode_pk(self)?;
-            let sig = decode_sig(sig)?;
-            match sig.verify(false, message, DST_SIG, &[], &pk, false) {
-                BLST_ERROR::BLST_SUCCESS => Ok(()),
-                _ => Err(CryptoError::BadBlsSignature),
-            }
+            checked(b"verify", std::slice::from_ref(self), message, sig, || {
+                let pk = decode_pk(self)?;
+                let sig = decode_sig(sig)?;
+                match sig.verify(false, message, DST_SIG, &[], &pk, false) {
+                    BLST_ERROR::BLST_SUCCESS => Ok(()),
+                    _ => Err(CryptoError::BadBlsSignature),
+                }
+            })
         }
 
         pub fn verify_proof_of_possession(&self, pop: &Signature) -> Result<(), CryptoError> {
@@ -212,19 +274,43 @@ pub mod bls {
         if pks.is_empty() {
             return Err(CryptoError::BadBlsSignature);
         }
-        let decoded = pks.iter().map(decode_pk).collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&b::PublicKey> = decoded.iter().collect();
-        let sig = decode_sig(sig)?;
-        match sig.fast_aggregate_verify(false, message, DST_SIG, &refs) {
-            BLST_ERROR::BLST_SUCCESS => Ok(()),
-            _ => Err(CryptoError::BadBlsSignature),
-        }
+        checked(b"aggregate", pks, message, sig, || {
+            let decoded = pks.iter().map(decode_pk).collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&b::PublicKey> = decoded.iter().collect();
+            let sig = decode_sig(sig)?;
+            match sig.fast_aggregate_verify(false, message, DST_SIG, &refs) {
+                BLST_ERROR::BLST_SUCCESS => Ok(()),
+                _ => Err(CryptoError::BadBlsSignature),
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With verifications remembered, a signature that passed passes again, and nothing else passes: a
+    /// different message, key or signature, or an aggregate missing a signer.
+    #[test]
+    fn remembered_bls_checks_still_refuse_what_does_not_verify() {
+        bls::remember_verifications(true);
+        let (a, b) = (bls::SecretKey::dev("a"), bls::SecretKey::dev("b"));
+        let sig = a.sign(b"m");
+        for _ in 0..2 {
+            assert_eq!(a.public().verify(b"m", &sig), Ok(()));
+        }
+        assert!(a.public().verify(b"n", &sig).is_err());
+        assert!(b.public().verify(b"m", &sig).is_err());
+        assert!(a.public().verify(b"m", &b.sign(b"m")).is_err());
+        let both = bls::aggregate(&[sig, b.sign(b"m")]).expect("valid signatures");
+        let keys = [a.public(), b.public()];
+        for _ in 0..2 {
+            assert_eq!(bls::verify_aggregate(&keys, b"m", &both), Ok(()));
+        }
+        assert!(bls::verify_aggregate(&keys[..1], b"m", &both).is_err());
+        assert!(bls::verify_aggregate(&keys, b"n", &both).is_err());
+    }
 
     #[test]
     fn ed25519_signs_and_verifies_strictly() {

@@ -3,9 +3,8 @@
 //! `chain::node::CatchUpThrottle` and speak the gossip envelope (`chain::node::wire`) to each other. Messages
 //! go through a seeded loop that delays and duplicates them; one seed replays one run.
 //!
-//! This is the harness of the lanes, the plan and the schedule, not of a whole validator: the event loop
-//! (commands, heads, relays between shards) is still the driver's in `chain-node` (see `specs/consensus.md`
-//! §4.1), and moving it here as a `Node` is what issue 13 leaves to do.
+//! This is the harness of the lanes, the plan and the schedule alone; whole validators (`chain::node::Node`)
+//! with the beacon chain, epochs and Atomix between shards run in `node_simulator.rs`.
 
 use std::collections::BTreeMap;
 

@@ -1,14 +1,20 @@
-//! The validator's logic that does not touch the network, the disk or the clock: what a lane is and how it
-//! changes role ([`lane`]), which lanes and roles the beacon chain gives a validator
+//! The validator's logic that does not touch the network, the disk or the clock: the validator itself as
+//! one state machine ([`machine::Node`]: `handle(now_ms, input)`, `poll_output()`, `poll_timeout()`), what
+//! a lane is and how it changes role ([`lane`]), which lanes and roles the beacon chain gives a validator
 //! ([`plan`]), the schedule of relays, catch-up sends, follower asks and head duty
 //! ([`schedule`]), and the envelope validators gossip ([`wire`]). The tokio/libp2p driver in `chain-node`
 //! owns the sockets, timers and RocksDB stores and calls into these with its own `now_ms`; the simulator
 //! and the node harness in `chain/tests` call into the same code, so that both run one set of rules.
 
 pub mod lane;
+pub mod machine;
 pub mod plan;
 pub mod schedule;
 pub mod wire;
 
 pub use lane::{Drained, Lane, Role, index_in};
+pub use machine::{
+    AtomixStatus, BeaconView, CommitNotice, Disk, Input, LaneStatus, Node, NodeConfig, NodeError,
+    Output, ProofOf, ShardHead, Topic,
+};
 pub use schedule::{CatchUpThrottle, EvidenceSent, Relay, RelaySchedule};

@@ -1,0 +1,1106 @@
+//! A validator as one sans-IO state machine: [`Node`] keeps the beacon lane and the shard lane, decides
+//! everything a validator decides (roles and hand-offs at epoch boundaries, catch-up and its throttle, the
+//! Atomix relay schedule, head duty, evidence, transaction admission, commit notices, status) and tells its
+//! driver what to do as [`Output`]s: publish these bytes on this topic, subscribe to that topic, check these
+//! signatures, announce this commit.
+//!
+//! The driver owns the sockets, the timers and the disk. It calls [`Node::handle`] with its clock in
+//! milliseconds (`now_ms`) and an [`Input`] (a timer fired, gossip arrived, a batch's signatures were
+//! checked), drains [`Node::poll_output`], and sleeps until [`Node::poll_timeout`]. The tokio/libp2p driver
+//! in `chain-node` and the simulator in `chain/tests` run this same code; neither decides anything of its own.
+//!
+//! Nothing a peer sends can panic it: envelopes are length-checked and decoded into typed errors, and the
+//! replica and follower check every signature and certificate themselves.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::address::Address;
+use crate::beacon::{BeaconApp, BeaconState, LinkError};
+use crate::bft::{
+    self, Bls, Committee, Evidence, FOLLOWER, Followed, Message, Output as ReplicaOutput,
+    QuorumCertificate, ReplicaError,
+};
+use crate::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
+use crate::crypto::{Hash, bls};
+use crate::genesis::Genesis;
+use crate::ledger::{App, LedgerError, ShardApp};
+use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use crate::store::{Store, StoreError};
+use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
+
+use super::lane::Lane as AnyLane;
+use super::schedule::{
+    self, BEACON_COMMIT_WAIT_MS, CatchUpThrottle, EvidenceSent, RELAY_FIRST_RETRY_MS,
+    RELAY_ON_OPEN_HEIGHTS, Relay, RelaySchedule,
+};
+use super::wire::{self, Envelope, TX_BATCH_MAX};
+
+/// A lane of a validator: BLS votes, as on the beacon chain.
+type Lane<A> = AnyLane<Bls, A>;
+
+/// Outputs waiting for the driver; past this the oldest gossip is dropped (a driver that stops draining
+/// would otherwise grow it without bound; consensus re-sends what matters).
+pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
+
+/// Where a validator's chains live: the driver opens one store per lane (`beacon`, `shard-<s>`), on
+/// RocksDB in the node and in memory in the simulator. A store opened again after a crash holds exactly
+/// the batches written before it.
+pub trait Disk {
+    type Store: Store;
+    fn open(&mut self, name: &str) -> Result<Self::Store, StoreError>;
+}
+
+/// The gossip topics a validator uses. The names carry the chain id (see [`Topic::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// Shards' heads: every validator listens, the beacon chain links them.
+    Heads,
+    /// The beacon chain's consensus messages and evidence of faults.
+    Beacon,
+    /// A shard's consensus messages, transactions and the Atomix locks relayed to it.
+    Shard(ShardId),
+}
+
+impl Topic {
+    /// The gossipsub topic name.
+    pub fn name(self, chain_id: u32) -> String {
+        match self {
+            Topic::Heads => format!("/ios/{chain_id:08x}/beacon/1"),
+            Topic::Beacon => format!("/ios/{chain_id:08x}/beacon-bft/1"),
+            Topic::Shard(shard) => format!("/ios/{chain_id:08x}/shard/{shard}/1"),
+        }
+    }
+
+    /// The topic of a lane's consensus messages: the beacon's, or a shard's.
+    pub fn of_lane(shard: ShardId) -> Topic {
+        if shard == BEACON_SHARD {
+            Topic::Beacon
+        } else {
+            Topic::Shard(shard)
+        }
+    }
+}
+
+/// How a validator runs; the same for the node and the simulator.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub genesis: Arc<Genesis>,
+    /// Members of every committee (the shards' and the beacon's), as in genesis.
+    pub committee_size: usize,
+    /// Shard heights per epoch (0: no epoch changes). The same for every validator of a chain.
+    pub epoch_length: u64,
+    /// The validator's account and its BLS vote key.
+    pub account: Address,
+    pub bls_secret: bls::SecretKey,
+    /// Transactions per block, at most `chain::block::BLOCK_TXS_MAX`.
+    pub block_txs_max: usize,
+    /// Consensus timing per (chain id, shard); `None`: `bft::Config::new`. The beacon's commit wait is
+    /// at least [`BEACON_COMMIT_WAIT_MS`] either way.
+    pub bft: Option<fn(u32, u16) -> bft::Config>,
+}
+
+impl NodeConfig {
+    fn bft_config(&self, shard: ShardId) -> bft::Config {
+        let chain_id = self.genesis.params.chain_id;
+        let mut c = match self.bft {
+            Some(f) => f(chain_id, shard),
+            None => bft::Config::new(chain_id, shard),
+        };
+        if shard == BEACON_SHARD {
+            c.commit_wait_ms = c.commit_wait_ms.max(BEACON_COMMIT_WAIT_MS);
+        }
+        c
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("opening the ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("resuming consensus: {0}")]
+    Replica(#[from] ReplicaError),
+    #[error("opening a chain store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the driver gives the node.
+#[derive(Debug)]
+pub enum Input {
+    /// A timer fired (the one [`Node::poll_timeout`] asked for, or any other: ticks are idempotent).
+    Tick,
+    /// A gossip message arrived on `topic` (bytes exactly as a peer sent them).
+    Gossip { topic: Topic, data: Vec<u8> },
+    /// A gossiped batch whose signatures the driver checked, as [`Output::Verify`] asked.
+    Verified {
+        txs: Vec<SignedTransaction>,
+        signatures_ok: Vec<bool>,
+    },
+}
+
+/// What the node asks its driver to do, in order.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Publish `bytes` (an encoded [`Envelope`]) on `topic`. Delivery is best effort: consensus re-sends
+    /// what matters.
+    Publish { topic: Topic, bytes: Vec<u8> },
+    /// Subscribe to a topic (a shard lane opened). Topics are never left: see [`Node::handle`].
+    Subscribe(Topic),
+    /// Check the signatures of a gossiped batch (off the node's thread if the driver likes) and give it
+    /// back as [`Input::Verified`].
+    Verify(Vec<SignedTransaction>),
+    /// A block of either lane was committed here.
+    Committed(Arc<CommitNotice>),
+}
+
+/// One committed block, as clients waiting for finality see it.
+#[derive(Debug, Clone)]
+pub struct CommitNotice {
+    pub shard: ShardId,
+    pub height: u64,
+    pub block: Hash,
+    /// The committee member that proposed it (the proposer of the round its certificate is from).
+    pub proposer: Address,
+    pub tx_ids: Vec<Hash>,
+    /// The transactions of other shards whose Atomix locks the block committed here.
+    pub inbound_ids: Vec<Hash>,
+    /// The block's state root.
+    pub state_root: Hash,
+    /// Whether this validator decided it as a member (else it followed).
+    pub member: bool,
+}
+
+impl CommitNotice {
+    /// Whether the block committed the Atomix lock of transaction `id` (of another shard).
+    pub fn commits_lock(&self, id: &Hash) -> bool {
+        self.inbound_ids.contains(id)
+    }
+}
+
+/// The latest certified block of a shard that this validator knows of: its own shard's from its commits, the
+/// others' from heads gossiped on the heads topic, each checked against the shard's committee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHead {
+    pub height: u64,
+    pub block: Hash,
+    pub state_root: Hash,
+}
+
+/// The chain a validator keeps (its shard lane's, else its beacon lane's) as of its last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneStatus {
+    pub shard: ShardId,
+    pub height: u64,
+    pub tip: Hash,
+    pub state_root: Hash,
+    pub round: u32,
+    /// The epoch of the height being decided.
+    pub epoch: u64,
+    /// Whether it is a member of the committee deciding it (else it follows).
+    pub member: bool,
+}
+
+/// The beacon chain at a validator's beacon tip.
+#[derive(Debug, Clone)]
+pub struct BeaconView {
+    pub height: u64,
+    pub tip: Hash,
+    pub state: Arc<BeaconState>,
+    /// Whether the validator sits on the beacon committee (else it follows the beacon chain).
+    pub member: bool,
+}
+
+/// Where an Atomix transfer stands on the shard a validator keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AtomixStatus {
+    /// The shard the answer is about (`None`: the validator keeps no shard).
+    pub shard: Option<ShardId>,
+    /// The transaction was made on this shard and locked value for another.
+    pub locked: bool,
+    /// This shard committed the lock (credited its recipient).
+    pub committed: bool,
+}
+
+/// What a proof is asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum ProofOf {
+    Account(Address),
+    Tx(Hash),
+}
+
+/// A commit of either lane, whoever produced it (replica or follower).
+struct Commit {
+    shard: ShardId,
+    block: Arc<Block>,
+    certificate: QuorumCertificate<Bls>,
+    /// The member index that should publish the head, if this validator is a member.
+    member: Option<u16>,
+    committee: Committee<Bls>,
+}
+
+/// A validator: its beacon lane, its shard lane, and its schedule.
+pub struct Node<D: Disk> {
+    config: NodeConfig,
+    disk: D,
+    /// Whether this validator keeps the beacon chain: every validator when epochs change (to know each
+    /// epoch's committees), else only the beacon committee's members.
+    follows_beacon: bool,
+    /// Always present; an `Option` only so a role change can move it.
+    beacon: Option<Lane<BeaconApp<D::Store>>>,
+    shard: Option<Lane<ShardApp<D::Store>>>,
+    /// The beacon state of the beacon lane's tip.
+    known: Arc<BeaconState>,
+    chain_id: u32,
+    now_ms: u64,
+    outputs: VecDeque<Output>,
+    heads: Vec<Option<ShardHead>>,
+    status: LaneStatus,
+    beacon_member: bool,
+    evidence: u64,
+    catch_up: CatchUpThrottle,
+    relays: RelaySchedule,
+    evidence_sent: EvidenceSent,
+}
+
+impl<D: Disk> Node<D> {
+    /// Opens the validator's beacon store (resuming where it stopped) and the shard lane its seat needs,
+    /// at `now_ms`. The topics to subscribe to come out as [`Output::Subscribe`].
+    pub fn new(config: NodeConfig, mut disk: D, now_ms: u64) -> Result<Self, NodeError> {
+        let chain_id = config.genesis.params.chain_id;
+        let app = BeaconApp::open(
+            &config.genesis,
+            config.committee_size,
+            config.epoch_length,
+            disk.open("beacon")?,
+        )?;
+        let seat = app.state().seat_of(&config.account);
+        // With fixed committees only the beacon's own members keep the beacon chain; with epochs every
+        // validator follows it, to know each epoch's committees.
+        let follows_beacon =
+            config.epoch_length > 0 || seat.is_some_and(|(s, _)| s == BEACON_SHARD);
+        let known = Arc::new(app.state().clone());
+        let shard_count = usize::from(known.shard_count());
+        let (height, tip) = app.tip();
+        let beacon = Lane::follower(chain_id, BEACON_SHARD, app);
+        let mut node = Node {
+            follows_beacon,
+            beacon: Some(beacon),
+            shard: None,
+            known,
+            chain_id,
+            now_ms,
+            outputs: VecDeque::new(),
+            heads: vec![None; shard_count],
+            status: LaneStatus {
+                shard: BEACON_SHARD,
+                height,
+                tip,
+                state_root: [0; 32],
+                round: 0,
+                epoch: 0,
+                member: false,
+            },
+            beacon_member: false,
+            evidence: 0,
+            catch_up: CatchUpThrottle::default(),
+            relays: RelaySchedule::default(),
+            evidence_sent: EvidenceSent::default(),
+            config,
+            disk,
+        };
+        node.push(Output::Subscribe(Topic::Heads));
+        if follows_beacon {
+            node.push(Output::Subscribe(Topic::Beacon));
+        }
+        // The seat's shard is subscribed here even before its lane opens, so the mesh forms early.
+        if let Some((s, _)) = seat.filter(|(s, _)| *s != BEACON_SHARD) {
+            node.push(Output::Subscribe(Topic::Shard(s)));
+        }
+        node.reconcile()?;
+        node.publish_status(None);
+        node.handle(now_ms, Input::Tick)?;
+        Ok(node)
+    }
+
+    /// Feeds one input at `now_ms` (never earlier than the last call's). Afterwards the lanes sit in the
+    /// roles the beacon state gives them. An error means a store failed: the node must stop.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), NodeError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        match input {
+            Input::Tick => self.tick(),
+            Input::Gossip { topic, data } => self.on_gossip(topic, &data),
+            Input::Verified { txs, signatures_ok } => {
+                if let Some(lane) = self.shard.as_mut() {
+                    lane.app_mut().submit_verified(txs, &signatures_ok);
+                }
+            }
+        }
+        self.after_event()
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next wants an [`Input::Tick`], in the driver's `now_ms`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [
+            self.beacon.as_ref().and_then(|l| l.poll_timeout()),
+            self.shard.as_ref().and_then(|l| l.poll_timeout()),
+            self.relays.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether this validator keeps the beacon chain (and so listens on [`Topic::Beacon`]).
+    pub fn follows_beacon(&self) -> bool {
+        self.follows_beacon
+    }
+
+    pub fn account(&self) -> &Address {
+        &self.config.account
+    }
+
+    /// The shard this validator keeps, if it keeps one.
+    pub fn shard(&self) -> Option<ShardId> {
+        self.shard.as_ref().map(|l| l.shard)
+    }
+
+    /// Its shard lane's chain, else its beacon lane's, as of the last event.
+    pub fn status(&self) -> &LaneStatus {
+        &self.status
+    }
+
+    /// The newest certified head of every shard that this validator knows, in shard order.
+    pub fn heads(&self) -> &[Option<ShardHead>] {
+        &self.heads
+    }
+
+    /// The beacon chain at this validator's beacon tip.
+    pub fn beacon_view(&self) -> BeaconView {
+        let (height, tip) = self.beacon().app().tip();
+        BeaconView {
+            height,
+            tip,
+            state: self.known.clone(),
+            member: self.beacon_member,
+        }
+    }
+
+    /// The beacon ledger (read-only).
+    pub fn beacon_app(&self) -> &BeaconApp<D::Store> {
+        self.beacon().app()
+    }
+
+    /// The shard ledger, if a shard lane is open (read-only).
+    pub fn shard_app(&self) -> Option<&ShardApp<D::Store>> {
+        self.shard.as_ref().map(|l| l.app())
+    }
+
+    /// Whether client transactions can be admitted here (only a shard lane takes them).
+    pub fn takes_transactions(&self) -> bool {
+        self.shard.is_some()
+    }
+
+    /// Admits a client's batch whose signatures the driver checked; the accepted ones are gossiped to the
+    /// shard's other validators. Without a shard lane every one is refused.
+    pub fn submit(
+        &mut self,
+        now_ms: u64,
+        txs: Vec<SignedTransaction>,
+        signatures_ok: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let Some(lane) = self.shard.as_mut() else {
+            return self.refuse(&txs);
+        };
+        let results = lane.app_mut().submit_verified(txs.clone(), signatures_ok);
+        let topic = Topic::Shard(lane.shard);
+        let accepted: Vec<SignedTransaction> = txs
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(tx, _)| tx)
+            .collect();
+        for batch in accepted.chunks(TX_BATCH_MAX) {
+            self.publish(topic, wire::encode_transactions(batch));
+        }
+        results
+    }
+
+    /// Refusals for transactions sent to a validator without a shard lane: the beacon chain takes none.
+    pub fn refuse(&self, txs: &[SignedTransaction]) -> Vec<Result<(), TxError>> {
+        let shards = self.known.shard_count();
+        txs.iter()
+            .map(|tx| {
+                Err(TxError::WrongShard {
+                    shard: BEACON_SHARD,
+                    sender_shard: crate::shard_of(&tx.tx.sender_address(), shards),
+                })
+            })
+            .collect()
+    }
+
+    /// An account on the shard this validator keeps.
+    pub fn account_of(&self, address: &Address) -> Option<Account> {
+        self.shard
+            .as_ref()
+            .and_then(|l| l.app().state().account(address).cloned())
+    }
+
+    /// Where an Atomix transfer stands on the shard this validator keeps.
+    pub fn atomix(&self, tx: &Hash) -> AtomixStatus {
+        self.shard.as_ref().map_or(AtomixStatus::default(), |l| {
+            let state = l.app().state();
+            AtomixStatus {
+                shard: Some(l.shard),
+                locked: state.is_locked(tx),
+                committed: state.is_committed(tx),
+            }
+        })
+    }
+
+    /// Relays the Atomix lock that transaction `tx` made on this validator's shard again, now (a client's
+    /// nudge when its transfer seems stuck); whether this shard holds such a lock.
+    pub fn relay_lock(&mut self, now_ms: u64, tx: &Hash) -> bool {
+        self.now_ms = self.now_ms.max(now_ms);
+        let found = self.shard.as_ref().and_then(|l| {
+            let app = l.app();
+            let height = app.height_of_tx(tx)?;
+            app.state().is_locked(tx).then_some((l.shard, height))
+        });
+        if let Some((shard, height)) = found {
+            let relay = Relay {
+                shard,
+                from: height,
+                to: height,
+                attempt: 0,
+            };
+            self.relay(relay, false);
+        }
+        found.is_some()
+    }
+
+    /// A proof against the shard lane's tip.
+    pub fn prove(&self, what: ProofOf) -> Option<spv::Proof> {
+        self.shard.as_ref().and_then(|l| match what {
+            ProofOf::Account(a) => l.app().prove_account(&a).map(spv::Proof::Account),
+            ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
+        })
+    }
+
+    /// The proofs of the epochs after `after` that the beacon lane holds, at most `spv::EPOCH_PROOFS_MAX`.
+    pub fn epoch_proofs(&self, after: u64) -> Vec<spv::EpochProof> {
+        let app = self.beacon().app();
+        (after.saturating_add(1)..=app.state().epoch())
+            .take(spv::EPOCH_PROOFS_MAX)
+            .map_while(|e| app.epoch_proof(e))
+            .collect()
+    }
+
+    /// One line per lane on what it waits for.
+    pub fn describe(&self) -> String {
+        let lanes: Vec<String> = std::iter::once(self.beacon().describe())
+            .chain(self.shard.as_ref().map(|l| l.describe()))
+            .collect();
+        lanes.join("; ")
+    }
+
+    /// Gives the disk back (the simulator's restart reopens the same stores).
+    pub fn into_disk(self) -> D {
+        self.disk
+    }
+
+    fn beacon(&self) -> &Lane<BeaconApp<D::Store>> {
+        self.beacon
+            .as_ref()
+            .expect("the beacon lane is only moved out inside reconcile")
+    }
+
+    fn beacon_mut(&mut self) -> &mut Lane<BeaconApp<D::Store>> {
+        self.beacon
+            .as_mut()
+            .expect("the beacon lane is only moved out inside reconcile")
+    }
+
+    fn push(&mut self, output: Output) {
+        if self.outputs.len() >= OUTPUTS_QUEUED_MAX {
+            self.outputs.pop_front();
+        }
+        self.outputs.push_back(output);
+    }
+
+    fn publish(&mut self, topic: Topic, bytes: Vec<u8>) {
+        self.push(Output::Publish { topic, bytes });
+    }
+
+    /// After every event: publish what the lanes produced, move them to the roles the beacon state says,
+    /// and stop if a ledger's store failed.
+    fn after_event(&mut self) -> Result<(), NodeError> {
+        self.flush();
+        self.reconcile()?;
+        self.flush();
+        self.refresh_round();
+        if let Some(e) = self
+            .beacon()
+            .halted()
+            .cloned()
+            .or_else(|| self.shard.as_ref().and_then(|l| l.halted().cloned()))
+        {
+            return Err(NodeError::Ledger(LedgerError::Store(e)));
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ms;
+        self.beacon_mut().tick(now);
+        if let Some(lane) = self.shard.as_mut() {
+            lane.tick(now);
+        }
+        while let Some(relay) = self.relays.pop_due(now) {
+            self.relay(relay, true);
+        }
+    }
+
+    /// Which shard the shard lane should keep, and in which role (see [`super::plan`]).
+    fn reconcile(&mut self) -> Result<(), NodeError> {
+        let account = self.config.account;
+        let now = self.now_ms;
+        // The beacon lane: a member of the newest epoch's beacon committee (which certifies its next block).
+        let want = super::plan::beacon_role(&self.known, &account);
+        let lane = self.beacon.take().expect("present outside reconcile");
+        let config = self.config.bft_config(BEACON_SHARD);
+        self.beacon = Some(lane.set_role(want, config, &self.config.bls_secret, now)?);
+        // The view says the role now, not the role of the last commit.
+        self.beacon_member = self.beacon().member().is_some();
+
+        let current = self.shard.as_ref().map(|l| (l.shard, l.height()));
+        let target = super::plan::shard_target(self.beacon().app(), &account, current);
+        if self.shard.as_ref().map(|l| l.shard) != target {
+            // The old lane's topic stays subscribed: gossipsub answers an unsubscribe with prunes and
+            // backoffs, and a validator that comes back to that shard within them would not hear its
+            // committee. Messages of a shard without a lane here are dropped on arrival.
+            self.shard = None;
+            if let Some(shard) = target {
+                self.open_shard(shard)?;
+            }
+            self.publish_status(None);
+        }
+        if let Some(lane) = self.shard.take() {
+            let want =
+                super::plan::shard_role(self.beacon().app(), &account, lane.shard, lane.height());
+            let was_member = lane.member().is_some();
+            let config = self.config.bft_config(lane.shard);
+            let lane = lane.set_role(want, config, &self.config.bls_secret, now)?;
+            let changed = was_member != lane.member().is_some();
+            self.shard = Some(lane);
+            if changed {
+                self.publish_status(None);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_shard(&mut self, shard: ShardId) -> Result<(), NodeError> {
+        tracing::debug!(account = %self.config.account, shard, "opening a shard lane");
+        let store = self.disk.open(&format!("shard-{shard}"))?;
+        let mut app = ShardApp::open(&self.config.genesis, shard, store)?;
+        app.block_txs_max = self.config.block_txs_max.min(crate::block::BLOCK_TXS_MAX);
+        app.set_certifier(self.known.clone());
+        // Relays planned before a restart are gone: relay the locks of the recent heights again.
+        let (height, tip) = app.tip();
+        let at = self.now_ms.saturating_add(RELAY_FIRST_RETRY_MS);
+        self.relays.plan(
+            at,
+            Relay {
+                shard,
+                from: height.saturating_sub(RELAY_ON_OPEN_HEIGHTS),
+                to: height,
+                attempt: 0,
+            },
+        );
+        self.push(Output::Subscribe(Topic::Shard(shard)));
+        let state_root = app.state().clone().root();
+        self.set_head(
+            shard,
+            ShardHead {
+                height,
+                block: tip,
+                state_root,
+            },
+        );
+        self.shard = Some(Lane::follower(self.chain_id, shard, app));
+        Ok(())
+    }
+
+    fn on_gossip(&mut self, topic: Topic, data: &[u8]) {
+        if topic == Topic::Heads {
+            if let Ok(Envelope::Head(head)) = wire::decode(data) {
+                self.on_head(*head);
+            }
+            return;
+        }
+        let on_beacon = topic == Topic::Beacon;
+        let on_shard = self
+            .shard
+            .as_ref()
+            .is_some_and(|l| topic == Topic::Shard(l.shard));
+        if !on_beacon && !on_shard {
+            return;
+        }
+        match wire::decode(data) {
+            Ok(Envelope::Consensus { from, to, message }) => {
+                if on_beacon {
+                    self.on_consensus_beacon(from, to, *message);
+                } else {
+                    self.on_consensus_shard(from, to, *message);
+                }
+            }
+            // Peers gossip what they admitted; a transaction this mempool refuses (already included,
+            // replaced, full, forged) is simply dropped. Followers keep a mempool too, for their turn.
+            Ok(Envelope::Transactions(txs)) if on_shard => self.push(Output::Verify(txs)),
+            // Atomix locks of another shard: relayed by every member there, and again later, so most
+            // copies are refused as already committed.
+            Ok(Envelope::Inbound(inbound)) if on_shard => {
+                if let Some(lane) = self.shard.as_mut()
+                    && let Err(e) = lane.app_mut().submit_inbound(*inbound)
+                {
+                    tracing::trace!(account = %self.config.account, "inbound refused: {e}");
+                }
+            }
+            Ok(Envelope::Evidence(e)) if on_beacon => self.offer_evidence(*e),
+            // Heads belong on the heads topic; undecodable bytes from a peer are dropped.
+            Ok(_) | Err(_) => {}
+        }
+    }
+
+    fn on_consensus_beacon(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+        let now = self.now_ms;
+        let lane = self.beacon.as_mut().expect("present outside reconcile");
+        let Some((f, block, certificate)) = lane.route(now, from, to, message) else {
+            return;
+        };
+        // The beacon block of height h is certified by the newest beacon committee of the state
+        // after h - 1, which is the follower's own state when h is next.
+        let next = f.height();
+        let Some(committee) = f.app().state().committee(BEACON_SHARD) else {
+            return;
+        };
+        let committee_at = |h: u64| (h == next).then(|| committee.clone());
+        match f.on_decided(block, certificate, committee_at) {
+            Ok(Followed::Committed(done)) => {
+                // Only height `next` has a committee here, so at most one block was applied.
+                for (block, certificate) in done {
+                    self.on_commit(Commit {
+                        shard: BEACON_SHARD,
+                        block,
+                        certificate,
+                        member: None,
+                        committee: committee.clone(),
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(account = %self.config.account, "following the beacon chain: {e}")
+            }
+        }
+    }
+
+    fn on_consensus_shard(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+        let now = self.now_ms;
+        let beacon = self
+            .beacon
+            .as_ref()
+            .expect("present outside reconcile")
+            .app();
+        let Some(lane) = self.shard.as_mut() else {
+            return;
+        };
+        let shard = lane.shard;
+        let Some((f, block, certificate)) = lane.route(now, from, to, message) else {
+            return;
+        };
+        match f.on_decided(block, certificate, |h| beacon.committee_at(shard, h)) {
+            Ok(Followed::Committed(done)) => {
+                for (block, certificate) in done {
+                    let Some(committee) = self.shard_committee(shard, block.header.height) else {
+                        continue;
+                    };
+                    self.on_commit(Commit {
+                        shard,
+                        block,
+                        certificate,
+                        member: None,
+                        committee,
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(account = %self.config.account, shard, "following the shard: {e}")
+            }
+        }
+    }
+
+    /// The committee that certifies block `height` of `shard`: from the beacon state, or from this
+    /// validator's archive of every epoch for one the state no longer keeps.
+    fn shard_committee(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
+        self.beacon().app().committee_at(shard, height)
+    }
+
+    /// Adopts a shard's head if it is newer than the one known and its certificate is a precommit quorum
+    /// of the committee of its height for exactly that header; the beacon lane keeps it as a cross-link.
+    fn on_head(&mut self, head: wire::Head) {
+        let wire::Head {
+            header,
+            certificate,
+            registry,
+        } = head;
+        let shard = header.shard;
+        let Some(known_head) = self.heads.get(usize::from(shard)).cloned() else {
+            return;
+        };
+        let hash = header.hash();
+        let fits = header.chain_id == self.chain_id
+            && header.height > known_head.map_or(0, |h| h.height)
+            && certificate.finalises(&header);
+        if !fits {
+            return;
+        }
+        let link = CrossLink {
+            header: header.clone(),
+            certificate: certificate.encode(),
+            registry,
+        };
+        // The beacon's ledger checks the head itself when it keeps it as a cross-link.
+        let offered = if self.follows_beacon {
+            self.beacon_mut().app_mut().offer(link)
+        } else {
+            Err(LinkError::PoolFull)
+        };
+        let valid = match offered {
+            Ok(()) => true,
+            Err(
+                LinkError::NotNewer { .. } | LinkError::PoolFull | LinkError::UnknownEpoch { .. },
+            ) => self
+                .shard_committee(shard, header.height)
+                .is_some_and(|c| certificate.verify(self.chain_id, &c).is_ok()),
+            Err(_) => false,
+        };
+        if valid {
+            self.set_head(
+                shard,
+                ShardHead {
+                    height: header.height,
+                    block: hash,
+                    state_root: header.state_root,
+                },
+            );
+        }
+    }
+
+    fn set_head(&mut self, shard: ShardId, head: ShardHead) {
+        if let Some(slot) = self.heads.get_mut(usize::from(shard)) {
+            *slot = Some(head);
+        }
+    }
+
+    /// Publishes what both lanes produced and handles their commits.
+    fn flush(&mut self) {
+        let now = self.now_ms;
+        for beacon in [true, false] {
+            let (shard, drained) = if beacon {
+                let l = self.beacon_mut();
+                (l.shard, l.drain(now))
+            } else {
+                let Some(l) = self.shard.as_mut() else {
+                    continue;
+                };
+                (l.shard, l.drain(now))
+            };
+            let super::lane::Drained {
+                from: me,
+                committee,
+                outputs,
+                ask,
+            } = drained;
+            let topic = Topic::of_lane(shard);
+            if let Some(status) = ask
+                && (!beacon || self.follows_beacon)
+            {
+                self.publish(topic, wire::encode_consensus(FOLLOWER, None, &status));
+            }
+            for output in outputs {
+                self.on_output(shard, topic, me, &committee, output);
+            }
+        }
+    }
+
+    fn on_output(
+        &mut self,
+        shard: ShardId,
+        topic: Topic,
+        me: u16,
+        committee: &Option<Committee<Bls>>,
+        output: ReplicaOutput<Bls>,
+    ) {
+        match output {
+            ReplicaOutput::Broadcast(message) => {
+                self.publish(topic, wire::encode_consensus(me, None, &message))
+            }
+            ReplicaOutput::Send { to, message } => {
+                if let Message::Decided { block, .. } = &message
+                    && !self
+                        .catch_up
+                        .due(self.now_ms, shard, to, block.header.height)
+                {
+                    return;
+                }
+                self.publish(topic, wire::encode_consensus(me, Some(to), &message))
+            }
+            ReplicaOutput::Committed {
+                block, certificate, ..
+            } => {
+                let Some(committee) = committee.clone() else {
+                    return;
+                };
+                self.on_commit(Commit {
+                    shard,
+                    block,
+                    certificate,
+                    member: Some(me),
+                    committee,
+                });
+            }
+            ReplicaOutput::Evidence(e) => {
+                self.evidence += 1;
+                tracing::warn!(
+                    "validator {} (chain {shard}): evidence of a Byzantine member ({} so far)",
+                    self.config.account,
+                    self.evidence
+                );
+                // A shard member's fault goes to the beacon chain, which records it against the member's
+                // reputation (beacon committee faults are only counted here).
+                // Once per step and offender: a member that signs many conflicting messages for one step
+                // is one fault, and its flood is not amplified to the whole network.
+                let (_, height, round) = e.step();
+                let step = (shard, height, round, e.offender());
+                if shard != BEACON_SHARD && self.evidence_sent.first(step) {
+                    self.publish(Topic::Beacon, wire::encode_evidence(&e));
+                    self.offer_evidence(e);
+                }
+            }
+        }
+    }
+
+    fn on_commit(&mut self, c: Commit) {
+        let height = c.block.header.height;
+        tracing::debug!(
+            account = %self.config.account,
+            shard = c.shard,
+            height,
+            round = c.certificate.round,
+            member = c.member.is_some(),
+            "committed"
+        );
+        if c.shard == BEACON_SHARD {
+            self.known = Arc::new(self.beacon().app().state().clone());
+            if let Some(lane) = self.shard.as_mut() {
+                lane.app_mut().set_certifier(self.known.clone());
+            }
+        } else {
+            self.set_head(
+                c.shard,
+                ShardHead {
+                    height,
+                    block: c.block.hash(),
+                    state_root: c.block.header.state_root,
+                },
+            );
+            let shard_count = self.config.genesis.params.shard_count;
+            let locks = c.block.transactions.iter().any(|t| {
+                matches!(&t.tx.kind, crate::TxKind::Transfer { to, .. }
+                    if crate::shard_of(to, shard_count) != c.shard)
+            });
+            // Every member relays at once (a crashed one costs nothing); the retries are one member's,
+            // in turn by height, so that a loaded chain does not carry four copies of every retry.
+            if locks && let Some(me) = c.member {
+                let retries = schedule::relay_retry_duty(height, c.committee.len(), me);
+                let relay = Relay {
+                    shard: c.shard,
+                    from: height,
+                    to: height,
+                    attempt: 0,
+                };
+                self.relay(relay, retries);
+            }
+            if let Some(me) = c.member
+                && schedule::head_duty(height, c.committee.len(), me)
+            {
+                let head = wire::Head {
+                    header: c.block.header.clone(),
+                    certificate: c.certificate.clone(),
+                    registry: self.registry_batch(c.shard, height),
+                };
+                self.publish(Topic::Heads, wire::encode_head(&head));
+            }
+        }
+        let proposer = c.committee.proposer(c.shard, height, c.certificate.round);
+        let notice = CommitNotice {
+            shard: c.shard,
+            height,
+            block: c.block.hash(),
+            proposer: c.committee.members[usize::from(proposer)].id,
+            tx_ids: c.block.transactions.iter().map(|t| t.id()).collect(),
+            inbound_ids: c
+                .block
+                .inbound
+                .iter()
+                .flat_map(|i| i.locks.iter().map(|(l, _)| l.tx_id))
+                .collect(),
+            state_root: c.block.header.state_root,
+            member: c.member.is_some(),
+        };
+        self.push(Output::Committed(Arc::new(notice)));
+        self.publish_status(Some(&c.block.header));
+    }
+
+    /// Keeps evidence of a fault for this validator's beacon lane to propose (if it is a member) and
+    /// check; evidence that does not verify, or is recorded already, is dropped.
+    fn offer_evidence(&mut self, e: Evidence<Bls>) {
+        let account = self.config.account;
+        if let Err(error) = self.beacon_mut().app_mut().offer_evidence(e) {
+            tracing::debug!(%account, "evidence refused: {error}");
+        }
+    }
+
+    /// Relays the Atomix locks of the shard lane's committed heights `relay.from..=relay.to` to the output
+    /// shards' topics, and plans the next attempt (see [`super::schedule`]) if `retry`.
+    fn relay(&mut self, relay: Relay, retry: bool) {
+        let Relay {
+            shard,
+            from,
+            to,
+            attempt,
+        } = relay;
+        let Some(lane) = self.shard.as_ref().filter(|l| l.shard == shard) else {
+            return;
+        };
+        let outbound = lane.app().outbound(from, to);
+        if outbound.is_empty() {
+            return;
+        }
+        for (out, inbound) in outbound {
+            let Some(bytes) = wire::encode_inbound(&inbound) else {
+                continue;
+            };
+            tracing::debug!(account = %self.config.account, shard, out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
+            self.publish(Topic::Shard(out), bytes);
+        }
+        if retry && let Some((wait, next)) = relay.next() {
+            let at = self.now_ms.saturating_add(wait);
+            self.relays.plan(at, next);
+        }
+    }
+
+    /// The registry events of this validator's shard that the beacon chain has not applied yet (as far as
+    /// this validator's beacon lane knows; without one, the latest [`LINK_EVENTS_MAX`]), at most that many,
+    /// with the proof of where they end. `None` if there are none or the shard lane has moved past `height`
+    /// (the proof must be against that height's state root).
+    fn registry_batch(&self, shard: ShardId, height: u64) -> Option<RegistryBatch> {
+        let lane = self.shard.as_ref().filter(|l| l.shard == shard)?;
+        let app = lane.app();
+        if app.tip().0 != height {
+            return None;
+        }
+        let state = app.state();
+        let emitted = state.outbox().count;
+        let from = if self.follows_beacon {
+            self.known
+                .links
+                .get(usize::from(shard))?
+                .as_ref()
+                .map_or(0, |l| l.registry.count)
+        } else {
+            emitted.saturating_sub(LINK_EVENTS_MAX as u64)
+        };
+        let to = emitted.min(from + LINK_EVENTS_MAX as u64);
+        if to <= from {
+            return None;
+        }
+        match State::registry_events(app.store_ref(), from, to) {
+            Ok(events) => Some(RegistryBatch {
+                from,
+                events,
+                checkpoint: state.prove_checkpoint(to),
+            }),
+            Err(e) => {
+                tracing::error!(
+                    "validator {}: shard {shard} registry events {from}..{to} unreadable: {e}",
+                    self.config.account
+                );
+                None
+            }
+        }
+    }
+
+    /// Keeps the status's round current between commits: a round that keeps rising is a stalled committee.
+    fn refresh_round(&mut self) {
+        let (shard, round) = match &self.shard {
+            Some(l) => (l.shard, l.round()),
+            None => (BEACON_SHARD, self.beacon().round()),
+        };
+        if self.status.shard == shard && self.status.round != round {
+            tracing::debug!(account = %self.config.account, shard, height = self.status.height, round, "round changed");
+            self.status.round = round;
+        }
+    }
+
+    /// The status of the shard lane (or of the beacon lane if there is none), with the state root of the
+    /// header just committed, or of the last status if the chain is the same.
+    fn publish_status(&mut self, committed: Option<&BlockHeader>) {
+        let (shard, height, tip, round, member) = match &self.shard {
+            Some(l) => {
+                let (h, tip) = l.app().tip();
+                (l.shard, h, tip, l.round(), l.member().is_some())
+            }
+            None => {
+                let l = self.beacon();
+                let (h, tip) = l.app().tip();
+                (BEACON_SHARD, h, tip, l.round(), l.member().is_some())
+            }
+        };
+        if committed.is_some_and(|h| h.shard != shard) {
+            // A commit of the other lane: this status is not about it.
+            return;
+        }
+        let previous = &self.status;
+        let state_root = match committed {
+            Some(h) => h.state_root,
+            None if previous.shard == shard && previous.height == height => previous.state_root,
+            None => match &self.shard {
+                Some(l) => l.app().state().clone().root(),
+                None => self.known.root(),
+            },
+        };
+        let epoch = if shard == BEACON_SHARD {
+            self.known.epoch()
+        } else {
+            self.known.epoch_of_height(height + 1)
+        };
+        self.status = LaneStatus {
+            shard,
+            height,
+            tip,
+            state_root,
+            round,
+            epoch,
+            member,
+        };
+    }
+}
