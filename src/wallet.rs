@@ -131,12 +131,13 @@ pub fn balance(dir: &Path, api: Option<&str>, address: Option<&str>, json: bool)
             })
         );
     } else {
+        let balance = v["balance"]
+            .as_str()
+            .and_then(|b| b.parse::<Amount>().ok())
+            .map_or_else(|| "?".to_string(), |b| b.for_people());
         println!(
-            "{} IOST  {} (shard {}, nonce {})",
-            v["balance"].as_str().unwrap_or("?"),
-            address,
-            v["shard"],
-            v["nonce"]
+            "{balance}  {} (shard {}, nonce {})",
+            address, v["shard"], v["nonce"]
         );
     }
     Ok(())
@@ -164,7 +165,11 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
             json,
             &v,
             fields,
-            &format!("transferred {amount} IOST to {to} (fee {fee} IOST)"),
+            &format!(
+                "transferred {} to {to} (fee {})",
+                amount.for_people(),
+                fee.for_people()
+            ),
         );
         return Ok(());
     }
@@ -181,8 +186,11 @@ pub fn transfer(dir: &Path, api: Option<&str>, to: &str, amount: &str, json: boo
         c => format!("committed in shard {to_shard} block {}", c["height"]),
     };
     println!(
-        "transferred {amount} IOST to {to} (fee {fee} IOST): locked in shard {} block {}, {committed}",
-        v["shard"], v["height"]
+        "transferred {} to {to} (fee {}): locked in shard {} block {}, {committed}",
+        amount.for_people(),
+        fee.for_people(),
+        v["shard"],
+        v["height"]
     );
     Ok(())
 }
@@ -295,7 +303,7 @@ fn stake_tx(
         json,
         &v,
         json!({ "amount": amount.to_string(), "fee": fee.to_string() }),
-        &format!("{what}: {amount} IOST (fee {fee} IOST)"),
+        &format!("{what}: {} (fee {})", amount.for_people(), fee.for_people()),
     );
     Ok(())
 }

@@ -289,10 +289,11 @@ fn hints_run_as_printed(lines: &[String]) {
     let status = shell(hints[2]);
     assert!(status.contains("epoch"), "{status}");
     let funded = shell(hints[3]);
-    assert!(funded.contains(" IOST "), "{funded}");
+    // Amounts for people: grouped, with the unit.
+    assert!(funded.starts_with("1,000,000 IOST "), "{funded}");
     shell(hints[4]);
     let node0 = shell(hints[5]);
-    assert!(node0.starts_with("1.5"), "{node0}");
+    assert!(node0.starts_with("1.5 IOST "), "{node0}");
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -574,8 +574,10 @@ impl Driver {
                     self.topics.insert(ident.hash(), topic);
                 }
                 Output::Verify(txs) => self.verify(txs, None),
-                // No receiver is fine: nobody is waiting.
+                // The views first, so a client woken by the notice reads them as of the commit. No
+                // receiver is fine: nobody is waiting.
                 Output::Committed(notice) => {
+                    self.mirror();
                     let _ = self.commits.send(notice);
                 }
             }
@@ -722,8 +724,8 @@ impl Driver {
     }
 
     /// Checks a batch's signatures on the blocking pool, so that consensus on this task goes on meanwhile;
-    /// the batch comes back through `verified` to [`Driver::admit`]. With every job slot busy the batch is
-    /// checked here.
+    /// the batch comes back through `verified` to [`Driver::admit`]. With every job slot busy a client's
+    /// batch is checked here and a peer's is dropped.
     fn verify(
         &mut self,
         txs: Vec<SignedTransaction>,
@@ -743,15 +745,18 @@ impl Driver {
                     drop(permit);
                 });
             }
+            // Every slot busy: a client's batch is checked here, which slows intake (the back-pressure);
+            // a peer's gossiped batch is dropped, so that a flood of gossip cannot stall consensus on
+            // this task (its sender re-gossips nothing, but the client who submitted it heard "accepted"
+            // from a validator that keeps it in its mempool).
             Err(_) => {
+                let Some(reply) = reply else {
+                    return;
+                };
                 let signatures_ok = check_signatures(&txs);
-                if let Err(e) = self.admit(Verified {
-                    txs,
-                    signatures_ok,
-                    reply,
-                }) {
-                    tracing::error!("validator {}: {e}", self.config.account);
-                }
+                let now = self.now_ms();
+                let results = self.node.submit(now, txs, &signatures_ok);
+                let _ = reply.send(results);
             }
         }
     }

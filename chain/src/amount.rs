@@ -52,6 +52,27 @@ impl Amount {
         let v = u128::from(self.0) * u128::from(numerator) / u128::from(denominator);
         u64::try_from(v).ok().map(Amount)
     }
+
+    /// For people: the whole IOST grouped by thousands, the decimals without trailing zeros, and the unit:
+    /// `1,234,567.5 IOST`, `0.00000001 IOST`, `0 IOST`. Exact, like [`fmt::Display`], which stays the
+    /// machine form (`1234567.50000000`).
+    pub fn for_people(&self) -> String {
+        let whole = (self.0 / BASE_UNITS_PER_IOST).to_string();
+        let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
+        for (i, c) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        let frac = format!("{:08}", self.0 % BASE_UNITS_PER_IOST);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{grouped} IOST")
+        } else {
+            format!("{grouped}.{frac} IOST")
+        }
+    }
 }
 
 impl fmt::Display for Amount {
@@ -105,6 +126,22 @@ impl FromStr for Amount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_for_people_are_grouped_exact_and_carry_the_unit() {
+        let cases = [
+            (0, "0 IOST"),
+            (1, "0.00000001 IOST"),
+            (50_000_000, "0.5 IOST"),
+            (100_000_000, "1 IOST"),
+            (99_900 * BASE_UNITS_PER_IOST, "99,900 IOST"),
+            (123_456_789_050_000_000, "1,234,567,890.5 IOST"),
+            (21_000_000_000 * BASE_UNITS_PER_IOST, "21,000,000,000 IOST"),
+        ];
+        for (units, text) in cases {
+            assert_eq!(Amount(units).for_people(), text);
+        }
+    }
     use proptest::prelude::*;
 
     fn check(input: &str, expected: Result<u64, AmountParseError>) {

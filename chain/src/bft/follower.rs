@@ -84,7 +84,8 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
         let next = self.height();
         let fits = block.header.shard == self.shard
             && block.header.chain_id == self.chain_id
-            && certificate.finalises(&block.header);
+            && certificate.finalises(&block.header)
+            && block.body_matches_header();
         if !fits || height < next || height > next + AHEAD_MAX {
             return Ok(Followed::Ignored);
         }

@@ -876,7 +876,11 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             }
             return;
         }
-        if !p.verify_signature(self.config.chain_id, &self.committee) {
+        // A body changed in flight keeps the header's hash and signature: refused before the round's
+        // proposal is recorded, so the real one still counts when it arrives.
+        if !p.block.body_matches_header()
+            || !p.verify_signature(self.config.chain_id, &self.committee)
+        {
             return;
         }
         if let (Some(vr), Some(qc)) = (p.valid_round, &p.polka) {
@@ -936,7 +940,8 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             && qc.height == self.height
             && block.header.height == self.height
             && qc.block == hash
-            && qc.round < self.hs.round;
+            && qc.round < self.hs.round
+            && block.body_matches_header();
         if !newer || !fits || qc.verify(self.config.chain_id, &self.committee).is_err() {
             return;
         }
@@ -957,7 +962,8 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         let fits = certificate.block == hash
             && certificate.kind == VoteKind::Precommit
             && certificate.height == self.height
-            && certificate.shard == self.config.shard;
+            && certificate.shard == self.config.shard
+            && block.body_matches_header();
         // Verified on arrival, before the block is kept or executed, so forged certificates cost a peer
         // nothing but one signature check here; `commit` verifies it again before use.
         if !fits

@@ -48,6 +48,17 @@ fn network(n: usize) -> (Genesis, Vec<R>) {
 
 /// Delivers every message instantly, advancing time to the next timeout when nothing is in flight.
 fn run(replicas: &mut [R], until_height: u64, time_limit_ms: u64) -> Vec<Vec<(u64, Hash)>> {
+    run_with(replicas, until_height, time_limit_ms, None)
+}
+
+/// As [`run`]; with `tamper`, every proposal reaches each replica first as a copy whose body `tamper`
+/// changed (header and signature untouched), then as itself.
+fn run_with(
+    replicas: &mut [R],
+    until_height: u64,
+    time_limit_ms: u64,
+    tamper: Option<&dyn Fn(&mut Block)>,
+) -> Vec<Vec<(u64, Hash)>> {
     let n = replicas.len();
     let mut committed = vec![Vec::new(); n];
     let mut now = 0;
@@ -59,9 +70,18 @@ fn run(replicas: &mut [R], until_height: u64, time_limit_ms: u64) -> Vec<Vec<(u6
         for (i, r) in replicas.iter_mut().enumerate() {
             while let Some(out) = r.poll_output() {
                 match out {
-                    Output::Broadcast(m) => (0..n)
-                        .filter(|j| *j != i)
-                        .for_each(|j| inbox.push_back((j, i as u16, m.clone()))),
+                    Output::Broadcast(m) => {
+                        for j in (0..n).filter(|j| *j != i) {
+                            if let (Some(tamper), Message::Proposal(p)) = (tamper, &m) {
+                                let mut forged = p.clone();
+                                let mut block = (*forged.block).clone();
+                                tamper(&mut block);
+                                forged.block = Arc::new(block);
+                                inbox.push_back((j, i as u16, Message::Proposal(forged)));
+                            }
+                            inbox.push_back((j, i as u16, m.clone()));
+                        }
+                    }
                     Output::Send { to, message } => {
                         inbox.push_back((usize::from(to), i as u16, message))
                     }
@@ -130,6 +150,36 @@ fn four_validators_finalise_blocks_with_bls_certificates() {
             qc.verify(genesis.params.chain_id, replicas[1].committee()),
             Ok(())
         );
+    }
+}
+
+/// A peer that changes a proposal's body in flight (the header, and so the hash and the proposer's
+/// signature, untouched) and delivers its copy first does not stop the committee: the copy is refused
+/// because its body is not the one the header commits to, and the real proposal still counts.
+#[test]
+fn a_proposal_whose_body_was_changed_in_flight_does_not_stand_in_for_the_real_one() {
+    let (genesis, mut replicas) = network(4);
+    let key = SecretKey::dev("devnet/wallet");
+    let forged_tx = Transaction {
+        chain_id: genesis.params.chain_id,
+        sender: key.public(),
+        nonce: 0,
+        fee: genesis.params.fee_min,
+        expiry_height: 100,
+        kind: TxKind::Transfer {
+            to: Address::of(&SecretKey::dev("someone").public()),
+            amount: Amount::from_iost(1).expect("small"),
+        },
+    }
+    .sign(&key);
+    let tamper = move |block: &mut Block| block.transactions.push(forged_tx.clone());
+    let committed = run_with(&mut replicas, 3, 60_000, Some(&tamper));
+    for c in &committed {
+        assert!(
+            c.len() >= 3,
+            "every replica finalised 3 heights: {committed:?}"
+        );
+        assert_eq!(c[..3], committed[0][..3]);
     }
 }
 

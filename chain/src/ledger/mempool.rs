@@ -57,18 +57,24 @@ impl<St: Store> ShardApp<St> {
         self.verified.insert(id);
     }
 
+    /// Whether a transaction with this id passed its signature check here lately (then a copy of it needs
+    /// no new check).
+    pub fn signature_known(&self, id: &Hash) -> bool {
+        self.verified.contains(id)
+    }
+
     /// Admits transactions whose signatures the caller already verified (in a batch): `verified[i]` says
-    /// whether transaction `i`'s signature is good. The others are refused with the signature error.
+    /// whether transaction `i`'s signature is good. The others, and any without a verdict, are refused with
+    /// the signature error.
     pub fn submit_verified(
         &mut self,
         txs: Vec<SignedTransaction>,
         verified: &[bool],
     ) -> Vec<Result<(), TxError>> {
-        assert_eq!(txs.len(), verified.len(), "one verdict per transaction");
         txs.into_iter()
-            .zip(verified)
-            .map(|(tx, ok)| {
-                if *ok {
+            .enumerate()
+            .map(|(i, tx)| {
+                if verified.get(i).copied().unwrap_or(false) {
                     self.remember_verified(tx.id());
                 }
                 self.submit(tx)

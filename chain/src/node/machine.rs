@@ -12,7 +12,7 @@
 //! Nothing a peer sends can panic it: envelopes are length-checked and decoded into typed errors, and the
 //! replica and follower check every signature and certificate themselves.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::address::Address;
@@ -40,8 +40,13 @@ use super::wire::{self, Envelope, TX_BATCH_MAX};
 type Lane<A> = AnyLane<Bls, A>;
 
 /// Outputs waiting for the driver; past this the oldest gossip is dropped (a driver that stops draining
-/// would otherwise grow it without bound; consensus re-sends what matters).
+/// would otherwise grow it without bound; consensus re-sends what matters). The driver drains after every
+/// event, so in practice one event's outputs wait.
 pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
+
+/// Transactions whose on-request relays are remembered (see [`Node::relay_lock`]); past this, requests
+/// wait until old ones expire.
+pub const RELAYS_ASKED_MAX: usize = 4096;
 
 /// Where a validator's chains live: the driver opens one store per lane (`beacon`, `shard-<s>`), on
 /// RocksDB in the node and in memory in the simulator. A store opened again after a crash holds exactly
@@ -122,6 +127,8 @@ pub enum NodeError {
     Replica(#[from] ReplicaError),
     #[error("opening a chain store: {0}")]
     Store(#[from] StoreError),
+    #[error("applying a finalised block: {0}")]
+    Follower(String),
 }
 
 /// What the driver gives the node.
@@ -260,6 +267,13 @@ pub struct Node<D: Disk> {
     catch_up: CatchUpThrottle,
     relays: RelaySchedule,
     evidence_sent: EvidenceSent,
+    /// When this validator next repeats its shard's head if the beacon's link lags (see
+    /// [`schedule::HEAD_REPEAT_MS`]).
+    head_repeat_at: u64,
+    /// A follower's failure to apply a block, reported by the next [`Node::handle`].
+    halted: Option<NodeError>,
+    /// Transactions whose lock a client asked to relay again, and when (see [`Node::relay_lock`]).
+    relay_asked: BTreeMap<Hash, u64>,
 }
 
 impl<D: Disk> Node<D> {
@@ -305,6 +319,9 @@ impl<D: Disk> Node<D> {
             catch_up: CatchUpThrottle::default(),
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
+            head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
+            halted: None,
+            relay_asked: BTreeMap::new(),
             config,
             disk,
         };
@@ -323,7 +340,8 @@ impl<D: Disk> Node<D> {
     }
 
     /// Feeds one input at `now_ms` (never earlier than the last call's). Afterwards the lanes sit in the
-    /// roles the beacon state gives them. An error means a store failed: the node must stop.
+    /// roles the beacon state gives them. An error means a store failed: the node must stop, and the
+    /// driver drops it (a restart opens it again on its stores).
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), NodeError> {
         self.now_ms = self.now_ms.max(now_ms);
         match input {
@@ -465,8 +483,26 @@ impl<D: Disk> Node<D> {
 
     /// Relays the Atomix lock that transaction `tx` made on this validator's shard again, now (a client's
     /// nudge when its transfer seems stuck); whether this shard holds such a lock.
+    /// A transaction's lock is relayed on request at most once per [`RELAY_FIRST_RETRY_MS`]: a relay
+    /// rebuilds the proofs of its whole block, and the API is open to anyone.
     pub fn relay_lock(&mut self, now_ms: u64, tx: &Hash) -> bool {
         self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        if self
+            .relay_asked
+            .get(tx)
+            .is_some_and(|at| now.saturating_sub(*at) < RELAY_FIRST_RETRY_MS)
+        {
+            return self.atomix(tx).locked;
+        }
+        if self.relay_asked.len() >= RELAYS_ASKED_MAX {
+            self.relay_asked
+                .retain(|_, at| now.saturating_sub(*at) < RELAY_FIRST_RETRY_MS);
+            if self.relay_asked.len() >= RELAYS_ASKED_MAX {
+                return self.atomix(tx).locked;
+            }
+        }
+        self.relay_asked.insert(*tx, now);
         let found = self.shard.as_ref().and_then(|l| {
             let app = l.app();
             let height = app.height_of_tx(tx)?;
@@ -527,8 +563,15 @@ impl<D: Disk> Node<D> {
     }
 
     fn push(&mut self, output: Output) {
-        if self.outputs.len() >= OUTPUTS_QUEUED_MAX {
-            self.outputs.pop_front();
+        // Only gossip is dropped (consensus re-sends what matters); a subscription or a commit notice
+        // never is.
+        if self.outputs.len() >= OUTPUTS_QUEUED_MAX
+            && let Some(i) = self
+                .outputs
+                .iter()
+                .position(|o| matches!(o, Output::Publish { .. }))
+        {
+            self.outputs.remove(i);
         }
         self.outputs.push_back(output);
     }
@@ -552,7 +595,17 @@ impl<D: Disk> Node<D> {
         {
             return Err(NodeError::Ledger(LedgerError::Store(e)));
         }
+        if let Some(e) = self.halted.take() {
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Records that a follower could not apply a finalised block (its store failed): the node must stop,
+    /// as a member's replica halts on the same failure.
+    fn halt(&mut self, e: impl std::fmt::Display) {
+        self.halted
+            .get_or_insert(NodeError::Follower(e.to_string()));
     }
 
     fn tick(&mut self) {
@@ -564,6 +617,54 @@ impl<D: Disk> Node<D> {
         while let Some(relay) = self.relays.pop_due(now) {
             self.relay(relay, true);
         }
+        if now >= self.head_repeat_at {
+            self.head_repeat_at = now.saturating_add(schedule::HEAD_REPEAT_MS);
+            self.repeat_head();
+        }
+    }
+
+    /// Publishes the shard lane's tip head again if this validator's beacon lane shows the shard's link
+    /// lagging (see [`schedule::head_lags`]) and this validator sits on the committee that certified the
+    /// tip. Only with epochs on: without them the beacon's state here may be genesis's forever.
+    fn repeat_head(&mut self) {
+        if !self.follows_beacon || self.config.epoch_length == 0 {
+            return;
+        }
+        let Some(lane) = self.shard.as_ref() else {
+            return;
+        };
+        let shard = lane.shard;
+        let tip = lane.app().tip().0;
+        let beacon = self.beacon().app();
+        let linked = self
+            .known
+            .links
+            .get(usize::from(shard))
+            .and_then(|l| l.as_ref())
+            .map_or(0, |l| l.height);
+        let waiting = beacon.committee_at(shard, tip + 1).is_none();
+        if tip == 0 || !schedule::head_lags(tip, linked, waiting) {
+            return;
+        }
+        let on_committee = beacon
+            .committee_at(shard, tip)
+            .is_some_and(|c| super::lane::index_in(&c, &self.config.account).is_some());
+        if !on_committee {
+            return;
+        }
+        let Some((block, certificate)) = lane.app().committed(tip) else {
+            return;
+        };
+        let Ok(certificate) = QuorumCertificate::<Bls>::decode(&certificate) else {
+            return;
+        };
+        let head = wire::Head {
+            header: block.header,
+            certificate,
+            registry: self.registry_batch(shard, tip),
+        };
+        tracing::debug!(account = %self.config.account, shard, tip, linked, waiting, "repeating a lagging head");
+        self.publish(Topic::Heads, wire::encode_head(&head));
     }
 
     /// Which shard the shard lane should keep, and in which role (see [`super::plan`]).
@@ -662,7 +763,25 @@ impl<D: Disk> Node<D> {
             }
             // Peers gossip what they admitted; a transaction this mempool refuses (already included,
             // replaced, full, forged) is simply dropped. Followers keep a mempool too, for their turn.
-            Ok(Envelope::Transactions(txs)) if on_shard => self.push(Output::Verify(txs)),
+            Ok(Envelope::Transactions(txs)) if on_shard => {
+                // Only transactions this validator has not checked cost a signature check: copies of
+                // checked ones go straight to the mempool, and those already in a block are dropped.
+                let Some(lane) = self.shard.as_mut() else {
+                    return;
+                };
+                let app = lane.app_mut();
+                let (known, new): (Vec<SignedTransaction>, Vec<SignedTransaction>) = txs
+                    .into_iter()
+                    .filter(|t| app.height_of_tx(&t.id()).is_none())
+                    .partition(|t| app.signature_known(&t.id()));
+                if !known.is_empty() {
+                    let verdicts = vec![true; known.len()];
+                    app.submit_verified(known, &verdicts);
+                }
+                if !new.is_empty() {
+                    self.push(Output::Verify(new));
+                }
+            }
             // Atomix locks of another shard: relayed by every member there, and again later, so most
             // copies are refused as already committed.
             Ok(Envelope::Inbound(inbound)) if on_shard => {
@@ -706,7 +825,8 @@ impl<D: Disk> Node<D> {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(account = %self.config.account, "following the beacon chain: {e}")
+                tracing::error!(account = %self.config.account, "following the beacon chain: {e}");
+                self.halt(e);
             }
         }
     }
@@ -742,7 +862,8 @@ impl<D: Disk> Node<D> {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(account = %self.config.account, shard, "following the shard: {e}")
+                tracing::error!(account = %self.config.account, shard, "following the shard: {e}");
+                self.halt(e);
             }
         }
     }
@@ -854,10 +975,17 @@ impl<D: Disk> Node<D> {
                 self.publish(topic, wire::encode_consensus(me, None, &message))
             }
             ReplicaOutput::Send { to, message } => {
+                // Catch-up sends go only to an index that exists (a member or the followers: the asker's
+                // index is unauthenticated), throttled (see `CatchUpThrottle`).
+                let known = to == FOLLOWER
+                    || committee
+                        .as_ref()
+                        .is_some_and(|c| usize::from(to) < c.len());
                 if let Message::Decided { block, .. } = &message
-                    && !self
-                        .catch_up
-                        .due(self.now_ms, shard, to, block.header.height)
+                    && (!known
+                        || !self
+                            .catch_up
+                            .due(self.now_ms, shard, to, block.header.height))
                 {
                     return;
                 }

@@ -14,6 +14,10 @@ pub const CATCH_UP_RESEND_MS: u64 = 1_000;
 /// (shard, member, height) triples whose last catch-up send is remembered; past this the expired ones are
 /// forgotten, so a peer flooding `Status` messages cannot grow the table without bound.
 pub const CATCH_UP_REMEMBERED_MAX: usize = 1024;
+/// Finalised blocks a lane sends for catch-up per second at most: four times what one laggard can take
+/// (8 blocks per `Status`, one `Status` per 250 ms), which bounds what a flood of `Status` messages makes the
+/// committee publish.
+pub const CATCH_UP_SENDS_PER_SECOND: usize = 128;
 /// A follower that made no progress asks members for blocks this often.
 pub const FOLLOWER_ASK_EVERY_MS: u64 = 500;
 /// Atomix relays: each committed height's locks are relayed at commit by every member, then again after 2,
@@ -36,6 +40,20 @@ pub const EVIDENCE_SENT_MAX: usize = 4096;
 /// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
 /// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
 pub const HEAD_EVERY_BLOCKS: u64 = 8;
+/// While the beacon chain's link of a shard lags its tip (by two head intervals, or at all while the shard
+/// waits at an epoch boundary for the beacon to draw the next epoch), every member of the committee that
+/// certified the tip publishes the tip's head again this often. A head is published once by one member at
+/// commit; without this, one lost head (or the crash of the one member whose turn it was) at an epoch's last
+/// height would hold the shard at the boundary forever, and every other shard with it.
+pub const HEAD_REPEAT_MS: u64 = 2_000;
+
+/// Whether a shard whose tip is `tip`, and whose newest head the beacon chain linked is `linked`, needs its
+/// head published again: the link lags by two head intervals, or the shard waits at an epoch boundary and
+/// the link is behind its tip.
+pub fn head_lags(tip: u64, linked: u64, waiting_for_epoch: bool) -> bool {
+    linked < tip && (waiting_for_epoch || linked.saturating_add(2 * HEAD_EVERY_BLOCKS) <= tip)
+}
+
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
 /// few hundred milliseconds, and an idle beacon should not cost what a busy shard does.
 pub const BEACON_COMMIT_WAIT_MS: u64 = 500;
@@ -121,31 +139,55 @@ impl RelaySchedule {
     }
 }
 
-/// When each finalised block was last sent to each member catching up (see [`CATCH_UP_RESEND_MS`]).
+/// When each finalised block was last sent to each validator catching up (see [`CATCH_UP_RESEND_MS`]), and
+/// how many blocks went out in the current second. The asker's index (`to`) comes from an unauthenticated
+/// envelope, so a flood of `Status` messages must neither block a real laggard's answer nor make the
+/// committee publish blocks without limit: a full table forgets its oldest send (never refuses because it
+/// is full), and at most [`CATCH_UP_SENDS_PER_SECOND`] blocks go out per second.
 #[derive(Debug, Default)]
 pub struct CatchUpThrottle {
     sent: BTreeMap<(ShardId, u16, u64), u64>,
+    second: u64,
+    sent_this_second: usize,
 }
 
 impl CatchUpThrottle {
-    /// Whether finalised block `height` of `shard` may be sent to member `to` (or to the followers) at
-    /// `now`; if so, remembers that it was.
+    /// Whether finalised block `height` of `shard` may be sent to `to` (a member index, or the followers)
+    /// at `now`; if so, remembers that it was.
     pub fn due(&mut self, now: u64, shard: ShardId, to: u16, height: u64) -> bool {
-        let fresh = |at: &u64| now.saturating_sub(*at) < CATCH_UP_RESEND_MS;
+        if let Some(at) = self.sent.get(&(shard, to, height))
+            && now.saturating_sub(*at) < CATCH_UP_RESEND_MS
+        {
+            return false;
+        }
+        let second = now / 1_000;
+        if second != self.second {
+            self.second = second;
+            self.sent_this_second = 0;
+        }
+        if self.sent_this_second >= CATCH_UP_SENDS_PER_SECOND {
+            return false;
+        }
         if self.sent.len() >= CATCH_UP_REMEMBERED_MAX {
-            self.sent.retain(|_, at| fresh(at));
+            self.sent
+                .retain(|_, at| now.saturating_sub(*at) < CATCH_UP_RESEND_MS);
         }
-        match self.sent.get(&(shard, to, height)) {
-            Some(at) if fresh(at) => false,
-            _ => {
-                // Still full of fresh entries: a flood of asks; answering it would cost more than waiting.
-                if self.sent.len() >= CATCH_UP_REMEMBERED_MAX {
-                    return false;
-                }
-                self.sent.insert((shard, to, height), now);
-                true
-            }
+        if self.sent.len() >= CATCH_UP_REMEMBERED_MAX
+            && let Some(oldest) = self.sent.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
+        {
+            self.sent.remove(&oldest);
         }
+        self.sent.insert((shard, to, height), now);
+        self.sent_this_second += 1;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
     }
 }
 
@@ -216,19 +258,26 @@ mod tests {
     }
 
     #[test]
-    fn a_block_goes_to_a_member_once_per_resend_interval() {
+    fn a_block_goes_to_a_member_once_per_interval_and_a_flood_is_bounded_but_never_blocks() {
         let mut t = CatchUpThrottle::default();
         assert!(t.due(0, 1, 2, 10));
         assert!(!t.due(CATCH_UP_RESEND_MS - 1, 1, 2, 10));
         assert!(t.due(0, 1, 3, 10));
         assert!(t.due(CATCH_UP_RESEND_MS, 1, 2, 10));
-        // A flood of asks for distinct heights fills the table, then waits for it to expire.
-        let mut sent = 0;
-        for h in 0..2 * CATCH_UP_REMEMBERED_MAX as u64 {
-            sent += usize::from(t.due(CATCH_UP_RESEND_MS, 1, 4, 100 + h));
+        // A flood within one second: at most the per-second budget goes out.
+        let sent = (0..10_000u64)
+            .filter(|h| t.due(5_000, 1, 4, 100 + h))
+            .count();
+        assert_eq!(sent, CATCH_UP_SENDS_PER_SECOND);
+        // Every second a flood of new asks fills the table; it stays bounded, and the next second a real
+        // laggard's ask is answered (the table never refuses for being full).
+        for s in 6..20u64 {
+            for h in 0..CATCH_UP_SENDS_PER_SECOND as u64 {
+                t.due(s * 1_000, 1, 4, s * 1_000 + h);
+            }
         }
-        assert!(sent < CATCH_UP_REMEMBERED_MAX);
-        assert!(t.due(3 * CATCH_UP_RESEND_MS, 1, 4, 100));
+        assert!(t.len() <= CATCH_UP_REMEMBERED_MAX);
+        assert!(t.due(20_000, 1, 1, 10));
     }
 
     #[test]

@@ -125,6 +125,23 @@ impl Block {
         self.header.shard == BEACON_SHARD
     }
 
+    /// Whether the body is the one the header commits to (its `transactions_root`). A block's hash, and so
+    /// every signature and certificate on it, covers only the header: a block whose body a peer changed in
+    /// flight keeps its hash, and must be recognised as not that block before anything is kept under the
+    /// hash (else the forged copy would stand in for the real block, and a verdict on it for the real one's).
+    pub fn body_matches_header(&self) -> bool {
+        if self.is_beacon() {
+            self.transactions.is_empty()
+                && self.inbound.is_empty()
+                && Self::beacon_root(&self.links, &self.evidence) == self.header.transactions_root
+        } else {
+            self.links.is_empty()
+                && self.evidence.is_empty()
+                && Self::body_root(&self.transactions, &self.inbound)
+                    == self.header.transactions_root
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         self.encode_into(&mut w);
