@@ -111,13 +111,9 @@ pub struct LocalSink<'a>(pub &'a dyn BlockStore);
 
 impl ShardSink for LocalSink<'_> {
     fn put_segment(&self, seg: &segment::CodedSegment) -> Result<(), AddError> {
-        Ok(self.0.put_shards(
-            &mut seg
-                .cids
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c, seg.shard(i))),
-        )?)
+        Ok(self
+            .0
+            .put_shards(&mut seg.cids.iter().enumerate().map(|(i, c)| (c, seg.shard(i))))?)
     }
 }
 

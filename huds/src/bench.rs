@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::add::{self, AddOptions, Source};
 use crate::read::Reader;
-use crate::store::{BlockStore, Store};
+use crate::store::Store;
 use crate::unixfs::CHUNK_BYTES;
 
 /// One measured figure.

@@ -309,7 +309,6 @@ impl RocksStore {
         wo.set_sync(true);
         Ok(self.db.write_opt(batch, &wo)?)
     }
-
 }
 
 impl BlockStore for RocksStore {
@@ -553,7 +552,8 @@ impl BlockStore for MemStore {
         &self,
         shards: &mut dyn Iterator<Item = (&'a Cid, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let batch: Vec<(Vec<u8>, Vec<u8>)> = shards.map(|(c, b)| (c.to_bytes(), b.to_vec())).collect();
+        let batch: Vec<(Vec<u8>, Vec<u8>)> =
+            shards.map(|(c, b)| (c.to_bytes(), b.to_vec())).collect();
         self.lock().shards.extend(batch);
         Ok(())
     }

@@ -102,7 +102,9 @@ struct Rocks {
 
 impl Subject for Rocks {
     fn store(&self) -> &dyn BlockStore {
-        self.store.as_ref().expect("the store is open between steps")
+        self.store
+            .as_ref()
+            .expect("the store is open between steps")
     }
     fn reopen(&mut self) {
         // Drop first: RocksDB holds a lock on its directory while open.
@@ -247,7 +249,10 @@ fn check(store: &dyn BlockStore, model: &Model) {
         let mcid = blake3_cid(&manifest_bytes(m));
         assert_eq!(
             store.manifest(&mcid).expect("manifest"),
-            model.manifests.get(&mcid.to_bytes()).map(|(_, b)| b.clone()),
+            model
+                .manifests
+                .get(&mcid.to_bytes())
+                .map(|(_, b)| b.clone()),
             "manifest {m}"
         );
         let root = blake3_cid(&[m, 0xff]);
