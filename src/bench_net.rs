@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use huds::BlockStore;
 use serde_json::json;
 
 use crate::bench::{tempfile_dir, wait_for_port};

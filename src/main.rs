@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use huds::read::EntryKind;
-use huds::{AddOptions, Reader, Source};
+use huds::{AddOptions, BlockStore, Reader, Source};
 
 #[derive(Parser)]
 #[command(

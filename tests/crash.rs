@@ -7,6 +7,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
 
+use huds::BlockStore;
+
 use common::{Xorshift, new_home, run, run_json};
 
 #[test]

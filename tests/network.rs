@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huds::{AddOptions, Added, Capability, Reader, Source, Store};
+use huds::{AddOptions, Added, BlockStore, Capability, Reader, Source, Store};
 use huds_net::libp2p::{Multiaddr, PeerId};
 use huds_net::{NetShardSink, NetShardSource, Node, NodeOptions, RepairOptions};
 use tokio::runtime::Handle;

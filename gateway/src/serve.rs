@@ -10,6 +10,7 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cid::Cid;
+use huds::BlockStore;
 use huds::ReadError;
 use huds::read::EntryKind;
 use serde_json::json;

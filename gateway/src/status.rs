@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures::future::join_all;
+use huds::BlockStore;
 use huds_net::NodeHandle;
 use huds_net::libp2p::PeerId;
 use huds_net::wire::{Request as ShardRequest, Response as ShardResponse};

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::client::{NetShardSink, NetShardSource};
 use super::node::NodeHandle;
+use huds::BlockStore;
 use huds::add::{AddError, AddOptions, Added, Source, add_with};
 use huds::read::{ReadError, Reader, resolve_capability};
 

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::node::{NetError, NodeHandle};
 use super::placement::{self, key_of};
+use huds::BlockStore;
 use huds::add::{AddError, ShardSink};
 use huds::cids;
 use huds::read::{SegmentFetch, ShardProblem, ShardSource};

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::repair::{self, RepairOptions, RepairStats, SweepReport};
 use super::wire::{PROTOCOL, Request, Response, SHARD_BYTES_MAX, ShardCodec};
+use huds::BlockStore;
 use huds::cids;
 use huds::store::Store;
 

@@ -20,6 +20,7 @@ use libp2p::PeerId;
 
 use super::node::NodeHandle;
 use super::placement::{self, key_of};
+use huds::BlockStore;
 use huds::capability::Capability;
 use huds::cids;
 use huds::manifest::{Manifest, Segment};

@@ -18,7 +18,7 @@ use crate::capability::Capability;
 use crate::cids::DAG_PB;
 use crate::manifest::{self, BlockRef, Kind, Manifest, Segment};
 use crate::segment::{self, Coding, CodingError, FileKey};
-use crate::store::{Pin, Store, StoreError};
+use crate::store::{BlockStore, Pin, StoreError};
 use crate::unixfs::{self, BlockSink, CHUNK_BYTES, DirError, Entry, FileBuilder, NullSink};
 
 /// Default segment size: 4 MiB of plaintext, so 1 MiB shards with k = 4.
@@ -106,25 +106,30 @@ pub trait ShardSink: Sync {
     }
 }
 
-impl ShardSink for Store {
+/// A local block store as the sink of an add's shards.
+pub struct LocalSink<'a>(pub &'a dyn BlockStore);
+
+impl ShardSink for LocalSink<'_> {
     fn put_segment(&self, seg: &segment::CodedSegment) -> Result<(), AddError> {
-        Ok(self.put_shards(seg.cids.iter().enumerate().map(|(i, c)| (c, seg.shard(i))))?)
+        Ok(self
+            .0
+            .put_shards(&mut seg.cids.iter().enumerate().map(|(i, c)| (c, seg.shard(i))))?)
     }
 }
 
 /// Adds `source` to `store`, shards included. `progress` is called with the bytes read so far.
 pub fn add(
-    store: &Store,
+    store: &dyn BlockStore,
     source: Source<'_>,
     opts: &AddOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Added, AddError> {
-    add_with(store, store, source, opts, progress)
+    add_with(store, &LocalSink(store), source, opts, progress)
 }
 
 /// Adds `source` with its shards sent to `sink`; the manifest and pin are committed to `store`.
 pub fn add_with(
-    store: &Store,
+    store: &dyn BlockStore,
     sink: &dyn ShardSink,
     source: Source<'_>,
     opts: &AddOptions,
@@ -254,12 +259,12 @@ pub fn add_with(
         public: opts.public,
         cap: Some(cap_text.clone()),
     };
-    let all_shards = manifest
+    let mut all_shards = manifest
         .segments
         .iter()
         .flat_map(|s| s.shards.iter().copied());
     let public = opts.public.then_some((&root.cid, cap_text.as_str()));
-    store.commit_add(txn, &manifest_cid, &sealed, all_shards, &pin, public)?;
+    store.commit_add(txn, &manifest_cid, &sealed, &mut all_shards, &pin, public)?;
     Ok(Added {
         root: root.cid,
         kind,

@@ -17,4 +17,4 @@ pub mod unixfs;
 pub use add::{AddError, AddOptions, Added, Source, add};
 pub use capability::Capability;
 pub use read::{ReadError, Reader, resolve_capability};
-pub use store::Store;
+pub use store::{BlockStore, MemStore, RocksStore, Store};

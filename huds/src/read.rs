@@ -21,7 +21,7 @@ use crate::capability::{Capability, CapabilityError};
 use crate::cids::{self, DAG_PB, ParseCidError, RAW};
 use crate::manifest::{Kind, Manifest, ManifestError};
 use crate::segment::{self, DecodeSegmentError, FileKey};
-use crate::store::{Store, StoreError};
+use crate::store::{BlockStore, MemStore, RocksStore, StoreError};
 use crate::unixfs::{self, DataType, DecodeError, Node};
 
 /// Segments fetched ahead of a sequential read. Over the network a segment's fetch is latency-bound (about
@@ -74,14 +74,34 @@ pub trait ShardSource: Send + Sync {
     }
 }
 
-/// The local store as a source: shards are checked against their CIDs by the decoder, not twice here.
-impl ShardSource for Store {
+/// Reads a shard from a local store as a source: shards are checked against their CIDs by the decoder, not twice
+/// here.
+fn fetch_local(store: &dyn BlockStore, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
+    match store.shard_unverified(cid) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(ShardProblem::Missing),
+        Err(e) => Err(ShardProblem::Failed(e.to_string())),
+    }
+}
+
+/// Any block store behind the trait, as a shard source.
+pub struct LocalSource(pub Arc<dyn BlockStore>);
+
+impl ShardSource for LocalSource {
     fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
-        match self.shard_unverified(cid) {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(ShardProblem::Missing),
-            Err(e) => Err(ShardProblem::Failed(e.to_string())),
-        }
+        fetch_local(&*self.0, cid)
+    }
+}
+
+impl ShardSource for RocksStore {
+    fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
+        fetch_local(self, cid)
+    }
+}
+
+impl ShardSource for MemStore {
+    fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, ShardProblem> {
+        fetch_local(self, cid)
     }
 }
 
@@ -157,7 +177,7 @@ pub enum ReadError {
 }
 
 /// Resolves `CAP|CID` text to a capability: a capability as is, a CID through the store's public table.
-pub fn resolve_capability(store: &Store, text: &str) -> Result<Capability, ReadError> {
+pub fn resolve_capability(store: &dyn BlockStore, text: &str) -> Result<Capability, ReadError> {
     if text.starts_with("huds:") {
         return Ok(Capability::parse(text)?);
     }
@@ -222,7 +242,7 @@ pub struct Reader {
 impl Reader {
     /// Opens the DAG a capability names, fetching the sealed manifest from `source` if the store lacks it.
     pub fn open_with(
-        store: &Store,
+        store: &dyn BlockStore,
         source: Arc<dyn ShardSource>,
         cap: &Capability,
     ) -> Result<Reader, ReadError> {
@@ -236,11 +256,11 @@ impl Reader {
     }
 
     /// Opens the DAG a capability names, with manifest and shards from the local store.
-    pub fn open_local(store: Arc<Store>, cap: &Capability) -> Result<Reader, ReadError> {
+    pub fn open_local(store: Arc<dyn BlockStore>, cap: &Capability) -> Result<Reader, ReadError> {
         let sealed = store
             .manifest(&cap.manifest)?
             .ok_or(ReadError::ManifestMissing(cap.manifest))?;
-        Self::open(store, cap, &sealed)
+        Self::open(Arc::new(LocalSource(store)), cap, &sealed)
     }
 
     /// Opens a DAG given its sealed manifest (already fetched) and a shard source.

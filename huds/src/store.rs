@@ -1,6 +1,8 @@
-//! The block store: one RocksDB database per node home.
+//! The block store: the [`BlockStore`] trait, its RocksDB implementation [`RocksStore`] (one database per node
+//! home) and an in-memory one, [`MemStore`], for model tests and simulations. Both keep the same semantics, so a
+//! test written against the trait holds for the store a node runs.
 //!
-//! Column families:
+//! RocksDB column families:
 //! - `shards`: shard CID -> shard bytes (BLAKE3-addressed, kept in blob files, never compressed: they are
 //!   ciphertext).
 //! - `manifests`: sealed-manifest CID -> sealed bytes.
@@ -14,7 +16,9 @@
 //! commit leaves at most unreferenced shards, which the next writable open removes (its in-flight marker says a
 //! crash happened). A crash after it leaves the whole file.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cid::Cid;
 use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
@@ -78,8 +82,152 @@ pub struct Pin {
     pub cap: Option<String>,
 }
 
+/// What a node's block store does: shards by CID, sealed manifests, pins and their shard refs, the public table,
+/// and the add transaction that makes a file visible all at once. Implementations must make each write call
+/// atomic (a crash in the middle of one leaves none of it visible) and must survive a reopen on the same storage.
+/// The trait is object-safe so the network node and the readers can hold an `Arc<dyn BlockStore>`.
+pub trait BlockStore: Send + Sync {
+    /// Starts an add: records an in-flight marker, so a crash before the commit is cleaned up at the next open.
+    fn begin_add(&self) -> Result<AddTxn, StoreError>;
+
+    /// Writes shards of an add in progress. They may not be durable until the add commits.
+    fn put_shards<'a>(
+        &self,
+        shards: &mut dyn Iterator<Item = (&'a Cid, &'a [u8])>,
+    ) -> Result<(), StoreError>;
+
+    /// Commits an add: makes its shards durable, then records manifest, pin, refs and public entry at once, and
+    /// clears the add's in-flight marker in the same atomic write.
+    fn commit_add(
+        &self,
+        txn: AddTxn,
+        manifest_cid: &Cid,
+        sealed_manifest: &[u8],
+        shard_cids: &mut dyn Iterator<Item = Cid>,
+        pin: &Pin,
+        public: Option<(&Cid, &str)>,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a shard this node holds for the network (already checked against its CID by the caller), marked
+    /// held so garbage collection keeps it; both writes land together.
+    fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// A shard's bytes as stored, unchecked: for a caller that checks them itself (the segment decoder does,
+    /// whatever its source), so local reads hash each shard once.
+    fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A shard's bytes, checked against its CID: Ok(None) if absent, an error if corrupt.
+    fn shard(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(bytes) = self.shard_unverified(cid)? else {
+            return Ok(None);
+        };
+        cids::verify(cid, &bytes).map_err(|_| StoreError::CorruptShard(*cid))?;
+        Ok(Some(bytes))
+    }
+
+    /// Overwrites a shard's stored bytes without any check and without a ref: for tests of corruption handling.
+    #[doc(hidden)]
+    fn put_shard_unchecked(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Deletes a shard (its refs stay): for tests of loss and for repair.
+    fn delete_shard(&self, cid: &Cid) -> Result<(), StoreError>;
+
+    /// CIDs of every shard stored here, in the order of their binary form.
+    fn shard_cids(&self) -> Result<Vec<Cid>, StoreError>;
+
+    /// Number of shards stored and their total bytes.
+    fn shard_stats(&self) -> Result<(u64, u64), StoreError>;
+
+    /// The sealed manifest stored under `cid`, as stored.
+    fn manifest_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The sealed manifest stored under `cid`, checked against it.
+    fn manifest(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(bytes) = self.manifest_unverified(cid)? else {
+            return Ok(None);
+        };
+        cids::verify(cid, &bytes)
+            .map_err(|_| StoreError::Corrupt(format!("manifest {cid} does not match its CID")))?;
+        Ok(Some(bytes))
+    }
+
+    /// The capability of a public root, if one was added here.
+    fn public_capability(&self, root: &Cid) -> Result<Option<String>, StoreError>;
+
+    /// Every pin: (manifest CID, record), in the order of the manifest CIDs' binary form.
+    fn pins(&self) -> Result<Vec<(Cid, Pin)>, StoreError>;
+
+    /// Deletes shards that no pin and no held mark references; returns how many.
+    fn collect_garbage(&self) -> Result<usize, StoreError>;
+
+    /// Writes every shard still in memory to durable storage and waits for it (benchmarks settle a network this
+    /// way, so a read is not timed against the flushes an add left behind).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A shared store is a store: callers holding an `Arc` (the node, the gateway) pass `&Arc<S>` where a
+/// `&dyn BlockStore` is asked for.
+impl<T: BlockStore + ?Sized> BlockStore for Arc<T> {
+    fn begin_add(&self) -> Result<AddTxn, StoreError> {
+        (**self).begin_add()
+    }
+    fn put_shards<'a>(
+        &self,
+        shards: &mut dyn Iterator<Item = (&'a Cid, &'a [u8])>,
+    ) -> Result<(), StoreError> {
+        (**self).put_shards(shards)
+    }
+    fn commit_add(
+        &self,
+        txn: AddTxn,
+        manifest_cid: &Cid,
+        sealed_manifest: &[u8],
+        shard_cids: &mut dyn Iterator<Item = Cid>,
+        pin: &Pin,
+        public: Option<(&Cid, &str)>,
+    ) -> Result<(), StoreError> {
+        (**self).commit_add(txn, manifest_cid, sealed_manifest, shard_cids, pin, public)
+    }
+    fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).put_held_shard(cid, bytes)
+    }
+    fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).shard_unverified(cid)
+    }
+    fn put_shard_unchecked(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        (**self).put_shard_unchecked(cid, bytes)
+    }
+    fn delete_shard(&self, cid: &Cid) -> Result<(), StoreError> {
+        (**self).delete_shard(cid)
+    }
+    fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
+        (**self).shard_cids()
+    }
+    fn shard_stats(&self) -> Result<(u64, u64), StoreError> {
+        (**self).shard_stats()
+    }
+    fn manifest_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).manifest_unverified(cid)
+    }
+    fn public_capability(&self, root: &Cid) -> Result<Option<String>, StoreError> {
+        (**self).public_capability(root)
+    }
+    fn pins(&self) -> Result<Vec<(Cid, Pin)>, StoreError> {
+        (**self).pins()
+    }
+    fn collect_garbage(&self) -> Result<usize, StoreError> {
+        (**self).collect_garbage()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+}
+
+/// The name callers used before the trait existed: the RocksDB store a node home holds.
+pub type Store = RocksStore;
+
 /// The RocksDB block store.
-pub struct Store {
+pub struct RocksStore {
     db: DB,
 }
 
@@ -88,9 +236,9 @@ pub struct AddTxn {
     marker: Vec<u8>,
 }
 
-impl Store {
+impl RocksStore {
     /// Opens (creating if needed) the store in `dir`. Removes shards left by an add that crashed.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path) -> Result<RocksStore, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -115,7 +263,7 @@ impl Store {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = Store { db };
+        let store = RocksStore { db };
         store.check_version()?;
         store.recover()?;
         Ok(store)
@@ -156,8 +304,15 @@ impl Store {
         self.write_synced(batch)
     }
 
-    /// Deletes shards that no pin references; returns how many.
-    pub fn collect_garbage(&self) -> Result<usize, StoreError> {
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        Ok(self.db.write_opt(batch, &wo)?)
+    }
+}
+
+impl BlockStore for RocksStore {
+    fn collect_garbage(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
         let mut batch = WriteBatch::default();
         for item in self
@@ -179,20 +334,11 @@ impl Store {
         Ok(removed)
     }
 
-    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        Ok(self.db.write_opt(batch, &wo)?)
-    }
-
-    /// Writes every shard still in memory to disk and waits for it (benchmarks settle a network this way, so a
-    /// read is not timed against the flushes an add left behind).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.flush_cf(self.cf(CF_SHARDS))?)
     }
 
-    /// Starts an add: writes the in-flight marker that recovery looks for.
-    pub fn begin_add(&self) -> Result<AddTxn, StoreError> {
+    fn begin_add(&self) -> Result<AddTxn, StoreError> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).expect("the OS random source is available");
         let mut marker = INFLIGHT_PREFIX.to_vec();
@@ -203,10 +349,9 @@ impl Store {
         Ok(AddTxn { marker })
     }
 
-    /// Writes shards (unsynced, no WAL: made durable by the commit's flush).
-    pub fn put_shards<'a>(
+    fn put_shards<'a>(
         &self,
-        shards: impl Iterator<Item = (&'a Cid, &'a [u8])>,
+        shards: &mut dyn Iterator<Item = (&'a Cid, &'a [u8])>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for (cid, bytes) in shards {
@@ -217,13 +362,12 @@ impl Store {
         Ok(self.db.write_opt(batch, &wo)?)
     }
 
-    /// Commits an add: makes its shards durable, then records manifest, pin, refs and public entry at once.
-    pub fn commit_add(
+    fn commit_add(
         &self,
         txn: AddTxn,
         manifest_cid: &Cid,
         sealed_manifest: &[u8],
-        shard_cids: impl Iterator<Item = Cid>,
+        shard_cids: &mut dyn Iterator<Item = Cid>,
         pin: &Pin,
         public: Option<(&Cid, &str)>,
     ) -> Result<(), StoreError> {
@@ -248,9 +392,7 @@ impl Store {
         self.write_synced(batch)
     }
 
-    /// Stores a shard this node holds for the network (already checked against its CID by the caller). It is
-    /// written through the WAL before the put is acknowledged, and marked held so garbage collection keeps it.
-    pub fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
         let key = cid.to_bytes();
         let mut held = key.clone();
         held.extend_from_slice(HELD_REF);
@@ -260,8 +402,7 @@ impl Store {
         Ok(self.db.write(batch)?)
     }
 
-    /// CIDs of every shard stored here.
-    pub fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
+    fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -276,44 +417,23 @@ impl Store {
         Ok(out)
     }
 
-    /// A shard's bytes, checked against its CID: Ok(None) if absent, an error if corrupt.
-    pub fn shard(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_SHARDS), cid.to_bytes())? else {
-            return Ok(None);
-        };
-        cids::verify(cid, &bytes).map_err(|_| StoreError::CorruptShard(*cid))?;
-        Ok(Some(bytes))
-    }
-
-    /// A shard's bytes as stored, unchecked: for a caller that checks them itself (the segment decoder does,
-    /// whatever its source), so local reads hash each shard once.
-    pub fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+    fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_SHARDS), cid.to_bytes())?)
     }
 
-    /// Overwrites a shard's stored bytes without any check: for tests of corruption handling.
-    #[doc(hidden)]
-    pub fn put_shard_unchecked(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_shard_unchecked(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
         Ok(self.db.put_cf(self.cf(CF_SHARDS), cid.to_bytes(), bytes)?)
     }
 
-    /// Deletes a shard: for tests of loss and for repair.
-    pub fn delete_shard(&self, cid: &Cid) -> Result<(), StoreError> {
+    fn delete_shard(&self, cid: &Cid) -> Result<(), StoreError> {
         Ok(self.db.delete_cf(self.cf(CF_SHARDS), cid.to_bytes())?)
     }
 
-    /// The sealed manifest stored under `cid`, checked against it.
-    pub fn manifest(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_MANIFESTS), cid.to_bytes())? else {
-            return Ok(None);
-        };
-        cids::verify(cid, &bytes)
-            .map_err(|_| StoreError::Corrupt(format!("manifest {cid} does not match its CID")))?;
-        Ok(Some(bytes))
+    fn manifest_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_MANIFESTS), cid.to_bytes())?)
     }
 
-    /// The capability of a public root, if one was added here.
-    pub fn public_capability(&self, root: &Cid) -> Result<Option<String>, StoreError> {
+    fn public_capability(&self, root: &Cid) -> Result<Option<String>, StoreError> {
         match self.db.get_cf(self.cf(CF_PUBLIC), root.to_bytes())? {
             None => Ok(None),
             Some(b) => String::from_utf8(b)
@@ -322,8 +442,7 @@ impl Store {
         }
     }
 
-    /// Every pin: (manifest CID, record).
-    pub fn pins(&self) -> Result<Vec<(Cid, Pin)>, StoreError> {
+    fn pins(&self) -> Result<Vec<(Cid, Pin)>, StoreError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -339,8 +458,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of shards stored and their total bytes.
-    pub fn shard_stats(&self) -> Result<(u64, u64), StoreError> {
+    fn shard_stats(&self) -> Result<(u64, u64), StoreError> {
         let (mut n, mut bytes) = (0, 0);
         for item in self
             .db
@@ -351,6 +469,190 @@ impl Store {
             bytes += v.len() as u64;
         }
         Ok((n, bytes))
+    }
+}
+
+/// The in-memory block store: the same semantics as [`RocksStore`], over maps behind one lock. Every write call
+/// takes the lock once, so each is atomic as a RocksDB batch is. Clones share the maps, and [`MemStore::reopen`]
+/// gives a new handle on them that runs the same crash recovery as opening a RocksDB home again, so tests can
+/// model a restart on the same disk.
+#[derive(Clone, Default)]
+pub struct MemStore {
+    state: Arc<Mutex<MemState>>,
+}
+
+/// The maps of a [`MemStore`], keyed by the same bytes as the RocksDB column families so iteration orders match.
+#[derive(Default)]
+struct MemState {
+    shards: BTreeMap<Vec<u8>, Vec<u8>>,
+    manifests: BTreeMap<Vec<u8>, Vec<u8>>,
+    pins: BTreeMap<Vec<u8>, Pin>,
+    /// Shard CID bytes ++ manifest CID bytes (or the held suffix), as in the `refs` column family.
+    refs: BTreeSet<Vec<u8>>,
+    public: BTreeMap<Vec<u8>, String>,
+    /// In-flight add markers.
+    inflight: BTreeSet<Vec<u8>>,
+    /// Numbers the add markers: deterministic, unlike the RocksDB store's random ones, which only need to be
+    /// distinct across restarts.
+    next_marker: u64,
+}
+
+impl MemState {
+    fn collect_garbage(&mut self) -> usize {
+        let refs = &self.refs;
+        let before = self.shards.len();
+        self.shards.retain(|key, _| {
+            refs.range(key.clone()..)
+                .next()
+                .is_some_and(|r| r.starts_with(key))
+        });
+        before - self.shards.len()
+    }
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Another handle on the same maps, opened as a restart would open the same disk: if an add was in flight,
+    /// unreferenced shards are dropped and the markers cleared.
+    pub fn reopen(&self) -> MemStore {
+        let store = MemStore {
+            state: self.state.clone(),
+        };
+        let mut st = store.lock();
+        if !st.inflight.is_empty() {
+            st.collect_garbage();
+            st.inflight.clear();
+        }
+        drop(st);
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        // A panic while the lock was held cannot leave the maps half-written (each write call mutates them only
+        // after its fallible steps), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BlockStore for MemStore {
+    fn begin_add(&self) -> Result<AddTxn, StoreError> {
+        let mut st = self.lock();
+        let mut marker = INFLIGHT_PREFIX.to_vec();
+        marker.extend_from_slice(&st.next_marker.to_be_bytes());
+        st.next_marker += 1;
+        st.inflight.insert(marker.clone());
+        Ok(AddTxn { marker })
+    }
+
+    fn put_shards<'a>(
+        &self,
+        shards: &mut dyn Iterator<Item = (&'a Cid, &'a [u8])>,
+    ) -> Result<(), StoreError> {
+        let batch: Vec<(Vec<u8>, Vec<u8>)> =
+            shards.map(|(c, b)| (c.to_bytes(), b.to_vec())).collect();
+        self.lock().shards.extend(batch);
+        Ok(())
+    }
+
+    fn commit_add(
+        &self,
+        txn: AddTxn,
+        manifest_cid: &Cid,
+        sealed_manifest: &[u8],
+        shard_cids: &mut dyn Iterator<Item = Cid>,
+        pin: &Pin,
+        public: Option<(&Cid, &str)>,
+    ) -> Result<(), StoreError> {
+        let mkey = manifest_cid.to_bytes();
+        let refs: Vec<Vec<u8>> = shard_cids
+            .map(|s| {
+                let mut k = s.to_bytes();
+                k.extend_from_slice(&mkey);
+                k
+            })
+            .collect();
+        let mut st = self.lock();
+        st.manifests.insert(mkey.clone(), sealed_manifest.to_vec());
+        st.pins.insert(mkey, pin.clone());
+        st.refs.extend(refs);
+        if let Some((root, cap)) = public {
+            st.public.insert(root.to_bytes(), cap.to_string());
+        }
+        st.inflight.remove(&txn.marker);
+        Ok(())
+    }
+
+    fn put_held_shard(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = cid.to_bytes();
+        let mut held = key.clone();
+        held.extend_from_slice(HELD_REF);
+        let mut st = self.lock();
+        st.shards.insert(key, bytes.to_vec());
+        st.refs.insert(held);
+        Ok(())
+    }
+
+    fn shard_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().shards.get(&cid.to_bytes()).cloned())
+    }
+
+    fn put_shard_unchecked(&self, cid: &Cid, bytes: &[u8]) -> Result<(), StoreError> {
+        self.lock().shards.insert(cid.to_bytes(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn delete_shard(&self, cid: &Cid) -> Result<(), StoreError> {
+        self.lock().shards.remove(&cid.to_bytes());
+        Ok(())
+    }
+
+    fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
+        self.lock()
+            .shards
+            .keys()
+            .map(|k| {
+                Cid::try_from(&k[..]).map_err(|e| StoreError::Corrupt(format!("shard key: {e}")))
+            })
+            .collect()
+    }
+
+    fn shard_stats(&self) -> Result<(u64, u64), StoreError> {
+        let st = self.lock();
+        let bytes = st.shards.values().map(|v| v.len() as u64).sum();
+        Ok((st.shards.len() as u64, bytes))
+    }
+
+    fn manifest_unverified(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().manifests.get(&cid.to_bytes()).cloned())
+    }
+
+    fn public_capability(&self, root: &Cid) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().public.get(&root.to_bytes()).cloned())
+    }
+
+    fn pins(&self) -> Result<Vec<(Cid, Pin)>, StoreError> {
+        self.lock()
+            .pins
+            .iter()
+            .map(|(k, p)| {
+                let cid = Cid::try_from(&k[..])
+                    .map_err(|e| StoreError::Corrupt(format!("pin key: {e}")))?;
+                Ok((cid, p.clone()))
+            })
+            .collect()
+    }
+
+    fn collect_garbage(&self) -> Result<usize, StoreError> {
+        Ok(self.lock().collect_garbage())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // The maps are the whole store: nothing sits in a faster layer that a flush would move.
+        Ok(())
     }
 }
 
@@ -377,15 +679,15 @@ mod tests {
         {
             let s = Store::open(dir.path()).expect("open");
             let t = s.begin_add().expect("begin");
-            s.put_shards([(&kept, &b"kept"[..])].into_iter())
+            s.put_shards(&mut [(&kept, &b"kept"[..])].into_iter())
                 .expect("put");
             let m = cids::blake3_cid(b"manifest");
-            s.commit_add(t, &m, b"manifest", [kept].into_iter(), &pin(), None)
+            s.commit_add(t, &m, b"manifest", &mut [kept].into_iter(), &pin(), None)
                 .expect("commit");
             let _crashed = s.begin_add().expect("begin");
-            s.put_shards([(&lost, &b"lost"[..])].into_iter())
+            s.put_shards(&mut [(&lost, &b"lost"[..])].into_iter())
                 .expect("put");
-            s.db.flush_cf(s.cf(CF_SHARDS)).expect("flush");
+            s.flush().expect("flush");
         }
         let s = Store::open(dir.path()).expect("reopen");
         assert_eq!(s.shard(&kept).expect("read").as_deref(), Some(&b"kept"[..]));

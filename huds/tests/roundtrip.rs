@@ -7,7 +7,7 @@ use std::sync::Arc;
 use huds::bench::fill_random;
 use huds::read::{EntryKind, ReadError};
 use huds::segment::DecodeSegmentError;
-use huds::{AddOptions, Added, Capability, Reader, Source, Store};
+use huds::{AddOptions, Added, BlockStore, Capability, Reader, Source, Store};
 
 const SEG: u32 = 2 * 1024 * 1024; // the smallest segment size, so multi-segment files stay small
 
