@@ -454,7 +454,10 @@ pub fn unpack(
     limits: Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Unpacked, TreeError> {
-    let mut archive = tar::Archive::new(input);
+    let mut archive = tar::Archive::new(EofWatch {
+        inner: input,
+        eof: false,
+    });
     let mut done = Unpacked::default();
     // Entries come grouped by directory, so the last checked parent is usually the next one's too.
     let mut checked_parent: Option<Vec<String>> = None;
@@ -558,7 +561,30 @@ pub fn unpack(
             }
         }
     }
+    // The tar crate ends at a zero block or at the end of the stream alike; only the first is a whole archive.
+    if archive.into_inner().eof {
+        return Err(TreeError::Stream(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the archive ends without its end-of-archive blocks: it was cut short",
+        )));
+    }
     Ok(done)
+}
+
+/// Notes whether the stream ran out: a tar that ends at the end-of-archive block is never read that far.
+struct EofWatch<R> {
+    inner: R,
+    eof: bool,
+}
+
+impl<R: Read> Read for EofWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -751,5 +777,12 @@ mod tests {
         fs::create_dir(&root).expect("mkdir");
         let err = unpack_bytes(&[0x55u8; 2048], &root, Limits::NONE).expect_err("garbage");
         assert!(matches!(err, TreeError::Stream(_)), "{err}");
+        // Cut between two entries, where the tar crate alone would see a whole, shorter archive.
+        let root = dst.path().join("between");
+        fs::create_dir(&root).expect("mkdir");
+        let err = unpack_bytes(&tar[..2 * 1024], &root, Limits::NONE).expect_err("cut");
+        assert!(err.to_string().contains("cut short"), "{err}");
+        let err = unpack_bytes(&[], &root, Limits::NONE).expect_err("empty");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 }
