@@ -150,9 +150,11 @@ async fn add(
         .name
         .filter(|n| huds::unixfs::valid_name(n))
         .unwrap_or_else(|| "upload".into());
-    let dir = api.spool.join(format!("{:016x}", u64::from_le_bytes(id)));
-    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let spool = SpoolDir(dir);
+    // The guard comes first: the future may be dropped at any await, the directory's creation included.
+    let spool = SpoolDir(api.spool.join(format!("{:016x}", u64::from_le_bytes(id))));
+    tokio::fs::create_dir_all(&spool.0)
+        .await
+        .map_err(internal)?;
     let path = spool.0.join(&name);
     let opts = AddOptions {
         public: q.public,
