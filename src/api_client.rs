@@ -265,14 +265,19 @@ pub fn get_to(
                         b.inc(n);
                     }
                 };
+                let mut body = resp.body_mut().as_reader();
                 huds_net::tree::unpack(
-                    resp.body_mut().as_reader(),
+                    &mut body,
                     &partial,
                     huds_net::tree::Limits::NONE,
                     &mut progress,
                 )
-                .context("unpacking the tree from the node")
-                .map(drop)
+                .context("unpacking the tree from the node")?;
+                // The rest is the archive's last padding; a node that failed part way breaks the body off, which
+                // reading it to its end shows.
+                std::io::copy(&mut body, &mut std::io::sink())
+                    .context("the node broke off the tree")
+                    .map(drop)
             });
         if let Some(b) = bar {
             b.finish_and_clear();
@@ -297,7 +302,10 @@ pub fn get_to(
         let _ = remove_any(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, &out).with_context(|| format!("renaming into {}", out.display()))?;
+    if let Err(e) = std::fs::rename(&partial, &out) {
+        let _ = remove_any(&partial);
+        return Err(e).with_context(|| format!("renaming into {}", out.display()));
+    }
     Ok(Got {
         cid,
         path: out,

@@ -84,15 +84,56 @@ pub struct Unpacked {
 // ---------------------------------------------------------------------------------------------------------------
 // Writing
 
+/// The writer under a tar builder, closed when a walk fails: the tar crate writes the end-of-archive blocks when
+/// a builder is dropped, which would make a stream cut at an entry boundary look whole to its reader.
+struct Gate<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Write for Gate<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the tree could not be written whole",
+            ));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.inner.flush()
+    }
+}
+
 /// A tar stream being written, entry by entry.
 struct TarOut<W: Write> {
-    builder: tar::Builder<W>,
+    builder: tar::Builder<Gate<W>>,
 }
 
 impl<W: Write> TarOut<W> {
     fn new(out: W) -> Self {
         TarOut {
-            builder: tar::Builder::new(out),
+            builder: tar::Builder::new(Gate {
+                inner: out,
+                closed: false,
+            }),
+        }
+    }
+
+    /// Ends the stream after `walked`: with the end-of-archive blocks if the walk succeeded, with nothing more
+    /// if it failed.
+    fn end(mut self, walked: Result<(), TreeError>) -> Result<W, TreeError> {
+        match walked {
+            Ok(()) => Ok(self.builder.into_inner().map_err(TreeError::Output)?.inner),
+            Err(e) => {
+                self.builder.get_mut().closed = true;
+                Err(e)
+            }
         }
     }
 
@@ -141,10 +182,6 @@ impl<W: Write> TarOut<W> {
         }
         self.append(h, path, io::empty())
     }
-
-    fn finish(self) -> io::Result<W> {
-        self.builder.into_inner()
-    }
 }
 
 /// Reads exactly `size` bytes from `inner`: a file that shrank while it was read is an error rather than a tar
@@ -188,6 +225,15 @@ pub fn pack_dir<W: Write>(
     progress: impl FnMut(u64) + Send + Clone + 'static,
 ) -> Result<W, TreeError> {
     let mut tar = TarOut::new(out);
+    let walked = walk_dir(&mut tar, dir, progress);
+    tar.end(walked)
+}
+
+fn walk_dir<W: Write>(
+    tar: &mut TarOut<W>,
+    dir: &Path,
+    progress: impl FnMut(u64) + Send + Clone + 'static,
+) -> Result<(), TreeError> {
     // (path on disk, path in the tree, depth), popped in order: children are pushed in reverse name order.
     let mut stack: Vec<(PathBuf, String, usize)> = Vec::new();
     push_children(&mut stack, dir, "", 1)?;
@@ -231,7 +277,7 @@ pub fn pack_dir<W: Write>(
             });
         }
     }
-    tar.finish().map_err(TreeError::Output)
+    Ok(())
 }
 
 fn push_children(
@@ -308,6 +354,11 @@ impl Read for DagFile<'_> {
 /// it restores the tree that was added. Memory: one file chunk, and the names of the directories being walked.
 pub fn pack_dag<W: Write>(reader: &Reader, cid: &Cid, out: W) -> Result<W, TreeError> {
     let mut tar = TarOut::new(out);
+    let walked = walk_dag(&mut tar, reader, cid);
+    tar.end(walked)
+}
+
+fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result<(), TreeError> {
     // (cid, kind, size, path in the tree, depth)
     let mut stack: Vec<(Cid, EntryKind, u64, String, usize)> = Vec::new();
     push_listing(reader, &mut stack, cid, "", 1)?;
@@ -341,7 +392,7 @@ pub fn pack_dag<W: Write>(reader: &Reader, cid: &Cid, out: W) -> Result<W, TreeE
             }
         }
     }
-    tar.finish().map_err(TreeError::Output)
+    Ok(())
 }
 
 fn push_listing(
@@ -504,7 +555,7 @@ pub fn unpack(
                     return Err(TreeError::TooLarge(limits.bytes_max));
                 }
                 // create_new: a second entry of the name, or a symlink planted there, is refused, not followed.
-                let file = fs::OpenOptions::new()
+                let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
@@ -512,7 +563,6 @@ pub fn unpack(
                         io::ErrorKind::AlreadyExists => duplicate(&shown),
                         _ => io(e),
                     })?;
-                let mut w = io::BufWriter::with_capacity(1 << 20, file);
                 loop {
                     let n = match entry.read(&mut buf) {
                         Ok(0) => break,
@@ -520,14 +570,10 @@ pub fn unpack(
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(TreeError::Stream(e)),
                     };
-                    w.write_all(&buf[..n]).map_err(io)?;
+                    file.write_all(&buf[..n]).map_err(io)?;
                     done.bytes += n as u64;
                     progress(n as u64);
                 }
-                w.into_inner()
-                    .map_err(|e| io(e.into_error()))?
-                    .sync_data()
-                    .map_err(io)?;
             }
             EntryType::Directory => match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {} // made already as a parent of an earlier entry
@@ -663,6 +709,21 @@ mod tests {
             huds::add::cid_of_path(s).expect("cid"),
             huds::add::cid_of_path(d).expect("cid")
         );
+    }
+
+    #[test]
+    fn a_failed_pack_never_ends_the_stream_as_whole() {
+        let src = tempfile::tempdir().expect("tempdir");
+        fs::write(src.path().join("a.txt"), b"a").expect("write");
+        fs::create_dir(src.path().join("b")).expect("mkdir");
+        std::os::unix::net::UnixListener::bind(src.path().join("b/socket")).expect("socket");
+        let mut out = Vec::new();
+        let err = pack_dir(src.path(), &mut out, |_| {}).expect_err("a socket is refused");
+        assert!(err.to_string().contains("special file"), "{err}");
+        // What was written reads as a stream cut short, not as a smaller tree.
+        let dst = tempfile::tempdir().expect("tempdir");
+        let err = unpack_bytes(&out, dst.path(), Limits::NONE).expect_err("cut");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     #[test]
