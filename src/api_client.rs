@@ -110,7 +110,6 @@ impl<R: Read> Read for CountingRead<R> {
 }
 
 /// Uploads a file, a directory tree (as a tar stream) or standard input, and returns the node's answer.
-#[allow(clippy::too_many_arguments)]
 pub fn add(
     api: &str,
     token: Option<&str>,
