@@ -1,9 +1,11 @@
 //! The CLI over a running node's HTTP API (`--api URL`).
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
 use serde_json::Value;
 
 fn url(api: &str, path: &str) -> String {
@@ -51,7 +53,63 @@ fn token_hint(token: Option<&str>) -> &'static str {
     }
 }
 
-/// Uploads a file (or standard input) and returns the node's answer.
+/// A directory's tar stream as a request body, written by a thread (`huds_net::tree::pack_dir`) into a pipe. The
+/// end of the pipe is the end of the body only if the packer finished: if it failed (a special file, a file
+/// that cannot be read), reading fails, so the request is broken off and the node never takes a partial tree.
+struct TreeBody {
+    pipe: std::io::PipeReader,
+    done: std::sync::mpsc::Receiver<Result<(), String>>,
+    failure: Arc<Mutex<Option<String>>>,
+    bar: Option<ProgressBar>,
+}
+
+impl Read for TreeBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        let outcome = self
+            .done
+            .recv()
+            .unwrap_or_else(|_| Err("the tree packer stopped".into()));
+        match outcome {
+            Ok(()) => {
+                if let Some(b) = &self.bar {
+                    b.set_message("sent; the node is storing it");
+                }
+                Ok(0)
+            }
+            Err(e) => {
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = Some(e.clone());
+                }
+                Err(std::io::Error::other(e))
+            }
+        }
+    }
+}
+
+/// A file's bytes through to a progress bar.
+struct CountingRead<R> {
+    inner: R,
+    bar: Option<ProgressBar>,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.bar {
+            if n == 0 && !buf.is_empty() {
+                b.set_message("sent; the node is storing it");
+            }
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// Uploads a file, a directory tree (as a tar stream) or standard input, and returns the node's answer.
 pub fn add(
     api: &str,
     token: Option<&str>,
@@ -59,6 +117,7 @@ pub fn add(
     public: bool,
     k: Option<u8>,
     m: Option<u8>,
+    bar: Option<ProgressBar>,
 ) -> Result<Value> {
     let mut query = format!("/api/v0/add?public={public}");
     if let Some(k) = k {
@@ -68,51 +127,218 @@ pub fn add(
         query.push_str(&format!("&m={m}"));
     }
     let stdin = path == Path::new("-");
+    let tree = !stdin && path.is_dir();
+    if tree {
+        query.push_str("&format=tar");
+    }
     if !stdin {
-        if path.is_dir() {
-            bail!(
-                "{}: adding a directory through --api is not supported yet; add it on the node's home",
-                path.display()
-            );
-        }
-        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            query.push_str(&format!("&name={}", encode(name)));
+        // A tree's root has a name too (its pin shows it), as `huds add DIR` records locally.
+        let name = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string));
+        if let Some(name) = name {
+            query.push_str(&format!("&name={}", encode(&name)));
         }
     }
-    let mut input: Box<dyn Read> = if stdin {
-        Box::new(std::io::stdin().lock())
+    let failure = Arc::new(Mutex::new(None::<String>));
+    let mut input: Box<dyn Read + Send> = if stdin {
+        Box::new(std::io::stdin())
+    } else if tree {
+        let (pipe, writer) = std::io::pipe().context("making a pipe for the tree")?;
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let (dir, counter) = (path.to_path_buf(), bar.clone());
+        std::thread::spawn(move || {
+            let out = std::io::BufWriter::with_capacity(1 << 20, writer);
+            let r = huds_net::tree::pack_dir(&dir, out, move |n| {
+                if let Some(b) = &counter {
+                    b.inc(n);
+                }
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|w| {
+                // Flushed and closed before the outcome is sent: the reader waits for it at the pipe's end.
+                w.into_inner()
+                    .map(drop)
+                    .map_err(|e| format!("writing the tar stream: {}", e.error()))
+            });
+            let _ = done_tx.send(r);
+        });
+        Box::new(TreeBody {
+            pipe,
+            done,
+            failure: failure.clone(),
+            bar: bar.clone(),
+        })
     } else {
-        Box::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?)
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Box::new(CountingRead {
+            inner: file,
+            bar: bar.clone(),
+        })
     };
     let mut req = ureq::post(url(api, &query));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let mut resp = req
+    let sent = req
         .config()
         .http_status_as_error(false)
         .build()
-        .send(ureq::SendBody::from_reader(&mut input))
-        .map_err(|e| match &e {
-            // The node answers a bad or missing token at once and closes without reading the body.
-            ureq::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                anyhow::anyhow!(
-                    "the node closed the upload before reading it: most likely {} (or the node stopped)",
-                    token_hint(token)
-                )
-            }
-            _ => unreachable(api)(e),
-        })?;
+        .send(ureq::SendBody::from_reader(&mut input));
+    drop(input);
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        bail!("{e}");
+    }
+    let mut resp = sent.map_err(|e| match &e {
+        // The node answers a bad or missing token at once and closes without reading the body; it also stops
+        // reading a large upload it refused part way.
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            anyhow::anyhow!(
+                "the node closed the upload before reading all of it: most likely {} (or the node refused the \
+                 content, or stopped)",
+                token_hint(token)
+            )
+        }
+        _ => unreachable(api)(e),
+    })?;
     if resp.status() == 401 {
         bail!("add: {}", token_hint(token));
     }
     check(&mut resp, "add")?;
     serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
+}
+
+/// What `get` saved.
+pub struct Got {
+    pub cid: String,
+    pub path: PathBuf,
+    pub kind: &'static str,
+}
+
+fn header<'a>(resp: &'a ureq::http::Response<ureq::Body>, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Removes a file or a tree left by an earlier, interrupted get.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
+}
+
+/// Saves a file or a tree to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole, so an
+/// interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
+pub fn get_to(
+    api: &str,
+    target: &str,
+    out: Option<PathBuf>,
+    bar: impl Fn(Option<u64>) -> Option<ProgressBar>,
+) -> Result<Got> {
+    let mut resp = get(api, &format!("/api/v0/get?arg={}", encode(target)))?;
+    let cid = header(&resp, "x-huds-cid")
+        .map(str::to_string)
+        .unwrap_or_else(|| target.split('/').next().unwrap_or("out").to_string());
+    let out = out.unwrap_or_else(|| PathBuf::from(&cid));
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".huds-partial");
+    let partial = PathBuf::from(partial);
+    remove_any(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    let tree = header(&resp, "content-type") == Some(huds_net::api::TAR_CONTENT_TYPE);
+    let result = if tree {
+        let total = header(&resp, "x-huds-size").and_then(|v| v.parse().ok());
+        let bar = bar(total);
+        let r = std::fs::create_dir(&partial)
+            .with_context(|| format!("creating {}", partial.display()))
+            .and_then(|()| {
+                let mut progress = |n: u64| {
+                    if let Some(b) = &bar {
+                        b.inc(n);
+                    }
+                };
+                let mut body = resp.body_mut().as_reader();
+                huds_net::tree::unpack(
+                    &mut body,
+                    &partial,
+                    huds_net::tree::Limits::NONE,
+                    &mut progress,
+                )
+                .context("unpacking the tree from the node")?;
+                // The rest is the archive's last padding; a node that failed part way breaks the body off, which
+                // reading it to its end shows.
+                std::io::copy(&mut body, &mut std::io::sink())
+                    .context("the node broke off the tree")
+                    .map(drop)
+            });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        r
+    } else {
+        let total = header(&resp, "content-length").and_then(|v| v.parse().ok());
+        let bar = bar(total);
+        let r = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))
+            .and_then(|file| {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+                copy_body(&mut resp, total, &mut w, bar.as_ref())?;
+                Ok(w.flush()?)
+            });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        r
+    };
+    if let Err(e) = result {
+        let _ = remove_any(&partial);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&partial, &out) {
+        let _ = remove_any(&partial);
+        return Err(e).with_context(|| format!("renaming into {}", out.display()));
+    }
+    Ok(Got {
+        cid,
+        path: out,
+        kind: if tree { "directory" } else { "file" },
+    })
+}
+
+/// Copies a file's body into `out`; a body shorter than its length means the node could not rebuild the file.
+fn copy_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    expected: Option<u64>,
+    out: &mut dyn Write,
+    bar: Option<&ProgressBar>,
+) -> Result<u64> {
+    let mut body = resp.body_mut().as_reader();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let got = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the file from the node"),
+        };
+        out.write_all(&buf[..got]).context("writing the file")?;
+        n += got as u64;
+        if let Some(b) = bar {
+            b.inc(got as u64);
+        }
+    }
+    if expected.is_some_and(|e| e != n) {
+        bail!("the node stopped after {n} bytes: the file could not be rebuilt");
+    }
+    Ok(n)
 }
 
 fn get(api: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
@@ -139,17 +365,8 @@ pub fn bytes(api: &str, path: &str, limit_bytes: u64) -> Result<Vec<u8>> {
 /// Streams a file's bytes into `out`.
 pub fn cat(api: &str, target: &str, out: &mut dyn Write) -> Result<u64> {
     let mut resp = get(api, &format!("/api/v0/cat?arg={}", encode(target)))?;
-    let expected: Option<u64> = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let n = std::io::copy(&mut resp.body_mut().as_reader(), out)
-        .context("reading the file from the node")?;
-    if expected.is_some_and(|e| e != n) {
-        bail!("the node stopped after {n} bytes: the file could not be rebuilt");
-    }
-    Ok(n)
+    let expected = header(&resp, "content-length").and_then(|v| v.parse().ok());
+    copy_body(&mut resp, expected, out, None)
 }
 
 pub fn json(api: &str, path: &str) -> Result<Value> {

@@ -439,8 +439,13 @@ fn api_token(dir: &Path) -> Option<String> {
 fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> Result<()> {
     match command {
         Command::Add { public, k, m, path } => {
-            let v = api_client::add(api, token, &path, public, k, m)
-                .with_context(|| format!("adding {}", path.display()))?;
+            let stdin = path == Path::new("-");
+            let bar = progress_bar(if stdin { 0 } else { size_of_path(&path) }, json);
+            let v = api_client::add(api, token, &path, public, k, m, bar.clone());
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let v = v.with_context(|| format!("adding {}", path.display()))?;
             if json {
                 println!("{v}");
             } else {
@@ -459,24 +464,17 @@ fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> R
             Ok(out.flush()?)
         }
         Command::Get { target, out } => {
-            let out =
-                out.unwrap_or_else(|| PathBuf::from(target.split('/').next().unwrap_or("out")));
-            let mut partial = out.as_os_str().to_owned();
-            partial.push(".huds-partial");
-            let partial = PathBuf::from(partial);
-            let file = std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            let mut w = std::io::BufWriter::new(file);
-            let r = api_client::cat(api, &target, &mut w).and_then(|n| Ok((n, w.flush()?)));
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-            std::fs::rename(&partial, &out)?;
+            let got = api_client::get_to(api, &target, out, |total| match total {
+                Some(t) => progress_bar(t, json),
+                None => progress_spinner(json),
+            })?;
             if json {
-                println!("{}", json!({ "path": out, "kind": "file" }));
+                println!(
+                    "{}",
+                    json!({ "cid": got.cid, "path": got.path, "kind": got.kind })
+                );
             } else {
-                println!("saved to {}", out.display());
+                println!("saved {} to {}", got.cid, got.path.display());
             }
             Ok(())
         }
@@ -508,6 +506,7 @@ fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> R
     }
 }
 
+/// A progress bar on standard error when it is a terminal and the output is not `--json`.
 fn progress_bar(total: u64, json: bool) -> Option<ProgressBar> {
     if json || !std::io::stderr().is_terminal() {
         return None;
@@ -515,11 +514,25 @@ fn progress_bar(total: u64, json: bool) -> Option<ProgressBar> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
         )
         .expect("the template is valid")
         .progress_chars("=> "),
     );
+    Some(bar)
+}
+
+/// Bytes so far, for a transfer whose total is not known up front (a part of a tree through `--api`).
+fn progress_spinner(json: bool) -> Option<ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec} {msg}")
+            .expect("the template is valid"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     Some(bar)
 }
 

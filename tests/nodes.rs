@@ -4,85 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{NodeProc, start, status, wait_for_mesh};
 
 use sha2::{Digest, Sha256};
 
 const NODES: usize = 6;
-
-/// A running `huds node`; killed with SIGKILL when dropped, so a failing test leaves no process behind.
-struct NodeProc {
-    child: Child,
-    api: String,
-    /// `/ip4/127.0.0.1/tcp/PORT/p2p/PEER`: how others join through it.
-    addr: String,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(home: &Path, bootstrap: Option<&str>) -> NodeProc {
-    let mut cmd = Command::new(common::huds());
-    cmd.arg("--data").arg(home).args([
-        "node",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--api",
-        "127.0.0.1:0",
-    ]);
-    if let Some(b) = bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn huds node");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut addr, mut api) = (None, None);
-    while api.is_none() {
-        let line = lines
-            .next()
-            .expect("huds node printed its api line")
-            .expect("utf-8 output");
-        // "peer <peer-id> listening on <multiaddr>"
-        if let ["peer", peer, "listening", "on", a] = line.split(' ').collect::<Vec<_>>()[..] {
-            addr = Some(format!("{a}/p2p/{peer}"));
-        } else if let Some(a) = line.strip_prefix("api ") {
-            api = Some(a.to_string());
-        }
-    }
-    NodeProc {
-        child,
-        api: api.expect("api line"),
-        addr: addr.expect("a listening line before the api line"),
-    }
-}
-
-fn status(home: &Path, api: &str) -> serde_json::Value {
-    common::run_json(home, &["--api", api, "node", "status"])
-}
-
-fn wait_for_mesh(home: &Path, nodes: &[Option<NodeProc>]) {
-    let live: Vec<&NodeProc> = nodes.iter().flatten().collect();
-    let started = Instant::now();
-    for n in &live {
-        while status(home, &n.api)["peers"].as_u64() != Some(live.len() as u64 - 1) {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "nodes did not find each other"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 fn homes(dir: &Path) -> Vec<PathBuf> {
     (0..NODES)

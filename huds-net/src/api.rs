@@ -3,7 +3,9 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /api/v0/add?public=&k=&m=&name=` | body = the file; answers `{"cid","cap","size"}` once every shard is acknowledged |
+//! | `POST /api/v0/add?format=tar&...` | body = a tree as a tar stream (`huds_net::tree`), unpacked safely and added as a local directory would be |
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
+//! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, or a directory as a tar stream (`application/x-tar`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
 //! | `GET /api/v0/node/status` | `{"peer","stored_bytes","storage_bytes_max","shards","peers","repair"}` |
@@ -27,13 +29,26 @@ use tokio::sync::mpsc;
 
 use super::client::{NetShardSink, NetShardSource};
 use super::node::NodeHandle;
+use super::tree::{self, Limits, TreeError};
 use huds::BlockStore;
 use huds::add::{AddError, AddOptions, Added, Source, add_with};
-use huds::read::{ReadError, Reader, resolve_capability};
+use huds::read::{EntryKind, ReadError, Reader, resolve_capability};
 
 /// Chunks of a streamed response in flight.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 8;
 const STREAM_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks of an uploaded tree between the HTTP body and the unpacker.
+const UPLOAD_CHUNKS_IN_FLIGHT: usize = 8;
+/// What a tree upload may hold: entries (files, directories, symlinks) and bytes of files.
+pub const TREE_LIMITS: Limits = Limits {
+    entries_max: 100_000,
+    bytes_max: 64 * 1024 * 1024 * 1024,
+};
+/// Bytes of an upload still read and dropped after the node refused it, so that a client still sending gets
+/// the answer that says why instead of a closed connection; a larger rest is cut off.
+const DRAIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// The answer's content type for a tree.
+pub const TAR_CONTENT_TYPE: &str = "application/x-tar";
 
 /// What the API serves with.
 #[derive(Clone)]
@@ -48,6 +63,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/v0/add", post(add))
         .route("/api/v0/cat", get(cat))
+        .route("/api/v0/get", get(get_route))
         .route("/api/v0/ls", get(ls))
         .route("/api/v0/id", get(id))
         .route("/api/v0/node/status", get(status))
@@ -95,6 +111,18 @@ struct AddQuery {
     k: Option<u8>,
     m: Option<u8>,
     name: Option<String>,
+    /// `tar`: the body is a tree as a tar stream; absent: the body is the file.
+    format: Option<String>,
+}
+
+/// An upload's own directory in the spool, removed however the add ends: an answer, an error, or the client
+/// going away (which drops the handler's future).
+struct SpoolDir(PathBuf);
+
+impl Drop for SpoolDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn add(
@@ -102,6 +130,18 @@ async fn add(
     Query(q): Query<AddQuery>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let tar = match q.format.as_deref() {
+        None | Some("") | Some("raw") => false,
+        Some("tar") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "format={other:?} is not known: use format=tar for a tree, or none for a file"
+                ),
+            ));
+        }
+    };
     tokio::fs::create_dir_all(&api.spool)
         .await
         .map_err(internal)?;
@@ -111,21 +151,141 @@ async fn add(
         .name
         .filter(|n| huds::unixfs::valid_name(n))
         .unwrap_or_else(|| "upload".into());
-    let dir = api.spool.join(format!("{:016x}", u64::from_le_bytes(id)));
-    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let path = dir.join(&name);
-    let result = spool_and_add(&api, &path, body, q.public, q.k, q.m).await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    result
+    // The guard comes first: the future may be dropped at any await, the directory's creation included.
+    let spool = SpoolDir(api.spool.join(format!("{:016x}", u64::from_le_bytes(id))));
+    tokio::fs::create_dir_all(&spool.0)
+        .await
+        .map_err(internal)?;
+    let path = spool.0.join(&name);
+    let opts = AddOptions {
+        public: q.public,
+        k: q.k.unwrap_or(api.defaults.k),
+        m: q.m.unwrap_or(api.defaults.m),
+        ..api.defaults
+    };
+    if tar {
+        return unpack_and_add(&api, spool, path, body, opts).await;
+    }
+    spool_and_add(&api, &path, body, opts).await
+}
+
+/// One piece of an upload on its way from the HTTP body to a blocking reader.
+enum Piece {
+    Data(Bytes),
+    /// The body ended as HTTP framed it: only after this is the end of the bytes the end of the upload.
+    End,
+}
+
+/// The HTTP body as a blocking `Read`. A channel closed without `End` (the handler dropped) is an error, so a
+/// cut upload is never taken for a whole one.
+struct BodyReader {
+    rx: mpsc::Receiver<Result<Piece, io::Error>>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(Piece::Data(b))) => self.current = b,
+                Some(Ok(Piece::End)) => self.ended = true,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upload was cut short",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Feeds the body to `tx`; once the reader stops listening (it refused the upload, or the archive ended) the
+/// rest is read and dropped, up to `DRAIN_BYTES_MAX`.
+async fn pump(body: Body, tx: mpsc::Sender<Result<Piece, io::Error>>) {
+    let mut stream = body.into_data_stream();
+    let mut listening = true;
+    let mut drained = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) if listening => {
+                listening = tx.send(Ok(Piece::Data(bytes))).await.is_ok();
+            }
+            Ok(bytes) => {
+                drained += bytes.len() as u64;
+                if drained > DRAIN_BYTES_MAX {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(io::Error::other(format!("reading the upload: {e}"))))
+                    .await;
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Ok(Piece::End)).await;
+}
+
+/// Unpacks an uploaded tar stream into the spool at `path` and adds the tree as `huds add DIR` adds a local one.
+/// The unpack and the add run on one blocking thread that owns the spool directory, so the directory is removed
+/// when they end, even if the client went away meanwhile.
+async fn unpack_and_add(
+    api: &Api,
+    spool: SpoolDir,
+    path: PathBuf,
+    body: Body,
+    opts: AddOptions,
+) -> Result<Json<Value>, ApiError> {
+    let (tx, rx) = mpsc::channel(UPLOAD_CHUNKS_IN_FLIGHT);
+    let node = api.node.clone();
+    let rt = Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let _spool = spool;
+        std::fs::create_dir(&path).map_err(internal)?;
+        let reader = BodyReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        };
+        // `reader` is consumed here: the pump then drains the rest of the body while the add runs.
+        tree::unpack(reader, &path, TREE_LIMITS, &mut |_| {}).map_err(tree_error)?;
+        let sink = NetShardSink::new(node.clone(), rt);
+        add_with(node.store(), &sink, Source::Path(&path), &opts, &mut |_| {})
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+    });
+    pump(body, tx).await;
+    let added = task.await.map_err(internal)??;
+    Ok(Json(
+        json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size }),
+    ))
+}
+
+fn tree_error(e: TreeError) -> ApiError {
+    let code = match &e {
+        _ if e.disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+        TreeError::TooManyEntries(_) | TreeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        TreeError::Io { .. } | TreeError::Output(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError(code, format!("the tree upload: {e}"))
 }
 
 async fn spool_and_add(
     api: &Api,
     path: &std::path::Path,
     body: Body,
-    public: bool,
-    k: Option<u8>,
-    m: Option<u8>,
+    opts: AddOptions,
 ) -> Result<Json<Value>, ApiError> {
     let mut file = tokio::fs::File::create(path).await.map_err(internal)?;
     let mut stream = body.into_data_stream();
@@ -136,12 +296,6 @@ async fn spool_and_add(
     }
     file.flush().await.map_err(internal)?;
     drop(file);
-    let opts = AddOptions {
-        public,
-        k: k.unwrap_or(api.defaults.k),
-        m: m.unwrap_or(api.defaults.m),
-        ..api.defaults
-    };
     let added = add_path(&api.node, path.to_path_buf(), opts)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -218,29 +372,79 @@ async fn cat(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Res
     })
     .await
     .map_err(internal)??;
+    stream_file(reader, cid, size)
+}
+
+/// Streams a chunked body from a blocking writer: `write` writes into the channel; its error, once the status
+/// line is gone, cuts the body short so the client sees an error rather than a short file.
+fn stream_body(
+    write: impl FnOnce(&mut ChannelWriter) -> Result<(), String> + Send + 'static,
+) -> Body {
     let (tx, rx) = mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(STREAM_CHUNK_BYTES),
         };
-        let r = reader
-            .cat(&cid, &mut w)
-            .map(|_| ())
-            .and_then(|()| w.flush().map_err(ReadError::Output));
+        let r = write(&mut w).and_then(|()| w.flush().map_err(|e| e.to_string()));
         if let Err(e) = r {
-            // The status line is gone already: cut the body short so the client sees an error.
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            let _ = tx.blocking_send(Err(io::Error::other(e)));
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
+    Body::from_stream(stream)
+}
+
+fn stream_file(reader: Reader, cid: cid::Cid, size: u64) -> Result<Response, ApiError> {
+    let body = stream_body(move |w| reader.cat(&cid, w).map(|_| ()).map_err(|e| e.to_string()));
     Response::builder()
         .header("content-type", "application/octet-stream")
         .header("content-length", size)
-        .body(Body::from_stream(stream))
+        .header("x-huds-cid", cid.to_string())
+        .body(body)
         .map_err(internal)
+}
+
+/// `GET /api/v0/get`: a file as `cat` streams it, a directory as a tar stream (`huds_net::tree::pack_dag`).
+/// `x-huds-cid` names what the target resolved to; for a whole stored tree `x-huds-size` gives its file bytes.
+async fn get_route(
+    State(api): State<Arc<Api>>,
+    Query(t): Query<Target>,
+) -> Result<Response, ApiError> {
+    let node = api.node.clone();
+    let rt = Handle::current();
+    let arg = t.arg.clone();
+    let (reader, cid, kind, size) = tokio::task::spawn_blocking(move || {
+        let (reader, cid) = open(&node, rt, &arg)?;
+        let (kind, size) = reader.stat(&cid)?;
+        Ok::<_, ReadError>((reader, cid, kind, size))
+    })
+    .await
+    .map_err(internal)??;
+    match kind {
+        EntryKind::File => stream_file(reader, cid, size),
+        EntryKind::Symlink => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{} is a symlink: get the directory that holds it", t.arg),
+        )),
+        EntryKind::Directory => {
+            let whole = (cid == reader.root()).then(|| reader.manifest().size);
+            let body = stream_body(move |w| {
+                tree::pack_dag(&reader, &cid, w)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            let mut resp = Response::builder()
+                .header("content-type", TAR_CONTENT_TYPE)
+                .header("x-huds-cid", cid.to_string());
+            if let Some(size) = whole {
+                resp = resp.header("x-huds-size", size);
+            }
+            resp.body(body).map_err(internal)
+        }
+    }
 }
 
 async fn ls(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json<Value>, ApiError> {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod node;
 pub mod placement;
 pub mod repair;
+pub mod tree;
 pub mod wire;
 
 pub use client::{NetShardSink, NetShardSource};
