@@ -14,7 +14,8 @@ use crate::codec::{Reader, Writer};
 use crate::crypto::Hash;
 use crate::genesis::Genesis;
 use crate::ledger::{
-    App, BlockError, CheckedStates, LedgerError, check_header, genesis_header, load_tip, put_commit,
+    App, BlockError, CheckedStates, LedgerError, check_header, check_roots, genesis_header,
+    load_tip, put_commit,
 };
 use crate::smt::list_root;
 use crate::store::{Store, StoreError, WriteBatch};
@@ -226,12 +227,7 @@ impl<St: Store> BeaconApp<St> {
         if state.next_epoch_due() {
             state = state.next_epoch();
         }
-        if state.root() != h.state_root {
-            return Err(BlockError::StateRoot);
-        }
-        if list_root(&[]) != h.receipts_root {
-            return Err(BlockError::ReceiptsRoot);
-        }
+        check_roots(h, state.root(), &[])?;
         Ok(state)
     }
 }

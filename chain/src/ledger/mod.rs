@@ -82,6 +82,23 @@ pub(crate) fn check_header(
     Ok(())
 }
 
+/// Checks the roots a header commits to against the execution of its block on the replica's own state:
+/// the state root after execution and the root of the receipts' hashes (empty on the beacon, which has no
+/// transactions). Shared by the beacon and the shards so that both reject a block with the same error.
+pub(crate) fn check_roots(
+    h: &BlockHeader,
+    state_root: Hash,
+    receipt_hashes: &[Hash],
+) -> Result<(), BlockError> {
+    if state_root != h.state_root {
+        return Err(BlockError::StateRoot);
+    }
+    if list_root(receipt_hashes) != h.receipts_root {
+        return Err(BlockError::ReceiptsRoot);
+    }
+    Ok(())
+}
+
 /// The states that blocks checked on top of the tip lead to, by block hash (at most `CHECKED_STATES_MAX`), so
 /// that the block a replica checked when it was proposed is not executed again when it is committed.
 #[derive(Debug)]
@@ -267,12 +284,8 @@ impl<St: Store> ShardApp<St> {
                 .apply_inbound(inbound)
                 .map_err(|error| BlockError::Inbound { index, error })?;
         }
-        if state.root() != h.state_root {
-            return Err(BlockError::StateRoot);
-        }
-        if list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()) != h.receipts_root {
-            return Err(BlockError::ReceiptsRoot);
-        }
+        let receipt_hashes: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
+        check_roots(h, state.root(), &receipt_hashes)?;
         Ok(state)
     }
 }
