@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -145,6 +145,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell, e.g.
+    /// `huds completions bash > /etc/bash_completion.d/huds`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -289,6 +295,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Completions come from the command definitions alone: no home, no node.
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "huds", &mut std::io::stdout());
+        return Ok(());
+    }
     let dir = home::dir_from(cli.data)?;
     let api = cli.api.as_deref();
     match &cli.command {
@@ -421,8 +432,8 @@ fn run(cli: Cli) -> Result<()> {
             api_listen,
             gateway_listen,
         ),
-        Command::Wallet { .. } | Command::Chain { .. } => {
-            unreachable!("wallet and chain commands return above")
+        Command::Wallet { .. } | Command::Chain { .. } | Command::Completions { .. } => {
+            unreachable!("wallet, chain and completions commands return above")
         }
     }
 }

@@ -154,3 +154,31 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
             .contains("malformed CID")
     );
 }
+
+/// `huds completions SHELL` prints a completion script made from the command definitions, with no home.
+#[test]
+fn completions_come_from_the_command_definitions_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_huds()"),
+        ("zsh", "#compdef huds"),
+        ("fish", "complete -c huds"),
+    ] {
+        let out = std::process::Command::new(common::huds())
+            .args(["completions", shell])
+            .env("HUDS_HOME", "/nonexistent/huds-home")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(script.contains(marker), "{shell} script lacks {marker}");
+        // Every subcommand is offered.
+        for sub in ["add", "get", "wallet", "chain", "devnet", "completions"] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}");
+        }
+    }
+    let bad = std::process::Command::new(common::huds())
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+}
