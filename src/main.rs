@@ -152,6 +152,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), e.g. `huds man > /usr/local/share/man/man1/huds.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -296,9 +298,18 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     // Completions come from the command definitions alone: no home, no node.
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "huds", &mut std::io::stdout());
-        return Ok(());
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "huds", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            return Ok(());
+        }
+        _ => {}
     }
     let dir = home::dir_from(cli.data)?;
     let api = cli.api.as_deref();
@@ -432,8 +443,11 @@ fn run(cli: Cli) -> Result<()> {
             api_listen,
             gateway_listen,
         ),
-        Command::Wallet { .. } | Command::Chain { .. } | Command::Completions { .. } => {
-            unreachable!("wallet, chain and completions commands return above")
+        Command::Wallet { .. }
+        | Command::Chain { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
+            unreachable!("wallet, chain, completions and man return above")
         }
     }
 }

@@ -182,3 +182,19 @@ fn completions_come_from_the_command_definitions_for_each_shell() {
         .expect("runs");
     assert!(!bad.status.success());
 }
+
+/// `huds man` prints a roff manual page made from the same definitions as `--help`.
+#[test]
+fn the_manual_page_comes_from_the_command_definitions() {
+    let out = std::process::Command::new(common::huds())
+        .arg("man")
+        .env("HUDS_HOME", "/nonexistent/huds-home")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.contains(".TH huds 1"), "not a section-1 page");
+    for sub in ["add", "get", "wallet", "devnet", "completions"] {
+        assert!(page.contains(sub), "the page lacks {sub}");
+    }
+}
