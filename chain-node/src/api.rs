@@ -217,7 +217,7 @@ impl ChainApi {
             .validators
             .iter()
             .map(|v| {
-                let seat = state.seat_of(&v.id).map(|(s, _)| {
+                let seat = state.seat_of(&v.id).map(|a| a.shard).map(|s| {
                     if s == chain::block::BEACON_SHARD {
                         json!("beacon")
                     } else {

@@ -6,7 +6,7 @@
 use chain::Address;
 use chain::ShardId;
 pub use chain::beacon::BeaconError;
-use chain::beacon::BeaconState;
+use chain::beacon::{Assignment, BeaconState};
 use chain::bft::{Bls, Committee};
 use chain::block::BEACON_SHARD;
 use chain::crypto::Hash;
@@ -57,7 +57,7 @@ impl Beacon {
     }
 
     /// The committee seat (shard or `BEACON_SHARD`, member index) of a validator, if it has one this epoch.
-    pub fn seat_of(&self, validator: &Address) -> Option<(ShardId, u16)> {
+    pub fn seat_of(&self, validator: &Address) -> Option<Assignment> {
         self.state.seat_of(validator)
     }
 }

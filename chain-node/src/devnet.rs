@@ -284,7 +284,7 @@ impl ChainDevnet {
             None => self
                 .beacon
                 .seat_of(&validator_account(i))
-                .map_or(BEACON_SHARD, |(s, _)| s),
+                .map_or(BEACON_SHARD, |a| a.shard),
         }
     }
 

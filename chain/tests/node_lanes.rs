@@ -14,7 +14,7 @@ use chain::beacon::BeaconApp;
 use chain::bft::{Bls, Config, FOLLOWER, Followed, Message, Output};
 use chain::crypto::{Hash, SecretKey, bls};
 use chain::genesis::{Genesis, GenesisConfig};
-use chain::ledger::{App, ShardApp};
+use chain::ledger::{App, ShardApp, Tip};
 use chain::node::wire::{self, Envelope};
 use chain::node::{CatchUpThrottle, Drained, Lane, Role, plan};
 use chain::store::MemStore;
@@ -239,7 +239,7 @@ impl Net {
         }
     }
 
-    fn tip(&self, i: usize) -> Option<(u64, Hash)> {
+    fn tip(&self, i: usize) -> Option<Tip> {
         Some(self.validators[i].lane.as_ref()?.app().tip())
     }
 }
@@ -249,7 +249,7 @@ fn all_at(members: &[usize], height: u64) -> impl Fn(&Net) -> bool + '_ {
     move |net| {
         members
             .iter()
-            .all(|&i| net.tip(i).is_some_and(|(h, _)| h >= height))
+            .all(|&i| net.tip(i).is_some_and(|t| t.height >= height))
     }
 }
 
@@ -281,14 +281,17 @@ fn run(seed: u64) -> Hash {
     // It restarts from its store (behind by ten heights or more) and catches up through the others'
     // `Decided` answers to its `Status`.
     net.start(crashed);
-    let (behind, _) = net.tip(crashed).expect("restarted");
+    let behind = net.tip(crashed).expect("restarted").height;
     assert!(
         (5..15).contains(&behind),
         "it resumes where it stopped ({behind})"
     );
-    let target = net.tip(others[0]).expect("running").0 + 3;
+    let target = net.tip(others[0]).expect("running").height + 3;
     net.run_until(120_000, all_at(&members, target));
-    let (h, tip) = net.tip(crashed).expect("running");
+    let Tip {
+        height: h,
+        hash: tip,
+    } = net.tip(crashed).expect("running");
     let same = net.validators[others[0]]
         .lane
         .as_ref()
@@ -315,7 +318,7 @@ fn run(seed: u64) -> Hash {
             .is_some_and(|l| l.member().is_none()),
         "the plan makes a validator without a seat a follower"
     );
-    let target = net.tip(others[0]).expect("running").0;
+    let target = net.tip(others[0]).expect("running").height;
     net.run_until(120_000, all_at(&[spare], target));
     *net.trace.finalize().as_bytes()
 }

@@ -406,7 +406,7 @@ impl Sim {
         // checked through the state root above.
         if let Some(app) = node.shard_app()
             && node.shard() == Some(notice.shard)
-            && app.tip().0 == notice.height
+            && app.tip().height == notice.height
         {
             self.stats.supply_checks += 1;
             let supply = app.state().accountable_supply();

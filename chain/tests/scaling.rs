@@ -29,7 +29,7 @@ use chain::bft::{Committee, Config, Input, Member, Message, Output, Replica, Vot
 use chain::block::{BLOCK_TXS_MAX, Block};
 use chain::crypto::{Hash, SecretKey};
 use chain::genesis::{Genesis, GenesisConfig};
-use chain::ledger::{App, BlockError, LedgerError, ShardApp};
+use chain::ledger::{App, BlockError, LedgerError, ShardApp, Tip};
 use chain::store::{MemStore, Store};
 use chain::tx::{SignedTransaction, Transaction, TxKind};
 use rand::{Rng, SeedableRng};
@@ -191,7 +191,7 @@ impl MeteredApp {
 }
 
 impl App for MeteredApp {
-    fn tip(&self) -> (u64, Hash) {
+    fn tip(&self) -> Tip {
         self.inner.tip()
     }
     fn propose(&mut self) -> Block {
@@ -671,7 +671,7 @@ impl Sim {
         let shard = self.nodes[n].shard;
         let app = &self.nodes[n].replica.app().inner;
         let (hash, root) = (block.hash(), block.header.state_root);
-        if app.tip().0 == height
+        if app.tip().height == height
             && app.state().total_supply() != self.shard_supply[usize::from(shard)]
         {
             return Err(format!(
@@ -784,7 +784,7 @@ impl Sim {
             if state.total_supply() != self.shard_supply[usize::from(node.shard)] {
                 return Err(format!("supply on shard {} changed", node.shard));
             }
-            let key = (node.shard, app.tip().0);
+            let key = (node.shard, app.tip().height);
             if *roots.entry(key).or_insert(root) != root {
                 return Err(format!("replicas disagree at {key:?}"));
             }

@@ -638,7 +638,7 @@ impl<S: SimKeys> Sim<S> {
                     // Minting through Atomix: a block whose execution is consistent (roots and all) but that
                     // commits a lock "proven" in a header of another shard no committee certified.
                     let state = replica.app().state().clone();
-                    let parent = replica.app().tip().1;
+                    let parent = replica.app().tip().hash;
                     other =
                         self.forged_inbound_block(p.shard, p.height, parent, state, tx, &secret);
                 } else if byz.invalid_blocks || other.hash() == p.block.hash() {
@@ -824,7 +824,7 @@ impl<S: SimKeys> Sim<S> {
             .as_ref()
             .expect("a live node committed");
         // One input can commit several heights (replayed messages); the state is checked at the last one.
-        let root = if replica.app().tip().0 == height {
+        let root = if replica.app().tip().height == height {
             let mut state = replica.app().state().clone();
             let root = state.root();
             if root != block.header.state_root {
@@ -845,7 +845,7 @@ impl<S: SimKeys> Sim<S> {
             .transactions
             .iter()
             .any(|t| matches!(&t.tx.kind, TxKind::Transfer { to, .. } if shard_of(to, self.p.shards) != shard));
-        if relays && replica.app().tip().0 == height {
+        if relays && replica.app().tip().height == height {
             // As the node does: every member relays at commit, one member in turn by height retries.
             let retry = schedule::relay_retry_duty(
                 height,
@@ -1062,7 +1062,7 @@ impl<S: SimKeys> Sim<S> {
         replica.app_mut().set_certifier(self.certifier.clone());
         // The relays planned before the crash are gone: as the node does when it opens a shard lane, relay
         // the locks of the recent heights again, first after `RELAY_FIRST_RETRY_MS`, then on the schedule.
-        let tip = replica.app().tip().0;
+        let tip = replica.app().tip().height;
         let shard = self.nodes[node].shard;
         self.nodes[node].replica = Some(replica);
         self.at(
@@ -1085,7 +1085,7 @@ impl<S: SimKeys> Sim<S> {
         self.nodes
             .iter()
             .filter(|n| n.shard == shard && n.byzantine.is_none())
-            .map(|n| n.replica.as_ref().map_or(0, |r| r.app().tip().0))
+            .map(|n| n.replica.as_ref().map_or(0, |r| r.app().tip().height))
             .collect()
     }
 

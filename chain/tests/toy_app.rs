@@ -5,6 +5,7 @@
 
 use chain::bft::{
     App, BlockError, Bls, Committee, Config, Input, LedgerError, Member, Message, Output, Replica,
+    Tip,
 };
 use chain::block::{Block, BlockHeader};
 use chain::crypto::{Hash, bls, hash_with};
@@ -39,8 +40,11 @@ impl Counter {
 }
 
 impl App for Counter {
-    fn tip(&self) -> (u64, Hash) {
-        (self.value, self.tip)
+    fn tip(&self) -> Tip {
+        Tip {
+            height: self.value,
+            hash: self.tip,
+        }
     }
 
     fn propose(&mut self) -> Block {

@@ -6,7 +6,7 @@ use super::{
     LinkError, PENDING_EVIDENCE_MAX, PENDING_LINKS_MAX,
 };
 use crate::address::ShardId;
-use crate::bft::{Bls, Committee, QuorumCertificate};
+use crate::bft::{Bls, Committee, QuorumCertificate, Tip};
 use crate::block::{
     BEACON_SHARD, BLOCK_EVIDENCE_MAX, BLOCK_LINKS_MAX, Block, BlockHeader, CrossLink,
 };
@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 pub struct BeaconApp<St: Store> {
     state: BeaconState,
     pub(super) store: St,
-    tip: (u64, Hash),
+    tip: Tip,
     /// Verified links waiting for a block, by (shard, height).
     pending: BTreeMap<(u16, u64), CrossLink>,
     /// Verified evidence waiting for a block, by fault key.
@@ -85,7 +85,7 @@ impl<St: Store> BeaconApp<St> {
                     [0u64.to_be_bytes().as_slice(), &hash].concat(),
                 );
                 store.write(batch)?;
-                (genesis_state, (0, hash))
+                (genesis_state, Tip { height: 0, hash })
             }
         };
         let mut archive = BTreeMap::new();
@@ -233,7 +233,7 @@ impl<St: Store> BeaconApp<St> {
 }
 
 impl<St: Store> App for BeaconApp<St> {
-    fn tip(&self) -> (u64, Hash) {
+    fn tip(&self) -> Tip {
         self.tip
     }
 
@@ -265,8 +265,8 @@ impl<St: Store> App for BeaconApp<St> {
         let header = BlockHeader {
             chain_id: state.chain_id,
             shard: BEACON_SHARD,
-            height: self.tip.0 + 1,
-            parent: self.tip.1,
+            height: self.tip.height + 1,
+            parent: self.tip.hash,
             state_root: state.root(),
             transactions_root: Block::beacon_root(&links, &evidence),
             receipts_root: list_root(&[]),
@@ -317,7 +317,10 @@ impl<St: Store> App for BeaconApp<St> {
             self.archive.insert(state.epoch(), state.newest().clone());
         }
         self.state = state;
-        self.tip = (block.header.height, hash);
+        self.tip = Tip {
+            height: block.header.height,
+            hash,
+        };
         self.checked.clear();
         for link in &block.links {
             self.verified.remove(&link.hash());

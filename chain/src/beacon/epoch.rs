@@ -17,6 +17,14 @@ pub struct Seat {
     pub weight: u128,
 }
 
+/// Where a validator sits in an epoch: the chain whose committee it is on (a shard, or `BEACON_SHARD`) and
+/// its member index in that committee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub shard: ShardId,
+    pub member: u16,
+}
+
 /// One epoch: its randomness and its committees (the shards' in order, then the beacon's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochRecord {
@@ -220,7 +228,7 @@ impl BeaconState {
     }
 
     /// The seat (shard or `BEACON_SHARD`, member index) of a validator in `epoch`.
-    pub fn seat_in(&self, epoch: u64, validator: &Address) -> Option<(ShardId, u16)> {
+    pub fn seat_in(&self, epoch: u64, validator: &Address) -> Option<Assignment> {
         let record = self.record(epoch)?;
         record.committees.iter().enumerate().find_map(|(i, seats)| {
             let member = seats.iter().position(|s| s.id == *validator)?;
@@ -229,15 +237,15 @@ impl BeaconState {
             } else {
                 u16::try_from(i).expect("shards are u16")
             };
-            Some((
+            Some(Assignment {
                 shard,
-                u16::try_from(member).expect("committees have at most 1024 members"),
-            ))
+                member: u16::try_from(member).expect("committees have at most 1024 members"),
+            })
         })
     }
 
     /// The seat of a validator in the newest epoch.
-    pub fn seat_of(&self, validator: &Address) -> Option<(ShardId, u16)> {
+    pub fn seat_of(&self, validator: &Address) -> Option<Assignment> {
         self.seat_in(self.epoch(), validator)
     }
 

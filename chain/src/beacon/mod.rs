@@ -28,7 +28,7 @@ mod links;
 mod registry;
 
 pub use app::BeaconApp;
-pub use epoch::{EpochRecord, Seat, epoch_of_height};
+pub use epoch::{Assignment, EpochRecord, Seat, epoch_of_height};
 pub use faults::fault_key;
 pub use links::{CheckedLink, LinkedHead};
 pub use registry::{StorageNodeRecord, ValidatorRecord};

@@ -313,7 +313,7 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
         Ok(Followed::Kept)
     ));
     assert_eq!(f.height(), 5);
-    assert_eq!(f.app().tip().0, 4);
+    assert_eq!(f.app().tip().height, 4);
     assert_eq!(
         f.app().state().clone().root(),
         leader
@@ -439,7 +439,13 @@ fn genesis_seats_every_shard_and_the_beacon_disjointly() {
     for (i, seats) in seats.iter().enumerate() {
         for (m, id) in seats.iter().enumerate() {
             let shard = if i == 2 { BEACON_SHARD } else { i as u16 };
-            assert_eq!(state.seat_of(id), Some((shard, m as u16)));
+            assert_eq!(
+                state.seat_of(id),
+                Some(Assignment {
+                    shard,
+                    member: m as u16
+                })
+            );
         }
     }
     assert_eq!(state.committees().len(), 3);

@@ -61,10 +61,17 @@ pub enum LedgerError {
     Block(#[from] BlockError),
 }
 
+/// The last committed block of a chain: its height (0 is genesis) and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    pub height: u64,
+    pub hash: Hash,
+}
+
 /// What consensus needs from execution.
 pub trait App {
-    /// The last committed (height, block hash); height 0 is genesis.
-    fn tip(&self) -> (u64, Hash);
+    /// The last committed block.
+    fn tip(&self) -> Tip;
     /// A new block on top of the tip.
     fn propose(&mut self) -> Block;
     fn check(&mut self, block: &Block) -> Result<(), BlockError>;

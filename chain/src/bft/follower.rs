@@ -68,7 +68,7 @@ impl<S: VoteScheme, A: App> Follower<S, A> {
 
     /// The next height it needs.
     pub fn height(&self) -> u64 {
-        self.app.tip().0 + 1
+        self.app.tip().height + 1
     }
 
     /// A finalised block with its certificate, from any peer. `committee_at(height)` is the committee that

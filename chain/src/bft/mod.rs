@@ -32,7 +32,7 @@
 mod app;
 mod follower;
 
-pub use app::{App, BlockError, EvidenceError, LedgerError, LinkError};
+pub use app::{App, BlockError, EvidenceError, LedgerError, LinkError, Tip};
 pub use follower::{FOLLOWER, Followed, Follower};
 
 // The votes, certificates and messages this protocol exchanges, and their wire encoding, are types-layer
@@ -224,7 +224,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             S::public(&secret) == committee.members[usize::from(me)].public,
             "the secret matches the member"
         );
-        let height = app.tip().0 + 1;
+        let height = app.tip().height + 1;
         let mut replica = Self {
             config,
             committee,

@@ -202,7 +202,7 @@ fn a_restarted_replica_resumes_from_its_store() {
         app,
     )
     .expect("log reloads");
-    assert_eq!(restarted.height(), tip.0 + 1);
+    assert_eq!(restarted.height(), tip.height + 1);
     replicas.push(restarted);
     let committed = run(&mut replicas, 2, 60_000);
     assert!(

@@ -1,7 +1,7 @@
 //! The block log: committed blocks, their certificates, the tip and the index of committed transactions,
 //! as one shard (or the beacon chain) persists them in its store.
 
-use super::ShardApp;
+use super::{ShardApp, Tip};
 use crate::block::Block;
 use crate::codec::Reader;
 use crate::crypto::Hash;
@@ -17,8 +17,8 @@ pub(super) fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
     [prefix, &height.to_be_bytes()].concat()
 }
 
-/// The persisted tip (height, block hash), if the chain was ever opened on this store.
-pub(crate) fn load_tip(store: &dyn Store) -> Result<Option<(u64, Hash)>, StoreError> {
+/// The persisted tip, if the chain was ever opened on this store.
+pub(crate) fn load_tip(store: &dyn Store) -> Result<Option<Tip>, StoreError> {
     let Some(tip) = store.get(KEY_TIP)? else {
         return Ok(None);
     };
@@ -29,7 +29,7 @@ pub(crate) fn load_tip(store: &dyn Store) -> Result<Option<(u64, Hash)>, StoreEr
     let mut r = Reader::new(&tip);
     let height = r.u64().map_err(|_| corrupt("short"))?;
     let hash = r.array().map_err(|_| corrupt("short"))?;
-    Ok(Some((height, hash)))
+    Ok(Some(Tip { height, hash }))
 }
 
 /// Adds a committed block, its certificate and the new tip to `batch`.

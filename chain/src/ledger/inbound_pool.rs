@@ -136,7 +136,7 @@ impl<St: Store> ShardApp<St> {
     /// output shards, proven against the tip's certified header: a lock stays in the state once made, so the
     /// newest header proves every older lock too. Empty at genesis.
     pub fn outbound(&self, from: u64, to: u64) -> Vec<(ShardId, Inbound)> {
-        let tip = self.tip.0;
+        let tip = self.tip.height;
         let Some((tip_block, certificate)) = self.committed(tip) else {
             return Vec::new();
         };

@@ -98,7 +98,7 @@ impl<St: Store> ShardApp<St> {
                 got: t.fee,
             });
         }
-        let height = self.tip.0 + 1;
+        let height = self.tip.height + 1;
         if t.expiry_height < height {
             return Err(TxError::Expired {
                 expiry_height: t.expiry_height,

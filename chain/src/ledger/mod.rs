@@ -36,7 +36,7 @@ const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 pub const INBOUND_POOL_MAX: usize = 1_024;
 const CERTIFIED_HEADERS_MAX: usize = 4 * INBOUND_POOL_MAX;
 
-pub use crate::bft::{App, BlockError, LedgerError};
+pub use crate::bft::{App, BlockError, LedgerError, Tip};
 
 pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> BlockHeader {
     BlockHeader {
@@ -56,7 +56,7 @@ pub(crate) fn check_header(
     h: &BlockHeader,
     chain_id: u32,
     shard: u16,
-    tip: (u64, Hash),
+    tip: Tip,
 ) -> Result<(), BlockError> {
     if h.chain_id != chain_id {
         return Err(BlockError::WrongChain {
@@ -70,13 +70,13 @@ pub(crate) fn check_header(
             got: h.shard,
         });
     }
-    if h.height != tip.0 + 1 {
+    if h.height != tip.height + 1 {
         return Err(BlockError::WrongHeight {
-            expected: tip.0 + 1,
+            expected: tip.height + 1,
             got: h.height,
         });
     }
-    if h.parent != tip.1 {
+    if h.parent != tip.hash {
         return Err(BlockError::WrongParent);
     }
     Ok(())
@@ -129,8 +129,8 @@ impl<T> CheckedStates<T> {
 
     /// The state `block` leads to, taken out, if it was checked on `tip` (a state computed on another tip is
     /// never reused).
-    pub(crate) fn take(&mut self, block: &Block, tip: (u64, Hash)) -> Option<T> {
-        if block.header.parent != tip.1 || block.header.height != tip.0 + 1 {
+    pub(crate) fn take(&mut self, block: &Block, tip: Tip) -> Option<T> {
+        if block.header.parent != tip.hash || block.header.height != tip.height + 1 {
             return None;
         }
         let hash = block.hash();
@@ -146,7 +146,7 @@ impl<T> CheckedStates<T> {
 pub struct ShardApp<St: Store> {
     state: State,
     store: St,
-    tip: (u64, Hash),
+    tip: Tip,
     mempool: BTreeMap<(Address, u64), SignedTransaction>,
     /// Ids of signed transactions whose signature this node verified (see `remember_verified`).
     verified: HashSet<Hash>,
@@ -174,10 +174,10 @@ impl<St: Store> ShardApp<St> {
         state.persist_into(&mut batch);
         batch.put(KEY_TIP, [0u64.to_be_bytes().as_slice(), &hash].concat());
         store.write(batch)?;
-        Ok(Self::from_parts(state, store, (0, hash)))
+        Ok(Self::from_parts(state, store, Tip { height: 0, hash }))
     }
 
-    fn from_parts(state: State, store: St, tip: (u64, Hash)) -> Self {
+    fn from_parts(state: State, store: St, tip: Tip) -> Self {
         Self {
             state,
             store,
@@ -205,7 +205,7 @@ impl<St: Store> ShardApp<St> {
         &mut self,
         transactions: impl IntoIterator<Item = SignedTransaction>,
     ) -> Block {
-        let height = self.tip.0 + 1;
+        let height = self.tip.height + 1;
         let mut state = self.state.clone();
         let mut included = Vec::new();
         let mut receipts: Vec<Receipt> = Vec::new();
@@ -225,7 +225,7 @@ impl<St: Store> ShardApp<St> {
             chain_id: params.chain_id,
             shard: state.shard(),
             height,
-            parent: self.tip.1,
+            parent: self.tip.hash,
             state_root: state.root(),
             transactions_root: Block::body_root(&included, &inbound),
             receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
@@ -291,7 +291,7 @@ impl<St: Store> ShardApp<St> {
 }
 
 impl<St: Store> App for ShardApp<St> {
-    fn tip(&self) -> (u64, Hash) {
+    fn tip(&self) -> Tip {
         self.tip
     }
 
@@ -335,7 +335,7 @@ impl<St: Store> App for ShardApp<St> {
         put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;
         self.state = state;
-        self.tip = (height, hash);
+        self.tip = Tip { height, hash };
         self.checked.clear();
         for tx in &block.transactions {
             self.verified.remove(&tx.id());

@@ -23,7 +23,7 @@ impl<St: Store> ShardApp<St> {
 
     /// An SPV proof of `address`'s state (present or absent) at the tip; None before the first block.
     pub fn prove_account(&self, address: &Address) -> Option<AccountProof> {
-        let (_, certified) = self.certified(self.tip.0)?;
+        let (_, certified) = self.certified(self.tip.height)?;
         Some(AccountProof {
             certified,
             address: *address,

@@ -155,7 +155,13 @@ fn propose_check_commit_and_reopen() {
     assert_eq!(block.transactions.len(), 3);
     assert_eq!(app.check(&block), Ok(()));
     app.commit(&block, vec![1, 2, 3]).expect("commits");
-    assert_eq!(app.tip(), (1, block.hash()));
+    assert_eq!(
+        app.tip(),
+        Tip {
+            height: 1,
+            hash: block.hash()
+        }
+    );
     assert_eq!(app.mempool_len(), 0);
     assert_eq!(
         app.submit(pay(&wallet, 1, 1)),
@@ -169,7 +175,13 @@ fn propose_check_commit_and_reopen() {
     let root = app.state.root();
     let store = app.into_store();
     let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
-    assert_eq!(reopened.tip(), (1, block.hash()));
+    assert_eq!(
+        reopened.tip(),
+        Tip {
+            height: 1,
+            hash: block.hash()
+        }
+    );
     assert_eq!(reopened.state.root(), root);
 }
 

@@ -24,6 +24,14 @@ pub enum Role<S: VoteScheme, A: App> {
     Follower(Follower<S, A>),
 }
 
+/// A seat a validator holds in a committee: its member index there and the committee itself. What the plan
+/// gives a lane to become a member of; no duty means follow.
+#[derive(Debug, Clone)]
+pub struct Duty<S: VoteScheme> {
+    pub member: u16,
+    pub committee: Committee<S>,
+}
+
 /// What a lane produced since it was last drained.
 pub struct Drained<S: VoteScheme> {
     /// The index the lane's messages go out from: its member index, or [`FOLLOWER`].
@@ -68,7 +76,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
 
     /// The height being decided (or awaited).
     pub fn height(&self) -> u64 {
-        self.app().tip().0 + 1
+        self.app().tip().height + 1
     }
 
     /// Its member index, while a member.
@@ -169,20 +177,21 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
         }
     }
 
-    /// Puts the lane in the role `want` (a member index and its committee, or following), keeping the
+    /// Puts the lane in the role `want` (a seat in a committee, or following), keeping the
     /// ledger. A replica is rebuilt only when its committee changes, which happens only between heights,
     /// so a role change never loses a vote of the height in progress.
     pub fn set_role(
         self,
-        want: Option<(u16, Committee<S>)>,
+        want: Option<Duty<S>>,
         config: bft::Config,
         secret: &S::Secret,
         now: u64,
     ) -> Result<Self, ReplicaError> {
         let Lane { shard, role } = self;
         let same = match (&role, &want) {
-            (Role::Member(r), Some((me, c))) => {
-                r.me() == *me
+            (Role::Member(r), Some(duty)) => {
+                let c = &duty.committee;
+                r.me() == duty.member
                     && r.committee().seed == c.seed
                     && r.committee()
                         .members
@@ -202,8 +211,8 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
         };
         let chain_id = config.chain_id;
         let role = match want {
-            Some((me, committee)) => {
-                let mut replica = Replica::new(config, committee, me, secret.clone(), app)?;
+            Some(Duty { member, committee }) => {
+                let mut replica = Replica::new(config, committee, member, secret.clone(), app)?;
                 // Started now, so that its timers run even before a message arrives.
                 replica.handle(now, Input::Tick);
                 Role::Member(Box::new(replica))

@@ -24,7 +24,7 @@ use crate::bft::{
 use crate::block::{BEACON_SHARD, Block, BlockHeader, CrossLink};
 use crate::crypto::{Hash, bls};
 use crate::genesis::Genesis;
-use crate::ledger::{App, LedgerError, ShardApp};
+use crate::ledger::{App, LedgerError, ShardApp, Tip};
 use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::store::{Store, StoreError};
 use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
@@ -291,10 +291,10 @@ impl<D: Disk> Node<D> {
         // With fixed committees only the beacon's own members keep the beacon chain; with epochs every
         // validator follows it, to know each epoch's committees.
         let follows_beacon =
-            config.epoch_length > 0 || seat.is_some_and(|(s, _)| s == BEACON_SHARD);
+            config.epoch_length > 0 || seat.is_some_and(|a| a.shard == BEACON_SHARD);
         let known = Arc::new(app.state().clone());
         let shard_count = usize::from(known.shard_count());
-        let (height, tip) = app.tip();
+        let Tip { height, hash: tip } = app.tip();
         let beacon = Lane::follower(chain_id, BEACON_SHARD, app);
         let mut node = Node {
             follows_beacon,
@@ -330,8 +330,8 @@ impl<D: Disk> Node<D> {
             node.push(Output::Subscribe(Topic::Beacon));
         }
         // The seat's shard is subscribed here even before its lane opens, so the mesh forms early.
-        if let Some((s, _)) = seat.filter(|(s, _)| *s != BEACON_SHARD) {
-            node.push(Output::Subscribe(Topic::Shard(s)));
+        if let Some(a) = seat.filter(|a| a.shard != BEACON_SHARD) {
+            node.push(Output::Subscribe(Topic::Shard(a.shard)));
         }
         node.reconcile()?;
         node.publish_status(None);
@@ -399,7 +399,7 @@ impl<D: Disk> Node<D> {
 
     /// The beacon chain at this validator's beacon tip.
     pub fn beacon_view(&self) -> BeaconView {
-        let (height, tip) = self.beacon().app().tip();
+        let Tip { height, hash: tip } = self.beacon().app().tip();
         BeaconView {
             height,
             tip,
@@ -634,7 +634,7 @@ impl<D: Disk> Node<D> {
             return;
         };
         let shard = lane.shard;
-        let tip = lane.app().tip().0;
+        let tip = lane.app().tip().height;
         let beacon = self.beacon().app();
         let linked = self
             .known
@@ -713,7 +713,7 @@ impl<D: Disk> Node<D> {
         app.block_txs_max = self.config.block_txs_max.min(crate::block::BLOCK_TXS_MAX);
         app.set_certifier(self.known.clone());
         // Relays planned before a restart are gone: relay the locks of the recent heights again.
-        let (height, tip) = app.tip();
+        let Tip { height, hash: tip } = app.tip();
         let at = self.now_ms.saturating_add(RELAY_FIRST_RETRY_MS);
         self.relays.plan(
             at,
@@ -1143,7 +1143,7 @@ impl<D: Disk> Node<D> {
     fn registry_batch(&self, shard: ShardId, height: u64) -> Option<RegistryBatch> {
         let lane = self.shard.as_ref().filter(|l| l.shard == shard)?;
         let app = lane.app();
-        if app.tip().0 != height {
+        if app.tip().height != height {
             return None;
         }
         let state = app.state();
@@ -1194,12 +1194,18 @@ impl<D: Disk> Node<D> {
     fn publish_status(&mut self, committed: Option<&BlockHeader>) {
         let (shard, height, tip, round, member) = match &self.shard {
             Some(l) => {
-                let (h, tip) = l.app().tip();
+                let Tip {
+                    height: h,
+                    hash: tip,
+                } = l.app().tip();
                 (l.shard, h, tip, l.round(), l.member().is_some())
             }
             None => {
                 let l = self.beacon();
-                let (h, tip) = l.app().tip();
+                let Tip {
+                    height: h,
+                    hash: tip,
+                } = l.app().tip();
                 (BEACON_SHARD, h, tip, l.round(), l.member().is_some())
             }
         };

@@ -12,7 +12,7 @@ pub mod plan;
 pub mod schedule;
 pub mod wire;
 
-pub use lane::{Drained, Lane, Role, index_in};
+pub use lane::{Drained, Duty, Lane, Role, index_in};
 pub use machine::{
     AtomixStatus, BeaconView, CommitNotice, Disk, Input, LaneStatus, Node, NodeConfig, NodeError,
     Output, ProofOf, ShardHead, Topic,

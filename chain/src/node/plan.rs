@@ -8,17 +8,18 @@
 use crate::ShardId;
 use crate::address::Address;
 use crate::beacon::{BeaconApp, BeaconState};
-use crate::bft::{Bls, Committee};
+use crate::bft::Bls;
 use crate::block::BEACON_SHARD;
 use crate::store::Store;
 
-use super::lane::index_in;
+use super::lane::{Duty, index_in};
 
 /// The beacon lane's role: a member of the newest epoch's beacon committee (which certifies the next
 /// beacon block), with its index and that committee, or `None`: follow.
-pub fn beacon_role(known: &BeaconState, account: &Address) -> Option<(u16, Committee<Bls>)> {
+pub fn beacon_role(known: &BeaconState, account: &Address) -> Option<Duty<Bls>> {
     let committee = known.committee(BEACON_SHARD)?;
-    index_in(&committee, account).map(|i| (i, committee))
+    let member = index_in(&committee, account)?;
+    Some(Duty { member, committee })
 }
 
 /// The role in `shard` at `height`: a member of the committee that certifies that height (from the beacon
@@ -29,9 +30,10 @@ pub fn shard_role<St: Store>(
     account: &Address,
     shard: ShardId,
     height: u64,
-) -> Option<(u16, Committee<Bls>)> {
+) -> Option<Duty<Bls>> {
     let committee = beacon.committee_at(shard, height)?;
-    index_in(&committee, account).map(|i| (i, committee))
+    let member = index_in(&committee, account)?;
+    Some(Duty { member, committee })
 }
 
 /// The shard the shard lane should keep, given the lane it has now (its shard and the height it decides):
@@ -49,6 +51,6 @@ pub fn shard_target<St: Store>(
     beacon
         .state()
         .seat_of(account)
-        .map(|(s, _)| s)
+        .map(|a| a.shard)
         .filter(|s| *s != BEACON_SHARD)
 }
