@@ -104,9 +104,9 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
     }
 
     /// Runs a member's due timers; a follower's asks are polled in [`Lane::drain`].
-    pub fn tick(&mut self, now: u64) {
+    pub fn tick(&mut self, now_ms: u64) {
         if let Role::Member(r) = &mut self.role {
-            r.handle(now, Input::Tick);
+            r.handle(now_ms, Input::Tick);
         }
     }
 
@@ -127,7 +127,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
     }
 
     /// Takes what the lane produced: a member's outputs, or a follower's due `Status`.
-    pub fn drain(&mut self, now: u64) -> Drained<S> {
+    pub fn drain(&mut self, now_ms: u64) -> Drained<S> {
         match &mut self.role {
             Role::Member(r) => {
                 let mut outputs = Vec::new();
@@ -145,7 +145,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
                 from: FOLLOWER,
                 committee: None,
                 outputs: Vec::new(),
-                ask: f.poll_status(now),
+                ask: f.poll_status(now_ms),
             },
         }
     }
@@ -156,7 +156,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
     #[allow(clippy::type_complexity)]
     pub fn route(
         &mut self,
-        now: u64,
+        now_ms: u64,
         from: u16,
         to: Option<u16>,
         message: Message<S>,
@@ -164,7 +164,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
         match &mut self.role {
             Role::Member(r) => {
                 if to.is_none_or(|to| to == r.me()) {
-                    r.handle(now, Input::Message { from, message });
+                    r.handle(now_ms, Input::Message { from, message });
                 }
                 None
             }
@@ -185,7 +185,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
         want: Option<Duty<S>>,
         config: bft::Config,
         secret: &S::Secret,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Self, ReplicaError> {
         let Lane { shard, role } = self;
         let same = match (&role, &want) {
@@ -214,7 +214,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
             Some(Duty { member, committee }) => {
                 let mut replica = Replica::new(config, committee, member, secret.clone(), app)?;
                 // Started now, so that its timers run even before a message arrives.
-                replica.handle(now, Input::Tick);
+                replica.handle(now_ms, Input::Tick);
                 Role::Member(Box::new(replica))
             }
             None => Role::Follower(Follower::new(chain_id, shard, app, FOLLOWER_ASK_EVERY_MS)),

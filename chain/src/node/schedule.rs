@@ -116,10 +116,10 @@ impl RelaySchedule {
         self.due.insert((at, self.seq), relay);
     }
 
-    /// The next relay due at or before `now`, taken off the schedule.
-    pub fn pop_due(&mut self, now: u64) -> Option<Relay> {
+    /// The next relay due at or before `now_ms`, taken off the schedule.
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<Relay> {
         let entry = self.due.first_entry()?;
-        if entry.key().0 > now {
+        if entry.key().0 > now_ms {
             return None;
         }
         Some(entry.remove())
@@ -153,14 +153,14 @@ pub struct CatchUpThrottle {
 
 impl CatchUpThrottle {
     /// Whether finalised block `height` of `shard` may be sent to `to` (a member index, or the followers)
-    /// at `now`; if so, remembers that it was.
-    pub fn due(&mut self, now: u64, shard: ShardId, to: u16, height: u64) -> bool {
+    /// at `now_ms`; if so, remembers that it was.
+    pub fn due(&mut self, now_ms: u64, shard: ShardId, to: u16, height: u64) -> bool {
         if let Some(at) = self.sent.get(&(shard, to, height))
-            && now.saturating_sub(*at) < CATCH_UP_RESEND_MS
+            && now_ms.saturating_sub(*at) < CATCH_UP_RESEND_MS
         {
             return false;
         }
-        let second = now / 1_000;
+        let second = now_ms / 1_000;
         if second != self.second {
             self.second = second;
             self.sent_this_second = 0;
@@ -170,14 +170,14 @@ impl CatchUpThrottle {
         }
         if self.sent.len() >= CATCH_UP_REMEMBERED_MAX {
             self.sent
-                .retain(|_, at| now.saturating_sub(*at) < CATCH_UP_RESEND_MS);
+                .retain(|_, at| now_ms.saturating_sub(*at) < CATCH_UP_RESEND_MS);
         }
         if self.sent.len() >= CATCH_UP_REMEMBERED_MAX
             && let Some(oldest) = self.sent.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
         {
             self.sent.remove(&oldest);
         }
-        self.sent.insert((shard, to, height), now);
+        self.sent.insert((shard, to, height), now_ms);
         self.sent_this_second += 1;
         true
     }
