@@ -184,7 +184,7 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool, cross_pct: u8) -
         .map(|s| {
             handles
                 .iter()
-                .find(|h| h.status().shard == s)
+                .find(|h| h.status().lane.shard == s)
                 .cloned()
                 .context("every shard has a validator")
         })
@@ -195,7 +195,7 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool, cross_pct: u8) -
         let mut commits = h.commits();
         let submitted = submitted.clone();
         let cross_ids = cross_ids.clone();
-        let shard = h.status().shard;
+        let shard = h.status().lane.shard;
         let expected = expected[usize::from(shard)];
         watchers.push(tokio::spawn(async move {
             let (mut done, mut blocks, mut finality) = (0usize, 0u64, Vec::new());
@@ -320,7 +320,7 @@ fn print_statuses(net: &ChainDevnet) {
         let s = h.status();
         eprintln!(
             "validator on {} at height {} round {} member {}, gossip messages dropped {}",
-            s.shard, s.height, s.round, s.member, s.dropped_messages
+            s.lane.shard, s.lane.height, s.lane.round, s.lane.member, s.dropped_messages
         );
     }
 }

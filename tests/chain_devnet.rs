@@ -264,7 +264,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     });
     let head = other.heads()[usize::from(shard)].clone().expect("a head");
     assert_eq!(head.height % validator::HEAD_EVERY_BLOCKS, 0);
-    assert!(mine.status().height >= head.height);
+    assert!(mine.status().lane.height >= head.height);
 
     // The beacon chain, with its own committee, finalises blocks that link every shard's certified heads,
     // and records each linked certificate's voters and proposers.
@@ -285,7 +285,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
         .expect("linked height");
     assert_eq!(linked % validator::HEAD_EVERY_BLOCKS, 0);
     assert!(
-        mine.status().height >= linked,
+        mine.status().lane.height >= linked,
         "the beacon links only certified blocks"
     );
     let validators = beacon["validators"].as_array().expect("validators");
@@ -338,7 +338,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     let restarted = chain.handle(victim).expect("running again");
     net.chain = Some(chain);
     net.wait_until("the restarted validator caught up", |_| {
-        restarted.status().height >= target
+        restarted.status().lane.height >= target
     });
     let seen = net
         .rt
@@ -349,9 +349,9 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     assert_eq!(balance(&net, &homes[0]), Amount(a_expected));
     assert_eq!(balance(&net, &homes[1]), Amount(b_expected));
     // And it takes part again: the shard keeps finalising.
-    let now = restarted.status().height;
+    let now = restarted.status().lane.height;
     net.wait_until("the restarted validator follows new blocks", |_| {
-        restarted.status().height >= now + 3
+        restarted.status().lane.height >= now + 3
     });
 }
 

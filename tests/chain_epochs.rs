@@ -30,11 +30,11 @@ async fn wait_until(
                 eprintln!(
                     "validator {i} ({}): shard {} height {} round {} epoch {} member {} dropped {} topic peers {}; beacon height {} epoch {} member {}",
                     h.peer_id(),
-                    s.shard,
-                    s.height,
-                    s.round,
-                    s.epoch,
-                    s.member,
+                    s.lane.shard,
+                    s.lane.height,
+                    s.lane.round,
+                    s.lane.epoch,
+                    s.lane.member,
                     s.dropped_messages,
                     s.topic_peers,
                     b.height,
@@ -127,8 +127,8 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     let shard_height = || {
         net.handles()
             .iter()
-            .filter(|h| h.status().shard == 0)
-            .map(|h| h.status().height)
+            .filter(|h| h.status().lane.shard == 0)
+            .map(|h| h.status().lane.height)
             .max()
             .unwrap_or(0)
     };
@@ -152,7 +152,9 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
             committee.members.iter().all(|m| {
                 net.handles().iter().any(|h| {
                     let s = h.status();
-                    s.shard == 0 && s.member && h.beacon().state.seat_in(s.epoch, &m.id).is_some()
+                    s.lane.shard == 0
+                        && s.lane.member
+                        && h.beacon().state.seat_in(s.lane.epoch, &m.id).is_some()
                 })
             })
         },
@@ -163,7 +165,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     let entry = net
         .handles()
         .into_iter()
-        .find(|h| h.status().shard == 0 && h.status().member)
+        .find(|h| h.status().lane.shard == 0 && h.status().lane.member)
         .expect("a member of shard 0");
     let mut commits = entry.commits();
     let tx = Transaction {
@@ -171,7 +173,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
         sender: wallet.public(),
         nonce: 0,
         fee: net.genesis.params.fee_min,
-        expiry_height: entry.status().height + 1_000,
+        expiry_height: entry.status().lane.height + 1_000,
         kind: TxKind::Transfer {
             to: Address::of(&SecretKey::dev("epoch test recipient").public()),
             amount: Amount::from_iost(5).expect("small"),
@@ -202,8 +204,8 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
         || {
             net.handles()
                 .iter()
-                .filter(|h| h.status().shard == 0)
-                .all(|h| h.status().height >= finalised)
+                .filter(|h| h.status().lane.shard == 0)
+                .all(|h| h.status().lane.height >= finalised)
         },
     )
     .await;
@@ -212,7 +214,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     for h in net
         .handles()
         .iter()
-        .filter(|h| h.status().shard == 0 && h.status().height >= finalised)
+        .filter(|h| h.status().lane.shard == 0 && h.status().lane.height >= finalised)
     {
         let account = h
             .account(wallet_address)
@@ -236,7 +238,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     // The proof first, from a validator keeping shard 0 now (seats keep rotating), then that validator's
     // epoch proofs, which then reach at least the proof's epoch.
     let mut proven = None;
-    for h in net.handles().iter().filter(|h| h.status().shard == 0) {
+    for h in net.handles().iter().filter(|h| h.status().lane.shard == 0) {
         if let Ok(Some(p)) = h.prove(ProofOf::Account(wallet_address)).await {
             proven = Some((h.clone(), p));
             break;
@@ -272,7 +274,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     assert!(
         net.handles()
             .iter()
-            .any(|h| h.status().shard == BEACON_SHARD)
+            .any(|h| h.status().lane.shard == BEACON_SHARD)
     );
     net.shutdown().await;
 }

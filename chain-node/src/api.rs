@@ -109,7 +109,7 @@ impl ChainApi {
     fn validator(&self, shard: ShardId) -> Result<&ValidatorHandle, ApiError> {
         self.validators
             .iter()
-            .find(|v| v.is_running() && v.status().shard == shard)
+            .find(|v| v.is_running() && v.status().lane.shard == shard)
             .ok_or_else(|| {
                 ApiError(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -182,7 +182,7 @@ impl ChainDevnet {
             let Some(entry) = self
                 .handles()
                 .into_iter()
-                .find(|h| h.status().shard == shard)
+                .find(|h| h.status().lane.shard == shard)
             else {
                 continue;
             };
@@ -192,7 +192,7 @@ impl ChainDevnet {
                 sender: key.public(),
                 nonce: 0,
                 fee: params.fee_min,
-                expiry_height: entry.status().height + CANDIDATE_EXPIRY_BLOCKS,
+                expiry_height: entry.status().lane.height + CANDIDATE_EXPIRY_BLOCKS,
                 kind: chain::TxKind::RegisterValidator {
                     stake: Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount"),
                     bls_public_key: bls_key.public(),
@@ -280,7 +280,7 @@ impl ChainDevnet {
     /// or in epoch 0 if it is stopped.
     pub fn shard_of_validator(&self, i: usize) -> u16 {
         match &self.validators[i] {
-            Some(v) => v.handle.status().shard,
+            Some(v) => v.handle.status().lane.shard,
             None => self
                 .beacon
                 .seat_of(&validator_account(i))
@@ -292,7 +292,7 @@ impl ChainDevnet {
     pub fn is_member(&self, i: usize) -> bool {
         self.validators[i]
             .as_ref()
-            .is_some_and(|v| v.handle.status().member)
+            .is_some_and(|v| v.handle.status().lane.member)
     }
 
     /// What the node API serves the chain with.

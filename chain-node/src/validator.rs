@@ -22,7 +22,7 @@ use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::LedgerError;
-use chain::node::{Disk, Input, Node, NodeConfig, NodeError, Output, Topic};
+use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Topic};
 use chain::store::StoreError;
 use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
 use futures::StreamExt;
@@ -138,15 +138,8 @@ impl Disk for RocksDisk {
 /// commit: its shard lane's if it has one, else its beacon lane's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
-    pub shard: ShardId,
-    pub height: u64,
-    pub tip: Hash,
-    pub state_root: Hash,
-    pub round: u32,
-    /// The epoch of the height being decided.
-    pub epoch: u64,
-    /// Whether it is a member of the committee deciding it (else it follows).
-    pub member: bool,
+    /// What the validator's state machine says of the chain: shard, height, tip, round, epoch, role.
+    pub lane: LaneStatus,
     /// Gossip messages to peers that gossipsub dropped since the start (a peer's send queue was full, or a
     /// message waited past its deadline): the first thing to look at when a committee stalls.
     pub dropped_messages: u64,
@@ -156,15 +149,9 @@ pub struct ShardStatus {
 }
 
 impl ShardStatus {
-    fn of(lane: &chain::node::LaneStatus, dropped_messages: u64, topic_peers: usize) -> Self {
+    fn of(lane: &LaneStatus, dropped_messages: u64, topic_peers: usize) -> Self {
         ShardStatus {
-            shard: lane.shard,
-            height: lane.height,
-            tip: lane.tip,
-            state_root: lane.state_root,
-            round: lane.round,
-            epoch: lane.epoch,
-            member: lane.member,
+            lane: lane.clone(),
             dropped_messages,
             topic_peers,
         }
@@ -590,8 +577,8 @@ impl Driver {
     /// change).
     fn mirror(&mut self) {
         let status = ShardStatus::of(self.node.status(), self.dropped_messages, 0);
-        if status.shard != self.status.borrow().shard {
-            self.topic_peers = self.topic_peers_of(status.shard);
+        if status.lane.shard != self.status.borrow().lane.shard {
+            self.topic_peers = self.topic_peers_of(status.lane.shard);
         }
         let status = ShardStatus {
             topic_peers: self.topic_peers,
@@ -812,7 +799,7 @@ mod tests {
         let target = net
             .handles()
             .into_iter()
-            .find(|h| h.status().shard == 0)
+            .find(|h| h.status().lane.shard == 0)
             .expect("a validator of shard 0");
         (dir, net, target)
     }
@@ -884,8 +871,8 @@ mod tests {
                     chain_id,
                     0,
                     VoteKind::Prevote,
-                    status.height + 1,
-                    status.round + 1,
+                    status.lane.height + 1,
+                    status.lane.round + 1,
                     block,
                     index,
                     &key,
@@ -926,7 +913,7 @@ mod tests {
         let topic = shard_topic(chain_id, 0);
         let mut rogue = rogue_peer(&net, &topic).await;
 
-        let height = target.status().height;
+        let height = target.status().lane.height;
         let status = Message::<Bls>::Status {
             shard: 0,
             height: u64::MAX,
@@ -1003,7 +990,7 @@ mod tests {
             );
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while target.status().height < height + 5 {
+        while target.status().lane.height < height + 5 {
             assert!(
                 Instant::now() < deadline,
                 "the shard stalled after hostile gossip"
