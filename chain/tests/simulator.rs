@@ -13,6 +13,8 @@
 //! range elsewhere.
 
 mod common;
+#[path = "common/seeds.rs"]
+mod seeds;
 
 use chain::address::{Address, shard_of};
 use chain::amount::Amount;
@@ -33,6 +35,7 @@ use chain::store::MemStore;
 use chain::tx::{SignedTransaction, Transaction, TxError, TxKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use seeds::{Totals, env_u64, run_seeds, seeds};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -1193,55 +1196,28 @@ fn run_seed<S: SimKeys>(
     Ok((trace, sim.stats))
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
+impl Totals for Stats {
+    /// Sums the counters; `max_height` is per seed and not summed.
+    fn add(&mut self, seed: &Self) {
+        self.commits += seed.commits;
+        self.delivered += seed.delivered;
+        self.dropped += seed.dropped;
+        self.crashes += seed.crashes;
+        self.evidence += seed.evidence;
+        self.rejected_txs += seed.rejected_txs;
+        self.atomix_locks += seed.atomix_locks;
+        self.forged_inbounds_refused += seed.forged_inbounds_refused;
+        self.forged_inbound_blocks += seed.forged_inbound_blocks;
+    }
 }
 
 #[test]
 fn many_seeds_stay_safe_and_live() {
-    let seeds: Vec<u64> = match env_u64("HUDS_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let first = env_u64("HUDS_SIM_FIRST_SEED").unwrap_or(0);
-            (first..first + env_u64("HUDS_SIM_SEEDS").unwrap_or(500)).collect()
-        }
-    };
-    let started = std::time::Instant::now();
-    let mut failures = Vec::new();
-    let mut total = Stats::default();
-    for seed in &seeds {
-        match run_seed::<Insecure>(*seed, 6_000, env_u64("HUDS_SIM_END_MS").unwrap_or(30_000)) {
-            Ok((trace, stats)) => {
-                if seeds.len() == 1 {
-                    println!(
-                        "seed {seed}: trace {} {stats:?}",
-                        trace.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    );
-                }
-                total.commits += stats.commits;
-                total.delivered += stats.delivered;
-                total.dropped += stats.dropped;
-                total.crashes += stats.crashes;
-                total.evidence += stats.evidence;
-                total.rejected_txs += stats.rejected_txs;
-                total.atomix_locks += stats.atomix_locks;
-                total.forged_inbounds_refused += stats.forged_inbounds_refused;
-                total.forged_inbound_blocks += stats.forged_inbound_blocks;
-            }
-            Err(e) => {
-                eprintln!(
-                    "seed {seed} FAILED: {e} (replay: HUDS_SIM_SEED={seed} cargo test -p chain --release --test simulator)"
-                );
-                failures.push(*seed);
-            }
-        }
-    }
-    println!(
-        "{} seeds in {:.1?}: {total:?}",
-        seeds.len(),
-        started.elapsed()
-    );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    let seeds = seeds(0, 1);
+    let end_ms = env_u64("HUDS_SIM_END_MS").unwrap_or(30_000);
+    let total = run_seeds(&seeds, "simulator", |seed| {
+        run_seed::<Insecure>(seed, 6_000, end_ms)
+    });
     assert!(
         total.commits > 0 && total.delivered > 0 && total.rejected_txs > 0,
         "the simulation did something"
