@@ -6,6 +6,7 @@ mod bench_chain;
 mod bench_net;
 mod chain_feed;
 mod home;
+mod metrics;
 mod network;
 mod wallet;
 

@@ -80,8 +80,10 @@ async fn start_api(
     };
     let token = home.api_token()?;
     // The chain's routes, where this process runs validators (the devnet), sit beside the node's.
+    let metrics = crate::metrics::router(&node.handle, chain.clone());
     let routes = gateway::protected_api(api, Some(token))
-        .merge(chain.map(chain_node::chain_routes).unwrap_or_default());
+        .merge(chain.map(chain_node::chain_routes).unwrap_or_default())
+        .merge(metrics);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, routes).await {
             eprintln!("huds: API server stopped: {e}");

@@ -82,6 +82,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let first = run_once(dir.path(), |lines| {
         api_and_gateway(dir.path(), lines);
         hints_run_as_printed(lines);
+        metrics_name_storage_and_chain(lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -294,6 +295,24 @@ fn hints_run_as_printed(lines: &[String]) {
     shell(hints[4]);
     let node0 = shell(hints[5]);
     assert!(node0.starts_with("1.5 IOST "), "{node0}");
+}
+
+/// Node 0's `/metrics` (the devnet runs the validators in its process) has every name `specs/metrics.md` lists,
+/// storage and chain, and its epoch and heights are the chain's: after the transfer the hints made, the shards
+/// have committed blocks and some validator timed a transaction's finality.
+fn metrics_name_storage_and_chain(lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let scrape = common::scrape(api);
+    let mut names = common::spec_metric_names("Storage node");
+    names.extend(common::spec_metric_names("Chain"));
+    common::assert_metrics_present(&scrape, &names);
+    assert!(common::sample_value(&scrape, "huds_chain_height", &[("shard", "0")]) > 0.0);
+    assert!(common::sample_value(&scrape, "huds_chain_height", &[("shard", "beacon")]) > 0.0);
+    assert!(common::sample_value(&scrape, "huds_chain_validator_stake_iost", &[]) > 0.0);
+    assert!(
+        common::sample_value(&scrape, "huds_chain_finality_seconds", &[]) >= 1.0,
+        "the hints' transfer was timed from admission to commit"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -119,7 +119,7 @@ impl ChainApi {
     }
 
     /// The beacon chain as the most advanced running validator here holds it.
-    fn beacon_view(&self) -> Option<super::validator::BeaconView> {
+    pub fn beacon_view(&self) -> Option<super::validator::BeaconView> {
         self.validators
             .iter()
             .filter(|v| v.is_running())
