@@ -15,6 +15,45 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// What `huds node` runs with; a running node reloads it on SIGHUP.
+    #[serde(default, skip_serializing_if = "NodeConfig::is_empty")]
+    pub node: NodeConfig,
+    /// Diagnostics on standard error; a running node reloads it on SIGHUP.
+    #[serde(default, skip_serializing_if = "LogConfig::is_empty")]
+    pub log: LogConfig,
+}
+
+/// `[node]`: what a running node can change without a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Most shard bytes to hold for the network, as `--storage` takes it ("500G"); absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_max: Option<String>,
+}
+
+impl NodeConfig {
+    fn is_empty(&self) -> bool {
+        self.storage_max.is_none()
+    }
+}
+
+/// `[log]`: the level filter and the format of diagnostics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or per-target directives (`warn,huds_net=debug`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `text` or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl LogConfig {
+    fn is_empty(&self) -> bool {
+        self.level.is_none() && self.format.is_none()
+    }
 }
 
 /// The HTTP API and gateway.
@@ -47,6 +86,8 @@ impl Default for Config {
                 segment_bytes_max: d.segment_bytes_max,
             },
             api: ApiConfig::default(),
+            node: NodeConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

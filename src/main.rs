@@ -8,6 +8,7 @@ mod chain_feed;
 mod home;
 mod metrics;
 mod network;
+mod settings;
 mod wallet;
 
 use std::io::{IsTerminal, Write};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -38,6 +39,13 @@ struct Cli {
     /// Print data as one JSON object on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Diagnostics on standard error: error, warn, info, debug, trace, or directives such as
+    /// `warn,huds_net=debug` (default: config.toml's log.level, else $RUST_LOG, else warn).
+    #[arg(long, global = true, env = "HUDS_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How diagnostics are written (default: config.toml's log.format, else text).
+    #[arg(long, global = true, env = "HUDS_LOG_FORMAT", value_enum)]
+    log_format: Option<settings::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,6 +155,11 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// The configuration in effect.
+    Config {
+        #[command(subcommand)]
+        what: ConfigWhat,
+    },
     /// Print shell completions for bash, zsh, fish, elvish or powershell, e.g.
     /// `huds completions bash > /etc/bash_completion.d/huds`.
     Completions {
@@ -155,6 +168,12 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `huds man > /usr/local/share/man/man1/huds.1`.
     Man,
+}
+
+#[derive(Subcommand)]
+enum ConfigWhat {
+    /// Every setting's value and where it came from: a flag, the environment, config.toml, or the default.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -276,18 +295,27 @@ enum BenchWhat {
 }
 
 fn main() {
-    // Diagnostics go to standard error, warnings and errors by default; RUST_LOG picks others
-    // (for example `RUST_LOG=libp2p_gossipsub=debug`).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let json = cli.json;
-    if let Err(e) = run(cli) {
+    let result = settings::Given::from_matches(&matches).and_then(|given| {
+        // Diagnostics go to standard error, at the level and in the format in effect. A config.toml that does
+        // not parse leaves logging at its defaults; the command then says what is wrong with it.
+        let config = settings::read_config(&given.home.value).ok().flatten();
+        let (level, format) = match settings::Effective::resolve(&given, config.as_ref()) {
+            Ok(e) => (e.log_level.value, e.log_format.value),
+            Err(_) => (
+                settings::LOG_LEVEL_DEFAULT.to_string(),
+                settings::LogFormat::Text,
+            ),
+        };
+        settings::start_logging(&level, format);
+        run(cli, given)
+    });
+    if let Err(e) = result {
         if json {
             println!("{}", json!({ "error": format!("{e:#}") }));
         } else {
@@ -297,7 +325,7 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, given: settings::Given) -> Result<()> {
     // Completions come from the command definitions alone: no home, no node.
     match cli.command {
         Command::Completions { shell } => {
@@ -315,6 +343,14 @@ fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
     let api = cli.api.as_deref();
     match &cli.command {
+        Command::Config {
+            what: ConfigWhat::Show,
+        } => {
+            let config = settings::read_config(&dir)?;
+            let effective = settings::Effective::resolve(&given, config.as_ref())?;
+            settings::show(&effective, cli.json);
+            return Ok(());
+        }
         Command::Wallet { what } => {
             return match what {
                 WalletWhat::Address => wallet::address(&dir, api, cli.json),
@@ -416,16 +452,22 @@ fn run(cli: Cli) -> Result<()> {
             api_listen,
             storage,
             gateway_listen,
-        } => network::node(
-            home::Home::open(&dir)?,
-            network::NodeArgs {
-                listen,
-                bootstrap,
-                api_listen,
-                gateway_listen,
-                storage,
-            },
-        ),
+        } => {
+            let home = home::Home::open(&dir)?;
+            let effective = settings::Effective::resolve(&given, Some(&home.config))?;
+            network::node(
+                home,
+                network::NodeArgs {
+                    listen,
+                    bootstrap,
+                    api_listen,
+                    gateway_listen,
+                    storage_flag: storage.is_some(),
+                    storage: storage.or(effective.storage_max.value),
+                    given,
+                },
+            )
+        }
         Command::Gateway {
             listen,
             p2p_listen,
@@ -446,9 +488,10 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Wallet { .. }
         | Command::Chain { .. }
+        | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, chain, completions and man return above")
+            unreachable!("wallet, chain, config, completions and man return above")
         }
     }
 }
@@ -761,7 +804,7 @@ fn cmd_ls(dir: &Path, target: &str, json: bool) -> Result<()> {
 }
 
 /// A byte count: digits with an optional binary suffix K, M, G or T (`500G` = 500 GiB).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {

@@ -127,6 +127,10 @@ pub struct NodeArgs {
     pub api_listen: SocketAddr,
     pub gateway_listen: Option<SocketAddr>,
     pub storage: Option<u64>,
+    /// Whether `--storage` set the limit (a reload then leaves it).
+    pub storage_flag: bool,
+    /// The command line's settings, which a reload resolves config.toml against.
+    pub given: crate::settings::Given,
 }
 
 /// `huds node`.
@@ -134,6 +138,8 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
     let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
         let stop = StopSignals::install()?;
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let opts = NodeOptions {
             listen: args.listen,
             bootstrap: args.bootstrap,
@@ -156,7 +162,14 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         let (bound, api_task) = start_api(&node, &mut home, api_addr, None).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
+        let reloads = tokio::spawn(reload_on_hangup(
+            hangups,
+            args.given,
+            args.storage_flag,
+            node.handle.clone(),
+        ));
         stop.wait().await;
+        reloads.abort();
         api_task.abort();
         if let Some((_, task)) = gateway {
             task.abort();
@@ -164,6 +177,32 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         node.shutdown().await;
         Ok(())
     })
+}
+
+/// On each SIGHUP, re-reads config.toml and applies the log level and the storage limit; says what it applied
+/// (at info, so at the new level if that is info or finer) or why it applied nothing (at error).
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    given: crate::settings::Given,
+    storage_flag: bool,
+    node: NodeHandle,
+) {
+    while hangups.recv().await.is_some() {
+        match crate::settings::reload(&given, storage_flag, &node) {
+            Ok(done) => {
+                let kept = "kept (set by a flag or the environment)".to_string();
+                let storage = done.storage_max.map_or(kept.clone(), |m| {
+                    m.map_or_else(|| "unlimited".to_string(), |b| format!("{b} bytes"))
+                });
+                tracing::info!(
+                    log_level = done.log_level.unwrap_or(kept).as_str(),
+                    storage_max = storage.as_str(),
+                    "reloaded config.toml on SIGHUP"
+                );
+            }
+            Err(e) => tracing::error!("SIGHUP: config.toml not reloaded: {e:#}"),
+        }
+    }
 }
 
 /// `huds gateway`: a node on the home (joining through `bootstrap`) that serves the HTTP gateway.
