@@ -294,8 +294,61 @@ enum BenchWhat {
     },
 }
 
+/// `huds --help` lists the commands by task rather than alphabetically; every command is in one group (a unit
+/// test checks).
+const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    ("Store and read files", &["init", "add", "get", "cat", "ls"]),
+    ("Run a network", &["devnet", "node", "gateway"]),
+    ("The IOS chain and your wallet", &["wallet", "chain"]),
+    ("Operate and measure", &["config", "bench"]),
+    ("Set up your shell", &["completions", "man"]),
+];
+
+const EXAMPLES: &str = "\
+Examples:
+  huds init                                   make a home (keys, config, store) in ~/.huds
+  huds add photo.jpg                          store a file sealed; prints its capability (keep it)
+  huds get huds:... -o photo.jpg              read it back, every byte checked
+  huds add --public site/                     store a folder anyone can read by its CID
+  huds devnet                                 a whole network and chain on this machine
+  huds --api http://127.0.0.1:5001 add f.txt  store through a running node's API
+  huds --api http://127.0.0.1:5001 chain status
+  huds --api http://127.0.0.1:5001 wallet transfer ADDRESS 1.5
+  huds config show                            the settings in effect, and where each came from
+  huds completions bash > /etc/bash_completion.d/huds
+
+Each command has its own help: huds help add, huds add --help. The manual: huds man | man -l -";
+
+/// The command definitions with the grouped command list and the examples: what `--help`, the completions
+/// and the manual page are all made from.
+fn cli_command() -> clap::Command {
+    let cmd = Cli::command();
+    let mut groups = String::new();
+    for (title, names) in COMMAND_GROUPS {
+        groups.push_str(&format!("{title}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            // The first sentence: the list stays one line per command.
+            let about = [" (", ", e.g.", ": "]
+                .iter()
+                .fold(about.as_str(), |a, cut| a.split(cut).next().unwrap_or(a))
+                .trim_end_matches('.');
+            groups.push_str(&format!("  {name:<12} {about}\n"));
+        }
+        groups.push('\n');
+    }
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}Options:\n{{options}}{{after-help}}"
+    ))
+    .after_help(EXAMPLES)
+}
+
 fn main() {
-    let matches = Cli::command().get_matches();
+    let matches = cli_command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -329,11 +382,11 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
     // Completions come from the command definitions alone: no home, no node.
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "huds", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut cli_command(), "huds", &mut std::io::stdout());
             return Ok(());
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command())
+            clap_mangen::Man::new(cli_command())
                 .render(&mut std::io::stdout())
                 .context("writing the manual page")?;
             return Ok(());
@@ -870,7 +923,36 @@ fn print_node_status(v: &serde_json::Value, json: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{COMMAND_GROUPS, cli_command, parse_bytes};
+
+    #[test]
+    fn help_lists_every_command_once_by_task_with_examples() {
+        let mut cmd = cli_command();
+        let mut listed: Vec<&str> = COMMAND_GROUPS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        let mut defined: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        defined.sort_unstable();
+        assert_eq!(listed, defined, "each command in exactly one group");
+        let help = cmd.render_help().to_string();
+        for (title, names) in COMMAND_GROUPS {
+            assert!(help.contains(&format!("{title}:")), "{help}");
+            for name in *names {
+                assert!(help.contains(&format!("  {name} ")), "{name} in {help}");
+            }
+        }
+        assert!(help.contains("Examples:") && help.contains("huds add photo.jpg"));
+        assert!(
+            help.contains("--log-format"),
+            "the options are listed: {help}"
+        );
+    }
 
     #[test]
     fn byte_counts_parse_with_binary_suffixes() {
