@@ -9,7 +9,14 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls};
 use crate::pol::{self, Candidate, Signals};
 
-/// A committee seat of an epoch, with the weight it votes with for the whole epoch.
+/// What every seat votes with: one vote per seat. Likelihood weight decides who is drawn to a seat (sampling
+/// without replacement, so a validator holds at most one seat of an epoch), never how much a seat's vote
+/// counts: counting it twice would let one heavy staker halt or finalise a committee alone (see
+/// `specs/consensus.md`, "Committee size and capture").
+pub const SEAT_WEIGHT: u128 = 1;
+
+/// A committee seat of an epoch, with the weight it votes with for the whole epoch ([`SEAT_WEIGHT`] for every
+/// seat this chain draws; the field stays in the encoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seat {
     pub id: Address,
@@ -144,7 +151,7 @@ impl BeaconState {
                         Seat {
                             id: v.id,
                             key: v.key,
-                            weight: v.weight(),
+                            weight: SEAT_WEIGHT,
                         }
                     })
                     .collect()

@@ -771,3 +771,44 @@ proptest! {
         prop_assert!(BeaconState::decode(&encoded[..cut]).is_err());
     }
 }
+
+/// One vote per seat: a validator holding almost all the stake still sits on at most one seat of a committee
+/// and votes with that seat's weight, so it can neither finalise alone nor halt a committee of 4 alone. (Seats
+/// used to vote with their likelihood weight: such a validator was a quorum by itself.)
+#[test]
+fn a_heavy_staker_gets_one_seat_and_one_vote() {
+    let mut g = genesis(4);
+    let whale = g
+        .accounts
+        .iter()
+        .position(|(_, a)| a.validator_key.is_some())
+        .expect("a validator");
+    g.accounts[whale].1.validator_stake = Amount::from_iost(1_000_000_000).expect("fits");
+    let whale_id = g.accounts[whale].0;
+    let state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let shards = state.shard_count();
+    let mut seats = 0;
+    for shard in (0..shards).chain([BEACON_SHARD]) {
+        let committee = state.committee(shard).expect("a committee");
+        let weights: Vec<u128> = committee.members.iter().map(|m| m.weight).collect();
+        assert!(
+            weights.iter().all(|w| *w == weights[0]),
+            "every seat votes alike: {weights:?}"
+        );
+        for (i, m) in committee.members.iter().enumerate() {
+            if m.id == whale_id {
+                seats += 1;
+                let alone = committee.weight_of([u16::try_from(i).expect("small")]);
+                assert!(
+                    !committee.is_quorum(alone),
+                    "the heavy staker finalises alone"
+                );
+                assert!(
+                    !committee.is_one_third(alone),
+                    "the heavy staker halts alone"
+                );
+            }
+        }
+    }
+    assert!(seats <= 1, "one seat at most across the epoch, got {seats}");
+}
