@@ -251,7 +251,11 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool, cross_pct: u8) -
                     for (tx, r) in pending.into_iter().zip(results) {
                         match r {
                             Ok(()) => {}
-                            Err(TxError::MempoolFull) => retry.push(tx),
+                            // A full mempool, or a sender already a window of nonces ahead of its
+                            // account: wait for blocks to take some.
+                            Err(TxError::MempoolFull | TxError::NonceTooFar { .. }) => {
+                                retry.push(tx)
+                            }
                             Err(e) => bail!("the validator refused a bench transfer: {e}"),
                         }
                     }

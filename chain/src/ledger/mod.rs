@@ -30,6 +30,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
+/// Transactions one sender may have pending: a nonce further ahead of its account is refused, so that no
+/// sender can take more than this share of the mempool.
+pub const PENDING_PER_SENDER_MAX: u64 = 64;
+/// How far ahead of the next height a transaction may set its expiry (about 6 days of 0.5 s blocks): a
+/// transaction nobody includes leaves the mempool by then.
+pub const EXPIRY_WINDOW_MAX: u64 = 1_000_000;
 const CHECKED_STATES_MAX: usize = 8;
 const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 /// Atomix inbounds waiting to be committed, at most.
