@@ -812,3 +812,59 @@ fn a_heavy_staker_gets_one_seat_and_one_vote() {
     }
     assert!(seats <= 1, "one seat at most across the epoch, got {seats}");
 }
+
+/// Unstakes never draw a committee below the minimum, and nothing panics on it: with one validator short the
+/// next epoch's committees shrink evenly (still at least `COMMITTEE_SEATS_MIN` each); with too few for that the
+/// epoch does not change. (Before, the draw left a committee with too few seats, or none, and building it
+/// panicked in `Committee::new`.)
+#[test]
+fn unstakes_never_draw_a_committee_below_the_minimum() {
+    // Committees of 5 seats over 15 validators: exactly enough.
+    let g = genesis(3);
+    let state = BeaconState::genesis(&g, 5, 2).expect("exactly enough validators");
+    // Every shard linked past halfway through epoch 0, so the next epoch is due.
+    let mut links_halfway = state.clone();
+    for l in links_halfway.links.iter_mut() {
+        *l = Some(super::links::LinkedHead {
+            height: 2,
+            block: [0; 32],
+            state_root: [0; 32],
+            registry: Cursor::default(),
+        });
+    }
+    assert!(links_halfway.next_epoch_due());
+
+    let unstake = |s: &mut BeaconState, n: usize| {
+        for v in s.validators.iter_mut().take(n) {
+            v.stake = Amount::ZERO;
+        }
+    };
+    let mut one_short = links_halfway.clone();
+    unstake(&mut one_short, 1);
+    assert!(one_short.next_epoch_due());
+    let next = one_short.next_epoch();
+    for shard in (0..next.shard_count()).chain([BEACON_SHARD]) {
+        let committee = next.committee(shard).expect("every committee is drawn");
+        assert!(
+            (epoch::COMMITTEE_SEATS_MIN..5).contains(&committee.members.len()),
+            "shard {shard}: {} seats",
+            committee.members.len()
+        );
+        assert!(
+            committee
+                .members
+                .iter()
+                .all(|m| next.validator(&m.id).is_some_and(|v| v.weight() > 0)),
+            "an unstaked validator kept a seat"
+        );
+    }
+
+    let mut too_few = links_halfway.clone();
+    unstake(&mut too_few, 15 - 3 * epoch::COMMITTEE_SEATS_MIN + 1);
+    assert!(!too_few.next_epoch_due(), "no epoch below the minimum");
+    // Called anyway, it keeps every committee drawable.
+    let kept = too_few.next_epoch();
+    for shard in (0..kept.shard_count()).chain([BEACON_SHARD]) {
+        assert!(kept.committee(shard).is_some());
+    }
+}
