@@ -58,9 +58,9 @@ pub struct Config {
     pub shard: u16,
     pub timeout_propose_ms: u64,
     pub timeout_vote_ms: u64,
-    /// Added to each timeout per round, for at most `timeout_rounds_max` rounds.
+    /// Added to each timeout per round, without limit: however slow the network turns out to be, some
+    /// round's timeouts exceed its delays, which liveness under partial synchrony needs.
     pub timeout_delta_ms: u64,
-    pub timeout_rounds_max: u32,
     pub rebroadcast_ms: u64,
     /// Pause between committing a block and starting the next height: lets the precommits and `Decided`
     /// messages of stragglers arrive, so the committee starts the next height together; it also sets the
@@ -75,6 +75,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// A timeout of `base` ms at `round`: `timeout_delta_ms` longer each round, never capped (it saturates
+    /// at `u64::MAX` ms, beyond any network).
+    pub fn round_timeout(&self, base: u64, round: u32) -> u64 {
+        base.saturating_add(self.timeout_delta_ms.saturating_mul(u64::from(round)))
+    }
+
     pub fn new(chain_id: u32, shard: u16) -> Self {
         Self {
             chain_id,
@@ -82,7 +88,6 @@ impl Config {
             timeout_propose_ms: 300,
             timeout_vote_ms: 200,
             timeout_delta_ms: 100,
-            timeout_rounds_max: 10,
             rebroadcast_ms: 250,
             commit_wait_ms: 150,
             future_messages_max: 256,
@@ -356,7 +361,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     }
 
     fn timeout(&self, base: u64, round: u32) -> u64 {
-        base + self.config.timeout_delta_ms * u64::from(round.min(self.config.timeout_rounds_max))
+        self.config.round_timeout(base, round)
     }
 
     fn fire_timers(&mut self) {

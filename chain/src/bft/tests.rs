@@ -262,3 +262,20 @@ fn a_replica_that_cannot_record_its_votes_halts_silently() {
     r.handle(120_000, Input::Tick);
     assert!(r.poll_output().is_none(), "a halted replica stays silent");
 }
+
+/// Round timeouts keep growing: past any cap a network slower than the capped timeout would never let a round
+/// finish, while growth without end makes some round's timeouts exceed whatever the delays are. (They used to
+/// stop growing after 10 rounds.)
+#[test]
+fn round_timeouts_grow_without_a_cap() {
+    let config = Config::new(1, 0);
+    let base = config.timeout_propose_ms;
+    let at = |r| config.round_timeout(base, r);
+    assert!(at(11) > at(10) && at(100) > at(11) && at(10_000) > at(100));
+    assert_eq!(at(1) - at(0), config.timeout_delta_ms);
+    assert_eq!(
+        config.round_timeout(u64::MAX - 1, u32::MAX),
+        u64::MAX,
+        "saturates"
+    );
+}
