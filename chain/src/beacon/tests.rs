@@ -868,3 +868,31 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
         assert!(kept.committee(shard).is_some());
     }
 }
+
+/// An Atomix header of the next epoch waits for its committee; one further ahead is refused, since no committee
+/// that exists can have certified it. (Before, any future epoch was kept waiting in the inbound pool.)
+#[test]
+fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
+    use crate::atomix::Certifier;
+    use crate::atomix::CertifyError;
+    let g = genesis(0);
+    let state = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
+    let header = |height| crate::block::BlockHeader {
+        chain_id: g.params.chain_id,
+        shard: 0,
+        height,
+        parent: [0; 32],
+        state_root: [0; 32],
+        transactions_root: [0; 32],
+        receipts_root: [0; 32],
+    };
+    // Epochs of 2 heights: height 3 is epoch 1 (the next), height 5 epoch 2.
+    assert!(matches!(
+        state.certify(&header(3), &[]),
+        Err(CertifyError::UnknownCommittee { .. })
+    ));
+    assert!(matches!(
+        state.certify(&header(5), &[]),
+        Err(CertifyError::Invalid(_))
+    ));
+}
