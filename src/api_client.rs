@@ -235,6 +235,17 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The name a get of `target` saves under when the node names no CID: the target's first component, or `out`
+/// if that is not a plain name.
+fn default_name(target: &str) -> String {
+    let first = target.split('/').next().unwrap_or_default();
+    if first.is_empty() || first == "." || first == ".." {
+        "out".to_string()
+    } else {
+        first.to_string()
+    }
+}
+
 /// Saves a file or a tree to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole, so an
 /// interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
 pub fn get_to(
@@ -244,9 +255,12 @@ pub fn get_to(
     bar: impl Fn(Option<u64>) -> Option<ProgressBar>,
 ) -> Result<Got> {
     let mut resp = get(api, &format!("/api/v0/get?arg={}", encode(target)))?;
+    // The default name comes from the answer only if it is a CID (one plain name): a node must not choose
+    // where on this machine the bytes land (`../x` or `/home/u/.bashrc`).
     let cid = header(&resp, "x-huds-cid")
-        .map(str::to_string)
-        .unwrap_or_else(|| target.split('/').next().unwrap_or("out").to_string());
+        .and_then(|h| huds::cids::parse(h).ok())
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| default_name(target));
     let out = out.unwrap_or_else(|| PathBuf::from(&cid));
     let mut partial = out.as_os_str().to_owned();
     partial.push(".huds-partial");
@@ -376,4 +390,18 @@ pub fn json(api: &str, path: &str) -> Result<Value> {
 
 pub fn ls(api: &str, target: &str) -> Result<Value> {
     json(api, &format!("/api/v0/ls?arg={}", encode(target)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_name;
+
+    /// Whatever the node answers or the user typed, the default output is one plain name here.
+    #[test]
+    fn the_default_name_is_never_a_path() {
+        assert_eq!(default_name("bafyabc/sub/file"), "bafyabc");
+        assert_eq!(default_name("../../x"), "out");
+        assert_eq!(default_name("/etc/passwd"), "out");
+        assert_eq!(default_name(""), "out");
+    }
 }

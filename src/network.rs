@@ -59,6 +59,14 @@ impl StopSignals {
 
 pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
+    // Uploads in flight when a node was killed left their spool directories behind: with the store open (its
+    // lock says no other process runs on this home), nothing else can be using them.
+    let spool = home.dir.join("spool");
+    match std::fs::remove_dir_all(&spool) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("clearing {}", spool.display())),
+    }
     let keypair = huds_net::keypair_from_seed(home.node_seed()?);
     Ok(Node::start(keypair, store, opts).await?)
 }

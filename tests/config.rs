@@ -196,3 +196,15 @@ fn sighup_reloads_log_level_and_storage_limit_and_json_logs_parse() {
     assert_eq!(storage_max(&home, &api), Some(1 << 20));
     drop(child);
 }
+
+/// An upload cut off by a crash leaves its spool directory behind; the next start of the node clears it.
+#[test]
+fn a_node_clears_what_killed_uploads_left_in_its_spool() {
+    let (_dir, home) = common::new_home();
+    let left = home.join("spool").join("00000000deadbeef");
+    std::fs::create_dir_all(&left).expect("mkdir");
+    std::fs::write(left.join("upload"), vec![7u8; 1 << 20]).expect("write");
+    let node = common::start(&home, None);
+    assert!(!left.exists(), "the spool was not cleared at start");
+    drop(node);
+}
