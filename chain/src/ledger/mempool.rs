@@ -18,13 +18,26 @@ impl<St: Store> ShardApp<St> {
     /// Admits a transaction to the mempool if it could be valid on this shard now or after the sender's
     /// pending transactions. The mempool is bounded.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
-        let params = self.state.params();
         let id = tx.id();
-        if self.verified.contains(&id) {
-            tx.check_stateless_signature_verified(params.chain_id)?;
-        } else {
-            tx.check_stateless(params.chain_id)?;
+        if !self.verified.contains(&id) {
+            tx.check_stateless(self.state.params().chain_id)?;
         }
+        self.admissible(&tx)?;
+        if self.mempool.len() >= MEMPOOL_TXS_MAX {
+            return Err(TxError::MempoolFull);
+        }
+        self.remember_verified(id);
+        self.mempool
+            .insert((tx.tx.sender_address(), tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// Every admission check but the signature: what a validator runs on gossiped transactions before it
+    /// spends a signature check on them, so that junk (wrong shard, stale or far nonces, unfunded senders,
+    /// low fees) costs a peer's flood no CPU beyond decoding.
+    pub fn admissible(&self, tx: &SignedTransaction) -> Result<(), TxError> {
+        let params = self.state.params();
+        tx.check_stateless_signature_verified(params.chain_id)?;
         let sender = tx.tx.sender_address();
         let sender_shard = shard_of(&sender, params.shard_count);
         if sender_shard != self.state.shard() {
@@ -47,13 +60,7 @@ impl<St: Store> ShardApp<St> {
                 window: PENDING_PER_SENDER_MAX,
             });
         }
-        self.check_admission(&tx, nonce)?;
-        if self.mempool.len() >= MEMPOOL_TXS_MAX {
-            return Err(TxError::MempoolFull);
-        }
-        self.remember_verified(id);
-        self.mempool.insert((sender, tx.tx.nonce), tx);
-        Ok(())
+        self.check_admission(tx, nonce)
     }
 
     /// Records that the signed transaction with this id passed its signature check, so executing it in a

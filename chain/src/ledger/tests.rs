@@ -363,3 +363,31 @@ fn a_sender_cannot_fill_the_mempool_with_future_nonces_or_unfunded_chains() {
     );
     assert_eq!(app.mempool_len(), 10);
 }
+
+/// A gossiped transaction that could never be admitted is refused before its signature is looked at, so a
+/// flood of junk costs no signature checks (the node filters gossip with `admissible`): here the signature is
+/// garbage and the refusal names the real reason, not the signature.
+#[test]
+fn junk_is_refused_before_any_signature_check() {
+    let (_, app, wallet) = setup();
+    let poor = SecretKey::dev("penniless");
+    let mut junk = pay(&poor, 0, 1);
+    // Another transaction's signature: valid for it, not for these.
+    junk.signature = pay(&wallet, 3, 2).signature;
+    assert!(matches!(
+        app.admissible(&junk),
+        Err(TxError::Overspend { .. })
+    ));
+    let mut far = pay(&wallet, PENDING_PER_SENDER_MAX + 5, 1);
+    far.signature = junk.signature;
+    assert!(matches!(
+        app.admissible(&far),
+        Err(TxError::NonceTooFar { .. })
+    ));
+    // An admissible one with a bad signature passes this filter; `submit` still refuses it.
+    let mut forged = pay(&wallet, 0, 1);
+    forged.signature = junk.signature;
+    assert_eq!(app.admissible(&forged), Ok(()));
+    let mut app = app;
+    assert!(matches!(app.submit(forged), Err(TxError::BadSignature(_))));
+}

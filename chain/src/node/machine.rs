@@ -767,8 +767,11 @@ impl<D: Disk> Node<D> {
                     return;
                 };
                 let app = lane.app_mut();
+                // Those that could never be admitted (wrong shard, stale or far nonce, unfunded, low fee) are
+                // dropped before they cost a signature check.
                 let (known, new): (Vec<SignedTransaction>, Vec<SignedTransaction>) = txs
                     .into_iter()
+                    .filter(|t| app.admissible(t).is_ok())
                     .filter(|t| app.height_of_tx(&t.id()).is_none())
                     .partition(|t| app.signature_known(&t.id()));
                 if !known.is_empty() {
