@@ -93,7 +93,7 @@ impl ShardSnapshot {
 }
 
 /// The sum of `amounts`; all the IOST there are fit in an [`Amount`], so the cap is never reached in practice.
-pub fn total(amounts: impl IntoIterator<Item = Amount>) -> Amount {
+fn total(amounts: impl IntoIterator<Item = Amount>) -> Amount {
     amounts.into_iter().fold(Amount::ZERO, |sum, a| {
         sum.checked_add(a).unwrap_or(Amount(u64::MAX))
     })
