@@ -246,8 +246,11 @@ fn default_name(target: &str) -> String {
     }
 }
 
-/// Saves a file or a tree to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole, so an
-/// interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
+/// Longest symlink target the CLI takes from a node: a block's worth, more than any file system keeps.
+const SYMLINK_TARGET_BYTES_MAX: u64 = 1 << 20;
+
+/// Saves a file, a tree or a symlink to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole,
+/// so an interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
 pub fn get_to(
     api: &str,
     target: &str,
@@ -266,8 +269,26 @@ pub fn get_to(
     partial.push(".huds-partial");
     let partial = PathBuf::from(partial);
     remove_any(&partial).with_context(|| format!("removing {}", partial.display()))?;
-    let tree = header(&resp, "content-type") == Some(huds_net::api::TAR_CONTENT_TYPE);
-    let result = if tree {
+    let content_type = header(&resp, "content-type").map(str::to_string);
+    let tree = content_type.as_deref() == Some(huds_net::api::TAR_CONTENT_TYPE);
+    let symlink = content_type.as_deref() == Some(huds_net::api::SYMLINK_CONTENT_TYPE);
+    let result = if symlink {
+        // The link itself, as a local `huds get` makes it: never followed, its target byte for byte.
+        resp.body_mut()
+            .with_config()
+            .limit(SYMLINK_TARGET_BYTES_MAX)
+            .read_to_vec()
+            .context("reading the symlink's target from the node")
+            .and_then(|target| {
+                String::from_utf8(target)
+                    .context("the node sent a symlink target that is not UTF-8")
+            })
+            .and_then(|target| {
+                std::os::unix::fs::symlink(&target, &partial).with_context(|| {
+                    format!("making {} a symlink to {target:?}", partial.display())
+                })
+            })
+    } else if tree {
         let total = header(&resp, "x-huds-size").and_then(|v| v.parse().ok());
         let bar = bar(total);
         let r = std::fs::create_dir(&partial)
@@ -322,7 +343,13 @@ pub fn get_to(
     Ok(Got {
         cid,
         path: out,
-        kind: if tree { "directory" } else { "file" },
+        kind: if symlink {
+            "symlink"
+        } else if tree {
+            "directory"
+        } else {
+            "file"
+        },
     })
 }
 

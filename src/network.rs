@@ -61,14 +61,30 @@ pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
     // Uploads in flight when a node was killed left their spool directories behind: with the store open (its
     // lock says no other process runs on this home), nothing else can be using them.
-    let spool = home.dir.join("spool");
-    match std::fs::remove_dir_all(&spool) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("clearing {}", spool.display())),
-    }
+    clear_spool(&home.dir.join("spool"))?;
     let keypair = huds_net::keypair_from_seed(home.node_seed()?);
     Ok(Node::start(keypair, store, opts).await?)
+}
+
+/// Removes what is in the spool, keeping the directory itself (it may be a mount point of its own).
+fn clear_spool(spool: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(spool) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", spool.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", spool.display()))?
+            .path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("clearing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn start_api(

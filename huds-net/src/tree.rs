@@ -372,11 +372,7 @@ fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result
                 push_listing(reader, &mut stack, &cid, &rel, depth + 1)?;
             }
             EntryKind::Symlink => {
-                let block = reader.block(&cid)?;
-                let node = Node::decode(cid.codec(), &block)
-                    .map_err(|source| ReadError::Decode { cid, source })?;
-                let target =
-                    String::from_utf8(node.data).map_err(|_| ReadError::BadName(rel.clone()))?;
+                let target = symlink_target(reader, &cid, &rel)?;
                 tar.symlink(&rel, &target).map_err(TreeError::Output)?;
             }
             EntryKind::File => {
@@ -393,6 +389,15 @@ fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result
         }
     }
     Ok(())
+}
+
+/// The target of the stored symlink at `cid` (named `shown` in errors), byte for byte: UnixFS keeps it as the
+/// node's data, which must be UTF-8 to become a link on disk.
+pub fn symlink_target(reader: &Reader, cid: &Cid, shown: &str) -> Result<String, ReadError> {
+    let block = reader.block(cid)?;
+    let node = Node::decode(cid.codec(), &block)
+        .map_err(|source| ReadError::Decode { cid: *cid, source })?;
+    String::from_utf8(node.data).map_err(|_| ReadError::BadName(shown.to_string()))
 }
 
 fn push_listing(
