@@ -21,7 +21,9 @@ use chain::{Address, Amount, SignedTransaction, Transaction, TxError, TxKind, sh
 use chain_node::{ChainDevnet, DevnetOptions};
 use serde_json::json;
 
-const SENDERS_PER_SHARD: usize = 64;
+/// Senders per shard: enough that their pending windows (`chain::ledger::PENDING_PER_SENDER_MAX` nonces each)
+/// together exceed the mempool, so admission's per-sender bound never throttles the load.
+const SENDERS_PER_SHARD: usize = 256;
 const SUBMIT_BATCH: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_secs(120);
 const IDLE_SAMPLES: usize = 9;
