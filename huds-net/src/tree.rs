@@ -879,7 +879,12 @@ mod tests {
     fn endless_extension_headers_end_at_the_header_bound() {
         let mut out = Vec::new();
         for _ in 0..1000 {
-            raw_entry(&mut out, b"PaxHeaders/x", EntryType::XGlobalHeader, b"8 a=bcd\n");
+            raw_entry(
+                &mut out,
+                b"PaxHeaders/x",
+                EntryType::XGlobalHeader,
+                b"8 a=bcd\n",
+            );
         }
         let tar = finish(out);
         let dir = tempfile::tempdir().expect("tempdir");
