@@ -120,6 +120,19 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("syncing {}", path.display()))
 }
 
+/// Writes a new random key at `path` unless a whole 32-byte key is already there.
+fn key_if_absent(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if m.len() == 32 => Ok(()),
+        Ok(_) => bail!(
+            "{} exists but is not a 32-byte key: move it away and run init again",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_new(path, &random_key(), 0o600),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn random_key() -> [u8; 32] {
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).expect("the OS random source is available");
@@ -143,12 +156,20 @@ impl Home {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut config = Config::default();
         config.api.token = Some(new_token());
-        write_new(&dir.join("node.key"), &random_key(), 0o600)?;
-        write_new(&dir.join("wallet.key"), &random_key(), 0o600)?;
+        // An init cut short (a crash, a full disk) may have left keys without a config: they were never used
+        // (nothing runs on a home without config.toml), so a whole 32-byte key is kept and anything else
+        // refused, and the init can simply run again.
+        key_if_absent(&dir.join("node.key"))?;
+        key_if_absent(&dir.join("wallet.key"))?;
         huds::Store::open(&dir.join("db")).context("creating the block store")?;
         let text = toml::to_string_pretty(&config).expect("the config serialises");
-        // The config holds the API token: readable by its owner only.
-        write_new(&dir.join("config.toml"), text.as_bytes(), 0o600)?;
+        // The config holds the API token: readable by its owner only. Written aside and renamed, so that a
+        // home never has a half-written config.toml.
+        let tmp = dir.join("config.toml.tmp");
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, text.as_bytes(), 0o600)?;
+        fs::rename(&tmp, dir.join("config.toml"))
+            .with_context(|| format!("creating {}", dir.join("config.toml").display()))?;
         Ok(Home {
             dir: dir.to_path_buf(),
             config,

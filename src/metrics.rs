@@ -15,6 +15,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
 struct Scrape {
+    node: NodeHandle,
     registry: Registry,
     chain: Option<(ChainApi, ChainMetrics)>,
 }
@@ -34,7 +35,11 @@ fn registry(node: &NodeHandle, chain: Option<ChainApi>) -> Scrape {
         }
         (api, metrics)
     });
-    Scrape { registry, chain }
+    Scrape {
+        node: node.clone(),
+        registry,
+        chain,
+    }
 }
 
 /// The route, to merge into the node's API router.
@@ -45,6 +50,7 @@ pub fn router(node: &NodeHandle, chain: Option<ChainApi>) -> Router {
 }
 
 async fn scrape(State(scrape): State<Arc<Scrape>>) -> Response {
+    scrape.node.refresh_metrics();
     if let Some((api, metrics)) = &scrape.chain {
         metrics.refresh(api);
     }

@@ -96,8 +96,9 @@ impl Given {
                 value: dir.clone(),
                 source: source_of(matches, "data", "--data", "HUDS_HOME"),
             },
+            // Without $HOME the home is unknown; commands that need one say so when they open it.
             None => Setting {
-                value: home::dir_from(None)?,
+                value: home::dir_from(None).unwrap_or_default(),
                 source: Source::Default,
             },
         };
@@ -139,7 +140,7 @@ pub struct Effective {
 
 /// The home's `config.toml`, if the home exists (`None` before `huds init`).
 pub fn read_config(dir: &Path) -> Result<Option<Config>> {
-    if !dir.join("config.toml").exists() {
+    if dir.as_os_str().is_empty() || !dir.join("config.toml").exists() {
         return Ok(None);
     }
     Ok(Some(home::Home::open(dir)?.config))
@@ -357,7 +358,15 @@ pub struct Reloaded {
 /// (unless a flag or the environment set it, which a reload cannot change) and the storage limit (unless
 /// `--storage` set it). A config that does not parse changes nothing and says why.
 pub fn reload(given: &Given, storage_flag: bool, node: &huds_net::NodeHandle) -> Result<Reloaded> {
-    let config = read_config(&given.home.value)?;
+    // A config.toml that is gone (moved away, or mid-replacement) changes nothing: reading it as "no settings"
+    // would drop the storage limit and the log level without a word.
+    let Some(config) = read_config(&given.home.value)? else {
+        bail!(
+            "{} is gone: nothing changed",
+            given.home.value.join("config.toml").display()
+        );
+    };
+    let config = Some(config);
     let effective = Effective::resolve(given, config.as_ref())?;
     let mut done = Reloaded::default();
     if given.log_level.is_none()

@@ -194,7 +194,104 @@ fn sighup_reloads_log_level_and_storage_limit_and_json_logs_parse() {
     };
     assert!(complaint.contains("\"level\":\"ERROR\""), "{complaint}");
     assert_eq!(storage_max(&home, &api), Some(1 << 20));
+
+    // A config.toml that is gone (moved away mid-edit) changes nothing either: the limit stays.
+    std::fs::remove_file(&path).expect("remove config");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let gone = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a log line after the third SIGHUP");
+        if line.contains("not reloaded") {
+            break line;
+        }
+    };
+    assert!(gone.contains("is gone"), "{gone}");
+    assert_eq!(storage_max(&home, &api), Some(1 << 20));
     drop(child);
+}
+
+/// SIGHUP is a reload from the node's first instant: sent at once after the start (a `systemctl reload`
+/// racing `start`), it must not kill the node.
+#[test]
+fn sighup_right_after_the_start_does_not_kill_the_node() {
+    let (_dir, home) = common::new_home();
+    let mut child = Command::new(common::huds())
+        .arg("--data")
+        .arg(&home)
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn huds node");
+    let pid = child.id().to_string();
+    for _ in 0..20 {
+        let _ = Command::new("kill").args(["-HUP", &pid]).status();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "the node died of an early SIGHUP");
+}
+
+/// An init cut short (keys written, no config.toml) runs again and keeps the key it made.
+#[test]
+fn an_init_cut_short_runs_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::write(home.join("node.key"), [5u8; 32]).expect("write key");
+    std::fs::write(home.join("config.toml.tmp"), b"half").expect("write");
+    let out = common::run(&home, &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(home.join("node.key")).expect("key"),
+        [5u8; 32]
+    );
+    assert!(!home.join("config.toml.tmp").exists());
+    // A key of the wrong size is not silently replaced.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("node.key"), b"short").expect("write");
+    let out = common::run(&other, &["init"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32-byte key"));
+}
+
+/// The completions and the manual page need no home, and so no $HOME (package builds run without one).
+#[test]
+fn completions_and_man_need_no_home() {
+    for args in [&["man"][..], &["completions", "bash"][..]] {
+        let out = Command::new(common::huds())
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("huds runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty());
+    }
 }
 
 /// An upload cut off by a crash leaves its spool directory behind; the next start of the node clears it.

@@ -35,8 +35,10 @@ pub struct NodeMetrics {
     pub shards: Gauge,
     /// Shard bytes in the store, on the same count (what `--storage` is measured against).
     pub stored_bytes: Gauge,
-    /// The `--storage` limit in bytes; 0 when there is none.
+    /// The `--storage` limit in bytes; 0 when there is none (see `capacity_limited`).
     pub capacity_bytes: Gauge,
+    /// 1 when a `--storage` limit is set (a limit of 0 then means "hold nothing"), 0 when there is none.
+    pub capacity_limited: Gauge,
     /// Peers with an open connection.
     pub connected_peers: Gauge,
     /// Peers known to speak the shard protocol (placement chooses from these).
@@ -106,6 +108,11 @@ impl NodeMetrics {
             "store_capacity_bytes",
             "The --storage limit in bytes (0: none)",
             self.capacity_bytes.clone(),
+        );
+        registry.register(
+            "store_capacity_limited",
+            "1 when a --storage limit is set, 0 when there is none",
+            self.capacity_limited.clone(),
         );
         registry.register(
             "connected_peers",

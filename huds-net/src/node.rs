@@ -117,10 +117,15 @@ pub struct NodeHandle {
     metrics: NodeMetrics,
 }
 
+/// Puts of one CID are serialised by one of these locks (chosen by the CID's hash), so that copies of a shard
+/// arriving at once are stored and counted once; puts of different CIDs mostly run side by side.
+const PUT_LOCKS: usize = 64;
+
 /// Shard bytes held here against the `--storage` limit.
 #[derive(Debug)]
 struct Capacity {
     used_bytes: AtomicU64,
+    put_locks: [Mutex<()>; PUT_LOCKS],
     /// The limit, `u64::MAX` for none; atomic so that a reload (SIGHUP) changes it while puts run.
     max_bytes: AtomicU64,
 }
@@ -200,14 +205,11 @@ impl Node {
             .map_err(|e| NetError::Start(e.to_string()))?;
         let capacity = Arc::new(Capacity {
             used_bytes: AtomicU64::new(used_bytes),
+            put_locks: std::array::from_fn(|_| Mutex::new(())),
             max_bytes: AtomicU64::new(opts.storage_bytes_max.unwrap_or(u64::MAX)),
         });
         let metrics = NodeMetrics::default();
         metrics.shards.set(gauge(shards));
-        metrics.stored_bytes.set(gauge(used_bytes));
-        metrics
-            .capacity_bytes
-            .set(gauge(opts.storage_bytes_max.unwrap_or(0)));
         let (tx, rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
         let handle = NodeHandle {
             tx: tx.clone(),
@@ -320,9 +322,15 @@ impl NodeHandle {
         self.capacity
             .max_bytes
             .store(max_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
-        self.metrics
-            .capacity_bytes
-            .set(gauge(max_bytes.unwrap_or(0)));
+    }
+
+    /// Sets the gauges that mirror the store's counters, as they stand now: called when the metrics are read,
+    /// so that they never show a stale or a reserved-then-released figure.
+    pub fn refresh_metrics(&self) {
+        let (used, max) = self.storage_bytes();
+        self.metrics.stored_bytes.set(gauge(used));
+        self.metrics.capacity_bytes.set(gauge(max.unwrap_or(0)));
+        self.metrics.capacity_limited.set(i64::from(max.is_some()));
     }
 
     async fn ask<T>(
@@ -743,6 +751,12 @@ fn store_held(
     cid: &Cid,
     data: &[u8],
 ) -> Result<(), String> {
+    // Held across the check, the reservation and the write: a second copy of the same shard put meanwhile
+    // finds the first stored, and is neither counted nor charged twice.
+    let stripe = usize::from(cid.hash().digest().first().copied().unwrap_or(0)) % PUT_LOCKS;
+    let _same_cid = capacity.put_locks[stripe]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if matches!(store.shard(cid), Ok(Some(_))) {
         return store.put_held_shard(cid, data).map_err(|e| e.to_string());
     }
@@ -752,8 +766,37 @@ fn store_held(
         e.to_string()
     })?;
     metrics.shards.inc();
-    metrics
-        .stored_bytes
-        .set(gauge(capacity.used_bytes.load(Ordering::SeqCst)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies of one shard put at once (a peer sending it on many streams) are stored and charged once: the
+    /// quota cannot be used up by repetition, and the gauges count one shard. (Before, each copy that passed the
+    /// "already here?" check before the first write landed reserved its bytes again.)
+    #[test]
+    fn copies_of_a_shard_put_at_once_are_charged_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let capacity = Capacity {
+            used_bytes: AtomicU64::new(0),
+            put_locks: std::array::from_fn(|_| Mutex::new(())),
+            max_bytes: AtomicU64::new(u64::MAX),
+        };
+        let metrics = NodeMetrics::default();
+        let data = vec![9u8; 256 * 1024];
+        let cid = cids::blake3_cid(&data);
+        std::thread::scope(|s| {
+            for _ in 0..32 {
+                s.spawn(|| store_held(&store, &capacity, &metrics, &cid, &data).expect("stored"));
+            }
+        });
+        assert_eq!(
+            capacity.used_bytes.load(Ordering::SeqCst),
+            data.len() as u64
+        );
+        assert_eq!(metrics.shards.get(), 1);
+    }
 }
