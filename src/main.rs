@@ -354,18 +354,6 @@ fn main() {
         Err(e) => e.exit(),
     };
     let json = cli.json;
-    // For a node SIGHUP means "reload", from the first instant: its default action (terminate) must not
-    // catch a `systemctl reload` sent while the node is still starting, before its handler runs. The flag
-    // is not read; the node's own handler does the reload.
-    if matches!(cli.command, Command::Node { action: None, .. })
-        && let Err(e) = signal_hook::flag::register(
-            signal_hook::consts::SIGHUP,
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        )
-    {
-        eprintln!("error: installing the SIGHUP handler: {e}");
-        std::process::exit(1);
-    }
     let result = settings::Given::from_matches(&matches).and_then(|given| {
         // Diagnostics go to standard error, at the level and in the format in effect. A config.toml that does
         // not parse leaves logging at its defaults; the command then says what is wrong with it.

@@ -192,6 +192,9 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
             args.storage_flag,
             node.handle.clone(),
         ));
+        // Only now may a reload come: under systemd (`Type=notify`) the unit is "activating" until this, and
+        // a `systemctl reload` waits for it instead of meeting SIGHUP's default action (terminate).
+        notify_ready();
         stop.wait().await;
         reloads.abort();
         api_task.abort();
@@ -201,6 +204,29 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         node.shutdown().await;
         Ok(())
     })
+}
+
+/// Tells systemd the node is ready (`READY=1` on `$NOTIFY_SOCKET`, the sd_notify protocol), if it runs under a
+/// `Type=notify` unit; nothing otherwise. A failure to tell is logged, not fatal.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            // An abstract socket name.
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(b"READY=1", &addr)
+            }
+            None => socket.send_to(b"READY=1", &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("telling systemd the node is ready: {e}");
+    }
 }
 
 /// On each SIGHUP, re-reads config.toml and applies the log level and the storage limit; says what it applied

@@ -217,11 +217,16 @@ fn sighup_reloads_log_level_and_storage_limit_and_json_logs_parse() {
     drop(child);
 }
 
-/// SIGHUP is a reload from the node's first instant: sent at once after the start (a `systemctl reload`
-/// racing `start`), it must not kill the node.
+/// Under systemd (`Type=notify`) a reload waits for the node's READY=1: the node sends it on `$NOTIFY_SOCKET`
+/// once it handles SIGHUP, so a reload right after it (a `systemctl reload` racing `start`) does not kill it.
 #[test]
-fn sighup_right_after_the_start_does_not_kill_the_node() {
-    let (_dir, home) = common::new_home();
+fn the_node_tells_systemd_when_a_reload_is_safe() {
+    let (dir, home) = common::new_home();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut child = Command::new(common::huds())
         .arg("--data")
         .arg(&home)
@@ -232,20 +237,23 @@ fn sighup_right_after_the_start_does_not_kill_the_node() {
             "--api",
             "127.0.0.1:0",
         ])
+        .env("NOTIFY_SOCKET", &socket_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn huds node");
+    let mut buf = [0u8; 64];
+    let got = socket.recv(&mut buf);
     let pid = child.id().to_string();
-    for _ in 0..20 {
-        let _ = Command::new("kill").args(["-HUP", &pid]).status();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let hup = Command::new("kill").args(["-HUP", &pid]).status();
+    std::thread::sleep(Duration::from_millis(300));
     let alive = child.try_wait().expect("wait").is_none();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(alive, "the node died of an early SIGHUP");
+    let n = got.expect("the node sent a notification");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(hup.expect("kill runs").success());
+    assert!(alive, "a SIGHUP right after READY=1 killed the node");
 }
 
 /// An init cut short (keys written, no config.toml) runs again and keeps the key it made.
