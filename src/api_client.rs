@@ -235,8 +235,22 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Saves a file or a tree to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole, so an
-/// interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
+/// The name a get of `target` saves under when the node names no CID: the target's first component, or `out`
+/// if that is not a plain name.
+fn default_name(target: &str) -> String {
+    let first = target.split('/').next().unwrap_or_default();
+    if first.is_empty() || first == "." || first == ".." {
+        "out".to_string()
+    } else {
+        first.to_string()
+    }
+}
+
+/// Longest symlink target the CLI takes from a node: a block's worth, more than any file system keeps.
+const SYMLINK_TARGET_BYTES_MAX: u64 = 1 << 20;
+
+/// Saves a file, a tree or a symlink to `out` (default: its CID), through `OUT.huds-partial`, renamed when whole,
+/// so an interrupted get leaves no half tree under the name asked for. `bar` makes a progress bar for a total.
 pub fn get_to(
     api: &str,
     target: &str,
@@ -244,16 +258,37 @@ pub fn get_to(
     bar: impl Fn(Option<u64>) -> Option<ProgressBar>,
 ) -> Result<Got> {
     let mut resp = get(api, &format!("/api/v0/get?arg={}", encode(target)))?;
+    // The default name comes from the answer only if it is a CID (one plain name): a node must not choose
+    // where on this machine the bytes land (`../x` or `/home/u/.bashrc`).
     let cid = header(&resp, "x-huds-cid")
-        .map(str::to_string)
-        .unwrap_or_else(|| target.split('/').next().unwrap_or("out").to_string());
+        .and_then(|h| huds::cids::parse(h).ok())
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| default_name(target));
     let out = out.unwrap_or_else(|| PathBuf::from(&cid));
     let mut partial = out.as_os_str().to_owned();
     partial.push(".huds-partial");
     let partial = PathBuf::from(partial);
     remove_any(&partial).with_context(|| format!("removing {}", partial.display()))?;
-    let tree = header(&resp, "content-type") == Some(huds_net::api::TAR_CONTENT_TYPE);
-    let result = if tree {
+    let content_type = header(&resp, "content-type").map(str::to_string);
+    let tree = content_type.as_deref() == Some(huds_net::api::TAR_CONTENT_TYPE);
+    let symlink = content_type.as_deref() == Some(huds_net::api::SYMLINK_CONTENT_TYPE);
+    let result = if symlink {
+        // The link itself, as a local `huds get` makes it: never followed, its target byte for byte.
+        resp.body_mut()
+            .with_config()
+            .limit(SYMLINK_TARGET_BYTES_MAX)
+            .read_to_vec()
+            .context("reading the symlink's target from the node")
+            .and_then(|target| {
+                String::from_utf8(target)
+                    .context("the node sent a symlink target that is not UTF-8")
+            })
+            .and_then(|target| {
+                std::os::unix::fs::symlink(&target, &partial).with_context(|| {
+                    format!("making {} a symlink to {target:?}", partial.display())
+                })
+            })
+    } else if tree {
         let total = header(&resp, "x-huds-size").and_then(|v| v.parse().ok());
         let bar = bar(total);
         let r = std::fs::create_dir(&partial)
@@ -308,7 +343,13 @@ pub fn get_to(
     Ok(Got {
         cid,
         path: out,
-        kind: if tree { "directory" } else { "file" },
+        kind: if symlink {
+            "symlink"
+        } else if tree {
+            "directory"
+        } else {
+            "file"
+        },
     })
 }
 
@@ -376,4 +417,18 @@ pub fn json(api: &str, path: &str) -> Result<Value> {
 
 pub fn ls(api: &str, target: &str) -> Result<Value> {
     json(api, &format!("/api/v0/ls?arg={}", encode(target)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_name;
+
+    /// Whatever the node answers or the user typed, the default output is one plain name here.
+    #[test]
+    fn the_default_name_is_never_a_path() {
+        assert_eq!(default_name("bafyabc/sub/file"), "bafyabc");
+        assert_eq!(default_name("../../x"), "out");
+        assert_eq!(default_name("/etc/passwd"), "out");
+        assert_eq!(default_name(""), "out");
+    }
 }

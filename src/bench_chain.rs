@@ -21,7 +21,9 @@ use chain::{Address, Amount, SignedTransaction, Transaction, TxError, TxKind, sh
 use chain_node::{ChainDevnet, DevnetOptions};
 use serde_json::json;
 
-const SENDERS_PER_SHARD: usize = 64;
+/// Senders per shard: enough that their pending windows (`chain::ledger::PENDING_PER_SENDER_MAX` nonces each)
+/// together exceed the mempool, so admission's per-sender bound never throttles the load.
+const SENDERS_PER_SHARD: usize = 256;
 const SUBMIT_BATCH: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_secs(120);
 const IDLE_SAMPLES: usize = 9;
@@ -251,7 +253,11 @@ async fn run_setup(shards: u16, transfers: usize, epochs: bool, cross_pct: u8) -
                     for (tx, r) in pending.into_iter().zip(results) {
                         match r {
                             Ok(()) => {}
-                            Err(TxError::MempoolFull) => retry.push(tx),
+                            // A full mempool, or a sender already a window of nonces ahead of its
+                            // account: wait for blocks to take some.
+                            Err(TxError::MempoolFull | TxError::NonceTooFar { .. }) => {
+                                retry.push(tx)
+                            }
                             Err(e) => bail!("the validator refused a bench transfer: {e}"),
                         }
                     }

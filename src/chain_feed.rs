@@ -1,6 +1,7 @@
 //! The chain's part of the status page, from the chain runtime that runs beside the node: heights, state roots
-//! and committees (with their likelihood weights) from the validators and the beacon, and the last blocks
-//! finalised, collected from the validators' commit notices into a bounded ring.
+//! and committees (with their likelihood weights and stakes) and the validator registry from the validators and
+//! the beacon, with amounts in IOST for people; and the last blocks finalised, collected from the validators'
+//! commit notices into a bounded ring.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use chain_node::ChainApi;
 use chain_node::api::hex;
 
-use gateway::{BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain};
+use gateway::{
+    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ValidatorRow,
+};
 
 /// Recent blocks kept for the page.
 const RECENT_BLOCKS_MAX: usize = 32;
@@ -72,13 +75,15 @@ impl ChainFeed {
 
 impl ChainStatusSource for ChainFeed {
     fn chain_status(&self) -> Option<ChainStatus> {
-        // The same snapshot `GET /api/v0/chain/status` (and so `huds chain status`) reads.
+        // The same snapshot `GET /api/v0/chain/status` (and so `huds chain status`) reads; amounts are written
+        // for people here, by `Amount::for_people`, so the page prints what the CLI prints.
         let snapshot = self.api.snapshot();
         let shards = snapshot
             .shards
             .iter()
             .map(|s| {
-                let total: u128 = s.committee.iter().map(|(_, w)| *w).sum();
+                let total: u128 = s.committee.iter().map(|m| m.weight).sum();
+                let stake = s.committee_stake();
                 ShardChain {
                     id: u32::from(s.id),
                     epoch: s.epoch,
@@ -90,13 +95,35 @@ impl ChainStatusSource for ChainFeed {
                     committee: s
                         .committee
                         .iter()
-                        .map(|(id, weight)| CommitteeMember {
-                            validator: id.to_string(),
-                            weight: weight.to_string(),
-                            share: share(*weight, total),
+                        .map(|m| CommitteeMember {
+                            validator: m.id.to_string(),
+                            weight: m.weight.to_string(),
+                            share: share(m.weight, total),
+                            stake: m.stake.map(|a| a.to_string()),
+                            stake_for_people: m.stake.map(|a| a.for_people()),
                         })
                         .collect(),
+                    committee_stake: stake.to_string(),
+                    committee_stake_for_people: stake.for_people(),
                 }
+            })
+            .collect();
+        let validators = snapshot
+            .validators
+            .iter()
+            .map(|v| ValidatorRow {
+                validator: v.id.to_string(),
+                seat: v.seat.map(|s| {
+                    if s == chain::block::BEACON_SHARD {
+                        "beacon".to_string()
+                    } else {
+                        format!("shard {s}")
+                    }
+                }),
+                stake: v.stake.to_string(),
+                stake_for_people: v.stake.for_people(),
+                reputation_ppm: v.reputation_ppm,
+                reputation: share(u128::from(v.reputation_ppm), 1_000_000),
             })
             .collect();
         let recent_blocks = self
@@ -109,6 +136,7 @@ impl ChainStatusSource for ChainFeed {
         Some(ChainStatus {
             epoch: snapshot.epoch,
             shards,
+            validators,
             recent_blocks,
         })
     }

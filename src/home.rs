@@ -15,6 +15,45 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// What `huds node` runs with; a running node reloads it on SIGHUP.
+    #[serde(default, skip_serializing_if = "NodeConfig::is_empty")]
+    pub node: NodeConfig,
+    /// Diagnostics on standard error; a running node reloads it on SIGHUP.
+    #[serde(default, skip_serializing_if = "LogConfig::is_empty")]
+    pub log: LogConfig,
+}
+
+/// `[node]`: what a running node can change without a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Most shard bytes to hold for the network, as `--storage` takes it ("500G"); absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_max: Option<String>,
+}
+
+impl NodeConfig {
+    fn is_empty(&self) -> bool {
+        self.storage_max.is_none()
+    }
+}
+
+/// `[log]`: the level filter and the format of diagnostics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or per-target directives (`warn,huds_net=debug`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `text` or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl LogConfig {
+    fn is_empty(&self) -> bool {
+        self.level.is_none() && self.format.is_none()
+    }
 }
 
 /// The HTTP API and gateway.
@@ -47,6 +86,8 @@ impl Default for Config {
                 segment_bytes_max: d.segment_bytes_max,
             },
             api: ApiConfig::default(),
+            node: NodeConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -79,6 +120,19 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("syncing {}", path.display()))
 }
 
+/// Writes a new random key at `path` unless a whole 32-byte key is already there.
+fn key_if_absent(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if m.len() == 32 => Ok(()),
+        Ok(_) => bail!(
+            "{} exists but is not a 32-byte key: move it away and run init again",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_new(path, &random_key(), 0o600),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn random_key() -> [u8; 32] {
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).expect("the OS random source is available");
@@ -102,12 +156,20 @@ impl Home {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut config = Config::default();
         config.api.token = Some(new_token());
-        write_new(&dir.join("node.key"), &random_key(), 0o600)?;
-        write_new(&dir.join("wallet.key"), &random_key(), 0o600)?;
+        // An init cut short (a crash, a full disk) may have left keys without a config: they were never used
+        // (nothing runs on a home without config.toml), so a whole 32-byte key is kept and anything else
+        // refused, and the init can simply run again.
+        key_if_absent(&dir.join("node.key"))?;
+        key_if_absent(&dir.join("wallet.key"))?;
         huds::Store::open(&dir.join("db")).context("creating the block store")?;
         let text = toml::to_string_pretty(&config).expect("the config serialises");
-        // The config holds the API token: readable by its owner only.
-        write_new(&dir.join("config.toml"), text.as_bytes(), 0o600)?;
+        // The config holds the API token: readable by its owner only. Written aside and renamed, so that a
+        // home never has a half-written config.toml.
+        let tmp = dir.join("config.toml.tmp");
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, text.as_bytes(), 0o600)?;
+        fs::rename(&tmp, dir.join("config.toml"))
+            .with_context(|| format!("creating {}", dir.join("config.toml").display()))?;
         Ok(Home {
             dir: dir.to_path_buf(),
             config,

@@ -6,7 +6,9 @@ mod bench_chain;
 mod bench_net;
 mod chain_feed;
 mod home;
+mod metrics;
 mod network;
+mod settings;
 mod wallet;
 
 use std::io::{IsTerminal, Write};
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -37,6 +39,13 @@ struct Cli {
     /// Print data as one JSON object on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Diagnostics on standard error: error, warn, info, debug, trace, or directives such as
+    /// `warn,huds_net=debug` (default: config.toml's log.level, else $RUST_LOG, else warn).
+    #[arg(long, global = true, env = "HUDS_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How diagnostics are written (default: config.toml's log.format, else text).
+    #[arg(long, global = true, env = "HUDS_LOG_FORMAT", value_enum)]
+    log_format: Option<settings::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,6 +155,11 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// The configuration in effect.
+    Config {
+        #[command(subcommand)]
+        what: ConfigWhat,
+    },
     /// Print shell completions for bash, zsh, fish, elvish or powershell, e.g.
     /// `huds completions bash > /etc/bash_completion.d/huds`.
     Completions {
@@ -154,6 +168,12 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `huds man > /usr/local/share/man/man1/huds.1`.
     Man,
+}
+
+#[derive(Subcommand)]
+enum ConfigWhat {
+    /// Every setting's value and where it came from: a flag, the environment, config.toml, or the default.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -274,19 +294,81 @@ enum BenchWhat {
     },
 }
 
+/// `huds --help` lists the commands by task rather than alphabetically; every command is in one group (a unit
+/// test checks).
+const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    ("Store and read files", &["init", "add", "get", "cat", "ls"]),
+    ("Run a network", &["devnet", "node", "gateway"]),
+    ("The IOS chain and your wallet", &["wallet", "chain"]),
+    ("Operate and measure", &["config", "bench"]),
+    ("Set up your shell", &["completions", "man"]),
+];
+
+const EXAMPLES: &str = "\
+Examples:
+  huds init                                   make a home (keys, config, store) in ~/.huds
+  huds add photo.jpg                          store a file sealed; prints its capability (keep it)
+  huds get huds:... -o photo.jpg              read it back, every byte checked
+  huds add --public site/                     store a folder anyone can read by its CID
+  huds devnet                                 a whole network and chain on this machine
+  huds --api http://127.0.0.1:5001 add f.txt  store through a running node's API
+  huds --api http://127.0.0.1:5001 chain status
+  huds --api http://127.0.0.1:5001 wallet transfer ADDRESS 1.5
+  huds config show                            the settings in effect, and where each came from
+  huds completions bash > /etc/bash_completion.d/huds
+
+Each command has its own help: huds help add, huds add --help. The manual: huds man | man -l -";
+
+/// The command definitions with the grouped command list and the examples: what `--help`, the completions
+/// and the manual page are all made from.
+fn cli_command() -> clap::Command {
+    let cmd = Cli::command();
+    let mut groups = String::new();
+    for (title, names) in COMMAND_GROUPS {
+        groups.push_str(&format!("{title}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            // The first sentence: the list stays one line per command.
+            let about = [" (", ", e.g.", ": "]
+                .iter()
+                .fold(about.as_str(), |a, cut| a.split(cut).next().unwrap_or(a))
+                .trim_end_matches('.');
+            groups.push_str(&format!("  {name:<12} {about}\n"));
+        }
+        groups.push('\n');
+    }
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}Options:\n{{options}}{{after-help}}"
+    ))
+    .after_help(EXAMPLES)
+}
+
 fn main() {
-    // Diagnostics go to standard error, warnings and errors by default; RUST_LOG picks others
-    // (for example `RUST_LOG=libp2p_gossipsub=debug`).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let cli = Cli::parse();
+    let matches = cli_command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let json = cli.json;
-    if let Err(e) = run(cli) {
+    let result = settings::Given::from_matches(&matches).and_then(|given| {
+        // Diagnostics go to standard error, at the level and in the format in effect. A config.toml that does
+        // not parse leaves logging at its defaults; the command then says what is wrong with it.
+        let config = settings::read_config(&given.home.value).ok().flatten();
+        let (level, format) = match settings::Effective::resolve(&given, config.as_ref()) {
+            Ok(e) => (e.log_level.value, e.log_format.value),
+            Err(_) => (
+                settings::LOG_LEVEL_DEFAULT.to_string(),
+                settings::LogFormat::Text,
+            ),
+        };
+        settings::start_logging(&level, format);
+        run(cli, given)
+    });
+    if let Err(e) = result {
         if json {
             println!("{}", json!({ "error": format!("{e:#}") }));
         } else {
@@ -296,15 +378,15 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, given: settings::Given) -> Result<()> {
     // Completions come from the command definitions alone: no home, no node.
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "huds", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut cli_command(), "huds", &mut std::io::stdout());
             return Ok(());
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command())
+            clap_mangen::Man::new(cli_command())
                 .render(&mut std::io::stdout())
                 .context("writing the manual page")?;
             return Ok(());
@@ -314,6 +396,14 @@ fn run(cli: Cli) -> Result<()> {
     let dir = home::dir_from(cli.data)?;
     let api = cli.api.as_deref();
     match &cli.command {
+        Command::Config {
+            what: ConfigWhat::Show,
+        } => {
+            let config = settings::read_config(&dir)?;
+            let effective = settings::Effective::resolve(&given, config.as_ref())?;
+            settings::show(&effective, cli.json);
+            return Ok(());
+        }
         Command::Wallet { what } => {
             return match what {
                 WalletWhat::Address => wallet::address(&dir, api, cli.json),
@@ -415,16 +505,22 @@ fn run(cli: Cli) -> Result<()> {
             api_listen,
             storage,
             gateway_listen,
-        } => network::node(
-            home::Home::open(&dir)?,
-            network::NodeArgs {
-                listen,
-                bootstrap,
-                api_listen,
-                gateway_listen,
-                storage,
-            },
-        ),
+        } => {
+            let home = home::Home::open(&dir)?;
+            let effective = settings::Effective::resolve(&given, Some(&home.config))?;
+            network::node(
+                home,
+                network::NodeArgs {
+                    listen,
+                    bootstrap,
+                    api_listen,
+                    gateway_listen,
+                    storage_flag: storage.is_some(),
+                    storage: storage.or(effective.storage_max.value),
+                    given,
+                },
+            )
+        }
         Command::Gateway {
             listen,
             p2p_listen,
@@ -445,9 +541,10 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Wallet { .. }
         | Command::Chain { .. }
+        | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, chain, completions and man return above")
+            unreachable!("wallet, chain, config, completions and man return above")
         }
     }
 }
@@ -760,7 +857,7 @@ fn cmd_ls(dir: &Path, target: &str, json: bool) -> Result<()> {
 }
 
 /// A byte count: digits with an optional binary suffix K, M, G or T (`500G` = 500 GiB).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -826,7 +923,36 @@ fn print_node_status(v: &serde_json::Value, json: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{COMMAND_GROUPS, cli_command, parse_bytes};
+
+    #[test]
+    fn help_lists_every_command_once_by_task_with_examples() {
+        let mut cmd = cli_command();
+        let mut listed: Vec<&str> = COMMAND_GROUPS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        let mut defined: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        defined.sort_unstable();
+        assert_eq!(listed, defined, "each command in exactly one group");
+        let help = cmd.render_help().to_string();
+        for (title, names) in COMMAND_GROUPS {
+            assert!(help.contains(&format!("{title}:")), "{help}");
+            for name in *names {
+                assert!(help.contains(&format!("  {name} ")), "{name} in {help}");
+            }
+        }
+        assert!(help.contains("Examples:") && help.contains("huds add photo.jpg"));
+        assert!(
+            help.contains("--log-format"),
+            "the options are listed: {help}"
+        );
+    }
 
     #[test]
     fn byte_counts_parse_with_binary_suffixes() {

@@ -59,8 +59,32 @@ impl StopSignals {
 
 pub(crate) async fn start_node(home: &Home, opts: NodeOptions) -> Result<Node> {
     let store = Arc::new(home.store()?);
+    // Uploads in flight when a node was killed left their spool directories behind: with the store open (its
+    // lock says no other process runs on this home), nothing else can be using them.
+    clear_spool(&home.dir.join("spool"))?;
     let keypair = huds_net::keypair_from_seed(home.node_seed()?);
     Ok(Node::start(keypair, store, opts).await?)
+}
+
+/// Removes what is in the spool, keeping the directory itself (it may be a mount point of its own).
+fn clear_spool(spool: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(spool) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", spool.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", spool.display()))?
+            .path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("clearing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn start_api(
@@ -80,8 +104,10 @@ async fn start_api(
     };
     let token = home.api_token()?;
     // The chain's routes, where this process runs validators (the devnet), sit beside the node's.
+    let metrics = crate::metrics::router(&node.handle, chain.clone());
     let routes = gateway::protected_api(api, Some(token))
-        .merge(chain.map(chain_node::chain_routes).unwrap_or_default());
+        .merge(chain.map(chain_node::chain_routes).unwrap_or_default())
+        .merge(metrics);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, routes).await {
             eprintln!("huds: API server stopped: {e}");
@@ -125,6 +151,10 @@ pub struct NodeArgs {
     pub api_listen: SocketAddr,
     pub gateway_listen: Option<SocketAddr>,
     pub storage: Option<u64>,
+    /// Whether `--storage` set the limit (a reload then leaves it).
+    pub storage_flag: bool,
+    /// The command line's settings, which a reload resolves config.toml against.
+    pub given: crate::settings::Given,
 }
 
 /// `huds node`.
@@ -132,6 +162,8 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
     let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
         let stop = StopSignals::install()?;
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let opts = NodeOptions {
             listen: args.listen,
             bootstrap: args.bootstrap,
@@ -154,7 +186,17 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         let (bound, api_task) = start_api(&node, &mut home, api_addr, None).await?;
         println!("api http://{bound}");
         std::io::stdout().flush()?;
+        let reloads = tokio::spawn(reload_on_hangup(
+            hangups,
+            args.given,
+            args.storage_flag,
+            node.handle.clone(),
+        ));
+        // Only now may a reload come: under systemd (`Type=notify`) the unit is "activating" until this, and
+        // a `systemctl reload` waits for it instead of meeting SIGHUP's default action (terminate).
+        notify_ready();
         stop.wait().await;
+        reloads.abort();
         api_task.abort();
         if let Some((_, task)) = gateway {
             task.abort();
@@ -162,6 +204,55 @@ pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
         node.shutdown().await;
         Ok(())
     })
+}
+
+/// Tells systemd the node is ready (`READY=1` on `$NOTIFY_SOCKET`, the sd_notify protocol), if it runs under a
+/// `Type=notify` unit; nothing otherwise. A failure to tell is logged, not fatal.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            // An abstract socket name.
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(b"READY=1", &addr)
+            }
+            None => socket.send_to(b"READY=1", &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("telling systemd the node is ready: {e}");
+    }
+}
+
+/// On each SIGHUP, re-reads config.toml and applies the log level and the storage limit; says what it applied
+/// (at info, so at the new level if that is info or finer) or why it applied nothing (at error).
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    given: crate::settings::Given,
+    storage_flag: bool,
+    node: NodeHandle,
+) {
+    while hangups.recv().await.is_some() {
+        match crate::settings::reload(&given, storage_flag, &node) {
+            Ok(done) => {
+                let kept = "kept (set by a flag or the environment)".to_string();
+                let storage = done.storage_max.map_or(kept.clone(), |m| {
+                    m.map_or_else(|| "unlimited".to_string(), |b| format!("{b} bytes"))
+                });
+                tracing::info!(
+                    log_level = done.log_level.unwrap_or(kept).as_str(),
+                    storage_max = storage.as_str(),
+                    "reloaded config.toml on SIGHUP"
+                );
+            }
+            Err(e) => tracing::error!("SIGHUP: config.toml not reloaded: {e:#}"),
+        }
+    }
 }
 
 /// `huds gateway`: a node on the home (joining through `bootstrap`) that serves the HTTP gateway.

@@ -404,6 +404,7 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                     "epoch": s["epoch"],
                     "state_root": s["state_root"],
                     "committee": s["committee"],
+                    "committee_stake": s["committee_stake"],
                 })
             })
             .collect();
@@ -419,12 +420,13 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
         );
         for s in v["shards"].as_array().into_iter().flatten() {
             println!(
-                "shard {} height {} epoch {} state root {} committee of {}",
+                "shard {} height {} epoch {} state root {} committee of {} staking {}",
                 s["id"],
                 s["height"],
                 s["epoch"],
                 s["state_root"].as_str().unwrap_or("-"),
-                s["committee"].as_array().map_or(0, Vec::len)
+                s["committee"].as_array().map_or(0, Vec::len),
+                for_people(&s["committee_stake"])
             );
         }
         let b = &v["beacon"];
@@ -461,6 +463,14 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An amount the node gave in machine form, for people ("1,000 IOST"); "?" if it is missing or malformed.
+fn for_people(amount: &Value) -> String {
+    amount
+        .as_str()
+        .and_then(|t| t.parse::<Amount>().ok())
+        .map_or_else(|| "?".to_string(), |a| a.for_people())
 }
 
 /// Largest proof or trust file the CLI accepts from a node.

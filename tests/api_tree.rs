@@ -1,6 +1,8 @@
 //! Trees through a node's `--api`, with real `huds node` processes on 127.0.0.1: a site folder of 1,000 files
 //! added through one node has the CID a local `huds add` gives it, and `get` through another node restores it
-//! byte for byte; hostile tar streams are refused with a clear error and leave nothing behind.
+//! byte for byte, a path ending at a symlink comes back as the link; the gateway takes a tree as the node API
+//! does; hostile tar streams are refused with a clear error and leave nothing behind, and so is an upload larger
+//! than the spool's disk (a real, small tmpfs), with 507.
 
 mod common;
 
@@ -174,6 +176,50 @@ fn a_tree_added_through_one_node_has_the_local_cid_and_comes_back_whole_through_
         fs::read(site.join("section 0/päge-1 ✓/file 3 ünï.html")).expect("read")
     );
 
+    // A path that ends at a symlink gets the link itself, not followed, as a local `huds get` makes it.
+    let link = dir.path().join("link through api");
+    let target = format!("{cap}/latest");
+    let got = common::run_json(
+        &homes[1],
+        &[
+            "--api",
+            &api(1),
+            "get",
+            &target,
+            "-o",
+            link.to_str().expect("utf-8 path"),
+        ],
+    );
+    let local_link = dir.path().join("link locally");
+    let local_target = format!("{}/latest", local_added["cap"].as_str().expect("cap"));
+    let local_got = common::run_json(
+        &local,
+        &[
+            "get",
+            &local_target,
+            "-o",
+            local_link.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(got["kind"], "symlink", "{got}");
+    assert_eq!(got["kind"], local_got["kind"]);
+    assert_eq!(got["cid"], local_got["cid"]);
+    for l in [&link, &local_link] {
+        assert!(
+            fs::symlink_metadata(l)
+                .expect("stat")
+                .file_type()
+                .is_symlink(),
+            "{} is a symlink",
+            l.display()
+        );
+        assert_eq!(
+            fs::read_link(l).expect("link"),
+            Path::new("section 0/päge-0 ✓")
+        );
+    }
+    assert!(!dir.path().join("link through api.huds-partial").exists());
+
     // Options reach the node as they would a local add: a public tree with k=2, m=1 has the same CID.
     let small = dir.path().join("small");
     fs::create_dir_all(small.join("a/b")).expect("mkdir");
@@ -336,4 +382,255 @@ fn hostile_tar_streams_are_refused_and_leave_nothing_behind() {
     assert!(err.contains("special file"), "{err}");
     let left = spool_left(&spool);
     assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// A `huds node` started with its gateway; killed when dropped.
+struct GatewayNode {
+    child: std::process::Child,
+    api: String,
+    gateway: String,
+}
+
+impl Drop for GatewayNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_with_gateway(home: &Path) -> GatewayNode {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(common::huds())
+        .arg("--data")
+        .arg(home)
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn huds node");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut node = GatewayNode {
+        child,
+        api: String::new(),
+        gateway: String::new(),
+    };
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 output");
+        if let Some(g) = line.strip_prefix("gateway ") {
+            node.gateway = g.to_string();
+        } else if let Some(a) = line.strip_prefix("api ") {
+            node.api = a.to_string();
+            break;
+        }
+    }
+    assert!(
+        !node.api.is_empty() && !node.gateway.is_empty(),
+        "huds node printed its gateway and api lines"
+    );
+    node
+}
+
+#[test]
+fn a_tree_uploaded_through_the_gateway_has_the_local_cid_and_is_served_by_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    fs::create_dir_all(site.join("docs/guide")).expect("mkdir");
+    fs::write(site.join("index.html"), b"<h1>home</h1>").expect("write");
+    let mut page = vec![0u8; 300_000];
+    common::Xorshift(7).fill(&mut page);
+    fs::write(site.join("docs/guide/intro ü.bin"), &page).expect("write");
+    std::os::unix::fs::symlink("docs/guide", site.join("guide")).expect("symlink");
+    let site_arg = site.to_str().expect("utf-8 path");
+
+    let (_scratch, local) = common::new_home();
+    let local_added = common::run_json(&local, &["add", "--public", site_arg]);
+
+    let home = init(dir.path(), "node");
+    let node = start_with_gateway(&home);
+    // The CLI's `--api` pointed at the gateway: its upload route takes the tar stream as the node API does.
+    let added = common::run_json(
+        &home,
+        &["--api", &node.gateway, "add", "--public", site_arg],
+    );
+    assert_eq!(added["cid"], local_added["cid"], "{added}");
+    let cid = added["cid"].as_str().expect("cid");
+
+    let get = |path: &str| -> (u16, Vec<u8>) {
+        let mut resp = ureq::get(format!("{}{path}", node.gateway))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .expect("the gateway answers");
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .expect("the body");
+        (status, body)
+    };
+    assert_eq!(
+        get(&format!("/ipfs/{cid}/docs/guide/intro%20%C3%BC.bin")),
+        (200, page.clone())
+    );
+    assert_eq!(
+        get(&format!("/ipfs/{cid}/")),
+        (200, b"<h1>home</h1>".to_vec())
+    );
+    let cap = added["cap"].as_str().expect("cap");
+    assert_eq!(
+        get(&format!("/huds/{cap}/docs/guide/intro%20%C3%BC.bin")),
+        (200, page)
+    );
+
+    // Without the token the gateway refuses the tree before the node sees it.
+    let mut resp = ureq::post(format!("{}/api/v0/add?format=tar", node.gateway))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&[0u8; 1024][..])
+        .expect("the gateway answers");
+    assert_eq!(resp.status().as_u16(), 401);
+    let _ = resp.body_mut().read_to_string();
+    let left = spool_left(&home.join("spool"));
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (the test failing included).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it) on `path`; the reason it could not, if not.
+    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("mount cannot run: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(path.to_path_buf()))
+        } else {
+            Err(format!(
+                "mount is not permitted here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.0).status().is_ok_and(|s| s.success())
+        };
+        // A process still holding a file there makes a plain unmount fail; detach it then.
+        if !umount(false) && !umount(true) {
+            eprintln!("could not unmount the tmpfs at {}", self.0.display());
+        }
+    }
+}
+
+/// POSTs `body` to the node's add route with `query`; returns the status and the answer's text.
+fn post_add(api: &str, token: &str, query: &str, body: &[u8]) -> (u16, String) {
+    let mut resp = ureq::post(format!("{api}/api/v0/add?{query}"))
+        .header("authorization", format!("Bearer {token}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(body)
+        .expect("the node answers");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.body_mut().read_to_string().expect("answer text"),
+    )
+}
+
+#[test]
+fn a_full_spool_answers_507_keeps_nothing_and_the_node_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = init(dir.path(), "node");
+    let spool = home.join("spool");
+    fs::create_dir_all(&spool).expect("mkdir");
+    // Declared before the node, so the node is stopped before the tmpfs is unmounted.
+    let _tmpfs = match Tmpfs::mount(&spool, "2m") {
+        Ok(m) => m,
+        Err(why) => {
+            println!("skipping the disk-full test: {why}");
+            return;
+        }
+    };
+    let node = start(&home, None);
+    let token = token(&home);
+    let before = dir.path().join("before.txt");
+    fs::write(&before, b"stored before the disk filled").expect("write");
+    let stored = common::run_json(
+        &home,
+        &["--api", &node.api, "add", before.to_str().expect("utf-8")],
+    );
+
+    // A file larger than the spool's 2 MiB.
+    let mut big = vec![0u8; 3 * 1024 * 1024];
+    common::Xorshift(507).fill(&mut big);
+    let (status, text) = post_add(&node.api, &token, "name=big.bin", &big);
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("the node's disk is full"), "{text}");
+    assert!(spool_left(&spool).is_empty(), "the file's spool is removed");
+
+    // A tree larger than the spool, through the CLI, which says why.
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).expect("mkdir");
+    for i in 0..3 {
+        fs::write(
+            tree.join(format!("part {i}")),
+            &big[i * 1_048_576..][..1_048_576],
+        )
+        .expect("write");
+    }
+    let out = common::run(
+        &home,
+        &["--api", &node.api, "add", tree.to_str().expect("utf-8")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("507") && err.contains("the node's disk is full"),
+        "{err}"
+    );
+    let left = spool_left(&spool);
+    assert!(left.is_empty(), "left in the spool: {left:?}");
+
+    // The node still serves what it had and takes an upload that fits.
+    let cat = |target: &str| -> Vec<u8> {
+        let out = common::run(&home, &["--api", &node.api, "cat", target]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(
+        cat(stored["cap"].as_str().expect("cap")),
+        b"stored before the disk filled"
+    );
+    let (status, text) = post_add(&node.api, &token, "name=small.txt", b"fits after all");
+    assert_eq!(status, 200, "{text}");
+    let small: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(cat(small["cap"].as_str().expect("cap")), b"fits after all");
+    assert!(spool_left(&spool).is_empty());
 }

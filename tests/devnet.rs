@@ -80,8 +80,10 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = run_once(dir.path(), |lines| {
-        api_and_gateway(dir.path(), lines);
+        // The hints first: they check the funded wallet's balance before anything else spends from it.
         hints_run_as_printed(lines);
+        api_and_gateway(dir.path(), lines);
+        metrics_name_storage_and_chain(lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -168,32 +170,155 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
     assert!(err.contains("token"), "{err}");
 }
 
-/// The status page in headless Chromium, against the whole devnet: every node, and each shard chain with a
-/// height above zero (the validators are finalising blocks).
+/// Transfers from the devnet's wallet and uploads through node 0's API, one after the other, until `stop` is
+/// set; returns how many of each completed. Every command must succeed.
+fn load(
+    dir: &std::path::Path,
+    api: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(u32, u32), String> {
+    use std::sync::atomic::Ordering;
+    let to = common::run_json(&dir.join("node-1"), &["wallet", "address"])["address"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or("node 1 has no wallet address")?;
+    let (mut transfers, mut uploads) = (0u32, 0u32);
+    let file = dir.join("load.txt");
+    let run = |home: &std::path::Path, args: &[&str]| -> Result<(), String> {
+        let out = common::run(home, args);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "huds {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        run(
+            &dir.join("wallet"),
+            &["--api", api, "wallet", "transfer", &to, "0.25"],
+        )?;
+        transfers += 1;
+        std::fs::write(&file, format!("upload {uploads} while the page renders"))
+            .map_err(|e| e.to_string())?;
+        let file_arg = file.to_str().ok_or("a UTF-8 path")?;
+        run(&dir.join("node-0"), &["--api", api, "add", file_arg])?;
+        uploads += 1;
+    }
+    Ok((transfers, uploads))
+}
+
+/// "1,000 IOST", "0.5 IOST", "12,345.00000001 IOST" (as `Amount::for_people` writes them) in base units; `None`
+/// for anything else, digit groups included.
+fn parse_for_people(text: &str) -> Option<u64> {
+    let number = text.trim().strip_suffix(" IOST")?;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let groups: Vec<&str> = whole.split(',').collect();
+    let grouped = groups.iter().enumerate().all(|(i, g)| {
+        let len_ok = if i == 0 {
+            (1..=3).contains(&g.len())
+        } else {
+            g.len() == 3
+        };
+        len_ok && g.bytes().all(|b| b.is_ascii_digit())
+    });
+    if !grouped || frac.len() > 8 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    base_units(&groups.concat(), frac)
+}
+
+/// "1000.00000000" (the machine form of an amount) in base units.
+fn parse_machine(text: &str) -> Option<u64> {
+    let (whole, frac) = text.split_once('.')?;
+    if frac.len() != 8 {
+        return None;
+    }
+    base_units(whole, frac)
+}
+
+fn base_units(whole: &str, frac: &str) -> Option<u64> {
+    let whole: u64 = whole.parse().ok()?;
+    let frac: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<8}").parse().ok()?
+    };
+    whole.checked_mul(100_000_000)?.checked_add(frac)
+}
+
+/// The text of every `<td class="CLASS">` cell of the DOM, in order.
+fn cells<'a>(dom: &'a str, class: &str) -> Vec<&'a str> {
+    dom.split(&format!("<td class=\"{class}\">"))
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .collect()
+}
+
+/// The status page in headless Chromium, against the whole devnet while transfers and uploads run: every node,
+/// each shard chain with a height above zero, and the same epoch, heights and IOST stakes (with their units)
+/// as `huds --json chain status` taken while the page rendered.
 fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, lines: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let api = line(lines, "api ").trim_start_matches("api ").to_string();
     let chain_status =
         || common::run_json(&dir.join("no-home"), &["--api", &api, "chain", "status"]);
-    let before = chain_status();
-    let out = Command::new("timeout")
-        .args([
-            "120",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
-        .arg(format!("http://{gateway}/"))
-        .output()
-        .expect("chromium runs (scripts/setup.sh installs it)");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let stop = AtomicBool::new(false);
+    let (dom, statuses, (transfers, uploads)) = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load(dir, &api, &stop));
+        let mut chromium = Command::new("timeout")
+            .args([
+                "120",
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.join("chromium").display()
+            ))
+            .arg(format!("http://{gateway}/"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium runs (scripts/setup.sh installs it)");
+        let mut stdout = chromium.stdout.take().expect("chromium's stdout");
+        let reading = scope.spawn(move || {
+            let mut dom = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut dom).map(|_| dom)
+        });
+        // Statuses taken one after another for as long as Chromium renders: the page's refresh falls between
+        // two of them.
+        let mut statuses = vec![chain_status()];
+        while chromium.try_wait().expect("waiting for chromium").is_none() {
+            statuses.push(chain_status());
+        }
+        statuses.push(chain_status());
+        stop.store(true, Ordering::Relaxed);
+        let dom = reading
+            .join()
+            .expect("the reader thread")
+            .expect("chromium's DOM");
+        let load = loader
+            .join()
+            .expect("the load thread")
+            .unwrap_or_else(|e| panic!("transfers and uploads during the page: {e}"));
+        (dom, statuses, load)
+    });
+    println!(
+        "the page rendered while {transfers} transfers and {uploads} uploads ran; {} chain statuses taken",
+        statuses.len()
+    );
+    assert!(
+        transfers > 0 && uploads > 0,
+        "the page rendered under load: {transfers} transfers, {uploads} uploads"
+    );
     for l in lines.iter().filter(|l| l.starts_with("node ")) {
         let peer = l.split_whitespace().nth(3).expect("node N peer ID ...");
         assert!(
@@ -205,37 +330,141 @@ fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, line
         dom.contains("<div id=\"chain\" class=\"\">"),
         "the chain is connected:\n{dom}"
     );
-    let heights: Vec<u64> = dom
-        .split("<td class=\"num height\">")
-        .skip(1)
-        .filter_map(|rest| rest.split('<').next()?.trim().parse().ok())
+    let heights: Vec<u64> = cells(&dom, "num height")
+        .iter()
+        .filter_map(|h| h.trim().parse().ok())
         .collect();
     assert_eq!(heights.len(), 2, "one row per shard chain:\n{dom}");
     assert!(heights.iter().all(|h| *h > 0), "shard heights {heights:?}");
-    // The page and `huds chain status` read one source: what the page shows lies between two statuses taken
-    // just before and just after it rendered.
-    let after = chain_status();
     let epoch: u64 = dom
         .split("<p>epoch ")
         .nth(1)
         .and_then(|rest| rest.split('<').next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no epoch on the page:\n{dom}"));
-    let (e0, e1) = (before["epoch"].as_u64(), after["epoch"].as_u64());
-    assert!(
-        e0 <= Some(epoch) && Some(epoch) <= e1,
-        "page epoch {epoch}, chain status {e0:?}..{e1:?}"
-    );
+
+    // The page and `huds chain status` read one source: some status taken while the page rendered has the
+    // page's epoch, and each shard's height within one block of the page's (the page's refresh and the
+    // status are two reads, a block may land between them).
+    let shown = |s: &serde_json::Value| -> Vec<u64> {
+        (0..heights.len())
+            .map(|i| s["shards"][i]["height"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let status = statuses
+        .iter()
+        .find(|s| {
+            s["epoch"].as_u64() == Some(epoch)
+                && shown(s)
+                    .iter()
+                    .zip(&heights)
+                    .all(|(a, b)| a.abs_diff(*b) <= 1)
+        })
+        .unwrap_or_else(|| {
+            let seen: Vec<(Option<u64>, Vec<u64>)> = statuses
+                .iter()
+                .map(|s| (s["epoch"].as_u64(), shown(s)))
+                .collect();
+            panic!(
+                "page: epoch {epoch}, heights {heights:?}; no status taken meanwhile agrees: {seen:?}"
+            )
+        });
+    let (first, last) = (&statuses[0], &statuses[statuses.len() - 1]);
     for (i, h) in heights.iter().enumerate() {
         let (h0, h1) = (
-            before["shards"][i]["height"].as_u64(),
-            after["shards"][i]["height"].as_u64(),
+            first["shards"][i]["height"].as_u64(),
+            last["shards"][i]["height"].as_u64(),
         );
         assert!(
             h0 <= Some(*h) && Some(*h) <= h1,
             "shard {i}: page height {h}, chain status {h0:?}..{h1:?}"
         );
     }
-    assert!(dom.contains("%)"), "committee weights as shares:\n{dom}");
+
+    // IOST amounts, with units and grouping, equal to the stakes the status gives in machine form: what each
+    // shard's committee has staked, and every validator's stake.
+    assert!(dom.contains("%, "), "committee weights as shares:\n{dom}");
+    let committee_stakes: Vec<u64> = cells(&dom, "num committee-stake")
+        .iter()
+        .map(|t| parse_for_people(t).unwrap_or_else(|| panic!("{t:?} is not an amount in IOST")))
+        .collect();
+    let expected: Vec<Option<u64>> = (0..heights.len())
+        .map(|i| {
+            status["shards"][i]["committee_stake"]
+                .as_str()
+                .and_then(parse_machine)
+        })
+        .collect();
+    assert_eq!(
+        committee_stakes
+            .iter()
+            .copied()
+            .map(Some)
+            .collect::<Vec<_>>(),
+        expected,
+        "committee stakes on the page and in `huds chain status`"
+    );
+    assert!(
+        committee_stakes.iter().all(|s| *s > 0),
+        "{committee_stakes:?}"
+    );
+    let page_validators: std::collections::BTreeMap<String, u64> = dom
+        .split("<tr class=\"validator\"><td><code>")
+        .skip(1)
+        .map(|row| {
+            let id = row.split('<').next().unwrap_or_default().to_string();
+            let stake = cells(row, "num stake")
+                .first()
+                .and_then(|t| parse_for_people(t))
+                .unwrap_or_else(|| panic!("validator {id}: no stake in IOST in {row}"));
+            (id, stake)
+        })
+        .collect();
+    let status_validators: std::collections::BTreeMap<String, u64> = status["beacon"]["validators"]
+        .as_array()
+        .expect("the registry in the status")
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap_or_default().to_string(),
+                v["stake"]
+                    .as_str()
+                    .and_then(parse_machine)
+                    .unwrap_or_else(|| panic!("{v}: stake in machine form")),
+            )
+        })
+        .collect();
+    assert!(!page_validators.is_empty(), "a validators table:\n{dom}");
+    println!(
+        "page: epoch {epoch}, heights {heights:?}, committee stakes {:?}",
+        cells(&dom, "num committee-stake")
+    );
+    assert_eq!(
+        page_validators, status_validators,
+        "validator stakes on the page and in `huds chain status`"
+    );
+}
+
+#[test]
+fn amounts_for_people_parse_as_printed() {
+    assert_eq!(parse_for_people("1,000 IOST"), Some(1_000 * 100_000_000));
+    assert_eq!(
+        parse_for_people("1,234,567.5 IOST"),
+        Some(123_456_750_000_000)
+    );
+    assert_eq!(parse_for_people("0.00000001 IOST"), Some(1));
+    assert_eq!(parse_for_people("0 IOST"), Some(0));
+    for bad in [
+        "1000 IOST",
+        "1,00 IOST",
+        ",100 IOST",
+        "1.5",
+        "1.123456789 IOST",
+        "x IOST",
+    ] {
+        assert_eq!(parse_for_people(bad), None, "{bad}");
+    }
+    assert_eq!(parse_machine("1000.00000000"), Some(1_000 * 100_000_000));
+    assert_eq!(parse_machine("1000"), None);
 }
 
 /// Runs `sh -c LINE` with nothing on the PATH but the system's, as a user pasting it would.
@@ -294,6 +523,24 @@ fn hints_run_as_printed(lines: &[String]) {
     shell(hints[4]);
     let node0 = shell(hints[5]);
     assert!(node0.starts_with("1.5 IOST "), "{node0}");
+}
+
+/// Node 0's `/metrics` (the devnet runs the validators in its process) has every name `specs/metrics.md` lists,
+/// storage and chain, and its epoch and heights are the chain's: after the transfer the hints made, the shards
+/// have committed blocks and some validator timed a transaction's finality.
+fn metrics_name_storage_and_chain(lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let scrape = common::scrape(api);
+    let mut names = common::spec_metric_names("Storage node");
+    names.extend(common::spec_metric_names("Chain"));
+    common::assert_metrics_present(&scrape, &names);
+    assert!(common::sample_value(&scrape, "huds_chain_height", &[("shard", "0")]) > 0.0);
+    assert!(common::sample_value(&scrape, "huds_chain_height", &[("shard", "beacon")]) > 0.0);
+    assert!(common::sample_value(&scrape, "huds_chain_validator_stake_iost", &[]) > 0.0);
+    assert!(
+        common::sample_value(&scrape, "huds_chain_finality_seconds", &[]) >= 1.0,
+        "the hints' transfer was timed from admission to commit"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[...]}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
@@ -21,13 +21,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chain::genesis::Genesis;
 use chain::tx::TX_BYTES_MAX;
-use chain::{Address, ShardId, SignedTransaction, TxError, TxKind, shard_of};
+use chain::{Address, Amount, ShardId, SignedTransaction, TxError, TxKind, shard_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::beacon::Beacon;
-use super::validator::{ProofOf, ShardHead, ValidatorHandle};
+use super::validator::{BeaconView, ProofOf, ShardHead, ValidatorHandle};
 use chain::spv::LightClient;
 
 /// How long a submitted transaction may take to become final before the API gives up waiting.
@@ -39,6 +39,12 @@ pub struct ChainSnapshot {
     /// The epoch of the most advanced beacon chain here (genesis's if no validator runs).
     pub epoch: u64,
     pub shards: Vec<ShardSnapshot>,
+    /// The validator registry the committees were read beside, sorted by id: each validator's stake,
+    /// reputation and seat in the newest epoch.
+    pub validators: Vec<ValidatorSnapshot>,
+    /// The beacon chain all of this was read from (`None` when no validator runs here: then the registry and
+    /// committees are genesis's).
+    pub beacon: Option<BeaconView>,
 }
 
 /// One shard chain at one moment.
@@ -49,14 +55,48 @@ pub struct ShardSnapshot {
     pub epoch: u64,
     /// The highest certified head known here (`None` before the first block).
     pub head: Option<ShardHead>,
-    /// The committee of the next height: each member's id and likelihood weight.
-    pub committee: Vec<(Address, u128)>,
+    /// The committee of the next height, in seat order.
+    pub committee: Vec<MemberSnapshot>,
+}
+
+/// One seat of a committee: who holds it, its likelihood weight, and what the holder has staked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub id: Address,
+    pub weight: u128,
+    /// The holder's validator stake in the registry; `None` if the registry no longer lists it (a member of
+    /// an older epoch's committee that has left since).
+    pub stake: Option<Amount>,
+}
+
+/// One validator of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidatorSnapshot {
+    pub id: Address,
+    /// Its seat in the newest epoch: a shard, [`chain::block::BEACON_SHARD`] for the beacon chain, `None` for
+    /// a spare.
+    pub seat: Option<ShardId>,
+    pub stake: Amount,
+    /// The reputation its weight this epoch was computed from, in parts per million.
+    pub reputation_ppm: u64,
 }
 
 impl ShardSnapshot {
     pub fn height(&self) -> u64 {
         self.head.as_ref().map_or(0, |h| h.height)
     }
+
+    /// What the committee's members have staked together (members the registry no longer lists count 0).
+    pub fn committee_stake(&self) -> Amount {
+        total(self.committee.iter().filter_map(|m| m.stake))
+    }
+}
+
+/// The sum of `amounts`; all the IOST there are fit in an [`Amount`], so the cap is never reached in practice.
+fn total(amounts: impl IntoIterator<Item = Amount>) -> Amount {
+    amounts.into_iter().fold(Amount::ZERO, |sum, a| {
+        sum.checked_add(a).unwrap_or(Amount(u64::MAX))
+    })
 }
 
 /// What the chain routes serve with: the genesis, the beacon's committees and handles on validators.
@@ -119,7 +159,7 @@ impl ChainApi {
     }
 
     /// The beacon chain as the most advanced running validator here holds it.
-    fn beacon_view(&self) -> Option<super::validator::BeaconView> {
+    pub fn beacon_view(&self) -> Option<BeaconView> {
         self.validators
             .iter()
             .filter(|v| v.is_running())
@@ -129,10 +169,11 @@ impl ChainApi {
 
     /// The chain as this node sees it at one moment: per shard, the highest certified head any running
     /// validator here knows (its own shard's from its commits, other shards' from the beacon topic) and the
-    /// committee of the epoch of its next height. `GET /api/v0/chain/status` and the status page both read
-    /// this, so they agree.
+    /// committee of the epoch of its next height, each member with its stake from the same beacon state's
+    /// registry. `GET /api/v0/chain/status` and the status page both read this, so they agree.
     pub fn snapshot(&self) -> ChainSnapshot {
         let view = self.beacon_view();
+        let state = view.as_ref().map_or(&self.beacon.state, |v| &*v.state);
         let shards = (0..self.beacon.shard_count())
             .map(|s| {
                 let head = self
@@ -150,25 +191,54 @@ impl ChainApi {
                     id: s,
                     epoch: view.as_ref().map_or(0, |v| v.state.epoch_of_height(next)),
                     head,
-                    committee: committee.members.iter().map(|m| (m.id, m.weight)).collect(),
+                    committee: committee
+                        .members
+                        .iter()
+                        .map(|m| MemberSnapshot {
+                            id: m.id,
+                            weight: m.weight,
+                            stake: state.validator(&m.id).map(|v| v.stake),
+                        })
+                        .collect(),
                 }
+            })
+            .collect();
+        let validators = state
+            .validators
+            .iter()
+            .map(|v| ValidatorSnapshot {
+                id: v.id,
+                seat: state.seat_of(&v.id).map(|a| a.shard),
+                stake: v.stake,
+                reputation_ppm: v.reputation_ppm,
             })
             .collect();
         ChainSnapshot {
             epoch: view.as_ref().map_or(self.beacon.epoch, |v| v.state.epoch()),
             shards,
+            validators,
+            beacon: view,
         }
     }
 
-    /// The chain's status as this node sees it (see [`ChainApi::snapshot`]).
+    /// The chain's status as this node sees it (see [`ChainApi::snapshot`]): every part from one snapshot.
     pub fn status(&self) -> Value {
         let snapshot = self.snapshot();
         let shards: Vec<Value> = snapshot
             .shards
             .iter()
             .map(|s| {
-                let committee: Vec<String> =
-                    s.committee.iter().map(|(id, _)| id.to_string()).collect();
+                let committee: Vec<Value> = s
+                    .committee
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "validator": m.id.to_string(),
+                            "weight": m.weight.to_string(),
+                            "stake": m.stake.map(|a| a.to_string()),
+                        })
+                    })
+                    .collect();
                 json!({
                     "id": s.id,
                     "epoch": s.epoch,
@@ -176,6 +246,7 @@ impl ChainApi {
                     "state_root": s.head.as_ref().map(|h| hex(&h.state_root)),
                     "tip": s.head.as_ref().map(|h| hex(&h.block)),
                     "committee": committee,
+                    "committee_stake": s.committee_stake().to_string(),
                 })
             })
             .collect();
@@ -184,76 +255,73 @@ impl ChainApi {
             "epoch": snapshot.epoch,
             "fee_min": self.genesis.params.fee_min.to_string(),
             "shards": shards,
-            "beacon": self.beacon_status(),
+            "beacon": snapshot.beacon.as_ref().map_or(Value::Null, beacon_status),
         })
     }
+}
 
-    /// The beacon chain as the most advanced running beacon validator here sees it: its height, the shard
-    /// heads it linked and every validator's reputation signals this epoch (`null` if none runs here).
-    fn beacon_status(&self) -> Value {
-        let Some(view) = self.beacon_view() else {
-            return Value::Null;
-        };
-        let state = &view.state;
-        let committee: Vec<String> = state
-            .committee(chain::block::BEACON_SHARD)
-            .map(|c| c.members.iter().map(|m| m.id.to_string()).collect())
-            .unwrap_or_default();
-        let links: Vec<Value> = state
-            .links
-            .iter()
-            .enumerate()
-            .map(|(shard, l)| {
-                json!({
-                    "shard": shard,
-                    "height": l.as_ref().map_or(0, |l| l.height),
-                    "block": l.as_ref().map(|l| hex(&l.block)),
-                    "state_root": l.as_ref().map(|l| hex(&l.state_root)),
-                    "registry_events": l.as_ref().map_or(0, |l| l.registry.count),
-                })
+/// The beacon chain as the most advanced running beacon validator here sees it (the snapshot's view): its
+/// height, the shard heads it linked and every validator's stake and reputation signals this epoch.
+fn beacon_status(view: &BeaconView) -> Value {
+    let state = &view.state;
+    let committee: Vec<String> = state
+        .committee(chain::block::BEACON_SHARD)
+        .map(|c| c.members.iter().map(|m| m.id.to_string()).collect())
+        .unwrap_or_default();
+    let links: Vec<Value> = state
+        .links
+        .iter()
+        .enumerate()
+        .map(|(shard, l)| {
+            json!({
+                "shard": shard,
+                "height": l.as_ref().map_or(0, |l| l.height),
+                "block": l.as_ref().map(|l| hex(&l.block)),
+                "state_root": l.as_ref().map(|l| hex(&l.state_root)),
+                "registry_events": l.as_ref().map_or(0, |l| l.registry.count),
             })
-            .collect();
-        let validators: Vec<Value> = state
-            .validators
-            .iter()
-            .map(|v| {
-                let seat = state.seat_of(&v.id).map(|a| a.shard).map(|s| {
-                    if s == chain::block::BEACON_SHARD {
-                        json!("beacon")
-                    } else {
-                        json!(s)
-                    }
-                });
-                json!({
-                    "id": v.id.to_string(),
-                    "seat": seat,
-                    "stake": v.stake.to_string(),
-                    "reputation_ppm": v.reputation_ppm,
-                    "reputation_now_ppm": chain::pol::reputation_ppm(&v.signals),
-                    "votes_in_certificates": v.signals.votes_in_certificates,
-                    "certificates": v.signals.certificates,
-                    "blocks_proposed": v.signals.blocks_proposed,
-                    "proposer_slots": v.signals.proposer_slots,
-                    "faults_proven": v.signals.faults_proven,
-                })
-            })
-            .collect();
-        json!({
-            "height": view.height,
-            "tip": hex(&view.tip),
-            "state_root": hex(&state.root()),
-            "epoch": state.epoch(),
-            "randomness": hex(&state.randomness()),
-            "committee": committee,
-            "links": links,
-            "validators": validators,
-            "storage_nodes": state
-                .storage_nodes
-                .iter()
-                .map(|n| json!({ "id": n.id.to_string(), "stake": n.stake.to_string() }))
-                .collect::<Vec<_>>(),
         })
-    }
+        .collect();
+    let validators: Vec<Value> = state
+        .validators
+        .iter()
+        .map(|v| {
+            let seat = state.seat_of(&v.id).map(|a| a.shard).map(|s| {
+                if s == chain::block::BEACON_SHARD {
+                    json!("beacon")
+                } else {
+                    json!(s)
+                }
+            });
+            json!({
+                "id": v.id.to_string(),
+                "seat": seat,
+                "stake": v.stake.to_string(),
+                "reputation_ppm": v.reputation_ppm,
+                "reputation_now_ppm": chain::pol::reputation_ppm(&v.signals),
+                "votes_in_certificates": v.signals.votes_in_certificates,
+                "certificates": v.signals.certificates,
+                "blocks_proposed": v.signals.blocks_proposed,
+                "proposer_slots": v.signals.proposer_slots,
+                "faults_proven": v.signals.faults_proven,
+            })
+        })
+        .collect();
+    json!({
+        "height": view.height,
+        "tip": hex(&view.tip),
+        "state_root": hex(&state.root()),
+        "epoch": state.epoch(),
+        "randomness": hex(&state.randomness()),
+        "committee": committee,
+        "links": links,
+        "validators": validators,
+        "storage_nodes": state
+            .storage_nodes
+            .iter()
+            .map(|n| json!({ "id": n.id.to_string(), "stake": n.stake.to_string() }))
+            .collect::<Vec<_>>(),
+    })
 }
 
 pub struct ApiError(pub StatusCode, pub String);

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod beacon;
 pub mod devnet;
+pub mod metrics;
 pub mod store;
 pub mod validator;
 pub mod wire;

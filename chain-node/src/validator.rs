@@ -32,6 +32,9 @@ use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::beacon::Beacon;
+use super::metrics::{
+    CommitLabels, FinalityClock, LaneLabels, TopicLabels, ValidatorMetrics, gauge,
+};
 use super::store::{OpenError, RocksStore};
 use super::wire::ENVELOPE_BYTES_MAX;
 
@@ -199,9 +202,21 @@ pub struct ValidatorHandle {
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
+    account: Address,
+    metrics: ValidatorMetrics,
 }
 
 impl ValidatorHandle {
+    /// What this validator counts, for `/metrics`.
+    pub fn metrics(&self) -> &ValidatorMetrics {
+        &self.metrics
+    }
+
+    /// The account this validator signs as.
+    pub fn signer(&self) -> Address {
+        self.account
+    }
+
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }
@@ -423,6 +438,8 @@ impl Validator {
             commits: commits.clone(),
             peer_id,
             listen,
+            account: config.account,
+            metrics: ValidatorMetrics::default(),
         };
         let (verified_tx, verified_rx) = mpsc::channel(VERIFY_JOBS_MAX);
         let mut driver = Driver {
@@ -439,6 +456,8 @@ impl Validator {
             commits,
             dropped_messages: 0,
             topic_peers: 0,
+            metrics: handle.metrics.clone(),
+            finality: FinalityClock::default(),
             config,
         };
         driver.drain()?;
@@ -487,6 +506,9 @@ struct Driver {
     commits: broadcast::Sender<Arc<CommitNotice>>,
     dropped_messages: u64,
     topic_peers: usize,
+    metrics: ValidatorMetrics,
+    /// When each transaction a client submitted here was admitted, until it commits.
+    finality: FinalityClock,
     config: ValidatorConfig,
 }
 
@@ -546,6 +568,12 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Publish { topic, bytes } => {
+                    self.metrics
+                        .gossip_published
+                        .get_or_create(&TopicLabels {
+                            topic: super::metrics::topic_label(topic),
+                        })
+                        .inc();
                     let topic = IdentTopic::new(topic.name(self.chain_id));
                     // With no subscribed peer yet (startup, partition) the message is lost; replicas
                     // re-send what matters every `rebroadcast_ms`, followers ask again.
@@ -564,6 +592,7 @@ impl Driver {
                 // The views first, so a client woken by the notice reads them as of the commit. No
                 // receiver is fine: nobody is waiting.
                 Output::Committed(notice) => {
+                    self.count_commit(&notice);
                     self.mirror();
                     let _ = self.commits.send(notice);
                 }
@@ -571,6 +600,35 @@ impl Driver {
         }
         self.mirror();
         Ok(())
+    }
+
+    /// Counts a commit, and times the transactions admitted here that it made final.
+    fn count_commit(&mut self, notice: &CommitNotice) {
+        let lane = if notice.shard == chain::block::BEACON_SHARD {
+            "beacon"
+        } else {
+            "shard"
+        };
+        let role = if notice.member { "member" } else { "follower" };
+        self.metrics
+            .commits
+            .get_or_create(&CommitLabels { lane, role })
+            .inc();
+        self.metrics
+            .height
+            .get_or_create(&LaneLabels { lane })
+            .set(gauge(notice.height));
+        if lane == "shard" {
+            self.metrics
+                .transactions_committed
+                .inc_by(notice.tx_ids.len() as u64);
+            let now = self.now_ms();
+            for id in &notice.tx_ids {
+                if let Some(s) = self.finality.committed(id, now) {
+                    self.metrics.finality_seconds.observe(s);
+                }
+            }
+        }
     }
 
     /// Mirrors the node's status, heads and beacon view into the watch channels (receivers wake only on a
@@ -584,6 +642,15 @@ impl Driver {
             topic_peers: self.topic_peers,
             ..status
         };
+        self.metrics.round.set(i64::from(status.lane.round));
+        self.metrics.epoch.set(gauge(status.lane.epoch));
+        self.metrics.member.set(i64::from(status.lane.member));
+        self.metrics
+            .topic_peers
+            .set(gauge(status.topic_peers as u64));
+        self.metrics.mempool_transactions.set(gauge(
+            self.node.shard_app().map_or(0, |a| a.mempool_len()) as u64,
+        ));
         self.status.send_if_modified(|s| {
             let changed = *s != status;
             *s = status;
@@ -631,6 +698,12 @@ impl Driver {
                 let Some(topic) = self.topics.get(&message.topic).copied() else {
                     return Ok(());
                 };
+                self.metrics
+                    .gossip_received
+                    .get_or_create(&TopicLabels {
+                        topic: super::metrics::topic_label(topic),
+                    })
+                    .inc();
                 let now = self.now_ms();
                 self.node.handle(
                     now,
@@ -646,6 +719,7 @@ impl Driver {
             })) => {
                 let dropped = (failed_messages.priority + failed_messages.non_priority) as u64;
                 self.dropped_messages = self.dropped_messages.saturating_add(dropped);
+                self.metrics.gossip_dropped.inc_by(dropped);
                 Ok(())
             }
             SwarmEvent::ConnectionEstablished {
@@ -741,8 +815,7 @@ impl Driver {
                     return;
                 };
                 let signatures_ok = check_signatures(&txs);
-                let now = self.now_ms();
-                let results = self.node.submit(now, txs, &signatures_ok);
+                let results = self.submit(txs, &signatures_ok);
                 let _ = reply.send(results);
             }
         }
@@ -758,7 +831,7 @@ impl Driver {
         let now = self.now_ms();
         match reply {
             Some(reply) => {
-                let results = self.node.submit(now, txs, &signatures_ok);
+                let results = self.submit(txs, &signatures_ok);
                 let _ = reply.send(results);
                 Ok(())
             }
@@ -766,6 +839,23 @@ impl Driver {
                 .node
                 .handle(now, Input::Verified { txs, signatures_ok }),
         }
+    }
+
+    /// Admits a client's checked batch, and starts timing the finality of those accepted.
+    fn submit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        signatures_ok: &[bool],
+    ) -> Vec<Result<(), TxError>> {
+        let now = self.now_ms();
+        let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
+        let results = self.node.submit(now, txs, signatures_ok);
+        for (id, r) in ids.iter().zip(&results) {
+            if r.is_ok() {
+                self.finality.admitted(*id, now);
+            }
+        }
+        results
     }
 
     /// Peers known to be subscribed to the topic of `shard`'s lane.

@@ -17,6 +17,26 @@ use std::collections::BTreeSet;
 
 pub const PPM: u64 = 1_000_000;
 
+/// The committee size for a public network: with one vote per seat, an adversary holding 20% of all weight
+/// halts a committee this size in fewer than one epoch in 5 billion, and finalises alone never in practice
+/// (`specs/consensus.md` §1.4.1 has the table; `tests::public_committee_size_bounds_capture` checks it).
+pub const COMMITTEE_SIZE_PUBLIC: usize = 400;
+
+/// The probability that an adversary winning each of `n` seats with probability `f` independently holds at
+/// least `k` of them: the binomial tail, summed in log space so that large committees do not underflow.
+pub fn capture_probability(n: u32, f: f64, k: u32) -> f64 {
+    let ln_choose = |n: u32, i: u32| -> f64 {
+        (1..=i)
+            .map(|j| f64::from(n - i + j).ln() - f64::from(j).ln())
+            .sum()
+    };
+    (k..=n)
+        .map(|i| {
+            (ln_choose(n, i) + f64::from(i) * f.ln() + f64::from(n - i) * (1.0 - f).ln()).exp()
+        })
+        .sum()
+}
+
 /// What the chain has recorded about a validator during an epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Signals {
@@ -200,6 +220,23 @@ pub fn select_committees(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn public_committee_size_bounds_capture() {
+        let n = u32::try_from(COMMITTEE_SIZE_PUBLIC).expect("small");
+        let quorum = 2 * n / 3 + 1;
+        let halt = n - quorum + 1;
+        // The figures specs/consensus.md gives for the default size.
+        assert!(capture_probability(n, 0.20, halt) < 2e-10);
+        assert!(capture_probability(n, 0.25, halt) < 1e-4);
+        assert!(capture_probability(n, 0.25, quorum) < 1e-60);
+        // And the small committees the table starts from, against the exact tails.
+        assert!((capture_probability(4, 0.25, 2) - 0.2617).abs() < 1e-3);
+        assert!((capture_probability(100, 0.2, 34) - 7.4e-4).abs() < 0.1e-4);
+        // The whole distribution sums to one.
+        assert!((capture_probability(10, 0.5, 0) - 1.0).abs() < 1e-9);
+    }
+
     use super::*;
     use std::collections::BTreeMap;
 

@@ -126,6 +126,8 @@ struct Stats {
     supply_checks: u64,
     /// Gossip copies delivered with a byte flipped.
     corrupted: u64,
+    /// Runs in which a client flooded `relay_lock` with hashes of no lock and then asked for a real one.
+    relay_probes: u64,
 }
 
 struct Validator {
@@ -164,6 +166,9 @@ struct Sim {
     epoch_began: BTreeMap<u64, u64>,
     unstaker: Option<Address>,
     candidate: usize,
+    /// The first Atomix lock committed, with a validator of its shard: probed once (see `probe_relay`).
+    relay_probe: Option<(usize, Hash)>,
+    relay_probed: bool,
     trace: blake3::Hasher,
     stats: Stats,
 }
@@ -247,6 +252,8 @@ impl Sim {
             epoch_began: BTreeMap::new(),
             unstaker: None,
             candidate,
+            relay_probe: None,
+            relay_probed: false,
             trace: blake3::Hasher::new(),
             stats: Stats::default(),
         };
@@ -336,20 +343,72 @@ impl Sim {
             .as_mut()
             .and_then(|n| n.poll_output())
         {
-            match output {
-                Output::Publish { topic, bytes } => self.publish(i, topic, bytes),
-                Output::Subscribe(topic) => {
-                    self.validators[i].topics.insert(topic);
-                }
-                // Checked at once here; the driver checks on its blocking pool and comes back the same way.
-                Output::Verify(txs) => {
-                    let signatures_ok = txs.iter().map(|t| t.check_signature().is_ok()).collect();
-                    let node = self.validators[i].node.as_mut().expect("running");
-                    node.handle(self.now, Input::Verified { txs, signatures_ok })
-                        .map_err(|e| format!("validator {i} stopped: {e}"))?;
-                }
-                Output::Committed(notice) => self.on_commit(i, &notice)?,
+            self.dispatch(i, output)?;
+        }
+        self.plan_timer(i);
+        Ok(())
+    }
+
+    /// Carries out one output of node `i`, as the driver does.
+    fn dispatch(&mut self, i: usize, output: Output) -> Result<(), String> {
+        match output {
+            Output::Publish { topic, bytes } => self.publish(i, topic, bytes),
+            Output::Subscribe(topic) => {
+                self.validators[i].topics.insert(topic);
             }
+            // Checked at once here; the driver checks on its blocking pool and comes back the same way.
+            Output::Verify(txs) => {
+                let signatures_ok = txs.iter().map(|t| t.check_signature().is_ok()).collect();
+                let node = self.validators[i].node.as_mut().expect("running");
+                node.handle(self.now, Input::Verified { txs, signatures_ok })
+                    .map_err(|e| format!("validator {i} stopped: {e}"))?;
+            }
+            Output::Committed(notice) => self.on_commit(i, &notice)?,
+        }
+        Ok(())
+    }
+
+    /// A client floods the open `relay_lock` with hashes of no lock, then asks for a real lock: the real one
+    /// must still be relayed (published), and asking again at once relays nothing more (one relay per block
+    /// per retry interval). What the node publishes goes out as usual.
+    fn probe_relay(&mut self, i: usize, id: Hash) -> Result<(), String> {
+        self.drain(i)?;
+        let now = self.now;
+        let Some(node) = self.validators[i].node.as_mut() else {
+            return Ok(());
+        };
+        for n in 0..(chain::node::RELAYS_ASKED_MAX as u64 + 10) {
+            let mut junk = [0xee; 32];
+            junk[..8].copy_from_slice(&n.to_le_bytes());
+            if node.relay_lock(now, &junk) {
+                return Err(format!("validator {i} relayed a lock that does not exist"));
+            }
+        }
+        if !node.relay_lock(now, &id) {
+            return Err(format!("validator {i} does not know the lock it committed"));
+        }
+        let mut outputs = Vec::new();
+        while let Some(o) = node.poll_output() {
+            outputs.push(o);
+        }
+        let published = outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Publish { .. }))
+            .count();
+        let again = node.relay_lock(now, &id);
+        let mut republished = 0;
+        while let Some(o) = node.poll_output() {
+            republished += usize::from(matches!(o, Output::Publish { .. }));
+            outputs.push(o);
+        }
+        if published == 0 || !again || republished != 0 {
+            return Err(format!(
+                "relay_lock after a flood: published {published}, again {again}, republished {republished}"
+            ));
+        }
+        self.stats.relay_probes += 1;
+        for o in outputs {
+            self.dispatch(i, o)?;
         }
         self.plan_timer(i);
         Ok(())
@@ -421,6 +480,10 @@ impl Sim {
         for id in &notice.tx_ids {
             if self.cross.contains(id) {
                 self.locked.insert(*id);
+                if !self.relay_probed && node.shard() == Some(notice.shard) {
+                    self.relay_probed = true;
+                    self.relay_probe = Some((i, *id));
+                }
             }
         }
         self.credited.extend(notice.inbound_ids.iter().copied());
@@ -566,6 +629,9 @@ impl Sim {
             }
             self.now = time;
             self.on_event(event)?;
+            if let Some((i, id)) = self.relay_probe.take() {
+                self.probe_relay(i, id)?;
+            }
         }
         self.check_end()?;
         Ok(*self.trace.finalize().as_bytes())
@@ -687,6 +753,7 @@ impl Totals for Stats {
         self.locks += seed.locks;
         self.supply_checks += seed.supply_checks;
         self.corrupted += seed.corrupted;
+        self.relay_probes += seed.relay_probes;
     }
 }
 
@@ -699,7 +766,8 @@ fn run_many(seeds: &[u64]) {
             || (total.crashes > 0
                 && total.locks > 0
                 && total.supply_checks > 0
-                && total.corrupted > 0),
+                && total.corrupted > 0
+                && total.relay_probes > 0),
         "the simulation did what it claims: {total:?}"
     );
 }

@@ -400,7 +400,8 @@ fn transfers(seed: u64, shard: u16, range: Range<usize>) -> Vec<(SignedTransacti
             sender: keys[sender].public(),
             nonce: stream.nonces[sender],
             fee: Amount(1_000),
-            expiry_height: u64::MAX,
+            // As far ahead as admission allows from the first height.
+            expiry_height: chain::ledger::EXPIRY_WINDOW_MAX,
             kind: TxKind::Transfer { to, amount },
         }
         .sign(&keys[sender]);

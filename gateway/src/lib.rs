@@ -45,7 +45,9 @@ use tokio::sync::Semaphore;
 pub use conn::ServeOptions;
 pub use error::GatewayError;
 pub use metrics::Metrics;
-pub use status::{BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain};
+pub use status::{
+    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ValidatorRow,
+};
 
 use cache::Lru;
 use serve::Entity;

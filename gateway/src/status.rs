@@ -26,7 +26,7 @@ const FILE_SEGMENTS_MAX: usize = 64;
 /// Peers asked whether they hold each shard (this node included).
 const PEERS_ASKED_MAX: usize = 64;
 
-/// One member of a shard's committee and its Proof-of-Likelihood weight.
+/// One member of a shard's committee: its Proof-of-Likelihood weight and its stake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitteeMember {
     pub validator: String,
@@ -34,6 +34,11 @@ pub struct CommitteeMember {
     pub weight: String,
     /// The member's share of its committee's weight, for people: "25.0%".
     pub share: String,
+    /// The member's validator stake in IOST, machine form ("1000.00000000"); `None` if the registry no
+    /// longer lists it.
+    pub stake: Option<String>,
+    /// The same for people ("1,000 IOST").
+    pub stake_for_people: Option<String>,
 }
 
 /// One shard chain.
@@ -45,6 +50,26 @@ pub struct ShardChain {
     pub height: u64,
     pub state_root: String,
     pub committee: Vec<CommitteeMember>,
+    /// What the committee's members have staked together, machine form.
+    pub committee_stake: String,
+    /// The same for people.
+    pub committee_stake_for_people: String,
+}
+
+/// One validator of the chain's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidatorRow {
+    pub validator: String,
+    /// Its seat this epoch, for people: "shard 0", "beacon"; `None` for a spare.
+    pub seat: Option<String>,
+    /// Its validator stake, machine form.
+    pub stake: String,
+    /// The same for people.
+    pub stake_for_people: String,
+    /// The reputation its weight this epoch was computed from, in parts per million.
+    pub reputation_ppm: u64,
+    /// The same for people: "98.5%".
+    pub reputation: String,
 }
 
 /// A recently finalised block.
@@ -57,11 +82,13 @@ pub struct BlockSummary {
     pub proposer: String,
 }
 
-/// What the chain shows the status page (the shape of `huds chain status --json`, plus recent blocks).
+/// What the chain shows the status page (the shape of `huds chain status --json`, plus amounts for people, the
+/// registry and recent blocks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainStatus {
     pub epoch: u64,
     pub shards: Vec<ShardChain>,
+    pub validators: Vec<ValidatorRow>,
     pub recent_blocks: Vec<BlockSummary>,
 }
 

@@ -5,7 +5,7 @@
 //! | `POST /api/v0/add?public=&k=&m=&name=` | body = the file; answers `{"cid","cap","size"}` once every shard is acknowledged |
 //! | `POST /api/v0/add?format=tar&...` | body = a tree as a tar stream (`huds_net::tree`), unpacked safely and added as a local directory would be |
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
-//! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, or a directory as a tar stream (`application/x-tar`) |
+//! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, a directory as a tar stream (`application/x-tar`), a symlink as its target (`inode/symlink`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
 //! | `GET /api/v0/node/status` | `{"peer","stored_bytes","storage_bytes_max","shards","peers","repair"}` |
@@ -49,6 +49,8 @@ pub const TREE_LIMITS: Limits = Limits {
 const DRAIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The answer's content type for a tree.
 pub const TAR_CONTENT_TYPE: &str = "application/x-tar";
+/// The answer's content type for a symlink, whose body is its target (the type desktop systems give links).
+pub const SYMLINK_CONTENT_TYPE: &str = "inode/symlink";
 
 /// What the API serves with.
 #[derive(Clone)]
@@ -144,7 +146,7 @@ async fn add(
     };
     tokio::fs::create_dir_all(&api.spool)
         .await
-        .map_err(internal)?;
+        .map_err(spool_error)?;
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).expect("the OS random source is available");
     let name = q
@@ -155,7 +157,7 @@ async fn add(
     let spool = SpoolDir(api.spool.join(format!("{:016x}", u64::from_le_bytes(id))));
     tokio::fs::create_dir_all(&spool.0)
         .await
-        .map_err(internal)?;
+        .map_err(spool_error)?;
     let path = spool.0.join(&name);
     let opts = AddOptions {
         public: q.public,
@@ -237,6 +239,17 @@ async fn pump(body: Body, tx: mpsc::Sender<Result<Piece, io::Error>>) {
     let _ = tx.send(Ok(Piece::End)).await;
 }
 
+/// Reads and drops what is left of a refused upload, up to `DRAIN_BYTES_MAX`.
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let mut drained = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        drained += chunk.len() as u64;
+        if drained > DRAIN_BYTES_MAX {
+            return;
+        }
+    }
+}
+
 /// Unpacks an uploaded tar stream into the spool at `path` and adds the tree as `huds add DIR` adds a local one.
 /// The unpack and the add run on one blocking thread that owns the spool directory, so the directory is removed
 /// when they end, even if the client went away meanwhile.
@@ -252,7 +265,7 @@ async fn unpack_and_add(
     let rt = Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         let _spool = spool;
-        std::fs::create_dir(&path).map_err(internal)?;
+        std::fs::create_dir(&path).map_err(spool_error)?;
         let reader = BodyReader {
             rx,
             current: Bytes::new(),
@@ -271,9 +284,29 @@ async fn unpack_and_add(
     ))
 }
 
+/// The answer to an upload the node has no room to spool: 507, saying so in words.
+fn no_room(e: &io::Error) -> ApiError {
+    ApiError(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!(
+            "the node's disk is full: the upload does not fit in its spool ({e}); nothing was kept. Free space on \
+             the node or upload less"
+        ),
+    )
+}
+
+/// A spool write that failed: 507 when the disk is full, else an internal error.
+fn spool_error(e: io::Error) -> ApiError {
+    if e.kind() == io::ErrorKind::StorageFull {
+        no_room(&e)
+    } else {
+        internal(format!("spooling the upload: {e}"))
+    }
+}
+
 fn tree_error(e: TreeError) -> ApiError {
     let code = match &e {
-        _ if e.disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+        TreeError::Io { source, .. } if e.disk_full() => return no_room(source),
         TreeError::TooManyEntries(_) | TreeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         TreeError::Io { .. } | TreeError::Output(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -287,14 +320,21 @@ async fn spool_and_add(
     body: Body,
     opts: AddOptions,
 ) -> Result<Json<Value>, ApiError> {
-    let mut file = tokio::fs::File::create(path).await.map_err(internal)?;
+    let mut file = tokio::fs::File::create(path).await.map_err(spool_error)?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("reading the upload: {e}")))?;
-        file.write_all(&chunk).await.map_err(internal)?;
+        if let Err(e) = file.write_all(&chunk).await {
+            // The spool is freed before the rest is read and dropped, so a client still sending gets the answer
+            // rather than a reset, and a full disk is not kept full meanwhile.
+            drop(file);
+            let _ = tokio::fs::remove_file(path).await;
+            drain(stream).await;
+            return Err(spool_error(e));
+        }
     }
-    file.flush().await.map_err(internal)?;
+    file.flush().await.map_err(spool_error)?;
     drop(file);
     let added = add_path(&api.node, path.to_path_buf(), opts)
         .await
@@ -407,7 +447,8 @@ fn stream_file(reader: Reader, cid: cid::Cid, size: u64) -> Result<Response, Api
         .map_err(internal)
 }
 
-/// `GET /api/v0/get`: a file as `cat` streams it, a directory as a tar stream (`huds_net::tree::pack_dag`).
+/// `GET /api/v0/get`: a file as `cat` streams it, a directory as a tar stream (`huds_net::tree::pack_dag`), a
+/// symlink as its target's bytes (`inode/symlink`), for the client to make the link.
 /// `x-huds-cid` names what the target resolved to; for a whole stored tree `x-huds-size` gives its file bytes.
 async fn get_route(
     State(api): State<Arc<Api>>,
@@ -425,10 +466,20 @@ async fn get_route(
     .map_err(internal)??;
     match kind {
         EntryKind::File => stream_file(reader, cid, size),
-        EntryKind::Symlink => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{} is a symlink: get the directory that holds it", t.arg),
-        )),
+        EntryKind::Symlink => {
+            // The link itself, not followed, as a local `huds get` writes it: its target is the body.
+            let target = tokio::task::spawn_blocking(move || {
+                tree::symlink_target(&reader, &cid, &t.arg).map(String::into_bytes)
+            })
+            .await
+            .map_err(internal)??;
+            Response::builder()
+                .header("content-type", SYMLINK_CONTENT_TYPE)
+                .header("content-length", target.len())
+                .header("x-huds-cid", cid.to_string())
+                .body(Body::from(target))
+                .map_err(internal)
+        }
         EntryKind::Directory => {
             let whole = (cid == reader.root()).then(|| reader.manifest().size);
             let body = stream_body(move |w| {

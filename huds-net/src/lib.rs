@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod client;
+pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod repair;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::repair::{self, RepairOptions, RepairStats, SweepReport};
 use super::wire::{PROTOCOL, Request, Response, SHARD_BYTES_MAX, ShardCodec};
+use crate::metrics::{NodeMetrics, gauge};
 use huds::BlockStore;
 use huds::cids;
 use huds::store::Store;
@@ -113,13 +114,20 @@ pub struct NodeHandle {
     store: Arc<Store>,
     capacity: Arc<Capacity>,
     repair: Arc<Mutex<RepairStats>>,
+    metrics: NodeMetrics,
 }
+
+/// Puts of one CID are serialised by one of these locks (chosen by the CID's hash), so that copies of a shard
+/// arriving at once are stored and counted once; puts of different CIDs mostly run side by side.
+const PUT_LOCKS: usize = 64;
 
 /// Shard bytes held here against the `--storage` limit.
 #[derive(Debug)]
 struct Capacity {
     used_bytes: AtomicU64,
-    max_bytes: Option<u64>,
+    put_locks: [Mutex<()>; PUT_LOCKS],
+    /// The limit, `u64::MAX` for none; atomic so that a reload (SIGHUP) changes it while puts run.
+    max_bytes: AtomicU64,
 }
 
 impl Capacity {
@@ -127,8 +135,8 @@ impl Capacity {
     fn reserve(&self, len: usize) -> Result<(), String> {
         let len = len as u64;
         let used = self.used_bytes.fetch_add(len, Ordering::SeqCst);
-        match self.max_bytes {
-            Some(max) if used + len > max => {
+        match self.max() {
+            Some(max) if used.saturating_add(len) > max => {
                 self.used_bytes.fetch_sub(len, Ordering::SeqCst);
                 Err(format!(
                     "storage full: {used} of {max} bytes used, a {len}-byte shard does not fit"
@@ -140,6 +148,10 @@ impl Capacity {
 
     fn release(&self, len: usize) {
         self.used_bytes.fetch_sub(len as u64, Ordering::SeqCst);
+    }
+
+    fn max(&self) -> Option<u64> {
+        Some(self.max_bytes.load(Ordering::SeqCst)).filter(|&m| m != u64::MAX)
     }
 }
 
@@ -187,14 +199,17 @@ impl Node {
             }
         }
         let stats_store = store.clone();
-        let (_, used_bytes) = tokio::task::spawn_blocking(move || stats_store.shard_stats())
+        let (shards, used_bytes) = tokio::task::spawn_blocking(move || stats_store.shard_stats())
             .await
             .map_err(|e| NetError::Start(e.to_string()))?
             .map_err(|e| NetError::Start(e.to_string()))?;
         let capacity = Arc::new(Capacity {
             used_bytes: AtomicU64::new(used_bytes),
-            max_bytes: opts.storage_bytes_max,
+            put_locks: std::array::from_fn(|_| Mutex::new(())),
+            max_bytes: AtomicU64::new(opts.storage_bytes_max.unwrap_or(u64::MAX)),
         });
+        let metrics = NodeMetrics::default();
+        metrics.shards.set(gauge(shards));
         let (tx, rx) = mpsc::channel(COMMANDS_IN_FLIGHT_MAX);
         let handle = NodeHandle {
             tx: tx.clone(),
@@ -202,6 +217,7 @@ impl Node {
             store: store.clone(),
             capacity: capacity.clone(),
             repair: Arc::new(Mutex::new(RepairStats::default())),
+            metrics: metrics.clone(),
         };
         let driver = Driver {
             swarm,
@@ -213,6 +229,7 @@ impl Node {
             storage_peers: HashSet::new(),
             serve_unverified: opts.serve_unverified,
             serve_delay: opts.serve_delay,
+            metrics,
         };
         let task = tokio::spawn(driver.run(rx));
         handle.reprovide_all();
@@ -294,6 +311,28 @@ impl NodeHandle {
         &self.store
     }
 
+    /// What this node counts, for `/metrics`.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Changes the `--storage` limit of the running node (`None`: no limit). Shards already held stay; puts
+    /// beyond the new limit are refused.
+    pub fn set_storage_limit(&self, max_bytes: Option<u64>) {
+        self.capacity
+            .max_bytes
+            .store(max_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Sets the gauges that mirror the store's counters, as they stand now: called when the metrics are read,
+    /// so that they never show a stale or a reserved-then-released figure.
+    pub fn refresh_metrics(&self) {
+        let (used, max) = self.storage_bytes();
+        self.metrics.stored_bytes.set(gauge(used));
+        self.metrics.capacity_bytes.set(gauge(max.unwrap_or(0)));
+        self.metrics.capacity_limited.set(i64::from(max.is_some()));
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -308,22 +347,29 @@ impl NodeHandle {
 
     /// Sends one request to `peer` and waits for its response.
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
-        self.ask(|reply| Command::Send {
-            peer,
-            request,
-            reply,
-        })
-        .await?
+        let op = crate::metrics::op(&request);
+        let answer = self
+            .ask(|reply| Command::Send {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+        self.metrics.requested(op, answer.as_ref().ok());
+        answer
     }
 
     /// Stores a shard on `peer` (or here, when `peer` is this node).
     pub async fn put_shard(&self, peer: PeerId, cid: Cid, data: Vec<u8>) -> Result<(), NetError> {
         if peer == self.peer_id {
             let (store, capacity) = (self.store.clone(), self.capacity.clone());
-            let stored =
-                tokio::task::spawn_blocking(move || store_held(&store, &capacity, &cid, &data))
-                    .await
-                    .map_err(|_| NetError::Stopped)?;
+            let metrics = self.metrics.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                store_held(&store, &capacity, &metrics, &cid, &data)
+            })
+            .await
+            .map_err(|_| NetError::Stopped)?;
             stored.map_err(|reason| NetError::Refused { peer, reason })?;
             self.provide(cid).await;
             return Ok(());
@@ -358,7 +404,7 @@ impl NodeHandle {
     pub fn storage_bytes(&self) -> (u64, Option<u64>) {
         (
             self.capacity.used_bytes.load(Ordering::SeqCst),
-            self.capacity.max_bytes,
+            self.capacity.max(),
         )
     }
 
@@ -378,6 +424,7 @@ impl NodeHandle {
         s.sweeps += 1;
         s.shards_rebuilt += report.shards_rebuilt;
         s.last = report;
+        self.metrics.sweep(&report);
     }
 
     /// Announces in the DHT that this node holds `cid`.
@@ -445,6 +492,7 @@ struct Driver {
     storage_peers: HashSet<PeerId>,
     serve_unverified: bool,
     serve_delay: Option<Duration>,
+    metrics: NodeMetrics,
 }
 
 impl Driver {
@@ -477,6 +525,7 @@ impl Driver {
                 self.pending.insert(id, Pending::Request(reply));
             }
             Command::Provide { cid } => {
+                self.metrics.dht_provides.inc();
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -484,6 +533,7 @@ impl Driver {
                     .start_providing(kad::RecordKey::new(&cid.to_bytes()));
             }
             Command::Providers { cid, reply } => {
+                self.metrics.dht_provider_queries.inc();
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -523,6 +573,9 @@ impl Driver {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
+                self.metrics
+                    .storage_peers
+                    .set(gauge(self.storage_peers.len() as u64));
                 // A newly met storage node: look around again so the routing table learns its neighbours.
                 if first {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -531,6 +584,14 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, ..
             })) => {
+                let routing: usize = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                self.metrics.dht_routing_peers.set(gauge(routing as u64));
                 let connected = self.swarm.connected_peers().count();
                 if !self.swarm.is_connected(&peer) && connected < CONNECTED_PEERS_DIAL_MAX {
                     let _ = self.swarm.dial(peer);
@@ -560,9 +621,19 @@ impl Driver {
                 ..
             } => {
                 self.storage_peers.remove(&peer_id);
+                self.metrics
+                    .storage_peers
+                    .set(gauge(self.storage_peers.len() as u64));
+                self.count_connections();
             }
+            SwarmEvent::ConnectionEstablished { .. } => self.count_connections(),
             _ => {}
         }
+    }
+
+    fn count_connections(&self) {
+        let connected = self.swarm.connected_peers().count();
+        self.metrics.connected_peers.set(gauge(connected as u64));
     }
 
     fn on_shards(&mut self, ev: request_response::Event<Request, Response>) {
@@ -600,11 +671,12 @@ impl Driver {
                     },
                 ..
             } => {
-                let (store, capacity, tx, unverified) = (
+                let (store, capacity, tx, unverified, metrics) = (
                     self.store.clone(),
                     self.capacity.clone(),
                     self.self_tx.clone(),
                     self.serve_unverified,
+                    self.metrics.clone(),
                 );
                 let delay = self.serve_delay;
                 tokio::spawn(async move {
@@ -616,7 +688,9 @@ impl Driver {
                         _ => None,
                     };
                     let response = tokio::task::spawn_blocking(move || {
-                        serve(&store, &capacity, request, unverified)
+                        let response = serve(&store, &capacity, &metrics, &request, unverified);
+                        metrics.served(&request, &response);
+                        response
                     })
                     .await
                     .unwrap_or_else(|_| Response::Refused("internal error".into()));
@@ -632,25 +706,31 @@ impl Driver {
 }
 
 /// Answers one shard request from the store. Runs on the blocking pool.
-fn serve(store: &Store, capacity: &Capacity, request: Request, unverified: bool) -> Response {
+fn serve(
+    store: &Store,
+    capacity: &Capacity,
+    metrics: &NodeMetrics,
+    request: &Request,
+    unverified: bool,
+) -> Response {
     match request {
         Request::Put { cid, data } => {
             if data.len() > SHARD_BYTES_MAX {
                 return Response::Refused(format!("shard over {SHARD_BYTES_MAX} bytes"));
             }
-            if cid.hash().code() != cids::BLAKE3 || cids::verify(&cid, &data).is_err() {
+            if cid.hash().code() != cids::BLAKE3 || cids::verify(cid, data).is_err() {
                 return Response::Refused("bytes do not match the CID".into());
             }
-            match store_held(store, capacity, &cid, &data) {
+            match store_held(store, capacity, metrics, cid, data) {
                 Ok(()) => Response::Stored,
                 Err(reason) => Response::Refused(reason),
             }
         }
         Request::Get { cid } => {
             let got = if unverified {
-                store.shard_unverified(&cid)
+                store.shard_unverified(cid)
             } else {
-                store.shard(&cid)
+                store.shard(cid)
             };
             match got {
                 Ok(Some(d)) => Response::Data(d),
@@ -658,13 +738,25 @@ fn serve(store: &Store, capacity: &Capacity, request: Request, unverified: bool)
                 Ok(None) | Err(_) => Response::NotFound,
             }
         }
-        Request::Has { cid } => Response::Present(matches!(store.shard(&cid), Ok(Some(_)))),
+        Request::Has { cid } => Response::Present(matches!(store.shard(cid), Ok(Some(_)))),
     }
 }
 
 /// Stores a shard held for the network within the storage limit. A shard already here costs nothing; a failed
 /// write (a full disk) gives its room back and says why.
-fn store_held(store: &Store, capacity: &Capacity, cid: &Cid, data: &[u8]) -> Result<(), String> {
+fn store_held(
+    store: &Store,
+    capacity: &Capacity,
+    metrics: &NodeMetrics,
+    cid: &Cid,
+    data: &[u8],
+) -> Result<(), String> {
+    // Held across the check, the reservation and the write: a second copy of the same shard put meanwhile
+    // finds the first stored, and is neither counted nor charged twice.
+    let stripe = usize::from(cid.hash().digest().first().copied().unwrap_or(0)) % PUT_LOCKS;
+    let _same_cid = capacity.put_locks[stripe]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if matches!(store.shard(cid), Ok(Some(_))) {
         return store.put_held_shard(cid, data).map_err(|e| e.to_string());
     }
@@ -672,5 +764,39 @@ fn store_held(store: &Store, capacity: &Capacity, cid: &Cid, data: &[u8]) -> Res
     store.put_held_shard(cid, data).map_err(|e| {
         capacity.release(data.len());
         e.to_string()
-    })
+    })?;
+    metrics.shards.inc();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies of one shard put at once (a peer sending it on many streams) are stored and charged once: the
+    /// quota cannot be used up by repetition, and the gauges count one shard. (Before, each copy that passed the
+    /// "already here?" check before the first write landed reserved its bytes again.)
+    #[test]
+    fn copies_of_a_shard_put_at_once_are_charged_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let capacity = Capacity {
+            used_bytes: AtomicU64::new(0),
+            put_locks: std::array::from_fn(|_| Mutex::new(())),
+            max_bytes: AtomicU64::new(u64::MAX),
+        };
+        let metrics = NodeMetrics::default();
+        let data = vec![9u8; 256 * 1024];
+        let cid = cids::blake3_cid(&data);
+        std::thread::scope(|s| {
+            for _ in 0..32 {
+                s.spawn(|| store_held(&store, &capacity, &metrics, &cid, &data).expect("stored"));
+            }
+        });
+        assert_eq!(
+            capacity.used_bytes.load(Ordering::SeqCst),
+            data.len() as u64
+        );
+        assert_eq!(metrics.shards.get(), 1);
+    }
 }

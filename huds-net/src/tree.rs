@@ -372,11 +372,7 @@ fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result
                 push_listing(reader, &mut stack, &cid, &rel, depth + 1)?;
             }
             EntryKind::Symlink => {
-                let block = reader.block(&cid)?;
-                let node = Node::decode(cid.codec(), &block)
-                    .map_err(|source| ReadError::Decode { cid, source })?;
-                let target =
-                    String::from_utf8(node.data).map_err(|_| ReadError::BadName(rel.clone()))?;
+                let target = symlink_target(reader, &cid, &rel)?;
                 tar.symlink(&rel, &target).map_err(TreeError::Output)?;
             }
             EntryKind::File => {
@@ -393,6 +389,15 @@ fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result
         }
     }
     Ok(())
+}
+
+/// The target of the stored symlink at `cid` (named `shown` in errors), byte for byte: UnixFS keeps it as the
+/// node's data, which must be UTF-8 to become a link on disk.
+pub fn symlink_target(reader: &Reader, cid: &Cid, shown: &str) -> Result<String, ReadError> {
+    let block = reader.block(cid)?;
+    let node = Node::decode(cid.codec(), &block)
+        .map_err(|source| ReadError::Decode { cid: *cid, source })?;
+    String::from_utf8(node.data).map_err(|_| ReadError::BadName(shown.to_string()))
 }
 
 fn push_listing(
@@ -506,7 +511,7 @@ pub fn unpack(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Unpacked, TreeError> {
     let mut archive = tar::Archive::new(EofWatch {
-        inner: input,
+        inner: HeaderGuard::new(input, limits),
         eof: false,
     });
     let mut done = Unpacked::default();
@@ -617,6 +622,157 @@ pub fn unpack(
     Ok(done)
 }
 
+/// Bytes of one extension entry at most (a GNU long name or link, a PAX header): the tar crate reads these
+/// whole into memory before the entry they describe, where no limit of the unpack sees them.
+const EXTENSION_BYTES_MAX: u64 = 64 * 1024;
+
+/// Reads the tar stream for the tar crate while following its headers itself, so that what the crate would
+/// take into memory unbounded is refused first: an extension entry (GNU `L`/`K`, PAX `x`/`g`) larger than
+/// [`EXTENSION_BYTES_MAX`], a GNU sparse entry (whose extra header blocks it does not follow; never unpacked
+/// anyway), or more headers than three per entry the limits allow (an endless run of extension headers).
+struct HeaderGuard<R> {
+    inner: R,
+    /// Bytes of entry data (padded to whole blocks) before the next header.
+    data_left: u64,
+    /// The current header, read whole and checked, and how much of it was handed on.
+    header: [u8; 512],
+    header_at: usize,
+    headers: u64,
+    headers_max: u64,
+    /// The data of the PAX header being read (at most [`EXTENSION_BYTES_MAX`]), and the file size it set for
+    /// the next entry: PAX overrides the size field of the header after it (files of 8 GiB and more).
+    pax: Option<Vec<u8>>,
+    pax_size: Option<u64>,
+}
+
+impl<R: Read> HeaderGuard<R> {
+    fn new(inner: R, limits: Limits) -> Self {
+        HeaderGuard {
+            inner,
+            data_left: 0,
+            header: [0; 512],
+            header_at: 512,
+            headers: 0,
+            headers_max: limits.entries_max.saturating_mul(3).saturating_add(16),
+            pax: None,
+            pax_size: None,
+        }
+    }
+
+    /// The `size` record of PAX extended header data, if any (records are `LEN key=value\n`).
+    fn pax_size(mut data: &[u8]) -> Option<u64> {
+        let mut size = None;
+        loop {
+            let Some(space) = data.iter().position(|b| *b == b' ') else {
+                return size;
+            };
+            let Some(len) = std::str::from_utf8(&data[..space])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|len| *len > space && *len <= data.len())
+            else {
+                return size; // the padding after the records, or a malformed record the tar crate reports
+            };
+            let record = &data[space + 1..len];
+            if let Some(value) = record.strip_prefix(b"size=") {
+                let value = value.strip_suffix(b"\n").unwrap_or(value);
+                size = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            }
+            data = &data[len..];
+        }
+    }
+
+    /// Reads and checks the next header block; `false` at the end of the stream.
+    fn next_header(&mut self) -> io::Result<bool> {
+        let mut got = 0;
+        while got < 512 {
+            let n = self.inner.read(&mut self.header[got..])?;
+            if n == 0 {
+                if got == 0 {
+                    return Ok(false);
+                }
+                // A cut-off header: handed on as it is, for the tar crate to report.
+                self.header_at = 512 - got;
+                self.header.copy_within(..got, self.header_at);
+                return Ok(true);
+            }
+            got += n;
+        }
+        self.header_at = 0;
+        let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        self.headers += 1;
+        if self.headers > self.headers_max {
+            return Err(refuse(format!(
+                "more than {} tar headers for at most {} entries",
+                self.headers_max,
+                self.headers_max / 3
+            )));
+        }
+        let header = Header::from_byte_slice(&self.header);
+        let kind = header.entry_type();
+        // An all-zero block (the end of the archive) has size 0 and no checksum to speak of.
+        if self.header.iter().all(|b| *b == 0) {
+            return Ok(true);
+        }
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        let mut size = header.entry_size()?;
+        if !extension && let Some(pax) = self.pax_size.take() {
+            size = pax;
+        }
+        if kind.is_gnu_sparse() {
+            return Err(refuse(
+                "a GNU sparse entry: only files, directories and symlinks can be stored".into(),
+            ));
+        }
+        if extension && size > EXTENSION_BYTES_MAX {
+            return Err(refuse(format!(
+                "a tar extension header of {size} bytes: at most {EXTENSION_BYTES_MAX}"
+            )));
+        }
+        self.data_left = size.div_ceil(512).saturating_mul(512);
+        if kind.is_pax_local_extensions() {
+            self.pax = Some(Vec::with_capacity(usize::try_from(size).unwrap_or(0)));
+        }
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.header_at < 512 {
+            let n = buf.len().min(512 - self.header_at);
+            buf[..n].copy_from_slice(&self.header[self.header_at..self.header_at + n]);
+            self.header_at += n;
+            return Ok(n);
+        }
+        if self.data_left > 0 {
+            let want = usize::try_from(self.data_left)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = self.inner.read(&mut buf[..want])?;
+            self.data_left -= n as u64;
+            if let Some(pax) = &mut self.pax {
+                pax.extend_from_slice(&buf[..n]);
+                if self.data_left == 0 {
+                    self.pax_size = Self::pax_size(pax);
+                    self.pax = None;
+                }
+            }
+            return Ok(n);
+        }
+        if !self.next_header()? {
+            return Ok(0);
+        }
+        self.read(buf)
+    }
+}
+
 /// Notes whether the stream ran out: a tar that ends at the end-of-archive block is never read that far.
 struct EofWatch<R> {
     inner: R,
@@ -648,6 +804,96 @@ mod tests {
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    /// Counts what is read through it.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// An extension entry declaring a huge size is refused after its header, before the tar crate reads it
+    /// into memory. (Before, a GNU long-name header of 100 GiB made the node read that much into one buffer.)
+    #[test]
+    fn huge_extension_headers_are_refused_before_they_are_read() {
+        for kind in [
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+            EntryType::XHeader,
+            EntryType::XGlobalHeader,
+        ] {
+            let mut h = Header::new_gnu();
+            h.as_old_mut().name[..LONG_NAME.len()].copy_from_slice(LONG_NAME.as_bytes());
+            h.set_entry_type(kind);
+            h.set_size(1 << 30);
+            h.set_cksum();
+            let mut input = Counting {
+                inner: io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'a')),
+                read: 0,
+            };
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err =
+                unpack(&mut input, dir.path(), Limits::NONE, &mut |_| {}).expect_err("refused");
+            assert!(
+                err.to_string().contains("extension header"),
+                "{kind:?}: {err}"
+            );
+            assert!(input.read <= 2 * 512, "{kind:?}: read {} bytes", input.read);
+        }
+    }
+
+    /// A PAX `size` record sets the size of the entry after it (as for files of 8 GiB and more): the guard
+    /// follows it and the file comes out whole.
+    #[test]
+    fn pax_sizes_are_followed() {
+        let mut out = Vec::new();
+        let record = b"11 size=11\n";
+        raw_entry(&mut out, b"PaxHeaders/f", EntryType::XHeader, record);
+        // The header's own size field says 0; the data that follows is the PAX size's 11 bytes.
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..1].copy_from_slice(b"f");
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"hello world");
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        let tar = finish(out);
+        let dir = tempfile::tempdir().expect("tempdir");
+        unpack(&tar[..], dir.path(), Limits::NONE, &mut |_| {}).expect("unpacks");
+        assert_eq!(fs::read(dir.path().join("f")).expect("f"), b"hello world");
+    }
+
+    /// Endless extension headers with no entry between them (global PAX headers, which the unpack skips) end
+    /// at the header bound.
+    #[test]
+    fn endless_extension_headers_end_at_the_header_bound() {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            raw_entry(
+                &mut out,
+                b"PaxHeaders/x",
+                EntryType::XGlobalHeader,
+                b"8 a=bcd\n",
+            );
+        }
+        let tar = finish(out);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            entries_max: 10,
+            bytes_max: u64::MAX,
+        };
+        let err = unpack(&tar[..], dir.path(), limits, &mut |_| {}).expect_err("refused");
+        assert!(err.to_string().contains("tar headers"), "{err}");
     }
 
     fn finish(mut out: Vec<u8>) -> Vec<u8> {

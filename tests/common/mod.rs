@@ -147,3 +147,78 @@ pub fn wait_for_mesh(home: &Path, nodes: &[Option<NodeProc>]) {
         }
     }
 }
+
+/// `GET {api}/metrics` of a running node, parsed by a Prometheus text-format parser (not the crate that wrote
+/// it).
+pub fn scrape(api: &str) -> prometheus_parse::Scrape {
+    let mut resp = ureq::get(&format!("{api}/metrics"))
+        .call()
+        .expect("GET /metrics answers");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .expect("the metrics are text");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the metrics parse as the Prometheus text format")
+}
+
+/// The sample names `specs/metrics.md` lists in the section whose heading starts with `section`.
+pub fn spec_metric_names(section: &str) -> Vec<String> {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/metrics.md"))
+            .expect("specs/metrics.md");
+    let body = spec
+        .split("\n## ")
+        .find(|s| s.starts_with(section))
+        .unwrap_or_else(|| panic!("no section {section:?} in specs/metrics.md"));
+    let names: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `huds_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| format!("huds_{n}"))
+        .collect();
+    assert!(!names.is_empty(), "section {section:?} names no metric");
+    names
+}
+
+/// The value of the sample `name` whose labels include every pair of `labels` (summed over the others).
+pub fn sample_value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// Panics unless every name of `names` has a sample in `scrape` (a histogram by its base name).
+pub fn assert_metrics_present(scrape: &prometheus_parse::Scrape, names: &[String]) {
+    for name in names {
+        assert!(
+            scrape.samples.iter().any(|s| &s.metric == name),
+            "/metrics has no {name} (specs/metrics.md names it); it has: {:?}",
+            scrape
+                .samples
+                .iter()
+                .map(|s| s.metric.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+    }
+}

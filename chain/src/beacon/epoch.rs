@@ -9,7 +9,19 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls};
 use crate::pol::{self, Candidate, Signals};
 
-/// A committee seat of an epoch, with the weight it votes with for the whole epoch.
+/// What every seat votes with: one vote per seat. Likelihood weight decides who is drawn to a seat (sampling
+/// without replacement, so a validator holds at most one seat of an epoch), never how much a seat's vote
+/// counts: counting it twice would let one heavy staker halt or finalise a committee alone (see
+/// `specs/consensus.md`, "Committee size and capture").
+pub const SEAT_WEIGHT: u128 = 1;
+
+/// The fewest seats a committee of a new epoch may have: four tolerate one faulty member. When unstakes leave
+/// too few validators to fill every committee at the configured size, the committees of the next epoch shrink
+/// evenly, never below this (nor above the configured size); with too few for that, the epoch does not change.
+pub const COMMITTEE_SEATS_MIN: usize = 4;
+
+/// A committee seat of an epoch, with the weight it votes with for the whole epoch ([`SEAT_WEIGHT`] for every
+/// seat this chain draws; the field stays in the encoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seat {
     pub id: Address,
@@ -97,7 +109,8 @@ impl EpochRecord {
                 weight: s.weight,
             })
             .collect();
-        Some(Committee::new(members, self.randomness))
+        // A record decoded from disk or a peer may hold an empty committee: no committee, not a panic.
+        Committee::try_new(members, self.randomness)
     }
 
     pub(super) fn ids(&self) -> Vec<Vec<Address>> {
@@ -134,13 +147,15 @@ impl BeaconState {
             })
             .collect();
         let count = u16::try_from(self.links.len() + 1).expect("shards + 1 committees fit u16");
-        let ids = pol::select_committees(
-            &randomness,
-            &candidates,
-            previous,
-            count,
-            usize::from(self.committee_size),
-        );
+        let Some(size) = self.drawable_size() else {
+            // Too few validators for any committee of the minimum size: the seats stay as they are (only
+            // reached when called although `next_epoch_due` said no).
+            let mut kept = self.newest().clone();
+            kept.epoch = epoch;
+            kept.randomness = randomness;
+            return kept;
+        };
+        let ids = pol::select_committees(&randomness, &candidates, previous, count, size);
         let committees = ids
             .iter()
             .map(|c| {
@@ -152,7 +167,7 @@ impl BeaconState {
                         Seat {
                             id: v.id,
                             key: v.key,
-                            weight: v.weight(),
+                            weight: SEAT_WEIGHT,
                         }
                     })
                     .collect()
@@ -254,11 +269,21 @@ impl BeaconState {
         self.validator(id).map(|v| pol::reputation_ppm(&v.signals))
     }
 
+    /// The seats per committee the registry can fill now: the configured size, or fewer when unstakes left too
+    /// few validators to fill every committee at it (evenly shrunk); `None` below [`COMMITTEE_SEATS_MIN`].
+    pub fn drawable_size(&self) -> Option<usize> {
+        let committees = self.links.len() + 1;
+        let eligible = self.validators.iter().filter(|v| v.weight() > 0).count();
+        let configured = usize::from(self.committee_size);
+        let size = configured.min(eligible / committees);
+        (size >= COMMITTEE_SEATS_MIN.min(configured) && size > 0).then_some(size)
+    }
+
     /// Whether the next epoch is due: epochs are on, and every shard has linked a head at least halfway
     /// through the newest epoch, so that the next epoch's committees are known well before any shard needs
     /// them, and no shard runs more than about an epoch ahead of the slowest.
     pub fn next_epoch_due(&self) -> bool {
-        if self.epoch_length == 0 {
+        if self.epoch_length == 0 || self.drawable_size().is_none() {
             return false;
         }
         let halfway = self

@@ -144,8 +144,8 @@ impl BeaconState {
 }
 
 /// Certifies other shards' headers for Atomix inbounds with the committees this beacon state keeps. A
-/// header of a newer epoch waits ([`CertifyError::UnknownCommittee`]); one older than every kept epoch is
-/// refused. A lock stays in its shard's state, so a relay proving it against a newer header still commits it.
+/// header of the next epoch waits ([`CertifyError::UnknownCommittee`]); one further ahead, or older than every
+/// kept epoch, is refused. A lock stays in its shard's state, so a relay proving it against a newer header still commits it.
 impl Certifier for BeaconState {
     fn certify(&self, header: &BlockHeader, certificate: &[u8]) -> Result<(), CertifyError> {
         if header.shard >= self.shard_count() {
@@ -157,10 +157,16 @@ impl Certifier for BeaconState {
         let epoch = self.epoch_of_height(header.height);
         match self.committee_in(header.shard, epoch) {
             Some(committee) => certify_with(self.chain_id, &committee, header, certificate),
-            None if epoch > self.epoch() => Err(CertifyError::UnknownCommittee {
+            // The next epoch's committees may be drawn any moment: its headers wait. Anything further ahead
+            // cannot be certified by any committee that exists, so it is refused rather than kept.
+            None if epoch == self.epoch() + 1 => Err(CertifyError::UnknownCommittee {
                 shard: header.shard,
                 height: header.height,
             }),
+            None if epoch > self.epoch() => Err(CertifyError::Invalid(format!(
+                "epoch {epoch} is past the next epoch {}",
+                self.epoch() + 1
+            ))),
             None => Err(CertifyError::Invalid(format!(
                 "epoch {epoch} is older than every epoch this node keeps"
             ))),

@@ -777,3 +777,128 @@ proptest! {
         prop_assert!(BeaconState::decode(&encoded[..cut]).is_err());
     }
 }
+
+/// One vote per seat: a validator holding almost all the stake still sits on at most one seat of a committee
+/// and votes with that seat's weight, so it can neither finalise alone nor halt a committee of 4 alone. (Seats
+/// used to vote with their likelihood weight: such a validator was a quorum by itself.)
+#[test]
+fn a_heavy_staker_gets_one_seat_and_one_vote() {
+    let mut g = genesis(4);
+    let whale = g
+        .accounts
+        .iter()
+        .position(|(_, a)| a.validator_key.is_some())
+        .expect("a validator");
+    g.accounts[whale].1.validator_stake = Amount::from_iost(1_000_000_000).expect("fits");
+    let whale_id = g.accounts[whale].0;
+    let state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let shards = state.shard_count();
+    let mut seats = 0;
+    for shard in (0..shards).chain([BEACON_SHARD]) {
+        let committee = state.committee(shard).expect("a committee");
+        let weights: Vec<u128> = committee.members.iter().map(|m| m.weight).collect();
+        assert!(
+            weights.iter().all(|w| *w == weights[0]),
+            "every seat votes alike: {weights:?}"
+        );
+        for (i, m) in committee.members.iter().enumerate() {
+            if m.id == whale_id {
+                seats += 1;
+                let alone = committee.weight_of([u16::try_from(i).expect("small")]);
+                assert!(
+                    !committee.is_quorum(alone),
+                    "the heavy staker finalises alone"
+                );
+                assert!(
+                    !committee.is_one_third(alone),
+                    "the heavy staker halts alone"
+                );
+            }
+        }
+    }
+    assert!(seats <= 1, "one seat at most across the epoch, got {seats}");
+}
+
+/// Unstakes never draw a committee below the minimum, and nothing panics on it: with one validator short the
+/// next epoch's committees shrink evenly (still at least `COMMITTEE_SEATS_MIN` each); with too few for that the
+/// epoch does not change. (Before, the draw left a committee with too few seats, or none, and building it
+/// panicked in `Committee::new`.)
+#[test]
+fn unstakes_never_draw_a_committee_below_the_minimum() {
+    // Committees of 5 seats over 15 validators: exactly enough.
+    let g = genesis(3);
+    let state = BeaconState::genesis(&g, 5, 2).expect("exactly enough validators");
+    // Every shard linked past halfway through epoch 0, so the next epoch is due.
+    let mut links_halfway = state.clone();
+    for l in links_halfway.links.iter_mut() {
+        *l = Some(super::links::LinkedHead {
+            height: 2,
+            block: [0; 32],
+            state_root: [0; 32],
+            registry: Cursor::default(),
+        });
+    }
+    assert!(links_halfway.next_epoch_due());
+
+    let unstake = |s: &mut BeaconState, n: usize| {
+        for v in s.validators.iter_mut().take(n) {
+            v.stake = Amount::ZERO;
+        }
+    };
+    let mut one_short = links_halfway.clone();
+    unstake(&mut one_short, 1);
+    assert!(one_short.next_epoch_due());
+    let next = one_short.next_epoch();
+    for shard in (0..next.shard_count()).chain([BEACON_SHARD]) {
+        let committee = next.committee(shard).expect("every committee is drawn");
+        assert!(
+            (epoch::COMMITTEE_SEATS_MIN..5).contains(&committee.members.len()),
+            "shard {shard}: {} seats",
+            committee.members.len()
+        );
+        assert!(
+            committee
+                .members
+                .iter()
+                .all(|m| next.validator(&m.id).is_some_and(|v| v.weight() > 0)),
+            "an unstaked validator kept a seat"
+        );
+    }
+
+    let mut too_few = links_halfway.clone();
+    unstake(&mut too_few, 15 - 3 * epoch::COMMITTEE_SEATS_MIN + 1);
+    assert!(!too_few.next_epoch_due(), "no epoch below the minimum");
+    // Called anyway, it keeps every committee drawable.
+    let kept = too_few.next_epoch();
+    for shard in (0..kept.shard_count()).chain([BEACON_SHARD]) {
+        assert!(kept.committee(shard).is_some());
+    }
+}
+
+/// An Atomix header of the next epoch waits for its committee; one further ahead is refused, since no committee
+/// that exists can have certified it. (Before, any future epoch was kept waiting in the inbound pool.)
+#[test]
+fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
+    use crate::atomix::Certifier;
+    use crate::atomix::CertifyError;
+    let g = genesis(0);
+    let state = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
+    let header = |height| crate::block::BlockHeader {
+        chain_id: g.params.chain_id,
+        shard: 0,
+        height,
+        parent: [0; 32],
+        state_root: [0; 32],
+        transactions_root: [0; 32],
+        receipts_root: [0; 32],
+    };
+    // Epochs of 2 heights: height 3 is epoch 1 (the next), height 5 epoch 2.
+    assert!(matches!(
+        state.certify(&header(3), &[]),
+        Err(CertifyError::UnknownCommittee { .. })
+    ));
+    assert!(matches!(
+        state.certify(&header(5), &[]),
+        Err(CertifyError::Invalid(_))
+    ));
+}

@@ -58,16 +58,19 @@ pub struct Config {
     pub shard: u16,
     pub timeout_propose_ms: u64,
     pub timeout_vote_ms: u64,
-    /// Added to each timeout per round, for at most `timeout_rounds_max` rounds.
+    /// Added to each timeout per round, without limit: however slow the network turns out to be, some
+    /// round's timeouts exceed its delays, which liveness under partial synchrony needs.
     pub timeout_delta_ms: u64,
-    pub timeout_rounds_max: u32,
     pub rebroadcast_ms: u64,
     /// Pause between committing a block and starting the next height: lets the precommits and `Decided`
     /// messages of stragglers arrive, so the committee starts the next height together; it also sets the
     /// block time when there is little to do.
     pub commit_wait_ms: u64,
-    /// Messages for the next height kept until this replica gets there.
+    /// Messages for the next height kept until this replica gets there, at most (and at most a committee
+    /// member's share of it, or 4, from any one signer).
     pub future_messages_max: usize,
+    /// Bytes of messages for the next height kept, at most (proposals count their whole block).
+    pub future_bytes_max: usize,
     /// Finalised blocks sent in answer to one `Status`.
     pub catch_up_blocks_max: u64,
     /// Messages for rounds further ahead than this are dropped, which bounds memory per height.
@@ -75,6 +78,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// A timeout of `base` ms at `round`: `timeout_delta_ms` longer each round, never capped (it saturates
+    /// at `u64::MAX` ms, beyond any network).
+    pub fn round_timeout(&self, base: u64, round: u32) -> u64 {
+        base.saturating_add(self.timeout_delta_ms.saturating_mul(u64::from(round)))
+    }
+
     pub fn new(chain_id: u32, shard: u16) -> Self {
         Self {
             chain_id,
@@ -82,10 +91,10 @@ impl Config {
             timeout_propose_ms: 300,
             timeout_vote_ms: 200,
             timeout_delta_ms: 100,
-            timeout_rounds_max: 10,
             rebroadcast_ms: 250,
             commit_wait_ms: 150,
             future_messages_max: 256,
+            future_bytes_max: 16 << 20,
             catch_up_blocks_max: 8,
             round_window: 32,
         }
@@ -196,8 +205,12 @@ pub struct Replica<S: VoteScheme, A: App> {
     /// Pending timers by the time they fire at, in milliseconds.
     timers: BTreeSet<(u64, Timer)>,
     outputs: VecDeque<Output<S>>,
-    /// Proposals and votes for the next height, replayed when this replica gets there.
+    /// Proposals and votes for the next height, replayed when this replica gets there: only signed ones from
+    /// members, bounded in count, in bytes and per signer.
     future: Vec<(u16, Message<S>)>,
+    /// Bytes the kept next-height messages hold, and how many each signer has there.
+    future_bytes: usize,
+    future_per_signer: BTreeMap<u16, usize>,
     /// Between a commit and the start of round 0 of the next height.
     waiting: bool,
     halted: Option<StoreError>,
@@ -205,6 +218,9 @@ pub struct Replica<S: VoteScheme, A: App> {
     now_ms: u64,
     started: bool,
 }
+
+/// What a kept next-height vote is counted as in the byte bound: its fields and a BLS signature, rounded up.
+const FUTURE_VOTE_BYTES: usize = 256;
 
 impl<S: VoteScheme, A: App> Replica<S, A> {
     /// A replica for committee member `me`, resuming from whatever `app`'s store holds (a fresh store starts
@@ -236,6 +252,8 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             future: Vec::new(),
+            future_bytes: 0,
+            future_per_signer: BTreeMap::new(),
             waiting: false,
             halted: None,
             now_ms: 0,
@@ -356,7 +374,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     }
 
     fn timeout(&self, base: u64, round: u32) -> u64 {
-        base + self.config.timeout_delta_ms * u64::from(round.min(self.config.timeout_rounds_max))
+        self.config.round_timeout(base, round)
     }
 
     fn fire_timers(&mut self) {
@@ -775,6 +793,8 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
                 height: self.height,
             },
         );
+        self.future_bytes = 0;
+        self.future_per_signer.clear();
         for (from, message) in std::mem::take(&mut self.future) {
             self.on_message(from, message);
         }
@@ -807,10 +827,50 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         }
     }
 
+    /// Keeps a proposal or vote of the next height for when this replica gets there, if it is signed by the
+    /// member it names (the proposer of its round, for a proposal), in the round window, and within the
+    /// bounds: count, bytes, and a member's share per signer. Anything else is dropped: a peer with no keys
+    /// cannot fill the buffer, and a member only its share. (The next height's committee is this one within
+    /// an epoch; messages of a new epoch's committee fail the check here and are re-sent by their senders.)
     fn keep_for_later(&mut self, from: u16, message: Message<S>) {
-        if self.future.len() < self.config.future_messages_max {
-            self.future.push((from, message));
+        let next = self.height + 1;
+        let shard = self.config.shard;
+        let (signer, bytes) = match &message {
+            Message::Proposal(p) => {
+                if p.shard != shard
+                    || p.round > self.config.round_window
+                    || p.proposer != self.committee.proposer(shard, next, p.round)
+                    || p.block.header.height != next
+                    || p.block.header.shard != shard
+                    || !p.block.body_matches_header()
+                    || !p.verify_signature(self.config.chain_id, &self.committee)
+                {
+                    return;
+                }
+                (p.proposer, p.block.encode().len())
+            }
+            Message::Vote(v) => {
+                if v.shard != shard
+                    || v.round > self.config.round_window
+                    || !v.verify(self.config.chain_id, &self.committee)
+                {
+                    return;
+                }
+                (v.voter, FUTURE_VOTE_BYTES)
+            }
+            _ => return,
+        };
+        let per_signer = (self.config.future_messages_max / self.committee.len()).max(4);
+        let count = self.future_per_signer.entry(signer).or_default();
+        if self.future.len() >= self.config.future_messages_max
+            || *count >= per_signer
+            || self.future_bytes.saturating_add(bytes) > self.config.future_bytes_max
+        {
+            return;
         }
+        *count += 1;
+        self.future_bytes += bytes;
+        self.future.push((from, message));
     }
 
     fn on_status(&mut self, from: u16, height: u64, round: u32) {

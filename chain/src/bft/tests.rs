@@ -262,3 +262,102 @@ fn a_replica_that_cannot_record_its_votes_halts_silently() {
     r.handle(120_000, Input::Tick);
     assert!(r.poll_output().is_none(), "a halted replica stays silent");
 }
+
+/// Round timeouts keep growing: past any cap a network slower than the capped timeout would never let a round
+/// finish, while growth without end makes some round's timeouts exceed whatever the delays are. (They used to
+/// stop growing after 10 rounds.)
+#[test]
+fn round_timeouts_grow_without_a_cap() {
+    let config = Config::new(1, 0);
+    let base = config.timeout_propose_ms;
+    let at = |r| config.round_timeout(base, r);
+    assert!(at(11) > at(10) && at(100) > at(11) && at(10_000) > at(100));
+    assert_eq!(at(1) - at(0), config.timeout_delta_ms);
+    assert_eq!(
+        config.round_timeout(u64::MAX - 1, u32::MAX),
+        u64::MAX,
+        "saturates"
+    );
+}
+
+/// Messages for the next height are kept only when signed by the member they name, and within bounds: count,
+/// bytes and a member's share per signer. (Before, any 256 messages were kept unchecked: with block-sized
+/// proposals, hundreds of MiB per replica from a peer with no keys.)
+#[test]
+fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
+    let (genesis, mut replicas) = network(4);
+    let chain_id = genesis.params.chain_id;
+    let key = |i: usize| bls::SecretKey::dev(&format!("validator/{i}"));
+    let vote = |voter: u16, signer: usize, round: u32| {
+        Message::Vote(Vote::<Bls>::sign(
+            chain_id,
+            0,
+            VoteKind::Prevote,
+            2,
+            round,
+            None,
+            voter,
+            &key(signer),
+        ))
+    };
+    let r = &mut replicas[0];
+    r.config.future_messages_max = 16;
+    // Forged: member 2's index, member 3's key.
+    for round in 0..10 {
+        r.handle(
+            0,
+            Input::Message {
+                from: 2,
+                message: vote(2, 3, round),
+            },
+        );
+    }
+    assert!(
+        r.future.is_empty(),
+        "a vote not signed by the member it names is dropped"
+    );
+    // Member 1 floods: it keeps its share (16 / 4 members = 4).
+    for round in 0..10 {
+        r.handle(
+            0,
+            Input::Message {
+                from: 1,
+                message: vote(1, 1, round),
+            },
+        );
+    }
+    assert_eq!(r.future.len(), 4);
+    // Another member's votes still fit.
+    for round in 0..2 {
+        r.handle(
+            0,
+            Input::Message {
+                from: 1,
+                message: vote(2, 2, round),
+            },
+        );
+    }
+    assert_eq!(r.future.len(), 6);
+    // Beyond the round window: dropped.
+    r.handle(
+        0,
+        Input::Message {
+            from: 3,
+            message: vote(3, 3, r.config.round_window + 1),
+        },
+    );
+    assert_eq!(r.future.len(), 6);
+    // The byte bound holds whatever the count bound allows.
+    r.config.future_bytes_max = r.future_bytes + 256;
+    for round in 0..4 {
+        r.handle(
+            0,
+            Input::Message {
+                from: 3,
+                message: vote(3, 3, round),
+            },
+        );
+    }
+    assert_eq!(r.future.len(), 7);
+    assert!(r.future_bytes <= r.config.future_bytes_max);
+}

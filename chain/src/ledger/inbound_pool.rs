@@ -1,7 +1,7 @@
 //! Atomix in and out of one shard: the pool of relayed inbounds waiting for a block (their proofs and
 //! certificates checked once), and the outbound inbounds a shard's committed locks make for other shards.
 
-use super::{CERTIFIED_HEADERS_MAX, INBOUND_POOL_MAX, ShardApp};
+use super::{CERTIFIED_HEADERS_MAX, INBOUND_POOL_BYTES_MAX, INBOUND_POOL_MAX, ShardApp};
 use crate::address::ShardId;
 use crate::address::shard_of;
 use crate::atomix::{
@@ -16,6 +16,91 @@ use crate::store::Store;
 use crate::tx::TxKind;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+
+/// One inbound in the pool: its encoded size, when it came (a sequence number), and whether its certificate
+/// still waits for a committee this node does not know yet.
+struct Pooled {
+    inbound: Inbound,
+    bytes: usize,
+    seq: u64,
+    waiting: bool,
+}
+
+/// The inbounds waiting for a block, bounded by count ([`INBOUND_POOL_MAX`]) and bytes
+/// ([`INBOUND_POOL_BYTES_MAX`]). When full, the oldest inbounds still waiting for their committee make room
+/// for a newer one; checked ones are never pushed out by anything, so a peer relaying inbounds nobody can
+/// check yet only ever displaces its own kind.
+#[derive(Default)]
+pub(super) struct InboundPool {
+    entries: BTreeMap<Hash, Pooled>,
+    bytes: usize,
+    next_seq: u64,
+}
+
+impl InboundPool {
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn contains(&self, id: &Hash) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Hash, &Inbound)> {
+        self.entries.iter().map(|(id, p)| (id, &p.inbound))
+    }
+
+    pub(super) fn remove(&mut self, id: &Hash) {
+        if let Some(p) = self.entries.remove(id) {
+            self.bytes -= p.bytes;
+        }
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Inbound) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|_, p| {
+            let kept = keep(&p.inbound);
+            if !kept {
+                *bytes -= p.bytes;
+            }
+            kept
+        });
+    }
+
+    /// Adds (or replaces) `id`, making room by dropping the oldest waiting inbounds if the bounds need it.
+    fn insert(&mut self, id: Hash, inbound: Inbound, waiting: bool) -> Result<(), InboundError> {
+        let bytes = inbound.encode().len();
+        self.remove(&id);
+        let fits = |pool: &Self| {
+            pool.entries.len() < INBOUND_POOL_MAX
+                && pool.bytes.saturating_add(bytes) <= INBOUND_POOL_BYTES_MAX
+        };
+        while !fits(self) {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(_, p)| p.waiting)
+                .min_by_key(|(_, p)| p.seq)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(old) => self.remove(&old),
+                None => return Err(InboundError::PoolFull),
+            }
+        }
+        self.bytes += bytes;
+        self.next_seq += 1;
+        self.entries.insert(
+            id,
+            Pooled {
+                inbound,
+                bytes,
+                seq: self.next_seq,
+                waiting,
+            },
+        );
+        Ok(())
+    }
+}
 
 /// Checks the certificate of another shard's header with `certifier`, once per header (`certified` holds
 /// the hashes of the headers checked already).
@@ -73,21 +158,17 @@ impl<St: Store> ShardApp<St> {
             ));
         };
         let id = inbound.content_id();
-        if self.inbound.contains_key(&id) && self.certified_headers.contains(&inbound.header.hash())
-        {
+        if self.inbound.contains(&id) && self.certified_headers.contains(&inbound.header.hash()) {
             return Ok(());
         }
         let params = self.state.params();
         inbound.check_proofs(params.chain_id, self.state.shard(), params.shard_count)?;
-        match self.certify(&inbound) {
-            Ok(()) | Err(CertifyError::UnknownCommittee { .. }) => {}
+        let waiting = match self.certify(&inbound) {
+            Ok(()) => false,
+            Err(CertifyError::UnknownCommittee { .. }) => true,
             Err(e) => return Err(e.into()),
-        }
-        if self.inbound.len() >= INBOUND_POOL_MAX && !self.inbound.contains_key(&id) {
-            return Err(InboundError::PoolFull);
-        }
-        self.inbound.insert(id, inbound);
-        Ok(())
+        };
+        self.inbound.insert(id, inbound, waiting)
     }
 
     /// The pool's inbounds that apply on top of `state`, in pool order, at most [`BLOCK_INBOUND_MAX`];
@@ -96,7 +177,7 @@ impl<St: Store> ShardApp<St> {
         let mut included = Vec::new();
         let mut bytes = 0;
         let mut invalid = Vec::new();
-        for (id, inbound) in &self.inbound {
+        for (id, inbound) in self.inbound.iter() {
             if included.len() >= BLOCK_INBOUND_MAX {
                 break;
             }
@@ -172,5 +253,79 @@ impl<St: Store> ShardApp<St> {
                     .map(move |i| (shard, i))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockHeader;
+
+    /// An inbound of about `bytes` bytes (its certificate's size); the pool never looks inside.
+    fn inbound(bytes: usize) -> Inbound {
+        Inbound {
+            header: BlockHeader {
+                chain_id: 1,
+                shard: 0,
+                height: 1,
+                parent: [0; 32],
+                state_root: [0; 32],
+                transactions_root: [0; 32],
+                receipts_root: [0; 32],
+            },
+            certificate: vec![0; bytes],
+            locks: Vec::new(),
+        }
+    }
+
+    fn id(i: usize) -> Hash {
+        let mut h = [0; 32];
+        h[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        h
+    }
+
+    /// Inbounds nobody can check yet never crowd out checked ones: a full pool drops its oldest waiting
+    /// inbound for a newer one, refuses only when everything in it is checked, and holds its byte bound.
+    /// (Before, waiting inbounds were kept until the count bound and then refused everything new.)
+    #[test]
+    fn waiting_inbounds_give_way_by_age_and_the_pool_holds_its_bounds() {
+        let mut pool = InboundPool::default();
+        for i in 0..INBOUND_POOL_MAX {
+            pool.insert(id(i), inbound(16), true).expect("room");
+        }
+        assert_eq!(pool.len(), INBOUND_POOL_MAX);
+        // A checked inbound enters, pushing out the oldest waiting one.
+        pool.insert(id(INBOUND_POOL_MAX), inbound(16), false)
+            .expect("a checked inbound always finds room while waiting ones are there");
+        assert!(!pool.contains(&id(0)) && pool.contains(&id(1)));
+        assert_eq!(pool.len(), INBOUND_POOL_MAX);
+
+        // A pool of checked inbounds only: a new one is refused, nothing is dropped.
+        let mut full = InboundPool::default();
+        for i in 0..INBOUND_POOL_MAX {
+            full.insert(id(i), inbound(16), false).expect("room");
+        }
+        assert_eq!(
+            full.insert(id(INBOUND_POOL_MAX), inbound(16), true),
+            Err(InboundError::PoolFull)
+        );
+        assert_eq!(full.len(), INBOUND_POOL_MAX);
+
+        // Bytes: big waiting inbounds give way too, and the total never passes the bound.
+        let mut big = InboundPool::default();
+        let size = INBOUND_POOL_BYTES_MAX / 4;
+        for i in 0..4 {
+            let _ = big.insert(id(i), inbound(size), true);
+            assert!(big.bytes <= INBOUND_POOL_BYTES_MAX);
+        }
+        big.insert(id(9), inbound(size), false).expect("room made");
+        assert!(big.contains(&id(9)) && big.bytes <= INBOUND_POOL_BYTES_MAX);
+        let total: usize = big.iter().map(|(_, i)| i.encode().len()).sum();
+        assert_eq!(
+            total, big.bytes,
+            "the byte count follows inserts and removals"
+        );
+        big.retain(|_| false);
+        assert_eq!((big.len(), big.bytes), (0, 0));
     }
 }

@@ -1,7 +1,9 @@
 //! The mempool: transactions admitted for later blocks, bounded, with the admission checks that tell a
 //! client at once why a transaction can never apply, and the signatures already verified.
 
-use super::{MEMPOOL_TXS_MAX, ShardApp, VERIFIED_TXS_MAX};
+use super::{
+    EXPIRY_WINDOW_MAX, MEMPOOL_TXS_MAX, PENDING_PER_SENDER_MAX, ShardApp, VERIFIED_TXS_MAX,
+};
 use crate::address::shard_of;
 use crate::amount::Amount;
 use crate::crypto::Hash;
@@ -16,13 +18,26 @@ impl<St: Store> ShardApp<St> {
     /// Admits a transaction to the mempool if it could be valid on this shard now or after the sender's
     /// pending transactions. The mempool is bounded.
     pub fn submit(&mut self, tx: SignedTransaction) -> Result<(), TxError> {
-        let params = self.state.params();
         let id = tx.id();
-        if self.verified.contains(&id) {
-            tx.check_stateless_signature_verified(params.chain_id)?;
-        } else {
-            tx.check_stateless(params.chain_id)?;
+        if !self.verified.contains(&id) {
+            tx.check_stateless(self.state.params().chain_id)?;
         }
+        self.admissible(&tx)?;
+        if self.mempool.len() >= MEMPOOL_TXS_MAX {
+            return Err(TxError::MempoolFull);
+        }
+        self.remember_verified(id);
+        self.mempool
+            .insert((tx.tx.sender_address(), tx.tx.nonce), tx);
+        Ok(())
+    }
+
+    /// Every admission check but the signature: what a validator runs on gossiped transactions before it
+    /// spends a signature check on them, so that junk (wrong shard, stale or far nonces, unfunded senders,
+    /// low fees) costs a peer's flood no CPU beyond decoding.
+    pub fn admissible(&self, tx: &SignedTransaction) -> Result<(), TxError> {
+        let params = self.state.params();
+        tx.check_stateless_signature_verified(params.chain_id)?;
         let sender = tx.tx.sender_address();
         let sender_shard = shard_of(&sender, params.shard_count);
         if sender_shard != self.state.shard() {
@@ -38,13 +53,14 @@ impl<St: Store> ShardApp<St> {
                 got: tx.tx.nonce,
             });
         }
-        self.check_admission(&tx, nonce)?;
-        if self.mempool.len() >= MEMPOOL_TXS_MAX {
-            return Err(TxError::MempoolFull);
+        if tx.tx.nonce - nonce >= PENDING_PER_SENDER_MAX {
+            return Err(TxError::NonceTooFar {
+                expected: nonce,
+                got: tx.tx.nonce,
+                window: PENDING_PER_SENDER_MAX,
+            });
         }
-        self.remember_verified(id);
-        self.mempool.insert((sender, tx.tx.nonce), tx);
-        Ok(())
+        self.check_admission(tx, nonce)
     }
 
     /// Records that the signed transaction with this id passed its signature check, so executing it in a
@@ -82,9 +98,9 @@ impl<St: Store> ShardApp<St> {
             .collect()
     }
 
-    /// The checks a transaction can fail at admission whatever else is pending, so that a client hears the
-    /// reason at once instead of the transaction waiting in the mempool until it expires: fee, expiry,
-    /// cross-shard recipient, and (for the sender's next nonce) the balance.
+    /// The checks a transaction can fail at admission, so that a client hears the reason at once instead of
+    /// the transaction waiting in the mempool until it expires: fee, expiry (not past, not too far ahead),
+    /// and the balance against the sender's whole pending chain.
     pub(super) fn check_admission(
         &self,
         tx: &SignedTransaction,
@@ -105,26 +121,48 @@ impl<St: Store> ShardApp<St> {
                 height,
             });
         }
-        let outgoing = match &t.kind {
-            TxKind::Transfer { amount, .. } => *amount,
-            TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => {
-                *stake
-            }
-            TxKind::Unstake { .. } => Amount::ZERO,
-        };
-        if t.nonce == account_nonce {
-            let account = self.state.account(&t.sender_address());
-            let mut available = account.map_or(Amount::ZERO, |a| a.balance);
-            if let Some(a) = account.filter(|a| height >= a.unbonding_release_height) {
-                available = available
-                    .checked_add(a.unbonding)
+        let max = height.saturating_add(EXPIRY_WINDOW_MAX);
+        if t.expiry_height > max {
+            return Err(TxError::ExpiryTooFar {
+                expiry_height: t.expiry_height,
+                max,
+            });
+        }
+        // The balance must cover the sender's whole pending chain with this transaction in it (a pending
+        // transaction of the same nonce is the one this replaces), so that a sender cannot queue more than
+        // it can pay for, whichever nonces it picks.
+        let sender = t.sender_address();
+        let account = self.state.account(&sender);
+        let mut available = account.map_or(Amount::ZERO, |a| a.balance);
+        if let Some(a) = account.filter(|a| height >= a.unbonding_release_height) {
+            available = available
+                .checked_add(a.unbonding)
+                .ok_or(TxError::Overflow)?;
+        }
+        let mut needed = cost(t)?;
+        for ((_, nonce), pending) in self
+            .mempool
+            .range((sender, account_nonce)..=(sender, u64::MAX))
+        {
+            if *nonce != t.nonce {
+                needed = needed
+                    .checked_add(cost(&pending.tx)?)
                     .ok_or(TxError::Overflow)?;
             }
-            let needed = t.fee.checked_add(outgoing).ok_or(TxError::Overflow)?;
-            if needed > available {
-                return Err(TxError::Overspend { needed, available });
-            }
+        }
+        if needed > available {
+            return Err(TxError::Overspend { needed, available });
         }
         Ok(())
     }
+}
+
+/// What a transaction takes from its sender's balance: its fee and what it sends or stakes.
+fn cost(t: &crate::tx::Transaction) -> Result<Amount, TxError> {
+    let outgoing = match &t.kind {
+        TxKind::Transfer { amount, .. } => *amount,
+        TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => *stake,
+        TxKind::Unstake { .. } => Amount::ZERO,
+    };
+    t.fee.checked_add(outgoing).ok_or(TxError::Overflow)
 }

@@ -18,7 +18,7 @@ use block_log::KEY_TX_PREFIX;
 pub(crate) use block_log::{KEY_TIP, load_committed, load_tip, put_commit};
 
 use crate::address::Address;
-use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX, Certifier, Inbound};
+use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX, Certifier};
 use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::crypto::Hash;
 use crate::genesis::Genesis;
@@ -30,10 +30,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 pub const MEMPOOL_TXS_MAX: usize = 10_000;
+/// Transactions one sender may have pending: a nonce further ahead of its account is refused, so that no
+/// sender can take more than this share of the mempool.
+pub const PENDING_PER_SENDER_MAX: u64 = 64;
+/// How far ahead of the next height a transaction may set its expiry (about 6 days of 0.5 s blocks): a
+/// transaction nobody includes leaves the mempool by then.
+pub const EXPIRY_WINDOW_MAX: u64 = 1_000_000;
 const CHECKED_STATES_MAX: usize = 8;
 const VERIFIED_TXS_MAX: usize = 4 * MEMPOOL_TXS_MAX;
 /// Atomix inbounds waiting to be committed, at most.
 pub const INBOUND_POOL_MAX: usize = 1_024;
+/// Bytes of Atomix inbounds waiting to be committed, at most (each carries proofs and a certificate).
+pub const INBOUND_POOL_BYTES_MAX: usize = 32 << 20;
 const CERTIFIED_HEADERS_MAX: usize = 4 * INBOUND_POOL_MAX;
 
 pub use crate::bft::{App, BlockError, LedgerError, Tip};
@@ -155,7 +163,7 @@ pub struct ShardApp<St: Store> {
     /// Checks other shards' certificates, for Atomix inbounds; without one, inbounds are refused.
     certifier: Option<Arc<dyn Certifier>>,
     /// Relayed Atomix inbounds not committed yet, by [`Inbound::content_id`].
-    inbound: BTreeMap<Hash, Inbound>,
+    inbound: inbound_pool::InboundPool,
     /// Hashes of other shards' headers whose certificate this node checked.
     certified_headers: HashSet<Hash>,
 }
@@ -187,7 +195,7 @@ impl<St: Store> ShardApp<St> {
             checked: CheckedStates::new(),
             block_txs_max: 64,
             certifier: None,
-            inbound: BTreeMap::new(),
+            inbound: inbound_pool::InboundPool::default(),
             certified_headers: HashSet::new(),
         }
     }
@@ -345,7 +353,7 @@ impl<St: Store> App for ShardApp<St> {
             *nonce >= state.account(sender).map_or(0, |a| a.nonce) && tx.tx.expiry_height > height
         });
         self.inbound
-            .retain(|_, i| i.locks.iter().any(|(l, _)| !state.is_committed(&l.tx_id)));
+            .retain(|i| i.locks.iter().any(|(l, _)| !state.is_committed(&l.tx_id)));
         Ok(())
     }
 

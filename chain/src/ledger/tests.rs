@@ -325,3 +325,81 @@ fn invalid_blocks_are_refused_with_reasons() {
         },
     );
 }
+
+/// A sender cannot fill the mempool: pending transactions are bounded per sender (a nonce more than
+/// `PENDING_PER_SENDER_MAX` ahead of the account is refused), the balance must cover the sender's whole pending
+/// chain (not only the next nonce), and expiry is bounded. (Before, a penniless account could queue future
+/// nonces up to the mempool's bound, each expiring at `u64::MAX`.)
+#[test]
+fn a_sender_cannot_fill_the_mempool_with_future_nonces_or_unfunded_chains() {
+    let (_, mut app, wallet) = setup();
+    // The wallet holds 1,000 IOST: ten pending transfers of 99 IOST fit, the eleventh does not.
+    for nonce in 0..10 {
+        assert_eq!(app.submit(pay(&wallet, nonce, 99)), Ok(()), "nonce {nonce}");
+    }
+    assert!(matches!(
+        app.submit(pay(&wallet, 10, 99)),
+        Err(TxError::Overspend { .. })
+    ));
+    // A replacement of a pending nonce is judged against the others, not itself twice.
+    assert_eq!(app.submit(pay(&wallet, 9, 99)), Ok(()));
+    // A penniless account: its next nonce and its future nonces are refused alike.
+    let poor = SecretKey::dev("penniless");
+    assert!(matches!(
+        app.submit(pay(&poor, 0, 1)),
+        Err(TxError::Overspend { .. })
+    ));
+    assert!(matches!(
+        app.submit(pay(&poor, 5, 1)),
+        Err(TxError::Overspend { .. })
+    ));
+    // Nonces far ahead are refused whatever the balance.
+    let far = PENDING_PER_SENDER_MAX;
+    assert_eq!(
+        app.submit(pay(&wallet, far, 1)),
+        Err(TxError::NonceTooFar {
+            expected: 0,
+            got: far,
+            window: PENDING_PER_SENDER_MAX,
+        })
+    );
+    // Expiry is bounded.
+    let mut tx = pay(&wallet, 10, 1).tx;
+    tx.expiry_height = u64::MAX;
+    assert_eq!(
+        app.submit(tx.sign(&wallet)),
+        Err(TxError::ExpiryTooFar {
+            expiry_height: u64::MAX,
+            max: 1 + EXPIRY_WINDOW_MAX,
+        })
+    );
+    assert_eq!(app.mempool_len(), 10);
+}
+
+/// A gossiped transaction that could never be admitted is refused before its signature is looked at, so a
+/// flood of junk costs no signature checks (the node filters gossip with `admissible`): here the signature is
+/// garbage and the refusal names the real reason, not the signature.
+#[test]
+fn junk_is_refused_before_any_signature_check() {
+    let (_, app, wallet) = setup();
+    let poor = SecretKey::dev("penniless");
+    let mut junk = pay(&poor, 0, 1);
+    // Another transaction's signature: valid for it, not for these.
+    junk.signature = pay(&wallet, 3, 2).signature;
+    assert!(matches!(
+        app.admissible(&junk),
+        Err(TxError::Overspend { .. })
+    ));
+    let mut far = pay(&wallet, PENDING_PER_SENDER_MAX + 5, 1);
+    far.signature = junk.signature;
+    assert!(matches!(
+        app.admissible(&far),
+        Err(TxError::NonceTooFar { .. })
+    ));
+    // An admissible one with a bad signature passes this filter; `submit` still refuses it.
+    let mut forged = pay(&wallet, 0, 1);
+    forged.signature = junk.signature;
+    assert_eq!(app.admissible(&forged), Ok(()));
+    let mut app = app;
+    assert!(matches!(app.submit(forged), Err(TxError::BadSignature(_))));
+}

@@ -44,8 +44,8 @@ type Lane<A> = AnyLane<Bls, A>;
 /// event, so in practice one event's outputs wait.
 pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
 
-/// Transactions whose on-request relays are remembered (see [`Node::relay_lock`]); past this, requests
-/// wait until old ones expire.
+/// Blocks whose on-request relays are remembered (see [`Node::relay_lock`]); past this, requests wait until
+/// old ones expire.
 pub const RELAYS_ASKED_MAX: usize = 4096;
 
 /// Where a validator's chains live: the driver opens one store per lane (`beacon`, `shard-<s>`), on
@@ -272,8 +272,8 @@ pub struct Node<D: Disk> {
     head_repeat_at: u64,
     /// A follower's failure to apply a block, reported by the next [`Node::handle`].
     halted: Option<NodeError>,
-    /// Transactions whose lock a client asked to relay again, and when (see [`Node::relay_lock`]).
-    relay_asked: BTreeMap<Hash, u64>,
+    /// Blocks (shard, height) whose locks a client asked to relay again, and when (see [`Node::relay_lock`]).
+    relay_asked: BTreeMap<(ShardId, u64), u64>,
 }
 
 impl<D: Disk> Node<D> {
@@ -482,42 +482,39 @@ impl<D: Disk> Node<D> {
     }
 
     /// Relays the Atomix lock that transaction `tx` made on this validator's shard again, now (a client's
-    /// nudge when its transfer seems stuck); whether this shard holds such a lock.
-    /// A transaction's lock is relayed on request at most once per [`RELAY_FIRST_RETRY_MS`]: a relay
-    /// rebuilds the proofs of its whole block, and the API is open to anyone.
+    /// nudge when its transfer seems stuck); whether this shard holds such a lock (then its block was relayed,
+    /// now or by a request within the last [`RELAY_FIRST_RETRY_MS`]). A relay rebuilds the proofs of its whole
+    /// block and the API is open to anyone, so the throttle is per block, not per transaction, and only real
+    /// locks are remembered: asking for every transfer of a block, or for random hashes, costs one relay.
     pub fn relay_lock(&mut self, now_ms: u64, tx: &Hash) -> bool {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
-        if self
-            .relay_asked
-            .get(tx)
-            .is_some_and(|at| now.saturating_sub(*at) < RELAY_FIRST_RETRY_MS)
-        {
-            return self.atomix(tx).locked;
-        }
-        if self.relay_asked.len() >= RELAYS_ASKED_MAX {
-            self.relay_asked
-                .retain(|_, at| now.saturating_sub(*at) < RELAY_FIRST_RETRY_MS);
-            if self.relay_asked.len() >= RELAYS_ASKED_MAX {
-                return self.atomix(tx).locked;
-            }
-        }
-        self.relay_asked.insert(*tx, now);
-        let found = self.shard.as_ref().and_then(|l| {
+        let Some((shard, height)) = self.shard.as_ref().and_then(|l| {
             let app = l.app();
             let height = app.height_of_tx(tx)?;
             app.state().is_locked(tx).then_some((l.shard, height))
-        });
-        if let Some((shard, height)) = found {
-            let relay = Relay {
-                shard,
-                from: height,
-                to: height,
-                attempt: 0,
-            };
-            self.relay(relay, false);
+        }) else {
+            return false;
+        };
+        let recent = |at: &u64| now.saturating_sub(*at) < RELAY_FIRST_RETRY_MS;
+        if self.relay_asked.get(&(shard, height)).is_some_and(recent) {
+            return true;
         }
-        found.is_some()
+        if self.relay_asked.len() >= RELAYS_ASKED_MAX {
+            self.relay_asked.retain(|_, at| recent(at));
+            if self.relay_asked.len() >= RELAYS_ASKED_MAX {
+                return true;
+            }
+        }
+        self.relay_asked.insert((shard, height), now);
+        let relay = Relay {
+            shard,
+            from: height,
+            to: height,
+            attempt: 0,
+        };
+        self.relay(relay, false);
+        true
     }
 
     /// A proof against the shard lane's tip.
@@ -770,8 +767,11 @@ impl<D: Disk> Node<D> {
                     return;
                 };
                 let app = lane.app_mut();
+                // Those that could never be admitted (wrong shard, stale or far nonce, unfunded, low fee) are
+                // dropped before they cost a signature check.
                 let (known, new): (Vec<SignedTransaction>, Vec<SignedTransaction>) = txs
                     .into_iter()
+                    .filter(|t| app.admissible(t).is_ok())
                     .filter(|t| app.height_of_tx(&t.id()).is_none())
                     .partition(|t| app.signature_known(&t.id()));
                 if !known.is_empty() {

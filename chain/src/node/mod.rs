@@ -15,6 +15,6 @@ pub mod wire;
 pub use lane::{Drained, Duty, Lane, Role, index_in};
 pub use machine::{
     AtomixStatus, BeaconView, CommitNotice, Disk, Input, LaneStatus, Node, NodeConfig, NodeError,
-    Output, ProofOf, ShardHead, Topic,
+    Output, ProofOf, RELAYS_ASKED_MAX, ShardHead, Topic,
 };
 pub use schedule::{CatchUpThrottle, EvidenceSent, Relay, RelaySchedule};

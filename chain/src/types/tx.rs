@@ -105,6 +105,16 @@ pub enum TxError {
     Overflow,
     #[error("the mempool is full; retry later")]
     MempoolFull,
+    #[error(
+        "nonce {got} is more than {window} ahead of the account nonce {expected}: send the earlier ones first"
+    )]
+    NonceTooFar {
+        expected: u64,
+        got: u64,
+        window: u64,
+    },
+    #[error("expiry height {expiry_height} is too far ahead: at most {max}")]
+    ExpiryTooFar { expiry_height: u64, max: u64 },
 }
 
 impl Transaction {

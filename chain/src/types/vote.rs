@@ -84,6 +84,19 @@ impl<S: VoteScheme> Committee<S> {
             .is_some_and(|m| S::verify(&m.public, message, signature))
     }
 
+    /// A committee, or `None` if it has no member, more than [`COMMITTEE_SIZE_MAX`], or no weight: for
+    /// committees built from bytes read from a disk or a peer.
+    pub fn try_new(members: Vec<Member<S>>, seed: Hash) -> Option<Self> {
+        let total: u128 = members
+            .iter()
+            .try_fold(0u128, |t, m| t.checked_add(m.weight))?;
+        (!members.is_empty() && members.len() <= COMMITTEE_SIZE_MAX && total > 0).then(|| Self {
+            members,
+            seed,
+            total,
+        })
+    }
+
     pub fn new(members: Vec<Member<S>>, seed: Hash) -> Self {
         assert!(
             !members.is_empty() && members.len() <= COMMITTEE_SIZE_MAX,
