@@ -84,6 +84,25 @@ fn config_show_names_each_source_in_order_flag_env_file_default() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.toml"));
 }
 
+/// Sends the node SIGHUP and returns the first log line after it that contains `needle`.
+fn hang_up_until(pid: &str, rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a log line after SIGHUP");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
 /// The node's `storage_bytes_max` as its API reports it.
 fn storage_max(home: &std::path::Path, api: &str) -> Option<u64> {
     common::status(home, api)["storage_bytes_max"].as_u64()
@@ -177,41 +196,13 @@ fn sighup_reloads_log_level_and_storage_limit_and_json_logs_parse() {
 
     // A broken config changes nothing, and says so.
     std::fs::write(&path, "[node]\nstorage_max = \"lots\"\n").expect("write config");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let complaint = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a log line after the second SIGHUP");
-        if line.contains("not reloaded") {
-            break line;
-        }
-    };
+    let complaint = hang_up_until(&pid, &rx, "not reloaded");
     assert!(complaint.contains("\"level\":\"ERROR\""), "{complaint}");
     assert_eq!(storage_max(&home, &api), Some(1 << 20));
 
     // A config.toml that is gone (moved away mid-edit) changes nothing either: the limit stays.
     std::fs::remove_file(&path).expect("remove config");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let gone = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a log line after the third SIGHUP");
-        if line.contains("not reloaded") {
-            break line;
-        }
-    };
+    let gone = hang_up_until(&pid, &rx, "not reloaded");
     assert!(gone.contains("is gone"), "{gone}");
     assert_eq!(storage_max(&home, &api), Some(1 << 20));
     drop(child);
