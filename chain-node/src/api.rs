@@ -189,7 +189,9 @@ impl ChainApi {
                     .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
                 ShardSnapshot {
                     id: s,
-                    epoch: view.as_ref().map_or(0, |v| v.state.epoch_of_height(next)),
+                    epoch: view.as_ref().map_or(0, |v| {
+                        v.state.epoch_at(s, next).unwrap_or_else(|| v.state.epoch())
+                    }),
                     head,
                     committee: committee
                         .members

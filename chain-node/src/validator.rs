@@ -112,6 +112,7 @@ impl ValidatorConfig {
             genesis: self.genesis.clone(),
             committee_size: self.beacon.beacon_committee.len(),
             epoch_length: self.epoch_length,
+            epoch_blocks: 0,
             account: self.account,
             bls_secret: self.bls_secret.clone(),
             block_txs_max: self.block_txs_max,

@@ -148,6 +148,28 @@ pub fn select_committees(
     shard_count: u16,
     size: usize,
 ) -> Vec<Vec<Address>> {
+    select_committees_benching(
+        randomness,
+        registry,
+        previous,
+        shard_count,
+        size,
+        &BTreeSet::new(),
+    )
+}
+
+/// [`select_committees`], with `benched` validators drawn last: only when no other eligible validator (not
+/// even one rotated out this epoch) is left for a seat. The beacon chain benches the members of a stalled
+/// shard's committee when it redraws that committee from scratch (its `previous` entry empty): whoever
+/// stopped it is likely among them, so the fresh committee is made of others whenever the registry allows.
+pub fn select_committees_benching(
+    randomness: &Hash,
+    registry: &[Candidate],
+    previous: &[Vec<Address>],
+    shard_count: u16,
+    size: usize,
+    benched: &BTreeSet<Address>,
+) -> Vec<Vec<Address>> {
     let mut eligible: Vec<&Candidate> = registry.iter().filter(|c| c.weight() > 0).collect();
     eligible.sort_by_key(|c| c.id);
     eligible.dedup_by_key(|c| c.id);
@@ -196,12 +218,17 @@ pub fn select_committees(
             domain::SAMPLING,
             &[randomness, b"fill", &shard.to_be_bytes()],
         );
-        for pass_allows_rotated in [false, true] {
+        // Three passes: neither rotated out nor benched, then rotated out too, then anyone left. With no
+        // one benched the third pass finds the same empty pool the second ended with and draws nothing, so
+        // the draws are those of a selection without benching.
+        for (allows_rotated, allows_benched) in [(false, false), (true, false), (true, true)] {
             let mut pool: Vec<&Candidate> = eligible
                 .iter()
                 .copied()
                 .filter(|c| {
-                    !seated.contains(&c.id) && (pass_allows_rotated || !rotated_out.contains(&c.id))
+                    !seated.contains(&c.id)
+                        && (allows_rotated || !rotated_out.contains(&c.id))
+                        && (allows_benched || !benched.contains(&c.id))
                 })
                 .collect();
             while committee.len() < size {

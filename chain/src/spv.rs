@@ -34,7 +34,7 @@ pub use crate::types::proof::*;
 
 use std::collections::BTreeMap;
 
-use crate::beacon::{BeaconState, EpochRecord, epoch_of_height};
+use crate::beacon::{BeaconState, EpochRecord, era_at, eras};
 use crate::bft::QcError;
 use crate::block::BEACON_SHARD;
 use crate::codec::{DecodeError, Reader, Writer};
@@ -43,7 +43,8 @@ use crate::smt::{self, ProofError};
 use crate::types::account::Account;
 
 const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
-const TRUST_VERSION: u8 = 2;
+/// 3 since epoch records say where each shard's committee takes over (`beacon::Start`).
+const TRUST_VERSION: u8 = 3;
 /// Epoch records a trust file keeps, the newest ones.
 pub const TRUST_EPOCHS_MAX: usize = 8;
 
@@ -195,8 +196,9 @@ impl LightClient {
     /// The trust file: what the client trusts, written where it can check proofs later.
     ///
     /// ```text
-    /// trust := "IOSTRUST" version:u8 (=2) chain_id:u32 epoch_length:u64 shards:u16 count:u32 epoch_record*
+    /// trust := "IOSTRUST" version:u8 (=3) chain_id:u32 epoch_length:u64 shards:u16 count:u32 epoch_record*
     /// epoch_record := epoch:u64 randomness:[32] committees:u32 (seats:u32 (id:[32] bls_public:[48] weight:u128)*)*
+    ///                 starts:u32 (0 | 1 first:u64 (0 | 1 parent:[32]))*
     /// ```
     /// (`committees` = `shards + 1`: the shards' in order, then the beacon's.)
     pub fn encode(&self) -> Vec<u8> {
@@ -269,15 +271,25 @@ impl LightClient {
         if h.shard >= self.shard_count {
             return Err(SpvError::UnknownShard(h.shard));
         }
-        let epoch = epoch_of_height(self.epoch_length, h.height);
-        let record = self
-            .epochs
-            .get(&epoch)
+        // The era of the header's height, from the trusted records as the beacon chain defines it: a client
+        // that trusts a suffix of the records answers like the beacon state for every height it covers.
+        let eras = eras(
+            self.epochs.values(),
+            usize::from(h.shard),
+            self.epoch_length,
+        );
+        let oldest = self.epochs.keys().next().copied().unwrap_or(0);
+        let record = era_at(&eras, h.height)
+            .and_then(|e| self.epochs.get(&e.epoch))
             .ok_or_else(|| SpvError::UnknownEpoch {
                 shard: h.shard,
                 height: h.height,
-                epoch,
-                oldest: self.epochs.keys().next().copied().unwrap_or(0),
+                epoch: if eras.first().is_some_and(|e| h.height < e.first) {
+                    oldest.saturating_sub(1)
+                } else {
+                    self.newest_epoch() + 1
+                },
+                oldest,
                 newest: self.newest_epoch(),
             })?;
         let committee = record
@@ -465,6 +477,13 @@ mod tests {
             epoch: 0,
             randomness: f.committee.seed,
             committees: vec![seats; shards + 1],
+            starts: vec![
+                Some(crate::beacon::Start {
+                    first: 1,
+                    parent: None
+                });
+                shards
+            ],
         }
     }
 
@@ -514,9 +533,21 @@ mod tests {
         .build()
         .expect("genesis");
         let e0 = BeaconState::genesis(&g, 4, 2).expect("enough validators");
-        let mut e1 = e0.next_epoch();
+        // Shard 0 linked to the end of each era (of 2 heights) when the next epoch is drawn: epoch 1's
+        // committee takes over at height 3, epoch 2's at 5.
+        let linked_to = |state: &BeaconState, height: u64| {
+            let mut state = state.clone();
+            state.links[0] = Some(crate::beacon::LinkedHead {
+                height,
+                block: [height as u8; 32],
+                state_root: [0; 32],
+                registry: Default::default(),
+            });
+            state
+        };
+        let mut e1 = linked_to(&e0, 2).next_epoch(16);
         e1.mix = [1; 32];
-        let e2 = e1.next_epoch();
+        let e2 = linked_to(&e1, 4).next_epoch(32);
         let beacon_block = |state: &BeaconState, height: u64, by: &BeaconState| {
             let mut header = crate::ledger::genesis_header(&g.params, BEACON_SHARD, state.root());
             header.height = height;

@@ -45,6 +45,8 @@ const SHARDS: u16 = 2;
 const SPARES: usize = 2;
 /// Shard heights per epoch.
 const EPOCH_LENGTH: u64 = 8;
+/// Beacon blocks per epoch: the beacon draws an epoch every 6 of its blocks (about 3 s), whatever the shards do.
+const EPOCH_BLOCKS: u64 = 6;
 const STAKE_IOST: u64 = 1_000_000;
 const WALLET_IOST: u64 = 1_000_000;
 /// Wallets funded at genesis that clients send from: half on each shard.
@@ -220,6 +222,7 @@ impl Sim {
                     genesis: genesis.clone(),
                     committee_size: SIZE,
                     epoch_length: EPOCH_LENGTH,
+                    epoch_blocks: EPOCH_BLOCKS,
                     account: Address::of(&validator_key(i).public()),
                     bls_secret: bls::SecretKey::dev(&format!("validator/{i}")),
                     block_txs_max: 64,

@@ -44,20 +44,33 @@ fn epoch_key(epoch: u64) -> Vec<u8> {
 }
 
 impl<St: Store> BeaconApp<St> {
-    /// Opens the beacon chain on `store`: resumes from its tip, or writes the genesis state.
+    /// Opens the beacon chain on `store`: resumes from its tip, or writes the genesis state. Epochs last
+    /// the default number of beacon blocks (`beacon::default_epoch_blocks`).
     pub fn open(
         genesis: &Genesis,
         committee_size: usize,
         epoch_length: u64,
+        store: St,
+    ) -> Result<Self, LedgerError> {
+        Self::open_with(genesis, committee_size, epoch_length, 0, store)
+    }
+
+    /// [`BeaconApp::open`] with `epoch_blocks` beacon blocks per epoch (0: the default).
+    pub fn open_with(
+        genesis: &Genesis,
+        committee_size: usize,
+        epoch_length: u64,
+        epoch_blocks: u64,
         mut store: St,
     ) -> Result<Self, LedgerError> {
-        let genesis_state =
-            BeaconState::genesis(genesis, committee_size, epoch_length).map_err(|e| {
+        let genesis_state = BeaconState::genesis(genesis, committee_size, epoch_length)
+            .map_err(|e| {
                 LedgerError::Store(StoreError::Corrupt {
                     key: "genesis".into(),
                     reason: e.to_string(),
                 })
-            })?;
+            })?
+            .with_epoch_blocks(epoch_blocks);
         let (state, tip) = match load_tip(&store)? {
             Some(tip) => {
                 let bytes = store.get(KEY_STATE)?.ok_or_else(|| StoreError::Corrupt {
@@ -113,17 +126,25 @@ impl<St: Store> BeaconApp<St> {
         })
     }
 
-    /// The committee that certifies block `height` of `shard`, from the state or, for an epoch the state
-    /// no longer keeps, from this node's archive.
+    /// The committee that certifies block `height` of `shard`, from the state or, for an era the state no
+    /// longer keeps, from this node's archive (the state's records are a suffix of the archive, so both
+    /// give the same answer where the state gives one).
     pub fn committee_at(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
-        let epoch = self.state.epoch_of_height(height);
-        match self.state.record(epoch) {
-            Some(r) => r.committee_of(shard, self.state.shard_count()),
-            None => self
-                .archive
-                .get(&epoch)?
-                .committee_of(shard, self.state.shard_count()),
+        if let Some(committee) = self.state.committee_at(shard, height) {
+            return Some(committee);
         }
+        if shard >= self.state.shard_count() {
+            return None;
+        }
+        let eras = super::eras(
+            self.archive.values(),
+            usize::from(shard),
+            self.state.epoch_length,
+        );
+        let era = super::era_at(&eras, height)?;
+        self.archive
+            .get(&era.epoch)?
+            .committee_of(shard, self.state.shard_count())
     }
 
     pub fn state(&self) -> &BeaconState {
@@ -224,8 +245,8 @@ impl<St: Store> BeaconApp<St> {
                 .map_err(|error| BlockError::Evidence { index, error })?;
             state.record_fault(&offender, key, epoch);
         }
-        if state.next_epoch_due() {
-            state = state.next_epoch();
+        if state.next_epoch_due(h.height) {
+            state = state.next_epoch(h.height);
         }
         check_roots(h, state.root(), &[])?;
         Ok(state)
@@ -259,13 +280,14 @@ impl<St: Store> App for BeaconApp<St> {
                 evidence.push(e.clone());
             }
         }
-        if state.next_epoch_due() {
-            state = state.next_epoch();
+        let height = self.tip.height + 1;
+        if state.next_epoch_due(height) {
+            state = state.next_epoch(height);
         }
         let header = BlockHeader {
             chain_id: state.chain_id,
             shard: BEACON_SHARD,
-            height: self.tip.height + 1,
+            height,
             parent: self.tip.hash,
             state_root: state.root(),
             transactions_root: Block::beacon_root(&links, &evidence),

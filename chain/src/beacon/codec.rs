@@ -19,7 +19,13 @@ impl BeaconState {
             .u32(self.chain_id)
             .u16(self.committee_size)
             .u64(self.epoch_length)
+            .u64(self.epoch_blocks)
+            .u64(self.drawn_at)
             .fixed(&self.mix);
+        w.u32(u32::try_from(self.linked_at_draw.len()).expect("shards are u16"));
+        for height in &self.linked_at_draw {
+            w.u64(*height);
+        }
         w.u32(u32::try_from(self.validators.len()).expect("at most VALIDATORS_MAX validators"));
         for v in &self.validators {
             let s = &v.signals;
@@ -73,7 +79,14 @@ impl BeaconState {
         let chain_id = r.u32()?;
         let committee_size = r.u16()?;
         let epoch_length = r.u64()?;
+        let epoch_blocks = r.u64()?;
+        let drawn_at = r.u64()?;
         let mix = r.array()?;
+        let count = r.count("linked heights at the draw", 1 << 16, 8)?;
+        let mut linked_at_draw = Vec::with_capacity(count);
+        for _ in 0..count {
+            linked_at_draw.push(r.u64()?);
+        }
         let count = r.count("beacon validators", VALIDATORS_MAX, 32 + 8 + 48 + 8 * 5 + 4)?;
         let mut validators = Vec::with_capacity(count);
         for _ in 0..count {
@@ -99,7 +112,7 @@ impl BeaconState {
                 stake: Amount(r.u64()?),
             });
         }
-        let count = r.count("beacon epochs", EPOCHS_KEPT, 8 + 32 + 4)?;
+        let count = r.count("beacon epochs", EPOCHS_KEPT + (1 << 16), 8 + 32 + 4)?;
         if count == 0 {
             return Err(DecodeError::Invalid("beacon state without an epoch"));
         }
@@ -136,10 +149,16 @@ impl BeaconState {
             faults.insert(key, r.u64()?);
         }
         r.finish()?;
+        if linked_at_draw.len() != links.len() {
+            return Err(DecodeError::Invalid("linked heights at the draw, one per shard"));
+        }
         Ok(Self {
             chain_id,
             committee_size,
             epoch_length,
+            epoch_blocks,
+            drawn_at,
+            linked_at_draw,
             validators,
             storage_nodes,
             epochs,

@@ -8,6 +8,7 @@ use crate::block::BEACON_SHARD;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls};
 use crate::pol::{self, Candidate, Signals};
+use std::collections::BTreeSet;
 
 /// What every seat votes with: one vote per seat. Likelihood weight decides who is drawn to a seat (sampling
 /// without replacement, so a validator holds at most one seat of an epoch), never how much a seat's vote
@@ -37,12 +38,78 @@ pub struct Assignment {
     pub member: u16,
 }
 
-/// One epoch: its randomness and its committees (the shards' in order, then the beacon's).
+/// Where an epoch's committee of a shard takes the shard over: the first height it certifies and, when the
+/// beacon chain fixed it at a block it had linked (a stalled shard's redraw, or a shard waiting at the end of
+/// its era), that block's hash, which the first block of the new committee extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub first: u64,
+    pub parent: Option<Hash>,
+}
+
+/// One epoch: its randomness, its committees (the shards' in order, then the beacon's) and, per shard, where
+/// its committee takes the shard over (`None`: this epoch's committee of that shard never serves, the shard
+/// kept the committee of an earlier epoch; see [`eras`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochRecord {
     pub epoch: u64,
     pub randomness: Hash,
     pub committees: Vec<Vec<Seat>>,
+    pub starts: Vec<Option<Start>>,
+}
+
+/// A stretch of a shard's heights, `first ..= last`, and the epoch whose committee certifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Era {
+    pub epoch: u64,
+    pub first: u64,
+    pub last: u64,
+    pub parent: Option<Hash>,
+}
+
+/// The eras of shard `shard` (its index among the shards) that `records` (in epoch order, consecutive)
+/// define, for `epoch_length` heights per era (0: one era forever). Each record that starts the shard at some
+/// height replaces every era of an earlier record from that height on (a stalled shard's redraw supersedes
+/// an era that was scheduled but never linked); an era ends where the next begins, and after
+/// `epoch_length` heights at most: a committee never certifies more than that many heights, so where a
+/// live shard's next committee takes over is known before the old one could get there. Only a suffix of a
+/// chain's records gives the same eras for every height it covers, so a state or a light client that keeps
+/// the newest records answers like one that kept them all, or not at all.
+pub fn eras<'a>(
+    records: impl IntoIterator<Item = &'a EpochRecord>,
+    shard: usize,
+    epoch_length: u64,
+) -> Vec<Era> {
+    let mut eras: Vec<Era> = Vec::new();
+    for record in records {
+        let Some(Some(start)) = record.starts.get(shard) else {
+            continue;
+        };
+        eras.retain(|e| e.first < start.first);
+        let last = match epoch_length {
+            0 => u64::MAX,
+            m => start.first.saturating_add(m - 1),
+        };
+        eras.push(Era {
+            epoch: record.epoch,
+            first: start.first,
+            last,
+            parent: start.parent,
+        });
+    }
+    for i in 1..eras.len() {
+        let next = eras[i].first;
+        eras[i - 1].last = eras[i - 1].last.min(next - 1);
+    }
+    eras
+}
+
+/// The era that certifies `height`, among `eras`.
+pub fn era_at(eras: &[Era], height: u64) -> Option<Era> {
+    eras.iter()
+        .rev()
+        .find(|e| e.first <= height && height <= e.last)
+        .copied()
 }
 
 impl EpochRecord {
@@ -55,6 +122,21 @@ impl EpochRecord {
                 w.fixed(&seat.id.0)
                     .fixed(&seat.key.0)
                     .fixed(&seat.weight.to_be_bytes());
+            }
+        }
+        w.u32(u32::try_from(self.starts.len()).expect("shards are u16"));
+        for start in &self.starts {
+            match start {
+                None => {
+                    w.u8(0);
+                }
+                Some(Start { first, parent }) => {
+                    w.u8(1).u64(*first);
+                    match parent {
+                        None => w.u8(0),
+                        Some(p) => w.u8(1).fixed(p),
+                    };
+                }
             }
         }
     }
@@ -80,10 +162,41 @@ impl EpochRecord {
             }
             committees.push(seats);
         }
+        let count = r.count("epoch starts", 1 << 16, 1)?;
+        let mut starts = Vec::with_capacity(count);
+        for _ in 0..count {
+            starts.push(match r.u8()? {
+                0 => None,
+                1 => {
+                    let first = r.u64()?;
+                    let parent = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.array()?),
+                        tag => {
+                            return Err(DecodeError::UnknownTag {
+                                what: "start parent",
+                                tag,
+                            });
+                        }
+                    };
+                    if first == 0 {
+                        return Err(DecodeError::Invalid("an era starts at height 1 or later"));
+                    }
+                    Some(Start { first, parent })
+                }
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "epoch start",
+                        tag,
+                    });
+                }
+            });
+        }
         Ok(Self {
             epoch,
             randomness,
             committees,
+            starts,
         })
     }
 
@@ -121,21 +234,34 @@ impl EpochRecord {
     }
 }
 
-/// The epoch of shard block `height` for an epoch length (0: always epoch 0).
-pub fn epoch_of_height(epoch_length: u64, height: u64) -> u64 {
-    height
-        .saturating_sub(1)
-        .checked_div(epoch_length)
-        .unwrap_or(0)
+/// The beacon blocks per epoch a chain uses unless told otherwise: an eighth of the shard heights of an era
+/// (a beacon block takes at least 500 ms and a shard block about 160 ms, so a shard passes the middle of its
+/// era, where its next committee is scheduled, about once per beacon epoch and seldom waits for one), and never
+/// fewer than [`EPOCH_BLOCKS_MIN`]. 0 when epochs are off.
+pub fn default_epoch_blocks(epoch_length: u64) -> u64 {
+    if epoch_length == 0 {
+        0
+    } else {
+        (epoch_length / 8).max(EPOCH_BLOCKS_MIN)
+    }
 }
 
+/// The fewest beacon blocks an epoch lasts by default: about 8 s, four times the 2 s at which members of a
+/// shard whose link lags repeat its head (`node::schedule::HEAD_REPEAT_MS`), so that a shard that is alive
+/// gets its newest block linked within an epoch and is not taken for stalled.
+pub const EPOCH_BLOCKS_MIN: u64 = 16;
+
 impl BeaconState {
-    /// The record of `epoch`: committees drawn from the registry as it is now.
+    /// The record of `epoch`: committees drawn from the registry as it is now (the `benched` validators
+    /// only when no one else is left, see `pol::select_committees_benching`), and where each shard's
+    /// committee takes over.
     pub(super) fn draw(
         &self,
         epoch: u64,
         randomness: Hash,
         previous: &[Vec<Address>],
+        benched: &BTreeSet<Address>,
+        starts: Vec<Option<Start>>,
     ) -> EpochRecord {
         let candidates: Vec<Candidate> = self
             .validators
@@ -153,9 +279,11 @@ impl BeaconState {
             let mut kept = self.newest().clone();
             kept.epoch = epoch;
             kept.randomness = randomness;
+            kept.starts = starts;
             return kept;
         };
-        let ids = pol::select_committees(&randomness, &candidates, previous, count, size);
+        let ids =
+            pol::select_committees_benching(&randomness, &candidates, previous, count, size, benched);
         let committees = ids
             .iter()
             .map(|c| {
@@ -177,6 +305,7 @@ impl BeaconState {
             epoch,
             randomness,
             committees,
+            starts,
         }
     }
 
@@ -201,9 +330,22 @@ impl BeaconState {
         self.epochs.iter().find(|r| r.epoch == epoch)
     }
 
-    /// The epoch a shard block of `height` belongs to (and whose committee certifies it).
-    pub fn epoch_of_height(&self, height: u64) -> u64 {
-        epoch_of_height(self.epoch_length, height)
+    /// The eras of a shard that the kept epoch records define (see [`eras`]); none for an unknown shard.
+    pub fn eras_of(&self, shard: ShardId) -> Vec<Era> {
+        if shard >= self.shard_count() {
+            return Vec::new();
+        }
+        eras(&self.epochs, usize::from(shard), self.epoch_length)
+    }
+
+    /// The era of `shard` that certifies `height`, if the kept records define one.
+    pub fn era_of(&self, shard: ShardId, height: u64) -> Option<Era> {
+        era_at(&self.eras_of(shard), height)
+    }
+
+    /// The epoch whose committee certifies block `height` of `shard`, if the kept records define one.
+    pub fn epoch_at(&self, shard: ShardId, height: u64) -> Option<u64> {
+        self.era_of(shard, height).map(|e| e.epoch)
     }
 
     pub(super) fn committee_index(&self, shard: ShardId) -> Option<usize> {
@@ -226,9 +368,9 @@ impl BeaconState {
         self.committee_in(shard, self.epoch())
     }
 
-    /// The committee that certifies block `height` of `shard`, if its epoch is kept.
+    /// The committee that certifies block `height` of `shard`, if its era is kept (see [`eras`]).
     pub fn committee_at(&self, shard: ShardId, height: u64) -> Option<Committee<Bls>> {
-        self.committee_in(shard, self.epoch_of_height(height))
+        self.committee_in(shard, self.epoch_at(shard, height)?)
     }
 
     /// Every committee of the newest epoch: the shards' in order, then the beacon's.
@@ -279,27 +421,24 @@ impl BeaconState {
         (size >= COMMITTEE_SEATS_MIN.min(configured) && size > 0).then_some(size)
     }
 
-    /// Whether the next epoch is due: epochs are on, and every shard has linked a head at least halfway
-    /// through the newest epoch, so that the next epoch's committees are known well before any shard needs
-    /// them, and no shard runs more than about an epoch ahead of the slowest.
-    pub fn next_epoch_due(&self) -> bool {
-        if self.epoch_length == 0 || self.drawable_size().is_none() {
-            return false;
-        }
-        let halfway = self
-            .epoch()
-            .saturating_mul(self.epoch_length)
-            .saturating_add(self.epoch_length / 2);
-        self.links
-            .iter()
-            .all(|l| l.as_ref().is_some_and(|l| l.height >= halfway))
+    /// Whether the next epoch is due after the beacon block of `height`: epochs are on, `epoch_blocks`
+    /// beacon blocks have passed since the last draw, and the registry can fill every committee. The beacon
+    /// chain's own height is the clock: no shard's progress holds an epoch back.
+    pub fn next_epoch_due(&self, height: u64) -> bool {
+        self.epoch_length > 0
+            && self.epoch_blocks > 0
+            && height >= self.drawn_at.saturating_add(self.epoch_blocks)
+            && self.drawable_size().is_some()
     }
 
-    /// The next epoch, as a pure function of this state: each validator's reputation from its signals sets
-    /// its new weight, the randomness is `pol::epoch_randomness(epoch + 1, mix)`, and the committees are
-    /// redrawn from the newest ones (at most a third of each rotates). The oldest record beyond
-    /// [`EPOCHS_KEPT`] is dropped.
-    pub fn next_epoch(&self) -> Self {
+    /// The next epoch, drawn by the beacon block of `height`, as a pure function of this state: each
+    /// validator's reputation from its signals sets its new weight, the randomness is
+    /// `pol::epoch_randomness(epoch + 1, mix)`, the committees are redrawn from the newest ones (at most a
+    /// third of each rotates), and each shard is handed over by [`hand_off`]: a shard whose link did not
+    /// move since the last draw gets a committee drawn afresh (its old members benched), taking over right
+    /// after the linked block. Records older than [`EPOCHS_KEPT`] are dropped unless a shard's era still
+    /// needs them.
+    pub fn next_epoch(&self, height: u64) -> Self {
         let mut next = self.clone();
         for v in &mut next.validators {
             v.reputation_ppm = pol::reputation_ppm(&v.signals);
@@ -307,13 +446,120 @@ impl BeaconState {
         }
         let epoch = self.epoch() + 1;
         let randomness = pol::epoch_randomness(epoch, &self.mix);
-        let record = next.draw(epoch, randomness, &self.newest().ids());
+        let mut previous = self.newest().ids();
+        let mut benched = BTreeSet::new();
+        let mut starts = Vec::with_capacity(self.links.len());
+        for (i, link) in self.links.iter().enumerate() {
+            let linked = link.as_ref().map_or(0, |l| l.height);
+            let block = link.as_ref().map(|l| l.block);
+            let before = self.linked_at_draw.get(i).copied().unwrap_or(0);
+            let eras = eras(&self.epochs, i, self.epoch_length);
+            let start = match hand_off(&eras, linked, block, before, self.epoch_length) {
+                HandOff::Keep => None,
+                HandOff::Next(start) => Some(start),
+                HandOff::Redraw(start) => {
+                    // The committee that was to certify the next height stopped: none of it is kept, and
+                    // its members are drawn only if nobody else is left.
+                    let stuck = era_at(&eras, linked.saturating_add(1)).or(eras.last().copied());
+                    if let Some(seats) = stuck
+                        .and_then(|e| self.record(e.epoch))
+                        .and_then(|r| r.committees.get(i))
+                    {
+                        benched.extend(seats.iter().map(|s| s.id));
+                    }
+                    if let Some(p) = previous.get_mut(i) {
+                        p.clear();
+                    }
+                    Some(start)
+                }
+            };
+            starts.push(start);
+        }
+        let record = next.draw(epoch, randomness, &previous, &benched, starts);
         next.epochs.push(record);
-        if next.epochs.len() > EPOCHS_KEPT {
+        next.drawn_at = height;
+        next.linked_at_draw = self
+            .links
+            .iter()
+            .map(|l| l.as_ref().map_or(0, |l| l.height))
+            .collect();
+        // The oldest epoch any shard still needs: the one certifying the height after its link.
+        let floor = (0..next.links.len())
+            .filter_map(|i| {
+                let eras = eras(&next.epochs, i, next.epoch_length);
+                let linked = next.links[i].as_ref().map_or(0, |l| l.height);
+                era_at(&eras, linked.saturating_add(1))
+                    .or(eras.last().copied())
+                    .map(|e| e.epoch)
+            })
+            .min()
+            .unwrap_or(epoch);
+        // With epochs off no record is ever needed beyond the kept ones (the state draws none then; only
+        // tests call this).
+        let floor = if next.epoch_length == 0 { epoch } else { floor };
+        while next.epochs.len() > EPOCHS_KEPT && next.epochs[0].epoch < floor {
             next.epochs.remove(0);
         }
         next.mix = [0; 32];
         next.faults.retain(|_, e| *e + 1 >= epoch);
         next
     }
+}
+
+/// What the draw of a new epoch does with one shard (see [`hand_off`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    /// The shard keeps the committees it has: this epoch's committee of it never serves.
+    Keep,
+    /// The new committee takes over where the shard's current era ends (with a regular rotation).
+    Next(Start),
+    /// The shard stalled: a committee drawn afresh takes over right after the linked block.
+    Redraw(Start),
+}
+
+/// The epoch rule for one shard at a draw. `eras` are the shard's eras so far, `linked` the height of its
+/// newest linked block (`block`, its hash; 0 and `None` before any link), `before` the linked height at the
+/// previous draw.
+///
+/// - **Stalled** (the link did not move since the last draw, and the shard is not waiting at the end of its
+///   last era for a next committee): `Redraw`, from `linked + 1`, extending the linked block. The old
+///   committee's authority ends at the linked block: a block it certified above it, which no beacon block
+///   linked, is never accepted once this record exists (the new era certifies those heights).
+/// - **Waiting at the end** of its last era (linked = the era's last height): `Next` from `linked + 1`.
+/// - **Past the middle** of its last era (the era has started and `linked + 1 >= first + epoch_length / 2`):
+///   `Next` from the height after the era's last, where the old committee stops by itself, so no block of
+///   either committee is ever orphaned; a member newly seated there has half an era to catch up.
+/// - Otherwise `Keep`: an era was scheduled and not reached yet, or the shard is early in its era.
+pub fn hand_off(
+    eras: &[Era],
+    linked: u64,
+    block: Option<Hash>,
+    before: u64,
+    epoch_length: u64,
+) -> HandOff {
+    let cut = Start {
+        first: linked.saturating_add(1),
+        parent: block,
+    };
+    if epoch_length == 0 {
+        return HandOff::Keep;
+    }
+    let Some(latest) = eras.last() else {
+        return HandOff::Redraw(cut);
+    };
+    let scheduled = latest.first > cut.first;
+    let at_end = !scheduled && linked >= latest.last;
+    if at_end {
+        return HandOff::Next(cut);
+    }
+    if linked == before {
+        return HandOff::Redraw(cut);
+    }
+    if !scheduled && cut.first >= latest.first.saturating_add(epoch_length / 2) {
+        return HandOff::Next(Start {
+            first: latest.last.saturating_add(1),
+            parent: None,
+        });
+    }
+    HandOff::Keep
 }

@@ -37,11 +37,11 @@ impl BeaconState {
         if shard >= self.shard_count() {
             return Err(EvidenceError::UnknownShard(shard));
         }
-        let epoch = self.epoch_of_height(height);
         let oldest = self.epoch().saturating_sub(1);
+        let epoch = self.epoch_at(shard, height).unwrap_or(0);
         let committee = self
             .committee_in(shard, epoch)
-            .filter(|_| epoch >= oldest)
+            .filter(|_| epoch >= oldest && self.epoch_at(shard, height).is_some())
             .ok_or(EvidenceError::OutOfEpochs {
                 epoch,
                 oldest,

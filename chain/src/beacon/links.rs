@@ -57,13 +57,14 @@ impl BeaconState {
                 linked,
             });
         }
-        let epoch = self.epoch_of_height(h.height);
+        // The committee of the era of this height: after a stalled shard's redraw, a block its old
+        // committee certified above the linked one is of the new era and fails here.
         let committee = self
-            .committee_in(h.shard, epoch)
+            .committee_at(h.shard, h.height)
             .ok_or(LinkError::UnknownEpoch {
                 shard: h.shard,
                 height: h.height,
-                epoch,
+                epoch: self.epoch() + 1,
             })?;
         let qc = QuorumCertificate::<Bls>::decode(&link.certificate)?;
         if !qc.finalises(h) {
@@ -154,21 +155,28 @@ impl Certifier for BeaconState {
                 header.shard
             )));
         }
-        let epoch = self.epoch_of_height(header.height);
-        match self.committee_in(header.shard, epoch) {
-            Some(committee) => certify_with(self.chain_id, &committee, header, certificate),
-            // The next epoch's committees may be drawn any moment: its headers wait. Anything further ahead
-            // cannot be certified by any committee that exists, so it is refused rather than kept.
-            None if epoch == self.epoch() + 1 => Err(CertifyError::UnknownCommittee {
-                shard: header.shard,
-                height: header.height,
-            }),
-            None if epoch > self.epoch() => Err(CertifyError::Invalid(format!(
-                "epoch {epoch} is past the next epoch {}",
-                self.epoch() + 1
+        if let Some(committee) = self.committee_at(header.shard, header.height) {
+            return certify_with(self.chain_id, &committee, header, certificate);
+        }
+        let eras = self.eras_of(header.shard);
+        let last = eras.last().map_or(0, |e| e.last);
+        match eras.first() {
+            // Older than every era kept here.
+            Some(e) if header.height < e.first => Err(CertifyError::Invalid(format!(
+                "height {} is older than every era this node keeps",
+                header.height
             ))),
-            None => Err(CertifyError::Invalid(format!(
-                "epoch {epoch} is older than every epoch this node keeps"
+            // The next era may be scheduled any moment: its headers wait. Anything further ahead cannot be
+            // certified by any committee that exists, so it is refused rather than kept.
+            _ if header.height <= last.saturating_add(self.epoch_length) => {
+                Err(CertifyError::UnknownCommittee {
+                    shard: header.shard,
+                    height: header.height,
+                })
+            }
+            _ => Err(CertifyError::Invalid(format!(
+                "height {} is past the next era of shard {}",
+                header.height, header.shard
             ))),
         }
     }

@@ -28,7 +28,10 @@ mod links;
 mod registry;
 
 pub use app::BeaconApp;
-pub use epoch::{Assignment, EpochRecord, Seat, epoch_of_height};
+pub use epoch::{
+    Assignment, EPOCH_BLOCKS_MIN, EpochRecord, Era, HandOff, Seat, Start, default_epoch_blocks, era_at,
+    eras, hand_off,
+};
 pub use faults::fault_key;
 pub use links::{CheckedLink, LinkedHead};
 pub use registry::{StorageNodeRecord, ValidatorRecord};
@@ -38,7 +41,9 @@ use crate::genesis::Genesis;
 use crate::pol::{self, Signals};
 use std::collections::BTreeMap;
 
-const STATE_VERSION: u8 = 2;
+/// 3 since epochs advance on the beacon's height (`epoch_blocks`, `drawn_at`, `linked_at_draw`, and each
+/// epoch record's starts).
+const STATE_VERSION: u8 = 3;
 const KEY_STATE: &[u8] = b"beacon/state";
 /// `beacon/epoch/<epoch:u64 BE>` -> every epoch record this node's beacon chain ever drew (the archive).
 const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";
@@ -74,8 +79,10 @@ pub enum BeaconError {
 
 pub use crate::bft::{EvidenceError, LinkError};
 
-/// Epoch records kept in the state: shards may still be finishing an older epoch while the newest is
-/// drawn (see [`BeaconState::epoch_of_height`]), and links are checked against the epoch of their height.
+/// Epoch records kept in the state, at least: shards may still be finishing an older epoch while the newest
+/// is drawn, and links are checked against the era of their height (see [`BeaconState::committee_at`]). An
+/// older record stays while a shard's era still needs it (a slow shard), so at most this many plus one per
+/// shard.
 pub const EPOCHS_KEPT: usize = 4;
 
 /// Everything the beacon chain agrees on.
@@ -83,9 +90,17 @@ pub const EPOCHS_KEPT: usize = 4;
 pub struct BeaconState {
     pub chain_id: u32,
     pub committee_size: u16,
-    /// Shard heights per epoch: shard epoch `k` covers heights `k * len + 1 ..= (k + 1) * len`. 0: one
-    /// epoch forever.
+    /// Shard heights an era lasts at most: a committee certifies at most this many heights of its shard
+    /// before the next takes over (see [`eras`]). 0: one epoch forever.
     pub epoch_length: u64,
+    /// Beacon blocks per epoch: the beacon chain draws the next epoch this many blocks after the last draw,
+    /// whatever the shards did (0: never).
+    pub epoch_blocks: u64,
+    /// The beacon height of the block that drew the newest epoch (0 for genesis).
+    pub drawn_at: u64,
+    /// Per shard, the linked height when the newest epoch was drawn: a shard whose link has not moved from
+    /// it by the next draw is stalled (see [`hand_off`]).
+    pub linked_at_draw: Vec<u64>,
     /// Sorted by id, no duplicates.
     pub validators: Vec<ValidatorRecord>,
     /// Registered storage nodes, sorted by id, no duplicates.
@@ -158,6 +173,9 @@ impl BeaconState {
             chain_id: genesis.params.chain_id,
             committee_size: u16::try_from(size).expect("checked above: at most 1024"),
             epoch_length,
+            epoch_blocks: default_epoch_blocks(epoch_length),
+            drawn_at: 0,
+            linked_at_draw: vec![0; usize::from(shards)],
             validators,
             storage_nodes,
             epochs: Vec::new(),
@@ -165,9 +183,25 @@ impl BeaconState {
             mix: [0; 32],
             faults: BTreeMap::new(),
         };
-        let record = state.draw(0, randomness, &[]);
+        let starts = vec![
+            Some(Start {
+                first: 1,
+                parent: None,
+            });
+            usize::from(shards)
+        ];
+        let record = state.draw(0, randomness, &[], &Default::default(), starts);
         state.epochs.push(record);
         Ok(state)
+    }
+
+    /// The same state with `blocks` beacon blocks per epoch (0: [`default_epoch_blocks`]). A chain
+    /// parameter: every validator of a chain uses the same.
+    pub fn with_epoch_blocks(mut self, blocks: u64) -> Self {
+        if blocks > 0 && self.epoch_length > 0 {
+            self.epoch_blocks = blocks;
+        }
+        self
     }
 }
 

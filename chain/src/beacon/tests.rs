@@ -172,7 +172,7 @@ fn registrations_and_unstakes_on_a_shard_reach_the_registry_through_links() {
     let outbox = app.state().outbox();
     let reopened = ShardApp::open(&g, shard, app.into_store()).expect("reopens");
     assert_eq!(reopened.state().outbox(), outbox);
-    assert!(beacon.next_epoch().validator(&id).is_some());
+    assert!(beacon.next_epoch(0).validator(&id).is_some());
     let decoded = BeaconState::decode(&beacon.encode()).expect("round trip");
     assert_eq!(decoded, beacon);
 }
@@ -215,7 +215,7 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
     use std::sync::Arc;
     let g = genesis(6);
     let epoch0 = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
-    let epoch1 = epoch0.next_epoch();
+    let epoch1 = epoch0.next_epoch(0);
     let c0 = epoch0.committee(0).expect("shard 0");
     let c1 = epoch1.committee(0).expect("shard 0");
     assert_ne!(
@@ -223,7 +223,7 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
         c1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
         "a seat rotated"
     );
-    let committee_at = |h: u64| match epoch_of_height(2, h) {
+    let committee_at = |h: u64| match (h - 1) / 2 {
         0 => Some(c0.clone()),
         1 => Some(c1.clone()),
         _ => None,
@@ -324,9 +324,10 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
 }
 
 #[test]
-fn the_beacon_draws_the_next_epoch_once_every_shard_is_halfway_and_archives_it() {
+fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
     let g = genesis(3);
-    let mut beacon = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+    // Eras of 4 shard heights, an epoch every 2 beacon blocks.
+    let mut beacon = BeaconApp::open_with(&g, SIZE, 4, 2, MemStore::new()).expect("beacon");
     let state = beacon.state().clone();
     let mut shards: Vec<ShardApp<MemStore>> = (0..2)
         .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
@@ -350,11 +351,11 @@ fn the_beacon_draws_the_next_epoch_once_every_shard_is_halfway_and_archives_it()
     }
     let block = beacon.propose();
     beacon.commit(&block, vec![]).expect("commit");
-    assert_eq!(beacon.state().epoch(), 0, "shard 1 is not halfway yet");
+    assert_eq!(beacon.state().epoch(), 0, "one beacon block of the epoch's two");
     let link = certified(&g, &state, &mut shards[1], 1, &[1, 2, 3], 0);
     beacon.offer(link).expect("valid");
     let block = beacon.propose();
-    let mut other = BeaconApp::open(&g, SIZE, 4, MemStore::new()).expect("beacon");
+    let mut other = BeaconApp::open_with(&g, SIZE, 4, 2, MemStore::new()).expect("beacon");
     other
         .check(&beacon.committed(1).expect("block 1").0)
         .expect("valid");
@@ -396,7 +397,8 @@ fn the_beacon_draws_the_next_epoch_once_every_shard_is_halfway_and_archives_it()
     assert_eq!(state.epochs.len(), 2);
     assert_ne!(state.randomness(), state.epochs[0].randomness);
     assert_eq!(state.mix, [0; 32], "the mix starts over");
-    // Heights 1..=4 stay with epoch 0's committees, 5.. go to epoch 1's.
+    // Both shards were past the middle of their first era (heights 1..=4): heights 1..=4 stay with epoch 0's
+    // committees, 5.. go to epoch 1's.
     let seats = |c: Option<Committee<Bls>>| {
         c.expect("known")
             .members
@@ -570,15 +572,15 @@ fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
         .expect("registered");
     without.validators[i].signals.faults_proven = 0;
     let rep = |st: &BeaconState| {
-        let next = st.next_epoch();
+        let next = st.next_epoch(0);
         next.validator(&offender).expect("known").reputation_ppm
     };
     assert_eq!(rep(&with_fault) * 2, rep(&without));
     assert!(rep(&without) > 0);
     // Faults older than the epoch before the newest are forgotten with their epoch.
-    let later = beacon.state().next_epoch().next_epoch();
+    let later = beacon.state().next_epoch(0).next_epoch(0);
     assert!(later.faults.is_empty());
-    assert!(beacon.state().next_epoch().faults.len() == 1);
+    assert!(beacon.state().next_epoch(0).faults.len() == 1);
 }
 
 #[test]
@@ -718,7 +720,7 @@ fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
         }
     }
     state.mix = [3; 32];
-    let next = state.next_epoch();
+    let next = state.next_epoch(0);
     assert_eq!(next.epoch(), 1);
     assert_eq!(next.randomness(), pol::epoch_randomness(1, &[3; 32]));
     assert_eq!(next.epochs.len(), 2, "the previous epoch is kept");
@@ -744,13 +746,13 @@ fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 3 * SIZE, "still disjoint");
-    assert_eq!(state.next_epoch(), next, "a pure function");
+    assert_eq!(state.next_epoch(0), next, "a pure function");
     let mut other = state.clone();
     other.mix = [4; 32];
-    assert_ne!(other.next_epoch().randomness(), next.randomness());
+    assert_ne!(other.next_epoch(0).randomness(), next.randomness());
     let mut far = next.clone();
     for _ in 0..EPOCHS_KEPT + 2 {
-        far = far.next_epoch();
+        far = far.next_epoch(0);
     }
     assert_eq!(far.epochs.len(), EPOCHS_KEPT);
     assert_eq!(far.epoch(), 1 + EPOCHS_KEPT as u64 + 2);
@@ -838,7 +840,7 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
             registry: Cursor::default(),
         });
     }
-    assert!(links_halfway.next_epoch_due());
+    assert!(links_halfway.next_epoch_due(16));
 
     let unstake = |s: &mut BeaconState, n: usize| {
         for v in s.validators.iter_mut().take(n) {
@@ -847,8 +849,8 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
     };
     let mut one_short = links_halfway.clone();
     unstake(&mut one_short, 1);
-    assert!(one_short.next_epoch_due());
-    let next = one_short.next_epoch();
+    assert!(one_short.next_epoch_due(16));
+    let next = one_short.next_epoch(0);
     for shard in (0..next.shard_count()).chain([BEACON_SHARD]) {
         let committee = next.committee(shard).expect("every committee is drawn");
         assert!(
@@ -867,9 +869,9 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
 
     let mut too_few = links_halfway.clone();
     unstake(&mut too_few, 15 - 3 * epoch::COMMITTEE_SEATS_MIN + 1);
-    assert!(!too_few.next_epoch_due(), "no epoch below the minimum");
+    assert!(!too_few.next_epoch_due(16), "no epoch below the minimum");
     // Called anyway, it keeps every committee drawable.
-    let kept = too_few.next_epoch();
+    let kept = too_few.next_epoch(0);
     for shard in (0..kept.shard_count()).chain([BEACON_SHARD]) {
         assert!(kept.committee(shard).is_some());
     }

@@ -93,8 +93,11 @@ pub struct NodeConfig {
     pub genesis: Arc<Genesis>,
     /// Members of every committee (the shards' and the beacon's), as in genesis.
     pub committee_size: usize,
-    /// Shard heights per epoch (0: no epoch changes). The same for every validator of a chain.
+    /// Shard heights an era lasts at most (0: no epoch changes). The same for every validator of a chain.
     pub epoch_length: u64,
+    /// Beacon blocks per epoch (0: `beacon::default_epoch_blocks(epoch_length)`). The same for every
+    /// validator of a chain.
+    pub epoch_blocks: u64,
     /// The validator's account and its BLS vote key.
     pub account: Address,
     pub bls_secret: bls::SecretKey,
@@ -270,6 +273,9 @@ pub struct Node<D: Disk> {
     /// When this validator next repeats its shard's head if the beacon's link lags (see
     /// [`schedule::HEAD_REPEAT_MS`]).
     head_repeat_at: u64,
+    /// When the shard lane last committed a block (or opened): a lane idle for a repeat interval publishes
+    /// its tip's head again if the beacon's link lags it (see [`Node::repeat_head`]).
+    shard_commit_at: u64,
     /// A follower's failure to apply a block, reported by the next [`Node::handle`].
     halted: Option<NodeError>,
     /// Blocks (shard, height) whose locks a client asked to relay again, and when (see [`Node::relay_lock`]).
@@ -281,10 +287,11 @@ impl<D: Disk> Node<D> {
     /// at `now_ms`. The topics to subscribe to come out as [`Output::Subscribe`].
     pub fn new(config: NodeConfig, mut disk: D, now_ms: u64) -> Result<Self, NodeError> {
         let chain_id = config.genesis.params.chain_id;
-        let app = BeaconApp::open(
+        let app = BeaconApp::open_with(
             &config.genesis,
             config.committee_size,
             config.epoch_length,
+            config.epoch_blocks,
             disk.open("beacon")?,
         )?;
         let seat = app.state().seat_of(&config.account);
@@ -320,6 +327,7 @@ impl<D: Disk> Node<D> {
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
             head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
+            shard_commit_at: now_ms,
             halted: None,
             relay_asked: BTreeMap::new(),
             config,
@@ -640,7 +648,11 @@ impl<D: Disk> Node<D> {
             .and_then(|l| l.as_ref())
             .map_or(0, |l| l.height);
         let waiting = beacon.committee_at(shard, tip + 1).is_none();
-        if tip == 0 || !schedule::head_lags(tip, linked, waiting) {
+        // A shard that committed nothing for a repeat interval may be stalled: the beacon must link its
+        // very tip before it redraws the committee from the linked block, or the blocks above the link
+        // would be given up.
+        let idle = self.now_ms.saturating_sub(self.shard_commit_at) >= schedule::HEAD_REPEAT_MS;
+        if tip == 0 || !schedule::head_lags(tip, linked, waiting || idle) {
             return;
         }
         let on_committee = beacon
@@ -732,6 +744,7 @@ impl<D: Disk> Node<D> {
             },
         );
         self.shard = Some(Lane::follower(self.chain_id, shard, app));
+        self.shard_commit_at = self.now_ms;
         Ok(())
     }
 
@@ -1042,6 +1055,7 @@ impl<D: Disk> Node<D> {
                 lane.app_mut().set_certifier(self.known.clone());
             }
         } else {
+            self.shard_commit_at = self.now_ms;
             self.set_head(
                 c.shard,
                 ShardHead {
@@ -1225,7 +1239,9 @@ impl<D: Disk> Node<D> {
         let epoch = if shard == BEACON_SHARD {
             self.known.epoch()
         } else {
-            self.known.epoch_of_height(height + 1)
+            self.known
+                .epoch_at(shard, height + 1)
+                .unwrap_or_else(|| self.known.epoch())
         };
         self.status = LaneStatus {
             shard,

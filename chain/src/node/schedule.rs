@@ -41,17 +41,18 @@ pub const EVIDENCE_SENT_MAX: usize = 4096;
 /// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
 pub const HEAD_EVERY_BLOCKS: u64 = 8;
 /// While the beacon chain's link of a shard lags its tip (by two head intervals, or at all while the shard
-/// waits at an epoch boundary for the beacon to draw the next epoch), every member of the committee that
-/// certified the tip publishes the tip's head again this often. A head is published once by one member at
-/// commit; without this, one lost head (or the crash of the one member whose turn it was) at an epoch's last
-/// height would hold the shard at the boundary forever, and every other shard with it.
+/// waits at the end of its era for its next committee or has committed nothing for this long), every member
+/// of the committee that certified the tip publishes the tip's head again this often. A head is published
+/// once by one member at commit; without this, one lost head (or the crash of the one member whose turn it
+/// was) at an era's last height would hold the shard there until the beacon took it for stalled, and a
+/// stalled shard's committee is redrawn from its linked block, giving up whatever lies above it.
 pub const HEAD_REPEAT_MS: u64 = 2_000;
 
 /// Whether a shard whose tip is `tip`, and whose newest head the beacon chain linked is `linked`, needs its
-/// head published again: the link lags by two head intervals, or the shard waits at an epoch boundary and
-/// the link is behind its tip.
-pub fn head_lags(tip: u64, linked: u64, waiting_for_epoch: bool) -> bool {
-    linked < tip && (waiting_for_epoch || linked.saturating_add(2 * HEAD_EVERY_BLOCKS) <= tip)
+/// head published again: the link lags by two head intervals, or the shard is held (waiting at the end of
+/// its era, or idle) and the link is behind its tip.
+pub fn head_lags(tip: u64, linked: u64, held: bool) -> bool {
+    linked < tip && (held || linked.saturating_add(2 * HEAD_EVERY_BLOCKS) <= tip)
 }
 
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
