@@ -109,6 +109,34 @@ enum Event {
     Client,
     Unstake,
     Register,
+    /// The stalled-shard run: stop more than a third of the committee deciding shard 0's next height.
+    Stall,
+    /// The stalled-shard run: restart the members stopped by `Stall`.
+    Unstall,
+}
+
+/// The stalled-shard run (`a_stalled_shard_is_redrawn_and_the_others_go_on`): when shard 0's committee lost
+/// more than a third of its members, and what the other chains and shard 0 did meanwhile.
+#[derive(Debug, Default, Clone)]
+struct Stall {
+    /// The validators stopped, and when.
+    stopped: Vec<usize>,
+    at: u64,
+    /// Shard 0's and shard 1's highest committed heights and the beacon's epoch when the members stopped.
+    shard0: u64,
+    shard1: u64,
+    epoch: u64,
+    /// The first height shard 0 committed above `shard0` under a committee of a later epoch than the
+    /// stalled one, while they were still stopped, and when.
+    resumed: Option<(u64, u64)>,
+    /// The era of that height and its committee, as the newest beacon state said then.
+    resumed_era: Option<(chain::beacon::Era, Vec<Address>)>,
+    /// Shard 1's highest height and the beacon's epoch when the stopped members restarted.
+    shard1_at_unstall: Option<u64>,
+    epoch_at_unstall: Option<u64>,
+    /// The epochs whose committees certify shard 1's next height when the members stopped and its highest
+    /// height when they restarted (as the newest beacon state said then).
+    shard1_epochs: (Option<u64>, Option<u64>),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -171,6 +199,8 @@ struct Sim {
     /// The first Atomix lock committed, with a validator of its shard: probed once (see `probe_relay`).
     relay_probe: Option<(usize, Hash)>,
     relay_probed: bool,
+    /// `Some` in the stalled-shard run.
+    stall: Option<Stall>,
     trace: blake3::Hasher,
     stats: Stats,
 }
@@ -181,6 +211,12 @@ fn validator_key(i: usize) -> SecretKey {
 
 impl Sim {
     fn new(seed: u64, fault_end_ms: u64, end_ms: u64) -> Sim {
+        Self::with_stall(seed, fault_end_ms, end_ms, false)
+    }
+
+    /// A run; with `stall`, without random crashes but with shard 0's committee losing two of its four
+    /// members at [`STALL_AT_MS`] for [`STALL_MS`].
+    fn with_stall(seed: u64, fault_end_ms: u64, end_ms: u64, stall: bool) -> Sim {
         // Every simulated validator checks the same certificates: check each once per process.
         bls::remember_verifications(true);
         let registered = (usize::from(SHARDS) + 1) * SIZE + SPARES;
@@ -257,6 +293,7 @@ impl Sim {
             candidate,
             relay_probe: None,
             relay_probed: false,
+            stall: stall.then(Stall::default),
             trace: blake3::Hasher::new(),
             stats: Stats::default(),
         };
@@ -284,6 +321,11 @@ impl Sim {
         self.at(unstake_at, Event::Unstake);
         let register_at = self.rng.random_range(1_000..3_000);
         self.at(register_at, Event::Register);
+        if self.stall.is_some() {
+            self.at(STALL_AT_MS, Event::Stall);
+            self.at(STALL_AT_MS + STALL_MS, Event::Unstall);
+            return;
+        }
         // Crashes never overlap, so no committee loses more than one member at once.
         let mut t = self.rng.random_range(500..2_000);
         while t + 1_000 < self.fault_end_ms {
@@ -465,6 +507,30 @@ impl Sim {
             }
             return Ok(());
         }
+        // The stalled run: the first height shard 0 commits under a committee of a later epoch than the
+        // stalled one, while the stopped members are still down. (The stalled committee may still finish a
+        // height with a precommit a stopped member sent before it stopped: that is not a resumption.)
+        if let Some(stall) = self.stall.as_ref()
+            && notice.shard == 0
+            && !stall.stopped.is_empty()
+            && stall.shard1_at_unstall.is_none()
+            && notice.height > stall.shard0
+            && stall.resumed.is_none()
+        {
+            let state = self.newest_beacon().ok_or("no validator runs")?;
+            if let Some(era) = state.era_of(0, notice.height)
+                && era.epoch > stall.epoch
+            {
+                let committee = state
+                    .committee_at(0, notice.height)
+                    .ok_or("a committed height has no committee")?;
+                let ids = committee.members.iter().map(|m| m.id).collect();
+                if let Some(stall) = self.stall.as_mut() {
+                    stall.resumed = Some((notice.height, self.now));
+                    stall.resumed_era = Some((era, ids));
+                }
+            }
+        }
         // The first validator to commit a height is the one whose state is checked; the others are
         // checked through the state root above.
         if let Some(app) = node.shard_app()
@@ -608,6 +674,31 @@ impl Sim {
                 }
                 Ok(())
             }
+            Event::Stall => {
+                self.stall_shard_0();
+                Ok(())
+            }
+            Event::Unstall => {
+                let height = |sim: &Sim, shard| sim.heights.get(&shard).map_or(0, |h| h.0);
+                let shard1 = height(self, 1);
+                let state = self.newest_beacon();
+                let epoch = state.as_ref().map(|s| s.epoch());
+                let era = state.as_ref().and_then(|s| s.epoch_at(1, shard1));
+                let stopped = self
+                    .stall
+                    .as_ref()
+                    .map(|s| s.stopped.clone())
+                    .unwrap_or_default();
+                if let Some(stall) = self.stall.as_mut() {
+                    stall.shard1_at_unstall = Some(shard1);
+                    stall.epoch_at_unstall = epoch;
+                    stall.shard1_epochs.1 = era;
+                }
+                for node in stopped {
+                    self.at(self.now, Event::Restart { node });
+                }
+                Ok(())
+            }
             Event::Register => {
                 let i = self.candidate;
                 let key = self.validators[i].key.clone();
@@ -625,6 +716,125 @@ impl Sim {
         }
     }
 
+    /// The beacon state of the validator furthest along the beacon chain.
+    fn newest_beacon(&self) -> Option<Arc<chain::beacon::BeaconState>> {
+        self.validators
+            .iter()
+            .filter_map(|v| v.node.as_ref())
+            .map(|n| n.beacon_view())
+            .max_by_key(|v| v.height)
+            .map(|v| v.state)
+    }
+
+    /// Stops two of the four members of the committee that is to certify shard 0's next height: more than a
+    /// third, so it cannot decide until the beacon chain redraws it. Tried again shortly if that committee is
+    /// not known yet (the shard waits at the end of its era).
+    fn stall_shard_0(&mut self) {
+        let height = |sim: &Sim, shard| sim.heights.get(&shard).map_or(0, |h| h.0);
+        let (shard0, shard1) = (height(self, 0), height(self, 1));
+        let Some(state) = self.newest_beacon() else {
+            return;
+        };
+        let Some(committee) = state.committee_at(0, shard0 + 1) else {
+            self.at(self.now + 100, Event::Stall);
+            return;
+        };
+        let mut members: Vec<usize> = committee
+            .members
+            .iter()
+            .filter_map(|m| {
+                self.validators
+                    .iter()
+                    .position(|v| v.config.account == m.id)
+            })
+            .collect();
+        let mut stopped = Vec::new();
+        while stopped.len() < 2 && !members.is_empty() {
+            let i = self.rng.random_range(0..members.len());
+            stopped.push(members.remove(i));
+        }
+        for &node in &stopped {
+            self.validators[node].node = None;
+            self.validators[node].topics.clear();
+            self.validators[node].timer = None;
+            self.stats.crashes += 1;
+        }
+        self.stall = Some(Stall {
+            stopped,
+            at: self.now,
+            shard0,
+            shard1,
+            epoch: state.epoch(),
+            shard1_epochs: (state.epoch_at(1, shard1.max(1)), None),
+            ..Stall::default()
+        });
+    }
+
+    /// What the stalled-shard run must show, besides the usual checks: while shard 0's committee was short of
+    /// a quorum, shard 1 went on across an era boundary and the beacon chain across an epoch, and shard 0
+    /// resumed under a committee drawn afresh, holding fewer than two of the stopped members, before they
+    /// came back.
+    fn check_stall(&self) -> Result<(), String> {
+        let Some(stall) = &self.stall else {
+            return Ok(());
+        };
+        if stall.stopped.len() != 2 {
+            return Err(format!("stopped {:?}, not two members", stall.stopped));
+        }
+        let Some((resumed, at)) = stall.resumed else {
+            return Err(format!(
+                "shard 0 did not resume above height {} before the stopped members came back{}",
+                stall.shard0,
+                self.diagnosis()
+            ));
+        };
+        let shard1 = stall.shard1_at_unstall.unwrap_or(0);
+        let (before, after) = stall.shard1_epochs;
+        if shard1 < stall.shard1 + EPOCH_LENGTH || before.is_none() || before == after {
+            return Err(format!(
+                "shard 1 went from {} to {shard1} (eras of epochs {before:?} and {after:?}) during the stall",
+                stall.shard1
+            ));
+        }
+        if stall.epoch_at_unstall.is_none_or(|e| e < stall.epoch + 2) {
+            return Err(format!(
+                "the beacon went from epoch {} to {:?} during the stall",
+                stall.epoch, stall.epoch_at_unstall
+            ));
+        }
+        let (era, committee) = stall
+            .resumed_era
+            .clone()
+            .ok_or("the resumed height's era was not recorded")?;
+        let stopped_seated = committee
+            .iter()
+            .filter(|id| {
+                stall
+                    .stopped
+                    .iter()
+                    .any(|&i| self.validators[i].config.account == **id)
+            })
+            .count();
+        if stopped_seated >= 2 {
+            return Err(format!(
+                "shard 0 resumed at {resumed} under a committee with {stopped_seated} stopped members"
+            ));
+        }
+        if era.first > stall.shard0 + EPOCH_LENGTH || era.parent.is_none() {
+            return Err(format!(
+                "shard 0 resumed at {resumed} in {era:?}, not from a linked block near {}",
+                stall.shard0
+            ));
+        }
+        if std::env::var_os("HUDS_SIM_VERBOSE").is_some() {
+            eprintln!(
+                "stall at {} ms: shard 0 at {}, shard 1 at {}, epoch {}; shard 0 resumed at {resumed} at {at} ms in {era:?}; at the restart shard 1 at {shard1}, epoch {:?}",
+                stall.at, stall.shard0, stall.shard1, stall.epoch, stall.epoch_at_unstall
+            );
+        }
+        Ok(())
+    }
+
     fn run(&mut self) -> Result<Hash, String> {
         while let Some(((time, _), event)) = self.queue.pop_first() {
             if time > self.end_ms {
@@ -637,6 +847,7 @@ impl Sim {
             }
         }
         self.check_end()?;
+        self.check_stall()?;
         Ok(*self.trace.finalize().as_bytes())
     }
 
@@ -735,6 +946,15 @@ impl Sim {
     }
 }
 
+/// One stalled-shard run (see `a_stalled_shard_is_redrawn_and_the_others_go_on`): faults in the first 3 s,
+/// then the stall, and 5 s after the stopped members restart.
+fn run_stalled_seed(seed: u64) -> Result<(Hash, Stats), String> {
+    let end_ms = STALL_AT_MS + STALL_MS + 5_000;
+    let mut sim = Sim::with_stall(seed, 3_000, end_ms, true);
+    let trace = sim.run()?;
+    Ok((trace, sim.stats))
+}
+
 fn run_seed(seed: u64) -> Result<(Hash, Stats), String> {
     let end_ms = env_u64("HUDS_SIM_END_MS").unwrap_or(10_000);
     let mut sim = Sim::new(seed, end_ms / 2, end_ms);
@@ -784,6 +1004,31 @@ fn whole_validators_stay_safe_and_live_across_epochs() {
 #[test]
 fn whole_validators_stay_safe_and_live_across_epochs_more_seeds() {
     run_many(&seeds(1, 2));
+}
+
+/// When the stalled-shard run stops two of shard 0's four members, and for how long: after the first epoch,
+/// for more than two epochs (an epoch is 6 beacon blocks, about 3.3 s), so that the beacon sees a whole epoch
+/// without progress and redraws the committee before they come back.
+const STALL_AT_MS: u64 = 4_000;
+const STALL_MS: u64 = 9_000;
+
+/// Defect 3 of issue 14: one stuck shard stopped every shard. Shard 0's committee loses two of its four
+/// members (more than a third) for more than two epochs; the beacon chain keeps drawing epochs on its own
+/// height, shard 1 keeps committing across its era boundary, and shard 0 resumes from its last linked block
+/// under a committee drawn afresh, before the stopped members come back. Safety (one block per height of
+/// every chain, across all validators) and conserved supply are checked at every commit, as in every run;
+/// the usual end checks (liveness after the restart, every Atomix lock committed, registry changes) hold too.
+#[test]
+fn a_stalled_shard_is_redrawn_and_the_others_go_on() {
+    let seeds: Vec<u64> = match env_u64("HUDS_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env_u64("HUDS_SIM_STALL_SEEDS").unwrap_or(8)).collect(),
+    };
+    let total = run_seeds(&seeds, "node_simulator", run_stalled_seed);
+    assert!(
+        total.commits > 0 && total.supply_checks > 0 && total.crashes >= 2 * seeds.len() as u64,
+        "the stalled runs did what they claim: {total:?}"
+    );
 }
 
 #[test]

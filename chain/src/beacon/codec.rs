@@ -150,7 +150,9 @@ impl BeaconState {
         }
         r.finish()?;
         if linked_at_draw.len() != links.len() {
-            return Err(DecodeError::Invalid("linked heights at the draw, one per shard"));
+            return Err(DecodeError::Invalid(
+                "linked heights at the draw, one per shard",
+            ));
         }
         Ok(Self {
             chain_id,

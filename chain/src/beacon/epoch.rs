@@ -282,8 +282,14 @@ impl BeaconState {
             kept.starts = starts;
             return kept;
         };
-        let ids =
-            pol::select_committees_benching(&randomness, &candidates, previous, count, size, benched);
+        let ids = pol::select_committees_benching(
+            &randomness,
+            &candidates,
+            previous,
+            count,
+            size,
+            benched,
+        );
         let committees = ids
             .iter()
             .map(|c| {

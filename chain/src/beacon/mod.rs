@@ -29,8 +29,8 @@ mod registry;
 
 pub use app::BeaconApp;
 pub use epoch::{
-    Assignment, EPOCH_BLOCKS_MIN, EpochRecord, Era, HandOff, Seat, Start, default_epoch_blocks, era_at,
-    eras, hand_off,
+    Assignment, EPOCH_BLOCKS_MIN, EpochRecord, Era, HandOff, Seat, Start, default_epoch_blocks,
+    era_at, eras, hand_off,
 };
 pub use faults::fault_key;
 pub use links::{CheckedLink, LinkedHead};

@@ -351,7 +351,11 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
     }
     let block = beacon.propose();
     beacon.commit(&block, vec![]).expect("commit");
-    assert_eq!(beacon.state().epoch(), 0, "one beacon block of the epoch's two");
+    assert_eq!(
+        beacon.state().epoch(),
+        0,
+        "one beacon block of the epoch's two"
+    );
     let link = certified(&g, &state, &mut shards[1], 1, &[1, 2, 3], 0);
     beacon.offer(link).expect("valid");
     let block = beacon.propose();

@@ -134,6 +134,17 @@ impl<St: Store> ShardApp<St> {
         self.inbound.len()
     }
 
+    /// Up to `max` of the relayed inbounds waiting here, in the pool's order: what a member leaving its
+    /// committee hands on to the next one (a committee drawn afresh after a stall opened its lanes after the
+    /// relays of the locks waiting for it went out).
+    pub fn pooled_inbounds(&self, max: usize) -> Vec<Inbound> {
+        self.inbound
+            .iter()
+            .take(max)
+            .map(|(_, i)| i.clone())
+            .collect()
+    }
+
     /// Checks the certificate of another shard's header, once per header.
     pub(super) fn certify(&mut self, inbound: &Inbound) -> Result<(), CertifyError> {
         certify_once(

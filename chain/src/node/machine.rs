@@ -44,6 +44,14 @@ type Lane<A> = AnyLane<Bls, A>;
 /// event, so in practice one event's outputs wait.
 pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
 
+/// Pooled inbounds a member leaving its committee publishes for the next one, at most (see
+/// [`Node::handle`]'s reconcile): one burst per role change, bounded.
+pub const INBOUNDS_HANDED_ON_MAX: usize = 256;
+
+/// Finalised blocks a follower sends a member that asked with a `Status`, at most, per ask (a member ahead
+/// sends `bft::Config::catch_up_blocks_max`, 8 by default, the same).
+pub const CATCH_UP_FROM_FOLLOWER_MAX: u64 = 8;
+
 /// Blocks whose on-request relays are remembered (see [`Node::relay_lock`]); past this, requests wait until
 /// old ones expire.
 pub const RELAYS_ASKED_MAX: usize = 4096;
@@ -273,9 +281,6 @@ pub struct Node<D: Disk> {
     /// When this validator next repeats its shard's head if the beacon's link lags (see
     /// [`schedule::HEAD_REPEAT_MS`]).
     head_repeat_at: u64,
-    /// When the shard lane last committed a block (or opened): a lane idle for a repeat interval publishes
-    /// its tip's head again if the beacon's link lags it (see [`Node::repeat_head`]).
-    shard_commit_at: u64,
     /// A follower's failure to apply a block, reported by the next [`Node::handle`].
     halted: Option<NodeError>,
     /// Blocks (shard, height) whose locks a client asked to relay again, and when (see [`Node::relay_lock`]).
@@ -327,7 +332,6 @@ impl<D: Disk> Node<D> {
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
             head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
-            shard_commit_at: now_ms,
             halted: None,
             relay_asked: BTreeMap::new(),
             config,
@@ -647,12 +651,7 @@ impl<D: Disk> Node<D> {
             .get(usize::from(shard))
             .and_then(|l| l.as_ref())
             .map_or(0, |l| l.height);
-        let waiting = beacon.committee_at(shard, tip + 1).is_none();
-        // A shard that committed nothing for a repeat interval may be stalled: the beacon must link its
-        // very tip before it redraws the committee from the linked block, or the blocks above the link
-        // would be given up.
-        let idle = self.now_ms.saturating_sub(self.shard_commit_at) >= schedule::HEAD_REPEAT_MS;
-        if tip == 0 || !schedule::head_lags(tip, linked, waiting || idle) {
+        if tip == 0 || !schedule::head_lags(tip, linked) {
             return;
         }
         let on_committee = beacon
@@ -672,7 +671,7 @@ impl<D: Disk> Node<D> {
             certificate,
             registry: self.registry_batch(shard, tip),
         };
-        tracing::debug!(account = %self.config.account, shard, tip, linked, waiting, "repeating a lagging head");
+        tracing::debug!(account = %self.config.account, shard, tip, linked, "repeating a lagging head");
         self.publish(Topic::Heads, wire::encode_head(&head));
     }
 
@@ -707,7 +706,21 @@ impl<D: Disk> Node<D> {
             let config = self.config.bft_config(lane.shard);
             let lane = lane.set_role(want, config, &self.config.bls_secret, now)?;
             let changed = was_member != lane.member().is_some();
+            // A member that leaves its committee hands the inbounds waiting in its pool to the next one,
+            // whose members may have opened their lanes after the relays went out (a stalled shard's
+            // committee drawn afresh); its own relays' retries are one member's and may be gone with it.
+            let handed = if was_member && lane.member().is_none() {
+                lane.app().pooled_inbounds(INBOUNDS_HANDED_ON_MAX)
+            } else {
+                Vec::new()
+            };
+            let topic = Topic::Shard(lane.shard);
             self.shard = Some(lane);
+            for inbound in handed {
+                if let Some(bytes) = wire::encode_inbound(&inbound) {
+                    self.publish(topic, bytes);
+                }
+            }
             if changed {
                 self.publish_status(None);
             }
@@ -744,7 +757,6 @@ impl<D: Disk> Node<D> {
             },
         );
         self.shard = Some(Lane::follower(self.chain_id, shard, app));
-        self.shard_commit_at = self.now_ms;
         Ok(())
     }
 
@@ -844,7 +856,50 @@ impl<D: Disk> Node<D> {
         }
     }
 
+    /// A follower of a shard answers a member's `Status` of a height it holds with the finalised blocks from
+    /// there, as a member ahead would (§4.3 of `specs/consensus.md`), through the same throttle. After a
+    /// stalled shard's committee is redrawn, the new members may hold none of the shard's history, and the
+    /// validators that do (the old committee's, and earlier members') no longer sit on it: without this the
+    /// new committee could not reach the linked block it continues from.
+    fn answer_as_follower(&mut self, from: u16, message: &Message<Bls>) {
+        let Message::Status { height, .. } = message else {
+            return;
+        };
+        let Some(lane) = self.shard.as_ref().filter(|l| l.member().is_none()) else {
+            return;
+        };
+        let shard = lane.shard;
+        let tip = lane.app().tip().height;
+        let asked = *height;
+        let members = self.shard_committee(shard, asked).map_or(0, |c| c.len());
+        if from == FOLLOWER || usize::from(from) >= members || asked == 0 || asked > tip {
+            return;
+        }
+        let last = tip.min(asked.saturating_add(CATCH_UP_FROM_FOLLOWER_MAX - 1));
+        let mut answers = Vec::new();
+        for h in asked..=last {
+            if !self.catch_up.due(self.now_ms, shard, from, h) {
+                continue;
+            }
+            let Some((block, certificate)) = lane.app().committed(h) else {
+                break;
+            };
+            let Ok(certificate) = QuorumCertificate::<Bls>::decode(&certificate) else {
+                break;
+            };
+            let decided = Message::Decided {
+                block: Arc::new(block),
+                certificate,
+            };
+            answers.push(wire::encode_consensus(FOLLOWER, Some(from), &decided));
+        }
+        for bytes in answers {
+            self.publish(Topic::Shard(shard), bytes);
+        }
+    }
+
     fn on_consensus_shard(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+        self.answer_as_follower(from, &message);
         let now = self.now_ms;
         let beacon = self
             .beacon
@@ -1055,7 +1110,6 @@ impl<D: Disk> Node<D> {
                 lane.app_mut().set_certifier(self.known.clone());
             }
         } else {
-            self.shard_commit_at = self.now_ms;
             self.set_head(
                 c.shard,
                 ShardHead {

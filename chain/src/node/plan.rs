@@ -37,7 +37,9 @@ pub fn shard_role<St: Store>(
 }
 
 /// The shard the shard lane should keep, given the lane it has now (its shard and the height it decides):
-/// the current one while on duty there, else the shard of its seat in the newest epoch, else none.
+/// the current one while on duty there, else the shard of its seat in the newest epoch, else the current
+/// one as a follower (a validator without a shard seat keeps following the shard it kept: it holds that
+/// shard's history, which a committee drawn afresh after a stall may need to catch up from), else none.
 pub fn shard_target<St: Store>(
     beacon: &BeaconApp<St>,
     account: &Address,
@@ -48,9 +50,8 @@ pub fn shard_target<St: Store>(
     {
         return Some(shard);
     }
-    beacon
-        .state()
-        .seat_of(account)
-        .map(|a| a.shard)
-        .filter(|s| *s != BEACON_SHARD)
+    match beacon.state().seat_of(account) {
+        Some(a) if a.shard != BEACON_SHARD => Some(a.shard),
+        _ => current.map(|(shard, _)| shard),
+    }
 }

@@ -40,19 +40,20 @@ pub const EVIDENCE_SENT_MAX: usize = 4096;
 /// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
 /// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
 pub const HEAD_EVERY_BLOCKS: u64 = 8;
-/// While the beacon chain's link of a shard lags its tip (by two head intervals, or at all while the shard
-/// waits at the end of its era for its next committee or has committed nothing for this long), every member
-/// of the committee that certified the tip publishes the tip's head again this often. A head is published
-/// once by one member at commit; without this, one lost head (or the crash of the one member whose turn it
-/// was) at an era's last height would hold the shard there until the beacon took it for stalled, and a
-/// stalled shard's committee is redrawn from its linked block, giving up whatever lies above it.
+/// While the beacon chain's link of a shard lags its tip at all, every member of the committee that
+/// certified the tip publishes the tip's head again this often. A head is published once by one member at
+/// commit, every [`HEAD_EVERY_BLOCKS`] heights; without the repeats, one lost head (or the crash of the one
+/// member whose turn it was) at an era's last height would hold the shard there, and a shard whose committee
+/// stops between two heads would leave its last blocks unlinked. The beacon chain redraws a shard's
+/// committee from its *linked* block when the link has not moved for a whole epoch, so the link must follow
+/// the tip of a live shard well within an epoch (`beacon::EPOCH_BLOCKS_MIN`), and reach the tip of a stalled
+/// one before the redraw. Each repeat costs every validator one certificate check per shard at most.
 pub const HEAD_REPEAT_MS: u64 = 2_000;
 
 /// Whether a shard whose tip is `tip`, and whose newest head the beacon chain linked is `linked`, needs its
-/// head published again: the link lags by two head intervals, or the shard is held (waiting at the end of
-/// its era, or idle) and the link is behind its tip.
-pub fn head_lags(tip: u64, linked: u64, held: bool) -> bool {
-    linked < tip && (held || linked.saturating_add(2 * HEAD_EVERY_BLOCKS) <= tip)
+/// head published again: the link is behind the tip.
+pub fn head_lags(tip: u64, linked: u64) -> bool {
+    linked < tip
 }
 
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
