@@ -43,9 +43,13 @@ const SIZE: usize = 4;
 const SHARDS: u16 = 2;
 /// Registered at genesis beyond the seats, so that seats change hands every epoch.
 const SPARES: usize = 2;
-/// Shard heights per epoch.
-const EPOCH_LENGTH: u64 = 8;
-/// Beacon blocks per epoch: the beacon draws an epoch every 6 of its blocks (about 3 s), whatever the shards do.
+/// Shard heights an era lasts at most. Long enough (about 6 s of blocks) that a shard passes the middle of its
+/// era and gets its next committee from a draw before it reaches the end, so that shards seldom wait for the
+/// beacon's clock.
+const EPOCH_LENGTH: u64 = 32;
+/// Beacon blocks per epoch: the beacon draws an epoch every 6 of its blocks (about 4 s), whatever the shards
+/// do. Not much shorter: a shard whose link stands still for a whole epoch is taken for stalled, and a live
+/// shard's link can lag its tip for up to a head repeat (2 s) and a beacon block after a draw.
 const EPOCH_BLOCKS: u64 = 6;
 const STAKE_IOST: u64 = 1_000_000;
 const WALLET_IOST: u64 = 1_000_000;
@@ -1007,10 +1011,10 @@ fn whole_validators_stay_safe_and_live_across_epochs_more_seeds() {
 }
 
 /// When the stalled-shard run stops two of shard 0's four members, and for how long: after the first epoch,
-/// for more than two epochs (an epoch is 6 beacon blocks, about 3.3 s), so that the beacon sees a whole epoch
+/// for about three epochs (an epoch is 6 beacon blocks, about 4 s), so that the beacon sees a whole epoch
 /// without progress and redraws the committee before they come back.
-const STALL_AT_MS: u64 = 4_000;
-const STALL_MS: u64 = 9_000;
+const STALL_AT_MS: u64 = 5_000;
+const STALL_MS: u64 = 12_000;
 
 /// Defect 3 of issue 14: one stuck shard stopped every shard. Shard 0's committee loses two of its four
 /// members (more than a third) for more than two epochs; the beacon chain keeps drawing epochs on its own

@@ -332,7 +332,7 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
     let mut shards: Vec<ShardApp<MemStore>> = (0..2)
         .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
         .collect();
-    // Shard 0 reaches height 2 (halfway through epoch 0 of 4 heights), shard 1 only height 1.
+    // Shard 0 reaches height 2 (the middle of its first era of 4 heights), shard 1 only height 1.
     let mut links = Vec::new();
     for (s, heights) in [(0u16, 2), (1, 1)] {
         for _ in 0..heights {
@@ -834,7 +834,8 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
     // Committees of 5 seats over 15 validators: exactly enough.
     let g = genesis(3);
     let state = BeaconState::genesis(&g, 5, 2).expect("exactly enough validators");
-    // Every shard linked past halfway through epoch 0, so the next epoch is due.
+    // Every shard linked past the middle of its first era; at beacon height 16 (the default epoch length for
+    // eras of 2 heights) the next epoch is due.
     let mut links_halfway = state.clone();
     for l in links_halfway.links.iter_mut() {
         *l = Some(super::links::LinkedHead {
@@ -907,4 +908,200 @@ fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
         state.certify(&header(5), &[]),
         Err(CertifyError::Invalid(_))
     ));
+}
+
+/// The epoch rule of one shard (`hand_off`) and the eras it makes (`eras`), case by case: early in an era and
+/// moving, keep; past its middle, the next committee takes over where the era ends; waiting at its end, right
+/// after the linked block; not moved since the last draw, a committee drawn afresh continues from the linked
+/// block, over an era that was scheduled and never reached.
+#[test]
+fn the_hand_off_rule_case_by_case() {
+    let era = |epoch, first, last| Era {
+        epoch,
+        first,
+        last,
+        parent: None,
+    };
+    let h = [7u8; 32];
+    let start = |first, parent| Start { first, parent };
+    assert_eq!(hand_off(&[era(0, 1, 8)], 2, Some(h), 1, 8), HandOff::Keep);
+    assert_eq!(
+        hand_off(&[era(0, 1, 8)], 4, Some(h), 1, 8),
+        HandOff::Next(start(9, None))
+    );
+    assert_eq!(
+        hand_off(&[era(0, 1, 8)], 8, Some(h), 8, 8),
+        HandOff::Next(start(9, Some(h))),
+        "waiting at the end of its era is not a stall"
+    );
+    assert_eq!(
+        hand_off(&[era(0, 1, 8)], 3, Some(h), 3, 8),
+        HandOff::Redraw(start(4, Some(h)))
+    );
+    assert_eq!(
+        hand_off(&[era(0, 1, 8), era(1, 9, 16)], 7, Some(h), 7, 8),
+        HandOff::Redraw(start(8, Some(h)))
+    );
+    assert_eq!(
+        hand_off(&[era(0, 1, 8), era(1, 9, 16)], 7, Some(h), 5, 8),
+        HandOff::Keep,
+        "moving towards a scheduled era"
+    );
+    assert_eq!(
+        hand_off(&[], 0, None, 0, 8),
+        HandOff::Redraw(start(1, None))
+    );
+    assert_eq!(
+        hand_off(&[era(0, 1, u64::MAX)], 3, Some(h), 3, 0),
+        HandOff::Keep,
+        "epochs off"
+    );
+
+    // A redraw at 8 cuts epoch 0's era at the link and replaces epoch 1's, which was scheduled from 9.
+    let record = |epoch, starts: Vec<Option<Start>>| EpochRecord {
+        epoch,
+        randomness: [0; 32],
+        committees: Vec::new(),
+        starts,
+    };
+    let records = [
+        record(0, vec![Some(start(1, None))]),
+        record(1, vec![Some(start(9, None))]),
+        record(2, vec![Some(start(8, Some(h)))]),
+    ];
+    let all = eras(&records, 0, 8);
+    assert_eq!(
+        all,
+        vec![
+            era(0, 1, 7),
+            Era {
+                epoch: 2,
+                first: 8,
+                last: 15,
+                parent: Some(h)
+            }
+        ]
+    );
+    assert_eq!(
+        era_at(&all, 16),
+        None,
+        "no committee past the last era's end"
+    );
+    // A suffix of the records answers the same for every height it covers, and nothing for the others.
+    let suffix = eras(&records[1..], 0, 8);
+    for height in 1..20 {
+        let answer = era_at(&suffix, height);
+        assert!(
+            answer.is_none() || answer == era_at(&all, height),
+            "height {height}"
+        );
+    }
+    assert_eq!(era_at(&suffix, 9), era_at(&all, 9));
+}
+
+/// Defect 3 of issue 14: one stuck shard stopped every shard, since an epoch was drawn only once every shard's
+/// link passed the middle of the epoch. Now the beacon's own height is the clock (an epoch every
+/// `epoch_blocks` beacon blocks, whatever the shards linked), and a shard whose link did not move for a whole
+/// epoch gets a committee drawn afresh (the stuck one's members benched) that continues from its linked block:
+/// a block the old committee certified above that block, which was valid before the redraw, is refused by the
+/// beacon's link check and by Atomix certification after it.
+#[test]
+fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link() {
+    use crate::atomix::Certifier;
+    // 20 validators for 12 seats, so a committee drawn afresh can avoid the stuck one.
+    let g = genesis(8);
+    let state = BeaconState::genesis(&g, SIZE, 8)
+        .expect("enough validators")
+        .with_epoch_blocks(4);
+    let mut shards: Vec<ShardApp<MemStore>> = (0..2)
+        .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
+        .collect();
+    assert!(!state.next_epoch_due(3));
+    assert!(state.next_epoch_due(4), "no shard linked anything");
+    // Links up to `to` of a shard, each certified by the committee the state says for its height.
+    let link = |state: &mut BeaconState, app: &mut ShardApp<MemStore>, shard: u16, to: u64| {
+        while app.tip().height < to {
+            let committee = state
+                .committee_at(shard, app.tip().height + 1)
+                .expect("a committee");
+            let (block, qc) = certified_by(&g, &committee, app, shard, &[0, 1, 2], 0);
+            let cross = CrossLink {
+                header: block.header.clone(),
+                certificate: qc.encode(),
+                registry: None,
+            };
+            let checked = state.check_link(&cross, false).expect("a valid link");
+            state.record_link(&checked, &block.header);
+        }
+    };
+    let mut e0 = state;
+    link(&mut e0, &mut shards[0], 0, 5);
+    link(&mut e0, &mut shards[1], 1, 2);
+    let mut e1 = e0.next_epoch(4);
+    assert_eq!((e1.epoch(), e1.drawn_at), (1, 4));
+    assert!(!e1.next_epoch_due(7));
+    assert!(e1.next_epoch_due(8));
+    // Shard 0 was past the middle of its era 1..=8: epoch 1's committee takes over at 9. Shard 1 moved but
+    // is early in its era: it keeps epoch 0's committee, whose era ends at 8.
+    assert_eq!(e1.newest().starts, vec![Some(start_at(9)), None]);
+    assert_eq!(e1.epoch_at(0, 8), Some(0));
+    assert_eq!(e1.epoch_at(0, 9), Some(1));
+    assert_eq!(e1.epoch_at(1, 8), Some(0));
+    assert_eq!(e1.epoch_at(1, 9), None);
+
+    // Shard 1's committee certifies height 3, but no head of it reaches the beacon, and then it stops.
+    let stuck = e1.committee_at(1, 3).expect("epoch 0's");
+    let (orphan, orphan_qc) = certified_by(&g, &stuck, &mut shards[1], 1, &[0, 1, 2], 0);
+    let orphan_link = CrossLink {
+        header: orphan.header.clone(),
+        certificate: orphan_qc.encode(),
+        registry: None,
+    };
+    assert!(e1.check_link(&orphan_link, false).is_ok());
+    assert!(e1.certify(&orphan.header, &orphan_link.certificate).is_ok());
+    // Shard 0 goes on into its second era.
+    link(&mut e1, &mut shards[0], 0, 12);
+    let e2 = e1.next_epoch(8);
+    let linked = e1.links[1].as_ref().map(|l| l.block);
+    assert_eq!(
+        e2.newest().starts,
+        vec![
+            Some(start_at(17)),
+            Some(Start {
+                first: 3,
+                parent: linked
+            })
+        ]
+    );
+    let fresh = e2.committee_at(1, 3).expect("epoch 2's");
+    assert!(
+        fresh
+            .members
+            .iter()
+            .all(|m| stuck.members.iter().all(|s| s.id != m.id)),
+        "drawn afresh, without the stuck committee's members"
+    );
+    assert_eq!(e2.epoch_at(1, 2), Some(0));
+    assert_eq!(e2.epoch_at(1, 3), Some(2));
+    assert_eq!(e2.era_of(1, 3).map(|e| e.last), Some(10));
+    assert_eq!(e2.epoch_at(0, 12), Some(1), "the live shard is untouched");
+    // The old committee's block above the linked one: refused by the beacon and by Atomix from now on.
+    assert!(matches!(
+        e2.check_link(&orphan_link, false),
+        Err(LinkError::Quorum { shard: 1, .. })
+    ));
+    assert!(
+        e2.certify(&orphan.header, &orphan_link.certificate)
+            .is_err()
+    );
+    // A pure function of the state, kept whole by the codec.
+    assert_eq!(e1.next_epoch(8), e2);
+    assert_eq!(BeaconState::decode(&e2.encode()), Ok(e2.clone()));
+}
+
+fn start_at(first: u64) -> Start {
+    Start {
+        first,
+        parent: None,
+    }
 }

@@ -281,6 +281,9 @@ pub struct Node<D: Disk> {
     /// When this validator next repeats its shard's head if the beacon's link lags (see
     /// [`schedule::HEAD_REPEAT_MS`]).
     head_repeat_at: u64,
+    /// When the shard lane last committed a block (or opened): a lane idle for a repeat interval publishes
+    /// its tip's head again if the beacon's link lags it (see [`Node::repeat_head`]).
+    shard_commit_at: u64,
     /// A follower's failure to apply a block, reported by the next [`Node::handle`].
     halted: Option<NodeError>,
     /// Blocks (shard, height) whose locks a client asked to relay again, and when (see [`Node::relay_lock`]).
@@ -332,6 +335,7 @@ impl<D: Disk> Node<D> {
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
             head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
+            shard_commit_at: now_ms,
             halted: None,
             relay_asked: BTreeMap::new(),
             config,
@@ -651,7 +655,13 @@ impl<D: Disk> Node<D> {
             .get(usize::from(shard))
             .and_then(|l| l.as_ref())
             .map_or(0, |l| l.height);
-        if tip == 0 || !schedule::head_lags(tip, linked) {
+        // Held: the link has not moved since the beacon's last draw (at the next one a shard in that state is
+        // taken for stalled and its committee redrawn from the link, giving up what lies above it), the lane
+        // committed nothing for a repeat interval, or the shard waits at the end of its era.
+        let unmoved = self.known.linked_at_draw.get(usize::from(shard)) == Some(&linked);
+        let idle = self.now_ms.saturating_sub(self.shard_commit_at) >= schedule::HEAD_REPEAT_MS;
+        let waiting = beacon.committee_at(shard, tip + 1).is_none();
+        if tip == 0 || !schedule::head_lags(tip, linked, unmoved || idle || waiting) {
             return;
         }
         let on_committee = beacon
@@ -757,6 +767,7 @@ impl<D: Disk> Node<D> {
             },
         );
         self.shard = Some(Lane::follower(self.chain_id, shard, app));
+        self.shard_commit_at = self.now_ms;
         Ok(())
     }
 
@@ -1110,6 +1121,7 @@ impl<D: Disk> Node<D> {
                 lane.app_mut().set_certifier(self.known.clone());
             }
         } else {
+            self.shard_commit_at = self.now_ms;
             self.set_head(
                 c.shard,
                 ShardHead {

@@ -3,7 +3,9 @@
 //!
 //! The shard lane keeps its shard while the validator is a member of the committee of the height it
 //! decides (its duty there is not over), else moves to the shard of its seat in the newest epoch, else
-//! closes. A lane changes committee exactly at an epoch boundary, since committees are drawn per epoch.
+//! keeps following the shard it has. A lane changes committee exactly where an era begins (see
+//! `beacon::eras`): at a height boundary, or, for a stalled shard whose committee the beacon redrew, at the
+//! height after the linked block, while the stalled committee is still on it.
 
 use crate::ShardId;
 use crate::address::Address;

@@ -40,20 +40,22 @@ pub const EVIDENCE_SENT_MAX: usize = 4096;
 /// A shard's head goes to the beacon topic every this many heights (from one member, in rotation): enough
 /// for the beacon chain to link it and for other shards to follow it without a BLS check per block.
 pub const HEAD_EVERY_BLOCKS: u64 = 8;
-/// While the beacon chain's link of a shard lags its tip at all, every member of the committee that
-/// certified the tip publishes the tip's head again this often. A head is published once by one member at
-/// commit, every [`HEAD_EVERY_BLOCKS`] heights; without the repeats, one lost head (or the crash of the one
-/// member whose turn it was) at an era's last height would hold the shard there, and a shard whose committee
-/// stops between two heads would leave its last blocks unlinked. The beacon chain redraws a shard's
-/// committee from its *linked* block when the link has not moved for a whole epoch, so the link must follow
-/// the tip of a live shard well within an epoch (`beacon::EPOCH_BLOCKS_MIN`), and reach the tip of a stalled
-/// one before the redraw. Each repeat costs every validator one certificate check per shard at most.
+/// While the beacon chain's link of a shard lags its tip and the shard is held (see [`head_lags`]), every
+/// member of the committee that certified the tip publishes the tip's head again this often. A head is
+/// published once by one member at commit, every [`HEAD_EVERY_BLOCKS`] heights; without the repeats, one lost
+/// head (or the crash of the one member whose turn it was) at an era's last height would hold the shard
+/// there, and a shard whose committee stops between two heads would leave its last blocks unlinked. The
+/// beacon chain redraws a shard's committee from its *linked* block when the link has not moved for a whole
+/// epoch, so the link must reach the tip of a stalled shard before that: the repeats start as soon as the
+/// link has not moved since the last draw, or the lane committed nothing for this long.
 pub const HEAD_REPEAT_MS: u64 = 2_000;
 
 /// Whether a shard whose tip is `tip`, and whose newest head the beacon chain linked is `linked`, needs its
-/// head published again: the link is behind the tip.
-pub fn head_lags(tip: u64, linked: u64) -> bool {
-    linked < tip
+/// head published again: the link lags by two head intervals, or it lags at all while the shard is held (its
+/// link has not moved since the beacon's last draw, its lane is idle, or it waits at the end of its era). A
+/// live shard's heads move its link every [`HEAD_EVERY_BLOCKS`] heights, so it repeats little.
+pub fn head_lags(tip: u64, linked: u64, held: bool) -> bool {
+    linked < tip && (held || linked.saturating_add(2 * HEAD_EVERY_BLOCKS) <= tip)
 }
 
 /// The beacon chain makes a block at most this often: its blocks carry the shards' heads, which come every
