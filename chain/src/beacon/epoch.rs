@@ -72,9 +72,9 @@ pub struct Era {
 /// height replaces every era of an earlier record from that height on (a stalled shard's redraw supersedes
 /// an era that was scheduled but never linked); an era ends where the next begins, and after
 /// `epoch_length` heights at most: a committee never certifies more than that many heights, so where a
-/// live shard's next committee takes over is known before the old one could get there. Only a suffix of a
-/// chain's records gives the same eras for every height it covers, so a state or a light client that keeps
-/// the newest records answers like one that kept them all, or not at all.
+/// live shard's next committee takes over is known before the old one could get there. A suffix of a chain's
+/// records (what a state or a light client keeps) gives the same era as all of them for every height it
+/// covers, and none for the others, so it never names a committee the whole history would not.
 pub fn eras<'a>(
     records: impl IntoIterator<Item = &'a EpochRecord>,
     shard: usize,
