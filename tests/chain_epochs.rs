@@ -139,11 +139,18 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
         || shard_height() > 3 * EPOCH,
     )
     .await;
-    let height = shard_height();
-    let state = newest().state;
-    let committee = state
-        .committee_at(0, height + 1)
-        .expect("the epoch of the shard's next height is known");
+    // The committee of the shard's next height. A shard at the end of its era waits there until the beacon's
+    // next draw schedules its next committee (epochs advance on the beacon's own height), so ask until one is.
+    let mut committee = None;
+    for _ in 0..300 {
+        committee = newest().state.committee_at(0, shard_height() + 1);
+        if committee.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let committee =
+        committee.expect("the committee of the shard's next height is scheduled within 60 s");
     wait_until(
         &net,
         "the shard's current committee members run as members",
