@@ -296,7 +296,11 @@ impl LightClient {
     /// The account state the proof shows (None: the address holds nothing), once every check passed.
     pub fn verify_account(&self, p: &AccountProof) -> Result<Option<Account>, SpvError> {
         self.verify_header(&p.certified)?;
-        let shown = smt::verify(&p.certified.header.state_root, &p.address.0, &p.proof)?;
+        let shown = smt::verify(
+            &p.certified.header.state_root,
+            &crate::types::account::account_key(&p.address),
+            &p.proof,
+        )?;
         let describe = |present: bool| if present { "an account" } else { "no account" };
         match (&p.account, shown) {
             (Some(a), Some(h)) if a.value_hash() == h => Ok(Some(a.clone())),

@@ -1,7 +1,8 @@
 //! Account state of one shard, its authenticated root, and the execution of transactions.
 //!
-//! Every account is a leaf of the shard's [`SparseMerkleTree`] keyed by its address; the value hash is a
-//! hash of the account's versioned encoding. Fees are not burnt: they accumulate in the shard's fee pool (a
+//! Every account is a leaf of the shard's [`SparseMerkleTree`] keyed by [`account_key`] (its address hashed
+//! under the account namespace, so no address a transfer names can reach a lock, done mark, checkpoint or
+//! pool leaf); the value hash is a hash of the account's versioned encoding. Fees are not burnt: they accumulate in the shard's fee pool (a
 //! leaf under a reserved key) from which later slices pay proposers and storage nodes. So the total supply
 //! (balances + stakes + unbonding + fee pool) is conserved by every transaction, and tests check it.
 
@@ -14,7 +15,7 @@ use crate::registry::{self, Cursor, RegistryEvent};
 use crate::smt::{self, SparseMerkleTree};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
-pub use crate::types::account::Account;
+pub use crate::types::account::{Account, account_key};
 use std::collections::{BTreeMap, BTreeSet};
 
 const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
@@ -148,7 +149,8 @@ impl State {
             self.shard,
             "account placed on its own shard"
         );
-        self.tree.insert(address.0, account.value_hash());
+        self.tree
+            .insert(account_key(&address), account.value_hash());
         self.accounts.insert(address, account);
         self.dirty.insert(address);
     }
@@ -187,7 +189,7 @@ impl State {
 
     /// A proof of an account's presence or absence against [`State::root`].
     pub fn prove(&self, address: &Address) -> smt::Proof {
-        self.tree.prove(&address.0)
+        self.tree.prove(&account_key(address))
     }
 
     /// Balances, stakes, unbonding amounts and the fee pool, summed.
@@ -498,7 +500,9 @@ impl State {
                 .map_err(|_| corrupt(&key, "account key is not 32 bytes".into()))?;
             let account = Account::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
             let address = Address(address);
-            state.tree.insert(address.0, account.value_hash());
+            state
+                .tree
+                .insert(account_key(&address), account.value_hash());
             state.accounts.insert(address, account);
         }
         if let Some(v) = store.get(KEY_FEE_POOL)? {
@@ -896,6 +900,146 @@ mod tests {
         ));
     }
 
+    /// Defect 2 of issue 14: accounts once sat at their raw address in the tree, so a 1-unit transfer to the
+    /// address equal to a lock's key overwrote the lock leaf (the input shard could no longer prove it), one
+    /// to a done mark's key on the output shard made the lock look committed (never credited), and `load`,
+    /// inserting Atomix leaves after accounts, computed another root than execution had. An attacker pays
+    /// every special key of both shards here; every lock still proves and commits, and reloaded states have
+    /// the roots execution computed.
+    #[test]
+    fn paying_the_keys_of_locks_and_done_marks_freezes_nothing() {
+        let shards = 4;
+        let params = ChainParams::devnet(shards);
+        let funded = |label: &str| {
+            (
+                SecretKey::dev(label),
+                Address::of(&SecretKey::dev(label).public()),
+            )
+        };
+        let on = |shard: ShardId, prefix: &str| {
+            (0..1000)
+                .map(|i| format!("{prefix}{i}"))
+                .find(|l| shard_of(&Address::of(&SecretKey::dev(l).public()), shards) == shard)
+                .expect("some label lands on every shard")
+        };
+        let (alice, alice_at) = funded("alice");
+        let home = shard_of(&alice_at, shards);
+        let away = (home + 1) % shards;
+        let to = Address::of(&SecretKey::dev(&on(away, "recipient")).public());
+        let rich = Account {
+            balance: Amount::from_iost(1_000).expect("small"),
+            ..Account::default()
+        };
+        let mut input = State::new(params.clone(), home);
+        let mut output = State::new(params.clone(), away);
+        input.set_account(alice_at, rich.clone());
+        let (attacker_in, attacker_in_at) = funded(&on(home, "mallory"));
+        let (attacker_out, attacker_out_at) = funded(&on(away, "mallory"));
+        input.set_account(attacker_in_at, rich.clone());
+        output.set_account(attacker_out_at, rich);
+
+        // Alice's cross-shard transfers, until one's lock key and one's done key are addresses of the shard
+        // that holds that leaf (a quarter of them are): the attacker can pay those.
+        let mut locks = Vec::new();
+        let (mut lock_hit, mut done_hit) = (false, false);
+        for nonce in 0..64u64 {
+            let stx = tx(
+                &alice,
+                nonce,
+                TxKind::Transfer {
+                    to,
+                    amount: Amount(1_000 + nonce),
+                },
+            );
+            input.apply(&stx, 1).expect("alice can pay");
+            let tx_id = stx.id();
+            lock_hit |= shard_of(&Address(Lock::key(&tx_id)), shards) == home;
+            done_hit |= shard_of(&Address(atomix::done_key(&tx_id)), shards) == away;
+            locks.push(Lock {
+                tx_id,
+                from: alice_at,
+                to,
+                amount: Amount(1_000 + nonce),
+            });
+            if lock_hit && done_hit {
+                break;
+            }
+        }
+        assert!(lock_hit && done_hit, "some keys fall on the shards");
+
+        // The attacker pays 1 unit to every special key that is an address of its shard.
+        let mut special_in = vec![
+            fee_pool_key(),
+            atomix::totals_key(),
+            registry::checkpoint_key(1),
+        ];
+        let mut special_out = special_in.clone();
+        special_in.extend(locks.iter().map(|l| Lock::key(&l.tx_id)));
+        special_out.extend(locks.iter().map(|l| atomix::done_key(&l.tx_id)));
+        let mut paid = 0;
+        for (state, key, at, special) in [
+            (&mut input, &attacker_in, home, &special_in),
+            (&mut output, &attacker_out, away, &special_out),
+        ] {
+            for (nonce, leaf) in special
+                .iter()
+                .filter(|k| shard_of(&Address(**k), shards) == at)
+                .enumerate()
+            {
+                let pay = tx(
+                    key,
+                    nonce as u64,
+                    TxKind::Transfer {
+                        to: Address(*leaf),
+                        amount: Amount(1),
+                    },
+                );
+                state.apply(&pay, 2).expect("paying any address is allowed");
+                paid += 1;
+            }
+        }
+        assert!(paid >= 2, "the attack paid a lock key and a done key");
+
+        // Every lock still proves on the input shard and commits once on the output shard.
+        let header = crate::block::BlockHeader {
+            chain_id: params.chain_id,
+            shard: home,
+            height: 1,
+            parent: [0; 32],
+            state_root: input.root(),
+            transactions_root: [0; 32],
+            receipts_root: [0; 32],
+        };
+        let inbound = Inbound {
+            header,
+            certificate: Vec::new(),
+            locks: locks
+                .iter()
+                .map(|l| (l.clone(), input.prove_lock(&l.tx_id)))
+                .collect(),
+        };
+        output
+            .apply_inbound(&inbound)
+            .expect("no lock looks committed or unproven");
+        let credited: u64 = locks.iter().map(|l| l.amount.0).sum();
+        assert_eq!(
+            output.account(&to).map(|a| a.balance),
+            Some(Amount(credited))
+        );
+        assert!(locks.iter().all(|l| output.is_committed(&l.tx_id)));
+
+        // A restart computes the roots execution computed.
+        for state in [&mut input, &mut output] {
+            let mut store = MemStore::new();
+            let mut batch = WriteBatch::default();
+            state.persist_into(&mut batch);
+            store.write(batch).expect("in-memory");
+            let mut loaded = State::load(params.clone(), state.shard(), &store).expect("loads");
+            assert_eq!(loaded.root(), state.root());
+            assert_eq!(loaded.accountable_supply(), state.accountable_supply());
+        }
+    }
+
     #[test]
     fn proofs_of_accounts_against_the_state_root() {
         let (mut state, alice) = setup();
@@ -904,12 +1048,12 @@ mod tests {
         let me = Address::of(&alice.public());
         let account = state.account(&me).cloned().expect("exists");
         assert_eq!(
-            smt::verify(&root, &me.0, &state.prove(&me)),
+            smt::verify(&root, &account_key(&me), &state.prove(&me)),
             Ok(Some(account.value_hash()))
         );
         let nobody = Address::of(&SecretKey::dev("nobody").public());
         assert_eq!(
-            smt::verify(&root, &nobody.0, &state.prove(&nobody)),
+            smt::verify(&root, &account_key(&nobody), &state.prove(&nobody)),
             Ok(None)
         );
     }

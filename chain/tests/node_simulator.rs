@@ -503,6 +503,17 @@ impl Sim {
         (!keeping.is_empty()).then(|| keeping[self.rng.random_range(0..keeping.len())])
     }
 
+    /// The account as the running validator of its shard that is furthest ahead has it committed.
+    fn committed_account(&self, address: &Address) -> Option<chain::state::Account> {
+        let shard = shard_of(address, SHARDS);
+        self.validators
+            .iter()
+            .filter_map(|v| v.node.as_ref())
+            .filter(|n| n.shard() == Some(shard))
+            .max_by_key(|n| n.status().height)
+            .and_then(|n| n.account_of(address))
+    }
+
     /// Signs `kind` from `key` with its committed nonce and submits it to a validator of its shard.
     fn submit(&mut self, key: &SecretKey, kind: TxKind) -> Option<Hash> {
         let sender = Address::of(&key.public());
@@ -590,33 +601,61 @@ impl Sim {
             }
             Event::Unstake => {
                 // A seated genesis validator leaves: its stake goes to unbonding, the registry drops it.
-                let who = self.rng.random_range(0..self.candidate);
-                let key = self.validators[who].key.clone();
+                // Once one is accepted, the same validator retries (as a wallet would) until its unstake is
+                // committed: a mempool entry can be lost to a crash or expire unincluded.
+                let key = match self.unstaker {
+                    Some(gone) => {
+                        if self
+                            .committed_account(&gone)
+                            .is_some_and(|a| a.validator_stake == Amount::ZERO)
+                        {
+                            return Ok(());
+                        }
+                        let who = (0..self.candidate)
+                            .find(|&i| Address::of(&self.validators[i].key.public()) == gone)
+                            .expect("the unstaker is a genesis validator");
+                        self.validators[who].key.clone()
+                    }
+                    None => {
+                        let who = self.rng.random_range(0..self.candidate);
+                        self.validators[who].key.clone()
+                    }
+                };
                 let amount = Amount::from_iost(STAKE_IOST).expect("small");
-                match self.submit(
-                    &key,
-                    TxKind::Unstake {
-                        role: Role::Validator,
-                        amount,
-                    },
-                ) {
-                    Some(_) => self.unstaker = Some(Address::of(&key.public())),
-                    None => self.at(self.now + 500, Event::Unstake),
+                if self
+                    .submit(
+                        &key,
+                        TxKind::Unstake {
+                            role: Role::Validator,
+                            amount,
+                        },
+                    )
+                    .is_some()
+                {
+                    self.unstaker = Some(Address::of(&key.public()));
                 }
+                self.at(self.now + 2_000, Event::Unstake);
                 Ok(())
             }
             Event::Register => {
+                // Retried (as a wallet would) until the registration is committed on the candidate's shard:
+                // an accepted transaction can still be lost with a crashed validator's mempool or expire.
                 let i = self.candidate;
                 let key = self.validators[i].key.clone();
+                if self
+                    .committed_account(&Address::of(&key.public()))
+                    .is_some_and(|a| a.validator_key.is_some())
+                {
+                    return Ok(());
+                }
                 let bls_key = self.validators[i].config.bls_secret.clone();
                 let kind = TxKind::RegisterValidator {
                     stake: Amount::from_iost(STAKE_IOST).expect("small"),
                     bls_public_key: bls_key.public(),
                     proof_of_possession: bls_key.proof_of_possession(),
                 };
-                if self.submit(&key, kind).is_none() {
-                    self.at(self.now + 500, Event::Register);
-                }
+                self.submit(&key, kind);
+                self.at(self.now + 2_000, Event::Register);
                 Ok(())
             }
         }
