@@ -628,6 +628,34 @@ pub fn verify(dir: &Path, file: &Path, trust: Option<&Path>, json: bool) -> Resu
                 println!("valid: transaction {hash} is final in shard {shard} block {height}");
             }
         }
+        chain::spv::Proof::Deal(p) => {
+            client.verify_deal(p).map_err(refused)?;
+            let h = &p.certified.header;
+            let id = chain_node::api::hex(&p.id);
+            let root = cid::Cid::try_from(p.terms.root.as_slice())
+                .map_or_else(|_| chain_node::api::hex(&p.terms.root), |c| c.to_string());
+            let (k, m) = (p.terms.k, p.terms.m);
+            if json {
+                println!(
+                    "{}",
+                    json!({ "valid": true, "kind": "deal", "deal": id, "root": root,
+                            "owner": p.record.owner.to_string(), "shard": h.shard, "height": h.height,
+                            "k": k, "m": m, "holders": p.terms.holders.len(),
+                            "end_height": p.record.end_height(),
+                            "escrow_left": p.record.escrow_left.to_string() })
+                );
+            } else {
+                println!(
+                    "valid: deal {id} for {root} ({k}+{m} over {} holders) is active on shard {} at \
+                     height {}, paid through height {}; escrow left {} IOST",
+                    p.terms.holders.len(),
+                    h.shard,
+                    h.height,
+                    p.record.end_height(),
+                    p.record.escrow_left
+                );
+            }
+        }
     }
     Ok(())
 }

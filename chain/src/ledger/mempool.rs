@@ -8,7 +8,7 @@ use crate::address::shard_of;
 use crate::amount::Amount;
 use crate::crypto::Hash;
 use crate::store::Store;
-use crate::tx::{SignedTransaction, TxError, TxKind};
+use crate::tx::{SignedTransaction, TxError};
 
 impl<St: Store> ShardApp<St> {
     pub fn mempool_len(&self) -> usize {
@@ -159,10 +159,5 @@ impl<St: Store> ShardApp<St> {
 
 /// What a transaction takes from its sender's balance: its fee and what it sends or stakes.
 fn cost(t: &crate::tx::Transaction) -> Result<Amount, TxError> {
-    let outgoing = match &t.kind {
-        TxKind::Transfer { amount, .. } => *amount,
-        TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => *stake,
-        TxKind::Unstake { .. } => Amount::ZERO,
-    };
-    t.fee.checked_add(outgoing).ok_or(TxError::Overflow)
+    t.fee.checked_add(t.outgoing()?).ok_or(TxError::Overflow)
 }
