@@ -233,6 +233,8 @@ pub struct AtomixStatus {
 pub enum ProofOf {
     Account(Address),
     Tx(Hash),
+    /// A durability receipt of the deal with this id, opened on this shard.
+    Deal(Hash),
 }
 
 /// A commit of either lane, whoever produced it (replica or follower).
@@ -522,6 +524,8 @@ impl<D: Disk> Node<D> {
         self.shard.as_ref().and_then(|l| match what {
             ProofOf::Account(a) => l.app().prove_account(&a).map(spv::Proof::Account),
             ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
+            // A store that cannot be read proves nothing; the caller says so as it would for no block.
+            ProofOf::Deal(id) => l.app().prove_deal(&id).ok().flatten().map(spv::Proof::Deal),
         })
     }
 
