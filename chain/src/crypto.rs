@@ -15,6 +15,7 @@ pub mod domain {
     pub const ADDRESS: &str = "IOS address v1";
     pub const SHARD: &str = "IOS shard v1";
     pub const BLOCK: &str = "IOS block header v1";
+    pub const BLOCK_ENCODING: &str = "IOS block encoding v1";
     pub const CROSS_LINK: &str = "IOS cross-link v1";
     pub const BEACON_STATE: &str = "IOS beacon state v1";
     pub const TX_ID: &str = "IOS transaction id v1";

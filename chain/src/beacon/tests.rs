@@ -902,3 +902,76 @@ fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
         Err(CertifyError::Invalid(_))
     ));
 }
+
+/// Attacks the verdict cache of a beacon block (issue 14, defect 8): verdicts were remembered by the block
+/// hash, which covers the header only, so a peer with no keys could send a block this node had found valid
+/// with another body under the same header (links dropped, a transaction no root covers) and have `check`
+/// answer from the cache, and `commit` store the forged body beside the real block's state. Now verdicts
+/// are remembered by the whole encoding ([`Block::digest`]), the swapped bodies are executed and refused,
+/// and a beacon block carrying transactions does not even decode.
+#[test]
+fn a_body_swapped_under_a_checked_header_is_refused_not_answered_from_the_cache() {
+    use crate::tx::{Transaction, TxKind};
+    let g = genesis(0);
+    let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let state = beacon.state().clone();
+    let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 0);
+    beacon.offer(first).expect("a valid link");
+    beacon.offer(second).expect("a valid link");
+    let block = beacon.propose();
+    assert_eq!(block.links.len(), 2);
+    follower
+        .check(&block)
+        .expect("the real block is valid, and its verdict is remembered");
+
+    // The same header over one link fewer: another body, the same block hash.
+    let mut fewer = block.clone();
+    fewer.links.pop();
+    assert_eq!(fewer.hash(), block.hash());
+    assert_ne!(fewer.digest(), block.digest());
+    assert_eq!(follower.check(&fewer), Err(BlockError::TransactionsRoot));
+    assert_eq!(beacon.check(&fewer), Err(BlockError::TransactionsRoot));
+
+    // The same header with a transaction no root of a beacon block covers.
+    let wallet = crate::crypto::SecretKey::dev("devnet/wallet");
+    let tx = Transaction {
+        chain_id: g.params.chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: g.params.fee_min,
+        expiry_height: 100,
+        kind: TxKind::Transfer {
+            to: Address([7; 32]),
+            amount: Amount(1),
+        },
+    }
+    .sign(&wallet);
+    let mut stuffed = block.clone();
+    stuffed.transactions.push(tx);
+    assert_eq!(stuffed.hash(), block.hash());
+    assert_eq!(
+        follower.check(&stuffed),
+        Err(BlockError::TooManyTransactions(1))
+    );
+    assert_eq!(
+        Block::decode(&stuffed.encode()),
+        Err(crate::codec::DecodeError::Invalid(
+            "beacon block carrying transactions"
+        ))
+    );
+
+    // Committing a swapped body (under the real block's certificate) fails and changes nothing; the real
+    // block then commits from the remembered state.
+    let tip = follower.tip();
+    assert!(follower.commit(&fewer, vec![1]).is_err());
+    assert!(follower.commit(&stuffed, vec![1]).is_err());
+    assert_eq!(follower.tip(), tip);
+    assert_eq!(follower.committed(1), None);
+    follower.commit(&block, vec![1]).expect("the real block");
+    beacon.commit(&block, vec![1]).expect("the real block");
+    assert_eq!(follower.state(), beacon.state());
+    assert_eq!(follower.committed(1).map(|(b, _)| b), Some(block));
+}
