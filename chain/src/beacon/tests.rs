@@ -89,7 +89,7 @@ fn registrations_and_unstakes_on_a_shard_reach_the_registry_through_links() {
         TxKind::RegisterValidator {
             stake: iost(500),
             bls_public_key: bls_key.public(),
-            proof_of_possession: bls_key.proof_of_possession(),
+            proof_of_possession: bls_key.proof_of_possession(&id),
         },
     ))
     .expect("admitted");
@@ -974,4 +974,106 @@ fn a_body_swapped_under_a_checked_header_is_refused_not_answered_from_the_cache(
     beacon.commit(&block, vec![1]).expect("the real block");
     assert_eq!(follower.state(), beacon.state());
     assert_eq!(follower.committed(1).map(|(b, _)| b), Some(block));
+}
+
+/// Attacks key uniqueness in the registry (issue 14, defect 12): the beacon added any newcomer with any key,
+/// so an account could register a key a seated validator already uses (its own key twice, for two seats
+/// with one signer, or a key whose proof of possession it holds), and the registry held two records with
+/// one key. Now a newcomer whose key another account's record holds is refused (its shard event is applied
+/// and skipped, deterministically on every beacon replica), and the account that holds the key keeps it.
+#[test]
+fn the_registry_refuses_a_key_another_account_already_uses() {
+    use crate::crypto::SecretKey;
+    use crate::registry::RegistryBatch;
+    use crate::state::State;
+    use crate::tx::{Transaction, TxKind};
+    let g = genesis(2);
+    let mut beacon = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let wallet = SecretKey::dev("devnet/wallet");
+    let id = Address::of(&wallet.public());
+    let shard = crate::shard_of(&id, 2);
+    // The key of a genesis validator, with a proof of possession made for the wallet's account (a proof
+    // can only be made by the key's holder: this is one operator trying to use one key twice).
+    let taken = bls::SecretKey::dev("validator/0");
+    let holder = beacon
+        .validators
+        .iter()
+        .find(|v| v.key == taken.public())
+        .map(|v| v.id)
+        .expect("a genesis validator holds it");
+    assert!(beacon.validator_key_taken(&taken.public()));
+    let mut app = ShardApp::open(&g, shard, MemStore::new()).expect("shard");
+    app.submit(
+        Transaction {
+            chain_id: g.params.chain_id,
+            sender: wallet.public(),
+            nonce: 0,
+            fee: g.params.fee_min,
+            expiry_height: 100,
+            kind: TxKind::RegisterValidator {
+                stake: Amount::from_iost(500).expect("small"),
+                bls_public_key: taken.public(),
+                proof_of_possession: taken.proof_of_possession(&id),
+            },
+        }
+        .sign(&wallet),
+    )
+    .expect("the shard cannot know other shards' keys, and admits it");
+    let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+    let to = app.state().outbox().count;
+    assert_eq!(to, 1);
+    link.registry = Some(RegistryBatch {
+        from: 0,
+        events: State::registry_events(app.store_ref(), 0, to).expect("stored"),
+        checkpoint: app.state().prove_checkpoint(to),
+    });
+    let checked = beacon.check_link(&link, false).expect("a valid link");
+    assert_eq!(checked.events.len(), 1);
+    let records = |b: &BeaconState| -> Vec<_> {
+        b.validators
+            .iter()
+            .map(|v| (v.id, v.key, v.stake))
+            .collect()
+    };
+    let before = records(&beacon);
+    beacon.record_link(&checked, &link.header);
+    assert_eq!(beacon.validator(&id), None, "the second account is refused");
+    assert_eq!(records(&beacon), before, "no record is added or changed");
+    assert_eq!(
+        beacon.validator(&holder).map(|v| v.key),
+        Some(taken.public())
+    );
+    assert_eq!(
+        beacon.links[usize::from(shard)]
+            .as_ref()
+            .map(|l| l.registry.count),
+        Some(1),
+        "the event is consumed, so the next batch does not offer it again"
+    );
+
+    // Two newcomers with one new key: the first applied keeps it, the second is refused.
+    let fresh = bls::SecretKey::dev("a fresh key").public();
+    for (n, stake) in [(1u8, 7), (2, 9)] {
+        beacon.apply_event(&RegistryEvent::Validator {
+            id: Address([n; 32]),
+            key: fresh,
+            stake: Amount(stake),
+        });
+    }
+    assert_eq!(
+        beacon.validator(&Address([1; 32])).map(|v| v.key),
+        Some(fresh)
+    );
+    assert_eq!(beacon.validator(&Address([2; 32])), None);
+    // The index of keys is rebuilt from the records on decode, and bytes with a key twice do not decode.
+    let decoded = BeaconState::decode(&beacon.encode()).expect("round trip");
+    assert_eq!(decoded, beacon);
+    let mut twice = beacon.clone();
+    twice.validators[1].key = twice.validators[0].key;
+    assert_eq!(
+        BeaconState::decode(&twice.encode()),
+        Err(crate::codec::DecodeError::Invalid(
+            "beacon validators sharing a key"
+        ))
+    );
 }
