@@ -880,7 +880,7 @@ mod tests {
         let register = TxKind::RegisterValidator {
             stake,
             bls_public_key: bls.public(),
-            proof_of_possession: bls.proof_of_possession(),
+            proof_of_possession: bls.proof_of_possession(&Address::of(&alice.public())),
         };
         state
             .apply(&tx(&alice, 0, register.clone()), 1)

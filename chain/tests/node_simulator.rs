@@ -652,7 +652,7 @@ impl Sim {
                 let kind = TxKind::RegisterValidator {
                     stake: Amount::from_iost(STAKE_IOST).expect("small"),
                     bls_public_key: bls_key.public(),
-                    proof_of_possession: bls_key.proof_of_possession(),
+                    proof_of_possession: bls_key.proof_of_possession(&Address::of(&key.public())),
                 };
                 self.submit(&key, kind);
                 self.at(self.now + 2_000, Event::Register);

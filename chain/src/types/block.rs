@@ -10,12 +10,15 @@
 //! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
 //! inbounds), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
+//! Every encoded field is covered by the header (a beacon block with transactions does not decode), and a
+//! verdict on a block is remembered by [`Block::digest`], the hash of the whole encoding, never by the
+//! block hash: a body swapped under a known header is checked afresh and refused.
 //!
 //! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links and evidence of faults,
 //! appended to the same encoding, and its `transactions_root` is the list root of the cross-links' hashes
 //! followed by the evidence hashes:
 //! ```text
-//! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
+//! beacon_block := header count:u32 (=0, else refused) links:u32 (header_len:u32 header cert_len:u32 certificate
 //!                   registry_len:u32 registry?)* evidence:u32 (evidence_len:u32 evidence)*
 //!                   (evidence: crate::types::evidence::encode_evidence)
 //! registry     := from:u64 events:u32 event* smt_proof          (crate::types::registry; registry_len 0: none)
@@ -85,6 +88,13 @@ impl CrossLink {
 impl Block {
     pub fn hash(&self) -> Hash {
         self.header.hash()
+    }
+
+    /// The hash of the whole encoding, header and body: what a verdict on a block is remembered by. The
+    /// block hash covers the header only, and a peer with no keys can send a block with that header and
+    /// another body; a verdict kept under the header's hash would then be reused for the forged body.
+    pub fn digest(&self) -> Hash {
+        hash_with(domain::BLOCK_ENCODING, &[&self.encode()])
     }
 
     /// A shard block's `transactions_root` with no inbound.
@@ -189,6 +199,12 @@ impl Block {
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let header = BlockHeader::decode_from(r)?;
         let count = r.count("block transactions", BLOCK_TXS_MAX, 4 + 64)?;
+        // A beacon block's transactions root covers its links and evidence only: transactions on one would be
+        // bytes no hash covers, which a peer could change at will. Refused here, so that every field of a
+        // decoded block is committed to by its header.
+        if header.shard == BEACON_SHARD && count != 0 {
+            return Err(DecodeError::Invalid("beacon block carrying transactions"));
+        }
         let mut transactions = Vec::with_capacity(count);
         for _ in 0..count {
             let bytes = r.var("transaction", TX_BYTES_MAX)?;

@@ -4,7 +4,7 @@
 //! ```text
 //! transaction := version:u8 (=1) chain_id:u32 sender:[32] nonce:u64 fee:u64 expiry_height:u64 kind
 //! kind        := 0 to:[32] amount:u64                          transfer
-//!              | 1 stake:u64 bls_public_key:[48] pop:[96]      register validator
+//!              | 1 stake:u64 bls_public_key:[48] pop:[96]      register validator (pop: crypto::bls, for the sender)
 //!              | 2 stake:u64                                   register storage node
 //!              | 3 role:u8 amount:u64                          unstake (role 0 validator, 1 storage node)
 //!              | 4 terms signatures:u32-count [64]*            open a storage deal (types/deal.rs)
@@ -381,8 +381,10 @@ impl SignedTransaction {
                 if stake.0 == 0 {
                     return Err(TxError::ZeroAmount);
                 }
+                // The proof must be made for this sender: one copied from another account's registration
+                // does not verify.
                 bls_public_key
-                    .verify_proof_of_possession(proof_of_possession)
+                    .verify_proof_of_possession(&self.tx.sender_address(), proof_of_possession)
                     .map_err(TxError::BadValidatorKey)?;
             }
             TxKind::OpenDeal { terms, signatures } => {
@@ -437,7 +439,7 @@ mod tests {
             TxKind::RegisterValidator {
                 stake: Amount(9),
                 bls_public_key: bls.public(),
-                proof_of_possession: bls.proof_of_possession(),
+                proof_of_possession: bls.proof_of_possession(&transfer(0).sender_address()),
             },
             TxKind::RegisterStorageNode { stake: Amount(3) },
             TxKind::Unstake {
@@ -585,12 +587,43 @@ mod tests {
             kind: TxKind::RegisterValidator {
                 stake: Amount(1),
                 bls_public_key: bls_key.public(),
-                proof_of_possession: bls::SecretKey::dev("w").proof_of_possession(),
+                proof_of_possession: bls::SecretKey::dev("w")
+                    .proof_of_possession(&transfer(0).sender_address()),
             },
             ..transfer(0)
         };
         assert_eq!(
             wrong_pop.sign(&key).check_stateless(CHAIN),
+            Err(TxError::BadValidatorKey(
+                crypto::CryptoError::BadProofOfPossession
+            ))
+        );
+
+        // Alice's registration, copied by Mallory: the key and its proof are good, but the proof was made
+        // for Alice's account, so Mallory's transaction is refused (a proof of the key alone was accepted
+        // from anyone).
+        let alices = TxKind::RegisterValidator {
+            stake: Amount(1),
+            bls_public_key: bls_key.public(),
+            proof_of_possession: bls_key.proof_of_possession(&transfer(0).sender_address()),
+        };
+        assert_eq!(
+            Transaction {
+                kind: alices.clone(),
+                ..transfer(0)
+            }
+            .sign(&key)
+            .check_stateless(CHAIN),
+            Ok(())
+        );
+        let mallory = SecretKey::dev("mallory");
+        let replayed = Transaction {
+            sender: mallory.public(),
+            kind: alices,
+            ..transfer(0)
+        };
+        assert_eq!(
+            replayed.sign(&mallory).check_stateless(CHAIN),
             Err(TxError::BadValidatorKey(
                 crypto::CryptoError::BadProofOfPossession
             ))
