@@ -324,10 +324,11 @@ pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node
             bootstrap: bootstrap.clone(),
             repair: Some(DEVNET_REPAIR),
             // Devnet storage nodes take deals for what they hold, signing with their node identity.
-            deal_signer: Some(huds_net::deals::DealSigner {
-                keypair: huds_net::keypair_from_seed(home.node_seed()?),
-                price: DEVNET_PRICE,
-            }),
+            deal_signer: Some(huds_net::deals::DealSigner::new(
+                huds_net::keypair_from_seed(home.node_seed()?),
+                DEVNET_PRICE,
+                chain::ChainParams::devnet(1).chain_id,
+            )),
             ..NodeOptions::default()
         };
         let node = start_node(&home, opts).await?;

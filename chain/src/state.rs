@@ -346,11 +346,9 @@ impl State {
         height: u64,
         signature_verified: bool,
     ) -> Result<Receipt, TxError> {
-        if signature_verified {
-            stx.check_stateless_signature_verified(self.params.chain_id)?;
-        } else {
-            stx.check_stateless(self.params.chain_id)?;
-        }
+        // The cheap checks first; the signatures (up to 33 for a deal) only once the transaction could
+        // apply, so a transaction refused for its shard, expiry, fee or nonce costs no signature check.
+        stx.check_stateless_signature_verified(self.params.chain_id)?;
         let tx = &stx.tx;
         let from = tx.sender_address();
         let sender_shard = shard_of(&from, self.params.shard_count);
@@ -384,6 +382,9 @@ impl State {
                 expected: sender.nonce,
                 got: tx.nonce,
             });
+        }
+        if !signature_verified {
+            stx.check_signature()?;
         }
         // Matured unbonding becomes spendable the first time the account acts after the delay.
         if sender.unbonding.0 > 0 && height >= sender.unbonding_release_height {

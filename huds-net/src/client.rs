@@ -55,9 +55,6 @@ pub struct NetShardSink {
     placement: Mutex<Placement>,
     slots: std::sync::Arc<Semaphore>,
     in_flight: Mutex<Vec<SegmentPut>>,
-    /// Segments handed to [`ShardSink::put_segment`] so far: the add pipeline hands them over in order, so
-    /// this is the next segment's index.
-    segments: std::sync::atomic::AtomicU64,
 }
 
 impl NetShardSink {
@@ -68,7 +65,6 @@ impl NetShardSink {
             placement: Mutex::new(Placement::default()),
             slots: std::sync::Arc::new(Semaphore::new(SEGMENTS_IN_FLIGHT_MAX)),
             in_flight: Mutex::new(Vec::new()),
-            segments: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -148,9 +144,8 @@ impl ShardSink for NetShardSink {
             .rt
             .block_on(self.slots.clone().acquire_owned())
             .map_err(|_| AddError::Network("the node has stopped".into()))?;
-        let segment = self
-            .segments
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The coders finish segments in any order: the deal lists them by their index in the file.
+        let segment = seg.index;
         // The commitments a storage deal records (one pass of hashing over each shard, here where the bytes
         // already are).
         let commitments = (0..seg.cids.len())

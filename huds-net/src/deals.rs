@@ -9,6 +9,9 @@
 //! request covers exactly the positions the placement gives it, and when the price it is offered is at least
 //! its own. Its signature is its promise to keep those shards for the deal's periods.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use cid::Cid;
 use libp2p::{PeerId, identity};
 
@@ -224,12 +227,27 @@ pub fn propose(
     Ok(Proposal { terms, requests })
 }
 
-/// What a holder signs with and for how much.
+/// What a holder signs with, on which chain and for how much.
 #[derive(Clone)]
 pub struct DealSigner {
-    pub keypair: identity::Keypair,
+    keypair: identity::Keypair,
     /// The least this node accepts, in base units per GiB per period.
-    pub price: Amount,
+    price: Amount,
+    chain_id: u32,
+    /// Held while a request is checked: checking re-hashes every claimed shard from the store, so one runs
+    /// at a time and a request arriving meanwhile is refused (the client asks again), never queued.
+    busy: Arc<Mutex<()>>,
+}
+
+impl DealSigner {
+    pub fn new(keypair: identity::Keypair, price: Amount, chain_id: u32) -> Self {
+        Self {
+            keypair,
+            price,
+            chain_id,
+            busy: Arc::new(Mutex::new(())),
+        }
+    }
 }
 
 impl std::fmt::Debug for DealSigner {
@@ -256,8 +274,23 @@ pub fn check_and_sign(
             .map_err(|_| "this node's identity is not an ed25519 key".to_string())?
             .to_bytes(),
     );
+    if request.chain_id != signer.chain_id {
+        return Err(format!(
+            "the deal is for chain {}; this node takes deals on chain {}",
+            request.chain_id, signer.chain_id
+        ));
+    }
     let terms = &request.terms;
     terms.check().map_err(|e| format!("impossible deal: {e}"))?;
+    // Each shard is read and hashed once per request at most.
+    let mut seen = HashSet::new();
+    if let Some(c) = request.claims.iter().find(|c| !seen.insert(c.cid)) {
+        return Err(format!("shard {} is claimed twice", c.cid));
+    }
+    let _busy = signer
+        .busy
+        .try_lock()
+        .map_err(|_| "busy checking another deal: ask again shortly".to_string())?;
     let holder = terms
         .holders
         .iter()

@@ -32,10 +32,7 @@ async fn start(
     let opts = NodeOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
         bootstrap,
-        deal_signer: signs.then(|| DealSigner {
-            keypair: keypair.clone(),
-            price: PRICE,
-        }),
+        deal_signer: signs.then(|| DealSigner::new(keypair.clone(), PRICE, CHAIN)),
         ..NodeOptions::default()
     };
     Node::start(keypair, store, opts)
@@ -221,6 +218,21 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
         nodes[0].handle.sign_deal(peer, &cheap).await,
         "this node asks",
     );
+    // Another chain's deal, and one shard claimed at two positions (work without end for one request).
+    let mut elsewhere = request(claims.clone());
+    elsewhere.chain_id = CHAIN + 1;
+    refused(
+        nodes[0].handle.sign_deal(peer, &elsewhere).await,
+        "takes deals on chain",
+    );
+    let mut twice = claims.clone();
+    if twice.len() > 1 {
+        twice[1].cid = twice[0].cid;
+        refused(
+            nodes[0].handle.sign_deal(peer, &request(twice)).await,
+            "claimed twice",
+        );
+    }
     // Garbage.
     let got = nodes[0]
         .handle

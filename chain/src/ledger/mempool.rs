@@ -8,7 +8,7 @@ use crate::address::shard_of;
 use crate::amount::Amount;
 use crate::crypto::Hash;
 use crate::store::Store;
-use crate::tx::{SignedTransaction, TxError};
+use crate::tx::{SignedTransaction, TxError, TxKind};
 
 impl<St: Store> ShardApp<St> {
     pub fn mempool_len(&self) -> usize {
@@ -127,6 +127,26 @@ impl<St: Store> ShardApp<St> {
                 expiry_height: t.expiry_height,
                 max,
             });
+        }
+        // A deal transaction that the committed state already refuses never applies whatever comes before
+        // it: kept, it would sit at its nonce until expiry and hold back the sender's later transactions
+        // for free.
+        match &t.kind {
+            TxKind::OpenDeal { terms, .. }
+                if self.state.deal(&terms.id(&t.sender_address())).is_some() =>
+            {
+                return Err(TxError::DealExists);
+            }
+            TxKind::EndDeal { deal } => {
+                let record = self.state.deal(deal).ok_or(TxError::UnknownDeal)?;
+                if record.owner != t.sender_address() {
+                    return Err(TxError::NotDealOwner);
+                }
+                if !record.is_active_at(height) {
+                    return Err(TxError::DealEnded);
+                }
+            }
+            _ => {}
         }
         // The balance must cover the sender's whole pending chain with this transaction in it (a pending
         // transaction of the same nonce is the one this replaces), so that a sender cannot queue more than

@@ -556,3 +556,68 @@ fn a_body_swapped_under_a_proposed_header_is_refused_not_answered_from_the_cache
     app.commit(&good, vec![1]).expect("the real block");
     assert_eq!(app.committed(1).map(|(b, _)| b), Some(good));
 }
+
+/// Deal transactions that cost a validator signature checks (one per holder, up to 32) are refused by the
+/// cheap checks first: a deal with forged holder signatures from a wrong nonce or an unfunded sender costs no
+/// signature check at admission or in a block, and an EndDeal of a deal that does not exist (which would sit at
+/// its nonce until expiry, holding back the sender's later transactions for free) is not admitted.
+#[test]
+fn deal_transactions_are_refused_cheaply_before_their_signatures() {
+    use crate::types::deal::{DealTerms, Holder};
+    let (genesis, mut app, wallet) = setup();
+    let holders: Vec<SecretKey> = (0..32).map(|i| SecretKey::dev(&format!("h{i}"))).collect();
+    let terms = DealTerms {
+        root: vec![1, 0x55, 0x1e, 32, 1],
+        size: 1,
+        k: 16,
+        m: 16,
+        periods: 1,
+        holders: holders
+            .iter()
+            .map(|k| Holder {
+                key: k.public(),
+                price: Amount(1),
+            })
+            .collect(),
+        placement: (0..32).collect(),
+        segment_lens: vec![1],
+        commitments_root: [0; 32],
+    };
+    // Signatures that verify for nothing: each is checked only once everything cheaper passed.
+    let deal = |key: &SecretKey, nonce: u64| {
+        Transaction {
+            chain_id: genesis.params.chain_id,
+            sender: key.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 1_000,
+            kind: TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures: vec![crate::crypto::Signature([7; 64]); 32],
+            },
+        }
+        .sign(key)
+    };
+    let mut state = app.state().clone();
+    assert!(matches!(
+        state.apply(&deal(&wallet, 5), 1),
+        Err(TxError::FutureNonce { .. })
+    ));
+    let poor = SecretKey::dev("penniless");
+    assert!(matches!(
+        app.admissible(&deal(&poor, 0)),
+        Err(TxError::Overspend { .. })
+    ));
+    // With everything else right, the forged holder signatures are what refuses it.
+    assert_eq!(app.submit(deal(&wallet, 0)), Err(TxError::DealSignature(0)));
+    let end = Transaction {
+        chain_id: genesis.params.chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::EndDeal { deal: [9; 32] },
+    }
+    .sign(&wallet);
+    assert_eq!(app.submit(end), Err(TxError::UnknownDeal));
+}

@@ -85,6 +85,8 @@ pub enum DealError {
     Holders(usize),
     #[error("the deal covers {0} shards, at most {DEAL_SHARDS_MAX}")]
     TooManyShards(usize),
+    #[error("the deal covers {0} segments, at most {DEAL_SEGMENTS_MAX}")]
+    TooManySegments(usize),
     #[error("the placement has {segments} segments but {lens} segment lengths")]
     Lengths { segments: usize, lens: usize },
     #[error("shard {shard} names holder {holder}; the deal has {holders}")]
@@ -219,6 +221,9 @@ impl DealTerms {
                 shards: self.placement.len(),
                 per_segment: n,
             });
+        }
+        if self.segment_lens.len() > DEAL_SEGMENTS_MAX {
+            return Err(DealError::TooManySegments(self.segment_lens.len()));
         }
         if self.placement.len() / n != self.segment_lens.len() {
             return Err(DealError::Lengths {
@@ -471,6 +476,17 @@ mod tests {
                     ..ok.clone()
                 },
                 |e| matches!(e, DealError::Segments { .. }),
+            ),
+            (
+                DealTerms {
+                    k: 1,
+                    m: 0,
+                    placement: vec![0; DEAL_SEGMENTS_MAX + 1],
+                    segment_lens: vec![1; DEAL_SEGMENTS_MAX + 1],
+                    holders: ok.holders[..1].to_vec(),
+                    ..ok.clone()
+                },
+                |e| matches!(e, DealError::TooManySegments(_)),
             ),
             (
                 DealTerms {

@@ -332,16 +332,15 @@ impl SignedTransaction {
         hash_with(domain::TX_ID, &[&self.encode()])
     }
 
-    /// Every check that needs no account state: chain id, signature, amounts, and the validator key's
-    /// proof of possession. State checks (nonce, balance, expiry) are in [`crate::state`].
+    /// Every check that needs no account state: chain id, form (amounts, deal terms), and every signature.
+    /// State checks (nonce, balance, expiry) are in [`crate::state`].
     pub fn check_stateless(&self, chain_id: u32) -> Result<(), TxError> {
-        self.check_chain_id(chain_id)?;
-        self.check_signature()?;
-        self.check_form()
+        self.check_stateless_signature_verified(chain_id)?;
+        self.check_signature()
     }
 
-    /// [`SignedTransaction::check_stateless`] for a transaction whose signature this node already verified
-    /// (its id, which covers the signature, is in the caller's verified set).
+    /// [`SignedTransaction::check_stateless`] for a transaction whose signatures this node already verified
+    /// (its id, which covers them, is in the caller's verified set): the cheap checks only.
     pub fn check_stateless_signature_verified(&self, chain_id: u32) -> Result<(), TxError> {
         self.check_chain_id(chain_id)?;
         self.check_form()
@@ -357,11 +356,39 @@ impl SignedTransaction {
         Ok(())
     }
 
+    /// Every signature the transaction carries: the sender's, a validator key's proof of possession, a deal's
+    /// holders'. The costly part of a check (up to 33 signatures for a deal), so callers run it after the
+    /// cheap form and state checks, and once per transaction id (the verified sets of the ledger and node).
     pub fn check_signature(&self) -> Result<(), TxError> {
         self.tx
             .sender
             .verify(&self.tx.signing_message(), &self.signature)
-            .map_err(TxError::BadSignature)
+            .map_err(TxError::BadSignature)?;
+        match &self.tx.kind {
+            TxKind::RegisterValidator {
+                bls_public_key,
+                proof_of_possession,
+                ..
+            } => {
+                // The proof must be made for this sender: one copied from another account's registration
+                // does not verify.
+                bls_public_key
+                    .verify_proof_of_possession(&self.tx.sender_address(), proof_of_possession)
+                    .map_err(TxError::BadValidatorKey)?;
+            }
+            TxKind::OpenDeal { terms, signatures } => {
+                let id = terms.id(&self.tx.sender_address());
+                let message = deal::signing_message(self.tx.chain_id, &id);
+                for (i, (holder, signature)) in terms.holders.iter().zip(signatures).enumerate() {
+                    holder
+                        .key
+                        .verify(&message, signature)
+                        .map_err(|_| TxError::DealSignature(i))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn check_form(&self) -> Result<(), TxError> {
@@ -373,19 +400,10 @@ impl SignedTransaction {
                     return Err(TxError::ZeroAmount);
                 }
             }
-            TxKind::RegisterValidator {
-                stake,
-                bls_public_key,
-                proof_of_possession,
-            } => {
+            TxKind::RegisterValidator { stake, .. } => {
                 if stake.0 == 0 {
                     return Err(TxError::ZeroAmount);
                 }
-                // The proof must be made for this sender: one copied from another account's registration
-                // does not verify.
-                bls_public_key
-                    .verify_proof_of_possession(&self.tx.sender_address(), proof_of_possession)
-                    .map_err(TxError::BadValidatorKey)?;
             }
             TxKind::OpenDeal { terms, signatures } => {
                 terms.check()?;
@@ -394,14 +412,6 @@ impl SignedTransaction {
                         holders: terms.holders.len(),
                         signatures: signatures.len(),
                     });
-                }
-                let id = terms.id(&self.tx.sender_address());
-                let message = deal::signing_message(self.tx.chain_id, &id);
-                for (i, (holder, signature)) in terms.holders.iter().zip(signatures).enumerate() {
-                    holder
-                        .key
-                        .verify(&message, signature)
-                        .map_err(|_| TxError::DealSignature(i))?;
                 }
             }
             TxKind::EndDeal { .. } => {}
