@@ -220,12 +220,18 @@ impl<St: Store> ShardApp<St> {
         let mut state = self.state.clone();
         let mut included = Vec::new();
         let mut receipts: Vec<Receipt> = Vec::new();
+        let mut bytes = 0usize;
         for tx in transactions {
             if included.len() >= self.block_txs_max.min(BLOCK_TXS_MAX) {
                 break;
             }
+            let len = tx.encode().len();
+            if bytes + len > crate::block::BLOCK_TX_BYTES_MAX {
+                continue;
+            }
             let verified = self.verified.contains(&tx.id());
             if let Ok(receipt) = state.apply_checked(&tx, height, verified) {
+                bytes += len;
                 included.push(tx);
                 receipts.push(receipt);
             }

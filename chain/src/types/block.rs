@@ -38,6 +38,10 @@ pub use crate::types::header::{
 };
 
 pub const BLOCK_TXS_MAX: usize = 4096;
+/// The encoded transactions of one block, at most: as many as `BLOCK_TXS_MAX` transfers (about 2 MiB). A
+/// transaction may be up to 19 times a transfer's size (a storage deal), so the count alone no longer bounds a
+/// block; a block over this does not decode and a proposer stops adding before it.
+pub const BLOCK_TX_BYTES_MAX: usize = BLOCK_TXS_MAX * 516;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;
 /// Evidence of faults in one beacon block.
@@ -206,8 +210,17 @@ impl Block {
             return Err(DecodeError::Invalid("beacon block carrying transactions"));
         }
         let mut transactions = Vec::with_capacity(count);
+        let mut total = 0usize;
         for _ in 0..count {
             let bytes = r.var("transaction", TX_BYTES_MAX)?;
+            total += bytes.len();
+            if total > BLOCK_TX_BYTES_MAX {
+                return Err(DecodeError::TooLong {
+                    what: "block transaction bytes",
+                    len: total,
+                    max: BLOCK_TX_BYTES_MAX,
+                });
+            }
             let mut tr = Reader::new(bytes);
             transactions.push(SignedTransaction::decode_from(&mut tr)?);
             tr.finish()?;
@@ -320,6 +333,58 @@ mod tests {
             let b = block(n);
             assert_eq!(Block::decode(&b.encode()), Ok(b));
         }
+    }
+
+    /// Transactions may be 19 times a transfer's size (storage deals): a block of them within the count
+    /// limit but over the byte budget does not decode, so a proposer cannot make every validator take 40 MB.
+    #[test]
+    fn a_block_over_the_transaction_byte_budget_does_not_decode() {
+        use crate::types::deal::{DealTerms, Holder};
+        let key = SecretKey::dev("alice");
+        let terms = DealTerms {
+            root: vec![1; 90],
+            size: 1,
+            k: 1,
+            m: 0,
+            periods: 1,
+            holders: vec![Holder {
+                key: key.public(),
+                price: Amount(1),
+            }],
+            placement: vec![0; 512],
+            segment_lens: vec![1; 512],
+            commitments_root: [0; 32],
+        };
+        let big = |nonce| {
+            Transaction {
+                chain_id: 1,
+                sender: key.public(),
+                nonce,
+                fee: Amount(1),
+                expiry_height: 9,
+                kind: TxKind::OpenDeal {
+                    terms: terms.clone(),
+                    signatures: vec![crate::crypto::Signature([0; 64])],
+                },
+            }
+            .sign(&key)
+        };
+        let one = big(0).encode().len();
+        let fits = BLOCK_TX_BYTES_MAX / one;
+        let mut b = block(0);
+        b.transactions = (0..fits as u64).map(big).collect();
+        assert_eq!(
+            Block::decode(&b.encode()).map(|d| d.transactions.len()),
+            Ok(fits)
+        );
+        b.transactions.push(big(fits as u64));
+        assert!(matches!(
+            Block::decode(&b.encode()),
+            Err(DecodeError::TooLong {
+                what: "block transaction bytes",
+                ..
+            })
+        ));
     }
 
     #[test]
