@@ -1147,7 +1147,8 @@ mod tests {
                 .await
                 .expect("connects");
         }
-        let request = wire::encode_blocks_request(&wire::BlocksRequest { shard: 0, from: 1 });
+        let request =
+            wire::encode_blocks_request(&wire::BlocksRequest::Blocks { shard: 0, from: 1 });
         let (mut sent, mut with_blocks, mut busy, mut failed) = (0u64, 0u64, 0u64, 0u64);
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -1164,6 +1165,7 @@ mod tests {
                         wire::BlocksAnswer::Blocks(b) if !b.is_empty() => with_blocks += 1,
                         wire::BlocksAnswer::Blocks(_) => panic!("the target has blocks to serve"),
                         wire::BlocksAnswer::Busy => busy += 1,
+                        wire::BlocksAnswer::Votes(_) => panic!("blocks were asked for"),
                     },
                     SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(Event::OutboundFailure { .. })) => {
                         failed += 1
@@ -1185,6 +1187,7 @@ mod tests {
                     })) => match wire::decode_blocks_answer(&response).expect("a valid answer") {
                         wire::BlocksAnswer::Blocks(_) => with_blocks += 1,
                         wire::BlocksAnswer::Busy => busy += 1,
+                        wire::BlocksAnswer::Votes(_) => panic!("blocks were asked for"),
                     },
                     SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(
                         Event::OutboundFailure { .. },

@@ -105,7 +105,7 @@ mod tests {
         futures::executor::block_on(async {
             let protocol = StreamProtocol::new("/test/blocks/1");
             let mut codec = BlocksCodec;
-            let request = encode_blocks_request(&BlocksRequest { shard: 2, from: 9 });
+            let request = encode_blocks_request(&BlocksRequest::Blocks { shard: 2, from: 9 });
             let mut out = Cursor::new(Vec::new());
             codec
                 .write_request(&protocol, &mut out, request.clone())

@@ -155,6 +155,8 @@ struct Stats {
     /// Catch-up asks made, and blocks answered to them.
     asks: u64,
     blocks_fetched: u64,
+    /// Votes answered to asks of members behind in rounds.
+    votes_fetched: u64,
     /// Asks that failed (the peer was down, or the outsider that never answers).
     asks_failed: u64,
     /// `Status` messages an outside peer sent.
@@ -557,7 +559,8 @@ impl Sim {
                 .iter()
                 .filter(|o| matches!(o, Output::AskBlocks { .. }))
                 .count();
-            if published != 0 || asks > 2 {
+            // At most a blocks ask and a votes ask per chain (the beacon's and a shard's), to the outsider.
+            if published != 0 || asks > 4 {
                 return Err(format!(
                     "a Status flood made validator {i} publish {published} messages and ask {asks} times"
                 ));
@@ -807,10 +810,14 @@ impl Sim {
                 match &bytes {
                     Some(b) => {
                         self.trace.update(b);
-                        if let Ok(chain::node::wire::BlocksAnswer::Blocks(blocks)) =
-                            chain::node::wire::decode_blocks_answer(b)
-                        {
-                            self.stats.blocks_fetched += blocks.len() as u64;
+                        match chain::node::wire::decode_blocks_answer(b) {
+                            Ok(chain::node::wire::BlocksAnswer::Blocks(blocks)) => {
+                                self.stats.blocks_fetched += blocks.len() as u64
+                            }
+                            Ok(chain::node::wire::BlocksAnswer::Votes(votes)) => {
+                                self.stats.votes_fetched += votes.len() as u64
+                            }
+                            _ => {}
                         }
                     }
                     None => self.stats.asks_failed += 1,
@@ -1069,6 +1076,7 @@ impl Totals for Stats {
         self.relay_probes += seed.relay_probes;
         self.asks += seed.asks;
         self.blocks_fetched += seed.blocks_fetched;
+        self.votes_fetched += seed.votes_fetched;
         self.asks_failed += seed.asks_failed;
         self.flood_statuses += seed.flood_statuses;
     }
@@ -1086,6 +1094,7 @@ fn run_many(seeds: &[u64]) {
                 && total.corrupted > 0
                 && total.relay_probes > 0
                 && total.blocks_fetched > 0
+                && total.votes_fetched > 0
                 && total.asks_failed > 0),
         "the simulation did what it claims: {total:?}"
     );

@@ -4,9 +4,11 @@
 //!
 //! A peer is named by what the driver knows it by: the libp2p `PeerId` of the connection a message came in
 //! on (authenticated by the transport), never by anything inside a message. A gossiped `Status` only tells
-//! this validator that a peer claims a height; nothing is published in answer to it. The asker ([`CatchUp`])
-//! asks one peer at a time per chain, and a peer that answers junk, too many bytes or nothing is put aside
-//! and the next one asked. The server ([`ServeBudget`]) answers a peer at most [`SERVE_BURST`] requests at
+//! this validator that a peer claims a height (and round); nothing is published in answer to it. The asker
+//! ([`CatchUp`]) asks one peer at a time per chain for blocks, and a peer that answers junk, too many bytes
+//! or nothing is put aside and the next one asked; at the height being decided, a peer that says it is in a
+//! later round is asked for its votes of the rounds this validator has not finished (at most one such ask
+//! per chain in flight, and one per [`VOTE_ASK_EVERY_MS`]). The server ([`ServeBudget`]) answers a peer at most [`SERVE_BURST`] requests at
 //! once and one per [`SERVE_REFILL_MS`] after that, and all peers together at most
 //! [`SERVE_BLOCKS_PER_SECOND`] blocks and [`SERVE_BYTES_PER_SECOND`] bytes a second, since peer ids cost
 //! nothing to make.
@@ -14,6 +16,8 @@
 use std::collections::BTreeMap;
 
 use crate::ShardId;
+
+use super::wire::BlocksRequest;
 
 /// A peer as the driver names it: the bytes of its libp2p `PeerId` (the simulator uses any bytes). It comes
 /// from the transport, so a peer cannot speak as another.
@@ -32,6 +36,9 @@ pub const ASK_TIMEOUT_MS: u64 = 6_000;
 pub const JUNK_BAN_MS: u64 = 60_000;
 /// A peer that was busy, answered no block, or could not be reached, is not asked again for this long.
 pub const BACKOFF_MS: u64 = 2_000;
+/// Votes are asked for at most this often per chain (the pace at which members re-send their own round's
+/// messages).
+pub const VOTE_ASK_EVERY_MS: u64 = 250;
 
 /// Requests a server answers from one peer at once, before the refill pace applies.
 pub const SERVE_BURST: u32 = 4;
@@ -49,10 +56,19 @@ pub const SERVE_PEERS_MAX: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ask {
     pub id: u64,
-    pub shard: ShardId,
     pub peer: Peer,
-    pub from: u64,
+    pub request: BlocksRequest,
     pub deadline: u64,
+}
+
+impl Ask {
+    pub fn shard(&self) -> ShardId {
+        self.request.shard()
+    }
+
+    fn is_votes(&self) -> bool {
+        matches!(self.request, BlocksRequest::Votes { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +88,8 @@ pub struct CatchUp {
     known: BTreeMap<(ShardId, Peer), Known>,
     asks: BTreeMap<u64, Ask>,
     next_id: u64,
+    /// When votes were last asked for, per chain.
+    votes_asked: BTreeMap<ShardId, u64>,
 }
 
 impl CatchUp {
@@ -87,7 +105,7 @@ impl CatchUp {
             let busy: Vec<&(ShardId, Peer)> = self
                 .asks
                 .values()
-                .map(|a| (a.shard, a.peer.clone()))
+                .map(|a| (a.shard(), a.peer.clone()))
                 .filter_map(|k| self.known.get_key_value(&k).map(|(k, _)| k))
                 .collect();
             let oldest = self
@@ -118,7 +136,11 @@ impl CatchUp {
     /// for that chain, and a peer heard recently claiming to be past `need` and not set aside.
     pub fn next_ask(&mut self, now_ms: u64, shard: ShardId, need: u64) -> Option<Ask> {
         self.expire(now_ms);
-        if self.asks.values().any(|a| a.shard == shard) {
+        if self
+            .asks
+            .values()
+            .any(|a| a.shard() == shard && !a.is_votes())
+        {
             return None;
         }
         let peer = self
@@ -135,16 +157,59 @@ impl CatchUp {
         if let Some(k) = self.known.get_mut(&(shard, peer.clone())) {
             k.asked_ms = Some(now_ms);
         }
+        Some(self.make(now_ms, peer, BlocksRequest::Blocks { shard, from: need }))
+    }
+
+    /// The ask to make now of `peer`, which says it is in round `theirs` of `height` of `shard`, the height
+    /// this validator decides in round `round`: its votes of the rounds from `round` on, if `theirs` is
+    /// later, no votes ask of that chain is in flight, none was made in the last [`VOTE_ASK_EVERY_MS`] and
+    /// the peer is not set aside.
+    pub fn votes_ask(
+        &mut self,
+        now_ms: u64,
+        shard: ShardId,
+        peer: Peer,
+        height: u64,
+        (round, theirs): (u32, u32),
+    ) -> Option<Ask> {
+        self.expire(now_ms);
+        let recent = self
+            .votes_asked
+            .get(&shard)
+            .is_some_and(|at| now_ms < at.saturating_add(VOTE_ASK_EVERY_MS));
+        let aside = self
+            .known
+            .get(&(shard, peer.clone()))
+            .is_some_and(|k| k.not_before > now_ms);
+        if theirs <= round
+            || recent
+            || aside
+            || self
+                .asks
+                .values()
+                .any(|a| a.shard() == shard && a.is_votes())
+        {
+            return None;
+        }
+        self.votes_asked.insert(shard, now_ms);
+        let request = BlocksRequest::Votes {
+            shard,
+            height,
+            round,
+        };
+        Some(self.make(now_ms, peer, request))
+    }
+
+    fn make(&mut self, now_ms: u64, peer: Peer, request: BlocksRequest) -> Ask {
         self.next_id += 1;
         let ask = Ask {
             id: self.next_id,
-            shard,
             peer,
-            from: need,
+            request,
             deadline: now_ms.saturating_add(ASK_TIMEOUT_MS),
         };
         self.asks.insert(ask.id, ask.clone());
-        Some(ask)
+        ask
     }
 
     /// The ask `id` made to `peer`, taken off the in-flight list (`None`: not ours, or not that peer's).
@@ -187,7 +252,7 @@ impl CatchUp {
             .collect();
         for id in late {
             if let Some(a) = self.asks.remove(&id) {
-                self.set_aside(a.shard, &a.peer, now_ms.saturating_add(BACKOFF_MS));
+                self.set_aside(a.shard(), &a.peer, now_ms.saturating_add(BACKOFF_MS));
             }
         }
     }
@@ -308,7 +373,10 @@ mod tests {
         c.heard(0, 1, peer(2), 9);
         c.heard(0, 2, peer(3), 100);
         let a = c.next_ask(10, 1, 5).expect("an ask");
-        assert_eq!((a.shard, a.from, a.peer.clone()), (1, 5, peer(1)));
+        assert_eq!(
+            (a.request, a.peer.clone()),
+            (BlocksRequest::Blocks { shard: 1, from: 5 }, peer(1))
+        );
         assert_eq!(c.next_ask(10, 1, 5), None, "one ask per chain in flight");
         let b = c
             .next_ask(10, 2, 7)
@@ -343,6 +411,35 @@ mod tests {
         let mut c = CatchUp::default();
         c.heard(0, 1, peer(1), 9);
         assert_eq!(c.next_ask(PEER_STALE_MS + 1, 1, 5), None);
+    }
+
+    #[test]
+    fn votes_are_asked_of_a_peer_in_a_later_round_one_ask_at_a_time_and_not_too_often() {
+        let mut c = CatchUp::default();
+        assert_eq!(c.votes_ask(0, 1, peer(1), 5, (2, 2)), None, "not later");
+        let a = c.votes_ask(0, 1, peer(1), 5, (2, 3)).expect("an ask");
+        assert_eq!(
+            a.request,
+            BlocksRequest::Votes {
+                shard: 1,
+                height: 5,
+                round: 2
+            }
+        );
+        // A blocks ask of the same chain is not held up by it.
+        c.heard(0, 1, peer(2), 9);
+        assert!(c.next_ask(0, 1, 5).is_some());
+        assert_eq!(c.votes_ask(1, 1, peer(2), 5, (2, 9)), None, "one in flight");
+        c.answered(a.id, &peer(1));
+        assert_eq!(
+            c.votes_ask(VOTE_ASK_EVERY_MS - 1, 1, peer(2), 5, (2, 9)),
+            None,
+            "not too often"
+        );
+        assert!(
+            c.votes_ask(VOTE_ASK_EVERY_MS, 1, peer(2), 5, (2, 9))
+                .is_some()
+        );
     }
 
     #[test]

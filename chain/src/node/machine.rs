@@ -294,6 +294,8 @@ pub struct Node<D: Disk> {
     catch_up: CatchUp,
     /// What it still serves to whom.
     serve: ServeBudget,
+    /// While answering a votes request: the votes the replica sends (see `serve_votes`).
+    capture: Option<Vec<bft::Vote<Bls>>>,
     relays: RelaySchedule,
     evidence_sent: EvidenceSent,
     /// When this validator next repeats its shard's head if the beacon's link lags (see
@@ -347,6 +349,7 @@ impl<D: Disk> Node<D> {
             evidence: 0,
             catch_up: CatchUp::default(),
             serve: ServeBudget::default(),
+            capture: None,
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
             head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
@@ -791,14 +794,21 @@ impl<D: Disk> Node<D> {
             Ok(Envelope::Consensus { from, to, message }) => {
                 // A `Status` says which height its sender decides: if that is past this lane, the peer it
                 // came from is one to ask for blocks. Nothing is published in answer.
-                if let Message::Status { shard, height, .. } = *message {
+                if let Message::Status {
+                    shard,
+                    height,
+                    round,
+                } = *message
+                {
                     let lane = if on_beacon {
                         BEACON_SHARD
                     } else {
                         self.shard.as_ref().map_or(BEACON_SHARD, |l| l.shard)
                     };
                     if shard == lane {
-                        self.catch_up.heard(self.now_ms, shard, peer, height);
+                        self.catch_up
+                            .heard(self.now_ms, shard, peer.clone(), height);
+                        self.ask_votes(peer, shard, height, round);
                     }
                 }
                 if on_beacon {
@@ -1021,12 +1031,15 @@ impl<D: Disk> Node<D> {
                 self.publish(topic, wire::encode_consensus(me, None, &message))
             }
             // A replica sends to one member only in answer to a `Status` (its votes of rounds the asker has
-            // not finished; blocks are switched off in `bft_config`). A `Status` is unsigned and its
-            // sender's index unauthenticated, and gossip has no unicast: publishing these would let anyone
-            // make every member publish on a whole topic. They are dropped; a member behind in rounds
-            // catches up through the round skip (f + 1 weight seen in a later round) and the current
-            // round's messages that every member re-sends, and one behind in heights through catch-up.
-            ReplicaOutput::Send { .. } => {}
+            // not finished; blocks are switched off in `bft_config`). A gossiped `Status` is unsigned and
+            // its sender's index unauthenticated, and gossip has no unicast: publishing these would let
+            // anyone make every member publish on a whole topic, so they are never published. The votes are
+            // kept only while answering a peer's votes request (`serve_votes`), which goes to that peer.
+            ReplicaOutput::Send { message, .. } => {
+                if let (Some(votes), Message::Vote(v)) = (self.capture.as_mut(), message) {
+                    votes.push(v);
+                }
+            }
             ReplicaOutput::Committed {
                 block, certificate, ..
             } => {
@@ -1213,6 +1226,18 @@ impl<D: Disk> Node<D> {
         }
     }
 
+    /// The height and round the lane of `shard` decides, if this validator is a member deciding it.
+    fn deciding(&self, shard: ShardId) -> Option<(u64, u32)> {
+        let of = |member: Option<u16>, height: u64, round: u32| member.map(|_| (height, round));
+        if shard == BEACON_SHARD {
+            let l = self.beacon();
+            of(l.member(), l.height(), l.round())
+        } else {
+            let l = self.shard.as_ref().filter(|l| l.shard == shard)?;
+            of(l.member(), l.height(), l.round())
+        }
+    }
+
     /// The next height the lane of `shard` needs, if this validator keeps that chain.
     fn lane_height(&self, shard: ShardId) -> Option<u64> {
         if shard == BEACON_SHARD {
@@ -1236,14 +1261,37 @@ impl<D: Disk> Node<D> {
             };
             if let Some(ask) = self.catch_up.next_ask(now, shard, need) {
                 tracing::debug!(account = %self.config.account, shard, from = need, "asking a peer for blocks");
-                let bytes = wire::encode_blocks_request(&BlocksRequest { shard, from: need });
-                self.push(Output::AskBlocks {
-                    id: ask.id,
-                    peer: ask.peer,
-                    bytes,
-                });
+                self.push_ask(ask);
             }
         }
+    }
+
+    /// Asks `peer`, which says it is in round `round` of `height` of `shard`, for its votes of the rounds
+    /// this validator has not finished, if this validator is a member deciding that height in an earlier
+    /// round (see [`CatchUp::votes_ask`]).
+    fn ask_votes(&mut self, peer: Peer, shard: ShardId, height: u64, round: u32) {
+        let Some(mine) = self
+            .deciding(shard)
+            .filter(|(h, _)| *h == height)
+            .map(|(_, r)| r)
+        else {
+            return;
+        };
+        if let Some(ask) = self
+            .catch_up
+            .votes_ask(self.now_ms, shard, peer, height, (mine, round))
+        {
+            self.push_ask(ask);
+        }
+    }
+
+    fn push_ask(&mut self, ask: catch_up::Ask) {
+        let bytes = wire::encode_blocks_request(&ask.request);
+        self.push(Output::AskBlocks {
+            id: ask.id,
+            peer: ask.peer,
+            bytes,
+        });
     }
 
     /// Feeds the blocks a peer answered to the lane they are for. A peer that answered junk (blocks that do
@@ -1255,57 +1303,78 @@ impl<D: Disk> Node<D> {
             return;
         };
         let now = self.now_ms;
+        let shard = ask.shard();
         let back_off = now.saturating_add(catch_up::BACKOFF_MS);
         let ban = now.saturating_add(catch_up::JUNK_BAN_MS);
-        let blocks = match data.map(|d| wire::decode_blocks_answer(&d)) {
+        let answer = match data.map(|d| wire::decode_blocks_answer(&d)) {
             None | Some(Ok(BlocksAnswer::Busy)) => {
-                self.catch_up.set_aside(ask.shard, peer, back_off);
+                self.catch_up.set_aside(shard, peer, back_off);
                 return;
             }
             Some(Err(_)) => {
-                self.catch_up.set_aside(ask.shard, peer, ban);
+                self.catch_up.set_aside(shard, peer, ban);
                 return;
             }
-            Some(Ok(BlocksAnswer::Blocks(blocks))) => blocks,
+            Some(Ok(answer)) => answer,
+        };
+        let (from, blocks) = match (ask.request, answer) {
+            (BlocksRequest::Blocks { from, .. }, BlocksAnswer::Blocks(blocks)) => (from, blocks),
+            // Votes are checked one by one by the replica, which drops any that do not verify; a peer
+            // can only waste the check of the few an answer holds.
+            (BlocksRequest::Votes { .. }, BlocksAnswer::Votes(votes)) => {
+                for v in votes {
+                    if shard == BEACON_SHARD {
+                        self.on_consensus_beacon(FOLLOWER, None, Message::Vote(v));
+                    } else {
+                        self.on_consensus_shard(FOLLOWER, None, Message::Vote(v));
+                    }
+                }
+                return;
+            }
+            // An answer of the wrong kind.
+            _ => {
+                self.catch_up.set_aside(shard, peer, ban);
+                return;
+            }
         };
         if blocks.is_empty() {
-            self.catch_up.set_aside(ask.shard, peer, back_off);
+            self.catch_up.set_aside(shard, peer, back_off);
             return;
         }
-        let follows_on = blocks.iter().zip(ask.from..).all(|((block, cert), h)| {
-            block.header.shard == ask.shard
+        let follows_on = blocks.iter().zip(from..).all(|((block, cert), h)| {
+            block.header.shard == shard
                 && block.header.height == h
                 && block.header.chain_id == self.chain_id
                 && cert.finalises(&block.header)
         });
         if !follows_on {
-            self.catch_up.set_aside(ask.shard, peer, ban);
+            self.catch_up.set_aside(shard, peer, ban);
             return;
         }
-        let Some(before) = self.lane_height(ask.shard) else {
+        let Some(before) = self.lane_height(shard) else {
             return;
         };
         for (block, certificate) in blocks {
             let message = Message::Decided { block, certificate };
-            if ask.shard == BEACON_SHARD {
+            if shard == BEACON_SHARD {
                 self.on_consensus_beacon(FOLLOWER, None, message);
             } else {
                 self.on_consensus_shard(FOLLOWER, None, message);
             }
         }
-        let after = self.lane_height(ask.shard).unwrap_or(before);
-        if after > ask.from || before > ask.from {
+        let after = self.lane_height(shard).unwrap_or(before);
+        if after > from || before > from {
             // Progress, or the lane got past the height meanwhile: nothing to hold against the peer.
             return;
         }
         // Nothing applied. A follower of a shard may not know the committee of the height yet (the beacon
         // chain has not drawn it here): then the blocks could not be checked, which is no fault of theirs.
-        let checkable = ask.shard == BEACON_SHARD
+        let checkable = shard == BEACON_SHARD
             || self.shard.as_ref().is_some_and(|l| l.member().is_some())
-            || self.shard_committee(ask.shard, ask.from).is_some();
+            || self.shard_committee(shard, from).is_some();
         let until = if checkable { ban } else { back_off };
-        tracing::debug!(account = %self.config.account, shard = ask.shard, from = ask.from, checkable, "a peer's blocks were refused");
-        self.catch_up.set_aside(ask.shard, peer, until);
+        tracing::debug!(account = %self.config.account, shard, from, checkable, "a peer's blocks were refused");
+        self.catch_up.set_aside(shard, peer, until);
     }
 
     /// The answer to a peer's catch-up request: [`wire::CATCH_UP_BLOCKS_MAX`] blocks at most, no block that
@@ -1316,26 +1385,59 @@ impl<D: Disk> Node<D> {
         let Some((blocks_left, bytes_left)) = self.serve.admit(self.now_ms, peer) else {
             return wire::encode_busy_answer();
         };
-        let Ok(request) = wire::decode_blocks_request(data) else {
-            return wire::encode_blocks_answer(&[]);
+        let request = match wire::decode_blocks_request(data) {
+            Ok(BlocksRequest::Blocks { shard, from }) => (shard, from),
+            Ok(BlocksRequest::Votes {
+                shard,
+                height,
+                round,
+            }) => return self.serve_votes(shard, height, round),
+            Err(_) => return wire::encode_blocks_answer(&[]),
         };
+        let (shard, from) = request;
         let blocks_max = blocks_left.min(wire::CATCH_UP_BLOCKS_MAX);
         let bytes_max = bytes_left.min(wire::CATCH_UP_BYTES_SOFT);
-        let blocks = if request.shard == BEACON_SHARD {
+        let blocks = if shard == BEACON_SHARD {
             if self.follows_beacon {
-                stored_blocks(self.beacon().app(), request.from, blocks_max, bytes_max)
+                stored_blocks(self.beacon().app(), from, blocks_max, bytes_max)
             } else {
                 Vec::new()
             }
         } else {
-            match self.shard.as_ref().filter(|l| l.shard == request.shard) {
-                Some(l) => stored_blocks(l.app(), request.from, blocks_max, bytes_max),
+            match self.shard.as_ref().filter(|l| l.shard == shard) {
+                Some(l) => stored_blocks(l.app(), from, blocks_max, bytes_max),
                 None => Vec::new(),
             }
         };
         let bytes: usize = blocks.iter().map(|(b, c)| b.len() + c.len()).sum();
         self.serve.spent(blocks.len(), bytes);
         wire::encode_blocks_answer(&blocks)
+    }
+
+    /// The answer to a votes request: this member's own votes at `height` of the rounds from `round` up to
+    /// its current one, as its replica re-sends them to a member behind in rounds (what it would once have
+    /// published in answer to a gossiped `Status`, now only to the peer that asked). None if it is not a
+    /// member deciding that height.
+    fn serve_votes(&mut self, shard: ShardId, height: u64, round: u32) -> Vec<u8> {
+        if self.deciding(shard).is_none_or(|(h, _)| h != height) {
+            return wire::encode_votes_answer(&[]);
+        }
+        // The replica answers a `Status` with `Send`s of its votes, which `on_output` keeps while
+        // `capture` is set; anything else it produces (due timers) goes out as usual.
+        self.capture = Some(Vec::new());
+        let status = Message::Status {
+            shard,
+            height,
+            round,
+        };
+        if shard == BEACON_SHARD {
+            self.on_consensus_beacon(FOLLOWER, None, status);
+        } else {
+            self.on_consensus_shard(FOLLOWER, None, status);
+        }
+        self.flush();
+        let votes = self.capture.take().unwrap_or_default();
+        wire::encode_votes_answer(&votes)
     }
 
     /// Keeps the status's round current between commits: a round that keeps rising is a stalled committee.

@@ -17,15 +17,20 @@
 //! committee; it only decides where answers go, since every vote, proposal and certificate inside is signed
 //! and checked by the replica. Decoding checks every length, rejects trailing bytes and never panics.
 //!
-//! Catch-up does not go over gossip: a validator behind asks one peer for finalised blocks over the
-//! request-response protocol [`BLOCKS_PROTOCOL`] (one request, one answer, to the asking peer only):
+//! Catch-up does not go over gossip: a validator behind asks one peer over the request-response protocol
+//! [`BLOCKS_PROTOCOL`] (one request, one answer, to the asking peer only), for the finalised blocks it
+//! misses or, behind in rounds at the height being decided, for the peer's votes of the rounds it has not
+//! finished:
 //!
 //! ```text
-//! request := version:u8 (=1) shard:u16 from:u64                 the finalised blocks of `shard` from `from` on
+//! request := version:u8 (=1) 1 shard:u16 from:u64              the finalised blocks of `shard` from `from` on
+//!          | version:u8 (=1) 2 shard:u16 height:u64 round:u32   the server's own votes at `height` from
+//!                                                               `round` up to its current round
 //! answer  := version:u8 (=1) 1 count:u16 (block:var certificate:var){count}
 //!                                                               blocks from..from+count in order, each with its
 //!                                                               precommit certificate (0 blocks: none kept)
 //!          | version:u8 (=1) 2                                  busy: the asker is over its limit, ask later
+//!          | version:u8 (=1) 3 count:u16 (vote:var){count}      votes, each a `chain::bft::wire` vote message
 //! ```
 //!
 //! An answer holds at most [`CATCH_UP_BLOCKS_MAX`] blocks, and a server adds no block that would take it
@@ -216,14 +221,33 @@ pub const CATCH_UP_BYTES_SOFT: usize = 4 << 20;
 /// The largest answer: the soft limit plus one more block of the largest size, and the framing.
 pub const CATCH_UP_ANSWER_BYTES_MAX: usize =
     CATCH_UP_BYTES_SOFT + bft::wire::MESSAGE_BYTES_MAX + 64;
-/// The size of a request (and the most a server reads of one).
-pub const CATCH_UP_REQUEST_BYTES: usize = 11;
+/// The largest request (a votes request), and the most a server reads of one.
+pub const CATCH_UP_REQUEST_BYTES: usize = 16;
+/// Votes in one answer, at most: two per round, over more rounds than a replica answers for (its round
+/// window).
+pub const CATCH_UP_VOTES_MAX: usize = 128;
+/// One encoded vote, at most (a vote is about 160 bytes).
+const VOTE_BYTES_MAX: usize = 1024;
 
-/// A catch-up request: the finalised blocks of `shard` from height `from` on.
+/// A catch-up request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlocksRequest {
-    pub shard: ShardId,
-    pub from: u64,
+pub enum BlocksRequest {
+    /// The finalised blocks of `shard` from height `from` on.
+    Blocks { shard: ShardId, from: u64 },
+    /// The server's own votes of `shard` at `height`, of the rounds from `round` up to its current one.
+    Votes {
+        shard: ShardId,
+        height: u64,
+        round: u32,
+    },
+}
+
+impl BlocksRequest {
+    pub fn shard(&self) -> ShardId {
+        match self {
+            BlocksRequest::Blocks { shard, .. } | BlocksRequest::Votes { shard, .. } => *shard,
+        }
+    }
 }
 
 /// A catch-up answer.
@@ -233,11 +257,21 @@ pub enum BlocksAnswer {
     Blocks(Vec<(Arc<Block>, QuorumCertificate<Bls>)>),
     /// The asker is over its limit (or the server over its own): nothing was read, ask later or elsewhere.
     Busy,
+    /// The server's votes of the rounds asked for (none: it is not deciding that height as a member).
+    Votes(Vec<bft::Vote<Bls>>),
 }
 
 pub fn encode_blocks_request(request: &BlocksRequest) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(CATCH_UP_VERSION).u16(request.shard).u64(request.from);
+    w.u8(CATCH_UP_VERSION);
+    match *request {
+        BlocksRequest::Blocks { shard, from } => w.u8(1).u16(shard).u64(from),
+        BlocksRequest::Votes {
+            shard,
+            height,
+            round,
+        } => w.u8(2).u16(shard).u64(height).u32(round),
+    };
     w.finish()
 }
 
@@ -250,12 +284,33 @@ pub fn decode_blocks_request(bytes: &[u8]) -> Result<BlocksRequest, EnvelopeErro
     if version != CATCH_UP_VERSION {
         return Err(EnvelopeError::Version(version));
     }
-    let request = BlocksRequest {
-        shard: r.u16()?,
-        from: r.u64()?,
+    let request = match r.u8()? {
+        1 => BlocksRequest::Blocks {
+            shard: r.u16()?,
+            from: r.u64()?,
+        },
+        2 => BlocksRequest::Votes {
+            shard: r.u16()?,
+            height: r.u64()?,
+            round: r.u32()?,
+        },
+        other => return Err(EnvelopeError::Kind(other)),
     };
     r.finish()?;
     Ok(request)
+}
+
+/// Encodes a `Votes` answer (at most [`CATCH_UP_VOTES_MAX`] are written).
+pub fn encode_votes_answer(votes: &[bft::Vote<Bls>]) -> Vec<u8> {
+    let votes = &votes[..votes.len().min(CATCH_UP_VOTES_MAX)];
+    let mut w = Writer::new();
+    w.u8(CATCH_UP_VERSION).u8(3);
+    // At most CATCH_UP_VOTES_MAX (128), which fits.
+    w.u16(votes.len() as u16);
+    for v in votes {
+        w.var(&bft::wire::encode(&Message::Vote(v.clone())));
+    }
+    w.finish()
 }
 
 /// Encodes a `Blocks` answer from encoded blocks and the encoded certificates their ledger stores with
@@ -311,6 +366,25 @@ pub fn decode_blocks_answer(bytes: &[u8]) -> Result<BlocksAnswer, EnvelopeError>
         2 => {
             r.finish()?;
             Ok(BlocksAnswer::Busy)
+        }
+        3 => {
+            let count = usize::from(r.u16()?);
+            if count > CATCH_UP_VOTES_MAX {
+                return Err(EnvelopeError::Decode(DecodeError::TooLong {
+                    what: "catch-up votes",
+                    len: count,
+                    max: CATCH_UP_VOTES_MAX,
+                }));
+            }
+            let mut votes = Vec::with_capacity(count);
+            for _ in 0..count {
+                match bft::wire::decode::<Bls>(r.var("vote", VOTE_BYTES_MAX)?)? {
+                    Message::Vote(v) => votes.push(v),
+                    _ => return Err(EnvelopeError::Decode(DecodeError::Invalid("catch-up vote"))),
+                }
+            }
+            r.finish()?;
+            Ok(BlocksAnswer::Votes(votes))
         }
         other => Err(EnvelopeError::Kind(other)),
     }
@@ -431,12 +505,39 @@ mod tests {
 
     #[test]
     fn catch_up_messages_round_trip_and_refuse_what_is_out_of_bounds() {
-        let request = BlocksRequest { shard: 3, from: 17 };
-        let bytes = encode_blocks_request(&request);
-        assert_eq!(bytes.len(), CATCH_UP_REQUEST_BYTES);
-        assert_eq!(decode_blocks_request(&bytes).expect("decodes"), request);
-        assert!(decode_blocks_request(&[bytes.as_slice(), &[0]].concat()).is_err());
-        assert!(decode_blocks_request(&bytes[..5]).is_err());
+        for request in [
+            BlocksRequest::Blocks { shard: 3, from: 17 },
+            BlocksRequest::Votes {
+                shard: 3,
+                height: 17,
+                round: 2,
+            },
+        ] {
+            let bytes = encode_blocks_request(&request);
+            assert!(bytes.len() <= CATCH_UP_REQUEST_BYTES);
+            assert_eq!(decode_blocks_request(&bytes).expect("decodes"), request);
+            assert!(decode_blocks_request(&[bytes.as_slice(), &[0]].concat()).is_err());
+            assert!(decode_blocks_request(&bytes[..5]).is_err());
+        }
+        let key = crate::crypto::bls::SecretKey::dev("wire");
+        let votes: Vec<_> = (0..3u32)
+            .map(|round| {
+                crate::bft::Vote::<Bls>::sign(
+                    1,
+                    3,
+                    crate::bft::VoteKind::Prevote,
+                    17,
+                    round,
+                    Some([round as u8; 32]),
+                    1,
+                    &key,
+                )
+            })
+            .collect();
+        assert_eq!(
+            decode_blocks_answer(&encode_votes_answer(&votes)).expect("decodes"),
+            BlocksAnswer::Votes(votes)
+        );
 
         let params = crate::ChainParams::devnet(2);
         let block = Block {
@@ -464,7 +565,7 @@ mod tests {
                     assert_eq!(c, certificate);
                 }
             }
-            BlocksAnswer::Busy => panic!("not busy"),
+            other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
             decode_blocks_answer(&encode_busy_answer()).expect("decodes"),
@@ -475,7 +576,7 @@ mod tests {
         let many = vec![(block.encode(), certificate.encode()); CATCH_UP_BLOCKS_MAX + 1];
         match decode_blocks_answer(&encode_blocks_answer(&many)).expect("decodes") {
             BlocksAnswer::Blocks(got) => assert_eq!(got.len(), CATCH_UP_BLOCKS_MAX),
-            BlocksAnswer::Busy => panic!("not busy"),
+            other => panic!("unexpected {other:?}"),
         }
         let mut over = encode_blocks_answer(&many[..1]);
         over[2..4].copy_from_slice(&(CATCH_UP_BLOCKS_MAX as u16 + 1).to_be_bytes());
