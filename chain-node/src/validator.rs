@@ -3,8 +3,8 @@
 //! The node decides everything a validator decides: its two lanes (the beacon chain, always, as a member of
 //! the newest epoch's beacon committee or a follower; a shard while it has a seat, as a member of the
 //! committee of the height being decided or a follower catching up before its turn), the hand-offs at epoch
-//! boundaries, catch-up and its throttle, the Atomix relay schedule, head duty, evidence, which transactions
-//! it admits (`specs/consensus.md` §4).
+//! boundaries, catch-up (whom to ask for blocks, what to serve to whom), the Atomix relay schedule, head
+//! duty, evidence, which transactions it admits (`specs/consensus.md` §4).
 //!
 //! This driver only moves bytes and time: one tokio task owns the libp2p swarm (TCP + noise + yamux,
 //! gossipsub, and the catch-up protocol over request-response), feeds the node what arrives with its clock
