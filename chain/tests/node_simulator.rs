@@ -1116,7 +1116,7 @@ fn whole_validators_stay_safe_and_live_across_epochs_more_seeds() {
 /// itself fail and go to real peers, and the chain stays safe and live.
 #[test]
 fn a_status_flood_from_an_outside_peer_makes_nobody_publish_anything() {
-    let seeds: Vec<u64> = (0..16).collect();
+    let seeds: Vec<u64> = (0..8).collect();
     let total = run_seeds(&seeds, "node_simulator (flooded)", run_seed_flooded);
     assert!(
         total.flood_statuses > 0 && total.asks_failed > 0,

@@ -77,8 +77,13 @@ struct Known {
     seen_ms: u64,
     /// Not asked before this time (a ban or a back-off).
     not_before: u64,
-    /// When it was last asked: the peer asked longest ago (or never) goes first, which spreads the load.
+    /// When it was last asked: among peers alike, the one asked longest ago (or never) goes first, which
+    /// spreads the load.
     asked_ms: Option<u64>,
+    /// Whether it ever answered blocks this validator applied: such peers go before the others, so that
+    /// peer ids that only claim heights (and answer slowly or never) cannot keep a validator waiting on
+    /// each of them in turn once an honest peer has served it.
+    served: bool,
 }
 
 /// The asking side: the heights peers claim per chain, the asks in flight (one per chain) and who is set
@@ -128,6 +133,7 @@ impl CatchUp {
                 seen_ms: now_ms,
                 not_before: 0,
                 asked_ms: None,
+                served: false,
             },
         );
     }
@@ -152,7 +158,7 @@ impl CatchUp {
                     && k.not_before <= now_ms
                     && now_ms.saturating_sub(k.seen_ms) <= PEER_STALE_MS
             })
-            .min_by_key(|(_, k)| k.asked_ms)
+            .min_by_key(|(_, k)| (!k.served, k.asked_ms))
             .map(|((_, p), _)| p.clone())?;
         if let Some(k) = self.known.get_mut(&(shard, peer.clone())) {
             k.asked_ms = Some(now_ms);
@@ -218,6 +224,13 @@ impl CatchUp {
             return None;
         }
         self.asks.remove(&id)
+    }
+
+    /// Records that `peer` answered blocks of `shard` that this validator applied.
+    pub fn served(&mut self, shard: ShardId, peer: &Peer) {
+        if let Some(k) = self.known.get_mut(&(shard, peer.clone())) {
+            k.served = true;
+        }
     }
 
     /// Sets `peer` aside on `shard` until `until`.
@@ -407,6 +420,15 @@ mod tests {
             Some(peer(1)),
             "back after its back-off"
         );
+        // A peer that served blocks goes before peers that never did, however recently it was asked.
+        let mut c = CatchUp::default();
+        c.heard(0, 1, peer(1), 9);
+        c.heard(0, 1, peer(2), 9);
+        let first = c.next_ask(0, 1, 5).expect("an ask");
+        c.answered(first.id, &first.peer);
+        c.served(1, &first.peer);
+        c.heard(1, 1, peer(3), 9);
+        assert_eq!(c.next_ask(1, 1, 6).map(|a| a.peer), Some(first.peer));
         // Stale peers are not asked.
         let mut c = CatchUp::default();
         c.heard(0, 1, peer(1), 9);

@@ -1363,8 +1363,12 @@ impl<D: Disk> Node<D> {
             }
         }
         let after = self.lane_height(shard).unwrap_or(before);
-        if after > from || before > from {
-            // Progress, or the lane got past the height meanwhile: nothing to hold against the peer.
+        if before > from {
+            // The lane got past the height meanwhile: nothing to hold for or against the peer.
+            return;
+        }
+        if after > from {
+            self.catch_up.served(shard, peer);
             return;
         }
         // Nothing applied. A follower of a shard may not know the committee of the height yet (the beacon
