@@ -236,6 +236,8 @@ enum ProveWhat {
     Account { address: String },
     /// That a transaction (by its hash) is in a finalised block.
     Tx { hash: String },
+    /// A storage deal's durability receipt (by its id): active, with its terms, at its shard's latest block.
+    Deal { id: String },
 }
 
 #[derive(Subcommand)]
@@ -429,6 +431,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             let what = match what {
                 ProveWhat::Account { address } => wallet::ProveWhat::Account(address),
                 ProveWhat::Tx { hash } => wallet::ProveWhat::Tx(hash),
+                ProveWhat::Deal { id } => wallet::ProveWhat::Deal(id),
             };
             return wallet::prove(api, what, out.as_deref());
         }

@@ -19,6 +19,15 @@ use crate::chain_feed::ChainFeed;
 use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
+/// What a devnet storage node asks for its space, and what the demo's deal pays: 1 IOST per GiB per period.
+const DEVNET_PRICE: chain::Amount = chain::Amount(100_000_000);
+/// The demo deal's periods (16 shard blocks each on the devnet).
+const DEVNET_DEAL_PERIODS: u64 = 64;
+/// The devnet home whose funded account pays for the demo's storage deal (the wallet home stays untouched for
+/// the hints).
+const DEVNET_OWNER: &str = "owner";
+/// The demo deal's durability receipt, beside the wallet's trust file.
+const DEMO_RECEIPT: &str = "demo-deal.proof";
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
 /// A devnet is for watching the system work: shards lost with a node are rebuilt within a minute or so.
 const DEVNET_REPAIR: RepairOptions = RepairOptions {
@@ -314,6 +323,12 @@ pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node
             listen: vec![loopback.clone()],
             bootstrap: bootstrap.clone(),
             repair: Some(DEVNET_REPAIR),
+            // Devnet storage nodes take deals for what they hold, signing with their node identity.
+            deal_signer: Some(huds_net::deals::DealSigner::new(
+                huds_net::keypair_from_seed(home.node_seed()?),
+                DEVNET_PRICE,
+                chain::ChainParams::devnet(1).chain_id,
+            )),
             ..NodeOptions::default()
         };
         let node = start_node(&home, opts).await?;
@@ -380,7 +395,7 @@ pub fn devnet(
                 addrs.join(" ")
             );
         }
-        let demo = demo(dir, &running, &homes).await?;
+        let demo = demo(dir, &running, &homes, &format!("http://{bound}")).await?;
         println!("{}", demo.summary);
         println!(
             "chain {} shards and the beacon chain, {} validators each, epoch {}",
@@ -428,7 +443,14 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
     }
     let wallet_home = open_or_init(&dir.join("wallet"))?;
     let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;
-    let options = DevnetOptions::new(shards, vec![chain::Address::of(&wallet.public())]);
+    let owner = crate::wallet::wallet_key(&open_or_init(&dir.join(DEVNET_OWNER))?.dir)?;
+    let options = DevnetOptions::new(
+        shards,
+        vec![
+            chain::Address::of(&wallet.public()),
+            chain::Address::of(&owner.public()),
+        ],
+    );
     let chain = ChainDevnet::start(&dir.join("chain"), options)
         .await
         .context("starting the devnet's validators")?;
@@ -441,7 +463,7 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last
 /// node, over the network, and checks every byte.
-async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<Demo> {
+async fn demo(dir: &Path, running: &[Node], homes: &[Home], api: &str) -> Result<Demo> {
     let record = dir.join("demo.json");
     let expected = demo_bytes();
     let (cid, cap) = match std::fs::read(&record) {
@@ -471,7 +493,24 @@ async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<Demo> {
             let holders: std::collections::HashSet<_> =
                 placement.holders.iter().map(|(_, p)| *p).collect();
             let _ = std::fs::remove_file(dir.join("demo.bin"));
-            let v = json!({ "cid": added.root.to_string(), "cap": added.capability.to_text() });
+            let opts = homes[0].add_options();
+            let deal = open_deal(
+                dir,
+                &running[0].handle,
+                &added,
+                &placement,
+                (opts.k, opts.m),
+                api,
+            )
+            .await
+            .context("opening the demo file's storage deal")?;
+            println!(
+                "demo deal {deal} active: {} holders, receipt {}",
+                holders.len(),
+                dir.join("wallet").join(DEMO_RECEIPT).display()
+            );
+            let v = json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(),
+                            "deal": deal });
             std::fs::write(&record, serde_json::to_vec_pretty(&v)?)?;
             println!(
                 "demo file {} stored: {} shards on {} nodes",
@@ -509,6 +548,58 @@ async fn demo(dir: &Path, running: &[Node], homes: &[Home]) -> Result<Demo> {
     })
 }
 
+/// Opens the storage deal of an added file, paid by the devnet's owner account: terms from where the shards
+/// went, every holder's signature over `/huds/shard/1`, the transaction through the node's API (answered once
+/// final), and the durability receipt written beside the wallet's trust file. Returns the deal id in hex.
+async fn open_deal(
+    dir: &Path,
+    node: &NodeHandle,
+    added: &huds::add::Added,
+    placement: &huds_net::client::Placement,
+    (k, m): (u8, u8),
+    api: &str,
+) -> Result<String> {
+    let key = crate::wallet::wallet_key(&dir.join(DEVNET_OWNER))?;
+    let owner = chain::Address::of(&key.public());
+    let proposal = huds_net::deals::propose(
+        &added.manifest_cid,
+        added.size,
+        k,
+        m,
+        DEVNET_DEAL_PERIODS,
+        DEVNET_PRICE,
+        &placement.shards,
+    )?;
+    let chain_id = {
+        let api = api.to_string();
+        tokio::task::spawn_blocking(move || crate::wallet::chain_id(&api)).await??
+    };
+    let mut signatures = Vec::with_capacity(proposal.requests.len());
+    for (peer, claims) in &proposal.requests {
+        let request = huds_net::deals::SignRequest {
+            chain_id,
+            owner,
+            terms: proposal.terms.clone(),
+            claims: claims.clone(),
+        };
+        signatures.push(node.sign_deal(*peer, &request).await?);
+    }
+    let id = chain_node::api::hex(&proposal.terms.id(&owner));
+    let (api, terms, receipt) = (
+        api.to_string(),
+        proposal.terms,
+        dir.join("wallet").join(DEMO_RECEIPT),
+    );
+    let path = format!("/api/v0/chain/prove/deal?id={id}");
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        crate::wallet::open_deal(&api, &key, terms, signatures)?;
+        let bytes = crate::api_client::bytes(&api, &path, crate::wallet::PROOF_BYTES_MAX)?;
+        std::fs::write(&receipt, bytes).with_context(|| format!("writing {}", receipt.display()))
+    })
+    .await??;
+    Ok(id)
+}
+
 /// What the devnet's demo left: the lines it prints and the capability its hints read.
 struct Demo {
     summary: String,
@@ -528,6 +619,7 @@ fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
     let wallet = shell_word(&dir.join("wallet").to_string_lossy());
     let node0_account =
         chain::Address::of(&crate::wallet::wallet_key(&dir.join("node-0"))?.public());
+    let receipt = shell_word(&dir.join("wallet").join(DEMO_RECEIPT).to_string_lossy());
     Ok(vec![
         "try (each line runs as printed):".to_string(),
         format!("  {huds} --api {api} cat {capability} | sha256sum"),
@@ -536,6 +628,7 @@ fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
         format!("  {huds} --api {api} --data {wallet} wallet balance"),
         format!("  {huds} --api {api} --data {wallet} wallet transfer {node0_account} 1.5"),
         format!("  {huds} --api {api} --data {node0} wallet balance"),
+        format!("  {huds} --data {wallet} chain verify {receipt}"),
     ])
 }
 

@@ -248,6 +248,26 @@ fn sign_and_post(
     Ok((post_tx(api, &tx.encode())?, fee))
 }
 
+/// The chain id the node's chain status names.
+pub fn chain_id(api: &str) -> Result<u32> {
+    chain_status(api)?["chain_id"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .context("the node's chain status has no chain_id")
+}
+
+/// Opens a storage deal paid by `key`'s account with the holders' signatures; answers once it is final.
+pub fn open_deal(
+    api: &str,
+    key: &SecretKey,
+    terms: chain::types::deal::DealTerms,
+    signatures: Vec<chain::crypto::Signature>,
+) -> Result<Value> {
+    let status = chain_status(api)?;
+    let (node, _) = sign_and_post(api, key, &status, TxKind::OpenDeal { terms, signatures })?;
+    Ok(node)
+}
+
 /// `huds wallet stake AMOUNT`: registers the home's account as a storage node staking AMOUNT; the stake
 /// reaches the beacon chain's registry with the shard's next cross-link.
 pub fn stake(dir: &Path, api: Option<&str>, amount: &str, json: bool) -> Result<()> {
@@ -474,7 +494,7 @@ fn for_people(amount: &Value) -> String {
 }
 
 /// Largest proof or trust file the CLI accepts from a node.
-const PROOF_BYTES_MAX: u64 = 1 << 20;
+pub(crate) const PROOF_BYTES_MAX: u64 = 1 << 20;
 /// Largest list of epoch proofs the CLI accepts from a node.
 const EPOCHS_BYTES_MAX: u64 = 64 << 20;
 /// Where `huds chain verify` finds the committees it trusts, in the home (or `--trust FILE`).
@@ -484,6 +504,7 @@ pub const TRUST_FILE: &str = "chain-trust";
 pub enum ProveWhat<'a> {
     Account(&'a str),
     Tx(&'a str),
+    Deal(&'a str),
 }
 
 fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<()> {
@@ -499,7 +520,7 @@ fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<()> {
     }
 }
 
-/// `huds chain prove account ADDRESS | tx HASH [-o FILE]`: a proof file, from the node, to check anywhere.
+/// `huds chain prove account ADDRESS | tx HASH | deal ID [-o FILE]`: a proof file, from the node, to check anywhere.
 pub fn prove(api: Option<&str>, what: ProveWhat<'_>, out: Option<&Path>) -> Result<()> {
     let api = api.context(NEEDS_API)?;
     let path = match what {
@@ -508,6 +529,7 @@ pub fn prove(api: Option<&str>, what: ProveWhat<'_>, out: Option<&Path>) -> Resu
             format!("/api/v0/chain/prove/account?address={address}")
         }
         ProveWhat::Tx(h) => format!("/api/v0/chain/prove/tx?hash={}", h.trim()),
+        ProveWhat::Deal(id) => format!("/api/v0/chain/prove/deal?id={}", id.trim()),
     };
     let bytes = api_client::bytes(api, &path, PROOF_BYTES_MAX)?;
     // Checked here too, so a node cannot hand out a file that is not even a proof.
@@ -626,6 +648,34 @@ pub fn verify(dir: &Path, file: &Path, trust: Option<&Path>, json: bool) -> Resu
                 );
             } else {
                 println!("valid: transaction {hash} is final in shard {shard} block {height}");
+            }
+        }
+        chain::spv::Proof::Deal(p) => {
+            client.verify_deal(p).map_err(refused)?;
+            let h = &p.certified.header;
+            let id = chain_node::api::hex(&p.id);
+            let root = cid::Cid::try_from(p.terms.root.as_slice())
+                .map_or_else(|_| chain_node::api::hex(&p.terms.root), |c| c.to_string());
+            let (k, m) = (p.terms.k, p.terms.m);
+            if json {
+                println!(
+                    "{}",
+                    json!({ "valid": true, "kind": "deal", "deal": id, "root": root,
+                            "owner": p.record.owner.to_string(), "shard": h.shard, "height": h.height,
+                            "k": k, "m": m, "holders": p.terms.holders.len(),
+                            "end_height": p.record.end_height(),
+                            "escrow_left": p.record.escrow_left.to_string() })
+                );
+            } else {
+                println!(
+                    "valid: deal {id} for {root} ({k}+{m} over {} holders) is active on shard {} at \
+                     height {}, paid through height {}; escrow left {} IOST",
+                    p.terms.holders.len(),
+                    h.shard,
+                    h.height,
+                    p.record.end_height(),
+                    p.record.escrow_left
+                );
             }
         }
     }

@@ -90,6 +90,10 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         line(&first, "demo file").contains("stored: 18 shards on 6 nodes"),
         "{first:?}"
     );
+    assert!(
+        line(&first, "demo deal ").contains("active: 6 holders"),
+        "{first:?}"
+    );
     let read = first
         .iter()
         .find(|l| l.contains("read back through node 5"))
@@ -498,7 +502,7 @@ fn hints_run_as_printed(lines: &[String]) {
         .take_while(|l| l.starts_with("  "))
         .map(|l| l.trim())
         .collect();
-    assert_eq!(hints.len(), 6, "{hints:?}");
+    assert_eq!(hints.len(), 7, "{hints:?}");
     let gateway = line(lines, "gateway http://").trim_start_matches("gateway http://");
     let cap = line(lines, "capability ").trim_start_matches("capability ");
     let (_, body) = http_get(gateway, &format!("/huds/{cap}"));
@@ -523,6 +527,13 @@ fn hints_run_as_printed(lines: &[String]) {
     shell(hints[4]);
     let node0 = shell(hints[5]);
     assert!(node0.starts_with("1.5 IOST "), "{node0}");
+    // The demo file's storage deal: its durability receipt checks out with no node at all.
+    let receipt = shell(hints[6]);
+    assert!(receipt.starts_with("valid: deal "), "{receipt}");
+    assert!(
+        receipt.contains("(4+2 over 6 holders) is active"),
+        "{receipt}"
+    );
 }
 
 /// Node 0's `/metrics` (the devnet runs the validators in its process) has every name `specs/metrics.md` lists,

@@ -57,6 +57,7 @@ async fn start(dir: &Path, i: usize, bootstrap: Vec<Multiaddr>, cfg: Cfg) -> Nod
         storage_bytes_max: cfg.storage_bytes_max,
         repair: cfg.repair,
         serve_delay: cfg.slow,
+        deal_signer: None,
     };
     Node::start(huds_net::keypair_from_seed(seed(i)), store, opts)
         .await

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
+//! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
@@ -345,6 +346,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/account", get(account))
         .route("/api/v0/chain/prove/account", get(prove_account))
         .route("/api/v0/chain/prove/tx", get(prove_tx))
+        .route("/api/v0/chain/prove/deal", get(prove_deal))
         .route("/api/v0/chain/trust", get(trust))
         .route("/api/v0/chain/epochs", get(epochs))
         .route("/api/v0/chain/atomix", get(atomix))
@@ -410,6 +412,40 @@ async fn prove_tx(
         StatusCode::NOT_FOUND,
         format!("no finalised block holds transaction {}", q.hash),
     ))
+}
+
+#[derive(Deserialize)]
+struct DealQuery {
+    id: String,
+}
+
+/// `GET /api/v0/chain/prove/deal?id=`: a durability receipt of the deal (`specs/economics.md` §4), asked of a
+/// validator of each shard in turn (a deal lives on its owner's shard).
+async fn prove_deal(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<DealQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_hash(&q.id)
+        .ok_or_else(|| bad_request(format!("{:?} is not a deal id (64 hex digits)", q.id)))?;
+    Ok(proof_bytes(api.prove_deal(&id).await?.encode()))
+}
+
+impl ChainApi {
+    /// A durability receipt of deal `id` from the first shard that has it.
+    pub async fn prove_deal(&self, id: &[u8; 32]) -> Result<chain::spv::Proof, ApiError> {
+        for shard in 0..self.beacon.shard_count() {
+            let Ok(v) = self.validator(shard) else {
+                continue;
+            };
+            if let Ok(Some(proof)) = v.prove(ProofOf::Deal(*id)).await {
+                return Ok(proof);
+            }
+        }
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no shard has finalised deal {}", hex(id)),
+        ))
+    }
 }
 
 fn parse_tx(text: &str) -> Result<[u8; 32], ApiError> {

@@ -196,7 +196,7 @@ impl ChainDevnet {
                 kind: chain::TxKind::RegisterValidator {
                     stake: Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount"),
                     bls_public_key: bls_key.public(),
-                    proof_of_possession: bls_key.proof_of_possession(),
+                    proof_of_possession: bls_key.proof_of_possession(&account),
                 },
             }
             .sign(&key);

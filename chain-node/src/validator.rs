@@ -3,12 +3,13 @@
 //! The node decides everything a validator decides: its two lanes (the beacon chain, always, as a member of
 //! the newest epoch's beacon committee or a follower; a shard while it has a seat, as a member of the
 //! committee of the height being decided or a follower catching up before its turn), the hand-offs at epoch
-//! boundaries, catch-up and its throttle, the Atomix relay schedule, head duty, evidence, which transactions
-//! it admits (`specs/consensus.md` §4).
+//! boundaries, catch-up (whom to ask for blocks, what to serve to whom), the Atomix relay schedule, head
+//! duty, evidence, which transactions it admits (`specs/consensus.md` §4).
 //!
 //! This driver only moves bytes and time: one tokio task owns the libp2p swarm (TCP + noise + yamux,
-//! gossipsub), feeds the node what arrives with its clock in milliseconds, publishes what the node asks to
-//! publish, checks transaction signatures on the blocking pool when the node asks, opens the RocksDB store of
+//! gossipsub, and the catch-up protocol over request-response), feeds the node what arrives with its clock
+//! in milliseconds and the peer it came from, publishes what the node asks to publish, sends the node's
+//! catch-up asks to the peer it names and its answers to the peer that asked, checks transaction signatures on the blocking pool when the node asks, opens the RocksDB store of
 //! each lane (`<db>/beacon`, `<db>/shard-<s>`), and mirrors the node's status, heads and beacon view into
 //! watch channels for the API. Nothing a peer sends can panic the task: the node decodes every envelope into
 //! typed errors and checks every signature and certificate itself.
@@ -22,13 +23,14 @@ use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::LedgerError;
-use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Topic};
+use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
 use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, TopicHash, ValidationMode};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::beacon::Beacon;
@@ -36,7 +38,7 @@ use super::metrics::{
     CommitLabels, FinalityClock, LaneLabels, TopicLabels, ValidatorMetrics, gauge,
 };
 use super::store::{OpenError, RocksStore};
-use super::wire::ENVELOPE_BYTES_MAX;
+use super::wire::{BlocksCodec, ENVELOPE_BYTES_MAX};
 
 pub use chain::node::schedule::{BEACON_COMMIT_WAIT_MS, HEAD_EVERY_BLOCKS};
 pub use chain::node::{AtomixStatus, BeaconView, CommitNotice, ProofOf, ShardHead};
@@ -48,6 +50,12 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Transaction batches whose signatures are being checked on the blocking pool at once; beyond this a batch
 /// is checked on the validator's own task, which slows its intake: that is the back-pressure.
 const VERIFY_JOBS_MAX: usize = 8;
+/// A catch-up request unanswered by then fails (the node's own deadline, `catch_up::ASK_TIMEOUT_MS`, is
+/// later, so the node hears of the failure from here first).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Catch-up streams open at once on one connection: a validator asks one peer at a time per chain, so an
+/// honest peer needs two; more from one peer are refused by libp2p before they reach the node.
+const CATCH_UP_STREAMS_PER_CONNECTION: usize = 8;
 
 /// The gossipsub topic of a shard's consensus messages and transactions.
 pub fn shard_topic(chain_id: u32, shard: ShardId) -> IdentTopic {
@@ -316,6 +324,8 @@ pub struct Validator {
 #[derive(NetworkBehaviour)]
 struct ChainBehaviour {
     gossipsub: gossipsub::Behaviour,
+    /// Catch-up: finalised blocks asked of one peer and answered to the peer that asked.
+    blocks: request_response::Behaviour<BlocksCodec>,
 }
 
 /// Message ids in one IHAVE (or IWANT) this validator sends.
@@ -342,8 +352,13 @@ fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
     gossipsub::MessageId::new(&hasher.finalize().as_bytes()[..MESSAGE_ID_BYTES])
 }
 
-fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<ChainBehaviour>, ValidatorError> {
+fn build_swarm(
+    keypair: identity::Keypair,
+    chain_id: u32,
+) -> Result<Swarm<ChainBehaviour>, ValidatorError> {
     let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
+    let protocol = StreamProtocol::try_from_owned(chain::node::wire::blocks_protocol(chain_id))
+        .map_err(|e| net(&e))?;
     let config = gossipsub::ConfigBuilder::default()
         .max_transmit_size(ENVELOPE_BYTES_MAX + 1024)
         // Gossip control (IHAVE lists) must fit what a receiving peer accepts: gossipsub's sender caps an
@@ -382,7 +397,13 @@ fn build_swarm(keypair: identity::Keypair) -> Result<Swarm<ChainBehaviour>, Vali
                 MessageAuthenticity::Author(key.public().to_peer_id()),
                 config,
             )?;
-            Ok(ChainBehaviour { gossipsub })
+            let blocks = request_response::Behaviour::new(
+                [(protocol, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(CATCH_UP_TIMEOUT)
+                    .with_max_concurrent_streams(CATCH_UP_STREAMS_PER_CONNECTION),
+            );
+            Ok(ChainBehaviour { gossipsub, blocks })
         })
         .map_err(|e| net(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
@@ -396,7 +417,7 @@ impl Validator {
     pub async fn start(config: ValidatorConfig) -> Result<Validator, ValidatorError> {
         let chain_id = config.genesis.params.chain_id;
         let peer_id = config.keypair.public().to_peer_id();
-        let mut swarm = build_swarm(config.keypair.clone())?;
+        let mut swarm = build_swarm(config.keypair.clone(), chain_id)?;
         let net = |e: &dyn std::fmt::Display| ValidatorError::Network(e.to_string());
         swarm
             .listen_on(config.listen.clone())
@@ -447,6 +468,9 @@ impl Validator {
             node,
             swarm,
             topics: HashMap::new(),
+            asks: HashMap::new(),
+            answers: HashMap::new(),
+            next_request: 0,
             verified_tx,
             verify_jobs: Arc::new(tokio::sync::Semaphore::new(VERIFY_JOBS_MAX)),
             chain_id,
@@ -497,6 +521,15 @@ struct Driver {
     swarm: Swarm<ChainBehaviour>,
     /// The topics subscribed to, by hash: how an arriving message finds its [`Topic`].
     topics: HashMap<TopicHash, Topic>,
+    /// The node's catch-up asks in flight, by libp2p's request id: the node's id and the peer asked. At
+    /// most a few: the node keeps one ask per chain in flight, and libp2p ends each within
+    /// [`CATCH_UP_TIMEOUT`].
+    asks: HashMap<OutboundRequestId, (u64, Peer)>,
+    /// Peers' requests waiting for the node's answer, by the id the node knows them by. The node answers
+    /// within the call that hands it the request and the answer is sent in the `drain` right after, so
+    /// this holds at most one.
+    answers: HashMap<u64, ResponseChannel<Vec<u8>>>,
+    next_request: u64,
     verified_tx: mpsc::Sender<Verified>,
     verify_jobs: Arc<tokio::sync::Semaphore>,
     chain_id: u32,
@@ -590,6 +623,28 @@ impl Driver {
                     self.topics.insert(ident.hash(), topic);
                 }
                 Output::Verify(txs) => self.verify(txs, None),
+                Output::AskBlocks { id, peer, bytes } => match PeerId::from_bytes(&peer.0) {
+                    Ok(to) => {
+                        let request = self.swarm.behaviour_mut().blocks.send_request(&to, bytes);
+                        self.asks.insert(request, (id, peer));
+                    }
+                    // The node only names peers this driver gave it; if one does not parse, the ask
+                    // times out in the node and goes to another peer.
+                    Err(e) => tracing::warn!(
+                        "validator {}: catch-up ask to a peer id that does not parse: {e}",
+                        self.config.account
+                    ),
+                },
+                Output::AnswerBlocks { id, bytes } => {
+                    if let Some(channel) = self.answers.remove(&id) {
+                        // The asker may be gone; nothing to do then.
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .blocks
+                            .send_response(channel, bytes);
+                    }
+                }
                 // The views first, so a client woken by the notice reads them as of the commit. No
                 // receiver is fine: nobody is waiting.
                 Output::Committed(notice) => {
@@ -599,6 +654,9 @@ impl Driver {
                 }
             }
         }
+        // Every request was answered above; a channel left here would be held for nothing, so it is
+        // dropped, which tells the asker its request failed.
+        self.answers.clear();
         self.mirror();
         Ok(())
     }
@@ -691,7 +749,9 @@ impl Driver {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<ChainBehaviourEvent>) -> Result<(), NodeError> {
         match event {
+            SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(event)) => self.on_blocks(event),
             SwarmEvent::Behaviour(ChainBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
                 message,
                 ..
             })) => {
@@ -706,9 +766,12 @@ impl Driver {
                     })
                     .inc();
                 let now = self.now_ms();
+                // The peer is the one the message came in from, authenticated by the connection: the
+                // message's `source` field is not signed (see `build_swarm`) and could name anyone.
                 self.node.handle(
                     now,
                     Input::Gossip {
+                        peer: Peer(propagation_source.to_bytes()),
                         topic,
                         data: message.data,
                     },
@@ -750,6 +813,77 @@ impl Driver {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Catch-up traffic: a peer's request goes to the node, which answers it before `handle` returns (the
+    /// answer goes out in the `drain` after every event); the answer to one of the node's asks, or its
+    /// failure, goes back to it.
+    fn on_blocks(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        use request_response::{Event, Message};
+        let now = self.now_ms();
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.next_request += 1;
+                let id = self.next_request;
+                self.answers.insert(id, channel);
+                // The node answers within this call; the answer goes out in the `drain` that follows
+                // every event, which takes the channel out of `answers`.
+                self.node.handle(
+                    now,
+                    Input::BlocksRequest {
+                        peer: Peer(peer.to_bytes()),
+                        id,
+                        data: request,
+                    },
+                )
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => match self.asks.remove(&request_id) {
+                Some((id, asked)) if asked.0 == peer.to_bytes() => self.node.handle(
+                    now,
+                    Input::BlocksAnswer {
+                        id,
+                        peer: asked,
+                        data: Some(response),
+                    },
+                ),
+                _ => Ok(()),
+            },
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => match self.asks.remove(&request_id) {
+                Some((id, peer)) => {
+                    tracing::debug!(account = %self.config.account, %error, "a catch-up ask failed");
+                    self.node.handle(
+                        now,
+                        Input::BlocksAnswer {
+                            id,
+                            peer,
+                            data: None,
+                        },
+                    )
+                }
+                None => Ok(()),
+            },
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => Ok(()),
         }
     }
 
@@ -898,7 +1032,11 @@ mod tests {
     /// A peer of its own that joins `topic` and dials every validator of `net`, once the subscriptions have
     /// had a second to propagate.
     async fn rogue_peer(net: &ChainDevnet, topic: &IdentTopic) -> Swarm<ChainBehaviour> {
-        let mut rogue = build_swarm(identity::Keypair::generate_ed25519()).expect("swarm");
+        let mut rogue = build_swarm(
+            identity::Keypair::generate_ed25519(),
+            net.genesis.params.chain_id,
+        )
+        .expect("swarm");
         rogue
             .behaviour_mut()
             .gossipsub
@@ -916,6 +1054,168 @@ mod tests {
             }
         }
         rogue
+    }
+
+    /// A member of shard 0 is killed while the other three go on for `BEHIND` heights, then restarts on its
+    /// database. Nobody answers a gossiped `Status` with blocks any more, and the committee's `Decided`
+    /// broadcasts carry only the newest block, so the heights it missed can only come over the catch-up
+    /// protocol: it must get back to the committee's height and take part again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_validator_behind_by_many_blocks_catches_up_over_the_blocks_protocol() {
+        const BEHIND: u64 = 40;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut net = ChainDevnet::start(dir.path(), DevnetOptions::new(1, Vec::new()))
+            .await
+            .expect("starts");
+        let member = (0..net.validator_count())
+            .find(|&i| net.shard_of_validator(i) == 0 && net.is_member(i))
+            .expect("a member of shard 0");
+        let other = net
+            .handles()
+            .into_iter()
+            .find(|h| {
+                h.status().lane.shard == 0
+                    && h.signer() != net.handle(member).expect("runs").signer()
+            })
+            .expect("another validator of shard 0");
+        net.kill_validator(member).await;
+        let stopped_at = other.status().lane.height;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while other.status().lane.height < stopped_at + BEHIND {
+            assert!(
+                Instant::now() < deadline,
+                "the shard stalled without one member"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        net.start_validator(member).await.expect("restarts");
+        let restarted = net.handle(member).expect("runs");
+        let behind = other
+            .status()
+            .lane
+            .height
+            .saturating_sub(restarted.status().lane.height);
+        assert!(behind >= BEHIND, "it restarted {behind} heights behind");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (mine, theirs) = (restarted.status().lane, other.status().lane);
+            if mine.height + 2 >= theirs.height && mine.member {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted member is at {} of {} after 60 s",
+                mine.height,
+                theirs.height
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Its chain is the committee's: at a moment both stand at one height, they have one tip.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (mine, theirs) = (restarted.status().lane, other.status().lane);
+            if mine.height == theirs.height {
+                assert_eq!(mine.tip, theirs.tip, "one chain at height {}", mine.height);
+                break;
+            }
+            assert!(Instant::now() < deadline, "never seen at one height");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        net.shutdown().await;
+    }
+
+    /// An outside peer sends a validator 1,000 catch-up requests a second for two seconds over one
+    /// connection: it gets blocks in at most the per-peer budget of answers (the burst, then one per refill
+    /// interval), the rest are `Busy` or refused, and the validator goes on deciding.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_asking_a_thousand_times_a_second_gets_at_most_its_budget() {
+        use chain::node::catch_up::{SERVE_BURST, SERVE_REFILL_MS};
+        use request_response::{Event, Message};
+        let (_dir, net, target) = one_shard(Vec::new()).await;
+        let chain_id = net.genesis.params.chain_id;
+        // Some blocks to serve.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while target.status().lane.height < 5 {
+            assert!(Instant::now() < deadline, "the shard does not decide");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut rogue =
+            build_swarm(identity::Keypair::generate_ed25519(), chain_id).expect("swarm");
+        let to = target.peer_id();
+        rogue.dial(target.addrs()[0].clone()).expect("dial");
+        while !rogue.is_connected(&to) {
+            tokio::time::timeout(Duration::from_secs(10), rogue.select_next_some())
+                .await
+                .expect("connects");
+        }
+        let request =
+            wire::encode_blocks_request(&wire::BlocksRequest::Blocks { shard: 0, from: 1 });
+        let (mut sent, mut with_blocks, mut busy, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        while started.elapsed() < Duration::from_secs(2) {
+            tokio::select! {
+                _ = tick.tick() => {
+                    rogue.behaviour_mut().blocks.send_request(&to, request.clone());
+                    sent += 1;
+                }
+                event = rogue.select_next_some() => match event {
+                    SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(Event::Message {
+                        message: Message::Response { response, .. }, ..
+                    })) => match wire::decode_blocks_answer(&response).expect("a valid answer") {
+                        wire::BlocksAnswer::Blocks(b) if !b.is_empty() => with_blocks += 1,
+                        wire::BlocksAnswer::Blocks(_) => panic!("the target has blocks to serve"),
+                        wire::BlocksAnswer::Busy => busy += 1,
+                        wire::BlocksAnswer::Votes(_) => panic!("blocks were asked for"),
+                    },
+                    SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(Event::OutboundFailure { .. })) => {
+                        failed += 1
+                    }
+                    _ => {}
+                },
+            }
+        }
+        // What is still in flight is answered or fails within the request timeout.
+        let settle = Instant::now() + CATCH_UP_TIMEOUT + Duration::from_secs(1);
+        while with_blocks + busy + failed < sent && Instant::now() < settle {
+            if let Ok(event) =
+                tokio::time::timeout(Duration::from_millis(200), rogue.select_next_some()).await
+            {
+                match event {
+                    SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(Event::Message {
+                        message: Message::Response { response, .. },
+                        ..
+                    })) => match wire::decode_blocks_answer(&response).expect("a valid answer") {
+                        wire::BlocksAnswer::Blocks(_) => with_blocks += 1,
+                        wire::BlocksAnswer::Busy => busy += 1,
+                        wire::BlocksAnswer::Votes(_) => panic!("blocks were asked for"),
+                    },
+                    SwarmEvent::Behaviour(ChainBehaviourEvent::Blocks(
+                        Event::OutboundFailure { .. },
+                    )) => failed += 1,
+                    _ => {}
+                }
+            }
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let budget = u64::from(SERVE_BURST) + elapsed_ms / SERVE_REFILL_MS + 1;
+        assert!(sent >= 1_000, "the rogue sent {sent} requests");
+        assert!(with_blocks >= 1, "the first requests are served");
+        assert!(
+            with_blocks <= budget,
+            "{with_blocks} of {sent} requests were served blocks in {elapsed_ms} ms (budget {budget}; {busy} busy, {failed} failed)"
+        );
+        assert!(busy > 0, "the rest are told the peer is busy");
+        let height = target.status().lane.height;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while target.status().lane.height < height + 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the shard stalled under the flood"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        net.shutdown().await;
     }
 
     /// A member of shard 0 votes twice in one step (a rogue peer holding its key publishes both votes): the

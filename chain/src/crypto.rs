@@ -10,11 +10,13 @@ pub mod domain {
     pub const TX: &[u8] = b"IOS/tx/v1\0";
     pub const VOTE: &[u8] = b"IOS/vote/v1\0";
     pub const PROPOSAL: &[u8] = b"IOS/proposal/v1\0";
-    pub const BLS_POP: &[u8] = b"IOS/bls-pop/v1\0";
+    /// Version 2 binds the registering account (version 1 signed the key alone).
+    pub const BLS_POP: &[u8] = b"IOS/bls-pop/v2\0";
     /// blake3 `derive_key` contexts.
     pub const ADDRESS: &str = "IOS address v1";
     pub const SHARD: &str = "IOS shard v1";
     pub const BLOCK: &str = "IOS block header v1";
+    pub const BLOCK_ENCODING: &str = "IOS block encoding v1";
     pub const CROSS_LINK: &str = "IOS cross-link v1";
     pub const BEACON_STATE: &str = "IOS beacon state v1";
     pub const TX_ID: &str = "IOS transaction id v1";
@@ -104,6 +106,7 @@ impl SecretKey {
 /// BLS12-381 keys in the `min_pk` setting: 48-byte public keys, 96-byte signatures.
 pub mod bls {
     use super::{CryptoError, domain, hash_with};
+    use crate::address::Address;
     use blst::BLST_ERROR;
     use blst::min_pk as b;
 
@@ -148,16 +151,32 @@ pub mod bls {
             Signature(self.0.sign(message, DST_SIG, &[]).compress())
         }
 
-        /// The proof of possession: a signature, under a separate ciphersuite, of the public key itself.
-        /// Registering it defeats rogue-key attacks on aggregated signatures.
-        pub fn proof_of_possession(&self) -> Signature {
+        /// The proof of possession for registering this key as `account`'s validator key: a signature,
+        /// under a separate ciphersuite, of the public key and the account's address. Registering it defeats
+        /// rogue-key attacks on aggregated signatures; binding the account means a proof seen in one
+        /// account's registration cannot be replayed by another account to register the same key.
+        pub fn proof_of_possession(&self, account: &Address) -> Signature {
             let pk = self.public();
-            Signature(self.0.sign(&pop_message(&pk), DST_POP, &[]).compress())
+            Signature(
+                self.0
+                    .sign(&pop_message(&pk, account), DST_POP, &[])
+                    .compress(),
+            )
         }
     }
 
-    fn pop_message(pk: &PublicKey) -> Vec<u8> {
-        [domain::BLS_POP, &pk.0].concat()
+    /// A version 1 proof of possession (the key alone, tag `"IOS/bls-pop/v1\0"`), which this chain no
+    /// longer accepts: for the test that shows it.
+    #[cfg(test)]
+    pub(crate) fn sign_pop_v1_for_tests(key: &SecretKey) -> Signature {
+        let message = [b"IOS/bls-pop/v1\0".as_slice(), &key.public().0].concat();
+        Signature(key.0.sign(&message, DST_POP, &[]).compress())
+    }
+
+    /// `"IOS/bls-pop/v2\0" || public_key:[48] || account:[32]`: fixed lengths after the tag, so no two
+    /// (key, account) pairs give the same message.
+    fn pop_message(pk: &PublicKey, account: &Address) -> Vec<u8> {
+        [domain::BLS_POP, &pk.0, &account.0].concat()
     }
 
     /// Successful verifications remembered by [`remember_verifications`], at most this many (then the
@@ -245,10 +264,15 @@ pub mod bls {
             })
         }
 
-        pub fn verify_proof_of_possession(&self, pop: &Signature) -> Result<(), CryptoError> {
+        /// Checks a proof of possession of this key made for registering it as `account`'s key.
+        pub fn verify_proof_of_possession(
+            &self,
+            account: &Address,
+            pop: &Signature,
+        ) -> Result<(), CryptoError> {
             let pk = decode_pk(self)?;
             let sig = decode_sig(pop).map_err(|_| CryptoError::BadProofOfPossession)?;
-            match sig.verify(false, &pop_message(self), DST_POP, &[], &pk, false) {
+            match sig.verify(false, &pop_message(self, account), DST_POP, &[], &pk, false) {
                 BLST_ERROR::BLST_SUCCESS => Ok(()),
                 _ => Err(CryptoError::BadProofOfPossession),
             }
@@ -289,6 +313,7 @@ pub mod bls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::Address;
 
     /// With verifications remembered, a signature that passed passes again, and nothing else passes: a
     /// different message, key or signature, or an aggregate missing a signer.
@@ -358,22 +383,51 @@ mod tests {
     fn bls_proof_of_possession_binds_the_key() {
         let a = bls::SecretKey::dev("a");
         let b = bls::SecretKey::dev("b");
+        let owner = Address([1; 32]);
         assert_eq!(
             a.public()
-                .verify_proof_of_possession(&a.proof_of_possession()),
+                .verify_proof_of_possession(&owner, &a.proof_of_possession(&owner)),
             Ok(())
         );
         assert_eq!(
             b.public()
-                .verify_proof_of_possession(&a.proof_of_possession()),
+                .verify_proof_of_possession(&owner, &a.proof_of_possession(&owner)),
             Err(CryptoError::BadProofOfPossession)
         );
         // A vote signature over the pop message is not a proof of possession: the ciphersuites differ.
-        let forged = a.sign(&[domain::BLS_POP, &a.public().0].concat());
+        let forged = a.sign(&[domain::BLS_POP, &a.public().0, &owner.0].concat());
         assert_eq!(
-            a.public().verify_proof_of_possession(&forged),
+            a.public().verify_proof_of_possession(&owner, &forged),
             Err(CryptoError::BadProofOfPossession)
         );
+    }
+
+    /// Attacks the proof of possession's replay (issue 14, defect 12): it signed the key alone, so anyone who
+    /// saw a validator's registration could register the same key from another account with the same proof
+    /// (and a version 1 proof of the key alone still verified). Now the proof signs the key and the
+    /// registering account's address, and verifies for that account only.
+    #[test]
+    fn a_proof_of_possession_cannot_be_replayed_by_another_account() {
+        let key = bls::SecretKey::dev("validator");
+        let owner = Address([1; 32]);
+        let thief = Address([2; 32]);
+        let pop = key.proof_of_possession(&owner);
+        assert_eq!(
+            key.public().verify_proof_of_possession(&owner, &pop),
+            Ok(())
+        );
+        assert_eq!(
+            key.public().verify_proof_of_possession(&thief, &pop),
+            Err(CryptoError::BadProofOfPossession)
+        );
+        // The version 1 proof (the key alone, under the PoP ciphersuite) is no proof for any account.
+        let v1 = bls::sign_pop_v1_for_tests(&key);
+        for account in [&owner, &thief] {
+            assert_eq!(
+                key.public().verify_proof_of_possession(account, &v1),
+                Err(CryptoError::BadProofOfPossession)
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum GenesisError {
     CommunityExhausted { needed: Amount, available: Amount },
     #[error("validator {0} has an invalid BLS key or proof of possession")]
     BadValidatorKey(usize),
+    #[error("validator {0} has the BLS key of an earlier validator")]
+    DuplicateValidatorKey(usize),
     #[error("two allocations name the same address {0}")]
     DuplicateAddress(Address),
 }
@@ -66,10 +68,11 @@ impl GenesisConfig {
         let validators = (0..validators)
             .map(|i| {
                 let bls = bls::SecretKey::dev(&format!("validator/{i}"));
+                let account = SecretKey::dev(&format!("validator/{i}")).public();
                 GenesisValidator {
-                    account: SecretKey::dev(&format!("validator/{i}")).public(),
+                    account,
                     bls_public_key: bls.public(),
-                    proof_of_possession: bls.proof_of_possession(),
+                    proof_of_possession: bls.proof_of_possession(&Address::of(&account)),
                     stake,
                 }
             })
@@ -125,10 +128,16 @@ impl GenesisConfig {
                 },
             ));
         }
+        let mut keys = std::collections::BTreeSet::new();
         for (i, v) in self.validators.iter().enumerate() {
             v.bls_public_key
-                .verify_proof_of_possession(&v.proof_of_possession)
+                .verify_proof_of_possession(&Address::of(&v.account), &v.proof_of_possession)
                 .map_err(|_| GenesisError::BadValidatorKey(i))?;
+            // One key, one validator: the beacon's registry holds each key once (`specs/consensus.md`
+            // §4.6), so genesis may not start with two.
+            if !keys.insert(v.bls_public_key) {
+                return Err(GenesisError::DuplicateValidatorKey(i));
+            }
             let account = Account {
                 validator_stake: v.stake,
                 validator_key: Some(v.bls_public_key),
@@ -248,6 +257,21 @@ mod tests {
         let mut bad_key = GenesisConfig::devnet(1, 2, iost(1), Amount(0));
         bad_key.validators[1].proof_of_possession = bad_key.validators[0].proof_of_possession;
         assert_eq!(bad_key.accounts(), Err(GenesisError::BadValidatorKey(1)));
+        // Validator 0's key and proof under validator 1's account: the proof names account 0.
+        let mut replayed = GenesisConfig::devnet(1, 2, iost(1), Amount(0));
+        replayed.validators[1].bls_public_key = replayed.validators[0].bls_public_key;
+        replayed.validators[1].proof_of_possession = replayed.validators[0].proof_of_possession;
+        assert_eq!(replayed.accounts(), Err(GenesisError::BadValidatorKey(1)));
+        // The same key with a good proof for each account (one operator's key twice) is still refused.
+        let mut twice = GenesisConfig::devnet(1, 2, iost(1), Amount(0));
+        let key = bls::SecretKey::dev("validator/0");
+        twice.validators[1].bls_public_key = key.public();
+        twice.validators[1].proof_of_possession =
+            key.proof_of_possession(&Address::of(&twice.validators[1].account));
+        assert_eq!(
+            twice.accounts(),
+            Err(GenesisError::DuplicateValidatorKey(1))
+        );
         let mut dup = GenesisConfig::devnet(1, 0, iost(1), iost(1));
         dup.wallets.push(dup.wallets[0]);
         assert!(matches!(

@@ -9,6 +9,7 @@
 //! - Primitives: [`codec`] (the hand-written, length-checked binary encoding every wire and persisted
 //!   structure uses); [`crypto`], [`address`], [`amount`] (ed25519 accounts, BLS validator keys, addresses,
 //!   IOST amounts); [`smt`] (the authenticated sparse Merkle tree, with presence and absence proofs);
+//!   [`pieces`] (commitments to stored shards and proofs of their pieces, for storage deals);
 //!   [`store`] (the key-value store; in-memory here, RocksDB in the node); [`pol`] (Proof of Likelihood:
 //!   reputation, weights, epoch randomness, committee selection).
 //! - Types, [`types`]: transactions ([`tx`]), blocks ([`block`]), votes, certificates, evidence and the
@@ -36,6 +37,7 @@ pub mod crypto;
 pub mod genesis;
 pub mod ledger;
 pub mod node;
+pub mod pieces;
 pub mod pol;
 pub mod smt;
 pub mod spv;

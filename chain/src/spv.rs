@@ -41,6 +41,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{domain, hash_with};
 use crate::smt::{self, ProofError};
 use crate::types::account::Account;
+use crate::types::deal::deal_key;
 
 const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
 /// 3 since epoch records say where each shard's committee takes over (`beacon::Start`).
@@ -74,6 +75,12 @@ pub enum SpvError {
     },
     #[error("the transaction is not in the certified block at the index claimed")]
     TxNotInBlock,
+    #[error("the deal record does not match the certified state: {0}")]
+    DealMismatch(&'static str),
+    #[error(
+        "the deal ended at shard height {end_height}; the certified state is at height {height}"
+    )]
+    DealNotActive { height: u64, end_height: u64 },
     #[error(
         "shard {shard} height {height} is in epoch {epoch}, and the trust file holds epochs {oldest} to {newest}: run `huds chain trust` to advance it"
     )]
@@ -308,7 +315,11 @@ impl LightClient {
     /// The account state the proof shows (None: the address holds nothing), once every check passed.
     pub fn verify_account(&self, p: &AccountProof) -> Result<Option<Account>, SpvError> {
         self.verify_header(&p.certified)?;
-        let shown = smt::verify(&p.certified.header.state_root, &p.address.0, &p.proof)?;
+        let shown = smt::verify(
+            &p.certified.header.state_root,
+            &crate::types::account::account_key(&p.address),
+            &p.proof,
+        )?;
         let describe = |present: bool| if present { "an account" } else { "no account" };
         match (&p.account, shown) {
             (Some(a), Some(h)) if a.value_hash() == h => Ok(Some(a.clone())),
@@ -334,10 +345,39 @@ impl LightClient {
         Ok((h.shard, h.height))
     }
 
+    /// Checks a durability receipt: the deal's record is in the certified state under its id, the terms are
+    /// the ones the record commits to and give that id with its owner, and the deal is active at the
+    /// certified height.
+    pub fn verify_deal(&self, p: &DealProof) -> Result<(), SpvError> {
+        self.verify_header(&p.certified)?;
+        let h = &p.certified.header;
+        let shown = smt::verify(&h.state_root, &deal_key(&p.id), &p.proof)?;
+        if shown != Some(p.record.value_hash()) {
+            return Err(SpvError::DealMismatch(if shown.is_none() {
+                "the state holds no such deal"
+            } else {
+                "the state holds another record for it"
+            }));
+        }
+        if p.terms.hash() != p.record.terms || p.terms.id(&p.record.owner) != p.id {
+            return Err(SpvError::DealMismatch(
+                "the terms are not the ones the record commits to",
+            ));
+        }
+        if !p.record.is_active_at(h.height) {
+            return Err(SpvError::DealNotActive {
+                height: h.height,
+                end_height: p.record.end_height(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn verify(&self, p: &Proof) -> Result<(), SpvError> {
         match p {
             Proof::Account(a) => self.verify_account(a).map(|_| ()),
             Proof::Tx(t) => self.verify_tx(t).map(|_| ()),
+            Proof::Deal(d) => self.verify_deal(d),
         }
     }
 }
@@ -674,6 +714,100 @@ mod tests {
         let made = f.app.prove_tx(&id).expect("the transaction is committed");
         assert_eq!(Proof::Tx(made), tx_proof(&f, 2));
         assert_eq!(f.app.prove_tx(&[7; 32]), None);
+    }
+
+    /// A durability receipt: the devnet wallet opens a deal of one period with two holders; the ledger's
+    /// receipt verifies with no node; a receipt with other terms, another id or a record the state does not
+    /// hold is refused; once the deal's period has passed, a receipt from a later block says it ended.
+    #[test]
+    fn durability_receipts_prove_active_deals_and_nothing_else() {
+        use crate::types::deal::{self, DealTerms, Holder};
+        let mut f = fixture();
+        let chain_id = f.genesis.params.chain_id;
+        let wallet = SecretKey::dev("devnet/wallet");
+        let owner = Address::of(&wallet.public());
+        let holders: Vec<SecretKey> = (0..2).map(|i| SecretKey::dev(&format!("h{i}"))).collect();
+        let terms = DealTerms {
+            root: vec![1, 0x71, 0x1e, 32, 5, 5],
+            size: 10_000,
+            k: 1,
+            m: 1,
+            periods: 1,
+            holders: holders
+                .iter()
+                .map(|k| Holder {
+                    key: k.public(),
+                    price: Amount(1_000_000),
+                })
+                .collect(),
+            placement: vec![0, 1],
+            segment_lens: vec![10_000],
+            commitments_root: [4; 32],
+        };
+        let id = terms.id(&owner);
+        let signatures = holders
+            .iter()
+            .map(|k| deal::sign(k, chain_id, &id))
+            .collect();
+        let open = Transaction {
+            chain_id,
+            nonce: 3,
+            fee: Amount(1000),
+            expiry_height: 100,
+            sender: wallet.public(),
+            kind: TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures,
+            },
+        }
+        .sign(&wallet);
+        let commit = |f: &mut Fixture, txs: Vec<crate::tx::SignedTransaction>| {
+            let block = f.app.build_block(txs);
+            let qc = certify(chain_id, &f.keys, &f.committee, &block, 3);
+            f.app.commit(&block, qc.encode()).expect("commit");
+            block
+        };
+        let block = commit(&mut f, vec![open]);
+        assert_eq!(block.transactions.len(), 1, "the deal opens");
+        let c = client(&f);
+        let receipt = f
+            .app
+            .prove_deal(&id)
+            .expect("store")
+            .expect("the deal is open");
+        check(&c, &Proof::Deal(receipt.clone())).expect("the receipt verifies offline");
+        assert_eq!(f.app.prove_deal(&[1; 32]).expect("store"), None);
+
+        let mut other_terms = receipt.clone();
+        other_terms.terms.size += 1;
+        let mut other_id = receipt.clone();
+        other_id.id = [7; 32];
+        let mut richer = receipt.clone();
+        richer.record.escrow_left = Amount(richer.record.escrow_left.0 + 1);
+        for forged in [other_terms, other_id, richer] {
+            let err = c.verify_deal(&forged).expect_err("a forged receipt");
+            assert!(
+                matches!(err, SpvError::DealMismatch(_) | SpvError::StateProof(_)),
+                "{err}"
+            );
+        }
+
+        // Opened at height 2, the deal's one period covers heights 3..=18; a receipt at 19 says it ended.
+        for _ in 0..17 {
+            commit(&mut f, Vec::new());
+        }
+        let late = f
+            .app
+            .prove_deal(&id)
+            .expect("store")
+            .expect("the record stays");
+        assert_eq!(
+            c.verify_deal(&late),
+            Err(SpvError::DealNotActive {
+                height: 19,
+                end_height: 18
+            })
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Account state of one shard, its authenticated root, and the execution of transactions.
 //!
-//! Every account is a leaf of the shard's [`SparseMerkleTree`] keyed by its address; the value hash is a
-//! hash of the account's versioned encoding. Fees are not burnt: they accumulate in the shard's fee pool (a
+//! Every account is a leaf of the shard's [`SparseMerkleTree`] keyed by [`account_key`] (its address hashed
+//! under the account namespace, so no address a transfer names can reach a lock, done mark, checkpoint or
+//! pool leaf); the value hash is a hash of the account's versioned encoding. Fees are not burnt: they accumulate in the shard's fee pool (a
 //! leaf under a reserved key) from which later slices pay proposers and storage nodes. So the total supply
 //! (balances + stakes + unbonding + fee pool) is conserved by every transaction, and tests check it.
 
@@ -14,7 +15,8 @@ use crate::registry::{self, Cursor, RegistryEvent};
 use crate::smt::{self, SparseMerkleTree};
 use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
-pub use crate::types::account::Account;
+pub use crate::types::account::{Account, account_key};
+use crate::types::deal::{DealRecord, DealTerms, deal_key};
 use std::collections::{BTreeMap, BTreeSet};
 
 const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
@@ -24,6 +26,10 @@ const KEY_REGISTRY_PREFIX: &[u8] = b"state/registry/";
 /// `state/atomix/<tree key>` -> the value hash of an Atomix lock or done leaf.
 const KEY_ATOMIX_PREFIX: &[u8] = b"state/atomix/";
 const KEY_ATOMIX_TOTALS: &[u8] = b"state/atomix_totals";
+/// `state/deal/<deal id>` -> the deal's record (`types/deal.rs` encoding).
+const KEY_DEAL_PREFIX: &[u8] = b"state/deal/";
+/// `state/deal_terms/<deal id>` -> the deal's terms, written once when it opens.
+const KEY_DEAL_TERMS_PREFIX: &[u8] = b"state/deal_terms/";
 
 /// The chain rules that execution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,8 @@ pub struct ChainParams {
     pub fee_min: Amount,
     /// Blocks between an unstake and the moment its amount is spendable again.
     pub unbonding_delay_blocks: u64,
+    /// The shard blocks of one storage period: the unit deals are priced, proven and paid in.
+    pub storage_period_blocks: u64,
 }
 
 impl ChainParams {
@@ -45,6 +53,8 @@ impl ChainParams {
             // after, and a seat lasts to the end of its epoch, so the stake stays locked for as long as the
             // validator can still vote with it.
             unbonding_delay_blocks: 3 * 256,
+            // Short, so that a test sees several periods pass within a minute.
+            storage_period_blocks: 16,
         }
     }
 }
@@ -96,6 +106,12 @@ pub struct State {
     totals_dirty: bool,
     /// Atomix lock and done leaves added since the last [`State::persist_into`].
     new_leaves: Vec<(Hash, Hash)>,
+    /// Storage deals opened on this shard (ended ones too: their records stay provable), by id.
+    deals: BTreeMap<Hash, DealRecord>,
+    /// Deals changed since the last [`State::persist_into`].
+    dirty_deals: BTreeSet<Hash>,
+    /// Terms of deals opened since the last [`State::persist_into`], encoded.
+    new_terms: Vec<(Hash, Vec<u8>)>,
 }
 
 impl State {
@@ -113,6 +129,9 @@ impl State {
             totals: Totals::default(),
             totals_dirty: false,
             new_leaves: Vec::new(),
+            deals: BTreeMap::new(),
+            dirty_deals: BTreeSet::new(),
+            new_terms: Vec::new(),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -148,7 +167,8 @@ impl State {
             self.shard,
             "account placed on its own shard"
         );
-        self.tree.insert(address.0, account.value_hash());
+        self.tree
+            .insert(account_key(&address), account.value_hash());
         self.accounts.insert(address, account);
         self.dirty.insert(address);
     }
@@ -187,12 +207,57 @@ impl State {
 
     /// A proof of an account's presence or absence against [`State::root`].
     pub fn prove(&self, address: &Address) -> smt::Proof {
-        self.tree.prove(&address.0)
+        self.tree.prove(&account_key(address))
     }
 
-    /// Balances, stakes, unbonding amounts and the fee pool, summed.
+    /// Balances, stakes, unbonding amounts, the fee pool and the escrow of deals, summed.
     pub fn total_supply(&self) -> u128 {
-        self.accounts.values().map(Account::holdings).sum::<u128>() + u128::from(self.fee_pool.0)
+        self.accounts.values().map(Account::holdings).sum::<u128>()
+            + u128::from(self.fee_pool.0)
+            + self.escrow_total()
+    }
+
+    /// The escrow every deal of this shard still holds.
+    pub fn escrow_total(&self) -> u128 {
+        self.deals
+            .values()
+            .map(|d| u128::from(d.escrow_left.0))
+            .sum()
+    }
+
+    /// A deal opened on this shard.
+    pub fn deal(&self, id: &Hash) -> Option<&DealRecord> {
+        self.deals.get(id)
+    }
+
+    /// Every deal opened on this shard, by id.
+    pub fn deals(&self) -> impl Iterator<Item = (&Hash, &DealRecord)> {
+        self.deals.iter()
+    }
+
+    /// A proof of a deal's record (or its absence) against [`State::root`].
+    pub fn prove_deal(&self, id: &Hash) -> smt::Proof {
+        self.tree.prove(&deal_key(id))
+    }
+
+    fn set_deal(&mut self, id: Hash, record: DealRecord) {
+        self.tree.insert(deal_key(&id), record.value_hash());
+        self.deals.insert(id, record);
+        self.dirty_deals.insert(id);
+    }
+
+    /// The terms of a deal, from what [`State::persist_into`] wrote.
+    pub fn deal_terms(store: &dyn Store, id: &Hash) -> Result<Option<DealTerms>, StoreError> {
+        let key = [KEY_DEAL_TERMS_PREFIX, id].concat();
+        store
+            .get(&key)?
+            .map(|bytes| {
+                DealTerms::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                    key: format!("{key:?}"),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// What this shard has locked out to other shards and committed in from them, since genesis.
@@ -281,11 +346,9 @@ impl State {
         height: u64,
         signature_verified: bool,
     ) -> Result<Receipt, TxError> {
-        if signature_verified {
-            stx.check_stateless_signature_verified(self.params.chain_id)?;
-        } else {
-            stx.check_stateless(self.params.chain_id)?;
-        }
+        // The cheap checks first; the signatures (up to 33 for a deal) only once the transaction could
+        // apply, so a transaction refused for its shard, expiry, fee or nonce costs no signature check.
+        stx.check_stateless_signature_verified(self.params.chain_id)?;
         let tx = &stx.tx;
         let from = tx.sender_address();
         let sender_shard = shard_of(&from, self.params.shard_count);
@@ -320,6 +383,9 @@ impl State {
                 got: tx.nonce,
             });
         }
+        if !signature_verified {
+            stx.check_signature()?;
+        }
         // Matured unbonding becomes spendable the first time the account acts after the delay.
         if sender.unbonding.0 > 0 && height >= sender.unbonding_release_height {
             sender.balance = sender
@@ -328,12 +394,7 @@ impl State {
                 .ok_or(TxError::Overflow)?;
             sender.unbonding = Amount::ZERO;
         }
-        let outgoing = match &tx.kind {
-            TxKind::Transfer { amount, .. }
-            | TxKind::RegisterValidator { stake: amount, .. }
-            | TxKind::RegisterStorageNode { stake: amount } => *amount,
-            TxKind::Unstake { .. } => Amount::ZERO,
-        };
+        let outgoing = tx.outgoing()?;
         let needed = tx.fee.checked_add(outgoing).ok_or(TxError::Overflow)?;
         sender.balance = sender
             .balance
@@ -345,6 +406,7 @@ impl State {
         sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
         let mut recipient = None;
         let mut lock = None;
+        let mut deal = None;
         match &tx.kind {
             TxKind::Transfer { to, amount } => {
                 if shard_of(to, self.params.shard_count) != self.shard {
@@ -402,6 +464,59 @@ impl State {
                 sender.unbonding_release_height =
                     height.saturating_add(self.params.unbonding_delay_blocks);
             }
+            TxKind::OpenDeal { terms, .. } => {
+                let id = terms.id(&from);
+                if self.deals.contains_key(&id) {
+                    return Err(TxError::DealExists);
+                }
+                let per_period = terms
+                    .per_period()?
+                    .iter()
+                    .try_fold(Amount::ZERO, |sum, a| {
+                        sum.checked_add(*a).ok_or(TxError::Overflow)
+                    })?;
+                let record = DealRecord {
+                    owner: from,
+                    terms: terms.hash(),
+                    start_height: height,
+                    period_blocks: self.params.storage_period_blocks,
+                    periods: terms.periods,
+                    per_period,
+                    escrow_left: outgoing,
+                    paid: Amount::ZERO,
+                    refunded: Amount::ZERO,
+                };
+                deal = Some((id, record, Some(terms.encode())));
+            }
+            TxKind::EndDeal { deal: id } => {
+                let mut record = self.deals.get(id).cloned().ok_or(TxError::UnknownDeal)?;
+                if record.owner != from {
+                    return Err(TxError::NotDealOwner);
+                }
+                // The current period runs to its end (its holders may still prove and be paid for it);
+                // the periods not begun are refunded.
+                let ends_after = record.period_at(height).saturating_add(1);
+                if !record.is_active_at(height) || ends_after >= record.periods {
+                    return Err(TxError::DealEnded);
+                }
+                let unused = record.periods - ends_after;
+                let refund = u64::try_from(u128::from(record.per_period.0) * u128::from(unused))
+                    .map(Amount)
+                    .map_err(|_| TxError::Overflow)?;
+                // Never more than the escrow holds, whatever was paid out before.
+                let refund = Amount(refund.0.min(record.escrow_left.0));
+                record.periods = ends_after;
+                record.escrow_left = Amount(record.escrow_left.0 - refund.0);
+                record.refunded = record
+                    .refunded
+                    .checked_add(refund)
+                    .ok_or(TxError::Overflow)?;
+                sender.balance = sender
+                    .balance
+                    .checked_add(refund)
+                    .ok_or(TxError::Overflow)?;
+                deal = Some((*id, record, None));
+            }
         }
         let fee_pool = self.fee_pool.checked_add(tx.fee).ok_or(TxError::Overflow)?;
         // Every check passed: commit the changes.
@@ -416,8 +531,14 @@ impl State {
             self.set_totals(totals);
         }
         self.set_fee_pool(fee_pool);
+        if let Some((id, record, terms)) = deal {
+            self.set_deal(id, record);
+            if let Some(terms) = terms {
+                self.new_terms.push((id, terms));
+            }
+        }
         let event = match &tx.kind {
-            TxKind::Transfer { .. } => None,
+            TxKind::Transfer { .. } | TxKind::OpenDeal { .. } | TxKind::EndDeal { .. } => None,
             TxKind::RegisterValidator { .. }
             | TxKind::Unstake {
                 role: Role::Validator,
@@ -479,6 +600,13 @@ impl State {
         if std::mem::take(&mut self.totals_dirty) {
             batch.put(KEY_ATOMIX_TOTALS, self.totals.encode());
         }
+        for id in std::mem::take(&mut self.dirty_deals) {
+            let record = self.deals.get(&id).expect("dirty deals exist");
+            batch.put([KEY_DEAL_PREFIX, &id].concat(), record.encode());
+        }
+        for (id, terms) in std::mem::take(&mut self.new_terms) {
+            batch.put([KEY_DEAL_TERMS_PREFIX, &id].concat(), terms);
+        }
     }
 
     /// Rebuilds a shard's state from what [`State::persist_into`] wrote.
@@ -498,7 +626,9 @@ impl State {
                 .map_err(|_| corrupt(&key, "account key is not 32 bytes".into()))?;
             let account = Account::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
             let address = Address(address);
-            state.tree.insert(address.0, account.value_hash());
+            state
+                .tree
+                .insert(account_key(&address), account.value_hash());
             state.accounts.insert(address, account);
         }
         if let Some(v) = store.get(KEY_FEE_POOL)? {
@@ -537,7 +667,15 @@ impl State {
                 Totals::decode(&v).map_err(|e| corrupt(KEY_ATOMIX_TOTALS, e.to_string()))?;
             state.set_totals(totals);
         }
+        for (key, value) in store.scan_prefix(KEY_DEAL_PREFIX)? {
+            let id: Hash = key[KEY_DEAL_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| corrupt(&key, "deal key is not 32 bytes".into()))?;
+            let record = DealRecord::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            state.set_deal(id, record);
+        }
         state.dirty.clear();
+        state.dirty_deals.clear();
         state.fee_pool_dirty = false;
         state.new_events.clear();
         state.new_leaves.clear();
@@ -743,7 +881,7 @@ mod tests {
         let register = TxKind::RegisterValidator {
             stake,
             bls_public_key: bls.public(),
-            proof_of_possession: bls.proof_of_possession(),
+            proof_of_possession: bls.proof_of_possession(&Address::of(&alice.public())),
         };
         state
             .apply(&tx(&alice, 0, register.clone()), 1)
@@ -896,6 +1034,313 @@ mod tests {
         ));
     }
 
+    /// Defect 2 of issue 14: accounts once sat at their raw address in the tree, so a 1-unit transfer to the
+    /// address equal to a lock's key overwrote the lock leaf (the input shard could no longer prove it), one
+    /// to a done mark's key on the output shard made the lock look committed (never credited), and `load`,
+    /// inserting Atomix leaves after accounts, computed another root than execution had. An attacker pays
+    /// every special key of both shards here; every lock still proves and commits, and reloaded states have
+    /// the roots execution computed.
+    #[test]
+    fn paying_the_keys_of_locks_and_done_marks_freezes_nothing() {
+        let shards = 4;
+        let params = ChainParams::devnet(shards);
+        let funded = |label: &str| {
+            (
+                SecretKey::dev(label),
+                Address::of(&SecretKey::dev(label).public()),
+            )
+        };
+        let on = |shard: ShardId, prefix: &str| {
+            (0..1000)
+                .map(|i| format!("{prefix}{i}"))
+                .find(|l| shard_of(&Address::of(&SecretKey::dev(l).public()), shards) == shard)
+                .expect("some label lands on every shard")
+        };
+        let (alice, alice_at) = funded("alice");
+        let home = shard_of(&alice_at, shards);
+        let away = (home + 1) % shards;
+        let to = Address::of(&SecretKey::dev(&on(away, "recipient")).public());
+        let rich = Account {
+            balance: Amount::from_iost(1_000).expect("small"),
+            ..Account::default()
+        };
+        let mut input = State::new(params.clone(), home);
+        let mut output = State::new(params.clone(), away);
+        input.set_account(alice_at, rich.clone());
+        let (attacker_in, attacker_in_at) = funded(&on(home, "mallory"));
+        let (attacker_out, attacker_out_at) = funded(&on(away, "mallory"));
+        input.set_account(attacker_in_at, rich.clone());
+        output.set_account(attacker_out_at, rich);
+
+        // Alice's cross-shard transfers, until one's lock key and one's done key are addresses of the shard
+        // that holds that leaf (a quarter of them are): the attacker can pay those.
+        let mut locks = Vec::new();
+        let (mut lock_hit, mut done_hit) = (false, false);
+        for nonce in 0..64u64 {
+            let stx = tx(
+                &alice,
+                nonce,
+                TxKind::Transfer {
+                    to,
+                    amount: Amount(1_000 + nonce),
+                },
+            );
+            input.apply(&stx, 1).expect("alice can pay");
+            let tx_id = stx.id();
+            lock_hit |= shard_of(&Address(Lock::key(&tx_id)), shards) == home;
+            done_hit |= shard_of(&Address(atomix::done_key(&tx_id)), shards) == away;
+            locks.push(Lock {
+                tx_id,
+                from: alice_at,
+                to,
+                amount: Amount(1_000 + nonce),
+            });
+            if lock_hit && done_hit {
+                break;
+            }
+        }
+        assert!(lock_hit && done_hit, "some keys fall on the shards");
+
+        // The attacker pays 1 unit to every special key that is an address of its shard.
+        let mut special_in = vec![
+            fee_pool_key(),
+            atomix::totals_key(),
+            registry::checkpoint_key(1),
+        ];
+        let mut special_out = special_in.clone();
+        special_in.extend(locks.iter().map(|l| Lock::key(&l.tx_id)));
+        special_out.extend(locks.iter().map(|l| atomix::done_key(&l.tx_id)));
+        let mut paid = 0;
+        for (state, key, at, special) in [
+            (&mut input, &attacker_in, home, &special_in),
+            (&mut output, &attacker_out, away, &special_out),
+        ] {
+            for (nonce, leaf) in special
+                .iter()
+                .filter(|k| shard_of(&Address(**k), shards) == at)
+                .enumerate()
+            {
+                let pay = tx(
+                    key,
+                    nonce as u64,
+                    TxKind::Transfer {
+                        to: Address(*leaf),
+                        amount: Amount(1),
+                    },
+                );
+                state.apply(&pay, 2).expect("paying any address is allowed");
+                paid += 1;
+            }
+        }
+        assert!(paid >= 2, "the attack paid a lock key and a done key");
+
+        // Every lock still proves on the input shard and commits once on the output shard.
+        let header = crate::block::BlockHeader {
+            chain_id: params.chain_id,
+            shard: home,
+            height: 1,
+            parent: [0; 32],
+            state_root: input.root(),
+            transactions_root: [0; 32],
+            receipts_root: [0; 32],
+        };
+        let inbound = Inbound {
+            header,
+            certificate: Vec::new(),
+            locks: locks
+                .iter()
+                .map(|l| (l.clone(), input.prove_lock(&l.tx_id)))
+                .collect(),
+        };
+        output
+            .apply_inbound(&inbound)
+            .expect("no lock looks committed or unproven");
+        let credited: u64 = locks.iter().map(|l| l.amount.0).sum();
+        assert_eq!(
+            output.account(&to).map(|a| a.balance),
+            Some(Amount(credited))
+        );
+        assert!(locks.iter().all(|l| output.is_committed(&l.tx_id)));
+
+        // A restart computes the roots execution computed.
+        for state in [&mut input, &mut output] {
+            let mut store = MemStore::new();
+            let mut batch = WriteBatch::default();
+            state.persist_into(&mut batch);
+            store.write(batch).expect("in-memory");
+            let mut loaded = State::load(params.clone(), state.shard(), &store).expect("loads");
+            assert_eq!(loaded.root(), state.root());
+            assert_eq!(loaded.accountable_supply(), state.accountable_supply());
+        }
+    }
+
+    /// A deal signed by `holders` holders over `segments` segments of 4+2, paid by `owner`.
+    fn deal_tx(
+        owner: &SecretKey,
+        nonce: u64,
+        holders: usize,
+        segments: usize,
+    ) -> SignedTransaction {
+        let keys: Vec<SecretKey> = (0..holders)
+            .map(|i| SecretKey::dev(&format!("holder{i}")))
+            .collect();
+        let terms = DealTerms {
+            root: vec![1, 0x55, 0x1e, 32, 7, 7],
+            size: 3_000_000,
+            k: 4,
+            m: 2,
+            periods: 10,
+            holders: keys
+                .iter()
+                .map(|k| crate::types::deal::Holder {
+                    key: k.public(),
+                    price: Amount(1_000_000),
+                })
+                .collect(),
+            placement: (0..segments * 6)
+                .map(|s| ((s % 6 + s / 6) % holders) as u8)
+                .collect(),
+            segment_lens: vec![1 << 20; segments],
+            commitments_root: [9; 32],
+        };
+        let id = terms.id(&Address::of(&owner.public()));
+        let signatures = keys
+            .iter()
+            .map(|k| crate::types::deal::sign(k, params().chain_id, &id))
+            .collect();
+        tx(owner, nonce, TxKind::OpenDeal { terms, signatures })
+    }
+
+    #[test]
+    fn a_deal_escrows_its_price_and_ending_it_refunds_the_periods_not_begun() {
+        let (mut state, alice) = setup();
+        let me = Address::of(&alice.public());
+        let supply = state.total_supply();
+        let before = state.account(&me).expect("funded").balance;
+        let open = deal_tx(&alice, 0, 6, 3);
+        let TxKind::OpenDeal { terms, .. } = &open.tx.kind else {
+            unreachable!("built as a deal")
+        };
+        let escrow = terms.escrow().expect("fits");
+        assert_eq!(escrow, Amount(2_930 * 6 * 10));
+        let id = terms.id(&me);
+        state.apply(&open, 5).expect("a signed, funded deal opens");
+        assert_eq!(
+            state.account(&me).expect("funded").balance,
+            Amount(before.0 - escrow.0 - 1_000)
+        );
+        let record = state.deal(&id).cloned().expect("recorded");
+        assert_eq!(record.escrow_left, escrow);
+        assert_eq!(record.per_period, Amount(2_930 * 6));
+        assert_eq!(record.start_height, 5);
+        assert_eq!(
+            state.total_supply(),
+            supply,
+            "the escrow stays in the supply"
+        );
+        let root = state.root();
+        assert_eq!(
+            smt::verify(&root, &deal_key(&id), &state.prove_deal(&id)),
+            Ok(Some(record.value_hash()))
+        );
+
+        // The same deal twice, a deal signed by someone else, one with a signature missing: refused, and
+        // nothing changes.
+        let again = deal_tx(&alice, 1, 6, 3);
+        let mut forged = deal_tx(&alice, 1, 6, 3);
+        if let TxKind::OpenDeal { signatures, .. } = &mut forged.tx.kind {
+            signatures[2] = SecretKey::dev("mallory").sign(b"anything");
+        }
+        let forged = forged.tx.sign(&alice);
+        let mut short = deal_tx(&alice, 1, 6, 3);
+        if let TxKind::OpenDeal { signatures, .. } = &mut short.tx.kind {
+            signatures.pop();
+        }
+        let short = short.tx.sign(&alice);
+        assert_eq!(state.apply(&again, 6), Err(TxError::DealExists));
+        assert_eq!(state.apply(&forged, 6), Err(TxError::DealSignature(2)));
+        assert!(matches!(
+            state.apply(&short, 6),
+            Err(TxError::DealSignatureCount {
+                holders: 6,
+                signatures: 5
+            })
+        ));
+        assert_eq!(state.root(), root);
+
+        // Someone else cannot end it; the owner ends it in period 2 (heights 38..=53): periods 3..9 are
+        // refunded, the escrow for periods 0..=2 stays for the holders.
+        let bob = SecretKey::dev("bob");
+        state.set_account(
+            Address::of(&bob.public()),
+            Account {
+                balance: Amount::from_iost(1).expect("small"),
+                ..Account::default()
+            },
+        );
+        let supply = state.total_supply();
+        let end_by_bob = tx(&bob, 0, TxKind::EndDeal { deal: id });
+        assert_eq!(state.apply(&end_by_bob, 40), Err(TxError::NotDealOwner));
+        let balance = state.account(&me).expect("funded").balance;
+        state
+            .apply(&tx(&alice, 1, TxKind::EndDeal { deal: id }), 40)
+            .expect("the owner ends its deal");
+        let ended = state.deal(&id).cloned().expect("kept");
+        let refund = Amount(2_930 * 6 * 7);
+        assert_eq!(ended.refunded, refund);
+        assert_eq!(ended.escrow_left, Amount(escrow.0 - refund.0));
+        assert_eq!(ended.periods, 3);
+        assert_eq!(ended.end_height(), 5 + 3 * 16);
+        assert_eq!(
+            state.account(&me).expect("funded").balance,
+            Amount(balance.0 + refund.0 - 1_000)
+        );
+        assert_eq!(state.total_supply(), supply);
+        // Ending it again, or a deal nobody opened: refused.
+        assert_eq!(
+            state.apply(&tx(&alice, 2, TxKind::EndDeal { deal: id }), 41),
+            Err(TxError::DealEnded)
+        );
+        assert_eq!(
+            state.apply(&tx(&alice, 2, TxKind::EndDeal { deal: [0; 32] }), 41),
+            Err(TxError::UnknownDeal)
+        );
+
+        // A restart keeps the deals, their terms and the root.
+        let mut store = MemStore::new();
+        let mut batch = WriteBatch::default();
+        state.persist_into(&mut batch);
+        store.write(batch).expect("in-memory");
+        let mut loaded = State::load(params(), SHARD, &store).expect("loads");
+        assert_eq!(loaded.root(), state.root());
+        assert_eq!(loaded.deal(&id), Some(&ended));
+        assert_eq!(loaded.total_supply(), state.total_supply());
+        assert_eq!(
+            State::deal_terms(&store, &id).expect("reads").as_ref(),
+            Some(terms)
+        );
+    }
+
+    #[test]
+    fn a_deal_the_owner_cannot_pay_for_is_refused() {
+        let (mut state, _) = setup();
+        let poor = SecretKey::dev("poor");
+        state.set_account(
+            Address::of(&poor.public()),
+            Account {
+                balance: Amount(50_000),
+                ..Account::default()
+            },
+        );
+        let root = state.root();
+        assert!(matches!(
+            state.apply(&deal_tx(&poor, 0, 6, 3), 1),
+            Err(TxError::Overspend { .. })
+        ));
+        assert_eq!(state.root(), root);
+        assert_eq!(state.deals().count(), 0);
+    }
+
     #[test]
     fn proofs_of_accounts_against_the_state_root() {
         let (mut state, alice) = setup();
@@ -904,12 +1349,12 @@ mod tests {
         let me = Address::of(&alice.public());
         let account = state.account(&me).cloned().expect("exists");
         assert_eq!(
-            smt::verify(&root, &me.0, &state.prove(&me)),
+            smt::verify(&root, &account_key(&me), &state.prove(&me)),
             Ok(Some(account.value_hash()))
         );
         let nobody = Address::of(&SecretKey::dev("nobody").public());
         assert_eq!(
-            smt::verify(&root, &nobody.0, &state.prove(&nobody)),
+            smt::verify(&root, &account_key(&nobody), &state.prove(&nobody)),
             Ok(None)
         );
     }

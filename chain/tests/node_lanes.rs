@@ -1,7 +1,9 @@
 //! `chain::node` without the network: a shard kept by validators whose lanes (`chain::node::Lane`) run over
-//! in-memory stores, take their roles from `chain::node::plan`, throttle catch-up sends with
-//! `chain::node::CatchUpThrottle` and speak the gossip envelope (`chain::node::wire`) to each other. Messages
-//! go through a seeded loop that delays and duplicates them; one seed replays one run.
+//! in-memory stores, take their roles from `chain::node::plan` and speak the gossip envelope
+//! (`chain::node::wire`) to each other. Messages go through a seeded loop that delays and duplicates them;
+//! one seed replays one run. The replicas here answer a `Status` with `Decided` blocks (the BFT's own
+//! catch-up, on by default in `bft::Config`); whole validators switch that off and catch up over
+//! request-response instead (`chain::node::catch_up`, exercised in `node_simulator.rs`).
 //!
 //! This is the harness of the lanes, the plan and the schedule alone; whole validators (`chain::node::Node`)
 //! with the beacon chain, epochs and Atomix between shards run in `node_simulator.rs`.
@@ -11,12 +13,12 @@ use std::collections::BTreeMap;
 use chain::Address;
 use chain::amount::Amount;
 use chain::beacon::BeaconApp;
-use chain::bft::{Bls, Config, FOLLOWER, Followed, Message, Output};
+use chain::bft::{Bls, Config, FOLLOWER, Followed, Output};
 use chain::crypto::{Hash, SecretKey, bls};
 use chain::genesis::{Genesis, GenesisConfig};
 use chain::ledger::{App, ShardApp, Tip};
 use chain::node::wire::{self, Envelope};
-use chain::node::{CatchUpThrottle, Drained, Lane, Role, plan};
+use chain::node::{Drained, Lane, Role, plan};
 use chain::store::MemStore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +35,6 @@ struct Validator {
     lane: Option<Lane<Bls, ShardApp<MemStore>>>,
     /// The store of a stopped validator's shard lane, as a crash leaves it.
     disk: Option<MemStore>,
-    catch_up: CatchUpThrottle,
 }
 
 struct Net {
@@ -67,7 +68,6 @@ impl Net {
                 beacon: BeaconApp::open(&genesis, SIZE, 0, MemStore::new()).expect("beacon"),
                 lane: None,
                 disk: Some(MemStore::new()),
-                catch_up: CatchUpThrottle::default(),
             })
             .collect();
         Net {
@@ -163,13 +163,6 @@ impl Net {
                     self.publish(i, wire::encode_consensus(from, None, &message))
                 }
                 Output::Send { to, message } => {
-                    if let Message::Decided { block, .. } = &message
-                        && !self.validators[i]
-                            .catch_up
-                            .due(now, SHARD, to, block.header.height)
-                    {
-                        continue;
-                    }
                     self.publish(i, wire::encode_consensus(from, Some(to), &message))
                 }
                 Output::Committed { .. } | Output::Evidence(_) => {}

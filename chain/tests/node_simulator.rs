@@ -7,11 +7,17 @@
 //! the run and one that unstakes, Atomix transfers between two shards relayed on the node's own schedule,
 //! signatures checked where the driver checks them, and validators crashed and restarted from their stores.
 //!
+//! Catch-up runs as in the node: a validator behind asks one peer for blocks over request-response (the
+//! simulator carries the ask and the answer between the two, late, lost or with a byte flipped in the fault
+//! phase), never over gossip.
+//!
 //! Checked after every commit: no two different blocks finalised at one (chain, height), every shard's
 //! accountable supply is its genesis supply, and a block's state root agrees across validators. Checked at
 //! the end, after the network heals: epochs advanced and committees were redrawn, every shard and the beacon
-//! chain kept deciding, every Atomix lock made on one shard was committed on the other, the registration
-//! reached the beacon's registry and the unstaked validator left it.
+//! chain kept deciding, every running validator (the restarted ones too) is near the tip of each chain it
+//! keeps, every Atomix lock made on one shard was committed on the other, the registration reached the
+//! beacon's registry and the unstaked validator left it. With a flood (see `Event::Flood`), an outside peer
+//! with no keys sends every validator `Status` messages: nobody may publish anything in answer.
 //!
 //! `HUDS_SIM_SEEDS=N cargo test -p chain --release --test node_simulator` runs more seeds (default 500);
 //! `HUDS_SIM_SEED=N` replays one seed and prints its summary; `HUDS_SIM_FIRST_SEED=N` starts elsewhere.
@@ -32,7 +38,7 @@ use chain::bft::App;
 use chain::block::BEACON_SHARD;
 use chain::crypto::{Hash, SecretKey, bls};
 use chain::genesis::{Genesis, GenesisConfig};
-use chain::node::{Disk, Input, Node, NodeConfig, Output, Topic};
+use chain::node::{Disk, Input, Node, NodeConfig, Output, Peer, Topic};
 use chain::store::{MemStore, Pairs, Store, StoreError, WriteBatch};
 use chain::{Address, Role, ShardId, Transaction, TxKind, shard_of};
 use rand::{Rng, SeedableRng};
@@ -97,10 +103,28 @@ impl Disk for SimDisk {
 
 enum Event {
     Deliver {
+        from: usize,
         to: usize,
         topic: Topic,
         bytes: Vec<u8>,
     },
+    /// A catch-up ask of validator `from` (its id `ask`) arrives at validator `to`.
+    Ask {
+        from: usize,
+        to: usize,
+        ask: u64,
+        bytes: Vec<u8>,
+    },
+    /// The answer of peer `from` to ask `ask` of validator `to` (`None`: the request failed).
+    Answer {
+        from: Peer,
+        to: usize,
+        ask: u64,
+        bytes: Option<Vec<u8>>,
+    },
+    /// An outside peer with no keys sends every running validator a burst of `Status` messages on every
+    /// topic it listens on.
+    Flood,
     Timer {
         node: usize,
     },
@@ -162,6 +186,15 @@ struct Stats {
     corrupted: u64,
     /// Runs in which a client flooded `relay_lock` with hashes of no lock and then asked for a real one.
     relay_probes: u64,
+    /// Catch-up asks made, and blocks answered to them.
+    asks: u64,
+    blocks_fetched: u64,
+    /// Votes answered to asks of members behind in rounds.
+    votes_fetched: u64,
+    /// Asks that failed (the peer was down, or the outsider that never answers).
+    asks_failed: u64,
+    /// `Status` messages an outside peer sent.
+    flood_statuses: u64,
 }
 
 struct Validator {
@@ -172,6 +205,8 @@ struct Validator {
     topics: BTreeSet<Topic>,
     /// The timer event planned for this node, if any (later ones replace it).
     timer: Option<u64>,
+    /// The shard its shard lane keeps and since when (the start of the lane, or of the run after a restart).
+    lane_since: (Option<ShardId>, u64),
 }
 
 struct Sim {
@@ -207,6 +242,23 @@ struct Sim {
     stall: Option<Stall>,
     trace: blake3::Hasher,
     stats: Stats,
+    /// The answer of validator (server) to an ask in progress: the asker and its ask id, by the server's
+    /// request id (answered at once, within the server's `handle`).
+    answering: Option<(usize, usize, u64)>,
+}
+
+/// The outside peer's name (not a validator's).
+const OUTSIDER: &[u8] = b"an outside peer";
+
+/// Validator `i` as its peers name it.
+fn peer(i: usize) -> Peer {
+    Peer((i as u64).to_be_bytes().to_vec())
+}
+
+/// The validator a peer name is, if any.
+fn validator_of(peer: &Peer) -> Option<usize> {
+    let bytes: [u8; 8] = peer.0.as_slice().try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as usize)
 }
 
 fn validator_key(i: usize) -> SecretKey {
@@ -273,6 +325,7 @@ impl Sim {
                 node: None,
                 topics: BTreeSet::new(),
                 timer: None,
+                lane_since: (None, 0),
             })
             .collect();
         let mut sim = Sim {
@@ -300,6 +353,7 @@ impl Sim {
             stall: stall.then(Stall::default),
             trace: blake3::Hasher::new(),
             stats: Stats::default(),
+            answering: None,
         };
         sim.plan();
         sim
@@ -371,7 +425,15 @@ impl Sim {
                     bytes[i] ^= 1 << self.rng.random_range(0..8);
                     self.stats.corrupted += 1;
                 }
-                self.at(at, Event::Deliver { to, topic, bytes });
+                self.at(
+                    at,
+                    Event::Deliver {
+                        from,
+                        to,
+                        topic,
+                        bytes,
+                    },
+                );
             }
         }
     }
@@ -394,6 +456,12 @@ impl Sim {
         {
             self.dispatch(i, output)?;
         }
+        let v = &mut self.validators[i];
+        if let Some(shard) = v.node.as_ref().map(|n| n.shard())
+            && shard != v.lane_since.0
+        {
+            v.lane_since = (shard, self.now);
+        }
         self.plan_timer(i);
         Ok(())
     }
@@ -413,6 +481,143 @@ impl Sim {
                     .map_err(|e| format!("validator {i} stopped: {e}"))?;
             }
             Output::Committed(notice) => self.on_commit(i, &notice)?,
+            Output::AskBlocks { id, peer, bytes } => self.ask(i, id, &peer, bytes),
+            Output::AnswerBlocks { id: _, bytes } => {
+                let Some((asker, server, ask)) = self.answering.take() else {
+                    return Err(format!("validator {i} answered a request nobody made"));
+                };
+                if server != i {
+                    return Err(format!(
+                        "validator {i} answered validator {server}'s request"
+                    ));
+                }
+                self.answer(peer(server), asker, ask, Some(bytes));
+            }
+        }
+        Ok(())
+    }
+
+    /// How late a message is: 1 to 40 ms, up to 300 ms in the fault phase.
+    fn latency(&mut self) -> u64 {
+        let late = if self.in_fault_phase() { 300 } else { 40 };
+        self.rng.random_range(1..=late)
+    }
+
+    /// Carries validator `from`'s ask to the peer it names: lost in the fault phase one in twenty times, and
+    /// failed when the peer is down or is not a validator (as a refused or timed-out request comes back).
+    fn ask(&mut self, from: usize, ask: u64, to: &Peer, bytes: Vec<u8>) {
+        self.stats.asks += 1;
+        let late = self.latency();
+        match validator_of(to).filter(|&t| t < self.validators.len()) {
+            Some(to) if !(self.in_fault_phase() && self.rng.random_ratio(1, 20)) => {
+                self.at(
+                    self.now + late,
+                    Event::Ask {
+                        from,
+                        to,
+                        ask,
+                        bytes,
+                    },
+                );
+            }
+            _ => self.answer(to.clone(), from, ask, None),
+        }
+    }
+
+    /// Carries an answer back to the asker, late, in the fault phase one in fifty times with a byte flipped.
+    fn answer(&mut self, from: Peer, to: usize, ask: u64, bytes: Option<Vec<u8>>) {
+        let late = self.latency();
+        let bytes = bytes.map(|mut b| {
+            if self.in_fault_phase() && !b.is_empty() && self.rng.random_ratio(1, 50) {
+                let i = self.rng.random_range(0..b.len());
+                b[i] ^= 1 << self.rng.random_range(0..8);
+                self.stats.corrupted += 1;
+            }
+            b
+        });
+        self.at(
+            self.now + late,
+            Event::Answer {
+                from,
+                to,
+                ask,
+                bytes,
+            },
+        );
+    }
+
+    /// An outside peer sends each running validator `Status` messages on every topic it listens on: heights
+    /// below, at and far past its own, every round, from every index and from the followers'. Handled at
+    /// once, none of them may make it publish anything (asking the outsider for blocks is allowed: it is
+    /// not publishing, and the ask fails).
+    fn flood(&mut self) -> Result<(), String> {
+        for i in 0..self.validators.len() {
+            // Timers due now fire first, so that what they send is not taken for an answer to the flood.
+            self.handle(i, Input::Tick)?;
+            let topics: Vec<Topic> = self.validators[i].topics.iter().copied().collect();
+            let Some(node) = self.validators[i].node.as_mut() else {
+                continue;
+            };
+            let mut outputs = Vec::new();
+            for topic in topics {
+                let shard = match topic {
+                    Topic::Heads => continue,
+                    Topic::Beacon => BEACON_SHARD,
+                    Topic::Shard(s) => s,
+                };
+                let height = node.status().height;
+                for claimed in [
+                    0,
+                    1,
+                    height.saturating_sub(3),
+                    height,
+                    height + 1,
+                    height + 9,
+                    u64::MAX,
+                ] {
+                    for round in [0, 1, 5, u32::MAX] {
+                        for from in [0, 1, 2, 3, chain::bft::FOLLOWER] {
+                            let status = chain::bft::Message::<chain::bft::Bls>::Status {
+                                shard,
+                                height: claimed,
+                                round,
+                            };
+                            let data = chain::node::wire::encode_consensus(from, None, &status);
+                            node.handle(
+                                self.now,
+                                Input::Gossip {
+                                    peer: Peer(OUTSIDER.to_vec()),
+                                    topic,
+                                    data,
+                                },
+                            )
+                            .map_err(|e| format!("validator {i} stopped: {e}"))?;
+                            self.stats.flood_statuses += 1;
+                            while let Some(o) = node.poll_output() {
+                                outputs.push(o);
+                            }
+                        }
+                    }
+                }
+            }
+            let published = outputs
+                .iter()
+                .filter(|o| matches!(o, Output::Publish { .. }))
+                .count();
+            let asks = outputs
+                .iter()
+                .filter(|o| matches!(o, Output::AskBlocks { .. }))
+                .count();
+            // At most a blocks ask and a votes ask per chain (the beacon's and a shard's), to the outsider.
+            if published != 0 || asks > 4 {
+                return Err(format!(
+                    "a Status flood made validator {i} publish {published} messages and ask {asks} times"
+                ));
+            }
+            for o in outputs {
+                self.dispatch(i, o)?;
+            }
+            self.plan_timer(i);
         }
         Ok(())
     }
@@ -576,6 +781,17 @@ impl Sim {
         (!keeping.is_empty()).then(|| keeping[self.rng.random_range(0..keeping.len())])
     }
 
+    /// The account as the running validator of its shard that is furthest ahead has it committed.
+    fn committed_account(&self, address: &Address) -> Option<chain::state::Account> {
+        let shard = shard_of(address, SHARDS);
+        self.validators
+            .iter()
+            .filter_map(|v| v.node.as_ref())
+            .filter(|n| n.shard() == Some(shard))
+            .max_by_key(|n| n.status().height)
+            .and_then(|n| n.account_of(address))
+    }
+
     /// Signs `kind` from `key` with its committed nonce and submits it to a validator of its shard.
     fn submit(&mut self, key: &SecretKey, kind: TxKind) -> Option<Hash> {
         let sender = Address::of(&key.public());
@@ -627,11 +843,79 @@ impl Sim {
 
     fn on_event(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::Deliver { to, topic, bytes } => {
+            Event::Deliver {
+                from,
+                to,
+                topic,
+                bytes,
+            } => {
                 self.stats.delivered += 1;
                 self.trace.update(&bytes);
-                self.handle(to, Input::Gossip { topic, data: bytes })
+                let peer = peer(from);
+                self.handle(
+                    to,
+                    Input::Gossip {
+                        peer,
+                        topic,
+                        data: bytes,
+                    },
+                )
             }
+            Event::Ask {
+                from,
+                to,
+                ask,
+                bytes,
+            } => {
+                if self.validators[to].node.is_none() {
+                    self.answer(peer(to), from, ask, None);
+                    return Ok(());
+                }
+                self.answering = Some((from, to, ask));
+                self.handle(
+                    to,
+                    Input::BlocksRequest {
+                        peer: peer(from),
+                        id: ask,
+                        data: bytes,
+                    },
+                )?;
+                if self.answering.take().is_some() {
+                    return Err(format!("validator {to} left a request unanswered"));
+                }
+                Ok(())
+            }
+            Event::Answer {
+                from,
+                to,
+                ask,
+                bytes,
+            } => {
+                match &bytes {
+                    Some(b) => {
+                        self.trace.update(b);
+                        match chain::node::wire::decode_blocks_answer(b) {
+                            Ok(chain::node::wire::BlocksAnswer::Blocks(blocks)) => {
+                                self.stats.blocks_fetched += blocks.len() as u64
+                            }
+                            Ok(chain::node::wire::BlocksAnswer::Votes(votes)) => {
+                                self.stats.votes_fetched += votes.len() as u64
+                            }
+                            _ => {}
+                        }
+                    }
+                    None => self.stats.asks_failed += 1,
+                }
+                self.handle(
+                    to,
+                    Input::BlocksAnswer {
+                        id: ask,
+                        peer: from,
+                        data: bytes,
+                    },
+                )
+            }
+            Event::Flood => self.flood(),
             Event::Timer { node } => {
                 if self.validators[node].timer == Some(self.now) {
                     self.validators[node].timer = None;
@@ -654,6 +938,7 @@ impl Sim {
                 }
                 let n = Node::new(v.config.clone(), v.disk.clone(), self.now)
                     .map_err(|e| format!("validator {node} does not restart: {e}"))?;
+                v.lane_since = (n.shard(), self.now);
                 v.node = Some(n);
                 self.drain(node)
             }
@@ -663,19 +948,40 @@ impl Sim {
             }
             Event::Unstake => {
                 // A seated genesis validator leaves: its stake goes to unbonding, the registry drops it.
-                let who = self.rng.random_range(0..self.candidate);
-                let key = self.validators[who].key.clone();
+                // Once one is accepted, the same validator retries (as a wallet would) until its unstake is
+                // committed: a mempool entry can be lost to a crash or expire unincluded.
+                let key = match self.unstaker {
+                    Some(gone) => {
+                        if self
+                            .committed_account(&gone)
+                            .is_some_and(|a| a.validator_stake == Amount::ZERO)
+                        {
+                            return Ok(());
+                        }
+                        let who = (0..self.candidate)
+                            .find(|&i| Address::of(&self.validators[i].key.public()) == gone)
+                            .expect("the unstaker is a genesis validator");
+                        self.validators[who].key.clone()
+                    }
+                    None => {
+                        let who = self.rng.random_range(0..self.candidate);
+                        self.validators[who].key.clone()
+                    }
+                };
                 let amount = Amount::from_iost(STAKE_IOST).expect("small");
-                match self.submit(
-                    &key,
-                    TxKind::Unstake {
-                        role: Role::Validator,
-                        amount,
-                    },
-                ) {
-                    Some(_) => self.unstaker = Some(Address::of(&key.public())),
-                    None => self.at(self.now + 500, Event::Unstake),
+                if self
+                    .submit(
+                        &key,
+                        TxKind::Unstake {
+                            role: Role::Validator,
+                            amount,
+                        },
+                    )
+                    .is_some()
+                {
+                    self.unstaker = Some(Address::of(&key.public()));
                 }
+                self.at(self.now + 2_000, Event::Unstake);
                 Ok(())
             }
             Event::Stall => {
@@ -704,17 +1010,24 @@ impl Sim {
                 Ok(())
             }
             Event::Register => {
+                // Retried (as a wallet would) until the registration is committed on the candidate's shard:
+                // an accepted transaction can still be lost with a crashed validator's mempool or expire.
                 let i = self.candidate;
                 let key = self.validators[i].key.clone();
+                if self
+                    .committed_account(&Address::of(&key.public()))
+                    .is_some_and(|a| a.validator_key.is_some())
+                {
+                    return Ok(());
+                }
                 let bls_key = self.validators[i].config.bls_secret.clone();
                 let kind = TxKind::RegisterValidator {
                     stake: Amount::from_iost(STAKE_IOST).expect("small"),
                     bls_public_key: bls_key.public(),
-                    proof_of_possession: bls_key.proof_of_possession(),
+                    proof_of_possession: bls_key.proof_of_possession(&Address::of(&key.public())),
                 };
-                if self.submit(&key, kind).is_none() {
-                    self.at(self.now + 500, Event::Register);
-                }
+                self.submit(&key, kind);
+                self.at(self.now + 2_000, Event::Register);
                 Ok(())
             }
         }
@@ -882,6 +1195,39 @@ impl Sim {
         out
     }
 
+    /// Every running validator, the restarted ones too, keeps each chain it keeps within a few heights of
+    /// the highest height committed there: whoever fell behind caught up over request-response. A shard
+    /// lane opened in the last `CATCH_UP_GRACE_MS` (a seat handed over at the very end) is not held to it.
+    fn check_caught_up(&self) -> Result<(), String> {
+        const SLACK: u64 = 4;
+        const CATCH_UP_GRACE_MS: u64 = 2_000;
+        for (i, v) in self.validators.iter().enumerate() {
+            let Some(n) = &v.node else {
+                continue;
+            };
+            let mut lanes = Vec::new();
+            if n.follows_beacon() {
+                lanes.push((BEACON_SHARD, n.beacon_app().tip().height));
+            }
+            if let (Some(shard), Some(app)) = (n.shard(), n.shard_app())
+                && v.lane_since.1 + CATCH_UP_GRACE_MS <= self.now
+            {
+                lanes.push((shard, app.tip().height));
+            }
+            for (shard, height) in lanes {
+                let top = self.heights.get(&shard).map_or(0, |h| h.0);
+                if height + SLACK < top {
+                    return Err(format!(
+                        "validator {i} ({}) is at height {height} of chain {shard}, {top} is committed{}",
+                        n.account(),
+                        self.diagnosis()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Liveness and the cross-epoch outcomes, once the network has been healthy for a while.
     fn check_end(&mut self) -> Result<(), String> {
         let heal_start = self.fault_end_ms;
@@ -924,6 +1270,7 @@ impl Sim {
         if self.stats.seat_changes == 0 {
             return Err("no committee was redrawn".into());
         }
+        self.check_caught_up()?;
         self.stats.locks = self.locked.len() as u64;
         let missing: Vec<_> = self.locked.difference(&self.credited).collect();
         if !missing.is_empty() {
@@ -966,6 +1313,18 @@ fn run_seed(seed: u64) -> Result<(Hash, Stats), String> {
     Ok((trace, sim.stats))
 }
 
+/// A run in which an outside peer floods every validator with `Status` messages three times: during the
+/// faults, as they end, and once the network is healthy.
+fn run_seed_flooded(seed: u64) -> Result<(Hash, Stats), String> {
+    let end_ms = env_u64("HUDS_SIM_END_MS").unwrap_or(10_000);
+    let mut sim = Sim::new(seed, end_ms / 2, end_ms);
+    for at in [end_ms / 4, end_ms / 2, end_ms * 3 / 4] {
+        sim.at(at, Event::Flood);
+    }
+    let trace = sim.run()?;
+    Ok((trace, sim.stats))
+}
+
 impl Totals for Stats {
     fn add(&mut self, seed: &Self) {
         self.commits += seed.commits;
@@ -981,6 +1340,11 @@ impl Totals for Stats {
         self.supply_checks += seed.supply_checks;
         self.corrupted += seed.corrupted;
         self.relay_probes += seed.relay_probes;
+        self.asks += seed.asks;
+        self.blocks_fetched += seed.blocks_fetched;
+        self.votes_fetched += seed.votes_fetched;
+        self.asks_failed += seed.asks_failed;
+        self.flood_statuses += seed.flood_statuses;
     }
 }
 
@@ -994,7 +1358,10 @@ fn run_many(seeds: &[u64]) {
                 && total.locks > 0
                 && total.supply_checks > 0
                 && total.corrupted > 0
-                && total.relay_probes > 0),
+                && total.relay_probes > 0
+                && total.blocks_fetched > 0
+                && total.votes_fetched > 0
+                && total.asks_failed > 0),
         "the simulation did what it claims: {total:?}"
     );
 }
@@ -1008,6 +1375,19 @@ fn whole_validators_stay_safe_and_live_across_epochs() {
 #[test]
 fn whole_validators_stay_safe_and_live_across_epochs_more_seeds() {
     run_many(&seeds(1, 2));
+}
+
+/// An outside peer with no keys floods every validator with `Status` messages (every height, round and
+/// sender index): nobody publishes anything in answer (checked in `Sim::flood`), the asks it draws to
+/// itself fail and go to real peers, and the chain stays safe and live.
+#[test]
+fn a_status_flood_from_an_outside_peer_makes_nobody_publish_anything() {
+    let seeds: Vec<u64> = (0..8).collect();
+    let total = run_seeds(&seeds, "node_simulator (flooded)", run_seed_flooded);
+    assert!(
+        total.flood_statuses > 0 && total.asks_failed > 0,
+        "the floods happened: {total:?}"
+    );
 }
 
 /// When the stalled-shard run stops two of shard 0's four members, and for how long: after the first epoch,

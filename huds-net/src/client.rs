@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use super::deals::PlacedShard;
 use super::node::{NetError, NodeHandle};
 use super::placement::{self, key_of};
 use huds::BlockStore;
@@ -39,9 +40,11 @@ const SEGMENTS_IN_FLIGHT_MAX: usize = 4;
 pub struct Placement {
     /// (shard CID, holder) for every shard placed.
     pub holders: Vec<(Cid, PeerId)>,
+    /// Every shard placed, with its segment, index and commitment: what a storage deal is built from.
+    pub shards: Vec<PlacedShard>,
 }
 
-type SegmentPut = JoinHandle<Result<Vec<(Cid, PeerId)>, AddError>>;
+type SegmentPut = JoinHandle<Result<Vec<PlacedShard>, AddError>>;
 
 /// Places shards on the live storage nodes (this one included) by XOR distance. Up to
 /// `SEGMENTS_IN_FLIGHT_MAX` segments are on their way at once; the manifest goes out only once every shard is
@@ -82,11 +85,14 @@ impl NetShardSink {
                 .rt
                 .block_on(h)
                 .map_err(|e| AddError::Network(format!("placing a segment: {e}")))??;
-            self.placement
+            let mut placement = self
+                .placement
                 .lock()
-                .expect("placement lock is never poisoned")
+                .expect("placement lock is never poisoned");
+            placement
                 .holders
-                .extend(placed);
+                .extend(placed.iter().map(|s| (s.cid, s.holder)));
+            placement.shards.extend(placed);
         }
         Ok(())
     }
@@ -138,6 +144,14 @@ impl ShardSink for NetShardSink {
             .rt
             .block_on(self.slots.clone().acquire_owned())
             .map_err(|_| AddError::Network("the node has stopped".into()))?;
+        // The coders finish segments in any order: the deal lists them by their index in the file.
+        let segment = seg.index;
+        // The commitments a storage deal records (one pass of hashing over each shard, here where the bytes
+        // already are).
+        let commitments = (0..seg.cids.len())
+            .map(|i| chain::pieces::commit(seg.shard(i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AddError::Network(format!("committing to a shard: {e}")))?;
         let shards: Vec<(Cid, Vec<u8>)> = seg
             .cids
             .iter()
@@ -156,9 +170,16 @@ impl ShardSink for NetShardSink {
                 async move { (cid, put_one(node, cid, data, &candidates).await) }
             });
             let mut placed = Vec::with_capacity(orders.len());
-            for (cid, r) in join_all(puts).await {
-                let peer = r.map_err(|e| AddError::Network(format!("placing shard {cid}: {e}")))?;
-                placed.push((cid, peer));
+            for (i, (cid, r)) in join_all(puts).await.into_iter().enumerate() {
+                let holder =
+                    r.map_err(|e| AddError::Network(format!("placing shard {cid}: {e}")))?;
+                placed.push(PlacedShard {
+                    segment,
+                    index: i as u8,
+                    cid,
+                    holder,
+                    commitment: commitments[i],
+                });
             }
             Ok(placed)
         });

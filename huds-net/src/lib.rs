@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod client;
+pub mod deals;
 pub mod metrics;
 pub mod node;
 pub mod placement;

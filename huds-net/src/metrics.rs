@@ -65,7 +65,7 @@ impl NodeMetrics {
     /// Registers every metric under `registry` (which carries the `huds` prefix). Every label set a request
     /// can have starts at 0, so each series is there from the first scrape and rates start from a sample.
     pub fn register(&self, registry: &mut Registry) {
-        for op in ["put", "get", "has"] {
+        for op in ["put", "get", "has", "sign"] {
             for outcome in ["ok", "not_found", "refused", "failed"] {
                 let labels = RequestLabels { op, outcome };
                 if outcome != "failed" {
@@ -214,6 +214,7 @@ pub(crate) fn op(request: &Request) -> &'static str {
         Request::Put { .. } => "put",
         Request::Get { .. } => "get",
         Request::Has { .. } => "has",
+        Request::Sign(_) => "sign",
     }
 }
 
@@ -221,7 +222,9 @@ pub(crate) fn op(request: &Request) -> &'static str {
 fn outcome(response: Option<&Response>) -> &'static str {
     match response {
         None => "failed",
-        Some(Response::Stored | Response::Data(_) | Response::Present(true)) => "ok",
+        Some(
+            Response::Stored | Response::Data(_) | Response::Present(true) | Response::Signed(_),
+        ) => "ok",
         Some(Response::NotFound | Response::Present(false)) => "not_found",
         Some(Response::Refused(_)) => "refused",
     }

@@ -78,6 +78,8 @@ pub struct NodeOptions {
     /// Answer every Get this late: only for tests of how readers treat a slow node.
     #[doc(hidden)]
     pub serve_delay: Option<Duration>,
+    /// Sign storage deals for the shards held here at this price; None: refuse to sign any.
+    pub deal_signer: Option<crate::deals::DealSigner>,
 }
 
 enum Command {
@@ -115,6 +117,7 @@ pub struct NodeHandle {
     capacity: Arc<Capacity>,
     repair: Arc<Mutex<RepairStats>>,
     metrics: NodeMetrics,
+    deal_signer: Option<Arc<crate::deals::DealSigner>>,
 }
 
 /// Puts of one CID are serialised by one of these locks (chosen by the CID's hash), so that copies of a shard
@@ -218,6 +221,7 @@ impl Node {
             capacity: capacity.clone(),
             repair: Arc::new(Mutex::new(RepairStats::default())),
             metrics: metrics.clone(),
+            deal_signer: opts.deal_signer.clone().map(Arc::new),
         };
         let driver = Driver {
             swarm,
@@ -230,6 +234,7 @@ impl Node {
             serve_unverified: opts.serve_unverified,
             serve_delay: opts.serve_delay,
             metrics,
+            deal_signer: handle.deal_signer.clone(),
         };
         let task = tokio::spawn(driver.run(rx));
         handle.reprovide_all();
@@ -392,6 +397,34 @@ impl NodeHandle {
     }
 
     /// Asks `peer` whether it holds a valid copy of `cid`.
+    /// Asks `peer` to sign a storage deal; its signature, or why it refused.
+    pub async fn sign_deal(
+        &self,
+        peer: PeerId,
+        request: &crate::deals::SignRequest,
+    ) -> Result<chain::crypto::Signature, NetError> {
+        if peer == self.peer_id {
+            // This node holds some of the shards itself: it checks and signs as any holder would.
+            let (store, signer, request) = (
+                self.store.clone(),
+                self.deal_signer.clone(),
+                request.clone(),
+            );
+            return tokio::task::spawn_blocking(move || {
+                let signer = signer.ok_or("this node does not take storage deals")?;
+                crate::deals::check_and_sign(&store, &signer, &request)
+            })
+            .await
+            .map_err(|_| NetError::Stopped)?
+            .map_err(|reason| NetError::Refused { peer, reason });
+        }
+        match self.request(peer, Request::Sign(request.encode())).await? {
+            Response::Signed(s) => Ok(chain::crypto::Signature(s)),
+            Response::Refused(reason) => Err(NetError::Refused { peer, reason }),
+            _ => Err(NetError::Protocol { peer }),
+        }
+    }
+
     pub async fn has_shard(&self, peer: PeerId, cid: Cid) -> Result<bool, NetError> {
         match self.request(peer, Request::Has { cid }).await? {
             Response::Present(p) => Ok(p),
@@ -493,6 +526,7 @@ struct Driver {
     serve_unverified: bool,
     serve_delay: Option<Duration>,
     metrics: NodeMetrics,
+    deal_signer: Option<Arc<crate::deals::DealSigner>>,
 }
 
 impl Driver {
@@ -671,12 +705,13 @@ impl Driver {
                     },
                 ..
             } => {
-                let (store, capacity, tx, unverified, metrics) = (
+                let (store, capacity, tx, unverified, metrics, signer) = (
                     self.store.clone(),
                     self.capacity.clone(),
                     self.self_tx.clone(),
                     self.serve_unverified,
                     self.metrics.clone(),
+                    self.deal_signer.clone(),
                 );
                 let delay = self.serve_delay;
                 tokio::spawn(async move {
@@ -688,7 +723,14 @@ impl Driver {
                         _ => None,
                     };
                     let response = tokio::task::spawn_blocking(move || {
-                        let response = serve(&store, &capacity, &metrics, &request, unverified);
+                        let response = serve(
+                            &store,
+                            &capacity,
+                            &metrics,
+                            signer.as_deref(),
+                            &request,
+                            unverified,
+                        );
                         metrics.served(&request, &response);
                         response
                     })
@@ -710,6 +752,7 @@ fn serve(
     store: &Store,
     capacity: &Capacity,
     metrics: &NodeMetrics,
+    signer: Option<&crate::deals::DealSigner>,
     request: &Request,
     unverified: bool,
 ) -> Response {
@@ -739,6 +782,18 @@ fn serve(
             }
         }
         Request::Has { cid } => Response::Present(matches!(store.shard(cid), Ok(Some(_)))),
+        Request::Sign(body) => {
+            let Some(signer) = signer else {
+                return Response::Refused("this node does not take storage deals".into());
+            };
+            match crate::deals::SignRequest::decode(body) {
+                Ok(request) => match crate::deals::check_and_sign(store, signer, &request) {
+                    Ok(signature) => Response::Signed(signature.0),
+                    Err(reason) => Response::Refused(reason),
+                },
+                Err(e) => Response::Refused(format!("malformed sign request: {e}")),
+            }
+        }
     }
 }
 

@@ -9,11 +9,13 @@
 //! | Put request | 1 | cid length u8, cid, shard bytes (rest of the frame) |
 //! | Get request | 2 | cid length u8, cid |
 //! | Has request | 3 | cid length u8, cid |
+//! | Sign request | 4 | a deal sign request (`deals::SignRequest` encoding, rest of the frame) |
 //! | Stored response | 1 | none |
 //! | Data response | 2 | shard bytes (rest of the frame) |
 //! | Present response | 3 | 0 or 1 |
 //! | NotFound response | 4 | none |
 //! | Refused response | 5 | UTF-8 reason, at most 256 bytes |
+//! | Signed response | 6 | ed25519 signature, 64 bytes |
 
 use std::io;
 
@@ -31,9 +33,18 @@ const REASON_BYTES_MAX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Put { cid: Cid, data: Vec<u8> },
-    Get { cid: Cid },
-    Has { cid: Cid },
+    Put {
+        cid: Cid,
+        data: Vec<u8>,
+    },
+    Get {
+        cid: Cid,
+    },
+    Has {
+        cid: Cid,
+    },
+    /// Sign a storage deal: the encoded `deals::SignRequest`, decoded by the serving node.
+    Sign(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +54,7 @@ pub enum Response {
     Present(bool),
     NotFound,
     Refused(String),
+    Signed([u8; 64]),
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -92,12 +104,19 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
             out.push(3);
             put_cid(&mut out, cid);
         }
+        Request::Sign(body) => {
+            out.push(4);
+            out.extend_from_slice(body);
+        }
     }
     out
 }
 
 pub fn decode_request(b: &[u8]) -> io::Result<Request> {
     let (tag, rest) = header(b)?;
+    if tag == 4 {
+        return Ok(Request::Sign(rest.to_vec()));
+    }
     let (cid, rest) = take_cid(rest)?;
     match tag {
         1 => Ok(Request::Put {
@@ -129,6 +148,10 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
             }
             out.extend_from_slice(&why.as_bytes()[..end]);
         }
+        Response::Signed(signature) => {
+            out.push(6);
+            out.extend_from_slice(signature);
+        }
     }
     out
 }
@@ -140,6 +163,11 @@ pub fn decode_response(b: &[u8]) -> io::Result<Response> {
         (2, d) => Ok(Response::Data(d.to_vec())),
         (3, [p @ (0 | 1)]) => Ok(Response::Present(*p == 1)),
         (4, []) => Ok(Response::NotFound),
+        (6, s) if s.len() == 64 => {
+            let mut signature = [0u8; 64];
+            signature.copy_from_slice(s);
+            Ok(Response::Signed(signature))
+        }
         (5, r) if r.len() <= REASON_BYTES_MAX => {
             Ok(Response::Refused(String::from_utf8_lossy(r).into_owned()))
         }

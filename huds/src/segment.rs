@@ -146,6 +146,8 @@ pub enum CodingError {
 
 /// A sealed and coded segment: `total` shards of `shard_len` bytes laid end to end, and their CIDs.
 pub struct CodedSegment {
+    /// The segment's index in its file.
+    pub index: u64,
     pub shard_len: usize,
     pub buf: Vec<u8>,
     pub cids: Vec<Cid>,
@@ -178,6 +180,7 @@ pub fn encode_segment(
     }
     let cids = buf.chunks(shard_len).map(cids::blake3_cid).collect();
     CodedSegment {
+        index,
         shard_len,
         buf,
         cids,

@@ -10,7 +10,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain, hash_with};
 use crate::pol::Signals;
 use crate::registry::Cursor;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl BeaconState {
     pub fn encode(&self) -> Vec<u8> {
@@ -149,6 +149,15 @@ impl BeaconState {
             faults.insert(key, r.u64()?);
         }
         r.finish()?;
+        // One record per id and per key, ids in order: what `apply_event` keeps. Bytes that break it are not
+        // a state this chain could have reached.
+        if validators.windows(2).any(|w| w[0].id >= w[1].id) {
+            return Err(DecodeError::Invalid("beacon validators out of order"));
+        }
+        let validator_keys: BTreeSet<bls::PublicKey> = validators.iter().map(|v| v.key).collect();
+        if validator_keys.len() != validators.len() {
+            return Err(DecodeError::Invalid("beacon validators sharing a key"));
+        }
         if linked_at_draw.len() != links.len() {
             return Err(DecodeError::Invalid(
                 "linked heights at the draw, one per shard",
@@ -167,6 +176,7 @@ impl BeaconState {
             links,
             mix,
             faults,
+            validator_keys,
         })
     }
 

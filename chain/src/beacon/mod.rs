@@ -36,10 +36,10 @@ pub use faults::fault_key;
 pub use links::{CheckedLink, LinkedHead};
 pub use registry::{StorageNodeRecord, ValidatorRecord};
 
-use crate::crypto::Hash;
+use crate::crypto::{Hash, bls};
 use crate::genesis::Genesis;
 use crate::pol::{self, Signals};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// 3 since epochs advance on the beacon's height (`epoch_blocks`, `drawn_at`, `linked_at_draw`, and each
 /// epoch record's starts).
@@ -115,6 +115,10 @@ pub struct BeaconState {
     /// Faults recorded from evidence, by [`fault_key`], with the epoch they happened in: a fault counts
     /// once. Kept for the newest epoch and the one before (older evidence is refused).
     pub faults: BTreeMap<Hash, u64>,
+    /// The BLS key of every validator record, which the registry holds once each (`registry.rs`). Not
+    /// encoded: it follows from `validators` (built at genesis and on decode, kept by `apply_event`), and
+    /// answers "is this key taken?" without a scan of up to 65,536 records per registration.
+    validator_keys: BTreeSet<bls::PublicKey>,
 }
 
 impl BeaconState {
@@ -140,6 +144,10 @@ impl BeaconState {
             .collect();
         validators.sort_by_key(|v| v.id);
         validators.dedup_by_key(|v| v.id);
+        // A key is registered once (the rule `apply_event` keeps): of accounts sharing one, the lowest id
+        // keeps it. A checked genesis has none (`GenesisError::DuplicateValidatorKey`).
+        let mut validator_keys = BTreeSet::new();
+        validators.retain(|v| validator_keys.insert(v.key));
         let mut storage_nodes: Vec<StorageNodeRecord> = genesis
             .accounts
             .iter()
@@ -182,6 +190,7 @@ impl BeaconState {
             links: vec![None; usize::from(shards)],
             mix: [0; 32],
             faults: BTreeMap::new(),
+            validator_keys,
         };
         let starts = vec![
             Some(Start {

@@ -48,15 +48,25 @@ impl BeaconState {
             .map(|i| &self.storage_nodes[i])
     }
 
+    /// Whether some validator record holds `key`.
+    pub fn validator_key_taken(&self, key: &bls::PublicKey) -> bool {
+        self.validator_keys.contains(key)
+    }
+
     /// A stake from a shard's registry outbox: the account's stake in that role is now this. A new
     /// validator joins with reputation 0 (its weight is its stake); one whose stake falls to 0 keeps its
-    /// record (and signals) but is no longer drawn. A full registry ignores newcomers.
+    /// record (and signals) but is no longer drawn. A full registry ignores newcomers, and so does the
+    /// registry for a newcomer whose key another account's record holds (records are never removed, so a
+    /// key once registered stays taken): each key is one validator's, so two accounts cannot sit on two
+    /// seats with one key, nor have one's votes counted as the other's.
     pub(super) fn apply_event(&mut self, event: &RegistryEvent) {
         match event {
             RegistryEvent::Validator { id, key, stake } => {
                 match self.validators.binary_search_by_key(id, |v| v.id) {
                     Ok(i) => self.validators[i].stake = *stake,
+                    Err(_) if self.validator_keys.contains(key) => {}
                     Err(i) if self.validators.len() < VALIDATORS_MAX => {
+                        self.validator_keys.insert(*key);
                         self.validators.insert(
                             i,
                             ValidatorRecord {

@@ -89,7 +89,7 @@ fn registrations_and_unstakes_on_a_shard_reach_the_registry_through_links() {
         TxKind::RegisterValidator {
             stake: iost(500),
             bls_public_key: bls_key.public(),
-            proof_of_possession: bls_key.proof_of_possession(),
+            proof_of_possession: bls_key.proof_of_possession(&id),
         },
     ))
     .expect("admitted");
@@ -908,6 +908,181 @@ fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
         state.certify(&header(5), &[]),
         Err(CertifyError::Invalid(_))
     ));
+}
+
+/// Attacks the verdict cache of a beacon block (issue 14, defect 8): verdicts were remembered by the block
+/// hash, which covers the header only, so a peer with no keys could send a block this node had found valid
+/// with another body under the same header (links dropped, a transaction no root covers) and have `check`
+/// answer from the cache, and `commit` store the forged body beside the real block's state. Now verdicts
+/// are remembered by the whole encoding ([`Block::digest`]), the swapped bodies are executed and refused,
+/// and a beacon block carrying transactions does not even decode.
+#[test]
+fn a_body_swapped_under_a_checked_header_is_refused_not_answered_from_the_cache() {
+    use crate::tx::{Transaction, TxKind};
+    let g = genesis(0);
+    let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
+    let state = beacon.state().clone();
+    let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 0);
+    beacon.offer(first).expect("a valid link");
+    beacon.offer(second).expect("a valid link");
+    let block = beacon.propose();
+    assert_eq!(block.links.len(), 2);
+    follower
+        .check(&block)
+        .expect("the real block is valid, and its verdict is remembered");
+
+    // The same header over one link fewer: another body, the same block hash.
+    let mut fewer = block.clone();
+    fewer.links.pop();
+    assert_eq!(fewer.hash(), block.hash());
+    assert_ne!(fewer.digest(), block.digest());
+    assert_eq!(follower.check(&fewer), Err(BlockError::TransactionsRoot));
+    assert_eq!(beacon.check(&fewer), Err(BlockError::TransactionsRoot));
+
+    // The same header with a transaction no root of a beacon block covers.
+    let wallet = crate::crypto::SecretKey::dev("devnet/wallet");
+    let tx = Transaction {
+        chain_id: g.params.chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: g.params.fee_min,
+        expiry_height: 100,
+        kind: TxKind::Transfer {
+            to: Address([7; 32]),
+            amount: Amount(1),
+        },
+    }
+    .sign(&wallet);
+    let mut stuffed = block.clone();
+    stuffed.transactions.push(tx);
+    assert_eq!(stuffed.hash(), block.hash());
+    assert_eq!(
+        follower.check(&stuffed),
+        Err(BlockError::TooManyTransactions(1))
+    );
+    assert_eq!(
+        Block::decode(&stuffed.encode()),
+        Err(crate::codec::DecodeError::Invalid(
+            "beacon block carrying transactions"
+        ))
+    );
+
+    // Committing a swapped body (under the real block's certificate) fails and changes nothing; the real
+    // block then commits from the remembered state.
+    let tip = follower.tip();
+    assert!(follower.commit(&fewer, vec![1]).is_err());
+    assert!(follower.commit(&stuffed, vec![1]).is_err());
+    assert_eq!(follower.tip(), tip);
+    assert_eq!(follower.committed(1), None);
+    follower.commit(&block, vec![1]).expect("the real block");
+    beacon.commit(&block, vec![1]).expect("the real block");
+    assert_eq!(follower.state(), beacon.state());
+    assert_eq!(follower.committed(1).map(|(b, _)| b), Some(block));
+}
+
+/// Attacks key uniqueness in the registry (issue 14, defect 12): the beacon added any newcomer with any key,
+/// so an account could register a key a seated validator already uses (its own key twice, for two seats
+/// with one signer, or a key whose proof of possession it holds), and the registry held two records with
+/// one key. Now a newcomer whose key another account's record holds is refused (its shard event is applied
+/// and skipped, deterministically on every beacon replica), and the account that holds the key keeps it.
+#[test]
+fn the_registry_refuses_a_key_another_account_already_uses() {
+    use crate::crypto::SecretKey;
+    use crate::registry::RegistryBatch;
+    use crate::state::State;
+    use crate::tx::{Transaction, TxKind};
+    let g = genesis(2);
+    let mut beacon = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let wallet = SecretKey::dev("devnet/wallet");
+    let id = Address::of(&wallet.public());
+    let shard = crate::shard_of(&id, 2);
+    // The key of a genesis validator, with a proof of possession made for the wallet's account (a proof
+    // can only be made by the key's holder: this is one operator trying to use one key twice).
+    let taken = bls::SecretKey::dev("validator/0");
+    let holder = beacon
+        .validators
+        .iter()
+        .find(|v| v.key == taken.public())
+        .map(|v| v.id)
+        .expect("a genesis validator holds it");
+    assert!(beacon.validator_key_taken(&taken.public()));
+    let mut app = ShardApp::open(&g, shard, MemStore::new()).expect("shard");
+    app.submit(
+        Transaction {
+            chain_id: g.params.chain_id,
+            sender: wallet.public(),
+            nonce: 0,
+            fee: g.params.fee_min,
+            expiry_height: 100,
+            kind: TxKind::RegisterValidator {
+                stake: Amount::from_iost(500).expect("small"),
+                bls_public_key: taken.public(),
+                proof_of_possession: taken.proof_of_possession(&id),
+            },
+        }
+        .sign(&wallet),
+    )
+    .expect("the shard cannot know other shards' keys, and admits it");
+    let mut link = certified(&g, &beacon, &mut app, shard, &[0, 1, 2], 0);
+    let to = app.state().outbox().count;
+    assert_eq!(to, 1);
+    link.registry = Some(RegistryBatch {
+        from: 0,
+        events: State::registry_events(app.store_ref(), 0, to).expect("stored"),
+        checkpoint: app.state().prove_checkpoint(to),
+    });
+    let checked = beacon.check_link(&link, false).expect("a valid link");
+    assert_eq!(checked.events.len(), 1);
+    let records = |b: &BeaconState| -> Vec<_> {
+        b.validators
+            .iter()
+            .map(|v| (v.id, v.key, v.stake))
+            .collect()
+    };
+    let before = records(&beacon);
+    beacon.record_link(&checked, &link.header);
+    assert_eq!(beacon.validator(&id), None, "the second account is refused");
+    assert_eq!(records(&beacon), before, "no record is added or changed");
+    assert_eq!(
+        beacon.validator(&holder).map(|v| v.key),
+        Some(taken.public())
+    );
+    assert_eq!(
+        beacon.links[usize::from(shard)]
+            .as_ref()
+            .map(|l| l.registry.count),
+        Some(1),
+        "the event is consumed, so the next batch does not offer it again"
+    );
+
+    // Two newcomers with one new key: the first applied keeps it, the second is refused.
+    let fresh = bls::SecretKey::dev("a fresh key").public();
+    for (n, stake) in [(1u8, 7), (2, 9)] {
+        beacon.apply_event(&RegistryEvent::Validator {
+            id: Address([n; 32]),
+            key: fresh,
+            stake: Amount(stake),
+        });
+    }
+    assert_eq!(
+        beacon.validator(&Address([1; 32])).map(|v| v.key),
+        Some(fresh)
+    );
+    assert_eq!(beacon.validator(&Address([2; 32])), None);
+    // The index of keys is rebuilt from the records on decode, and bytes with a key twice do not decode.
+    let decoded = BeaconState::decode(&beacon.encode()).expect("round trip");
+    assert_eq!(decoded, beacon);
+    let mut twice = beacon.clone();
+    twice.validators[1].key = twice.validators[0].key;
+    assert_eq!(
+        BeaconState::decode(&twice.encode()),
+        Err(crate::codec::DecodeError::Invalid(
+            "beacon validators sharing a key"
+        ))
+    );
 }
 
 /// The epoch rule of one shard (`hand_off`) and the eras it makes (`eras`), case by case: early in an era and

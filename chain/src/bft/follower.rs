@@ -4,8 +4,10 @@
 //! hold its state when the epoch begins (`specs/consensus.md` §4.6).
 //!
 //! It learns blocks from the `Decided` messages members broadcast on every commit, and asks for the ones it
-//! misses with a `Status` from the index [`FOLLOWER`]: members answer it like a lagging member, with up to
-//! `catch_up_blocks_max` finalised blocks. Each block is applied only in order, only with a precommit
+//! misses with a `Status` from the index [`FOLLOWER`]: members' replicas answer it like a lagging member,
+//! with up to `catch_up_blocks_max` finalised blocks. (The validator in `crate::node` does not publish that
+//! `Status` and its replicas answer none with blocks: it fetches missing blocks over request-response,
+//! `crate::node::catch_up`, and hands them to `on_decided` alike.) Each block is applied only in order, only with a precommit
 //! certificate for exactly that block that verifies against the committee of its height (the driver says
 //! which), and only if the ledger's own check of the block passes. Sans-IO like the replica.
 

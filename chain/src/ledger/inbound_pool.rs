@@ -9,7 +9,7 @@ use crate::atomix::{
     Lock,
 };
 use crate::bft::App;
-use crate::crypto::Hash;
+use crate::crypto::{Hash, hash_with};
 use crate::smt;
 use crate::state::State;
 use crate::store::Store;
@@ -102,14 +102,24 @@ impl InboundPool {
     }
 }
 
-/// Checks the certificate of another shard's header with `certifier`, once per header (`certified` holds
-/// the hashes of the headers checked already).
+/// What a certificate check is remembered by: the header and the certificate's bytes together. A header's
+/// hash alone would let a relayer (or a proposer) pass any bytes as the certificate of a header some honest
+/// relay had certified before: the verdict belongs to the pair, not to the header.
+pub(super) fn certified_key(inbound: &Inbound) -> Hash {
+    hash_with(
+        "IOS atomix certified header v1",
+        &[&inbound.header.hash(), &inbound.certificate],
+    )
+}
+
+/// Checks the certificate of another shard's header with `certifier`, once per (header, certificate) pair
+/// (`certified` holds the [`certified_key`]s checked already).
 fn certify_once(
     certifier: Option<&dyn Certifier>,
     certified: &mut HashSet<Hash>,
     inbound: &Inbound,
 ) -> Result<(), CertifyError> {
-    let hash = inbound.header.hash();
+    let hash = certified_key(inbound);
     if certified.contains(&hash) {
         return Ok(());
     }
@@ -145,7 +155,7 @@ impl<St: Store> ShardApp<St> {
             .collect()
     }
 
-    /// Checks the certificate of another shard's header, once per header.
+    /// Checks the certificate of another shard's header, once per header and certificate.
     pub(super) fn certify(&mut self, inbound: &Inbound) -> Result<(), CertifyError> {
         certify_once(
             self.certifier.as_deref(),
@@ -169,7 +179,7 @@ impl<St: Store> ShardApp<St> {
             ));
         };
         let id = inbound.content_id();
-        if self.inbound.contains(&id) && self.certified_headers.contains(&inbound.header.hash()) {
+        if self.inbound.contains(&id) && self.certified_headers.contains(&certified_key(&inbound)) {
             return Ok(());
         }
         let params = self.state.params();

@@ -128,6 +128,26 @@ impl<St: Store> ShardApp<St> {
                 max,
             });
         }
+        // A deal transaction that the committed state already refuses never applies whatever comes before
+        // it: kept, it would sit at its nonce until expiry and hold back the sender's later transactions
+        // for free.
+        match &t.kind {
+            TxKind::OpenDeal { terms, .. }
+                if self.state.deal(&terms.id(&t.sender_address())).is_some() =>
+            {
+                return Err(TxError::DealExists);
+            }
+            TxKind::EndDeal { deal } => {
+                let record = self.state.deal(deal).ok_or(TxError::UnknownDeal)?;
+                if record.owner != t.sender_address() {
+                    return Err(TxError::NotDealOwner);
+                }
+                if !record.is_active_at(height) {
+                    return Err(TxError::DealEnded);
+                }
+            }
+            _ => {}
+        }
         // The balance must cover the sender's whole pending chain with this transaction in it (a pending
         // transaction of the same nonce is the one this replaces), so that a sender cannot queue more than
         // it can pay for, whichever nonces it picks.
@@ -159,10 +179,5 @@ impl<St: Store> ShardApp<St> {
 
 /// What a transaction takes from its sender's balance: its fee and what it sends or stakes.
 fn cost(t: &crate::tx::Transaction) -> Result<Amount, TxError> {
-    let outgoing = match &t.kind {
-        TxKind::Transfer { amount, .. } => *amount,
-        TxKind::RegisterValidator { stake, .. } | TxKind::RegisterStorageNode { stake } => *stake,
-        TxKind::Unstake { .. } => Amount::ZERO,
-    };
-    t.fee.checked_add(outgoing).ok_or(TxError::Overflow)
+    t.fee.checked_add(t.outgoing()?).ok_or(TxError::Overflow)
 }

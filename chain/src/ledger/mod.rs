@@ -107,8 +107,10 @@ pub(crate) fn check_roots(
     Ok(())
 }
 
-/// The states that blocks checked on top of the tip lead to, by block hash (at most `CHECKED_STATES_MAX`), so
-/// that the block a replica checked when it was proposed is not executed again when it is committed.
+/// The states that blocks checked on top of the tip lead to, by [`Block::digest`] (at most
+/// `CHECKED_STATES_MAX`), so that the block a replica checked when it was proposed is not executed again when
+/// it is committed. Keyed by the whole encoding, not the block hash: the hash covers the header only, and a
+/// block with a known header and a swapped body must be executed (and refused), not answered from here.
 #[derive(Debug)]
 pub(crate) struct CheckedStates<T> {
     entries: Vec<(Hash, T)>,
@@ -121,18 +123,18 @@ impl<T> CheckedStates<T> {
         }
     }
 
-    pub(crate) fn contains(&self, hash: &Hash) -> bool {
-        self.entries.iter().any(|(h, _)| h == hash)
+    pub(crate) fn contains(&self, digest: &Hash) -> bool {
+        self.entries.iter().any(|(d, _)| d == digest)
     }
 
-    pub(crate) fn remember(&mut self, hash: Hash, state: T) {
-        if self.contains(&hash) {
+    pub(crate) fn remember(&mut self, digest: Hash, state: T) {
+        if self.contains(&digest) {
             return;
         }
         if self.entries.len() >= CHECKED_STATES_MAX {
             self.entries.remove(0);
         }
-        self.entries.push((hash, state));
+        self.entries.push((digest, state));
     }
 
     /// The state `block` leads to, taken out, if it was checked on `tip` (a state computed on another tip is
@@ -141,8 +143,8 @@ impl<T> CheckedStates<T> {
         if block.header.parent != tip.hash || block.header.height != tip.height + 1 {
             return None;
         }
-        let hash = block.hash();
-        let i = self.entries.iter().position(|(h, _)| *h == hash)?;
+        let digest = block.digest();
+        let i = self.entries.iter().position(|(d, _)| *d == digest)?;
         Some(self.entries.swap_remove(i).1)
     }
 
@@ -164,7 +166,8 @@ pub struct ShardApp<St: Store> {
     certifier: Option<Arc<dyn Certifier>>,
     /// Relayed Atomix inbounds not committed yet, by [`Inbound::content_id`].
     inbound: inbound_pool::InboundPool,
-    /// Hashes of other shards' headers whose certificate this node checked.
+    /// Other shards' headers whose certificate this node checked, each with that certificate's bytes
+    /// (`inbound_pool::certified_key`).
     certified_headers: HashSet<Hash>,
 }
 
@@ -217,12 +220,18 @@ impl<St: Store> ShardApp<St> {
         let mut state = self.state.clone();
         let mut included = Vec::new();
         let mut receipts: Vec<Receipt> = Vec::new();
+        let mut bytes = 0usize;
         for tx in transactions {
             if included.len() >= self.block_txs_max.min(BLOCK_TXS_MAX) {
                 break;
             }
+            let len = tx.encode().len();
+            if bytes + len > crate::block::BLOCK_TX_BYTES_MAX {
+                continue;
+            }
             let verified = self.verified.contains(&tx.id());
             if let Ok(receipt) = state.apply_checked(&tx, height, verified) {
+                bytes += len;
                 included.push(tx);
                 receipts.push(receipt);
             }
@@ -238,14 +247,15 @@ impl<St: Store> ShardApp<St> {
             transactions_root: Block::body_root(&included, &inbound),
             receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
         };
-        self.checked.remember(header.hash(), state);
-        Block {
+        let block = Block {
             header,
             transactions: included,
             links: Vec::new(),
             inbound,
             evidence: Vec::new(),
-        }
+        };
+        self.checked.remember(block.digest(), state);
+        block
     }
 
     /// Executes `block` on a copy of the state. `trust_inbound` skips the certificate checks of its Atomix
@@ -309,22 +319,22 @@ impl<St: Store> App for ShardApp<St> {
     }
 
     fn check(&mut self, block: &Block) -> Result<(), BlockError> {
-        let hash = block.hash();
-        if self.checked.contains(&hash) {
+        let digest = block.digest();
+        if self.checked.contains(&digest) {
             return Ok(());
         }
         let state = self.execute(block, false)?;
-        self.checked.remember(hash, state);
+        self.checked.remember(digest, state);
         Ok(())
     }
 
     fn check_finalised(&mut self, block: &Block) -> Result<(), BlockError> {
-        let hash = block.hash();
-        if self.checked.contains(&hash) {
+        let digest = block.digest();
+        if self.checked.contains(&digest) {
             return Ok(());
         }
         let state = self.execute(block, true)?;
-        self.checked.remember(hash, state);
+        self.checked.remember(digest, state);
         Ok(())
     }
 

@@ -8,8 +8,10 @@ use crate::bft::{Bls, QuorumCertificate};
 use crate::block::Block;
 use crate::crypto::Hash;
 use crate::smt::list_prove;
+use crate::state::State;
 use crate::store::Store;
-use crate::types::proof::{AccountProof, CertifiedHeader, TxProof};
+use crate::store::StoreError;
+use crate::types::proof::{AccountProof, CertifiedHeader, DealProof, TxProof};
 
 impl<St: Store> ShardApp<St> {
     /// The certified header of a committed block (None at genesis, or if the stored certificate is not a BLS
@@ -30,6 +32,26 @@ impl<St: Store> ShardApp<St> {
             account: self.state.account(address).cloned(),
             proof: self.state.prove(address),
         })
+    }
+
+    /// A durability receipt for deal `id` at the tip; None before the first block or if no deal has that id.
+    pub fn prove_deal(&self, id: &Hash) -> Result<Option<DealProof>, StoreError> {
+        let Some((_, certified)) = self.certified(self.tip.height) else {
+            return Ok(None);
+        };
+        let Some(record) = self.state.deal(id).cloned() else {
+            return Ok(None);
+        };
+        let Some(terms) = State::deal_terms(&self.store, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(DealProof {
+            certified,
+            id: *id,
+            record,
+            terms,
+            proof: self.state.prove_deal(id),
+        }))
     }
 
     /// An SPV proof that the transaction `id` is in a committed block of this shard; None if it is not.

@@ -403,3 +403,221 @@ fn junk_is_refused_before_any_signature_check() {
     let mut app = app;
     assert!(matches!(app.submit(forged), Err(TxError::BadSignature(_))));
 }
+
+/// A transfer locked and finalised on its input shard, relayed as an inbound to the output shard: the
+/// genesis, the output shard, the inbound (with its good certificate), the input shard's one-member
+/// committee and the hash of the certified block.
+fn certified_inbound() -> (
+    Genesis,
+    u16,
+    crate::atomix::Inbound,
+    crate::bft::Committee<crate::bft::Bls>,
+    Hash,
+) {
+    use crate::bft::{Bls, Committee, Member, QuorumCertificate, Vote, VoteKind};
+    let genesis = GenesisConfig::devnet(2, 0, Amount(0), Amount::from_iost(1000).expect("small"))
+        .build()
+        .expect("valid genesis");
+    let key = SecretKey::dev("devnet/wallet");
+    let home = shard_of(&Address::of(&key.public()), 2);
+    let away = 1 - home;
+    let to = (0..)
+        .map(|i| Address::of(&SecretKey::dev(&format!("away {i}")).public()))
+        .find(|a| shard_of(a, 2) == away)
+        .expect("some address lands on the other shard");
+    let chain_id = genesis.params.chain_id;
+    let mut input = ShardApp::open(&genesis, home, MemStore::new()).expect("genesis");
+    let tx = Transaction {
+        chain_id,
+        sender: key.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::Transfer {
+            to,
+            amount: Amount::from_iost(7).expect("small"),
+        },
+    }
+    .sign(&key);
+    input.submit(tx).expect("admitted");
+    let block = input.propose();
+    let member = crate::crypto::bls::SecretKey::dev("ledger test member");
+    let committee = Committee::<Bls>::new(
+        vec![Member {
+            id: Address([1; 32]),
+            public: member.public(),
+            weight: 1,
+        }],
+        [0; 32],
+    );
+    let vote = Vote::<Bls>::sign(
+        chain_id,
+        home,
+        VoteKind::Precommit,
+        1,
+        0,
+        Some(block.hash()),
+        0,
+        &member,
+    );
+    let qc = QuorumCertificate::aggregate(&committee, &[&vote], block.hash()).expect("valid");
+    input.commit(&block, qc.encode()).expect("commit");
+    let (out, inbound) = input.outbound(1, 1).pop().expect("one inbound");
+    assert_eq!(out, away);
+    (genesis, away, inbound, committee, block.hash())
+}
+
+/// Attacks the memory of checked certificates: it was keyed by the header's hash only, so once an honest
+/// relay's certificate for a header verified, any bytes passed as that header's certificate: a relayed
+/// inbound with a forged certificate was answered as admitted, and a proposer's block carrying it passed
+/// `check`. Now the memory is keyed by header and certificate bytes together, and both are refused.
+#[test]
+fn a_forged_certificate_does_not_ride_on_a_header_checked_before() {
+    use crate::bft::{Bls, Committee, Member, QuorumCertificate, Vote, VoteKind};
+    let (genesis, away, inbound, committee, certified) = certified_inbound();
+    let chain_id = genesis.params.chain_id;
+    let home = inbound.header.shard;
+    // The forger signs the same header with a key of its own: a certificate that decodes, names the right
+    // block and member, and does not verify against the input shard's committee.
+    let forger = crate::crypto::bls::SecretKey::dev("forger");
+    let fake = Committee::<Bls>::new(
+        vec![Member {
+            id: Address([1; 32]),
+            public: forger.public(),
+            weight: 1,
+        }],
+        [0; 32],
+    );
+    let vote = Vote::<Bls>::sign(
+        chain_id,
+        home,
+        VoteKind::Precommit,
+        1,
+        0,
+        Some(certified),
+        0,
+        &forger,
+    );
+    let forged_qc = QuorumCertificate::aggregate(&fake, &[&vote], certified).expect("aggregates");
+    let mut forged = inbound.clone();
+    forged.certificate = forged_qc.encode();
+    assert_ne!(forged.certificate, inbound.certificate);
+
+    let mut committees = vec![committee.clone(), committee];
+    committees[usize::from(away)].members.clear();
+    let mut output = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+    output.set_certifier(Arc::new(crate::atomix::FixedCommittees {
+        chain_id,
+        committees,
+    }));
+    output
+        .submit_inbound(inbound.clone())
+        .expect("the honest relay is admitted and its certificate checked");
+    assert!(matches!(
+        output.submit_inbound(forged.clone()),
+        Err(InboundError::Certificate(_))
+    ));
+
+    // A proposer swaps the certificate in its block (and recomputes the transactions root): the block is
+    // refused, though this node checked a certificate of that header before.
+    let mut block = output.propose();
+    assert_eq!(block.inbound, vec![inbound]);
+    block.inbound[0].certificate = forged.certificate;
+    block.header.transactions_root = Block::body_root(&block.transactions, &block.inbound);
+    assert!(matches!(
+        output.check(&block),
+        Err(BlockError::Inbound {
+            index: 0,
+            error: InboundError::Certificate(_)
+        })
+    ));
+}
+
+/// Attacks the shard ledger's verdict cache (issue 14, defect 8): the state a checked block leads to was
+/// remembered by the block hash, which covers the header only, so the proposer's own block with its
+/// transactions taken out (the same hash) passed `check` from the cache and `commit` stored the emptied
+/// body beside the full block's state. Now the cache is keyed by the whole encoding.
+#[test]
+fn a_body_swapped_under_a_proposed_header_is_refused_not_answered_from_the_cache() {
+    let (_, mut app, wallet) = setup();
+    app.submit(pay(&wallet, 0, 1)).expect("admitted");
+    let good = app.propose();
+    app.check(&good).expect("valid, and remembered");
+    let mut emptied = good.clone();
+    emptied.transactions.clear();
+    assert_eq!(emptied.hash(), good.hash());
+    assert_eq!(app.check(&emptied), Err(BlockError::TransactionsRoot));
+    assert_eq!(
+        app.check_finalised(&emptied),
+        Err(BlockError::TransactionsRoot)
+    );
+    assert!(app.commit(&emptied, vec![1]).is_err());
+    assert_eq!(app.tip().height, 0);
+    app.commit(&good, vec![1]).expect("the real block");
+    assert_eq!(app.committed(1).map(|(b, _)| b), Some(good));
+}
+
+/// Deal transactions that cost a validator signature checks (one per holder, up to 32) are refused by the
+/// cheap checks first: a deal with forged holder signatures from a wrong nonce or an unfunded sender costs no
+/// signature check at admission or in a block, and an EndDeal of a deal that does not exist (which would sit at
+/// its nonce until expiry, holding back the sender's later transactions for free) is not admitted.
+#[test]
+fn deal_transactions_are_refused_cheaply_before_their_signatures() {
+    use crate::types::deal::{DealTerms, Holder};
+    let (genesis, mut app, wallet) = setup();
+    let holders: Vec<SecretKey> = (0..32).map(|i| SecretKey::dev(&format!("h{i}"))).collect();
+    let terms = DealTerms {
+        root: vec![1, 0x55, 0x1e, 32, 1],
+        size: 1,
+        k: 16,
+        m: 16,
+        periods: 1,
+        holders: holders
+            .iter()
+            .map(|k| Holder {
+                key: k.public(),
+                price: Amount(1),
+            })
+            .collect(),
+        placement: (0..32).collect(),
+        segment_lens: vec![1],
+        commitments_root: [0; 32],
+    };
+    // Signatures that verify for nothing: each is checked only once everything cheaper passed.
+    let deal = |key: &SecretKey, nonce: u64| {
+        Transaction {
+            chain_id: genesis.params.chain_id,
+            sender: key.public(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: 1_000,
+            kind: TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures: vec![crate::crypto::Signature([7; 64]); 32],
+            },
+        }
+        .sign(key)
+    };
+    let mut state = app.state().clone();
+    assert!(matches!(
+        state.apply(&deal(&wallet, 5), 1),
+        Err(TxError::FutureNonce { .. })
+    ));
+    let poor = SecretKey::dev("penniless");
+    assert!(matches!(
+        app.admissible(&deal(&poor, 0)),
+        Err(TxError::Overspend { .. })
+    ));
+    // With everything else right, the forged holder signatures are what refuses it.
+    assert_eq!(app.submit(deal(&wallet, 0)), Err(TxError::DealSignature(0)));
+    let end = Transaction {
+        chain_id: genesis.params.chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::EndDeal { deal: [9; 32] },
+    }
+    .sign(&wallet);
+    assert_eq!(app.submit(end), Err(TxError::UnknownDeal));
+}

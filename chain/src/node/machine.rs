@@ -1,8 +1,9 @@
 //! A validator as one sans-IO state machine: [`Node`] keeps the beacon lane and the shard lane, decides
-//! everything a validator decides (roles and hand-offs at epoch boundaries, catch-up and its throttle, the
+//! everything a validator decides (roles and hand-offs at epoch boundaries, catch-up: whom to ask for
+//! blocks and how much to serve to whom, the
 //! Atomix relay schedule, head duty, evidence, transaction admission, commit notices, status) and tells its
 //! driver what to do as [`Output`]s: publish these bytes on this topic, subscribe to that topic, check these
-//! signatures, announce this commit.
+//! signatures, announce this commit, ask this peer for blocks, answer that peer's request.
 //!
 //! The driver owns the sockets, the timers and the disk. It calls [`Node::handle`] with its clock in
 //! milliseconds (`now_ms`) and an [`Input`] (a timer fired, gossip arrived, a batch's signatures were
@@ -29,12 +30,13 @@ use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::store::{Store, StoreError};
 use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
 
+use super::catch_up::{self, CatchUp, Peer, ServeBudget};
 use super::lane::Lane as AnyLane;
 use super::schedule::{
-    self, BEACON_COMMIT_WAIT_MS, CatchUpThrottle, EvidenceSent, RELAY_FIRST_RETRY_MS,
-    RELAY_ON_OPEN_HEIGHTS, Relay, RelaySchedule,
+    self, BEACON_COMMIT_WAIT_MS, EvidenceSent, RELAY_FIRST_RETRY_MS, RELAY_ON_OPEN_HEIGHTS, Relay,
+    RelaySchedule,
 };
-use super::wire::{self, Envelope, TX_BATCH_MAX};
+use super::wire::{self, BlocksAnswer, BlocksRequest, Envelope, TX_BATCH_MAX};
 
 /// A lane of a validator: BLS votes, as on the beacon chain.
 type Lane<A> = AnyLane<Bls, A>;
@@ -47,10 +49,6 @@ pub const OUTPUTS_QUEUED_MAX: usize = 65_536;
 /// Pooled inbounds a member leaving its committee publishes for the next one, at most (see
 /// [`Node::handle`]'s reconcile): one burst per role change, bounded.
 pub const INBOUNDS_HANDED_ON_MAX: usize = 256;
-
-/// Finalised blocks a follower sends a member that asked with a `Status`, at most, per ask (a member ahead
-/// sends `bft::Config::catch_up_blocks_max`, 8 by default, the same).
-pub const CATCH_UP_FROM_FOLLOWER_MAX: u64 = 8;
 
 /// Blocks whose on-request relays are remembered (see [`Node::relay_lock`]); past this, requests wait until
 /// old ones expire.
@@ -126,6 +124,10 @@ impl NodeConfig {
         if shard == BEACON_SHARD {
             c.commit_wait_ms = c.commit_wait_ms.max(BEACON_COMMIT_WAIT_MS);
         }
+        // A replica never answers a gossiped `Status` with blocks: anyone can send one, and every member
+        // would publish blocks to the whole topic. Catch-up goes over request-response instead, to the one
+        // peer that asked (see `catch_up`).
+        c.catch_up_blocks_max = 0;
         c
     }
 }
@@ -147,8 +149,23 @@ pub enum NodeError {
 pub enum Input {
     /// A timer fired (the one [`Node::poll_timeout`] asked for, or any other: ticks are idempotent).
     Tick,
-    /// A gossip message arrived on `topic` (bytes exactly as a peer sent them).
-    Gossip { topic: Topic, data: Vec<u8> },
+    /// A gossip message arrived on `topic` (bytes exactly as a peer sent them) from `peer`, the peer of the
+    /// connection it came in on (which may have relayed it): whom a `Status` in it makes worth asking.
+    Gossip {
+        peer: Peer,
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    /// `peer` asks for finalised blocks (a [`wire::BlocksRequest`], bytes as it sent them). The node answers
+    /// with exactly one [`Output::AnswerBlocks`] of the same `id` before this call returns.
+    BlocksRequest { peer: Peer, id: u64, data: Vec<u8> },
+    /// The answer of `peer` to [`Output::AskBlocks`] `id` (`None`: the request failed: refused, timed out,
+    /// connection lost, or an answer over [`wire::CATCH_UP_ANSWER_BYTES_MAX`] bytes).
+    BlocksAnswer {
+        id: u64,
+        peer: Peer,
+        data: Option<Vec<u8>>,
+    },
     /// A gossiped batch whose signatures the driver checked, as [`Output::Verify`] asked.
     Verified {
         txs: Vec<SignedTransaction>,
@@ -169,6 +186,11 @@ pub enum Output {
     Verify(Vec<SignedTransaction>),
     /// A block of either lane was committed here.
     Committed(Arc<CommitNotice>),
+    /// Send `bytes` (a [`wire::BlocksRequest`]) to `peer` over the catch-up protocol and give its answer
+    /// back as [`Input::BlocksAnswer`] with this `id` (or `None` if it fails).
+    AskBlocks { id: u64, peer: Peer, bytes: Vec<u8> },
+    /// Answer the [`Input::BlocksRequest`] `id` with `bytes`.
+    AnswerBlocks { id: u64, bytes: Vec<u8> },
 }
 
 /// One committed block, as clients waiting for finality see it.
@@ -244,6 +266,8 @@ pub struct AtomixStatus {
 pub enum ProofOf {
     Account(Address),
     Tx(Hash),
+    /// A durability receipt of the deal with this id, opened on this shard.
+    Deal(Hash),
 }
 
 /// A commit of either lane, whoever produced it (replica or follower).
@@ -275,7 +299,12 @@ pub struct Node<D: Disk> {
     status: LaneStatus,
     beacon_member: bool,
     evidence: u64,
-    catch_up: CatchUpThrottle,
+    /// Whom this validator asks for the blocks it misses.
+    catch_up: CatchUp,
+    /// What it still serves to whom.
+    serve: ServeBudget,
+    /// While answering a votes request: the votes the replica sends (see `serve_votes`).
+    capture: Option<Vec<bft::Vote<Bls>>>,
     relays: RelaySchedule,
     evidence_sent: EvidenceSent,
     /// When this validator next repeats its shard's head if the beacon's link lags (see
@@ -331,7 +360,9 @@ impl<D: Disk> Node<D> {
             },
             beacon_member: false,
             evidence: 0,
-            catch_up: CatchUpThrottle::default(),
+            catch_up: CatchUp::default(),
+            serve: ServeBudget::default(),
+            capture: None,
             relays: RelaySchedule::default(),
             evidence_sent: EvidenceSent::default(),
             head_repeat_at: now_ms.saturating_add(schedule::HEAD_REPEAT_MS),
@@ -362,7 +393,12 @@ impl<D: Disk> Node<D> {
         self.now_ms = self.now_ms.max(now_ms);
         match input {
             Input::Tick => self.tick(),
-            Input::Gossip { topic, data } => self.on_gossip(topic, &data),
+            Input::Gossip { peer, topic, data } => self.on_gossip(peer, topic, &data),
+            Input::BlocksRequest { peer, id, data } => {
+                let bytes = self.serve_blocks(&peer, &data);
+                self.push(Output::AnswerBlocks { id, bytes });
+            }
+            Input::BlocksAnswer { id, peer, data } => self.on_blocks_answer(id, &peer, data),
             Input::Verified { txs, signatures_ok } => {
                 if let Some(lane) = self.shard.as_mut() {
                     lane.app_mut().submit_verified(txs, &signatures_ok);
@@ -383,6 +419,7 @@ impl<D: Disk> Node<D> {
             self.beacon.as_ref().and_then(|l| l.poll_timeout()),
             self.shard.as_ref().and_then(|l| l.poll_timeout()),
             self.relays.next_due(),
+            self.catch_up.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -538,6 +575,8 @@ impl<D: Disk> Node<D> {
         self.shard.as_ref().and_then(|l| match what {
             ProofOf::Account(a) => l.app().prove_account(&a).map(spv::Proof::Account),
             ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
+            // A store that cannot be read proves nothing; the caller says so as it would for no block.
+            ProofOf::Deal(id) => l.app().prove_deal(&id).ok().flatten().map(spv::Proof::Deal),
         })
     }
 
@@ -576,8 +615,8 @@ impl<D: Disk> Node<D> {
     }
 
     fn push(&mut self, output: Output) {
-        // Only gossip is dropped (consensus re-sends what matters); a subscription or a commit notice
-        // never is.
+        // Only gossip is dropped (consensus re-sends what matters); a subscription, a commit notice, an
+        // ask (its answer is awaited) or an answer (the driver holds the request open for it) never is.
         if self.outputs.len() >= OUTPUTS_QUEUED_MAX
             && let Some(i) = self
                 .outputs
@@ -599,6 +638,7 @@ impl<D: Disk> Node<D> {
         self.flush();
         self.reconcile()?;
         self.flush();
+        self.ask_blocks();
         self.refresh_round();
         if let Some(e) = self
             .beacon()
@@ -771,7 +811,7 @@ impl<D: Disk> Node<D> {
         Ok(())
     }
 
-    fn on_gossip(&mut self, topic: Topic, data: &[u8]) {
+    fn on_gossip(&mut self, peer: Peer, topic: Topic, data: &[u8]) {
         if topic == Topic::Heads {
             if let Ok(Envelope::Head(head)) = wire::decode(data) {
                 self.on_head(*head);
@@ -788,6 +828,25 @@ impl<D: Disk> Node<D> {
         }
         match wire::decode(data) {
             Ok(Envelope::Consensus { from, to, message }) => {
+                // A `Status` says which height its sender decides: if that is past this lane, the peer it
+                // came from is one to ask for blocks. Nothing is published in answer.
+                if let Message::Status {
+                    shard,
+                    height,
+                    round,
+                } = *message
+                {
+                    let lane = if on_beacon {
+                        BEACON_SHARD
+                    } else {
+                        self.shard.as_ref().map_or(BEACON_SHARD, |l| l.shard)
+                    };
+                    if shard == lane {
+                        self.catch_up
+                            .heard(self.now_ms, shard, peer.clone(), height);
+                        self.ask_votes(peer, shard, height, round);
+                    }
+                }
                 if on_beacon {
                     self.on_consensus_beacon(from, to, *message);
                 } else {
@@ -867,50 +926,7 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    /// A follower of a shard answers a member's `Status` of a height it holds with the finalised blocks from
-    /// there, as a member ahead would (§4.3 of `specs/consensus.md`), through the same throttle. After a
-    /// stalled shard's committee is redrawn, the new members may hold none of the shard's history, and the
-    /// validators that do (the old committee's, and earlier members') no longer sit on it: without this the
-    /// new committee could not reach the linked block it continues from.
-    fn answer_as_follower(&mut self, from: u16, message: &Message<Bls>) {
-        let Message::Status { height, .. } = message else {
-            return;
-        };
-        let Some(lane) = self.shard.as_ref().filter(|l| l.member().is_none()) else {
-            return;
-        };
-        let shard = lane.shard;
-        let tip = lane.app().tip().height;
-        let asked = *height;
-        let members = self.shard_committee(shard, asked).map_or(0, |c| c.len());
-        if from == FOLLOWER || usize::from(from) >= members || asked == 0 || asked > tip {
-            return;
-        }
-        let last = tip.min(asked.saturating_add(CATCH_UP_FROM_FOLLOWER_MAX - 1));
-        let mut answers = Vec::new();
-        for h in asked..=last {
-            if !self.catch_up.due(self.now_ms, shard, from, h) {
-                continue;
-            }
-            let Some((block, certificate)) = lane.app().committed(h) else {
-                break;
-            };
-            let Ok(certificate) = QuorumCertificate::<Bls>::decode(&certificate) else {
-                break;
-            };
-            let decided = Message::Decided {
-                block: Arc::new(block),
-                certificate,
-            };
-            answers.push(wire::encode_consensus(FOLLOWER, Some(from), &decided));
-        }
-        for bytes in answers {
-            self.publish(Topic::Shard(shard), bytes);
-        }
-    }
-
     fn on_consensus_shard(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
-        self.answer_as_follower(from, &message);
         let now = self.now_ms;
         let beacon = self
             .beacon
@@ -1030,6 +1046,9 @@ impl<D: Disk> Node<D> {
                 ask,
             } = drained;
             let topic = Topic::of_lane(shard);
+            // A follower's `Status` makes nobody publish anything (`bft_config`, `on_gossip`); it tells the
+            // chain's validators that this peer holds the chain up to there, so that a committee redrawn after
+            // a stall (which may hold none of the shard's history) knows whom to ask for it.
             if let Some(status) = ask
                 && (!beacon || self.follows_beacon)
             {
@@ -1053,22 +1072,15 @@ impl<D: Disk> Node<D> {
             ReplicaOutput::Broadcast(message) => {
                 self.publish(topic, wire::encode_consensus(me, None, &message))
             }
-            ReplicaOutput::Send { to, message } => {
-                // Catch-up sends go only to an index that exists (a member or the followers: the asker's
-                // index is unauthenticated), throttled (see `CatchUpThrottle`).
-                let known = to == FOLLOWER
-                    || committee
-                        .as_ref()
-                        .is_some_and(|c| usize::from(to) < c.len());
-                if let Message::Decided { block, .. } = &message
-                    && (!known
-                        || !self
-                            .catch_up
-                            .due(self.now_ms, shard, to, block.header.height))
-                {
-                    return;
+            // A replica sends to one member only in answer to a `Status` (its votes of rounds the asker has
+            // not finished; blocks are switched off in `bft_config`). A gossiped `Status` is unsigned and
+            // its sender's index unauthenticated, and gossip has no unicast: publishing these would let
+            // anyone make every member publish on a whole topic, so they are never published. The votes are
+            // kept only while answering a peer's votes request (`serve_votes`), which goes to that peer.
+            ReplicaOutput::Send { message, .. } => {
+                if let (Some(votes), Message::Vote(v)) = (self.capture.as_mut(), message) {
+                    votes.push(v);
                 }
-                self.publish(topic, wire::encode_consensus(me, Some(to), &message))
             }
             ReplicaOutput::Committed {
                 block, certificate, ..
@@ -1257,6 +1269,224 @@ impl<D: Disk> Node<D> {
         }
     }
 
+    /// The height and round the lane of `shard` decides, if this validator is a member deciding it.
+    fn deciding(&self, shard: ShardId) -> Option<(u64, u32)> {
+        let of = |member: Option<u16>, height: u64, round: u32| member.map(|_| (height, round));
+        if shard == BEACON_SHARD {
+            let l = self.beacon();
+            of(l.member(), l.height(), l.round())
+        } else {
+            let l = self.shard.as_ref().filter(|l| l.shard == shard)?;
+            of(l.member(), l.height(), l.round())
+        }
+    }
+
+    /// The next height the lane of `shard` needs, if this validator keeps that chain.
+    fn lane_height(&self, shard: ShardId) -> Option<u64> {
+        if shard == BEACON_SHARD {
+            self.follows_beacon.then(|| self.beacon().height())
+        } else {
+            self.shard
+                .as_ref()
+                .filter(|l| l.shard == shard)
+                .map(|l| l.height())
+        }
+    }
+
+    /// Asks one peer for blocks for each chain this validator keeps that a peer claims to be past (see
+    /// [`CatchUp::next_ask`]: one ask per chain in flight).
+    fn ask_blocks(&mut self) {
+        let now = self.now_ms;
+        let shard = self.shard.as_ref().map(|l| l.shard);
+        for shard in [Some(BEACON_SHARD), shard].into_iter().flatten() {
+            let Some(need) = self.lane_height(shard) else {
+                continue;
+            };
+            if let Some(ask) = self.catch_up.next_ask(now, shard, need) {
+                tracing::debug!(account = %self.config.account, shard, from = need, "asking a peer for blocks");
+                self.push_ask(ask);
+            }
+        }
+    }
+
+    /// Asks `peer`, which says it is in round `round` of `height` of `shard`, for its votes of the rounds
+    /// this validator has not finished, if this validator is a member deciding that height in an earlier
+    /// round (see [`CatchUp::votes_ask`]).
+    fn ask_votes(&mut self, peer: Peer, shard: ShardId, height: u64, round: u32) {
+        let Some(mine) = self
+            .deciding(shard)
+            .filter(|(h, _)| *h == height)
+            .map(|(_, r)| r)
+        else {
+            return;
+        };
+        if let Some(ask) = self
+            .catch_up
+            .votes_ask(self.now_ms, shard, peer, height, (mine, round))
+        {
+            self.push_ask(ask);
+        }
+    }
+
+    fn push_ask(&mut self, ask: catch_up::Ask) {
+        let bytes = wire::encode_blocks_request(&ask.request);
+        self.push(Output::AskBlocks {
+            id: ask.id,
+            peer: ask.peer,
+            bytes,
+        });
+    }
+
+    /// Feeds the blocks a peer answered to the lane they are for. A peer that answered junk (blocks that do
+    /// not follow on from the height asked, or that the lane refuses although it knows their committee) is
+    /// set aside for [`catch_up::JUNK_BAN_MS`], one that was busy, had nothing or failed for
+    /// [`catch_up::BACKOFF_MS`]; either way the next ask goes to another peer.
+    fn on_blocks_answer(&mut self, id: u64, peer: &Peer, data: Option<Vec<u8>>) {
+        let Some(ask) = self.catch_up.answered(id, peer) else {
+            return;
+        };
+        let now = self.now_ms;
+        let shard = ask.shard();
+        let back_off = now.saturating_add(catch_up::BACKOFF_MS);
+        let ban = now.saturating_add(catch_up::JUNK_BAN_MS);
+        let answer = match data.map(|d| wire::decode_blocks_answer(&d)) {
+            None | Some(Ok(BlocksAnswer::Busy)) => {
+                self.catch_up.set_aside(shard, peer, back_off);
+                return;
+            }
+            Some(Err(_)) => {
+                self.catch_up.set_aside(shard, peer, ban);
+                return;
+            }
+            Some(Ok(answer)) => answer,
+        };
+        let (from, blocks) = match (ask.request, answer) {
+            (BlocksRequest::Blocks { from, .. }, BlocksAnswer::Blocks(blocks)) => (from, blocks),
+            // Votes are checked one by one by the replica, which drops any that do not verify; a peer
+            // can only waste the check of the few an answer holds.
+            (BlocksRequest::Votes { .. }, BlocksAnswer::Votes(votes)) => {
+                for v in votes {
+                    if shard == BEACON_SHARD {
+                        self.on_consensus_beacon(FOLLOWER, None, Message::Vote(v));
+                    } else {
+                        self.on_consensus_shard(FOLLOWER, None, Message::Vote(v));
+                    }
+                }
+                return;
+            }
+            // An answer of the wrong kind.
+            _ => {
+                self.catch_up.set_aside(shard, peer, ban);
+                return;
+            }
+        };
+        if blocks.is_empty() {
+            self.catch_up.set_aside(shard, peer, back_off);
+            return;
+        }
+        let follows_on = blocks.iter().zip(from..).all(|((block, cert), h)| {
+            block.header.shard == shard
+                && block.header.height == h
+                && block.header.chain_id == self.chain_id
+                && cert.finalises(&block.header)
+        });
+        if !follows_on {
+            self.catch_up.set_aside(shard, peer, ban);
+            return;
+        }
+        let Some(before) = self.lane_height(shard) else {
+            return;
+        };
+        for (block, certificate) in blocks {
+            let message = Message::Decided { block, certificate };
+            if shard == BEACON_SHARD {
+                self.on_consensus_beacon(FOLLOWER, None, message);
+            } else {
+                self.on_consensus_shard(FOLLOWER, None, message);
+            }
+        }
+        let after = self.lane_height(shard).unwrap_or(before);
+        if before > from {
+            // The lane got past the height meanwhile: nothing to hold for or against the peer.
+            return;
+        }
+        if after > from {
+            self.catch_up.served(shard, peer);
+            return;
+        }
+        // Nothing applied. A follower of a shard may not know the committee of the height yet (the beacon
+        // chain has not drawn it here): then the blocks could not be checked, which is no fault of theirs.
+        let checkable = shard == BEACON_SHARD
+            || self.shard.as_ref().is_some_and(|l| l.member().is_some())
+            || self.shard_committee(shard, from).is_some();
+        let until = if checkable { ban } else { back_off };
+        tracing::debug!(account = %self.config.account, shard, from, checkable, "a peer's blocks were refused");
+        self.catch_up.set_aside(shard, peer, until);
+    }
+
+    /// The answer to a peer's catch-up request: [`wire::CATCH_UP_BLOCKS_MAX`] blocks at most, no block that
+    /// takes it past [`wire::CATCH_UP_BYTES_SOFT`] bytes except the first, within what the peer and all
+    /// peers together may still get ([`ServeBudget`]); `Busy` past that. A request for a chain this
+    /// validator does not keep, or a malformed one, is answered with no block.
+    fn serve_blocks(&mut self, peer: &Peer, data: &[u8]) -> Vec<u8> {
+        let Some((blocks_left, bytes_left)) = self.serve.admit(self.now_ms, peer) else {
+            return wire::encode_busy_answer();
+        };
+        let request = match wire::decode_blocks_request(data) {
+            Ok(BlocksRequest::Blocks { shard, from }) => (shard, from),
+            Ok(BlocksRequest::Votes {
+                shard,
+                height,
+                round,
+            }) => return self.serve_votes(shard, height, round),
+            Err(_) => return wire::encode_blocks_answer(&[]),
+        };
+        let (shard, from) = request;
+        let blocks_max = blocks_left.min(wire::CATCH_UP_BLOCKS_MAX);
+        let bytes_max = bytes_left.min(wire::CATCH_UP_BYTES_SOFT);
+        let blocks = if shard == BEACON_SHARD {
+            if self.follows_beacon {
+                stored_blocks(self.beacon().app(), from, blocks_max, bytes_max)
+            } else {
+                Vec::new()
+            }
+        } else {
+            match self.shard.as_ref().filter(|l| l.shard == shard) {
+                Some(l) => stored_blocks(l.app(), from, blocks_max, bytes_max),
+                None => Vec::new(),
+            }
+        };
+        let bytes: usize = blocks.iter().map(|(b, c)| b.len() + c.len()).sum();
+        self.serve.spent(blocks.len(), bytes);
+        wire::encode_blocks_answer(&blocks)
+    }
+
+    /// The answer to a votes request: this member's own votes at `height` of the rounds from `round` up to
+    /// its current one, as its replica re-sends them to a member behind in rounds (what it would once have
+    /// published in answer to a gossiped `Status`, now only to the peer that asked). None if it is not a
+    /// member deciding that height.
+    fn serve_votes(&mut self, shard: ShardId, height: u64, round: u32) -> Vec<u8> {
+        if self.deciding(shard).is_none_or(|(h, _)| h != height) {
+            return wire::encode_votes_answer(&[]);
+        }
+        // The replica answers a `Status` with `Send`s of its votes, which `on_output` keeps while
+        // `capture` is set; anything else it produces (due timers) goes out as usual.
+        self.capture = Some(Vec::new());
+        let status = Message::Status {
+            shard,
+            height,
+            round,
+        };
+        if shard == BEACON_SHARD {
+            self.on_consensus_beacon(FOLLOWER, None, status);
+        } else {
+            self.on_consensus_shard(FOLLOWER, None, status);
+        }
+        self.flush();
+        let votes = self.capture.take().unwrap_or_default();
+        wire::encode_votes_answer(&votes)
+    }
+
     /// Keeps the status's round current between commits: a round that keeps rising is a stalled committee.
     fn refresh_round(&mut self) {
         let (shard, round) = match &self.shard {
@@ -1319,4 +1549,33 @@ impl<D: Disk> Node<D> {
             member,
         };
     }
+}
+
+/// The finalised blocks of `app` from height `from` on, encoded, with their stored certificates: at most
+/// `blocks_max`, and none that takes the total past `bytes_max` except the first.
+fn stored_blocks<A: App>(
+    app: &A,
+    from: u64,
+    blocks_max: usize,
+    bytes_max: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let tip = app.tip().height;
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    for height in from.max(1)..=tip {
+        if out.len() >= blocks_max {
+            break;
+        }
+        let Some((block, certificate)) = app.committed(height) else {
+            break;
+        };
+        let block = block.encode();
+        let size = block.len() + certificate.len();
+        if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        out.push((block, certificate));
+    }
+    out
 }

@@ -1,5 +1,5 @@
-//! The validator's schedule: when it relays Atomix locks again, how often it re-sends a finalised block to a
-//! member catching up, how often a follower asks, which member publishes a shard's head. These are protocol
+//! The validator's schedule: when it relays Atomix locks again, how often a follower asks, which member
+//! publishes a shard's head. (Catch-up's limits are in [`super::catch_up`].) These are protocol
 //! decisions, so they live here with the node's logic, in milliseconds of the caller's clock (`now_ms`), and
 //! use no clock, no randomness and no unordered iteration of their own: one sequence of inputs gives one
 //! schedule, in the real node and in the simulator alike.
@@ -8,16 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ShardId;
 
-/// A finalised block is sent to one member at most once per this interval: a `Status` costs its sender a
-/// few bytes and would otherwise make every member publish up to 8 whole blocks.
-pub const CATCH_UP_RESEND_MS: u64 = 1_000;
-/// (shard, member, height) triples whose last catch-up send is remembered; past this the expired ones are
-/// forgotten, so a peer flooding `Status` messages cannot grow the table without bound.
-pub const CATCH_UP_REMEMBERED_MAX: usize = 1024;
-/// Finalised blocks a lane sends for catch-up per second at most: four times what one laggard can take
-/// (8 blocks per `Status`, one `Status` per 250 ms), which bounds what a flood of `Status` messages makes the
-/// committee publish.
-pub const CATCH_UP_SENDS_PER_SECOND: usize = 128;
 /// A follower that made no progress asks members for blocks this often.
 pub const FOLLOWER_ASK_EVERY_MS: u64 = 500;
 /// Atomix relays: each committed height's locks are relayed at commit by every member, then again after 2,
@@ -143,58 +133,6 @@ impl RelaySchedule {
     }
 }
 
-/// When each finalised block was last sent to each validator catching up (see [`CATCH_UP_RESEND_MS`]), and
-/// how many blocks went out in the current second. The asker's index (`to`) comes from an unauthenticated
-/// envelope, so a flood of `Status` messages must neither block a real laggard's answer nor make the
-/// committee publish blocks without limit: a full table forgets its oldest send (never refuses because it
-/// is full), and at most [`CATCH_UP_SENDS_PER_SECOND`] blocks go out per second.
-#[derive(Debug, Default)]
-pub struct CatchUpThrottle {
-    sent: BTreeMap<(ShardId, u16, u64), u64>,
-    second: u64,
-    sent_this_second: usize,
-}
-
-impl CatchUpThrottle {
-    /// Whether finalised block `height` of `shard` may be sent to `to` (a member index, or the followers)
-    /// at `now_ms`; if so, remembers that it was.
-    pub fn due(&mut self, now_ms: u64, shard: ShardId, to: u16, height: u64) -> bool {
-        if let Some(at) = self.sent.get(&(shard, to, height))
-            && now_ms.saturating_sub(*at) < CATCH_UP_RESEND_MS
-        {
-            return false;
-        }
-        let second = now_ms / 1_000;
-        if second != self.second {
-            self.second = second;
-            self.sent_this_second = 0;
-        }
-        if self.sent_this_second >= CATCH_UP_SENDS_PER_SECOND {
-            return false;
-        }
-        if self.sent.len() >= CATCH_UP_REMEMBERED_MAX {
-            self.sent
-                .retain(|_, at| now_ms.saturating_sub(*at) < CATCH_UP_RESEND_MS);
-        }
-        if self.sent.len() >= CATCH_UP_REMEMBERED_MAX
-            && let Some(oldest) = self.sent.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
-        {
-            self.sent.remove(&oldest);
-        }
-        self.sent.insert((shard, to, height), now_ms);
-        self.sent_this_second += 1;
-        true
-    }
-
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
-    }
-}
-
 /// The steps (shard, height, round, offender) whose evidence a validator already sent to the beacon chain:
 /// a member that signs many conflicting messages for one step is one fault, and its flood is not amplified.
 #[derive(Debug, Default)]
@@ -259,29 +197,6 @@ mod tests {
             s.plan(i, r(i));
         }
         assert_eq!(s.len(), RELAYS_QUEUED_MAX);
-    }
-
-    #[test]
-    fn a_block_goes_to_a_member_once_per_interval_and_a_flood_is_bounded_but_never_blocks() {
-        let mut t = CatchUpThrottle::default();
-        assert!(t.due(0, 1, 2, 10));
-        assert!(!t.due(CATCH_UP_RESEND_MS - 1, 1, 2, 10));
-        assert!(t.due(0, 1, 3, 10));
-        assert!(t.due(CATCH_UP_RESEND_MS, 1, 2, 10));
-        // A flood within one second: at most the per-second budget goes out.
-        let sent = (0..10_000u64)
-            .filter(|h| t.due(5_000, 1, 4, 100 + h))
-            .count();
-        assert_eq!(sent, CATCH_UP_SENDS_PER_SECOND);
-        // Every second a flood of new asks fills the table; it stays bounded, and the next second a real
-        // laggard's ask is answered (the table never refuses for being full).
-        for s in 6..20u64 {
-            for h in 0..CATCH_UP_SENDS_PER_SECOND as u64 {
-                t.due(s * 1_000, 1, 4, s * 1_000 + h);
-            }
-        }
-        assert!(t.len() <= CATCH_UP_REMEMBERED_MAX);
-        assert!(t.due(20_000, 1, 1, 10));
     }
 
     #[test]

@@ -3,11 +3,22 @@
 //! It lives in the types layer because proofs about accounts ([`crate::types::proof::AccountProof`]) carry
 //! it; the execution that changes accounts is [`crate::state`], which re-exports it.
 
+use crate::address::Address;
 use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, hash_with};
 
 const ACCOUNT_VERSION: u8 = 1;
+
+/// The state-tree key of an account: its address hashed under the account namespace.
+///
+/// Every leaf of a shard's tree lives under a key hashed with its own domain (accounts here, Atomix locks,
+/// done marks and totals in `atomix`, registry checkpoints in `registry`, the fee pool in `state`), so no
+/// 32 bytes a transaction can name (a transfer may pay any address) reach another kind's leaf: paying the
+/// address equal to a lock's key creates an account beside the lock instead of overwriting it.
+pub fn account_key(address: &Address) -> Hash {
+    hash_with("IOS account key v1", &[&address.0])
+}
 
 /// What one address holds on its shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

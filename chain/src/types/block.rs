@@ -10,12 +10,15 @@
 //! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
 //! inbounds), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
+//! Every encoded field is covered by the header (a beacon block with transactions does not decode), and a
+//! verdict on a block is remembered by [`Block::digest`], the hash of the whole encoding, never by the
+//! block hash: a body swapped under a known header is checked afresh and refused.
 //!
 //! A beacon block (`shard = BEACON_SHARD`) carries no transactions but cross-links and evidence of faults,
 //! appended to the same encoding, and its `transactions_root` is the list root of the cross-links' hashes
 //! followed by the evidence hashes:
 //! ```text
-//! beacon_block := header count:u32 (=0) links:u32 (header_len:u32 header cert_len:u32 certificate
+//! beacon_block := header count:u32 (=0, else refused) links:u32 (header_len:u32 header cert_len:u32 certificate
 //!                   registry_len:u32 registry?)* evidence:u32 (evidence_len:u32 evidence)*
 //!                   (evidence: crate::types::evidence::encode_evidence)
 //! registry     := from:u64 events:u32 event* smt_proof          (crate::types::registry; registry_len 0: none)
@@ -35,6 +38,10 @@ pub use crate::types::header::{
 };
 
 pub const BLOCK_TXS_MAX: usize = 4096;
+/// The encoded transactions of one block, at most: as many as `BLOCK_TXS_MAX` transfers (about 2 MiB). A
+/// transaction may be up to 19 times a transfer's size (a storage deal), so the count alone no longer bounds a
+/// block; a block over this does not decode and a proposer stops adding before it.
+pub const BLOCK_TX_BYTES_MAX: usize = BLOCK_TXS_MAX * 516;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;
 /// Evidence of faults in one beacon block.
@@ -85,6 +92,13 @@ impl CrossLink {
 impl Block {
     pub fn hash(&self) -> Hash {
         self.header.hash()
+    }
+
+    /// The hash of the whole encoding, header and body: what a verdict on a block is remembered by. The
+    /// block hash covers the header only, and a peer with no keys can send a block with that header and
+    /// another body; a verdict kept under the header's hash would then be reused for the forged body.
+    pub fn digest(&self) -> Hash {
+        hash_with(domain::BLOCK_ENCODING, &[&self.encode()])
     }
 
     /// A shard block's `transactions_root` with no inbound.
@@ -189,9 +203,24 @@ impl Block {
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let header = BlockHeader::decode_from(r)?;
         let count = r.count("block transactions", BLOCK_TXS_MAX, 4 + 64)?;
+        // A beacon block's transactions root covers its links and evidence only: transactions on one would be
+        // bytes no hash covers, which a peer could change at will. Refused here, so that every field of a
+        // decoded block is committed to by its header.
+        if header.shard == BEACON_SHARD && count != 0 {
+            return Err(DecodeError::Invalid("beacon block carrying transactions"));
+        }
         let mut transactions = Vec::with_capacity(count);
+        let mut total = 0usize;
         for _ in 0..count {
             let bytes = r.var("transaction", TX_BYTES_MAX)?;
+            total += bytes.len();
+            if total > BLOCK_TX_BYTES_MAX {
+                return Err(DecodeError::TooLong {
+                    what: "block transaction bytes",
+                    len: total,
+                    max: BLOCK_TX_BYTES_MAX,
+                });
+            }
             let mut tr = Reader::new(bytes);
             transactions.push(SignedTransaction::decode_from(&mut tr)?);
             tr.finish()?;
@@ -304,6 +333,58 @@ mod tests {
             let b = block(n);
             assert_eq!(Block::decode(&b.encode()), Ok(b));
         }
+    }
+
+    /// Transactions may be 19 times a transfer's size (storage deals): a block of them within the count
+    /// limit but over the byte budget does not decode, so a proposer cannot make every validator take 40 MB.
+    #[test]
+    fn a_block_over_the_transaction_byte_budget_does_not_decode() {
+        use crate::types::deal::{DealTerms, Holder};
+        let key = SecretKey::dev("alice");
+        let terms = DealTerms {
+            root: vec![1; 90],
+            size: 1,
+            k: 1,
+            m: 0,
+            periods: 1,
+            holders: vec![Holder {
+                key: key.public(),
+                price: Amount(1),
+            }],
+            placement: vec![0; 512],
+            segment_lens: vec![1; 512],
+            commitments_root: [0; 32],
+        };
+        let big = |nonce| {
+            Transaction {
+                chain_id: 1,
+                sender: key.public(),
+                nonce,
+                fee: Amount(1),
+                expiry_height: 9,
+                kind: TxKind::OpenDeal {
+                    terms: terms.clone(),
+                    signatures: vec![crate::crypto::Signature([0; 64])],
+                },
+            }
+            .sign(&key)
+        };
+        let one = big(0).encode().len();
+        let fits = BLOCK_TX_BYTES_MAX / one;
+        let mut b = block(0);
+        b.transactions = (0..fits as u64).map(big).collect();
+        assert_eq!(
+            Block::decode(&b.encode()).map(|d| d.transactions.len()),
+            Ok(fits)
+        );
+        b.transactions.push(big(fits as u64));
+        assert!(matches!(
+            Block::decode(&b.encode()),
+            Err(DecodeError::TooLong {
+                what: "block transaction bytes",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The types layer: what blocks, votes and proofs are made of, and their wire codecs.
 //!
-//! Everything here is data with its encoding and its stateless checks: accounts ([`account`]),
-//! transactions ([`tx`]), registry events and batches ([`registry`]), block headers ([`header`]), votes,
+//! Everything here is data with its encoding and its stateless checks: accounts ([`account`]), storage
+//! deals ([`deal`]), transactions ([`tx`]), registry events and batches ([`registry`]), block headers ([`header`]), votes,
 //! signed proposal headers and quorum certificates ([`vote`]), evidence of faults ([`evidence`]), Atomix
 //! inbounds and locks ([`inbound`]), blocks ([`block`]), the consensus messages ([`message`]) and their
 //! encoding ([`wire`]), and proof files ([`proof`]). In that order, each module imports only those before
@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod block;
+pub mod deal;
 pub mod evidence;
 pub mod header;
 pub mod inbound;

@@ -5,8 +5,10 @@
 
 use crate::address::Address;
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::Hash;
 use crate::smt::{self, ListProof};
 use crate::types::account::Account;
+use crate::types::deal::{DealRecord, DealTerms};
 use crate::types::header::BlockHeader;
 use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
 use crate::types::vote::{Bls, QuorumCertificate};
@@ -21,6 +23,7 @@ pub const EPOCH_PROOFS_MAX: usize = 64;
 const BEACON_STATE_BYTES_MAX: usize = 4 << 20;
 const QC_BYTES_MAX: usize = 4096;
 const ACCOUNT_BYTES_MAX: usize = 256;
+const DEAL_RECORD_BYTES_MAX: usize = 256;
 
 /// A header and the certificate that finalised it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +47,23 @@ pub struct TxProof {
     pub path: ListProof,
 }
 
-/// A proof file of either kind.
+/// A durability receipt: that a storage deal, with these terms, is recorded in a certified state of the
+/// shard that escrows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealProof {
+    pub certified: CertifiedHeader,
+    pub id: Hash,
+    pub record: DealRecord,
+    pub terms: DealTerms,
+    pub proof: smt::Proof,
+}
+
+/// A proof file of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
     Account(AccountProof),
     Tx(TxProof),
+    Deal(DealProof),
 }
 
 /// How a light client learns the next epoch's committees: the beacon block that drew the epoch, certified
@@ -146,6 +161,13 @@ impl Proof {
                 w.var(&p.tx.encode());
                 encode_list_proof(&mut w, &p.path);
             }
+            Proof::Deal(p) => {
+                w.u8(3);
+                p.certified.encode_into(&mut w);
+                w.fixed(&p.id).var(&p.record.encode());
+                p.terms.encode_into(&mut w);
+                p.proof.encode_into(&mut w);
+            }
         }
         w.finish()
     }
@@ -190,6 +212,20 @@ impl Proof {
                     certified,
                     tx,
                     path,
+                })
+            }
+            3 => {
+                let certified = CertifiedHeader::decode_from(&mut r)?;
+                let id = r.array()?;
+                let record = DealRecord::decode(r.var("deal record", DEAL_RECORD_BYTES_MAX)?)?;
+                let terms = DealTerms::decode_from(&mut r)?;
+                let proof = smt::Proof::decode_from(&mut r)?;
+                Proof::Deal(DealProof {
+                    certified,
+                    id,
+                    record,
+                    terms,
+                    proof,
                 })
             }
             tag => {

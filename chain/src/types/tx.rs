@@ -4,9 +4,11 @@
 //! ```text
 //! transaction := version:u8 (=1) chain_id:u32 sender:[32] nonce:u64 fee:u64 expiry_height:u64 kind
 //! kind        := 0 to:[32] amount:u64                          transfer
-//!              | 1 stake:u64 bls_public_key:[48] pop:[96]      register validator
+//!              | 1 stake:u64 bls_public_key:[48] pop:[96]      register validator (pop: crypto::bls, for the sender)
 //!              | 2 stake:u64                                   register storage node
 //!              | 3 role:u8 amount:u64                          unstake (role 0 validator, 1 storage node)
+//!              | 4 terms signatures:u32-count [64]*            open a storage deal (types/deal.rs)
+//!              | 5 deal:[32]                                   end a storage deal early
 //! signed      := transaction signature:[64]
 //! ```
 //! The signature is ed25519 (`verify_strict`) over `"IOS/tx/v1\0" || transaction`, so it commits to the
@@ -17,10 +19,17 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, Hash, PublicKey, SecretKey, Signature, bls, domain, hash_with};
+use crate::types::deal::{self, DEAL_HOLDERS_MAX, DealError, DealTerms};
 
 pub const TX_VERSION: u8 = 1;
-/// Room for the largest kind with margin; anything larger is rejected before decoding.
-pub const TX_BYTES_MAX: usize = 512;
+/// Room for the largest kind: a deal of [`deal::DEAL_SHARDS_MAX`] shards (a placement byte each),
+/// [`deal::DEAL_SEGMENTS_MAX`] segments (a length each) and [`DEAL_HOLDERS_MAX`] holders (key, price and
+/// signature each): 9,824 bytes. Anything larger is rejected before decoding.
+pub const TX_BYTES_MAX: usize = 256
+    + deal::DEAL_ROOT_BYTES_MAX
+    + deal::DEAL_SHARDS_MAX
+    + deal::DEAL_SEGMENTS_MAX * 8
+    + DEAL_HOLDERS_MAX * (32 + 8 + 64);
 
 /// Which stake an unstake draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +56,16 @@ pub enum TxKind {
     Unstake {
         role: Role,
         amount: Amount,
+    },
+    /// Opens a storage deal paid by the sender: the escrow the terms need leaves its balance, and the deal
+    /// is active from this block, signed by every holder (one signature per holder, in the terms' order).
+    OpenDeal {
+        terms: DealTerms,
+        signatures: Vec<Signature>,
+    },
+    /// Ends the sender's deal after the current period: the escrow of the periods not begun is refunded.
+    EndDeal {
+        deal: Hash,
     },
 }
 
@@ -115,11 +134,37 @@ pub enum TxError {
     },
     #[error("expiry height {expiry_height} is too far ahead: at most {max}")]
     ExpiryTooFar { expiry_height: u64, max: u64 },
+    #[error("impossible deal: {0}")]
+    Deal(#[from] DealError),
+    #[error("the deal has {holders} holders but carries {signatures} signatures")]
+    DealSignatureCount { holders: usize, signatures: usize },
+    #[error("holder {0} did not sign this deal")]
+    DealSignature(usize),
+    #[error("that deal is already open")]
+    DealExists,
+    #[error("no such deal on this shard")]
+    UnknownDeal,
+    #[error("only the deal's owner may end it")]
+    NotDealOwner,
+    #[error("the deal has already ended")]
+    DealEnded,
 }
 
 impl Transaction {
     pub fn sender_address(&self) -> Address {
         Address::of(&self.sender)
+    }
+
+    /// What the transaction moves out of the sender's balance besides its fee: the amount sent, the stake,
+    /// or a deal's escrow.
+    pub fn outgoing(&self) -> Result<Amount, TxError> {
+        Ok(match &self.kind {
+            TxKind::Transfer { amount, .. }
+            | TxKind::RegisterValidator { stake: amount, .. }
+            | TxKind::RegisterStorageNode { stake: amount } => *amount,
+            TxKind::OpenDeal { terms, .. } => terms.escrow()?,
+            TxKind::Unstake { .. } | TxKind::EndDeal { .. } => Amount::ZERO,
+        })
     }
 
     pub fn encode_into(&self, w: &mut Writer) {
@@ -151,6 +196,17 @@ impl Transaction {
                     Role::StorageNode => 1,
                 };
                 w.u8(3).u8(role).u64(amount.0);
+            }
+            TxKind::OpenDeal { terms, signatures } => {
+                w.u8(4);
+                terms.encode_into(w);
+                w.u32(signatures.len() as u32);
+                for s in signatures {
+                    w.fixed(&s.0);
+                }
+            }
+            TxKind::EndDeal { deal } => {
+                w.u8(5).fixed(deal);
             }
         }
     }
@@ -195,6 +251,15 @@ impl Transaction {
                     amount: Amount(r.u64()?),
                 }
             }
+            4 => {
+                let terms = DealTerms::decode_from(r)?;
+                let count = r.count("deal signatures", DEAL_HOLDERS_MAX, 64)?;
+                let signatures = (0..count)
+                    .map(|_| r.array().map(Signature))
+                    .collect::<Result<_, _>>()?;
+                TxKind::OpenDeal { terms, signatures }
+            }
+            5 => TxKind::EndDeal { deal: r.array()? },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "transaction kind",
@@ -267,16 +332,15 @@ impl SignedTransaction {
         hash_with(domain::TX_ID, &[&self.encode()])
     }
 
-    /// Every check that needs no account state: chain id, signature, amounts, and the validator key's
-    /// proof of possession. State checks (nonce, balance, expiry) are in [`crate::state`].
+    /// Every check that needs no account state: chain id, form (amounts, deal terms), and every signature.
+    /// State checks (nonce, balance, expiry) are in [`crate::state`].
     pub fn check_stateless(&self, chain_id: u32) -> Result<(), TxError> {
-        self.check_chain_id(chain_id)?;
-        self.check_signature()?;
-        self.check_form()
+        self.check_stateless_signature_verified(chain_id)?;
+        self.check_signature()
     }
 
-    /// [`SignedTransaction::check_stateless`] for a transaction whose signature this node already verified
-    /// (its id, which covers the signature, is in the caller's verified set).
+    /// [`SignedTransaction::check_stateless`] for a transaction whose signatures this node already verified
+    /// (its id, which covers them, is in the caller's verified set): the cheap checks only.
     pub fn check_stateless_signature_verified(&self, chain_id: u32) -> Result<(), TxError> {
         self.check_chain_id(chain_id)?;
         self.check_form()
@@ -292,11 +356,39 @@ impl SignedTransaction {
         Ok(())
     }
 
+    /// Every signature the transaction carries: the sender's, a validator key's proof of possession, a deal's
+    /// holders'. The costly part of a check (up to 33 signatures for a deal), so callers run it after the
+    /// cheap form and state checks, and once per transaction id (the verified sets of the ledger and node).
     pub fn check_signature(&self) -> Result<(), TxError> {
         self.tx
             .sender
             .verify(&self.tx.signing_message(), &self.signature)
-            .map_err(TxError::BadSignature)
+            .map_err(TxError::BadSignature)?;
+        match &self.tx.kind {
+            TxKind::RegisterValidator {
+                bls_public_key,
+                proof_of_possession,
+                ..
+            } => {
+                // The proof must be made for this sender: one copied from another account's registration
+                // does not verify.
+                bls_public_key
+                    .verify_proof_of_possession(&self.tx.sender_address(), proof_of_possession)
+                    .map_err(TxError::BadValidatorKey)?;
+            }
+            TxKind::OpenDeal { terms, signatures } => {
+                let id = terms.id(&self.tx.sender_address());
+                let message = deal::signing_message(self.tx.chain_id, &id);
+                for (i, (holder, signature)) in terms.holders.iter().zip(signatures).enumerate() {
+                    holder
+                        .key
+                        .verify(&message, signature)
+                        .map_err(|_| TxError::DealSignature(i))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn check_form(&self) -> Result<(), TxError> {
@@ -308,18 +400,21 @@ impl SignedTransaction {
                     return Err(TxError::ZeroAmount);
                 }
             }
-            TxKind::RegisterValidator {
-                stake,
-                bls_public_key,
-                proof_of_possession,
-            } => {
+            TxKind::RegisterValidator { stake, .. } => {
                 if stake.0 == 0 {
                     return Err(TxError::ZeroAmount);
                 }
-                bls_public_key
-                    .verify_proof_of_possession(proof_of_possession)
-                    .map_err(TxError::BadValidatorKey)?;
             }
+            TxKind::OpenDeal { terms, signatures } => {
+                terms.check()?;
+                if signatures.len() != terms.holders.len() {
+                    return Err(TxError::DealSignatureCount {
+                        holders: terms.holders.len(),
+                        signatures: signatures.len(),
+                    });
+                }
+            }
+            TxKind::EndDeal { .. } => {}
         }
         Ok(())
     }
@@ -354,7 +449,7 @@ mod tests {
             TxKind::RegisterValidator {
                 stake: Amount(9),
                 bls_public_key: bls.public(),
-                proof_of_possession: bls.proof_of_possession(),
+                proof_of_possession: bls.proof_of_possession(&transfer(0).sender_address()),
             },
             TxKind::RegisterStorageNode { stake: Amount(3) },
             TxKind::Unstake {
@@ -365,6 +460,8 @@ mod tests {
                 role: Role::StorageNode,
                 amount: Amount(2),
             },
+            largest_deal(),
+            TxKind::EndDeal { deal: [4; 32] },
         ];
         kinds
             .into_iter()
@@ -375,13 +472,45 @@ mod tests {
             .collect()
     }
 
+    /// A deal as large as a transaction may carry: the most holders, segments and shards, each holder's
+    /// signature valid for alice's deal on chain [`CHAIN`].
+    fn largest_deal() -> TxKind {
+        let holders: Vec<SecretKey> = (0..DEAL_HOLDERS_MAX)
+            .map(|i| SecretKey::dev(&format!("holder{i}")))
+            .collect();
+        let n = deal::DEAL_SHARDS_MAX / deal::DEAL_SEGMENTS_MAX;
+        let segments = deal::DEAL_SEGMENTS_MAX;
+        let terms = DealTerms {
+            root: vec![7; deal::DEAL_ROOT_BYTES_MAX],
+            size: u64::MAX,
+            k: 2,
+            m: (n - 2) as u8,
+            periods: deal::DEAL_PERIODS_MAX,
+            holders: holders
+                .iter()
+                .map(|k| deal::Holder {
+                    key: k.public(),
+                    price: Amount(1),
+                })
+                .collect(),
+            placement: (0..segments * n)
+                .map(|i| (i % DEAL_HOLDERS_MAX) as u8)
+                .collect(),
+            segment_lens: vec![1 << 20; segments],
+            commitments_root: [1; 32],
+        };
+        let id = terms.id(&Address::of(&SecretKey::dev("alice").public()));
+        let signatures = holders.iter().map(|k| deal::sign(k, CHAIN, &id)).collect();
+        TxKind::OpenDeal { terms, signatures }
+    }
+
     #[test]
     fn every_kind_round_trips_and_verifies() {
         let key = SecretKey::dev("alice");
         for tx in all_kinds() {
             let signed = tx.clone().sign(&key);
             let bytes = signed.encode();
-            assert!(bytes.len() <= TX_BYTES_MAX);
+            assert!(bytes.len() <= TX_BYTES_MAX, "{} bytes", bytes.len());
             assert_eq!(SignedTransaction::decode(&bytes), Ok(signed.clone()));
             assert_eq!(signed.check_stateless(CHAIN), Ok(()));
         }
@@ -423,7 +552,10 @@ mod tests {
         let too_big = vec![0u8; TX_BYTES_MAX + 1];
         assert_eq!(
             SignedTransaction::decode(&too_big),
-            Err(TxError::Oversized { len: 513, max: 512 })
+            Err(TxError::Oversized {
+                len: TX_BYTES_MAX + 1,
+                max: TX_BYTES_MAX
+            })
         );
         assert!(matches!(
             SignedTransaction::decode(&bytes[..bytes.len() - 1]),
@@ -465,12 +597,43 @@ mod tests {
             kind: TxKind::RegisterValidator {
                 stake: Amount(1),
                 bls_public_key: bls_key.public(),
-                proof_of_possession: bls::SecretKey::dev("w").proof_of_possession(),
+                proof_of_possession: bls::SecretKey::dev("w")
+                    .proof_of_possession(&transfer(0).sender_address()),
             },
             ..transfer(0)
         };
         assert_eq!(
             wrong_pop.sign(&key).check_stateless(CHAIN),
+            Err(TxError::BadValidatorKey(
+                crypto::CryptoError::BadProofOfPossession
+            ))
+        );
+
+        // Alice's registration, copied by Mallory: the key and its proof are good, but the proof was made
+        // for Alice's account, so Mallory's transaction is refused (a proof of the key alone was accepted
+        // from anyone).
+        let alices = TxKind::RegisterValidator {
+            stake: Amount(1),
+            bls_public_key: bls_key.public(),
+            proof_of_possession: bls_key.proof_of_possession(&transfer(0).sender_address()),
+        };
+        assert_eq!(
+            Transaction {
+                kind: alices.clone(),
+                ..transfer(0)
+            }
+            .sign(&key)
+            .check_stateless(CHAIN),
+            Ok(())
+        );
+        let mallory = SecretKey::dev("mallory");
+        let replayed = Transaction {
+            sender: mallory.public(),
+            kind: alices,
+            ..transfer(0)
+        };
+        assert_eq!(
+            replayed.sign(&mallory).check_stateless(CHAIN),
             Err(TxError::BadValidatorKey(
                 crypto::CryptoError::BadProofOfPossession
             ))

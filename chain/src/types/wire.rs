@@ -18,7 +18,7 @@
 pub use crate::types::evidence::{EVIDENCE_BYTES_MAX, decode_evidence, encode_evidence};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::types::block::{BLOCK_TXS_MAX, Block};
+use crate::types::block::{BLOCK_TX_BYTES_MAX, BLOCK_TXS_MAX, Block};
 use crate::types::evidence::{
     WIRE_VERSION, decode_vote_body, encode_vote_body, opt_flag, signature,
 };
@@ -28,8 +28,12 @@ use crate::types::tx::TX_BYTES_MAX;
 use crate::types::vote::{QuorumCertificate, VoteScheme};
 use std::sync::Arc;
 
-const BLOCK_BYTES_MAX: usize =
-    256 + BLOCK_TXS_MAX * (TX_BYTES_MAX + 4) + BLOCK_INBOUND_BYTES_MAX + BLOCK_INBOUND_MAX * 4;
+const BLOCK_BYTES_MAX: usize = 256
+    + BLOCK_TX_BYTES_MAX
+    + BLOCK_TXS_MAX * 4
+    + TX_BYTES_MAX
+    + BLOCK_INBOUND_BYTES_MAX
+    + BLOCK_INBOUND_MAX * 4;
 const CERTIFICATE_BYTES_MAX: usize = 1024;
 /// The largest consensus message: a full block plus a certificate and headers.
 pub const MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + 2 * CERTIFICATE_BYTES_MAX + 512;
