@@ -494,21 +494,34 @@ async fn demo(dir: &Path, running: &[Node], homes: &[Home], api: &str) -> Result
                 placement.holders.iter().map(|(_, p)| *p).collect();
             let _ = std::fs::remove_file(dir.join("demo.bin"));
             let opts = homes[0].add_options();
-            let deal = open_deal(
-                dir,
-                &running[0].handle,
-                &added,
-                &placement,
-                (opts.k, opts.m),
-                api,
-            )
-            .await
-            .context("opening the demo file's storage deal")?;
-            println!(
-                "demo deal {deal} active: {} holders, receipt {}",
-                holders.len(),
-                dir.join("wallet").join(DEMO_RECEIPT).display()
-            );
+            // A deal needs k+m distinct holders per segment: a devnet of fewer nodes stores the file (its
+            // placement wraps round) but cannot open one, and says so.
+            let deal = if running.len() >= usize::from(opts.k) + usize::from(opts.m) {
+                let deal = open_deal(
+                    dir,
+                    &running[0].handle,
+                    &added,
+                    &placement,
+                    (opts.k, opts.m),
+                    api,
+                )
+                .await
+                .context("opening the demo file's storage deal")?;
+                println!(
+                    "demo deal {deal} active: {} holders, receipt {}",
+                    holders.len(),
+                    dir.join("wallet").join(DEMO_RECEIPT).display()
+                );
+                Some(deal)
+            } else {
+                println!(
+                    "demo deal not opened: a deal needs {} distinct holders per segment and the devnet has {} \
+                     nodes",
+                    usize::from(opts.k) + usize::from(opts.m),
+                    running.len()
+                );
+                None
+            };
             let v = json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(),
                             "deal": deal });
             std::fs::write(&record, serde_json::to_vec_pretty(&v)?)?;
@@ -619,8 +632,9 @@ fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
     let wallet = shell_word(&dir.join("wallet").to_string_lossy());
     let node0_account =
         chain::Address::of(&crate::wallet::wallet_key(&dir.join("node-0"))?.public());
-    let receipt = shell_word(&dir.join("wallet").join(DEMO_RECEIPT).to_string_lossy());
-    Ok(vec![
+    let receipt_path = dir.join("wallet").join(DEMO_RECEIPT);
+    let receipt = shell_word(&receipt_path.to_string_lossy());
+    let mut hints = vec![
         "try (each line runs as printed):".to_string(),
         format!("  {huds} --api {api} cat {capability} | sha256sum"),
         format!("  echo hello | {huds} --api {api} --data {node0} add -"),
@@ -628,8 +642,11 @@ fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
         format!("  {huds} --api {api} --data {wallet} wallet balance"),
         format!("  {huds} --api {api} --data {wallet} wallet transfer {node0_account} 1.5"),
         format!("  {huds} --api {api} --data {node0} wallet balance"),
-        format!("  {huds} --data {wallet} chain verify {receipt}"),
-    ])
+    ];
+    if receipt_path.exists() {
+        hints.push(format!("  {huds} --data {wallet} chain verify {receipt}"));
+    }
+    Ok(hints)
 }
 
 /// `word` quoted for a POSIX shell when it holds anything but plain path characters.

@@ -390,7 +390,11 @@ fn bad_transactions_are_refused_with_reasons_and_validators_keep_running() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("malformed", vec![1, 2, 3], "malformed transaction"),
         ("empty", vec![], "malformed transaction"),
-        ("oversized", vec![1; 4096], "the maximum is 512"),
+        (
+            "oversized",
+            vec![1; chain::tx::TX_BYTES_MAX + 1],
+            "the maximum is 9824",
+        ),
         ("bad signature", bad_signature, "bad signature"),
         ("wrong chain id", wrong_chain, "is for chain"),
         ("overspend", overspend, "overspend"),
