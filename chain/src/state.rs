@@ -733,6 +733,38 @@ mod tests {
         (state, alice)
     }
 
+    /// `state` as a restarted node has it: persisted into a fresh store and loaded back; and the store.
+    fn reload(state: &mut State) -> (State, MemStore) {
+        let mut store = MemStore::new();
+        let mut batch = WriteBatch::default();
+        state.persist_into(&mut batch);
+        store.write(batch).expect("in-memory");
+        let loaded = State::load(state.params().clone(), state.shard(), &store).expect("loads");
+        (loaded, store)
+    }
+
+    /// An inbound of `locks` under a height-1 header of `input`'s shard at its current root, with no
+    /// certificate (`apply_inbound` takes the header as certified).
+    fn inbound_of(input: &mut State, locks: &[Lock]) -> Inbound {
+        let header = crate::block::BlockHeader {
+            chain_id: input.params().chain_id,
+            shard: input.shard(),
+            height: 1,
+            parent: [0; 32],
+            state_root: input.root(),
+            transactions_root: [0; 32],
+            receipts_root: [0; 32],
+        };
+        Inbound {
+            header,
+            certificate: Vec::new(),
+            locks: locks
+                .iter()
+                .map(|l| (l.clone(), input.prove_lock(&l.tx_id)))
+                .collect(),
+        }
+    }
+
     fn tx(key: &SecretKey, nonce: u64, kind: TxKind) -> SignedTransaction {
         Transaction {
             chain_id: params().chain_id,
@@ -968,20 +1000,7 @@ mod tests {
             to,
             amount: Amount(300_000_000),
         };
-        let header = crate::block::BlockHeader {
-            chain_id: params.chain_id,
-            shard: home,
-            height: 1,
-            parent: [0; 32],
-            state_root: input.root(),
-            transactions_root: [0; 32],
-            receipts_root: [0; 32],
-        };
-        let inbound = Inbound {
-            header,
-            certificate: Vec::new(),
-            locks: vec![(lock.clone(), input.prove_lock(&lock.tx_id))],
-        };
+        let inbound = inbound_of(&mut input, std::slice::from_ref(&lock));
 
         // Commit: credited once, marked done; a second commit of the same lock changes nothing.
         output.apply_inbound(&inbound).expect("the proof holds");
@@ -1015,11 +1034,7 @@ mod tests {
 
         // Both sides survive a reload: same roots, the done mark and the totals.
         for state in [&mut input, &mut output] {
-            let mut store = MemStore::new();
-            let mut batch = WriteBatch::default();
-            state.persist_into(&mut batch);
-            store.write(batch).expect("in-memory");
-            let mut loaded = State::load(params.clone(), state.shard(), &store).expect("loads");
+            let (mut loaded, _) = reload(state);
             assert_eq!(loaded.root(), state.root());
             assert_eq!(loaded.atomix_totals(), state.atomix_totals());
             assert_eq!(loaded.accountable_supply(), state.accountable_supply());
@@ -1135,23 +1150,7 @@ mod tests {
         assert!(paid >= 2, "the attack paid a lock key and a done key");
 
         // Every lock still proves on the input shard and commits once on the output shard.
-        let header = crate::block::BlockHeader {
-            chain_id: params.chain_id,
-            shard: home,
-            height: 1,
-            parent: [0; 32],
-            state_root: input.root(),
-            transactions_root: [0; 32],
-            receipts_root: [0; 32],
-        };
-        let inbound = Inbound {
-            header,
-            certificate: Vec::new(),
-            locks: locks
-                .iter()
-                .map(|l| (l.clone(), input.prove_lock(&l.tx_id)))
-                .collect(),
-        };
+        let inbound = inbound_of(&mut input, &locks);
         output
             .apply_inbound(&inbound)
             .expect("no lock looks committed or unproven");
@@ -1164,11 +1163,7 @@ mod tests {
 
         // A restart computes the roots execution computed.
         for state in [&mut input, &mut output] {
-            let mut store = MemStore::new();
-            let mut batch = WriteBatch::default();
-            state.persist_into(&mut batch);
-            store.write(batch).expect("in-memory");
-            let mut loaded = State::load(params.clone(), state.shard(), &store).expect("loads");
+            let (mut loaded, _) = reload(state);
             assert_eq!(loaded.root(), state.root());
             assert_eq!(loaded.accountable_supply(), state.accountable_supply());
         }
@@ -1307,11 +1302,7 @@ mod tests {
         );
 
         // A restart keeps the deals, their terms and the root.
-        let mut store = MemStore::new();
-        let mut batch = WriteBatch::default();
-        state.persist_into(&mut batch);
-        store.write(batch).expect("in-memory");
-        let mut loaded = State::load(params(), SHARD, &store).expect("loads");
+        let (mut loaded, store) = reload(&mut state);
         assert_eq!(loaded.root(), state.root());
         assert_eq!(loaded.deal(&id), Some(&ended));
         assert_eq!(loaded.total_supply(), state.total_supply());
