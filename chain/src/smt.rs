@@ -682,6 +682,31 @@ pub struct ListProof {
     pub siblings: Vec<Hash>,
 }
 
+impl ListProof {
+    /// `index:u64 len:u64 count:u32 sibling:[32]*`, as proof files and deal sign requests carry it.
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u64(self.index)
+            .u64(self.len)
+            .u32(self.siblings.len() as u32);
+        for s in &self.siblings {
+            w.fixed(s);
+        }
+    }
+
+    /// Decodes what [`ListProof::encode_into`] wrote, with at most [`LIST_PROOF_SIBLINGS_MAX`] siblings.
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let index = r.u64()?;
+        let len = r.u64()?;
+        let n = r.count("list proof siblings", LIST_PROOF_SIBLINGS_MAX, 32)?;
+        let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
+        Ok(ListProof {
+            index,
+            len,
+            siblings,
+        })
+    }
+}
+
 /// The proof that `items[index]` is in the list whose root is [`list_root`]`(items)`. Panics if `index` is out of
 /// range (a caller bug).
 pub fn list_prove(items: &[Hash], index: usize) -> ListProof {

@@ -83,11 +83,7 @@ impl SignRequest {
         for c in &self.claims {
             w.u32(c.position).var(&c.cid.to_bytes());
             w.u64(c.commitment.len).fixed(&c.commitment.root);
-            w.u64(c.path.index).u64(c.path.len);
-            w.u32(c.path.siblings.len() as u32);
-            for s in &c.path.siblings {
-                w.fixed(s);
-            }
+            c.path.encode_into(&mut w);
         }
         w.finish()
     }
@@ -107,18 +103,11 @@ impl SignRequest {
                 len: r.u64()?,
                 root: r.array()?,
             };
-            let (index, len) = (r.u64()?, r.u64()?);
-            let n = r.count("list proof siblings", smt::LIST_PROOF_SIBLINGS_MAX, 32)?;
-            let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
             claims.push(ShardClaim {
                 position,
                 cid,
                 commitment,
-                path: ListProof {
-                    index,
-                    len,
-                    siblings,
-                },
+                path: ListProof::decode_from(&mut r)?,
             });
         }
         r.finish()?;

@@ -121,25 +121,6 @@ impl CertifiedHeader {
     }
 }
 
-fn encode_list_proof(w: &mut Writer, p: &ListProof) {
-    w.u64(p.index).u64(p.len).u32(p.siblings.len() as u32);
-    for s in &p.siblings {
-        w.fixed(s);
-    }
-}
-
-fn decode_list_proof(r: &mut Reader<'_>) -> Result<ListProof, DecodeError> {
-    let index = r.u64()?;
-    let len = r.u64()?;
-    let n = r.count("list proof siblings", smt::LIST_PROOF_SIBLINGS_MAX, 32)?;
-    let siblings = (0..n).map(|_| r.array()).collect::<Result<_, _>>()?;
-    Ok(ListProof {
-        index,
-        len,
-        siblings,
-    })
-}
-
 impl Proof {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -159,7 +140,7 @@ impl Proof {
                 w.u8(2);
                 p.certified.encode_into(&mut w);
                 w.var(&p.tx.encode());
-                encode_list_proof(&mut w, &p.path);
+                p.path.encode_into(&mut w);
             }
             Proof::Deal(p) => {
                 w.u8(3);
@@ -207,7 +188,7 @@ impl Proof {
                 let certified = CertifiedHeader::decode_from(&mut r)?;
                 let tx = SignedTransaction::decode(r.var("transaction", TX_BYTES_MAX)?)
                     .map_err(|_| DecodeError::Invalid("transaction"))?;
-                let path = decode_list_proof(&mut r)?;
+                let path = ListProof::decode_from(&mut r)?;
                 Proof::Tx(TxProof {
                     certified,
                     tx,
