@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn the_service_unit_starts_reloads_and_stops_as_systemd_runs_it() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/test-service.sh");
+    let script = common::repo().join("deploy/test-service.sh");
     let out = Command::new("sh")
         .arg(&script)
         .env("HUDS_BIN", common::huds())
@@ -32,7 +31,7 @@ fn the_service_unit_starts_reloads_and_stops_as_systemd_runs_it() {
 
 #[test]
 fn the_dashboard_reads_only_metrics_the_spec_names_and_shows_each_one() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-huds.json");
+    let path = common::repo().join("deploy/grafana-huds.json");
     let dash: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("the dashboard")).expect("JSON");
     let mut named: BTreeSet<String> = common::spec_metric_names("Storage node")

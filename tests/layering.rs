@@ -20,7 +20,10 @@ fn dependencies(package: &str) -> Vec<String> {
             "--format",
             "{p}",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
         .output()
         .expect("cargo runs");
     assert!(

@@ -22,7 +22,7 @@ fn vectors() -> Vec<(String, u64, String)> {
 }
 
 fn generate(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/gen.py");
+    let script = common::repo().join("tests/vectors/gen.py");
     let st = Command::new("python3")
         .arg(script)
         .arg(dir)

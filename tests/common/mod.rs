@@ -172,11 +172,16 @@ pub fn scrape(api: &str) -> prometheus_parse::Scrape {
         .expect("the metrics parse as the Prometheus text format")
 }
 
+/// The repository's root as cargo names it when it runs the test (a binary built from another clone into a
+/// shared target directory would otherwise read that clone's files).
+pub fn repo() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
 /// The sample names `specs/metrics.md` lists in the section whose heading starts with `section`.
 pub fn spec_metric_names(section: &str) -> Vec<String> {
-    let spec =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/metrics.md"))
-            .expect("specs/metrics.md");
+    let spec = std::fs::read_to_string(repo().join("specs/metrics.md")).expect("specs/metrics.md");
     let body = spec
         .split("\n## ")
         .find(|s| s.starts_with(section))
