@@ -8,6 +8,7 @@ mod chain_feed;
 mod home;
 mod metrics;
 mod network;
+mod prover;
 mod settings;
 mod wallet;
 

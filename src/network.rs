@@ -26,6 +26,8 @@ const DEVNET_DEAL_PERIODS: u64 = 64;
 /// The devnet home whose funded account pays for the demo's storage deal (the wallet home stays untouched for
 /// the hints).
 const DEVNET_OWNER: &str = "owner";
+/// Where a storage node keeps the deals it signed, in its home, for its prover.
+const HELD_DEALS: &str = "deals";
 /// The demo deal's durability receipt, beside the wallet's trust file.
 const DEMO_RECEIPT: &str = "demo-deal.proof";
 const DEMO_BYTES: usize = 5 * 1024 * 1024 + 4321;
@@ -324,11 +326,14 @@ pub async fn start_mesh(dir: &Path, nodes: usize) -> Result<(Vec<Home>, Vec<Node
             bootstrap: bootstrap.clone(),
             repair: Some(DEVNET_REPAIR),
             // Devnet storage nodes take deals for what they hold, signing with their node identity.
-            deal_signer: Some(huds_net::deals::DealSigner::new(
-                huds_net::keypair_from_seed(home.node_seed()?),
-                DEVNET_PRICE,
-                chain::ChainParams::devnet(1).chain_id,
-            )),
+            deal_signer: Some(
+                huds_net::deals::DealSigner::new(
+                    huds_net::keypair_from_seed(home.node_seed()?),
+                    DEVNET_PRICE,
+                    chain::ChainParams::devnet(1).chain_id,
+                )
+                .keeping_deals_in(home.dir.join(HELD_DEALS)),
+            ),
             ..NodeOptions::default()
         };
         let node = start_node(&home, opts).await?;
@@ -395,6 +400,22 @@ pub fn devnet(
                 addrs.join(" ")
             );
         }
+        // Every storage node proves the deals it signed, through the devnet's chain API.
+        let provers: Vec<crate::prover::Prover> = running
+            .iter()
+            .zip(&homes)
+            .map(|(n, home)| -> Result<crate::prover::Prover> {
+                let key = huds_net::keypair_from_seed(home.node_seed()?);
+                let me = huds_net::deals::holder_key(&key.public().to_peer_id())
+                    .context("a devnet node's identity is an ed25519 key")?;
+                Ok(crate::prover::start(
+                    n.handle.store().clone(),
+                    home.dir.join(HELD_DEALS),
+                    me,
+                    format!("http://{bound}"),
+                ))
+            })
+            .collect::<Result<_>>()?;
         let demo = demo(dir, &running, &homes, &format!("http://{bound}")).await?;
         println!("{}", demo.summary);
         println!(
@@ -412,6 +433,7 @@ pub fn devnet(
         println!("{DEVNET_READY}");
         std::io::stdout().flush()?;
         stop.wait().await;
+        drop(provers);
         api_task.abort();
         gateway_task.abort();
         for n in running {

@@ -339,7 +339,7 @@ pub fn post_tx(api: &str, bytes: &[u8]) -> Result<Value> {
 }
 
 /// POSTs `bytes` to the node API's `path`; a refusal is an error that starts with `refused`.
-fn post(api: &str, path: &str, bytes: &[u8], refused: &str) -> Result<Value> {
+pub(crate) fn post(api: &str, path: &str, bytes: &[u8], refused: &str) -> Result<Value> {
     let url = format!("{}{path}", api.trim_end_matches('/'));
     let mut resp = ureq::post(&url)
         .config()

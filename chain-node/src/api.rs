@@ -5,6 +5,8 @@
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
+//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}`; a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
@@ -347,6 +349,13 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/account", get(prove_account))
         .route("/api/v0/chain/prove/tx", get(prove_tx))
         .route("/api/v0/chain/prove/deal", get(prove_deal))
+        .route("/api/v0/chain/deal", get(deal))
+        .route(
+            "/api/v0/chain/deal/proof",
+            post(submit_proof).layer(DefaultBodyLimit::max(
+                chain::types::storage_proof::PROOF_BYTES_MAX + 1024,
+            )),
+        )
         .route("/api/v0/chain/trust", get(trust))
         .route("/api/v0/chain/epochs", get(epochs))
         .route("/api/v0/chain/atomix", get(atomix))
@@ -428,6 +437,91 @@ async fn prove_deal(
     let id = parse_hash(&q.id)
         .ok_or_else(|| bad_request(format!("{:?} is not a deal id (64 hex digits)", q.id)))?;
     Ok(proof_bytes(api.prove_deal(&id).await?.encode()))
+}
+
+/// `GET /api/v0/chain/deal?id=`: where a deal stands, from a validator of the shard that holds it.
+async fn deal(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<DealQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_hash(&q.id)
+        .ok_or_else(|| bad_request(format!("{:?} is not a deal id (64 hex digits)", q.id)))?;
+    for shard in 0..api.beacon.shard_count() {
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
+        let Ok(Some(d)) = v.deal(id).await else {
+            continue;
+        };
+        let pays = d.terms.per_period().unwrap_or_default();
+        let holders: Vec<Value> = d
+            .terms
+            .holders
+            .iter()
+            .zip(&d.proven)
+            .enumerate()
+            .map(|(i, (h, p))| {
+                json!({
+                    "address": h.address().to_string(),
+                    "price": h.price.0,
+                    "pay": pays.get(i).map_or(0, |a| a.0),
+                    "next": p.next,
+                    "passed": p.passed,
+                })
+            })
+            .collect();
+        return Ok(Json(json!({
+            "id": hex(&id),
+            "shard": d.shard,
+            "owner": d.record.owner.to_string(),
+            "start_height": d.record.start_height,
+            "period_blocks": d.record.period_blocks,
+            "periods": d.record.periods,
+            "per_period": d.record.per_period.0,
+            "escrow_left": d.record.escrow_left.0,
+            "paid": d.record.paid.0,
+            "refunded": d.record.refunded.0,
+            "next_height": d.next_height,
+            "provable": d.provable,
+            "seed": hex(&d.seed),
+            "holders": holders,
+        })));
+    }
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no shard here holds deal {}", hex(&id)),
+    ))
+}
+
+/// `POST /api/v0/chain/deal/proof`: a storage proof for the next block of its deal's shard.
+async fn submit_proof(
+    State(api): State<Arc<ChainApi>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let proof = chain::types::storage_proof::StorageProof::decode(&body)
+        .map_err(|e| bad_request(format!("not a storage proof: {e}")))?;
+    let (deal, holder, period) = proof.slot();
+    for shard in 0..api.beacon.shard_count() {
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
+        match v.submit_proof(proof.clone()).await {
+            Ok(Some(Ok(()))) => {
+                return Ok(Json(json!({
+                    "deal": hex(&deal),
+                    "holder": holder,
+                    "period": period,
+                    "shard": shard,
+                })));
+            }
+            Ok(Some(Err(e))) => return Err(bad_request(format!("proof refused: {e}"))),
+            Ok(None) | Err(_) => continue,
+        }
+    }
+    Err(ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no shard here holds deal {}", hex(&deal)),
+    ))
 }
 
 impl ChainApi {

@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
-use chain::ledger::LedgerError;
+use chain::ledger::{LedgerError, PoolError};
+use chain::node::DealView;
 use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
+use chain::types::storage_proof::StorageProof;
 use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, TopicHash, ValidationMode};
@@ -187,6 +189,14 @@ enum Command {
         tx: Hash,
         reply: oneshot::Sender<bool>,
     },
+    Deal {
+        id: Hash,
+        reply: oneshot::Sender<Option<DealView>>,
+    },
+    SubmitProof {
+        proof: Box<StorageProof>,
+        reply: oneshot::Sender<Option<Result<(), PoolError>>>,
+    },
     Prove {
         what: ProofOf,
         reply: oneshot::Sender<Option<spv::Proof>>,
@@ -288,6 +298,24 @@ impl ValidatorHandle {
     /// finish a transfer whose relays were all lost. Answers whether it was relayed.
     pub async fn relay_lock(&self, tx: Hash) -> Result<bool, ValidatorError> {
         self.ask(|reply| Command::RelayLock { tx, reply }).await
+    }
+
+    /// A storage deal on this validator's shard as its holders' provers need it (None: not on this shard).
+    pub async fn deal(&self, id: Hash) -> Result<Option<DealView>, ValidatorError> {
+        self.ask(|reply| Command::Deal { id, reply }).await
+    }
+
+    /// Admits a storage proof for the next block of its deal's shard and gossips it to the committee (None:
+    /// this validator's shard does not hold the deal).
+    pub async fn submit_proof(
+        &self,
+        proof: StorageProof,
+    ) -> Result<Option<Result<(), PoolError>>, ValidatorError> {
+        self.ask(|reply| Command::SubmitProof {
+            proof: Box::new(proof),
+            reply,
+        })
+        .await
     }
 
     /// Where transaction `tx`'s Atomix lock stands on this validator's shard (as far as its tip knows).
@@ -906,6 +934,12 @@ impl Driver {
             Command::RelayLock { tx, reply } => {
                 let _ = reply.send(self.node.relay_lock(now, &tx));
             }
+            Command::Deal { id, reply } => {
+                let _ = reply.send(self.node.deal(&id));
+            }
+            Command::SubmitProof { proof, reply } => {
+                let _ = reply.send(self.node.submit_proof(*proof));
+            }
             Command::Prove { what, reply } => {
                 let _ = reply.send(self.node.prove(what));
             }
@@ -1327,6 +1361,7 @@ mod tests {
             links: Vec::new(),
             inbound: Vec::new(),
             evidence: Vec::new(),
+            proofs: Vec::new(),
         };
         let mut header = forged_block.header.clone();
         header.height = height + 1;
@@ -1336,6 +1371,7 @@ mod tests {
             links: Vec::new(),
             inbound: Vec::new(),
             evidence: Vec::new(),
+            proofs: Vec::new(),
         };
         let decided = Message::<Bls>::Decided {
             certificate: QuorumCertificate {

@@ -792,8 +792,9 @@ mod tests {
             );
         }
 
-        // Opened at height 2, the deal's one period covers heights 3..=18; a receipt at 19 says it ended.
-        for _ in 0..17 {
+        // Opened at height 2, the deal starts on the grid at 16 and its one period covers heights 17..=32; a
+        // receipt at 33 says it ended.
+        for _ in 0..31 {
             commit(&mut f, Vec::new());
         }
         let late = f
@@ -804,8 +805,8 @@ mod tests {
         assert_eq!(
             c.verify_deal(&late),
             Err(SpvError::DealNotActive {
-                height: 19,
-                end_height: 18
+                height: 33,
+                end_height: 32
             })
         );
     }

@@ -17,7 +17,9 @@ use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
 pub use crate::types::account::{Account, account_key};
 use crate::types::deal::{DealRecord, DealTerms, deal_key};
+use crate::types::storage_proof::StorageProof;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 const KEY_ACCOUNT_PREFIX: &[u8] = b"state/acct/";
 const KEY_FEE_POOL: &[u8] = b"state/fee_pool";
@@ -30,6 +32,10 @@ const KEY_ATOMIX_TOTALS: &[u8] = b"state/atomix_totals";
 const KEY_DEAL_PREFIX: &[u8] = b"state/deal/";
 /// `state/deal_terms/<deal id>` -> the deal's terms, written once when it opens.
 const KEY_DEAL_TERMS_PREFIX: &[u8] = b"state/deal_terms/";
+/// `state/deal_proofs/<deal id><holder:u8>` -> where that holder's proofs stand ([`Proven`]).
+const KEY_PROVEN_PREFIX: &[u8] = b"state/deal_proofs/";
+/// `state/period_seed` -> the newest period's end height (u64) and seed.
+const KEY_SEED: &[u8] = b"state/period_seed";
 
 /// The chain rules that execution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +118,85 @@ pub struct State {
     dirty_deals: BTreeSet<Hash>,
     /// Terms of deals opened since the last [`State::persist_into`], encoded.
     new_terms: Vec<(Hash, Vec<u8>)>,
+    /// The terms of every deal, by id (proofs are checked against them).
+    terms: BTreeMap<Hash, Arc<DealTerms>>,
+    /// Per deal and holder, where its proofs stand.
+    proven: BTreeMap<(Hash, u8), Proven>,
+    dirty_proven: BTreeSet<(Hash, u8)>,
+    /// The newest period's end height and seed: the hash of the block at that height.
+    seed: (u64, Hash),
+    seed_dirty: bool,
+}
+
+/// Where one holder's proofs of one deal stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Proven {
+    /// The first period it may still prove (every earlier one was proven or its window closed).
+    pub next: u64,
+    /// Periods it proved and was paid for.
+    pub passed: u64,
+}
+
+impl Proven {
+    fn encode(&self) -> Vec<u8> {
+        [self.next.to_be_bytes(), self.passed.to_be_bytes()].concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; 16] = bytes.try_into().ok()?;
+        Some(Self {
+            next: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            passed: u64::from_be_bytes(bytes[8..].try_into().ok()?),
+        })
+    }
+
+    fn value_hash(&self) -> Hash {
+        hash_with("IOS deal proofs v1", &[&self.encode()])
+    }
+}
+
+/// The state-tree key of a holder's proof record in a deal.
+pub fn proven_key(deal: &Hash, holder: u8) -> Hash {
+    hash_with("IOS deal proofs key v1", &[deal, &[holder]])
+}
+
+fn seed_key() -> Hash {
+    hash_with("IOS period seed key v1", &[])
+}
+
+fn seed_value(end: u64, seed: &Hash) -> Hash {
+    hash_with("IOS period seed v1", &[&end.to_be_bytes(), seed])
+}
+
+/// The id of the payout a passed proof releases: the Atomix id of its lock when the holder lives on
+/// another shard.
+pub fn payout_id(deal: &Hash, holder: u8, period: u64) -> Hash {
+    hash_with(
+        "IOS storage payout v1",
+        &[deal, &[holder], &period.to_be_bytes()],
+    )
+}
+
+/// Why a storage proof is refused by the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofRefused {
+    #[error("no such deal on this shard")]
+    UnknownDeal,
+    #[error(
+        "period {period} of this deal cannot be proven at height {height}{}",
+        match .provable { Some(p) => format!(" (period {p} can)"), None => String::new() }
+    )]
+    NotProvable {
+        period: u64,
+        height: u64,
+        provable: Option<u64>,
+    },
+    #[error("holder {holder} already proved period {period}")]
+    AlreadyProven { holder: u8, period: u64 },
+    #[error("{0}")]
+    Invalid(#[from] crate::types::storage_proof::ProofError),
+    #[error("the payout overflows or exceeds the escrow")]
+    Overflow,
 }
 
 impl State {
@@ -132,6 +217,11 @@ impl State {
             deals: BTreeMap::new(),
             dirty_deals: BTreeSet::new(),
             new_terms: Vec::new(),
+            terms: BTreeMap::new(),
+            proven: BTreeMap::new(),
+            dirty_proven: BTreeSet::new(),
+            seed: (0, [0; 32]),
+            seed_dirty: false,
         };
         state.tree.insert(
             fee_pool_key(),
@@ -258,6 +348,184 @@ impl State {
                 })
             })
             .transpose()
+    }
+
+    /// The terms of a deal opened on this shard.
+    pub fn terms(&self, id: &Hash) -> Option<&DealTerms> {
+        self.terms.get(id).map(|t| t.as_ref())
+    }
+
+    /// Where holder `holder`'s proofs of deal `id` stand.
+    pub fn proven(&self, id: &Hash, holder: u8) -> Proven {
+        self.proven.get(&(*id, holder)).copied().unwrap_or_default()
+    }
+
+    /// The newest period's end height and seed (the hash of the block at that height).
+    pub fn period_seed(&self) -> (u64, Hash) {
+        self.seed
+    }
+
+    /// The seed a block at `height` on a parent of hash `parent` proves against: the parent's hash when the
+    /// parent ends a period of the grid, else the newest seed; with the height its period ended at.
+    pub fn seed_for(&self, height: u64, parent: &Hash) -> (u64, Hash) {
+        let period = self.params.storage_period_blocks.max(1);
+        let end = height.saturating_sub(1);
+        if end.is_multiple_of(period) {
+            (end, *parent)
+        } else {
+            self.seed
+        }
+    }
+
+    /// Starts a block at `height` on a parent of hash `parent`: when the parent ends a period of the
+    /// grid, its hash becomes the newest seed. Called before a block's transactions.
+    pub fn begin_block(&mut self, height: u64, parent: &Hash) {
+        let seed = self.seed_for(height, parent);
+        if seed != self.seed {
+            self.seed = seed;
+            self.tree.insert(seed_key(), seed_value(seed.0, &seed.1));
+            self.seed_dirty = true;
+        }
+    }
+
+    /// The period of a deal its holders may prove in a block at `height` whose seed ends at `seed_end`: the
+    /// period that ended there, if the deal ran it. Its window is the period after it.
+    fn provable_period(&self, record: &DealRecord, height: u64, seed_end: u64) -> Option<u64> {
+        let period = record.period_blocks.max(1);
+        if period != self.params.storage_period_blocks.max(1)
+            || seed_end != height.saturating_sub(1) / period * period
+            || seed_end < record.start_height + period
+        {
+            return None;
+        }
+        let p = (seed_end - record.start_height) / period - 1;
+        (p < record.periods).then_some(p)
+    }
+
+    /// The period of deal `id` its holders may prove in the block after the newest one, on a parent of
+    /// hash `parent`.
+    pub fn provable_next(&self, id: &Hash, height: u64, parent: &Hash) -> Option<u64> {
+        let record = self.deals.get(id)?;
+        self.provable_period(record, height, self.seed_for(height, parent).0)
+    }
+
+    /// Checks a storage proof for a block at `height` (whose [`State::begin_block`] ran) and returns what it
+    /// pays the holder.
+    pub fn check_proof(&self, proof: &StorageProof, height: u64) -> Result<Amount, ProofRefused> {
+        self.check_proof_with(proof, height, self.seed, true)
+    }
+
+    /// [`State::check_proof`] for the block after the newest one, on a parent of hash `parent`, before its
+    /// [`State::begin_block`]; with `verify` false, only whether its deal, holder and period could still be
+    /// proven there.
+    pub fn check_proof_next(
+        &self,
+        proof: &StorageProof,
+        height: u64,
+        parent: &Hash,
+        verify: bool,
+    ) -> Result<Amount, ProofRefused> {
+        self.check_proof_with(proof, height, self.seed_for(height, parent), verify)
+    }
+
+    fn check_proof_with(
+        &self,
+        proof: &StorageProof,
+        height: u64,
+        (seed_end, seed): (u64, Hash),
+        verify: bool,
+    ) -> Result<Amount, ProofRefused> {
+        let record = self
+            .deals
+            .get(&proof.deal)
+            .ok_or(ProofRefused::UnknownDeal)?;
+        let terms = self
+            .terms
+            .get(&proof.deal)
+            .ok_or(ProofRefused::UnknownDeal)?;
+        let provable = self.provable_period(record, height, seed_end);
+        if provable != Some(proof.period) {
+            return Err(ProofRefused::NotProvable {
+                period: proof.period,
+                height,
+                provable,
+            });
+        }
+        if self.proven(&proof.deal, proof.holder).next > proof.period {
+            return Err(ProofRefused::AlreadyProven {
+                holder: proof.holder,
+                period: proof.period,
+            });
+        }
+        if verify {
+            proof.verify(terms, &seed)?;
+        }
+        let pay = terms
+            .per_period()
+            .ok()
+            .and_then(|p| p.get(usize::from(proof.holder)).copied())
+            .ok_or(ProofRefused::Overflow)?;
+        if pay > record.escrow_left {
+            return Err(ProofRefused::Overflow);
+        }
+        Ok(pay)
+    }
+
+    /// Applies a storage proof in a block at `height`: the holder is paid the period's pay from the deal's
+    /// escrow, on this shard or through an Atomix lock to its own. On error nothing changes.
+    pub fn apply_proof(&mut self, proof: &StorageProof, height: u64) -> Result<(), ProofRefused> {
+        let pay = self.check_proof(proof, height)?;
+        let mut record = self.deals[&proof.deal].clone();
+        let holder = self.terms[&proof.deal].holders[usize::from(proof.holder)].address();
+        record.escrow_left = Amount(record.escrow_left.0 - pay.0);
+        record.paid = record.paid.checked_add(pay).ok_or(ProofRefused::Overflow)?;
+        let proven = self.proven(&proof.deal, proof.holder);
+        let proven = Proven {
+            next: proof.period + 1,
+            passed: proven.passed + 1,
+        };
+        if shard_of(&holder, self.params.shard_count) == self.shard {
+            let mut account = self.accounts.get(&holder).cloned().unwrap_or_default();
+            account.balance = account
+                .balance
+                .checked_add(pay)
+                .ok_or(ProofRefused::Overflow)?;
+            self.set_account(holder, account);
+        } else {
+            let lock = Lock {
+                tx_id: payout_id(&proof.deal, proof.holder, proof.period),
+                from: record.owner,
+                to: holder,
+                amount: pay,
+            };
+            let mut totals = self.totals;
+            totals.locked_out += u128::from(pay.0);
+            self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
+            self.set_totals(totals);
+        }
+        self.tree
+            .insert(proven_key(&proof.deal, proof.holder), proven.value_hash());
+        self.proven.insert((proof.deal, proof.holder), proven);
+        self.dirty_proven.insert((proof.deal, proof.holder));
+        self.set_deal(proof.deal, record);
+        Ok(())
+    }
+
+    /// The Atomix lock a storage proof in a committed block made, if its holder lives on another shard.
+    pub fn payout_lock(&self, proof: &StorageProof) -> Option<Lock> {
+        let terms = self.terms.get(&proof.deal)?;
+        let record = self.deals.get(&proof.deal)?;
+        let holder = terms.holders.get(usize::from(proof.holder))?.address();
+        if shard_of(&holder, self.params.shard_count) == self.shard {
+            return None;
+        }
+        let amount = *terms.per_period().ok()?.get(usize::from(proof.holder))?;
+        Some(Lock {
+            tx_id: payout_id(&proof.deal, proof.holder, proof.period),
+            from: record.owner,
+            to: holder,
+            amount,
+        })
     }
 
     /// What this shard has locked out to other shards and committed in from them, since genesis.
@@ -475,36 +743,28 @@ impl State {
                     .try_fold(Amount::ZERO, |sum, a| {
                         sum.checked_add(*a).ok_or(TxError::Overflow)
                     })?;
+                // Periods sit on the shard's grid of `storage_period_blocks` heights, whose every end draws
+                // the seed of that period's challenges: the deal starts at the next line of the grid.
+                let period_blocks = self.params.storage_period_blocks.max(1);
                 let record = DealRecord {
                     owner: from,
                     terms: terms.hash(),
-                    start_height: height,
-                    period_blocks: self.params.storage_period_blocks,
+                    start_height: height.div_ceil(period_blocks) * period_blocks,
+                    period_blocks,
                     periods: terms.periods,
                     per_period,
                     escrow_left: outgoing,
                     paid: Amount::ZERO,
                     refunded: Amount::ZERO,
                 };
-                deal = Some((id, record, Some(terms.encode())));
+                deal = Some((id, record, Some(terms.clone())));
             }
             TxKind::EndDeal { deal: id } => {
                 let mut record = self.deals.get(id).cloned().ok_or(TxError::UnknownDeal)?;
                 if record.owner != from {
                     return Err(TxError::NotDealOwner);
                 }
-                // The current period runs to its end (its holders may still prove and be paid for it);
-                // the periods not begun are refunded.
-                let ends_after = record.period_at(height).saturating_add(1);
-                if !record.is_active_at(height) || ends_after >= record.periods {
-                    return Err(TxError::DealEnded);
-                }
-                let unused = record.periods - ends_after;
-                let refund = u64::try_from(u128::from(record.per_period.0) * u128::from(unused))
-                    .map(Amount)
-                    .map_err(|_| TxError::Overflow)?;
-                // Never more than the escrow holds, whatever was paid out before.
-                let refund = Amount(refund.0.min(record.escrow_left.0));
+                let (ends_after, refund) = record.end_at(height)?;
                 record.periods = ends_after;
                 record.escrow_left = Amount(record.escrow_left.0 - refund.0);
                 record.refunded = record
@@ -534,7 +794,8 @@ impl State {
         if let Some((id, record, terms)) = deal {
             self.set_deal(id, record);
             if let Some(terms) = terms {
-                self.new_terms.push((id, terms));
+                self.new_terms.push((id, terms.encode()));
+                self.terms.insert(id, Arc::new(terms));
             }
         }
         let event = match &tx.kind {
@@ -607,6 +868,19 @@ impl State {
         for (id, terms) in std::mem::take(&mut self.new_terms) {
             batch.put([KEY_DEAL_TERMS_PREFIX, &id].concat(), terms);
         }
+        for (id, holder) in std::mem::take(&mut self.dirty_proven) {
+            let proven = self.proven[&(id, holder)];
+            batch.put(
+                [KEY_PROVEN_PREFIX, &id, &[holder]].concat(),
+                proven.encode(),
+            );
+        }
+        if std::mem::take(&mut self.seed_dirty) {
+            batch.put(
+                KEY_SEED,
+                [self.seed.0.to_be_bytes().as_slice(), &self.seed.1].concat(),
+            );
+        }
     }
 
     /// Rebuilds a shard's state from what [`State::persist_into`] wrote.
@@ -674,7 +948,43 @@ impl State {
             let record = DealRecord::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
             state.set_deal(id, record);
         }
+        for (key, value) in store.scan_prefix(KEY_DEAL_TERMS_PREFIX)? {
+            let id: Hash = key[KEY_DEAL_TERMS_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| corrupt(&key, "deal terms key is not 32 bytes".into()))?;
+            let terms = DealTerms::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            state.terms.insert(id, Arc::new(terms));
+        }
+        for (key, value) in store.scan_prefix(KEY_PROVEN_PREFIX)? {
+            let rest = &key[KEY_PROVEN_PREFIX.len()..];
+            let (id, holder): (Hash, u8) = match rest {
+                [id @ .., holder] => (
+                    id.try_into()
+                        .map_err(|_| corrupt(&key, "deal proofs key is not 33 bytes".into()))?,
+                    *holder,
+                ),
+                [] => return Err(corrupt(&key, "deal proofs key is empty".into())),
+            };
+            let proven = Proven::decode(&value)
+                .ok_or_else(|| corrupt(&key, "deal proofs are not 16 bytes".into()))?;
+            state
+                .tree
+                .insert(proven_key(&id, holder), proven.value_hash());
+            state.proven.insert((id, holder), proven);
+        }
+        if let Some(v) = store.get(KEY_SEED)? {
+            let bytes: [u8; 40] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(KEY_SEED, "period seed is not 40 bytes".into()))?;
+            let end = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+            let seed: Hash = bytes[8..].try_into().expect("32 bytes");
+            state.seed = (end, seed);
+            state.tree.insert(seed_key(), seed_value(end, &seed));
+        }
         state.dirty.clear();
+        state.dirty_proven.clear();
+        state.seed_dirty = false;
         state.dirty_deals.clear();
         state.fee_pool_dirty = false;
         state.new_events.clear();
@@ -711,6 +1021,7 @@ mod tests {
     use crate::crypto::{SecretKey, bls};
     use crate::store::MemStore;
     use crate::tx::Transaction;
+    use crate::types::deal::DealEndError;
 
     const SHARD: ShardId = 0;
 
@@ -775,6 +1086,18 @@ mod tests {
             kind,
         }
         .sign(key)
+    }
+
+    /// [`tx`], valid up to height `expiry_height`.
+    fn tx_until(
+        key: &SecretKey,
+        nonce: u64,
+        kind: TxKind,
+        expiry_height: u64,
+    ) -> SignedTransaction {
+        let mut t = tx(key, nonce, kind).tx;
+        t.expiry_height = expiry_height;
+        t.sign(key)
     }
 
     fn pay(key: &SecretKey, nonce: u64, to: &str, iost: u64) -> SignedTransaction {
@@ -1227,7 +1550,10 @@ mod tests {
         let record = state.deal(&id).cloned().expect("recorded");
         assert_eq!(record.escrow_left, escrow);
         assert_eq!(record.per_period, Amount(2_930 * 6));
-        assert_eq!(record.start_height, 5);
+        assert_eq!(
+            record.start_height, 16,
+            "periods start on the grid of 16 heights"
+        );
         assert_eq!(
             state.total_supply(),
             supply,
@@ -1263,7 +1589,7 @@ mod tests {
         ));
         assert_eq!(state.root(), root);
 
-        // Someone else cannot end it; the owner ends it in period 2 (heights 38..=53): periods 3..9 are
+        // Someone else cannot end it; the owner ends it in period 2 (heights 49..=64): periods 3..9 are
         // refunded, the escrow for periods 0..=2 stays for the holders.
         let bob = SecretKey::dev("bob");
         state.set_account(
@@ -1274,30 +1600,36 @@ mod tests {
             },
         );
         let supply = state.total_supply();
-        let end_by_bob = tx(&bob, 0, TxKind::EndDeal { deal: id });
-        assert_eq!(state.apply(&end_by_bob, 40), Err(TxError::NotDealOwner));
+        let end_by_bob = tx_until(&bob, 0, TxKind::EndDeal { deal: id }, 100);
+        assert_eq!(state.apply(&end_by_bob, 56), Err(TxError::NotDealOwner));
         let balance = state.account(&me).expect("funded").balance;
         state
-            .apply(&tx(&alice, 1, TxKind::EndDeal { deal: id }), 40)
+            .apply(&tx_until(&alice, 1, TxKind::EndDeal { deal: id }, 100), 56)
             .expect("the owner ends its deal");
         let ended = state.deal(&id).cloned().expect("kept");
         let refund = Amount(2_930 * 6 * 7);
         assert_eq!(ended.refunded, refund);
         assert_eq!(ended.escrow_left, Amount(escrow.0 - refund.0));
         assert_eq!(ended.periods, 3);
-        assert_eq!(ended.end_height(), 5 + 3 * 16);
+        assert_eq!(ended.end_height(), 16 + 3 * 16);
         assert_eq!(
             state.account(&me).expect("funded").balance,
             Amount(balance.0 + refund.0 - 1_000)
         );
         assert_eq!(state.total_supply(), supply);
-        // Ending it again, or a deal nobody opened: refused.
+        // Ending it again before its last proof window closes (after height 64 + 16), or a deal nobody
+        // opened: refused.
         assert_eq!(
-            state.apply(&tx(&alice, 2, TxKind::EndDeal { deal: id }), 41),
-            Err(TxError::DealEnded)
+            state.apply(&tx_until(&alice, 2, TxKind::EndDeal { deal: id }, 100), 57),
+            Err(TxError::DealEnded(DealEndError::Ending {
+                settles_after: 80
+            }))
         );
         assert_eq!(
-            state.apply(&tx(&alice, 2, TxKind::EndDeal { deal: [0; 32] }), 41),
+            state.apply(
+                &tx_until(&alice, 2, TxKind::EndDeal { deal: [0; 32] }, 100),
+                57
+            ),
             Err(TxError::UnknownDeal)
         );
 
@@ -1309,6 +1641,272 @@ mod tests {
         assert_eq!(
             State::deal_terms(&store, &id).expect("reads").as_ref(),
             Some(terms)
+        );
+    }
+
+    /// The shards of a 2+1 deal over two segments (of 1,000 and 700 bytes), their CIDs and the leaves of
+    /// its commitments list, segment by segment.
+    /// A shard as a holder keeps it: its CID and its bytes.
+    type HeldShard = (Vec<u8>, Vec<u8>);
+
+    fn stored_shards() -> (Vec<HeldShard>, Vec<Hash>) {
+        let shards: Vec<HeldShard> = (0..6u8)
+            .map(|i| {
+                let len = if i < 3 { 1_000 } else { 700 };
+                let bytes = (0..len).map(|j| (j as u8).wrapping_mul(7) ^ i).collect();
+                (vec![1, 0x55, 0x1e, i], bytes)
+            })
+            .collect();
+        let leaves = shards
+            .iter()
+            .map(|(cid, bytes)| {
+                crate::types::deal::shard_leaf(cid, &crate::pieces::commit(bytes).expect("fits"))
+            })
+            .collect();
+        (shards, leaves)
+    }
+
+    #[test]
+    fn storage_proofs_pay_each_holder_once_per_period_and_anything_else_is_refused() {
+        use crate::types::storage_proof::{self, ProofError, Sample};
+        let params = ChainParams::devnet(2);
+        let alice = SecretKey::dev("alice");
+        let me = Address::of(&alice.public());
+        let home = shard_of(&me, 2);
+        let mut state = State::new(params.clone(), home);
+        state.set_account(
+            me,
+            Account {
+                balance: Amount::from_iost(1000).expect("small"),
+                ..Account::default()
+            },
+        );
+        // Two holders on this shard and one on the other.
+        let on = |want_home: bool| {
+            (0..)
+                .map(|i| SecretKey::dev(&format!("holder{i}")))
+                .filter(move |k| (shard_of(&Address::of(&k.public()), 2) == home) == want_home)
+        };
+        let mut keys: Vec<SecretKey> = on(true).take(2).collect();
+        keys.extend(on(false).take(1));
+        let (shards, leaves) = stored_shards();
+        let terms = DealTerms {
+            root: vec![1, 0x55, 0x1e, 32, 7, 7],
+            size: 3_400,
+            k: 2,
+            m: 1,
+            periods: 3,
+            holders: keys
+                .iter()
+                .map(|k| crate::types::deal::Holder {
+                    key: k.public(),
+                    price: Amount(1 << 30),
+                })
+                .collect(),
+            placement: vec![0, 1, 2, 1, 2, 0],
+            segment_lens: vec![1_000, 700],
+            commitments_root: smt::list_root(&leaves),
+        };
+        let id = terms.id(&me);
+        let signatures = keys
+            .iter()
+            .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
+            .collect();
+        let open = Transaction {
+            chain_id: params.chain_id,
+            sender: alice.public(),
+            nonce: 0,
+            fee: Amount(1_000),
+            expiry_height: 50,
+            kind: TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures,
+            },
+        }
+        .sign(&alice);
+        let hash_of = |h: u64| hash_with("test block", &[&h.to_be_bytes()]);
+        for h in 1..=5 {
+            state.begin_block(h, &hash_of(h - 1));
+        }
+        state.apply(&open, 5).expect("opens");
+        let escrow = terms.escrow().expect("fits");
+        // Each holder keeps 1,700 bytes at 1 GiB-price: 1,700 base units a period.
+        assert_eq!(terms.per_period(), Ok(vec![Amount(1_700); 3]));
+        let supply = state.accountable_supply();
+        let prove = |state: &State, holder: u8, period: u64| {
+            let (_, seed) = state.period_seed();
+            storage_proof::prove(&terms, &seed, &id, holder, period, |p| {
+                let (cid, bytes) = shards.get(usize::from(p)).cloned()?;
+                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
+            })
+            .expect("every shard is here")
+        };
+        // Period 0 covers heights 17..=32; its seed is the hash of block 32, and its window heights 33..=48.
+        for h in 6..=33 {
+            state.begin_block(h, &hash_of(h - 1));
+        }
+        assert_eq!(state.period_seed(), (32, hash_of(32)));
+        let local = Address::of(&keys[0].public());
+        let proof = prove(&state, 0, 0);
+        assert_eq!(proof.samples.len(), 2, "both of its shards are drawn");
+        assert!(proof.encode().len() <= storage_proof::PROOF_BYTES_MAX);
+        assert_eq!(StorageProof::decode(&proof.encode()).as_ref(), Ok(&proof));
+        state.apply_proof(&proof, 33).expect("a true proof pays");
+        assert_eq!(
+            state.account(&local).map(|a| a.balance),
+            Some(Amount(1_700))
+        );
+        assert_eq!(
+            state.apply_proof(&proof, 34),
+            Err(ProofRefused::AlreadyProven {
+                holder: 0,
+                period: 0
+            }),
+            "a replay is refused"
+        );
+        // The holder on the other shard is paid through an Atomix lock.
+        let remote = prove(&state, 2, 0);
+        state.apply_proof(&remote, 34).expect("pays through a lock");
+        let lock = state
+            .payout_lock(&remote)
+            .expect("a lock for the other shard");
+        assert_eq!(lock.amount, Amount(1_700));
+        assert_eq!(lock.to, Address::of(&keys[2].public()));
+        assert!(state.is_locked(&payout_id(&id, 2, 0)));
+        assert_eq!(state.accountable_supply(), supply, "supply is conserved");
+
+        // Everything wrong is refused and changes nothing.
+        let root = state.root();
+        let good = prove(&state, 1, 0);
+        let mut wrong_piece = good.clone();
+        wrong_piece.samples[0].piece.piece[0] ^= 1;
+        let mut forged_path = good.clone();
+        forged_path.samples[1].path.siblings[0][0] ^= 1;
+        let mut swapped = good.clone();
+        swapped.samples.swap(0, 1);
+        let mut short = good.clone();
+        short.samples.pop();
+        let mut foreign = good.clone();
+        let other_shard = Sample {
+            cid: vec![9; 4],
+            ..foreign.samples[0].clone()
+        };
+        foreign.samples[0] = other_shard;
+        let mut other_period = good.clone();
+        other_period.period = 1;
+        let mut other_deal = good.clone();
+        other_deal.deal = [7; 32];
+        let mut other_holder = good.clone();
+        other_holder.holder = 2;
+        let stale_seed = {
+            let mut p = storage_proof::prove(&terms, &hash_of(16), &id, 1, 0, |p| {
+                let (cid, bytes) = shards.get(usize::from(p)).cloned()?;
+                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
+            })
+            .expect("here");
+            p.period = 0;
+            p
+        };
+        for (what, bad) in [
+            ("a wrong piece", &wrong_piece),
+            ("a forged path", &forged_path),
+            ("samples out of order", &swapped),
+            ("a sample missing", &short),
+            ("another shard's CID", &foreign),
+            ("another period", &other_period),
+            ("another deal", &other_deal),
+            ("another holder's answer", &other_holder),
+        ] {
+            assert!(state.apply_proof(bad, 35).is_err(), "{what} is refused");
+        }
+        assert!(matches!(
+            state.apply_proof(&wrong_piece, 35),
+            Err(ProofRefused::Invalid(ProofError::Piece { .. }))
+        ));
+        assert!(matches!(
+            state.apply_proof(&forged_path, 35),
+            Err(ProofRefused::Invalid(ProofError::NotTheDealsShard(_)))
+        ));
+        assert_eq!(
+            state.apply_proof(&other_deal, 35),
+            Err(ProofRefused::UnknownDeal)
+        );
+        if stale_seed != good {
+            assert!(
+                state.apply_proof(&stale_seed, 35).is_err(),
+                "an answer to another seed is refused"
+            );
+        }
+        assert_eq!(state.root(), root);
+        // A holder that lost a shard cannot build its proof at all.
+        let (_, seed) = state.period_seed();
+        assert!(
+            storage_proof::prove(&terms, &seed, &id, 1, 0, |p| {
+                let (cid, bytes) = shards.get(usize::from(p)).cloned().filter(|_| p != 1)?;
+                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
+            })
+            .is_err()
+        );
+
+        // Holder 1 never proves period 0; its window closes at height 48.
+        for h in 34..=49 {
+            state.begin_block(h, &hash_of(h - 1));
+        }
+        assert!(matches!(
+            state.apply_proof(&good, 49),
+            Err(ProofRefused::NotProvable {
+                period: 0,
+                provable: Some(1),
+                ..
+            })
+        ));
+        // Periods 1 and 2: every holder proves.
+        for period in 1..=2u64 {
+            let h = 33 + 16 * period;
+            for hh in state.period_seed().0 + 2..=h {
+                state.begin_block(hh, &hash_of(hh - 1));
+            }
+            for holder in 0..3 {
+                let p = prove(&state, holder, period);
+                state.apply_proof(&p, h).expect("pays");
+            }
+        }
+        let record = state.deal(&id).cloned().expect("kept");
+        assert_eq!(record.paid, Amount(1_700 * 8));
+        assert_eq!(record.escrow_left, Amount(1_700));
+        assert_eq!(state.proven(&id, 1), Proven { next: 3, passed: 2 });
+        assert_eq!(state.accountable_supply(), supply);
+
+        // A restart keeps the proofs, the seed and the root.
+        let (mut loaded, _) = reload(&mut state);
+        assert_eq!(loaded.root(), state.root());
+        assert_eq!(loaded.proven(&id, 1), state.proven(&id, 1));
+        assert_eq!(loaded.period_seed(), state.period_seed());
+        assert_eq!(loaded.terms(&id), Some(&terms));
+
+        // The deal ran to height 64; after its last window (height 80) the missed pay goes back.
+        let end = tx_until(&alice, 1, TxKind::EndDeal { deal: id }, 100);
+        assert!(matches!(
+            state.apply(&end, 80),
+            Err(TxError::DealEnded(DealEndError::Ending { .. }))
+        ));
+        let before = state.account(&me).expect("funded").balance;
+        state.apply(&end, 81).expect("settles");
+        assert_eq!(
+            state.account(&me).expect("funded").balance,
+            Amount(before.0 + 1_700 - 1_000)
+        );
+        let record = state.deal(&id).cloned().expect("kept");
+        assert_eq!(record.escrow_left, Amount::ZERO);
+        assert_eq!(
+            record.paid.0 + record.refunded.0,
+            escrow.0,
+            "every unit of escrow was paid or refunded"
+        );
+        assert_eq!(state.accountable_supply(), supply);
+        assert_eq!(
+            state.apply(&tx_until(&alice, 2, TxKind::EndDeal { deal: id }, 100), 82),
+            Err(TxError::DealEnded(DealEndError::Settled))
         );
     }
 

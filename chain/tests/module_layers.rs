@@ -31,8 +31,19 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// before it (a header is named by votes and inbounds; a block carries inbounds and evidence; a proposal
 /// carries a block; the wire encodes proposals; proofs carry headers, certificates and accounts).
 const TYPES_ORDER: &[&str] = &[
-    "account", "deal", "tx", "registry", "header", "vote", "evidence", "inbound", "block",
-    "message", "wire", "proof",
+    "account",
+    "deal",
+    "storage_proof",
+    "tx",
+    "registry",
+    "header",
+    "vote",
+    "evidence",
+    "inbound",
+    "block",
+    "message",
+    "wire",
+    "proof",
 ];
 
 /// The position of a types module in [`TYPES_ORDER`]: `crate::types::vote::…` or a root alias (`crate::tx`).

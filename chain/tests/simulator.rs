@@ -742,7 +742,7 @@ impl<S: SimKeys> Sim<S> {
             height,
             parent,
             state_root: state.root(),
-            transactions_root: Block::body_root(&transactions, &inbound),
+            transactions_root: Block::body_root(&transactions, &inbound, &[]),
             receipts_root: chain::smt::list_root(&[receipt.hash()]),
         };
         self.stats.forged_inbound_blocks += 1;
@@ -752,6 +752,7 @@ impl<S: SimKeys> Sim<S> {
             links: Vec::new(),
             inbound,
             evidence: Vec::new(),
+            proofs: Vec::new(),
         }
     }
 

@@ -64,6 +64,7 @@ impl App for Counter {
             links: Vec::new(),
             inbound: Vec::new(),
             evidence: Vec::new(),
+            proofs: Vec::new(),
         }
     }
 

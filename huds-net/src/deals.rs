@@ -10,6 +10,7 @@
 //! its own. Its signature is its promise to keep those shards for the deal's periods.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cid::Cid;
@@ -42,7 +43,7 @@ pub fn holder_key(peer: &PeerId) -> Option<PublicKey> {
 /// The leaf of one shard under a deal's `commitments_root`: its CID and its commitment, so that the deal
 /// names the shards a repairer must fetch as well as what each holds.
 pub fn shard_leaf(cid: &Cid, commitment: &Commitment) -> Hash {
-    chain::crypto::hash_with("IOS deal shard v1", &[&cid.to_bytes(), &commitment.hash()])
+    deal::shard_leaf(&cid.to_bytes(), commitment)
 }
 
 /// One shard as an add placed it.
@@ -226,6 +227,8 @@ pub struct DealSigner {
     /// Held while a request is checked: checking re-hashes every claimed shard from the store, so one runs
     /// at a time and a request arriving meanwhile is refused (the client asks again), never queued.
     busy: Arc<Mutex<()>>,
+    /// Where the deals it signed are kept, for its prover (none: it keeps no record).
+    held: Option<PathBuf>,
 }
 
 impl DealSigner {
@@ -235,7 +238,26 @@ impl DealSigner {
             price,
             chain_id,
             busy: Arc::new(Mutex::new(())),
+            held: None,
         }
+    }
+
+    /// Keeps each signed deal's request in `dir` (one file per deal), so that the node's prover knows what
+    /// it must prove.
+    pub fn keeping_deals_in(mut self, dir: PathBuf) -> Self {
+        self.held = Some(dir);
+        self
+    }
+
+    /// The directory signed deals are kept in, if any.
+    pub fn held_dir(&self) -> Option<&std::path::Path> {
+        self.held.as_deref()
+    }
+
+    /// The key this node signs deals and is paid with.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        let key = self.keypair.public().try_into_ed25519().ok()?;
+        Some(PublicKey(key.to_bytes()))
     }
 }
 
@@ -344,5 +366,9 @@ pub fn check_and_sign(
     let signature: [u8; 64] = signature
         .try_into()
         .map_err(|_| "an ed25519 signature is 64 bytes".to_string())?;
+    if let Some(dir) = &signer.held {
+        crate::prover::keep(dir, &id, request)
+            .map_err(|e| format!("recording the deal before signing it: {e}"))?;
+    }
     Ok(Signature(signature))
 }

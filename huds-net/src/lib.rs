@@ -7,6 +7,7 @@ pub mod deals;
 pub mod metrics;
 pub mod node;
 pub mod placement;
+pub mod prover;
 pub mod repair;
 pub mod tree;
 pub mod wire;

@@ -299,6 +299,7 @@ impl<St: Store> App for BeaconApp<St> {
             links,
             inbound: Vec::new(),
             evidence,
+            proofs: Vec::new(),
         };
         self.checked.remember(block.digest(), state);
         block

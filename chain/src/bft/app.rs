@@ -49,6 +49,13 @@ pub enum BlockError {
     NotOnShards,
     #[error("evidence {index} is invalid: {error}")]
     Evidence { index: usize, error: EvidenceError },
+    #[error("block has {0} storage proofs, more than the maximum count or bytes")]
+    TooManyProofs(usize),
+    #[error("storage proof {index} is refused: {error}")]
+    Proof {
+        index: usize,
+        error: crate::state::ProofRefused,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -265,6 +265,17 @@ impl<St: Store> ShardApp<St> {
                 let proof = self.state.prove_lock(&lock.tx_id);
                 by_shard.entry(shard).or_default().push((lock, proof));
             }
+            for lock in block
+                .proofs
+                .iter()
+                .filter_map(|p| self.state.payout_lock(p))
+            {
+                let proof = self.state.prove_lock(&lock.tx_id);
+                by_shard
+                    .entry(shard_of(&lock.to, shards))
+                    .or_default()
+                    .push((lock, proof));
+            }
         }
         by_shard
             .into_iter()

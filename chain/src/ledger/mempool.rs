@@ -142,9 +142,7 @@ impl<St: Store> ShardApp<St> {
                 if record.owner != t.sender_address() {
                     return Err(TxError::NotDealOwner);
                 }
-                if !record.is_active_at(height) {
-                    return Err(TxError::DealEnded);
-                }
+                record.end_at(height)?;
             }
             _ => {}
         }

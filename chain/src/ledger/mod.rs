@@ -12,6 +12,8 @@
 mod block_log;
 mod inbound_pool;
 mod mempool;
+mod proof_pool;
+pub use proof_pool::{POOL_PROOFS_MAX, PoolError};
 mod proofs;
 
 use block_log::KEY_TX_PREFIX;
@@ -19,7 +21,7 @@ pub(crate) use block_log::{KEY_TIP, load_committed, load_tip, put_commit};
 
 use crate::address::Address;
 use crate::atomix::{BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX, Certifier};
-use crate::block::{BLOCK_TXS_MAX, Block, BlockHeader};
+use crate::block::{BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX, BLOCK_TXS_MAX, Block, BlockHeader};
 use crate::crypto::Hash;
 use crate::genesis::Genesis;
 use crate::smt::list_root;
@@ -169,6 +171,8 @@ pub struct ShardApp<St: Store> {
     /// Other shards' headers whose certificate this node checked, each with that certificate's bytes
     /// (`inbound_pool::certified_key`).
     certified_headers: HashSet<Hash>,
+    /// Storage proofs waiting for a block.
+    proofs: proof_pool::ProofPool,
 }
 
 impl<St: Store> ShardApp<St> {
@@ -200,6 +204,7 @@ impl<St: Store> ShardApp<St> {
             certifier: None,
             inbound: inbound_pool::InboundPool::default(),
             certified_headers: HashSet::new(),
+            proofs: proof_pool::ProofPool::default(),
         }
     }
 
@@ -218,6 +223,7 @@ impl<St: Store> ShardApp<St> {
     ) -> Block {
         let height = self.tip.height + 1;
         let mut state = self.state.clone();
+        state.begin_block(height, &self.tip.hash);
         let mut included = Vec::new();
         let mut receipts: Vec<Receipt> = Vec::new();
         let mut bytes = 0usize;
@@ -237,6 +243,7 @@ impl<St: Store> ShardApp<St> {
             }
         }
         let inbound = self.take_inbound(&mut state);
+        let proofs = self.proofs.take(&mut state, height);
         let params = state.params();
         let header = BlockHeader {
             chain_id: params.chain_id,
@@ -244,7 +251,7 @@ impl<St: Store> ShardApp<St> {
             height,
             parent: self.tip.hash,
             state_root: state.root(),
-            transactions_root: Block::body_root(&included, &inbound),
+            transactions_root: Block::body_root(&included, &inbound, &proofs),
             receipts_root: list_root(&receipts.iter().map(Receipt::hash).collect::<Vec<_>>()),
         };
         let block = Block {
@@ -253,6 +260,7 @@ impl<St: Store> ShardApp<St> {
             links: Vec::new(),
             inbound,
             evidence: Vec::new(),
+            proofs,
         };
         self.checked.remember(block.digest(), state);
         block
@@ -279,10 +287,17 @@ impl<St: Store> ShardApp<St> {
         if block.inbound.len() > BLOCK_INBOUND_MAX || inbound_bytes > BLOCK_INBOUND_BYTES_MAX {
             return Err(BlockError::TooManyInbounds(block.inbound.len()));
         }
-        if Block::body_root(&block.transactions, &block.inbound) != h.transactions_root {
+        let proof_bytes: usize = block.proofs.iter().map(|p| p.encode().len()).sum();
+        if block.proofs.len() > BLOCK_PROOFS_MAX || proof_bytes > BLOCK_PROOF_BYTES_MAX {
+            return Err(BlockError::TooManyProofs(block.proofs.len()));
+        }
+        if Block::body_root(&block.transactions, &block.inbound, &block.proofs)
+            != h.transactions_root
+        {
             return Err(BlockError::TransactionsRoot);
         }
         let mut state = self.state.clone();
+        state.begin_block(h.height, &h.parent);
         let mut receipts = Vec::with_capacity(block.transactions.len());
         for (index, tx) in block.transactions.iter().enumerate() {
             let verified = self.verified.contains(&tx.id());
@@ -301,6 +316,11 @@ impl<St: Store> ShardApp<St> {
             state
                 .apply_inbound(inbound)
                 .map_err(|error| BlockError::Inbound { index, error })?;
+        }
+        for (index, proof) in block.proofs.iter().enumerate() {
+            state
+                .apply_proof(proof, h.height)
+                .map_err(|error| BlockError::Proof { index, error })?;
         }
         let receipt_hashes: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
         check_roots(h, state.root(), &receipt_hashes)?;
@@ -364,6 +384,7 @@ impl<St: Store> App for ShardApp<St> {
         });
         self.inbound
             .retain(|i| i.locks.iter().any(|(l, _)| !state.is_committed(&l.tx_id)));
+        self.proofs.prune(state, height + 1, &hash);
         Ok(())
     }
 

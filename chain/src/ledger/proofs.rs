@@ -58,7 +58,7 @@ impl<St: Store> ShardApp<St> {
     pub fn prove_tx(&self, id: &Hash) -> Option<TxProof> {
         let height = self.height_of_tx(id)?;
         let (block, certified) = self.certified(height)?;
-        let ids = Block::body_items(&block.transactions, &block.inbound);
+        let ids = Block::body_items(&block.transactions, &block.inbound, &block.proofs);
         let index = block.transactions.iter().position(|t| t.id() == *id)?;
         Some(TxProof {
             certified,

@@ -523,7 +523,8 @@ fn a_forged_certificate_does_not_ride_on_a_header_checked_before() {
     let mut block = output.propose();
     assert_eq!(block.inbound, vec![inbound]);
     block.inbound[0].certificate = forged.certificate;
-    block.header.transactions_root = Block::body_root(&block.transactions, &block.inbound);
+    block.header.transactions_root =
+        Block::body_root(&block.transactions, &block.inbound, &block.proofs);
     assert!(matches!(
         output.check(&block),
         Err(BlockError::Inbound {

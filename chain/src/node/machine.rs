@@ -27,7 +27,10 @@ use crate::crypto::{Hash, bls};
 use crate::genesis::Genesis;
 use crate::ledger::{App, LedgerError, ShardApp, Tip};
 use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use crate::state::Proven;
 use crate::store::{Store, StoreError};
+use crate::types::deal::{DealRecord, DealTerms};
+use crate::types::storage_proof::StorageProof;
 use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
 
 use super::catch_up::{self, CatchUp, Peer, ServeBudget};
@@ -248,6 +251,22 @@ pub struct BeaconView {
     pub state: Arc<BeaconState>,
     /// Whether the validator sits on the beacon committee (else it follows the beacon chain).
     pub member: bool,
+}
+
+/// A storage deal as the validator of its shard sees it at its tip: what a holder's prover asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealView {
+    pub shard: ShardId,
+    pub record: DealRecord,
+    pub terms: DealTerms,
+    /// The height of the next block, which proofs submitted now go into.
+    pub next_height: u64,
+    /// The period a proof in that block answers, if any is provable then.
+    pub provable: Option<u64>,
+    /// The seed that period's challenge is drawn from.
+    pub seed: Hash,
+    /// Per holder, in the terms' order, where its proofs stand.
+    pub proven: Vec<Proven>,
 }
 
 /// Where an Atomix transfer stands on the shard a validator keeps.
@@ -520,6 +539,46 @@ impl<D: Disk> Node<D> {
         self.shard
             .as_ref()
             .and_then(|l| l.app().state().account(address).cloned())
+    }
+
+    /// A deal on the shard this validator keeps, as its holders' provers need it; None if it keeps no
+    /// such deal.
+    pub fn deal(&self, id: &Hash) -> Option<DealView> {
+        let lane = self.shard.as_ref()?;
+        let app = lane.app();
+        let state = app.state();
+        let record = state.deal(id)?.clone();
+        let terms = state.terms(id)?.clone();
+        let tip = app.tip();
+        let next_height = tip.height + 1;
+        Some(DealView {
+            shard: lane.shard,
+            proven: (0..terms.holders.len())
+                .map(|h| state.proven(id, h as u8))
+                .collect(),
+            record,
+            terms,
+            next_height,
+            provable: state.provable_next(id, next_height, &tip.hash),
+            seed: state.seed_for(next_height, &tip.hash).1,
+        })
+    }
+
+    /// Admits a storage proof to the pool of the shard this validator keeps and gossips it to the
+    /// committee; None if this validator keeps no shard holding its deal.
+    pub fn submit_proof(
+        &mut self,
+        proof: StorageProof,
+    ) -> Option<Result<(), crate::ledger::PoolError>> {
+        let lane = self.shard.as_mut()?;
+        lane.app().state().deal(&proof.deal)?;
+        let topic = Topic::Shard(lane.shard);
+        let bytes = wire::encode_proof(&proof);
+        let result = lane.app_mut().submit_proof(proof);
+        if result.is_ok() {
+            self.publish(topic, bytes);
+        }
+        Some(result)
     }
 
     /// Where an Atomix transfer stands on the shard this validator keeps.
@@ -887,6 +946,14 @@ impl<D: Disk> Node<D> {
                 }
             }
             Ok(Envelope::Evidence(e)) if on_beacon => self.offer_evidence(*e),
+            // Storage proofs another member admitted: copies and stale ones are refused by the pool.
+            Ok(Envelope::Proof(proof)) if on_shard => {
+                if let Some(lane) = self.shard.as_mut()
+                    && let Err(e) = lane.app_mut().submit_proof(*proof)
+                {
+                    tracing::trace!(account = %self.config.account, "storage proof refused: {e}");
+                }
+            }
             // Heads belong on the heads topic; undecodable bytes from a peer are dropped.
             Ok(_) | Err(_) => {}
         }
@@ -1143,9 +1210,16 @@ impl<D: Disk> Node<D> {
                 },
             );
             let shard_count = self.config.genesis.params.shard_count;
+            // Cross-shard transfers and the payouts of proofs to holders of other shards lock value.
             let locks = c.block.transactions.iter().any(|t| {
                 matches!(&t.tx.kind, crate::TxKind::Transfer { to, .. }
                     if crate::shard_of(to, shard_count) != c.shard)
+            }) || self.shard.as_ref().is_some_and(|lane| {
+                let state = lane.app().state();
+                c.block
+                    .proofs
+                    .iter()
+                    .any(|p| state.payout_lock(p).is_some())
             });
             // Every member relays at once (a crashed one costs nothing); the retries are one member's,
             // in turn by height, so that a loaded chain does not carry four copies of every retry.

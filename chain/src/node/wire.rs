@@ -11,6 +11,8 @@
 //!                                                             (chain::atomix, at most INBOUND_RELAY_BYTES_MAX)
 //!           | 6 evidence                                      proof of a shard member's fault, on the beacon
 //!                                                             topic (chain::bft::wire::encode_evidence)
+//!           | 7 storage_proof                                 a holder's answer to a storage challenge, on
+//!                                                             its deal's shard topic (chain::types::storage_proof)
 //! ```
 //!
 //! `bft_message` is `chain::bft::wire` (its own version byte). `from` is the sender's index in the shard's
@@ -47,6 +49,7 @@ use crate::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::registry::RegistryBatch;
 use crate::tx::TX_BYTES_MAX;
+use crate::types::storage_proof::StorageProof;
 use std::sync::Arc;
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -73,6 +76,8 @@ pub enum Envelope {
     Inbound(Box<Inbound>),
     /// Two conflicting messages signed by one member of a shard committee.
     Evidence(Box<Evidence<Bls>>),
+    /// A storage proof for the deal's shard.
+    Proof(Box<StorageProof>),
 }
 
 /// A certified shard head as gossiped: what the beacon's cross-links are made of.
@@ -146,6 +151,12 @@ pub fn encode_evidence(evidence: &Evidence<Bls>) -> Vec<u8> {
     out
 }
 
+pub fn encode_proof(proof: &StorageProof) -> Vec<u8> {
+    let mut out = vec![ENVELOPE_VERSION, 7];
+    out.extend_from_slice(&proof.encode());
+    out
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     if bytes.len() > ENVELOPE_BYTES_MAX {
         return Err(EnvelopeError::Oversized(bytes.len()));
@@ -200,6 +211,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             Ok(Envelope::Inbound(Box::new(inbound)))
         }
         6 => Ok(Envelope::Evidence(Box::new(bft::wire::decode_evidence(
+            &bytes[2..],
+        )?))),
+        7 => Ok(Envelope::Proof(Box::new(StorageProof::decode(
             &bytes[2..],
         )?))),
         other => Err(EnvelopeError::Kind(other)),
@@ -546,6 +560,7 @@ mod tests {
             links: Vec::new(),
             inbound: Vec::new(),
             evidence: Vec::new(),
+            proofs: Vec::new(),
         };
         let certificate = QuorumCertificate::<Bls> {
             kind: crate::bft::VoteKind::Precommit,

@@ -5,10 +5,11 @@
 //!           state_root:[32] transactions_root:[32] receipts_root:[32]
 //! block  := header count:u32 (signed_transaction_len:u32 signed_transaction)*
 //!           inbound:u32 (inbound_len:u32 inbound)*                  (shard blocks; crate::types::inbound)
+//!           proofs:u32 (proof_len:u32 proof)*                       (shard blocks; crate::types::storage_proof)
 //! ```
 //! The block hash is a domain-separated hash of the header only; the header commits to the transactions
 //! through `transactions_root` (the list root of their ids followed by the hashes of the block's Atomix
-//! inbounds), to execution through `state_root` (the shard's
+//! inbounds and then of its storage proofs), to execution through `state_root` (the shard's
 //! sparse Merkle root after the block) and `receipts_root` (the list root of the receipts' hashes).
 //! Every encoded field is covered by the header (a beacon block with transactions does not decode), and a
 //! verdict on a block is remembered by [`Block::digest`], the hash of the whole encoding, never by the
@@ -30,6 +31,7 @@ use crate::smt::list_root;
 use crate::types::evidence::{self as evidence_codec, Evidence};
 use crate::types::inbound::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
 use crate::types::registry::{LINK_EVENTS_MAX, RegistryBatch};
+use crate::types::storage_proof::{PROOF_BYTES_MAX, StorageProof};
 use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
 use crate::types::vote::Bls;
 
@@ -42,6 +44,11 @@ pub const BLOCK_TXS_MAX: usize = 4096;
 /// transaction may be up to 19 times a transfer's size (a storage deal), so the count alone no longer bounds a
 /// block; a block over this does not decode and a proposer stops adding before it.
 pub const BLOCK_TX_BYTES_MAX: usize = BLOCK_TXS_MAX * 516;
+/// Storage proofs in one shard block.
+pub const BLOCK_PROOFS_MAX: usize = 256;
+/// The encoded storage proofs of one block, at most (a quarter of the transactions' budget): 52 proofs of
+/// the largest shape, or about 650 of a holder of one 1 MiB shard.
+pub const BLOCK_PROOF_BYTES_MAX: usize = BLOCK_TX_BYTES_MAX / 4;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;
 /// Evidence of faults in one beacon block.
@@ -61,6 +68,8 @@ pub struct Block {
     pub inbound: Vec<Inbound>,
     /// Evidence of faults by shard committee members, on beacon blocks only (empty on shard blocks).
     pub evidence: Vec<Evidence<Bls>>,
+    /// Answers to storage challenges, on shard blocks only (empty on beacon blocks).
+    pub proofs: Vec<StorageProof>,
 }
 
 /// A shard block header with the encoded precommit quorum certificate that finalised it, as the beacon
@@ -101,23 +110,33 @@ impl Block {
         hash_with(domain::BLOCK_ENCODING, &[&self.encode()])
     }
 
-    /// A shard block's `transactions_root` with no inbound.
+    /// A shard block's `transactions_root` with no inbound and no proof.
     pub fn transactions_root(transactions: &[SignedTransaction]) -> Hash {
-        Self::body_root(transactions, &[])
+        Self::body_root(transactions, &[], &[])
     }
 
-    /// The items a shard block's `transactions_root` lists: the transaction ids, then the inbound hashes.
-    pub fn body_items(transactions: &[SignedTransaction], inbound: &[Inbound]) -> Vec<Hash> {
+    /// The items a shard block's `transactions_root` lists: the transaction ids, then the inbound hashes,
+    /// then the storage proofs' hashes.
+    pub fn body_items(
+        transactions: &[SignedTransaction],
+        inbound: &[Inbound],
+        proofs: &[StorageProof],
+    ) -> Vec<Hash> {
         transactions
             .iter()
             .map(SignedTransaction::id)
             .chain(inbound.iter().map(Inbound::hash))
+            .chain(proofs.iter().map(StorageProof::hash))
             .collect()
     }
 
     /// A shard block's `transactions_root`: the list root of [`Block::body_items`].
-    pub fn body_root(transactions: &[SignedTransaction], inbound: &[Inbound]) -> Hash {
-        list_root(&Self::body_items(transactions, inbound))
+    pub fn body_root(
+        transactions: &[SignedTransaction],
+        inbound: &[Inbound],
+        proofs: &[StorageProof],
+    ) -> Hash {
+        list_root(&Self::body_items(transactions, inbound, proofs))
     }
 
     /// A beacon block's `transactions_root` with no evidence: the list root of its cross-links' hashes.
@@ -147,11 +166,12 @@ impl Block {
         if self.is_beacon() {
             self.transactions.is_empty()
                 && self.inbound.is_empty()
+                && self.proofs.is_empty()
                 && Self::beacon_root(&self.links, &self.evidence) == self.header.transactions_root
         } else {
             self.links.is_empty()
                 && self.evidence.is_empty()
-                && Self::body_root(&self.transactions, &self.inbound)
+                && Self::body_root(&self.transactions, &self.inbound, &self.proofs)
                     == self.header.transactions_root
         }
     }
@@ -197,6 +217,13 @@ impl Block {
             for inbound in &self.inbound {
                 w.var(&inbound.encode());
             }
+            w.u32(
+                u32::try_from(self.proofs.len())
+                    .expect("blocks hold at most BLOCK_PROOFS_MAX proofs"),
+            );
+            for proof in &self.proofs {
+                w.var(&proof.encode());
+            }
         }
     }
 
@@ -228,10 +255,25 @@ impl Block {
         let mut links = Vec::new();
         let mut inbound = Vec::new();
         let mut evidence = Vec::new();
+        let mut proofs = Vec::new();
         if header.shard != BEACON_SHARD {
             let count = r.count("block inbounds", BLOCK_INBOUND_MAX, 4 + HEADER_BYTES)?;
             for _ in 0..count {
                 inbound.push(Inbound::decode(r.var("inbound", INBOUND_BYTES_MAX)?)?);
+            }
+            let count = r.count("block proofs", BLOCK_PROOFS_MAX, 4 + 46)?;
+            let mut total = 0usize;
+            for _ in 0..count {
+                let bytes = r.var("storage proof", PROOF_BYTES_MAX)?;
+                total += bytes.len();
+                if total > BLOCK_PROOF_BYTES_MAX {
+                    return Err(DecodeError::TooLong {
+                        what: "block proof bytes",
+                        len: total,
+                        max: BLOCK_PROOF_BYTES_MAX,
+                    });
+                }
+                proofs.push(StorageProof::decode(bytes)?);
             }
         } else {
             let count = r.count("block links", BLOCK_LINKS_MAX, 8 + HEADER_BYTES)?;
@@ -265,6 +307,7 @@ impl Block {
             links,
             inbound,
             evidence,
+            proofs,
         })
     }
 
@@ -324,6 +367,7 @@ mod tests {
             links: Vec::new(),
             inbound: Vec::new(),
             evidence: Vec::new(),
+            proofs: Vec::new(),
         }
     }
 

@@ -378,7 +378,7 @@ impl DealRecord {
         hash_with("IOS deal v1", &[&self.encode()])
     }
 
-    /// The period a block at `height` falls in (0 for the opening block's successors), if the deal had begun.
+    /// The period a block at `height` falls in (0 before the first begins), if the deal had begun.
     pub fn period_at(&self, height: u64) -> u64 {
         height.saturating_sub(self.start_height + 1) / self.period_blocks.max(1)
     }
@@ -393,6 +393,55 @@ impl DealRecord {
     pub fn is_active_at(&self, height: u64) -> bool {
         height <= self.end_height()
     }
+
+    /// The height after which no proof of the deal is accepted any more: the last period's proof window
+    /// (the period after it) has closed.
+    pub fn settled_after(&self) -> u64 {
+        self.end_height().saturating_add(self.period_blocks)
+    }
+
+    /// What ending the deal at `height` does: the periods it then runs for and the refund to its owner.
+    /// While it runs, the current period runs to its end (its holders may still prove and be paid for it)
+    /// and the periods not begun are refunded; once it has run its course and its last proof window has
+    /// closed, whatever escrow is left (the pay of the periods its holders did not prove) goes back.
+    pub fn end_at(&self, height: u64) -> Result<(u64, Amount), DealEndError> {
+        if height > self.settled_after() {
+            if self.escrow_left == Amount::ZERO {
+                return Err(DealEndError::Settled);
+            }
+            return Ok((self.periods, self.escrow_left));
+        }
+        let ends_after = self.period_at(height).saturating_add(1);
+        if !self.is_active_at(height) || ends_after >= self.periods {
+            return Err(DealEndError::Ending {
+                settles_after: self.settled_after(),
+            });
+        }
+        let unused = self.periods - ends_after;
+        let refund = u64::try_from(u128::from(self.per_period.0) * u128::from(unused))
+            .map_err(|_| DealEndError::Overflow)?;
+        // Never more than the escrow holds.
+        Ok((ends_after, Amount(refund.min(self.escrow_left.0))))
+    }
+}
+
+/// Why a deal cannot be ended now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DealEndError {
+    #[error(
+        "the deal is in its last period or its last proof window; what is left settles after height {settles_after}"
+    )]
+    Ending { settles_after: u64 },
+    #[error("the deal has ended and its escrow is settled")]
+    Settled,
+    #[error("the refund overflows")]
+    Overflow,
+}
+
+/// The leaf of one shard under a deal's `commitments_root`: its binary CID and its commitment, so that the
+/// deal names the shards a repairer must fetch as well as what each holds.
+pub fn shard_leaf(cid: &[u8], commitment: &crate::pieces::Commitment) -> Hash {
+    hash_with("IOS deal shard v1", &[cid, &commitment.hash()])
 }
 
 /// The state-tree key of a deal.

@@ -146,8 +146,8 @@ pub enum TxError {
     UnknownDeal,
     #[error("only the deal's owner may end it")]
     NotDealOwner,
-    #[error("the deal has already ended")]
-    DealEnded,
+    #[error("{0}")]
+    DealEnded(#[from] deal::DealEndError),
 }
 
 impl Transaction {

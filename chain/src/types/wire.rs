@@ -175,6 +175,7 @@ mod tests {
             links: vec![],
             inbound: vec![],
             evidence: vec![],
+            proofs: Vec::new(),
         });
         let vote = Vote::<Bls>::sign(1, 2, VoteKind::Prevote, 3, 0, Some(block.hash()), 0, &key);
         let nil = Vote::<Bls>::sign(1, 2, VoteKind::Precommit, 3, 1, None, 0, &key);

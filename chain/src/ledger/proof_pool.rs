@@ -1,0 +1,91 @@
+//! Storage proofs waiting for a block (`specs/economics.md` §5).
+//!
+//! Anyone may submit a proof: it needs no signature, since whoever sends it the pay goes to the holder. So
+//! the pool admits only proofs that would apply to the committed state now (checked in full, about as costly
+//! as one signature), one per deal, holder and period, and holds at most [`POOL_PROOFS_MAX`] of them; a
+//! proof whose window has passed or whose period was proven is dropped at the next commit.
+
+use super::ShardApp;
+use crate::block::{BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX};
+use crate::crypto::Hash;
+use crate::state::{ProofRefused, State};
+use crate::store::Store;
+use crate::types::storage_proof::StorageProof;
+use std::collections::BTreeMap;
+
+/// Proofs one pool holds, at most (about 20 MB of the largest shape).
+pub const POOL_PROOFS_MAX: usize = 1_024;
+
+/// Why the pool did not take a proof.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Refused(#[from] ProofRefused),
+    #[error("a proof of that deal, holder and period is already waiting")]
+    Duplicate,
+    #[error("the proof pool is full")]
+    Full,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ProofPool {
+    waiting: BTreeMap<(Hash, u8, u64), StorageProof>,
+}
+
+impl ProofPool {
+    /// Moves into a block the waiting proofs that apply to `state` (the block's state so far, which they
+    /// change), within the block's bounds.
+    pub(super) fn take(&mut self, state: &mut State, height: u64) -> Vec<StorageProof> {
+        let mut included = Vec::new();
+        let mut bytes = 0;
+        for proof in self.waiting.values() {
+            if included.len() >= BLOCK_PROOFS_MAX {
+                break;
+            }
+            let size = proof.encode().len();
+            if bytes + size > BLOCK_PROOF_BYTES_MAX {
+                continue;
+            }
+            if state.apply_proof(proof, height).is_ok() {
+                bytes += size;
+                included.push(proof.clone());
+            }
+        }
+        included
+    }
+
+    /// Drops what can no longer apply in a block at `height` on `state`, whose newest block has hash
+    /// `parent`.
+    pub(super) fn prune(&mut self, state: &State, height: u64, parent: &Hash) {
+        self.waiting.retain(|_, proof| {
+            !matches!(
+                state.check_proof_next(proof, height, parent, false),
+                Err(ProofRefused::NotProvable { .. }
+                    | ProofRefused::AlreadyProven { .. }
+                    | ProofRefused::UnknownDeal)
+            )
+        });
+    }
+}
+
+impl<St: Store> ShardApp<St> {
+    /// Admits a storage proof for the next block: it must apply to the committed state at the next height.
+    pub fn submit_proof(&mut self, proof: StorageProof) -> Result<(), PoolError> {
+        let slot = proof.slot();
+        if self.proofs.waiting.contains_key(&slot) {
+            return Err(PoolError::Duplicate);
+        }
+        if self.proofs.waiting.len() >= POOL_PROOFS_MAX {
+            return Err(PoolError::Full);
+        }
+        self.state
+            .check_proof_next(&proof, self.tip.height + 1, &self.tip.hash, true)?;
+        self.proofs.waiting.insert(slot, proof);
+        Ok(())
+    }
+
+    /// Proofs waiting for a block.
+    pub fn proofs_waiting(&self) -> usize {
+        self.proofs.waiting.len()
+    }
+}

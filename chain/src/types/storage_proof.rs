@@ -1,0 +1,336 @@
+//! Proofs of storage: the challenge a period's seed sets a deal's holder, and the proof that answers it
+//! (`specs/economics.md` §5).
+//!
+//! When period `p` of a deal ends, the hash of the shard block that ends it is the period's seed. From it,
+//! for each holder, [`challenge`] draws up to [`PROOF_SAMPLES`] of the holder's shards in the deal (distinct,
+//! uniformly) and one piece index in each. The holder answers during the next period with a
+//! [`StorageProof`]: per drawn shard, its CID and commitment with the list proof of its leaf into the deal's
+//! `commitments_root`, and the drawn piece with its path into the commitment. Nothing else is needed to
+//! check it: no signature (whoever submits a proof, the pay goes to the holder), no state but the deal's
+//! terms and the seed.
+//!
+//! Encoding (all integers big-endian):
+//! ```text
+//! proof  := version:u8 (=1) deal:[32] holder:u8 period:u64 samples:u32-count sample*
+//! sample := position:u16 cid:var commitment_len:u64 commitment_root:[32] list_proof piece_proof
+//! ```
+//! (`list_proof`: [`crate::smt::ListProof`]; `piece_proof`: [`crate::pieces::PieceProof`].)
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{Hash, hash_with};
+use crate::pieces::{self, Commitment, PieceError, PieceProof};
+use crate::smt::{self, ListProof};
+use crate::types::deal::{DealTerms, shard_leaf};
+
+/// Shards drawn per holder, deal and period (all of them when the holder has fewer).
+pub const PROOF_SAMPLES: usize = 16;
+/// The bytes of a shard's CID in a proof, at most.
+pub const SHARD_CID_BYTES_MAX: usize = 96;
+/// An encoded proof, at most: [`PROOF_SAMPLES`] samples of the largest shape (a 64 MiB shard of a
+/// 2,048-shard deal): 20,112 bytes.
+pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * SAMPLE_BYTES_MAX;
+const SAMPLE_BYTES_MAX: usize = 2
+    + 4
+    + SHARD_CID_BYTES_MAX
+    + 8
+    + 32
+    + (8 + 8 + 4 + 11 * 32)
+    + (8 + 4 + pieces::PIECE_BYTES + 4 + 18 * 32);
+const PROOF_VERSION: u8 = 1;
+
+/// One drawn shard: what it is, that the deal names it, and the drawn piece of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The shard's position in the deal's placement.
+    pub position: u16,
+    /// The shard's CID, binary.
+    pub cid: Vec<u8>,
+    pub commitment: Commitment,
+    /// The shard's leaf into the deal's `commitments_root`.
+    pub path: ListProof,
+    pub piece: PieceProof,
+}
+
+/// A holder's answer to one period's challenge of one deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageProof {
+    pub deal: Hash,
+    /// The holder's index in the deal's terms.
+    pub holder: u8,
+    pub period: u64,
+    pub samples: Vec<Sample>,
+}
+
+/// Why a storage proof fails against its deal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("the deal has {holders} holders; the proof names holder {holder}")]
+    UnknownHolder { holder: u8, holders: usize },
+    #[error("the challenge draws {expected} shards; the proof answers {got}")]
+    SampleCount { expected: usize, got: usize },
+    #[error("sample {index} answers shard {got}; the challenge drew shard {expected}")]
+    WrongShard {
+        index: usize,
+        expected: u16,
+        got: u16,
+    },
+    #[error("shard {position}'s commitment covers {got} bytes; the deal's shard holds {expected}")]
+    WrongLength {
+        position: u16,
+        expected: u64,
+        got: u64,
+    },
+    #[error("shard {0}'s CID and commitment are not the deal's (list proof fails)")]
+    NotTheDealsShard(u16),
+    #[error("shard {position} answers piece {got}; the challenge drew piece {expected}")]
+    WrongPiece {
+        position: u16,
+        expected: u64,
+        got: u64,
+    },
+    #[error("shard {position}: {error}")]
+    Piece { position: u16, error: PieceError },
+}
+
+/// The shards a challenge drew and the piece drawn in each: `(position, piece index)`, in draw order.
+pub type Challenge = Vec<(u16, u64)>;
+
+/// The positions of `holder`'s shards in `terms`, in placement order.
+pub fn positions_of(terms: &DealTerms, holder: u8) -> Vec<u16> {
+    terms
+        .placement
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| **h == holder)
+        .map(|(i, _)| i as u16)
+        .collect()
+}
+
+/// The length of the shard at `position` of `terms`, if the deal has one there.
+pub fn shard_len(terms: &DealTerms, position: u16) -> Option<u64> {
+    let n = terms.segment_shards().max(1);
+    terms.segment_lens.get(usize::from(position) / n).copied()
+}
+
+fn draw(seed: &Hash, deal: &Hash, holder: u8, period: u64, what: &[u8], i: u64) -> u64 {
+    let h = hash_with(
+        "IOS storage challenge v1",
+        &[
+            seed,
+            deal,
+            &[holder],
+            &period.to_be_bytes(),
+            what,
+            &i.to_be_bytes(),
+        ],
+    );
+    u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// What period `period`'s `seed` asks of `holder` in deal `deal`: up to [`PROOF_SAMPLES`] of its shards,
+/// distinct and uniformly drawn (a partial Fisher-Yates shuffle driven by the seed), and a uniform piece of
+/// each. A 64-bit draw reduced modulo at most 2,048 shards or 2^18 pieces is biased by under 2^-45.
+pub fn challenge(
+    terms: &DealTerms,
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+) -> Challenge {
+    let mut positions = positions_of(terms, holder);
+    let n = positions.len();
+    let take = n.min(PROOF_SAMPLES);
+    for i in 0..take {
+        let j =
+            i + (draw(seed, deal, holder, period, b"shard", i as u64) % (n - i) as u64) as usize;
+        positions.swap(i, j);
+    }
+    positions.truncate(take);
+    positions
+        .into_iter()
+        .map(|position| {
+            let len = shard_len(terms, position).unwrap_or(1);
+            let pieces = len.div_ceil(pieces::PIECE_BYTES as u64).max(1);
+            let piece = draw(seed, deal, holder, period, b"piece", u64::from(position)) % pieces;
+            (position, piece)
+        })
+        .collect()
+}
+
+impl StorageProof {
+    /// Checks the proof against the deal's terms and the period's seed: it answers exactly the drawn shards
+    /// and pieces, each shard is the deal's (its leaf proves into `commitments_root`, with the length the
+    /// terms give it), and each piece proves against its shard's commitment. The caller checks that `deal`
+    /// and `period` are the ones the proof names and may be proven now.
+    pub fn verify(&self, terms: &DealTerms, seed: &Hash) -> Result<(), ProofError> {
+        if usize::from(self.holder) >= terms.holders.len() {
+            return Err(ProofError::UnknownHolder {
+                holder: self.holder,
+                holders: terms.holders.len(),
+            });
+        }
+        let drawn = challenge(terms, seed, &self.deal, self.holder, self.period);
+        if drawn.len() != self.samples.len() {
+            return Err(ProofError::SampleCount {
+                expected: drawn.len(),
+                got: self.samples.len(),
+            });
+        }
+        for (index, ((position, piece), sample)) in drawn.iter().zip(&self.samples).enumerate() {
+            if sample.position != *position {
+                return Err(ProofError::WrongShard {
+                    index,
+                    expected: *position,
+                    got: sample.position,
+                });
+            }
+            let expected = shard_len(terms, *position).unwrap_or(0);
+            if sample.commitment.len != expected {
+                return Err(ProofError::WrongLength {
+                    position: *position,
+                    expected,
+                    got: sample.commitment.len,
+                });
+            }
+            let leaf = shard_leaf(&sample.cid, &sample.commitment);
+            if sample.path.index != u64::from(*position)
+                || sample.path.len != terms.placement.len() as u64
+                || !smt::list_verify(&terms.commitments_root, &leaf, &sample.path)
+            {
+                return Err(ProofError::NotTheDealsShard(*position));
+            }
+            if sample.piece.index != *piece {
+                return Err(ProofError::WrongPiece {
+                    position: *position,
+                    expected: *piece,
+                    got: sample.piece.index,
+                });
+            }
+            sample
+                .piece
+                .verify(&sample.commitment)
+                .map_err(|error| ProofError::Piece {
+                    position: *position,
+                    error,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// What the pool and the chain know a proof by: one per deal, holder and period.
+    pub fn slot(&self) -> (Hash, u8, u64) {
+        (self.deal, self.holder, self.period)
+    }
+
+    /// The hash a block's `transactions_root` lists for it.
+    pub fn hash(&self) -> Hash {
+        hash_with("IOS storage proof v1", &[&self.encode()])
+    }
+
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u8(PROOF_VERSION)
+            .fixed(&self.deal)
+            .u8(self.holder)
+            .u64(self.period);
+        w.u32(self.samples.len() as u32);
+        for s in &self.samples {
+            w.u16(s.position)
+                .var(&s.cid)
+                .u64(s.commitment.len)
+                .fixed(&s.commitment.root);
+            s.path.encode_into(w);
+            s.piece.encode_into(w);
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_into(&mut w);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > PROOF_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "storage proof",
+                len: bytes.len(),
+                max: PROOF_BYTES_MAX,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != PROOF_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let deal = r.array()?;
+        let holder = r.u8()?;
+        let period = r.u64()?;
+        let count = r.count("proof samples", PROOF_SAMPLES, 2 + 4 + 8 + 32)?;
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let position = r.u16()?;
+            let cid = r.var("shard cid", SHARD_CID_BYTES_MAX)?.to_vec();
+            let commitment = Commitment {
+                len: r.u64()?,
+                root: r.array()?,
+            };
+            let path = ListProof::decode_from(&mut r)?;
+            let piece = PieceProof::decode_from(&mut r)?;
+            samples.push(Sample {
+                position,
+                cid,
+                commitment,
+                path,
+                piece,
+            });
+        }
+        r.finish()?;
+        Ok(Self {
+            deal,
+            holder,
+            period,
+            samples,
+        })
+    }
+}
+
+/// Builds the proof of `holder` for `period` from its shards: `shard(position)` gives the shard's CID, its
+/// bytes and the list proof of its leaf into the deal's `commitments_root` (or `None` when the holder no
+/// longer has it). Fails with the positions it could not prove.
+pub fn prove(
+    terms: &DealTerms,
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+    mut shard: impl FnMut(u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
+) -> Result<StorageProof, Vec<u16>> {
+    let mut samples = Vec::new();
+    let mut missing = Vec::new();
+    for (position, piece) in challenge(terms, seed, deal, holder, period) {
+        let built = shard(position).and_then(|(cid, bytes, path)| {
+            let commitment = pieces::commit(&bytes).ok()?;
+            let piece = pieces::prove(&bytes, &[piece]).ok()?.pop()?;
+            Some(Sample {
+                position,
+                cid,
+                commitment,
+                path,
+                piece,
+            })
+        });
+        match built {
+            Some(sample) => samples.push(sample),
+            None => missing.push(position),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(StorageProof {
+        deal: *deal,
+        holder,
+        period,
+        samples,
+    })
+}

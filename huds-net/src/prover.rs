@@ -1,0 +1,128 @@
+//! A holder's side of proofs of storage (`specs/economics.md` §5): the deals this node signed, kept on disk
+//! when it signs, and its answer to a period's challenge, built from the shards in its store.
+//!
+//! Asking the chain which period is provable and submitting the proof are the caller's (the node binary's
+//! prover loop speaks to a chain API); everything here is synchronous and reads one shard at a time.
+
+use std::io::Write;
+use std::path::Path;
+
+use cid::Cid;
+
+use chain::crypto::{Hash, PublicKey};
+use chain::types::storage_proof::{self, StorageProof};
+use huds::{BlockStore, Store};
+
+use crate::deals::SignRequest;
+
+/// A deal this node signed: its id, its place among the holders, and the request it signed (terms, and
+/// per shard of its own the CID, commitment and list proof).
+#[derive(Debug, Clone)]
+pub struct HeldDeal {
+    pub id: Hash,
+    pub holder: u8,
+    pub request: SignRequest,
+}
+
+fn file_name(id: &Hash) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.deal")
+}
+
+/// Records a signed deal in `dir` before the signature leaves the node: written to a temporary file,
+/// synced and renamed into place, so a crash leaves the old state or the whole record.
+pub fn keep(dir: &Path, id: &Hash, request: &SignRequest) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(file_name(id));
+    let tmp = dir.join(format!("{}.tmp", file_name(id)));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&request.encode())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Forgets a deal (once it has settled).
+pub fn forget(dir: &Path, id: &Hash) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(file_name(id))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The deals recorded in `dir` that name `me` as a holder. A file that does not decode, or whose terms do
+/// not name this node, is reported in the second list and skipped.
+pub fn held_deals(dir: &Path, me: &PublicKey) -> std::io::Result<(Vec<HeldDeal>, Vec<String>)> {
+    let mut held = Vec::new();
+    let mut skipped = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((held, skipped)),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("deal") {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| SignRequest::decode(&b).map_err(|e| e.to_string()))
+            .and_then(|request| {
+                let holder = request
+                    .terms
+                    .holders
+                    .iter()
+                    .position(|h| h.key == *me)
+                    .ok_or("the deal does not name this node")?;
+                Ok(HeldDeal {
+                    id: request.terms.id(&request.owner),
+                    holder: holder as u8,
+                    request,
+                })
+            });
+        match parsed {
+            Ok(h) => held.push(h),
+            Err(e) => skipped.push(format!("{}: {e}", path.display())),
+        }
+    }
+    held.sort_by_key(|h| h.id);
+    Ok((held, skipped))
+}
+
+/// This node's proof of `held` for `period` under `seed`, from the shards in `store` (each read and hashed
+/// when drawn). Fails naming the shards it no longer has or cannot read.
+pub fn prove(
+    store: &Store,
+    held: &HeldDeal,
+    seed: &Hash,
+    period: u64,
+) -> Result<StorageProof, String> {
+    let claims = &held.request.claims;
+    storage_proof::prove(
+        &held.request.terms,
+        seed,
+        &held.id,
+        held.holder,
+        period,
+        |position| {
+            let claim = claims.iter().find(|c| c.position == u32::from(position))?;
+            let bytes = store.shard(&claim.cid).ok().flatten()?;
+            Some((claim.cid.to_bytes(), bytes, claim.path.clone()))
+        },
+    )
+    .map_err(|missing| {
+        let cids: Vec<String> = missing
+            .iter()
+            .filter_map(|p| claims.iter().find(|c| c.position == u32::from(*p)))
+            .map(|c| Cid::to_string(&c.cid))
+            .collect();
+        format!(
+            "cannot prove period {period} of deal {}: shards missing or unreadable: {}",
+            file_name(&held.id).trim_end_matches(".deal"),
+            cids.join(", ")
+        )
+    })
+}

@@ -1,0 +1,119 @@
+//! The prover of a storage node: proves the deals it signed, period by period, through a chain API
+//! (`specs/economics.md` §5). A thread per node, since the API client blocks; it wakes every
+//! [`PROVER_TICK`], asks the chain where each held deal stands, and submits a proof when a period of the deal
+//! is provable and this node has not proven it yet.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chain::crypto::{Hash, PublicKey};
+use huds::Store;
+use huds_net::prover::{self, HeldDeal};
+
+/// How often the prover looks at its deals: well within a devnet period (16 blocks).
+pub const PROVER_TICK: Duration = Duration::from_millis(500);
+
+/// A running prover; stops when dropped.
+pub struct Prover {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Prover {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts proving the deals kept in `held_dir` that name `me`, from `store`, through the chain API `api`.
+pub fn start(store: Arc<Store>, held_dir: PathBuf, me: PublicKey, api: String) -> Prover {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = round(&store, &held_dir, &me, &api) {
+                    tracing::warn!("prover: {e:#}");
+                }
+                std::thread::sleep(PROVER_TICK);
+            }
+        })
+    };
+    Prover {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// One look at every held deal.
+fn round(store: &Store, held_dir: &std::path::Path, me: &PublicKey, api: &str) -> Result<()> {
+    let (held, skipped) = prover::held_deals(held_dir, me)
+        .with_context(|| format!("reading {}", held_dir.display()))?;
+    for s in skipped {
+        tracing::warn!("prover: skipping {s}");
+    }
+    for deal in held {
+        if let Err(e) = prove_deal(store, &deal, api) {
+            tracing::warn!("prover: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hash(text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn prove_deal(store: &Store, deal: &HeldDeal, api: &str) -> Result<()> {
+    let id = hex(&deal.id);
+    let status = match crate::api_client::json(api, &format!("/api/v0/chain/deal?id={id}")) {
+        Ok(s) => s,
+        // Not final yet (or the shard's validator is not here): nothing to prove now.
+        Err(_) => return Ok(()),
+    };
+    let Some(period) = status["provable"].as_u64() else {
+        return Ok(());
+    };
+    let next = status["holders"][usize::from(deal.holder)]["next"]
+        .as_u64()
+        .context("the deal's status names no such holder")?;
+    if next > period {
+        return Ok(());
+    }
+    let seed = status["seed"]
+        .as_str()
+        .and_then(parse_hash)
+        .context("the deal's status has no seed")?;
+    let proof = prover::prove(store, deal, &seed, period).map_err(anyhow::Error::msg)?;
+    match crate::wallet::post(
+        api,
+        "/api/v0/chain/deal/proof",
+        &proof.encode(),
+        "the proof was refused",
+    ) {
+        Ok(_) => {
+            tracing::info!(deal = %id, period, "storage proof submitted");
+            Ok(())
+        }
+        // The seed moved on between the status and the proof (a period boundary): the next round retries.
+        Err(e) if e.to_string().contains("cannot be proven at height") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
