@@ -84,6 +84,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         hints_run_as_printed(lines);
         api_and_gateway(dir.path(), lines);
         metrics_name_storage_and_chain(lines);
+        holders_are_paid_for_proven_periods(lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -140,6 +141,68 @@ fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
         String::from_utf8_lossy(&buf[..end]).into_owned(),
         buf[end + 4..].to_vec(),
     )
+}
+
+/// The storage nodes prove the demo deal period by period and are paid exactly what the rules give: each
+/// holder's balance is its proven periods times its pay (the ones on the other shard through Atomix), and
+/// the escrow shrinks by what was paid, never below what the periods left need.
+fn holders_are_paid_for_proven_periods(lines: &[String]) {
+    let api = line(lines, "api http://").trim_start_matches("api http://");
+    let deal = line(lines, "demo deal ")
+        .split_whitespace()
+        .nth(2)
+        .expect("the deal id")
+        .to_string();
+    let json = |path: &str| -> serde_json::Value {
+        let (head, body) = http_get(api, path);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        serde_json::from_slice(&body).expect("json")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let d = json(&format!("/api/v0/chain/deal?id={deal}"));
+        let holders = d["holders"].as_array().expect("holders").clone();
+        assert_eq!(holders.len(), 6);
+        let per_period = d["per_period"].as_u64().expect("per_period");
+        assert_eq!(
+            holders
+                .iter()
+                .map(|h| h["pay"].as_u64().expect("pay"))
+                .sum::<u64>(),
+            per_period
+        );
+        let paid: u64 = holders
+            .iter()
+            .map(|h| h["passed"].as_u64().expect("passed") * h["pay"].as_u64().expect("pay"))
+            .sum();
+        assert_eq!(d["paid"].as_u64(), Some(paid), "{d}");
+        assert_eq!(
+            d["paid"].as_u64().expect("paid") + d["escrow_left"].as_u64().expect("escrow"),
+            d["periods"].as_u64().expect("periods") * per_period,
+            "the escrow shrinks by exactly what was paid: {d}"
+        );
+        // A holder's balance, as a number of base units (8 decimals), from the account answer.
+        let balance = |address: &str| -> u64 {
+            let a = json(&format!("/api/v0/chain/account?address={address}"));
+            let text = a["balance"].as_str().expect("balance");
+            let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+            base_units(whole, frac).expect("an amount")
+        };
+        let settled = holders.iter().all(|h| {
+            let passed = h["passed"].as_u64().expect("passed");
+            passed >= 2
+                && balance(h["address"].as_str().expect("address"))
+                    == passed * h["pay"].as_u64().expect("pay")
+        });
+        if settled {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holders were not paid for two proven periods each: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The CLI's `--api` uploads with the token of the home it is given; the gateway serves what it added.

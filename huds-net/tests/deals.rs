@@ -2,7 +2,8 @@
 //! terms built from where its shards went, and every holder's signature gathered over `/huds/shard/1`. The
 //! signed deal passes the chain's own checks for an `OpenDeal` transaction. A holder refuses to sign for a
 //! shard it does not hold, for a commitment that is not its shard's, for a price below its own, for positions
-//! the placement does not give it, and for garbage; a node without a signer refuses every deal.
+//! the placement does not give it, and for garbage; a node without a signer refuses every deal. Each holder
+//! keeps the deal it signed and proves it from its store; one that deletes a drawn shard cannot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use huds::store::RocksStore;
 use huds_net::client::NetShardSink;
 use huds_net::deals::{self, DealSigner, SignRequest};
 use huds_net::node::{NetError, Node, NodeOptions};
+use huds_net::prover;
 use libp2p::identity;
 
 const NODES: usize = 7;
@@ -32,7 +34,10 @@ async fn start(
     let opts = NodeOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
         bootstrap,
-        deal_signer: signs.then(|| DealSigner::new(keypair.clone(), PRICE, CHAIN)),
+        deal_signer: signs.then(|| {
+            DealSigner::new(keypair.clone(), PRICE, CHAIN)
+                .keeping_deals_in(dir.join(format!("held-{i}")))
+        }),
         ..NodeOptions::default()
     };
     Node::start(keypair, store, opts)
@@ -262,6 +267,49 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
         .await;
     refused(got, "does not take storage deals");
     plain.shutdown().await;
+
+    // Every holder kept the deal it signed, and proves it from its store: the proof passes the chain's own
+    // check. A holder that deletes a drawn shard cannot prove the period, and says which shard is gone.
+    let seed = [3u8; 32];
+    let id = terms.id(&owner);
+    for (i, node) in nodes.iter().enumerate() {
+        let me = deals::holder_key(&node.handle.peer_id()).expect("ed25519");
+        let (held, skipped) =
+            prover::held_deals(&dir.path().join(format!("held-{i}")), &me).expect("reads");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let Some(deal) = held.first() else {
+            assert!(
+                !terms.holders.iter().any(|h| h.key == me),
+                "a holder kept no record"
+            );
+            continue;
+        };
+        assert_eq!((held.len(), deal.id), (1, id));
+        let proof = prover::prove(node.handle.store(), deal, &seed, 0).expect("proves");
+        assert_eq!(proof.verify(&terms, &seed), Ok(()));
+    }
+    let holder = nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.handle.peer_id() != me)
+        .map(|(i, _)| i)
+        .expect("a holder other than node 0");
+    let me = deals::holder_key(&nodes[holder].handle.peer_id()).expect("ed25519");
+    let (held, _) =
+        prover::held_deals(&dir.path().join(format!("held-{holder}")), &me).expect("reads");
+    let deal = held.first().expect("it holds the deal");
+    let drawn = chain::types::storage_proof::challenge(&terms, &seed, &id, deal.holder, 0)[0].0;
+    let gone = deal
+        .request
+        .claims
+        .iter()
+        .find(|c| c.position == u32::from(drawn))
+        .expect("a claim for each drawn shard")
+        .cid;
+    huds::BlockStore::delete_shard(nodes[holder].handle.store().as_ref(), &gone).expect("deletes");
+    let err = prover::prove(nodes[holder].handle.store(), deal, &seed, 0)
+        .expect_err("a deleted shard cannot be proven");
+    assert!(err.contains(&gone.to_string()), "{err}");
     for n in nodes {
         n.shutdown().await;
     }

@@ -5,11 +5,13 @@ use super::*;
 use crate::address::{Address, shard_of};
 use crate::amount::Amount;
 use crate::atomix::InboundError;
+use crate::bft::BlockError;
 use crate::block::Block;
 use crate::crypto::SecretKey;
 use crate::genesis::Genesis;
 use crate::genesis::GenesisConfig;
 use crate::state::ChainParams;
+use crate::state::ProofRefused;
 use crate::store::MemStore;
 use crate::tx::Transaction;
 use crate::tx::{SignedTransaction, TxError, TxKind};
@@ -621,4 +623,118 @@ fn deal_transactions_are_refused_cheaply_before_their_signatures() {
     }
     .sign(&wallet);
     assert_eq!(app.submit(end), Err(TxError::UnknownDeal));
+}
+
+/// Storage proofs end to end through two replicas of one shard: a deal opens, the holder's proof for its
+/// first period goes through the proposer's pool into a block the other replica checks and commits, paying
+/// the holder once. The pool refuses a copy, a proof of another period and a forged one; a block carrying a
+/// forged proof, or one whose proofs were swapped under its header, is refused by the replica.
+#[test]
+fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
+    use crate::smt;
+    use crate::types::deal::{self, DealTerms, Holder};
+    use crate::types::storage_proof;
+    let (genesis, mut a, wallet) = setup();
+    let mut b = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+    let chain_id = genesis.params.chain_id;
+    let holder = SecretKey::dev("ledger/holder");
+    let shard: Vec<u8> = (0..3_000u32).map(|i| (i * 13) as u8).collect();
+    let cid = vec![1, 0x55, 0x1e, 9];
+    let leaves = vec![deal::shard_leaf(
+        &cid,
+        &crate::pieces::commit(&shard).expect("fits"),
+    )];
+    let terms = DealTerms {
+        root: vec![1, 0x55, 0x1e, 32],
+        size: 3_000,
+        k: 1,
+        m: 0,
+        periods: 4,
+        holders: vec![Holder {
+            key: holder.public(),
+            price: Amount::from_iost(1).expect("small"),
+        }],
+        placement: vec![0],
+        segment_lens: vec![3_000],
+        commitments_root: smt::list_root(&leaves),
+    };
+    let owner = Address::of(&wallet.public());
+    let id = terms.id(&owner);
+    let open = Transaction {
+        chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::OpenDeal {
+            terms: terms.clone(),
+            signatures: vec![deal::sign(&holder, chain_id, &id)],
+        },
+    }
+    .sign(&wallet);
+    a.submit(open).expect("admitted");
+    let step = |a: &mut ShardApp<MemStore>, b: &mut ShardApp<MemStore>| {
+        let block = a.propose();
+        assert_eq!(b.check(&block), Ok(()), "the replica accepts the block");
+        a.commit(&block, Vec::new()).expect("commits");
+        b.commit(&block, Vec::new()).expect("commits");
+        block
+    };
+    // Opened at height 1, the deal starts at 16; its period 0 ends at 32 and is provable from 33.
+    while a.tip().height < 32 {
+        step(&mut a, &mut b);
+    }
+    let record = a.state().deal(&id).cloned().expect("open");
+    assert_eq!(record.start_height, 16);
+    let tip = a.tip();
+    let (_, seed) = a.state().seed_for(tip.height + 1, &tip.hash);
+    let proof = storage_proof::prove(&terms, &seed, &id, 0, 0, |_| {
+        Some((cid.clone(), shard.clone(), smt::list_prove(&leaves, 0)))
+    })
+    .expect("the holder has its shard");
+    let mut forged = proof.clone();
+    forged.samples[0].piece.piece[0] ^= 1;
+    assert!(matches!(
+        a.submit_proof(forged.clone()),
+        Err(PoolError::Refused(_))
+    ));
+    let mut early = proof.clone();
+    early.period = 1;
+    assert!(a.submit_proof(early).is_err(), "period 1 is not over");
+    a.submit_proof(proof.clone()).expect("admitted");
+    assert_eq!(a.submit_proof(proof.clone()), Err(PoolError::Duplicate));
+    // A replica refuses a block carrying a forged proof, and one whose proof was swapped under its header.
+    let block = a.propose();
+    assert_eq!(block.proofs, vec![proof.clone()]);
+    let mut swapped = block.clone();
+    swapped.proofs = vec![forged.clone()];
+    assert_eq!(b.check(&swapped), Err(BlockError::TransactionsRoot));
+    let mut resealed = swapped.clone();
+    resealed.header.transactions_root =
+        Block::body_root(&resealed.transactions, &resealed.inbound, &resealed.proofs);
+    assert!(matches!(
+        b.check(&resealed),
+        Err(BlockError::Proof { index: 0, .. })
+    ));
+    assert_eq!(b.check(&block), Ok(()));
+    a.commit(&block, Vec::new()).expect("commits");
+    b.commit(&block, Vec::new()).expect("commits");
+    let pay = terms.per_period().expect("fits")[0];
+    let paid = |app: &ShardApp<MemStore>| {
+        app.state()
+            .account(&Address::of(&holder.public()))
+            .map(|a| a.balance)
+    };
+    assert_eq!(paid(&a), Some(pay));
+    assert_eq!(paid(&b), Some(pay));
+    assert_eq!(
+        a.proofs_waiting(),
+        0,
+        "the pool let go of the included proof"
+    );
+    assert!(matches!(
+        a.submit_proof(proof),
+        Err(PoolError::Refused(ProofRefused::AlreadyProven { .. }))
+    ));
+    assert_eq!(a.state.root(), b.state.root());
 }
