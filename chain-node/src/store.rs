@@ -17,8 +17,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 const CF_CHAIN: &str = "chain";
 const KEY_VERSION: &[u8] = b"meta/version";
 /// 2: shard blocks carry Atomix inbounds, beacon blocks evidence, the beacon state its recorded faults.
-/// 3 since accounts sit at their namespaced tree key (every state root changed).
-const STORE_VERSION: u8 = 3;
+/// 3 since accounts sit at their namespaced tree key (every state root changed). 4 since shard blocks carry
+/// storage proofs and the state period seeds and proof records.
+const STORE_VERSION: u8 = 4;
 
 /// Why a chain database cannot be opened.
 #[derive(Debug, thiserror::Error)]
