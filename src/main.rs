@@ -3,6 +3,7 @@
 mod api_client;
 mod bench;
 mod bench_chain;
+mod bench_economy;
 mod bench_net;
 mod chain_feed;
 mod home;
@@ -269,6 +270,13 @@ enum BenchWhat {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
         cross_shard: u8,
     },
+    /// What proofs of storage cost: proof size and check time beside a signature check, their share of
+    /// block space for a network of `--shards` shards, and a shard block's check with and without them.
+    Economy {
+        /// Shards the network holds.
+        #[arg(long, default_value_t = 10_000)]
+        shards: usize,
+    },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
         /// Input size in MiB.
@@ -479,6 +487,9 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),
+        Command::Bench {
+            what: BenchWhat::Economy { shards },
+        } => bench_economy::economy(shards.max(1), cli.json),
         Command::Bench {
             what:
                 BenchWhat::Gateway {

@@ -44,10 +44,10 @@ pub const BLOCK_TXS_MAX: usize = 4096;
 /// transaction may be up to 19 times a transfer's size (a storage deal), so the count alone no longer bounds a
 /// block; a block over this does not decode and a proposer stops adding before it.
 pub const BLOCK_TX_BYTES_MAX: usize = BLOCK_TXS_MAX * 516;
-/// Storage proofs in one shard block.
-pub const BLOCK_PROOFS_MAX: usize = 256;
-/// The encoded storage proofs of one block, at most (a quarter of the transactions' budget): 52 proofs of
-/// the largest shape, or about 650 of a holder of one 1 MiB shard.
+/// Storage proofs in one shard block (the byte budget binds first: about 600 proofs of one sample).
+pub const BLOCK_PROOFS_MAX: usize = 1_024;
+/// The encoded storage proofs of one block, at most (a quarter of the transactions' budget): 26 proofs of
+/// the largest shape, or about 600 of a holder of one 1 MiB shard.
 pub const BLOCK_PROOF_BYTES_MAX: usize = BLOCK_TX_BYTES_MAX / 4;
 /// Cross-links in one beacon block.
 pub const BLOCK_LINKS_MAX: usize = 256;

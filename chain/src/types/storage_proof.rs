@@ -27,7 +27,7 @@ pub const PROOF_SAMPLES: usize = 16;
 /// The bytes of a shard's CID in a proof, at most.
 pub const SHARD_CID_BYTES_MAX: usize = 96;
 /// An encoded proof, at most: [`PROOF_SAMPLES`] samples of the largest shape (a 64 MiB shard of a
-/// 2,048-shard deal): 20,112 bytes.
+/// 2,048-shard deal): 21,856 bytes.
 pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * SAMPLE_BYTES_MAX;
 const SAMPLE_BYTES_MAX: usize = 2
     + 4
