@@ -6,6 +6,7 @@ mod bench_chain;
 mod bench_economy;
 mod bench_net;
 mod chain_feed;
+mod deal;
 mod home;
 mod metrics;
 mod network;
@@ -147,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         what: WalletWhat,
     },
+    /// A storage deal: where it stands, or end it (needs --api).
+    Deal {
+        #[command(subcommand)]
+        what: DealWhat,
+    },
     /// The IOS chain as a running node sees it (needs --api).
     Chain {
         #[command(subcommand)]
@@ -196,6 +202,15 @@ enum WalletWhat {
         #[arg(long)]
         validator: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DealWhat {
+    /// Paid, escrow left, and each holder's pay and proven and missed periods (`--json` for all fields).
+    Status { id: String },
+    /// End a deal the home's account owns: the periods not begun are refunded; once the deal is over, this
+    /// settles it (the pay of unproven periods comes back).
+    End { id: String },
 }
 
 #[derive(Subcommand)]
@@ -310,7 +325,10 @@ enum BenchWhat {
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     ("Store and read files", &["init", "add", "get", "cat", "ls"]),
     ("Run a network", &["devnet", "node", "gateway"]),
-    ("The IOS chain and your wallet", &["wallet", "chain"]),
+    (
+        "The IOS chain and your wallet",
+        &["wallet", "chain", "deal"],
+    ),
     ("Operate and measure", &["config", "bench"]),
     ("Set up your shell", &["completions", "man"]),
 ];
@@ -414,6 +432,12 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             let effective = settings::Effective::resolve(&given, config.as_ref())?;
             settings::show(&effective, cli.json);
             return Ok(());
+        }
+        Command::Deal { what } => {
+            return match what {
+                DealWhat::Status { id } => deal::show(api, id, cli.json),
+                DealWhat::End { id } => wallet::end_deal(&dir, api, id, cli.json),
+            };
         }
         Command::Wallet { what } => {
             return match what {
@@ -555,11 +579,12 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             gateway_listen,
         ),
         Command::Wallet { .. }
+        | Command::Deal { .. }
         | Command::Chain { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, chain, config, completions and man return above")
+            unreachable!("wallet, deal, chain, config, completions and man return above")
         }
     }
 }

@@ -668,6 +668,14 @@ fn hints(dir: &Path, api: &str, capability: &str) -> Result<Vec<String>> {
     if receipt_path.exists() {
         hints.push(format!("  {huds} --data {wallet} chain verify {receipt}"));
     }
+    // The demo deal, as its holders prove it and are paid, period by period.
+    let deal = std::fs::read(dir.join("demo.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["deal"].as_str().map(str::to_string));
+    if let Some(deal) = deal {
+        hints.push(format!("  {huds} --api {api} deal status {deal}"));
+    }
     Ok(hints)
 }
 

@@ -3,6 +3,7 @@
 //! [`PROVER_TICK`], asks the chain where each held deal stands, and submits a proof when a period of the deal
 //! is provable and this node has not proven it yet.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +38,9 @@ pub fn start(store: Arc<Store>, held_dir: PathBuf, me: PublicKey, api: String) -
     let thread = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let mut sent = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = round(&store, &held_dir, &me, &api) {
+                if let Err(e) = round(&store, &held_dir, &me, &api, &mut sent) {
                     tracing::warn!("prover: {e:#}");
                 }
                 std::thread::sleep(PROVER_TICK);
@@ -52,14 +54,20 @@ pub fn start(store: Arc<Store>, held_dir: PathBuf, me: PublicKey, api: String) -
 }
 
 /// One look at every held deal.
-fn round(store: &Store, held_dir: &std::path::Path, me: &PublicKey, api: &str) -> Result<()> {
+fn round(
+    store: &Store,
+    held_dir: &std::path::Path,
+    me: &PublicKey,
+    api: &str,
+    sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
+) -> Result<()> {
     let (held, skipped) = prover::held_deals(held_dir, me)
         .with_context(|| format!("reading {}", held_dir.display()))?;
     for s in skipped {
         tracing::warn!("prover: skipping {s}");
     }
     for deal in held {
-        if let Err(e) = prove_deal(store, &deal, api) {
+        if let Err(e) = prove_deal(store, held_dir, &deal, api, sent) {
             tracing::warn!("prover: {e:#}");
         }
     }
@@ -81,13 +89,36 @@ fn parse_hash(text: &str) -> Option<Hash> {
     Some(out)
 }
 
-fn prove_deal(store: &Store, deal: &HeldDeal, api: &str) -> Result<()> {
+/// Proves `deal`'s provable period if this node has not yet. A proof already built for that period is sent
+/// again as it is (the node gossips it once more) rather than rebuilt; a deal whose last proof window has
+/// closed is forgotten.
+fn prove_deal(
+    store: &Store,
+    held_dir: &std::path::Path,
+    deal: &HeldDeal,
+    api: &str,
+    sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
+) -> Result<()> {
     let id = hex(&deal.id);
     let status = match crate::api_client::json(api, &format!("/api/v0/chain/deal?id={id}")) {
         Ok(s) => s,
         // Not final yet (or the shard's validator is not here): nothing to prove now.
         Err(_) => return Ok(()),
     };
+    let field = |k: &str| status[k].as_u64();
+    if let (Some(start), Some(period_blocks), Some(periods), Some(next_height)) = (
+        field("start_height"),
+        field("period_blocks"),
+        field("periods"),
+        field("next_height"),
+    ) && next_height > start + (periods + 1) * period_blocks
+    {
+        // Over and its last window closed: nothing more can be proven or paid.
+        sent.remove(&deal.id);
+        prover::forget(held_dir, &deal.id)
+            .with_context(|| format!("forgetting settled deal {id}"))?;
+        return Ok(());
+    }
     let Some(period) = status["provable"].as_u64() else {
         return Ok(());
     };
@@ -97,23 +128,36 @@ fn prove_deal(store: &Store, deal: &HeldDeal, api: &str) -> Result<()> {
     if next > period {
         return Ok(());
     }
-    let seed = status["seed"]
-        .as_str()
-        .and_then(parse_hash)
-        .context("the deal's status has no seed")?;
-    let proof = prover::prove(store, deal, &seed, period).map_err(anyhow::Error::msg)?;
+    let bytes = match sent.get(&deal.id) {
+        Some((p, bytes)) if *p == period => bytes.clone(),
+        _ => {
+            let seed = status["seed"]
+                .as_str()
+                .and_then(parse_hash)
+                .context("the deal's status has no seed")?;
+            let proof = prover::prove(store, deal, &seed, period).map_err(anyhow::Error::msg)?;
+            let bytes = proof.encode();
+            sent.insert(deal.id, (period, bytes.clone()));
+            bytes
+        }
+    };
     match crate::wallet::post(
         api,
         "/api/v0/chain/deal/proof",
-        &proof.encode(),
+        &bytes,
         "the proof was refused",
     ) {
-        Ok(_) => {
-            tracing::info!(deal = %id, period, "storage proof submitted");
+        Ok(v) => {
+            if v["already_waiting"] != true {
+                tracing::info!(deal = %id, period, "storage proof submitted");
+            }
             Ok(())
         }
         // The seed moved on between the status and the proof (a period boundary): the next round retries.
-        Err(e) if e.to_string().contains("cannot be proven at height") => Ok(()),
+        Err(e) if e.to_string().contains("cannot be proven at height") => {
+            sent.remove(&deal.id);
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -256,6 +256,38 @@ pub fn chain_id(api: &str) -> Result<u32> {
         .context("the node's chain status has no chain_id")
 }
 
+/// `huds deal end ID`: ends (or, once it is over, settles) a deal the home's account owns; answers once final
+/// with what came back.
+pub fn end_deal(dir: &Path, api: Option<&str>, id: &str, json: bool) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let key = wallet_key(dir)?;
+    let deal = crate::deal::parse_id(id)?;
+    let before = crate::deal::status(api, id)?;
+    let status = chain_status(api)?;
+    let (v, fee) = sign_and_post(api, &key, &status, TxKind::EndDeal { deal })?;
+    let after = crate::deal::status(api, id)?;
+    let refunded = |v: &Value| {
+        v["refunded"]
+            .as_str()
+            .and_then(|a| a.parse::<Amount>().ok())
+            .unwrap_or(Amount::ZERO)
+    };
+    let refund = Amount(refunded(&after).0.saturating_sub(refunded(&before).0));
+    report_final(
+        json,
+        &v,
+        json!({ "deal": id, "refunded": refund.to_string(), "fee": fee.to_string(),
+                "periods": after["periods"] }),
+        &format!(
+            "deal ended after period {}: {} refunded (fee {})",
+            after["periods"].as_u64().unwrap_or(0).saturating_sub(1),
+            refund.for_people(),
+            fee.for_people()
+        ),
+    );
+    Ok(())
+}
+
 /// Opens a storage deal paid by `key`'s account with the holders' signatures; answers once it is final.
 pub fn open_deal(
     api: &str,

@@ -84,7 +84,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         hints_run_as_printed(lines);
         api_and_gateway(dir.path(), lines);
         metrics_name_storage_and_chain(lines);
-        holders_are_paid_for_proven_periods(lines);
+        holders_are_paid_for_proven_periods(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -146,7 +146,7 @@ fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
 /// The storage nodes prove the demo deal period by period and are paid exactly what the rules give: each
 /// holder's balance is its proven periods times its pay (the ones on the other shard through Atomix), and
 /// the escrow shrinks by what was paid, never below what the periods left need.
-fn holders_are_paid_for_proven_periods(lines: &[String]) {
+fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) {
     let api = line(lines, "api http://").trim_start_matches("api http://");
     let deal = line(lines, "demo deal ")
         .split_whitespace()
@@ -195,7 +195,7 @@ fn holders_are_paid_for_proven_periods(lines: &[String]) {
                     == passed * h["pay"].as_u64().expect("pay")
         });
         if settled {
-            return;
+            break;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -203,6 +203,43 @@ fn holders_are_paid_for_proven_periods(lines: &[String]) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // `huds deal status` accounts for every period that is over (proven or missed); the owner ends the deal
+    // and gets back the periods not begun.
+    let owner = dir.join("owner");
+    let status = common::run_json(
+        &owner,
+        &["--api", &format!("http://{api}"), "deal", "status", &deal],
+    );
+    assert_eq!(status["holders"].as_array().map(Vec::len), Some(6));
+    let closed = status["closed_periods"].as_u64().expect("closed periods");
+    assert!(closed >= 1, "{status}");
+    for h in status["holders"].as_array().expect("holders") {
+        let (passed, missed) = (h["passed"].as_u64(), h["missed"].as_u64());
+        assert!(
+            passed.zip(missed).is_some_and(|(p, m)| p + m >= closed),
+            "{status}"
+        );
+    }
+    let ended = common::run_json(
+        &owner,
+        &["--api", &format!("http://{api}"), "deal", "end", &deal],
+    );
+    let refunded: f64 = ended["refunded"]
+        .as_str()
+        .expect("refunded")
+        .parse()
+        .expect("an amount");
+    assert!(refunded > 0.0, "{ended}");
+    let after = json(&format!("/api/v0/chain/deal?id={deal}"));
+    assert_eq!(after["periods"], ended["periods"]);
+    assert!(after["periods"].as_u64() < Some(64), "{after}");
+    assert_eq!(
+        after["paid"].as_u64().expect("paid")
+            + after["escrow_left"].as_u64().expect("escrow")
+            + after["refunded"].as_u64().expect("refunded"),
+        64 * after["per_period"].as_u64().expect("per_period"),
+        "every unit of the escrow is paid, held or refunded: {after}"
+    );
 }
 
 /// The CLI's `--api` uploads with the token of the home it is given; the gateway serves what it added.
@@ -565,7 +602,7 @@ fn hints_run_as_printed(lines: &[String]) {
         .take_while(|l| l.starts_with("  "))
         .map(|l| l.trim())
         .collect();
-    assert_eq!(hints.len(), 7, "{hints:?}");
+    assert_eq!(hints.len(), 8, "{hints:?}");
     let gateway = line(lines, "gateway http://").trim_start_matches("gateway http://");
     let cap = line(lines, "capability ").trim_start_matches("capability ");
     let (_, body) = http_get(gateway, &format!("/huds/{cap}"));
@@ -596,6 +633,11 @@ fn hints_run_as_printed(lines: &[String]) {
     assert!(
         receipt.contains("(4+2 over 6 holders) is active"),
         "{receipt}"
+    );
+    let status = shell(hints[7]);
+    assert!(
+        status.starts_with("deal ") && status.contains("holder 5 ios1"),
+        "{status}"
     );
 }
 

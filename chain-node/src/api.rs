@@ -5,8 +5,8 @@
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
-//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
-//! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}`; a refused one is a 400 with the reason |
+//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}` (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
@@ -473,6 +473,10 @@ async fn deal(
         return Ok(Json(json!({
             "id": hex(&id),
             "shard": d.shard,
+            "root": hex(&d.terms.root),
+            "k": d.terms.k,
+            "m": d.terms.m,
+            "placement": d.terms.placement,
             "owner": d.record.owner.to_string(),
             "start_height": d.record.start_height,
             "period_blocks": d.record.period_blocks,
@@ -512,6 +516,15 @@ async fn submit_proof(
                     "holder": holder,
                     "period": period,
                     "shard": shard,
+                })));
+            }
+            Ok(Some(Err(chain::ledger::PoolError::Duplicate))) => {
+                return Ok(Json(json!({
+                    "deal": hex(&deal),
+                    "holder": holder,
+                    "period": period,
+                    "shard": shard,
+                    "already_waiting": true,
                 })));
             }
             Ok(Some(Err(e))) => return Err(bad_request(format!("proof refused: {e}"))),

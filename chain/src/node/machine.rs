@@ -575,7 +575,10 @@ impl<D: Disk> Node<D> {
         let topic = Topic::Shard(lane.shard);
         let bytes = wire::encode_proof(&proof);
         let result = lane.app_mut().submit_proof(proof);
-        if result.is_ok() {
+        // Published again when it is already waiting here: the prover asks again while its proof waits, and
+        // a peer that refused the first copy (its tip a block off at the window's edge, its pool full) may
+        // take this one.
+        if matches!(result, Ok(()) | Err(crate::ledger::PoolError::Duplicate)) {
             self.publish(topic, bytes);
         }
         Some(result)

@@ -18,7 +18,9 @@
 pub use crate::types::evidence::{EVIDENCE_BYTES_MAX, decode_evidence, encode_evidence};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::types::block::{BLOCK_TX_BYTES_MAX, BLOCK_TXS_MAX, Block};
+use crate::types::block::{
+    BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX, BLOCK_TX_BYTES_MAX, BLOCK_TXS_MAX, Block,
+};
 use crate::types::evidence::{
     WIRE_VERSION, decode_vote_body, encode_vote_body, opt_flag, signature,
 };
@@ -28,12 +30,17 @@ use crate::types::tx::TX_BYTES_MAX;
 use crate::types::vote::{QuorumCertificate, VoteScheme};
 use std::sync::Arc;
 
+/// The largest block a proposer can build: a header, every section at its byte budget with each item's
+/// length prefix, and room for one item past a budget (a decoder sees the item before it can refuse it).
 const BLOCK_BYTES_MAX: usize = 256
     + BLOCK_TX_BYTES_MAX
     + BLOCK_TXS_MAX * 4
     + TX_BYTES_MAX
     + BLOCK_INBOUND_BYTES_MAX
-    + BLOCK_INBOUND_MAX * 4;
+    + BLOCK_INBOUND_MAX * 4
+    + 4
+    + BLOCK_PROOF_BYTES_MAX
+    + BLOCK_PROOFS_MAX * 4;
 const CERTIFICATE_BYTES_MAX: usize = 1024;
 /// The largest consensus message: a full block plus a certificate and headers.
 pub const MESSAGE_BYTES_MAX: usize = BLOCK_BYTES_MAX + 2 * CERTIFICATE_BYTES_MAX + 512;
@@ -279,5 +286,24 @@ mod tests {
                 prop_assert_eq!(encode(&m), mutated);
             }
         }
+    }
+
+    /// Every section of a shard block full (transactions, Atomix inbounds and storage proofs, each at its
+    /// byte budget with its length prefixes) still fits a consensus message: a proposer that fills its pools'
+    /// budgets never builds a block no replica can decode.
+    #[test]
+    fn the_largest_buildable_block_fits_a_consensus_message() {
+        let header = 1 + 4 + 2 + 8 + 32 * 4;
+        let buildable = header
+            + 4
+            + BLOCK_TX_BYTES_MAX
+            + BLOCK_TXS_MAX * 4
+            + 4
+            + BLOCK_INBOUND_BYTES_MAX
+            + BLOCK_INBOUND_MAX * 4
+            + 4
+            + BLOCK_PROOF_BYTES_MAX
+            + BLOCK_PROOFS_MAX * 4;
+        assert!(buildable <= BLOCK_BYTES_MAX, "{buildable} > {BLOCK_BYTES_MAX}");
     }
 }

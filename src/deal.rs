@@ -1,0 +1,145 @@
+//! `huds deal status|end`: a storage deal as its shard's validators see it (`specs/economics.md` §3–§5).
+
+use anyhow::{Context, Result, bail};
+use chain::Amount;
+use serde_json::Value;
+
+const NEEDS_API: &str = "this needs a running node: pass --api URL (e.g. the `api http://...` line `huds devnet` prints)";
+
+/// A deal id: 64 hex digits.
+pub fn parse_id(text: &str) -> Result<[u8; 32]> {
+    let text = text.trim();
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        bail!("{text:?} is not a deal id (64 hex digits, as `huds devnet` prints it)");
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = text
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .with_context(|| format!("{text:?} is not a deal id (64 hex digits)"))?;
+    }
+    Ok(out)
+}
+
+/// Where a deal stands, as `huds deal status --json` prints it (`specs/cli.md`): the node's answer with
+/// amounts in IOST, the deal's state, and each holder's missed periods and the totals added.
+pub fn status(api: &str, id: &str) -> Result<Value> {
+    parse_id(id)?;
+    let mut v = crate::api_client::json(api, &format!("/api/v0/chain/deal?id={}", id.trim()))?;
+    let field = |k: &str| {
+        v[k].as_u64()
+            .with_context(|| format!("the deal's answer has no {k}"))
+    };
+    let (start, period, periods, next, per_period, escrow_left, paid, refunded) = (
+        field("start_height")?,
+        field("period_blocks")?.max(1),
+        field("periods")?,
+        field("next_height")?,
+        field("per_period")?,
+        field("escrow_left")?,
+        field("paid")?,
+        field("refunded")?,
+    );
+    // Period p's proof window closes with height start + (p + 2) * period: the periods whose window has
+    // closed at the tip are the ones that can no longer be paid.
+    let tip = next.saturating_sub(1);
+    let closed = (tip.saturating_sub(start) / period)
+        .saturating_sub(1)
+        .min(periods);
+    let (mut passed_all, mut missed_all) = (0u64, 0u64);
+    if let Some(holders) = v["holders"].as_array_mut() {
+        for h in holders {
+            let passed = h["passed"].as_u64().unwrap_or(0);
+            let next = h["next"].as_u64().unwrap_or(0);
+            let in_window = u64::from(next > closed);
+            let missed = closed.saturating_sub(passed.saturating_sub(in_window));
+            passed_all += passed;
+            missed_all += missed;
+            h["missed"] = missed.into();
+            for k in ["pay", "price"] {
+                h[k] = Amount(h[k].as_u64().unwrap_or(0)).to_string().into();
+            }
+        }
+    }
+    let end = start.saturating_add(periods.saturating_mul(period));
+    let state = if tip <= end {
+        "active"
+    } else if escrow_left > 0 {
+        "ended"
+    } else {
+        "settled"
+    };
+    let escrow = paid.saturating_add(escrow_left).saturating_add(refunded);
+    v["state"] = state.into();
+    v["closed_periods"] = closed.into();
+    v["proofs_passed"] = passed_all.into();
+    v["proofs_missed"] = missed_all.into();
+    v["escrow"] = Amount(escrow).to_string().into();
+    for (k, a) in [
+        ("escrow_left", escrow_left),
+        ("paid", paid),
+        ("refunded", refunded),
+        ("per_period", per_period),
+    ] {
+        v[k] = Amount(a).to_string().into();
+    }
+    Ok(v)
+}
+
+/// `huds deal status ID`.
+pub fn show(api: Option<&str>, id: &str, json: bool) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let v = status(api, id)?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let amount = |k: &str| {
+        v[k].as_str()
+            .and_then(|a| a.parse::<Amount>().ok())
+            .unwrap_or(Amount::ZERO)
+            .for_people()
+    };
+    println!(
+        "deal {} ({}, {}+{}) on shard {}, owned by {}",
+        v["id"].as_str().unwrap_or(id),
+        v["state"].as_str().unwrap_or("?"),
+        v["k"],
+        v["m"],
+        v["shard"],
+        v["owner"].as_str().unwrap_or("?")
+    );
+    println!(
+        "{} periods of {} blocks from height {}; at height {}, {} periods are over",
+        v["periods"],
+        v["period_blocks"],
+        v["start_height"],
+        v["next_height"].as_u64().unwrap_or(1).saturating_sub(1),
+        v["closed_periods"]
+    );
+    println!(
+        "escrow {}: paid {} to holders, {} left, {} refunded ({} a period in all); {} proofs passed, {} missed",
+        amount("escrow"),
+        amount("paid"),
+        amount("escrow_left"),
+        amount("refunded"),
+        amount("per_period"),
+        v["proofs_passed"],
+        v["proofs_missed"]
+    );
+    for (i, h) in v["holders"].as_array().into_iter().flatten().enumerate() {
+        println!(
+            "holder {i} {}: {} a period, proved {} periods, missed {}",
+            h["address"].as_str().unwrap_or("?"),
+            h["pay"]
+                .as_str()
+                .and_then(|a| a.parse::<Amount>().ok())
+                .unwrap_or(Amount::ZERO)
+                .for_people(),
+            h["passed"],
+            h["missed"]
+        );
+    }
+    Ok(())
+}
