@@ -252,15 +252,17 @@ fn block_check(shape: &BenchDeal, proofs: usize) -> Result<(Duration, Duration, 
     replica.block_txs_max = 4_096;
     let mut nonce = 0u64;
     let mut tx = |kind: TxKind| {
-        let t = Transaction {
+        let mut t = Transaction {
             chain_id,
             sender: wallet.public(),
             nonce,
-            fee: Amount(1_000),
+            fee: genesis.params.fee_min,
             expiry_height: 1_000_000,
             kind,
-        }
-        .sign(&wallet);
+        };
+        // A deal prepays its proofs' fees.
+        t.fee = t.fee_floor(genesis.params.fee_min).expect("fits");
+        let t = t.sign(&wallet);
         nonce += 1;
         t
     };

@@ -1,4 +1,4 @@
-//! `huds deal status|end`: a storage deal as its shard's validators see it (`specs/economics.md` §3–§5).
+//! `huds deal list|status|end`: a storage deal as its shard's validators see it (`specs/economics.md` §3–§5).
 
 use anyhow::{Context, Result, bail};
 use chain::Amount;
@@ -142,4 +142,105 @@ pub fn show(api: Option<&str>, id: &str, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `huds deal list`: every deal the home's account opened, one line each (`--json`: an array of what
+/// `huds deal status --json` prints for each).
+pub fn list(dir: &std::path::Path, api: Option<&str>, json: bool) -> Result<()> {
+    let api = api.context(NEEDS_API)?;
+    let owner = chain::Address::of(&crate::wallet::wallet_key(dir)?.public());
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v0/chain/deals?owner={owner}&after={a}"),
+            None => format!("/api/v0/chain/deals?owner={owner}"),
+        };
+        let page = crate::api_client::json(api, &path)?;
+        for id in page["deals"].as_array().into_iter().flatten() {
+            let id = id
+                .as_str()
+                .context("the node's deal list holds a non-string id")?;
+            let v = status(api, id)?;
+            if !json {
+                let amount = |k: &str| {
+                    v[k].as_str()
+                        .and_then(|a| a.parse::<Amount>().ok())
+                        .unwrap_or(Amount::ZERO)
+                        .for_people()
+                };
+                println!(
+                    "{id} {} {}+{} {} periods, {}/{} over; escrow {}, paid {}, {} left; {} proofs passed, {} missed",
+                    v["state"].as_str().unwrap_or("?"),
+                    v["k"],
+                    v["m"],
+                    v["periods"],
+                    v["closed_periods"],
+                    v["periods"],
+                    amount("escrow"),
+                    amount("paid"),
+                    amount("escrow_left"),
+                    v["proofs_passed"],
+                    v["proofs_missed"]
+                );
+            }
+            all.push(v);
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    if json {
+        println!("{}", Value::Array(all));
+    } else if all.is_empty() {
+        println!("{owner} has opened no deals");
+    }
+    Ok(())
+}
+
+/// Adds to a storage node's status (`huds node status --api`) what the chain says of the deals it holds:
+/// per deal its proven and missed periods and what it earned, and the totals (`challenges_answered`,
+/// `challenges_missed`, `earned`). Left as it is when the API serves no chain (or knows none of the deals).
+pub fn account_node(api: &str, v: &mut Value) {
+    let Some(deals) = v["deals"].as_array().cloned() else {
+        return;
+    };
+    let (mut answered, mut missed, mut earned, mut known) = (0u64, 0u64, 0u128, 0usize);
+    let mut out = Vec::new();
+    for d in deals {
+        let mut d = d.clone();
+        let (Some(id), Some(holder)) = (d["id"].as_str(), d["holder"].as_u64()) else {
+            continue;
+        };
+        if let Ok(s) = status(api, id) {
+            let h = &s["holders"][holder as usize];
+            let pay = h["pay"]
+                .as_str()
+                .and_then(|a| a.parse::<Amount>().ok())
+                .unwrap_or(Amount::ZERO);
+            let passed = h["passed"].as_u64().unwrap_or(0);
+            let m = h["missed"].as_u64().unwrap_or(0);
+            let e = u128::from(pay.0) * u128::from(passed);
+            d["state"] = s["state"].clone();
+            d["passed"] = passed.into();
+            d["missed"] = m.into();
+            d["earned"] = Amount(u64::try_from(e).unwrap_or(u64::MAX))
+                .to_string()
+                .into();
+            answered += passed;
+            missed += m;
+            earned += e;
+            known += 1;
+        }
+        out.push(d);
+    }
+    v["deals"] = Value::Array(out);
+    if known > 0 {
+        v["challenges_answered"] = answered.into();
+        v["challenges_missed"] = missed.into();
+        v["earned"] = Amount(u64::try_from(earned).unwrap_or(u64::MAX))
+            .to_string()
+            .into();
+    }
 }

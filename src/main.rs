@@ -206,6 +206,8 @@ enum WalletWhat {
 
 #[derive(Subcommand)]
 enum DealWhat {
+    /// Every deal the home's account opened: state, escrow, pay and proofs (`--json` for all fields).
+    List,
     /// Paid, escrow left, and each holder's pay and proven and missed periods (`--json` for all fields).
     Status { id: String },
     /// End a deal the home's account owns: the periods not begun are refunded; once the deal is over, this
@@ -435,6 +437,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         }
         Command::Deal { what } => {
             return match what {
+                DealWhat::List => deal::list(&dir, api, cli.json),
                 DealWhat::Status { id } => deal::show(api, id, cli.json),
                 DealWhat::End { id } => wallet::end_deal(&dir, api, id, cli.json),
             };
@@ -660,7 +663,8 @@ fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> R
             action: Some(NodeAction::Status),
             ..
         } => {
-            let v = api_client::json(api, "/api/v0/node/status")?;
+            let mut v = api_client::json(api, "/api/v0/node/status")?;
+            deal::account_node(api, &mut v);
             print_node_status(&v, json);
             Ok(())
         }
@@ -946,6 +950,24 @@ fn print_node_status(v: &serde_json::Value, json: bool) {
     }
     if let Some(p) = v["peers"].as_u64() {
         println!("peers {p}");
+    }
+    if let Some(deals) = v["deals"].as_array() {
+        println!(
+            "deals {} (paid to {}){}",
+            deals.len(),
+            v["account"].as_str().unwrap_or("?"),
+            match (v["earned"].as_str(), v["challenges_answered"].as_u64()) {
+                (Some(earned), Some(answered)) => format!(
+                    ": {answered} challenges answered, {} missed, {} earned",
+                    v["challenges_missed"],
+                    earned
+                        .parse::<chain::Amount>()
+                        .unwrap_or(chain::Amount::ZERO)
+                        .for_people()
+                ),
+                _ => String::new(),
+            }
+        );
     }
     let r = &v["repair"];
     if r.is_object() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chain::crypto::{Hash, PublicKey};
+use chain::hex;
 use huds::Store;
 use huds_net::prover::{self, HeldDeal};
 
@@ -72,10 +73,6 @@ fn round(
         }
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_hash(text: &str) -> Option<Hash> {

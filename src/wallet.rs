@@ -221,7 +221,7 @@ fn sign_and_post(
 ) -> Result<(Value, Amount)> {
     let from = Address::of(&key.public());
     let shard = shard_of(&from, shard_count(status)?);
-    let fee: Amount = status["fee_min"]
+    let fee_min: Amount = status["fee_min"]
         .as_str()
         .context("the node's chain status has no fee_min")?
         .parse()
@@ -236,15 +236,20 @@ fn sign_and_post(
     let nonce = account(api, &from)?["nonce"]
         .as_u64()
         .context("the node's account answer has no nonce")?;
-    let tx = Transaction {
+    let mut tx = Transaction {
         chain_id,
         sender: key.public(),
         nonce,
-        fee,
+        fee: fee_min,
         expiry_height: height + EXPIRY_BLOCKS,
         kind,
-    }
-    .sign(key);
+    };
+    // A deal prepays the fees of its holders' proofs.
+    tx.fee = tx
+        .fee_floor(fee_min)
+        .context("the deal's proof fees overflow")?;
+    let fee = tx.fee;
+    let tx = tx.sign(key);
     Ok((post_tx(api, &tx.encode())?, fee))
 }
 

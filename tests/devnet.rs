@@ -159,6 +159,7 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
         serde_json::from_slice(&body).expect("json")
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut d_last;
     loop {
         let d = json(&format!("/api/v0/chain/deal?id={deal}"));
         let holders = d["holders"].as_array().expect("holders").clone();
@@ -188,6 +189,7 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
             let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
             base_units(whole, frac).expect("an amount")
         };
+        d_last = d.clone();
         let settled = holders.iter().all(|h| {
             let passed = h["passed"].as_u64().expect("passed");
             passed >= 2
@@ -205,7 +207,41 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
     }
     // `huds deal status` accounts for every period that is over (proven or missed); the owner ends the deal
     // and gets back the periods not begun.
+    // `huds node status` through node 0's API accounts for the deals node 0 holds: with 6 nodes and 6 shards
+    // a segment, every node holds the demo deal, and each holder has proven two periods by now.
+    let node = common::run_json(
+        &dir.join("node-0"),
+        &["--api", &format!("http://{api}"), "node", "status"],
+    );
+    let held = node["deals"].as_array().expect("node 0 takes deals");
+    let demo = held
+        .iter()
+        .find(|d| d["id"].as_str() == Some(deal.as_str()))
+        .unwrap_or_else(|| panic!("node 0 holds the demo deal: {node}"));
+    assert!(demo["passed"].as_u64() >= Some(2), "{node}");
+    assert!(node["challenges_answered"].as_u64() >= Some(2), "{node}");
+    assert!(
+        node["earned"].as_str().is_some_and(|e| e != "0.00000000"),
+        "{node}"
+    );
+    let holder = &d_last["holders"][demo["holder"].as_u64().expect("holder") as usize];
+    assert_eq!(
+        node["account"].as_str(),
+        holder["address"].as_str(),
+        "{node}"
+    );
     let owner = dir.join("owner");
+    // `huds deal list` finds the owner's demo deal among its deals.
+    let listed = common::run_json(&owner, &["--api", &format!("http://{api}"), "deal", "list"]);
+    let listed = listed.as_array().expect("a list of deals");
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["id"].as_str() == Some(deal.as_str())
+                && d["state"] == "active"
+                && d["holders"].as_array().map(Vec::len) == Some(6)),
+        "{listed:?}"
+    );
     let status = common::run_json(
         &owner,
         &["--api", &format!("http://{api}"), "deal", "status", &deal],

@@ -6,6 +6,7 @@
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
 //! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
 //! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}` (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
@@ -110,9 +111,7 @@ pub struct ChainApi {
     validators: Vec<ValidatorHandle>,
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use chain::hex;
 
 impl ChainApi {
     pub fn new(
@@ -350,6 +349,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/tx", get(prove_tx))
         .route("/api/v0/chain/prove/deal", get(prove_deal))
         .route("/api/v0/chain/deal", get(deal))
+        .route("/api/v0/chain/deals", get(deals))
         .route(
             "/api/v0/chain/deal/proof",
             post(submit_proof).layer(DefaultBodyLimit::max(
@@ -495,6 +495,50 @@ async fn deal(
         StatusCode::NOT_FOUND,
         format!("no shard here holds deal {}", hex(&id)),
     ))
+}
+
+#[derive(Deserialize)]
+struct DealsQuery {
+    owner: String,
+    after: Option<String>,
+}
+
+/// Deal ids one `GET /api/v0/chain/deals` answers at most; `next` pages on.
+const DEALS_PAGE: usize = 256;
+
+/// `GET /api/v0/chain/deals?owner=ios1...[&after=ID]`: the ids of the deals an account opened (they live on
+/// its shard), in id order, a page at a time.
+async fn deals(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<DealsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let owner: Address = q.owner.parse().map_err(bad_request)?;
+    let after = match &q.after {
+        Some(a) => Some(
+            parse_hash(a)
+                .ok_or_else(|| bad_request(format!("{a:?} is not a deal id (64 hex digits)")))?,
+        ),
+        None => None,
+    };
+    let shard = shard_of(&owner, api.genesis.params.shard_count);
+    let ids = api
+        .validator(shard)?
+        .deals_of(owner, after, DEALS_PAGE)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this node keeps no lane of shard {shard}"),
+            )
+        })?;
+    let next = (ids.len() == DEALS_PAGE).then(|| ids.last().map(|id| hex(id)));
+    Ok(Json(json!({
+        "owner": owner.to_string(),
+        "shard": shard,
+        "deals": ids.iter().map(|id| hex(id)).collect::<Vec<_>>(),
+        "next": next.flatten(),
+    })))
 }
 
 /// `POST /api/v0/chain/deal/proof`: a storage proof for the next block of its deal's shard.

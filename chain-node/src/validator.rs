@@ -193,6 +193,12 @@ enum Command {
         id: Hash,
         reply: oneshot::Sender<Option<DealView>>,
     },
+    DealsOf {
+        owner: Address,
+        after: Option<Hash>,
+        limit: usize,
+        reply: oneshot::Sender<Option<Vec<Hash>>>,
+    },
     SubmitProof {
         proof: Box<StorageProof>,
         reply: oneshot::Sender<Option<Result<(), PoolError>>>,
@@ -303,6 +309,23 @@ impl ValidatorHandle {
     /// A storage deal on this validator's shard as its holders' provers need it (None: not on this shard).
     pub async fn deal(&self, id: Hash) -> Result<Option<DealView>, ValidatorError> {
         self.ask(|reply| Command::Deal { id, reply }).await
+    }
+
+    /// The ids of the deals `owner` opened on this validator's shard, in id order after `after`, at most
+    /// `limit` (None: this validator keeps no shard).
+    pub async fn deals_of(
+        &self,
+        owner: Address,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> Result<Option<Vec<Hash>>, ValidatorError> {
+        self.ask(|reply| Command::DealsOf {
+            owner,
+            after,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Admits a storage proof for the next block of its deal's shard and gossips it to the committee (None:
@@ -936,6 +959,14 @@ impl Driver {
             }
             Command::Deal { id, reply } => {
                 let _ = reply.send(self.node.deal(&id));
+            }
+            Command::DealsOf {
+                owner,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.node.deals_of(&owner, after, limit));
             }
             Command::SubmitProof { proof, reply } => {
                 let _ = reply.send(self.node.submit_proof(*proof));

@@ -52,7 +52,8 @@ pub fn shard_of(address: &Address, shard_count: u16) -> ShardId {
     u16::try_from(v % u64::from(shard_count)).expect("a value reduced modulo a u16 fits a u16")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex digits of `bytes` (how ids and hashes are written in text).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

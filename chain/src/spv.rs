@@ -749,7 +749,7 @@ mod tests {
             .iter()
             .map(|k| deal::sign(k, chain_id, &id))
             .collect();
-        let open = Transaction {
+        let mut open = Transaction {
             chain_id,
             nonce: 3,
             fee: Amount(1000),
@@ -759,8 +759,9 @@ mod tests {
                 terms: terms.clone(),
                 signatures,
             },
-        }
-        .sign(&wallet);
+        };
+        open.fee = open.fee_floor(Amount(1000)).expect("fits");
+        let open = open.sign(&wallet);
         let commit = |f: &mut Fixture, txs: Vec<crate::tx::SignedTransaction>| {
             let block = f.app.build_block(txs);
             let qc = certify(chain_id, &f.keys, &f.committee, &block, 3);

@@ -632,11 +632,9 @@ impl State {
                 height,
             });
         }
-        if tx.fee < self.params.fee_min {
-            return Err(TxError::FeeTooLow {
-                min: self.params.fee_min,
-                got: tx.fee,
-            });
+        let min = tx.fee_floor(self.params.fee_min)?;
+        if tx.fee < min {
+            return Err(TxError::FeeTooLow { min, got: tx.fee });
         }
         let mut sender = self.accounts.get(&from).cloned().unwrap_or_default();
         if tx.nonce < sender.nonce {
@@ -1076,16 +1074,18 @@ mod tests {
         }
     }
 
+    /// A transaction at the least fee it may carry (a deal's prepays its proofs).
     fn tx(key: &SecretKey, nonce: u64, kind: TxKind) -> SignedTransaction {
-        Transaction {
+        let mut t = Transaction {
             chain_id: params().chain_id,
             sender: key.public(),
             nonce,
             fee: Amount(1_000),
             expiry_height: 50,
             kind,
-        }
-        .sign(key)
+        };
+        t.fee = t.fee_floor(Amount(1_000)).expect("fits");
+        t.sign(key)
     }
 
     /// [`tx`], valid up to height `expiry_height`.
@@ -1542,11 +1542,25 @@ mod tests {
         let escrow = terms.escrow().expect("fits");
         assert_eq!(escrow, Amount(2_930 * 6 * 10));
         let id = terms.id(&me);
+        // The deal prepays a fee for each of its 6 holders' 10 proofs besides its own.
+        let fee = Amount(1_000 * (1 + 6 * 10));
+        assert_eq!(open.tx.fee, fee);
+        let mut cheap = open.tx.clone();
+        cheap.fee = Amount(fee.0 - 1);
+        assert_eq!(
+            state.apply(&cheap.sign(&alice), 5),
+            Err(TxError::FeeTooLow {
+                min: fee,
+                got: Amount(fee.0 - 1)
+            }),
+            "a deal that does not prepay its proofs is refused"
+        );
         state.apply(&open, 5).expect("a signed, funded deal opens");
         assert_eq!(
             state.account(&me).expect("funded").balance,
-            Amount(before.0 - escrow.0 - 1_000)
+            Amount(before.0 - escrow.0 - fee.0)
         );
+        assert_eq!(state.fee_pool(), fee);
         let record = state.deal(&id).cloned().expect("recorded");
         assert_eq!(record.escrow_left, escrow);
         assert_eq!(record.per_period, Amount(2_930 * 6));
@@ -1712,18 +1726,14 @@ mod tests {
             .iter()
             .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
             .collect();
-        let open = Transaction {
-            chain_id: params.chain_id,
-            sender: alice.public(),
-            nonce: 0,
-            fee: Amount(1_000),
-            expiry_height: 50,
-            kind: TxKind::OpenDeal {
+        let open = tx(
+            &alice,
+            0,
+            TxKind::OpenDeal {
                 terms: terms.clone(),
                 signatures,
             },
-        }
-        .sign(&alice);
+        );
         let hash_of = |h: u64| hash_with("test block", &[&h.to_be_bytes()]);
         for h in 1..=5 {
             state.begin_block(h, &hash_of(h - 1));

@@ -226,7 +226,8 @@ struct Sim {
     shard_supply: Vec<u128>,
     /// Cross-shard transfers committed on their input shard, and those whose lock the output shard
     /// committed.
-    locked: BTreeSet<Hash>,
+    /// Atomix locks committed on their input shard: id -> (input shard, height, when).
+    locked: BTreeMap<Hash, (ShardId, u64, u64)>,
     credited: BTreeSet<Hash>,
     cross: BTreeSet<Hash>,
     /// Committees (member ids) per (epoch, shard), as the beacon state drew them.
@@ -314,7 +315,7 @@ impl Sim {
                     genesis: genesis.clone(),
                     committee_size: SIZE,
                     epoch_length: EPOCH_LENGTH,
-                    epoch_blocks: EPOCH_BLOCKS,
+                    epoch_blocks: env_u64("HUDS_SIM_EPOCH_BLOCKS").unwrap_or(EPOCH_BLOCKS),
                     account: Address::of(&validator_key(i).public()),
                     bls_secret: bls::SecretKey::dev(&format!("validator/{i}")),
                     block_txs_max: 64,
@@ -341,7 +342,7 @@ impl Sim {
             finalised: BTreeMap::new(),
             heights: BTreeMap::new(),
             shard_supply,
-            locked: BTreeSet::new(),
+            locked: BTreeMap::new(),
             credited: BTreeSet::new(),
             cross: BTreeSet::new(),
             drawn: BTreeMap::new(),
@@ -381,7 +382,10 @@ impl Sim {
         self.at(register_at, Event::Register);
         if self.stall.is_some() {
             self.at(STALL_AT_MS, Event::Stall);
-            self.at(STALL_AT_MS + STALL_MS, Event::Unstall);
+            self.at(
+                STALL_AT_MS + env_u64("HUDS_SIM_STALL_MS").unwrap_or(STALL_MS),
+                Event::Unstall,
+            );
             return;
         }
         // Crashes never overlap, so no committee loses more than one member at once.
@@ -690,9 +694,17 @@ impl Sim {
         let key = (notice.shard, notice.height);
         match self.finalised.get(&key) {
             Some((block, root)) if *block != notice.block || *root != notice.state_root => {
+                let what = if *block == notice.block {
+                    "the same block with a different state root"
+                } else {
+                    "a different block"
+                };
                 return Err(format!(
-                    "chain {} height {}: validator {i} finalised a different block or state root",
-                    notice.shard, notice.height
+                    "chain {} height {}: validator {i} finalised {what} at {} ms{}",
+                    notice.shard,
+                    notice.height,
+                    self.now,
+                    self.diagnosis()
                 ));
             }
             Some(_) => return Ok(()),
@@ -757,7 +769,9 @@ impl Sim {
         }
         for id in &notice.tx_ids {
             if self.cross.contains(id) {
-                self.locked.insert(*id);
+                self.locked
+                    .entry(*id)
+                    .or_insert((notice.shard, notice.height, self.now));
                 if !self.relay_probed && node.shard() == Some(notice.shard) {
                     self.relay_probed = true;
                     self.relay_probe = Some((i, *id));
@@ -1272,12 +1286,20 @@ impl Sim {
         }
         self.check_caught_up()?;
         self.stats.locks = self.locked.len() as u64;
-        let missing: Vec<_> = self.locked.difference(&self.credited).collect();
+        let missing: Vec<_> = self
+            .locked
+            .iter()
+            .filter(|(id, _)| !self.credited.contains(*id))
+            .map(|(_, at)| *at)
+            .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "{} of {} Atomix locks never committed on their output shard",
+                "{} of {} Atomix locks never committed on their output shard; (input shard, height, ms) of \
+                 each: {missing:?}; highest heights: {:?}{}",
                 missing.len(),
-                self.locked.len()
+                self.locked.len(),
+                self.heights,
+                self.diagnosis()
             ));
         }
         let candidate = self.validators[self.candidate].config.account;
@@ -1300,7 +1322,8 @@ impl Sim {
 /// One stalled-shard run (see `a_stalled_shard_is_redrawn_and_the_others_go_on`): faults in the first 3 s,
 /// then the stall, and 5 s after the stopped members restart.
 fn run_stalled_seed(seed: u64) -> Result<(Hash, Stats), String> {
-    let end_ms = STALL_AT_MS + STALL_MS + 5_000;
+    let stall_ms = env_u64("HUDS_SIM_STALL_MS").unwrap_or(STALL_MS);
+    let end_ms = STALL_AT_MS + stall_ms + 5_000;
     let mut sim = Sim::with_stall(seed, 3_000, end_ms, true);
     let trace = sim.run()?;
     Ok((trace, sim.stats))

@@ -8,7 +8,7 @@
 //! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, a directory as a tar stream (`application/x-tar`), a symlink as its target (`inode/symlink`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
-//! | `GET /api/v0/node/status` | `{"peer","stored_bytes","storage_bytes_max","shards","peers","repair"}` |
+//! | `GET /api/v0/node/status` | `{"peer","account","deals":[{"id","holder"}],"stored_bytes","storage_bytes_max","shards","peers","repair"}` (`account` and `deals`: the account its deals pay and the deals it signed and still proves, `null` on a node that takes no deals) |
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -534,7 +534,30 @@ async fn status(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
     let peers = api.node.storage_peers().await.len();
     let (_, max) = api.node.storage_bytes();
     let r = api.node.repair_stats();
+    // The deals this node signed and still proves (its account is where they pay).
+    let held = match api
+        .node
+        .deal_signer()
+        .and_then(|s| Some((s.held_dir()?.to_path_buf(), s.public_key()?)))
+    {
+        Some((dir, key)) => {
+            let held = tokio::task::spawn_blocking(move || crate::prover::held_deals(&dir, &key))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+                .0;
+            let deals: Vec<Value> = held
+                .iter()
+                .map(|d| json!({ "id": chain::hex(&d.id), "holder": d.holder }))
+                .collect();
+            Some((chain::Address::of(&key).to_string(), deals))
+        }
+        None => None,
+    };
+    let (account, deals) = held.unzip();
     Ok(Json(json!({
+        "account": account,
+        "deals": deals,
         "peer": api.node.peer_id().to_string(),
         "stored_bytes": bytes,
         "storage_bytes_max": max,

@@ -312,6 +312,11 @@ impl NodeHandle {
         self.peer_id
     }
 
+    /// What signs this node's storage deals, when it takes them.
+    pub fn deal_signer(&self) -> Option<&crate::deals::DealSigner> {
+        self.deal_signer.as_deref()
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

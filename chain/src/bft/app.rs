@@ -51,6 +51,11 @@ pub enum BlockError {
     Evidence { index: usize, error: EvidenceError },
     #[error("block has {0} storage proofs, more than the maximum count or bytes")]
     TooManyProofs(usize),
+    /// Executing the block would change the shard's accountable supply (balances, stakes, unbonding, fee
+    /// pool and escrow, plus what it locked out for other shards minus what it committed from them): no
+    /// transaction, inbound or proof mints or burns, so this is a bug in execution, and the block is refused.
+    #[error("the block changes the shard's supply from {before} to {after} base units")]
+    Supply { before: u128, after: u128 },
     #[error("storage proof {index} is refused: {error}")]
     Proof {
         index: usize,

@@ -108,11 +108,9 @@ impl<St: Store> ShardApp<St> {
     ) -> Result<(), TxError> {
         let params = self.state.params();
         let t = &tx.tx;
-        if t.fee < params.fee_min {
-            return Err(TxError::FeeTooLow {
-                min: params.fee_min,
-                got: t.fee,
-            });
+        let min = t.fee_floor(params.fee_min)?;
+        if t.fee < min {
+            return Err(TxError::FeeTooLow { min, got: t.fee });
         }
         let height = self.tip.height + 1;
         if t.expiry_height < height {

@@ -322,6 +322,11 @@ impl<St: Store> ShardApp<St> {
                 .apply_proof(proof, h.height)
                 .map_err(|error| BlockError::Proof { index, error })?;
         }
+        // The supply check of every block: nothing mints or burns.
+        let (before, after) = (self.state.accountable_supply(), state.accountable_supply());
+        if before != after {
+            return Err(BlockError::Supply { before, after });
+        }
         let receipt_hashes: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
         check_roots(h, state.root(), &receipt_hashes)?;
         Ok(state)

@@ -27,24 +27,36 @@ pub enum PoolError {
     Full,
 }
 
+/// The waiting proofs in the order they arrived: blocks take them first come, first served, so that nobody
+/// can put theirs ahead of others' by the choice of a deal id, and a proof too large for what is left of a
+/// block stops the block's proofs there rather than letting smaller later ones past it (which would let a
+/// stream of small proofs keep a large one out for its whole window).
 #[derive(Debug, Default)]
 pub(super) struct ProofPool {
-    waiting: BTreeMap<(Hash, u8, u64), StorageProof>,
+    /// Arrival number -> proof.
+    waiting: BTreeMap<u64, StorageProof>,
+    /// Slot (deal, holder, period) -> arrival number.
+    slots: BTreeMap<(Hash, u8, u64), u64>,
+    arrivals: u64,
 }
 
 impl ProofPool {
+    fn insert(&mut self, proof: StorageProof) {
+        let n = self.arrivals;
+        self.arrivals += 1;
+        self.slots.insert(proof.slot(), n);
+        self.waiting.insert(n, proof);
+    }
+
     /// Moves into a block the waiting proofs that apply to `state` (the block's state so far, which they
-    /// change), within the block's bounds.
+    /// change), oldest first, within the block's bounds.
     pub(super) fn take(&mut self, state: &mut State, height: u64) -> Vec<StorageProof> {
         let mut included = Vec::new();
         let mut bytes = 0;
         for proof in self.waiting.values() {
-            if included.len() >= BLOCK_PROOFS_MAX {
-                break;
-            }
             let size = proof.encode().len();
-            if bytes + size > BLOCK_PROOF_BYTES_MAX {
-                continue;
+            if included.len() >= BLOCK_PROOFS_MAX || bytes + size > BLOCK_PROOF_BYTES_MAX {
+                break;
             }
             if state.apply_proof(proof, height).is_ok() {
                 bytes += size;
@@ -57,13 +69,18 @@ impl ProofPool {
     /// Drops what can no longer apply in a block at `height` on `state`, whose newest block has hash
     /// `parent`.
     pub(super) fn prune(&mut self, state: &State, height: u64, parent: &Hash) {
+        let slots = &mut self.slots;
         self.waiting.retain(|_, proof| {
-            !matches!(
+            let keep = !matches!(
                 state.check_proof_next(proof, height, parent, false),
                 Err(ProofRefused::NotProvable { .. }
                     | ProofRefused::AlreadyProven { .. }
                     | ProofRefused::UnknownDeal)
-            )
+            );
+            if !keep {
+                slots.remove(&proof.slot());
+            }
+            keep
         });
     }
 }
@@ -72,7 +89,7 @@ impl<St: Store> ShardApp<St> {
     /// Admits a storage proof for the next block: it must apply to the committed state at the next height.
     pub fn submit_proof(&mut self, proof: StorageProof) -> Result<(), PoolError> {
         let slot = proof.slot();
-        if self.proofs.waiting.contains_key(&slot) {
+        if self.proofs.slots.contains_key(&slot) {
             return Err(PoolError::Duplicate);
         }
         if self.proofs.waiting.len() >= POOL_PROOFS_MAX {
@@ -80,7 +97,7 @@ impl<St: Store> ShardApp<St> {
         }
         self.state
             .check_proof_next(&proof, self.tip.height + 1, &self.tip.hash, true)?;
-        self.proofs.waiting.insert(slot, proof);
+        self.proofs.insert(proof);
         Ok(())
     }
 

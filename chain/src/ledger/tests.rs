@@ -588,7 +588,7 @@ fn deal_transactions_are_refused_cheaply_before_their_signatures() {
     };
     // Signatures that verify for nothing: each is checked only once everything cheaper passed.
     let deal = |key: &SecretKey, nonce: u64| {
-        Transaction {
+        let mut t = Transaction {
             chain_id: genesis.params.chain_id,
             sender: key.public(),
             nonce,
@@ -598,8 +598,9 @@ fn deal_transactions_are_refused_cheaply_before_their_signatures() {
                 terms: terms.clone(),
                 signatures: vec![crate::crypto::Signature([7; 64]); 32],
             },
-        }
-        .sign(key)
+        };
+        t.fee = t.fee_floor(genesis.params.fee_min).expect("fits");
+        t.sign(key)
     };
     let mut state = app.state().clone();
     assert!(matches!(
@@ -659,20 +660,31 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
         commitments_root: smt::list_root(&leaves),
     };
     let owner = Address::of(&wallet.public());
-    let id = terms.id(&owner);
-    let open = Transaction {
-        chain_id,
-        sender: wallet.public(),
-        nonce: 0,
-        fee: Amount(1_000),
-        expiry_height: 1_000,
-        kind: TxKind::OpenDeal {
-            terms: terms.clone(),
-            signatures: vec![deal::sign(&holder, chain_id, &id)],
-        },
+    // Three deals of the same shard with the same holder (each its own id: the roots differ).
+    let deals: Vec<(DealTerms, Hash)> = (32u8..35)
+        .map(|r| {
+            let mut terms = terms.clone();
+            terms.root[3] = r;
+            let id = terms.id(&owner);
+            (terms, id)
+        })
+        .collect();
+    for (nonce, (terms, id)) in deals.iter().enumerate() {
+        let mut open = Transaction {
+            chain_id,
+            sender: wallet.public(),
+            nonce: nonce as u64,
+            fee: Amount(1_000),
+            expiry_height: 1_000,
+            kind: TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures: vec![deal::sign(&holder, chain_id, id)],
+            },
+        };
+        open.fee = open.fee_floor(Amount(1_000)).expect("fits");
+        a.submit(open.sign(&wallet)).expect("admitted");
     }
-    .sign(&wallet);
-    a.submit(open).expect("admitted");
+    let id = deals[0].1;
     let step = |a: &mut ShardApp<MemStore>, b: &mut ShardApp<MemStore>| {
         let block = a.propose();
         assert_eq!(b.check(&block), Ok(()), "the replica accepts the block");
@@ -688,10 +700,20 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
     assert_eq!(record.start_height, 16);
     let tip = a.tip();
     let (_, seed) = a.state().seed_for(tip.height + 1, &tip.hash);
-    let proof = storage_proof::prove(&terms, &seed, &id, 0, 0, |_| {
-        Some((cid.clone(), shard.clone(), smt::list_prove(&leaves, 0)))
-    })
-    .expect("the holder has its shard");
+    let prove = |(terms, id): &(DealTerms, Hash)| {
+        storage_proof::prove(terms, &seed, id, 0, 0, |_| {
+            Some((cid.clone(), shard.clone(), smt::list_prove(&leaves, 0)))
+        })
+        .expect("the holder has its shard")
+    };
+    let proof = prove(&deals[0]);
+    // The other two deals' proofs arrive first, the larger id first: blocks take proofs in the order they
+    // arrived, whatever their deal ids.
+    let mut others: Vec<storage_proof::StorageProof> = deals[1..].iter().map(prove).collect();
+    others.sort_by_key(|p| std::cmp::Reverse(p.deal));
+    for p in &others {
+        a.submit_proof(p.clone()).expect("admitted");
+    }
     let mut forged = proof.clone();
     forged.samples[0].piece.piece[0] ^= 1;
     assert!(matches!(
@@ -705,7 +727,11 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
     assert_eq!(a.submit_proof(proof.clone()), Err(PoolError::Duplicate));
     // A replica refuses a block carrying a forged proof, and one whose proof was swapped under its header.
     let block = a.propose();
-    assert_eq!(block.proofs, vec![proof.clone()]);
+    assert_eq!(
+        block.proofs,
+        [others.clone(), vec![proof.clone()]].concat(),
+        "first come, first served"
+    );
     let mut swapped = block.clone();
     swapped.proofs = vec![forged.clone()];
     assert_eq!(b.check(&swapped), Err(BlockError::TransactionsRoot));
@@ -725,8 +751,8 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
             .account(&Address::of(&holder.public()))
             .map(|a| a.balance)
     };
-    assert_eq!(paid(&a), Some(pay));
-    assert_eq!(paid(&b), Some(pay));
+    assert_eq!(paid(&a), Some(Amount(3 * pay.0)));
+    assert_eq!(paid(&b), Some(Amount(3 * pay.0)));
     assert_eq!(
         a.proofs_waiting(),
         0,

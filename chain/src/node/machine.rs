@@ -564,6 +564,26 @@ impl<D: Disk> Node<D> {
         })
     }
 
+    /// The ids of the deals `owner` opened on the shard this validator keeps, in id order after `after`,
+    /// at most `limit` of them; None if this validator keeps no shard.
+    pub fn deals_of(
+        &self,
+        owner: &Address,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> Option<Vec<Hash>> {
+        let lane = self.shard.as_ref()?;
+        Some(
+            lane.app()
+                .state()
+                .deals()
+                .filter(|(id, r)| r.owner == *owner && after.is_none_or(|a| **id > a))
+                .map(|(id, _)| *id)
+                .take(limit)
+                .collect(),
+        )
+    }
+
     /// Admits a storage proof to the pool of the shard this validator keeps and gossips it to the
     /// committee; None if this validator keeps no shard holding its deal.
     pub fn submit_proof(

@@ -155,6 +155,23 @@ impl Transaction {
         Address::of(&self.sender)
     }
 
+    /// The least fee the transaction may carry, `fee_min` being the chain's fee per transaction. A deal
+    /// prepays, besides its own, one fee for each proof of storage its holders will put in a block (one per
+    /// holder and period): proofs carry no fee of their own, so this is what makes their block space cost
+    /// what a transaction's costs (`specs/economics.md` §5.3).
+    pub fn fee_floor(&self, fee_min: Amount) -> Result<Amount, TxError> {
+        match &self.kind {
+            TxKind::OpenDeal { terms, .. } => (terms.holders.len() as u128)
+                .checked_mul(u128::from(terms.periods))
+                .and_then(|slots| slots.checked_add(1))
+                .and_then(|n| n.checked_mul(u128::from(fee_min.0)))
+                .and_then(|fee| u64::try_from(fee).ok())
+                .map(Amount)
+                .ok_or(TxError::Overflow),
+            _ => Ok(fee_min),
+        }
+    }
+
     /// What the transaction moves out of the sender's balance besides its fee: the amount sent, the stake,
     /// or a deal's escrow.
     pub fn outgoing(&self) -> Result<Amount, TxError> {

@@ -304,6 +304,9 @@ mod tests {
             + 4
             + BLOCK_PROOF_BYTES_MAX
             + BLOCK_PROOFS_MAX * 4;
-        assert!(buildable <= BLOCK_BYTES_MAX, "{buildable} > {BLOCK_BYTES_MAX}");
+        assert!(
+            buildable <= BLOCK_BYTES_MAX,
+            "{buildable} > {BLOCK_BYTES_MAX}"
+        );
     }
 }
