@@ -10,7 +10,8 @@ use chain_node::ChainApi;
 use chain_node::api::hex;
 
 use gateway::{
-    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ValidatorRow,
+    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ShardEconomy,
+    ValidatorRow,
 };
 
 /// Recent blocks kept for the page.
@@ -46,6 +47,7 @@ impl ChainFeed {
                         height: notice.height,
                         hash: hex(&notice.block),
                         txs: u32::try_from(notice.tx_ids.len()).unwrap_or(u32::MAX),
+                        proofs: notice.proofs,
                         proposer: notice.proposer.to_string(),
                     });
                 }
@@ -105,6 +107,18 @@ impl ChainStatusSource for ChainFeed {
                         .collect(),
                     committee_stake: stake.to_string(),
                     committee_stake_for_people: stake.for_people(),
+                    economy: s.economy.map(|e| {
+                        let iost = |a: u128| {
+                            chain::Amount(u64::try_from(a).unwrap_or(u64::MAX)).for_people()
+                        };
+                        ShardEconomy {
+                            deals_active: e.deals_active,
+                            escrow_left: iost(e.escrow_left),
+                            paid: iost(e.paid),
+                            refunded: iost(e.refunded),
+                            proofs_waiting: e.proofs_waiting,
+                        }
+                    }),
                 }
             })
             .collect();

@@ -475,6 +475,12 @@ fn page_shows_nodes_and_shard_heights(dir: &std::path::Path, gateway: &str, line
         .filter_map(|h| h.trim().parse().ok())
         .collect();
     assert_eq!(heights.len(), 2, "one row per shard chain:\n{dom}");
+    // The storage deals table: the demo deal runs on its owner's shard.
+    let deals: u64 = cells(&dom, "num deals")
+        .iter()
+        .filter_map(|d| d.trim().parse::<u64>().ok())
+        .sum();
+    assert!(deals >= 1, "the page shows the running demo deal:\n{dom}");
     assert!(heights.iter().all(|h| *h > 0), "shard heights {heights:?}");
     let epoch: u64 = dom
         .split("<p>epoch ")

@@ -61,6 +61,8 @@ pub struct ShardSnapshot {
     pub head: Option<ShardHead>,
     /// The committee of the next height, in seat order.
     pub committee: Vec<MemberSnapshot>,
+    /// Its storage economy, from a validator here that keeps it (`None`: none does).
+    pub economy: Option<chain::node::Economy>,
 }
 
 /// One seat of a committee: who holds it, its likelihood weight, and what the holder has staked.
@@ -189,8 +191,16 @@ impl ChainApi {
                     .as_ref()
                     .and_then(|v| v.state.committee_at(s, next))
                     .unwrap_or_else(|| self.beacon.committees[usize::from(s)].clone());
+                let economy = self
+                    .validators
+                    .iter()
+                    .filter(|v| v.is_running())
+                    .filter_map(|v| v.economy())
+                    .filter(|e| e.shard == s)
+                    .max_by_key(|e| e.height);
                 ShardSnapshot {
                     id: s,
+                    economy,
                     epoch: view.as_ref().map_or(0, |v| {
                         v.state.epoch_at(s, next).unwrap_or_else(|| v.state.epoch())
                     }),

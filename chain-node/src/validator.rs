@@ -23,7 +23,7 @@ use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{LedgerError, PoolError};
-use chain::node::DealView;
+use chain::node::{DealView, Economy};
 use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
 use chain::types::storage_proof::StorageProof;
@@ -224,6 +224,7 @@ pub struct ValidatorHandle {
     status: watch::Receiver<ShardStatus>,
     heads: watch::Receiver<Vec<Option<ShardHead>>>,
     beacon: watch::Receiver<BeaconView>,
+    economy: watch::Receiver<Option<Economy>>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
@@ -262,6 +263,11 @@ impl ValidatorHandle {
     /// The latest certified head of every shard this validator knows of (`None`: none seen yet).
     pub fn heads(&self) -> Vec<Option<ShardHead>> {
         self.heads.borrow().clone()
+    }
+
+    /// The storage economy of the shard this validator keeps, at its tip (None: it keeps none).
+    pub fn economy(&self) -> Option<Economy> {
+        *self.economy.borrow()
     }
 
     /// The beacon chain as this validator holds it (every validator follows the beacon).
@@ -499,6 +505,7 @@ impl Validator {
         let node = Node::new(config.node_config(), disk, 0)?;
         let status = ShardStatus::of(node.status(), 0, 0);
         let (heads_tx, heads_rx) = watch::channel(node.heads().to_vec());
+        let (economy_tx, economy_rx) = watch::channel(node.economy());
         let (beacon_tx, beacon_rx) = watch::channel(node.beacon_view());
         let (status_tx, status_rx) = watch::channel(status);
         let (commits, _) = broadcast::channel(COMMITS_BUFFERED_MAX);
@@ -508,6 +515,7 @@ impl Validator {
             status: status_rx,
             heads: heads_rx,
             beacon: beacon_rx,
+            economy: economy_rx,
             commits: commits.clone(),
             peer_id,
             listen,
@@ -528,6 +536,7 @@ impl Validator {
             start,
             status: status_tx,
             heads: heads_tx,
+            economy: economy_tx,
             beacon_state: beacon_tx,
             commits,
             dropped_messages: 0,
@@ -587,6 +596,8 @@ struct Driver {
     start: Instant,
     status: watch::Sender<ShardStatus>,
     heads: watch::Sender<Vec<Option<ShardHead>>>,
+    /// The storage economy of the kept shard, recomputed when its tip moves.
+    economy: watch::Sender<Option<Economy>>,
     beacon_state: watch::Sender<BeaconView>,
     commits: broadcast::Sender<Arc<CommitNotice>>,
     dropped_messages: u64,
@@ -766,6 +777,13 @@ impl Driver {
             *s = status;
             changed
         });
+        let tip = self
+            .node
+            .shard()
+            .zip(self.node.shard_app().map(|a| bft::App::tip(a).height));
+        if self.economy.borrow().map(|e| (e.shard, e.height)) != tip {
+            self.economy.send_replace(self.node.economy());
+        }
         let heads = self.node.heads();
         self.heads.send_if_modified(|h| {
             let changed = h.as_slice() != heads;

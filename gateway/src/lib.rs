@@ -46,7 +46,8 @@ pub use conn::ServeOptions;
 pub use error::GatewayError;
 pub use metrics::Metrics;
 pub use status::{
-    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ValidatorRow,
+    BlockSummary, ChainStatus, ChainStatusSource, CommitteeMember, ShardChain, ShardEconomy,
+    ValidatorRow,
 };
 
 use cache::Lru;

@@ -54,6 +54,20 @@ pub struct ShardChain {
     pub committee_stake: String,
     /// The same for people.
     pub committee_stake_for_people: String,
+    /// Its storage deals, when a validator of this node keeps the shard.
+    pub economy: Option<ShardEconomy>,
+}
+
+/// The storage deals of one shard: how many run, and what their escrow holds, paid and refunded, in IOST
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardEconomy {
+    pub deals_active: u64,
+    pub escrow_left: String,
+    pub paid: String,
+    pub refunded: String,
+    /// Storage proofs waiting for a block.
+    pub proofs_waiting: u64,
 }
 
 /// One validator of the chain's registry.
@@ -79,6 +93,8 @@ pub struct BlockSummary {
     pub height: u64,
     pub hash: String,
     pub txs: u32,
+    /// Storage proofs it carried (each paid a holder a period).
+    pub proofs: u32,
     pub proposer: String,
 }
 

@@ -140,6 +140,13 @@ impl<St: Store> ShardApp<St> {
         self.certifier = Some(certifier);
     }
 
+    /// Forgets which certificates of other shards' headers were checked: the certifier's committees changed
+    /// (a new epoch may drop the era a header was certified in, or supersede it by a redraw), so each is
+    /// checked again against the new ones when next used.
+    pub fn forget_certified_headers(&mut self) {
+        self.certified_headers.clear();
+    }
+
     pub fn inbound_len(&self) -> usize {
         self.inbound.len()
     }

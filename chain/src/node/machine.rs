@@ -211,6 +211,8 @@ pub struct CommitNotice {
     pub state_root: Hash,
     /// Whether this validator decided it as a member (else it followed).
     pub member: bool,
+    /// The storage proofs the block carried (each paid a holder a period).
+    pub proofs: u32,
 }
 
 impl CommitNotice {
@@ -251,6 +253,21 @@ pub struct BeaconView {
     pub state: Arc<BeaconState>,
     /// Whether the validator sits on the beacon committee (else it follows the beacon chain).
     pub member: bool,
+}
+
+/// The storage economy of one shard at a validator's tip: what the status page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Economy {
+    pub shard: ShardId,
+    pub height: u64,
+    /// Deals whose periods or last proof window have not ended.
+    pub deals_active: u64,
+    /// What every deal of the shard still escrows, has paid its holders, and has refunded its owners.
+    pub escrow_left: u128,
+    pub paid: u128,
+    pub refunded: u128,
+    /// Storage proofs waiting in this validator's pool.
+    pub proofs_waiting: u64,
 }
 
 /// A storage deal as the validator of its shard sees it at its tip: what a holder's prover asks.
@@ -564,6 +581,27 @@ impl<D: Disk> Node<D> {
         })
     }
 
+    /// The storage economy of the shard this validator keeps, at its tip (a pass over its deals); None if
+    /// it keeps no shard.
+    pub fn economy(&self) -> Option<Economy> {
+        let lane = self.shard.as_ref()?;
+        let app = lane.app();
+        let height = app.tip().height;
+        let mut e = Economy {
+            shard: lane.shard,
+            height,
+            proofs_waiting: app.proofs_waiting() as u64,
+            ..Economy::default()
+        };
+        for (_, d) in app.state().deals() {
+            e.deals_active += u64::from(height <= d.settled_after());
+            e.escrow_left += u128::from(d.escrow_left.0);
+            e.paid += u128::from(d.paid.0);
+            e.refunded += u128::from(d.refunded.0);
+        }
+        Some(e)
+    }
+
     /// The ids of the deals `owner` opened on the shard this validator keeps, in id order after `after`,
     /// at most `limit` of them; None if this validator keeps no shard.
     pub fn deals_of(
@@ -847,6 +885,22 @@ impl<D: Disk> Node<D> {
                 Vec::new()
             };
             let topic = Topic::Shard(lane.shard);
+            // A member that joins its shard's committee relays the locks of the recent heights again, as at
+            // a lane opening: the retries of those heights were the members' who may have left with the
+            // era, and an output shard that stalled longer than the beacon keeps their eras can only
+            // commit them proven against a newer header.
+            if !was_member && lane.member().is_some() {
+                let height = lane.app().tip().height;
+                self.relays.plan(
+                    now.saturating_add(RELAY_FIRST_RETRY_MS),
+                    Relay {
+                        shard: lane.shard,
+                        from: height.saturating_sub(RELAY_ON_OPEN_HEIGHTS),
+                        to: height,
+                        attempt: 0,
+                    },
+                );
+            }
             self.shard = Some(lane);
             for inbound in handed {
                 if let Some(bytes) = wire::encode_inbound(&inbound) {
@@ -1218,9 +1272,16 @@ impl<D: Disk> Node<D> {
             "committed"
         );
         if c.shard == BEACON_SHARD {
+            let epoch = self.known.epoch();
             self.known = Arc::new(self.beacon().app().state().clone());
             if let Some(lane) = self.shard.as_mut() {
                 lane.app_mut().set_certifier(self.known.clone());
+                // Which committee certifies a height changes only with the epoch records: a new epoch may
+                // have dropped the era a remembered certificate was checked against, or superseded it by a
+                // redraw. A proposer that trusted such a verdict would propose inbounds nobody else accepts.
+                if self.known.epoch() != epoch {
+                    lane.app_mut().forget_certified_headers();
+                }
             }
         } else {
             self.shard_commit_at = self.now_ms;
@@ -1256,8 +1317,23 @@ impl<D: Disk> Node<D> {
                 };
                 self.relay(relay, retries);
             }
+            // Besides every HEAD_EVERY_BLOCKS heights, a head goes out at once, from one member per height,
+            // while the shard's link has not moved since the beacon's last draw: at the next draw such a shard
+            // is taken for stalled and redrawn from its link, so a block committed then must reach the beacon
+            // before it, not a head repeat later (a slow committee's block committed just before a draw was
+            // otherwise given up by the redraw: specs/consensus.md §4.6).
+            let linked = self
+                .known
+                .links
+                .get(usize::from(c.shard))
+                .and_then(|l| l.as_ref())
+                .map_or(0, |l| l.height);
+            let held = self.known.linked_at_draw.get(usize::from(c.shard)) == Some(&linked);
             if let Some(me) = c.member
-                && schedule::head_duty(height, c.committee.len(), me)
+                && (schedule::head_duty(height, c.committee.len(), me)
+                    || (held
+                        && linked < height
+                        && schedule::relay_retry_duty(height, c.committee.len(), me)))
             {
                 let head = wire::Head {
                     header: c.block.header.clone(),
@@ -1282,6 +1358,7 @@ impl<D: Disk> Node<D> {
                 .collect(),
             state_root: c.block.header.state_root,
             member: c.member.is_some(),
+            proofs: u32::try_from(c.block.proofs.len()).unwrap_or(u32::MAX),
         };
         self.push(Output::Committed(Arc::new(notice)));
         self.publish_status(Some(&c.block.header));

@@ -17,7 +17,7 @@ pub mod wire;
 pub use catch_up::{CatchUp, Peer, ServeBudget};
 pub use lane::{Drained, Duty, Lane, Role, index_in};
 pub use machine::{
-    AtomixStatus, BeaconView, CommitNotice, DealView, Disk, Input, LaneStatus, Node, NodeConfig,
-    NodeError, Output, ProofOf, RELAYS_ASKED_MAX, ShardHead, Topic,
+    AtomixStatus, BeaconView, CommitNotice, DealView, Disk, Economy, Input, LaneStatus, Node,
+    NodeConfig, NodeError, Output, ProofOf, RELAYS_ASKED_MAX, ShardHead, Topic,
 };
 pub use schedule::{EvidenceSent, Relay, RelaySchedule};
