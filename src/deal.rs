@@ -187,7 +187,12 @@ pub fn list(dir: &std::path::Path, api: Option<&str>, json: bool) -> Result<()> 
             all.push(v);
         }
         match page["next"].as_str() {
-            Some(next) => after = Some(next.to_string()),
+            // Pages move forward in id order (equal-length hex sorts as the ids do): a node that answers
+            // otherwise would keep this loop going for ever.
+            Some(next) if after.as_deref().is_none_or(|a| next > a) => {
+                after = Some(next.to_string());
+            }
+            Some(next) => bail!("the node's deal list did not move past {next}"),
             None => break,
         }
     }

@@ -1542,8 +1542,10 @@ mod tests {
         let escrow = terms.escrow().expect("fits");
         assert_eq!(escrow, Amount(2_930 * 6 * 10));
         let id = terms.id(&me);
-        // The deal prepays a fee for each of its 6 holders' 10 proofs besides its own.
-        let fee = Amount(1_000 * (1 + 6 * 10));
+        // The deal prepays the block space of its 6 holders' 10 proofs besides its own fee. Each holder has 3
+        // of the 18 shards of 1 MiB (list paths of 5 levels, piece paths of 12): its proof is at most
+        // 64 + 3 × (142 + 180 + 656) = 2,998 bytes, 6 fees of 516 bytes.
+        let fee = Amount(1_000 * (1 + 10 * 6 * 6));
         assert_eq!(open.tx.fee, fee);
         let mut cheap = open.tx.clone();
         cheap.fee = Amount(fee.0 - 1);

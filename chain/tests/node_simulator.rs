@@ -1126,9 +1126,10 @@ impl Sim {
         };
         let shard1 = stall.shard1_at_unstall.unwrap_or(0);
         let (before, after) = stall.shard1_epochs;
-        // Shard 1 went on and crossed into an era of a later epoch's committee (an era is at most
-        // EPOCH_LENGTH heights; how many it committed depends on how often a stopped member was its proposer).
-        if shard1 <= stall.shard1 || before.is_none() || before == after {
+        // Shard 1 went on, at least half an era's heights, and crossed into an era of a later epoch's
+        // committee (how many heights it committed depends on how often a stopped member, drawn into its
+        // committees too, was its proposer).
+        if shard1 < stall.shard1 + EPOCH_LENGTH / 2 || before.is_none() || before == after {
             return Err(format!(
                 "shard 1 went from {} to {shard1} (eras of epochs {before:?} and {after:?}) during the stall",
                 stall.shard1
@@ -1315,7 +1316,29 @@ impl Sim {
         }
         let candidate = self.validators[self.candidate].config.account;
         if state.validators.iter().all(|v| v.id != candidate) {
-            return Err("the candidate's registration never reached the beacon registry".into());
+            // Where the registration stands: each shard's registry outbox (its validators' view) against
+            // what the beacon applied of it.
+            let outboxes: Vec<String> = (0..SHARDS)
+                .map(|shard| {
+                    let emitted = self
+                        .validators
+                        .iter()
+                        .filter_map(|v| v.node.as_ref())
+                        .filter(|n| n.shard() == Some(shard))
+                        .filter_map(|n| n.shard_app().map(|a| a.state().outbox().count))
+                        .max();
+                    let link = state.links[usize::from(shard)].as_ref();
+                    format!(
+                        "shard {shard}: emitted {emitted:?}, applied {:?} (link at {:?})",
+                        link.map(|l| l.registry.count),
+                        link.map(|l| l.height)
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "the candidate's registration never reached the beacon registry: {outboxes:?}{}",
+                self.diagnosis()
+            ));
         }
         if let Some(gone) = self.unstaker
             && let Some(v) = state.validators.iter().find(|v| v.id == gone)

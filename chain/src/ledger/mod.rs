@@ -173,6 +173,8 @@ pub struct ShardApp<St: Store> {
     certified_headers: HashSet<Hash>,
     /// Storage proofs waiting for a block.
     proofs: proof_pool::ProofPool,
+    /// The shard's accountable supply, which no block changes (the supply check of every block).
+    supply: u128,
 }
 
 impl<St: Store> ShardApp<St> {
@@ -194,6 +196,7 @@ impl<St: Store> ShardApp<St> {
 
     fn from_parts(state: State, store: St, tip: Tip) -> Self {
         Self {
+            supply: state.accountable_supply(),
             state,
             store,
             tip,
@@ -323,7 +326,7 @@ impl<St: Store> ShardApp<St> {
                 .map_err(|error| BlockError::Proof { index, error })?;
         }
         // The supply check of every block: nothing mints or burns.
-        let (before, after) = (self.state.accountable_supply(), state.accountable_supply());
+        let (before, after) = (self.supply, state.accountable_supply());
         if before != after {
             return Err(BlockError::Supply { before, after });
         }

@@ -707,6 +707,10 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
         .expect("the holder has its shard")
     };
     let proof = prove(&deals[0]);
+    assert!(
+        proof.encode().len() <= storage_proof::proof_bytes_bound(&terms, 0),
+        "the deal prepaid at least the proof's bytes"
+    );
     // The other two deals' proofs arrive first, the larger id first: blocks take proofs in the order they
     // arrived, whatever their deal ids.
     let mut others: Vec<storage_proof::StorageProof> = deals[1..].iter().map(prove).collect();

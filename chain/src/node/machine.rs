@@ -36,8 +36,8 @@ use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
 use super::catch_up::{self, CatchUp, Peer, ServeBudget};
 use super::lane::Lane as AnyLane;
 use super::schedule::{
-    self, BEACON_COMMIT_WAIT_MS, EvidenceSent, RELAY_FIRST_RETRY_MS, RELAY_ON_OPEN_HEIGHTS, Relay,
-    RelaySchedule,
+    self, BEACON_COMMIT_WAIT_MS, EvidenceSent, RELAY_ATTEMPTS, RELAY_FIRST_RETRY_MS,
+    RELAY_ON_OPEN_HEIGHTS, Relay, RelaySchedule,
 };
 use super::wire::{self, BlocksAnswer, BlocksRequest, Envelope, TX_BATCH_MAX};
 
@@ -897,7 +897,9 @@ impl<D: Disk> Node<D> {
                         shard: lane.shard,
                         from: height.saturating_sub(RELAY_ON_OPEN_HEIGHTS),
                         to: height,
-                        attempt: 0,
+                        // Once: the heights' own retries are their committee's; this pass only carries
+                        // their locks across the change of members.
+                        attempt: RELAY_ATTEMPTS - 1,
                     },
                 );
             }
@@ -1317,23 +1319,8 @@ impl<D: Disk> Node<D> {
                 };
                 self.relay(relay, retries);
             }
-            // Besides every HEAD_EVERY_BLOCKS heights, a head goes out at once, from one member per height,
-            // while the shard's link has not moved since the beacon's last draw: at the next draw such a shard
-            // is taken for stalled and redrawn from its link, so a block committed then must reach the beacon
-            // before it, not a head repeat later (a slow committee's block committed just before a draw was
-            // otherwise given up by the redraw: specs/consensus.md §4.6).
-            let linked = self
-                .known
-                .links
-                .get(usize::from(c.shard))
-                .and_then(|l| l.as_ref())
-                .map_or(0, |l| l.height);
-            let held = self.known.linked_at_draw.get(usize::from(c.shard)) == Some(&linked);
             if let Some(me) = c.member
-                && (schedule::head_duty(height, c.committee.len(), me)
-                    || (held
-                        && linked < height
-                        && schedule::relay_retry_duty(height, c.committee.len(), me)))
+                && schedule::head_duty(height, c.committee.len(), me)
             {
                 let head = wire::Head {
                     header: c.block.header.clone(),

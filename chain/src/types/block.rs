@@ -334,6 +334,14 @@ mod tests {
     use crate::tx::{Transaction, TxKind};
     use proptest::prelude::*;
 
+    #[test]
+    fn a_proof_fee_buys_the_block_space_of_a_transaction_fee() {
+        assert_eq!(
+            crate::types::storage_proof::PROOF_FEE_BYTES,
+            BLOCK_TX_BYTES_MAX / BLOCK_TXS_MAX
+        );
+    }
+
     fn block(n: u64) -> Block {
         let key = SecretKey::dev("alice");
         let transactions: Vec<_> = (0..n)

@@ -106,6 +106,30 @@ pub fn positions_of(terms: &DealTerms, holder: u8) -> Vec<u16> {
         .collect()
 }
 
+/// The bytes of block space one transaction fee buys (`BLOCK_TX_BYTES_MAX / BLOCK_TXS_MAX`, checked by a test
+/// in `block.rs`): a deal prepays a fee for every started `PROOF_FEE_BYTES` of each proof its holders may
+/// submit (`Transaction::fee_floor`).
+pub const PROOF_FEE_BYTES: usize = 516;
+
+/// The bytes of holder `holder`'s proof of one period of `terms`, at most (its drawn shards' CIDs at their
+/// longest): what the deal prepays proof fees for.
+pub fn proof_bytes_bound(terms: &DealTerms, holder: u8) -> usize {
+    // ceil(log2 n): the levels of a list or piece path over n leaves.
+    let depth = |n: u64| (64 - n.max(1).saturating_sub(1).leading_zeros()) as usize;
+    let samples = positions_of(terms, holder).len().min(PROOF_SAMPLES);
+    let list = depth(terms.placement.len() as u64);
+    let longest = terms.segment_lens.iter().copied().max().unwrap_or(1);
+    let piece = depth(longest.div_ceil(pieces::PIECE_BYTES as u64));
+    let sample = 2
+        + 4
+        + SHARD_CID_BYTES_MAX
+        + 8
+        + 32
+        + (8 + 8 + 4 + 32 * list)
+        + (8 + 4 + pieces::PIECE_BYTES + 4 + 32 * piece);
+    64 + samples * sample
+}
+
 /// The length of the shard at `position` of `terms`, if the deal has one there.
 pub fn shard_len(terms: &DealTerms, position: u16) -> Option<u64> {
     let n = terms.segment_shards().max(1);

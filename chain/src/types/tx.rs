@@ -20,6 +20,7 @@ use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, Hash, PublicKey, SecretKey, Signature, bls, domain, hash_with};
 use crate::types::deal::{self, DEAL_HOLDERS_MAX, DealError, DealTerms};
+use crate::types::storage_proof::{PROOF_FEE_BYTES, proof_bytes_bound};
 
 pub const TX_VERSION: u8 = 1;
 /// Room for the largest kind: a deal of [`deal::DEAL_SHARDS_MAX`] shards (a placement byte each),
@@ -156,18 +157,28 @@ impl Transaction {
     }
 
     /// The least fee the transaction may carry, `fee_min` being the chain's fee per transaction. A deal
-    /// prepays, besides its own, one fee for each proof of storage its holders will put in a block (one per
-    /// holder and period): proofs carry no fee of their own, so this is what makes their block space cost
-    /// what a transaction's costs (`specs/economics.md` §5.3).
+    /// prepays, besides its own, the block space of every proof of storage its holders may submit (one per
+    /// holder and period): a fee for each started [`PROOF_FEE_BYTES`] of the holder's largest possible proof
+    /// (`proof_bytes_bound`), the bytes a transaction's fee buys. Proofs carry no fee of their own, so this is
+    /// what makes filling blocks with proofs cost what filling them with transactions costs
+    /// (`specs/economics.md` §5.2).
     pub fn fee_floor(&self, fee_min: Amount) -> Result<Amount, TxError> {
         match &self.kind {
-            TxKind::OpenDeal { terms, .. } => (terms.holders.len() as u128)
-                .checked_mul(u128::from(terms.periods))
-                .and_then(|slots| slots.checked_add(1))
-                .and_then(|n| n.checked_mul(u128::from(fee_min.0)))
-                .and_then(|fee| u64::try_from(fee).ok())
-                .map(Amount)
-                .ok_or(TxError::Overflow),
+            TxKind::OpenDeal { terms, .. } => {
+                let units: u128 = (0..terms.holders.len())
+                    .map(|h| {
+                        let bytes = proof_bytes_bound(terms, u8::try_from(h).unwrap_or(u8::MAX));
+                        bytes.div_ceil(PROOF_FEE_BYTES) as u128
+                    })
+                    .sum();
+                units
+                    .checked_mul(u128::from(terms.periods))
+                    .and_then(|proofs| proofs.checked_add(1))
+                    .and_then(|n| n.checked_mul(u128::from(fee_min.0)))
+                    .and_then(|fee| u64::try_from(fee).ok())
+                    .map(Amount)
+                    .ok_or(TxError::Overflow)
+            }
             _ => Ok(fee_min),
         }
     }
