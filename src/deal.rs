@@ -1,4 +1,6 @@
 //! `huds deal list|status|end`: a storage deal as its shard's validators see it (`specs/economics.md` §3–§5).
+//! A deal is named by its id, or by the file it stores: a capability (its manifest CID is the deal's root) or a
+//! CID (a public file's root), among the deals of the home's account.
 
 use anyhow::{Context, Result, bail};
 use chain::Amount;
@@ -20,6 +22,83 @@ pub fn parse_id(text: &str) -> Result<[u8; 32]> {
             .with_context(|| format!("{text:?} is not a deal id (64 hex digits)"))?;
     }
     Ok(out)
+}
+
+/// The ids of every deal the account `owner` opened, page by page, in id order.
+fn deal_ids(api: &str, owner: &chain::Address) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v0/chain/deals?owner={owner}&after={a}"),
+            None => format!("/api/v0/chain/deals?owner={owner}"),
+        };
+        let page = crate::api_client::json(api, &path)?;
+        for id in page["deals"].as_array().into_iter().flatten() {
+            ids.push(
+                id.as_str()
+                    .context("the node's deal list holds a non-string id")?
+                    .to_string(),
+            );
+        }
+        match page["next"].as_str() {
+            // Pages move forward in id order (equal-length hex sorts as the ids do): a node that answers
+            // otherwise would keep this loop going for ever.
+            Some(next) if after.as_deref().is_none_or(|a| next > a) => {
+                after = Some(next.to_string());
+            }
+            Some(next) => bail!("the node's deal list did not move past {next}"),
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
+/// The deal `what` names: a deal id as it is; a capability or a CID, the deal of the home's account that
+/// stores that root (its manifest CID for a capability), the newest-starting one that is still active if
+/// several do.
+pub fn resolve(dir: &std::path::Path, api: &str, what: &str) -> Result<String> {
+    let what = what.trim();
+    if parse_id(what).is_ok() {
+        return Ok(what.to_string());
+    }
+    let root = if what.starts_with("huds:") {
+        huds::Capability::parse(what)
+            .map_err(|e| anyhow::anyhow!("{what:?} is not a capability: {e}"))?
+            .manifest
+            .to_bytes()
+    } else {
+        huds::cids::parse(what)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{what:?} is not a deal id (64 hex digits), a capability or a CID: {e}"
+                )
+            })?
+            .to_bytes()
+    };
+    let root = chain::hex(&root);
+    let owner = chain::Address::of(&crate::wallet::wallet_key(dir)?.public());
+    let mut found: Option<(bool, u64, String)> = None;
+    for id in deal_ids(api, &owner)? {
+        let v = crate::api_client::json(api, &format!("/api/v0/chain/deal?id={id}"))?;
+        if v["root"].as_str() != Some(root.as_str()) {
+            continue;
+        }
+        let tip = v["next_height"].as_u64().unwrap_or(1).saturating_sub(1);
+        let end = v["start_height"].as_u64().unwrap_or(0).saturating_add(
+            v["periods"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_mul(v["period_blocks"].as_u64().unwrap_or(0)),
+        );
+        let rank = (tip <= end, v["start_height"].as_u64().unwrap_or(0), id);
+        if found.as_ref().is_none_or(|f| (f.0, f.1) < (rank.0, rank.1)) {
+            found = Some(rank);
+        }
+    }
+    found
+        .map(|f| f.2)
+        .with_context(|| format!("{owner} has no deal storing {what}"))
 }
 
 /// Where a deal stands, as `huds deal status --json` prints it (`specs/cli.md`): the node's answer with
@@ -87,9 +166,11 @@ pub fn status(api: &str, id: &str) -> Result<Value> {
     Ok(v)
 }
 
-/// `huds deal status ID`.
-pub fn show(api: Option<&str>, id: &str, json: bool) -> Result<()> {
+/// `huds deal status ID|CAP|CID`.
+pub fn show(dir: &std::path::Path, api: Option<&str>, what: &str, json: bool) -> Result<()> {
     let api = api.context(NEEDS_API)?;
+    let id = resolve(dir, api, what)?;
+    let id = id.as_str();
     let v = status(api, id)?;
     if json {
         println!("{v}");
@@ -150,51 +231,31 @@ pub fn list(dir: &std::path::Path, api: Option<&str>, json: bool) -> Result<()> 
     let api = api.context(NEEDS_API)?;
     let owner = chain::Address::of(&crate::wallet::wallet_key(dir)?.public());
     let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/api/v0/chain/deals?owner={owner}&after={a}"),
-            None => format!("/api/v0/chain/deals?owner={owner}"),
-        };
-        let page = crate::api_client::json(api, &path)?;
-        for id in page["deals"].as_array().into_iter().flatten() {
-            let id = id
-                .as_str()
-                .context("the node's deal list holds a non-string id")?;
-            let v = status(api, id)?;
-            if !json {
-                let amount = |k: &str| {
-                    v[k].as_str()
-                        .and_then(|a| a.parse::<Amount>().ok())
-                        .unwrap_or(Amount::ZERO)
-                        .for_people()
-                };
-                println!(
-                    "{id} {} {}+{} {} periods, {}/{} over; escrow {}, paid {}, {} left; {} proofs passed, {} missed",
-                    v["state"].as_str().unwrap_or("?"),
-                    v["k"],
-                    v["m"],
-                    v["periods"],
-                    v["closed_periods"],
-                    v["periods"],
-                    amount("escrow"),
-                    amount("paid"),
-                    amount("escrow_left"),
-                    v["proofs_passed"],
-                    v["proofs_missed"]
-                );
-            }
-            all.push(v);
+    for id in deal_ids(api, &owner)? {
+        let v = status(api, &id)?;
+        if !json {
+            let amount = |k: &str| {
+                v[k].as_str()
+                    .and_then(|a| a.parse::<Amount>().ok())
+                    .unwrap_or(Amount::ZERO)
+                    .for_people()
+            };
+            println!(
+                "{id} {} {}+{} {} periods, {}/{} over; escrow {}, paid {}, {} left; {} proofs passed, {} missed",
+                v["state"].as_str().unwrap_or("?"),
+                v["k"],
+                v["m"],
+                v["periods"],
+                v["closed_periods"],
+                v["periods"],
+                amount("escrow"),
+                amount("paid"),
+                amount("escrow_left"),
+                v["proofs_passed"],
+                v["proofs_missed"]
+            );
         }
-        match page["next"].as_str() {
-            // Pages move forward in id order (equal-length hex sorts as the ids do): a node that answers
-            // otherwise would keep this loop going for ever.
-            Some(next) if after.as_deref().is_none_or(|a| next > a) => {
-                after = Some(next.to_string());
-            }
-            Some(next) => bail!("the node's deal list did not move past {next}"),
-            None => break,
-        }
+        all.push(v);
     }
     if json {
         println!("{}", Value::Array(all));

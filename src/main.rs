@@ -209,10 +209,18 @@ enum DealWhat {
     /// Every deal the home's account opened: state, escrow, pay and proofs (`--json` for all fields).
     List,
     /// Paid, escrow left, and each holder's pay and proven and missed periods (`--json` for all fields).
-    Status { id: String },
+    /// The deal is named by its id, or by the capability or CID of the file it stores (a deal of the home's
+    /// account).
+    Status {
+        #[arg(value_name = "ID|CAP|CID")]
+        id: String,
+    },
     /// End a deal the home's account owns: the periods not begun are refunded; once the deal is over, this
     /// settles it (the pay of unproven periods comes back).
-    End { id: String },
+    End {
+        #[arg(value_name = "ID|CAP|CID")]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -438,7 +446,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         Command::Deal { what } => {
             return match what {
                 DealWhat::List => deal::list(&dir, api, cli.json),
-                DealWhat::Status { id } => deal::show(api, id, cli.json),
+                DealWhat::Status { id } => deal::show(&dir, api, id, cli.json),
                 DealWhat::End { id } => wallet::end_deal(&dir, api, id, cli.json),
             };
         }

@@ -261,11 +261,13 @@ pub fn chain_id(api: &str) -> Result<u32> {
         .context("the node's chain status has no chain_id")
 }
 
-/// `huds deal end ID`: ends (or, once it is over, settles) a deal the home's account owns; answers once final
+/// `huds deal end ID|CAP|CID`: ends (or, once it is over, settles) a deal the home's account owns; answers once final
 /// with what came back.
-pub fn end_deal(dir: &Path, api: Option<&str>, id: &str, json: bool) -> Result<()> {
+pub fn end_deal(dir: &Path, api: Option<&str>, what: &str, json: bool) -> Result<()> {
     let api = api.context(NEEDS_API)?;
     let key = wallet_key(dir)?;
+    let id = crate::deal::resolve(dir, api, what)?;
+    let id = id.as_str();
     let deal = crate::deal::parse_id(id)?;
     let before = crate::deal::status(api, id)?;
     let status = chain_status(api)?;

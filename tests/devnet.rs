@@ -242,10 +242,13 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
                 && d["holders"].as_array().map(Vec::len) == Some(6)),
         "{listed:?}"
     );
+    // The deal is named by the demo file's capability as well as by its id.
+    let cap = line(lines, "capability ").trim_start_matches("capability ");
     let status = common::run_json(
         &owner,
-        &["--api", &format!("http://{api}"), "deal", "status", &deal],
+        &["--api", &format!("http://{api}"), "deal", "status", cap],
     );
+    assert_eq!(status["id"].as_str(), Some(deal.as_str()), "{status}");
     assert_eq!(status["holders"].as_array().map(Vec::len), Some(6));
     let closed = status["closed_periods"].as_u64().expect("closed periods");
     assert!(closed >= 1, "{status}");
