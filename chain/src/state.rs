@@ -114,6 +114,8 @@ pub struct State {
     new_leaves: Vec<(Hash, Hash)>,
     /// Storage deals opened on this shard (ended ones too: their records stay provable), by id.
     deals: BTreeMap<Hash, DealRecord>,
+    /// (owner, id) of every deal: an owner's deals are a range of it.
+    deals_by_owner: BTreeSet<(Address, Hash)>,
     /// Deals changed since the last [`State::persist_into`].
     dirty_deals: BTreeSet<Hash>,
     /// Terms of deals opened since the last [`State::persist_into`], encoded.
@@ -215,6 +217,7 @@ impl State {
             totals_dirty: false,
             new_leaves: Vec::new(),
             deals: BTreeMap::new(),
+            deals_by_owner: BTreeSet::new(),
             dirty_deals: BTreeSet::new(),
             new_terms: Vec::new(),
             terms: BTreeMap::new(),
@@ -330,7 +333,26 @@ impl State {
         self.tree.prove(&deal_key(id))
     }
 
+    /// The ids of the deals `owner` opened on this shard, in id order, after `after` if given.
+    pub fn deals_of(
+        &self,
+        owner: &Address,
+        after: Option<Hash>,
+    ) -> impl Iterator<Item = &Hash> + '_ {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let from = match after {
+            Some(a) => Excluded((*owner, a)),
+            None => Included((*owner, [0; 32])),
+        };
+        let owner = *owner;
+        self.deals_by_owner
+            .range((from, Unbounded))
+            .take_while(move |(o, _)| *o == owner)
+            .map(|(_, id)| id)
+    }
+
     fn set_deal(&mut self, id: Hash, record: DealRecord) {
+        self.deals_by_owner.insert((record.owner, id));
         self.tree.insert(deal_key(&id), record.value_hash());
         self.deals.insert(id, record);
         self.dirty_deals.insert(id);
@@ -1558,6 +1580,15 @@ mod tests {
             "a deal that does not prepay its proofs is refused"
         );
         state.apply(&open, 5).expect("a signed, funded deal opens");
+        assert_eq!(state.deals_of(&me, None).collect::<Vec<_>>(), vec![&id]);
+        assert_eq!(state.deals_of(&me, Some(id)).count(), 0, "paged past it");
+        assert_eq!(
+            state
+                .deals_of(&Address::of(&SecretKey::dev("bob").public()), None)
+                .count(),
+            0,
+            "an owner's deals only"
+        );
         assert_eq!(
             state.account(&me).expect("funded").balance,
             Amount(before.0 - escrow.0 - fee.0)

@@ -614,10 +614,9 @@ impl<D: Disk> Node<D> {
         Some(
             lane.app()
                 .state()
-                .deals()
-                .filter(|(id, r)| r.owner == *owner && after.is_none_or(|a| **id > a))
-                .map(|(id, _)| *id)
+                .deals_of(owner, after)
                 .take(limit)
+                .copied()
                 .collect(),
         )
     }
