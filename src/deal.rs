@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use chain::Amount;
 use serde_json::Value;
 
+use crate::wallet::for_people;
+
 const NEEDS_API: &str = "this needs a running node: pass --api URL (e.g. the `api http://...` line `huds devnet` prints)";
 
 /// A deal id: 64 hex digits.
@@ -80,18 +82,15 @@ pub fn resolve(dir: &std::path::Path, api: &str, what: &str) -> Result<String> {
     let owner = chain::Address::of(&crate::wallet::wallet_key(dir)?.public());
     let mut found: Option<(bool, u64, String)> = None;
     for id in deal_ids(api, &owner)? {
-        let v = crate::api_client::json(api, &format!("/api/v0/chain/deal?id={id}"))?;
+        let v = status(api, &id)?;
         if v["root"].as_str() != Some(root.as_str()) {
             continue;
         }
-        let tip = v["next_height"].as_u64().unwrap_or(1).saturating_sub(1);
-        let end = v["start_height"].as_u64().unwrap_or(0).saturating_add(
-            v["periods"]
-                .as_u64()
-                .unwrap_or(0)
-                .saturating_mul(v["period_blocks"].as_u64().unwrap_or(0)),
+        let rank = (
+            v["state"] == "active",
+            v["start_height"].as_u64().unwrap_or(0),
+            id,
         );
-        let rank = (tip <= end, v["start_height"].as_u64().unwrap_or(0), id);
         if found.as_ref().is_none_or(|f| (f.0, f.1) < (rank.0, rank.1)) {
             found = Some(rank);
         }
@@ -176,12 +175,7 @@ pub fn show(dir: &std::path::Path, api: Option<&str>, what: &str, json: bool) ->
         println!("{v}");
         return Ok(());
     }
-    let amount = |k: &str| {
-        v[k].as_str()
-            .and_then(|a| a.parse::<Amount>().ok())
-            .unwrap_or(Amount::ZERO)
-            .for_people()
-    };
+    let amount = |k: &str| for_people(&v[k]);
     println!(
         "deal {} ({}, {}+{}) on shard {}, owned by {}",
         v["id"].as_str().unwrap_or(id),
@@ -213,11 +207,7 @@ pub fn show(dir: &std::path::Path, api: Option<&str>, what: &str, json: bool) ->
         println!(
             "holder {i} {}: {} a period, proved {} periods, missed {}",
             h["address"].as_str().unwrap_or("?"),
-            h["pay"]
-                .as_str()
-                .and_then(|a| a.parse::<Amount>().ok())
-                .unwrap_or(Amount::ZERO)
-                .for_people(),
+            for_people(&h["pay"]),
             h["passed"],
             h["missed"]
         );
@@ -234,12 +224,7 @@ pub fn list(dir: &std::path::Path, api: Option<&str>, json: bool) -> Result<()> 
     for id in deal_ids(api, &owner)? {
         let v = status(api, &id)?;
         if !json {
-            let amount = |k: &str| {
-                v[k].as_str()
-                    .and_then(|a| a.parse::<Amount>().ok())
-                    .unwrap_or(Amount::ZERO)
-                    .for_people()
-            };
+            let amount = |k: &str| for_people(&v[k]);
             println!(
                 "{id} {} {}+{} {} periods, {}/{} over; escrow {}, paid {}, {} left; {} proofs passed, {} missed",
                 v["state"].as_str().unwrap_or("?"),

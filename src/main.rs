@@ -965,13 +965,10 @@ fn print_node_status(v: &serde_json::Value, json: bool) {
             deals.len(),
             v["account"].as_str().unwrap_or("?"),
             match (v["earned"].as_str(), v["challenges_answered"].as_u64()) {
-                (Some(earned), Some(answered)) => format!(
+                (Some(_), Some(answered)) => format!(
                     ": {answered} challenges answered, {} missed, {} earned",
                     v["challenges_missed"],
-                    earned
-                        .parse::<chain::Amount>()
-                        .unwrap_or(chain::Amount::ZERO)
-                        .for_people()
+                    wallet::for_people(&v["earned"])
                 ),
                 _ => String::new(),
             }

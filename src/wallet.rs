@@ -525,7 +525,7 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
 }
 
 /// An amount the node gave in machine form, for people ("1,000 IOST"); "?" if it is missing or malformed.
-fn for_people(amount: &Value) -> String {
+pub(crate) fn for_people(amount: &Value) -> String {
     amount
         .as_str()
         .and_then(|t| t.parse::<Amount>().ok())
