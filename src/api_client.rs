@@ -117,9 +117,16 @@ pub fn add(
     public: bool,
     k: Option<u8>,
     m: Option<u8>,
+    deal: Option<&huds_net::deals::DealAsk>,
     bar: Option<ProgressBar>,
 ) -> Result<Value> {
     let mut query = format!("/api/v0/add?public={public}");
+    if let Some(d) = deal {
+        query.push_str(&format!(
+            "&deal_owner={}&chain_id={}&deal_periods={}&deal_price={}",
+            d.owner, d.chain_id, d.periods, d.price.0
+        ));
+    }
     if let Some(k) = k {
         query.push_str(&format!("&k={k}"));
     }
@@ -412,6 +419,25 @@ pub fn cat(api: &str, target: &str, out: &mut dyn Write) -> Result<u64> {
 
 pub fn json(api: &str, path: &str) -> Result<Value> {
     let mut resp = get(api, path)?;
+    serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
+}
+
+/// Unpins `target` on the node (`POST /api/v0/rm`, behind the upload token).
+pub fn rm(api: &str, token: Option<&str>, target: &str) -> Result<Value> {
+    let mut req = ureq::post(url(api, &format!("/api/v0/rm?arg={}", encode(target))));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .map_err(unreachable(api))?;
+    if resp.status() == 401 {
+        bail!("rm: {}", token_hint(token));
+    }
+    check(&mut resp, "rm")?;
     serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
 }
 

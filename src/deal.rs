@@ -64,6 +64,14 @@ pub fn resolve(dir: &std::path::Path, api: &str, what: &str) -> Result<String> {
     if parse_id(what).is_ok() {
         return Ok(what.to_string());
     }
+    let owner = chain::Address::of(&crate::wallet::wallet_key(dir)?.public());
+    find(dir, api, what)?.with_context(|| format!("{owner} has no deal storing {what}"))
+}
+
+/// The deal of the home's account that stores the file `what` (a capability or a CID) as [`resolve`] picks
+/// it, if there is one.
+pub fn find(dir: &std::path::Path, api: &str, what: &str) -> Result<Option<String>> {
+    let what = what.trim();
     let root = if what.starts_with("huds:") {
         huds::Capability::parse(what)
             .map_err(|e| anyhow::anyhow!("{what:?} is not a capability: {e}"))?
@@ -95,9 +103,7 @@ pub fn resolve(dir: &std::path::Path, api: &str, what: &str) -> Result<String> {
             found = Some(rank);
         }
     }
-    found
-        .map(|f| f.2)
-        .with_context(|| format!("{owner} has no deal storing {what}"))
+    Ok(found.map(|f| f.2))
 }
 
 /// Where a deal stands, as `huds deal status --json` prints it (`specs/cli.md`): the node's answer with
@@ -294,4 +300,94 @@ pub fn account_node(api: &str, v: &mut Value) {
             .to_string()
             .into();
     }
+}
+
+/// The deal an add through `--api` asks for: paid by the home's account, on the chain the node serves, for
+/// `periods` (default [`PERIODS_DEFAULT`]) at `price` IOST per GiB per period (default
+/// `huds_net::deals::PRICE_DEFAULT`). None when the home has no wallet or the node serves no chain: the add
+/// then stores without a deal, as on a network with no chain.
+pub fn ask(
+    dir: &std::path::Path,
+    api: &str,
+    periods: Option<u64>,
+    price: Option<&str>,
+) -> Result<Option<huds_net::deals::DealAsk>> {
+    let price = match price {
+        Some(p) => p
+            .parse::<Amount>()
+            .map_err(|e| anyhow::anyhow!("--price {p:?} is not an amount of IOST: {e}"))?,
+        None => huds_net::deals::PRICE_DEFAULT,
+    };
+    let periods = periods.unwrap_or(PERIODS_DEFAULT);
+    if periods == 0 {
+        bail!("--periods must be at least 1");
+    }
+    if !dir.join("wallet.key").exists() {
+        return Ok(None);
+    }
+    let Ok(chain_id) = crate::wallet::chain_id(api) else {
+        return Ok(None);
+    };
+    Ok(Some(huds_net::deals::DealAsk {
+        chain_id,
+        owner: chain::Address::of(&crate::wallet::wallet_key(dir)?.public()),
+        periods,
+        price,
+    }))
+}
+
+/// Storage periods a deal opened by `huds add` runs for unless `--periods` says otherwise.
+pub const PERIODS_DEFAULT: u64 = 64;
+
+/// Where `huds add` keeps the durability receipt of each deal it opened, in the home.
+pub const RECEIPTS_DIR: &str = "receipts";
+
+/// Opens the deal the node's add answer carries (terms and every holder's signature), paid by the home's
+/// account, and keeps its durability receipt (`huds chain verify` checks it with no node) in the home's
+/// `receipts/`. Answers what `huds add --json` prints under `deal`.
+pub fn open_added(dir: &std::path::Path, api: &str, added: &Value) -> Result<Value> {
+    if let Some(e) = added["deal_error"].as_str() {
+        bail!("the holders did not all sign: {e}");
+    }
+    let d = &added["deal"];
+    let terms = d["terms"]
+        .as_str()
+        .and_then(chain::hex_decode)
+        .context("the node's answer carries no deal terms")?;
+    let terms = chain::types::deal::DealTerms::decode(&terms)
+        .map_err(|e| anyhow::anyhow!("the node's deal terms do not decode: {e}"))?;
+    let signatures = d["signatures"]
+        .as_array()
+        .context("the node's answer carries no signatures")?
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .and_then(chain::hex_decode)
+                .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                .map(chain::crypto::Signature)
+                .context("a holder's signature is not 64 bytes of hex")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key = crate::wallet::wallet_key(dir)?;
+    let owner = chain::Address::of(&key.public());
+    let id = chain::hex(&terms.id(&owner));
+    let (holders, periods) = (terms.holders.len(), terms.periods);
+    crate::wallet::open_deal(api, &key, terms, signatures)?;
+    let receipt = dir.join(RECEIPTS_DIR).join(format!("{id}.proof"));
+    let bytes = crate::api_client::bytes(
+        api,
+        &format!("/api/v0/chain/prove/deal?id={id}"),
+        crate::wallet::PROOF_BYTES_MAX,
+    )?;
+    std::fs::create_dir_all(dir.join(RECEIPTS_DIR))
+        .with_context(|| format!("creating {}", dir.join(RECEIPTS_DIR).display()))?;
+    std::fs::write(&receipt, bytes).with_context(|| format!("writing {}", receipt.display()))?;
+    let s = status(api, &id)?;
+    Ok(serde_json::json!({
+        "id": id,
+        "holders": holders,
+        "periods": periods,
+        "escrow": s["escrow"],
+        "receipt": receipt,
+    }))
 }

@@ -11,6 +11,7 @@ mod home;
 mod metrics;
 mod network;
 mod prover;
+mod rm;
 mod settings;
 mod wallet;
 
@@ -68,6 +69,15 @@ enum Command {
         /// Parity shards per segment (default from config.toml).
         #[arg(short = 'm')]
         m: Option<u8>,
+        /// With --api on a chain: store without opening a storage deal.
+        #[arg(long)]
+        no_deal: bool,
+        /// With --api on a chain: the deal's length in storage periods (default 64).
+        #[arg(long, value_name = "N")]
+        periods: Option<u64>,
+        /// With --api on a chain: the price offered each holder, IOST per GiB per period (default 1).
+        #[arg(long, value_name = "IOST")]
+        price: Option<String>,
         path: PathBuf,
     },
     /// Fetch a file or a tree to OUT (default: ./<CID>).
@@ -81,6 +91,12 @@ enum Command {
     Cat { target: String },
     /// List a directory.
     Ls { target: String },
+    /// Unpin a file or tree this home (or, with --api, that node) added, deleting its shards nothing else
+    /// holds; with --api on a chain, first end the home account's running storage deal of it.
+    Rm {
+        /// A capability (huds:...) or a public CID.
+        target: String,
+    },
     /// Run a storage node until SIGINT/SIGTERM (`huds node status`: what a node holds).
     #[command(args_conflicts_with_subcommands = true)]
     Node {
@@ -443,6 +459,9 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             settings::show(&effective, cli.json);
             return Ok(());
         }
+        Command::Rm { target } => {
+            return rm::rm(&dir, api, api_token(&dir).as_deref(), target, cli.json);
+        }
         Command::Deal { what } => {
             return match what {
                 DealWhat::List => deal::list(&dir, api, cli.json),
@@ -492,7 +511,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
     }
     if let Some(api) = &cli.api {
         let token = api_token(&dir);
-        return run_remote(api, token.as_deref(), cli.command, cli.json);
+        return run_remote(&dir, api, token.as_deref(), cli.command, cli.json);
     }
     match cli.command {
         Command::Init => {
@@ -504,7 +523,22 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             }
             Ok(())
         }
-        Command::Add { public, k, m, path } => cmd_add(&dir, public, k, m, &path, cli.json),
+        Command::Add {
+            public,
+            k,
+            m,
+            no_deal,
+            periods,
+            price,
+            path,
+        } => {
+            if no_deal || periods.is_some() || price.is_some() {
+                bail!(
+                    "--no-deal, --periods and --price are for adds through a node on a chain: pass --api URL"
+                );
+            }
+            cmd_add(&dir, public, k, m, &path, cli.json)
+        }
         Command::Get { target, out } => cmd_get(&dir, &target, out, cli.json),
         Command::Cat { target } => cmd_cat(&dir, &target),
         Command::Ls { target } => cmd_ls(&dir, &target, cli.json),
@@ -590,12 +624,13 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             gateway_listen,
         ),
         Command::Wallet { .. }
+        | Command::Rm { .. }
         | Command::Deal { .. }
         | Command::Chain { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, deal, chain, config, completions and man return above")
+            unreachable!("wallet, rm, deal, chain, config, completions and man return above")
         }
     }
 }
@@ -609,25 +644,71 @@ fn api_token(dir: &Path) -> Option<String> {
 }
 
 /// The commands that go to a running node when `--api` is given.
-fn run_remote(api: &str, token: Option<&str>, command: Command, json: bool) -> Result<()> {
+fn run_remote(
+    dir: &Path,
+    api: &str,
+    token: Option<&str>,
+    command: Command,
+    json: bool,
+) -> Result<()> {
     match command {
-        Command::Add { public, k, m, path } => {
+        Command::Add {
+            public,
+            k,
+            m,
+            no_deal,
+            periods,
+            price,
+            path,
+        } => {
+            let ask = if no_deal {
+                None
+            } else {
+                deal::ask(dir, api, periods, price.as_deref())?
+            };
             let stdin = path == Path::new("-");
             let bar = progress_bar(if stdin { 0 } else { size_of_path(&path) }, json);
-            let v = api_client::add(api, token, &path, public, k, m, bar.clone());
+            let v = api_client::add(api, token, &path, public, k, m, ask.as_ref(), bar.clone());
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            let v = v.with_context(|| format!("adding {}", path.display()))?;
-            if json {
-                println!("{v}");
-            } else {
+            let mut v = v.with_context(|| format!("adding {}", path.display()))?;
+            if !json {
                 println!(
                     "added {} ({} bytes)",
                     v["cid"].as_str().unwrap_or(""),
                     v["size"]
                 );
                 println!("capability {}", v["cap"].as_str().unwrap_or(""));
+            }
+            if ask.is_some() {
+                // The file is stored and its capability printed whatever becomes of the deal.
+                let opened = deal::open_added(dir, api, &v);
+                if json {
+                    v["deal"] = opened
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, |d| d.clone());
+                    println!("{v}");
+                }
+                let d = opened.with_context(|| {
+                    format!(
+                        "{} is stored (capability {}), but its storage deal was not opened",
+                        path.display(),
+                        v["cap"].as_str().unwrap_or("")
+                    )
+                })?;
+                if !json {
+                    println!(
+                        "deal {} active: {} holders for {} periods, escrow {}; receipt {} (check it with `huds chain verify`)",
+                        d["id"].as_str().unwrap_or("?"),
+                        d["holders"],
+                        d["periods"],
+                        wallet::for_people(&d["escrow"]),
+                        d["receipt"].as_str().unwrap_or("?")
+                    );
+                }
+            } else if json {
+                println!("{v}");
             }
             Ok(())
         }

@@ -20,7 +20,7 @@ use crate::home::Home;
 
 const PEERS_WAIT: Duration = Duration::from_secs(30);
 /// What a devnet storage node asks for its space, and what the demo's deal pays: 1 IOST per GiB per period.
-const DEVNET_PRICE: chain::Amount = chain::Amount(100_000_000);
+const DEVNET_PRICE: chain::Amount = huds_net::deals::PRICE_DEFAULT;
 /// The demo deal's periods (16 shard blocks each on the devnet).
 const DEVNET_DEAL_PERIODS: u64 = 64;
 /// The devnet home whose funded account pays for the demo's storage deal (the wallet home stays untouched for
@@ -466,11 +466,15 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
     let wallet_home = open_or_init(&dir.join("wallet"))?;
     let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;
     let owner = crate::wallet::wallet_key(&open_or_init(&dir.join(DEVNET_OWNER))?.dir)?;
+    // Node 0's home is funded too: the printed upload through its API (`--data node-0`) opens a deal paid
+    // from its account.
+    let node0 = crate::wallet::wallet_key(&open_or_init(&dir.join("node-0"))?.dir)?;
     let options = DevnetOptions::new(
         shards,
         vec![
             chain::Address::of(&wallet.public()),
             chain::Address::of(&owner.public()),
+            chain::Address::of(&node0.public()),
         ],
     );
     let chain = ChainDevnet::start(&dir.join("chain"), options)
@@ -596,35 +600,22 @@ async fn open_deal(
 ) -> Result<String> {
     let key = crate::wallet::wallet_key(&dir.join(DEVNET_OWNER))?;
     let owner = chain::Address::of(&key.public());
-    let proposal = huds_net::deals::propose(
-        &added.manifest_cid,
-        added.size,
-        k,
-        m,
-        DEVNET_DEAL_PERIODS,
-        DEVNET_PRICE,
-        &placement.shards,
-    )?;
     let chain_id = {
         let api = api.to_string();
         tokio::task::spawn_blocking(move || crate::wallet::chain_id(&api)).await??
     };
-    let mut signatures = Vec::with_capacity(proposal.requests.len());
-    for (peer, claims) in &proposal.requests {
-        let request = huds_net::deals::SignRequest {
-            chain_id,
-            owner,
-            terms: proposal.terms.clone(),
-            claims: claims.clone(),
-        };
-        signatures.push(node.sign_deal(*peer, &request).await?);
-    }
-    let id = chain_node::api::hex(&proposal.terms.id(&owner));
-    let (api, terms, receipt) = (
-        api.to_string(),
-        proposal.terms,
-        dir.join("wallet").join(DEMO_RECEIPT),
-    );
+    let ask = huds_net::deals::DealAsk {
+        chain_id,
+        owner,
+        periods: DEVNET_DEAL_PERIODS,
+        price: DEVNET_PRICE,
+    };
+    let (terms, signatures) =
+        huds_net::deals::gather(node, added, false, (k, m), &placement.shards, &ask)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let id = chain::hex(&terms.id(&owner));
+    let (api, receipt) = (api.to_string(), dir.join("wallet").join(DEMO_RECEIPT));
     let path = format!("/api/v0/chain/prove/deal?id={id}");
     tokio::task::spawn_blocking(move || -> Result<()> {
         crate::wallet::open_deal(&api, &key, terms, signatures)?;

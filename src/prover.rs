@@ -110,10 +110,12 @@ fn prove_deal(
         field("next_height"),
     ) && next_height > start + (periods + 1) * period_blocks
     {
-        // Over and its last window closed: nothing more can be proven or paid.
+        // Over and its last window closed: nothing more can be proven or paid, and its shards are free.
         sent.remove(&deal.id);
-        prover::forget(held_dir, &deal.id)
-            .with_context(|| format!("forgetting settled deal {id}"))?;
+        let deleted = prover::settle(store, held_dir, deal)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("settling deal {id}"))?;
+        tracing::info!(deal = %id, shards_deleted = deleted, "deal settled: its shards are released");
         return Ok(());
     }
     let Some(period) = status["provable"].as_u64() else {

@@ -44,7 +44,7 @@ fn wallet_address(dir: &Path) -> Result<Address> {
     Ok(Address::of(&wallet_key(dir)?.public()))
 }
 
-fn chain_status(api: &str) -> Result<Value> {
+pub(crate) fn chain_status(api: &str) -> Result<Value> {
     api_client::json(api, "/api/v0/chain/status").context("asking the node for the chain status")
 }
 
@@ -265,9 +265,15 @@ pub fn chain_id(api: &str) -> Result<u32> {
 /// with what came back.
 pub fn end_deal(dir: &Path, api: Option<&str>, what: &str, json: bool) -> Result<()> {
     let api = api.context(NEEDS_API)?;
-    let key = wallet_key(dir)?;
     let id = crate::deal::resolve(dir, api, what)?;
-    let id = id.as_str();
+    let (v, summary, line) = end_deal_id(dir, api, &id)?;
+    report_final(json, &v, summary, &line);
+    Ok(())
+}
+
+/// Ends deal `id` from the home's account: the node's answer, what `deal end --json` prints and its line.
+pub fn end_deal_id(dir: &Path, api: &str, id: &str) -> Result<(Value, Value, String)> {
+    let key = wallet_key(dir)?;
     let deal = crate::deal::parse_id(id)?;
     let before = crate::deal::status(api, id)?;
     let status = chain_status(api)?;
@@ -280,19 +286,17 @@ pub fn end_deal(dir: &Path, api: Option<&str>, what: &str, json: bool) -> Result
             .unwrap_or(Amount::ZERO)
     };
     let refund = Amount(refunded(&after).0.saturating_sub(refunded(&before).0));
-    report_final(
-        json,
-        &v,
+    Ok((
+        v,
         json!({ "deal": id, "refunded": refund.to_string(), "fee": fee.to_string(),
                 "periods": after["periods"] }),
-        &format!(
+        format!(
             "deal ended after period {}: {} refunded (fee {})",
             after["periods"].as_u64().unwrap_or(0).saturating_sub(1),
             refund.for_people(),
             fee.for_people()
         ),
-    );
-    Ok(())
+    ))
 }
 
 /// Opens a storage deal paid by `key`'s account with the holders' signatures; answers once it is final.

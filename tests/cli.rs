@@ -198,3 +198,60 @@ fn the_manual_page_comes_from_the_command_definitions() {
         assert!(page.contains(sub), "the page lacks {sub}");
     }
 }
+
+/// `huds rm` on a home: a file added twice (once public) shares its shards, so removing one add deletes only
+/// what the other does not hold; the public CID stops resolving once its add is removed; removing again, or
+/// something never added, says so and changes nothing; deal flags need a node.
+#[test]
+fn rm_unpins_and_deletes_only_what_nothing_else_holds() {
+    let (dir, home) = new_home();
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, vec![7u8; 300_000]).expect("write");
+    let path = file.to_str().expect("utf-8");
+    let private = run_json(&home, &["add", path]);
+    let public = run_json(&home, &["add", "--public", path]);
+    let other = dir.path().join("g.txt");
+    std::fs::write(&other, b"another file").expect("write");
+    let kept = run_json(&home, &["add", other.to_str().expect("utf-8")]);
+    let status = |home: &std::path::Path| run_json(home, &["node", "status"]);
+    let before = status(&home);
+
+    let cid = public["cid"].as_str().expect("cid");
+    let removed = run_json(&home, &["rm", cid]);
+    assert_eq!(removed["cid"].as_str(), Some(cid));
+    assert_eq!(removed["name"], "f.bin");
+    assert_eq!(removed["deal"], serde_json::Value::Null);
+    let deleted = removed["deleted"].as_u64().expect("deleted");
+    assert!(removed["shards"].as_u64() >= Some(deleted));
+    let after = status(&home);
+    assert_eq!(
+        after["shards"].as_u64(),
+        before["shards"].as_u64().map(|s| s - deleted)
+    );
+    assert_eq!(after["pins"].as_u64(), Some(2), "{after}");
+    let gone = run(&home, &["cat", cid]);
+    assert!(!gone.status.success(), "the public CID no longer resolves");
+
+    // The private add and the other file read as before.
+    let out = run(&home, &["cat", private["cap"].as_str().expect("cap")]);
+    assert_eq!(out.stdout, vec![7u8; 300_000]);
+    let out = run(&home, &["cat", kept["cap"].as_str().expect("cap")]);
+    assert_eq!(out.stdout, b"another file");
+
+    let cap = private["cap"].as_str().expect("cap");
+    run_json(&home, &["rm", cap]);
+    let again = run(&home, &["rm", cap]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not pinned"));
+    let bad = run(&home, &["rm", "huds:notacapability"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("capability"));
+    let last = status(&home);
+    assert_eq!(last["pins"].as_u64(), Some(1), "{last}");
+    let out = run(&home, &["cat", kept["cap"].as_str().expect("cap")]);
+    assert_eq!(out.stdout, b"another file");
+
+    let local = run(&home, &["add", "--periods", "3", path]);
+    assert!(!local.status.success());
+    assert!(String::from_utf8_lossy(&local.stderr).contains("--api"));
+}

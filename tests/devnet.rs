@@ -81,10 +81,12 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = run_once(dir.path(), |lines| {
         // The hints first: they check the funded wallet's balance before anything else spends from it.
-        hints_run_as_printed(lines);
-        api_and_gateway(dir.path(), lines);
+        let hello = hints_run_as_printed(dir.path(), lines);
+        let upload = api_and_gateway(dir.path(), lines);
         metrics_name_storage_and_chain(lines);
         holders_are_paid_for_proven_periods(dir.path(), lines);
+        a_deal_ended_early_refunds_what_is_unused(dir.path(), lines, &upload);
+        a_removed_file_ends_its_deal_and_its_holders_collect_it(dir.path(), lines, &hello);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -259,17 +261,26 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
             "{status}"
         );
     }
-    let ended = common::run_json(
-        &owner,
-        &["--api", &format!("http://{api}"), "deal", "end", &deal],
-    );
+}
+
+/// The owner of a deal opened by `huds add` through node 0 ends it: the periods not begun come back, and
+/// every unit of the escrow is paid, held or refunded.
+fn a_deal_ended_early_refunds_what_is_unused(dir: &std::path::Path, lines: &[String], cap: &str) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let ended = common::run_json(&node0, &["--api", api, "deal", "end", cap]);
     let refunded: f64 = ended["refunded"]
         .as_str()
         .expect("refunded")
         .parse()
         .expect("an amount");
     assert!(refunded > 0.0, "{ended}");
-    let after = json(&format!("/api/v0/chain/deal?id={deal}"));
+    let deal = ended["deal"].as_str().expect("the deal id");
+    let (_, body) = http_get(
+        api.trim_start_matches("http://"),
+        &format!("/api/v0/chain/deal?id={deal}"),
+    );
+    let after: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(after["periods"], ended["periods"]);
     assert!(after["periods"].as_u64() < Some(64), "{after}");
     assert_eq!(
@@ -281,8 +292,84 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
     );
 }
 
+/// `huds rm` through node 0 ends the running deal node 0's account opened for the file and unpins it; the
+/// holders keep the shards until the deal's last proof window has closed, then collect them (node 0, a holder
+/// itself, shows it in its shard count); a second `rm` finds nothing pinned.
+fn a_removed_file_ends_its_deal_and_its_holders_collect_it(
+    dir: &std::path::Path,
+    lines: &[String],
+    cap: &str,
+) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let status = common::run_json(&node0, &["--api", api, "deal", "status", cap]);
+    assert_eq!(status["state"], "active", "{status}");
+    let deal = status["id"].as_str().expect("the deal id").to_string();
+    let node = common::run_json(&node0, &["--api", api, "node", "status"]);
+    let me = node["account"].as_str().expect("node 0's account");
+    let index = status["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .position(|h| h["address"].as_str() == Some(me))
+        .expect("node 0 holds a shard of a one-segment file over 6 nodes");
+    let mine = status["placement"]
+        .as_array()
+        .expect("placement")
+        .iter()
+        .filter(|h| h.as_u64() == Some(index as u64))
+        .count() as u64;
+    let shards_before = node["shards"].as_u64().expect("shards");
+
+    let removed = common::run_json(&node0, &["--api", api, "rm", cap]);
+    assert_eq!(
+        removed["deal"]["deal"].as_str(),
+        Some(deal.as_str()),
+        "{removed}"
+    );
+    assert_eq!(removed["deal"]["state"], "ended now", "{removed}");
+    assert_eq!(
+        removed["deleted"], 0,
+        "node 0's shard is held for the deal until it is over: {removed}"
+    );
+    let node = common::run_json(&node0, &["--api", api, "node", "status"]);
+    assert_eq!(node["shards"].as_u64(), Some(shards_before), "{node}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let node = common::run_json(&node0, &["--api", api, "node", "status"]);
+        let held = node["deals"]
+            .as_array()
+            .expect("deals")
+            .iter()
+            .any(|d| d["id"].as_str() == Some(deal.as_str()));
+        if !held {
+            assert_eq!(
+                node["shards"].as_u64(),
+                Some(shards_before - mine),
+                "the settled deal's shards are collected: {node}"
+            );
+            let status = common::run_json(&node0, &["--api", api, "deal", "status", &deal]);
+            assert_ne!(
+                status["state"], "active",
+                "collected only once over: {status}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 0 never settled deal {deal}: {node}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let again = common::run(&node0, &["--api", api, "rm", cap]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("not pinned"), "{err}");
+}
+
 /// The CLI's `--api` uploads with the token of the home it is given; the gateway serves what it added.
-fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
+fn api_and_gateway(dir: &std::path::Path, lines: &[String]) -> String {
     let api = line(lines, "api ").trim_start_matches("api ").to_string();
     let gateway = line(lines, "gateway http://")
         .trim_start_matches("gateway http://")
@@ -293,6 +380,8 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
     let file_arg = file.to_str().expect("utf-8 path");
     let added = common::run_json(&node0, &["--api", &api, "add", file_arg]);
     let cap = added["cap"].as_str().expect("cap");
+    // Node 0's account is funded, so the add through the devnet's API opened a deal for the file.
+    assert_eq!(added["deal"]["holders"].as_u64(), Some(6), "{added}");
     let (head, body) = http_get(&gateway, &format!("/huds/{cap}"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, b"through the API, with the token");
@@ -311,6 +400,7 @@ fn api_and_gateway(dir: &std::path::Path, lines: &[String]) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token"), "{err}");
+    cap.to_string()
 }
 
 /// Transfers from the devnet's wallet and uploads through node 0's API, one after the other, until `stop` is
@@ -637,7 +727,7 @@ fn shell(line: &str) -> String {
 /// Every command the devnet suggests runs verbatim and does what it says: the demo file read through the API
 /// (its hash matches the gateway's bytes), an upload with node 0's token, the chain's status, a transfer from
 /// the funded wallet that node 0's account then holds.
-fn hints_run_as_printed(lines: &[String]) {
+fn hints_run_as_printed(dir: &std::path::Path, lines: &[String]) -> String {
     let start = lines
         .iter()
         .position(|l| l.starts_with("try "))
@@ -663,15 +753,60 @@ fn hints_run_as_printed(lines: &[String]) {
         .unwrap_or_else(|| panic!("{added}"));
     let (_, hello) = http_get(gateway, &format!("/huds/{new_cap}"));
     assert_eq!(hello, b"hello\n");
+    // The upload opened a storage deal paid by node 0's account, and its durability receipt checks out
+    // against the committees the devnet wrote into its wallet home, with no node.
+    let receipt = added
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("deal ")
+                .filter(|l| l.contains(" active: 6 holders"))
+        })
+        .and_then(|l| l.split("receipt ").nth(1))
+        .and_then(|l| l.split(" (").next())
+        .unwrap_or_else(|| panic!("{added}"));
+    let trust = dir.join("wallet").join("chain-trust");
+    let out = common::run(
+        &dir.join("node-0"),
+        &[
+            "chain",
+            "verify",
+            receipt,
+            "--trust",
+            trust.to_str().expect("utf-8"),
+        ],
+    );
+    let verified = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && verified.contains("is active"),
+        "{verified}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let status = shell(hints[2]);
     assert!(status.contains("epoch"), "{status}");
     let funded = shell(hints[3]);
     // Amounts for people: grouped, with the unit.
     assert!(funded.starts_with("1,000,000 IOST "), "{funded}");
+    // Node 0's account (funded, and paying for its uploads' deals) gains exactly what the transfer sent.
+    let node0_before = shell(hints[5]);
     shell(hints[4]);
     let node0 = shell(hints[5]);
-    assert!(node0.starts_with("1.5 IOST "), "{node0}");
+    let amount = |t: &str| {
+        parse_for_people(
+            t.split(" IOST")
+                .next()
+                .map(|n| format!("{n} IOST"))
+                .as_deref()
+                .unwrap_or(""),
+        )
+    };
+    assert_eq!(
+        amount(&node0)
+            .zip(amount(&node0_before))
+            .map(|(a, b)| a - b),
+        Some(150_000_000),
+        "{node0_before} then {node0}"
+    );
     // The demo file's storage deal: its durability receipt checks out with no node at all.
     let receipt = shell(hints[6]);
     assert!(receipt.starts_with("valid: deal "), "{receipt}");
@@ -684,6 +819,7 @@ fn hints_run_as_printed(lines: &[String]) {
         status.starts_with("deal ") && status.contains("holder 5 ios1"),
         "{status}"
     );
+    new_cap.to_string()
 }
 
 /// Node 0's `/metrics` (the devnet runs the validators in its process) has every name `specs/metrics.md` lists,

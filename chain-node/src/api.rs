@@ -151,9 +151,15 @@ impl ChainApi {
 
     /// A running validator of `shard`, if any.
     fn validator(&self, shard: ShardId) -> Result<&ValidatorHandle, ApiError> {
+        // The most advanced of them: one just seated on the shard may still be replaying it, and would answer
+        // from a state behind what the others have finalised.
         self.validators
             .iter()
-            .find(|v| v.is_running() && v.status().lane.shard == shard)
+            .filter(|v| v.is_running())
+            .map(|v| (v, v.status().lane))
+            .filter(|(_, lane)| lane.shard == shard)
+            .max_by_key(|(_, lane)| lane.height)
+            .map(|(v, _)| v)
             .ok_or_else(|| {
                 ApiError(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -48,7 +48,7 @@ pub mod types;
 // The types layer's oldest modules keep their root paths (`chain::tx`, `chain::block`, `chain::registry`).
 pub use types::{block, registry, tx};
 
-pub use address::{Address, AddressParseError, ShardId, hex, shard_of};
+pub use address::{Address, AddressParseError, ShardId, hex, hex_decode, shard_of};
 pub use amount::{Amount, AmountParseError};
 pub use codec::DecodeError;
 pub use state::{Account, ChainParams, Receipt, State};

@@ -71,7 +71,8 @@ fn read_status(e: &ReadError) -> StatusCode {
         ReadError::UnknownCid(_)
         | ReadError::ManifestMissing(_)
         | ReadError::NoEntry(_)
-        | ReadError::NotDirectory(_) => StatusCode::NOT_FOUND,
+        | ReadError::NotDirectory(_)
+        | ReadError::NotPinned(_) => StatusCode::NOT_FOUND,
         ReadError::Segment(_) => StatusCode::GATEWAY_TIMEOUT,
         // Stored content that does not check out: the fault is upstream of the gateway, not the client's.
         ReadError::BlockMissing(_)

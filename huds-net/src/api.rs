@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `POST /api/v0/add?public=&k=&m=&name=` | body = the file; answers `{"cid","cap","size"}` once every shard is acknowledged |
 //! | `POST /api/v0/add?format=tar&...` | body = a tree as a tar stream (`huds_net::tree`), unpacked safely and added as a local directory would be |
+//! | `POST /api/v0/rm?arg=CAP\|CID` | unpins a file or tree this node added: `{"cid","manifest","name","size","shards","deleted"}` (404 if it is not pinned here) |
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
 //! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, a directory as a tar stream (`application/x-tar`), a symlink as its target (`inode/symlink`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
@@ -27,7 +28,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::client::{NetShardSink, NetShardSource};
+use super::client::{NetShardSink, NetShardSource, Placement};
+use super::deals::{self, DealAsk};
 use super::node::NodeHandle;
 use super::tree::{self, Limits, TreeError};
 use huds::BlockStore;
@@ -64,6 +66,7 @@ pub struct Api {
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/v0/add", post(add))
+        .route("/api/v0/rm", post(rm))
         .route("/api/v0/cat", get(cat))
         .route("/api/v0/get", get(get_route))
         .route("/api/v0/ls", get(ls))
@@ -92,9 +95,10 @@ impl From<ReadError> for ApiError {
             | ReadError::Cid(_)
             | ReadError::IsDirectory(_)
             | ReadError::NotDirectory(_) => StatusCode::BAD_REQUEST,
-            ReadError::UnknownCid(_) | ReadError::NoEntry(_) | ReadError::ManifestMissing(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ReadError::UnknownCid(_)
+            | ReadError::NoEntry(_)
+            | ReadError::ManifestMissing(_)
+            | ReadError::NotPinned(_) => StatusCode::NOT_FOUND,
             ReadError::Segment(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -115,6 +119,11 @@ struct AddQuery {
     name: Option<String>,
     /// `tar`: the body is a tree as a tar stream; absent: the body is the file.
     format: Option<String>,
+    /// A storage deal for the file, paid by this account (`deal_ask`).
+    deal_owner: Option<String>,
+    chain_id: Option<u32>,
+    deal_periods: Option<u64>,
+    deal_price: Option<u64>,
 }
 
 /// An upload's own directory in the spool, removed however the add ends: an answer, an error, or the client
@@ -132,6 +141,7 @@ async fn add(
     Query(q): Query<AddQuery>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let ask = deal_ask(&q)?;
     let tar = match q.format.as_deref() {
         None | Some("") | Some("raw") => false,
         Some("tar") => true,
@@ -166,9 +176,9 @@ async fn add(
         ..api.defaults
     };
     if tar {
-        return unpack_and_add(&api, spool, path, body, opts).await;
+        return unpack_and_add(&api, spool, path, body, opts, ask).await;
     }
-    spool_and_add(&api, &path, body, opts).await
+    spool_and_add(&api, &path, body, opts, ask).await
 }
 
 /// One piece of an upload on its way from the HTTP body to a blocking reader.
@@ -259,6 +269,7 @@ async fn unpack_and_add(
     path: PathBuf,
     body: Body,
     opts: AddOptions,
+    ask: Option<DealAsk>,
 ) -> Result<Json<Value>, ApiError> {
     let (tx, rx) = mpsc::channel(UPLOAD_CHUNKS_IN_FLIGHT);
     let node = api.node.clone();
@@ -275,13 +286,68 @@ async fn unpack_and_add(
         tree::unpack(reader, &path, TREE_LIMITS, &mut |_| {}).map_err(tree_error)?;
         let sink = NetShardSink::new(node.clone(), rt);
         add_with(node.store(), &sink, Source::Path(&path), &opts, &mut |_| {})
+            .map(|a| (a, sink.placement()))
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
     });
     pump(body, tx).await;
-    let added = task.await.map_err(internal)??;
+    let (added, placement) = task.await.map_err(internal)??;
     Ok(Json(
-        json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size }),
+        answer(&api.node, &added, &placement, &opts, ask).await,
     ))
+}
+
+/// The answer to an add: the file, and when the client asked for a deal, its terms and every holder's
+/// signature (hex), for the client to open with its own key, or why the holders could not be brought to sign
+/// (the file is stored either way).
+async fn answer(
+    node: &NodeHandle,
+    added: &Added,
+    placement: &Placement,
+    opts: &AddOptions,
+    ask: Option<DealAsk>,
+) -> Value {
+    let mut v = json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size });
+    if let Some(ask) = ask {
+        match deals::gather(
+            node,
+            added,
+            opts.public,
+            (opts.k, opts.m),
+            &placement.shards,
+            &ask,
+        )
+        .await
+        {
+            Ok((terms, signatures)) => {
+                v["deal"] = json!({
+                    "terms": chain::hex(&terms.encode()),
+                    "signatures": signatures.iter().map(|s| chain::hex(&s.0)).collect::<Vec<_>>(),
+                });
+            }
+            Err(e) => v["deal_error"] = e.into(),
+        }
+    }
+    v
+}
+
+/// The deal an add's query asks for, if any: all of `deal_owner`, `chain_id`, `deal_periods` and
+/// `deal_price` (base units per GiB per period), or none.
+fn deal_ask(q: &AddQuery) -> Result<Option<DealAsk>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    match (&q.deal_owner, q.chain_id, q.deal_periods, q.deal_price) {
+        (None, None, None, None) => Ok(None),
+        (Some(owner), Some(chain_id), Some(periods), Some(price)) => Ok(Some(DealAsk {
+            chain_id,
+            owner: owner
+                .parse()
+                .map_err(|e| bad(format!("deal_owner {owner:?} is not an address: {e}")))?,
+            periods,
+            price: chain::Amount(price),
+        })),
+        _ => Err(bad(
+            "a deal needs deal_owner, chain_id, deal_periods and deal_price together".into(),
+        )),
+    }
 }
 
 /// The answer to an upload the node has no room to spool: 507, saying so in words.
@@ -319,6 +385,7 @@ async fn spool_and_add(
     path: &std::path::Path,
     body: Body,
     opts: AddOptions,
+    ask: Option<DealAsk>,
 ) -> Result<Json<Value>, ApiError> {
     let mut file = tokio::fs::File::create(path).await.map_err(spool_error)?;
     let mut stream = body.into_data_stream();
@@ -336,11 +403,11 @@ async fn spool_and_add(
     }
     file.flush().await.map_err(spool_error)?;
     drop(file);
-    let added = add_path(&api.node, path.to_path_buf(), opts)
+    let (added, placement) = add_placed(&api.node, path.to_path_buf(), opts)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(Json(
-        json!({ "cid": added.root.to_string(), "cap": added.capability.to_text(), "size": added.size }),
+        answer(&api.node, &added, &placement, &opts, ask).await,
     ))
 }
 
@@ -351,11 +418,21 @@ pub async fn add_path(
     path: PathBuf,
     opts: AddOptions,
 ) -> Result<Added, AddError> {
+    add_placed(node, path, opts).await.map(|(a, _)| a)
+}
+
+/// [`add_path`], and where the shards went.
+async fn add_placed(
+    node: &NodeHandle,
+    path: PathBuf,
+    opts: AddOptions,
+) -> Result<(Added, Placement), AddError> {
     let node = node.clone();
     let rt = Handle::current();
     tokio::task::spawn_blocking(move || {
         let sink = NetShardSink::new(node.clone(), rt);
         add_with(node.store(), &sink, Source::Path(&path), &opts, &mut |_| {})
+            .map(|a| (a, sink.placement()))
     })
     .await
     .unwrap_or_else(|e| Err(AddError::Network(format!("the add task failed: {e}"))))
@@ -512,6 +589,29 @@ async fn ls(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json
     })
     .await
     .map_err(internal)?
+}
+
+/// `huds rm` through the node: unpins what this node added (its shards that nothing else holds go with it).
+async fn rm(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json<Value>, ApiError> {
+    let store = api.node.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let r = huds::remove(&store, t.arg.trim())?;
+        Ok(Json(removed_json(&r)))
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// What `huds rm --json` prints of a removal, locally or through a node.
+pub fn removed_json(r: &huds::Removed) -> Value {
+    json!({
+        "cid": r.root.to_string(),
+        "manifest": r.manifest.to_string(),
+        "name": r.unpinned.pin.name,
+        "size": r.unpinned.pin.size,
+        "shards": r.unpinned.shards,
+        "deleted": r.unpinned.deleted,
+    })
 }
 
 async fn id(State(api): State<Arc<Api>>) -> Json<Value> {

@@ -25,6 +25,11 @@ use chain::{Address, Amount};
 use huds::BlockStore;
 use huds::store::Store;
 
+/// How a holder's refusal begins when it is checking another request.
+const BUSY: &str = "busy checking another deal";
+/// Times a client asks a busy holder again, 200 ms apart.
+const SIGN_ATTEMPTS_MAX: u32 = 50;
+
 /// Shards one sign request may claim: every shard of the largest deal.
 const CLAIMS_MAX: usize = deal::DEAL_SHARDS_MAX;
 /// The bytes of a shard CID in a request, at most.
@@ -217,6 +222,64 @@ pub fn propose(
     Ok(Proposal { terms, requests })
 }
 
+/// The price a client offers and a node asks unless told otherwise: 1 IOST per GiB per period.
+pub const PRICE_DEFAULT: Amount = Amount(100_000_000);
+
+/// What a client asks for when its add should become a deal: who pays, on which chain, for how long and at
+/// what price per GiB per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DealAsk {
+    pub chain_id: u32,
+    pub owner: Address,
+    pub periods: u64,
+    pub price: Amount,
+}
+
+/// The terms of an added file's deal with every holder's signature, gathered one holder at a time over the
+/// shard protocol (this node signs for the shards it holds itself). The deal's root is the file's root CID
+/// when it is public, else its sealed manifest's CID (never the plaintext CID of a private file). Fails naming
+/// the holder that refused and why.
+pub async fn gather(
+    node: &crate::node::NodeHandle,
+    added: &huds::add::Added,
+    public: bool,
+    (k, m): (u8, u8),
+    placed: &[PlacedShard],
+    ask: &DealAsk,
+) -> Result<(DealTerms, Vec<Signature>), String> {
+    let root = if public {
+        &added.root
+    } else {
+        &added.manifest_cid
+    };
+    let proposal = propose(root, added.size, k, m, ask.periods, ask.price, placed)
+        .map_err(|e| e.to_string())?;
+    let mut signatures = Vec::with_capacity(proposal.requests.len());
+    for (peer, claims) in &proposal.requests {
+        let request = SignRequest {
+            chain_id: ask.chain_id,
+            owner: ask.owner,
+            terms: proposal.terms.clone(),
+            claims: claims.clone(),
+        };
+        // A holder checks one request at a time and refuses the others meanwhile: ask again a while.
+        let mut attempts = 0;
+        let signature = loop {
+            match node.sign_deal(*peer, &request).await {
+                Err(crate::node::NetError::Refused { reason, .. })
+                    if reason.starts_with(BUSY) && attempts < SIGN_ATTEMPTS_MAX =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                r => break r.map_err(|e| format!("holder {peer} did not sign: {e}"))?,
+            }
+        };
+        signatures.push(signature);
+    }
+    Ok((proposal.terms, signatures))
+}
+
 /// What a holder signs with, on which chain and for how much.
 #[derive(Clone)]
 pub struct DealSigner {
@@ -301,7 +364,7 @@ pub fn check_and_sign(
     let _busy = signer
         .busy
         .try_lock()
-        .map_err(|_| "busy checking another deal: ask again shortly".to_string())?;
+        .map_err(|_| format!("{BUSY}: ask again shortly"))?;
     let holder = terms
         .holders
         .iter()
@@ -369,6 +432,11 @@ pub fn check_and_sign(
     if let Some(dir) = &signer.held {
         crate::prover::keep(dir, &id, request)
             .map_err(|e| format!("recording the deal before signing it: {e}"))?;
+        // The shards are the deal's from now until its last proof window closes: no collection takes them.
+        let cids: Vec<Cid> = request.claims.iter().map(|c| c.cid).collect();
+        store
+            .hold_for_deal(&id, &cids)
+            .map_err(|e| format!("marking the deal's shards held: {e}"))?;
     }
     Ok(Signature(signature))
 }

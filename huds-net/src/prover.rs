@@ -44,6 +44,19 @@ pub fn keep(dir: &Path, id: &Hash, request: &SignRequest) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Lets go of a deal that is over and whose last proof window has closed: its shards' marks in `store` are
+/// released (those nothing else holds are deleted), then its record. A crash between the two leaves the
+/// record, and the next look releases again (which deletes nothing more) before forgetting it. Returns how
+/// many shards were deleted.
+pub fn settle(store: &Store, dir: &Path, held: &HeldDeal) -> Result<usize, String> {
+    let cids: Vec<Cid> = held.request.claims.iter().map(|c| c.cid).collect();
+    let deleted = store
+        .release_deal(&held.id, &cids)
+        .map_err(|e| format!("releasing the shards of a settled deal: {e}"))?;
+    forget(dir, &held.id).map_err(|e| format!("forgetting a settled deal: {e}"))?;
+    Ok(deleted)
+}
+
 /// Forgets a deal (once it has settled).
 pub fn forget(dir: &Path, id: &Hash) -> std::io::Result<()> {
     match std::fs::remove_file(dir.join(file_name(id))) {

@@ -3,7 +3,8 @@
 //! signed deal passes the chain's own checks for an `OpenDeal` transaction. A holder refuses to sign for a
 //! shard it does not hold, for a commitment that is not its shard's, for a price below its own, for positions
 //! the placement does not give it, and for garbage; a node without a signer refuses every deal. Each holder
-//! keeps the deal it signed and proves it from its store; one that deletes a drawn shard cannot.
+//! keeps the deal it signed and proves it from its store; one that deletes a drawn shard cannot. The shards a
+//! holder signed for outlive every collection until the deal settles, and then go.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use chain::crypto::SecretKey;
 use chain::tx::{Transaction, TxError, TxKind};
 use chain::{Address, Amount};
+use huds::BlockStore;
 use huds::add::{AddOptions, Source};
 use huds::store::RocksStore;
 use huds_net::client::NetShardSink;
@@ -310,6 +312,35 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
     let err = prover::prove(nodes[holder].handle.store(), deal, &seed, 0)
         .expect_err("a deleted shard cannot be proven");
     assert!(err.contains(&gone.to_string()), "{err}");
+
+    // The shards it signed for are the deal's: a collection keeps every one, until the deal is settled; then
+    // they all go (but the one already deleted) and the record with them. Settling again deletes nothing.
+    let store = nodes[holder].handle.store().clone();
+    let kept: Vec<cid::Cid> = deal
+        .request
+        .claims
+        .iter()
+        .map(|c| c.cid)
+        .filter(|c| *c != gone)
+        .collect();
+    store.collect_garbage().expect("collects");
+    for c in &kept {
+        assert!(
+            store.shard(c).expect("reads").is_some(),
+            "{c} kept for the deal"
+        );
+    }
+    let (before, _) = store.shard_stats().expect("stats");
+    let held_dir = dir.path().join(format!("held-{holder}"));
+    assert_eq!(prover::settle(&store, &held_dir, deal), Ok(kept.len()));
+    for c in &kept {
+        assert_eq!(store.shard(c).expect("reads"), None, "{c} released");
+    }
+    let (after, _) = store.shard_stats().expect("stats");
+    assert_eq!(after, before - kept.len() as u64);
+    let (held, _) = prover::held_deals(&held_dir, &me).expect("reads");
+    assert!(held.is_empty(), "the settled deal is forgotten");
+    assert_eq!(prover::settle(&store, &held_dir, deal), Ok(0));
     for n in nodes {
         n.shutdown().await;
     }

@@ -16,5 +16,5 @@ pub mod unixfs;
 
 pub use add::{AddError, AddOptions, Added, Source, add};
 pub use capability::Capability;
-pub use read::{ReadError, Reader, resolve_capability};
+pub use read::{ReadError, Reader, Removed, remove, resolve_capability};
 pub use store::{BlockStore, MemStore, RocksStore, Store};

@@ -174,6 +174,8 @@ pub enum ReadError {
     Output(io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} is not pinned here: nothing to remove")]
+    NotPinned(String),
 }
 
 /// Resolves `CAP|CID` text to a capability: a capability as is, a CID through the store's public table.
@@ -186,6 +188,40 @@ pub fn resolve_capability(store: &dyn BlockStore, text: &str) -> Result<Capabili
         Some(cap) => Ok(Capability::parse(&cap)?),
         None => Err(ReadError::UnknownCid(cid)),
     }
+}
+
+/// What [`remove`] took out of a store.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The file's root CID and the sealed manifest its capability names.
+    pub root: Cid,
+    pub manifest: Cid,
+    pub unpinned: crate::store::Unpinned,
+}
+
+/// Unpins `CAP|CID` from `store` (`huds rm`): the pin, its manifest, its public entry and the shards nothing
+/// else holds go in one write (`BlockStore::unpin`). A target this store never pinned is an error and
+/// changes nothing.
+pub fn remove(store: &dyn BlockStore, text: &str) -> Result<Removed, ReadError> {
+    let cap = resolve_capability(store, text)?;
+    let sealed = store
+        .manifest(&cap.manifest)?
+        .ok_or_else(|| ReadError::NotPinned(text.to_string()))?;
+    let plain =
+        segment::open_manifest(&cap.key, &sealed).ok_or(ReadError::ManifestOpen(cap.manifest))?;
+    let root = Manifest::decode(&plain)?.root;
+    // The public entry goes only if it is this capability's: another add of the same root keeps its own.
+    let public = store
+        .public_capability(&root)?
+        .is_some_and(|c| c == cap.to_text());
+    let unpinned = store
+        .unpin(&cap.manifest, public.then_some(&root))?
+        .ok_or_else(|| ReadError::NotPinned(text.to_string()))?;
+    Ok(Removed {
+        root,
+        manifest: cap.manifest,
+        unpinned,
+    })
 }
 
 /// A block held in a decoded segment (or a part of one); cloning shares the segment.

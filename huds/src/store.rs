@@ -7,7 +7,9 @@
 //!   ciphertext).
 //! - `manifests`: sealed-manifest CID -> sealed bytes.
 //! - `pins`: sealed-manifest CID -> pin record (dag-cbor).
-//! - `refs`: shard CID ++ manifest CID -> empty: which pins hold each shard, for garbage collection.
+//! - `refs`: shard CID ++ manifest CID -> empty: which pins hold each shard, for garbage collection; shard CID ++
+//!   `held` marks a shard put here by the network, shard CID ++ `deal` ++ deal id one this node signed a storage
+//!   deal for (kept until the deal is over, `specs/economics.md` §3).
 //! - `public`: root CID -> capability text, for files added with `--public`.
 //! - `meta`: the store format version and in-flight add markers.
 //!
@@ -46,6 +48,33 @@ const STORE_VERSION: u8 = 1;
 const INFLIGHT_PREFIX: &[u8] = b"inflight/";
 /// The ref suffix of a shard held for the network rather than for a local pin.
 const HELD_REF: &[u8] = b"held";
+/// The ref suffix of a shard held for a storage deal, followed by the deal id.
+const DEAL_REF: &[u8] = b"deal";
+
+/// The ref of `shard` held for `deal`.
+fn deal_ref(shard: &Cid, deal: &[u8; 32]) -> Vec<u8> {
+    let mut k = shard.to_bytes();
+    k.extend_from_slice(DEAL_REF);
+    k.extend_from_slice(deal);
+    k
+}
+
+/// The plain held ref of `shard`.
+fn held_ref(shard: &Cid) -> Vec<u8> {
+    let mut k = shard.to_bytes();
+    k.extend_from_slice(HELD_REF);
+    k
+}
+
+/// What [`BlockStore::unpin`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpinned {
+    pub pin: Pin,
+    /// Shards the pin referenced.
+    pub shards: usize,
+    /// Of those, the ones nothing else referenced, deleted with it.
+    pub deleted: usize,
+}
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +189,24 @@ pub trait BlockStore: Send + Sync {
     /// Deletes shards that no pin and no held mark references; returns how many.
     fn collect_garbage(&self) -> Result<usize, StoreError>;
 
+    /// Marks `shards` as held for the storage deal `deal`, in one atomic write: garbage collection keeps them
+    /// while the mark stands, whatever else happens to their other refs.
+    fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError>;
+
+    /// Releases what `deal` held: its marks on `shards` and their plain held marks go, and those of the shards
+    /// that nothing else references (a pin, another deal) are deleted, all in one atomic write. Returns how
+    /// many shards were deleted. Releasing twice deletes nothing more.
+    fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError>;
+
+    /// Unpins the DAG whose sealed manifest is `manifest`: the pin, the manifest, the pin's refs, the public
+    /// entry of `public_root` if given, and the shards nothing else references, in one atomic write. None when
+    /// nothing is pinned under `manifest`.
+    fn unpin(
+        &self,
+        manifest: &Cid,
+        public_root: Option<&Cid>,
+    ) -> Result<Option<Unpinned>, StoreError>;
+
     /// Writes every shard still in memory to durable storage and waits for it (benchmarks settle a network this
     /// way, so a read is not timed against the flushes an add left behind).
     fn flush(&self) -> Result<(), StoreError>;
@@ -218,6 +265,19 @@ impl<T: BlockStore + ?Sized> BlockStore for Arc<T> {
     fn collect_garbage(&self) -> Result<usize, StoreError> {
         (**self).collect_garbage()
     }
+    fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError> {
+        (**self).hold_for_deal(deal, shards)
+    }
+    fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError> {
+        (**self).release_deal(deal, shards)
+    }
+    fn unpin(
+        &self,
+        manifest: &Cid,
+        public_root: Option<&Cid>,
+    ) -> Result<Option<Unpinned>, StoreError> {
+        (**self).unpin(manifest, public_root)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
     }
@@ -229,6 +289,9 @@ pub type Store = RocksStore;
 /// The RocksDB block store.
 pub struct RocksStore {
     db: DB,
+    /// Held by every write that reads refs to decide what to delete (collection, release, unpin) and by every
+    /// write that adds a ref, so a shard gaining a ref is never deleted on the strength of a read before it.
+    refs_lock: Mutex<()>,
 }
 
 /// An add in progress: its marker is removed when it commits.
@@ -263,7 +326,10 @@ impl RocksStore {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = RocksStore { db };
+        let store = RocksStore {
+            db,
+            refs_lock: Mutex::new(()),
+        };
         store.check_version()?;
         store.recover()?;
         Ok(store)
@@ -309,10 +375,51 @@ impl RocksStore {
         wo.set_sync(true);
         Ok(self.db.write_opt(batch, &wo)?)
     }
+
+    fn refs_guard(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data of its own: a panic while it was held leaves nothing half-done.
+        self.refs_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every ref of `shard` (its keys in full).
+    fn refs_of(&self, shard: &[u8]) -> Result<Vec<Box<[u8]>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_REFS), shard) {
+            let (k, _) = item?;
+            if !k.starts_with(shard) {
+                break;
+            }
+            out.push(k);
+        }
+        Ok(out)
+    }
+
+    /// Adds to `batch` the deletion of `refs` and of every shard in `shards` whose refs would all be gone
+    /// with them; returns how many shards it deletes.
+    fn drop_refs(
+        &self,
+        batch: &mut WriteBatch,
+        shards: &BTreeSet<Vec<u8>>,
+        refs: &BTreeSet<Vec<u8>>,
+    ) -> Result<usize, StoreError> {
+        for r in refs {
+            batch.delete_cf(self.cf(CF_REFS), r);
+        }
+        let mut deleted = 0;
+        for s in shards {
+            let left = self.refs_of(s)?.into_iter().any(|k| !refs.contains(&k[..]));
+            if !left && self.db.get_pinned_cf(self.cf(CF_SHARDS), s)?.is_some() {
+                batch.delete_cf(self.cf(CF_SHARDS), s);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
 }
 
 impl BlockStore for RocksStore {
     fn collect_garbage(&self) -> Result<usize, StoreError> {
+        let _refs = self.refs_guard();
         let mut removed = 0;
         let mut batch = WriteBatch::default();
         for item in self
@@ -372,6 +479,7 @@ impl BlockStore for RocksStore {
         public: Option<(&Cid, &str)>,
     ) -> Result<(), StoreError> {
         self.db.flush_cf(self.cf(CF_SHARDS))?;
+        let _refs = self.refs_guard();
         let mkey = manifest_cid.to_bytes();
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_MANIFESTS), &mkey, sealed_manifest);
@@ -399,7 +507,72 @@ impl BlockStore for RocksStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_SHARDS), &key, bytes);
         batch.put_cf(self.cf(CF_REFS), held, []);
+        let _refs = self.refs_guard();
         Ok(self.db.write(batch)?)
+    }
+
+    fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for s in shards {
+            batch.put_cf(self.cf(CF_REFS), deal_ref(s, deal), []);
+        }
+        let _refs = self.refs_guard();
+        self.write_synced(batch)
+    }
+
+    fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError> {
+        let _refs = self.refs_guard();
+        let keys: BTreeSet<Vec<u8>> = shards.iter().map(Cid::to_bytes).collect();
+        let refs: BTreeSet<Vec<u8>> = shards
+            .iter()
+            .flat_map(|s| [deal_ref(s, deal), held_ref(s)])
+            .collect();
+        let mut batch = WriteBatch::default();
+        let deleted = self.drop_refs(&mut batch, &keys, &refs)?;
+        self.write_synced(batch)?;
+        Ok(deleted)
+    }
+
+    fn unpin(
+        &self,
+        manifest: &Cid,
+        public_root: Option<&Cid>,
+    ) -> Result<Option<Unpinned>, StoreError> {
+        let _refs = self.refs_guard();
+        let mkey = manifest.to_bytes();
+        let Some(pin) = self.db.get_cf(self.cf(CF_PINS), &mkey)? else {
+            return Ok(None);
+        };
+        let pin: Pin = serde_ipld_dagcbor::from_slice(&pin)
+            .map_err(|e| StoreError::Corrupt(format!("pin {manifest}: {e}")))?;
+        // A pin's refs are keyed by shard first: find them by their manifest suffix (one pass over the refs).
+        let (mut shards, mut refs) = (BTreeSet::new(), BTreeSet::new());
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REFS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            if k.len() > mkey.len() && k.ends_with(&mkey) {
+                let shard = k[..k.len() - mkey.len()].to_vec();
+                if Cid::try_from(&shard[..]).is_ok() {
+                    shards.insert(shard);
+                    refs.insert(k.to_vec());
+                }
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let deleted = self.drop_refs(&mut batch, &shards, &refs)?;
+        batch.delete_cf(self.cf(CF_PINS), &mkey);
+        batch.delete_cf(self.cf(CF_MANIFESTS), &mkey);
+        if let Some(root) = public_root {
+            batch.delete_cf(self.cf(CF_PUBLIC), root.to_bytes());
+        }
+        self.write_synced(batch)?;
+        Ok(Some(Unpinned {
+            pin,
+            shards: shards.len(),
+            deleted,
+        }))
     }
 
     fn shard_cids(&self) -> Result<Vec<Cid>, StoreError> {
@@ -498,6 +671,25 @@ struct MemState {
 }
 
 impl MemState {
+    /// Removes `refs`, and every shard of `shards` that has no ref left; returns how many shards went.
+    fn drop_refs(&mut self, shards: &BTreeSet<Vec<u8>>, refs: &BTreeSet<Vec<u8>>) -> usize {
+        for r in refs {
+            self.refs.remove(r);
+        }
+        let mut deleted = 0;
+        for s in shards {
+            let referenced = self
+                .refs
+                .range(s.clone()..)
+                .next()
+                .is_some_and(|r| r.starts_with(s));
+            if !referenced && self.shards.remove(s).is_some() {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
     fn collect_garbage(&mut self) -> usize {
         let refs = &self.refs;
         let before = self.shards.len();
@@ -650,6 +842,53 @@ impl BlockStore for MemStore {
         Ok(self.lock().collect_garbage())
     }
 
+    fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError> {
+        let refs: Vec<Vec<u8>> = shards.iter().map(|s| deal_ref(s, deal)).collect();
+        self.lock().refs.extend(refs);
+        Ok(())
+    }
+
+    fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError> {
+        let keys: BTreeSet<Vec<u8>> = shards.iter().map(Cid::to_bytes).collect();
+        let refs: BTreeSet<Vec<u8>> = shards
+            .iter()
+            .flat_map(|s| [deal_ref(s, deal), held_ref(s)])
+            .collect();
+        Ok(self.lock().drop_refs(&keys, &refs))
+    }
+
+    fn unpin(
+        &self,
+        manifest: &Cid,
+        public_root: Option<&Cid>,
+    ) -> Result<Option<Unpinned>, StoreError> {
+        let mkey = manifest.to_bytes();
+        let mut st = self.lock();
+        let Some(pin) = st.pins.remove(&mkey) else {
+            return Ok(None);
+        };
+        let (mut shards, mut refs) = (BTreeSet::new(), BTreeSet::new());
+        for k in &st.refs {
+            if k.len() > mkey.len() && k.ends_with(&mkey) {
+                let shard = k[..k.len() - mkey.len()].to_vec();
+                if Cid::try_from(&shard[..]).is_ok() {
+                    shards.insert(shard);
+                    refs.insert(k.clone());
+                }
+            }
+        }
+        let deleted = st.drop_refs(&shards, &refs);
+        st.manifests.remove(&mkey);
+        if let Some(root) = public_root {
+            st.public.remove(&root.to_bytes());
+        }
+        Ok(Some(Unpinned {
+            pin,
+            shards: shards.len(),
+            deleted,
+        }))
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         // The maps are the whole store: nothing sits in a faster layer that a flush would move.
         Ok(())
@@ -693,6 +932,77 @@ mod tests {
         assert_eq!(s.shard(&kept).expect("read").as_deref(), Some(&b"kept"[..]));
         assert_eq!(s.shard(&lost).expect("read"), None);
         assert_eq!(s.pins().expect("pins").len(), 1);
+    }
+
+    /// A shard held for two deals and pinned once goes only when the last of the three lets go of it; a
+    /// released deal's shards that nothing else needs go with the release; unpinning takes the pin, the
+    /// manifest and the public entry at once. The same on both stores, and across a reopen of RocksDB.
+    fn deals_and_pins_release_exactly_what_nothing_else_holds(s: &dyn BlockStore) {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let shared = cids::blake3_cid(b"shared");
+        let only_a = cids::blake3_cid(b"only a");
+        for (c, bytes) in [(&shared, &b"shared"[..]), (&only_a, &b"only a"[..])] {
+            s.put_held_shard(c, bytes).expect("put");
+        }
+        s.hold_for_deal(&a, &[shared, only_a]).expect("hold a");
+        s.hold_for_deal(&b, &[shared]).expect("hold b");
+        let t = s.begin_add().expect("begin");
+        let (m, root) = (cids::blake3_cid(b"manifest"), cids::blake3_cid(b"root"));
+        s.commit_add(
+            t,
+            &m,
+            b"manifest",
+            &mut [shared].into_iter(),
+            &pin(),
+            Some((&root, "huds:cap")),
+        )
+        .expect("commit");
+        assert_eq!(s.collect_garbage().expect("gc"), 0);
+        assert_eq!(s.release_deal(&a, &[shared, only_a]).expect("release"), 1);
+        assert_eq!(s.shard(&only_a).expect("read"), None);
+        assert_eq!(s.release_deal(&a, &[shared, only_a]).expect("again"), 0);
+        assert_eq!(s.release_deal(&b, &[shared]).expect("release b"), 0);
+        assert!(s.shard(&shared).expect("read").is_some(), "still pinned");
+        let other = cids::blake3_cid(b"other");
+        assert_eq!(s.unpin(&other, None).expect("unpin"), None);
+        let gone = s
+            .unpin(&m, Some(&root))
+            .expect("unpin")
+            .expect("was pinned");
+        assert_eq!((gone.shards, gone.deleted), (1, 1));
+        assert_eq!(s.shard(&shared).expect("read"), None);
+        assert!(s.pins().expect("pins").is_empty());
+        assert_eq!(s.manifest(&m).expect("manifest"), None);
+        assert_eq!(s.public_capability(&root).expect("public"), None);
+        assert_eq!(s.shard_stats().expect("stats"), (0, 0));
+    }
+
+    #[test]
+    fn deals_and_pins_release_exactly_what_nothing_else_holds_in_both_stores() {
+        deals_and_pins_release_exactly_what_nothing_else_holds(&MemStore::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        deals_and_pins_release_exactly_what_nothing_else_holds(
+            &Store::open(dir.path()).expect("open"),
+        );
+    }
+
+    #[test]
+    fn a_deal_mark_survives_a_reopen_and_outlives_collection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cids::blake3_cid(b"held");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.put_held_shard(&c, b"held").expect("put");
+            s.hold_for_deal(&[7; 32], &[c]).expect("hold");
+            // A crash mid-add runs collection at the next open.
+            let _crashed = s.begin_add().expect("begin");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert!(s.shard(&c).expect("read").is_some());
+        assert_eq!(s.release_deal(&[7; 32], &[c]).expect("release"), 1);
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.shard(&c).expect("read"), None);
     }
 
     #[test]
