@@ -110,16 +110,23 @@ impl<R: Read> Read for CountingRead<R> {
 }
 
 /// Uploads a file, a directory tree (as a tar stream) or standard input, and returns the node's answer.
+/// How `add` asks the node to store: `-k`, `-m`, `--public`, and the deal to gather signatures for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddParams {
+    pub public: bool,
+    pub k: Option<u8>,
+    pub m: Option<u8>,
+    pub deal: Option<huds_net::deals::DealAsk>,
+}
+
 pub fn add(
     api: &str,
     token: Option<&str>,
     path: &Path,
-    public: bool,
-    k: Option<u8>,
-    m: Option<u8>,
-    deal: Option<&huds_net::deals::DealAsk>,
+    params: AddParams,
     bar: Option<ProgressBar>,
 ) -> Result<Value> {
+    let AddParams { public, k, m, deal } = params;
     let mut query = format!("/api/v0/add?public={public}");
     if let Some(d) = deal {
         query.push_str(&format!(
@@ -423,8 +430,12 @@ pub fn json(api: &str, path: &str) -> Result<Value> {
 }
 
 /// Unpins `target` on the node (`POST /api/v0/rm`, behind the upload token).
-pub fn rm(api: &str, token: Option<&str>, target: &str) -> Result<Value> {
-    let mut req = ureq::post(url(api, &format!("/api/v0/rm?arg={}", encode(target))));
+/// With `dry`, only asks whether the node would remove it (a bad token or an unknown target fails the same).
+pub fn rm(api: &str, token: Option<&str>, target: &str, dry: bool) -> Result<Value> {
+    let mut req = ureq::post(url(
+        api,
+        &format!("/api/v0/rm?arg={}&dry={dry}", encode(target)),
+    ));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }

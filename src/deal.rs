@@ -345,7 +345,13 @@ pub const RECEIPTS_DIR: &str = "receipts";
 /// Opens the deal the node's add answer carries (terms and every holder's signature), paid by the home's
 /// account, and keeps its durability receipt (`huds chain verify` checks it with no node) in the home's
 /// `receipts/`. Answers what `huds add --json` prints under `deal`.
-pub fn open_added(dir: &std::path::Path, api: &str, added: &Value) -> Result<Value> {
+pub fn open_added(
+    dir: &std::path::Path,
+    api: &str,
+    ask: &huds_net::deals::DealAsk,
+    public: bool,
+    added: &Value,
+) -> Result<Value> {
     if let Some(e) = added["deal_error"].as_str() {
         bail!("the holders did not all sign: {e}");
     }
@@ -368,6 +374,7 @@ pub fn open_added(dir: &std::path::Path, api: &str, added: &Value) -> Result<Val
                 .context("a holder's signature is not 64 bytes of hex")
         })
         .collect::<Result<Vec<_>>>()?;
+    check_terms(&terms, signatures.len(), ask, public, added)?;
     let key = crate::wallet::wallet_key(dir)?;
     let owner = chain::Address::of(&key.public());
     let id = chain::hex(&terms.id(&owner));
@@ -390,4 +397,156 @@ pub fn open_added(dir: &std::path::Path, api: &str, added: &Value) -> Result<Val
         "escrow": s["escrow"],
         "receipt": receipt,
     }))
+}
+
+/// Headroom over twice a file's size that its shards' data may take (directory nodes of trees of tiny files).
+const SHARD_BYTES_SLACK: u128 = 64 << 20;
+
+/// The node built the terms the home's account is about to pay for: they must be what was asked (periods,
+/// price), name the file that was added (its manifest CID, or its root CID when public, and its size), carry
+/// a signature per holder, and not pay for more shard bytes than such a file can code into.
+fn check_terms(
+    terms: &chain::types::deal::DealTerms,
+    signatures: usize,
+    ask: &huds_net::deals::DealAsk,
+    public: bool,
+    added: &Value,
+) -> Result<()> {
+    let cid = added["cid"].as_str().unwrap_or_default();
+    let root = if public {
+        huds::cids::parse(cid).map(|c| c.to_bytes()).ok()
+    } else {
+        added["cap"]
+            .as_str()
+            .and_then(|c| huds::Capability::parse(c).ok())
+            .map(|c| c.manifest.to_bytes())
+    };
+    let size = added["size"].as_u64();
+    let k = u128::from(terms.k.max(1));
+    let data: u128 = terms.segment_lens.iter().map(|l| u128::from(*l) * k).sum();
+    let why = if terms.periods != ask.periods {
+        format!(
+            "runs {} periods, not the {} asked",
+            terms.periods, ask.periods
+        )
+    } else if let Some(h) = terms.holders.iter().find(|h| h.price > ask.price) {
+        format!(
+            "pays {} a price above the {} offered",
+            h.address(),
+            ask.price.for_people()
+        )
+    } else if root.as_deref() != Some(terms.root.as_slice()) {
+        "names another file than the one added".to_string()
+    } else if size != Some(terms.size) {
+        format!(
+            "states a size of {} bytes, not the file's {size:?}",
+            terms.size
+        )
+    } else if signatures != terms.holders.len() {
+        format!(
+            "carries {signatures} signatures for {} holders",
+            terms.holders.len()
+        )
+    } else if data > 2 * u128::from(terms.size) + SHARD_BYTES_SLACK {
+        format!(
+            "pays for {data} bytes of data for a file of {} bytes",
+            terms.size
+        )
+    } else {
+        return Ok(());
+    };
+    bail!("the node's deal terms are not the deal asked for: it {why}; nothing was paid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chain::types::deal::{DealTerms, Holder};
+
+    /// Terms a node could answer for a private file of 1,000 bytes: each way they differ from the ask, or
+    /// from the file, is refused before anything is paid.
+    #[test]
+    fn terms_that_are_not_the_deal_asked_for_are_refused() {
+        let manifest = huds::cids::blake3_cid(b"manifest");
+        let cap = huds::Capability {
+            manifest,
+            key: huds::segment::FileKey([7; 32]),
+        };
+        let added = serde_json::json!({
+            "cid": huds::cids::blake3_cid(b"root").to_string(),
+            "cap": cap.to_text(),
+            "size": 1_000,
+        });
+        let ask = huds_net::deals::DealAsk {
+            chain_id: 1,
+            owner: chain::Address([1; 32]),
+            periods: 8,
+            price: Amount(100),
+        };
+        let holders: Vec<Holder> = (0..6u8)
+            .map(|i| Holder {
+                key: chain::crypto::SecretKey::dev(&format!("holder {i}")).public(),
+                price: Amount(100),
+            })
+            .collect();
+        let good = DealTerms {
+            root: manifest.to_bytes(),
+            size: 1_000,
+            k: 4,
+            m: 2,
+            periods: 8,
+            holders,
+            placement: (0..6).collect(),
+            segment_lens: vec![256],
+            commitments_root: [0; 32],
+        };
+        assert!(check_terms(&good, 6, &ask, false, &added).is_ok());
+        let refused = |terms: &DealTerms, signatures: usize, public: bool, why: &str| {
+            let e = check_terms(terms, signatures, &ask, public, &added)
+                .expect_err(why)
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(
+            &DealTerms {
+                periods: 9,
+                ..good.clone()
+            },
+            6,
+            false,
+            "periods",
+        );
+        let mut dear = good.clone();
+        dear.holders[3].price = Amount(101);
+        refused(&dear, 6, false, "price above");
+        refused(&good, 6, true, "another file");
+        refused(
+            &DealTerms {
+                root: vec![1, 2, 3],
+                ..good.clone()
+            },
+            6,
+            false,
+            "another file",
+        );
+        refused(
+            &DealTerms {
+                size: 999,
+                ..good.clone()
+            },
+            6,
+            false,
+            "size",
+        );
+        refused(&good, 5, false, "signatures");
+        refused(
+            &DealTerms {
+                segment_lens: vec![1 << 30],
+                ..good.clone()
+            },
+            6,
+            false,
+            "bytes of data",
+        );
+    }
 }

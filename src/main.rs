@@ -668,7 +668,13 @@ fn run_remote(
             };
             let stdin = path == Path::new("-");
             let bar = progress_bar(if stdin { 0 } else { size_of_path(&path) }, json);
-            let v = api_client::add(api, token, &path, public, k, m, ask.as_ref(), bar.clone());
+            let params = api_client::AddParams {
+                public,
+                k,
+                m,
+                deal: ask,
+            };
+            let v = api_client::add(api, token, &path, params, bar.clone());
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -681,9 +687,9 @@ fn run_remote(
                 );
                 println!("capability {}", v["cap"].as_str().unwrap_or(""));
             }
-            if ask.is_some() {
+            if let Some(ask) = &ask {
                 // The file is stored and its capability printed whatever becomes of the deal.
-                let opened = deal::open_added(dir, api, &v);
+                let opened = deal::open_added(dir, api, ask, public, &v);
                 if json {
                     v["deal"] = opened
                         .as_ref()

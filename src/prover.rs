@@ -12,8 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chain::crypto::{Hash, PublicKey};
 use chain::hex;
-use huds::Store;
+use huds_net::NodeHandle;
 use huds_net::prover::{self, HeldDeal};
+
+/// Periods a holder keeps a deal's shards past its last proof window before it collects them: a margin
+/// against a chain API that runs ahead of the chain (the data cannot come back; the wait costs little).
+pub const SETTLE_MARGIN_PERIODS: u64 = 1;
 
 /// How often the prover looks at its deals: well within a devnet period (16 blocks).
 pub const PROVER_TICK: Duration = Duration::from_millis(500);
@@ -33,15 +37,20 @@ impl Drop for Prover {
     }
 }
 
-/// Starts proving the deals kept in `held_dir` that name `me`, from `store`, through the chain API `api`.
-pub fn start(store: Arc<Store>, held_dir: PathBuf, me: PublicKey, api: String) -> Prover {
+/// Starts proving the deals kept in `held_dir` that name `me`, from `node`'s store, through the chain API
+/// `api`; settled deals' shards are released there and the node counts its store again.
+pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) -> Prover {
+    let store = node.store().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            if let Err(e) = prover::hold_kept(&store, &held_dir, &me) {
+                tracing::warn!("prover: {e}");
+            }
             let mut sent = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = round(&store, &held_dir, &me, &api, &mut sent) {
+                if let Err(e) = round(&node, &held_dir, &me, &api, &mut sent) {
                     tracing::warn!("prover: {e:#}");
                 }
                 std::thread::sleep(PROVER_TICK);
@@ -56,7 +65,7 @@ pub fn start(store: Arc<Store>, held_dir: PathBuf, me: PublicKey, api: String) -
 
 /// One look at every held deal.
 fn round(
-    store: &Store,
+    node: &NodeHandle,
     held_dir: &std::path::Path,
     me: &PublicKey,
     api: &str,
@@ -68,7 +77,7 @@ fn round(
         tracing::warn!("prover: skipping {s}");
     }
     for deal in held {
-        if let Err(e) = prove_deal(store, held_dir, &deal, api, sent) {
+        if let Err(e) = prove_deal(node, held_dir, &deal, api, sent) {
             tracing::warn!("prover: {e:#}");
         }
     }
@@ -90,7 +99,7 @@ fn parse_hash(text: &str) -> Option<Hash> {
 /// again as it is (the node gossips it once more) rather than rebuilt; a deal whose last proof window has
 /// closed is forgotten.
 fn prove_deal(
-    store: &Store,
+    node: &NodeHandle,
     held_dir: &std::path::Path,
     deal: &HeldDeal,
     api: &str,
@@ -108,13 +117,17 @@ fn prove_deal(
         field("period_blocks"),
         field("periods"),
         field("next_height"),
-    ) && next_height > start + (periods + 1) * period_blocks
+    ) && next_height > start + (periods + 1 + SETTLE_MARGIN_PERIODS) * period_blocks
     {
         // Over and its last window closed: nothing more can be proven or paid, and its shards are free.
         sent.remove(&deal.id);
-        let deleted = prover::settle(store, held_dir, deal)
+        let deleted = prover::settle(node.store(), held_dir, deal)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("settling deal {id}"))?;
+        if deleted > 0 {
+            node.recount_storage()
+                .context("counting the store after a settled deal")?;
+        }
         tracing::info!(deal = %id, shards_deleted = deleted, "deal settled: its shards are released");
         return Ok(());
     }
@@ -134,7 +147,8 @@ fn prove_deal(
                 .as_str()
                 .and_then(parse_hash)
                 .context("the deal's status has no seed")?;
-            let proof = prover::prove(store, deal, &seed, period).map_err(anyhow::Error::msg)?;
+            let proof =
+                prover::prove(node.store(), deal, &seed, period).map_err(anyhow::Error::msg)?;
             let bytes = proof.encode();
             sent.insert(deal.id, (period, bytes.clone()));
             bytes

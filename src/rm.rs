@@ -1,7 +1,8 @@
 //! `huds rm CAP|CID`: the file's running storage deal of the home's account is ended (when `--api` names a
 //! node that serves a chain), then the file is unpinned, locally or on that node, and its shards that nothing
-//! else holds are deleted. The deal goes first: a deal that cannot be ended leaves the file pinned, and a
-//! removal cut short after the end is finished by running `huds rm` again (an ended deal is not ended twice).
+//! else holds are deleted. The node is asked first whether it would unpin it (the token, the pin), then the
+//! deal is ended: a deal that cannot be ended leaves the file pinned, and a removal cut short after the end
+//! is finished by running `huds rm` again (an ended deal is not ended twice).
 
 use std::path::Path;
 
@@ -25,8 +26,10 @@ pub fn rm(
             v
         }
         Some(api) => {
+            // The node must be able to unpin it (token, pinned there) before anything is ended.
+            crate::api_client::rm(api, token, target, true)?;
             let deal = end_running_deal(dir, api, target)?;
-            let mut v = crate::api_client::rm(api, token, target)?;
+            let mut v = crate::api_client::rm(api, token, target, false)?;
             v["deal"] = deal;
             v
         }

@@ -81,8 +81,22 @@ pub async fn add(State(gw): State<Gateway>, req: Request) -> Response {
     resp
 }
 
-/// The node API's other routes (cat, ls, id, node/status), served here as well.
+/// The node API's read routes (cat, get, ls, id, node/status), served here as well. Nothing else is
+/// forwarded: the node API's writes (`rm`) are for the node's own token holder, on its own API address.
 pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
+    const READS: [&str; 5] = [
+        "/api/v0/cat",
+        "/api/v0/get",
+        "/api/v0/ls",
+        "/api/v0/id",
+        "/api/v0/node/status",
+    ];
+    if !READS.contains(&req.uri().path()) {
+        return axum::response::IntoResponse::into_response(GatewayError::NotFound(format!(
+            "{} is not served by the gateway",
+            req.uri().path()
+        )));
+    }
     call_api(&gw, req).await
 }
 

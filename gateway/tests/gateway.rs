@@ -427,6 +427,18 @@ fn uploads_need_the_token() {
     let cap = ok["cap"].as_str().expect("cap");
     let r = net.get(&format!("/api/v0/cat?arg={cap}"), &[]);
     assert_eq!(r.body, body);
+    // Its writes do not, token or none: an unpin through the gateway finds no such route and keeps the file.
+    for headers in [vec![], vec![("Authorization", auth.as_str())]] {
+        let r = net.request(
+            "POST",
+            &format!("/api/v0/rm?arg={}", ok["cid"].as_str().expect("cid")),
+            &headers,
+            b"",
+        );
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    let r = net.get(&format!("/api/v0/cat?arg={cap}"), &[]);
+    assert_eq!(r.body, body, "still pinned and served");
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /api/v0/add?public=&k=&m=&name=` | body = the file; answers `{"cid","cap","size"}` once every shard is acknowledged |
+//! | `POST /api/v0/add?...&deal_owner=&chain_id=&deal_periods=&deal_price=` | as above, plus `"deal": {"terms","signatures"}` (hex) gathered from every holder for the owner to open, or `"deal_error"` |
 //! | `POST /api/v0/add?format=tar&...` | body = a tree as a tar stream (`huds_net::tree`), unpacked safely and added as a local directory would be |
-//! | `POST /api/v0/rm?arg=CAP\|CID` | unpins a file or tree this node added: `{"cid","manifest","name","size","shards","deleted"}` (404 if it is not pinned here) |
+//! | `POST /api/v0/rm?arg=CAP\|CID[&dry=true]` | unpins a file or tree this node added: `{"cid","manifest","name","size","shards","deleted"}` (404 if it is not pinned here; `dry`: only `{"cid","manifest"}`, nothing changed) |
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
 //! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, a directory as a tar stream (`application/x-tar`), a symlink as its target (`inode/symlink`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
@@ -443,6 +444,14 @@ struct Target {
     arg: String,
 }
 
+#[derive(Deserialize)]
+struct RmQuery {
+    arg: String,
+    /// Only check that `arg` is pinned here.
+    #[serde(default)]
+    dry: bool,
+}
+
 /// Opens `CAP|CID[/path]` with shards from the network.
 fn open(node: &NodeHandle, rt: Handle, target: &str) -> Result<(Reader, cid::Cid), ReadError> {
     let (head, path) = target.split_once('/').unwrap_or((target, ""));
@@ -592,10 +601,23 @@ async fn ls(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json
 }
 
 /// `huds rm` through the node: unpins what this node added (its shards that nothing else holds go with it).
-async fn rm(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json<Value>, ApiError> {
-    let store = api.node.store().clone();
+async fn rm(
+    State(api): State<Arc<Api>>,
+    Query(t): Query<RmQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (store, node) = (api.node.store().clone(), api.node.clone());
     tokio::task::spawn_blocking(move || {
+        if t.dry {
+            // Only whether it would be removed: the CLI asks before it ends the file's deal.
+            let (cap, root) = huds::read::pinned(&store, t.arg.trim())?;
+            return Ok(Json(
+                json!({ "cid": root.to_string(), "manifest": cap.manifest.to_string() }),
+            ));
+        }
         let r = huds::remove(&store, t.arg.trim())?;
+        if r.unpinned.deleted > 0 {
+            node.recount_storage().map_err(internal)?;
+        }
         Ok(Json(removed_json(&r)))
     })
     .await

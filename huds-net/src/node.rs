@@ -438,6 +438,16 @@ impl NodeHandle {
         }
     }
 
+    /// Counts the store's shards again after shards left it other than through a put (an unpin, a settled
+    /// deal): the room they took is free for puts again, and `/metrics` shows what is here. Blocks on a
+    /// pass over the shards; a put racing it is counted when the next recount or put sees it.
+    pub fn recount_storage(&self) -> Result<(), huds::store::StoreError> {
+        let (shards, bytes) = self.store.shard_stats()?;
+        self.capacity.used_bytes.store(bytes, Ordering::SeqCst);
+        self.metrics.shards.set(gauge(shards));
+        Ok(())
+    }
+
     /// Shard bytes held here for the network, and the `--storage` limit.
     pub fn storage_bytes(&self) -> (u64, Option<u64>) {
         (

@@ -44,6 +44,24 @@ pub fn keep(dir: &Path, id: &Hash, request: &SignRequest) -> std::io::Result<()>
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Marks the shards of every deal kept in `dir` held for it (a deal signed before the marks existed has
+/// none): what a prover does when it starts. A shard already gone stays gone (its periods will be missed);
+/// returns how many shards are marked.
+pub fn hold_kept(store: &Store, dir: &Path, me: &PublicKey) -> Result<usize, String> {
+    let (held, _) = held_deals(dir, me).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let mut marked = 0;
+    for deal in &held {
+        for c in &deal.request.claims {
+            match store.hold_for_deal(&deal.id, &[c.cid]) {
+                Ok(()) => marked += 1,
+                Err(huds::store::StoreError::ShardMissing(_)) => {}
+                Err(e) => return Err(format!("marking the shards of kept deals: {e}")),
+            }
+        }
+    }
+    Ok(marked)
+}
+
 /// Lets go of a deal that is over and whose last proof window has closed: its shards' marks in `store` are
 /// released (those nothing else holds are deleted), then its record. A crash between the two leaves the
 /// record, and the next look releases again (which deletes nothing more) before forgetting it. Returns how

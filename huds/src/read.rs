@@ -199,10 +199,9 @@ pub struct Removed {
     pub unpinned: crate::store::Unpinned,
 }
 
-/// Unpins `CAP|CID` from `store` (`huds rm`): the pin, its manifest, its public entry and the shards nothing
-/// else holds go in one write (`BlockStore::unpin`). A target this store never pinned is an error and
-/// changes nothing.
-pub fn remove(store: &dyn BlockStore, text: &str) -> Result<Removed, ReadError> {
+/// The capability and root of `CAP|CID` if this store added it (its sealed manifest is here), else
+/// `NotPinned`: what `huds rm` checks before it ends a deal. Changes nothing.
+pub fn pinned(store: &dyn BlockStore, text: &str) -> Result<(Capability, Cid), ReadError> {
     let cap = resolve_capability(store, text)?;
     let sealed = store
         .manifest(&cap.manifest)?
@@ -210,6 +209,14 @@ pub fn remove(store: &dyn BlockStore, text: &str) -> Result<Removed, ReadError> 
     let plain =
         segment::open_manifest(&cap.key, &sealed).ok_or(ReadError::ManifestOpen(cap.manifest))?;
     let root = Manifest::decode(&plain)?.root;
+    Ok((cap, root))
+}
+
+/// Unpins `CAP|CID` from `store` (`huds rm`): the pin, its manifest, its public entry and the shards nothing
+/// else holds go in one write (`BlockStore::unpin`). A target this store never pinned is an error and
+/// changes nothing.
+pub fn remove(store: &dyn BlockStore, text: &str) -> Result<Removed, ReadError> {
+    let (cap, root) = pinned(store, text)?;
     // The public entry goes only if it is this capability's: another add of the same root keeps its own.
     let public = store
         .public_capability(&root)?

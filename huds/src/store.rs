@@ -94,6 +94,8 @@ pub enum StoreError {
     CorruptShard(Cid),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error("shard {0} is not in the store")]
+    ShardMissing(Cid),
 }
 
 /// What the store remembers of a pinned (locally added) DAG.
@@ -190,12 +192,14 @@ pub trait BlockStore: Send + Sync {
     fn collect_garbage(&self) -> Result<usize, StoreError>;
 
     /// Marks `shards` as held for the storage deal `deal`, in one atomic write: garbage collection keeps them
-    /// while the mark stands, whatever else happens to their other refs.
+    /// while the mark stands, whatever else happens to their other refs. Fails, marking nothing, if one of
+    /// them is not in the store at that moment (a collection got there first).
     fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError>;
 
-    /// Releases what `deal` held: its marks on `shards` and their plain held marks go, and those of the shards
-    /// that nothing else references (a pin, another deal) are deleted, all in one atomic write. Returns how
-    /// many shards were deleted. Releasing twice deletes nothing more.
+    /// Releases what `deal` held: of `shards`, those it marks lose its mark and their plain network-held mark
+    /// (the deal took over the promise the put was), and those that nothing else references (a pin, another
+    /// deal) are deleted, all in one atomic write. Shards the deal does not mark are left alone, so releasing
+    /// twice, or a deal that never held, changes nothing. Returns how many shards were deleted.
     fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError>;
 
     /// Unpins the DAG whose sealed manifest is `manifest`: the pin, the manifest, the pin's refs, the public
@@ -517,16 +521,29 @@ impl BlockStore for RocksStore {
             batch.put_cf(self.cf(CF_REFS), deal_ref(s, deal), []);
         }
         let _refs = self.refs_guard();
+        for s in shards {
+            if self
+                .db
+                .get_pinned_cf(self.cf(CF_SHARDS), s.to_bytes())?
+                .is_none()
+            {
+                return Err(StoreError::ShardMissing(*s));
+            }
+        }
         self.write_synced(batch)
     }
 
     fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError> {
         let _refs = self.refs_guard();
-        let keys: BTreeSet<Vec<u8>> = shards.iter().map(Cid::to_bytes).collect();
-        let refs: BTreeSet<Vec<u8>> = shards
-            .iter()
-            .flat_map(|s| [deal_ref(s, deal), held_ref(s)])
-            .collect();
+        let (mut keys, mut refs) = (BTreeSet::new(), BTreeSet::new());
+        for s in shards {
+            let mark = deal_ref(s, deal);
+            if self.db.get_pinned_cf(self.cf(CF_REFS), &mark)?.is_some() {
+                keys.insert(s.to_bytes());
+                refs.insert(mark);
+                refs.insert(held_ref(s));
+            }
+        }
         let mut batch = WriteBatch::default();
         let deleted = self.drop_refs(&mut batch, &keys, &refs)?;
         self.write_synced(batch)?;
@@ -844,17 +861,29 @@ impl BlockStore for MemStore {
 
     fn hold_for_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<(), StoreError> {
         let refs: Vec<Vec<u8>> = shards.iter().map(|s| deal_ref(s, deal)).collect();
-        self.lock().refs.extend(refs);
+        let mut st = self.lock();
+        if let Some(s) = shards
+            .iter()
+            .find(|s| !st.shards.contains_key(&s.to_bytes()))
+        {
+            return Err(StoreError::ShardMissing(*s));
+        }
+        st.refs.extend(refs);
         Ok(())
     }
 
     fn release_deal(&self, deal: &[u8; 32], shards: &[Cid]) -> Result<usize, StoreError> {
-        let keys: BTreeSet<Vec<u8>> = shards.iter().map(Cid::to_bytes).collect();
-        let refs: BTreeSet<Vec<u8>> = shards
-            .iter()
-            .flat_map(|s| [deal_ref(s, deal), held_ref(s)])
-            .collect();
-        Ok(self.lock().drop_refs(&keys, &refs))
+        let mut st = self.lock();
+        let (mut keys, mut refs) = (BTreeSet::new(), BTreeSet::new());
+        for s in shards {
+            let mark = deal_ref(s, deal);
+            if st.refs.contains(&mark) {
+                keys.insert(s.to_bytes());
+                refs.insert(mark);
+                refs.insert(held_ref(s));
+            }
+        }
+        Ok(st.drop_refs(&keys, &refs))
     }
 
     fn unpin(
@@ -958,6 +987,17 @@ mod tests {
         )
         .expect("commit");
         assert_eq!(s.collect_garbage().expect("gc"), 0);
+        // A deal cannot hold a shard the store no longer has: nothing of it is marked.
+        let absent = cids::blake3_cid(b"absent");
+        assert!(matches!(
+            s.hold_for_deal(&[3; 32], &[shared, absent]),
+            Err(StoreError::ShardMissing(c)) if c == absent
+        ));
+        assert_eq!(
+            s.release_deal(&[3; 32], &[only_a]).expect("nothing held"),
+            0
+        );
+        assert!(s.shard(&only_a).expect("read").is_some());
         assert_eq!(s.release_deal(&a, &[shared, only_a]).expect("release"), 1);
         assert_eq!(s.shard(&only_a).expect("read"), None);
         assert_eq!(s.release_deal(&a, &[shared, only_a]).expect("again"), 0);
