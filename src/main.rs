@@ -349,7 +349,10 @@ enum BenchWhat {
 /// `huds --help` lists the commands by task rather than alphabetically; every command is in one group (a unit
 /// test checks).
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
-    ("Store and read files", &["init", "add", "get", "cat", "ls"]),
+    (
+        "Store and read files",
+        &["init", "add", "get", "cat", "ls", "rm"],
+    ),
     ("Run a network", &["devnet", "node", "gateway"]),
     (
         "The IOS chain and your wallet",

@@ -27,8 +27,8 @@ pub fn rm(
         }
         Some(api) => {
             // The node must be able to unpin it (token, pinned there) before anything is ended.
-            crate::api_client::rm(api, token, target, true)?;
-            let deal = end_running_deal(dir, api, target)?;
+            let pinned = crate::api_client::rm(api, token, target, true)?;
+            let deal = end_running_deal(dir, api, target, pinned["cid"].as_str())?;
             let mut v = crate::api_client::rm(api, token, target, false)?;
             v["deal"] = deal;
             v
@@ -63,12 +63,20 @@ pub fn rm(
 }
 
 /// Ends the home account's running deal of `target` and says what became of it (`null` when the node serves
-/// no chain, the home has no wallet, or the account has no deal of the file).
-fn end_running_deal(dir: &Path, api: &str, target: &str) -> Result<Value> {
+/// no chain, the home has no wallet, or the account has no deal of the file). A public file's deal is rooted
+/// at its CID, `root`, which the node names even when `target` is the capability.
+fn end_running_deal(dir: &Path, api: &str, target: &str, root: Option<&str>) -> Result<Value> {
     if !dir.join("wallet.key").exists() || crate::wallet::chain_status(api).is_err() {
         return Ok(Value::Null);
     }
-    let Some(id) = crate::deal::find(dir, api, target)? else {
+    let found = match crate::deal::find(dir, api, target)? {
+        Some(id) => Some(id),
+        None => match root {
+            Some(root) if root != target => crate::deal::find(dir, api, root)?,
+            _ => None,
+        },
+    };
+    let Some(id) = found else {
         return Ok(Value::Null);
     };
     let status = crate::deal::status(api, &id)?;

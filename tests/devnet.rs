@@ -87,6 +87,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         holders_are_paid_for_proven_periods(dir.path(), lines);
         a_deal_ended_early_refunds_what_is_unused(dir.path(), lines, &upload);
         a_removed_file_ends_its_deal_and_its_holders_collect_it(dir.path(), lines, &hello);
+        a_public_file_removed_by_its_capability_ends_its_deal(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -290,6 +291,37 @@ fn a_deal_ended_early_refunds_what_is_unused(dir: &std::path::Path, lines: &[Str
         64 * after["per_period"].as_u64().expect("per_period"),
         "every unit of the escrow is paid, held or refunded: {after}"
     );
+}
+
+/// A public file's deal is rooted at its CID (never at the manifest a capability names), and `huds rm` by the
+/// capability still finds and ends it.
+fn a_public_file_removed_by_its_capability_ends_its_deal(dir: &std::path::Path, lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let file = dir.join("public.txt");
+    std::fs::write(&file, b"a public file with a deal").expect("write");
+    let added = common::run_json(
+        &node0,
+        &[
+            "--api",
+            api,
+            "add",
+            "--public",
+            "--periods",
+            "4",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(added["deal"]["periods"], 4, "{added}");
+    let cid = added["cid"].as_str().expect("cid");
+    let by_cid = common::run_json(&node0, &["--api", api, "deal", "status", cid]);
+    assert_eq!(by_cid["id"], added["deal"]["id"], "{by_cid}");
+    let removed = common::run_json(
+        &node0,
+        &["--api", api, "rm", added["cap"].as_str().expect("cap")],
+    );
+    assert_eq!(removed["deal"]["deal"], added["deal"]["id"], "{removed}");
+    assert_eq!(removed["deal"]["state"], "ended now", "{removed}");
 }
 
 /// `huds rm` through node 0 ends the running deal node 0's account opened for the file and unpins it; the
