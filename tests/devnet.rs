@@ -80,11 +80,13 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = run_once(dir.path(), |lines| {
-        // The hints first: they check the funded wallet's balance before anything else spends from it.
+        // The demo deal's payouts first: its holders' balances are exactly its pay only until the deals the
+        // later uploads open start paying them too. Then the hints, which check the funded wallet's balance
+        // before anything else spends from it.
+        holders_are_paid_for_proven_periods(dir.path(), lines);
         let hello = hints_run_as_printed(dir.path(), lines);
         let upload = api_and_gateway(dir.path(), lines);
         metrics_name_storage_and_chain(lines);
-        holders_are_paid_for_proven_periods(dir.path(), lines);
         a_deal_ended_early_refunds_what_is_unused(dir.path(), lines, &upload);
         a_removed_file_ends_its_deal_and_its_holders_collect_it(dir.path(), lines, &hello);
         a_public_file_removed_by_its_capability_ends_its_deal(dir.path(), lines);
@@ -308,11 +310,11 @@ fn a_public_file_removed_by_its_capability_ends_its_deal(dir: &std::path::Path, 
             "add",
             "--public",
             "--periods",
-            "4",
+            "40",
             file.to_str().expect("utf-8"),
         ],
     );
-    assert_eq!(added["deal"]["periods"], 4, "{added}");
+    assert_eq!(added["deal"]["periods"], 40, "{added}");
     let cid = added["cid"].as_str().expect("cid");
     let by_cid = common::run_json(&node0, &["--api", api, "deal", "status", cid]);
     assert_eq!(by_cid["id"], added["deal"]["id"], "{by_cid}");
