@@ -13,17 +13,12 @@ const NEEDS_API: &str = "this needs a running node: pass --api URL (e.g. the `ap
 /// A deal id: 64 hex digits.
 pub fn parse_id(text: &str) -> Result<[u8; 32]> {
     let text = text.trim();
-    let mut out = [0u8; 32];
     if text.len() != 64 {
         bail!("{text:?} is not a deal id (64 hex digits, as `huds devnet` prints it)");
     }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = text
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .with_context(|| format!("{text:?} is not a deal id (64 hex digits)"))?;
-    }
-    Ok(out)
+    chain::hex_decode(text)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{text:?} is not a deal id (64 hex digits)"))
 }
 
 /// The ids of every deal the account `owner` opened, page by page, in id order.

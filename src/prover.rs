@@ -84,17 +84,6 @@ fn round(
     Ok(())
 }
 
-fn parse_hash(text: &str) -> Option<Hash> {
-    let mut out = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Proves `deal`'s provable period if this node has not yet. A proof already built for that period is sent
 /// again as it is (the node gossips it once more) rather than rebuilt; a deal whose last proof window has
 /// closed is forgotten.
@@ -145,7 +134,8 @@ fn prove_deal(
         _ => {
             let seed = status["seed"]
                 .as_str()
-                .and_then(parse_hash)
+                .and_then(chain::hex_decode)
+                .and_then(|b| Hash::try_from(b).ok())
                 .context("the deal's status has no seed")?;
             let proof =
                 prover::prove(node.store(), deal, &seed, period).map_err(anyhow::Error::msg)?;

@@ -123,6 +123,18 @@ impl FromStr for Address {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_decodes_what_hex_writes_and_nothing_else() {
+        assert_eq!(
+            hex_decode(&hex(&[0, 0xab, 0xff])),
+            Some(vec![0, 0xab, 0xff])
+        );
+        assert_eq!(hex_decode("ABff"), Some(vec![0xab, 0xff]));
+        for bad in ["abc", "+f", "0g", " 0"] {
+            assert_eq!(hex_decode(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
     use crate::crypto::SecretKey;
 
