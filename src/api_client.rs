@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use huds::read::{SegmentFetch, ShardProblem, ShardSource};
 use indicatif::ProgressBar;
 use serde_json::Value;
 
@@ -454,6 +455,96 @@ pub fn rm(api: &str, token: Option<&str>, target: &str, dry: bool) -> Result<Val
 
 pub fn ls(api: &str, target: &str) -> Result<Value> {
     json(api, &format!("/api/v0/ls?arg={}", encode(target)))
+}
+
+/// The largest sealed block the node serves: a shard (a 4 MiB segment over k >= 1, plus the seal) or a sealed
+/// manifest; more is refused as a broken answer.
+const BLOCK_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Shards and sealed manifests from a node's `GET /api/v0/block`: the node fetches them from the network, and
+/// the file key never leaves this process, since the DAG is opened and decoded here.
+pub struct HttpShardSource {
+    api: String,
+}
+
+impl HttpShardSource {
+    pub fn new(api: &str) -> Self {
+        HttpShardSource {
+            api: api.to_string(),
+        }
+    }
+
+    /// The capability of a public file the node holds (`GET /api/v0/resolve`).
+    pub fn resolve_public(&self, cid: &str) -> Result<String> {
+        let v = json(&self.api, &format!("/api/v0/resolve?arg={}", encode(cid)))?;
+        v["cap"]
+            .as_str()
+            .map(str::to_string)
+            .context("the node's answer names no capability")
+    }
+}
+
+impl ShardSource for HttpShardSource {
+    fn fetch(&self, cid: &cid::Cid) -> Result<Vec<u8>, ShardProblem> {
+        let path = format!("/api/v0/block?arg={cid}");
+        let mut resp = ureq::get(url(&self.api, &path))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map_err(|e| ShardProblem::Failed(format!("node API at {}: {e}", self.api)))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(ShardProblem::Missing),
+            code => return Err(ShardProblem::Failed(format!("the node answered {code}"))),
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(BLOCK_BYTES_MAX)
+            .read_to_vec()
+            .map_err(|e| ShardProblem::Failed(format!("reading from the node: {e}")))?;
+        match huds::cids::verify(cid, &bytes) {
+            Ok(()) => Ok(bytes),
+            Err(_) => Err(ShardProblem::Corrupt),
+        }
+    }
+
+    /// Asks for the data shards at once, each on its own connection, then for as many parity shards as are
+    /// still missing, until `k` valid ones are in hand or none are left to ask for.
+    fn fetch_segment(&self, cids: &[cid::Cid], k: usize, shard_len: usize) -> SegmentFetch {
+        let mut out: SegmentFetch = vec![None; cids.len()];
+        let (mut valid, mut next) = (0, 0);
+        while valid < k && next < cids.len() {
+            let batch = next..(next + k - valid).min(cids.len());
+            next = batch.end;
+            let got: Vec<_> = std::thread::scope(|s| {
+                let workers: Vec<_> = batch
+                    .clone()
+                    .map(|i| s.spawn(move || self.fetch(&cids[i])))
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| Err(ShardProblem::Failed("fetch panicked".into())))
+                    })
+                    .collect()
+            });
+            for (i, r) in batch.zip(got) {
+                let r = match r {
+                    Ok(b) if b.len() == shard_len => {
+                        valid += 1;
+                        Ok(b)
+                    }
+                    Ok(_) => Err(ShardProblem::Corrupt),
+                    Err(p) => Err(p),
+                };
+                out[i] = Some(r);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

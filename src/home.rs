@@ -233,6 +233,12 @@ impl Home {
         }
     }
 
+    /// The block store as it is now, for reading only: usable while a node or another command holds the home.
+    pub fn store_read_only(&self) -> Result<huds::Store> {
+        huds::Store::open_read_only(&self.dir.join("db"))
+            .with_context(|| format!("opening the block store of {}", self.dir.display()))
+    }
+
     pub fn store(&self) -> Result<huds::Store> {
         huds::Store::open(&self.dir.join("db")).with_context(|| {
             format!(

@@ -9,6 +9,7 @@ mod chain_feed;
 mod deal;
 mod home;
 mod metrics;
+mod mount;
 mod network;
 mod prover;
 mod rm;
@@ -96,6 +97,23 @@ enum Command {
     Rm {
         /// A capability (huds:...) or a public CID.
         target: String,
+    },
+    /// Mount a stored file or tree as a read-only directory until SIGINT/SIGTERM (with --api, read through that
+    /// node from the network; the file key stays in this process).
+    Mount {
+        /// A capability (huds:...) or a public CID, optionally followed by /path.
+        target: String,
+        /// An empty directory to mount on (a stale mount left there by a killed `huds mount` is cleared).
+        dir: PathBuf,
+        /// Mount read-only: always so for a capability or a CID, whose content never changes.
+        #[arg(long)]
+        read_only: bool,
+        /// The most decoded segments to keep in memory, in MiB (at least 12 segments are kept).
+        #[arg(long, value_name = "MIB", default_value_t = 128)]
+        cache_mb: u64,
+        /// Threads serving the kernel's requests.
+        #[arg(long, value_name = "N", default_value_t = fuse_mount::THREADS_DEFAULT)]
+        threads: usize,
     },
     /// Run a storage node until SIGINT/SIGTERM (`huds node status`: what a node holds).
     #[command(args_conflicts_with_subcommands = true)]
@@ -351,7 +369,7 @@ enum BenchWhat {
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     (
         "Store and read files",
-        &["init", "add", "get", "cat", "ls", "rm"],
+        &["init", "add", "get", "cat", "ls", "rm", "mount"],
     ),
     ("Run a network", &["devnet", "node", "gateway"]),
     (
@@ -461,6 +479,21 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             let effective = settings::Effective::resolve(&given, config.as_ref())?;
             settings::show(&effective, cli.json);
             return Ok(());
+        }
+        Command::Mount {
+            target,
+            dir: mountpoint,
+            read_only: _,
+            cache_mb,
+            threads,
+        } => {
+            let args = mount::MountArgs {
+                target,
+                dir: mountpoint,
+                cache_bytes: cache_mb.saturating_mul(1 << 20),
+                threads: *threads,
+            };
+            return mount::mount(&dir, api, args, cli.json);
         }
         Command::Rm { target } => {
             return rm::rm(&dir, api, api_token(&dir).as_deref(), target, cli.json);
@@ -628,12 +661,13 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         ),
         Command::Wallet { .. }
         | Command::Rm { .. }
+        | Command::Mount { .. }
         | Command::Deal { .. }
         | Command::Chain { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, rm, deal, chain, config, completions and man return above")
+            unreachable!("wallet, rm, mount, deal, chain, config, completions and man return above")
         }
     }
 }

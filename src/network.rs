@@ -46,13 +46,13 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// SIGTERM and SIGINT handlers, installed when a command starts, before it prints that it is ready: a
 /// signal sent right after the ready lines then stops it cleanly instead of killing it.
-struct StopSignals {
+pub(crate) struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -60,7 +60,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

@@ -67,6 +67,7 @@ fn read_status(e: &ReadError) -> StatusCode {
         | ReadError::Cid(_)
         | ReadError::ManifestOpen(_)
         | ReadError::IsDirectory(_)
+        | ReadError::NotSymlink(_)
         | ReadError::BadName(_) => StatusCode::BAD_REQUEST,
         ReadError::UnknownCid(_)
         | ReadError::ManifestMissing(_)

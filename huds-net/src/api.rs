@@ -9,6 +9,8 @@
 //! | `GET /api/v0/cat?arg=CAP\|CID[/path]` | the file's bytes, streamed segment by segment |
 //! | `GET /api/v0/get?arg=CAP\|CID[/path]` | a file's bytes as `cat`, a directory as a tar stream (`application/x-tar`), a symlink as its target (`inode/symlink`) |
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
+//! | `GET /api/v0/block?arg=CID` | a shard or sealed manifest by its CID (`application/octet-stream`): from this node's store, else fetched from the network and checked against the CID; 404 if no peer has it. Sealed bytes only: a client that mounts or reads through it keeps its file key to itself |
+//! | `GET /api/v0/resolve?arg=CID` | `{"cid","cap"}`: the capability of a public file this node holds (404 for any other CID) |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
 //! | `GET /api/v0/node/status` | `{"peer","account","deals":[{"id","holder"}],"stored_bytes","storage_bytes_max","shards","peers","repair"}` (`account` and `deals`: the account its deals pay and the deals it signed and still proves, `null` on a node that takes no deals) |
 
@@ -35,7 +37,7 @@ use super::node::NodeHandle;
 use super::tree::{self, Limits, TreeError};
 use huds::BlockStore;
 use huds::add::{AddError, AddOptions, Added, Source, add_with};
-use huds::read::{EntryKind, ReadError, Reader, resolve_capability};
+use huds::read::{EntryKind, ReadError, Reader, ShardProblem, resolve_capability};
 
 /// Chunks of a streamed response in flight.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 8;
@@ -71,6 +73,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/v0/cat", get(cat))
         .route("/api/v0/get", get(get_route))
         .route("/api/v0/ls", get(ls))
+        .route("/api/v0/block", get(block))
+        .route("/api/v0/resolve", get(resolve))
         .route("/api/v0/id", get(id))
         .route("/api/v0/node/status", get(status))
         .with_state(Arc::new(api))
@@ -598,6 +602,57 @@ async fn ls(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Json
     })
     .await
     .map_err(internal)?
+}
+
+/// `GET /api/v0/block`: sealed bytes by CID, for a client that opens the DAG itself (`huds mount --api`).
+async fn block(State(api): State<Arc<Api>>, Query(t): Query<Target>) -> Result<Response, ApiError> {
+    let cid =
+        huds::cids::parse(&t.arg).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let store = api.node.store().clone();
+    let local = tokio::task::spawn_blocking(move || match store.manifest(&cid)? {
+        Some(m) => Ok(Some(m)),
+        None => store.shard(&cid),
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let bytes = match local {
+        Some(b) => b,
+        None => {
+            let source = NetShardSource::new(api.node.clone(), Handle::current());
+            match source.fetch_async(cid).await {
+                Ok(b) => b,
+                Err(ShardProblem::Missing) => {
+                    return Err(ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("no peer holds {cid}"),
+                    ));
+                }
+                Err(p) => return Err(ApiError(StatusCode::BAD_GATEWAY, format!("{cid}: {p:?}"))),
+            }
+        }
+    };
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", bytes.len())
+        .body(Body::from(bytes))
+        .map_err(internal)
+}
+
+/// `GET /api/v0/resolve`: the capability of a public file held here, so a client can open it itself.
+async fn resolve(
+    State(api): State<Arc<Api>>,
+    Query(t): Query<Target>,
+) -> Result<Json<Value>, ApiError> {
+    let cid =
+        huds::cids::parse(&t.arg).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let store = api.node.store().clone();
+    let cap = tokio::task::spawn_blocking(move || store.public_capability(&cid))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?
+        .ok_or(ReadError::UnknownCid(cid))?;
+    Ok(Json(json!({ "cid": cid.to_string(), "cap": cap })))
 }
 
 /// `huds rm` through the node: unpins what this node added (its shards that nothing else holds go with it).

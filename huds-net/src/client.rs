@@ -271,7 +271,7 @@ impl NetShardSource {
         None
     }
 
-    async fn fetch_async(&self, cid: Cid) -> Result<Vec<u8>, ShardProblem> {
+    pub(crate) async fn fetch_async(&self, cid: Cid) -> Result<Vec<u8>, ShardProblem> {
         let store = self.node.store().clone();
         let local = tokio::task::spawn_blocking(move || store.shard(&cid)).await;
         if let Ok(Ok(Some(d))) = local {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use cid::Cid;
 use huds::read::{EntryKind, ReadError, Reader};
-use huds::unixfs::{self, Node};
+use huds::unixfs;
 use tar::{EntryType, Header};
 
 /// Deepest entry a tree may hold, as deep as a stored tree can be read back (`huds::read`'s DAG bound).
@@ -394,10 +394,8 @@ fn walk_dag<W: Write>(tar: &mut TarOut<W>, reader: &Reader, cid: &Cid) -> Result
 /// The target of the stored symlink at `cid` (named `shown` in errors), byte for byte: UnixFS keeps it as the
 /// node's data, which must be UTF-8 to become a link on disk.
 pub fn symlink_target(reader: &Reader, cid: &Cid, shown: &str) -> Result<String, ReadError> {
-    let block = reader.block(cid)?;
-    let node = Node::decode(cid.codec(), &block)
-        .map_err(|source| ReadError::Decode { cid: *cid, source })?;
-    String::from_utf8(node.data).map_err(|_| ReadError::BadName(shown.to_string()))
+    String::from_utf8(reader.symlink_target(cid)?)
+        .map_err(|_| ReadError::BadName(shown.to_string()))
 }
 
 fn push_listing(

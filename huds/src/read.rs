@@ -174,6 +174,8 @@ pub enum ReadError {
     Output(io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} is not a symlink")]
+    NotSymlink(String),
     #[error("{0} is not pinned here: nothing to remove")]
     NotPinned(String),
 }
@@ -405,6 +407,24 @@ impl Reader {
                 .cid;
         }
         Ok(cid)
+    }
+
+    /// The names and CIDs the directory at `cid` links to, in stored order, without opening the entries.
+    pub fn links(&self, cid: &Cid) -> Result<Vec<(String, Cid)>, ReadError> {
+        let (_, node) = self.node(cid)?;
+        if node.kind != DataType::Directory {
+            return Err(ReadError::NotDirectory(cid.to_string()));
+        }
+        Ok(node.links.into_iter().map(|l| (l.name, l.cid)).collect())
+    }
+
+    /// The target of the symlink at `cid`, as stored.
+    pub fn symlink_target(&self, cid: &Cid) -> Result<Vec<u8>, ReadError> {
+        let (_, node) = self.node(cid)?;
+        if node.kind != DataType::Symlink {
+            return Err(ReadError::NotSymlink(cid.to_string()));
+        }
+        Ok(node.data)
     }
 
     /// The entries of the directory at `cid`.

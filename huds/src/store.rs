@@ -345,6 +345,27 @@ impl RocksStore {
             .expect("every column family is created at open")
     }
 
+    /// Opens an existing store for reading only, beside a process that may hold it for writing (a node on the
+    /// same home): it sees the store as it was when opened, and any write through it fails.
+    pub fn open_read_only(dir: &Path) -> Result<RocksStore, StoreError> {
+        let db = DB::open_cf_for_read_only(&Options::default(), dir, FAMILIES, false).map_err(
+            |source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            },
+        )?;
+        let store = RocksStore {
+            db,
+            refs_lock: Mutex::new(()),
+        };
+        match store.db.get_cf(store.cf(CF_META), KEY_VERSION)? {
+            Some(v) if v.as_slice() != [STORE_VERSION] => {
+                Err(StoreError::Version(v.first().copied().unwrap_or(0)))
+            }
+            _ => Ok(store),
+        }
+    }
+
     fn check_version(&self) -> Result<(), StoreError> {
         match self.db.get_cf(self.cf(CF_META), KEY_VERSION)? {
             None => Ok(self

@@ -1,0 +1,454 @@
+//! A read-only filesystem over one stored DAG: every call reads through the storage core's [`Reader`], so
+//! every byte handed to the kernel was rebuilt from shards and checked against its CID.
+//!
+//! Content is immutable, so the kernel may cache entries, attributes and pages for as long as the mount lives.
+//! Inode numbers are derived from the path (a hash of the parent's number and the name), so a file keeps its
+//! number across lookups, forgets and remounts of the same root. Directories are looked up through a small
+//! cache of their decoded links; a listing opens only the entries of the page the kernel asks for.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cid::Cid;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use huds::read::{EntryKind, ReadError, Reader};
+
+/// How long the kernel may keep an entry or its attributes: the content behind a CID never changes.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Directories whose decoded links are kept for lookups.
+const DIRS_CACHED: usize = 16;
+/// The block size `stat` and `statfs` report.
+const BLOCK_BYTES: u32 = 4096;
+/// The longest name the mount reports it accepts (a UnixFS name can be longer; such a name fails `lookup`).
+const NAME_MAX: u32 = 255;
+/// The kernel's read-ahead on the mount: sequential reads come in large requests, which the reader's own
+/// segment read-ahead then keeps fed.
+const READAHEAD_BYTES: u32 = 1 << 20;
+
+/// What the mount knows of one inode the kernel holds.
+#[derive(Debug, Clone)]
+struct Inode {
+    cid: Cid,
+    kind: EntryKind,
+    size: u64,
+    /// Where it sits: (parent inode, name); the root's is (1, "").
+    key: (u64, String),
+    /// Lookups the kernel has not forgotten.
+    lookups: u64,
+}
+
+struct Inodes {
+    by_ino: HashMap<u64, Inode>,
+    by_key: HashMap<(u64, String), u64>,
+}
+
+/// Decoded links of a directory: in stored order, and by name.
+struct DirLinks {
+    links: Vec<(String, Cid)>,
+    by_name: HashMap<String, usize>,
+}
+
+/// A stored file or tree, mounted read-only.
+pub struct DagFs {
+    reader: Reader,
+    inodes: Mutex<Inodes>,
+    /// Recently used directories' links, least recently used first.
+    dirs: Mutex<Vec<(Cid, Arc<DirLinks>)>>,
+    /// When the mounted target is a file or a symlink: the root directory that holds it, alone.
+    root_links: Option<Arc<DirLinks>>,
+    uid: u32,
+    gid: u32,
+    /// Bytes of file content in the whole DAG (the manifest's size), for `statfs`.
+    size: u64,
+}
+
+/// The inode number of `name` in the directory numbered `parent`: stable for a path, whatever was looked up
+/// before it. 1 is the root; numbers below 2 are never made.
+pub fn inode_number(parent: u64, name: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&parent.to_le_bytes());
+    h.update(name.as_bytes());
+    let bytes = h.finalize();
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes.as_bytes()[..8]);
+    // Positive as an i64 (some tools print inode numbers signed), and never 0 or 1.
+    (u64::from_le_bytes(n) >> 1).max(2)
+}
+
+fn errno(e: &ReadError) -> Errno {
+    match e {
+        ReadError::NoEntry(_) => Errno::ENOENT,
+        ReadError::NotDirectory(_) => Errno::ENOTDIR,
+        ReadError::IsDirectory(_) => Errno::EISDIR,
+        ReadError::NotSymlink(_) => Errno::EINVAL,
+        _ => Errno::EIO,
+    }
+}
+
+fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Directory => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+    }
+}
+
+impl DagFs {
+    /// A filesystem whose root is `root` of the DAG `reader` opened. A directory is the mount's root; a file or
+    /// a symlink is shown alone in the root under `name`. Everything belongs to `uid`:`gid`.
+    pub fn new(
+        reader: Reader,
+        root: Cid,
+        name: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<DagFs, ReadError> {
+        let (kind, _) = reader.stat(&root)?;
+        let total = reader.manifest().size;
+        let root_links = (kind != EntryKind::Directory).then(|| {
+            Arc::new(DirLinks {
+                links: vec![(name.to_string(), root)],
+                by_name: HashMap::from([(name.to_string(), 0)]),
+            })
+        });
+        let root_inode = Inode {
+            cid: root,
+            kind: EntryKind::Directory,
+            size: 0,
+            key: (1, String::new()),
+            lookups: 1,
+        };
+        let mut by_ino = HashMap::new();
+        by_ino.insert(1, root_inode);
+        Ok(DagFs {
+            reader,
+            inodes: Mutex::new(Inodes {
+                by_ino,
+                by_key: HashMap::new(),
+            }),
+            dirs: Mutex::new(Vec::new()),
+            root_links,
+            uid,
+            gid,
+            size: total,
+        })
+    }
+
+    fn inode(&self, ino: u64) -> Option<Inode> {
+        self.inodes
+            .lock()
+            .expect("the inode lock is never poisoned")
+            .by_ino
+            .get(&ino)
+            .cloned()
+    }
+
+    fn attr(&self, ino: u64, node: &Inode) -> FileAttr {
+        let (perm, nlink) = match node.kind {
+            EntryKind::Directory => (0o555, 2),
+            EntryKind::File => (0o444, 1),
+            EntryKind::Symlink => (0o777, 1),
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size: node.size,
+            blocks: node.size.div_ceil(512),
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: file_type(node.kind),
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLOCK_BYTES,
+            flags: 0,
+        }
+    }
+
+    /// The links of the directory inode `ino`.
+    fn dir_links(&self, ino: u64, node: &Inode) -> Result<Arc<DirLinks>, ReadError> {
+        if node.kind != EntryKind::Directory {
+            return Err(ReadError::NotDirectory(node.cid.to_string()));
+        }
+        if ino == 1
+            && let Some(links) = &self.root_links
+        {
+            return Ok(links.clone());
+        }
+        let cid = &node.cid;
+        {
+            let mut dirs = self
+                .dirs
+                .lock()
+                .expect("the directory cache is never poisoned");
+            if let Some(i) = dirs.iter().position(|(c, _)| c == cid) {
+                let hit = dirs.remove(i);
+                let links = hit.1.clone();
+                dirs.push(hit);
+                return Ok(links);
+            }
+        }
+        let links = self.reader.links(cid)?;
+        let by_name = links
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i))
+            .collect();
+        let dir = Arc::new(DirLinks { links, by_name });
+        let mut dirs = self
+            .dirs
+            .lock()
+            .expect("the directory cache is never poisoned");
+        if dirs.len() >= DIRS_CACHED {
+            dirs.remove(0);
+        }
+        dirs.push((*cid, dir.clone()));
+        Ok(dir)
+    }
+
+    /// The entry `name` of the directory inode `ino`.
+    fn child(
+        &self,
+        ino: u64,
+        parent: &Inode,
+        name: &str,
+    ) -> Result<(Cid, EntryKind, u64), ReadError> {
+        let dir = self.dir_links(ino, parent)?;
+        let &i = dir
+            .by_name
+            .get(name)
+            .ok_or_else(|| ReadError::NoEntry(name.to_string()))?;
+        let cid = dir.links[i].1;
+        let (kind, size) = self.reader.stat(&cid)?;
+        Ok((cid, kind, size))
+    }
+
+    fn remember(
+        &self,
+        parent: u64,
+        name: &str,
+        cid: Cid,
+        kind: EntryKind,
+        size: u64,
+    ) -> (u64, Inode) {
+        let mut inodes = self
+            .inodes
+            .lock()
+            .expect("the inode lock is never poisoned");
+        let key = (parent, name.to_string());
+        if let Some(&ino) = inodes.by_key.get(&key) {
+            let node = inodes
+                .by_ino
+                .get_mut(&ino)
+                .expect("by_key and by_ino hold the same inodes");
+            node.lookups += 1;
+            return (ino, node.clone());
+        }
+        // A hash collision with another path (about 2^-62 per pair) moves this one to the next free number.
+        let mut ino = inode_number(parent, name);
+        while inodes.by_ino.contains_key(&ino) {
+            ino = ino.wrapping_add(1).max(2);
+        }
+        let node = Inode {
+            cid,
+            kind,
+            size,
+            key: key.clone(),
+            lookups: 1,
+        };
+        inodes.by_ino.insert(ino, node.clone());
+        inodes.by_key.insert(key, ino);
+        (ino, node)
+    }
+
+    fn fail(&self, what: &str, ino: u64, e: &ReadError) -> Errno {
+        let code = errno(e);
+        if code == Errno::EIO {
+            tracing::warn!(ino, "{what}: {e}");
+        }
+        code
+    }
+}
+
+impl Filesystem for DagFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Kernels cap this at what they support; a smaller value is fine.
+        let _ = config.set_max_readahead(READAHEAD_BYTES);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(dir) = self.inode(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(name) = name.to_str() else {
+            // UnixFS names are UTF-8: no stored entry has this name.
+            return reply.error(Errno::ENOENT);
+        };
+        match self.child(parent.0, &dir, name) {
+            Ok((cid, kind, size)) => {
+                let (ino, node) = self.remember(parent.0, name, cid, kind, size);
+                reply.entry(&TTL, &self.attr(ino, &node), Generation(0));
+            }
+            Err(e) => reply.error(self.fail("lookup", parent.0, &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == 1 {
+            return;
+        }
+        let mut inodes = self
+            .inodes
+            .lock()
+            .expect("the inode lock is never poisoned");
+        let gone = match inodes.by_ino.get_mut(&ino.0) {
+            Some(node) => {
+                node.lookups = node.lookups.saturating_sub(nlookup);
+                node.lookups == 0
+            }
+            None => false,
+        };
+        if gone && let Some(node) = inodes.by_ino.remove(&ino.0) {
+            inodes.by_key.remove(&node.key);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino.0) {
+            Some(node) => reply.attr(&TTL, &self.attr(ino.0, &node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Some(node) = self.inode(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.reader.symlink_target(&node.cid) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(self.fail("readlink", ino.0, &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(node) = self.inode(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        if node.kind == EntryKind::Directory {
+            return reply.error(Errno::EISDIR);
+        }
+        // The pages of an immutable file stay valid across opens.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(node) = self.inode(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if node.kind != EntryKind::File {
+            return reply.error(Errno::EISDIR);
+        }
+        let end = offset.saturating_add(u64::from(size)).min(node.size);
+        let mut buf = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let r = self
+            .reader
+            .read_file_blocks(&node.cid, offset..end, &mut |piece| {
+                buf.extend_from_slice(&piece);
+                Ok(())
+            });
+        match r {
+            Ok(_) => reply.data(&buf),
+            Err(e) => reply.error(self.fail("read", ino.0, &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino.0) {
+            Some(node) if node.kind == EntryKind::Directory => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.inode(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dir = match self.dir_links(ino.0, &node) {
+            Ok(d) => d,
+            Err(e) => return reply.error(self.fail("readdir", ino.0, &e)),
+        };
+        // Offsets: 1 after ".", 2 after "..", 2 + i + 1 after the i-th link.
+        let mut next = offset;
+        if next == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            next = 1;
+        }
+        if next == 1 {
+            let up = if ino.0 == 1 { 1 } else { node.key.0 };
+            if reply.add(INodeNo(up), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            next = 2;
+        }
+        let start = usize::try_from(next - 2).unwrap_or(usize::MAX);
+        for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
+            // Only this page's entries are opened, to learn their kinds.
+            let kind = match self.reader.stat(cid) {
+                Ok((kind, _)) => kind,
+                Err(e) => return reply.error(self.fail("readdir", ino.0, &e)),
+            };
+            let child = inode_number(ino.0, name);
+            if reply.add(INodeNo(child), 2 + i as u64 + 1, file_type(kind), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self
+            .inodes
+            .lock()
+            .expect("the inode lock is never poisoned")
+            .by_ino
+            .len() as u64;
+        let blocks = self.size.div_ceil(u64::from(BLOCK_BYTES));
+        reply.statfs(blocks, 0, 0, files, 0, BLOCK_BYTES, NAME_MAX, BLOCK_BYTES);
+    }
+}

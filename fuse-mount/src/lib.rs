@@ -1,0 +1,64 @@
+//! HUDS's FUSE front door: `huds mount` of any stored file or tree.
+//!
+//! A mount reads through the storage core's [`huds::Reader`]: segments are fetched (from the local store or
+//! through a node, which fetches them from the network), decoded, cached and read ahead there, and every block
+//! is checked against its CID before the kernel sees a byte. Nothing here touches the store's tables.
+//!
+//! - [`DagFs`]: the read-only filesystem over one DAG (lookup, getattr, readdir in pages, open, read, readlink,
+//!   statfs), with inode numbers stable for a path.
+//! - [`mountpoint::prepare`]: the mount directory's checks, and clearing a stale mount a killed process left.
+//! - [`Mount`]: the FUSE session, run in the foreground until it is unmounted.
+
+pub mod dag_fs;
+pub mod mountpoint;
+
+use std::io;
+use std::path::Path;
+
+pub use dag_fs::{DagFs, inode_number};
+pub use mountpoint::{MountpointError, prepare};
+
+/// Threads that serve the kernel's requests: a read waiting on the network does not hold up a listing.
+pub const THREADS_DEFAULT: usize = 4;
+
+/// A mounted filesystem, not yet served.
+pub struct Mount {
+    session: fuser::Session<DagFs>,
+}
+
+/// Unmounts a [`Mount`] from another thread (a signal watcher); [`Mount::run`] then returns.
+pub struct Unmounter(fuser::SessionUnmounter);
+
+impl Unmounter {
+    pub fn unmount(&mut self) -> io::Result<()> {
+        self.0.unmount()
+    }
+}
+
+impl Mount {
+    /// Mounts `fs` read-only on `dir` (which [`prepare`] checked), named `source` in the mount table.
+    pub fn new(fs: DagFs, dir: &Path, source: &str, threads: usize) -> io::Result<Mount> {
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName(source.to_string()),
+            fuser::MountOption::Subtype("huds".to_string()),
+            // The kernel checks permissions from the modes, so `access` needs no answer of its own.
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoAtime,
+        ];
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = true;
+        let session = fuser::Session::new(fs, dir, &config)?;
+        Ok(Mount { session })
+    }
+
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter(self.session.unmount_callable())
+    }
+
+    /// Serves the kernel until the mount goes away (an [`Unmounter`], `fusermount3 -u`, or `umount`).
+    pub fn run(self) -> io::Result<()> {
+        self.session.run()
+    }
+}

@@ -1,0 +1,174 @@
+//! The directory a mount goes on: checked before anything is mounted, and cleared of a stale mount that a
+//! killed process left behind.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `ENOTCONN`: what the kernel answers for a FUSE mount whose process is gone.
+const ENOTCONN: i32 = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountpointError {
+    #[error("{0}: no such directory (make it first)")]
+    Missing(PathBuf),
+    #[error("{0} is not a directory")]
+    NotDirectory(PathBuf),
+    #[error("{0} is not empty: mount on an empty directory, so that nothing in it is hidden")]
+    NotEmpty(PathBuf),
+    #[error(
+        "{0} is already a mount point (is another `huds mount` serving it? stop it, or run `fusermount3 -u {0}`)"
+    )]
+    Busy(PathBuf),
+    #[error(
+        "{path} holds a stale mount left by a process that is gone, and it could not be cleared ({why}): run `fusermount3 -uz {path}`"
+    )]
+    Stale { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Checks that `dir` can take a mount: an empty directory that is not a mount point already. A stale FUSE
+/// mount on it (its process was killed) is cleared first; the answer then says so, for the user to see.
+pub fn prepare(dir: &Path) -> Result<Option<String>, MountpointError> {
+    let abs = absolute(dir)?;
+    let mut cleared = None;
+    let meta = match std::fs::metadata(&abs) {
+        Err(e) if e.raw_os_error() == Some(ENOTCONN) => {
+            clear_stale(&abs)?;
+            cleared = Some(format!(
+                "cleared a stale mount at {} left by a huds mount that is gone",
+                abs.display()
+            ));
+            std::fs::metadata(&abs)
+        }
+        other => other,
+    };
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(MountpointError::Missing(abs));
+        }
+        Err(source) => return Err(MountpointError::Io { path: abs, source }),
+    };
+    if !meta.is_dir() {
+        return Err(MountpointError::NotDirectory(abs));
+    }
+    if is_mount_point(&abs).map_err(|source| MountpointError::Io {
+        path: abs.clone(),
+        source,
+    })? {
+        return Err(MountpointError::Busy(abs));
+    }
+    let mut entries = std::fs::read_dir(&abs).map_err(|source| MountpointError::Io {
+        path: abs.clone(),
+        source,
+    })?;
+    if entries.next().is_some() {
+        return Err(MountpointError::NotEmpty(abs));
+    }
+    Ok(cleared)
+}
+
+/// `dir` made absolute without touching it (a stale mount cannot be resolved).
+fn absolute(dir: &Path) -> Result<PathBuf, MountpointError> {
+    std::path::absolute(dir).map_err(|source| MountpointError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Lazily unmounts `dir`: with `fusermount3` (what a user without root has), else `umount`.
+fn clear_stale(dir: &Path) -> Result<(), MountpointError> {
+    let mut why = Vec::new();
+    for (program, args) in [("fusermount3", &["-u", "-z"][..]), ("umount", &["-l"][..])] {
+        match Command::new(program).args(args).arg(dir).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => why.push(format!(
+                "{program}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => why.push(format!("{program}: {e}")),
+        }
+    }
+    Err(MountpointError::Stale {
+        path: dir.to_path_buf(),
+        why: why.join("; "),
+    })
+}
+
+/// Whether `dir` (absolute) is where something is mounted, from `/proc/self/mountinfo`.
+pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|field| Path::new(&unescape(field)) == dir))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if bytes[i] == b'\\'
+            && let Some(d) = octal
+        {
+            out.push(
+                d.iter()
+                    .fold(0u8, |v, c| v.wrapping_mul(8).wrapping_add(c - b'0')),
+            );
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape(r"/mnt/tab\011x\134y"), "/mnt/tab\tx\\y");
+        assert_eq!(unescape(r"/plain"), "/plain");
+        assert_eq!(unescape(r"/short\04"), r"/short\04");
+    }
+
+    #[test]
+    fn a_directory_that_cannot_take_a_mount_is_refused_with_its_reason() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("nope");
+        assert!(matches!(
+            prepare(&missing),
+            Err(MountpointError::Missing(_))
+        ));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        assert!(matches!(
+            prepare(&file),
+            Err(MountpointError::NotDirectory(_))
+        ));
+        let full = tmp.path().join("full");
+        std::fs::create_dir(&full).expect("mkdir");
+        std::fs::write(full.join("a"), b"x").expect("write");
+        let err = prepare(&full).expect_err("a non-empty directory is refused");
+        assert!(err.to_string().contains("is not empty"), "{err}");
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        assert_eq!(prepare(&empty).expect("an empty directory is fine"), None);
+        assert!(matches!(
+            prepare(Path::new("/proc")),
+            Err(MountpointError::Busy(_))
+        ));
+    }
+}
