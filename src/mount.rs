@@ -94,11 +94,33 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         )
     })?;
     let mut unmounter = mounted.unmounter();
+    let watched = dir.clone();
     std::thread::spawn(move || {
+        let mut signals = signals;
         rt.block_on(signals.wait());
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!("unmounting after a signal: {e}");
+        if unmounter.unmount().is_ok() {
+            return;
         }
+        // Files are open in the mount: detach it now (nothing new can open through it) and keep serving the
+        // open ones; the session ends when the last one closes. A second signal stops at once.
+        let lazy = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&watched)
+            .status();
+        if lazy.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "{} is busy: detached it; this process serves the files still open in it until they close (signal again to stop now)",
+                watched.display()
+            );
+        } else {
+            eprintln!(
+                "{} is busy and could not be detached: signal again to stop now",
+                watched.display()
+            );
+        }
+        rt.block_on(signals.wait());
+        eprintln!("stopped with files still open in {}", watched.display());
+        std::process::exit(1);
     });
     if json {
         println!(

@@ -60,7 +60,7 @@ impl StopSignals {
         })
     }
 
-    pub(crate) async fn wait(mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
@@ -172,7 +172,7 @@ pub struct NodeArgs {
 pub fn node(mut home: Home, args: NodeArgs) -> Result<()> {
     let (api_addr, gateway_addr) = (args.api_listen, args.gateway_listen);
     runtime()?.block_on(async {
-        let stop = StopSignals::install()?;
+        let mut stop = StopSignals::install()?;
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let opts = NodeOptions {
@@ -274,7 +274,7 @@ pub fn gateway(
     gateway_addr: SocketAddr,
 ) -> Result<()> {
     runtime()?.block_on(async {
-        let stop = StopSignals::install()?;
+        let mut stop = StopSignals::install()?;
         let opts = NodeOptions {
             listen,
             bootstrap,
@@ -372,7 +372,7 @@ pub fn devnet(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
     rt.block_on(async {
-        let stop = StopSignals::install()?;
+        let mut stop = StopSignals::install()?;
         let chain = start_chain(dir, shards).await?;
         let (mut homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) =

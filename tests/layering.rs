@@ -79,3 +79,19 @@ fn the_storage_network_and_gateway_know_nothing_of_the_chain_node() {
     check("huds-net", &["chain-node", "gateway"]);
     check("gateway", &["chain-node"]);
 }
+
+#[test]
+fn the_fuse_front_door_reads_through_the_storage_core_alone() {
+    check(
+        "fuse-mount",
+        &[
+            "tokio",
+            "libp2p",
+            "axum",
+            "chain",
+            "chain-node",
+            "huds-net",
+            "gateway",
+        ],
+    );
+}
