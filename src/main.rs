@@ -4,6 +4,7 @@ mod api_client;
 mod bench;
 mod bench_chain;
 mod bench_economy;
+mod bench_fuse;
 mod bench_net;
 mod chain_feed;
 mod deal;
@@ -336,6 +337,16 @@ enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         shards: usize,
     },
+    /// A read-only mount beside the local disk: a large file read sequentially, a directory of small files
+    /// walked and read.
+    Fuse {
+        /// The large file's size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+        /// Small files in the directory.
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+    },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
         /// Input size in MiB.
@@ -592,6 +603,9 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),
+        Command::Bench {
+            what: BenchWhat::Fuse { size_mib, files },
+        } => bench_fuse::fuse(size_mib.max(1), files.max(1), cli.json),
         Command::Bench {
             what: BenchWhat::Economy { shards },
         } => bench_economy::economy(shards.max(1), cli.json),

@@ -409,12 +409,23 @@ fn a_stale_mount_left_by_a_killed_process_is_cleared_by_the_next_mount() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let _cleanup = Unmount(mnt.clone());
-    Mounted::start(&home, &[], &cap, &mnt).kill_9();
+    let first = Mounted::start(&home, &[], &cap, &mnt);
+    let ino = std::fs::symlink_metadata(mnt.join("docs/deep/er/b.txt"))
+        .expect("stat")
+        .ino();
+    first.kill_9();
     let err = std::fs::read_dir(&mnt).expect_err("the mount's process is gone");
     assert_eq!(err.raw_os_error(), Some(107), "ENOTCONN: {err}");
 
     let mut m = Mounted::start(&home, &[], &cap, &mnt);
     diff_r(&src, &mnt);
+    assert_eq!(
+        std::fs::symlink_metadata(mnt.join("docs/deep/er/b.txt"))
+            .expect("stat")
+            .ino(),
+        ino,
+        "a path keeps its inode number across mounts"
+    );
     assert!(m.stop().success());
     let err = m
         .stderr

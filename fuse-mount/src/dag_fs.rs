@@ -13,9 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cid::Cid;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use huds::read::{EntryKind, ReadError, Reader};
 
@@ -66,6 +66,9 @@ pub struct DagFs {
     gid: u32,
     /// Bytes of file content in the whole DAG (the manifest's size), for `statfs`.
     size: u64,
+    /// The kernel stops sending opens (of files; of directories) once one is answered ENOSYS.
+    no_open: bool,
+    no_opendir: bool,
 }
 
 /// The inode number of `name` in the directory numbered `parent`: stable for a path, whatever was looked up
@@ -79,6 +82,16 @@ pub fn inode_number(parent: u64, name: &str) -> u64 {
     n.copy_from_slice(&bytes.as_bytes()[..8]);
     // Positive as an i64 (some tools print inode numbers signed), and never 0 or 1.
     (u64::from_le_bytes(n) >> 1).max(2)
+}
+
+/// The number for a new inode: the path's own, or after a hash collision with another path (about 2^-62 per
+/// pair), the next free one.
+fn free_number(inodes: &Inodes, parent: u64, name: &str) -> u64 {
+    let mut ino = inode_number(parent, name);
+    while inodes.by_ino.contains_key(&ino) {
+        ino = ino.wrapping_add(1).max(2);
+    }
+    ino
 }
 
 fn errno(e: &ReadError) -> Errno {
@@ -137,6 +150,8 @@ impl DagFs {
             uid,
             gid,
             size: total,
+            no_open: false,
+            no_opendir: false,
         })
     }
 
@@ -232,6 +247,30 @@ impl DagFs {
         Ok((cid, kind, size))
     }
 
+    /// The inode `name` in `parent` has or would get, without counting a lookup.
+    fn peek(&self, parent: u64, name: &str, cid: Cid, kind: EntryKind, size: u64) -> (u64, Inode) {
+        let inodes = self
+            .inodes
+            .lock()
+            .expect("the inode lock is never poisoned");
+        let key = (parent, name.to_string());
+        if let Some(&ino) = inodes.by_key.get(&key)
+            && let Some(node) = inodes.by_ino.get(&ino)
+        {
+            return (ino, node.clone());
+        }
+        let ino = free_number(&inodes, parent, name);
+        let node = Inode {
+            cid,
+            kind,
+            size,
+            key,
+            lookups: 0,
+        };
+        (ino, node)
+    }
+
+    /// Counts one lookup of `name` in `parent` by the kernel, remembering the inode if it is new.
     fn remember(
         &self,
         parent: u64,
@@ -245,19 +284,13 @@ impl DagFs {
             .lock()
             .expect("the inode lock is never poisoned");
         let key = (parent, name.to_string());
-        if let Some(&ino) = inodes.by_key.get(&key) {
-            let node = inodes
-                .by_ino
-                .get_mut(&ino)
-                .expect("by_key and by_ino hold the same inodes");
+        if let Some(&ino) = inodes.by_key.get(&key)
+            && let Some(node) = inodes.by_ino.get_mut(&ino)
+        {
             node.lookups += 1;
             return (ino, node.clone());
         }
-        // A hash collision with another path (about 2^-62 per pair) moves this one to the next free number.
-        let mut ino = inode_number(parent, name);
-        while inodes.by_ino.contains_key(&ino) {
-            ino = ino.wrapping_add(1).max(2);
-        }
+        let ino = free_number(&inodes, parent, name);
         let node = Inode {
             cid,
             kind,
@@ -281,8 +314,24 @@ impl DagFs {
 
 impl Filesystem for DagFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Kernels cap this at what they support; a smaller value is fine.
+        // Each of these is a request a kernel may refuse (it caps sizes, and may lack a feature); the mount
+        // works without any of them, only with more round trips.
         let _ = config.set_max_readahead(READAHEAD_BYTES);
+        // Nothing is ever written: this only sizes the requests (max_pages), so reads come 1 MiB at a time.
+        let _ = config.set_max_write(READAHEAD_BYTES);
+        for flag in [
+            // A listing carries each entry's attributes, so `ls -l` or a walk needs no lookup per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        // With these, an `open` answered ENOSYS tells the kernel never to send another: opens and closes of
+        // an immutable file cost no round trip, and its pages stay cached.
+        let caps = config.capabilities();
+        self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         Ok(())
     }
 
@@ -350,6 +399,10 @@ impl Filesystem for DagFs {
         if node.kind == EntryKind::Directory {
             return reply.error(Errno::EISDIR);
         }
+        if self.no_open {
+            // The kernel then opens every file with its pages kept (FOPEN_KEEP_CACHE).
+            return reply.error(Errno::ENOSYS);
+        }
         // The pages of an immutable file stay valid across opens.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
@@ -371,6 +424,7 @@ impl Filesystem for DagFs {
         if node.kind != EntryKind::File {
             return reply.error(Errno::EISDIR);
         }
+        tracing::trace!(ino = ino.0, offset, size, "read");
         let end = offset.saturating_add(u64::from(size)).min(node.size);
         let mut buf = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let r = self
@@ -393,8 +447,8 @@ impl Filesystem for DagFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written through a read-only mount.
-        reply.ok();
+        // Nothing is ever written through a read-only mount: ENOSYS tells the kernel to stop sending flushes.
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(
@@ -469,6 +523,64 @@ impl Filesystem for DagFs {
             if reply.add(INodeNo(child), 2 + i as u64 + 1, file_type(kind), name) {
                 break;
             }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(node) = self.inode(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dir = match self.dir_links(ino.0, &node) {
+            Ok(d) => d,
+            Err(e) => return reply.error(self.fail("readdirplus", ino.0, &e)),
+        };
+        // Offsets as in `readdir`. The kernel takes no lookup for "." and "..", and one for every other entry
+        // it is given: an entry is remembered only once it is in the reply.
+        let mut next = offset;
+        if next == 0 {
+            if reply.add(ino, 1, ".", &TTL, &self.attr(ino.0, &node), Generation(0)) {
+                return reply.ok();
+            }
+            next = 1;
+        }
+        if next == 1 {
+            let up = if ino.0 == 1 { 1 } else { node.key.0 };
+            let up_attr = match self.inode(up) {
+                Some(p) => self.attr(up, &p),
+                None => self.attr(ino.0, &node),
+            };
+            if reply.add(INodeNo(up), 2, "..", &TTL, &up_attr, Generation(0)) {
+                return reply.ok();
+            }
+            next = 2;
+        }
+        let start = usize::try_from(next - 2).unwrap_or(usize::MAX);
+        for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
+            let (kind, size) = match self.reader.stat(cid) {
+                Ok(s) => s,
+                Err(e) => return reply.error(self.fail("readdirplus", ino.0, &e)),
+            };
+            let (child, child_node) = self.peek(ino.0, name, *cid, kind, size);
+            let attr = self.attr(child, &child_node);
+            if reply.add(
+                INodeNo(child),
+                2 + i as u64 + 1,
+                name,
+                &TTL,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+            self.remember(ino.0, name, *cid, kind, size);
         }
         reply.ok();
     }

@@ -1,0 +1,327 @@
+//! `huds bench fuse`: a read-only mount beside the local disk, in one run. A large file read sequentially and a
+//! directory of small files walked (readdir + stat) and read, each through a fresh mount and on the disk the
+//! files were added from; the reader's own pipeline (the same DAG decoded with no FUSE between) shows whether
+//! FUSE or decoding binds.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::bench::tempfile_dir;
+
+/// Bytes per read call, for every sequential read here.
+const READ_BYTES: usize = 1 << 20;
+/// O_DIRECT's alignment.
+const ALIGN: usize = 4096;
+/// Each small file's size.
+const SMALL_BYTES: usize = 1024;
+
+/// CPU seconds this process (all its threads) has used, from `/proc/self/stat` (utime + stime, in the
+/// kernel's fixed 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Cores busy on average while `work` ran, beside its result.
+fn with_cores<T>(work: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    let value = work()?;
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    Ok((value, (cpu_seconds() - cpu) / wall))
+}
+
+struct Figure {
+    name: &'static str,
+    /// Bytes per second, or operations per second for the metadata rows.
+    rate: f64,
+}
+
+fn xorshift_fill(state: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Reads `path` to the end in `READ_BYTES` calls; with `direct`, around the page cache (O_DIRECT).
+fn read_through(path: &Path, direct: bool) -> Result<(u64, f64)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    if direct {
+        opts.custom_flags(libc::O_DIRECT);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut raw = vec![0u8; READ_BYTES + ALIGN];
+    let at = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+    let buf = &mut raw[at..at + READ_BYTES];
+    let started = Instant::now();
+    let mut total = 0u64;
+    loop {
+        match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
+}
+
+/// readdir + lstat of every entry of `dir`: entries per second.
+fn walk(dir: &Path) -> Result<(usize, f64)> {
+    let started = Instant::now();
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        std::fs::symlink_metadata(e.path())?;
+        n += 1;
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
+}
+
+/// open + read of every file in `dir`, in name order: files per second.
+fn read_all(dir: &Path, count: usize) -> Result<f64> {
+    let started = Instant::now();
+    let mut buf = Vec::with_capacity(SMALL_BYTES);
+    for i in 0..count {
+        buf.clear();
+        std::fs::File::open(dir.join(small_name(i)))?.read_to_end(&mut buf)?;
+        if buf.len() != SMALL_BYTES {
+            bail!("{} read {} bytes", small_name(i), buf.len());
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn small_name(i: usize) -> String {
+    format!("f{i:06}")
+}
+
+/// Writes the workload: `data/big.bin` (random, fsynced) and `data/small/` with `files` files.
+fn make_data(data: &Path, size: u64, files: usize) -> Result<()> {
+    std::fs::create_dir_all(data.join("small"))?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut f = std::fs::File::create(data.join("big.bin"))?;
+    let mut chunk = vec![0u8; READ_BYTES];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(READ_BYTES as u64) as usize;
+        xorshift_fill(&mut state, &mut chunk[..n]);
+        std::io::Write::write_all(&mut f, &chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    let mut small = vec![0u8; SMALL_BYTES];
+    for i in 0..files {
+        xorshift_fill(&mut state, &mut small);
+        std::fs::write(data.join("small").join(small_name(i)), &small)?;
+    }
+    Ok(())
+}
+
+/// Waits up to 10 s for `dir` to become a mount point.
+fn wait_mounted(dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    while !fuse_mount::mountpoint::is_mount_point(dir)? {
+        if started.elapsed().as_secs() > 10 {
+            bail!("{} was not mounted within 10 s", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// A fresh mount of `cap` on `mnt` for `work`, unmounted after it whatever happens.
+fn with_mount<T>(
+    store: &Arc<huds::Store>,
+    cap: &huds::Capability,
+    mnt: &Path,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let store: Arc<dyn huds::BlockStore> = store.clone();
+    let reader = Reader::open_local(store, cap)?;
+    let root = reader.root();
+    let me = std::fs::metadata("/proc/self")?;
+    let fs = fuse_mount::DagFs::new(
+        reader,
+        root,
+        "root",
+        std::os::unix::fs::MetadataExt::uid(&me),
+        std::os::unix::fs::MetadataExt::gid(&me),
+    )?;
+    fuse_mount::prepare(mnt)?;
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", fuse_mount::THREADS_DEFAULT)
+        .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
+    let mut unmounter = mounted.unmounter();
+    let serving = std::thread::spawn(move || mounted.run());
+    let result = wait_mounted(mnt).and_then(|()| work());
+    let unmounted = unmounter.unmount();
+    let served = serving
+        .join()
+        .map_err(|_| anyhow::anyhow!("the mount's thread panicked"))?;
+    let value = result?;
+    unmounted.context("unmounting")?;
+    served.context("serving the mount")?;
+    Ok(value)
+}
+
+use huds::Reader;
+
+pub fn fuse(size_mib: usize, files: usize, json: bool) -> Result<()> {
+    let tmp = tempfile_dir()?;
+    let data = tmp.path().join("data");
+    let size = (size_mib as u64) << 20;
+    make_data(&data, size, files)?;
+    let store = Arc::new(
+        huds::Store::open(&tmp.path().join("store")).context("opening the bench's store")?,
+    );
+    let added = huds::add(
+        &*store,
+        huds::Source::Path(&data),
+        &huds::AddOptions::default(),
+        &mut |_| {},
+    )
+    .context("adding the workload")?;
+    let cap = added.capability;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+
+    // The disk: around the page cache (O_DIRECT), then through it (the file was just written).
+    let (n, t) = read_through(&data.join("big.bin"), true)?;
+    let disk = Figure {
+        name: "local disk, O_DIRECT",
+        rate: n as f64 / t,
+    };
+    let (n, t) = read_through(&data.join("big.bin"), false)?;
+    let cached = Figure {
+        name: "local disk, page cache",
+        rate: n as f64 / t,
+    };
+    // The reader with no FUSE between: the same DAG, decoded from the same store.
+    let store_dyn: Arc<dyn huds::BlockStore> = store.clone();
+    let reader = Reader::open_local(store_dyn, &cap)?;
+    let big = reader.resolve(&reader.root(), "big.bin")?;
+    let ((n, t), reader_cores) = with_cores(|| {
+        let started = Instant::now();
+        let n = reader.read_file(&big, 0..u64::MAX, &mut std::io::sink())?;
+        Ok((n, started.elapsed().as_secs_f64()))
+    })?;
+    let pipeline = Figure {
+        name: "huds reader, no FUSE",
+        rate: n as f64 / t,
+    };
+    drop(reader);
+    let ((n, t), mount_cores) = with_mount(&store, &cap, &mnt, || {
+        with_cores(|| read_through(&mnt.join("big.bin"), false))
+    })?;
+    if n != size {
+        bail!("the mount gave {n} bytes of {size}");
+    }
+    let mounted = Figure {
+        name: "huds mount",
+        rate: n as f64 / t,
+    };
+
+    let (local_n, local_walk) = walk(&data.join("small"))?;
+    let local_read = read_all(&data.join("small"), files)?;
+    let (mount_n, mount_walk, mount_read) = with_mount(&store, &cap, &mnt, || {
+        let (n, w) = walk(&mnt.join("small"))?;
+        let r = read_all(&mnt.join("small"), files)?;
+        Ok((n, w, r))
+    })?;
+    if local_n != files || mount_n != files {
+        bail!("listed {local_n} files locally and {mount_n} through the mount, of {files}");
+    }
+    let meta = [
+        Figure {
+            name: "readdir + stat, local disk",
+            rate: files as f64 / local_walk,
+        },
+        Figure {
+            name: "readdir + stat, huds mount",
+            rate: files as f64 / mount_walk,
+        },
+        Figure {
+            name: "open + read 1 KiB, local disk",
+            rate: files as f64 / local_read,
+        },
+        Figure {
+            name: "open + read 1 KiB, huds mount",
+            rate: files as f64 / mount_read,
+        },
+    ];
+    let read_ratio = mounted.rate / disk.rate;
+    let walk_ratio = meta[1].rate / meta[0].rate;
+    let small_ratio = meta[3].rate / meta[2].rate;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let binds = if mount_cores >= 0.85 * cores {
+        "the CPU: every core is busy decoding segments and moving FUSE's 128 KiB requests"
+    } else if mounted.rate >= 0.8 * pipeline.rate {
+        "decoding: the mount reads at the reader's own speed"
+    } else {
+        "FUSE round trips: the mount reads below the reader's speed with cores to spare"
+    };
+    if json {
+        let rows: Vec<_> = [&disk, &cached, &pipeline, &mounted]
+            .iter()
+            .map(|f| json!({ "name": f.name, "mb_per_s": f.rate / 1e6 }))
+            .chain(
+                meta.iter()
+                    .map(|f| json!({ "name": f.name, "ops_per_s": f.rate })),
+            )
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "bytes": size, "files": files, "figures": rows,
+                "read_ratio_to_disk": read_ratio, "walk_ratio_to_disk": walk_ratio,
+                "small_read_ratio_to_disk": small_ratio, "binds": binds,
+                "cores": cores, "reader_cores_busy": reader_cores, "mount_cores_busy": mount_cores,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "huds bench fuse: a {size_mib} MiB file and {files} files of {SMALL_BYTES} B, read through a fresh read-only mount and on the local disk they were added from"
+    );
+    println!("{:<34} {:>12}", "sequential read", "MB/s");
+    for f in [&disk, &cached, &pipeline, &mounted] {
+        println!("{:<34} {:>12.1}", f.name, f.rate / 1e6);
+    }
+    println!("{:<34} {:>12}", "metadata", "ops/s");
+    for f in &meta {
+        println!("{:<34} {:>12.0}", f.name, f.rate);
+    }
+    println!(
+        "read = {read_ratio:.2}x the disk (goal >= 0.5x), {:.2}x the page cache, {:.2}x the reader alone; binds: {binds}",
+        mounted.rate / cached.rate,
+        mounted.rate / pipeline.rate
+    );
+    println!(
+        "cores busy: {reader_cores:.2} of {cores} for the reader alone, {mount_cores:.2} for the mount (decoding, FUSE, and the reading thread)"
+    );
+    println!(
+        "metadata: readdir + stat = {walk_ratio:.2}x the disk (goal >= 0.2x); small-file reads = {small_ratio:.2}x. Writes wait for read-write volumes"
+    );
+    Ok(())
+}
