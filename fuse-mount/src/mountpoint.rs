@@ -33,17 +33,21 @@ pub enum MountpointError {
 pub fn prepare(dir: &Path) -> Result<Option<String>, MountpointError> {
     let abs = absolute(dir)?;
     let mut cleared = None;
-    let meta = match std::fs::metadata(&abs) {
-        Err(e) if e.raw_os_error() == Some(ENOTCONN) => {
-            clear_stale(&abs)?;
-            cleared = Some(format!(
-                "cleared a stale mount at {} left by a huds mount that is gone",
-                abs.display()
-            ));
-            std::fs::metadata(&abs)
-        }
-        other => other,
+    let mut meta = std::fs::metadata(&abs);
+    // A mount whose process is gone answers ENOTCONN, unless the kernel still holds the root's attributes:
+    // a lookup of a name no one has (never cached) asks the filesystem itself.
+    let dead = match &meta {
+        Err(e) => e.raw_os_error() == Some(ENOTCONN),
+        Ok(_) => is_mount_point(&abs).unwrap_or(false) && answers_enotconn(&abs),
     };
+    if dead {
+        clear_stale(&abs)?;
+        cleared = Some(format!(
+            "cleared a stale mount at {} left by a huds mount that is gone",
+            abs.display()
+        ));
+        meta = std::fs::metadata(&abs);
+    }
     let meta = match meta {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -68,6 +72,14 @@ pub fn prepare(dir: &Path) -> Result<Option<String>, MountpointError> {
         return Err(MountpointError::NotEmpty(abs));
     }
     Ok(cleared)
+}
+
+/// Whether the filesystem mounted on `dir` answers ENOTCONN: its FUSE process is gone.
+fn answers_enotconn(dir: &Path) -> bool {
+    matches!(
+        std::fs::symlink_metadata(dir.join(".huds-mount-probe")),
+        Err(e) if e.raw_os_error() == Some(ENOTCONN)
+    )
 }
 
 /// `dir` made absolute without touching it (a stale mount cannot be resolved).
