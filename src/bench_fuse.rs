@@ -20,6 +20,9 @@ const READ_BYTES: usize = 1 << 20;
 const ALIGN: usize = 4096;
 /// Each small file's size.
 const SMALL_BYTES: usize = 1024;
+/// Small files per directory: a plain UnixFS directory holds about 2,000 such names (HAMT-sharded ones are not
+/// built yet), so the files are spread over subdirectories as a tree of photos or logs would be.
+const FILES_PER_DIR: usize = 1000;
 
 /// CPU seconds this process (all its threads) has used, from `/proc/self/stat` (utime + stime, in the
 /// kernel's fixed 100 ticks a second).
@@ -87,14 +90,21 @@ fn read_through(path: &Path, direct: bool) -> Result<(u64, f64)> {
     Ok((total, started.elapsed().as_secs_f64()))
 }
 
-/// readdir + lstat of every entry of `dir`: entries per second.
+/// readdir + lstat of every entry below `dir` (its subdirectories and their files): files seen, and seconds.
 fn walk(dir: &Path) -> Result<(usize, f64)> {
     let started = Instant::now();
     let mut n = 0;
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let e = e?;
-        std::fs::symlink_metadata(e.path())?;
-        n += 1;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let meta = std::fs::symlink_metadata(e.path())?;
+            if meta.is_dir() {
+                dirs.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
     }
     Ok((n, started.elapsed().as_secs_f64()))
 }
@@ -113,8 +123,9 @@ fn read_all(dir: &Path, count: usize) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The `i`-th small file's path below the small files' directory.
 fn small_name(i: usize) -> String {
-    format!("f{i:06}")
+    format!("d{:03}/f{i:06}", i / FILES_PER_DIR)
 }
 
 /// Writes the workload: `data/big.bin` (random, fsynced) and `data/small/` with `files` files.
@@ -134,7 +145,13 @@ fn make_data(data: &Path, size: u64, files: usize) -> Result<()> {
     let mut small = vec![0u8; SMALL_BYTES];
     for i in 0..files {
         xorshift_fill(&mut state, &mut small);
-        std::fs::write(data.join("small").join(small_name(i)), &small)?;
+        let path = data.join("small").join(small_name(i));
+        if i % FILES_PER_DIR == 0
+            && let Some(parent) = path.parent()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, &small)?;
     }
     Ok(())
 }
@@ -153,6 +170,7 @@ fn wait_mounted(dir: &Path) -> Result<()> {
 
 /// A fresh mount of `cap` on `mnt` for `work`, unmounted after it whatever happens.
 fn with_mount<T>(
+    threads: usize,
     store: &Arc<huds::Store>,
     cap: &huds::Capability,
     mnt: &Path,
@@ -170,7 +188,7 @@ fn with_mount<T>(
         std::os::unix::fs::MetadataExt::gid(&me),
     )?;
     fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", fuse_mount::THREADS_DEFAULT)
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads)
         .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
     let mut unmounter = mounted.unmounter();
     let serving = std::thread::spawn(move || mounted.run());
@@ -187,7 +205,7 @@ fn with_mount<T>(
 
 use huds::Reader;
 
-pub fn fuse(size_mib: usize, files: usize, json: bool) -> Result<()> {
+pub fn fuse(size_mib: usize, files: usize, threads: usize, json: bool) -> Result<()> {
     let tmp = tempfile_dir()?;
     let data = tmp.path().join("data");
     let size = (size_mib as u64) << 20;
@@ -231,7 +249,7 @@ pub fn fuse(size_mib: usize, files: usize, json: bool) -> Result<()> {
         rate: n as f64 / t,
     };
     drop(reader);
-    let ((n, t), mount_cores) = with_mount(&store, &cap, &mnt, || {
+    let ((n, t), mount_cores) = with_mount(threads, &store, &cap, &mnt, || {
         with_cores(|| read_through(&mnt.join("big.bin"), false))
     })?;
     if n != size {
@@ -244,7 +262,7 @@ pub fn fuse(size_mib: usize, files: usize, json: bool) -> Result<()> {
 
     let (local_n, local_walk) = walk(&data.join("small"))?;
     let local_read = read_all(&data.join("small"), files)?;
-    let (mount_n, mount_walk, mount_read) = with_mount(&store, &cap, &mnt, || {
+    let (mount_n, mount_walk, mount_read) = with_mount(threads, &store, &cap, &mnt, || {
         let (n, w) = walk(&mnt.join("small"))?;
         let r = read_all(&mnt.join("small"), files)?;
         Ok((n, w, r))
@@ -302,7 +320,7 @@ pub fn fuse(size_mib: usize, files: usize, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "huds bench fuse: a {size_mib} MiB file and {files} files of {SMALL_BYTES} B, read through a fresh read-only mount and on the local disk they were added from"
+        "huds bench fuse: a {size_mib} MiB file and {files} files of {SMALL_BYTES} B ({FILES_PER_DIR} a directory), read through a fresh read-only mount and on the local disk they were added from"
     );
     println!("{:<34} {:>12}", "sequential read", "MB/s");
     for f in [&disk, &cached, &pipeline, &mounted] {

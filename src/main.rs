@@ -346,6 +346,9 @@ enum BenchWhat {
         /// Small files in the directory.
         #[arg(long, default_value_t = 10_000)]
         files: usize,
+        /// Threads serving the mount's kernel requests.
+        #[arg(long, value_name = "N", default_value_t = fuse_mount::THREADS_DEFAULT)]
+        threads: usize,
     },
     /// A network on loopback: add and get through it, beside a plain HTTP download of the same file.
     Net {
@@ -604,8 +607,13 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             what: BenchWhat::Net { size_mib, nodes },
         } => bench_net::net(size_mib, nodes.max(1), cli.json),
         Command::Bench {
-            what: BenchWhat::Fuse { size_mib, files },
-        } => bench_fuse::fuse(size_mib.max(1), files.max(1), cli.json),
+            what:
+                BenchWhat::Fuse {
+                    size_mib,
+                    files,
+                    threads,
+                },
+        } => bench_fuse::fuse(size_mib.max(1), files.max(1), threads.max(1), cli.json),
         Command::Bench {
             what: BenchWhat::Economy { shards },
         } => bench_economy::economy(shards.max(1), cli.json),

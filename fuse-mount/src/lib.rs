@@ -21,6 +21,10 @@ pub use mountpoint::{MountpointError, prepare};
 /// Threads that serve the kernel's requests: a read waiting on the network does not hold up a listing.
 pub const THREADS_DEFAULT: usize = 4;
 
+/// The kernel's read-ahead on a mount, where this process may set it (root may): FUSE's own handshake caps it
+/// at 128 KiB, which keeps one or two requests in flight; 4 MiB keeps the segment decoders fed.
+pub const READAHEAD_KIB: u32 = 4096;
+
 /// A mounted filesystem, not yet served.
 pub struct Mount {
     session: fuser::Session<DagFs>,
@@ -50,6 +54,9 @@ impl Mount {
         config.n_threads = Some(threads.max(1));
         config.clone_fd = true;
         let session = fuser::Session::new(fs, dir, &config)?;
+        if let Err(e) = mountpoint::raise_readahead(dir, READAHEAD_KIB) {
+            tracing::debug!("keeping the kernel's read-ahead on {}: {e}", dir.display());
+        }
         Ok(Mount { session })
     }
 
