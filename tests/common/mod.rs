@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `huds` binary.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
