@@ -425,9 +425,18 @@ pub fn cat(api: &str, target: &str, out: &mut dyn Write) -> Result<u64> {
     copy_body(&mut resp, expected, out, None)
 }
 
+/// The largest JSON answer taken from a node (a deal list of a busy account is the largest).
+const JSON_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 pub fn json(api: &str, path: &str) -> Result<Value> {
     let mut resp = get(api, path)?;
-    serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(JSON_BYTES_MAX)
+        .read_to_vec()
+        .context("reading the node's answer")?;
+    serde_json::from_slice(&body).context("the node's answer is not JSON")
 }
 
 /// Unpins `target` on the node (`POST /api/v0/rm`, behind the upload token).
@@ -457,40 +466,66 @@ pub fn ls(api: &str, target: &str) -> Result<Value> {
     json(api, &format!("/api/v0/ls?arg={}", encode(target)))
 }
 
-/// The largest sealed block the node serves: a shard (a 4 MiB segment over k >= 1, plus the seal) or a sealed
-/// manifest; more is refused as a broken answer.
-const BLOCK_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// The largest sealed manifest taken from a node: a manifest lists every block and shard of a file, about
+/// 16 MiB for a 64 GiB file; more is refused as a broken answer.
+const MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// How long one request to the node may take, body included: a node that stalls fails the read (EIO in a
+/// mount) instead of holding it, and the next shard of the segment is asked for.
+const BLOCK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The largest JSON answer taken from the node when resolving a public CID.
+const RESOLVE_BYTES_MAX: u64 = 64 * 1024;
 
 /// Shards and sealed manifests from a node's `GET /api/v0/block`: the node fetches them from the network, and
-/// the file key never leaves this process, since the DAG is opened and decoded here.
+/// the file key never leaves this process, since the DAG is opened and decoded here. Every answer is bounded in
+/// time and size and checked against the CID asked for; redirects are not followed.
 pub struct HttpShardSource {
     api: String,
+    agent: ureq::Agent,
 }
 
 impl HttpShardSource {
     pub fn new(api: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(BLOCK_REQUEST_TIMEOUT))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .into();
         HttpShardSource {
             api: api.to_string(),
+            agent,
         }
     }
 
-    /// The capability of a public file the node holds (`GET /api/v0/resolve`).
+    /// The capability of a public file the node holds (`GET /api/v0/resolve`). The caller checks that what it
+    /// opens is the CID it asked for: the node is not trusted to answer truly.
     pub fn resolve_public(&self, cid: &str) -> Result<String> {
-        let v = json(&self.api, &format!("/api/v0/resolve?arg={}", encode(cid)))?;
+        let path = format!("/api/v0/resolve?arg={}", encode(cid));
+        let mut resp = self
+            .agent
+            .get(url(&self.api, &path))
+            .call()
+            .map_err(unreachable(&self.api))?;
+        check(&mut resp, "resolve")?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(RESOLVE_BYTES_MAX)
+            .read_to_vec()
+            .context("reading the node's answer")?;
+        let v: Value = serde_json::from_slice(&body).context("the node's answer is not JSON")?;
         v["cap"]
             .as_str()
             .map(str::to_string)
             .context("the node's answer names no capability")
     }
-}
 
-impl ShardSource for HttpShardSource {
-    fn fetch(&self, cid: &cid::Cid) -> Result<Vec<u8>, ShardProblem> {
+    /// The sealed bytes of `cid`, at most `limit` of them, checked against the CID.
+    fn fetch_limited(&self, cid: &cid::Cid, limit: u64) -> Result<Vec<u8>, ShardProblem> {
         let path = format!("/api/v0/block?arg={cid}");
-        let mut resp = ureq::get(url(&self.api, &path))
-            .config()
-            .http_status_as_error(false)
-            .build()
+        let mut resp = self
+            .agent
+            .get(url(&self.api, &path))
             .call()
             .map_err(|e| ShardProblem::Failed(format!("node API at {}: {e}", self.api)))?;
         match resp.status().as_u16() {
@@ -498,10 +533,16 @@ impl ShardSource for HttpShardSource {
             404 => return Err(ShardProblem::Missing),
             code => return Err(ShardProblem::Failed(format!("the node answered {code}"))),
         }
+        if header(&resp, "content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > limit)
+        {
+            return Err(ShardProblem::Corrupt);
+        }
         let bytes = resp
             .body_mut()
             .with_config()
-            .limit(BLOCK_BYTES_MAX)
+            .limit(limit)
             .read_to_vec()
             .map_err(|e| ShardProblem::Failed(format!("reading from the node: {e}")))?;
         match huds::cids::verify(cid, &bytes) {
@@ -509,9 +550,16 @@ impl ShardSource for HttpShardSource {
             Err(_) => Err(ShardProblem::Corrupt),
         }
     }
+}
 
-    /// Asks for the data shards at once, each on its own connection, then for as many parity shards as are
-    /// still missing, until `k` valid ones are in hand or none are left to ask for.
+impl ShardSource for HttpShardSource {
+    /// A sealed manifest (or any block the node serves), up to `MANIFEST_BYTES_MAX`.
+    fn fetch(&self, cid: &cid::Cid) -> Result<Vec<u8>, ShardProblem> {
+        self.fetch_limited(cid, MANIFEST_BYTES_MAX)
+    }
+
+    /// Asks for the data shards at once, each on its own connection and none read past `shard_len`, then for as
+    /// many parity shards as are still missing, until `k` valid ones are in hand or none are left to ask for.
     fn fetch_segment(&self, cids: &[cid::Cid], k: usize, shard_len: usize) -> SegmentFetch {
         let mut out: SegmentFetch = vec![None; cids.len()];
         let (mut valid, mut next) = (0, 0);
@@ -521,7 +569,7 @@ impl ShardSource for HttpShardSource {
             let got: Vec<_> = std::thread::scope(|s| {
                 let workers: Vec<_> = batch
                     .clone()
-                    .map(|i| s.spawn(move || self.fetch(&cids[i])))
+                    .map(|i| s.spawn(move || self.fetch_limited(&cids[i], shard_len as u64)))
                     .collect();
                 workers
                     .into_iter()

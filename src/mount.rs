@@ -14,7 +14,6 @@ use serde_json::json;
 
 use crate::api_client::HttpShardSource;
 use crate::home;
-use crate::network::StopSignals;
 use huds::read::ShardSource;
 use huds::{Capability, Reader};
 
@@ -30,8 +29,24 @@ pub(crate) struct MountArgs<'a> {
     pub threads: usize,
 }
 
-/// Opens the DAG `target` names: through the node at `api`, else from the home at `home`.
+/// Opens the DAG `target` names: through the node at `api`, else from the home at `home`. A CID must open
+/// to a DAG rooted at that CID, whatever capability the node or the public table gave for it.
 fn open(home: &Path, api: Option<&str>, head: &str) -> Result<Reader> {
+    let reader = open_unchecked(home, api, head)?;
+    if !head.starts_with("huds:") {
+        let asked = huds::cids::parse(head)?;
+        if reader.root() != asked {
+            bail!(
+                "{} answered {asked} with another file (rooted at {}): refusing to mount it",
+                api.unwrap_or("the home's public table"),
+                reader.root()
+            );
+        }
+    }
+    Ok(reader)
+}
+
+fn open_unchecked(home: &Path, api: Option<&str>, head: &str) -> Result<Reader> {
     match api {
         Some(api) => {
             let source = Arc::new(HttpShardSource::new(api));
@@ -61,9 +76,27 @@ fn open(home: &Path, api: Option<&str>, head: &str) -> Result<Reader> {
     }
 }
 
+/// The target as given, or (for `-`) the first line of standard input: a capability passed that way stays out
+/// of the process's command line, which every local user can read in `/proc`.
+fn target_text(given: &str) -> Result<String> {
+    if given != "-" {
+        return Ok(given.to_string());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the target from standard input")?;
+    let line = line.trim().to_string();
+    if line.is_empty() {
+        bail!("no target on standard input: give a capability or a CID, then a newline");
+    }
+    Ok(line)
+}
+
 /// Mounts, prints where, and serves until a signal or an unmount.
 pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool) -> Result<()> {
-    let (head, path) = args.target.split_once('/').unwrap_or((args.target, ""));
+    let target = target_text(args.target)?;
+    let (head, path) = target.split_once('/').unwrap_or((&target, ""));
     // Everything that can fail on the user's input fails here, before anything is mounted.
     let reader = open(home, api, head)?;
     let segment_bytes = u64::from(reader.manifest().segment_bytes_max).max(1);
@@ -86,42 +119,16 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         .enable_all()
         .build()
         .context("starting the signal watcher")?;
-    let signals = rt.block_on(async { StopSignals::install() })?;
+    let signals = rt.block_on(async { Signals::install() })?;
     let mut mounted = fuse_mount::Mount::new(fs, &dir, "huds", args.threads).map_err(|e| {
         anyhow::anyhow!(
             "mounting on {}: {e} (is /dev/fuse there, and fusermount3 installed? scripts/setup.sh installs it)",
             dir.display()
         )
     })?;
-    let mut unmounter = mounted.unmounter();
+    let unmounter = mounted.unmounter();
     let watched = dir.clone();
-    std::thread::spawn(move || {
-        let mut signals = signals;
-        rt.block_on(signals.wait());
-        if unmounter.unmount().is_ok() {
-            return;
-        }
-        // Files are open in the mount: detach it now (nothing new can open through it) and keep serving the
-        // open ones; the session ends when the last one closes. A second signal stops at once.
-        let lazy = std::process::Command::new("fusermount3")
-            .args(["-u", "-z"])
-            .arg(&watched)
-            .status();
-        if lazy.is_ok_and(|s| s.success()) {
-            eprintln!(
-                "{} is busy: detached it; this process serves the files still open in it until they close (signal again to stop now)",
-                watched.display()
-            );
-        } else {
-            eprintln!(
-                "{} is busy and could not be detached: signal again to stop now",
-                watched.display()
-            );
-        }
-        rt.block_on(signals.wait());
-        eprintln!("stopped with files still open in {}", watched.display());
-        std::process::exit(1);
-    });
+    std::thread::spawn(move || watch(rt, signals, unmounter, &watched));
     if json {
         println!(
             "{}",
@@ -135,8 +142,15 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         );
     }
     std::io::stdout().flush()?;
-    mounted.run().context("serving the mount")?;
-    if fuse_mount::mountpoint::is_mount_point(&dir).unwrap_or(false) {
+    let served = mounted.run();
+    let still = fuse_mount::mountpoint::is_mount_point(&dir).unwrap_or(false);
+    // A connection aborted by the unmount itself is a clean end; any error with the mount still there is not.
+    if let Err(e) = served
+        && still
+    {
+        return Err(e).context("serving the mount");
+    }
+    if still {
         bail!(
             "{} is still mounted: run `fusermount3 -u {}`",
             dir.display(),
@@ -147,4 +161,70 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         println!("unmounted {}", dir.display());
     }
     Ok(())
+}
+
+/// SIGTERM, SIGINT and SIGHUP (a closed terminal or ssh session): each ends a mount.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// The first signal unmounts; if the mount is still there (files are open in it), it is detached, and the
+/// process serves the open files until they close. Any later signal stops the process at once.
+fn watch(
+    rt: tokio::runtime::Runtime,
+    mut signals: Signals,
+    mut unmounter: fuse_mount::Unmounter,
+    dir: &Path,
+) {
+    rt.block_on(signals.wait());
+    // fusermount3 (what a user without root unmounts with) may detach lazily and still answer Ok: the mount
+    // table says whether the directory is free.
+    let clean =
+        unmounter.unmount().is_ok() && !fuse_mount::mountpoint::is_mount_point(dir).unwrap_or(true);
+    if !clean {
+        let lazy = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(dir)
+            .status();
+        if lazy.is_ok_and(|s| s.success())
+            || !fuse_mount::mountpoint::is_mount_point(dir).unwrap_or(true)
+        {
+            eprintln!(
+                "{} is busy: detached it; this process serves the files still open in it until they close (signal again to stop now)",
+                dir.display()
+            );
+        } else {
+            eprintln!(
+                "{} is busy and could not be detached: signal again to stop now",
+                dir.display()
+            );
+        }
+    }
+    rt.block_on(signals.wait());
+    eprintln!(
+        "stopped by a second signal, with {} still in use",
+        dir.display()
+    );
+    std::process::exit(1);
 }

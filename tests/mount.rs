@@ -211,6 +211,8 @@ fn bad_targets_and_directories_mount_nothing() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let mnt_s = mnt.to_str().expect("utf-8");
+    // Should a bad target ever mount, the directory is still cleared when the test ends.
+    let _cleanup = Unmount(mnt.clone());
 
     let fails = |target: &str, on: &str, says: &str| {
         let out = run(&home, &["mount", target, on]);
@@ -235,6 +237,40 @@ fn bad_targets_and_directories_mount_nothing() {
     std::fs::write(mnt.join("occupied"), b"x").expect("write");
     fails(&cap, mnt_s, "is not empty");
     std::fs::remove_file(mnt.join("occupied")).expect("rm");
+
+    fails("-", mnt_s, "no target on standard input");
+
+    // The capability on standard input (`-`) stays out of the command line every local user can read.
+    {
+        use std::io::{BufRead, Write};
+        let mut child = Command::new(common::huds())
+            .arg("--data")
+            .arg(&home)
+            .args(["mount", "-", mnt_s])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("huds mount runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{cap}").expect("write the capability");
+        drop(stdin);
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).expect("cmdline");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.starts_with("mounted "), "{line}");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("huds:"),
+            "the capability is on the command line"
+        );
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", mnt_s])
+            .status();
+    }
 
     // A directory already mounted is refused, and the mount on it is untouched.
     let m = Mounted::start(&home, &[], &cap, &mnt);
@@ -363,4 +399,192 @@ fn a_mount_through_a_node_reads_what_other_nodes_hold() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!mounted(&mnt));
+}
+
+/// How a stub node misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Stub {
+    /// Answers `resolve` of one CID with the capability of another file.
+    Swap,
+    /// Answers the first 4 shard requests truly (the segment holding the root, which the mount opens before it
+    /// mounts), then every shard with 32 MiB of zeros.
+    Huge,
+    /// Answers the first 4 shard requests truly, then never answers one.
+    Stall,
+}
+
+/// A node API on 127.0.0.1 that serves manifests and shards from a home's store (opened read-only) and public
+/// CIDs from a fixed table, misbehaving as `mode` says.
+fn stub_node(
+    home: &Path,
+    public: Vec<(String, String)>,
+    swap: Option<(String, String)>,
+    mode: Stub,
+) -> String {
+    use huds::BlockStore;
+    use std::io::{BufRead, BufReader, Write};
+    let store =
+        std::sync::Arc::new(huds::Store::open_read_only(&home.join("db")).expect("open store"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shards_served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let store = store.clone();
+            let shards_served = shards_served.clone();
+            let public = public.clone();
+            let swap = swap.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("").to_string();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let (path, arg) = target.split_once("?arg=").unwrap_or((&target, ""));
+                    let (status, body): (&str, Vec<u8>) = match path {
+                        "/api/v0/resolve" => {
+                            let cap = match &swap {
+                                Some((asked, other)) if asked == arg => Some(other.clone()),
+                                _ => public
+                                    .iter()
+                                    .find(|(c, _)| c == arg)
+                                    .map(|(_, k)| k.clone()),
+                            };
+                            match cap {
+                                Some(cap) => (
+                                    "200 OK",
+                                    format!(r#"{{"cid":"{arg}","cap":"{cap}"}}"#).into_bytes(),
+                                ),
+                                None => ("404 Not Found", b"{}".to_vec()),
+                            }
+                        }
+                        "/api/v0/block" => {
+                            let cid = huds::cids::parse(arg).expect("a CID");
+                            match store.manifest(&cid).expect("read") {
+                                Some(m) => ("200 OK", m),
+                                None if mode != Stub::Swap
+                                    && shards_served
+                                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                                        >= 4 =>
+                                {
+                                    if mode == Stub::Stall {
+                                        std::thread::sleep(Duration::from_secs(3600));
+                                        return;
+                                    }
+                                    ("200 OK", vec![0u8; 32 << 20])
+                                }
+                                None => match store.shard(&cid).expect("read") {
+                                    Some(s) => ("200 OK", s),
+                                    None => ("404 Not Found", Vec::new()),
+                                },
+                            }
+                        }
+                        _ => ("404 Not Found", Vec::new()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n",
+                        body.len()
+                    );
+                    if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&body).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Peak resident memory of a process, from `/proc/PID/status` (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        / 1024
+}
+
+#[test]
+fn a_node_that_lies_floods_or_stalls_gets_no_wrong_byte_no_memory_and_no_hang() {
+    let (dir, home) = new_home();
+    let file = |name: &str, bytes: &[u8]| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, bytes).expect("write");
+        let v = run_json(&home, &["add", "--public", f.to_str().expect("utf-8")]);
+        (
+            v["cid"].as_str().expect("cid").to_string(),
+            v["cap"].as_str().expect("cap").to_string(),
+        )
+    };
+    let (a_cid, a_cap) = file("a.txt", b"the file asked for\n");
+    let (b_cid, b_cap) = file("b.txt", &vec![b'b'; 3 << 20]);
+    let public = vec![(a_cid.clone(), a_cap), (b_cid.clone(), b_cap)];
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let _cleanup = Unmount(mnt.clone());
+    let mnt_s = mnt.to_str().expect("utf-8");
+
+    // A node that answers one CID with another file's capability: refused, nothing mounted.
+    let api = stub_node(
+        &home,
+        public.clone(),
+        Some((a_cid.clone(), public[1].1.clone())),
+        Stub::Swap,
+    );
+    let out = run(&home, &["--api", &api, "mount", &a_cid, mnt_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a swapped file was mounted");
+    assert!(err.contains("with another file"), "{err}");
+    assert!(!mounted(&mnt));
+
+    // A node that answers shards with 32 MiB bodies: the read fails (EIO), nothing past a shard's size is
+    // read, and the mount stays small.
+    let api = stub_node(&home, public.clone(), None, Stub::Huge);
+    let m = Mounted::start(&home, &["--api", &api], &b_cid, &mnt);
+    let err = std::fs::read(mnt.join(&b_cid)).expect_err("no shard is good");
+    assert_eq!(err.raw_os_error(), Some(5), "EIO: {err}");
+    let pid = m.child.as_ref().expect("running").id();
+    let peak = peak_rss_mib(pid);
+    assert!(peak < 150, "the mount peaked at {peak} MiB");
+    drop(m);
+    assert!(!mounted(&mnt));
+
+    // A node that never answers a shard: a reader hangs on it, but SIGTERM detaches the mount and a second
+    // SIGTERM ends the process at once.
+    let api = stub_node(&home, public, None, Stub::Stall);
+    let mut m = Mounted::start(&home, &["--api", &api], &b_cid, &mnt);
+    let mut reader = Command::new("cat")
+        .arg(mnt.join(&b_cid))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cat runs");
+    std::thread::sleep(Duration::from_millis(500));
+    m.term();
+    let started = std::time::Instant::now();
+    while mounted(&mnt) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGTERM detaches"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.term();
+    let status = m
+        .exited(Duration::from_secs(10))
+        .expect("a second SIGTERM ends it at once");
+    assert!(!status.success());
+    let _ = reader.kill();
+    let _ = reader.wait();
 }

@@ -27,6 +27,10 @@ const DIRS_CACHED: usize = 16;
 const BLOCK_BYTES: u32 = 4096;
 /// The longest name the mount reports it accepts (a UnixFS name can be longer; such a name fails `lookup`).
 const NAME_MAX: u32 = 255;
+/// The longest symlink target the kernel takes, plus one (PATH_MAX).
+const SYMLINK_MAX: usize = 4096;
+/// The largest file size the kernel takes in attributes (a stored size may lie beyond it).
+const SIZE_MAX: u64 = i64::MAX as u64;
 /// The kernel's read-ahead on the mount: sequential reads come in large requests, which the reader's own
 /// segment read-ahead then keeps fed.
 const READAHEAD_BYTES: u32 = 1 << 20;
@@ -52,6 +56,30 @@ struct Inodes {
 struct DirLinks {
     links: Vec<(String, Cid)>,
     by_name: HashMap<String, usize>,
+}
+
+impl DirLinks {
+    /// The links a directory shows, and how many it leaves out: a name the kernel cannot take (empty, `.`,
+    /// `..`, with `/` or NUL, over `NAME_MAX` bytes) is left out, and of repeated names the first is kept, as
+    /// every other read path (`Reader::resolve`) finds the first. A stored DAG written by anyone may hold such
+    /// names; `huds add` never writes them.
+    fn new(stored: Vec<(String, Cid)>) -> (DirLinks, usize) {
+        let total = stored.len();
+        let mut links = Vec::with_capacity(total);
+        let mut by_name = HashMap::with_capacity(total);
+        for (name, cid) in stored {
+            if !huds::unixfs::valid_name(&name)
+                || name.len() > NAME_MAX as usize
+                || by_name.contains_key(&name)
+            {
+                continue;
+            }
+            by_name.insert(name.clone(), links.len());
+            links.push((name, cid));
+        }
+        let dropped = total - links.len();
+        (DirLinks { links, by_name }, dropped)
+    }
 }
 
 /// A stored file or tree, mounted read-only.
@@ -124,12 +152,8 @@ impl DagFs {
     ) -> Result<DagFs, ReadError> {
         let (kind, _) = reader.stat(&root)?;
         let total = reader.manifest().size;
-        let root_links = (kind != EntryKind::Directory).then(|| {
-            Arc::new(DirLinks {
-                links: vec![(name.to_string(), root)],
-                by_name: HashMap::from([(name.to_string(), 0)]),
-            })
-        });
+        let root_links = (kind != EntryKind::Directory)
+            .then(|| Arc::new(DirLinks::new(vec![(name.to_string(), root)]).0));
         let root_inode = Inode {
             cid: root,
             kind: EntryKind::Directory,
@@ -172,8 +196,8 @@ impl DagFs {
         };
         FileAttr {
             ino: INodeNo(ino),
-            size: node.size,
-            blocks: node.size.div_ceil(512),
+            size: node.size.min(SIZE_MAX),
+            blocks: node.size.min(SIZE_MAX).div_ceil(512),
             atime: UNIX_EPOCH,
             mtime: UNIX_EPOCH,
             ctime: UNIX_EPOCH,
@@ -212,13 +236,13 @@ impl DagFs {
                 return Ok(links);
             }
         }
-        let links = self.reader.links(cid)?;
-        let by_name = links
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
-        let dir = Arc::new(DirLinks { links, by_name });
+        let (dir, dropped) = DirLinks::new(self.reader.links(cid)?);
+        if dropped > 0 {
+            tracing::warn!(
+                "directory {cid}: {dropped} stored names are not shown (empty, '.', '..', with '/' or NUL, longer than {NAME_MAX} bytes, or a repeat of an earlier name)"
+            );
+        }
+        let dir = Arc::new(dir);
         let mut dirs = self
             .dirs
             .lock()
@@ -303,6 +327,10 @@ impl DagFs {
         (ino, node)
     }
 
+    fn fail_entry(&self, what: &str, name: &str, e: &ReadError) {
+        tracing::warn!("{what}: leaving out {name:?}: {e}");
+    }
+
     fn fail(&self, what: &str, ino: u64, e: &ReadError) -> Errno {
         let code = errno(e);
         if code == Errno::EIO {
@@ -384,6 +412,14 @@ impl Filesystem for DagFs {
             return reply.error(Errno::ENOENT);
         };
         match self.reader.symlink_target(&node.cid) {
+            Ok(target) if target.len() >= SYMLINK_MAX => {
+                tracing::warn!(
+                    "readlink: {} holds a {}-byte target, longer than the kernel takes",
+                    node.cid,
+                    target.len()
+                );
+                reply.error(Errno::ENAMETOOLONG)
+            }
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.fail("readlink", ino.0, &e)),
         }
@@ -514,10 +550,14 @@ impl Filesystem for DagFs {
         }
         let start = usize::try_from(next - 2).unwrap_or(usize::MAX);
         for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
-            // Only this page's entries are opened, to learn their kinds.
+            // Only this page's entries are opened, to learn their kinds. One that cannot be read is left out
+            // (and logged) rather than failing its siblings' listing.
             let kind = match self.reader.stat(cid) {
                 Ok((kind, _)) => kind,
-                Err(e) => return reply.error(self.fail("readdir", ino.0, &e)),
+                Err(e) => {
+                    self.fail_entry("readdir", name, &e);
+                    continue;
+                }
             };
             let child = inode_number(ino.0, name);
             if reply.add(INodeNo(child), 2 + i as u64 + 1, file_type(kind), name) {
@@ -566,7 +606,10 @@ impl Filesystem for DagFs {
         for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
             let (kind, size) = match self.reader.stat(cid) {
                 Ok(s) => s,
-                Err(e) => return reply.error(self.fail("readdirplus", ino.0, &e)),
+                Err(e) => {
+                    self.fail_entry("readdirplus", name, &e);
+                    continue;
+                }
             };
             let (child, child_node) = self.peek(ino.0, name, *cid, kind, size);
             let attr = self.attr(child, &child_node);
@@ -594,5 +637,44 @@ impl Filesystem for DagFs {
             .len() as u64;
         let blocks = self.size.div_ceil(u64::from(BLOCK_BYTES));
         reply.statfs(blocks, 0, 0, files, 0, BLOCK_BYTES, NAME_MAX, BLOCK_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(n: u8) -> Cid {
+        huds::cids::blake3_cid(&[n])
+    }
+
+    /// What a hostile DAG can store as names never reaches the kernel, and a repeated name is its first entry.
+    #[test]
+    fn names_the_kernel_cannot_take_are_left_out_and_the_first_of_a_repeat_is_kept() {
+        let stored = vec![
+            ("a".to_string(), cid(1)),
+            (String::new(), cid(2)),
+            (".".to_string(), cid(3)),
+            ("..".to_string(), cid(4)),
+            ("b/c".to_string(), cid(5)),
+            ("d\0e".to_string(), cid(6)),
+            ("x".repeat(256), cid(7)),
+            ("a".to_string(), cid(8)),
+            ("z".repeat(255), cid(9)),
+        ];
+        let (dir, dropped) = DirLinks::new(stored);
+        assert_eq!(dropped, 7);
+        let names: Vec<&str> = dir.links.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "z".repeat(255).as_str()]);
+        assert_eq!(dir.links[dir.by_name["a"]].1, cid(1));
+    }
+
+    #[test]
+    fn inode_numbers_depend_on_the_path_alone() {
+        assert_eq!(inode_number(1, "a"), inode_number(1, "a"));
+        assert_ne!(inode_number(1, "a"), inode_number(2, "a"));
+        assert_ne!(inode_number(1, "a"), inode_number(1, "b"));
+        assert!(inode_number(1, "a") >= 2);
+        assert!(inode_number(1, "a") <= i64::MAX as u64);
     }
 }

@@ -41,6 +41,21 @@ pub fn prepare(dir: &Path) -> Result<Option<String>, MountpointError> {
         Ok(_) => is_mount_point(&abs).unwrap_or(false) && answers_enotconn(&abs),
     };
     if dead {
+        // Only a huds mount is cleared: another filesystem's dead mount is its owner's to deal with.
+        match mount_entry(&abs) {
+            Some((fstype, source)) if fstype.starts_with("fuse") && source == "huds" => {}
+            other => {
+                return Err(MountpointError::Stale {
+                    path: abs,
+                    why: match other {
+                        Some((fstype, source)) => {
+                            format!("it is a {fstype} mount of {source}, not one of huds")
+                        }
+                        None => "it is not in the mount table".to_string(),
+                    },
+                });
+            }
+        }
         clear_stale(&abs)?;
         cleared = Some(format!(
             "cleared a stale mount at {} left by a huds mount that is gone",
@@ -106,6 +121,23 @@ fn clear_stale(dir: &Path) -> Result<(), MountpointError> {
     Err(MountpointError::Stale {
         path: dir.to_path_buf(),
         why: why.join("; "),
+    })
+}
+
+/// The filesystem type and source of the last mount on `dir` (absolute), from `/proc/self/mountinfo`.
+fn mount_entry(dir: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4).is_none_or(|p| Path::new(&unescape(p)) != dir) {
+            return None;
+        }
+        // After the optional fields, " - " then the type and the source.
+        let dash = fields.iter().position(|f| *f == "-")?;
+        Some((
+            unescape(fields.get(dash + 1)?),
+            unescape(fields.get(dash + 2)?),
+        ))
     })
 }
 

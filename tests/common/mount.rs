@@ -48,7 +48,7 @@ impl Mounted {
             .expect("huds mount runs");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        let (line_tx, line_rx) = mpsc::channel();
+        let (line_tx, line_rx) = mpsc::sync_channel(64);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line_tx.send(line).is_err() {
@@ -56,7 +56,7 @@ impl Mounted {
                 }
             }
         });
-        let (err_tx, err_rx) = mpsc::channel();
+        let (err_tx, err_rx) = mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut all = String::new();
             let _ = BufReader::new(stderr).read_to_string(&mut all);
@@ -144,5 +144,6 @@ pub fn mounted(dir: &Path) -> bool {
     let dir = std::path::absolute(dir).expect("absolute");
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| Path::new(p) == dir)
+        // (mountinfo writes a space as \040; test paths hold no other escaped byte)
+        .any(|p| Path::new(&p.replace("\\040", " ")) == dir)
 }
