@@ -462,6 +462,31 @@ pub fn rm(api: &str, token: Option<&str>, target: &str, dry: bool) -> Result<Val
     serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
 }
 
+/// What the node added (`GET /api/v0/pins`, behind the upload token), capabilities only with `caps`.
+pub fn pins(api: &str, token: Option<&str>, caps: bool) -> Result<Value> {
+    let mut req = ureq::get(url(api, &format!("/api/v0/pins?caps={caps}")));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .map_err(unreachable(api))?;
+    if resp.status() == 401 {
+        bail!("pins: {}", token_hint(token));
+    }
+    check(&mut resp, "pins")?;
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(JSON_BYTES_MAX)
+        .read_to_vec()
+        .context("reading the node's answer")?;
+    serde_json::from_slice(&body).context("the node's answer is not JSON")
+}
+
 pub fn ls(api: &str, target: &str) -> Result<Value> {
     json(api, &format!("/api/v0/ls?arg={}", encode(target)))
 }

@@ -99,6 +99,13 @@ enum Command {
         /// A capability (huds:...) or a public CID.
         target: String,
     },
+    /// List what this home (or, with --api, that node) added: CID, size, date, name; capabilities only with
+    /// --caps.
+    Pins {
+        /// Also print each pin's capability (anyone who sees it can read the file).
+        #[arg(long)]
+        caps: bool,
+    },
     /// Mount a stored file or tree as a read-only directory until SIGINT/SIGTERM (with --api, read through that
     /// node from the network; the file key stays in this process).
     Mount {
@@ -383,7 +390,7 @@ enum BenchWhat {
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     (
         "Store and read files",
-        &["init", "add", "get", "cat", "ls", "rm", "mount"],
+        &["init", "add", "get", "cat", "ls", "rm", "pins", "mount"],
     ),
     ("Run a network", &["devnet", "node", "gateway"]),
     (
@@ -508,6 +515,17 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                 threads: *threads,
             };
             return mount::mount(&dir, api, args, cli.json);
+        }
+        Command::Pins { caps } => {
+            let v = match api {
+                Some(api) => api_client::pins(api, api_token(&dir).as_deref(), *caps)?,
+                None => {
+                    let store = home::Home::open(&dir)?.store_read_only()?;
+                    huds_net::api::pins_json(&huds::read::pins(&store)?, *caps)
+                }
+            };
+            print_pins(&v, cli.json);
+            return Ok(());
         }
         Command::Rm { target } => {
             return rm::rm(&dir, api, api_token(&dir).as_deref(), target, cli.json);
@@ -684,12 +702,15 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         Command::Wallet { .. }
         | Command::Rm { .. }
         | Command::Mount { .. }
+        | Command::Pins { .. }
         | Command::Deal { .. }
         | Command::Chain { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
-            unreachable!("wallet, rm, mount, deal, chain, config, completions and man return above")
+            unreachable!(
+                "wallet, rm, pins, mount, deal, chain, config, completions and man return above"
+            )
         }
     }
 }
@@ -823,6 +844,39 @@ fn run_remote(
             Ok(())
         }
         _ => bail!("this command runs on a node home, not through --api: drop --api"),
+    }
+}
+
+/// `huds pins`: one line per pin (CID, size, date added, public or private, name; the capability last when
+/// asked for), or the JSON as it is.
+fn print_pins(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    let pins = v["pins"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if pins.is_empty() {
+        println!("nothing pinned");
+        return;
+    }
+    for p in pins {
+        let mut line = format!(
+            "{:<62} {:>14} {} {:<7} {}",
+            p["cid"].as_str().unwrap_or("(unknown)"),
+            p["size"],
+            p["added"].as_str().unwrap_or(""),
+            if p["public"].as_bool() == Some(true) {
+                "public"
+            } else {
+                "private"
+            },
+            p["name"].as_str().unwrap_or("")
+        );
+        if let Some(cap) = p["cap"].as_str() {
+            line.push(' ');
+            line.push_str(cap);
+        }
+        println!("{line}");
     }
 }
 

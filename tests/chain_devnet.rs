@@ -262,8 +262,9 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
             .as_ref()
             .is_some_and(|h| h.height >= validator::HEAD_EVERY_BLOCKS)
     });
+    // (Heads go out every HEAD_EVERY_BLOCKS heights, and the tip's head again whenever the beacon's link of
+    // the shard lags while the lane is idle, so the one seen may be at any height the shard reached.)
     let head = other.heads()[usize::from(shard)].clone().expect("a head");
-    assert_eq!(head.height % validator::HEAD_EVERY_BLOCKS, 0);
     assert!(mine.status().lane.height >= head.height);
 
     // The beacon chain, with its own committee, finalises blocks that link every shard's certified heads,

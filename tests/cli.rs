@@ -255,3 +255,61 @@ fn rm_unpins_and_deletes_only_what_nothing_else_holds() {
     assert!(!local.status.success());
     assert!(String::from_utf8_lossy(&local.stderr).contains("--api"));
 }
+
+#[test]
+fn pins_list_what_the_home_added_with_capabilities_only_when_asked() {
+    let (dir, home) = new_home();
+    assert_eq!(run_json(&home, &["pins"])["pins"], serde_json::json!([]));
+    let a = dir.path().join("a.txt");
+    std::fs::write(&a, b"private bytes").expect("write");
+    let b = dir.path().join("b.txt");
+    std::fs::write(&b, vec![b'b'; 70_000]).expect("write");
+    let private = run_json(&home, &["add", a.to_str().expect("utf-8")]);
+    let public = run_json(&home, &["add", "--public", b.to_str().expect("utf-8")]);
+
+    let pins = run_json(&home, &["pins"]);
+    let list = pins["pins"].as_array().expect("pins");
+    assert_eq!(list.len(), 2, "{pins}");
+    let find = |name: &str| {
+        list.iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {pins}"))
+            .clone()
+    };
+    let (pa, pb) = (find("a.txt"), find("b.txt"));
+    assert_eq!(pa["cid"], private["cid"]);
+    assert_eq!(pa["size"], 13);
+    assert_eq!(pa["public"], false);
+    assert_eq!(pb["cid"], public["cid"]);
+    assert_eq!(pb["size"], 70_000);
+    assert_eq!(pb["public"], true);
+    let added = pa["added"].as_str().expect("added");
+    assert!(
+        added.len() == 20 && added.starts_with("20") && added.ends_with('Z'),
+        "{added}"
+    );
+    assert!(
+        !pins.to_string().contains("huds:"),
+        "no capability unless asked: {pins}"
+    );
+
+    let with_caps = run_json(&home, &["pins", "--caps"]);
+    let caps: Vec<&str> = with_caps["pins"]
+        .as_array()
+        .expect("pins")
+        .iter()
+        .map(|p| p["cap"].as_str().expect("cap"))
+        .collect();
+    assert!(caps.contains(&private["cap"].as_str().expect("cap")));
+    assert!(caps.contains(&public["cap"].as_str().expect("cap")));
+
+    let text = run(&home, &["pins"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("a.txt") && text.contains("private"), "{text}");
+    assert!(text.contains("b.txt") && text.contains("public"), "{text}");
+
+    run_json(&home, &["rm", private["cap"].as_str().expect("cap")]);
+    let left = run_json(&home, &["pins"]);
+    assert_eq!(left["pins"].as_array().expect("pins").len(), 1);
+    assert_eq!(left["pins"][0]["name"], "b.txt");
+}

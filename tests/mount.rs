@@ -373,6 +373,19 @@ fn a_mount_through_a_node_reads_what_other_nodes_hold() {
         .expect("cap")
         .to_string();
 
+    // The node lists what it added, to its token's holder only.
+    let pins = run_json(&homes[0], &["--api", &api(0), "pins"]);
+    assert_eq!(pins["pins"].as_array().expect("pins").len(), 1, "{pins}");
+    assert_eq!(pins["pins"][0]["name"], "src");
+    assert!(pins["pins"][0].get("cap").is_none());
+    let out = run(&homes[2], &["--api", &api(0), "pins"]);
+    assert!(!out.status.success(), "another home's token lists nothing");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Through node 2, which added nothing: every segment it needs comes from the others.
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");

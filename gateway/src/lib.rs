@@ -254,15 +254,17 @@ async fn record(State(gw): State<Gateway>, req: Request, next: Next) -> Response
     resp
 }
 
-/// The node API (`huds_net::api`) with its add and rm routes behind `token`: what `huds node` and `huds devnet`
+/// The node API (`huds_net::api`) with its add, rm and pins routes behind `token`: what `huds node` and `huds devnet`
 /// serve on their API address, so uploads need the token there as on the gateway.
 pub fn protected_api(api: Api, token: Option<String>) -> Router {
     huds_net::api::router(api).layer(middleware::from_fn_with_state(Arc::new(token), guard_add))
 }
 
 async fn guard_add(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
-    if matches!(req.uri().path(), "/api/v0/add" | "/api/v0/rm")
-        && let Err(e) = upload::authorize(token.as_deref(), req.headers())
+    if matches!(
+        req.uri().path(),
+        "/api/v0/add" | "/api/v0/rm" | "/api/v0/pins"
+    ) && let Err(e) = upload::authorize(token.as_deref(), req.headers())
     {
         return axum::response::IntoResponse::into_response(e);
     }

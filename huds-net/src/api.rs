@@ -11,6 +11,7 @@
 //! | `GET /api/v0/ls?arg=...` | `{"cid","entries":[{"name","cid","type","size"}]}` |
 //! | `GET /api/v0/block?arg=CID` | a shard or sealed manifest by its CID (`application/octet-stream`): from this node's store, else fetched from the network and checked against the CID; 404 if no peer has it. Sealed bytes only: a client that mounts or reads through it keeps its file key to itself |
 //! | `GET /api/v0/resolve?arg=CID` | `{"cid","cap"}`: the capability of a public file this node holds (404 for any other CID) |
+//! | `GET /api/v0/pins[?caps=true]` | what this node added (behind the upload token): `{"pins":[{"cid","manifest","name","size","added","public"}]}`, with `"cap"` only when asked |
 //! | `GET /api/v0/id` | `{"peer","addrs"}` |
 //! | `GET /api/v0/node/status` | `{"peer","account","deals":[{"id","holder"}],"stored_bytes","storage_bytes_max","shards","peers","repair"}` (`account` and `deals`: the account its deals pay and the deals it signed and still proves, `null` on a node that takes no deals) |
 
@@ -75,6 +76,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/v0/ls", get(ls))
         .route("/api/v0/block", get(block))
         .route("/api/v0/resolve", get(resolve))
+        .route("/api/v0/pins", get(pins))
         .route("/api/v0/id", get(id))
         .route("/api/v0/node/status", get(status))
         .with_state(Arc::new(api))
@@ -677,6 +679,46 @@ async fn rm(
     })
     .await
     .map_err(internal)?
+}
+
+#[derive(Deserialize)]
+struct PinsQuery {
+    /// Also give each pin's capability.
+    #[serde(default)]
+    caps: bool,
+}
+
+/// `huds pins` through the node: what it added, capabilities only when asked.
+async fn pins(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<PinsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let store = api.node.store().clone();
+    tokio::task::spawn_blocking(move || Ok(Json(pins_json(&huds::read::pins(&store)?, q.caps))))
+        .await
+        .map_err(internal)?
+}
+
+/// What `huds pins --json` prints, locally or through a node.
+pub fn pins_json(pins: &[huds::read::PinListing], caps: bool) -> Value {
+    let list: Vec<Value> = pins
+        .iter()
+        .map(|p| {
+            let mut v = json!({
+                "cid": p.root.map(|c| c.to_string()),
+                "manifest": p.manifest.to_string(),
+                "name": p.name,
+                "size": p.size,
+                "added": huds::read::utc_text(p.added_unix_s),
+                "public": p.public,
+            });
+            if caps {
+                v["cap"] = json!(p.cap);
+            }
+            v
+        })
+        .collect();
+    json!({ "pins": list })
 }
 
 /// What `huds rm --json` prints of a removal, locally or through a node.

@@ -214,6 +214,78 @@ pub fn pinned(store: &dyn BlockStore, text: &str) -> Result<(Capability, Cid), R
     Ok((cap, root))
 }
 
+/// One pin of a store, as `huds pins` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinListing {
+    /// The root CID, read from the sealed manifest; `None` for a pin written before pins kept capabilities.
+    pub root: Option<Cid>,
+    pub manifest: Cid,
+    pub name: String,
+    pub size: u64,
+    pub added_unix_s: u64,
+    pub public: bool,
+    pub cap: Option<String>,
+}
+
+/// What `store` pinned (what `huds add` put there), oldest first. Each root comes from the pin's own sealed
+/// manifest, opened with the capability the pin keeps.
+pub fn pins(store: &dyn BlockStore) -> Result<Vec<PinListing>, ReadError> {
+    let mut out = Vec::new();
+    for (manifest, pin) in store.pins()? {
+        let root = match &pin.cap {
+            Some(text) => {
+                let cap = Capability::parse(text)?;
+                let sealed = store
+                    .manifest(&manifest)?
+                    .ok_or(ReadError::ManifestMissing(manifest))?;
+                let plain = segment::open_manifest(&cap.key, &sealed)
+                    .ok_or(ReadError::ManifestOpen(manifest))?;
+                Some(Manifest::decode(&plain)?.root)
+            }
+            None => None,
+        };
+        out.push(PinListing {
+            root,
+            manifest,
+            name: pin.name,
+            size: pin.size,
+            added_unix_s: pin.added_unix_s,
+            public: pin.public,
+            cap: pin.cap,
+        });
+    }
+    out.sort_by(|a, b| {
+        (a.added_unix_s, &a.name, a.manifest.to_bytes()).cmp(&(
+            b.added_unix_s,
+            &b.name,
+            b.manifest.to_bytes(),
+        ))
+    });
+    Ok(out)
+}
+
+/// `unix_s` as UTC in RFC 3339 (`2026-12-06T05:52:54Z`).
+pub fn utc_text(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
 /// Unpins `CAP|CID` from `store` (`huds rm`): the pin, its manifest, its public entry and the shards nothing
 /// else holds go in one write (`BlockStore::unpin`). A target this store never pinned is an error and
 /// changes nothing.
@@ -818,5 +890,18 @@ impl CacheShared {
                 problems,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_text;
+
+    #[test]
+    fn times_print_as_utc_calendar_dates() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_text(1_796_536_374), "2026-12-06T05:52:54Z");
+        assert_eq!(utc_text(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }
