@@ -524,7 +524,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                     huds_net::api::pins_json(&huds::read::pins(&store)?, *caps)
                 }
             };
-            print_pins(&v, cli.json);
+            print_pins(v, *caps, cli.json);
             return Ok(());
         }
         Command::Rm { target } => {
@@ -849,7 +849,15 @@ fn run_remote(
 
 /// `huds pins`: one line per pin (CID, size, date added, public or private, name; the capability last when
 /// asked for), or the JSON as it is.
-fn print_pins(v: &serde_json::Value, json: bool) {
+fn print_pins(mut v: serde_json::Value, caps: bool, json: bool) {
+    // Whatever the node answered, a capability is shown only when asked for.
+    if !caps {
+        for p in v["pins"].as_array_mut().into_iter().flatten() {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("cap");
+            }
+        }
+    }
     if json {
         println!("{v}");
         return;
@@ -863,7 +871,7 @@ fn print_pins(v: &serde_json::Value, json: bool) {
         let mut line = format!(
             "{:<62} {:>14} {} {:<7} {}",
             p["cid"].as_str().unwrap_or("(unknown)"),
-            p["size"],
+            p["size"].as_u64().unwrap_or(0),
             p["added"].as_str().unwrap_or(""),
             if p["public"].as_bool() == Some(true) {
                 "public"
@@ -875,6 +883,9 @@ fn print_pins(v: &serde_json::Value, json: bool) {
         if let Some(cap) = p["cap"].as_str() {
             line.push(' ');
             line.push_str(cap);
+        }
+        if let Some(e) = p["error"].as_str() {
+            line.push_str(&format!(" (cannot be read: {e})"));
         }
         println!("{line}");
     }

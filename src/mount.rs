@@ -222,6 +222,11 @@ fn watch(
         }
     }
     rt.block_on(signals.wait());
+    // One more lazy unmount, so that leaving now does not leave a dead mount behind.
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(dir)
+        .status();
     eprintln!(
         "stopped by a second signal, with {} still in use",
         dir.display()

@@ -152,8 +152,14 @@ impl DagFs {
     ) -> Result<DagFs, ReadError> {
         let (kind, _) = reader.stat(&root)?;
         let total = reader.manifest().size;
-        let root_links = (kind != EntryKind::Directory)
-            .then(|| Arc::new(DirLinks::new(vec![(name.to_string(), root)]).0));
+        // A name the kernel cannot take gives way to the CID's.
+        let name = if huds::unixfs::valid_name(name) && name.len() <= NAME_MAX as usize {
+            name.to_string()
+        } else {
+            root.to_string()
+        };
+        let root_links =
+            (kind != EntryKind::Directory).then(|| Arc::new(DirLinks::new(vec![(name, root)]).0));
         let root_inode = Inode {
             cid: root,
             kind: EntryKind::Directory,
@@ -554,6 +560,11 @@ impl Filesystem for DagFs {
             // (and logged) rather than failing its siblings' listing.
             let kind = match self.reader.stat(cid) {
                 Ok((kind, _)) => kind,
+                // A segment that cannot be fetched (the node or the network is away) is not this entry's
+                // damage: the listing fails rather than coming back quietly short.
+                Err(e @ ReadError::Segment(_)) => {
+                    return reply.error(self.fail("readdir", ino.0, &e));
+                }
                 Err(e) => {
                     self.fail_entry("readdir", name, &e);
                     continue;
@@ -606,6 +617,9 @@ impl Filesystem for DagFs {
         for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
             let (kind, size) = match self.reader.stat(cid) {
                 Ok(s) => s,
+                Err(e @ ReadError::Segment(_)) => {
+                    return reply.error(self.fail("readdirplus", ino.0, &e));
+                }
                 Err(e) => {
                     self.fail_entry("readdirplus", name, &e);
                     continue;

@@ -97,12 +97,24 @@ fn answers_enotconn(dir: &Path) -> bool {
     )
 }
 
-/// `dir` made absolute without touching it (a stale mount cannot be resolved).
+/// `dir` as the mount table writes it: its parent resolved (symlinks, `..`), its own name kept, since a stale
+/// mount on it cannot be resolved.
 fn absolute(dir: &Path) -> Result<PathBuf, MountpointError> {
-    std::path::absolute(dir).map_err(|source| MountpointError::Io {
+    let abs = std::path::absolute(dir).map_err(|source| MountpointError::Io {
         path: dir.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(resolved(&abs))
+}
+
+/// `abs` with its parent canonicalised, where that works.
+fn resolved(abs: &Path) -> PathBuf {
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| abs.to_path_buf()),
+        _ => abs.to_path_buf(),
+    }
 }
 
 /// Lazily unmounts `dir`: with `fusermount3` (what a user without root has), else `umount`.
@@ -143,7 +155,7 @@ fn mount_entry(dir: &Path) -> Option<(String, String)> {
 
 /// Whether `dir` (absolute) is where something is mounted, from `/proc/self/mountinfo`.
 pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = resolved(&std::path::absolute(dir)?);
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(info
         .lines()

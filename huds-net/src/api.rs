@@ -715,6 +715,9 @@ pub fn pins_json(pins: &[huds::read::PinListing], caps: bool) -> Value {
             if caps {
                 v["cap"] = json!(p.cap);
             }
+            if let Some(e) = &p.error {
+                v["error"] = json!(e);
+            }
             v
         })
         .collect();

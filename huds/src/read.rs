@@ -225,6 +225,9 @@ pub struct PinListing {
     pub added_unix_s: u64,
     pub public: bool,
     pub cap: Option<String>,
+    /// Why the root could not be read (a capability that does not parse, a manifest missing or damaged): the
+    /// pin is listed anyway, so it can still be removed.
+    pub error: Option<String>,
 }
 
 /// What `store` pinned (what `huds add` put there), oldest first. Each root comes from the pin's own sealed
@@ -232,17 +235,19 @@ pub struct PinListing {
 pub fn pins(store: &dyn BlockStore) -> Result<Vec<PinListing>, ReadError> {
     let mut out = Vec::new();
     for (manifest, pin) in store.pins()? {
-        let root = match &pin.cap {
-            Some(text) => {
-                let cap = Capability::parse(text)?;
-                let sealed = store
-                    .manifest(&manifest)?
-                    .ok_or(ReadError::ManifestMissing(manifest))?;
-                let plain = segment::open_manifest(&cap.key, &sealed)
-                    .ok_or(ReadError::ManifestOpen(manifest))?;
-                Some(Manifest::decode(&plain)?.root)
-            }
-            None => None,
+        let root = |text: &str| -> Result<Cid, ReadError> {
+            let cap = Capability::parse(text)?;
+            let sealed = store
+                .manifest(&manifest)?
+                .ok_or(ReadError::ManifestMissing(manifest))?;
+            let plain = segment::open_manifest(&cap.key, &sealed)
+                .ok_or(ReadError::ManifestOpen(manifest))?;
+            Ok(Manifest::decode(&plain)?.root)
+        };
+        let (root, error) = match pin.cap.as_deref().map(root) {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+            None => (None, None),
         };
         out.push(PinListing {
             root,
@@ -252,6 +257,7 @@ pub fn pins(store: &dyn BlockStore) -> Result<Vec<PinListing>, ReadError> {
             added_unix_s: pin.added_unix_s,
             public: pin.public,
             cap: pin.cap,
+            error,
         });
     }
     out.sort_by(|a, b| {
