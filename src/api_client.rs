@@ -192,11 +192,7 @@ pub fn add(
             bar: bar.clone(),
         })
     };
-    let mut req = ureq::post(url(api, &query));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let sent = req
+    let sent = bearer(ureq::post(url(api, &query)), token)
         .config()
         .http_status_as_error(false)
         .build()
@@ -429,62 +425,67 @@ pub fn cat(api: &str, target: &str, out: &mut dyn Write) -> Result<u64> {
 const JSON_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 pub fn json(api: &str, path: &str) -> Result<Value> {
-    let mut resp = get(api, path)?;
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(JSON_BYTES_MAX)
-        .read_to_vec()
-        .context("reading the node's answer")?;
-    serde_json::from_slice(&body).context("the node's answer is not JSON")
+    json_body(&mut get(api, path)?, JSON_BYTES_MAX)
 }
 
 /// Unpins `target` on the node (`POST /api/v0/rm`, behind the upload token).
 /// With `dry`, only asks whether the node would remove it (a bad token or an unknown target fails the same).
 pub fn rm(api: &str, token: Option<&str>, target: &str, dry: bool) -> Result<Value> {
-    let mut req = ureq::post(url(
+    let req = ureq::post(url(
         api,
         &format!("/api/v0/rm?arg={}&dry={dry}", encode(target)),
     ));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let mut resp = req
+    let resp = bearer(req, token)
         .config()
         .http_status_as_error(false)
         .build()
         .send_empty()
         .map_err(unreachable(api))?;
-    if resp.status() == 401 {
-        bail!("rm: {}", token_hint(token));
+    token_answer(resp, token, "rm")
+}
+
+/// `req` with the upload token as its bearer, when there is one.
+fn bearer<B>(req: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => req.header("authorization", format!("Bearer {t}")),
+        None => req,
     }
-    check(&mut resp, "rm")?;
-    serde_json::from_reader(resp.body_mut().as_reader()).context("the node's answer is not JSON")
+}
+
+/// The JSON answer to a call behind the upload token; a refused token is named for `what`.
+fn token_answer(
+    mut resp: ureq::http::Response<ureq::Body>,
+    token: Option<&str>,
+    what: &str,
+) -> Result<Value> {
+    if resp.status() == 401 {
+        bail!("{what}: {}", token_hint(token));
+    }
+    check(&mut resp, what)?;
+    json_body(&mut resp, JSON_BYTES_MAX)
+}
+
+/// A JSON answer of at most `limit` bytes.
+fn json_body(resp: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Result<Value> {
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .context("reading the node's answer")?;
+    serde_json::from_slice(&body).context("the node's answer is not JSON")
 }
 
 /// What the node added (`GET /api/v0/pins`, behind the upload token), capabilities only with `caps`.
 pub fn pins(api: &str, token: Option<&str>, caps: bool) -> Result<Value> {
-    let mut req = ureq::get(url(api, &format!("/api/v0/pins?caps={caps}")));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let mut resp = req
+    let req = ureq::get(url(api, &format!("/api/v0/pins?caps={caps}")));
+    let resp = bearer(req, token)
         .config()
         .http_status_as_error(false)
         .build()
         .call()
         .map_err(unreachable(api))?;
-    if resp.status() == 401 {
-        bail!("pins: {}", token_hint(token));
-    }
-    check(&mut resp, "pins")?;
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(JSON_BYTES_MAX)
-        .read_to_vec()
-        .context("reading the node's answer")?;
-    serde_json::from_slice(&body).context("the node's answer is not JSON")
+    token_answer(resp, token, "pins")
 }
 
 pub fn ls(api: &str, target: &str) -> Result<Value> {
@@ -532,13 +533,7 @@ impl HttpShardSource {
             .call()
             .map_err(unreachable(&self.api))?;
         check(&mut resp, "resolve")?;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(RESOLVE_BYTES_MAX)
-            .read_to_vec()
-            .context("reading the node's answer")?;
-        let v: Value = serde_json::from_slice(&body).context("the node's answer is not JSON")?;
+        let v = json_body(&mut resp, RESOLVE_BYTES_MAX)?;
         v["cap"]
             .as_str()
             .map(str::to_string)

@@ -82,6 +82,16 @@ impl DirLinks {
     }
 }
 
+/// One entry of a listing page: its inode number and what it is, the offset after it, and whether it is "."
+/// or "..".
+struct Listed<'a> {
+    ino: u64,
+    next: u64,
+    name: &'a str,
+    node: Inode,
+    dot: bool,
+}
+
 /// A stored file or tree, mounted read-only.
 pub struct DagFs {
     reader: Reader,
@@ -333,6 +343,72 @@ impl DagFs {
         (ino, node)
     }
 
+    /// Hands the entries of the directory `ino` from `offset` on to `add` until it answers that the page is
+    /// full: offsets are 1 after ".", 2 after "..", `3 + i` after the i-th link, so a page starts where the
+    /// last one stopped whatever was left out. Only the page's entries are opened, to learn their kinds and
+    /// sizes. One that cannot be read is left out (and logged) rather than failing its siblings; a segment
+    /// that cannot be fetched (the node or the network is away) is not one entry's damage, and fails the page.
+    fn page(
+        &self,
+        ino: u64,
+        offset: u64,
+        what: &str,
+        add: &mut dyn FnMut(Listed) -> bool,
+    ) -> Result<(), Errno> {
+        let node = self.inode(ino).ok_or(Errno::ENOENT)?;
+        let dir = self
+            .dir_links(ino, &node)
+            .map_err(|e| self.fail(what, ino, &e))?;
+        if offset == 0 {
+            let dot = Listed {
+                ino,
+                next: 1,
+                name: ".",
+                node: node.clone(),
+                dot: true,
+            };
+            if add(dot) {
+                return Ok(());
+            }
+        }
+        if offset <= 1 {
+            let up = if ino == 1 { 1 } else { node.key.0 };
+            let dotdot = Listed {
+                ino: up,
+                next: 2,
+                name: "..",
+                node: self.inode(up).unwrap_or_else(|| node.clone()),
+                dot: true,
+            };
+            if add(dotdot) {
+                return Ok(());
+            }
+        }
+        let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+        for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
+            let (kind, size) = match self.reader.stat(cid) {
+                Ok(s) => s,
+                Err(e @ ReadError::Segment(_)) => return Err(self.fail(what, ino, &e)),
+                Err(e) => {
+                    self.fail_entry(what, name, &e);
+                    continue;
+                }
+            };
+            let (child, child_node) = self.peek(ino, name, *cid, kind, size);
+            let entry = Listed {
+                ino: child,
+                next: 2 + i as u64 + 1,
+                name,
+                node: child_node,
+                dot: false,
+            };
+            if add(entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn fail_entry(&self, what: &str, name: &str, e: &ReadError) {
         tracing::warn!("{what}: leaving out {name:?}: {e}");
     }
@@ -532,50 +608,13 @@ impl Filesystem for DagFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(node) = self.inode(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let dir = match self.dir_links(ino.0, &node) {
-            Ok(d) => d,
-            Err(e) => return reply.error(self.fail("readdir", ino.0, &e)),
-        };
-        // Offsets: 1 after ".", 2 after "..", 2 + i + 1 after the i-th link.
-        let mut next = offset;
-        if next == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            next = 1;
+        let r = self.page(ino.0, offset, "readdir", &mut |e| {
+            reply.add(INodeNo(e.ino), e.next, file_type(e.node.kind), e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(code),
         }
-        if next == 1 {
-            let up = if ino.0 == 1 { 1 } else { node.key.0 };
-            if reply.add(INodeNo(up), 2, FileType::Directory, "..") {
-                return reply.ok();
-            }
-            next = 2;
-        }
-        let start = usize::try_from(next - 2).unwrap_or(usize::MAX);
-        for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
-            // Only this page's entries are opened, to learn their kinds. One that cannot be read is left out
-            // (and logged) rather than failing its siblings' listing.
-            let kind = match self.reader.stat(cid) {
-                Ok((kind, _)) => kind,
-                // A segment that cannot be fetched (the node or the network is away) is not this entry's
-                // damage: the listing fails rather than coming back quietly short.
-                Err(e @ ReadError::Segment(_)) => {
-                    return reply.error(self.fail("readdir", ino.0, &e));
-                }
-                Err(e) => {
-                    self.fail_entry("readdir", name, &e);
-                    continue;
-                }
-            };
-            let child = inode_number(ino.0, name);
-            if reply.add(INodeNo(child), 2 + i as u64 + 1, file_type(kind), name) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -586,60 +625,20 @@ impl Filesystem for DagFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(node) = self.inode(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let dir = match self.dir_links(ino.0, &node) {
-            Ok(d) => d,
-            Err(e) => return reply.error(self.fail("readdirplus", ino.0, &e)),
-        };
-        // Offsets as in `readdir`. The kernel takes no lookup for "." and "..", and one for every other entry
-        // it is given: an entry is remembered only once it is in the reply.
-        let mut next = offset;
-        if next == 0 {
-            if reply.add(ino, 1, ".", &TTL, &self.attr(ino.0, &node), Generation(0)) {
-                return reply.ok();
+        // The kernel takes no lookup for "." and "..", and one for every other entry it is given: an entry is
+        // remembered only once it is in the reply.
+        let r = self.page(ino.0, offset, "readdirplus", &mut |e| {
+            let attr = self.attr(e.ino, &e.node);
+            let full = reply.add(INodeNo(e.ino), e.next, e.name, &TTL, &attr, Generation(0));
+            if !full && !e.dot {
+                self.remember(ino.0, e.name, e.node.cid, e.node.kind, e.node.size);
             }
-            next = 1;
+            full
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(code) => reply.error(code),
         }
-        if next == 1 {
-            let up = if ino.0 == 1 { 1 } else { node.key.0 };
-            let up_attr = match self.inode(up) {
-                Some(p) => self.attr(up, &p),
-                None => self.attr(ino.0, &node),
-            };
-            if reply.add(INodeNo(up), 2, "..", &TTL, &up_attr, Generation(0)) {
-                return reply.ok();
-            }
-            next = 2;
-        }
-        let start = usize::try_from(next - 2).unwrap_or(usize::MAX);
-        for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
-            let (kind, size) = match self.reader.stat(cid) {
-                Ok(s) => s,
-                Err(e @ ReadError::Segment(_)) => {
-                    return reply.error(self.fail("readdirplus", ino.0, &e));
-                }
-                Err(e) => {
-                    self.fail_entry("readdirplus", name, &e);
-                    continue;
-                }
-            };
-            let (child, child_node) = self.peek(ino.0, name, *cid, kind, size);
-            let attr = self.attr(child, &child_node);
-            if reply.add(
-                INodeNo(child),
-                2 + i as u64 + 1,
-                name,
-                &TTL,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
-            self.remember(ino.0, name, *cid, kind, size);
-        }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -205,13 +205,18 @@ pub struct Removed {
 /// `NotPinned`: what `huds rm` checks before it ends a deal. Changes nothing.
 pub fn pinned(store: &dyn BlockStore, text: &str) -> Result<(Capability, Cid), ReadError> {
     let cap = resolve_capability(store, text)?;
-    let sealed = store
-        .manifest(&cap.manifest)?
-        .ok_or_else(|| ReadError::NotPinned(text.to_string()))?;
+    let root = stored_root(store, &cap)?.ok_or_else(|| ReadError::NotPinned(text.to_string()))?;
+    Ok((cap, root))
+}
+
+/// The root CID of the DAG `cap` names, from its sealed manifest in `store`; `None` if the store lacks it.
+fn stored_root(store: &dyn BlockStore, cap: &Capability) -> Result<Option<Cid>, ReadError> {
+    let Some(sealed) = store.manifest(&cap.manifest)? else {
+        return Ok(None);
+    };
     let plain =
         segment::open_manifest(&cap.key, &sealed).ok_or(ReadError::ManifestOpen(cap.manifest))?;
-    let root = Manifest::decode(&plain)?.root;
-    Ok((cap, root))
+    Ok(Some(Manifest::decode(&plain)?.root))
 }
 
 /// One pin of a store, as `huds pins` lists it.
@@ -236,13 +241,8 @@ pub fn pins(store: &dyn BlockStore) -> Result<Vec<PinListing>, ReadError> {
     let mut out = Vec::new();
     for (manifest, pin) in store.pins()? {
         let root = |text: &str| -> Result<Cid, ReadError> {
-            let cap = Capability::parse(text)?;
-            let sealed = store
-                .manifest(&manifest)?
-                .ok_or(ReadError::ManifestMissing(manifest))?;
-            let plain = segment::open_manifest(&cap.key, &sealed)
-                .ok_or(ReadError::ManifestOpen(manifest))?;
-            Ok(Manifest::decode(&plain)?.root)
+            stored_root(store, &Capability::parse(text)?)?
+                .ok_or(ReadError::ManifestMissing(manifest))
         };
         let (root, error) = match pin.cap.as_deref().map(root) {
             Some(Ok(r)) => (Some(r), None),
