@@ -121,7 +121,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 /// Writes a new random key at `path` unless a whole 32-byte key is already there.
-fn key_if_absent(path: &Path) -> Result<()> {
+pub(crate) fn key_if_absent(path: &Path) -> Result<()> {
     match fs::metadata(path) {
         Ok(m) if m.len() == 32 => Ok(()),
         Ok(_) => bail!(

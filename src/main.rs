@@ -15,6 +15,7 @@ mod network;
 mod prover;
 mod rm;
 mod settings;
+mod volume;
 mod wallet;
 
 use std::io::{IsTerminal, Write};
@@ -190,6 +191,11 @@ enum Command {
         #[command(subcommand)]
         what: WalletWhat,
     },
+    /// A volume: a named tree with numbered versions on the IOS chain (needs --api).
+    Volume {
+        #[command(subcommand)]
+        what: VolumeWhat,
+    },
     /// A storage deal: where it stands, or end it (needs --api).
     Deal {
         #[command(subcommand)]
@@ -263,6 +269,17 @@ enum DealWhat {
         #[arg(value_name = "ID|CAP|CID")]
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum VolumeWhat {
+    /// Make a volume owned by the home's account: its key in the home, and version 1, an empty directory.
+    Create { name: String },
+    /// Store PATH (a file or a directory) and make it the volume's next version; refused if another publish
+    /// moved the volume on first.
+    Publish { name: String, path: PathBuf },
+    /// Every version of a volume: number, shard height, root CID.
+    Log { name: String },
 }
 
 #[derive(Subcommand)]
@@ -395,7 +412,7 @@ const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     ("Run a network", &["devnet", "node", "gateway"]),
     (
         "The IOS chain and your wallet",
-        &["wallet", "chain", "deal"],
+        &["wallet", "chain", "deal", "volume"],
     ),
     ("Operate and measure", &["config", "bench"]),
     ("Set up your shell", &["completions", "man"]),
@@ -529,6 +546,18 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         }
         Command::Rm { target } => {
             return rm::rm(&dir, api, api_token(&dir).as_deref(), target, cli.json);
+        }
+        Command::Volume { what } => {
+            let token = api_token(&dir);
+            return match what {
+                VolumeWhat::Create { name } => {
+                    volume::create(&dir, api, token.as_deref(), name, cli.json)
+                }
+                VolumeWhat::Publish { name, path } => {
+                    volume::publish(&dir, api, token.as_deref(), name, path, cli.json)
+                }
+                VolumeWhat::Log { name } => volume::log(&dir, api, name, cli.json),
+            };
         }
         Command::Deal { what } => {
             return match what {
@@ -704,12 +733,13 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         | Command::Mount { .. }
         | Command::Pins { .. }
         | Command::Deal { .. }
+        | Command::Volume { .. }
         | Command::Chain { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man => {
             unreachable!(
-                "wallet, rm, pins, mount, deal, chain, config, completions and man return above"
+                "wallet, rm, pins, mount, deal, volume, chain, config, completions and man return above"
             )
         }
     }

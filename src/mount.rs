@@ -1,4 +1,5 @@
-//! `huds mount CAP|CID[/path] DIR`: a stored file or tree as a read-only directory, until SIGINT/SIGTERM.
+//! `huds mount CAP|CID|VOLUME[@N][/path] DIR`: a stored file or tree, or a version of one of the home's
+//! volumes, as a read-only directory, until SIGINT/SIGTERM.
 //!
 //! Locally it reads the home's store (opened read-only, so a node can keep running on the home); with `--api`
 //! it reads shards through the node, which fetches them from the network: the DAG is opened and decoded in
@@ -98,7 +99,22 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
     let target = target_text(args.target)?;
     let (head, path) = target.split_once('/').unwrap_or((&target, ""));
     // Everything that can fail on the user's input fails here, before anything is mounted.
-    let reader = open(home, api, head)?;
+    let volume = crate::volume::mount_target(home, api, head)?;
+    let reader = match &volume {
+        Some((name, v)) => {
+            let reader = open_unchecked(home, api, &v.cap)?;
+            if reader.root() != v.root {
+                bail!(
+                    "version {} of volume {name} names {} but its capability opens {}: refusing to mount it",
+                    v.version,
+                    v.root,
+                    reader.root()
+                );
+            }
+            reader
+        }
+        None => open(home, api, head)?,
+    };
     let segment_bytes = u64::from(reader.manifest().segment_bytes_max).max(1);
     let reader = reader
         .with_cached_segments((args.cache_bytes / segment_bytes).max(SEGMENTS_CACHED_MIN) as usize);
@@ -130,13 +146,18 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
     let watched = dir.clone();
     std::thread::spawn(move || watch(rt, signals, unmounter, &watched));
     if json {
-        println!(
-            "{}",
-            json!({ "cid": root.to_string(), "mountpoint": dir, "read_only": true })
-        );
+        let mut v = json!({ "cid": root.to_string(), "mountpoint": dir, "read_only": true });
+        if let Some((name, version)) = &volume {
+            v["volume"] = json!({ "name": name, "version": version.version });
+        }
+        println!("{v}");
     } else {
+        let what = match &volume {
+            Some((name, v)) => format!("volume {name} version {} ({root})", v.version),
+            None => root.to_string(),
+        };
         println!(
-            "mounted {root} read-only at {} (Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts)",
+            "mounted {what} read-only at {} (Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts)",
             dir.display(),
             dir.display()
         );

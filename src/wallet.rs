@@ -213,7 +213,7 @@ fn report_final(json: bool, node: &Value, mut fields: Value, what: &str) {
 
 /// Signs `kind` from the home's account with the chain's minimum fee, the account's next nonce and an
 /// expiry `EXPIRY_BLOCKS` past its shard's height, and sends it; answers once it is final, with the fee.
-fn sign_and_post(
+pub(crate) fn sign_and_post(
     api: &str,
     key: &SecretKey,
     status: &Value,

@@ -90,6 +90,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         a_deal_ended_early_refunds_what_is_unused(dir.path(), lines, &upload);
         a_removed_file_ends_its_deal_and_its_holders_collect_it(dir.path(), lines, &hello);
         a_public_file_removed_by_its_capability_ends_its_deal(dir.path(), lines);
+        volumes_keep_numbered_versions_and_mount_each(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -876,4 +877,96 @@ fn metrics_name_storage_and_chain(lines: &[String]) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A volume of node 0's account: created empty, then two trees published as versions 2 and 3. Its log lists
+/// the three with their root CIDs; version 2 and the newest mount read-only with exactly their trees; a
+/// version that does not exist, a second create and a name that reads as a CID are refused.
+fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &[String]) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let huds = |args: &[&str]| {
+        let mut full = vec!["--api", api];
+        full.extend_from_slice(args);
+        common::run_json(&node0, &full)
+    };
+    let created = huds(&["volume", "create", "site"]);
+    assert_eq!(created["version"], 1, "{created}");
+    let tree = |name: &str, index: &str| {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("docs")).expect("mkdir");
+        std::fs::write(root.join("index.html"), index).expect("write");
+        std::fs::write(root.join("docs/a.txt"), format!("{index} docs")).expect("write");
+        root
+    };
+    let two = tree("site-v2", "version two");
+    let three = tree("site-v3", "version three");
+    let v2 = huds(&["volume", "publish", "site", two.to_str().expect("utf-8")]);
+    assert_eq!(v2["version"], 2, "{v2}");
+    assert!(
+        v2["deal"].is_string(),
+        "a version's content is stored under a deal: {v2}"
+    );
+    let v3 = huds(&["volume", "publish", "site", three.to_str().expect("utf-8")]);
+    assert_eq!(v3["version"], 3, "{v3}");
+
+    let log = huds(&["volume", "log", "site"]);
+    assert_eq!(log["version"], 3, "{log}");
+    let versions = log["versions"].as_array().expect("versions");
+    let numbers: Vec<u64> = versions
+        .iter()
+        .filter_map(|v| v["version"].as_u64())
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3], "{log}");
+    assert_eq!(versions[0]["cid"], created["cid"], "{log}");
+    assert_eq!(versions[1]["cid"], v2["cid"], "{log}");
+    assert_eq!(versions[2]["cid"], v3["cid"], "{log}");
+    assert!(
+        versions[1]["height"].as_u64() <= versions[2]["height"].as_u64(),
+        "{log}"
+    );
+
+    for (target, tree) in [("site@2", &two), ("site", &three)] {
+        let mnt = dir.join(format!("mnt-{}", target.replace('@', "-")));
+        std::fs::create_dir_all(&mnt).expect("mkdir");
+        let _m = common::mount::Mounted::start(&node0, &["--api", api], target, &mnt);
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg(tree)
+            .arg(&mnt)
+            .output()
+            .expect("diff runs");
+        assert!(
+            diff.status.success(),
+            "{target} mounts its tree: {}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+
+    let refused = |args: &[&str], why: &str| {
+        let mut full = vec!["--api", api];
+        full.extend_from_slice(args);
+        let out = common::run(&node0, &full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
+    };
+    let mnt = dir.join("mnt-missing");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    refused(
+        &["mount", "site@9", mnt.to_str().expect("utf-8")],
+        "has no version 9",
+    );
+    refused(&["volume", "create", "site"], "already exists (version 3)");
+    refused(
+        &[
+            "volume",
+            "create",
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+        ],
+        "reads as a CID",
+    );
+    refused(&["volume", "log", "nosuch"], "has no volume \"nosuch\"");
 }

@@ -7,6 +7,7 @@
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
 //! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
 //! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
+//! | `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]` | `{"id","owner","name","shard","height","version","versions":[{"version","height","root"}],"next"}`: a volume at its owner's shard's tip: `version` is the newest (0: never published), `versions` those after `after` (default 0), 256 a page, `root` in hex (`next`: the `after` of the next page, `null` on the last) |
 //! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}` (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
@@ -366,6 +367,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/deal", get(prove_deal))
         .route("/api/v0/chain/deal", get(deal))
         .route("/api/v0/chain/deals", get(deals))
+        .route("/api/v0/chain/volume", get(volume))
         .route(
             "/api/v0/chain/deal/proof",
             post(submit_proof).layer(DefaultBodyLimit::max(
@@ -554,6 +556,56 @@ async fn deals(
         "shard": shard,
         "deals": ids.iter().map(|id| hex(id)).collect::<Vec<_>>(),
         "next": next.flatten(),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+struct VolumeQuery {
+    owner: String,
+    name: String,
+    after: Option<u64>,
+}
+
+/// Volume versions one `GET /api/v0/chain/volume` answers at most; `next` pages on.
+const VOLUME_PAGE: usize = 256;
+
+/// `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]`: a volume at the tip of its owner's shard:
+/// its newest version and a page of its versions after `after` (default 0), each with its height and root.
+async fn volume(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<VolumeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let owner: Address = q.owner.parse().map_err(bad_request)?;
+    chain::types::volume::check_name(&q.name).map_err(bad_request)?;
+    let id = chain::types::volume::volume_id(&owner, &q.name);
+    let shard = shard_of(&owner, api.genesis.params.shard_count);
+    let view = api
+        .validator(shard)?
+        .volume(id, q.after.unwrap_or(0), VOLUME_PAGE)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this node keeps no lane of shard {shard}"),
+            )
+        })?;
+    let next = (view.versions.len() == VOLUME_PAGE)
+        .then(|| view.versions.last().map(|(n, _)| *n))
+        .flatten();
+    Ok(Json(json!({
+        "id": hex(&id),
+        "owner": owner.to_string(),
+        "name": q.name,
+        "shard": view.shard,
+        "height": view.height,
+        "version": view.head,
+        "versions": view.versions.iter().map(|(n, v)| json!({
+            "version": n,
+            "height": v.height,
+            "root": hex(&v.root),
+        })).collect::<Vec<_>>(),
+        "next": next,
     })))
 }
 

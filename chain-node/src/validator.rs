@@ -23,7 +23,7 @@ use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{LedgerError, PoolError};
-use chain::node::{DealView, Economy};
+use chain::node::{DealView, Economy, VolumeView};
 use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
 use chain::types::storage_proof::StorageProof;
@@ -193,6 +193,12 @@ enum Command {
         id: Hash,
         reply: oneshot::Sender<Option<DealView>>,
     },
+    Volume {
+        id: Hash,
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Option<VolumeView>>,
+    },
     DealsOf {
         owner: Address,
         after: Option<Hash>,
@@ -327,6 +333,23 @@ impl ValidatorHandle {
     ) -> Result<Option<Vec<Hash>>, ValidatorError> {
         self.ask(|reply| Command::DealsOf {
             owner,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Volume `id` on this validator's shard: its head and up to `limit` versions after `after` (None: this
+    /// validator keeps no shard).
+    pub async fn volume(
+        &self,
+        id: Hash,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<VolumeView>, ValidatorError> {
+        self.ask(|reply| Command::Volume {
+            id,
             after,
             limit,
             reply,
@@ -977,6 +1000,14 @@ impl Driver {
             }
             Command::Deal { id, reply } => {
                 let _ = reply.send(self.node.deal(&id));
+            }
+            Command::Volume {
+                id,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.node.volume(&id, after, limit));
             }
             Command::DealsOf {
                 owner,

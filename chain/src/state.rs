@@ -18,6 +18,7 @@ use crate::tx::{Role, SignedTransaction, TxError, TxKind};
 pub use crate::types::account::{Account, account_key};
 use crate::types::deal::{DealRecord, DealTerms, deal_key};
 use crate::types::storage_proof::StorageProof;
+use crate::types::volume::{VolumeVersion, version_key, volume_id};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ const KEY_DEAL_TERMS_PREFIX: &[u8] = b"state/deal_terms/";
 const KEY_PROVEN_PREFIX: &[u8] = b"state/deal_proofs/";
 /// `state/period_seed` -> the newest period's end height (u64) and seed.
 const KEY_SEED: &[u8] = b"state/period_seed";
+/// `state/volume/<volume id><version:u64 BE>` -> that version ([`VolumeVersion`] encoding), written once.
+const KEY_VOLUME_PREFIX: &[u8] = b"state/volume/";
 
 /// The chain rules that execution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,10 @@ pub struct State {
     /// The newest period's end height and seed: the hash of the block at that height.
     seed: (u64, Hash),
     seed_dirty: bool,
+    /// Every published volume version, by (volume id, version).
+    volumes: BTreeMap<(Hash, u64), VolumeVersion>,
+    /// Versions published since the last [`State::persist_into`].
+    new_volumes: Vec<(Hash, u64)>,
 }
 
 /// Where one holder's proofs of one deal stand.
@@ -225,6 +232,8 @@ impl State {
             dirty_proven: BTreeSet::new(),
             seed: (0, [0; 32]),
             seed_dirty: false,
+            volumes: BTreeMap::new(),
+            new_volumes: Vec::new(),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -349,6 +358,37 @@ impl State {
             .range((from, Unbounded))
             .take_while(move |(o, _)| *o == owner)
             .map(|(_, id)| id)
+    }
+
+    /// The newest version of volume `id` (0: it was never published).
+    pub fn volume_head(&self, id: &Hash) -> u64 {
+        self.volumes
+            .range((*id, 0)..=(*id, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, n), _)| *n)
+    }
+
+    /// The versions of volume `id` after version `after`, oldest first.
+    pub fn volume_versions(
+        &self,
+        id: &Hash,
+        after: u64,
+    ) -> impl Iterator<Item = (u64, &VolumeVersion)> + '_ {
+        self.volumes
+            .range((*id, after.saturating_add(1))..=(*id, u64::MAX))
+            .filter(move |_| after < u64::MAX)
+            .map(|((_, n), v)| (*n, v))
+    }
+
+    /// A proof of a volume version (or its absence) against [`State::root`].
+    pub fn prove_volume_version(&self, id: &Hash, version: u64) -> smt::Proof {
+        self.tree.prove(&version_key(id, version))
+    }
+
+    fn add_volume_version(&mut self, id: Hash, version: u64, v: VolumeVersion) {
+        self.tree
+            .insert(version_key(&id, version), v.value_hash(&id, version));
+        self.volumes.insert((id, version), v);
     }
 
     fn set_deal(&mut self, id: Hash, record: DealRecord) {
@@ -695,6 +735,7 @@ impl State {
         let mut recipient = None;
         let mut lock = None;
         let mut deal = None;
+        let mut volume = None;
         match &tx.kind {
             TxKind::Transfer { to, amount } => {
                 if shard_of(to, self.params.shard_count) != self.shard {
@@ -797,6 +838,25 @@ impl State {
                     .ok_or(TxError::Overflow)?;
                 deal = Some((*id, record, None));
             }
+            TxKind::PublishVolume {
+                name,
+                replaces,
+                root,
+            } => {
+                let id = volume_id(&from, name);
+                let head = self.volume_head(&id);
+                if head != *replaces {
+                    return Err(TxError::VolumeVersion {
+                        head,
+                        replaces: *replaces,
+                    });
+                }
+                let version = VolumeVersion {
+                    height,
+                    root: root.clone(),
+                };
+                volume = Some((id, head + 1, version));
+            }
         }
         let fee_pool = self.fee_pool.checked_add(tx.fee).ok_or(TxError::Overflow)?;
         // Every check passed: commit the changes.
@@ -818,8 +878,15 @@ impl State {
                 self.terms.insert(id, Arc::new(terms));
             }
         }
+        if let Some((id, n, version)) = volume {
+            self.add_volume_version(id, n, version);
+            self.new_volumes.push((id, n));
+        }
         let event = match &tx.kind {
-            TxKind::Transfer { .. } | TxKind::OpenDeal { .. } | TxKind::EndDeal { .. } => None,
+            TxKind::Transfer { .. }
+            | TxKind::OpenDeal { .. }
+            | TxKind::EndDeal { .. }
+            | TxKind::PublishVolume { .. } => None,
             TxKind::RegisterValidator { .. }
             | TxKind::Unstake {
                 role: Role::Validator,
@@ -893,6 +960,12 @@ impl State {
             batch.put(
                 [KEY_PROVEN_PREFIX, &id, &[holder]].concat(),
                 proven.encode(),
+            );
+        }
+        for (id, n) in std::mem::take(&mut self.new_volumes) {
+            batch.put(
+                [KEY_VOLUME_PREFIX, &id, &n.to_be_bytes()].concat(),
+                self.volumes[&(id, n)].encode(),
             );
         }
         if std::mem::take(&mut self.seed_dirty) {
@@ -1001,6 +1074,17 @@ impl State {
             let seed: Hash = bytes[8..].try_into().expect("32 bytes");
             state.seed = (end, seed);
             state.tree.insert(seed_key(), seed_value(end, &seed));
+        }
+        for (key, value) in store.scan_prefix(KEY_VOLUME_PREFIX)? {
+            let rest = &key[KEY_VOLUME_PREFIX.len()..];
+            if rest.len() != 40 {
+                return Err(corrupt(&key, "volume key is not 40 bytes".into()));
+            }
+            let id: Hash = rest[..32].try_into().expect("32 bytes");
+            let n = u64::from_be_bytes(rest[32..].try_into().expect("8 bytes"));
+            let version =
+                VolumeVersion::decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            state.add_volume_version(id, n, version);
         }
         state.dirty.clear();
         state.dirty_proven.clear();
@@ -2048,6 +2132,93 @@ mod tests {
                 proptest::prop_assert_eq!(state.fee_pool(), Amount(fees));
             }
         }
+    }
+
+    #[test]
+    fn volumes_take_each_version_once_in_order_and_survive_a_restart() {
+        let (mut state, alice) = setup();
+        let bob = SecretKey::dev("bob");
+        state.set_account(
+            Address::of(&bob.public()),
+            Account {
+                balance: Amount::from_iost(10).expect("small"),
+                ..Account::default()
+            },
+        );
+        let publish = |key: &SecretKey, nonce, name: &str, replaces, root: u8| {
+            tx(
+                key,
+                nonce,
+                TxKind::PublishVolume {
+                    name: name.into(),
+                    replaces,
+                    root: vec![root; 40],
+                },
+            )
+        };
+        let site = volume_id(&Address::of(&alice.public()), "site");
+        assert_eq!(state.volume_head(&site), 0);
+        state
+            .apply(&publish(&alice, 0, "site", 0, 1), 3)
+            .expect("creates");
+        state
+            .apply(&publish(&alice, 1, "site", 1, 2), 4)
+            .expect("version 2");
+        // A second writer that also saw version 1 is refused, and nothing changes (not even its nonce).
+        let root = state.root();
+        assert_eq!(
+            state.apply(&publish(&alice, 2, "site", 1, 9), 5),
+            Err(TxError::VolumeVersion {
+                head: 2,
+                replaces: 1
+            })
+        );
+        assert_eq!(
+            state.apply(&publish(&alice, 2, "site", 0, 9), 5),
+            Err(TxError::VolumeVersion {
+                head: 2,
+                replaces: 0
+            })
+        );
+        assert_eq!(state.root(), root);
+        // Bob's "site" is his own volume: he cannot move alice's.
+        state
+            .apply(&publish(&bob, 0, "site", 0, 7), 5)
+            .expect("bob's own");
+        assert_eq!(state.volume_head(&site), 2);
+        let versions: Vec<(u64, u64, u8)> = state
+            .volume_versions(&site, 0)
+            .map(|(n, v)| (n, v.height, v.root[0]))
+            .collect();
+        assert_eq!(versions, vec![(1, 3, 1), (2, 4, 2)]);
+        assert_eq!(state.volume_versions(&site, 1).count(), 1);
+        assert_eq!(state.volume_versions(&site, u64::MAX).count(), 0);
+        // Every version is a leaf of the state root, and a restarted node has the same root and versions.
+        let root = state.root();
+        let proof = state.prove_volume_version(&site, 2);
+        let leaf = state.volumes[&(site, 2)].value_hash(&site, 2);
+        assert_eq!(
+            smt::verify(&root, &version_key(&site, 2), &proof),
+            Ok(Some(leaf))
+        );
+        assert_eq!(
+            smt::verify(
+                &root,
+                &version_key(&site, 3),
+                &state.prove_volume_version(&site, 3)
+            ),
+            Ok(None)
+        );
+        let (mut loaded, _) = reload(&mut state);
+        assert_eq!(loaded.root(), root);
+        assert_eq!(loaded.volume_head(&site), 2);
+        assert_eq!(
+            loaded
+                .apply(&publish(&alice, 2, "site", 2, 3), 6)
+                .map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(loaded.volume_head(&site), 3);
     }
 
     #[test]

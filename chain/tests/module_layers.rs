@@ -34,6 +34,7 @@ const TYPES_ORDER: &[&str] = &[
     "account",
     "deal",
     "storage_proof",
+    "volume",
     "tx",
     "registry",
     "header",

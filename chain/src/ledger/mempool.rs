@@ -9,6 +9,7 @@ use crate::amount::Amount;
 use crate::crypto::Hash;
 use crate::store::Store;
 use crate::tx::{SignedTransaction, TxError, TxKind};
+use crate::types::volume::volume_id;
 
 impl<St: Store> ShardApp<St> {
     pub fn mempool_len(&self) -> usize {
@@ -141,6 +142,19 @@ impl<St: Store> ShardApp<St> {
                     return Err(TxError::NotDealOwner);
                 }
                 record.end_at(height)?;
+            }
+            // A publish that replaces a version already replaced can never apply (one that replaces a later
+            // version may, after the sender's pending publishes).
+            TxKind::PublishVolume { name, replaces, .. } => {
+                let head = self
+                    .state
+                    .volume_head(&volume_id(&t.sender_address(), name));
+                if *replaces < head {
+                    return Err(TxError::VolumeVersion {
+                        head,
+                        replaces: *replaces,
+                    });
+                }
             }
             _ => {}
         }

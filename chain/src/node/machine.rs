@@ -31,6 +31,7 @@ use crate::state::Proven;
 use crate::store::{Store, StoreError};
 use crate::types::deal::{DealRecord, DealTerms};
 use crate::types::storage_proof::StorageProof;
+use crate::types::volume::VolumeVersion;
 use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
 
 use super::catch_up::{self, CatchUp, Peer, ServeBudget};
@@ -284,6 +285,19 @@ pub struct DealView {
     pub seed: Hash,
     /// Per holder, in the terms' order, where its proofs stand.
     pub proven: Vec<Proven>,
+}
+
+/// A volume as the validator of its owner's shard sees it at its tip: its newest version, and a page of its
+/// versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeView {
+    pub shard: ShardId,
+    /// The tip's height.
+    pub height: u64,
+    /// The newest version (0: never published).
+    pub head: u64,
+    /// Versions after the one asked from, oldest first.
+    pub versions: Vec<(u64, VolumeVersion)>,
 }
 
 /// Where an Atomix transfer stands on the shard a validator keeps.
@@ -619,6 +633,24 @@ impl<D: Disk> Node<D> {
                 .copied()
                 .collect(),
         )
+    }
+
+    /// Volume `id` at the tip of the shard this validator keeps: its head and at most `limit` versions after
+    /// `after`; None if it keeps no shard.
+    pub fn volume(&self, id: &Hash, after: u64, limit: usize) -> Option<VolumeView> {
+        let lane = self.shard.as_ref()?;
+        let app = lane.app();
+        let state = app.state();
+        Some(VolumeView {
+            shard: lane.shard,
+            height: app.tip().height,
+            head: state.volume_head(id),
+            versions: state
+                .volume_versions(id, after)
+                .take(limit)
+                .map(|(n, v)| (n, v.clone()))
+                .collect(),
+        })
     }
 
     /// Admits a storage proof to the pool of the shard this validator keeps and gossips it to the

@@ -1,7 +1,7 @@
 //! The types layer: what blocks, votes and proofs are made of, and their wire codecs.
 //!
 //! Everything here is data with its encoding and its stateless checks: accounts ([`account`]), storage
-//! deals ([`deal`]) and their proofs of storage ([`storage_proof`]), transactions ([`tx`]), registry events and batches ([`registry`]), block headers ([`header`]), votes,
+//! deals ([`deal`]) and their proofs of storage ([`storage_proof`]), volumes ([`volume`]), transactions ([`tx`]), registry events and batches ([`registry`]), block headers ([`header`]), votes,
 //! signed proposal headers and quorum certificates ([`vote`]), evidence of faults ([`evidence`]), Atomix
 //! inbounds and locks ([`inbound`]), blocks ([`block`]), the consensus messages ([`message`]) and their
 //! encoding ([`wire`]), and proof files ([`proof`]). In that order, each module imports only those before
@@ -22,5 +22,6 @@ pub mod proof;
 pub mod registry;
 pub mod storage_proof;
 pub mod tx;
+pub mod volume;
 pub mod vote;
 pub mod wire;

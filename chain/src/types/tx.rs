@@ -9,6 +9,7 @@
 //!              | 3 role:u8 amount:u64                          unstake (role 0 validator, 1 storage node)
 //!              | 4 terms signatures:u32-count [64]*            open a storage deal (types/deal.rs)
 //!              | 5 deal:[32]                                   end a storage deal early
+//!              | 6 name:var replaces:u64 root:var              publish a volume version (types/volume.rs)
 //! signed      := transaction signature:[64]
 //! ```
 //! The signature is ed25519 (`verify_strict`) over `"IOS/tx/v1\0" || transaction`, so it commits to the
@@ -21,6 +22,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, Hash, PublicKey, SecretKey, Signature, bls, domain, hash_with};
 use crate::types::deal::{self, DEAL_HOLDERS_MAX, DealError, DealTerms};
 use crate::types::storage_proof::{PROOF_FEE_BYTES, proof_bytes_bound};
+use crate::types::volume::{self, VOLUME_NAME_BYTES_MAX, VOLUME_ROOT_BYTES_MAX, VolumeError};
 
 pub const TX_VERSION: u8 = 1;
 /// Room for the largest kind: a deal of [`deal::DEAL_SHARDS_MAX`] shards (a placement byte each),
@@ -67,6 +69,13 @@ pub enum TxKind {
     /// Ends the sender's deal after the current period: the escrow of the periods not begun is refunded.
     EndDeal {
         deal: Hash,
+    },
+    /// Publishes version `replaces + 1` of the sender's volume `name` (`replaces` 0 creates it); refused
+    /// unless the volume's newest version is `replaces`.
+    PublishVolume {
+        name: String,
+        replaces: u64,
+        root: Vec<u8>,
     },
 }
 
@@ -149,6 +158,12 @@ pub enum TxError {
     NotDealOwner,
     #[error("{0}")]
     DealEnded(#[from] deal::DealEndError),
+    #[error("malformed volume publish: {0}")]
+    Volume(#[from] VolumeError),
+    #[error(
+        "the volume is at version {head}, and the publish replaces version {replaces}: read the volume again and publish on top of version {head}"
+    )]
+    VolumeVersion { head: u64, replaces: u64 },
 }
 
 impl Transaction {
@@ -191,7 +206,9 @@ impl Transaction {
             | TxKind::RegisterValidator { stake: amount, .. }
             | TxKind::RegisterStorageNode { stake: amount } => *amount,
             TxKind::OpenDeal { terms, .. } => terms.escrow()?,
-            TxKind::Unstake { .. } | TxKind::EndDeal { .. } => Amount::ZERO,
+            TxKind::Unstake { .. } | TxKind::EndDeal { .. } | TxKind::PublishVolume { .. } => {
+                Amount::ZERO
+            }
         })
     }
 
@@ -235,6 +252,13 @@ impl Transaction {
             }
             TxKind::EndDeal { deal } => {
                 w.u8(5).fixed(deal);
+            }
+            TxKind::PublishVolume {
+                name,
+                replaces,
+                root,
+            } => {
+                w.u8(6).var(name.as_bytes()).u64(*replaces).var(root);
             }
         }
     }
@@ -288,6 +312,16 @@ impl Transaction {
                 TxKind::OpenDeal { terms, signatures }
             }
             5 => TxKind::EndDeal { deal: r.array()? },
+            6 => {
+                let name = r.var("volume name", VOLUME_NAME_BYTES_MAX)?;
+                let name = String::from_utf8(name.to_vec())
+                    .map_err(|_| DecodeError::Invalid("volume name (not UTF-8)"))?;
+                TxKind::PublishVolume {
+                    name,
+                    replaces: r.u64()?,
+                    root: r.var("volume root", VOLUME_ROOT_BYTES_MAX)?.to_vec(),
+                }
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "transaction kind",
@@ -443,6 +477,11 @@ impl SignedTransaction {
                 }
             }
             TxKind::EndDeal { .. } => {}
+            TxKind::PublishVolume {
+                name,
+                replaces,
+                root,
+            } => volume::check_publish(name, *replaces, root)?,
         }
         Ok(())
     }
@@ -490,6 +529,11 @@ mod tests {
             },
             largest_deal(),
             TxKind::EndDeal { deal: [4; 32] },
+            TxKind::PublishVolume {
+                name: "site".into(),
+                replaces: 3,
+                root: vec![5; 100],
+            },
         ];
         kinds
             .into_iter()

@@ -1,0 +1,430 @@
+//! `huds volume create|publish|log`, and the `NAME[@N]` targets `huds mount` takes (`specs/volumes.md`).
+//!
+//! A volume is a name the home's account owns on the IOS chain, pointing at a file tree through numbered
+//! versions: each publish is a transaction that names the version it replaces, so two writers cannot both
+//! move the volume on from the same version. The chain keeps each version's root sealed under the volume's
+//! key (`volumes/NAME.key` in the home, made by `create`): XChaCha20-Poly1305 over the tree's root CID and
+//! capability, bound to the volume and version. The chain thus learns neither the content nor which file a
+//! version is, and a root cannot be replayed as another version's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chain::types::volume::{VOLUME_ROOT_BYTES_MAX, check_name, volume_id};
+use chain::{Address, TxKind};
+use cid::Cid;
+use serde_json::{Value, json};
+
+use crate::{api_client, deal, home, wallet};
+
+const NEEDS_API: &str = "volumes live on the chain: pass --api URL (e.g. the `api http://...` line `huds devnet` prints)";
+const NONCE_BYTES: usize = 24;
+
+/// What one version of a volume points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub version: u64,
+    pub height: u64,
+    pub root: Cid,
+    pub cap: String,
+}
+
+fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("volumes").join(format!("{name}.key"))
+}
+
+/// A name as a volume name, refusing what `huds mount` would take for a CID.
+fn checked_name(name: &str) -> Result<()> {
+    check_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if huds::cids::parse(name).is_ok() {
+        bail!("{name:?} reads as a CID: pick a volume name that does not");
+    }
+    Ok(())
+}
+
+/// The volume's key from the home (`create` made it).
+fn read_key(dir: &Path, name: &str) -> Result<[u8; 32]> {
+    let path = key_path(dir, name);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "this home has no volume {name:?} ({} is missing): `huds volume create {name}` makes one",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("reading {}: {e}", path.display()),
+    })?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))
+}
+
+fn aad(id: &[u8; 32], version: u64) -> Vec<u8> {
+    [
+        b"huds volume root v1".as_slice(),
+        id,
+        &version.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// Seals what a version points at: `cid_len:u8 cid cap_text`, under the volume's key.
+fn seal_root(key: &[u8; 32], id: &[u8; 32], version: u64, root: &Cid, cap: &str) -> Vec<u8> {
+    let cid = root.to_bytes();
+    let plain = [&[cid.len() as u8], cid.as_slice(), cap.as_bytes()].concat();
+    let mut nonce = [0u8; NONCE_BYTES];
+    getrandom::fill(&mut nonce).expect("the OS random source is available");
+    let sealed = XChaCha20Poly1305::new(key.into())
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: &plain,
+                aad: &aad(id, version),
+            },
+        )
+        .expect("XChaCha20-Poly1305 seals a short message");
+    [nonce.as_slice(), &sealed].concat()
+}
+
+/// Opens a version's sealed root; an error if it was not sealed under this key for this volume and version.
+fn open_root(key: &[u8; 32], id: &[u8; 32], version: u64, sealed: &[u8]) -> Result<(Cid, String)> {
+    let refused = || {
+        anyhow::anyhow!(
+            "version {version}'s root does not open with this home's key of the volume (another key, or not a HUDS volume root)"
+        )
+    };
+    if sealed.len() < NONCE_BYTES {
+        return Err(refused());
+    }
+    let (nonce, body) = sealed.split_at(NONCE_BYTES);
+    let nonce: [u8; NONCE_BYTES] = nonce.try_into().expect("split at the nonce's length");
+    let plain = XChaCha20Poly1305::new(key.into())
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: body,
+                aad: &aad(id, version),
+            },
+        )
+        .map_err(|_| refused())?;
+    let (len, rest) = plain.split_first().ok_or_else(refused)?;
+    let len = usize::from(*len);
+    if rest.len() < len {
+        return Err(refused());
+    }
+    let cid = Cid::try_from(&rest[..len]).map_err(|_| refused())?;
+    let cap = std::str::from_utf8(&rest[len..]).map_err(|_| refused())?;
+    huds::Capability::parse(cap).map_err(|_| refused())?;
+    Ok((cid, cap.to_string()))
+}
+
+/// A volume as the chain answers it: the raw JSON page of versions after `after`.
+fn page(api: &str, owner: &Address, name: &str, after: u64) -> Result<Value> {
+    api_client::json(
+        api,
+        &format!("/api/v0/chain/volume?owner={owner}&name={name}&after={after}"),
+    )
+    .with_context(|| format!("asking the chain for volume {name:?}"))
+}
+
+fn head_of(page: &Value) -> Result<u64> {
+    page["version"]
+        .as_u64()
+        .context("the node's volume answer has no version")
+}
+
+/// Every version of the volume after `after`, opened with the home's key.
+fn versions(dir: &Path, api: &str, name: &str, after: u64) -> Result<(Value, Vec<Version>)> {
+    let key = read_key(dir, name)?;
+    let owner = Address::of(&wallet::wallet_key(dir)?.public());
+    let id = volume_id(&owner, name);
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let p = page(api, &owner, name, after)?;
+        for v in p["versions"].as_array().into_iter().flatten() {
+            let version = v["version"]
+                .as_u64()
+                .context("a version without a number")?;
+            if version <= after {
+                bail!("the node's volume answer went back to version {version}");
+            }
+            let sealed = v["root"]
+                .as_str()
+                .and_then(chain::hex_decode)
+                .filter(|r| r.len() <= VOLUME_ROOT_BYTES_MAX)
+                .context("a version without a readable root")?;
+            let (root, cap) = open_root(&key, &id, version, &sealed)?;
+            out.push(Version {
+                version,
+                height: v["height"].as_u64().unwrap_or(0),
+                root,
+                cap,
+            });
+            after = version;
+        }
+        if p["next"].is_null() {
+            return Ok((p, out));
+        }
+    }
+}
+
+/// Adds `path` through the node (with a storage deal when the home has a wallet on a chain) and publishes it
+/// as the version after `replaces`.
+fn publish_path(
+    dir: &Path,
+    api: &str,
+    token: Option<&str>,
+    name: &str,
+    path: &Path,
+    replaces: u64,
+) -> Result<Value> {
+    let key = read_key(dir, name)?;
+    let wallet = wallet::wallet_key(dir)?;
+    let owner = Address::of(&wallet.public());
+    let id = volume_id(&owner, name);
+    let ask = deal::ask(dir, api, None, None)?;
+    let params = api_client::AddParams {
+        public: false,
+        k: None,
+        m: None,
+        deal: ask,
+    };
+    let added = api_client::add(api, token, path, params, None)
+        .with_context(|| format!("adding {}", path.display()))?;
+    let cap = added["cap"]
+        .as_str()
+        .context("the node's add answer has no capability")?
+        .to_string();
+    let root = huds::cids::parse(added["cid"].as_str().unwrap_or(""))
+        .context("the node's add answer has no root CID")?;
+    let deal = match &ask {
+        Some(ask) => Some(
+            deal::open_added(dir, api, ask, false, &added).with_context(|| {
+                format!(
+                    "{} is stored, but its storage deal was not opened",
+                    path.display()
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let version = replaces + 1;
+    let sealed = seal_root(&key, &id, version, &root, &cap);
+    let status = wallet::chain_status(api)?;
+    let kind = TxKind::PublishVolume {
+        name: name.to_string(),
+        replaces,
+        root: sealed,
+    };
+    let (posted, fee) = wallet::sign_and_post(api, &wallet, &status, kind).map_err(|e| {
+        if e.to_string().contains("the volume is at version") {
+            e.context(format!(
+                "another publish of {name} got there first: nothing was published (the content stays stored)"
+            ))
+        } else {
+            e
+        }
+    })?;
+    Ok(json!({
+        "name": name,
+        "id": chain::hex(&id),
+        "version": version,
+        "cid": root.to_string(),
+        "height": posted["height"],
+        "fee": fee.to_string(),
+        "deal": deal.map_or(Value::Null, |d| d["id"].clone()),
+    }))
+}
+
+fn print_published(v: &Value, json: bool) {
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "volume {} version {}: {} (shard height {})",
+            v["name"].as_str().unwrap_or(""),
+            v["version"],
+            v["cid"].as_str().unwrap_or(""),
+            v["height"]
+        );
+    }
+}
+
+/// `huds volume create NAME`: a volume key in the home and version 1, an empty directory.
+pub fn create(
+    dir: &Path,
+    api: Option<&str>,
+    token: Option<&str>,
+    name: &str,
+    json: bool,
+) -> Result<()> {
+    checked_name(name)?;
+    let api = api.context(NEEDS_API)?;
+    let owner = Address::of(&wallet::wallet_key(dir)?.public());
+    let head = head_of(&page(api, &owner, name, 0)?)?;
+    if head > 0 {
+        bail!(
+            "volume {name} already exists (version {head}): `huds volume publish {name} PATH` makes a new version"
+        );
+    }
+    let volumes = dir.join("volumes");
+    std::fs::create_dir_all(&volumes).with_context(|| format!("creating {}", volumes.display()))?;
+    // A create cut short after the key was written but before the chain took version 1 finds the key again.
+    home::key_if_absent(&key_path(dir, name))?;
+    let empty = volumes.join(format!(".empty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&empty);
+    std::fs::create_dir(&empty).with_context(|| format!("creating {}", empty.display()))?;
+    let published = publish_path(dir, api, token, name, &empty, 0);
+    let _ = std::fs::remove_dir(&empty);
+    print_published(&published?, json);
+    Ok(())
+}
+
+/// `huds volume publish NAME PATH`: stores PATH and makes it the volume's next version.
+pub fn publish(
+    dir: &Path,
+    api: Option<&str>,
+    token: Option<&str>,
+    name: &str,
+    path: &Path,
+    json: bool,
+) -> Result<()> {
+    checked_name(name)?;
+    let api = api.context(NEEDS_API)?;
+    read_key(dir, name)?;
+    let owner = Address::of(&wallet::wallet_key(dir)?.public());
+    let head = head_of(&page(api, &owner, name, 0)?)?;
+    if head == 0 {
+        bail!("volume {name} has no version on the chain yet: `huds volume create {name}` first");
+    }
+    print_published(&publish_path(dir, api, token, name, path, head)?, json);
+    Ok(())
+}
+
+/// `huds volume log NAME`: every version, oldest first.
+pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> {
+    checked_name(name)?;
+    let api = api.context(NEEDS_API)?;
+    let (last, all) = versions(dir, api, name, 0)?;
+    if json {
+        let list: Vec<Value> = all
+            .iter()
+            .map(|v| json!({ "version": v.version, "height": v.height, "cid": v.root.to_string() }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "name": name, "id": last["id"], "owner": last["owner"], "version": head_of(&last)?, "versions": list })
+        );
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("volume {name} has no version on the chain");
+        return Ok(());
+    }
+    println!(
+        "volume {name} of {}: {} versions",
+        last["owner"].as_str().unwrap_or("?"),
+        all.len()
+    );
+    for v in &all {
+        println!("{:>6}  height {:>8}  {}", v.version, v.height, v.root);
+    }
+    Ok(())
+}
+
+/// What `huds mount` reads for a target that names a volume of this home: `NAME` (its newest version) or
+/// `NAME@N`. None if `target` is no volume name this home has a key for.
+pub fn mount_target(
+    dir: &Path,
+    api: Option<&str>,
+    target: &str,
+) -> Result<Option<(String, Version)>> {
+    let (name, at) = match target.split_once('@') {
+        Some((name, n)) => (name, Some(n)),
+        None => (target, None),
+    };
+    if checked_name(name).is_err() || !key_path(dir, name).exists() {
+        if at.is_some() {
+            bail!(
+                "{target:?}: this home has no volume {name:?} (`huds volume create {name}` makes one)"
+            );
+        }
+        return Ok(None);
+    }
+    let api = api.context(NEEDS_API)?;
+    let wanted =
+        match at {
+            Some(n) => Some(n.parse::<u64>().ok().filter(|n| *n > 0).with_context(|| {
+                format!("{target:?}: the version after '@' is a number from 1")
+            })?),
+            None => None,
+        };
+    let (last, all) = match wanted {
+        Some(n) => versions(dir, api, name, n - 1)?,
+        None => {
+            let head = head_of(&page(
+                api,
+                &Address::of(&wallet::wallet_key(dir)?.public()),
+                name,
+                0,
+            )?)?;
+            versions(dir, api, name, head.saturating_sub(1))?
+        }
+    };
+    let head = head_of(&last)?;
+    let version = match wanted {
+        Some(n) => all
+            .into_iter()
+            .find(|v| v.version == n)
+            .with_context(|| format!("volume {name} has no version {n} (its newest is {head})"))?,
+        None => all
+            .into_iter()
+            .next_back()
+            .with_context(|| format!("volume {name} has no version on the chain yet"))?,
+    };
+    Ok(Some((name.to_string(), version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_open_only_under_their_key_volume_and_version() {
+        let key = [7u8; 32];
+        let id = [1u8; 32];
+        let root = huds::cids::parse("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+            .expect("a CID");
+        let cap = huds::Capability {
+            manifest: root,
+            key: huds::segment::FileKey([9; 32]),
+        }
+        .to_text();
+        let sealed = seal_root(&key, &id, 3, &root, &cap);
+        assert!(sealed.len() <= VOLUME_ROOT_BYTES_MAX, "{}", sealed.len());
+        assert_eq!(
+            open_root(&key, &id, 3, &sealed).expect("opens"),
+            (root, cap)
+        );
+        assert!(open_root(&key, &id, 4, &sealed).is_err(), "another version");
+        assert!(
+            open_root(&key, &[2; 32], 3, &sealed).is_err(),
+            "another volume"
+        );
+        assert!(open_root(&[8; 32], &id, 3, &sealed).is_err(), "another key");
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert!(open_root(&key, &id, 3, &flipped).is_err(), "tampered");
+        assert!(open_root(&key, &id, 3, &sealed[..10]).is_err(), "short");
+    }
+
+    #[test]
+    fn names_that_read_as_cids_are_refused() {
+        assert!(checked_name("site").is_ok());
+        assert!(
+            checked_name("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku").is_err()
+        );
+        assert!(checked_name("Site").is_err());
+    }
+}
