@@ -188,7 +188,7 @@ fn with_mount<T>(
         std::os::unix::fs::MetadataExt::gid(&me),
     )?;
     fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads)
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, false)
         .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
     let mut unmounter = mounted.unmounter();
     let serving = std::thread::spawn(move || mounted.run());

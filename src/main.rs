@@ -114,9 +114,14 @@ enum Command {
         target: String,
         /// An empty directory to mount on (a stale mount left there by a killed `huds mount` is cleared).
         dir: PathBuf,
-        /// Mount read-only: always so for a capability or a CID, whose content never changes.
+        /// Mount read-only: always so for a capability, a CID or a volume's NAME@N, whose content never
+        /// changes; a volume's NAME mounts read-write without it.
         #[arg(long)]
         read_only: bool,
+        /// A read-write volume mount publishes its changes this often, in seconds (0: only on fsync of its
+        /// root and at unmount).
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        publish_every: u64,
         /// The most decoded segments to keep in memory, in MiB (at least 12 segments are kept).
         #[arg(long, value_name = "MIB", default_value_t = 128)]
         cache_mb: u64,
@@ -521,15 +526,18 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
         Command::Mount {
             target,
             dir: mountpoint,
-            read_only: _,
+            read_only,
             cache_mb,
             threads,
+            publish_every,
         } => {
             let args = mount::MountArgs {
                 target,
                 dir: mountpoint,
                 cache_bytes: cache_mb.saturating_mul(1 << 20),
                 threads: *threads,
+                read_only: *read_only,
+                publish_every: std::time::Duration::from_secs(*publish_every),
             };
             return mount::mount(&dir, api, args, cli.json);
         }
@@ -746,7 +754,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
 }
 
 /// The token `--api` uploads send: $HUDS_API_TOKEN, else the home's config.toml (none if neither has one).
-fn api_token(dir: &Path) -> Option<String> {
+pub(crate) fn api_token(dir: &Path) -> Option<String> {
     match std::env::var("HUDS_API_TOKEN") {
         Ok(t) if !t.is_empty() => Some(t),
         _ => home::Home::open(dir).ok()?.config.api.token,

@@ -28,6 +28,10 @@ pub(crate) struct MountArgs<'a> {
     /// The segment cache's limit in bytes.
     pub cache_bytes: u64,
     pub threads: usize,
+    /// Mount a volume read-only (any other target always is).
+    pub read_only: bool,
+    /// How often a read-write mount publishes its changes (zero: only on fsync of its root and at unmount).
+    pub publish_every: std::time::Duration,
 }
 
 /// Opens the DAG `target` names: through the node at `api`, else from the home at `home`. A CID must open
@@ -100,13 +104,28 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
     let (head, path) = target.split_once('/').unwrap_or((&target, ""));
     // Everything that can fail on the user's input fails here, before anything is mounted.
     let volume = crate::volume::mount_target(home, api, head)?;
+    if let Some(t) = &volume
+        && !t.pinned
+        && !args.read_only
+    {
+        if !path.trim_matches('/').is_empty() {
+            bail!(
+                "a read-write mount is of a whole volume: mount {} (or pass --read-only to mount /{path} alone)",
+                t.name
+            );
+        }
+        let api = api.context("volumes live on the chain: pass --api URL")?;
+        return mount_volume(home, api, t, &args, json);
+    }
     let reader = match &volume {
-        Some((name, v)) => {
+        Some(t) => {
+            let v = &t.version;
             let reader = open_unchecked(home, api, &v.cap)?;
             if reader.root() != v.root {
                 bail!(
-                    "version {} of volume {name} names {} but its capability opens {}: refusing to mount it",
+                    "version {} of volume {} names {} but its capability opens {}: refusing to mount it",
                     v.version,
+                    t.name,
                     v.root,
                     reader.root()
                 );
@@ -126,6 +145,27 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         .unwrap_or_else(|| root.to_string());
     let me = std::fs::metadata("/proc/self").context("reading this process's owner")?;
     let fs = fuse_mount::DagFs::new(reader, root, &name, me.uid(), me.gid())?;
+    let what = match &volume {
+        Some(t) => format!("volume {} version {} ({root})", t.name, t.version.version),
+        None => root.to_string(),
+    };
+    let mut answer = json!({ "cid": root.to_string(), "read_only": true });
+    if let Some(t) = &volume {
+        answer["volume"] = json!({ "name": t.name, "version": t.version.version });
+    }
+    serve(fs, &args, false, &what, answer, json)
+}
+
+/// Mounts `fs` on the directory, prints that it is mounted (`what` in text, `answer` with the mountpoint in
+/// JSON), and serves until a signal or an unmount.
+fn serve<F: fuse_mount::Filesystem + Send + Sync + 'static>(
+    fs: F,
+    args: &MountArgs,
+    writable: bool,
+    what: &str,
+    mut answer: serde_json::Value,
+    json: bool,
+) -> Result<()> {
     if let Some(note) = fuse_mount::prepare(args.dir)? {
         eprintln!("{note}");
     }
@@ -136,7 +176,7 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         .build()
         .context("starting the signal watcher")?;
     let signals = rt.block_on(async { Signals::install() })?;
-    let mut mounted = fuse_mount::Mount::new(fs, &dir, "huds", args.threads).map_err(|e| {
+    let mut mounted = fuse_mount::Mount::new(fs, &dir, "huds", args.threads, writable).map_err(|e| {
         anyhow::anyhow!(
             "mounting on {}: {e} (is /dev/fuse there, and fusermount3 installed? scripts/setup.sh installs it)",
             dir.display()
@@ -146,18 +186,12 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
     let watched = dir.clone();
     std::thread::spawn(move || watch(rt, signals, unmounter, &watched));
     if json {
-        let mut v = json!({ "cid": root.to_string(), "mountpoint": dir, "read_only": true });
-        if let Some((name, version)) = &volume {
-            v["volume"] = json!({ "name": name, "version": version.version });
-        }
-        println!("{v}");
+        answer["mountpoint"] = json!(dir);
+        println!("{answer}");
     } else {
-        let what = match &volume {
-            Some((name, v)) => format!("volume {name} version {} ({root})", v.version),
-            None => root.to_string(),
-        };
         println!(
-            "mounted {what} read-only at {} (Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts)",
+            "mounted {what} {} at {} (Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts)",
+            if writable { "read-write" } else { "read-only" },
             dir.display(),
             dir.display()
         );
@@ -179,9 +213,158 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         );
     }
     if !json {
-        println!("unmounted {}", dir.display());
+        let _ = writeln!(std::io::stdout(), "unmounted {}", dir.display());
     }
     Ok(())
+}
+
+/// `huds mount NAME DIR`: the volume's working copy read-write, published as its next version on fsync of
+/// the mount's root, every `publish_every` and at unmount (`specs/volumes.md` §5).
+fn mount_volume(
+    home: &Path,
+    api: &str,
+    t: &crate::volume::Target,
+    args: &MountArgs,
+    json: bool,
+) -> Result<()> {
+    let (work, state_path, lock_path) = crate::volume::work_paths(home, &t.name);
+    let _lock = fuse_mount::lock_exclusive(&lock_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => anyhow::anyhow!(
+            "volume {} is mounted read-write by another huds mount of this home",
+            t.name
+        ),
+        _ => anyhow::anyhow!("locking {}: {e}", lock_path.display()),
+    })?;
+    let head = &t.version;
+    let state = match fuse_mount::WorkState::read(&state_path) {
+        Ok(s) if work.is_dir() => Some(s),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context("reading the volume's state"),
+    };
+    let state = match state {
+        Some(s) if s.base == head.version => s,
+        Some(s) if s.base > head.version => bail!(
+            "{} says version {} of volume {}, but the chain's newest is {}: is this the chain the volume was made on?",
+            state_path.display(),
+            s.base,
+            t.name,
+            head.version
+        ),
+        Some(s) if s.dirty => {
+            // Changes not yet published, and the chain moved on: either this copy's own publish, whose state
+            // write a crash cut off, or another writer's.
+            let root = huds::add::cid_of_path(&work)
+                .with_context(|| format!("reading {}", work.display()))?;
+            match crate::volume::find_published(home, api, &t.name, s.base, &root)? {
+                Some(v) if v == head.version => {
+                    let s = fuse_mount::WorkState {
+                        base: v,
+                        dirty: false,
+                    };
+                    s.write(&state_path)?;
+                    s
+                }
+                _ => bail!(
+                    "volume {} moved on to version {} while {} holds changes made on version {} that were never published: copy them out of that directory, then remove it and {} to mount the newest version",
+                    t.name,
+                    head.version,
+                    work.display(),
+                    s.base,
+                    state_path.display()
+                ),
+            }
+        }
+        // None, or a clean copy of an older version: the newest version is checked out afresh.
+        _ => checkout(home, api, t, &work, &state_path)?,
+    };
+    let volume = Arc::new(fuse_mount::Volume::new(
+        work.clone(),
+        state_path,
+        state,
+        Box::new(crate::volume::NodePublisher {
+            home: home.to_path_buf(),
+            api: api.to_string(),
+            token: crate::api_token(home),
+            name: t.name.clone(),
+        }),
+    ));
+    let fs = fuse_mount::WorkFs::new(volume.clone())
+        .with_context(|| format!("opening {}", work.display()))?;
+    if !args.publish_every.is_zero() {
+        let every = args.publish_every;
+        let v = Arc::downgrade(&volume);
+        let name = t.name.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(v) = v.upgrade() else { return };
+                if let Err(e) = v.publish_if_dirty() {
+                    eprintln!(
+                        "publishing volume {name}: {e} (the changes stay in the working copy)"
+                    );
+                }
+            }
+        });
+    }
+    let what = format!("volume {} version {} ({})", t.name, state.base, head.root);
+    let answer = json!({
+        "cid": head.root.to_string(),
+        "read_only": false,
+        "volume": { "name": t.name, "version": state.base },
+    });
+    let served = serve(fs, args, true, &what, answer, json);
+    // Unmounted: nothing changes the copy any more, so what is published now is all of it.
+    match volume.publish_if_dirty() {
+        Ok(_) => served,
+        Err(e) => {
+            served?;
+            bail!(
+                "publishing volume {}: {e}; the changes stay in {} and the next mount publishes them",
+                t.name,
+                work.display()
+            )
+        }
+    }
+}
+
+/// Writes the volume's newest version into its working copy (through a partial directory renamed when whole)
+/// and records it as the clean base.
+fn checkout(
+    home: &Path,
+    api: &str,
+    t: &crate::volume::Target,
+    work: &Path,
+    state_path: &Path,
+) -> Result<fuse_mount::WorkState> {
+    let head = &t.version;
+    let reader = open_unchecked(home, Some(api), &head.cap)?;
+    if reader.root() != head.root {
+        bail!(
+            "version {} of volume {} names {} but its capability opens {}: refusing it",
+            head.version,
+            t.name,
+            head.root,
+            reader.root()
+        );
+    }
+    if work.exists() {
+        std::fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    reader.export(&head.root, work).with_context(|| {
+        format!(
+            "checking out version {} into {}",
+            head.version,
+            work.display()
+        )
+    })?;
+    fuse_mount::work_fs::sync_filesystem(work)?;
+    let state = fuse_mount::WorkState {
+        base: head.version,
+        dirty: false,
+    };
+    state.write(state_path)?;
+    Ok(state)
 }
 
 /// SIGTERM, SIGINT and SIGHUP (a closed terminal or ssh session): each ends a mount.

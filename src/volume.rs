@@ -7,6 +7,7 @@
 //! capability, bound to the volume and version. The chain thus learns neither the content nor which file a
 //! version is, and a root cannot be replayed as another version's.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -333,13 +334,17 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     Ok(())
 }
 
+/// A volume `huds mount` was asked for.
+pub struct Target {
+    pub name: String,
+    pub version: Version,
+    /// A version was named (`NAME@N`): such a mount is always read-only.
+    pub pinned: bool,
+}
+
 /// What `huds mount` reads for a target that names a volume of this home: `NAME` (its newest version) or
 /// `NAME@N`. None if `target` is no volume name this home has a key for.
-pub fn mount_target(
-    dir: &Path,
-    api: Option<&str>,
-    target: &str,
-) -> Result<Option<(String, Version)>> {
+pub fn mount_target(dir: &Path, api: Option<&str>, target: &str) -> Result<Option<Target>> {
     let (name, at) = match target.split_once('@') {
         Some((name, n)) => (name, Some(n)),
         None => (target, None),
@@ -383,7 +388,66 @@ pub fn mount_target(
             .next_back()
             .with_context(|| format!("volume {name} has no version on the chain yet"))?,
     };
-    Ok(Some((name.to_string(), version)))
+    Ok(Some(Target {
+        name: name.to_string(),
+        version,
+        pinned: wanted.is_some(),
+    }))
+}
+
+/// Publishes a read-write mount's working copy through the node: stored with a deal, then the chain
+/// transaction that makes it the version after the mount's base.
+pub struct NodePublisher {
+    pub home: PathBuf,
+    pub api: String,
+    pub token: Option<String>,
+    pub name: String,
+}
+
+impl fuse_mount::Publisher for NodePublisher {
+    fn publish(&self, dir: &Path, base: u64) -> std::result::Result<u64, String> {
+        let v = publish_path(
+            &self.home,
+            &self.api,
+            self.token.as_deref(),
+            &self.name,
+            dir,
+            base,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        let version = v["version"].as_u64().unwrap_or(base + 1);
+        // Stdout may be gone (a closed terminal): the publish happened all the same.
+        let _ = writeln!(
+            std::io::stdout(),
+            "published volume {} version {version}: {}",
+            self.name,
+            v["cid"].as_str().unwrap_or("")
+        );
+        Ok(version)
+    }
+}
+
+/// Where a volume's working copy, its state and its lock live in the home.
+pub fn work_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let volumes = dir.join("volumes");
+    (
+        volumes.join(format!("{name}.work")),
+        volumes.join(format!("{name}.state")),
+        volumes.join(format!("{name}.lock")),
+    )
+}
+
+/// The version after `after` whose root is `root`, if the chain has one: how a mount that died between the
+/// chain taking its publish and its state file saying so finds its own version.
+pub fn find_published(
+    dir: &Path,
+    api: &str,
+    name: &str,
+    after: u64,
+    root: &Cid,
+) -> Result<Option<u64>> {
+    let (_, all) = versions(dir, api, name, after)?;
+    Ok(all.iter().find(|v| v.root == *root).map(|v| v.version))
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         a_removed_file_ends_its_deal_and_its_holders_collect_it(dir.path(), lines, &hello);
         a_public_file_removed_by_its_capability_ends_its_deal(dir.path(), lines);
         volumes_keep_numbered_versions_and_mount_each(dir.path(), lines);
+        a_volume_mounted_read_write_publishes_and_survives_kill_9(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -969,4 +970,145 @@ fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &
         "reads as a CID",
     );
     refused(&["volume", "log", "nosuch"], "has no volume \"nosuch\"");
+}
+
+/// The volume of the test above, mounted read-write: files created, written at an offset, truncated, renamed
+/// across directories (with `mv -n` refusing to replace), linked symbolically, removed; hard links and FIFOs
+/// refused. fsync of the mount's root publishes version 4. A file written and fsynced, then `kill -9`: the next
+/// mount finds it, and its unmount publishes version 5, which mounts read-only as exactly the tree the same
+/// changes make on a local disk. A second read-write mount of the volume is refused while one runs.
+fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
+    dir: &std::path::Path,
+    lines: &[String],
+) {
+    use std::io::{Seek, SeekFrom, Write};
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let expected = dir.join("rw-expected");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(dir.join("site-v3"))
+        .arg(&expected)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    // The same changes, on a local disk and through the mount.
+    let change = |root: &std::path::Path| {
+        std::fs::write(root.join("new.txt"), "made in a mount").expect("create");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("index.html"))
+            .expect("open");
+        f.seek(SeekFrom::Start(8)).expect("seek");
+        f.write_all(b"THREE, changed").expect("write at an offset");
+        f.sync_all().expect("fsync");
+        drop(f);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("docs/a.txt"))
+            .expect("open")
+            .set_len(3)
+            .expect("truncate");
+        std::fs::create_dir(root.join("moved")).expect("mkdir");
+        std::fs::rename(root.join("docs"), root.join("moved/docs2")).expect("rename a directory");
+        std::fs::write(root.join("moved/keep.txt"), "kept").expect("write");
+        std::fs::write(root.join("other.txt"), "other").expect("write");
+        let mv = Command::new("mv")
+            .arg("-n")
+            .arg(root.join("other.txt"))
+            .arg(root.join("moved/keep.txt"))
+            .status()
+            .expect("mv");
+        let _ = mv;
+        std::os::unix::fs::symlink("index.html", root.join("link")).expect("symlink");
+        std::fs::create_dir(root.join("empty")).expect("mkdir");
+        std::fs::remove_dir(root.join("empty")).expect("rmdir");
+        std::fs::write(root.join("gone.txt"), "gone").expect("write");
+        std::fs::remove_file(root.join("gone.txt")).expect("unlink");
+    };
+    change(&expected);
+
+    let mnt = dir.join("mnt-rw");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let rw = ["--publish-every", "0", "site"];
+    let m = common::mount::Mounted::start_with(&node0, &["--api", api], &rw, &mnt);
+    change(&mnt);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("moved/keep.txt")).expect("read"),
+        "kept",
+        "mv -n (RENAME_NOREPLACE) replaced nothing"
+    );
+    let link = std::fs::hard_link(mnt.join("new.txt"), mnt.join("hard"));
+    assert_eq!(
+        link.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EPERM)),
+        "hard links are refused"
+    );
+    let fifo = Command::new("mkfifo")
+        .arg(mnt.join("fifo"))
+        .output()
+        .expect("mkfifo");
+    assert!(!fifo.status.success(), "FIFOs are refused");
+    // A second read-write mount of the same volume is refused.
+    let other = dir.join("mnt-rw2");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let out = common::run(
+        &node0,
+        &[
+            "--api",
+            api,
+            "mount",
+            "site",
+            other.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("mounted read-write by another"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // fsync of the root publishes.
+    std::fs::File::open(&mnt)
+        .expect("open the root")
+        .sync_all()
+        .expect("fsync of the root publishes");
+    let log = common::run_json(&node0, &["--api", api, "volume", "log", "site"]);
+    assert_eq!(log["version"], 4, "{log}");
+
+    // Written and fsynced, then killed: nothing acknowledged is lost.
+    let mut f = std::fs::File::create(mnt.join("after-crash.txt")).expect("create");
+    f.write_all(b"fsynced before kill -9").expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+    std::fs::write(expected.join("after-crash.txt"), "fsynced before kill -9").expect("write");
+    m.kill_9();
+    let _unmount = common::mount::Unmount(mnt.clone());
+    let mut m = common::mount::Mounted::start_with(&node0, &["--api", api], &rw, &mnt);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("after-crash.txt")).expect("read"),
+        "fsynced before kill -9"
+    );
+    assert!(
+        m.stop().success(),
+        "the mount exits cleanly, after publishing"
+    );
+    let log = common::run_json(&node0, &["--api", api, "volume", "log", "site"]);
+    assert_eq!(log["version"], 5, "{log}");
+
+    let ro = dir.join("mnt-v5");
+    std::fs::create_dir_all(&ro).expect("mkdir");
+    let _v5 = common::mount::Mounted::start(&node0, &["--api", api], "site@5", &ro);
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&expected)
+        .arg(&ro)
+        .output()
+        .expect("diff runs");
+    assert!(
+        diff.status.success(),
+        "version 5 is the tree the changes make: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
 }

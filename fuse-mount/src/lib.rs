@@ -6,17 +6,22 @@
 //!
 //! - [`DagFs`]: the read-only filesystem over one DAG (lookup, getattr, readdir in pages, open, read, readlink,
 //!   statfs), with inode numbers stable for a path.
+//! - [`WorkFs`]: the read-write filesystem over a volume's working copy, published as the volume's next version
+//!   on `fsync` of its root, on unmount and periodically (`specs/volumes.md` §5).
 //! - [`mountpoint::prepare`]: the mount directory's checks, and clearing a stale mount a killed process left.
 //! - [`Mount`]: the FUSE session, run in the foreground until it is unmounted.
 
 pub mod dag_fs;
 pub mod mountpoint;
+pub mod work_fs;
 
 use std::io;
 use std::path::Path;
 
 pub use dag_fs::{DagFs, inode_number};
+pub use fuser::Filesystem;
 pub use mountpoint::{MountpointError, prepare};
+pub use work_fs::{Publisher, Volume, WorkFs, WorkState, lock_exclusive};
 
 /// Threads that serve the kernel's requests: a read waiting on the network does not hold up a listing.
 pub const THREADS_DEFAULT: usize = 4;
@@ -26,8 +31,8 @@ pub const THREADS_DEFAULT: usize = 4;
 pub const READAHEAD_KIB: u32 = 4096;
 
 /// A mounted filesystem, not yet served.
-pub struct Mount {
-    session: fuser::Session<DagFs>,
+pub struct Mount<F: fuser::Filesystem + Send + Sync + 'static = DagFs> {
+    session: fuser::Session<F>,
 }
 
 /// Unmounts a [`Mount`] from another thread (a signal watcher); [`Mount::run`] then returns.
@@ -39,12 +44,23 @@ impl Unmounter {
     }
 }
 
-impl Mount {
-    /// Mounts `fs` read-only on `dir` (which [`prepare`] checked), named `source` in the mount table.
-    pub fn new(fs: DagFs, dir: &Path, source: &str, threads: usize) -> io::Result<Mount> {
+impl<F: fuser::Filesystem + Send + Sync + 'static> Mount<F> {
+    /// Mounts `fs` on `dir` (which [`prepare`] checked), named `source` in the mount table; read-only unless
+    /// `writable`.
+    pub fn new(
+        fs: F,
+        dir: &Path,
+        source: &str,
+        threads: usize,
+        writable: bool,
+    ) -> io::Result<Mount<F>> {
         let mut config = fuser::Config::default();
         config.mount_options = vec![
-            fuser::MountOption::RO,
+            if writable {
+                fuser::MountOption::RW
+            } else {
+                fuser::MountOption::RO
+            },
             fuser::MountOption::FSName(source.to_string()),
             fuser::MountOption::Subtype("huds".to_string()),
             // The kernel checks permissions from the modes, so `access` needs no answer of its own.

@@ -34,12 +34,17 @@ pub struct Mounted {
 impl Mounted {
     /// Starts `huds --data HOME [EXTRA...] mount TARGET DIR` and waits for its "mounted" line.
     pub fn start(home: &Path, extra: &[&str], target: &str, dir: &Path) -> Mounted {
+        Self::start_with(home, extra, &[target], dir)
+    }
+
+    /// Starts `huds --data HOME [EXTRA...] mount [ARGS...] DIR` and waits for its "mounted" line.
+    pub fn start_with(home: &Path, extra: &[&str], args: &[&str], dir: &Path) -> Mounted {
         let mut child = Command::new(huds())
             .arg("--data")
             .arg(home)
             .args(extra)
             .arg("mount")
-            .arg(target)
+            .args(args)
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -50,10 +55,9 @@ impl Mounted {
         let stderr = child.stderr.take().expect("stderr");
         let (line_tx, line_rx) = mpsc::sync_channel(64);
         std::thread::spawn(move || {
+            // Read to the end whether or not anyone still listens, so the mount never writes into a closed pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line_tx.send(line).is_err() {
-                    break;
-                }
+                let _ = line_tx.send(line);
             }
         });
         let (err_tx, err_rx) = mpsc::sync_channel(1);
