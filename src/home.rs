@@ -107,7 +107,7 @@ pub fn dir_from(data: Option<PathBuf>) -> Result<PathBuf> {
     Ok(Path::new(&home).join(".huds"))
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

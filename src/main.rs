@@ -285,6 +285,13 @@ enum VolumeWhat {
     Publish { name: String, path: PathBuf },
     /// Every version of a volume: number, shard height, root CID.
     Log { name: String },
+    /// Print what another home needs to read every version of the volume (keep it secret).
+    Share { name: String },
+    /// Record a volume another account shared (`huds volume share` prints TEXT), to mount it read-only.
+    Join {
+        #[arg(value_name = "TEXT")]
+        share: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -565,6 +572,8 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                     volume::publish(&dir, api, token.as_deref(), name, path, cli.json)
                 }
                 VolumeWhat::Log { name } => volume::log(&dir, api, name, cli.json),
+                VolumeWhat::Share { name } => volume::share(&dir, name, cli.json),
+                VolumeWhat::Join { share } => volume::join(&dir, share, cli.json),
             };
         }
         Command::Deal { what } => {

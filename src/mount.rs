@@ -115,6 +115,7 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
             );
         }
         let api = api.context("volumes live on the chain: pass --api URL")?;
+        crate::volume::check_writable(home, &t.name)?;
         return mount_volume(home, api, t, &args, json);
     }
     let reader = match &volume {

@@ -36,6 +36,108 @@ fn key_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("volumes").join(format!("{name}.key"))
 }
 
+fn owner_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("volumes").join(format!("{name}.owner"))
+}
+
+/// The account that owns the home's volume `name`: the one `volume join` recorded, else the home's own.
+fn owner_of(dir: &Path, name: &str) -> Result<Address> {
+    match std::fs::read_to_string(owner_path(dir, name)) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", owner_path(dir, name).display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Address::of(&wallet::wallet_key(dir)?.public()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", owner_path(dir, name).display())),
+    }
+}
+
+/// Refuses to write to a volume another account owns: the chain would take the publish as a new volume of the
+/// sender's own under the same name.
+pub fn check_writable(dir: &Path, name: &str) -> Result<()> {
+    let owner = owner_of(dir, name)?;
+    let me = Address::of(&wallet::wallet_key(dir)?.public());
+    if owner != me {
+        bail!(
+            "volume {name} belongs to {owner}, not to this home's account {me}: only its owner can publish to it (mount it with --read-only, or NAME@N)"
+        );
+    }
+    Ok(())
+}
+
+const SHARE_PREFIX: &str = "hudsvol:";
+
+fn base32() -> data_encoding::Encoding {
+    let mut spec = data_encoding::Specification::new();
+    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+    spec.encoding().expect("a valid base32 alphabet")
+}
+
+/// `huds volume share NAME`: what another home needs to read every version: the owner, the key and the name.
+pub fn share(dir: &Path, name: &str, json: bool) -> Result<()> {
+    checked_name(name)?;
+    let key = read_key(dir, name)?;
+    let owner = owner_of(dir, name)?;
+    let bytes = [&[1u8], owner.0.as_slice(), &key, name.as_bytes()].concat();
+    let text = format!("{SHARE_PREFIX}{}", base32().encode(&bytes));
+    if json {
+        println!(
+            "{}",
+            json!({ "name": name, "owner": owner.to_string(), "share": text })
+        );
+    } else {
+        println!("{text}");
+        eprintln!(
+            "anyone holding this reads every version of volume {name}: `huds volume join` it on another home"
+        );
+    }
+    Ok(())
+}
+
+/// `huds volume join TEXT`: records a shared volume in this home, to mount read-only.
+pub fn join(dir: &Path, text: &str, json: bool) -> Result<()> {
+    let bad =
+        || anyhow::anyhow!("not a volume share (`huds volume share NAME` prints one: hudsvol:...)");
+    let body = text.trim().strip_prefix(SHARE_PREFIX).ok_or_else(bad)?;
+    if body.len() > 400 {
+        return Err(bad());
+    }
+    let bytes = base32().decode(body.as_bytes()).map_err(|_| bad())?;
+    if bytes.len() < 66 || bytes[0] != 1 {
+        return Err(bad());
+    }
+    let owner = Address(bytes[1..33].try_into().expect("32 bytes"));
+    let key: [u8; 32] = bytes[33..65].try_into().expect("32 bytes");
+    let name = std::str::from_utf8(&bytes[65..]).map_err(|_| bad())?;
+    checked_name(name)?;
+    let volumes = dir.join("volumes");
+    std::fs::create_dir_all(&volumes).with_context(|| format!("creating {}", volumes.display()))?;
+    match std::fs::read(key_path(dir, name)) {
+        Ok(existing) if existing == key && owner_of(dir, name)? == owner => {}
+        Ok(_) => bail!(
+            "this home already has a volume {name} with another key or owner ({}): remove it first",
+            key_path(dir, name).display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            home::write_new(&owner_path(dir, name), owner.to_string().as_bytes(), 0o600)?;
+            home::write_new(&key_path(dir, name), &key, 0o600)?;
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", key_path(dir, name).display()));
+        }
+    }
+    if json {
+        println!("{}", json!({ "name": name, "owner": owner.to_string() }));
+    } else {
+        println!(
+            "volume {name} of {owner} joined: mount it with `huds --api URL mount {name} DIR --read-only`"
+        );
+    }
+    Ok(())
+}
+
 /// A name as a volume name, refusing what `huds mount` would take for a CID.
 fn checked_name(name: &str) -> Result<()> {
     check_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -137,7 +239,7 @@ fn head_of(page: &Value) -> Result<u64> {
 /// Every version of the volume after `after`, opened with the home's key.
 fn versions(dir: &Path, api: &str, name: &str, after: u64) -> Result<(Value, Vec<Version>)> {
     let key = read_key(dir, name)?;
-    let owner = Address::of(&wallet::wallet_key(dir)?.public());
+    let owner = owner_of(dir, name)?;
     let id = volume_id(&owner, name);
     let mut out = Vec::new();
     let mut after = after;
@@ -269,6 +371,12 @@ pub fn create(
             "volume {name} already exists (version {head}): `huds volume publish {name} PATH` makes a new version"
         );
     }
+    if owner_path(dir, name).exists() {
+        bail!(
+            "this home joined volume {name} of {}: pick another name for a volume of its own",
+            owner_of(dir, name)?
+        );
+    }
     let volumes = dir.join("volumes");
     std::fs::create_dir_all(&volumes).with_context(|| format!("creating {}", volumes.display()))?;
     // A create cut short after the key was written but before the chain took version 1 finds the key again.
@@ -294,6 +402,7 @@ pub fn publish(
     checked_name(name)?;
     let api = api.context(NEEDS_API)?;
     read_key(dir, name)?;
+    check_writable(dir, name)?;
     let owner = Address::of(&wallet::wallet_key(dir)?.public());
     let head = head_of(&page(api, &owner, name, 0)?)?;
     if head == 0 {
@@ -368,12 +477,7 @@ pub fn mount_target(dir: &Path, api: Option<&str>, target: &str) -> Result<Optio
     let (last, all) = match wanted {
         Some(n) => versions(dir, api, name, n - 1)?,
         None => {
-            let head = head_of(&page(
-                api,
-                &Address::of(&wallet::wallet_key(dir)?.public()),
-                name,
-                0,
-            )?)?;
+            let head = head_of(&page(api, &owner_of(dir, name)?, name, 0)?)?;
             versions(dir, api, name, head.saturating_sub(1))?
         }
     };
