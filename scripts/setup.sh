@@ -19,3 +19,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
+
+# pjdfstest (the Rust port, pinned) runs against a read-write volume mount in tests/devnet.rs; its tests switch
+# to the users nobody and tests.
+if [ ! -x /var/tmp/pjdfstest/bin/pjdfstest ]; then
+  CARGO_TARGET_DIR=/var/tmp/pjdfstest-target cargo install pjdfstest --version 0.2.2 --locked --root /var/tmp/pjdfstest
+fi
+if [ "$(id -u)" -eq 0 ] && ! id tests >/dev/null 2>&1; then
+  useradd -M -s /usr/sbin/nologin tests
+fi

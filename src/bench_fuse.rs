@@ -188,7 +188,7 @@ fn with_mount<T>(
         std::os::unix::fs::MetadataExt::gid(&me),
     )?;
     fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, false)
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, false, false)
         .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
     let mut unmounter = mounted.unmounter();
     let serving = std::thread::spawn(move || mounted.run());
@@ -235,7 +235,7 @@ fn with_volume<T>(
 ) -> Result<T> {
     let fs = fuse_mount::WorkFs::new(volume.clone())?;
     fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, true)
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, true, false)
         .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
     let mut unmounter = mounted.unmounter();
     let serving = std::thread::spawn(move || mounted.run());

@@ -122,6 +122,10 @@ enum Command {
         /// root and at unmount).
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         publish_every: u64,
+        /// Let other local users use the mount (root may always; others need user_allow_other in
+        /// /etc/fuse.conf); the kernel still checks each file's mode.
+        #[arg(long)]
+        allow_other: bool,
         /// The most decoded segments to keep in memory, in MiB (at least 12 segments are kept).
         #[arg(long, value_name = "MIB", default_value_t = 128)]
         cache_mb: u64,
@@ -537,6 +541,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             cache_mb,
             threads,
             publish_every,
+            allow_other,
         } => {
             let args = mount::MountArgs {
                 target,
@@ -545,6 +550,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                 threads: *threads,
                 read_only: *read_only,
                 publish_every: std::time::Duration::from_secs(*publish_every),
+                allow_other: *allow_other,
             };
             return mount::mount(&dir, api, args, cli.json);
         }

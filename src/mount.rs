@@ -32,6 +32,8 @@ pub(crate) struct MountArgs<'a> {
     pub read_only: bool,
     /// How often a read-write mount publishes its changes (zero: only on fsync of its root and at unmount).
     pub publish_every: std::time::Duration,
+    /// Let other local users use the mount (the kernel still checks every file's mode).
+    pub allow_other: bool,
 }
 
 /// Opens the DAG `target` names: through the node at `api`, else from the home at `home`. A CID must open
@@ -177,7 +179,7 @@ fn serve<F: fuse_mount::Filesystem + Send + Sync + 'static>(
         .build()
         .context("starting the signal watcher")?;
     let signals = rt.block_on(async { Signals::install() })?;
-    let mut mounted = fuse_mount::Mount::new(fs, &dir, "huds", args.threads, writable).map_err(|e| {
+    let mut mounted = fuse_mount::Mount::new(fs, &dir, "huds", args.threads, writable, args.allow_other).map_err(|e| {
         anyhow::anyhow!(
             "mounting on {}: {e} (is /dev/fuse there, and fusermount3 installed? scripts/setup.sh installs it)",
             dir.display()

@@ -53,6 +53,7 @@ impl<F: fuser::Filesystem + Send + Sync + 'static> Mount<F> {
         source: &str,
         threads: usize,
         writable: bool,
+        allow_other: bool,
     ) -> io::Result<Mount<F>> {
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -67,6 +68,9 @@ impl<F: fuser::Filesystem + Send + Sync + 'static> Mount<F> {
             fuser::MountOption::DefaultPermissions,
             fuser::MountOption::NoAtime,
         ];
+        if allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
         config.n_threads = Some(threads.max(1));
         config.clone_fd = true;
         let session = fuser::Session::new(fs, dir, &config)?;

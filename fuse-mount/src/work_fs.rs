@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -199,8 +200,14 @@ impl Volume {
 type Listing = Vec<(u64, FileType, OsString)>;
 
 /// The read-write filesystem over a [`Volume`]'s working copy.
+///
+/// Every call names files relative to a descriptor of the working copy's root (`openat`, `statat`,
+/// `renameat2`...), never by an absolute path, so a path as long as the kernel takes inside the mount works
+/// below a working copy that itself sits deep in the home.
 pub struct WorkFs {
     volume: Arc<Volume>,
+    /// The working copy's root, which every path is relative to.
+    dirfd: OwnedFd,
     /// The working copy root's inode number on the local filesystem (the mount's inode 1).
     root_ino: u64,
     /// Where each inode the kernel knows sits: (parent, name).
@@ -208,32 +215,29 @@ pub struct WorkFs {
     files: Mutex<HashMap<u64, Arc<File>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
+    /// This process runs as root: what it creates is then given to the caller, as the kernel would.
+    root: bool,
 }
+
+type Stat = rustix::fs::Stat;
 
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
 
-fn rustix_errno(e: rustix::io::Errno) -> Errno {
-    errno(io::Error::from_raw_os_error(e.raw_os_error()))
+fn rerr(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-fn kind_of(t: fs::FileType) -> FileType {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_fifo() {
-        FileType::NamedPipe
-    } else if t.is_socket() {
-        FileType::Socket
-    } else if t.is_block_device() {
-        FileType::BlockDevice
-    } else if t.is_char_device() {
-        FileType::CharDevice
-    } else {
-        FileType::RegularFile
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFCHR => FileType::CharDevice,
+        _ => FileType::RegularFile,
     }
 }
 
@@ -278,16 +282,43 @@ fn component(name: &OsStr) -> Result<&OsStr, Errno> {
     Ok(name)
 }
 
+/// The open flags of a handle: the access mode and what matters for I/O, never creation or truncation (which
+/// the caller does as a change) or O_APPEND (the kernel gives every write its offset).
+fn oflags(flags: i32) -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    let mut o = match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => OFlags::WRONLY,
+        libc::O_RDWR => OFlags::RDWR,
+        _ => OFlags::RDONLY,
+    };
+    if flags & libc::O_SYNC != 0 {
+        o |= OFlags::SYNC;
+    }
+    if flags & libc::O_DSYNC != 0 {
+        o |= OFlags::DSYNC;
+    }
+    o | OFlags::CLOEXEC | OFlags::NOFOLLOW
+}
+
 impl WorkFs {
     pub fn new(volume: Arc<Volume>) -> io::Result<WorkFs> {
-        let root_ino = fs::metadata(&volume.work)?.ino();
+        use rustix::fs::{Mode, OFlags};
+        let dirfd = rustix::fs::open(
+            &volume.work,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rerr)?;
+        let root_ino = rustix::fs::fstat(&dirfd).map_err(rerr)?.st_ino;
         Ok(WorkFs {
             volume,
+            dirfd,
             root_ino,
             nodes: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            root: rustix::process::geteuid().is_root(),
         })
     }
 
@@ -302,6 +333,7 @@ impl WorkFs {
         }
     }
 
+    /// The path of inode `ino` relative to the working copy's root (`.` for the root).
     fn path(&self, ino: u64) -> Result<PathBuf, Errno> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let mut names = Vec::new();
@@ -314,7 +346,7 @@ impl WorkFs {
                 return Err(Errno::ELOOP);
             }
         }
-        let mut path = self.volume.work.clone();
+        let mut path = PathBuf::from(".");
         for name in names.iter().rev() {
             path.push(name);
         }
@@ -325,31 +357,41 @@ impl WorkFs {
         Ok(self.path(parent)?.join(component(name)?))
     }
 
-    fn attr(&self, m: &fs::Metadata) -> FileAttr {
+    fn stat(&self, rel: &Path) -> io::Result<Stat> {
+        rustix::fs::statat(&self.dirfd, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
+    }
+
+    fn open_at(&self, rel: &Path, o: rustix::fs::OFlags, mode: u32) -> io::Result<File> {
+        rustix::fs::openat(&self.dirfd, rel, o, rustix::fs::Mode::from_raw_mode(mode))
+            .map(File::from)
+            .map_err(rerr)
+    }
+
+    fn attr(&self, st: &Stat) -> FileAttr {
         FileAttr {
-            ino: INodeNo(self.ino(m.ino())),
-            size: m.size(),
-            blocks: m.blocks(),
-            atime: time(m.atime(), m.atime_nsec()),
-            mtime: time(m.mtime(), m.mtime_nsec()),
-            ctime: time(m.ctime(), m.ctime_nsec()),
-            crtime: time(m.ctime(), m.ctime_nsec()),
-            kind: kind_of(m.file_type()),
-            perm: (m.mode() & 0o7777) as u16,
-            nlink: m.nlink() as u32,
-            uid: m.uid(),
-            gid: m.gid(),
+            ino: INodeNo(self.ino(st.st_ino)),
+            size: st.st_size.max(0) as u64,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec as i64),
+            mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+            crtime: time(st.st_ctime, st.st_ctime_nsec as i64),
+            kind: kind_of(st.st_mode),
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
             rdev: 0,
-            blksize: m.blksize() as u32,
+            blksize: st.st_blksize as u32,
             flags: 0,
         }
     }
 
     /// Records where an inode sits and answers with its entry.
-    fn entry(&self, parent: u64, name: &OsStr, path: &Path, reply: ReplyEntry) {
-        match fs::symlink_metadata(path) {
-            Ok(m) => {
-                let attr = self.attr(&m);
+    fn entry(&self, parent: u64, name: &OsStr, rel: &Path, reply: ReplyEntry) {
+        match self.stat(rel) {
+            Ok(st) => {
+                let attr = self.attr(&st);
                 self.remember(attr.ino.0, parent, name);
                 reply.entry(&TTL, &attr, Generation(0));
             }
@@ -373,6 +415,37 @@ impl WorkFs {
             .retain(|_, (p, n)| !(*p == parent && n == name));
     }
 
+    /// Gives what the caller just created at `rel` to the caller (its group, unless the directory it was made
+    /// in hands its own down with set-group-ID), as a filesystem the caller wrote to directly would.
+    fn give(&self, req: &Request, rel: &Path) -> io::Result<()> {
+        if !self.root {
+            return Ok(());
+        }
+        let inherits = rel
+            .parent()
+            .and_then(|p| self.stat(p).ok())
+            .is_some_and(|st| st.st_mode & libc::S_ISGID != 0);
+        let gid = (!inherits).then(|| rustix::fs::Gid::from_raw(req.gid()));
+        rustix::fs::chownat(
+            &self.dirfd,
+            rel,
+            Some(rustix::fs::Uid::from_raw(req.uid())),
+            gid,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(rerr)
+    }
+
+    /// An open handle on inode `ino`, for an inode no name leads to any more (unlinked while open).
+    fn open_on(&self, ino: u64) -> Option<Arc<File>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|f| rustix::fs::fstat(&***f).is_ok_and(|st| self.ino(st.st_ino) == ino))
+            .cloned()
+    }
+
     fn file(&self, fh: FileHandle) -> Result<Arc<File>, Errno> {
         self.files
             .lock()
@@ -390,33 +463,10 @@ impl WorkFs {
             .insert(fh, Arc::new(file));
         FileHandle(fh)
     }
+}
 
-    fn options(flags: i32) -> OpenOptions {
-        let mut o = OpenOptions::new();
-        match flags & libc::O_ACCMODE {
-            libc::O_WRONLY => {
-                o.write(true);
-            }
-            libc::O_RDWR => {
-                o.read(true).write(true);
-            }
-            _ => {
-                o.read(true);
-            }
-        }
-        // The kernel gives every write its offset (O_APPEND included), and the handle must stay writable at
-        // any offset; O_TRUNC is applied by the caller as a change.
-        o.custom_flags(
-            flags
-                & !(libc::O_ACCMODE
-                    | libc::O_APPEND
-                    | libc::O_TRUNC
-                    | libc::O_CREAT
-                    | libc::O_EXCL
-                    | libc::O_NOFOLLOW),
-        );
-        o
-    }
+fn fstat(f: &File) -> io::Result<Stat> {
+    rustix::fs::fstat(f).map_err(rerr)
 }
 
 impl Filesystem for WorkFs {
@@ -429,21 +479,31 @@ impl Filesystem for WorkFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.child(parent.0, name) {
-            Ok(path) => self.entry(parent.0, name, &path, reply),
+            Ok(rel) => self.entry(parent.0, name, &rel, reply),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let m = match fh.map(|fh| self.file(fh)) {
-            Some(Ok(f)) => f.metadata(),
+        let st = match fh.map(|fh| self.file(fh)) {
+            Some(Ok(f)) => fstat(&f),
+            // Unlinked while open: a handle still reaches it.
             _ => match self.path(ino.0) {
-                Ok(p) => fs::symlink_metadata(p),
+                Ok(rel) => match self.stat(&rel) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.open_on(ino.0).map_or(Err(e), |f| fstat(&f))
+                    }
+                    r => r,
+                },
+                Err(e) if e == Errno::ENOENT => match self.open_on(ino.0) {
+                    Some(f) => fstat(&f),
+                    None => return reply.error(e),
+                },
                 Err(e) => return reply.error(e),
             },
         };
-        match m {
-            Ok(m) => reply.attr(&TTL, &self.attr(&m)),
+        match st {
+            Ok(st) => reply.attr(&TTL, &self.attr(&st)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -466,22 +526,37 @@ impl Filesystem for WorkFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let path = match self.path(ino.0) {
+        let rel = match self.path(ino.0) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
+            use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
             if let Some(mode) = mode {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))?;
+                rustix::fs::chmodat(
+                    &self.dirfd,
+                    &rel,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(rerr)?;
             }
             if uid.is_some() || gid.is_some() {
-                std::os::unix::fs::lchown(&path, uid, gid)?;
+                rustix::fs::chownat(
+                    &self.dirfd,
+                    &rel,
+                    uid.map(Uid::from_raw),
+                    gid.map(Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(rerr)?;
             }
             if let Some(size) = size {
                 match fh.map(|fh| self.file(fh)) {
                     Some(Ok(f)) => f.set_len(size)?,
-                    _ => OpenOptions::new().write(true).open(&path)?.set_len(size)?,
+                    _ => self
+                        .open_at(&rel, OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, 0)?
+                        .set_len(size)?,
                 }
             }
             if atime.is_some() || mtime.is_some() {
@@ -489,36 +564,30 @@ impl Filesystem for WorkFs {
                     last_access: timespec(atime),
                     last_modification: timespec(mtime),
                 };
-                rustix::fs::utimensat(
-                    rustix::fs::CWD,
-                    &path,
-                    &times,
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io::Error::from)?;
+                rustix::fs::utimensat(&self.dirfd, &rel, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(rerr)?;
             }
-            fs::symlink_metadata(&path)
+            self.stat(&rel)
         });
         match r {
-            Ok(m) => reply.attr(&TTL, &self.attr(&m)),
+            Ok(st) => reply.attr(&TTL, &self.attr(&st)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        use std::os::unix::ffi::OsStrExt;
-        match self
-            .path(ino.0)
-            .and_then(|p| fs::read_link(p).map_err(errno))
-        {
-            Ok(target) => reply.data(target.as_os_str().as_bytes()),
+        let target = self.path(ino.0).and_then(|rel| {
+            rustix::fs::readlinkat(&self.dirfd, &rel, Vec::new()).map_err(|e| errno(rerr(e)))
+        });
+        match target {
+            Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(e),
         }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -530,54 +599,62 @@ impl Filesystem for WorkFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let path = match self.child(parent.0, name) {
+        let rel = match self.child(parent.0, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode & !umask & 0o7777)
-                .open(&path)
-                .map(drop)
+            use rustix::fs::OFlags;
+            self.open_at(
+                &rel,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                mode & !umask & 0o7777,
+            )?;
+            self.give(req, &rel)
         });
         match r {
-            Ok(()) => self.entry(parent.0, name, &path, reply),
+            Ok(()) => self.entry(parent.0, name, &rel, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let path = match self.child(parent.0, name) {
+        let rel = match self.child(parent.0, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            fs::DirBuilder::new()
-                .mode(mode & !umask & 0o7777)
-                .create(&path)
+            rustix::fs::mkdirat(
+                &self.dirfd,
+                &rel,
+                rustix::fs::Mode::from_raw_mode(mode & !umask & 0o7777),
+            )
+            .map_err(rerr)?;
+            self.give(req, &rel)
         });
         match r {
-            Ok(()) => self.entry(parent.0, name, &path, reply),
+            Ok(()) => self.entry(parent.0, name, &rel, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let path = match self.child(parent.0, name) {
+        let rel = match self.child(parent.0, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        match self.volume.change(|| fs::remove_file(&path)) {
+        let r = self.volume.change(|| {
+            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::empty()).map_err(rerr)
+        });
+        match r {
             Ok(()) => {
                 self.forget_name(parent.0, name);
                 reply.ok()
@@ -587,11 +664,14 @@ impl Filesystem for WorkFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let path = match self.child(parent.0, name) {
+        let rel = match self.child(parent.0, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        match self.volume.change(|| fs::remove_dir(&path)) {
+        let r = self.volume.change(|| {
+            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::REMOVEDIR).map_err(rerr)
+        });
+        match r {
             Ok(()) => {
                 self.forget_name(parent.0, name);
                 reply.ok()
@@ -602,21 +682,22 @@ impl Filesystem for WorkFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let path = match self.child(parent.0, link_name) {
+        let rel = match self.child(parent.0, link_name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        match self
-            .volume
-            .change(|| std::os::unix::fs::symlink(target, &path))
-        {
-            Ok(()) => self.entry(parent.0, link_name, &path, reply),
+        let r = self.volume.change(|| {
+            rustix::fs::symlinkat(target, &self.dirfd, &rel).map_err(rerr)?;
+            self.give(req, &rel)
+        });
+        match r {
+            Ok(()) => self.entry(parent.0, link_name, &rel, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -635,6 +716,11 @@ impl Filesystem for WorkFs {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
+        if flags.bits() & !(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE).bits()
+            != 0
+        {
+            return reply.error(Errno::EINVAL);
+        }
         let mut how = rustix::fs::RenameFlags::empty();
         if flags.contains(RenameFlags::RENAME_NOREPLACE) {
             how |= rustix::fs::RenameFlags::NOREPLACE;
@@ -642,22 +728,15 @@ impl Filesystem for WorkFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             how |= rustix::fs::RenameFlags::EXCHANGE;
         }
-        if flags.bits() & !(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE).bits()
-            != 0
-        {
-            return reply.error(Errno::EINVAL);
-        }
         let r = self.volume.change(|| {
-            let moved = fs::symlink_metadata(&from)?.ino();
-            let replaced = fs::symlink_metadata(&to).ok().map(|m| m.ino());
-            rustix::fs::renameat_with(rustix::fs::CWD, &from, rustix::fs::CWD, &to, how)
-                .map_err(io::Error::from)?;
+            let moved = self.stat(&from)?.st_ino;
+            let replaced = self.stat(&to).ok().map(|st| st.st_ino);
+            rustix::fs::renameat_with(&self.dirfd, &from, &self.dirfd, &to, how).map_err(rerr)?;
             Ok((moved, replaced))
         });
         match r {
             Ok((moved, replaced)) => {
                 let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-                let moved = self.ino(moved);
                 if how.contains(rustix::fs::RenameFlags::EXCHANGE) {
                     if let Some(other) = replaced {
                         nodes.insert(self.ino(other), (parent.0, name.to_os_string()));
@@ -665,7 +744,7 @@ impl Filesystem for WorkFs {
                 } else if let Some(gone) = replaced {
                     nodes.remove(&self.ino(gone));
                 }
-                nodes.insert(moved, (newparent.0, newname.to_os_string()));
+                nodes.insert(self.ino(moved), (newparent.0, newname.to_os_string()));
                 reply.ok()
             }
             Err(e) => reply.error(errno(e)),
@@ -685,19 +764,19 @@ impl Filesystem for WorkFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let path = match self.path(ino.0) {
+        let rel = match self.path(ino.0) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let writes = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let r = if flags.0 & libc::O_TRUNC != 0 && writes {
             self.volume.change(|| {
-                let f = Self::options(flags.0).open(&path)?;
+                let f = self.open_at(&rel, oflags(flags.0), 0)?;
                 f.set_len(0)?;
                 Ok(f)
             })
         } else {
-            Self::options(flags.0).open(&path)
+            self.open_at(&rel, oflags(flags.0), 0)
         };
         match r {
             Ok(f) => reply.opened(self.keep(f), FopenFlags::empty()),
@@ -707,7 +786,7 @@ impl Filesystem for WorkFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -718,31 +797,27 @@ impl Filesystem for WorkFs {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return reply.error(Errno::EPERM);
         }
-        let path = match self.child(parent.0, name) {
+        let rel = match self.child(parent.0, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            let mut o = Self::options(flags);
+            use rustix::fs::OFlags;
+            let mut o = oflags(flags) | OFlags::CREATE;
             if flags & libc::O_EXCL != 0 {
-                o.create_new(true);
-            } else {
-                o.create(true);
+                o |= OFlags::EXCL;
             }
-            if flags & libc::O_ACCMODE == libc::O_RDONLY {
-                // O_CREAT with O_RDONLY still creates the file.
-                o.write(true);
-            }
-            let f = o.mode(mode & !umask & 0o7777).open(&path)?;
+            let f = self.open_at(&rel, o, mode & !umask & 0o7777)?;
+            self.give(req, &rel)?;
             if flags & libc::O_TRUNC != 0 {
                 f.set_len(0)?;
             }
-            let m = f.metadata()?;
-            Ok((f, m))
+            let st = fstat(&f)?;
+            Ok((f, st))
         });
         match r {
-            Ok((f, m)) => {
-                let attr = self.attr(&m);
+            Ok((f, st)) => {
+                let attr = self.attr(&st);
                 self.remember(attr.ino.0, parent.0, name);
                 reply.created(
                     &TTL,
@@ -806,6 +881,34 @@ impl Filesystem for WorkFs {
         }
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Only plain allocation: punching holes and the like have no use in a tree about to be published.
+        if mode != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let f = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.volume.change(|| {
+            rustix::fs::fallocate(&*f, rustix::fs::FallocateFlags::empty(), offset, length)
+                .map_err(rerr)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn flush(
         &self,
         _req: &Request,
@@ -858,13 +961,14 @@ impl Filesystem for WorkFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let path = match self.path(ino.0) {
+        let rel = match self.path(ino.0) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let listed = (|| -> io::Result<Listing> {
-            let me = fs::metadata(&path)?.ino();
-            let up = fs::metadata(path.join(".."))?.ino();
+            use rustix::fs::OFlags;
+            let me = self.stat(&rel)?.st_ino;
+            let up = self.stat(&rel.join(".."))?.st_ino;
             let mut entries = vec![
                 (self.ino(me), FileType::Directory, OsString::from(".")),
                 (
@@ -873,9 +977,32 @@ impl Filesystem for WorkFs {
                     OsString::from(".."),
                 ),
             ];
-            for e in fs::read_dir(&path)? {
-                let e = e?;
-                entries.push((self.ino(e.ino()), kind_of(e.file_type()?), e.file_name()));
+            let fd = self.open_at(
+                &rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                0,
+            )?;
+            for e in rustix::fs::Dir::read_from(&fd).map_err(rerr)? {
+                let e = e.map_err(rerr)?;
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let kind = match e.file_type() {
+                    rustix::fs::FileType::Directory => FileType::Directory,
+                    rustix::fs::FileType::Symlink => FileType::Symlink,
+                    rustix::fs::FileType::Fifo => FileType::NamedPipe,
+                    rustix::fs::FileType::Socket => FileType::Socket,
+                    rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
+                    rustix::fs::FileType::CharacterDevice => FileType::CharDevice,
+                    _ => FileType::RegularFile,
+                };
+                use std::os::unix::ffi::OsStrExt;
+                entries.push((
+                    self.ino(e.ino()),
+                    kind,
+                    OsStr::from_bytes(name).to_os_string(),
+                ));
             }
             Ok(entries)
         })();
@@ -940,9 +1067,16 @@ impl Filesystem for WorkFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let synced = self
-            .path(ino.0)
-            .and_then(|p| File::open(p).and_then(|d| d.sync_all()).map_err(errno));
+        use rustix::fs::OFlags;
+        let synced = self.path(ino.0).and_then(|rel| {
+            self.open_at(
+                &rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                0,
+            )
+            .and_then(|d| d.sync_all())
+            .map_err(errno)
+        });
         if let Err(e) = synced {
             return reply.error(e);
         }
@@ -957,7 +1091,7 @@ impl Filesystem for WorkFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match rustix::fs::statvfs(&self.volume.work) {
+        match rustix::fs::fstatvfs(&self.dirfd) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -968,7 +1102,7 @@ impl Filesystem for WorkFs {
                 s.f_namemax as u32,
                 s.f_frsize as u32,
             ),
-            Err(e) => reply.error(rustix_errno(e)),
+            Err(e) => reply.error(errno(rerr(e))),
         }
     }
 }
