@@ -408,11 +408,16 @@ impl WorkFs {
         }
     }
 
-    fn forget_name(&self, parent: u64, name: &OsStr) {
-        self.nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (p, n)| !(*p == parent && n == name));
+    /// Forgets where inode `local` (a local inode number) sat, if it sat at (parent, name).
+    fn forget_name(&self, local: u64, parent: u64, name: &OsStr) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let ino = self.ino(local);
+        if nodes
+            .get(&ino)
+            .is_some_and(|(p, n)| *p == parent && n == name)
+        {
+            nodes.remove(&ino);
+        }
     }
 
     /// Gives what the caller just created at `rel` to the caller (its group, unless the directory it was made
@@ -652,11 +657,13 @@ impl Filesystem for WorkFs {
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::empty()).map_err(rerr)
+            let gone = self.stat(&rel)?.st_ino;
+            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::empty()).map_err(rerr)?;
+            Ok(gone)
         });
         match r {
-            Ok(()) => {
-                self.forget_name(parent.0, name);
+            Ok(gone) => {
+                self.forget_name(gone, parent.0, name);
                 reply.ok()
             }
             Err(e) => reply.error(errno(e)),
@@ -669,11 +676,14 @@ impl Filesystem for WorkFs {
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::REMOVEDIR).map_err(rerr)
+            let gone = self.stat(&rel)?.st_ino;
+            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::REMOVEDIR)
+                .map_err(rerr)?;
+            Ok(gone)
         });
         match r {
-            Ok(()) => {
-                self.forget_name(parent.0, name);
+            Ok(gone) => {
+                self.forget_name(gone, parent.0, name);
                 reply.ok()
             }
             Err(e) => reply.error(errno(e)),
