@@ -230,6 +230,7 @@ fn mount_volume(
     args: &MountArgs,
     json: bool,
 ) -> Result<()> {
+    crate::volume::volumes_dir(home)?;
     let (work, state_path, lock_path) = crate::volume::work_paths(home, &t.name);
     let _lock = fuse_mount::lock_exclusive(&lock_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => anyhow::anyhow!(

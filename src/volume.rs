@@ -112,8 +112,7 @@ pub fn join(dir: &Path, text: &str, json: bool) -> Result<()> {
     let key: [u8; 32] = bytes[33..65].try_into().expect("32 bytes");
     let name = std::str::from_utf8(&bytes[65..]).map_err(|_| bad())?;
     checked_name(name)?;
-    let volumes = dir.join("volumes");
-    std::fs::create_dir_all(&volumes).with_context(|| format!("creating {}", volumes.display()))?;
+    volumes_dir(dir)?;
     match std::fs::read(key_path(dir, name)) {
         Ok(existing) if existing == key && owner_of(dir, name)? == owner => {}
         Ok(_) => bail!(
@@ -269,6 +268,9 @@ fn versions(dir: &Path, api: &str, name: &str, after: u64) -> Result<(Value, Vec
         if p["next"].is_null() {
             return Ok((p, out));
         }
+        if p["versions"].as_array().is_none_or(Vec::is_empty) {
+            bail!("the node's volume answer pages on with no versions in it");
+        }
     }
 }
 
@@ -286,6 +288,15 @@ fn publish_path(
     let wallet = wallet::wallet_key(dir)?;
     let owner = Address::of(&wallet.public());
     let id = volume_id(&owner, name);
+    // A publish on top of a version already replaced can never go through: refused before anything is stored
+    // or paid for.
+    let head = head_of(&page(api, &owner, name, 0)?)?;
+    if head != replaces {
+        bail!(
+            "volume {name} {} {replaces} to {head} (another writer): nothing was published",
+            fuse_mount::work_fs::MOVED_ON
+        );
+    }
     let ask = deal::ask(dir, api, None, None)?;
     let params = api_client::AddParams {
         public: false,
@@ -295,12 +306,21 @@ fn publish_path(
     };
     let added = api_client::add(api, token, path, params, None)
         .with_context(|| format!("adding {}", path.display()))?;
+    // The node is not trusted with what the version names: its root CID must be the content's own.
+    let expected =
+        huds::add::cid_of_path(path).with_context(|| format!("hashing {}", path.display()))?;
     let cap = added["cap"]
         .as_str()
         .context("the node's add answer has no capability")?
         .to_string();
     let root = huds::cids::parse(added["cid"].as_str().unwrap_or(""))
         .context("the node's add answer has no root CID")?;
+    if root != expected {
+        bail!(
+            "the node stored {} as {root}, but its content is {expected}: refusing to publish it",
+            path.display()
+        );
+    }
     let deal = match &ask {
         Some(ask) => Some(
             deal::open_added(dir, api, ask, false, &added).with_context(|| {
@@ -318,17 +338,32 @@ fn publish_path(
     let kind = TxKind::PublishVolume {
         name: name.to_string(),
         replaces,
-        root: sealed,
+        root: sealed.clone(),
     };
     let (posted, fee) = wallet::sign_and_post(api, &wallet, &status, kind).map_err(|e| {
         if e.to_string().contains("the volume is at version") {
             e.context(format!(
-                "another publish of {name} got there first: nothing was published (the content stays stored)"
+                "volume {name} {} {replaces} (another writer got there first): nothing was published (the content stays stored)",
+                fuse_mount::work_fs::MOVED_ON
             ))
         } else {
             e
         }
     })?;
+    // The node's word that the transaction is final is not enough: the version must be on the chain with
+    // exactly this root (a nonce moved by another transaction would otherwise pass for it).
+    let back = page(api, &owner, name, replaces)?;
+    let landed = back["versions"]
+        .as_array()
+        .and_then(|v| v.first())
+        .filter(|v| v["version"].as_u64() == Some(version))
+        .and_then(|v| v["root"].as_str())
+        .is_some_and(|r| r == chain::hex(&sealed));
+    if !landed {
+        bail!(
+            "the node said version {version} of {name} is final, but the chain holds another root for it (or none): nothing is taken as published"
+        );
+    }
     Ok(json!({
         "name": name,
         "id": chain::hex(&id),
@@ -377,10 +412,13 @@ pub fn create(
             owner_of(dir, name)?
         );
     }
-    let volumes = dir.join("volumes");
-    std::fs::create_dir_all(&volumes).with_context(|| format!("creating {}", volumes.display()))?;
+    let volumes = volumes_dir(dir)?;
     // A create cut short after the key was written but before the chain took version 1 finds the key again.
     home::key_if_absent(&key_path(dir, name))?;
+    // The key must outlive a crash before any version sealed under it can exist.
+    std::fs::File::open(&volumes)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", volumes.display()))?;
     let empty = volumes.join(format!(".empty-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&empty);
     std::fs::create_dir(&empty).with_context(|| format!("creating {}", empty.display()))?;
@@ -529,6 +567,21 @@ impl fuse_mount::Publisher for NodePublisher {
         );
         Ok(version)
     }
+}
+
+/// The home's `volumes/` directory, made if missing, readable by its owner alone (it holds keys and working
+/// copies, the plaintext of private volumes).
+pub fn volumes_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let volumes = dir.join("volumes");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&volumes)
+        .with_context(|| format!("creating {}", volumes.display()))?;
+    std::fs::set_permissions(&volumes, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", volumes.display()))?;
+    Ok(volumes)
 }
 
 /// Where a volume's working copy, its state and its lock live in the home.

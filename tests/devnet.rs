@@ -1078,6 +1078,29 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
     let log = common::run_json(&node0, &["--api", api, "volume", "log", "site"]);
     assert_eq!(log["version"], 4, "{log}");
 
+    // A directory of the working copy swapped for a symlink to outside it (what a racing rename could do
+    // between the mount resolving a path and acting on it) leads no call out of the copy.
+    let outside = dir.join("rw-outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::create_dir(mnt.join("escape")).expect("mkdir");
+    std::fs::create_dir(expected.join("escape")).expect("mkdir");
+    assert!(
+        std::fs::metadata(mnt.join("escape"))
+            .expect("stat")
+            .is_dir()
+    );
+    let work = node0.join("volumes/site.work");
+    std::fs::rename(work.join("escape"), work.join("escape-moved")).expect("rename");
+    std::os::unix::fs::symlink(&outside, work.join("escape")).expect("symlink");
+    let _ = std::fs::write(mnt.join("escape/x"), "out");
+    let _ = std::fs::create_dir(mnt.join("escape/y"));
+    assert!(
+        std::fs::read_dir(&outside).expect("list").next().is_none(),
+        "nothing was made outside the working copy"
+    );
+    std::fs::remove_file(work.join("escape")).expect("unlink");
+    std::fs::rename(work.join("escape-moved"), work.join("escape")).expect("rename");
+
     // A tree copied in with cp -r: a multi-segment file, small, empty and nested files, symlinks.
     let bulk = dir.join("rw-bulk");
     std::fs::create_dir_all(bulk.join("deep/er")).expect("mkdir");
@@ -1248,7 +1271,58 @@ fn random_posix_operations_on_a_volume_match_a_local_directory(
             String::from_utf8_lossy(&diff.stdout)
         );
     }
-    assert!(m.stop().success());
+
+    // A second writer: the volume moves on from outside this mount (another machine of the same account
+    // would do the same). The mount's next publish is refused by the chain's version check, fsync of the root
+    // says so (EIO), nothing of the other writer's version is lost, and the unmount fails with the reason
+    // and leaves the changes in the working copy.
+    let before = common::run_json(&node0, &["--api", api, "volume", "log", "site"]);
+    let head = before["version"].as_u64().expect("version");
+    let other = dir.join("second-writer");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("theirs.txt"), "the other writer's").expect("write");
+    let theirs = common::run_json(
+        &node0,
+        &[
+            "--api",
+            api,
+            "volume",
+            "publish",
+            "site",
+            other.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(theirs["version"].as_u64(), Some(head + 1), "{theirs}");
+    std::fs::write(mnt.join("mine.txt"), "this mount's").expect("write");
+    let synced = std::fs::File::open(&mnt).and_then(|d| d.sync_all());
+    assert_eq!(
+        synced.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "a publish the chain refuses fails fsync of the root"
+    );
+    let after = common::run_json(&node0, &["--api", api, "volume", "log", "site"]);
+    assert_eq!(after["version"].as_u64(), Some(head + 1), "{after}");
+    assert_eq!(
+        after["versions"][head as usize]["cid"], theirs["cid"],
+        "{after}"
+    );
+    assert!(
+        !m.stop().success(),
+        "an unmount whose publish is refused exits non-zero"
+    );
+    let again = common::run(
+        &node0,
+        &["--api", api, "mount", "site", mnt.to_str().expect("utf-8")],
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("never published"),
+        "a copy with unpublished changes behind the chain is not mounted over: {err}"
+    );
+    assert!(
+        node0.join("volumes/site.work/mine.txt").exists(),
+        "the changes stay"
+    );
 }
 
 /// pjdfstest 0.2.2 (installed by scripts/setup.sh) against a read-write volume mount, as root with other users

@@ -36,6 +36,10 @@ const TTL: Duration = Duration::from_secs(1);
 /// The largest request the kernel sends.
 const MAX_WRITE: u32 = 1 << 20;
 
+/// What a [`Publisher`]'s error says when the chain refused the publish because the volume moved on from the
+/// base (another writer): such a copy can never be published.
+pub const MOVED_ON: &str = "moved on from version";
+
 /// Publishes a working copy as a volume's next version.
 pub trait Publisher: Send + Sync {
     /// Stores the tree at `dir` and makes it the version after `base`; returns the new version's number.
@@ -123,6 +127,9 @@ pub struct Volume {
     /// Serialises the write of the state file that marks the copy dirty.
     marking: Mutex<()>,
     publisher: Box<dyn Publisher>,
+    /// Set once the chain refused a publish because the volume moved on: no later publish of this copy can
+    /// succeed, so none is tried (each would store the whole tree again, and pay for it).
+    refused: Mutex<Option<String>>,
 }
 
 impl Volume {
@@ -140,6 +147,7 @@ impl Volume {
             base: AtomicU64::new(state.base),
             marking: Mutex::new(()),
             publisher,
+            refused: Mutex::new(None),
         }
     }
 
@@ -178,7 +186,30 @@ impl Volume {
         if !self.is_dirty() {
             return Ok(None);
         }
-        let version = self.publisher.publish(&self.work, self.base())?;
+        if let Some(why) = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(why.clone());
+        }
+        // What is published must be on the local disk before the state can call the copy clean: after a power
+        // cut, a clean copy is taken to be exactly the version it names.
+        sync_filesystem(&self.work).map_err(|e| format!("syncing {}: {e}", self.work.display()))?;
+        let version = match self.publisher.publish(&self.work, self.base()) {
+            Ok(v) => v,
+            Err(e) => {
+                if e.contains(MOVED_ON) {
+                    *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                }
+                return Err(e);
+            }
+        };
+        // The version is on the chain whatever becomes of the state file: the copy is clean at it in memory,
+        // and a state file left saying dirty is set right by the next mount (it finds its own root CID).
+        self.base.store(version, Ordering::SeqCst);
+        self.dirty.store(false, Ordering::SeqCst);
         WorkState {
             base: version,
             dirty: false,
@@ -190,8 +221,6 @@ impl Volume {
                 self.state_path.display()
             )
         })?;
-        self.base.store(version, Ordering::SeqCst);
-        self.dirty.store(false, Ordering::SeqCst);
         Ok(Some(version))
     }
 }
@@ -357,14 +386,64 @@ impl WorkFs {
         Ok(self.path(parent)?.join(component(name)?))
     }
 
-    fn stat(&self, rel: &Path) -> io::Result<Stat> {
-        rustix::fs::statat(&self.dirfd, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
+    /// The directory that holds `rel`, opened beneath the working copy without following any symlink, and the
+    /// last name in it. Every call then acts on that name relative to that directory and follows no symlink
+    /// there either: a directory that a concurrent rename swapped for a symlink cannot lead a call (made as
+    /// root, perhaps) out of the working copy.
+    fn at(&self, rel: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let (dir, name) = match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, PathBuf::from(n)),
+            _ => (Path::new("."), PathBuf::from(".")),
+        };
+        let fd = rustix::fs::openat2(
+            &self.dirfd,
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(rerr)?;
+        Ok((fd, name))
     }
 
+    fn stat(&self, rel: &Path) -> io::Result<Stat> {
+        let (dir, name) = self.at(rel)?;
+        rustix::fs::statat(&dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)
+    }
+
+    /// Opens `rel` (never through a symlink: `O_NOFOLLOW` is always added).
     fn open_at(&self, rel: &Path, o: rustix::fs::OFlags, mode: u32) -> io::Result<File> {
-        rustix::fs::openat(&self.dirfd, rel, o, rustix::fs::Mode::from_raw_mode(mode))
-            .map(File::from)
-            .map_err(rerr)
+        let (dir, name) = self.at(rel)?;
+        rustix::fs::openat(
+            &dir,
+            &name,
+            o | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::from_raw_mode(mode),
+        )
+        .map(File::from)
+        .map_err(rerr)
+    }
+
+    /// chmod of `rel` itself: through an `O_PATH` descriptor of it (`/proc/self/fd/N`), since `fchmodat` would
+    /// follow a symlink put there in the meantime.
+    fn chmod(&self, rel: &Path, mode: u32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let f = self.open_at(
+            rel,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            0,
+        )?;
+        if fstat(&f)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            format!("/proc/self/fd/{}", f.as_raw_fd()),
+            rustix::fs::Mode::from_raw_mode(mode & 0o7777),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(rerr)
     }
 
     fn attr(&self, st: &Stat) -> FileAttr {
@@ -431,9 +510,10 @@ impl WorkFs {
             .and_then(|p| self.stat(p).ok())
             .is_some_and(|st| st.st_mode & libc::S_ISGID != 0);
         let gid = (!inherits).then(|| rustix::fs::Gid::from_raw(req.gid()));
+        let (dir, name) = self.at(rel)?;
         rustix::fs::chownat(
-            &self.dirfd,
-            rel,
+            &dir,
+            &name,
             Some(rustix::fs::Uid::from_raw(req.uid())),
             gid,
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
@@ -536,20 +616,15 @@ impl Filesystem for WorkFs {
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+            use rustix::fs::{AtFlags, Gid, OFlags, Uid};
             if let Some(mode) = mode {
-                rustix::fs::chmodat(
-                    &self.dirfd,
-                    &rel,
-                    Mode::from_raw_mode(mode & 0o7777),
-                    AtFlags::empty(),
-                )
-                .map_err(rerr)?;
+                self.chmod(&rel, mode)?;
             }
             if uid.is_some() || gid.is_some() {
+                let (dir, name) = self.at(&rel)?;
                 rustix::fs::chownat(
-                    &self.dirfd,
-                    &rel,
+                    &dir,
+                    &name,
                     uid.map(Uid::from_raw),
                     gid.map(Gid::from_raw),
                     AtFlags::SYMLINK_NOFOLLOW,
@@ -569,7 +644,8 @@ impl Filesystem for WorkFs {
                     last_access: timespec(atime),
                     last_modification: timespec(mtime),
                 };
-                rustix::fs::utimensat(&self.dirfd, &rel, &times, AtFlags::SYMLINK_NOFOLLOW)
+                let (dir, name) = self.at(&rel)?;
+                rustix::fs::utimensat(&dir, &name, &times, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(rerr)?;
             }
             self.stat(&rel)
@@ -582,7 +658,8 @@ impl Filesystem for WorkFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let target = self.path(ino.0).and_then(|rel| {
-            rustix::fs::readlinkat(&self.dirfd, &rel, Vec::new()).map_err(|e| errno(rerr(e)))
+            let (dir, name) = self.at(&rel).map_err(errno)?;
+            rustix::fs::readlinkat(&dir, &name, Vec::new()).map_err(|e| errno(rerr(e)))
         });
         match target {
             Ok(t) => reply.data(t.as_bytes()),
@@ -637,9 +714,10 @@ impl Filesystem for WorkFs {
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
+            let (dir, name) = self.at(&rel)?;
             rustix::fs::mkdirat(
-                &self.dirfd,
-                &rel,
+                &dir,
+                &name,
                 rustix::fs::Mode::from_raw_mode(mode & !umask & 0o7777),
             )
             .map_err(rerr)?;
@@ -658,7 +736,8 @@ impl Filesystem for WorkFs {
         };
         let r = self.volume.change(|| {
             let gone = self.stat(&rel)?.st_ino;
-            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::empty()).map_err(rerr)?;
+            let (dir, name) = self.at(&rel)?;
+            rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).map_err(rerr)?;
             Ok(gone)
         });
         match r {
@@ -677,8 +756,8 @@ impl Filesystem for WorkFs {
         };
         let r = self.volume.change(|| {
             let gone = self.stat(&rel)?.st_ino;
-            rustix::fs::unlinkat(&self.dirfd, &rel, rustix::fs::AtFlags::REMOVEDIR)
-                .map_err(rerr)?;
+            let (dir, name) = self.at(&rel)?;
+            rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::REMOVEDIR).map_err(rerr)?;
             Ok(gone)
         });
         match r {
@@ -703,7 +782,8 @@ impl Filesystem for WorkFs {
             Err(e) => return reply.error(e),
         };
         let r = self.volume.change(|| {
-            rustix::fs::symlinkat(target, &self.dirfd, &rel).map_err(rerr)?;
+            let (dir, name) = self.at(&rel)?;
+            rustix::fs::symlinkat(target, &dir, &name).map_err(rerr)?;
             self.give(req, &rel)
         });
         match r {
@@ -741,7 +821,10 @@ impl Filesystem for WorkFs {
         let r = self.volume.change(|| {
             let moved = self.stat(&from)?.st_ino;
             let replaced = self.stat(&to).ok().map(|st| st.st_ino);
-            rustix::fs::renameat_with(&self.dirfd, &from, &self.dirfd, &to, how).map_err(rerr)?;
+            let (from_dir, from_name) = self.at(&from)?;
+            let (to_dir, to_name) = self.at(&to)?;
+            rustix::fs::renameat_with(&from_dir, &from_name, &to_dir, &to_name, how)
+                .map_err(rerr)?;
             Ok((moved, replaced))
         });
         match r {
@@ -813,12 +896,19 @@ impl Filesystem for WorkFs {
         };
         let r = self.volume.change(|| {
             use rustix::fs::OFlags;
-            let mut o = oflags(flags) | OFlags::CREATE;
-            if flags & libc::O_EXCL != 0 {
-                o |= OFlags::EXCL;
-            }
-            let f = self.open_at(&rel, o, mode & !umask & 0o7777)?;
-            self.give(req, &rel)?;
+            let mode = mode & !umask & 0o7777;
+            // Made here, or there already (O_CREAT without O_EXCL): only what this call made is given to the
+            // caller.
+            let f = match self.open_at(&rel, oflags(flags) | OFlags::CREATE | OFlags::EXCL, mode) {
+                Ok(f) => {
+                    self.give(req, &rel)?;
+                    f
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                    self.open_at(&rel, oflags(flags), mode)?
+                }
+                Err(e) => return Err(e),
+            };
             if flags & libc::O_TRUNC != 0 {
                 f.set_len(0)?;
             }
@@ -978,7 +1068,10 @@ impl Filesystem for WorkFs {
         let listed = (|| -> io::Result<Listing> {
             use rustix::fs::OFlags;
             let me = self.stat(&rel)?.st_ino;
-            let up = self.stat(&rel.join(".."))?.st_ino;
+            let up = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => self.stat(parent)?.st_ino,
+                None => me,
+            };
             let mut entries = vec![
                 (self.ino(me), FileType::Directory, OsString::from(".")),
                 (

@@ -682,7 +682,13 @@ impl Reader {
                     std::os::unix::fs::symlink(target, &path).map_err(io)?;
                 }
                 _ => {
-                    let file = std::fs::File::create(&path).map_err(io)?;
+                    // A new file only: a DAG that names an entry twice (a symlink, then a file through it)
+                    // gets an error, never a write through the link to outside `out`.
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map_err(io)?;
                     let mut w = io::BufWriter::with_capacity(1 << 20, file);
                     self.read_file(&cid, 0..u64::MAX, &mut w)?;
                     w.flush().map_err(io)?;
