@@ -172,6 +172,9 @@ fn serve<F: fuse_mount::Filesystem + Send + Sync + 'static>(
     if let Some(note) = fuse_mount::prepare(args.dir)? {
         eprintln!("{note}");
     }
+    if let Err(e) = fuse_mount::raise_open_files_limit() {
+        tracing::warn!("keeping the open-files limit: {e}");
+    }
     let dir = std::path::absolute(args.dir).context("resolving the mount directory")?;
     // The handlers go in before the mount, so a signal sent as soon as it is ready unmounts cleanly.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1121,6 +1121,31 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
         assert!(cp.success());
     }
 
+    // Thousands of files open through the mount at once (one descriptor each in the mount process) exhaust
+    // nothing.
+    let opened = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import resource, sys\n\
+             resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\n\
+             d = sys.argv[1]\n\
+             fs = [open(f'{d}/open-{i}', 'w') for i in range(3000)]\n\
+             [f.write(str(i)) for i, f in enumerate(fs)]\n\
+             [f.close() for f in fs]\n\
+             print(len(fs))",
+        )
+        .arg(mnt.join("bulk"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        opened.status.success(),
+        "3,000 open files: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    for i in 0..3000 {
+        std::fs::write(expected.join(format!("bulk/open-{i}")), i.to_string()).expect("write");
+    }
+
     // Written and fsynced, then killed, several times: nothing acknowledged is lost.
     for i in 0..4 {
         let name = format!("fsynced-{i}.txt");

@@ -132,7 +132,8 @@ pub struct State {
     seed: (u64, Hash),
     seed_dirty: bool,
     /// Every published volume version, by (volume id, version).
-    volumes: BTreeMap<(Hash, u64), VolumeVersion>,
+    /// (Shared: the state is cloned for every block it executes, and versions never change.)
+    volumes: BTreeMap<(Hash, u64), Arc<VolumeVersion>>,
     /// Versions published since the last [`State::persist_into`].
     new_volumes: Vec<(Hash, u64)>,
 }
@@ -377,7 +378,7 @@ impl State {
         self.volumes
             .range((*id, after.saturating_add(1))..=(*id, u64::MAX))
             .filter(move |_| after < u64::MAX)
-            .map(|((_, n), v)| (*n, v))
+            .map(|((_, n), v)| (*n, &**v))
     }
 
     /// A proof of a volume version (or its absence) against [`State::root`].
@@ -388,7 +389,7 @@ impl State {
     fn add_volume_version(&mut self, id: Hash, version: u64, v: VolumeVersion) {
         self.tree
             .insert(version_key(&id, version), v.value_hash(&id, version));
-        self.volumes.insert((id, version), v);
+        self.volumes.insert((id, version), Arc::new(v));
     }
 
     fn set_deal(&mut self, id: Hash, record: DealRecord) {
@@ -2178,6 +2179,26 @@ mod tests {
             Err(TxError::VolumeVersion {
                 head: 2,
                 replaces: 0
+            })
+        );
+        // A version is state kept for ever: it pays for its bytes.
+        let cheap = Transaction {
+            chain_id: params().chain_id,
+            sender: alice.public(),
+            nonce: 2,
+            fee: Amount(1_000),
+            expiry_height: 50,
+            kind: TxKind::PublishVolume {
+                name: "site".into(),
+                replaces: 2,
+                root: vec![1; 200],
+            },
+        };
+        assert_eq!(
+            state.apply(&cheap.sign(&alice), 5),
+            Err(TxError::FeeTooLow {
+                min: Amount(3_000),
+                got: Amount(1_000)
             })
         );
         assert_eq!(state.root(), root);

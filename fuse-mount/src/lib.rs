@@ -30,6 +30,19 @@ pub const THREADS_DEFAULT: usize = 4;
 /// at 128 KiB, which keeps one or two requests in flight; 4 MiB keeps the segment decoders fed.
 pub const READAHEAD_KIB: u32 = 4096;
 
+/// Raises this process's limit of open files to the most it may have: a read-write mount keeps one
+/// descriptor per file open through it, so thousands of open files need more than the usual 1,024.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(max) = limit.maximum {
+        limit.current = Some(max);
+        setrlimit(Resource::Nofile, limit)
+            .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
 /// A mounted filesystem, not yet served.
 pub struct Mount<F: fuser::Filesystem + Send + Sync + 'static = DagFs> {
     session: fuser::Session<F>,

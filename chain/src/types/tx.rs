@@ -194,6 +194,16 @@ impl Transaction {
                     .map(Amount)
                     .ok_or(TxError::Overflow)
             }
+            // A volume version is state every validator keeps for ever: a fee for each started
+            // `VOLUME_FEE_BYTES` of it, besides the transaction's own.
+            TxKind::PublishVolume { root, .. } => {
+                let units = (8 + root.len()).div_ceil(volume::VOLUME_FEE_BYTES) as u64;
+                units
+                    .checked_add(1)
+                    .and_then(|n| n.checked_mul(fee_min.0))
+                    .map(Amount)
+                    .ok_or(TxError::Overflow)
+            }
             _ => Ok(fee_min),
         }
     }

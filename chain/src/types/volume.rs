@@ -18,6 +18,10 @@ use crate::crypto::{Hash, hash_with};
 pub const VOLUME_NAME_BYTES_MAX: usize = 64;
 /// The most bytes a version's root may hold.
 pub const VOLUME_ROOT_BYTES_MAX: usize = 256;
+/// A publish pays the chain's minimum fee for each started `VOLUME_FEE_BYTES` of the version it adds to the
+/// state (its height and root), besides its own: state is kept for ever by every validator of the shard, so
+/// it costs what the account a transfer creates (about this size) costs.
+pub const VOLUME_FEE_BYTES: usize = 128;
 
 /// Why a volume publish is malformed (checks that need no state).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
