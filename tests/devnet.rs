@@ -1407,6 +1407,25 @@ fn pjdfstest_fails_only_where_a_unixfs_tree_cannot_follow(dir: &std::path::Path,
             .filter_map(|l| l.split_whitespace().next())
             .map(str::to_string)
             .collect();
+    // fsync of the root by another user let in with --allow-other syncs but does not publish; the owner's does.
+    std::fs::write(mnt.join("owner.txt"), "the owner's").expect("write");
+    let log = |node0: &std::path::Path| {
+        common::run_json(node0, &["--api", api, "volume", "log", "pjdfstest"])["version"]
+            .as_u64()
+            .expect("version")
+    };
+    let before = log(&node0);
+    let other = Command::new("setpriv")
+        .args(["--reuid=tests", "--regid=nogroup", "--clear-groups", "sync"])
+        .arg(&mnt)
+        .status()
+        .expect("setpriv runs");
+    assert!(other.success(), "another user's fsync of the root succeeds");
+    assert_eq!(log(&node0), before, "and publishes nothing");
+    std::fs::File::open(&mnt)
+        .and_then(|d| d.sync_all())
+        .expect("the owner's fsync of the root publishes");
+    assert_eq!(log(&node0), before + 1);
     let new: Vec<_> = failed.difference(&known).collect();
     let fixed: Vec<_> = known.difference(&failed).collect();
     assert!(

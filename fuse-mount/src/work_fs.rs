@@ -246,6 +246,9 @@ pub struct WorkFs {
     next_fh: AtomicU64,
     /// This process runs as root: what it creates is then given to the caller, as the kernel would.
     root: bool,
+    /// The user this process runs as: only its fsync of the mount's root publishes (another user let in by
+    /// `--allow-other` cannot make the owner store and pay for the whole tree at will).
+    owner: u32,
 }
 
 type Stat = rustix::fs::Stat;
@@ -348,6 +351,7 @@ impl WorkFs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             root: rustix::process::geteuid().is_root(),
+            owner: rustix::process::geteuid().as_raw(),
         })
     }
 
@@ -1164,7 +1168,7 @@ impl Filesystem for WorkFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
@@ -1183,8 +1187,9 @@ impl Filesystem for WorkFs {
         if let Err(e) = synced {
             return reply.error(e);
         }
-        // fsync of the mount's root publishes: the call returns once the version is on the chain.
+        // fsync of the mount's root by its owner publishes: the call returns once the version is on the chain.
         if ino.0 == 1
+            && req.uid() == self.owner
             && let Err(e) = self.volume.publish_if_dirty()
         {
             tracing::error!("publishing the volume on fsync of its root: {e}");
