@@ -187,20 +187,7 @@ fn with_mount<T>(
         std::os::unix::fs::MetadataExt::uid(&me),
         std::os::unix::fs::MetadataExt::gid(&me),
     )?;
-    fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, false, false)
-        .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
-    let mut unmounter = mounted.unmounter();
-    let serving = std::thread::spawn(move || mounted.run());
-    let result = wait_mounted(mnt).and_then(|()| work());
-    let unmounted = unmounter.unmount();
-    let served = serving
-        .join()
-        .map_err(|_| anyhow::anyhow!("the mount's thread panicked"))?;
-    let value = result?;
-    unmounted.context("unmounting")?;
-    served.context("serving the mount")?;
-    Ok(value)
+    serve(fs, threads, false, mnt, work)
 }
 
 use huds::Reader;
@@ -233,9 +220,26 @@ fn with_volume<T>(
     mnt: &Path,
     work: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    let fs = fuse_mount::WorkFs::new(volume.clone())?;
+    serve(
+        fuse_mount::WorkFs::new(volume.clone())?,
+        threads,
+        true,
+        mnt,
+        work,
+    )
+}
+
+/// Mounts `fs` on `mnt` (read-write if `writable`), runs `work` once it is mounted, and unmounts whatever
+/// happens.
+fn serve<F: fuse_mount::Filesystem + Send + Sync + 'static, T>(
+    fs: F,
+    threads: usize,
+    writable: bool,
+    mnt: &Path,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     fuse_mount::prepare(mnt)?;
-    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, true, false)
+    let mut mounted = fuse_mount::Mount::new(fs, mnt, "huds", threads, writable, false)
         .context("mounting (needs /dev/fuse and fusermount3: scripts/setup.sh)")?;
     let mut unmounter = mounted.unmounter();
     let serving = std::thread::spawn(move || mounted.run());

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::beacon::Beacon;
-use super::validator::{BeaconView, ProofOf, ShardHead, ValidatorHandle};
+use super::validator::{BeaconView, ProofOf, ShardHead, ValidatorError, ValidatorHandle};
 use chain::spv::LightClient;
 
 /// How long a submitted transaction may take to become final before the API gives up waiting.
@@ -521,6 +521,22 @@ struct DealsQuery {
     after: Option<String>,
 }
 
+/// A validator's answer about its shard's state: unavailable if the validator could not answer, or keeps no
+/// lane of `shard`.
+fn lane_answer<T>(
+    shard: ShardId,
+    answer: Result<Option<T>, ValidatorError>,
+) -> Result<T, ApiError> {
+    answer
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this node keeps no lane of shard {shard}"),
+            )
+        })
+}
+
 /// Deal ids one `GET /api/v0/chain/deals` answers at most; `next` pages on.
 const DEALS_PAGE: usize = 256;
 
@@ -539,17 +555,12 @@ async fn deals(
         None => None,
     };
     let shard = shard_of(&owner, api.genesis.params.shard_count);
-    let ids = api
-        .validator(shard)?
-        .deals_of(owner, after, DEALS_PAGE)
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("this node keeps no lane of shard {shard}"),
-            )
-        })?;
+    let ids = lane_answer(
+        shard,
+        api.validator(shard)?
+            .deals_of(owner, after, DEALS_PAGE)
+            .await,
+    )?;
     let next = (ids.len() == DEALS_PAGE).then(|| ids.last().map(|id| hex(id)));
     Ok(Json(json!({
         "owner": owner.to_string(),
@@ -579,17 +590,12 @@ async fn volume(
     chain::types::volume::check_name(&q.name).map_err(bad_request)?;
     let id = chain::types::volume::volume_id(&owner, &q.name);
     let shard = shard_of(&owner, api.genesis.params.shard_count);
-    let view = api
-        .validator(shard)?
-        .volume(id, q.after.unwrap_or(0), VOLUME_PAGE)
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("this node keeps no lane of shard {shard}"),
-            )
-        })?;
+    let view = lane_answer(
+        shard,
+        api.validator(shard)?
+            .volume(id, q.after.unwrap_or(0), VOLUME_PAGE)
+            .await,
+    )?;
     let next = (view.versions.len() == VOLUME_PAGE)
         .then(|| view.versions.last().map(|(n, _)| *n))
         .flatten();
