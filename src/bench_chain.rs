@@ -28,7 +28,7 @@ const SUBMIT_BATCH: usize = 1024;
 const FINISH_WAIT: Duration = Duration::from_secs(120);
 const IDLE_SAMPLES: usize = 9;
 
-fn bench_bft(chain_id: u32, shard: u16) -> chain::bft::Config {
+fn bench_bft(chain_id: u32, shard: chain::ShardId) -> chain::bft::Config {
     // Large blocks take a while to build and check on a loaded machine: generous timeouts keep rounds from
     // failing for it, and rebroadcasts (which re-send whole blocks) less often.
     chain::bft::Config {

@@ -14,6 +14,7 @@
 //!   1-segment layout), on the real ledger (`ShardApp` on an in-memory store): the transfers/s a block
 //!   carries with proofs in it, as a share of without.
 
+use chain::ShardId;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -246,8 +247,8 @@ fn block_check(shape: &BenchDeal, proofs: usize) -> Result<(Duration, Duration, 
     let wallet = SecretKey::dev("devnet/wallet");
     let chain_id = genesis.params.chain_id;
     let period = genesis.params.storage_period_blocks;
-    let mut proposer = ShardApp::open(&genesis, 0, MemStore::new())?;
-    let mut replica = ShardApp::open(&genesis, 0, MemStore::new())?;
+    let mut proposer = ShardApp::open(&genesis, ShardId(0), MemStore::new())?;
+    let mut replica = ShardApp::open(&genesis, ShardId(0), MemStore::new())?;
     proposer.block_txs_max = 4_096;
     replica.block_txs_max = 4_096;
     let mut nonce = 0u64;

@@ -43,7 +43,7 @@ impl ChainFeed {
                     };
                     let Some(feed) = weak.upgrade() else { return };
                     feed.record(BlockSummary {
-                        shard: u32::from(notice.shard),
+                        shard: u32::from(notice.shard.0),
                         height: notice.height,
                         hash: hex(&notice.block),
                         txs: u32::try_from(notice.tx_ids.len()).unwrap_or(u32::MAX),
@@ -87,7 +87,7 @@ impl ChainStatusSource for ChainFeed {
                 let total: u128 = s.committee.iter().map(|m| m.weight).sum();
                 let stake = s.committee_stake();
                 ShardChain {
-                    id: u32::from(s.id),
+                    id: u32::from(s.id.0),
                     epoch: s.epoch,
                     height: s.height(),
                     state_root: s

@@ -6,6 +6,10 @@
 //! key (`volumes/NAME.key` in the home, made by `create`): XChaCha20-Poly1305 over the tree's root CID and
 //! capability, bound to the volume and version. The chain thus learns neither the content nor which file a
 //! version is, and a root cannot be replayed as another version's.
+//!
+//! The node is not trusted with what the chain holds: the version a mount opens, the head `log` shows and the
+//! version a publish made are each checked with a proof against the home's light client (its trust file,
+//! `huds chain trust`'s, advanced through the node's epoch proofs), which also shows the version is the newest.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -274,6 +278,62 @@ fn versions(dir: &Path, api: &str, name: &str, after: u64) -> Result<(Value, Vec
     }
 }
 
+/// Version `version` of the volume as a certified state of the owner's shard holds it, checked by the home's
+/// light client; and whether it was the newest version there (the node's newest certified state).
+fn proven(
+    dir: &Path,
+    api: &str,
+    owner: &Address,
+    name: &str,
+    version: u64,
+) -> Result<(chain::types::volume::VolumeVersion, bool)> {
+    let client = wallet::light_client(dir, api)?;
+    let bytes = api_client::bytes(
+        api,
+        &format!("/api/v0/chain/prove/volume?owner={owner}&name={name}&version={version}"),
+        wallet::PROOF_BYTES_MAX,
+    )
+    .with_context(|| format!("asking for a proof of version {version} of volume {name}"))?;
+    let chain::spv::Proof::Volume(p) =
+        chain::spv::Proof::decode(&bytes).context("the node's answer is not a proof")?
+    else {
+        bail!("the node answered with a proof of something else than volume {name}");
+    };
+    if p.owner != *owner || p.name != name || p.version != version {
+        bail!("the node answered with a proof of another volume or version than {name}@{version}");
+    }
+    let newest = client.verify_volume(&p).map_err(|e| {
+        anyhow::anyhow!("the node's proof of version {version} of volume {name} does not hold: {e}")
+    })?;
+    Ok((p.record, newest))
+}
+
+/// [`proven`], opened with the home's key: the version the chain holds, never the node's word for it. With
+/// `newest`, it must also be the volume's newest version (a node that hides later ones is refused).
+fn proven_version(
+    dir: &Path,
+    api: &str,
+    name: &str,
+    version: u64,
+    newest: bool,
+) -> Result<Version> {
+    let owner = owner_of(dir, name)?;
+    let (record, is_newest) = proven(dir, api, &owner, name, version)?;
+    if newest && !is_newest {
+        bail!(
+            "the node named version {version} as the newest of volume {name}, but its own certified state holds a later one"
+        );
+    }
+    let key = read_key(dir, name)?;
+    let (root, cap) = open_root(&key, &volume_id(&owner, name), version, &record.root)?;
+    Ok(Version {
+        version,
+        height: record.height,
+        root,
+        cap,
+    })
+}
+
 /// Adds `path` through the node (with a storage deal when the home has a wallet on a chain) and publishes it
 /// as the version after `replaces`.
 fn publish_path(
@@ -350,18 +410,16 @@ fn publish_path(
             e
         }
     })?;
-    // The node's word that the transaction is final is not enough: the version must be on the chain with
-    // exactly this root (a nonce moved by another transaction would otherwise pass for it).
-    let back = page(api, &owner, name, replaces)?;
-    let landed = back["versions"]
-        .as_array()
-        .and_then(|v| v.first())
-        .filter(|v| v["version"].as_u64() == Some(version))
-        .and_then(|v| v["root"].as_str())
-        .is_some_and(|r| r == chain::hex(&sealed));
+    // The node's word that the transaction is final is not enough: the version must be in a certified state
+    // with exactly this root (a nonce moved by another transaction would otherwise pass for it).
+    let landed = proven(dir, api, &owner, name, version)
+        .map(|(record, _)| record.root == sealed)
+        .with_context(|| {
+            format!("the node said version {version} of {name} is final, but did not prove it")
+        })?;
     if !landed {
         bail!(
-            "the node said version {version} of {name} is final, but the chain holds another root for it (or none): nothing is taken as published"
+            "the node said version {version} of {name} is final, but the chain holds another root for it: nothing is taken as published"
         );
     }
     Ok(json!({
@@ -455,6 +513,15 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     checked_name(name)?;
     let api = api.context(NEEDS_API)?;
     let (last, all) = versions(dir, api, name, 0)?;
+    // Every listed root opened under the volume's key, so none is forged; the head is proven, so none is hidden.
+    let head = head_of(&last)?;
+    let proven_at = match head {
+        0 => None,
+        n => Some(proven_version(dir, api, name, n, true)?.height),
+    };
+    if all.last().map(|v| v.version) != (head > 0).then_some(head) {
+        bail!("the node's list of versions of {name} does not end at its newest, {head}");
+    }
     if json {
         let list: Vec<Value> = all
             .iter()
@@ -462,7 +529,7 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
             .collect();
         println!(
             "{}",
-            json!({ "name": name, "id": last["id"], "owner": last["owner"], "version": head_of(&last)?, "versions": list })
+            json!({ "name": name, "id": last["id"], "owner": last["owner"], "version": head, "proven": proven_at.is_some(), "versions": list })
         );
         return Ok(());
     }
@@ -478,6 +545,7 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     for v in &all {
         println!("{:>6}  height {:>8}  {}", v.version, v.height, v.root);
     }
+    println!("version {head} is the newest: proven against the chain with this home's trust file");
     Ok(())
 }
 
@@ -512,23 +580,14 @@ pub fn mount_target(dir: &Path, api: Option<&str>, target: &str) -> Result<Optio
             })?),
             None => None,
         };
-    let (last, all) = match wanted {
-        Some(n) => versions(dir, api, name, n - 1)?,
-        None => {
-            let head = head_of(&page(api, &owner_of(dir, name)?, name, 0)?)?;
-            versions(dir, api, name, head.saturating_sub(1))?
-        }
-    };
-    let head = head_of(&last)?;
+    let head = head_of(&page(api, &owner_of(dir, name)?, name, 0)?)?;
     let version = match wanted {
-        Some(n) => all
-            .into_iter()
-            .find(|v| v.version == n)
-            .with_context(|| format!("volume {name} has no version {n} (its newest is {head})"))?,
-        None => all
-            .into_iter()
-            .next_back()
-            .with_context(|| format!("volume {name} has no version on the chain yet"))?,
+        Some(n) if n > head => {
+            bail!("volume {name} has no version {n} (its newest is {head})")
+        }
+        Some(n) => proven_version(dir, api, name, n, false)?,
+        None if head == 0 => bail!("volume {name} has no version on the chain yet"),
+        None => proven_version(dir, api, name, head, true)?,
     };
     Ok(Some(Target {
         name: name.to_string(),
@@ -604,7 +663,23 @@ pub fn find_published(
     root: &Cid,
 ) -> Result<Option<u64>> {
     let (_, all) = versions(dir, api, name, after)?;
-    Ok(all.iter().find(|v| v.root == *root).map(|v| v.version))
+    let Some(listed) = all.iter().find(|v| v.root == *root) else {
+        return Ok(None);
+    };
+    // Taken as published only once the chain proves it, not on the node's word.
+    let p = proven_version(dir, api, name, listed.version, false).with_context(|| {
+        format!(
+            "the node lists version {} of {name} with this tree, but does not prove it",
+            listed.version
+        )
+    })?;
+    if p.root != *root {
+        bail!(
+            "the node lists version {} of {name} with this tree, but the chain holds another",
+            p.version
+        );
+    }
+    Ok(Some(p.version))
 }
 
 #[cfg(test)]

@@ -611,27 +611,7 @@ pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
         return Ok(());
     };
     let from = client.newest_epoch();
-    loop {
-        let after = client.newest_epoch();
-        let bytes = api_client::bytes(
-            api,
-            &format!("/api/v0/chain/epochs?after={after}"),
-            EPOCHS_BYTES_MAX,
-        )?;
-        let proofs = chain::spv::EpochProof::decode_all(&bytes)
-            .context("the node's answer is not a list of epoch proofs")?;
-        if proofs.is_empty() {
-            break;
-        }
-        for p in &proofs {
-            client.advance(p).map_err(|e| {
-                anyhow::anyhow!(
-                    "the node's proof of epoch {} does not hold: {e}",
-                    client.newest_epoch() + 1
-                )
-            })?;
-        }
-    }
+    advance_trust(api, &mut client)?;
     std::fs::write(path, client.encode()).with_context(|| format!("writing {}", path.display()))?;
     let to = client.newest_epoch();
     if to == from {
@@ -643,6 +623,63 @@ pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Moves `client` through the epoch proofs the node serves, each checked against the epoch before it (so the
+/// node is not trusted), until the node has no newer one.
+fn advance_trust(api: &str, client: &mut chain::spv::LightClient) -> Result<()> {
+    loop {
+        let after = client.newest_epoch();
+        let bytes = api_client::bytes(
+            api,
+            &format!("/api/v0/chain/epochs?after={after}"),
+            EPOCHS_BYTES_MAX,
+        )?;
+        let proofs = chain::spv::EpochProof::decode_all(&bytes)
+            .context("the node's answer is not a list of epoch proofs")?;
+        if proofs.is_empty() {
+            return Ok(());
+        }
+        for p in &proofs {
+            client.advance(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "the node's proof of epoch {} does not hold: {e}",
+                    client.newest_epoch() + 1
+                )
+            })?;
+        }
+    }
+}
+
+/// The home's light client, current with the node at `api`: its trust file (`huds chain trust`'s; taken from
+/// the node on first use, said on stderr), advanced through the node's epoch proofs and saved again.
+pub fn light_client(dir: &Path, api: &str) -> Result<chain::spv::LightClient> {
+    let path = dir.join(TRUST_FILE);
+    let mut client = match std::fs::read(&path) {
+        Ok(bytes) => chain::spv::LightClient::decode(&bytes).with_context(|| {
+            format!(
+                "{} is not a trust file (move it away to fetch a new one)",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
+            let client = chain::spv::LightClient::decode(&bytes)
+                .context("the node's answer is not a trust file")?;
+            eprintln!(
+                "trusting chain {:#x}'s committees up to epoch {} as this node gave them (first use); saved to {}",
+                client.chain_id,
+                client.newest_epoch(),
+                path.display()
+            );
+            client
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    advance_trust(api, &mut client)?;
+    std::fs::write(&path, client.encode())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(client)
 }
 
 /// `huds chain verify FILE [--trust FILE]`: checks a proof with no node at all.
@@ -718,6 +755,35 @@ pub fn verify(dir: &Path, file: &Path, trust: Option<&Path>, json: bool) -> Resu
                     h.height,
                     p.record.end_height(),
                     p.record.escrow_left
+                );
+            }
+        }
+        chain::spv::Proof::Volume(p) => {
+            let newest = client.verify_volume(p).map_err(refused)?;
+            let h = &p.certified.header;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "valid": true, "kind": "volume", "owner": p.owner.to_string(),
+                            "name": p.name, "version": p.version, "published_at": p.record.height,
+                            "newest": newest, "shard": h.shard, "height": h.height,
+                            "root": chain_node::api::hex(&p.record.root) })
+                );
+            } else {
+                println!(
+                    "valid: version {} of volume {} of {} (published at height {}) is on shard {} at \
+                     height {}, {}",
+                    p.version,
+                    p.name,
+                    p.owner,
+                    p.record.height,
+                    h.shard,
+                    h.height,
+                    if newest {
+                        "its newest version"
+                    } else {
+                        "since replaced"
+                    }
                 );
             }
         }

@@ -145,7 +145,7 @@ fn wallets_on_one_shard(root: &Path, count: usize) -> (Vec<PathBuf>, Vec<SecretK
             home
         })
         .collect();
-    (homes, seeds.into_iter().map(key).collect(), shard)
+    (homes, seeds.into_iter().map(key).collect(), shard.0)
 }
 
 fn iost(text: &str) -> Amount {
@@ -211,7 +211,7 @@ fn wallets_transfer_with_exact_balances_and_a_killed_validator_catches_up() {
     std::fs::create_dir_all(&away_home).expect("mkdir");
     std::fs::write(away_home.join("wallet.key"), [away_seed; 32]).expect("write key");
     let away = Address::of(&SecretKey::from_bytes([away_seed; 32]).public());
-    let away_shard = shard_of(&away, SHARDS);
+    let away_shard = shard_of(&away, SHARDS).0;
     let t = net.huds(&homes[0], &["wallet", "transfer", &away.to_string(), "7"]);
     assert_eq!(t["shard"], shard, "{t}");
     assert_eq!(t["committed"]["shard"], away_shard, "{t}");

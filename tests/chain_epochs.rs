@@ -3,6 +3,7 @@
 //! with their shard as followers first, and the chain keeps finalising transfers throughout. A candidate
 //! validator registers on its shard and its stake reaches the beacon's registry through a cross-link.
 
+use chain::ShardId;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -143,7 +144,7 @@ async fn committees_rotate_every_epoch_and_shards_keep_finalising() {
     // next draw schedules its next committee (epochs advance on the beacon's own height), so ask until one is.
     let mut committee = None;
     for _ in 0..300 {
-        committee = newest().state.committee_at(0, shard_height() + 1);
+        committee = newest().state.committee_at(ShardId(0), shard_height() + 1);
         if committee.is_some() {
             break;
         }

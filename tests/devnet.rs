@@ -972,6 +972,51 @@ fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &
         "reads as a CID",
     );
     refused(&["volume", "log", "nosuch"], "has no volume \"nosuch\"");
+    assert_eq!(log["proven"], true, "the newest version is proven: {log}");
+
+    // A node that lies is caught by the proofs checked against the home's trust file: one that hides the
+    // newest version (its list and head stop at version 2) ...
+    fn hide_version_3(path: &str, body: Vec<u8>) -> Vec<u8> {
+        if !path.starts_with("/api/v0/chain/volume?") {
+            return body;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&body).expect("the node's JSON");
+        v["version"] = 2.into();
+        if let Some(list) = v["versions"].as_array_mut() {
+            list.retain(|x| x["version"].as_u64() <= Some(2));
+        }
+        v.to_string().into_bytes()
+    }
+    let hiding = common::lying::LyingNode::start(api, hide_version_3);
+    let lied = |node: &common::lying::LyingNode, args: &[&str], why: &str| {
+        let mut full = vec!["--api", node.url.as_str()];
+        full.extend_from_slice(args);
+        let out = common::run(&node0, &full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?} through a lying node: {err}"
+        );
+    };
+    let mnt = dir.join("mnt-lied");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let mnt_arg = mnt.to_str().expect("utf-8");
+    lied(&hiding, &["mount", "site", mnt_arg], "holds a later one");
+    lied(&hiding, &["volume", "log", "site"], "holds a later one");
+    drop(hiding);
+    // ... and one that changes a byte of the proof (here, of the version's sealed root at its end).
+    fn forge_proof(path: &str, mut body: Vec<u8>) -> Vec<u8> {
+        if path.starts_with("/api/v0/chain/prove/volume?")
+            && let Some(b) = body.iter_mut().rev().nth(100)
+        {
+            *b ^= 1;
+        }
+        body
+    }
+    let forging = common::lying::LyingNode::start(api, forge_proof);
+    lied(&forging, &["mount", "site@2", mnt_arg], "proof");
+    lied(&forging, &["volume", "log", "site"], "proof");
+    assert!(!common::mount::mounted(&mnt), "nothing was mounted");
 }
 
 /// The volume of the test above, mounted read-write: files created, written at an offset, truncated, renamed

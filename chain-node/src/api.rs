@@ -8,6 +8,7 @@
 //! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
 //! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]` | `{"id","owner","name","shard","height","version","versions":[{"version","height","root"}],"next"}`: a volume at its owner's shard's tip: `version` is the newest (0: never published), `versions` those after `after` (default 0), 256 a page, `root` in hex (`next`: the `after` of the next page, `null` on the last) |
+//! | `GET /api/v0/chain/prove/volume?owner=ios1...&name=NAME&version=N` | a proof of that version (`chain::spv::Proof::Volume`) against the owner's shard's newest certified state, which also shows whether it is the newest; 404 when the shard has no such version |
 //! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}` (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
@@ -185,7 +186,7 @@ impl ChainApi {
     pub fn snapshot(&self) -> ChainSnapshot {
         let view = self.beacon_view();
         let state = view.as_ref().map_or(&self.beacon.state, |v| &*v.state);
-        let shards = (0..self.beacon.shard_count())
+        let shards = ShardId::all(self.beacon.shard_count())
             .map(|s| {
                 let head = self
                     .validators
@@ -365,6 +366,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/account", get(prove_account))
         .route("/api/v0/chain/prove/tx", get(prove_tx))
         .route("/api/v0/chain/prove/deal", get(prove_deal))
+        .route("/api/v0/chain/prove/volume", get(prove_volume))
         .route("/api/v0/chain/deal", get(deal))
         .route("/api/v0/chain/deals", get(deals))
         .route("/api/v0/chain/volume", get(volume))
@@ -427,7 +429,7 @@ async fn prove_tx(
     Query(q): Query<TxQuery>,
 ) -> Result<Response, ApiError> {
     let id = parse_tx(&q.hash)?;
-    for shard in 0..api.beacon.shard_count() {
+    for shard in ShardId::all(api.beacon.shard_count()) {
         let Ok(v) = api.validator(shard) else {
             continue;
         };
@@ -464,7 +466,7 @@ async fn deal(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_hash(&q.id)
         .ok_or_else(|| bad_request(format!("{:?} is not a deal id (64 hex digits)", q.id)))?;
-    for shard in 0..api.beacon.shard_count() {
+    for shard in ShardId::all(api.beacon.shard_count()) {
         let Ok(v) = api.validator(shard) else {
             continue;
         };
@@ -577,6 +579,40 @@ struct VolumeQuery {
     after: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct VolumeVersionQuery {
+    owner: String,
+    name: String,
+    version: u64,
+}
+
+/// `GET /api/v0/chain/prove/volume?owner=&name=&version=`: a proof of a volume version, from a validator of the
+/// owner's shard.
+async fn prove_volume(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<VolumeVersionQuery>,
+) -> Result<Response, ApiError> {
+    let owner: Address = q.owner.parse().map_err(bad_request)?;
+    chain::types::volume::check_name(&q.name).map_err(bad_request)?;
+    let shard = shard_of(&owner, api.genesis.params.shard_count);
+    let what = ProofOf::Volume {
+        owner,
+        name: q.name.clone(),
+        version: q.version,
+    };
+    match api.validator(shard)?.prove(what).await {
+        Ok(Some(proof)) => Ok(proof_bytes(proof.encode())),
+        Ok(None) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "shard {shard} has no certified version {} of volume {} of {owner}",
+                q.version, q.name
+            ),
+        )),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
 /// Volume versions one `GET /api/v0/chain/volume` answers at most; `next` pages on.
 const VOLUME_PAGE: usize = 256;
 
@@ -623,7 +659,7 @@ async fn submit_proof(
     let proof = chain::types::storage_proof::StorageProof::decode(&body)
         .map_err(|e| bad_request(format!("not a storage proof: {e}")))?;
     let (deal, holder, period) = proof.slot();
-    for shard in 0..api.beacon.shard_count() {
+    for shard in ShardId::all(api.beacon.shard_count()) {
         let Ok(v) = api.validator(shard) else {
             continue;
         };
@@ -658,7 +694,7 @@ async fn submit_proof(
 impl ChainApi {
     /// A durability receipt of deal `id` from the first shard that has it.
     pub async fn prove_deal(&self, id: &[u8; 32]) -> Result<chain::spv::Proof, ApiError> {
-        for shard in 0..self.beacon.shard_count() {
+        for shard in ShardId::all(self.beacon.shard_count()) {
             let Ok(v) = self.validator(shard) else {
                 continue;
             };
@@ -736,7 +772,7 @@ async fn atomix(
 ) -> Result<Json<Value>, ApiError> {
     let tx = parse_tx(&q.hash)?;
     let (mut locked, mut committed) = (Value::Null, Value::Null);
-    for shard in 0..api.genesis.params.shard_count {
+    for shard in ShardId::all(api.genesis.params.shard_count) {
         let status = api
             .validator(shard)?
             .atomix(tx)
@@ -761,7 +797,7 @@ async fn relay_lock(
     Query(q): Query<TxQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let tx = parse_tx(&q.hash)?;
-    for shard in 0..api.genesis.params.shard_count {
+    for shard in ShardId::all(api.genesis.params.shard_count) {
         let Ok(v) = api.validator(shard) else {
             continue;
         };

@@ -6,6 +6,7 @@
 //! deterministic devnet keys of `GenesisConfig::devnet`), so a devnet restarted on its directory computes the
 //! same genesis and every validator resumes from its database.
 
+use chain::ShardId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,7 +48,7 @@ pub struct DevnetOptions {
     /// The accounts funded at genesis with [`WALLET_IOST`] each.
     pub wallets: Vec<Address>,
     pub block_txs_max: usize,
-    pub bft: Option<fn(u32, u16) -> chain::bft::Config>,
+    pub bft: Option<fn(u32, ShardId) -> chain::bft::Config>,
     pub sync_writes: bool,
     /// Shard heights per epoch (0: no epoch changes).
     pub epoch_length: u64,
@@ -278,7 +279,7 @@ impl ChainDevnet {
 
     /// The shard validator `i` works on now (`BEACON_SHARD`: none, it only keeps the beacon chain),
     /// or in epoch 0 if it is stopped.
-    pub fn shard_of_validator(&self, i: usize) -> u16 {
+    pub fn shard_of_validator(&self, i: usize) -> ShardId {
         match &self.validators[i] {
             Some(v) => v.handle.status().lane.shard,
             None => self

@@ -135,6 +135,7 @@ impl Store for RocksStore {
 mod tests {
     use super::*;
     use chain::MemStore;
+    use chain::ShardId;
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]
@@ -231,7 +232,7 @@ mod tests {
         let to = chain::Address::of(&chain::crypto::SecretKey::dev("bob").public());
         let (tip, root) = {
             let store = RocksStore::open(dir.path()).expect("opens");
-            let mut app = ShardApp::open(&genesis, 0, store).expect("genesis");
+            let mut app = ShardApp::open(&genesis, ShardId(0), store).expect("genesis");
             let tx = Transaction {
                 chain_id: genesis.params.chain_id,
                 sender: wallet.public(),
@@ -251,7 +252,7 @@ mod tests {
             (app.tip(), app.state().clone().root())
         };
         let store = RocksStore::open(dir.path()).expect("reopens");
-        let app = ShardApp::open(&genesis, 0, store).expect("resumes");
+        let app = ShardApp::open(&genesis, ShardId(0), store).expect("resumes");
         assert_eq!(app.tip(), tip);
         assert_eq!(app.state().clone().root(), root);
         assert_eq!(app.state().account(&to).map(|a| a.balance), Some(Amount(5)));

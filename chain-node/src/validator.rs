@@ -111,7 +111,7 @@ pub struct ValidatorConfig {
     pub block_txs_max: usize,
     /// Consensus timing per (chain id, shard); `None`: `bft::Config::new`. The beacon's commit wait is
     /// at least [`BEACON_COMMIT_WAIT_MS`] either way.
-    pub bft: Option<fn(u32, u16) -> bft::Config>,
+    pub bft: Option<fn(u32, chain::ShardId) -> bft::Config>,
     /// `false` only in benchmarks: see [`RocksStore::set_sync`].
     pub sync_writes: bool,
 }
@@ -1124,6 +1124,7 @@ mod tests {
     use super::*;
     use crate::wire;
     use crate::{ChainDevnet, DevnetOptions};
+    use chain::MemberIndex;
     use chain::bft::VoteKind;
     use chain::bft::{Bls, Message};
     use chain::bft::{QuorumCertificate, Vote};
@@ -1262,8 +1263,10 @@ mod tests {
                 .await
                 .expect("connects");
         }
-        let request =
-            wire::encode_blocks_request(&wire::BlocksRequest::Blocks { shard: 0, from: 1 });
+        let request = wire::encode_blocks_request(&wire::BlocksRequest::Blocks {
+            shard: ShardId(0),
+            from: 1,
+        });
         let (mut sent, mut with_blocks, mut busy, mut failed) = (0u64, 0u64, 0u64, 0u64);
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -1339,7 +1342,11 @@ mod tests {
     async fn a_double_vote_is_recorded_on_the_beacon_chain_against_its_signer() {
         let (_dir, net, target) = one_shard(Vec::new()).await;
         let chain_id = net.genesis.params.chain_id;
-        let committee = target.beacon().state.committee(0).expect("shard 0");
+        let committee = target
+            .beacon()
+            .state
+            .committee(ShardId(0))
+            .expect("shard 0");
         let (index, key) = (0..net.handles().len())
             .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
             .find_map(|k| {
@@ -1352,7 +1359,7 @@ mod tests {
             })
             .expect("a member's devnet key");
         let offender = committee.members[usize::from(index)].id;
-        let topic = shard_topic(chain_id, 0);
+        let topic = shard_topic(chain_id, ShardId(0));
         let mut rogue = rogue_peer(&net, &topic).await;
 
         let recorded = |h: &ValidatorHandle| {
@@ -1374,17 +1381,17 @@ mod tests {
             for block in [None, Some([7; 32])] {
                 let vote = Vote::<Bls>::sign(
                     chain_id,
-                    0,
+                    ShardId(0),
                     VoteKind::Prevote,
                     status.lane.height + 1,
                     status.lane.round + 1,
                     block,
-                    index,
+                    MemberIndex(index),
                     &key,
                 );
                 let _ = rogue.behaviour_mut().gossipsub.publish(
                     topic.clone(),
-                    wire::encode_consensus(index, None, &Message::Vote(vote)),
+                    wire::encode_consensus(MemberIndex(index), None, &Message::Vote(vote)),
                 );
             }
             let pause = tokio::time::sleep(Duration::from_millis(100));
@@ -1415,28 +1422,28 @@ mod tests {
         let (_dir, net, target) = one_shard(vec![wallet_address]).await;
         let chain_id = net.genesis.params.chain_id;
 
-        let topic = shard_topic(chain_id, 0);
+        let topic = shard_topic(chain_id, ShardId(0));
         let mut rogue = rogue_peer(&net, &topic).await;
 
         let height = target.status().lane.height;
         let status = Message::<Bls>::Status {
-            shard: 0,
+            shard: ShardId(0),
             height: u64::MAX,
             round: u32::MAX,
         };
         let outsider = bls::SecretKey::dev("not a member");
         let vote = Vote::<Bls>::sign(
             chain_id,
-            0,
+            ShardId(0),
             VoteKind::Precommit,
             height + 1,
             0,
             Some([7; 32]),
-            0,
+            MemberIndex(0),
             &outsider,
         );
         let forged_block = Block {
-            header: chain::ledger::genesis_header(&net.genesis.params, 0, [1; 32]),
+            header: chain::ledger::genesis_header(&net.genesis.params, ShardId(0), [1; 32]),
             transactions: Vec::new(),
             links: Vec::new(),
             inbound: Vec::new(),
@@ -1456,7 +1463,7 @@ mod tests {
         let decided = Message::<Bls>::Decided {
             certificate: QuorumCertificate {
                 kind: VoteKind::Precommit,
-                shard: 0,
+                shard: ShardId(0),
                 height: height + 1,
                 round: 0,
                 block: forged_block.hash(),
@@ -1478,15 +1485,15 @@ mod tests {
         }
         .sign(&wallet);
         forged_tx.signature.0[3] ^= 0x40;
-        let valid_status = wire::encode_consensus(1, None, &status);
+        let valid_status = wire::encode_consensus(MemberIndex(1), None, &status);
         let messages: Vec<Vec<u8>> = vec![
             vec![],
             vec![0xff; 3000],
             vec![wire::ENVELOPE_VERSION, 2, 0],
             valid_status[..valid_status.len() - 1].to_vec(),
             valid_status,
-            wire::encode_consensus(0, None, &Message::Vote(vote)),
-            wire::encode_consensus(2, Some(0), &decided),
+            wire::encode_consensus(MemberIndex(0), None, &Message::Vote(vote)),
+            wire::encode_consensus(MemberIndex(2), Some(MemberIndex(0)), &decided),
             wire::encode_transactions(&[forged_tx]),
         ];
         for (i, m) in messages.into_iter().enumerate() {

@@ -96,6 +96,7 @@ impl libp2p::request_response::Codec for BlocksCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chain::ShardId;
     use futures::io::Cursor;
     use libp2p::request_response::Codec;
 
@@ -105,7 +106,10 @@ mod tests {
         futures::executor::block_on(async {
             let protocol = StreamProtocol::new("/test/blocks/1");
             let mut codec = BlocksCodec;
-            let request = encode_blocks_request(&BlocksRequest::Blocks { shard: 2, from: 9 });
+            let request = encode_blocks_request(&BlocksRequest::Blocks {
+                shard: ShardId(2),
+                from: 9,
+            });
             let mut out = Cursor::new(Vec::new());
             codec
                 .write_request(&protocol, &mut out, request.clone())

@@ -8,8 +8,7 @@ use crate::crypto::{PublicKey, domain, hash_with};
 use std::fmt;
 use std::str::FromStr;
 
-/// The index of a shard, in `0..shard_count`.
-pub type ShardId = u16;
+pub use crate::ids::ShardId;
 
 /// A 32-byte account address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,7 +48,9 @@ pub fn shard_of(address: &Address, shard_count: u16) -> ShardId {
     assert!(shard_count > 0, "a chain has at least one shard");
     let h = hash_with(domain::SHARD, &[&address.0]);
     let v = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
-    u16::try_from(v % u64::from(shard_count)).expect("a value reduced modulo a u16 fits a u16")
+    ShardId(
+        u16::try_from(v % u64::from(shard_count)).expect("a value reduced modulo a u16 fits a u16"),
+    )
 }
 
 /// Lowercase hex digits of `bytes` (how ids and hashes are written in text).

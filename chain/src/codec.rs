@@ -7,6 +7,8 @@
 //! Integers are fixed-width big-endian. Variable-length fields carry a `u32` length prefix checked against
 //! both the bytes that remain and a per-field maximum.
 
+use crate::ids::{MemberIndex, ShardId};
+
 /// Why some bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -47,6 +49,16 @@ impl Writer {
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.bytes.extend_from_slice(&v.to_be_bytes());
         self
+    }
+
+    /// A shard id, as its `u16`.
+    pub fn shard(&mut self, v: ShardId) -> &mut Self {
+        self.u16(v.0)
+    }
+
+    /// A member index, as its `u16`.
+    pub fn member(&mut self, v: MemberIndex) -> &mut Self {
+        self.u16(v.0)
     }
 
     pub fn u32(&mut self, v: u32) -> &mut Self {
@@ -128,6 +140,16 @@ impl<'a> Reader<'a> {
 
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    /// A shard id (any `u16`: whether the shard exists is the reader's check).
+    pub fn shard(&mut self) -> Result<ShardId, DecodeError> {
+        self.u16().map(ShardId)
+    }
+
+    /// A member index (any `u16`: whether the committee has it is the reader's check).
+    pub fn member(&mut self) -> Result<MemberIndex, DecodeError> {
+        self.u16().map(MemberIndex)
     }
 
     pub fn u32(&mut self) -> Result<u32, DecodeError> {

@@ -14,6 +14,7 @@
 use crate::address::{Address, shard_of};
 use crate::amount::Amount;
 use crate::crypto::{PublicKey, SecretKey, bls};
+use crate::ids::ShardId;
 use crate::state::{Account, ChainParams, State};
 
 pub const TOTAL_SUPPLY: Amount = Amount(21_000_000_000 * crate::amount::BASE_UNITS_PER_IOST);
@@ -164,7 +165,7 @@ impl GenesisConfig {
     }
 
     /// The genesis state of one shard: the funded accounts that live on it.
-    pub fn shard_state(&self, shard: u16) -> Result<State, GenesisError> {
+    pub fn shard_state(&self, shard: ShardId) -> Result<State, GenesisError> {
         Ok(self.build()?.shard_state(shard))
     }
 
@@ -186,7 +187,7 @@ pub struct Genesis {
 
 impl Genesis {
     /// The genesis state of one shard: the funded accounts that live on it.
-    pub fn shard_state(&self, shard: u16) -> State {
+    pub fn shard_state(&self, shard: ShardId) -> State {
         let mut state = State::new(self.params.clone(), shard);
         for (address, account) in &self.accounts {
             if shard_of(address, self.params.shard_count) == shard {
@@ -237,7 +238,12 @@ mod tests {
         let community = accounts[2].1.balance;
         assert_eq!(community, iost(2_625_000_000 - 12_000_000 - 5_000));
         let total: u128 = (0..3)
-            .map(|s| config.shard_state(s).expect("valid").total_supply())
+            .map(|s| {
+                config
+                    .shard_state(ShardId(s))
+                    .expect("valid")
+                    .total_supply()
+            })
             .sum();
         assert_eq!(total, u128::from(TOTAL_SUPPLY.0));
         let validators = accounts

@@ -9,14 +9,21 @@
 //!   against the header's `state_root`;
 //! - a **transaction proof** adds the signed transaction and a list proof of its id at its index under the
 //!   header's `transactions_root`. A block only includes transactions that applied, so inclusion in a certified
-//!   block means the transaction took effect.
+//!   block means the transaction took effect;
+//! - a **deal proof** (a durability receipt) adds a deal's id, record and terms and the state proof of the
+//!   record;
+//! - a **volume proof** adds a volume's owner, name, version and record (height and sealed root), the state
+//!   proof of that version and the state proof of the next version's key: present, the version had been
+//!   replaced at the certified height; absent, it was the newest. It must be a header of the owner's shard.
 //!
 //! ```text
-//! file      := "IOSPROOF" version:u8 (=1) kind:u8 (1 account, 2 transaction) certified body
+//! file      := "IOSPROOF" version:u8 (=1) kind:u8 (1 account, 2 transaction, 3 deal, 4 volume) certified body
 //! certified := header qc:var
 //! account   := address:[32] present:u8 (account:var)? smt_proof
 //! smt_proof := count:u32 sibling:[32]* terminal:u8 (0 empty | 1 key:[32] value_hash:[32])
 //! tx        := signed_transaction:var list_proof
+//! deal      := id:[32] record:var terms smt_proof
+//! volume    := owner:[32] name:var version:u64 record:var (height:u64 root:var) smt_proof next:smt_proof
 //! list_proof:= index:u64 len:u64 count:u32 sibling:[32]*
 //! ```
 //!
@@ -32,8 +39,10 @@
 
 pub use crate::types::proof::*;
 
+use crate::ids::ShardId;
 use std::collections::BTreeMap;
 
+use crate::address::shard_of;
 use crate::beacon::{BeaconState, EpochRecord, era_at, eras};
 use crate::bft::QcError;
 use crate::block::BEACON_SHARD;
@@ -42,6 +51,7 @@ use crate::crypto::{domain, hash_with};
 use crate::smt::{self, ProofError};
 use crate::types::account::Account;
 use crate::types::deal::deal_key;
+use crate::types::volume::{check_name, version_key, volume_id};
 
 const TRUST_MAGIC: &[u8; 8] = b"IOSTRUST";
 /// 3 since epoch records say where each shard's committee takes over (`beacon::Start`).
@@ -57,7 +67,7 @@ pub enum SpvError {
     #[error("the proof is for chain {got}, this client follows chain {expected}")]
     WrongChain { expected: u32, got: u32 },
     #[error("no trusted committee for shard {0}")]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     #[error(
         "the certificate is not a precommit quorum for this header (shard, height or block differ)"
     )]
@@ -65,7 +75,7 @@ pub enum SpvError {
     #[error(
         "the certificate does not verify against the trusted committee of shard {shard}: {source} (committees change every epoch: if this proof is newer than the trust file, refresh it with `huds chain trust`)"
     )]
-    Certificate { shard: u16, source: QcError },
+    Certificate { shard: ShardId, source: QcError },
     #[error("the state proof does not match the certified state root: {0}")]
     StateProof(#[from] ProofError),
     #[error("the state proof shows {shown}, the file claims {claimed}")]
@@ -77,6 +87,8 @@ pub enum SpvError {
     TxNotInBlock,
     #[error("the deal record does not match the certified state: {0}")]
     DealMismatch(&'static str),
+    #[error("the volume version does not match the certified state: {0}")]
+    VolumeMismatch(&'static str),
     #[error(
         "the deal ended at shard height {end_height}; the certified state is at height {height}"
     )]
@@ -85,14 +97,14 @@ pub enum SpvError {
         "shard {shard} height {height} is in epoch {epoch}, and the trust file holds epochs {oldest} to {newest}: run `huds chain trust` to advance it"
     )]
     UnknownEpoch {
-        shard: u16,
+        shard: ShardId,
         height: u64,
         epoch: u64,
         oldest: u64,
         newest: u64,
     },
     #[error("an epoch proof must be a beacon chain block, this one is of shard {0}")]
-    NotBeacon(u16),
+    NotBeacon(ShardId),
     #[error(
         "the beacon state in the epoch proof does not hash to the certified block's state root"
     )]
@@ -336,7 +348,7 @@ impl LightClient {
     }
 
     /// Checks that the transaction is in a certified block; returns that block's (shard, height).
-    pub fn verify_tx(&self, p: &TxProof) -> Result<(u16, u64), SpvError> {
+    pub fn verify_tx(&self, p: &TxProof) -> Result<(ShardId, u64), SpvError> {
         self.verify_header(&p.certified)?;
         let h = &p.certified.header;
         if !smt::list_verify(&h.transactions_root, &p.tx.id(), &p.path) {
@@ -373,11 +385,41 @@ impl LightClient {
         Ok(())
     }
 
+    /// Checks a volume version: its record is in a certified state of the owner's shard under the version's
+    /// key. Returns whether it was the volume's newest version in that state (the key of the version after
+    /// it is absent there).
+    pub fn verify_volume(&self, p: &VolumeProof) -> Result<bool, SpvError> {
+        self.verify_header(&p.certified)?;
+        let h = &p.certified.header;
+        if check_name(&p.name).is_err() {
+            return Err(SpvError::VolumeMismatch("not a volume name"));
+        }
+        if h.shard != shard_of(&p.owner, self.shard_count) {
+            return Err(SpvError::VolumeMismatch(
+                "the certified header is not of the owner's shard",
+            ));
+        }
+        let id = volume_id(&p.owner, &p.name);
+        let shown = smt::verify(&h.state_root, &version_key(&id, p.version), &p.proof)?;
+        if shown != Some(p.record.value_hash(&id, p.version)) {
+            return Err(SpvError::VolumeMismatch(if shown.is_none() {
+                "the state holds no such version"
+            } else {
+                "the state holds another record for it"
+            }));
+        }
+        let Some(after) = p.version.checked_add(1) else {
+            return Ok(true);
+        };
+        Ok(smt::verify(&h.state_root, &version_key(&id, after), &p.next)?.is_none())
+    }
+
     pub fn verify(&self, p: &Proof) -> Result<(), SpvError> {
         match p {
             Proof::Account(a) => self.verify_account(a).map(|_| ()),
             Proof::Tx(t) => self.verify_tx(t).map(|_| ()),
             Proof::Deal(d) => self.verify_deal(d),
+            Proof::Volume(v) => self.verify_volume(v).map(|_| ()),
         }
     }
 }
@@ -396,6 +438,7 @@ mod tests {
     use crate::block::BlockHeader;
     use crate::crypto::{Hash, SecretKey, bls};
     use crate::genesis::{Genesis, GenesisConfig};
+    use crate::ids::MemberIndex;
     use crate::ledger::{App, ShardApp};
     use crate::store::MemStore;
     use crate::tx::{Transaction, TxKind};
@@ -443,7 +486,7 @@ mod tests {
                     block.header.height,
                     0,
                     Some(block.hash()),
-                    i as u16,
+                    MemberIndex(i as u16),
                     k,
                 )
             })
@@ -466,7 +509,7 @@ mod tests {
         let wallet = SecretKey::dev("devnet/wallet");
         let from = Address::of(&wallet.public());
         let to = Address::of(&SecretKey::dev("spv/recipient").public());
-        let mut app = ShardApp::open(&genesis, 0, MemStore::new()).expect("open");
+        let mut app = ShardApp::open(&genesis, ShardId(0), MemStore::new()).expect("open");
         let txs = (0..3).map(|n| {
             Transaction {
                 chain_id,
@@ -553,7 +596,7 @@ mod tests {
                     header.height,
                     0,
                     Some(header.hash()),
-                    i,
+                    MemberIndex(i),
                     &key,
                 )
             })
@@ -607,9 +650,9 @@ mod tests {
         );
 
         // A shard header of epoch 1 (heights 3 and 4), certified by epoch 1's committee of shard 0.
-        let mut header = crate::ledger::genesis_header(&g.params, 0, [5; 32]);
+        let mut header = crate::ledger::genesis_header(&g.params, ShardId(0), [5; 32]);
         header.height = 3;
-        let committee = e1.committee(0).expect("shard 0");
+        let committee = e1.committee(ShardId(0)).expect("shard 0");
         let shard_header = CertifiedHeader {
             qc: certify_header(&g, &committee, &header, &[0, 1, 3]),
             header,
@@ -640,8 +683,11 @@ mod tests {
             })
         ));
         let mut shard_block = to_1.clone();
-        shard_block.certified.header.shard = 0;
-        assert_eq!(client.advance(&shard_block), Err(SpvError::NotBeacon(0)));
+        shard_block.certified.header.shard = ShardId(0);
+        assert_eq!(
+            client.advance(&shard_block),
+            Err(SpvError::NotBeacon(ShardId(0)))
+        );
         assert_eq!(client.newest_epoch(), 0);
 
         assert_eq!(client.advance(&to_1), Ok(1));
@@ -812,6 +858,79 @@ mod tests {
         );
     }
 
+    /// A volume version: the devnet wallet publishes two versions of "site"; each proves with no node, the
+    /// first as replaced once the second is on the chain, the second as the newest; a proof with another
+    /// root, name or owner is refused, and a version the chain does not have is not proven.
+    #[test]
+    fn volume_versions_prove_and_say_whether_they_are_the_newest() {
+        let mut f = fixture();
+        let chain_id = f.genesis.params.chain_id;
+        let wallet = SecretKey::dev("devnet/wallet");
+        let owner = Address::of(&wallet.public());
+        let publish = |nonce: u64, replaces: u64, root: Vec<u8>| {
+            let mut tx = Transaction {
+                chain_id,
+                nonce,
+                fee: Amount(1000),
+                expiry_height: 100,
+                sender: wallet.public(),
+                kind: TxKind::PublishVolume {
+                    name: "site".into(),
+                    replaces,
+                    root,
+                },
+            };
+            tx.fee = tx.fee_floor(Amount(1000)).expect("fits");
+            tx.sign(&wallet)
+        };
+        let commit = |f: &mut Fixture, tx| {
+            let block = f.app.build_block(vec![tx]);
+            assert_eq!(block.transactions.len(), 1, "the publish applies");
+            let qc = certify(chain_id, &f.keys, &f.committee, &block, 3);
+            f.app.commit(&block, qc.encode()).expect("commit");
+        };
+        commit(&mut f, publish(3, 0, vec![1; 40]));
+        let c = client(&f);
+        let first = f.app.prove_volume(&owner, "site", 1).expect("version 1");
+        assert_eq!(c.verify_volume(&first), Ok(true), "version 1 is the newest");
+        check(&c, &Proof::Volume(first.clone())).expect("the file round trip verifies");
+        assert_eq!(first.record.root, vec![1; 40]);
+
+        commit(&mut f, publish(4, 1, vec![2; 40]));
+        let c = client(&f);
+        let old = f
+            .app
+            .prove_volume(&owner, "site", 1)
+            .expect("version 1 stays");
+        assert_eq!(c.verify_volume(&old), Ok(false), "version 1 was replaced");
+        let new = f.app.prove_volume(&owner, "site", 2).expect("version 2");
+        assert_eq!(c.verify_volume(&new), Ok(true));
+        assert_eq!(f.app.prove_volume(&owner, "site", 3), None);
+        assert_eq!(f.app.prove_volume(&owner, "other", 1), None);
+
+        let mut other_root = new.clone();
+        other_root.record.root = vec![1; 40];
+        let mut other_name = new.clone();
+        other_name.name = "blog".into();
+        let mut other_owner = new.clone();
+        other_owner.owner = Address([9; 32]);
+        let mut stale_next = new.clone();
+        stale_next.next = old.next.clone();
+        for forged in [other_root, other_name, other_owner, stale_next] {
+            let err = c.verify_volume(&forged).expect_err("a forged version");
+            assert!(
+                matches!(err, SpvError::VolumeMismatch(_) | SpvError::StateProof(_)),
+                "{err}"
+            );
+        }
+        let mut bad_name = new.clone();
+        bad_name.name = "Not A Name".into();
+        assert_eq!(
+            c.verify_volume(&bad_name),
+            Err(SpvError::VolumeMismatch("not a volume name"))
+        );
+    }
+
     #[test]
     fn trust_files_round_trip_and_refuse_garbage() {
         let f = fixture();
@@ -911,7 +1030,7 @@ mod tests {
         let unsharded = LightClient::new(f.genesis.params.chain_id, 0, 0, record(&f, 0));
         assert_eq!(
             unsharded.verify(&tx_proof(&f, 0)),
-            Err(SpvError::UnknownShard(0))
+            Err(SpvError::UnknownShard(ShardId(0)))
         );
     }
 

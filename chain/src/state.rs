@@ -386,6 +386,11 @@ impl State {
         self.tree.prove(&version_key(id, version))
     }
 
+    /// Version `version` of volume `id`, if the chain has it.
+    pub fn volume_version(&self, id: &Hash, version: u64) -> Option<&VolumeVersion> {
+        self.volumes.get(&(*id, version)).map(|v| &**v)
+    }
+
     fn add_volume_version(&mut self, id: Hash, version: u64, v: VolumeVersion) {
         self.tree
             .insert(version_key(&id, version), v.value_hash(&id, version));
@@ -1128,7 +1133,7 @@ mod tests {
     use crate::tx::Transaction;
     use crate::types::deal::DealEndError;
 
-    const SHARD: ShardId = 0;
+    const SHARD: ShardId = ShardId(0);
 
     fn params() -> ChainParams {
         ChainParams {
@@ -1451,7 +1456,7 @@ mod tests {
             fresh.apply_inbound(&forged),
             Err(InboundError::BadProof { .. })
         ));
-        let mut elsewhere = State::new(params.clone(), (away + 1) % 4);
+        let mut elsewhere = State::new(params.clone(), ShardId((away.0 + 1) % 4));
         assert!(elsewhere.apply_inbound(&inbound).is_err());
         // The same inbound twice in one delivery commits nothing.
         let mut doubled = inbound.clone();
@@ -1471,7 +1476,7 @@ mod tests {
         }
 
         // A sender on another shard is still refused.
-        let mut elsewhere = State::new(params, (home + 1) % 4);
+        let mut elsewhere = State::new(params, ShardId((home.0 + 1) % 4));
         let t = pay(&alice, 0, "x", 1);
         assert!(matches!(
             elsewhere.apply(&t, 1),
@@ -1503,7 +1508,7 @@ mod tests {
         };
         let (alice, alice_at) = funded("alice");
         let home = shard_of(&alice_at, shards);
-        let away = (home + 1) % shards;
+        let away = ShardId((home.0 + 1) % shards);
         let to = Address::of(&SecretKey::dev(&on(away, "recipient")).public());
         let rich = Account {
             balance: Amount::from_iost(1_000).expect("small"),

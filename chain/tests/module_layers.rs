@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "primitives",
         &[
-            "codec", "crypto", "address", "amount", "smt", "pieces", "store", "pol",
+            "ids", "codec", "crypto", "address", "amount", "smt", "pieces", "store", "pol",
         ],
     ),
     ("types", &["types", "tx", "block", "registry"]),

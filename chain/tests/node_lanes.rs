@@ -8,6 +8,7 @@
 //! This is the harness of the lanes, the plan and the schedule alone; whole validators (`chain::node::Node`)
 //! with the beacon chain, epochs and Atomix between shards run in `node_simulator.rs`.
 
+use chain::ShardId;
 use std::collections::BTreeMap;
 
 use chain::Address;
@@ -86,7 +87,7 @@ impl Net {
         (0..self.validators.len())
             .filter(|&i| {
                 let v = &self.validators[i];
-                plan::shard_target(&v.beacon, &v.account, None) == Some(SHARD)
+                plan::shard_target(&v.beacon, &v.account, None) == Some(ShardId(SHARD))
             })
             .collect()
     }
@@ -98,8 +99,12 @@ impl Net {
         let Some(store) = v.disk.take() else {
             return;
         };
-        let app = ShardApp::open(&self.genesis, SHARD, store).expect("the store reopens");
-        v.lane = Some(Lane::follower(self.genesis.params.chain_id, SHARD, app));
+        let app = ShardApp::open(&self.genesis, ShardId(SHARD), store).expect("the store reopens");
+        v.lane = Some(Lane::follower(
+            self.genesis.params.chain_id,
+            ShardId(SHARD),
+            app,
+        ));
         self.reconcile(i);
     }
 
@@ -122,9 +127,14 @@ impl Net {
         let Some(lane) = v.lane.take() else {
             return;
         };
-        let want = plan::shard_role(&v.beacon, &v.account, SHARD, lane.height());
+        let want = plan::shard_role(&v.beacon, &v.account, ShardId(SHARD), lane.height());
         let lane = lane
-            .set_role(want, Config::new(chain_id, SHARD), &v.secret, self.now)
+            .set_role(
+                want,
+                Config::new(chain_id, ShardId(SHARD)),
+                &v.secret,
+                self.now,
+            )
             .expect("the replica resumes from its store");
         v.lane = Some(lane);
     }
@@ -189,7 +199,9 @@ impl Net {
         if let Some((follower, block, certificate)) = lane.route(now, from, dest, *message) {
             let beacon = &v.beacon;
             let followed = follower
-                .on_decided(block, certificate, |h| beacon.committee_at(SHARD, h))
+                .on_decided(block, certificate, |h| {
+                    beacon.committee_at(ShardId(SHARD), h)
+                })
                 .expect("the follower's ledger applies certified blocks");
             if let Followed::Committed(blocks) = followed {
                 assert!(!blocks.is_empty(), "a commit applies blocks");

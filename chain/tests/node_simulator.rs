@@ -27,6 +27,7 @@
 #[path = "common/seeds.rs"]
 mod seeds;
 
+use chain::MemberIndex;
 use seeds::{Totals, env_u64, run_seeds, seeds};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -307,7 +308,7 @@ impl Sim {
         ));
         let genesis = Arc::new(config.build().expect("a valid genesis"));
         let shard_supply = (0..SHARDS)
-            .map(|s| genesis.shard_state(s).accountable_supply())
+            .map(|s| genesis.shard_state(ShardId(s)).accountable_supply())
             .collect();
         let validators = (0..=candidate)
             .map(|i| Validator {
@@ -580,7 +581,11 @@ impl Sim {
                     u64::MAX,
                 ] {
                     for round in [0, 1, 5, u32::MAX] {
-                        for from in [0, 1, 2, 3, chain::bft::FOLLOWER] {
+                        for from in [0, 1, 2, 3]
+                            .map(MemberIndex)
+                            .into_iter()
+                            .chain([chain::bft::FOLLOWER])
+                        {
                             let status = chain::bft::Message::<chain::bft::Bls>::Status {
                                 shard,
                                 height: claimed,
@@ -719,7 +724,7 @@ impl Sim {
         if notice.shard == BEACON_SHARD {
             self.stats.beacon_blocks += 1;
             let state = node.beacon_view().state;
-            for shard in (0..SHARDS).chain([BEACON_SHARD]) {
+            for shard in ShardId::all(SHARDS).chain([BEACON_SHARD]) {
                 if let Some(c) = state.committee(shard) {
                     let ids: Vec<Address> = c.members.iter().map(|m| m.id).collect();
                     self.drawn.entry((state.epoch(), shard)).or_insert(ids);
@@ -739,11 +744,11 @@ impl Sim {
             && stall.resumed.is_none()
         {
             let state = self.newest_beacon().ok_or("no validator runs")?;
-            if let Some(era) = state.era_of(0, notice.height)
+            if let Some(era) = state.era_of(ShardId(0), notice.height)
                 && era.epoch > stall.epoch
             {
                 let committee = state
-                    .committee_at(0, notice.height)
+                    .committee_at(ShardId(0), notice.height)
                     .ok_or("a committed height has no committee")?;
                 let ids = committee.members.iter().map(|m| m.id).collect();
                 if let Some(stall) = self.stall.as_mut() {
@@ -1004,10 +1009,10 @@ impl Sim {
             }
             Event::Unstall => {
                 let height = |sim: &Sim, shard| sim.heights.get(&shard).map_or(0, |h| h.0);
-                let shard1 = height(self, 1);
+                let shard1 = height(self, ShardId(1));
                 let state = self.newest_beacon();
                 let epoch = state.as_ref().map(|s| s.epoch());
-                let era = state.as_ref().and_then(|s| s.epoch_at(1, shard1));
+                let era = state.as_ref().and_then(|s| s.epoch_at(ShardId(1), shard1));
                 let stopped = self
                     .stall
                     .as_ref()
@@ -1062,11 +1067,11 @@ impl Sim {
     /// not known yet (the shard waits at the end of its era).
     fn stall_shard_0(&mut self) {
         let height = |sim: &Sim, shard| sim.heights.get(&shard).map_or(0, |h| h.0);
-        let (shard0, shard1) = (height(self, 0), height(self, 1));
+        let (shard0, shard1) = (height(self, ShardId(0)), height(self, ShardId(1)));
         let Some(state) = self.newest_beacon() else {
             return;
         };
-        let Some(committee) = state.committee_at(0, shard0 + 1) else {
+        let Some(committee) = state.committee_at(ShardId(0), shard0 + 1) else {
             self.at(self.now + 100, Event::Stall);
             return;
         };
@@ -1096,7 +1101,7 @@ impl Sim {
             shard0,
             shard1,
             epoch: state.epoch(),
-            shard1_epochs: (state.epoch_at(1, shard1.max(1)), None),
+            shard1_epochs: (state.epoch_at(ShardId(1), shard1.max(1)), None),
             ..Stall::default()
         });
     }
@@ -1253,7 +1258,7 @@ impl Sim {
     /// Liveness and the cross-epoch outcomes, once the network has been healthy for a while.
     fn check_end(&mut self) -> Result<(), String> {
         let heal_start = self.fault_end_ms;
-        for shard in (0..SHARDS).chain([BEACON_SHARD]) {
+        for shard in ShardId::all(SHARDS).chain([BEACON_SHARD]) {
             let (height, at) = self.heights.get(&shard).copied().unwrap_or((0, 0));
             if at < heal_start {
                 return Err(format!(
@@ -1281,7 +1286,7 @@ impl Sim {
         }
         // Seats that changed hands from one epoch to the next.
         for e in 1..=state.epoch() {
-            for shard in (0..SHARDS).chain([BEACON_SHARD]) {
+            for shard in ShardId::all(SHARDS).chain([BEACON_SHARD]) {
                 if let (Some(a), Some(b)) =
                     (self.drawn.get(&(e - 1, shard)), self.drawn.get(&(e, shard)))
                 {
@@ -1324,7 +1329,7 @@ impl Sim {
                         .validators
                         .iter()
                         .filter_map(|v| v.node.as_ref())
-                        .filter(|n| n.shard() == Some(shard))
+                        .filter(|n| n.shard() == Some(ShardId(shard)))
                         .filter_map(|n| n.shard_app().map(|a| a.state().outbox().count))
                         .max();
                     let link = state.links[usize::from(shard)].as_ref();

@@ -32,6 +32,7 @@ use chain::genesis::{Genesis, GenesisConfig};
 use chain::ledger::{App, BlockError, LedgerError, ShardApp, Tip};
 use chain::store::{MemStore, Store};
 use chain::tx::{SignedTransaction, Transaction, TxKind};
+use chain::{MemberIndex, ShardId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
@@ -272,7 +273,7 @@ enum Event {
 enum Released {
     Send {
         /// A committee index, or `None` for every other member.
-        to: Option<u16>,
+        to: Option<MemberIndex>,
         message: Message<Counted>,
         bytes: usize,
     },
@@ -440,7 +441,7 @@ impl Sim {
             "the streams sign for this chain"
         );
         let shard_supply = (0..shards)
-            .map(|s| genesis.shard_state(s).total_supply())
+            .map(|s| genesis.shard_state(ShardId(s)).total_supply())
             .collect();
         let mut nodes = Vec::new();
         for s in 0..shards {
@@ -454,7 +455,8 @@ impl Sim {
                 .collect();
             let committee = Committee::new(members, *blake3::hash(b"scaling").as_bytes());
             for i in 0..VALIDATORS_PER_SHARD {
-                let mut inner = ShardApp::open(&genesis, s, MemStore::new()).expect("genesis");
+                let mut inner =
+                    ShardApp::open(&genesis, ShardId(s), MemStore::new()).expect("genesis");
                 inner.block_txs_max = BLOCK_TXS_MAX;
                 let app = MeteredApp {
                     inner,
@@ -462,14 +464,14 @@ impl Sim {
                     admitted: HashSet::new(),
                 };
                 // The node's settings of §4.9: long timeouts, a short pause after each commit.
-                let mut bft = Config::new(chain_id, s);
+                let mut bft = Config::new(chain_id, ShardId(s));
                 bft.timeout_propose_ms = 3_000;
                 bft.timeout_vote_ms = 1_500;
                 bft.commit_wait_ms = 20;
                 let replica = Replica::new(
                     bft,
                     committee.clone(),
-                    i as u16,
+                    MemberIndex(i as u16),
                     counted_key(first + i),
                     app,
                 )
@@ -570,8 +572,13 @@ impl Sim {
             node.replica.handle(now / 1_000, Input::Tick);
             TICK_US
         } else if let Some((from, message, bytes)) = node.consensus_inbox.pop_front() {
-            node.replica
-                .handle(now / 1_000, Input::Message { from, message });
+            node.replica.handle(
+                now / 1_000,
+                Input::Message {
+                    from: MemberIndex(from),
+                    message,
+                },
+            );
             MESSAGE_US + bytes as u64 * RECEIVED_BYTE_NS / 1_000
         } else if let Some(batch) = node.tx_inbox.pop_front() {
             let app = node.replica.app_mut();

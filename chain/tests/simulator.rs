@@ -33,6 +33,7 @@ use chain::pol::{self, Candidate};
 use chain::smt::SparseMerkleTree;
 use chain::store::MemStore;
 use chain::tx::{SignedTransaction, Transaction, TxError, TxKind};
+use chain::{MemberIndex, ShardId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seeds::{Totals, env_u64, run_seeds, seeds};
@@ -81,8 +82,8 @@ struct Byzantine {
 }
 
 struct Node<S: SimKeys> {
-    shard: u16,
-    index: u16,
+    shard: ShardId,
+    index: MemberIndex,
     secret: S::Secret,
     replica: Option<R<S>>,
     disk: Option<MemStore>,
@@ -92,17 +93,17 @@ struct Node<S: SimKeys> {
 enum Event<S: VoteScheme> {
     Deliver {
         to: usize,
-        from: u16,
+        from: MemberIndex,
         message: Message<S>,
     },
     Crash(usize),
     Restart(usize),
     Partition {
-        shard: u16,
+        shard: ShardId,
         side: Vec<bool>,
     },
-    Heal(u16),
-    Client(u16),
+    Heal(ShardId),
+    Client(ShardId),
     /// A member relays the Atomix locks of its committed heights `from..=to` to their output shards, and
     /// plans the next attempt on the node's schedule if `retry`.
     Relay {
@@ -140,12 +141,12 @@ struct Sim<S: SimKeys> {
     queue: BTreeMap<(u64, u64), Event<S>>,
     seq: u64,
     now: u64,
-    partitions: BTreeMap<u16, Vec<bool>>,
+    partitions: BTreeMap<ShardId, Vec<bool>>,
     /// Nodes cut off from everyone until the given time: the adversary isolates the first member to commit
     /// a height, so that its decision spreads late while the rest of the committee goes on.
     isolated_until: BTreeMap<usize, u64>,
     shard_supply: Vec<u128>,
-    finalised: BTreeMap<(u16, u64), (Hash, Hash)>,
+    finalised: BTreeMap<(ShardId, u64), (Hash, Hash)>,
     wallets: Vec<Vec<(SecretKey, u64)>>,
     adversaries: Vec<SecretKey>,
     recipients: Vec<Vec<Address>>,
@@ -154,7 +155,7 @@ struct Sim<S: SimKeys> {
     verbose: bool,
     certifier: Arc<dyn Certifier>,
     /// Atomix locks in finalised blocks: transaction id -> (output shard, amount).
-    locks: BTreeMap<Hash, (u16, Amount)>,
+    locks: BTreeMap<Hash, (ShardId, Amount)>,
     /// Locks committed on their output shard, in finalised blocks.
     committed_locks: BTreeSet<Hash>,
 }
@@ -173,7 +174,7 @@ struct Stats {
     forged_inbound_blocks: u64,
 }
 
-fn labels_on_shard(prefix: &str, shard: u16, shards: u16, count: usize) -> Vec<String> {
+fn labels_on_shard(prefix: &str, shard: ShardId, shards: u16, count: usize) -> Vec<String> {
     (0..)
         .map(|i| format!("{prefix}/{i}"))
         .filter(|l| shard_of(&Address::of(&SecretKey::dev(l).public()), shards) == shard)
@@ -211,7 +212,7 @@ impl<S: SimKeys> Sim<S> {
         let mut adversaries = Vec::new();
         let mut recipients = Vec::new();
         for s in 0..shards {
-            let labels = labels_on_shard(&format!("sim/wallet/{s}"), s, shards, 3);
+            let labels = labels_on_shard(&format!("sim/wallet/{s}"), ShardId(s), shards, 3);
             let keys: Vec<(SecretKey, u64)> =
                 labels.iter().map(|l| (SecretKey::dev(l), 0)).collect();
             for (k, _) in &keys {
@@ -223,28 +224,30 @@ impl<S: SimKeys> Sim<S> {
             wallets.push(keys);
             // The adversary's own funded account on the shard, so its second proposal can differ from
             // the first and still be valid.
-            let adversary =
-                SecretKey::dev(&labels_on_shard(&format!("sim/adversary/{s}"), s, shards, 1)[0]);
+            let adversary = SecretKey::dev(
+                &labels_on_shard(&format!("sim/adversary/{s}"), ShardId(s), shards, 1)[0],
+            );
             genesis.wallets.push((
                 Address::of(&adversary.public()),
                 Amount::from_iost(1_000).expect("small"),
             ));
             adversaries.push(adversary);
-            let to = labels_on_shard(&format!("sim/recipient/{s}"), s, shards, 4);
+            let to = labels_on_shard(&format!("sim/recipient/{s}"), ShardId(s), shards, 4);
             let mut to: Vec<Address> = to
                 .iter()
                 .map(|l| Address::of(&SecretKey::dev(l).public()))
                 .collect();
             // And one recipient on every other shard: Atomix transfers.
             for other in (0..shards).filter(|o| *o != s) {
-                let label = &labels_on_shard(&format!("sim/away/{s}"), other, shards, 1)[0];
+                let label =
+                    &labels_on_shard(&format!("sim/away/{s}"), ShardId(other), shards, 1)[0];
                 to.push(Address::of(&SecretKey::dev(label).public()));
             }
             recipients.push(to);
         }
         let built = genesis.build().expect("valid genesis");
         let shard_supply: Vec<u128> = (0..shards)
-            .map(|s| built.shard_state(s).total_supply())
+            .map(|s| built.shard_state(ShardId(s)).total_supply())
             .collect();
         assert_eq!(
             shard_supply.iter().sum::<u128>(),
@@ -273,7 +276,7 @@ impl<S: SimKeys> Sim<S> {
         let mut nodes = Vec::new();
         let mut committees = Vec::new();
         for (s, seat_ids) in seats.iter().enumerate() {
-            let s = s as u16;
+            let s = ShardId(s as u16);
             let members: Vec<Member<S>> = seat_ids
                 .iter()
                 .map(|id| {
@@ -305,9 +308,14 @@ impl<S: SimKeys> Sim<S> {
                 let secret = S::key(index_of[id]);
                 let app = ShardApp::open(&built, s, MemStore::new()).expect("genesis opens");
                 let config = Config::new(genesis.params.chain_id, s);
-                let replica =
-                    Replica::new(config, committee.clone(), i as u16, secret.clone(), app)
-                        .expect("fresh");
+                let replica = Replica::new(
+                    config,
+                    committee.clone(),
+                    MemberIndex(i as u16),
+                    secret.clone(),
+                    app,
+                )
+                .expect("fresh");
                 let byzantine = byzantine.contains(&i).then(|| Byzantine {
                     equivocate: rng.random_bool(0.5),
                     invalid_blocks: rng.random_bool(0.3),
@@ -317,7 +325,7 @@ impl<S: SimKeys> Sim<S> {
                 });
                 nodes.push(Node {
                     shard: s,
-                    index: i as u16,
+                    index: MemberIndex(i as u16),
                     secret,
                     replica: Some(replica),
                     disk: None,
@@ -376,7 +384,7 @@ impl<S: SimKeys> Sim<S> {
         let fault_end = self.p.fault_phase_ms;
         for s in 0..self.p.shards {
             let first = self.rng.random_range(0..50);
-            self.at(first, Event::Client(s));
+            self.at(first, Event::Client(ShardId(s)));
             // Zero to three partitions of the shard, one after the other, each healing.
             let n = self.committees[usize::from(s)].len();
             let mut cursor = 0;
@@ -389,8 +397,14 @@ impl<S: SimKeys> Sim<S> {
                 let heal = self
                     .rng
                     .random_range(start + 1..=(start + 2_000).min(fault_end));
-                self.at(start, Event::Partition { shard: s, side });
-                self.at(heal, Event::Heal(s));
+                self.at(
+                    start,
+                    Event::Partition {
+                        shard: ShardId(s),
+                        side,
+                    },
+                );
+                self.at(heal, Event::Heal(ShardId(s)));
                 cursor = heal + 1;
             }
         }
@@ -408,7 +422,7 @@ impl<S: SimKeys> Sim<S> {
         self.now < self.p.fault_phase_ms
     }
 
-    fn global(&self, shard: u16, index: u16) -> usize {
+    fn global(&self, shard: ShardId, index: MemberIndex) -> usize {
         self.nodes
             .iter()
             .position(|n| n.shard == shard && n.index == index)
@@ -687,7 +701,7 @@ impl<S: SimKeys> Sim<S> {
     /// the certificate check can refuse it.
     fn forged_inbound_block(
         &mut self,
-        shard: u16,
+        shard: ShardId,
         height: u64,
         parent: Hash,
         mut state: chain::State,
@@ -703,7 +717,7 @@ impl<S: SimKeys> Sim<S> {
         };
         let mut tree = SparseMerkleTree::new();
         tree.insert(Lock::key(&lock.tx_id), lock.value_hash());
-        let source = (shard + 1) % self.p.shards;
+        let source = ShardId((shard.0 + 1) % self.p.shards);
         let header = BlockHeader {
             chain_id,
             shard: source,
@@ -898,7 +912,12 @@ impl<S: SimKeys> Sim<S> {
 
     /// Atomix all-or-nothing, at each newly finalised block: every lock it commits was made in a finalised
     /// block of its input shard, for this shard and this amount, and was never committed before.
-    fn atomix_finalised(&mut self, shard: u16, height: u64, block: &Block) -> Result<(), String> {
+    fn atomix_finalised(
+        &mut self,
+        shard: ShardId,
+        height: u64,
+        block: &Block,
+    ) -> Result<(), String> {
         for tx in &block.transactions {
             if let TxKind::Transfer { to, amount } = &tx.tx.kind {
                 let out = shard_of(to, self.p.shards);
@@ -932,7 +951,7 @@ impl<S: SimKeys> Sim<S> {
         self.locks.len() - self.committed_locks.len()
     }
 
-    fn client(&mut self, shard: u16) {
+    fn client(&mut self, shard: ShardId) {
         let s = usize::from(shard);
         let chain_id = self.genesis.params.chain_id;
         let w = self.rng.random_range(0..self.wallets[s].len());
@@ -1014,7 +1033,7 @@ impl<S: SimKeys> Sim<S> {
                 // Every message crosses the wire encoding, as it will over gossip.
                 let bytes = wire::encode(&message);
                 self.trace
-                    .update(&from.to_be_bytes())
+                    .update(&from.0.to_be_bytes())
                     .update(blake3::hash(&bytes).as_bytes());
                 let message =
                     wire::decode::<S>(&bytes).map_err(|e| format!("wire decoding failed: {e}"))?;
@@ -1085,7 +1104,7 @@ impl<S: SimKeys> Sim<S> {
         self.handle(node, Input::Tick)
     }
 
-    fn heights_of_honest(&self, shard: u16) -> Vec<u64> {
+    fn heights_of_honest(&self, shard: ShardId) -> Vec<u64> {
         self.nodes
             .iter()
             .filter(|n| n.shard == shard && n.byzantine.is_none())
@@ -1135,7 +1154,9 @@ impl<S: SimKeys> Sim<S> {
                 && self.pending_locks() == 0
                 && (0..self.p.shards).all(|s| {
                     let target = before[usize::from(s)] + 2;
-                    self.heights_of_honest(s).iter().all(|h| *h >= target)
+                    self.heights_of_honest(ShardId(s))
+                        .iter()
+                        .all(|h| *h >= target)
                 })
             {
                 break;
@@ -1156,7 +1177,7 @@ impl<S: SimKeys> Sim<S> {
         // Byzantine member may win the proposer rotation several rounds in a row, each costing a timeout.
         let before = healed_at.unwrap_or_default();
         for s in 0..self.p.shards {
-            let heights = self.heights_of_honest(s);
+            let heights = self.heights_of_honest(ShardId(s));
             let target = before.get(usize::from(s)).copied().unwrap_or(0) + 2;
             if heights.iter().any(|h| *h < target) {
                 for n in self.nodes.iter().filter(|n| n.shard == s) {
@@ -1262,7 +1283,7 @@ fn the_checkers_catch_conflicts_and_weak_certificates() {
     let node = (0..sim.nodes.len())
         .find(|i| sim.nodes[*i].shard == 0 && sim.nodes[*i].byzantine.is_none())
         .expect("an honest member of shard 0");
-    let (real, _) = sim.finalised[&(0, 1)];
+    let (real, _) = sim.finalised[&(ShardId(0), 1)];
     let replica = sim.nodes[node]
         .replica
         .as_ref()
@@ -1271,7 +1292,7 @@ fn the_checkers_catch_conflicts_and_weak_certificates() {
     assert_eq!(fake.hash(), real);
     fake.header.state_root = [0xee; 32];
     let hash = fake.hash();
-    let members: Vec<(u16, [u8; 32])> = sim
+    let members: Vec<(MemberIndex, [u8; 32])> = sim
         .nodes
         .iter()
         .filter(|n| n.shard == 0)
@@ -1282,7 +1303,7 @@ fn the_checkers_catch_conflicts_and_weak_certificates() {
         .map(|(i, secret)| {
             Vote::sign(
                 chain_id,
-                0,
+                ShardId(0),
                 VoteKind::Precommit,
                 1,
                 0,

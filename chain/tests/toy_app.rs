@@ -3,17 +3,16 @@
 //! transactions or the beacon chain. This is what the layering of `chain` buys (specs/ARCHITECTURE.md,
 //! "Layers of `chain`"): `bft` imports only the types and execution layers below it.
 
+use chain::ShardId;
 use chain::bft::{
-    App, BlockError, Bls, Committee, Config, Input, LedgerError, Member, Message, Output, Replica,
-    Tip,
+    App, BlockError, Bls, Committee, Config, LedgerError, Message, Replica, Tip, testkit,
 };
 use chain::block::{Block, BlockHeader};
-use chain::crypto::{Hash, bls, hash_with};
+use chain::crypto::{Hash, hash_with};
 use chain::{Address, MemStore, Store};
-use std::collections::VecDeque;
 
 const CHAIN_ID: u32 = 7;
-const SHARD: u16 = 0;
+const SHARD: ShardId = ShardId(0);
 
 /// A replicated counter: block `h` sets the counter to `h`, and its state root is the hash of the counter.
 struct Counter {
@@ -110,98 +109,52 @@ impl App for Counter {
 type R = Replica<Bls, Counter>;
 
 fn network(n: usize) -> (Committee<Bls>, Vec<R>) {
-    let keys: Vec<bls::SecretKey> = (0..n)
-        .map(|i| bls::SecretKey::dev(&format!("toy/{i}")))
-        .collect();
-    let members = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Member {
-            id: Address([u8::try_from(i).expect("small committee"); 32]),
-            public: k.public(),
-            weight: 1,
-        })
-        .collect();
-    let committee = Committee::new(members, [3; 32]);
-    let replicas = keys
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let me = u16::try_from(i).expect("small committee");
-            Replica::new(
-                Config::new(CHAIN_ID, SHARD),
-                committee.clone(),
-                me,
-                k,
-                Counter::new(),
-            )
-            .expect("a fresh store holds no log")
-        })
-        .collect();
+    let (committee, keys) = testkit::committee(
+        n,
+        "toy",
+        |i| Address([u8::try_from(i).expect("small committee"); 32]),
+        [3; 32],
+    );
+    let config = Config::new(CHAIN_ID, SHARD);
+    let replicas = testkit::replicas(&config, &committee, keys, |_| Counter::new());
     (committee, replicas)
 }
 
-/// Delivers every message at once, in order, and jumps time to the next timeout when nothing is in flight;
-/// `drop_to` loses every message to that replica (it falls behind and must catch up later).
-/// `now_ms` is the simulated clock, carried from one run to the next.
-fn run(
-    replicas: &mut [R],
-    now_ms: &mut u64,
+/// Runs until every replica but `drop_to` counted to `until`; every message to `drop_to` is lost (it
+/// falls behind and must catch up later).
+struct CountTo {
     until: u64,
     drop_to: Option<usize>,
-    time_limit_ms: u64,
-) {
-    let n = replicas.len();
-    let mut now = *now_ms;
-    let mut inbox: VecDeque<(usize, u16, Message<Bls>)> = VecDeque::new();
-    for r in replicas.iter_mut() {
-        r.handle(now, Input::Tick);
-    }
-    let done = |replicas: &[R]| {
+}
+
+impl testkit::Watch<Counter> for CountTo {
+    fn done(&mut self, replicas: &[R]) -> bool {
         replicas
             .iter()
             .enumerate()
-            .all(|(i, r)| Some(i) == drop_to || r.app().value >= until)
-    };
-    while now < time_limit_ms && !done(replicas) {
-        for (i, r) in replicas.iter_mut().enumerate() {
-            let from = u16::try_from(i).expect("small committee");
-            while let Some(out) = r.poll_output() {
-                match out {
-                    Output::Broadcast(m) => (0..n)
-                        .filter(|j| *j != i)
-                        .for_each(|j| inbox.push_back((j, from, m.clone()))),
-                    Output::Send { to, message } => {
-                        inbox.push_back((usize::from(to), from, message))
-                    }
-                    Output::Committed { .. } => {}
-                    Output::Evidence(e) => panic!("no faults here, got {e:?}"),
-                }
-            }
-        }
-        if let Some((to, from, message)) = inbox.pop_front() {
-            if Some(to) != drop_to {
-                replicas[to].handle(now, Input::Message { from, message });
-            }
+            .all(|(i, r)| Some(i) == self.drop_to || r.app().value >= self.until)
+    }
+
+    fn deliver(&mut self, to: usize, message: Message<Bls>) -> Vec<Message<Bls>> {
+        if Some(to) == self.drop_to {
+            Vec::new()
         } else {
-            now = replicas
-                .iter()
-                .filter_map(|r| r.poll_timeout())
-                .min()
-                .unwrap_or(now + 1)
-                .max(now);
-            for r in replicas.iter_mut() {
-                r.handle(now, Input::Tick);
-            }
+            vec![message]
         }
     }
-    *now_ms = now;
 }
 
 #[test]
 fn the_replica_finalises_a_counter_with_no_ledger() {
     let (committee, mut replicas) = network(4);
-    run(&mut replicas, &mut 0, 5, None, 60_000);
+    testkit::PerfectNetwork::default().run(
+        &mut replicas,
+        60_000,
+        &mut CountTo {
+            until: 5,
+            drop_to: None,
+        },
+    );
     let first = &replicas[0].app().blocks;
     assert!(first.len() >= 5, "five blocks finalised: {}", first.len());
     for r in &replicas {
@@ -235,14 +188,28 @@ fn the_replica_finalises_a_counter_with_no_ledger() {
 fn a_replica_that_missed_everything_catches_up_from_the_apps_committed_blocks() {
     let (_, mut replicas) = network(4);
     // Three of four carry on without the fourth (three of four weights is a quorum).
-    let mut now_ms = 0;
-    run(&mut replicas, &mut now_ms, 4, Some(3), 60_000);
+    let mut net = testkit::PerfectNetwork::default();
+    net.run(
+        &mut replicas,
+        60_000,
+        &mut CountTo {
+            until: 4,
+            drop_to: Some(3),
+        },
+    );
     assert_eq!(replicas[3].app().value, 0, "the fourth heard nothing");
     let reached = replicas[0].app().value;
     assert!(reached >= 4, "the others finalised without it: {reached}");
     // Now the fourth hears again: the others serve it their committed blocks through `App::committed`.
-    let limit = now_ms + 120_000;
-    run(&mut replicas, &mut now_ms, reached + 2, None, limit);
+    let limit = net.now_ms + 120_000;
+    net.run(
+        &mut replicas,
+        limit,
+        &mut CountTo {
+            until: reached + 2,
+            drop_to: None,
+        },
+    );
     let late = replicas[3].app();
     assert!(
         late.value >= reached,

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `huds` binary.
 #![allow(dead_code)]
 
+pub mod lying;
 pub mod mount;
 
 use std::io::{BufRead, BufReader};

@@ -28,7 +28,7 @@ pub struct BeaconApp<St: Store> {
     pub(super) store: St,
     tip: Tip,
     /// Verified links waiting for a block, by (shard, height).
-    pending: BTreeMap<(u16, u64), CrossLink>,
+    pending: BTreeMap<(ShardId, u64), CrossLink>,
     /// Verified evidence waiting for a block, by fault key.
     pending_evidence: BTreeMap<Hash, crate::bft::Evidence<Bls>>,
     /// Hashes of links whose certificate this node verified (so executing them skips the BLS check).

@@ -7,6 +7,7 @@ use crate::bft::{Bls, Committee, Member};
 use crate::block::BEACON_SHARD;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls};
+use crate::ids::MemberIndex;
 use crate::pol::{self, Candidate, Signals};
 use std::collections::BTreeSet;
 
@@ -35,7 +36,7 @@ pub struct Seat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assignment {
     pub shard: ShardId,
-    pub member: u16,
+    pub member: MemberIndex,
 }
 
 /// Where an epoch's committee of a shard takes the shard over: the first height it certifies and, when the
@@ -398,11 +399,11 @@ impl BeaconState {
             let shard = if i == self.links.len() {
                 BEACON_SHARD
             } else {
-                u16::try_from(i).expect("shards are u16")
+                ShardId::at(i).expect("shards are u16")
             };
             Some(Assignment {
                 shard,
-                member: u16::try_from(member).expect("committees have at most 1024 members"),
+                member: MemberIndex::at(member).expect("committees have at most 1024 members"),
             })
         })
     }

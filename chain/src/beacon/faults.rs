@@ -17,7 +17,7 @@ pub fn fault_key(offender: &Address, e: &crate::bft::Evidence<Bls>) -> Hash {
         "IOS fault key v1",
         &[
             &offender.0,
-            &shard.to_be_bytes(),
+            &shard.0.to_be_bytes(),
             &height.to_be_bytes(),
             &round.to_be_bytes(),
             &[kind],

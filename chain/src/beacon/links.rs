@@ -7,6 +7,7 @@ use crate::atomix::{Certifier, CertifyError, certify_with};
 use crate::bft::{Bls, Committee, QuorumCertificate, bitmap_signers};
 use crate::block::{BlockHeader, CrossLink};
 use crate::crypto::{Hash, domain, hash_with};
+use crate::ids::MemberIndex;
 use crate::pol::Signals;
 use crate::registry::{Cursor, RegistryEvent};
 use std::collections::HashSet;
@@ -102,16 +103,14 @@ impl BeaconState {
     /// registry events it carried (stakes take effect in the next epoch's draw).
     pub(super) fn record_link(&mut self, checked: &CheckedLink, header: &BlockHeader) {
         let CheckedLink { qc, committee, .. } = checked;
-        let signers: HashSet<u16> = bitmap_signers(&qc.signers).collect();
-        let mut credit = |index: u16, f: &dyn Fn(&mut Signals)| {
+        let signers: HashSet<MemberIndex> = bitmap_signers(&qc.signers).collect();
+        let mut credit = |index: MemberIndex, f: &dyn Fn(&mut Signals)| {
             let id = committee.members[usize::from(index)].id;
             if let Ok(i) = self.validators.binary_search_by_key(&id, |v| v.id) {
                 f(&mut self.validators[i].signals);
             }
         };
-        for index in
-            0..u16::try_from(committee.len()).expect("committees have at most 1024 members")
-        {
+        for index in (0..committee.len()).filter_map(MemberIndex::at) {
             let voted = signers.contains(&index);
             credit(index, &|s: &mut Signals| {
                 s.certificates += 1;

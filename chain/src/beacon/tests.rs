@@ -8,6 +8,7 @@ use crate::bft::{Bls, Committee, QcError, QuorumCertificate, Vote, VoteKind};
 use crate::block::{BEACON_SHARD, Block, CrossLink};
 use crate::crypto::{Hash, bls};
 use crate::genesis::GenesisConfig;
+use crate::ids::{MemberIndex, ShardId};
 use crate::ledger::ShardApp;
 use crate::ledger::{App, BlockError};
 use crate::pol::Signals;
@@ -46,7 +47,7 @@ fn certified(
     genesis: &Genesis,
     beacon: &BeaconState,
     app: &mut ShardApp<MemStore>,
-    shard: u16,
+    shard: ShardId,
     signers: &[u16],
     round: u32,
 ) -> CrossLink {
@@ -182,7 +183,7 @@ fn certified_by(
     genesis: &Genesis,
     committee: &Committee<Bls>,
     app: &mut ShardApp<MemStore>,
-    shard: u16,
+    shard: ShardId,
     signers: &[u16],
     round: u32,
 ) -> (Block, QuorumCertificate<Bls>) {
@@ -198,7 +199,7 @@ fn certified_by(
                 block.header.height,
                 round,
                 Some(block.hash()),
-                i,
+                MemberIndex(i),
                 &key,
             )
         })
@@ -216,8 +217,8 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
     let g = genesis(6);
     let epoch0 = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
     let epoch1 = epoch0.next_epoch(0);
-    let c0 = epoch0.committee(0).expect("shard 0");
-    let c1 = epoch1.committee(0).expect("shard 0");
+    let c0 = epoch0.committee(ShardId(0)).expect("shard 0");
+    let c1 = epoch1.committee(ShardId(0)).expect("shard 0");
     assert_ne!(
         c0.members.iter().map(|m| m.id).collect::<Vec<_>>(),
         c1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
@@ -228,20 +229,20 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
         1 => Some(c1.clone()),
         _ => None,
     };
-    let mut leader = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut leader = ShardApp::open(&g, ShardId(0), MemStore::new()).expect("shard");
     let blocks: Vec<(Arc<Block>, QuorumCertificate<Bls>)> = (1..=5u64)
         .map(|h| {
             let c = committee_at(h).unwrap_or_else(|| c1.clone());
-            let (b, qc) = certified_by(&g, &c, &mut leader, 0, &[0, 1, 2], 0);
+            let (b, qc) = certified_by(&g, &c, &mut leader, ShardId(0), &[0, 1, 2], 0);
             (Arc::new(b), qc)
         })
         .collect();
-    let app = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
-    let mut f = Follower::<Bls, _>::new(g.params.chain_id, 0, app, 500);
+    let app = ShardApp::open(&g, ShardId(0), MemStore::new()).expect("shard");
+    let mut f = Follower::<Bls, _>::new(g.params.chain_id, ShardId(0), app, 500);
     assert!(matches!(
         f.poll_status(0),
         Some(Message::Status {
-            shard: 0,
+            shard: ShardId(0),
             height: 1,
             round: 0
         })
@@ -265,12 +266,12 @@ fn followers_apply_certified_blocks_in_order_across_an_epoch_change() {
                 let key = secret_of(&c1.members[usize::from(i)].id, &g);
                 Vote::<Bls>::sign(
                     g.params.chain_id,
-                    0,
+                    ShardId(0),
                     VoteKind::Precommit,
                     1,
                     0,
                     Some(b.hash()),
-                    i,
+                    MemberIndex(i),
                     &key,
                 )
             })
@@ -330,7 +331,7 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
     let mut beacon = BeaconApp::open_with(&g, SIZE, 4, 2, MemStore::new()).expect("beacon");
     let state = beacon.state().clone();
     let mut shards: Vec<ShardApp<MemStore>> = (0..2)
-        .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
+        .map(|s| ShardApp::open(&g, ShardId(s), MemStore::new()).expect("shard"))
         .collect();
     // Shard 0 reaches height 2 (the middle of its first era of 4 heights), shard 1 only height 1.
     let mut links = Vec::new();
@@ -340,7 +341,7 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
                 &g,
                 &state,
                 &mut shards[usize::from(s)],
-                s,
+                ShardId(s),
                 &[0, 1, 2],
                 0,
             ));
@@ -356,7 +357,7 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
         0,
         "one beacon block of the epoch's two"
     );
-    let link = certified(&g, &state, &mut shards[1], 1, &[1, 2, 3], 0);
+    let link = certified(&g, &state, &mut shards[1], ShardId(1), &[1, 2, 3], 0);
     beacon.offer(link).expect("valid");
     let block = beacon.propose();
     let mut other = BeaconApp::open_with(&g, SIZE, 4, 2, MemStore::new()).expect("beacon");
@@ -382,7 +383,7 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
                 block.header.height,
                 0,
                 Some(block.hash()),
-                i,
+                MemberIndex(i),
                 &key,
             )
         })
@@ -411,24 +412,24 @@ fn the_beacon_draws_the_next_epoch_every_epoch_blocks_and_archives_it() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        seats(beacon.committee_at(0, 4)),
-        seats(state.committee_in(0, 0))
+        seats(beacon.committee_at(ShardId(0), 4)),
+        seats(state.committee_in(ShardId(0), 0))
     );
     assert_eq!(
-        seats(beacon.committee_at(0, 5)),
-        seats(state.committee_in(0, 1))
+        seats(beacon.committee_at(ShardId(0), 5)),
+        seats(state.committee_in(ShardId(0), 1))
     );
-    assert!(state.committee_in(0, 2).is_none());
+    assert!(state.committee_in(ShardId(0), 2).is_none());
     // The archive keeps every epoch after the state lets old ones go, and survives a reopen.
     let reopened = BeaconApp::open(&g, SIZE, 4, beacon.store).expect("resume");
     assert_eq!(reopened.state().epoch(), 1);
     assert_eq!(
-        seats(reopened.committee_at(1, 1)),
-        seats(state.committee_in(1, 0))
+        seats(reopened.committee_at(ShardId(1), 1)),
+        seats(state.committee_in(ShardId(1), 0))
     );
     assert_eq!(
-        seats(reopened.committee_at(1, 8)),
-        seats(state.committee_in(1, 1))
+        seats(reopened.committee_at(ShardId(1), 8)),
+        seats(state.committee_in(ShardId(1), 1))
     );
 }
 
@@ -444,12 +445,16 @@ fn genesis_seats_every_shard_and_the_beacon_disjointly() {
     assert_eq!(all.len(), 3 * SIZE, "committees are disjoint");
     for (i, seats) in seats.iter().enumerate() {
         for (m, id) in seats.iter().enumerate() {
-            let shard = if i == 2 { BEACON_SHARD } else { i as u16 };
+            let shard = if i == 2 {
+                BEACON_SHARD
+            } else {
+                ShardId(i as u16)
+            };
             assert_eq!(
                 state.seat_of(id),
                 Some(Assignment {
                     shard,
-                    member: m as u16
+                    member: MemberIndex(m as u16)
                 })
             );
         }
@@ -474,18 +479,18 @@ fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
     let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let state = beacon.state().clone();
-    let committee = state.committee(1).expect("shard 1");
+    let committee = state.committee(ShardId(1)).expect("shard 1");
     let offender = committee.members[2].id;
     let key = secret_of(&offender, &g);
     let vote = |block: Option<Hash>, round: u32| {
         Vote::sign(
             state.chain_id,
-            1,
+            ShardId(1),
             VoteKind::Prevote,
             5,
             round,
             block,
-            2,
+            MemberIndex(2),
             &key,
         )
     };
@@ -500,30 +505,42 @@ fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
 
     // Refused with reasons: the same vote twice, a forged second vote, a shard that does not exist.
     let same = crate::bft::Evidence::DoubleVote(vote(None, 0), vote(None, 0));
-    assert_eq!(beacon.offer_evidence(same), Err(EvidenceError::Invalid(1)));
+    assert_eq!(
+        beacon.offer_evidence(same),
+        Err(EvidenceError::Invalid(ShardId(1)))
+    );
     let mut forged = vote(None, 0);
     forged.signature = vote(Some([2; 32]), 0).signature;
     let forged = crate::bft::Evidence::DoubleVote(vote(Some([1; 32]), 0), forged);
     assert_eq!(
         beacon.offer_evidence(forged),
-        Err(EvidenceError::Invalid(1))
+        Err(EvidenceError::Invalid(ShardId(1)))
     );
     let elsewhere = crate::bft::Evidence::DoubleVote(
-        Vote::sign(state.chain_id, 9, VoteKind::Prevote, 5, 0, None, 2, &key),
         Vote::sign(
             state.chain_id,
-            9,
+            ShardId(9),
+            VoteKind::Prevote,
+            5,
+            0,
+            None,
+            MemberIndex(2),
+            &key,
+        ),
+        Vote::sign(
+            state.chain_id,
+            ShardId(9),
             VoteKind::Prevote,
             5,
             0,
             Some([1; 32]),
-            2,
+            MemberIndex(2),
             &key,
         ),
     );
     assert_eq!(
         beacon.offer_evidence(elsewhere),
-        Err(EvidenceError::UnknownShard(9))
+        Err(EvidenceError::UnknownShard(ShardId(9)))
     );
 
     let block = beacon.propose();
@@ -590,17 +607,17 @@ fn evidence_of_a_double_vote_is_recorded_once_and_halves_the_next_reputation() {
 #[test]
 fn links_are_checked_recorded_committed_and_resumed() {
     let g = genesis(0);
-    let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut shard0 = ShardApp::open(&g, ShardId(0), MemStore::new()).expect("shard");
     let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let state = beacon.state().clone();
-    let committee = state.committee(0).expect("shard 0");
+    let committee = state.committee(ShardId(0)).expect("shard 0");
 
     // Members 0, 1, 2 sign height 1 in round 0; member 3 is missing.
-    let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    let first = certified(&g, &state, &mut shard0, ShardId(0), &[0, 1, 2], 0);
     beacon.offer(first.clone()).expect("a valid link");
     // Height 2 is certified in round 1 by members 1, 2, 3.
-    let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 1);
+    let second = certified(&g, &state, &mut shard0, ShardId(0), &[1, 2, 3], 1);
     beacon.offer(second.clone()).expect("a valid link");
     assert_eq!(beacon.pending_len(), 2);
 
@@ -643,12 +660,12 @@ fn links_are_checked_recorded_committed_and_resumed() {
     assert!(matches!(
         beacon.offer(first.clone()),
         Err(LinkError::NotNewer {
-            shard: 0,
+            shard: ShardId(0),
             height: 1,
             linked: 2
         })
     ));
-    let third = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
+    let third = certified(&g, &state, &mut shard0, ShardId(0), &[0, 1, 2], 0);
     let mut wrong_header = third.clone();
     wrong_header.header.state_root = [9; 32];
     assert_eq!(
@@ -656,13 +673,16 @@ fn links_are_checked_recorded_committed_and_resumed() {
         Err(LinkError::CertificateMismatch)
     );
     let mut unknown = third.clone();
-    unknown.header.shard = 7;
-    assert_eq!(beacon.offer(unknown), Err(LinkError::UnknownShard(7)));
-    let weak = certified(&g, &state, &mut shard0, 0, &[0, 1], 0);
+    unknown.header.shard = ShardId(7);
+    assert_eq!(
+        beacon.offer(unknown),
+        Err(LinkError::UnknownShard(ShardId(7)))
+    );
+    let weak = certified(&g, &state, &mut shard0, ShardId(0), &[0, 1], 0);
     assert!(matches!(
         beacon.offer(weak),
         Err(LinkError::Quorum {
-            shard: 0,
+            shard: ShardId(0),
             error: QcError::NoQuorum { .. }
         })
     ));
@@ -800,7 +820,7 @@ fn a_heavy_staker_gets_one_seat_and_one_vote() {
     let state = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
     let shards = state.shard_count();
     let mut seats = 0;
-    for shard in (0..shards).chain([BEACON_SHARD]) {
+    for shard in ShardId::all(shards).chain([BEACON_SHARD]) {
         let committee = state.committee(shard).expect("a committee");
         let weights: Vec<u128> = committee.members.iter().map(|m| m.weight).collect();
         assert!(
@@ -810,7 +830,7 @@ fn a_heavy_staker_gets_one_seat_and_one_vote() {
         for (i, m) in committee.members.iter().enumerate() {
             if m.id == whale_id {
                 seats += 1;
-                let alone = committee.weight_of([u16::try_from(i).expect("small")]);
+                let alone = committee.weight_of([MemberIndex::at(i).expect("small")]);
                 assert!(
                     !committee.is_quorum(alone),
                     "the heavy staker finalises alone"
@@ -856,7 +876,7 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
     unstake(&mut one_short, 1);
     assert!(one_short.next_epoch_due(16));
     let next = one_short.next_epoch(0);
-    for shard in (0..next.shard_count()).chain([BEACON_SHARD]) {
+    for shard in ShardId::all(next.shard_count()).chain([BEACON_SHARD]) {
         let committee = next.committee(shard).expect("every committee is drawn");
         assert!(
             (epoch::COMMITTEE_SEATS_MIN..5).contains(&committee.members.len()),
@@ -877,7 +897,7 @@ fn unstakes_never_draw_a_committee_below_the_minimum() {
     assert!(!too_few.next_epoch_due(16), "no epoch below the minimum");
     // Called anyway, it keeps every committee drawable.
     let kept = too_few.next_epoch(0);
-    for shard in (0..kept.shard_count()).chain([BEACON_SHARD]) {
+    for shard in ShardId::all(kept.shard_count()).chain([BEACON_SHARD]) {
         assert!(kept.committee(shard).is_some());
     }
 }
@@ -892,7 +912,7 @@ fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
     let state = BeaconState::genesis(&g, SIZE, 2).expect("enough validators");
     let header = |height| crate::block::BlockHeader {
         chain_id: g.params.chain_id,
-        shard: 0,
+        shard: ShardId(0),
         height,
         parent: [0; 32],
         state_root: [0; 32],
@@ -920,12 +940,12 @@ fn headers_past_the_next_epoch_are_refused_not_kept_waiting() {
 fn a_body_swapped_under_a_checked_header_is_refused_not_answered_from_the_cache() {
     use crate::tx::{Transaction, TxKind};
     let g = genesis(0);
-    let mut shard0 = ShardApp::open(&g, 0, MemStore::new()).expect("shard");
+    let mut shard0 = ShardApp::open(&g, ShardId(0), MemStore::new()).expect("shard");
     let mut beacon = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let mut follower = BeaconApp::open(&g, SIZE, 0, MemStore::new()).expect("beacon");
     let state = beacon.state().clone();
-    let first = certified(&g, &state, &mut shard0, 0, &[0, 1, 2], 0);
-    let second = certified(&g, &state, &mut shard0, 0, &[1, 2, 3], 0);
+    let first = certified(&g, &state, &mut shard0, ShardId(0), &[0, 1, 2], 0);
+    let second = certified(&g, &state, &mut shard0, ShardId(0), &[1, 2, 3], 0);
     beacon.offer(first).expect("a valid link");
     beacon.offer(second).expect("a valid link");
     let block = beacon.propose();
@@ -1189,12 +1209,12 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
         .expect("enough validators")
         .with_epoch_blocks(4);
     let mut shards: Vec<ShardApp<MemStore>> = (0..2)
-        .map(|s| ShardApp::open(&g, s, MemStore::new()).expect("shard"))
+        .map(|s| ShardApp::open(&g, ShardId(s), MemStore::new()).expect("shard"))
         .collect();
     assert!(!state.next_epoch_due(3));
     assert!(state.next_epoch_due(4), "no shard linked anything");
     // Links up to `to` of a shard, each certified by the committee the state says for its height.
-    let link = |state: &mut BeaconState, app: &mut ShardApp<MemStore>, shard: u16, to: u64| {
+    let link = |state: &mut BeaconState, app: &mut ShardApp<MemStore>, shard: ShardId, to: u64| {
         while app.tip().height < to {
             let committee = state
                 .committee_at(shard, app.tip().height + 1)
@@ -1210,8 +1230,8 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
         }
     };
     let mut e0 = state;
-    link(&mut e0, &mut shards[0], 0, 5);
-    link(&mut e0, &mut shards[1], 1, 2);
+    link(&mut e0, &mut shards[0], ShardId(0), 5);
+    link(&mut e0, &mut shards[1], ShardId(1), 2);
     let mut e1 = e0.next_epoch(4);
     assert_eq!((e1.epoch(), e1.drawn_at), (1, 4));
     assert!(!e1.next_epoch_due(7));
@@ -1219,14 +1239,14 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
     // Shard 0 was past the middle of its era 1..=8: epoch 1's committee takes over at 9. Shard 1 moved but
     // is early in its era: it keeps epoch 0's committee, whose era ends at 8.
     assert_eq!(e1.newest().starts, vec![Some(start_at(9)), None]);
-    assert_eq!(e1.epoch_at(0, 8), Some(0));
-    assert_eq!(e1.epoch_at(0, 9), Some(1));
-    assert_eq!(e1.epoch_at(1, 8), Some(0));
-    assert_eq!(e1.epoch_at(1, 9), None);
+    assert_eq!(e1.epoch_at(ShardId(0), 8), Some(0));
+    assert_eq!(e1.epoch_at(ShardId(0), 9), Some(1));
+    assert_eq!(e1.epoch_at(ShardId(1), 8), Some(0));
+    assert_eq!(e1.epoch_at(ShardId(1), 9), None);
 
     // Shard 1's committee certifies height 3, but no head of it reaches the beacon, and then it stops.
-    let stuck = e1.committee_at(1, 3).expect("epoch 0's");
-    let (orphan, orphan_qc) = certified_by(&g, &stuck, &mut shards[1], 1, &[0, 1, 2], 0);
+    let stuck = e1.committee_at(ShardId(1), 3).expect("epoch 0's");
+    let (orphan, orphan_qc) = certified_by(&g, &stuck, &mut shards[1], ShardId(1), &[0, 1, 2], 0);
     let orphan_link = CrossLink {
         header: orphan.header.clone(),
         certificate: orphan_qc.encode(),
@@ -1235,7 +1255,7 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
     assert!(e1.check_link(&orphan_link, false).is_ok());
     assert!(e1.certify(&orphan.header, &orphan_link.certificate).is_ok());
     // Shard 0 goes on into its second era.
-    link(&mut e1, &mut shards[0], 0, 12);
+    link(&mut e1, &mut shards[0], ShardId(0), 12);
     let e2 = e1.next_epoch(8);
     let linked = e1.links[1].as_ref().map(|l| l.block);
     assert_eq!(
@@ -1248,7 +1268,7 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
             })
         ]
     );
-    let fresh = e2.committee_at(1, 3).expect("epoch 2's");
+    let fresh = e2.committee_at(ShardId(1), 3).expect("epoch 2's");
     assert!(
         fresh
             .members
@@ -1256,14 +1276,21 @@ fn epochs_follow_the_beacon_height_and_a_stalled_shard_is_redrawn_from_its_link(
             .all(|m| stuck.members.iter().all(|s| s.id != m.id)),
         "drawn afresh, without the stuck committee's members"
     );
-    assert_eq!(e2.epoch_at(1, 2), Some(0));
-    assert_eq!(e2.epoch_at(1, 3), Some(2));
-    assert_eq!(e2.era_of(1, 3).map(|e| e.last), Some(10));
-    assert_eq!(e2.epoch_at(0, 12), Some(1), "the live shard is untouched");
+    assert_eq!(e2.epoch_at(ShardId(1), 2), Some(0));
+    assert_eq!(e2.epoch_at(ShardId(1), 3), Some(2));
+    assert_eq!(e2.era_of(ShardId(1), 3).map(|e| e.last), Some(10));
+    assert_eq!(
+        e2.epoch_at(ShardId(0), 12),
+        Some(1),
+        "the live shard is untouched"
+    );
     // The old committee's block above the linked one: refused by the beacon and by Atomix from now on.
     assert!(matches!(
         e2.check_link(&orphan_link, false),
-        Err(LinkError::Quorum { shard: 1, .. })
+        Err(LinkError::Quorum {
+            shard: ShardId(1),
+            ..
+        })
     ));
     assert!(
         e2.certify(&orphan.header, &orphan_link.certificate)

@@ -11,6 +11,7 @@
 use crate::codec::DecodeError;
 use crate::crypto::Hash;
 use crate::genesis::GenesisError;
+use crate::ids::ShardId;
 use crate::store::{Store, StoreError};
 use crate::types::block::Block;
 use crate::types::inbound::InboundError;
@@ -24,7 +25,7 @@ pub enum BlockError {
     #[error("block is for chain {got}, this is chain {expected}")]
     WrongChain { expected: u32, got: u32 },
     #[error("block is for shard {got}, this is shard {expected}")]
-    WrongShard { expected: u16, got: u16 },
+    WrongShard { expected: ShardId, got: ShardId },
     #[error("block height {got}, expected {expected}")]
     WrongHeight { expected: u64, got: u64 },
     #[error("block does not extend the committed tip")]
@@ -112,27 +113,31 @@ pub enum LinkError {
     #[error("link is for chain {got}, this is chain {expected}")]
     WrongChain { expected: u32, got: u32 },
     #[error("link is for shard {0}, which does not exist")]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     #[error("shard {shard} is already linked at height {linked}, the link is for height {height}")]
     NotNewer {
-        shard: u16,
+        shard: ShardId,
         height: u64,
         linked: u64,
     },
     #[error(
         "shard {shard} height {height} is in epoch {epoch}, which the beacon chain does not hold (yet, or any more)"
     )]
-    UnknownEpoch { shard: u16, height: u64, epoch: u64 },
+    UnknownEpoch {
+        shard: ShardId,
+        height: u64,
+        epoch: u64,
+    },
     #[error("link certificate does not decode: {0}")]
     Certificate(#[from] DecodeError),
     #[error("link certificate is not a precommit certificate for exactly this header")]
     CertificateMismatch,
     #[error("link certificate does not verify against shard {shard}'s committee: {error}")]
-    Quorum { shard: u16, error: QcError },
+    Quorum { shard: ShardId, error: QcError },
     #[error("the beacon chain's pool of links waiting for a block is full")]
     PoolFull,
     #[error("link of shard {shard} carries a bad registry batch: {error}")]
-    Registry { shard: u16, error: BatchError },
+    Registry { shard: ShardId, error: BatchError },
 }
 
 /// Why evidence of a fault is refused.
@@ -141,7 +146,7 @@ pub enum EvidenceError {
     #[error(
         "evidence is about shard {0}, which does not exist (beacon committee faults are not recorded)"
     )]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     #[error(
         "evidence is from epoch {epoch}; the beacon chain records faults of epochs {oldest} to {newest}"
     )]
@@ -151,7 +156,7 @@ pub enum EvidenceError {
         newest: u64,
     },
     #[error("evidence does not verify against shard {0}'s committee of its epoch")]
-    Invalid(u16),
+    Invalid(ShardId),
     #[error("this fault is already recorded")]
     AlreadyRecorded,
     #[error("too many faults are recorded or waiting; retry later")]

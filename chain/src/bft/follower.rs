@@ -13,12 +13,13 @@
 
 use super::app::{App, LedgerError};
 use super::{Committee, Message, QuorumCertificate, VoteScheme};
+use crate::ids::{MemberIndex, ShardId};
 use crate::types::block::Block;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The committee index followers use as `from` in their `Status`, and members' answers to them as `to`.
-pub const FOLLOWER: u16 = u16::MAX;
+pub const FOLLOWER: MemberIndex = MemberIndex(u16::MAX);
 /// Finalised blocks ahead of the follower's height it keeps until their turn.
 const AHEAD_MAX: u64 = 64;
 
@@ -35,7 +36,7 @@ pub enum Followed<S: VoteScheme> {
 
 pub struct Follower<S: VoteScheme, A: App> {
     chain_id: u32,
-    shard: u16,
+    shard: ShardId,
     app: A,
     ahead: BTreeMap<u64, (Arc<Block>, QuorumCertificate<S>)>,
     ask_every_ms: u64,
@@ -44,7 +45,7 @@ pub struct Follower<S: VoteScheme, A: App> {
 }
 
 impl<S: VoteScheme, A: App> Follower<S, A> {
-    pub fn new(chain_id: u32, shard: u16, app: A, ask_every_ms: u64) -> Self {
+    pub fn new(chain_id: u32, shard: ShardId, app: A, ask_every_ms: u64) -> Self {
         Self {
             chain_id,
             shard,

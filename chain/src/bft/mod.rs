@@ -31,6 +31,8 @@
 
 mod app;
 mod follower;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use app::{App, BlockError, EvidenceError, LedgerError, LinkError, Tip};
 pub use follower::{FOLLOWER, Followed, Follower};
@@ -44,6 +46,7 @@ pub use crate::types::wire;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
+use crate::ids::{MemberIndex, ShardId};
 use crate::store::{StoreError, WriteBatch};
 use crate::types::block::Block;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -55,7 +58,7 @@ const WAL_VERSION: u8 = 1;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub chain_id: u32,
-    pub shard: u16,
+    pub shard: ShardId,
     pub timeout_propose_ms: u64,
     pub timeout_vote_ms: u64,
     /// Added to each timeout per round, without limit: however slow the network turns out to be, some
@@ -84,7 +87,7 @@ impl Config {
         base.saturating_add(self.timeout_delta_ms.saturating_mul(u64::from(round)))
     }
 
-    pub fn new(chain_id: u32, shard: u16) -> Self {
+    pub fn new(chain_id: u32, shard: ShardId) -> Self {
         Self {
             chain_id,
             shard,
@@ -111,7 +114,7 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub enum Input<S: VoteScheme> {
     Message {
-        from: u16,
+        from: MemberIndex,
         message: Message<S>,
     },
     /// Time passed; due timeouts fire.
@@ -122,7 +125,7 @@ pub enum Input<S: VoteScheme> {
 pub enum Output<S: VoteScheme> {
     Broadcast(Message<S>),
     Send {
-        to: u16,
+        to: MemberIndex,
         message: Message<S>,
     },
     Committed {
@@ -161,7 +164,7 @@ struct HeightState<S: VoteScheme> {
     /// The first correctly signed proposal of each round: (block hash, valid round).
     proposals: BTreeMap<u32, (Hash, Option<u32>)>,
     polkas: BTreeMap<(u32, Hash), QuorumCertificate<S>>,
-    votes: BTreeMap<(u32, VoteKind), BTreeMap<u16, Vote<S>>>,
+    votes: BTreeMap<(u32, VoteKind), BTreeMap<MemberIndex, Vote<S>>>,
     sent: BTreeMap<(u32, VoteKind), Vote<S>>,
     my_proposals: BTreeMap<u32, Proposal<S>>,
     /// The signed header of each round's accepted proposal, kept to prove a second one an equivocation.
@@ -197,7 +200,7 @@ impl<S: VoteScheme> Default for HeightState<S> {
 pub struct Replica<S: VoteScheme, A: App> {
     config: Config,
     committee: Committee<S>,
-    me: u16,
+    me: MemberIndex,
     secret: S::Secret,
     app: A,
     height: u64,
@@ -207,10 +210,10 @@ pub struct Replica<S: VoteScheme, A: App> {
     outputs: VecDeque<Output<S>>,
     /// Proposals and votes for the next height, replayed when this replica gets there: only signed ones from
     /// members, bounded in count, in bytes and per signer.
-    future: Vec<(u16, Message<S>)>,
+    future: Vec<(MemberIndex, Message<S>)>,
     /// Bytes the kept next-height messages hold, and how many each signer has there.
     future_bytes: usize,
-    future_per_signer: BTreeMap<u16, usize>,
+    future_per_signer: BTreeMap<MemberIndex, usize>,
     /// Between a commit and the start of round 0 of the next height.
     waiting: bool,
     halted: Option<StoreError>,
@@ -228,7 +231,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     pub fn new(
         config: Config,
         committee: Committee<S>,
-        me: u16,
+        me: MemberIndex,
         secret: S::Secret,
         app: A,
     ) -> Result<Self, ReplicaError> {
@@ -280,7 +283,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     }
 
     /// This replica's index in its committee.
-    pub fn me(&self) -> u16 {
+    pub fn me(&self) -> MemberIndex {
         self.me
     }
 
@@ -647,7 +650,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     fn try_skip_round(&mut self) -> bool {
         let round = self.hs.round;
-        let mut voters: BTreeMap<u32, BTreeSet<u16>> = BTreeMap::new();
+        let mut voters: BTreeMap<u32, BTreeSet<MemberIndex>> = BTreeMap::new();
         for ((r, _), votes) in self.hs.votes.range((round + 1, VoteKind::Prevote)..) {
             voters.entry(*r).or_default().extend(votes.keys().copied());
         }
@@ -803,7 +806,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
 
     // ----- incoming messages -----
 
-    fn on_message(&mut self, from: u16, message: Message<S>) {
+    fn on_message(&mut self, from: MemberIndex, message: Message<S>) {
         match message {
             Message::Status {
                 shard,
@@ -832,7 +835,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
     /// bounds: count, bytes, and a member's share per signer. Anything else is dropped: a peer with no keys
     /// cannot fill the buffer, and a member only its share. (The next height's committee is this one within
     /// an epoch; messages of a new epoch's committee fail the check here and are re-sent by their senders.)
-    fn keep_for_later(&mut self, from: u16, message: Message<S>) {
+    fn keep_for_later(&mut self, from: MemberIndex, message: Message<S>) {
         let next = self.height + 1;
         let shard = self.config.shard;
         let (signer, bytes) = match &message {
@@ -873,7 +876,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         self.future.push((from, message));
     }
 
-    fn on_status(&mut self, from: u16, height: u64, round: u32) {
+    fn on_status(&mut self, from: MemberIndex, height: u64, round: u32) {
         if height == self.height && round < self.hs.round {
             // The peer is behind in rounds: send it this member's votes of the rounds it has not finished,
             // which others may no longer re-send (they re-send only their current round).
@@ -913,7 +916,7 @@ impl<S: VoteScheme, A: App> Replica<S, A> {
         }
     }
 
-    fn in_window(&self, shard: u16, height: u64, round: u32) -> bool {
+    fn in_window(&self, shard: ShardId, height: u64, round: u32) -> bool {
         shard == self.config.shard
             && height == self.height
             && round <= self.hs.round.saturating_add(self.config.round_window)

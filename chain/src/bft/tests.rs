@@ -6,6 +6,7 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::crypto::{SecretKey, bls};
 use crate::genesis::{Genesis, GenesisConfig};
+use crate::ids::{MemberIndex, ShardId};
 use crate::ledger::ShardApp;
 use crate::store::MemStore;
 use crate::tx::{Transaction, TxKind};
@@ -21,92 +22,71 @@ fn network(n: usize) -> (Genesis, Vec<R>) {
     )
     .build()
     .expect("valid genesis");
-    let keys: Vec<bls::SecretKey> = (0..n)
-        .map(|i| bls::SecretKey::dev(&format!("validator/{i}")))
-        .collect();
-    let members = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Member {
-            id: Address::of(&SecretKey::dev(&format!("validator/{i}")).public()),
-            public: k.public(),
-            weight: 1,
-        })
-        .collect();
-    let committee: Committee<Bls> = Committee::new(members, [7; 32]);
-    let replicas = keys
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
-            let config = Config::new(genesis.params.chain_id, 0);
-            Replica::new(config, committee.clone(), i as u16, k, app).expect("fresh")
-        })
-        .collect();
+    // The genesis's validators: the same dev keys, so the ledger's committee is this one.
+    let (committee, keys) = testkit::committee(
+        n,
+        "validator",
+        |i| Address::of(&SecretKey::dev(&format!("validator/{i}")).public()),
+        [7; 32],
+    );
+    let config = Config::new(genesis.params.chain_id, ShardId(0));
+    let replicas = testkit::replicas(&config, &committee, keys, |_| {
+        ShardApp::open(&genesis, ShardId(0), MemStore::new()).expect("genesis")
+    });
     (genesis, replicas)
 }
 
-/// Delivers every message instantly, advancing time to the next timeout when nothing is in flight.
+/// Runs until every replica committed `until_height` blocks; each replica's (height, block hash) commits.
+/// With `tamper`, every proposal reaches each replica first as a copy whose body `tamper` changed (header
+/// and signature untouched), then as itself.
+struct Commits<'a> {
+    until_height: u64,
+    committed: Vec<Vec<(u64, Hash)>>,
+    tamper: Option<&'a dyn Fn(&mut Block)>,
+}
+
+impl testkit::Watch<ShardApp<MemStore>> for Commits<'_> {
+    fn done(&mut self, _: &[R]) -> bool {
+        self.committed
+            .iter()
+            .all(|c| c.len() as u64 >= self.until_height)
+    }
+
+    fn committed(&mut self, replica: usize, height: u64, block: &Block) {
+        self.committed[replica].push((height, block.hash()));
+    }
+
+    fn deliver(&mut self, _to: usize, message: Message<Bls>) -> Vec<Message<Bls>> {
+        match (self.tamper, &message) {
+            (Some(tamper), Message::Proposal(p)) => {
+                let mut forged = p.clone();
+                let mut block = (*forged.block).clone();
+                tamper(&mut block);
+                forged.block = Arc::new(block);
+                vec![Message::Proposal(forged), message]
+            }
+            _ => vec![message],
+        }
+    }
+}
+
 fn run(replicas: &mut [R], until_height: u64, time_limit_ms: u64) -> Vec<Vec<(u64, Hash)>> {
     run_with(replicas, until_height, time_limit_ms, None)
 }
 
-/// As [`run`]; with `tamper`, every proposal reaches each replica first as a copy whose body `tamper`
-/// changed (header and signature untouched), then as itself.
 fn run_with(
     replicas: &mut [R],
     until_height: u64,
     time_limit_ms: u64,
     tamper: Option<&dyn Fn(&mut Block)>,
 ) -> Vec<Vec<(u64, Hash)>> {
-    let n = replicas.len();
-    let mut committed = vec![Vec::new(); n];
-    let mut now = 0;
-    let mut inbox: VecDeque<(usize, u16, Message<Bls>)> = VecDeque::new();
-    for r in replicas.iter_mut() {
-        r.handle(now, Input::Tick);
-    }
-    while now < time_limit_ms && committed.iter().any(|c| (c.len() as u64) < until_height) {
-        for (i, r) in replicas.iter_mut().enumerate() {
-            while let Some(out) = r.poll_output() {
-                match out {
-                    Output::Broadcast(m) => {
-                        for j in (0..n).filter(|j| *j != i) {
-                            if let (Some(tamper), Message::Proposal(p)) = (tamper, &m) {
-                                let mut forged = p.clone();
-                                let mut block = (*forged.block).clone();
-                                tamper(&mut block);
-                                forged.block = Arc::new(block);
-                                inbox.push_back((j, i as u16, Message::Proposal(forged)));
-                            }
-                            inbox.push_back((j, i as u16, m.clone()));
-                        }
-                    }
-                    Output::Send { to, message } => {
-                        inbox.push_back((usize::from(to), i as u16, message))
-                    }
-                    Output::Committed { height, block, .. } => {
-                        committed[i].push((height, block.hash()))
-                    }
-                    Output::Evidence(e) => panic!("no faults here, got {e:?}"),
-                }
-            }
-        }
-        if let Some((to, from, message)) = inbox.pop_front() {
-            replicas[to].handle(now, Input::Message { from, message });
-        } else {
-            now = replicas
-                .iter()
-                .filter_map(|r| r.poll_timeout())
-                .min()
-                .unwrap_or(now + 1)
-                .max(now);
-            for r in replicas.iter_mut() {
-                r.handle(now, Input::Tick);
-            }
-        }
-    }
-    committed
+    let mut watch = Commits {
+        until_height,
+        committed: vec![Vec::new(); replicas.len()],
+        tamper,
+    };
+    testkit::PerfectNetwork::default().run(replicas, time_limit_ms, &mut watch);
+    watch.committed
 }
 
 #[test]
@@ -191,13 +171,13 @@ fn a_restarted_replica_resumes_from_its_store() {
     let committee = replicas[3].committee().clone();
     let r = replicas.pop().expect("four");
     let store = r.into_app().into_store();
-    let app = ShardApp::open(&genesis, 0, store).expect("reopens");
+    let app = ShardApp::open(&genesis, ShardId(0), store).expect("reopens");
     assert_eq!(app.tip(), tip);
-    let config = Config::new(genesis.params.chain_id, 0);
+    let config = Config::new(genesis.params.chain_id, ShardId(0));
     let restarted = Replica::new(
         config,
         committee,
-        3,
+        MemberIndex(3),
         bls::SecretKey::dev("validator/3"),
         app,
     )
@@ -241,12 +221,12 @@ fn a_replica_that_cannot_record_its_votes_halts_silently() {
         inner: MemStore::new(),
         fail: fail.clone(),
     };
-    let app = ShardApp::open(&genesis, 0, store).expect("genesis");
-    let config = Config::new(genesis.params.chain_id, 0);
+    let app = ShardApp::open(&genesis, ShardId(0), store).expect("genesis");
+    let config = Config::new(genesis.params.chain_id, ShardId(0));
     let mut r = Replica::new(
         config,
         committee,
-        1,
+        MemberIndex(1),
         bls::SecretKey::dev("validator/1"),
         app,
     )
@@ -268,7 +248,7 @@ fn a_replica_that_cannot_record_its_votes_halts_silently() {
 /// stop growing after 10 rounds.)
 #[test]
 fn round_timeouts_grow_without_a_cap() {
-    let config = Config::new(1, 0);
+    let config = Config::new(1, ShardId(0));
     let base = config.timeout_propose_ms;
     let at = |r| config.round_timeout(base, r);
     assert!(at(11) > at(10) && at(100) > at(11) && at(10_000) > at(100));
@@ -288,10 +268,10 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
     let (genesis, mut replicas) = network(4);
     let chain_id = genesis.params.chain_id;
     let key = |i: usize| bls::SecretKey::dev(&format!("validator/{i}"));
-    let vote = |voter: u16, signer: usize, round: u32| {
+    let vote = |voter: MemberIndex, signer: usize, round: u32| {
         Message::Vote(Vote::<Bls>::sign(
             chain_id,
-            0,
+            ShardId(0),
             VoteKind::Prevote,
             2,
             round,
@@ -307,8 +287,8 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
         r.handle(
             0,
             Input::Message {
-                from: 2,
-                message: vote(2, 3, round),
+                from: MemberIndex(2),
+                message: vote(MemberIndex(2), 3, round),
             },
         );
     }
@@ -321,8 +301,8 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
         r.handle(
             0,
             Input::Message {
-                from: 1,
-                message: vote(1, 1, round),
+                from: MemberIndex(1),
+                message: vote(MemberIndex(1), 1, round),
             },
         );
     }
@@ -332,8 +312,8 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
         r.handle(
             0,
             Input::Message {
-                from: 1,
-                message: vote(2, 2, round),
+                from: MemberIndex(1),
+                message: vote(MemberIndex(2), 2, round),
             },
         );
     }
@@ -342,8 +322,8 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
     r.handle(
         0,
         Input::Message {
-            from: 3,
-            message: vote(3, 3, r.config.round_window + 1),
+            from: MemberIndex(3),
+            message: vote(MemberIndex(3), 3, r.config.round_window + 1),
         },
     );
     assert_eq!(r.future.len(), 6);
@@ -353,8 +333,8 @@ fn next_height_messages_are_checked_and_bounded_per_signer_and_in_bytes() {
         r.handle(
             0,
             Input::Message {
-                from: 3,
-                message: vote(3, 3, round),
+                from: MemberIndex(3),
+                message: vote(MemberIndex(3), 3, round),
             },
         );
     }

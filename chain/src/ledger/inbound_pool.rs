@@ -305,7 +305,7 @@ mod tests {
         Inbound {
             header: BlockHeader {
                 chain_id: 1,
-                shard: 0,
+                shard: ShardId(0),
                 height: 1,
                 parent: [0; 32],
                 state_root: [0; 32],

@@ -16,6 +16,7 @@ mod proof_pool;
 pub use proof_pool::{POOL_PROOFS_MAX, PoolError};
 mod proofs;
 
+use crate::ids::ShardId;
 use block_log::KEY_TX_PREFIX;
 pub(crate) use block_log::{KEY_TIP, load_committed, load_tip, put_commit};
 
@@ -48,7 +49,7 @@ const CERTIFIED_HEADERS_MAX: usize = 4 * INBOUND_POOL_MAX;
 
 pub use crate::bft::{App, BlockError, LedgerError, Tip};
 
-pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> BlockHeader {
+pub fn genesis_header(params: &ChainParams, shard: ShardId, state_root: Hash) -> BlockHeader {
     BlockHeader {
         chain_id: params.chain_id,
         shard,
@@ -65,7 +66,7 @@ pub fn genesis_header(params: &ChainParams, shard: u16, state_root: Hash) -> Blo
 pub(crate) fn check_header(
     h: &BlockHeader,
     chain_id: u32,
-    shard: u16,
+    shard: ShardId,
     tip: Tip,
 ) -> Result<(), BlockError> {
     if h.chain_id != chain_id {
@@ -179,7 +180,7 @@ pub struct ShardApp<St: Store> {
 
 impl<St: Store> ShardApp<St> {
     /// Opens the shard on `store`: resumes from the persisted tip if there is one, else writes genesis.
-    pub fn open(genesis: &Genesis, shard: u16, mut store: St) -> Result<Self, LedgerError> {
+    pub fn open(genesis: &Genesis, shard: ShardId, mut store: St) -> Result<Self, LedgerError> {
         let params = genesis.params.clone();
         if let Some(tip) = load_tip(&store)? {
             let state = State::load(params, shard, &store)?;

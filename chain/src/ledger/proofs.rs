@@ -11,7 +11,8 @@ use crate::smt::list_prove;
 use crate::state::State;
 use crate::store::Store;
 use crate::store::StoreError;
-use crate::types::proof::{AccountProof, CertifiedHeader, DealProof, TxProof};
+use crate::types::proof::{AccountProof, CertifiedHeader, DealProof, TxProof, VolumeProof};
+use crate::types::volume::volume_id;
 
 impl<St: Store> ShardApp<St> {
     /// The certified header of a committed block (None at genesis, or if the stored certificate is not a BLS
@@ -52,6 +53,26 @@ impl<St: Store> ShardApp<St> {
             terms,
             proof: self.state.prove_deal(id),
         }))
+    }
+
+    /// A proof of version `version` of the volume `(owner, name)` against the newest certified state, with
+    /// the proof of version + 1 that tells whether it is the newest; None if the state holds no such version.
+    pub fn prove_volume(&self, owner: &Address, name: &str, version: u64) -> Option<VolumeProof> {
+        let (_, certified) = self.certified(self.tip.height)?;
+        let id = volume_id(owner, name);
+        let record = self.state.volume_version(&id, version)?.clone();
+        let next = self
+            .state
+            .prove_volume_version(&id, version.checked_add(1)?);
+        Some(VolumeProof {
+            certified,
+            owner: *owner,
+            name: name.to_string(),
+            version,
+            record,
+            proof: self.state.prove_volume_version(&id, version),
+            next,
+        })
     }
 
     /// An SPV proof that the transaction `id` is in a committed block of this shard; None if it is not.

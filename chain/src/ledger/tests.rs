@@ -10,6 +10,7 @@ use crate::block::Block;
 use crate::crypto::SecretKey;
 use crate::genesis::Genesis;
 use crate::genesis::GenesisConfig;
+use crate::ids::{MemberIndex, ShardId};
 use crate::state::ChainParams;
 use crate::state::ProofRefused;
 use crate::store::MemStore;
@@ -21,7 +22,7 @@ fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
     let genesis = GenesisConfig::devnet(1, 0, Amount(0), Amount::from_iost(1000).expect("small"))
         .build()
         .expect("valid genesis");
-    let app = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+    let app = ShardApp::open(&genesis, ShardId(0), MemStore::new()).expect("genesis");
     (genesis, app, SecretKey::dev("devnet/wallet"))
 }
 
@@ -51,7 +52,7 @@ fn atomix_between_two_ledgers_and_finalised_blocks_without_a_certifier() {
         .expect("valid genesis");
     let key = SecretKey::dev("devnet/wallet");
     let home = shard_of(&Address::of(&key.public()), 2);
-    let away = 1 - home;
+    let away = ShardId(1 - home.0);
     let to = (0..)
         .map(|i| Address::of(&SecretKey::dev(&format!("away {i}")).public()))
         .find(|a| shard_of(a, 2) == away)
@@ -92,7 +93,7 @@ fn atomix_between_two_ledgers_and_finalised_blocks_without_a_certifier() {
         1,
         0,
         Some(block.hash()),
-        0,
+        MemberIndex(0),
         &member,
     );
     let qc = QuorumCertificate::aggregate(&committee, &[&vote], block.hash()).expect("valid");
@@ -176,7 +177,7 @@ fn propose_check_commit_and_reopen() {
 
     let root = app.state.root();
     let store = app.into_store();
-    let mut reopened = ShardApp::open(&genesis, 0, store).expect("reopens");
+    let mut reopened = ShardApp::open(&genesis, ShardId(0), store).expect("reopens");
     assert_eq!(
         reopened.tip(),
         Tip {
@@ -290,10 +291,10 @@ fn invalid_blocks_are_refused_with_reasons() {
     );
     check(
         &mut app,
-        &|b| b.header.shard = 1,
+        &|b| b.header.shard = ShardId(1),
         BlockError::WrongShard {
-            expected: 0,
-            got: 1,
+            expected: ShardId(0),
+            got: ShardId(1),
         },
     );
     check(
@@ -411,7 +412,7 @@ fn junk_is_refused_before_any_signature_check() {
 /// committee and the hash of the certified block.
 fn certified_inbound() -> (
     Genesis,
-    u16,
+    ShardId,
     crate::atomix::Inbound,
     crate::bft::Committee<crate::bft::Bls>,
     Hash,
@@ -422,7 +423,7 @@ fn certified_inbound() -> (
         .expect("valid genesis");
     let key = SecretKey::dev("devnet/wallet");
     let home = shard_of(&Address::of(&key.public()), 2);
-    let away = 1 - home;
+    let away = ShardId(1 - home.0);
     let to = (0..)
         .map(|i| Address::of(&SecretKey::dev(&format!("away {i}")).public()))
         .find(|a| shard_of(a, 2) == away)
@@ -459,7 +460,7 @@ fn certified_inbound() -> (
         1,
         0,
         Some(block.hash()),
-        0,
+        MemberIndex(0),
         &member,
     );
     let qc = QuorumCertificate::aggregate(&committee, &[&vote], block.hash()).expect("valid");
@@ -497,7 +498,7 @@ fn a_forged_certificate_does_not_ride_on_a_header_checked_before() {
         1,
         0,
         Some(certified),
-        0,
+        MemberIndex(0),
         &forger,
     );
     let forged_qc = QuorumCertificate::aggregate(&fake, &[&vote], certified).expect("aggregates");
@@ -636,7 +637,7 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
     use crate::types::deal::{self, DealTerms, Holder};
     use crate::types::storage_proof;
     let (genesis, mut a, wallet) = setup();
-    let mut b = ShardApp::open(&genesis, 0, MemStore::new()).expect("genesis");
+    let mut b = ShardApp::open(&genesis, ShardId(0), MemStore::new()).expect("genesis");
     let chain_id = genesis.params.chain_id;
     let holder = SecretKey::dev("ledger/holder");
     let shard: Vec<u8> = (0..3_000u32).map(|i| (i * 13) as u8).collect();

@@ -379,20 +379,34 @@ mod tests {
     #[test]
     fn one_ask_per_chain_to_a_peer_past_the_height_spread_over_peers_and_set_aside_on_failure() {
         let mut c = CatchUp::default();
-        assert_eq!(c.next_ask(0, 1, 5), None, "nobody claims anything");
-        c.heard(0, 1, peer(1), 5);
-        assert_eq!(c.next_ask(0, 1, 5), None, "not past the height needed");
-        c.heard(0, 1, peer(1), 9);
-        c.heard(0, 1, peer(2), 9);
-        c.heard(0, 2, peer(3), 100);
-        let a = c.next_ask(10, 1, 5).expect("an ask");
+        assert_eq!(c.next_ask(0, ShardId(1), 5), None, "nobody claims anything");
+        c.heard(0, ShardId(1), peer(1), 5);
+        assert_eq!(
+            c.next_ask(0, ShardId(1), 5),
+            None,
+            "not past the height needed"
+        );
+        c.heard(0, ShardId(1), peer(1), 9);
+        c.heard(0, ShardId(1), peer(2), 9);
+        c.heard(0, ShardId(2), peer(3), 100);
+        let a = c.next_ask(10, ShardId(1), 5).expect("an ask");
         assert_eq!(
             (a.request, a.peer.clone()),
-            (BlocksRequest::Blocks { shard: 1, from: 5 }, peer(1))
+            (
+                BlocksRequest::Blocks {
+                    shard: ShardId(1),
+                    from: 5
+                },
+                peer(1)
+            )
         );
-        assert_eq!(c.next_ask(10, 1, 5), None, "one ask per chain in flight");
+        assert_eq!(
+            c.next_ask(10, ShardId(1), 5),
+            None,
+            "one ask per chain in flight"
+        );
         let b = c
-            .next_ask(10, 2, 7)
+            .next_ask(10, ShardId(2), 7)
             .expect("the other chain asks on its own");
         assert_eq!(b.peer, peer(3));
         assert_eq!(
@@ -403,63 +417,76 @@ mod tests {
         assert_eq!(c.answered(a.id, &peer(1)), Some(a.clone()));
         assert_eq!(c.answered(a.id, &peer(1)), None, "an answer is taken once");
         // The next ask goes to the peer asked longest ago.
-        let a2 = c.next_ask(20, 1, 6).expect("an ask");
+        let a2 = c.next_ask(20, ShardId(1), 6).expect("an ask");
         assert_eq!(a2.peer, peer(2));
         // A failed peer is set aside; the other is asked.
         c.answered(a2.id, &peer(2));
-        c.set_aside(1, &peer(2), 20 + JUNK_BAN_MS);
-        assert_eq!(c.next_ask(30, 1, 6).map(|a| a.peer), Some(peer(1)));
+        c.set_aside(ShardId(1), &peer(2), 20 + JUNK_BAN_MS);
+        assert_eq!(c.next_ask(30, ShardId(1), 6).map(|a| a.peer), Some(peer(1)));
         // An unanswered ask times out (the other chain's too), and its peer is set aside for a while.
-        assert_eq!(c.next_ask(31, 1, 6), None);
+        assert_eq!(c.next_ask(31, ShardId(1), 6), None);
         let late = 30 + ASK_TIMEOUT_MS;
-        assert_eq!(c.next_ask(late, 1, 6), None, "both set aside");
+        assert_eq!(c.next_ask(late, ShardId(1), 6), None, "both set aside");
         assert_eq!(c.in_flight(), 0, "both asks timed out");
-        assert_eq!(c.next_ask(late + BACKOFF_MS - 1, 1, 6), None);
+        assert_eq!(c.next_ask(late + BACKOFF_MS - 1, ShardId(1), 6), None);
         assert_eq!(
-            c.next_ask(late + BACKOFF_MS, 1, 6).map(|a| a.peer),
+            c.next_ask(late + BACKOFF_MS, ShardId(1), 6).map(|a| a.peer),
             Some(peer(1)),
             "back after its back-off"
         );
         // A peer that served blocks goes before peers that never did, however recently it was asked.
         let mut c = CatchUp::default();
-        c.heard(0, 1, peer(1), 9);
-        c.heard(0, 1, peer(2), 9);
-        let first = c.next_ask(0, 1, 5).expect("an ask");
+        c.heard(0, ShardId(1), peer(1), 9);
+        c.heard(0, ShardId(1), peer(2), 9);
+        let first = c.next_ask(0, ShardId(1), 5).expect("an ask");
         c.answered(first.id, &first.peer);
-        c.served(1, &first.peer);
-        c.heard(1, 1, peer(3), 9);
-        assert_eq!(c.next_ask(1, 1, 6).map(|a| a.peer), Some(first.peer));
+        c.served(ShardId(1), &first.peer);
+        c.heard(1, ShardId(1), peer(3), 9);
+        assert_eq!(
+            c.next_ask(1, ShardId(1), 6).map(|a| a.peer),
+            Some(first.peer)
+        );
         // Stale peers are not asked.
         let mut c = CatchUp::default();
-        c.heard(0, 1, peer(1), 9);
-        assert_eq!(c.next_ask(PEER_STALE_MS + 1, 1, 5), None);
+        c.heard(0, ShardId(1), peer(1), 9);
+        assert_eq!(c.next_ask(PEER_STALE_MS + 1, ShardId(1), 5), None);
     }
 
     #[test]
     fn votes_are_asked_of_a_peer_in_a_later_round_one_ask_at_a_time_and_not_too_often() {
         let mut c = CatchUp::default();
-        assert_eq!(c.votes_ask(0, 1, peer(1), 5, (2, 2)), None, "not later");
-        let a = c.votes_ask(0, 1, peer(1), 5, (2, 3)).expect("an ask");
+        assert_eq!(
+            c.votes_ask(0, ShardId(1), peer(1), 5, (2, 2)),
+            None,
+            "not later"
+        );
+        let a = c
+            .votes_ask(0, ShardId(1), peer(1), 5, (2, 3))
+            .expect("an ask");
         assert_eq!(
             a.request,
             BlocksRequest::Votes {
-                shard: 1,
+                shard: ShardId(1),
                 height: 5,
                 round: 2
             }
         );
         // A blocks ask of the same chain is not held up by it.
-        c.heard(0, 1, peer(2), 9);
-        assert!(c.next_ask(0, 1, 5).is_some());
-        assert_eq!(c.votes_ask(1, 1, peer(2), 5, (2, 9)), None, "one in flight");
+        c.heard(0, ShardId(1), peer(2), 9);
+        assert!(c.next_ask(0, ShardId(1), 5).is_some());
+        assert_eq!(
+            c.votes_ask(1, ShardId(1), peer(2), 5, (2, 9)),
+            None,
+            "one in flight"
+        );
         c.answered(a.id, &peer(1));
         assert_eq!(
-            c.votes_ask(VOTE_ASK_EVERY_MS - 1, 1, peer(2), 5, (2, 9)),
+            c.votes_ask(VOTE_ASK_EVERY_MS - 1, ShardId(1), peer(2), 5, (2, 9)),
             None,
             "not too often"
         );
         assert!(
-            c.votes_ask(VOTE_ASK_EVERY_MS, 1, peer(2), 5, (2, 9))
+            c.votes_ask(VOTE_ASK_EVERY_MS, ShardId(1), peer(2), 5, (2, 9))
                 .is_some()
         );
     }
@@ -467,10 +494,10 @@ mod tests {
     #[test]
     fn a_flood_of_claims_is_bounded_and_keeps_the_peer_being_asked() {
         let mut c = CatchUp::default();
-        c.heard(0, 1, peer(0), 9);
-        let a = c.next_ask(0, 1, 5).expect("an ask");
+        c.heard(0, ShardId(1), peer(0), 9);
+        let a = c.next_ask(0, ShardId(1), 5).expect("an ask");
         for i in 1..10_000 {
-            c.heard(i, 1, peer(i), u64::MAX);
+            c.heard(i, ShardId(1), peer(i), u64::MAX);
         }
         assert!(c.known() <= KNOWN_PEERS_MAX);
         assert_eq!(c.answered(a.id, &peer(0)), Some(a));

@@ -3,6 +3,7 @@
 //! chain's finalised blocks. The role is an enum, not a member index with a sentinel, so that code asking
 //! "which member am I" cannot mistake a follower for member `u16::MAX`.
 
+use crate::ids::MemberIndex;
 use std::sync::Arc;
 
 use crate::ShardId;
@@ -28,14 +29,14 @@ pub enum Role<S: VoteScheme, A: App> {
 /// gives a lane to become a member of; no duty means follow.
 #[derive(Debug, Clone)]
 pub struct Duty<S: VoteScheme> {
-    pub member: u16,
+    pub member: MemberIndex,
     pub committee: Committee<S>,
 }
 
 /// What a lane produced since it was last drained.
 pub struct Drained<S: VoteScheme> {
     /// The index the lane's messages go out from: its member index, or [`FOLLOWER`].
-    pub from: u16,
+    pub from: MemberIndex,
     /// The committee it is a member of (`None` while following).
     pub committee: Option<Committee<S>>,
     /// A member's replica outputs, in order.
@@ -80,7 +81,7 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
     }
 
     /// Its member index, while a member.
-    pub fn member(&self) -> Option<u16> {
+    pub fn member(&self) -> Option<MemberIndex> {
         match &self.role {
             Role::Member(r) => Some(r.me()),
             Role::Follower(_) => None,
@@ -157,8 +158,8 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
     pub fn route(
         &mut self,
         now_ms: u64,
-        from: u16,
-        to: Option<u16>,
+        from: MemberIndex,
+        to: Option<MemberIndex>,
         message: Message<S>,
     ) -> Option<(&mut Follower<S, A>, Arc<Block>, QuorumCertificate<S>)> {
         match &mut self.role {
@@ -224,10 +225,10 @@ impl<S: VoteScheme, A: App> Lane<S, A> {
 }
 
 /// The member index of `account` in `committee`.
-pub fn index_in<S: VoteScheme>(committee: &Committee<S>, account: &Address) -> Option<u16> {
+pub fn index_in<S: VoteScheme>(committee: &Committee<S>, account: &Address) -> Option<MemberIndex> {
     committee
         .members
         .iter()
         .position(|m| m.id == *account)
-        .and_then(|i| u16::try_from(i).ok())
+        .and_then(MemberIndex::at)
 }

@@ -13,6 +13,7 @@
 //! Nothing a peer sends can panic it: envelopes are length-checked and decoded into typed errors, and the
 //! replica and follower check every signature and certificate themselves.
 
+use crate::ids::MemberIndex;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -115,7 +116,7 @@ pub struct NodeConfig {
     pub block_txs_max: usize,
     /// Consensus timing per (chain id, shard); `None`: `bft::Config::new`. The beacon's commit wait is
     /// at least [`BEACON_COMMIT_WAIT_MS`] either way.
-    pub bft: Option<fn(u32, u16) -> bft::Config>,
+    pub bft: Option<fn(u32, ShardId) -> bft::Config>,
 }
 
 impl NodeConfig {
@@ -312,12 +313,18 @@ pub struct AtomixStatus {
 }
 
 /// What a proof is asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ProofOf {
     Account(Address),
     Tx(Hash),
     /// A durability receipt of the deal with this id, opened on this shard.
     Deal(Hash),
+    /// A version of the volume `(owner, name)`, and whether it is the newest.
+    Volume {
+        owner: Address,
+        name: String,
+        version: u64,
+    },
 }
 
 /// A commit of either lane, whoever produced it (replica or follower).
@@ -326,7 +333,7 @@ struct Commit {
     block: Arc<Block>,
     certificate: QuorumCertificate<Bls>,
     /// The member index that should publish the head, if this validator is a member.
-    member: Option<u16>,
+    member: Option<MemberIndex>,
     committee: Committee<Bls>,
 }
 
@@ -728,6 +735,14 @@ impl<D: Disk> Node<D> {
             ProofOf::Tx(id) => l.app().prove_tx(&id).map(spv::Proof::Tx),
             // A store that cannot be read proves nothing; the caller says so as it would for no block.
             ProofOf::Deal(id) => l.app().prove_deal(&id).ok().flatten().map(spv::Proof::Deal),
+            ProofOf::Volume {
+                owner,
+                name,
+                version,
+            } => l
+                .app()
+                .prove_volume(&owner, &name, version)
+                .map(spv::Proof::Volume),
         })
     }
 
@@ -872,7 +887,7 @@ impl<D: Disk> Node<D> {
             certificate,
             registry: self.registry_batch(shard, tip),
         };
-        tracing::debug!(account = %self.config.account, shard, tip, linked, "repeating a lagging head");
+        tracing::debug!(account = %self.config.account, shard = %shard, tip, linked, "repeating a lagging head");
         self.publish(Topic::Heads, wire::encode_head(&head));
     }
 
@@ -948,7 +963,7 @@ impl<D: Disk> Node<D> {
     }
 
     fn open_shard(&mut self, shard: ShardId) -> Result<(), NodeError> {
-        tracing::debug!(account = %self.config.account, shard, "opening a shard lane");
+        tracing::debug!(account = %self.config.account, shard = %shard, "opening a shard lane");
         let store = self.disk.open(&format!("shard-{shard}"))?;
         let mut app = ShardApp::open(&self.config.genesis, shard, store)?;
         app.block_txs_max = self.config.block_txs_max.min(crate::block::BLOCK_TXS_MAX);
@@ -1069,7 +1084,12 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    fn on_consensus_beacon(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+    fn on_consensus_beacon(
+        &mut self,
+        from: MemberIndex,
+        to: Option<MemberIndex>,
+        message: Message<Bls>,
+    ) {
         let now = self.now_ms;
         let lane = self.beacon.as_mut().expect("present outside reconcile");
         let Some((f, block, certificate)) = lane.route(now, from, to, message) else {
@@ -1103,7 +1123,12 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    fn on_consensus_shard(&mut self, from: u16, to: Option<u16>, message: Message<Bls>) {
+    fn on_consensus_shard(
+        &mut self,
+        from: MemberIndex,
+        to: Option<MemberIndex>,
+        message: Message<Bls>,
+    ) {
         let now = self.now_ms;
         let beacon = self
             .beacon
@@ -1134,7 +1159,7 @@ impl<D: Disk> Node<D> {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(account = %self.config.account, shard, "following the shard: {e}");
+                tracing::error!(account = %self.config.account, shard = %shard, "following the shard: {e}");
                 self.halt(e);
             }
         }
@@ -1241,7 +1266,7 @@ impl<D: Disk> Node<D> {
         &mut self,
         shard: ShardId,
         topic: Topic,
-        me: u16,
+        me: MemberIndex,
         committee: &Option<Committee<Bls>>,
         output: ReplicaOutput<Bls>,
     ) {
@@ -1298,7 +1323,7 @@ impl<D: Disk> Node<D> {
         let height = c.block.header.height;
         tracing::debug!(
             account = %self.config.account,
-            shard = c.shard,
+            shard = %c.shard,
             height,
             round = c.certificate.round,
             member = c.member.is_some(),
@@ -1411,7 +1436,7 @@ impl<D: Disk> Node<D> {
             let Some(bytes) = wire::encode_inbound(&inbound) else {
                 continue;
             };
-            tracing::debug!(account = %self.config.account, shard, out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
+            tracing::debug!(account = %self.config.account, shard = %shard, out = %out, from, to, locks = inbound.locks.len(), attempt, "relaying Atomix locks");
             self.publish(Topic::Shard(out), bytes);
         }
         if retry && let Some((wait, next)) = relay.next() {
@@ -1463,7 +1488,8 @@ impl<D: Disk> Node<D> {
 
     /// The height and round the lane of `shard` decides, if this validator is a member deciding it.
     fn deciding(&self, shard: ShardId) -> Option<(u64, u32)> {
-        let of = |member: Option<u16>, height: u64, round: u32| member.map(|_| (height, round));
+        let of =
+            |member: Option<MemberIndex>, height: u64, round: u32| member.map(|_| (height, round));
         if shard == BEACON_SHARD {
             let l = self.beacon();
             of(l.member(), l.height(), l.round())
@@ -1495,7 +1521,7 @@ impl<D: Disk> Node<D> {
                 continue;
             };
             if let Some(ask) = self.catch_up.next_ask(now, shard, need) {
-                tracing::debug!(account = %self.config.account, shard, from = need, "asking a peer for blocks");
+                tracing::debug!(account = %self.config.account, shard = %shard, from = need, "asking a peer for blocks");
                 self.push_ask(ask);
             }
         }
@@ -1612,7 +1638,7 @@ impl<D: Disk> Node<D> {
             || self.shard.as_ref().is_some_and(|l| l.member().is_some())
             || self.shard_committee(shard, from).is_some();
         let until = if checkable { ban } else { back_off };
-        tracing::debug!(account = %self.config.account, shard, from, checkable, "a peer's blocks were refused");
+        tracing::debug!(account = %self.config.account, shard = %shard, from, checkable, "a peer's blocks were refused");
         self.catch_up.set_aside(shard, peer, until);
     }
 
@@ -1686,7 +1712,7 @@ impl<D: Disk> Node<D> {
             None => (BEACON_SHARD, self.beacon().round()),
         };
         if self.status.shard == shard && self.status.round != round {
-            tracing::debug!(account = %self.config.account, shard, height = self.status.height, round, "round changed");
+            tracing::debug!(account = %self.config.account, shard = %shard, height = self.status.height, round, "round changed");
             self.status.round = round;
         }
     }

@@ -4,6 +4,7 @@
 //! use no clock, no randomness and no unordered iteration of their own: one sequence of inputs gives one
 //! schedule, in the real node and in the simulator alike.
 
+use crate::ids::MemberIndex;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ShardId;
@@ -54,7 +55,7 @@ pub const BEACON_COMMIT_WAIT_MS: u64 = 500;
 
 /// Whether member `me` of a committee of `members` publishes the head of `height` (every
 /// [`HEAD_EVERY_BLOCKS`] heights, the members in turn).
-pub fn head_duty(height: u64, members: usize, me: u16) -> bool {
+pub fn head_duty(height: u64, members: usize, me: MemberIndex) -> bool {
     let members = members.max(1) as u64;
     height.is_multiple_of(HEAD_EVERY_BLOCKS)
         && (height / HEAD_EVERY_BLOCKS) % members == u64::from(me)
@@ -62,7 +63,7 @@ pub fn head_duty(height: u64, members: usize, me: u16) -> bool {
 
 /// Whether member `me` of a committee of `members` retries the relays of `height` (one member per height,
 /// in turn, so that a loaded chain does not carry a copy of every retry per member).
-pub fn relay_retry_duty(height: u64, members: usize, me: u16) -> bool {
+pub fn relay_retry_duty(height: u64, members: usize, me: MemberIndex) -> bool {
     height % (members.max(1) as u64) == u64::from(me)
 }
 
@@ -137,12 +138,12 @@ impl RelaySchedule {
 /// a member that signs many conflicting messages for one step is one fault, and its flood is not amplified.
 #[derive(Debug, Default)]
 pub struct EvidenceSent {
-    sent: BTreeSet<(ShardId, u64, u32, u16)>,
+    sent: BTreeSet<(ShardId, u64, u32, MemberIndex)>,
 }
 
 impl EvidenceSent {
     /// Whether the evidence of `step` is new (and remembers it if so).
-    pub fn first(&mut self, step: (ShardId, u64, u32, u16)) -> bool {
+    pub fn first(&mut self, step: (ShardId, u64, u32, MemberIndex)) -> bool {
         if self.sent.contains(&step) {
             return false;
         }
@@ -161,7 +162,7 @@ mod tests {
     #[test]
     fn relays_retry_at_2_8_32_128_seconds_then_stop() {
         let mut relay = Relay {
-            shard: 1,
+            shard: ShardId(1),
             from: 5,
             to: 5,
             attempt: 0,
@@ -179,7 +180,7 @@ mod tests {
     fn the_schedule_releases_relays_in_due_order_and_is_bounded() {
         let mut s = RelaySchedule::default();
         let r = |from| Relay {
-            shard: 0,
+            shard: ShardId(0),
             from,
             to: from,
             attempt: 0,
@@ -202,19 +203,24 @@ mod tests {
     #[test]
     fn heads_and_relay_retries_rotate_over_the_members() {
         let heads: Vec<u16> = (1..=64u64)
-            .filter_map(|h| (0..4).find(|&me| head_duty(h, 4, me)))
+            .filter_map(|h| (0..4).find(|&me| head_duty(h, 4, MemberIndex(me))))
             .collect();
         assert_eq!(heads, [1, 2, 3, 0, 1, 2, 3, 0]);
         for h in 0..16 {
-            assert_eq!((0..4).filter(|&me| relay_retry_duty(h, 4, me)).count(), 1);
+            assert_eq!(
+                (0..4)
+                    .filter(|&me| relay_retry_duty(h, 4, MemberIndex(me)))
+                    .count(),
+                1
+            );
         }
     }
 
     #[test]
     fn evidence_of_a_step_is_sent_once() {
         let mut e = EvidenceSent::default();
-        assert!(e.first((1, 2, 0, 3)));
-        assert!(!e.first((1, 2, 0, 3)));
-        assert!(e.first((1, 2, 1, 3)));
+        assert!(e.first((ShardId(1), 2, 0, MemberIndex(3))));
+        assert!(!e.first((ShardId(1), 2, 0, MemberIndex(3))));
+        assert!(e.first((ShardId(1), 2, 1, MemberIndex(3))));
     }
 }

@@ -47,6 +47,7 @@ use crate::bft::{self, Bls, Evidence, Message, QuorumCertificate};
 use crate::block::Block;
 use crate::block::{BlockHeader, LINK_REGISTRY_BYTES_MAX};
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::MemberIndex;
 use crate::registry::RegistryBatch;
 use crate::tx::TX_BYTES_MAX;
 use crate::types::storage_proof::StorageProof;
@@ -65,8 +66,8 @@ pub const ENVELOPE_BYTES_MAX: usize = {
 #[derive(Debug)]
 pub enum Envelope {
     Consensus {
-        from: u16,
-        to: Option<u16>,
+        from: MemberIndex,
+        to: Option<MemberIndex>,
         message: Box<Message<Bls>>,
     },
     Transactions(Vec<SignedTransaction>),
@@ -105,12 +106,16 @@ pub enum EnvelopeError {
     Transaction { index: usize, error: crate::TxError },
 }
 
-pub fn encode_consensus(from: u16, to: Option<u16>, message: &Message<Bls>) -> Vec<u8> {
+pub fn encode_consensus(
+    from: MemberIndex,
+    to: Option<MemberIndex>,
+    message: &Message<Bls>,
+) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(ENVELOPE_VERSION);
     match to {
-        None => w.u8(1).u16(from),
-        Some(to) => w.u8(2).u16(from).u16(to),
+        None => w.u8(1).member(from),
+        Some(to) => w.u8(2).member(from).member(to),
     };
     let mut out = w.finish();
     out.extend_from_slice(&bft::wire::encode(message));
@@ -168,8 +173,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
     }
     match r.u8()? {
         kind @ (1 | 2) => {
-            let from = r.u16()?;
-            let to = if kind == 2 { Some(r.u16()?) } else { None };
+            let from = r.member()?;
+            let to = if kind == 2 { Some(r.member()?) } else { None };
             let header = if kind == 2 { 6 } else { 4 };
             let message = bft::wire::decode::<Bls>(&bytes[header..])?;
             Ok(Envelope::Consensus {
@@ -279,12 +284,12 @@ pub fn encode_blocks_request(request: &BlocksRequest) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(CATCH_UP_VERSION);
     match *request {
-        BlocksRequest::Blocks { shard, from } => w.u8(1).u16(shard).u64(from),
+        BlocksRequest::Blocks { shard, from } => w.u8(1).shard(shard).u64(from),
         BlocksRequest::Votes {
             shard,
             height,
             round,
-        } => w.u8(2).u16(shard).u64(height).u32(round),
+        } => w.u8(2).shard(shard).u64(height).u32(round),
     };
     w.finish()
 }
@@ -300,11 +305,11 @@ pub fn decode_blocks_request(bytes: &[u8]) -> Result<BlocksRequest, EnvelopeErro
     }
     let request = match r.u8()? {
         1 => BlocksRequest::Blocks {
-            shard: r.u16()?,
+            shard: r.shard()?,
             from: r.u64()?,
         },
         2 => BlocksRequest::Votes {
-            shard: r.u16()?,
+            shard: r.shard()?,
             height: r.u64()?,
             round: r.u32()?,
         },
@@ -430,22 +435,22 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let status = Message::<Bls>::Status {
-            shard: 1,
+            shard: ShardId(1),
             height: 7,
             round: 2,
         };
-        for to in [None, Some(3)] {
-            match decode(&encode_consensus(2, to, &status)).expect("decodes") {
+        for to in [None, Some(MemberIndex(3))] {
+            match decode(&encode_consensus(MemberIndex(2), to, &status)).expect("decodes") {
                 Envelope::Consensus {
                     from,
                     to: got,
                     message,
                 } => {
-                    assert_eq!((from, got), (2, to));
+                    assert_eq!((from, got), (MemberIndex(2), to));
                     assert!(matches!(
                         *message,
                         Message::Status {
-                            shard: 1,
+                            shard: ShardId(1),
                             height: 7,
                             round: 2
                         }
@@ -454,10 +459,11 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let header = crate::ledger::genesis_header(&crate::ChainParams::devnet(2), 1, [9; 32]);
+        let header =
+            crate::ledger::genesis_header(&crate::ChainParams::devnet(2), ShardId(1), [9; 32]);
         let certificate = QuorumCertificate::<Bls> {
             kind: crate::bft::VoteKind::Precommit,
-            shard: 1,
+            shard: ShardId(1),
             height: 0,
             round: 0,
             block: header.hash(),
@@ -503,7 +509,16 @@ mod tests {
         }
         let key = crate::crypto::bls::SecretKey::dev("wire");
         let vote = |block| {
-            crate::bft::Vote::<Bls>::sign(1, 0, crate::bft::VoteKind::Prevote, 3, 0, block, 1, &key)
+            crate::bft::Vote::<Bls>::sign(
+                1,
+                ShardId(0),
+                crate::bft::VoteKind::Prevote,
+                3,
+                0,
+                block,
+                MemberIndex(1),
+                &key,
+            )
         };
         let evidence = Evidence::DoubleVote(vote(None), vote(Some([1; 32])));
         match decode(&encode_evidence(&evidence)).expect("decodes") {
@@ -520,9 +535,12 @@ mod tests {
     #[test]
     fn catch_up_messages_round_trip_and_refuse_what_is_out_of_bounds() {
         for request in [
-            BlocksRequest::Blocks { shard: 3, from: 17 },
+            BlocksRequest::Blocks {
+                shard: ShardId(3),
+                from: 17,
+            },
             BlocksRequest::Votes {
-                shard: 3,
+                shard: ShardId(3),
                 height: 17,
                 round: 2,
             },
@@ -538,12 +556,12 @@ mod tests {
             .map(|round| {
                 crate::bft::Vote::<Bls>::sign(
                     1,
-                    3,
+                    ShardId(3),
                     crate::bft::VoteKind::Prevote,
                     17,
                     round,
                     Some([round as u8; 32]),
-                    1,
+                    MemberIndex(1),
                     &key,
                 )
             })
@@ -555,7 +573,7 @@ mod tests {
 
         let params = crate::ChainParams::devnet(2);
         let block = Block {
-            header: crate::ledger::genesis_header(&params, 1, [9; 32]),
+            header: crate::ledger::genesis_header(&params, ShardId(1), [9; 32]),
             transactions: Vec::new(),
             links: Vec::new(),
             inbound: Vec::new(),
@@ -564,7 +582,7 @@ mod tests {
         };
         let certificate = QuorumCertificate::<Bls> {
             kind: crate::bft::VoteKind::Precommit,
-            shard: 1,
+            shard: ShardId(1),
             height: 0,
             round: 0,
             block: block.hash(),

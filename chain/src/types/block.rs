@@ -331,6 +331,7 @@ mod tests {
     use crate::address::Address;
     use crate::amount::Amount;
     use crate::crypto::SecretKey;
+    use crate::ids::ShardId;
     use crate::tx::{Transaction, TxKind};
     use proptest::prelude::*;
 
@@ -362,7 +363,7 @@ mod tests {
             .collect();
         let header = BlockHeader {
             chain_id: 1,
-            shard: 2,
+            shard: ShardId(2),
             height: 3,
             parent: [4; 32],
             state_root: [5; 32],
@@ -445,7 +446,7 @@ mod tests {
         let h = b.hash();
         let mut changed = vec![b.header.clone(); 7];
         changed[0].chain_id += 1;
-        changed[1].shard += 1;
+        changed[1].shard.0 += 1;
         changed[2].height += 1;
         changed[3].parent[0] ^= 1;
         changed[4].state_root[0] ^= 1;

@@ -9,6 +9,7 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::Hash;
+use crate::ids::{MemberIndex, ShardId};
 use crate::types::vote::{Committee, SignedProposalHeader, Vote, VoteKind, VoteScheme};
 
 /// The version byte of evidence and of consensus messages.
@@ -25,7 +26,7 @@ pub enum Evidence<S: VoteScheme> {
 
 impl<S: VoteScheme> Evidence<S> {
     /// The step both messages are for: (shard, height, round).
-    pub fn step(&self) -> (u16, u64, u32) {
+    pub fn step(&self) -> (ShardId, u64, u32) {
         match self {
             Evidence::DoubleVote(a, _) => (a.shard, a.height, a.round),
             Evidence::DoubleProposal(a, _) => (a.shard, a.height, a.round),
@@ -38,7 +39,7 @@ impl<S: VoteScheme> Evidence<S> {
     }
 
     /// The committee index of the member at fault.
-    pub fn offender(&self) -> u16 {
+    pub fn offender(&self) -> MemberIndex {
         match self {
             Evidence::DoubleVote(a, _) => a.voter,
             Evidence::DoubleProposal(a, _) => a.proposer,
@@ -66,19 +67,19 @@ impl<S: VoteScheme> Evidence<S> {
 }
 
 pub(super) fn encode_vote_body<S: VoteScheme>(w: &mut Writer, v: &Vote<S>) {
-    w.u8(v.kind.tag()).u16(v.shard).u64(v.height).u32(v.round);
+    w.u8(v.kind.tag()).shard(v.shard).u64(v.height).u32(v.round);
     match &v.block {
         Some(h) => w.u8(1).fixed(h),
         None => w.u8(0),
     };
-    w.u16(v.voter).var(&S::sig_to_bytes(&v.signature));
+    w.member(v.voter).var(&S::sig_to_bytes(&v.signature));
 }
 
 pub(super) fn decode_vote_body<S: VoteScheme>(r: &mut Reader<'_>) -> Result<Vote<S>, DecodeError> {
     let kind = VoteKind::from_tag(r.u8()?)?;
-    let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
+    let (shard, height, round) = (r.shard()?, r.u64()?, r.u32()?);
     let block = if opt_flag(r)? { Some(r.array()?) } else { None };
-    let voter = r.u16()?;
+    let voter = r.member()?;
     let signature = signature::<S>(r)?;
     Ok(Vote {
         kind,
@@ -92,18 +93,18 @@ pub(super) fn decode_vote_body<S: VoteScheme>(r: &mut Reader<'_>) -> Result<Vote
 }
 
 pub(super) fn encode_proposal_header<S: VoteScheme>(w: &mut Writer, p: &SignedProposalHeader<S>) {
-    w.u16(p.shard).u64(p.height).u32(p.round).fixed(&p.block);
+    w.shard(p.shard).u64(p.height).u32(p.round).fixed(&p.block);
     match p.valid_round {
         Some(r) => w.u8(1).u32(r),
         None => w.u8(0),
     };
-    w.u16(p.proposer).var(&S::sig_to_bytes(&p.signature));
+    w.member(p.proposer).var(&S::sig_to_bytes(&p.signature));
 }
 
 pub(super) fn decode_proposal_header<S: VoteScheme>(
     r: &mut Reader<'_>,
 ) -> Result<SignedProposalHeader<S>, DecodeError> {
-    let (shard, height, round, block) = (r.u16()?, r.u64()?, r.u32()?, r.array()?);
+    let (shard, height, round, block) = (r.shard()?, r.u64()?, r.u32()?, r.array()?);
     let valid_round = if opt_flag(r)? { Some(r.u32()?) } else { None };
     Ok(SignedProposalHeader {
         shard,
@@ -111,7 +112,7 @@ pub(super) fn decode_proposal_header<S: VoteScheme>(
         round,
         block,
         valid_round,
-        proposer: r.u16()?,
+        proposer: r.member()?,
         signature: signature::<S>(r)?,
     })
 }

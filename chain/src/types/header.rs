@@ -3,17 +3,18 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, domain, hash_with};
+use crate::ids::ShardId;
 
 pub const BLOCK_VERSION: u8 = 1;
 /// The shard id of the beacon chain in its headers, votes and certificates.
-pub const BEACON_SHARD: u16 = u16::MAX;
+pub const BEACON_SHARD: ShardId = ShardId::BEACON;
 /// An encoded precommit certificate of a cross-link, at most (a 1,024-member bitmap and a BLS signature).
 pub const LINK_CERTIFICATE_BYTES_MAX: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
     pub chain_id: u32,
-    pub shard: u16,
+    pub shard: ShardId,
     pub height: u64,
     pub parent: Hash,
     pub state_root: Hash,
@@ -25,7 +26,7 @@ impl BlockHeader {
     pub fn encode_into(&self, w: &mut Writer) {
         w.u8(BLOCK_VERSION)
             .u32(self.chain_id)
-            .u16(self.shard)
+            .shard(self.shard)
             .u64(self.height)
             .fixed(&self.parent);
         w.fixed(&self.state_root)
@@ -40,7 +41,7 @@ impl BlockHeader {
         }
         Ok(Self {
             chain_id: r.u32()?,
-            shard: r.u16()?,
+            shard: r.shard()?,
             height: r.u64()?,
             parent: r.array()?,
             state_root: r.array()?,

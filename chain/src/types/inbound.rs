@@ -89,9 +89,9 @@ pub enum InboundError {
     #[error("inbound is for chain {got}, this is chain {expected}")]
     WrongChain { expected: u32, got: u32 },
     #[error("inbound comes from shard {0}, which does not exist")]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     #[error("inbound comes from this very shard {0}")]
-    SameShard(u16),
+    SameShard(ShardId),
     #[error("inbound carries no locks")]
     Empty,
     #[error("inbound carries {0} locks, more than {INBOUND_LOCKS_MAX}")]
@@ -99,8 +99,8 @@ pub enum InboundError {
     #[error("lock of {tx} pays an account of shard {to_shard}, not of this shard {shard}")]
     NotForThisShard {
         tx: String,
-        shard: u16,
-        to_shard: u16,
+        shard: ShardId,
+        to_shard: ShardId,
     },
     #[error("lock of {tx} is not proven in the certified header: {reason}")]
     BadProof { tx: String, reason: String },
@@ -121,7 +121,7 @@ pub enum InboundError {
 pub enum CertifyError {
     /// Not (yet) known here: the committee of that shard at that height. Try again later.
     #[error("the committee of shard {shard} at height {height} is not known here yet")]
-    UnknownCommittee { shard: u16, height: u64 },
+    UnknownCommittee { shard: ShardId, height: u64 },
     #[error("{0}")]
     Invalid(String),
 }
@@ -323,7 +323,7 @@ mod tests {
         Inbound {
             header: BlockHeader {
                 chain_id: 1,
-                shard: 0,
+                shard: ShardId(0),
                 height: 3,
                 parent: [0; 32],
                 state_root: tree.root(),
@@ -352,8 +352,8 @@ mod tests {
     fn proofs_are_checked_against_the_header() {
         let a = inbound();
         let to_shard = shard_of(&a.locks[0].0.to, 4);
-        let other = (to_shard + 1) % 4;
-        let source = (to_shard + 2) % 4;
+        let other = ShardId((to_shard.0 + 1) % 4);
+        let source = ShardId((to_shard.0 + 2) % 4);
         let mut a = a;
         a.header.shard = source;
         assert_eq!(a.check_proofs(1, to_shard, 4), Ok(()));

@@ -1,6 +1,7 @@
 //! The messages BFT replicas exchange: proposals, which carry whole blocks, and the other messages of the
 //! protocol (`specs/consensus.md` §2); their encoding is [`super::wire`].
 
+use crate::ids::{MemberIndex, ShardId};
 use crate::types::block::Block;
 use crate::types::vote::{
     Committee, QuorumCertificate, SignedProposalHeader, Vote, VoteScheme, proposal_message,
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Proposal<S: VoteScheme> {
-    pub shard: u16,
+    pub shard: ShardId,
     pub height: u64,
     pub round: u32,
     pub block: Arc<Block>,
@@ -17,7 +18,7 @@ pub struct Proposal<S: VoteScheme> {
     pub valid_round: Option<u32>,
     /// The prevote certificate of `valid_round`, so receivers need not have seen those prevotes.
     pub polka: Option<QuorumCertificate<S>>,
-    pub proposer: u16,
+    pub proposer: MemberIndex,
     pub signature: S::Sig,
 }
 
@@ -25,13 +26,13 @@ impl<S: VoteScheme> Proposal<S> {
     #[allow(clippy::too_many_arguments)]
     pub fn sign(
         chain_id: u32,
-        shard: u16,
+        shard: ShardId,
         height: u64,
         round: u32,
         block: Arc<Block>,
         valid_round: Option<u32>,
         polka: Option<QuorumCertificate<S>>,
-        proposer: u16,
+        proposer: MemberIndex,
         secret: &S::Secret,
     ) -> Self {
         let msg = proposal_message(chain_id, shard, height, round, &block.hash(), valid_round);
@@ -75,7 +76,7 @@ pub enum Message<S: VoteScheme> {
     /// "I am at this height and round": peers ahead answer with the finalised blocks it misses, or with
     /// their votes of the rounds it has not finished.
     Status {
-        shard: u16,
+        shard: ShardId,
         height: u64,
         round: u32,
     },

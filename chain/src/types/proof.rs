@@ -11,6 +11,7 @@ use crate::types::account::Account;
 use crate::types::deal::{DealRecord, DealTerms};
 use crate::types::header::BlockHeader;
 use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
+use crate::types::volume::{VOLUME_NAME_BYTES_MAX, VOLUME_ROOT_BYTES_MAX, VolumeVersion};
 use crate::types::vote::{Bls, QuorumCertificate};
 
 /// The magic and version of a proof file; the tests of [`crate::spv`] forge files with them.
@@ -58,12 +59,27 @@ pub struct DealProof {
     pub proof: smt::Proof,
 }
 
+/// That version `version` of the volume `(owner, name)` is recorded, with this root, in a certified state of
+/// the owner's shard; and, through `next` (the state's proof for version + 1, present or absent), whether it
+/// was the volume's newest version there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeProof {
+    pub certified: CertifiedHeader,
+    pub owner: Address,
+    pub name: String,
+    pub version: u64,
+    pub record: VolumeVersion,
+    pub proof: smt::Proof,
+    pub next: smt::Proof,
+}
+
 /// A proof file of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
     Account(AccountProof),
     Tx(TxProof),
     Deal(DealProof),
+    Volume(VolumeProof),
 }
 
 /// How a light client learns the next epoch's committees: the beacon block that drew the epoch, certified
@@ -149,6 +165,16 @@ impl Proof {
                 p.terms.encode_into(&mut w);
                 p.proof.encode_into(&mut w);
             }
+            Proof::Volume(p) => {
+                w.u8(4);
+                p.certified.encode_into(&mut w);
+                w.fixed(&p.owner.0)
+                    .var(p.name.as_bytes())
+                    .u64(p.version)
+                    .var(&p.record.encode());
+                p.proof.encode_into(&mut w);
+                p.next.encode_into(&mut w);
+            }
         }
         w.finish()
     }
@@ -207,6 +233,26 @@ impl Proof {
                     record,
                     terms,
                     proof,
+                })
+            }
+            4 => {
+                let certified = CertifiedHeader::decode_from(&mut r)?;
+                let owner = Address(r.array()?);
+                let name = String::from_utf8(r.var("volume name", VOLUME_NAME_BYTES_MAX)?.to_vec())
+                    .map_err(|_| DecodeError::Invalid("volume name"))?;
+                let version = r.u64()?;
+                let record =
+                    VolumeVersion::decode(r.var("volume version", VOLUME_ROOT_BYTES_MAX + 16)?)?;
+                let proof = smt::Proof::decode_from(&mut r)?;
+                let next = smt::Proof::decode_from(&mut r)?;
+                Proof::Volume(VolumeProof {
+                    certified,
+                    owner,
+                    name,
+                    version,
+                    record,
+                    proof,
+                    next,
                 })
             }
             tag => {

@@ -20,6 +20,7 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, Hash, PublicKey, SecretKey, Signature, bls, domain, hash_with};
+use crate::ids::ShardId;
 use crate::types::deal::{self, DEAL_HOLDERS_MAX, DealError, DealTerms};
 use crate::types::storage_proof::{PROOF_FEE_BYTES, proof_bytes_bound};
 use crate::types::volume::{self, VOLUME_NAME_BYTES_MAX, VOLUME_ROOT_BYTES_MAX, VolumeError};
@@ -123,7 +124,10 @@ pub enum TxError {
     #[error("amount must be greater than zero")]
     ZeroAmount,
     #[error("sender lives on shard {sender_shard}, not on this shard {shard}")]
-    WrongShard { shard: u16, sender_shard: u16 },
+    WrongShard {
+        shard: ShardId,
+        sender_shard: ShardId,
+    },
     #[error("the account is already registered in that role")]
     AlreadyRegistered,
     #[error("unstake of {requested} exceeds the {staked} staked in that role")]

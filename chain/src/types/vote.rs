@@ -5,6 +5,7 @@
 use crate::address::Address;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Hash, bls, domain};
+use crate::ids::{MemberIndex, ShardId};
 use crate::pol::{Draws, weighted_pick};
 use crate::types::header::BlockHeader;
 use std::fmt::Debug;
@@ -78,9 +79,9 @@ pub struct Committee<S: VoteScheme> {
 
 impl<S: VoteScheme> Committee<S> {
     /// Whether member `index` exists and signed `message` with `signature`.
-    pub fn member_signed(&self, index: u16, message: &[u8], signature: &S::Sig) -> bool {
+    pub fn member_signed(&self, index: MemberIndex, message: &[u8], signature: &S::Sig) -> bool {
         self.members
-            .get(usize::from(index))
+            .get(index.index())
             .is_some_and(|m| S::verify(&m.public, message, signature))
     }
 
@@ -123,10 +124,10 @@ impl<S: VoteScheme> Committee<S> {
         self.total
     }
 
-    pub fn weight_of(&self, signers: impl IntoIterator<Item = u16>) -> u128 {
+    pub fn weight_of(&self, signers: impl IntoIterator<Item = MemberIndex>) -> u128 {
         signers
             .into_iter()
-            .filter_map(|i| self.members.get(usize::from(i)))
+            .filter_map(|i| self.members.get(i.index()))
             .map(|m| m.weight)
             .sum()
     }
@@ -142,19 +143,19 @@ impl<S: VoteScheme> Committee<S> {
     }
 
     /// The proposer of (height, round), drawn in proportion to weight.
-    pub fn proposer(&self, shard: u16, height: u64, round: u32) -> u16 {
+    pub fn proposer(&self, shard: ShardId, height: u64, round: u32) -> MemberIndex {
         let mut draws = Draws::new(
             domain::PROPOSER,
             &[
                 &self.seed,
-                &shard.to_be_bytes(),
+                &shard.0.to_be_bytes(),
                 &height.to_be_bytes(),
                 &round.to_be_bytes(),
             ],
         );
         let weights: Vec<u128> = self.members.iter().map(|m| m.weight).collect();
         let i = weighted_pick(&weights, &mut draws).expect("a committee has weight");
-        u16::try_from(i).expect("committees have at most 1024 members")
+        MemberIndex::at(i).expect("committees have at most 1024 members")
     }
 }
 
@@ -188,7 +189,7 @@ impl VoteKind {
 /// What a vote signs: domain tag, chain, shard, kind, height, round and the block (or nil).
 pub fn vote_message(
     chain_id: u32,
-    shard: u16,
+    shard: ShardId,
     kind: VoteKind,
     height: u64,
     round: u32,
@@ -197,7 +198,7 @@ pub fn vote_message(
     let mut w = Writer::new();
     w.fixed(domain::VOTE)
         .u32(chain_id)
-        .u16(shard)
+        .shard(shard)
         .u8(kind.tag())
         .u64(height)
         .u32(round);
@@ -210,7 +211,7 @@ pub fn vote_message(
 
 pub(super) fn proposal_message(
     chain_id: u32,
-    shard: u16,
+    shard: ShardId,
     height: u64,
     round: u32,
     block: &Hash,
@@ -219,7 +220,7 @@ pub(super) fn proposal_message(
     let mut w = Writer::new();
     w.fixed(domain::PROPOSAL)
         .u32(chain_id)
-        .u16(shard)
+        .shard(shard)
         .u64(height)
         .u32(round)
         .fixed(block);
@@ -233,11 +234,11 @@ pub(super) fn proposal_message(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote<S: VoteScheme> {
     pub kind: VoteKind,
-    pub shard: u16,
+    pub shard: ShardId,
     pub height: u64,
     pub round: u32,
     pub block: Option<Hash>,
-    pub voter: u16,
+    pub voter: MemberIndex,
     pub signature: S::Sig,
 }
 
@@ -245,12 +246,12 @@ impl<S: VoteScheme> Vote<S> {
     #[allow(clippy::too_many_arguments)]
     pub fn sign(
         chain_id: u32,
-        shard: u16,
+        shard: ShardId,
         kind: VoteKind,
         height: u64,
         round: u32,
         block: Option<Hash>,
-        voter: u16,
+        voter: MemberIndex,
         secret: &S::Secret,
     ) -> Self {
         let signature = S::sign(
@@ -303,7 +304,7 @@ pub enum QcError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumCertificate<S: VoteScheme> {
     pub kind: VoteKind,
-    pub shard: u16,
+    pub shard: ShardId,
     pub height: u64,
     pub round: u32,
     pub block: Hash,
@@ -315,11 +316,11 @@ pub fn bitmap_len(members: usize) -> usize {
     members.div_ceil(8)
 }
 
-pub fn bitmap_signers(bitmap: &[u8]) -> impl Iterator<Item = u16> + '_ {
+pub fn bitmap_signers(bitmap: &[u8]) -> impl Iterator<Item = MemberIndex> + '_ {
     bitmap.iter().enumerate().flat_map(|(byte, bits)| {
         (0..8u16)
             .filter(move |bit| bits & (0x80 >> bit) != 0)
-            .map(move |bit| byte as u16 * 8 + bit)
+            .map(move |bit| MemberIndex(byte as u16 * 8 + bit))
     })
 }
 
@@ -329,7 +330,7 @@ impl<S: VoteScheme> QuorumCertificate<S> {
         let first = votes.first()?;
         let mut signers = vec![0u8; bitmap_len(committee.len())];
         for v in votes {
-            signers[usize::from(v.voter / 8)] |= 0x80 >> (v.voter % 8);
+            signers[v.voter.index() / 8] |= 0x80 >> (v.voter.0 % 8);
         }
         let sigs: Vec<S::Sig> = votes.iter().map(|v| v.signature.clone()).collect();
         Some(Self {
@@ -398,7 +399,7 @@ impl<S: VoteScheme> QuorumCertificate<S> {
         let mut w = Writer::new();
         w.u8(1)
             .u8(self.kind.tag())
-            .u16(self.shard)
+            .shard(self.shard)
             .u64(self.height)
             .u32(self.round)
             .fixed(&self.block);
@@ -413,7 +414,7 @@ impl<S: VoteScheme> QuorumCertificate<S> {
             return Err(DecodeError::UnknownVersion(version));
         }
         let kind = VoteKind::from_tag(r.u8()?)?;
-        let shard = r.u16()?;
+        let shard = r.shard()?;
         let height = r.u64()?;
         let round = r.u32()?;
         let block = r.array()?;
@@ -438,12 +439,12 @@ impl<S: VoteScheme> QuorumCertificate<S> {
 /// What a proposer signs, without the block itself: enough to prove that it equivocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedProposalHeader<S: VoteScheme> {
-    pub shard: u16,
+    pub shard: ShardId,
     pub height: u64,
     pub round: u32,
     pub block: Hash,
     pub valid_round: Option<u32>,
-    pub proposer: u16,
+    pub proposer: MemberIndex,
     pub signature: S::Sig,
 }
 
@@ -488,12 +489,12 @@ mod tests {
             .map(|i| {
                 Vote::sign(
                     5,
-                    0,
+                    ShardId(0),
                     VoteKind::Precommit,
                     3,
                     0,
                     Some(block),
-                    *i,
+                    MemberIndex(*i),
                     &keys[usize::from(*i)],
                 )
             })
@@ -561,10 +562,10 @@ mod tests {
     #[test]
     fn evidence_proves_equivocation_and_nothing_else() {
         let (c, keys) = committee(&[1, 1, 1, 1]);
-        let vote = |voter: u16, block: Option<Hash>| {
+        let vote = |voter: MemberIndex, block: Option<Hash>| {
             Vote::<Bls>::sign(
                 5,
-                0,
+                ShardId(0),
                 VoteKind::Prevote,
                 3,
                 1,
@@ -573,21 +574,29 @@ mod tests {
                 &keys[usize::from(voter)],
             )
         };
-        let double = Evidence::DoubleVote(vote(2, Some([1; 32])), vote(2, None));
+        let double = Evidence::DoubleVote(
+            vote(MemberIndex(2), Some([1; 32])),
+            vote(MemberIndex(2), None),
+        );
         assert!(double.verify(5, &c));
-        assert_eq!(double.offender(), 2);
+        assert_eq!(double.offender(), MemberIndex(2));
         assert!(
-            !Evidence::DoubleVote(vote(2, None), vote(2, None)).verify(5, &c),
+            !Evidence::DoubleVote(vote(MemberIndex(2), None), vote(MemberIndex(2), None))
+                .verify(5, &c),
             "same vote twice"
         );
         assert!(
-            !Evidence::DoubleVote(vote(2, None), vote(3, Some([1; 32]))).verify(5, &c),
+            !Evidence::DoubleVote(
+                vote(MemberIndex(2), None),
+                vote(MemberIndex(3), Some([1; 32]))
+            )
+            .verify(5, &c),
             "two voters"
         );
-        let mut forged = vote(2, Some([1; 32]));
+        let mut forged = vote(MemberIndex(2), Some([1; 32]));
         forged.block = Some([9; 32]);
         assert!(
-            !Evidence::DoubleVote(vote(2, None), forged).verify(5, &c),
+            !Evidence::DoubleVote(vote(MemberIndex(2), None), forged).verify(5, &c),
             "a forged signature"
         );
         assert!(!double.verify(6, &c), "another chain");
@@ -596,12 +605,14 @@ mod tests {
     #[test]
     fn proposer_rotation_follows_weight() {
         let (c, _) = committee(&[1, 3]);
-        let heavy = (0..4000u64).filter(|h| c.proposer(0, *h, 0) == 1).count();
+        let heavy = (0..4000u64)
+            .filter(|h| c.proposer(ShardId(0), *h, 0) == MemberIndex(1))
+            .count();
         assert!(
             (2850..3150).contains(&heavy),
             "{heavy} of 4000, expected about 3000"
         );
-        assert_eq!(c.proposer(0, 7, 2), c.proposer(0, 7, 2));
+        assert_eq!(c.proposer(ShardId(0), 7, 2), c.proposer(ShardId(0), 7, 2));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
     w.u8(WIRE_VERSION);
     match message {
         Message::Proposal(p) => {
-            w.u8(1).u16(p.shard).u64(p.height).u32(p.round);
+            w.u8(1).shard(p.shard).u64(p.height).u32(p.round);
             match p.valid_round {
                 Some(r) => w.u8(1).u32(r),
                 None => w.u8(0),
@@ -59,7 +59,7 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
                 Some(qc) => w.u8(1).var(&qc.encode()),
                 None => w.u8(0),
             };
-            w.u16(p.proposer)
+            w.member(p.proposer)
                 .var(&S::sig_to_bytes(&p.signature))
                 .var(&p.block.encode());
         }
@@ -75,7 +75,7 @@ pub fn encode<S: VoteScheme>(message: &Message<S>) -> Vec<u8> {
             height,
             round,
         } => {
-            w.u8(4).u16(*shard).u64(*height).u32(*round);
+            w.u8(4).shard(*shard).u64(*height).u32(*round);
         }
         Message::Polka { block, certificate } => {
             w.u8(5).var(&block.encode()).var(&certificate.encode());
@@ -108,7 +108,7 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
     }
     let message = match r.u8()? {
         1 => {
-            let (shard, height, round) = (r.u16()?, r.u64()?, r.u32()?);
+            let (shard, height, round) = (r.shard()?, r.u64()?, r.u32()?);
             let valid_round = if opt_flag(&mut r)? {
                 Some(r.u32()?)
             } else {
@@ -119,7 +119,7 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
             } else {
                 None
             };
-            let proposer = r.u16()?;
+            let proposer = r.member()?;
             let signature = signature::<S>(&mut r)?;
             let block = block(&mut r)?;
             Message::Proposal(Proposal {
@@ -139,7 +139,7 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
             certificate: certificate::<S>(&mut r)?,
         },
         4 => Message::Status {
-            shard: r.u16()?,
+            shard: r.shard()?,
             height: r.u64()?,
             round: r.u32()?,
         },
@@ -162,6 +162,7 @@ pub fn decode<S: VoteScheme>(bytes: &[u8]) -> Result<Message<S>, DecodeError> {
 mod tests {
     use super::*;
     use crate::crypto::bls;
+    use crate::ids::{MemberIndex, ShardId};
     use crate::types::block::BlockHeader;
     use crate::types::vote::{Bls, Vote, VoteKind};
     use proptest::prelude::*;
@@ -171,7 +172,7 @@ mod tests {
         let block = Arc::new(Block {
             header: BlockHeader {
                 chain_id: 1,
-                shard: 2,
+                shard: ShardId(2),
                 height: 3,
                 parent: [1; 32],
                 state_root: [2; 32],
@@ -184,12 +185,30 @@ mod tests {
             evidence: vec![],
             proofs: Vec::new(),
         });
-        let vote = Vote::<Bls>::sign(1, 2, VoteKind::Prevote, 3, 0, Some(block.hash()), 0, &key);
-        let nil = Vote::<Bls>::sign(1, 2, VoteKind::Precommit, 3, 1, None, 0, &key);
+        let vote = Vote::<Bls>::sign(
+            1,
+            ShardId(2),
+            VoteKind::Prevote,
+            3,
+            0,
+            Some(block.hash()),
+            MemberIndex(0),
+            &key,
+        );
+        let nil = Vote::<Bls>::sign(
+            1,
+            ShardId(2),
+            VoteKind::Precommit,
+            3,
+            1,
+            None,
+            MemberIndex(0),
+            &key,
+        );
         let committee_members = 1;
         let mut qc = QuorumCertificate::<Bls> {
             kind: VoteKind::Prevote,
-            shard: 2,
+            shard: ShardId(2),
             height: 3,
             round: 0,
             block: block.hash(),
@@ -198,13 +217,13 @@ mod tests {
         };
         let proposal = Proposal::sign(
             1,
-            2,
+            ShardId(2),
             3,
             1,
             block.clone(),
             Some(0),
             Some(qc.clone()),
-            0,
+            MemberIndex(0),
             &key,
         );
         qc.kind = VoteKind::Precommit;
@@ -212,13 +231,13 @@ mod tests {
             Message::Proposal(proposal),
             Message::Proposal(Proposal::sign(
                 1,
-                2,
+                ShardId(2),
                 3,
                 0,
                 block.clone(),
                 None,
                 None,
-                0,
+                MemberIndex(0),
                 &key,
             )),
             Message::Vote(vote),
@@ -228,7 +247,7 @@ mod tests {
                 certificate: qc.clone(),
             },
             Message::Status {
-                shard: 2,
+                shard: ShardId(2),
                 height: 3,
                 round: 4,
             },
