@@ -340,6 +340,13 @@ enum ProveWhat {
     Tx { hash: String },
     /// A storage deal's durability receipt (by its id): active, with its terms, at its shard's latest block.
     Deal { id: String },
+    /// A volume version (`huds volume log` numbers them), and whether it is the volume's newest.
+    Volume {
+        /// The volume's owner (an `ios1...` address).
+        owner: String,
+        name: String,
+        version: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -615,6 +622,15 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                 ProveWhat::Account { address } => wallet::ProveWhat::Account(address),
                 ProveWhat::Tx { hash } => wallet::ProveWhat::Tx(hash),
                 ProveWhat::Deal { id } => wallet::ProveWhat::Deal(id),
+                ProveWhat::Volume {
+                    owner,
+                    name,
+                    version,
+                } => wallet::ProveWhat::Volume {
+                    owner,
+                    name,
+                    version: *version,
+                },
             };
             return wallet::prove(api, what, out.as_deref());
         }

@@ -480,10 +480,12 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
     let chain = ChainDevnet::start(&dir.join("chain"), options)
         .await
         .context("starting the devnet's validators")?;
-    // The light client's trust file, computed here from genesis (not asked of a node), beside the wallet.
-    let trust = wallet_home.dir.join(crate::wallet::TRUST_FILE);
-    std::fs::write(&trust, chain.api().light_client().encode())
-        .with_context(|| format!("writing {}", trust.display()))?;
+    // The light client's trust file, computed here from genesis (not asked of a node), beside the wallet and
+    // in node 0's home (the home the devnet's printed commands use).
+    let trust = chain.api().light_client().encode();
+    for home in [&wallet_home.dir, &dir.join("node-0")] {
+        crate::home::replace_file(&home.join(crate::wallet::TRUST_FILE), &trust)?;
+    }
     Ok(chain)
 }
 

@@ -278,15 +278,38 @@ fn versions(dir: &Path, api: &str, name: &str, after: u64) -> Result<(Value, Vec
     }
 }
 
+/// What a proof showed of a volume version.
+struct Proven {
+    record: chain::types::volume::VolumeVersion,
+    /// The version was the newest in the certified state.
+    newest: bool,
+    /// The height of the certified header the proof was against.
+    at: u64,
+}
+
+/// The newest version of volume `name` this home has seen proven (0: none), from `volumes/NAME.proven`.
+/// Versions never go away, so a node that later shows an older one as the newest hides the later ones.
+fn floor(dir: &Path, name: &str) -> u64 {
+    std::fs::read_to_string(dir.join("volumes").join(format!("{name}.proven")))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn raise_floor(dir: &Path, name: &str, version: u64) -> Result<()> {
+    if version > floor(dir, name) {
+        home::replace_file(
+            &dir.join("volumes").join(format!("{name}.proven")),
+            format!("{version}\n").as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
 /// Version `version` of the volume as a certified state of the owner's shard holds it, checked by the home's
-/// light client; and whether it was the newest version there (the node's newest certified state).
-fn proven(
-    dir: &Path,
-    api: &str,
-    owner: &Address,
-    name: &str,
-    version: u64,
-) -> Result<(chain::types::volume::VolumeVersion, bool)> {
+/// light client; whether it was the newest version there (the node's newest certified state); and that
+/// state's height. Each version proven raises the home's floor for the volume.
+fn proven(dir: &Path, api: &str, owner: &Address, name: &str, version: u64) -> Result<Proven> {
     let client = wallet::light_client(dir, api)?;
     let bytes = api_client::bytes(
         api,
@@ -305,33 +328,49 @@ fn proven(
     let newest = client.verify_volume(&p).map_err(|e| {
         anyhow::anyhow!("the node's proof of version {version} of volume {name} does not hold: {e}")
     })?;
-    Ok((p.record, newest))
+    raise_floor(dir, name, version)?;
+    Ok(Proven {
+        record: p.record,
+        newest,
+        at: p.certified.header.height,
+    })
 }
 
 /// [`proven`], opened with the home's key: the version the chain holds, never the node's word for it. With
 /// `newest`, it must also be the volume's newest version (a node that hides later ones is refused).
+/// Also returns the height of the certified header it was proven at.
 fn proven_version(
     dir: &Path,
     api: &str,
     name: &str,
     version: u64,
     newest: bool,
-) -> Result<Version> {
+) -> Result<(Version, u64)> {
     let owner = owner_of(dir, name)?;
-    let (record, is_newest) = proven(dir, api, &owner, name, version)?;
-    if newest && !is_newest {
+    let seen = floor(dir, name);
+    let p = proven(dir, api, &owner, name, version)?;
+    if newest && !p.newest {
         bail!(
             "the node named version {version} as the newest of volume {name}, but its own certified state holds a later one"
         );
     }
+    if newest && version < seen {
+        bail!(
+            "the node shows version {version} of volume {name} as the newest (at shard height {}), but this home has seen version {seen} proven: the node hides later versions, or lags",
+            p.at
+        );
+    }
     let key = read_key(dir, name)?;
-    let (root, cap) = open_root(&key, &volume_id(&owner, name), version, &record.root)?;
-    Ok(Version {
-        version,
-        height: record.height,
-        root,
-        cap,
-    })
+    let (root, cap) = open_root(&key, &volume_id(&owner, name), version, &p.record.root)?;
+    Ok((
+        Version {
+            version,
+            height: p.record.height,
+            root,
+            cap,
+        },
+        p.at,
+    ))
 }
 
 /// Adds `path` through the node (with a storage deal when the home has a wallet on a chain) and publishes it
@@ -357,6 +396,9 @@ fn publish_path(
             fuse_mount::work_fs::MOVED_ON
         );
     }
+    // The light client is made current before anything is stored or posted, so that checking the version
+    // afterwards fails only on the node's answer.
+    wallet::light_client(dir, api)?;
     let ask = deal::ask(dir, api, None, None)?;
     let params = api_client::AddParams {
         public: false,
@@ -412,11 +454,20 @@ fn publish_path(
     })?;
     // The node's word that the transaction is final is not enough: the version must be in a certified state
     // with exactly this root (a nonce moved by another transaction would otherwise pass for it).
-    let landed = proven(dir, api, &owner, name, version)
-        .map(|(record, _)| record.root == sealed)
-        .with_context(|| {
-            format!("the node said version {version} of {name} is final, but did not prove it")
-        })?;
+    let mut attempts = 0;
+    let landed = loop {
+        attempts += 1;
+        match proven(dir, api, &owner, name, version) {
+            Ok(p) => break p.record.root == sealed,
+            // The node may serve proofs from a certified state a moment behind the one it answered from.
+            Err(_) if attempts < 5 => std::thread::sleep(std::time::Duration::from_secs(1)),
+            Err(e) => {
+                return Err(e.context(format!(
+                    "the node said version {version} of {name} is final, but did not prove it"
+                )));
+            }
+        }
+    };
     if !landed {
         bail!(
             "the node said version {version} of {name} is final, but the chain holds another root for it: nothing is taken as published"
@@ -515,26 +566,49 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     let (last, all) = versions(dir, api, name, 0)?;
     // Every listed root opened under the volume's key, so none is forged; the head is proven, so none is hidden.
     let head = head_of(&last)?;
-    let proven_at = match head {
-        0 => None,
-        n => Some(proven_version(dir, api, name, n, true)?.height),
-    };
     if all.last().map(|v| v.version) != (head > 0).then_some(head) {
         bail!("the node's list of versions of {name} does not end at its newest, {head}");
     }
+    // The head is replaced by what its proof shows; older entries are the node's list (each root opens only
+    // under the volume's key, so none is made up, but only the head is proven to be on the chain).
+    let mut all = all;
+    let proven_at = match all.pop() {
+        None => None,
+        Some(listed) => {
+            let (head, at) = proven_version(dir, api, name, listed.version, true)?;
+            if head != listed {
+                bail!(
+                    "the node lists version {} of {name} with another root or height than the chain proves",
+                    listed.version
+                );
+            }
+            all.push(head);
+            Some(at)
+        }
+    };
     if json {
         let list: Vec<Value> = all
             .iter()
-            .map(|v| json!({ "version": v.version, "height": v.height, "cid": v.root.to_string() }))
+            .map(|v| {
+                json!({ "version": v.version, "height": v.height, "cid": v.root.to_string(),
+                             "proven": v.version == head && proven_at.is_some() })
+            })
             .collect();
         println!(
             "{}",
-            json!({ "name": name, "id": last["id"], "owner": last["owner"], "version": head, "proven": proven_at.is_some(), "versions": list })
+            json!({ "name": name, "id": last["id"], "owner": last["owner"], "version": head,
+                    "proven": proven_at.is_some(), "proven_at": proven_at, "versions": list })
         );
         return Ok(());
     }
+    if all.is_empty() && floor(dir, name) > 0 {
+        bail!(
+            "the node says volume {name} has no version, but this home has seen version {} proven: the node hides them",
+            floor(dir, name)
+        );
+    }
     if all.is_empty() {
-        println!("volume {name} has no version on the chain");
+        println!("volume {name} has no version on the chain (as the node says)");
         return Ok(());
     }
     println!(
@@ -545,7 +619,10 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     for v in &all {
         println!("{:>6}  height {:>8}  {}", v.version, v.height, v.root);
     }
-    println!("version {head} is the newest: proven against the chain with this home's trust file");
+    println!(
+        "version {head} is the newest at shard height {}: proven with this home's trust file",
+        proven_at.unwrap_or(0)
+    );
     Ok(())
 }
 
@@ -585,9 +662,13 @@ pub fn mount_target(dir: &Path, api: Option<&str>, target: &str) -> Result<Optio
         Some(n) if n > head => {
             bail!("volume {name} has no version {n} (its newest is {head})")
         }
-        Some(n) => proven_version(dir, api, name, n, false)?,
+        Some(n) => proven_version(dir, api, name, n, false)?.0,
+        None if head == 0 && floor(dir, name) > 0 => bail!(
+            "the node says volume {name} has no version, but this home has seen version {} proven: the node hides them",
+            floor(dir, name)
+        ),
         None if head == 0 => bail!("volume {name} has no version on the chain yet"),
-        None => proven_version(dir, api, name, head, true)?,
+        None => proven_version(dir, api, name, head, true)?.0,
     };
     Ok(Some(Target {
         name: name.to_string(),
@@ -667,7 +748,7 @@ pub fn find_published(
         return Ok(None);
     };
     // Taken as published only once the chain proves it, not on the node's word.
-    let p = proven_version(dir, api, name, listed.version, false).with_context(|| {
+    let (p, _) = proven_version(dir, api, name, listed.version, false).with_context(|| {
         format!(
             "the node lists version {} of {name} with this tree, but does not prove it",
             listed.version

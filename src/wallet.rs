@@ -548,6 +548,11 @@ pub enum ProveWhat<'a> {
     Account(&'a str),
     Tx(&'a str),
     Deal(&'a str),
+    Volume {
+        owner: &'a str,
+        name: &'a str,
+        version: u64,
+    },
 }
 
 fn write_out(bytes: &[u8], out: Option<&Path>) -> Result<()> {
@@ -573,6 +578,17 @@ pub fn prove(api: Option<&str>, what: ProveWhat<'_>, out: Option<&Path>) -> Resu
         }
         ProveWhat::Tx(h) => format!("/api/v0/chain/prove/tx?hash={}", h.trim()),
         ProveWhat::Deal(id) => format!("/api/v0/chain/prove/deal?id={}", id.trim()),
+        ProveWhat::Volume {
+            owner,
+            name,
+            version,
+        } => {
+            let owner: Address = owner
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{owner:?}: {e}"))?;
+            chain::types::volume::check_name(name)?;
+            format!("/api/v0/chain/prove/volume?owner={owner}&name={name}&version={version}")
+        }
     };
     let bytes = api_client::bytes(api, &path, PROOF_BYTES_MAX)?;
     // Checked here too, so a node cannot hand out a file that is not even a proof.
@@ -601,7 +617,7 @@ pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
         let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
         let client = chain::spv::LightClient::decode(&bytes)
             .context("the node's answer is not a trust file")?;
-        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        crate::home::replace_file(path, &bytes)?;
         println!(
             "trusting chain {:#x}'s committees up to epoch {} as this node gave them; saved to {}",
             client.chain_id,
@@ -612,7 +628,7 @@ pub fn trust(dir: &Path, api: Option<&str>, out: Option<&Path>) -> Result<()> {
     };
     let from = client.newest_epoch();
     advance_trust(api, &mut client)?;
-    std::fs::write(path, client.encode()).with_context(|| format!("writing {}", path.display()))?;
+    crate::home::replace_file(path, &client.encode())?;
     let to = client.newest_epoch();
     if to == from {
         println!("trust is current at epoch {to}; {}", path.display());
@@ -651,34 +667,32 @@ fn advance_trust(api: &str, client: &mut chain::spv::LightClient) -> Result<()> 
     }
 }
 
-/// The home's light client, current with the node at `api`: its trust file (`huds chain trust`'s; taken from
-/// the node on first use, said on stderr), advanced through the node's epoch proofs and saved again.
+/// The home's light client, current with the node at `api`: its trust file, advanced through the node's
+/// epoch proofs (each checked against the epoch before) and saved when it moved. A home with no trust file is
+/// refused: taking one from the same node whose answers it must check would check nothing, so that first
+/// step is the user's, with `huds chain trust` (a devnet writes the file into its homes).
 pub fn light_client(dir: &Path, api: &str) -> Result<chain::spv::LightClient> {
     let path = dir.join(TRUST_FILE);
-    let mut client = match std::fs::read(&path) {
-        Ok(bytes) => chain::spv::LightClient::decode(&bytes).with_context(|| {
-            format!(
-                "{} is not a trust file (move it away to fetch a new one)",
-                path.display()
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = api_client::bytes(api, "/api/v0/chain/trust", PROOF_BYTES_MAX)?;
-            let client = chain::spv::LightClient::decode(&bytes)
-                .context("the node's answer is not a trust file")?;
-            eprintln!(
-                "trusting chain {:#x}'s committees up to epoch {} as this node gave them (first use); saved to {}",
-                client.chain_id,
-                client.newest_epoch(),
-                path.display()
-            );
-            client
-        }
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "this home trusts no chain committees yet, so it cannot check what a node says: run `huds --data {} --api {api} chain trust` once (it trusts that node's committees on first use), or copy a trust file to {}",
+            dir.display(),
+            path.display()
+        ),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    let mut client = chain::spv::LightClient::decode(&bytes).with_context(|| {
+        format!(
+            "{} is not a trust file: replace it with a good one (`huds chain trust` fetches one, trusting that node)",
+            path.display()
+        )
+    })?;
+    let before = client.newest_epoch();
     advance_trust(api, &mut client)?;
-    std::fs::write(&path, client.encode())
-        .with_context(|| format!("writing {}", path.display()))?;
+    if client.newest_epoch() != before {
+        crate::home::replace_file(&path, &client.encode())?;
+    }
     Ok(client)
 }
 

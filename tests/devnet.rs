@@ -910,6 +910,37 @@ fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &
         v2["deal"].is_string(),
         "a version's content is stored under a deal: {v2}"
     );
+    // Version 2's proof, kept while it is the newest: any light client checks it with no node.
+    let owner = huds(&["wallet", "address"])["address"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    let proof_v2 = dir.join("site-v2.proof");
+    let saved = common::run(
+        &node0,
+        &[
+            "--api",
+            api,
+            "chain",
+            "prove",
+            "volume",
+            &owner,
+            "site",
+            "2",
+            "-o",
+            proof_v2.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(saved.status.success(), "{saved:?}");
+    let checked = common::run_json(
+        &node0,
+        &["chain", "verify", proof_v2.to_str().expect("utf-8")],
+    );
+    assert_eq!(
+        (&checked["kind"], &checked["version"], &checked["newest"]),
+        (&"volume".into(), &2.into(), &true.into()),
+        "{checked}"
+    );
     let v3 = huds(&["volume", "publish", "site", three.to_str().expect("utf-8")]);
     assert_eq!(v3["version"], 3, "{v3}");
 
@@ -1004,7 +1035,31 @@ fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &
     lied(&hiding, &["mount", "site", mnt_arg], "holds a later one");
     lied(&hiding, &["volume", "log", "site"], "holds a later one");
     drop(hiding);
-    // ... and one that changes a byte of the proof (here, of the version's sealed root at its end).
+    // ... one that also answers with version 2's real proof from before version 3 (a stale certified state,
+    // where version 2 was the newest): this home has seen version 3 proven, so it is not fooled ...
+    static STALE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    STALE
+        .set(std::fs::read(&proof_v2).expect("the saved proof"))
+        .expect("set once");
+    fn stale(path: &str, body: Vec<u8>) -> Vec<u8> {
+        if path.starts_with("/api/v0/chain/prove/volume?") {
+            return STALE.get().expect("set").clone();
+        }
+        hide_version_3(path, body)
+    }
+    let replaying = common::lying::LyingNode::start(api, stale);
+    lied(
+        &replaying,
+        &["mount", "site", mnt_arg],
+        "has seen version 3 proven",
+    );
+    lied(
+        &replaying,
+        &["volume", "log", "site"],
+        "has seen version 3 proven",
+    );
+    drop(replaying);
+    // ... and one that changes a byte of the proof (one of the state proofs at its end).
     fn forge_proof(path: &str, mut body: Vec<u8>) -> Vec<u8> {
         if path.starts_with("/api/v0/chain/prove/volume?")
             && let Some(b) = body.iter_mut().rev().nth(100)
@@ -1014,8 +1069,8 @@ fn volumes_keep_numbered_versions_and_mount_each(dir: &std::path::Path, lines: &
         body
     }
     let forging = common::lying::LyingNode::start(api, forge_proof);
-    lied(&forging, &["mount", "site@2", mnt_arg], "proof");
-    lied(&forging, &["volume", "log", "site"], "proof");
+    lied(&forging, &["mount", "site@2", mnt_arg], "does not hold");
+    lied(&forging, &["volume", "log", "site"], "does not hold");
     assert!(!common::mount::mounted(&mnt), "nothing was mounted");
 }
 
@@ -1238,8 +1293,21 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
     let share = common::run_json(&node0, &["volume", "share", "site"]);
     let share = share["share"].as_str().expect("share text");
     common::run_json(&reader, &["volume", "join", share]);
+    // A new home checks what nodes say of volumes against committees it trusts; it has none yet.
     let ro = dir.join("mnt-reader");
     std::fs::create_dir_all(&ro).expect("mkdir");
+    let untrusting = common::run(
+        &reader,
+        &["--api", api, "mount", "site@1", ro.to_str().expect("utf-8")],
+    );
+    assert!(
+        !untrusting.status.success()
+            && String::from_utf8_lossy(&untrusting.stderr).contains("chain trust"),
+        "{}",
+        String::from_utf8_lossy(&untrusting.stderr)
+    );
+    let trust = common::run(&reader, &["--api", api, "chain", "trust"]);
+    assert!(trust.status.success(), "{trust:?}");
     let out = common::run(
         &reader,
         &["--api", api, "mount", "site", ro.to_str().expect("utf-8")],

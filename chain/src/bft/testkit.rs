@@ -83,6 +83,8 @@ impl PerfectNetwork {
         watch: &mut impl Watch<A>,
     ) {
         let n = replicas.len();
+        // What was in flight when the last run stopped is lost, as on a network that went down meanwhile.
+        self.inbox.clear();
         for r in replicas.iter_mut() {
             r.handle(self.now_ms, Input::Tick);
         }
