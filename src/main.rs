@@ -122,6 +122,10 @@ enum Command {
         /// root and at unmount).
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         publish_every: u64,
+        /// A read-only mount of a volume's NAME (not NAME@N) moves to each newer version, asking the chain
+        /// this often, in seconds (0: it stays on the version it mounted).
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        follow_every: u64,
         /// Let other local users use the mount (root may always; others need user_allow_other in
         /// /etc/fuse.conf); the kernel still checks each file's mode.
         #[arg(long)]
@@ -548,6 +552,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
             cache_mb,
             threads,
             publish_every,
+            follow_every,
             allow_other,
         } => {
             let args = mount::MountArgs {
@@ -557,6 +562,7 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                 threads: *threads,
                 read_only: *read_only,
                 publish_every: std::time::Duration::from_secs(*publish_every),
+                follow_every: std::time::Duration::from_secs(*follow_every),
                 allow_other: *allow_other,
             };
             return mount::mount(&dir, api, args, cli.json);

@@ -32,6 +32,8 @@ pub(crate) struct MountArgs<'a> {
     pub read_only: bool,
     /// How often a read-write mount publishes its changes (zero: only on fsync of its root and at unmount).
     pub publish_every: std::time::Duration,
+    /// How often a read-only mount of a volume's newest version asks for a newer one (zero: never).
+    pub follow_every: std::time::Duration,
     /// Let other local users use the mount (the kernel still checks every file's mode).
     pub allow_other: bool,
 }
@@ -121,42 +123,129 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
         return mount_volume(home, api, t, &args, json);
     }
     let reader = match &volume {
-        Some(t) => {
-            let v = &t.version;
-            let reader = open_unchecked(home, api, &v.cap)?;
-            if reader.root() != v.root {
-                bail!(
-                    "version {} of volume {} names {} but its capability opens {}: refusing to mount it",
-                    v.version,
-                    t.name,
-                    v.root,
-                    reader.root()
-                );
-            }
-            reader
-        }
+        Some(t) => open_version(home, api, &t.name, &t.version)?,
         None => open(home, api, head)?,
     };
-    let segment_bytes = u64::from(reader.manifest().segment_bytes_max).max(1);
-    let reader = reader
-        .with_cached_segments((args.cache_bytes / segment_bytes).max(SEGMENTS_CACHED_MIN) as usize);
-    let root = reader.resolve(&reader.root(), path)?;
+    let (reader, root) = cached_at(reader, path, args.cache_bytes)?;
     let name = path
         .rsplit('/')
         .find(|s| !s.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| root.to_string());
     let me = std::fs::metadata("/proc/self").context("reading this process's owner")?;
-    let fs = fuse_mount::DagFs::new(reader, root, &name, me.uid(), me.gid())?;
-    let what = match &volume {
-        Some(t) => format!("volume {} version {} ({root})", t.name, t.version.version),
-        None => root.to_string(),
+    let follow = volume
+        .as_ref()
+        .filter(|t| !t.pinned && !args.follow_every.is_zero())
+        .zip(api);
+    let fs = match follow {
+        Some((t, api)) => {
+            let fs = fuse_mount::DagFs::following(reader, root, &name, me.uid(), me.gid())?;
+            let updater = fs.updater();
+            let (home, api) = (home.to_path_buf(), api.to_string());
+            let (volume, shown, every) = (t.name.clone(), t.version.version, args.follow_every);
+            let (path, cache_bytes) = (path.to_string(), args.cache_bytes);
+            std::thread::spawn(move || {
+                follow_volume(
+                    &home,
+                    &api,
+                    &volume,
+                    shown,
+                    every,
+                    &updater,
+                    &path,
+                    cache_bytes,
+                )
+            });
+            fs
+        }
+        None => fuse_mount::DagFs::new(reader, root, &name, me.uid(), me.gid())?,
+    };
+    let what = match (&volume, follow.is_some()) {
+        (Some(t), true) => format!(
+            "volume {} version {} ({root}, moving to each newer version)",
+            t.name, t.version.version
+        ),
+        (Some(t), false) => format!("volume {} version {} ({root})", t.name, t.version.version),
+        (None, _) => root.to_string(),
     };
     let mut answer = json!({ "cid": root.to_string(), "read_only": true });
     if let Some(t) = &volume {
-        answer["volume"] = json!({ "name": t.name, "version": t.version.version });
+        answer["volume"] =
+            json!({ "name": t.name, "version": t.version.version, "follows": follow.is_some() });
     }
     serve(fs, &args, false, &what, answer, json)
+}
+
+/// The reader of version `v` of volume `name`, which must open to the version's own root.
+fn open_version(
+    home: &Path,
+    api: Option<&str>,
+    name: &str,
+    v: &crate::volume::Version,
+) -> Result<Reader> {
+    let reader = open_unchecked(home, api, &v.cap)?;
+    if reader.root() != v.root {
+        bail!(
+            "version {} of volume {name} names {} but its capability opens {}: refusing to mount it",
+            v.version,
+            v.root,
+            reader.root()
+        );
+    }
+    Ok(reader)
+}
+
+/// `reader` with a segment cache of about `cache_bytes`, and the CID of `path` in its DAG.
+fn cached_at(reader: Reader, path: &str, cache_bytes: u64) -> Result<(Reader, cid::Cid)> {
+    let segment_bytes = u64::from(reader.manifest().segment_bytes_max).max(1);
+    let reader = reader
+        .with_cached_segments((cache_bytes / segment_bytes).max(SEGMENTS_CACHED_MIN) as usize);
+    let root = reader.resolve(&reader.root(), path)?;
+    Ok((reader, root))
+}
+
+/// Moves a read-only mount of volume `name` to each newer version the chain proves, asking every `every`;
+/// runs for the mount's life. A version that cannot be proven or opened is skipped (and logged) until the
+/// next ask; one without `path` keeps the mount where it is.
+#[allow(clippy::too_many_arguments)]
+fn follow_volume(
+    home: &Path,
+    api: &str,
+    name: &str,
+    mut shown: u64,
+    every: std::time::Duration,
+    updater: &fuse_mount::Updater,
+    path: &str,
+    cache_bytes: u64,
+) {
+    loop {
+        std::thread::sleep(every);
+        let step = || -> Result<Option<u64>> {
+            let Some(v) = crate::volume::newer_version(home, api, name, shown)? else {
+                return Ok(None);
+            };
+            let (reader, root) =
+                cached_at(open_version(home, Some(api), name, &v)?, path, cache_bytes)?;
+            let label = path
+                .rsplit('/')
+                .find(|s| !s.is_empty())
+                .map_or_else(|| root.to_string(), str::to_string);
+            updater.show(reader, root, &label)?;
+            // Stdout may be gone (a closed terminal): the mount moved all the same.
+            let _ = writeln!(
+                std::io::stdout(),
+                "now showing volume {name} version {} ({})",
+                v.version,
+                v.root
+            );
+            Ok(Some(v.version))
+        };
+        match step() {
+            Ok(Some(v)) => shown = v,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("volume {name}: staying on version {shown}: {e:#}"),
+        }
+    }
 }
 
 /// Mounts `fs` on the directory, prints that it is mounted (`what` in text, `answer` with the mountpoint in

@@ -626,6 +626,15 @@ pub fn log(dir: &Path, api: Option<&str>, name: &str, json: bool) -> Result<()> 
     Ok(())
 }
 
+/// The volume's newest version, proven, if it is newer than `shown`: what a following mount moves to.
+pub fn newer_version(dir: &Path, api: &str, name: &str, shown: u64) -> Result<Option<Version>> {
+    let head = head_of(&page(api, &owner_of(dir, name)?, name, 0)?)?;
+    if head <= shown {
+        return Ok(None);
+    }
+    Ok(Some(proven_version(dir, api, name, head, true)?.0))
+}
+
 /// A volume `huds mount` was asked for.
 pub struct Target {
     pub name: String,

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs the devnet until it prints its API line, runs `during` against it, then stops it with SIGTERM; returns
 /// what it printed.
@@ -1318,8 +1318,12 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _newest =
-        common::mount::Mounted::start_with(&reader, &["--api", api], &["--read-only", "site"], &ro);
+    let _newest = common::mount::Mounted::start_with(
+        &reader,
+        &["--api", api],
+        &["--read-only", "--follow-every", "1", "site"],
+        &ro,
+    );
     let diff = Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
@@ -1330,6 +1334,60 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
     assert!(
         diff.status.success(),
         "the newest version is the tree the changes make: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+
+    // The reader's mount follows: the owner publishes a newer version from elsewhere (a file changed, one
+    // added), and the mount shows it within seconds, while a file opened before keeps reading the version it
+    // was opened in.
+    let mut held = std::fs::File::open(ro.join("fsynced-0.txt")).expect("open before");
+    std::fs::write(expected.join("fsynced-0.txt"), "changed in a later version").expect("write");
+    std::fs::write(expected.join("followed.txt"), "new in a later version").expect("write");
+    let published = common::run_json(
+        &node0,
+        &[
+            "--api",
+            api,
+            "volume",
+            "publish",
+            "site",
+            expected.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(published["version"].as_u64() >= Some(6), "{published}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(ro.join("followed.txt"))
+        .ok()
+        .as_deref()
+        != Some("new in a later version")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the following mount never showed the new version"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        std::fs::read_to_string(ro.join("fsynced-0.txt")).expect("read"),
+        "changed in a later version"
+    );
+    let mut before = String::new();
+    std::io::Read::read_to_string(&mut held, &mut before).expect("read the held file");
+    assert_eq!(
+        before, "fsynced before kill -9 number 0",
+        "an open file reads the version it was opened in"
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&expected)
+        .arg(&ro)
+        .output()
+        .expect("diff runs");
+    assert!(
+        diff.status.success(),
+        "the followed version is the new tree: {}{}",
         String::from_utf8_lossy(&diff.stdout),
         String::from_utf8_lossy(&diff.stderr)
     );

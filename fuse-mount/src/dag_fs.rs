@@ -5,10 +5,14 @@
 //! Inode numbers are derived from the path (a hash of the parent's number and the name), so a file keeps its
 //! number across lookups, forgets and remounts of the same root. Directories are looked up through a small
 //! cache of their decoded links; a listing opens only the entries of the page the kernel asks for.
+//!
+//! A mount that follows a volume ([`DagFs::following`]) can be moved to a newer version while it runs
+//! ([`Updater::show`]): what the kernel holds is looked up again in the new tree (a path keeps its number), the
+//! kernel may cache only for [`FOLLOW_TTL`], and a file reads from the version it was opened in until closed.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cid::Cid;
@@ -21,6 +25,8 @@ use huds::read::{EntryKind, ReadError, Reader};
 
 /// How long the kernel may keep an entry or its attributes: the content behind a CID never changes.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The same, on a mount that follows a volume: how soon after a new version the kernel sees it.
+pub const FOLLOW_TTL: Duration = Duration::from_secs(1);
 /// Directories whose decoded links are kept for lookups.
 const DIRS_CACHED: usize = 16;
 /// The block size `stat` and `statfs` report.
@@ -92,21 +98,157 @@ struct Listed<'a> {
     dot: bool,
 }
 
-/// A stored file or tree, mounted read-only.
-pub struct DagFs {
-    reader: Reader,
-    inodes: Mutex<Inodes>,
-    /// Recently used directories' links, least recently used first.
-    dirs: Mutex<Vec<(Cid, Arc<DirLinks>)>>,
+/// Recently used directories' links, least recently used first.
+type DirCache = Vec<(Cid, Arc<DirLinks>)>;
+
+/// The DAG a mount shows: one for the mount's life, or the newest version of a followed volume.
+struct Tree {
+    reader: Arc<Reader>,
     /// When the mounted target is a file or a symlink: the root directory that holds it, alone.
     root_links: Option<Arc<DirLinks>>,
-    uid: u32,
-    gid: u32,
     /// Bytes of file content in the whole DAG (the manifest's size), for `statfs`.
     size: u64,
+}
+
+impl Tree {
+    /// The tree of `root` in the DAG `reader` opened (see [`DagFs::new`] for `name`), and its root inode.
+    fn new(reader: Reader, root: Cid, name: &str) -> Result<(Tree, Inode), ReadError> {
+        let (kind, _) = reader.stat(&root)?;
+        let size = reader.manifest().size;
+        // A name the kernel cannot take gives way to the CID's.
+        let name = if huds::unixfs::valid_name(name) && name.len() <= NAME_MAX as usize {
+            name.to_string()
+        } else {
+            root.to_string()
+        };
+        let root_links =
+            (kind != EntryKind::Directory).then(|| Arc::new(DirLinks::new(vec![(name, root)]).0));
+        let root_inode = Inode {
+            cid: root,
+            kind: EntryKind::Directory,
+            size: 0,
+            key: (1, String::new()),
+            lookups: 1,
+        };
+        let tree = Tree {
+            reader: Arc::new(reader),
+            root_links,
+            size,
+        };
+        Ok((tree, root_inode))
+    }
+}
+
+/// Files opened on a following mount: each reads the version it was opened in.
+#[derive(Default)]
+struct Handles {
+    next: u64,
+    open: HashMap<u64, (Arc<Reader>, Cid, u64)>,
+}
+
+/// A stored file or tree, mounted read-only.
+pub struct DagFs {
+    tree: Arc<RwLock<Tree>>,
+    inodes: Arc<Mutex<Inodes>>,
+    /// Recently used directories' links, least recently used first.
+    dirs: Arc<Mutex<DirCache>>,
+    uid: u32,
+    gid: u32,
     /// The kernel stops sending opens (of files; of directories) once one is answered ENOSYS.
     no_open: bool,
     no_opendir: bool,
+    /// Made by [`DagFs::following`]: the tree may change.
+    follows: bool,
+    handles: Mutex<Handles>,
+}
+
+/// Moves a following mount to another version while it is mounted.
+#[derive(Clone)]
+pub struct Updater {
+    tree: Arc<RwLock<Tree>>,
+    inodes: Arc<Mutex<Inodes>>,
+    dirs: Arc<Mutex<DirCache>>,
+}
+
+impl Updater {
+    /// Shows `root` of the DAG `reader` opened from now on. Every inode the kernel holds is looked up again
+    /// along its path in the new tree: a directory still there, or a file or symlink still there with the
+    /// same content, keeps its number. Any other is retired: the kernel may still ask for its attributes
+    /// (an open file does), but no lookup finds it, so its path gets a new number, and its own pages in the
+    /// kernel are never mistaken for the new content's. Open files keep reading the version they were opened
+    /// in.
+    pub fn show(&self, reader: Reader, root: Cid, name: &str) -> Result<(), ReadError> {
+        let (tree, root_inode) = Tree::new(reader, root, name)?;
+        let mut inodes = self
+            .inodes
+            .lock()
+            .expect("the inode lock is never poisoned");
+        let mut children: HashMap<u64, Vec<(u64, Inode)>> = HashMap::new();
+        for (ino, node) in inodes.by_ino.iter().filter(|(ino, _)| **ino != 1) {
+            children
+                .entry(node.key.0)
+                .or_default()
+                .push((*ino, node.clone()));
+        }
+        let mut fresh = Inodes {
+            by_ino: HashMap::from([(1, root_inode)]),
+            by_key: HashMap::new(),
+        };
+        // Parents before children: a child is found in its parent's new links.
+        let mut queue = vec![1u64];
+        while let Some(parent) = queue.pop() {
+            let Some(kids) = children.remove(&parent) else {
+                continue;
+            };
+            let Some(dir) = fresh.by_ino.get(&parent).cloned() else {
+                continue;
+            };
+            let links = match (&tree.root_links, parent) {
+                (Some(links), 1) => Some(links.clone()),
+                _ if dir.kind == EntryKind::Directory => tree
+                    .reader
+                    .links(&dir.cid)
+                    .ok()
+                    .map(|l| Arc::new(DirLinks::new(l).0)),
+                _ => None,
+            };
+            for (ino, old) in kids {
+                let found = links.as_ref().and_then(|l| {
+                    let &i = l.by_name.get(&old.key.1)?;
+                    let cid = l.links[i].1;
+                    let (kind, size) = tree.reader.stat(&cid).ok()?;
+                    Some((cid, kind, size))
+                });
+                let same = found.as_ref().is_some_and(|(cid, kind, _)| {
+                    *kind == old.kind && (*kind == EntryKind::Directory || *cid == old.cid)
+                });
+                if let Some((cid, kind, size)) = found.filter(|_| same) {
+                    fresh.by_key.insert(old.key.clone(), ino);
+                    fresh.by_ino.insert(
+                        ino,
+                        Inode {
+                            cid,
+                            kind,
+                            size,
+                            ..old
+                        },
+                    );
+                    queue.push(ino);
+                }
+            }
+        }
+        // What was not carried over is retired: known by number, not by path.
+        for (ino, node) in &inodes.by_ino {
+            fresh.by_ino.entry(*ino).or_insert_with(|| node.clone());
+        }
+        *self.tree.write().expect("the tree lock is never poisoned") = tree;
+        *inodes = fresh;
+        self.dirs
+            .lock()
+            .expect("the directory cache is never poisoned")
+            .clear();
+        Ok(())
+    }
 }
 
 /// The inode number of `name` in the directory numbered `parent`: stable for a path, whatever was looked up
@@ -160,39 +302,58 @@ impl DagFs {
         uid: u32,
         gid: u32,
     ) -> Result<DagFs, ReadError> {
-        let (kind, _) = reader.stat(&root)?;
-        let total = reader.manifest().size;
-        // A name the kernel cannot take gives way to the CID's.
-        let name = if huds::unixfs::valid_name(name) && name.len() <= NAME_MAX as usize {
-            name.to_string()
-        } else {
-            root.to_string()
-        };
-        let root_links =
-            (kind != EntryKind::Directory).then(|| Arc::new(DirLinks::new(vec![(name, root)]).0));
-        let root_inode = Inode {
-            cid: root,
-            kind: EntryKind::Directory,
-            size: 0,
-            key: (1, String::new()),
-            lookups: 1,
-        };
-        let mut by_ino = HashMap::new();
-        by_ino.insert(1, root_inode);
+        let (tree, root_inode) = Tree::new(reader, root, name)?;
         Ok(DagFs {
-            reader,
-            inodes: Mutex::new(Inodes {
-                by_ino,
+            tree: Arc::new(RwLock::new(tree)),
+            inodes: Arc::new(Mutex::new(Inodes {
+                by_ino: HashMap::from([(1, root_inode)]),
                 by_key: HashMap::new(),
-            }),
-            dirs: Mutex::new(Vec::new()),
-            root_links,
+            })),
+            dirs: Arc::new(Mutex::new(Vec::new())),
             uid,
             gid,
-            size: total,
             no_open: false,
             no_opendir: false,
+            follows: false,
+            handles: Mutex::new(Handles::default()),
         })
+    }
+
+    /// As [`DagFs::new`], for a tree that will change ([`DagFs::updater`] moves it): the kernel caches
+    /// entries and attributes for [`FOLLOW_TTL`] only and no pages across opens.
+    pub fn following(
+        reader: Reader,
+        root: Cid,
+        name: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<DagFs, ReadError> {
+        Ok(DagFs {
+            follows: true,
+            ..DagFs::new(reader, root, name, uid, gid)?
+        })
+    }
+
+    /// What moves this mount to another tree (only a [`DagFs::following`] mount should be moved).
+    pub fn updater(&self) -> Updater {
+        Updater {
+            tree: self.tree.clone(),
+            inodes: self.inodes.clone(),
+            dirs: self.dirs.clone(),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        if self.follows { FOLLOW_TTL } else { TTL }
+    }
+
+    /// The reader of the tree shown now.
+    fn reader(&self) -> Arc<Reader> {
+        self.tree
+            .read()
+            .expect("the tree lock is never poisoned")
+            .reader
+            .clone()
     }
 
     fn inode(&self, ino: u64) -> Option<Inode> {
@@ -235,7 +396,11 @@ impl DagFs {
             return Err(ReadError::NotDirectory(node.cid.to_string()));
         }
         if ino == 1
-            && let Some(links) = &self.root_links
+            && let Some(links) = &self
+                .tree
+                .read()
+                .expect("the tree lock is never poisoned")
+                .root_links
         {
             return Ok(links.clone());
         }
@@ -252,7 +417,7 @@ impl DagFs {
                 return Ok(links);
             }
         }
-        let (dir, dropped) = DirLinks::new(self.reader.links(cid)?);
+        let (dir, dropped) = DirLinks::new(self.reader().links(cid)?);
         if dropped > 0 {
             tracing::warn!(
                 "directory {cid}: {dropped} stored names are not shown (empty, '.', '..', with '/' or NUL, longer than {NAME_MAX} bytes, or a repeat of an earlier name)"
@@ -283,7 +448,7 @@ impl DagFs {
             .get(name)
             .ok_or_else(|| ReadError::NoEntry(name.to_string()))?;
         let cid = dir.links[i].1;
-        let (kind, size) = self.reader.stat(&cid)?;
+        let (kind, size) = self.reader().stat(&cid)?;
         Ok((cid, kind, size))
     }
 
@@ -385,8 +550,9 @@ impl DagFs {
             }
         }
         let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+        let reader = self.reader();
         for (i, (name, cid)) in dir.links.iter().enumerate().skip(start) {
-            let (kind, size) = match self.reader.stat(cid) {
+            let (kind, size) = match reader.stat(cid) {
                 Ok(s) => s,
                 Err(e @ ReadError::Segment(_)) => return Err(self.fail(what, ino, &e)),
                 Err(e) => {
@@ -456,7 +622,7 @@ impl Filesystem for DagFs {
         match self.child(parent.0, &dir, name) {
             Ok((cid, kind, size)) => {
                 let (ino, node) = self.remember(parent.0, name, cid, kind, size);
-                reply.entry(&TTL, &self.attr(ino, &node), Generation(0));
+                reply.entry(&self.ttl(), &self.attr(ino, &node), Generation(0));
             }
             Err(e) => reply.error(self.fail("lookup", parent.0, &e)),
         }
@@ -478,13 +644,16 @@ impl Filesystem for DagFs {
             None => false,
         };
         if gone && let Some(node) = inodes.by_ino.remove(&ino.0) {
-            inodes.by_key.remove(&node.key);
+            // A retired inode's path may belong to another inode by now.
+            if inodes.by_key.get(&node.key) == Some(&ino.0) {
+                inodes.by_key.remove(&node.key);
+            }
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.inode(ino.0) {
-            Some(node) => reply.attr(&TTL, &self.attr(ino.0, &node)),
+            Some(node) => reply.attr(&self.ttl(), &self.attr(ino.0, &node)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -493,7 +662,7 @@ impl Filesystem for DagFs {
         let Some(node) = self.inode(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.reader.symlink_target(&node.cid) {
+        match self.reader().symlink_target(&node.cid) {
             Ok(target) if target.len() >= SYMLINK_MAX => {
                 tracing::warn!(
                     "readlink: {} holds a {}-byte target, longer than the kernel takes",
@@ -517,6 +686,20 @@ impl Filesystem for DagFs {
         if node.kind == EntryKind::Directory {
             return reply.error(Errno::EISDIR);
         }
+        if self.follows {
+            // The file reads the version it is opened in, and the kernel keeps none of its pages past this open
+            // (the same path may be another file by the next one).
+            let mut handles = self
+                .handles
+                .lock()
+                .expect("the handle lock is never poisoned");
+            handles.next += 1;
+            let fh = handles.next;
+            handles
+                .open
+                .insert(fh, (self.reader(), node.cid, node.size));
+            return reply.opened(FileHandle(fh), FopenFlags::empty());
+        }
         if self.no_open {
             // The kernel then opens every file with its pages kept (FOPEN_KEEP_CACHE).
             return reply.error(Errno::ENOSYS);
@@ -525,32 +708,61 @@ impl Filesystem for DagFs {
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .expect("the handle lock is never poisoned")
+            .open
+            .remove(&fh.0);
+        reply.ok();
+    }
+
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(node) = self.inode(ino.0) else {
-            return reply.error(Errno::ENOENT);
+        let opened = self
+            .handles
+            .lock()
+            .expect("the handle lock is never poisoned")
+            .open
+            .get(&fh.0)
+            .cloned();
+        let (reader, cid, file_size) = match opened {
+            Some(o) => o,
+            None => {
+                let Some(node) = self.inode(ino.0) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                if node.kind != EntryKind::File {
+                    return reply.error(Errno::EISDIR);
+                }
+                (self.reader(), node.cid, node.size)
+            }
         };
-        if node.kind != EntryKind::File {
-            return reply.error(Errno::EISDIR);
-        }
         tracing::trace!(ino = ino.0, offset, size, "read");
-        let end = offset.saturating_add(u64::from(size)).min(node.size);
+        let end = offset.saturating_add(u64::from(size)).min(file_size);
         let mut buf = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let r = self
-            .reader
-            .read_file_blocks(&node.cid, offset..end, &mut |piece| {
-                buf.extend_from_slice(&piece);
-                Ok(())
-            });
+        let r = reader.read_file_blocks(&cid, offset..end, &mut |piece| {
+            buf.extend_from_slice(&piece);
+            Ok(())
+        });
         match r {
             Ok(_) => reply.data(&buf),
             Err(e) => reply.error(self.fail("read", ino.0, &e)),
@@ -593,7 +805,11 @@ impl Filesystem for DagFs {
         match self.inode(ino.0) {
             Some(node) if node.kind == EntryKind::Directory => reply.opened(
                 FileHandle(0),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                if self.follows {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                },
             ),
             Some(_) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
@@ -629,7 +845,14 @@ impl Filesystem for DagFs {
         // remembered only once it is in the reply.
         let r = self.page(ino.0, offset, "readdirplus", &mut |e| {
             let attr = self.attr(e.ino, &e.node);
-            let full = reply.add(INodeNo(e.ino), e.next, e.name, &TTL, &attr, Generation(0));
+            let full = reply.add(
+                INodeNo(e.ino),
+                e.next,
+                e.name,
+                &self.ttl(),
+                &attr,
+                Generation(0),
+            );
             if !full && !e.dot {
                 self.remember(ino.0, e.name, e.node.cid, e.node.kind, e.node.size);
             }
@@ -648,7 +871,12 @@ impl Filesystem for DagFs {
             .expect("the inode lock is never poisoned")
             .by_ino
             .len() as u64;
-        let blocks = self.size.div_ceil(u64::from(BLOCK_BYTES));
+        let blocks = self
+            .tree
+            .read()
+            .expect("the tree lock is never poisoned")
+            .size
+            .div_ceil(u64::from(BLOCK_BYTES));
         reply.statfs(blocks, 0, 0, files, 0, BLOCK_BYTES, NAME_MAX, BLOCK_BYTES);
     }
 }

@@ -18,7 +18,7 @@ pub mod work_fs;
 use std::io;
 use std::path::Path;
 
-pub use dag_fs::{DagFs, inode_number};
+pub use dag_fs::{DagFs, Updater, inode_number};
 pub use fuser::Filesystem;
 pub use mountpoint::{MountpointError, prepare};
 pub use work_fs::{Publisher, Volume, WorkFs, WorkState, lock_exclusive};
