@@ -154,6 +154,7 @@ pub(crate) fn mount(home: &Path, api: Option<&str>, args: MountArgs, json: bool)
                     &updater,
                     &path,
                     cache_bytes,
+                    json,
                 )
             });
             fs
@@ -217,6 +218,7 @@ fn follow_volume(
     updater: &fuse_mount::Updater,
     path: &str,
     cache_bytes: u64,
+    json: bool,
 ) {
     loop {
         std::thread::sleep(every);
@@ -232,12 +234,20 @@ fn follow_volume(
                 .map_or_else(|| root.to_string(), str::to_string);
             updater.show(reader, root, &label)?;
             // Stdout may be gone (a closed terminal): the mount moved all the same.
-            let _ = writeln!(
-                std::io::stdout(),
-                "now showing volume {name} version {} ({})",
-                v.version,
-                v.root
-            );
+            let _ = if json {
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    json!({ "now_showing": { "volume": name, "version": v.version, "cid": v.root.to_string() } })
+                )
+            } else {
+                writeln!(
+                    std::io::stdout(),
+                    "now showing volume {name} version {} ({})",
+                    v.version,
+                    v.root
+                )
+            };
             Ok(Some(v.version))
         };
         match step() {

@@ -241,12 +241,18 @@ impl Updater {
         for (ino, node) in &inodes.by_ino {
             fresh.by_ino.entry(*ino).or_insert_with(|| node.clone());
         }
-        *self.tree.write().expect("the tree lock is never poisoned") = tree;
+        let old = std::mem::replace(
+            &mut *self.tree.write().expect("the tree lock is never poisoned"),
+            tree,
+        );
         *inodes = fresh;
         self.dirs
             .lock()
             .expect("the directory cache is never poisoned")
             .clear();
+        drop(inodes);
+        // A reader waits for its read-ahead to stop when dropped: not while the mount's locks are held.
+        drop(old);
         Ok(())
     }
 }
@@ -718,12 +724,15 @@ impl Filesystem for DagFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
+        let closed = self
+            .handles
             .lock()
             .expect("the handle lock is never poisoned")
             .open
             .remove(&fh.0);
         reply.ok();
+        // Dropped outside the lock: a reader waits for its read-ahead to stop.
+        drop(closed);
     }
 
     fn read(
@@ -737,13 +746,18 @@ impl Filesystem for DagFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Only a following mount hands out handles; the others read by inode, with no lock shared by reads.
         let opened = self
-            .handles
-            .lock()
-            .expect("the handle lock is never poisoned")
-            .open
-            .get(&fh.0)
-            .cloned();
+            .follows
+            .then(|| {
+                self.handles
+                    .lock()
+                    .expect("the handle lock is never poisoned")
+                    .open
+                    .get(&fh.0)
+                    .cloned()
+            })
+            .flatten();
         let (reader, cid, file_size) = match opened {
             Some(o) => o,
             None => {
