@@ -1324,18 +1324,10 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
         &["--read-only", "--follow-every", "1", "site"],
         &ro,
     );
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&expected)
-        .arg(&ro)
-        .output()
-        .expect("diff runs");
-    assert!(
-        diff.status.success(),
-        "the newest version is the tree the changes make: {}{}",
-        String::from_utf8_lossy(&diff.stdout),
-        String::from_utf8_lossy(&diff.stderr)
+    assert_same_tree(
+        &expected,
+        &ro,
+        "the newest version is the tree the changes make",
     );
 
     // The reader's mount follows: the owner publishes a newer version from elsewhere (a file changed, one
@@ -1378,16 +1370,21 @@ fn a_volume_mounted_read_write_publishes_and_survives_kill_9(
         before, "fsynced before kill -9 number 0",
         "an open file reads the version it was opened in"
     );
+    assert_same_tree(&expected, &ro, "the followed version is the new tree");
+}
+
+/// Panics with `what` and the differences unless `diff -r --no-dereference` finds `a` and `b` the same tree.
+fn assert_same_tree(a: &std::path::Path, b: &std::path::Path, what: &str) {
     let diff = Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
-        .arg(&expected)
-        .arg(&ro)
+        .arg(a)
+        .arg(b)
         .output()
         .expect("diff runs");
     assert!(
         diff.status.success(),
-        "the followed version is the new tree: {}{}",
+        "{what}: {}{}",
         String::from_utf8_lossy(&diff.stdout),
         String::from_utf8_lossy(&diff.stderr)
     );

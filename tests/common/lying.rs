@@ -106,6 +106,23 @@ fn unchunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends to `out` each header line of `lines` (a status or request line passes as well) whose name is not
+/// in `dropped` (lowercase), each ended by CRLF.
+fn copy_headers<'a>(lines: impl Iterator<Item = &'a str>, dropped: &[&str], out: &mut String) {
+    for l in lines.filter(|l| !l.is_empty()) {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !dropped.contains(&name.as_str()) {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+}
+
 fn forward(mut client: TcpStream, upstream: &str, lie: Lie) -> std::io::Result<()> {
     let (head, mut body) = read_head(&mut client)?;
     let length: usize = header(&head, "content-length")
@@ -127,18 +144,7 @@ fn forward(mut client: TcpStream, upstream: &str, lie: Lie) -> std::io::Result<(
         .unwrap_or("/")
         .to_string();
     let mut request = format!("{request_line}\r\nHost: {upstream}\r\nConnection: close\r\n");
-    for l in lines.filter(|l| !l.is_empty()) {
-        let name = l
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if name != "host" && name != "connection" {
-            request.push_str(l);
-            request.push_str("\r\n");
-        }
-    }
+    copy_headers(lines, &["host", "connection"], &mut request);
     request.push_str("\r\n");
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(request.as_bytes())?;
@@ -154,18 +160,11 @@ fn forward(mut client: TcpStream, upstream: &str, lie: Lie) -> std::io::Result<(
     };
     let told = lie(&path, real);
     let mut answer = String::new();
-    for l in answer_head.lines().filter(|l| !l.is_empty()) {
-        let name = l
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !["content-length", "transfer-encoding", "connection"].contains(&name.as_str()) {
-            answer.push_str(l);
-            answer.push_str("\r\n");
-        }
-    }
+    copy_headers(
+        answer_head.lines(),
+        &["content-length", "transfer-encoding", "connection"],
+        &mut answer,
+    );
     answer.push_str(&format!(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         told.len()
