@@ -126,17 +126,27 @@ pub fn status(api: &str, id: &str) -> Result<Value> {
     let closed = (tip.saturating_sub(start) / period)
         .saturating_sub(1)
         .min(periods);
-    let (mut passed_all, mut missed_all) = (0u64, 0u64);
+    let (mut passed_all, mut missed_all, mut slashed_all) = (0u64, 0u64, 0u128);
     if let Some(holders) = v["holders"].as_array_mut() {
         for h in holders {
             let passed = h["passed"].as_u64().unwrap_or(0);
-            let next = h["next"].as_u64().unwrap_or(0);
-            let in_window = u64::from(next > closed);
-            let missed = closed.saturating_sub(passed.saturating_sub(in_window));
+            // The chain records each miss at the first block after its window closed, and so does this
+            // count (`closed` is the periods whose window closed before the tip): a chain that does not
+            // record misses gets them counted here.
+            let missed = match h["missed"].as_u64() {
+                Some(m) => m,
+                None => {
+                    let next = h["next"].as_u64().unwrap_or(0);
+                    let in_window = u64::from(next > closed);
+                    closed.saturating_sub(passed.saturating_sub(in_window))
+                }
+            };
+            let slashed = h["slashed"].as_u64().unwrap_or(0);
             passed_all += passed;
             missed_all += missed;
+            slashed_all += u128::from(slashed);
             h["missed"] = missed.into();
-            for k in ["pay", "price"] {
+            for k in ["pay", "price", "slashed"] {
                 h[k] = Amount(h[k].as_u64().unwrap_or(0)).to_string().into();
             }
         }
@@ -154,6 +164,9 @@ pub fn status(api: &str, id: &str) -> Result<Value> {
     v["closed_periods"] = closed.into();
     v["proofs_passed"] = passed_all.into();
     v["proofs_missed"] = missed_all.into();
+    v["slashed"] = Amount(u64::try_from(slashed_all).unwrap_or(u64::MAX))
+        .to_string()
+        .into();
     v["escrow"] = Amount(escrow).to_string().into();
     for (k, a) in [
         ("escrow_left", escrow_left),
@@ -195,22 +208,24 @@ pub fn show(dir: &std::path::Path, api: Option<&str>, what: &str, json: bool) ->
         v["closed_periods"]
     );
     println!(
-        "escrow {}: paid {} to holders, {} left, {} refunded ({} a period in all); {} proofs passed, {} missed",
+        "escrow {}: paid {} to holders, {} left, {} refunded ({} a period in all); {} proofs passed, {} missed; {} of holders' stake slashed",
         amount("escrow"),
         amount("paid"),
         amount("escrow_left"),
         amount("refunded"),
         amount("per_period"),
         v["proofs_passed"],
-        v["proofs_missed"]
+        v["proofs_missed"],
+        amount("slashed")
     );
     for (i, h) in v["holders"].as_array().into_iter().flatten().enumerate() {
         println!(
-            "holder {i} {}: {} a period, proved {} periods, missed {}",
+            "holder {i} {}: {} a period, proved {} periods, missed {}, slashed {}",
             h["address"].as_str().unwrap_or("?"),
             for_people(&h["pay"]),
             h["passed"],
-            h["missed"]
+            h["missed"],
+            for_people(&h["slashed"])
         );
     }
     Ok(())
@@ -252,13 +267,15 @@ pub fn list(dir: &std::path::Path, api: Option<&str>, json: bool) -> Result<()> 
 }
 
 /// Adds to a storage node's status (`huds node status --api`) what the chain says of the deals it holds:
-/// per deal its proven and missed periods and what it earned, and the totals (`challenges_answered`,
-/// `challenges_missed`, `earned`). Left as it is when the API serves no chain (or knows none of the deals).
+/// per deal its proven and missed periods, what it earned and what its misses ordered slashed, and the
+/// totals (`challenges_answered`, `challenges_missed`, `earned`, `slashed`). Left as it is when the API
+/// serves no chain (or knows none of the deals).
 pub fn account_node(api: &str, v: &mut Value) {
     let Some(deals) = v["deals"].as_array().cloned() else {
         return;
     };
-    let (mut answered, mut missed, mut earned, mut known) = (0u64, 0u64, 0u128, 0usize);
+    let (mut answered, mut missed, mut earned, mut slashed, mut known) =
+        (0u64, 0u64, 0u128, 0u128, 0usize);
     let mut out = Vec::new();
     for d in deals {
         let mut d = d.clone();
@@ -273,6 +290,10 @@ pub fn account_node(api: &str, v: &mut Value) {
                 .unwrap_or(Amount::ZERO);
             let passed = h["passed"].as_u64().unwrap_or(0);
             let m = h["missed"].as_u64().unwrap_or(0);
+            let cut = h["slashed"]
+                .as_str()
+                .and_then(|a| a.parse::<Amount>().ok())
+                .unwrap_or(Amount::ZERO);
             let e = u128::from(pay.0) * u128::from(passed);
             d["state"] = s["state"].clone();
             d["passed"] = passed.into();
@@ -280,9 +301,11 @@ pub fn account_node(api: &str, v: &mut Value) {
             d["earned"] = Amount(u64::try_from(e).unwrap_or(u64::MAX))
                 .to_string()
                 .into();
+            d["slashed"] = cut.to_string().into();
             answered += passed;
             missed += m;
             earned += e;
+            slashed += u128::from(cut.0);
             known += 1;
         }
         out.push(d);
@@ -292,6 +315,9 @@ pub fn account_node(api: &str, v: &mut Value) {
         v["challenges_answered"] = answered.into();
         v["challenges_missed"] = missed.into();
         v["earned"] = Amount(u64::try_from(earned).unwrap_or(u64::MAX))
+            .to_string()
+            .into();
+        v["slashed"] = Amount(u64::try_from(slashed).unwrap_or(u64::MAX))
             .to_string()
             .into();
     }

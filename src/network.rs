@@ -373,7 +373,7 @@ pub fn devnet(
     let rt = runtime()?;
     rt.block_on(async {
         let mut stop = StopSignals::install()?;
-        let chain = start_chain(dir, shards).await?;
+        let chain = start_chain(dir, shards, nodes).await?;
         let (mut homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) =
             start_api(&running[0], &mut homes[0], api_addr, Some(chain.api())).await?;
@@ -405,9 +405,7 @@ pub fn devnet(
             .iter()
             .zip(&homes)
             .map(|(n, home)| -> Result<crate::prover::Prover> {
-                let key = huds_net::keypair_from_seed(home.node_seed()?);
-                let me = huds_net::deals::holder_key(&key.public().to_peer_id())
-                    .context("a devnet node's identity is an ed25519 key")?;
+                let me = holder(home)?;
                 Ok(crate::prover::start(
                     n.handle.clone(),
                     home.dir.join(HELD_DEALS),
@@ -446,7 +444,7 @@ pub fn devnet(
 
 /// The devnet's chain: the funded wallet home (made on the first start), the shard count recorded so a
 /// restart resumes the same chain, and the validators on their databases.
-async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
+async fn start_chain(dir: &Path, shards: u16, nodes: usize) -> Result<ChainDevnet> {
     let record = dir.join("chain.json");
     match std::fs::read(&record) {
         Ok(b) => {
@@ -469,7 +467,7 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
     // Node 0's home is funded too: the printed upload through its API (`--data node-0`) opens a deal paid
     // from its account.
     let node0 = crate::wallet::wallet_key(&open_or_init(&dir.join("node-0"))?.dir)?;
-    let options = DevnetOptions::new(
+    let mut options = DevnetOptions::new(
         shards,
         vec![
             chain::Address::of(&wallet.public()),
@@ -477,6 +475,10 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
             chain::Address::of(&node0.public()),
         ],
     );
+    // Every storage node is registered with a storage stake, which its missed proofs are slashed from.
+    options.storage_nodes = (0..nodes)
+        .map(|i| holder_address(&open_or_init(&dir.join(format!("node-{i}")))?))
+        .collect::<Result<_>>()?;
     let chain = ChainDevnet::start(&dir.join("chain"), options)
         .await
         .context("starting the devnet's validators")?;
@@ -487,6 +489,18 @@ async fn start_chain(dir: &Path, shards: u16) -> Result<ChainDevnet> {
         crate::home::replace_file(&home.join(crate::wallet::TRUST_FILE), &trust)?;
     }
     Ok(chain)
+}
+
+/// A devnet node's key as a deal holder: its node identity.
+fn holder(home: &Home) -> Result<chain::crypto::PublicKey> {
+    let key = huds_net::keypair_from_seed(home.node_seed()?);
+    huds_net::deals::holder_key(&key.public().to_peer_id())
+        .context("a devnet node's identity is an ed25519 key")
+}
+
+/// A devnet node's chain account: the address of its holder key.
+fn holder_address(home: &Home) -> Result<chain::Address> {
+    Ok(chain::Address::of(&holder(home)?))
 }
 
 /// Stores the demo file through node 0 on the first start, then (every start) reads it back through the last

@@ -79,6 +79,7 @@ fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 #[test]
 fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut kept = String::new();
     let first = run_once(dir.path(), |lines| {
         // The demo deal's payouts first: its holders' balances are exactly its pay only until the deals the
         // later uploads open start paying them too. Then the hints, which check the funded wallet's balance
@@ -94,6 +95,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         a_volume_mounted_read_write_publishes_and_survives_kill_9(dir.path(), lines);
         random_posix_operations_on_a_volume_match_a_local_directory(dir.path(), lines);
         pjdfstest_fails_only_where_a_unixfs_tree_cannot_follow(dir.path(), lines);
+        kept = a_file_kept_under_a_long_deal(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -111,7 +113,11 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
     assert!(read.ends_with("identical"), "{read}");
     let cap = line(&first, "capability ").to_string();
 
-    let second = run_once(dir.path(), |_| {});
+    // Node 3 loses everything it stored while the devnet is down: its block store is gone.
+    std::fs::remove_dir_all(dir.path().join("node-3").join("db")).expect("node 3's store");
+    let second = run_once(dir.path(), |lines| {
+        a_node_that_lost_its_shards_misses_its_proofs_and_is_slashed(dir.path(), lines, &kept);
+    });
     let peers = |lines: &[String]| -> Vec<String> {
         lines
             .iter()
@@ -268,6 +274,135 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
             "{status}"
         );
     }
+}
+
+/// Adds a file through node 0 under a deal that outlives the restart (every node holds one of its shards);
+/// returns its capability.
+fn a_file_kept_under_a_long_deal(dir: &std::path::Path, lines: &[String]) -> String {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let file = dir.join("kept.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).expect("write");
+    let node0 = dir.join("node-0");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let added = common::run_json(
+        &node0,
+        &["--api", api, "add", "--periods", "1000", file_arg],
+    );
+    assert_eq!(added["deal"]["holders"].as_u64(), Some(6), "{added}");
+    added["cap"].as_str().expect("cap").to_string()
+}
+
+/// Issue 15 item 5: node 3 came back with an empty store, so it cannot answer its challenges. Each missed
+/// period is recorded on the deal's shard and slashes its storage stake (through a slash lock when its
+/// account lives on the other shard); the file still reads from the others, and they go on passing.
+fn a_node_that_lost_its_shards_misses_its_proofs_and_is_slashed(
+    dir: &std::path::Path,
+    lines: &[String],
+    cap: &str,
+) {
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let api_addr = api.trim_start_matches("http://");
+    let node0 = dir.join("node-0");
+    let peer = line(lines, "node 3 peer ")
+        .split_whitespace()
+        .nth(3)
+        .expect("node 3's peer id");
+    let peer: huds_net::libp2p::PeerId = peer.parse().expect("a peer id");
+    let node3 =
+        chain::Address::of(&huds_net::deals::holder_key(&peer).expect("ed25519")).to_string();
+    let amount = |v: &serde_json::Value| -> u64 {
+        let text = v.as_str().expect("an amount");
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        base_units(whole, frac).expect("an amount")
+    };
+    let stake_at_genesis = 1_000 * 100_000_000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let (status, index) = loop {
+        // Just after the restart the chain API may not answer yet: asked again until the deadline.
+        let out = common::run(&node0, &["--json", "--api", api, "deal", "status", cap]);
+        if !out.status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deal status kept failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(status["state"], "active", "{status}");
+        let holders = status["holders"].as_array().expect("holders");
+        let index = holders
+            .iter()
+            .position(|h| h["address"].as_str() == Some(node3.as_str()))
+            .unwrap_or_else(|| panic!("node 3 holds a shard: {status}"));
+        let others_passed = holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .all(|(_, h)| h["passed"].as_u64() >= Some(1));
+        if holders[index]["missed"].as_u64() >= Some(2) && others_passed {
+            break (status, index);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 was never found missing its proofs: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let h = &status["holders"][index];
+    let missed = h["missed"].as_u64().expect("missed");
+    assert_eq!(
+        amount(&h["slashed"]),
+        missed * 4 * amount(&h["pay"]),
+        "each missed period slashes four periods of its pay: {status}"
+    );
+    // The slashes reach node 3's stake on its own shard (the stake is read before the deal statuses, so it
+    // lost at most what they ordered), and its balance is untouched by them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (head, body) = http_get(api_addr, &format!("/api/v0/chain/account?address={node3}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let account: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(account["storage_registered"], true, "{account}");
+        let stake = amount(&account["storage_stake"]);
+        // Every deal of the devnet, ended ones too: the homes that open deals are node 0, the owner of the
+        // demo and the wallet.
+        let mut ordered = 0;
+        for home in ["node-0", "owner", "wallet"] {
+            let list = common::run_json(&dir.join(home), &["--api", api, "deal", "list"]);
+            for s in list.as_array().expect("a list of deals") {
+                for h in s["holders"].as_array().expect("holders") {
+                    if h["address"].as_str() == Some(node3.as_str()) {
+                        ordered += amount(&h["slashed"]);
+                    }
+                }
+            }
+        }
+        assert!(
+            stake >= stake_at_genesis - ordered.min(stake_at_genesis),
+            "node 3 lost more than its misses ordered: {stake} of {stake_at_genesis}, {ordered} ordered"
+        );
+        if stake < stake_at_genesis {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slash reached node 3's stake: {account}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The file still reads, from the holders that kept their shards.
+    let gateway = line(lines, "gateway http://").trim_start_matches("gateway http://");
+    let (head, body) = http_get(gateway, &format!("/huds/{cap}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let expected: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert!(body == expected, "the kept file reads back whole");
+    // `huds deal status` says what was slashed, in words too.
+    let text = common::run(&node0, &["--api", api, "deal", "status", cap]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("slashed"), "{text}");
 }
 
 /// The owner of a deal opened by `huds add` through node 0 ends it: the periods not begun come back, and

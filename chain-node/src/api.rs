@@ -3,9 +3,9 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
-//! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce"}` (committed state) |
+//! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce","validator_stake","storage_stake","storage_registered","unbonding"}` (committed state; amounts in IOST) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
-//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed","missed","slashed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
 //! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]` | `{"id","owner","name","shard","height","version","versions":[{"version","height","root"}],"next"}`: a volume at its owner's shard's tip: `version` is the newest (0: never published), `versions` those after `after` (default 0), 256 a page, `root` in hex (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/prove/volume?owner=ios1...&name=NAME&version=N` | a proof of that version (`chain::spv::Proof::Volume`) against the owner's shard's newest certified state, which also shows whether it is the newest; 404 when the shard has no such version |
@@ -487,6 +487,8 @@ async fn deal(
                     "pay": pays.get(i).map_or(0, |a| a.0),
                     "next": p.next,
                     "passed": p.passed,
+                    "missed": p.missed,
+                    "slashed": p.slashed.0,
                 })
             })
             .collect();
@@ -842,6 +844,10 @@ async fn account(
         "shard": shard,
         "balance": account.balance.to_string(),
         "nonce": account.nonce,
+        "validator_stake": account.validator_stake.to_string(),
+        "storage_stake": account.storage_stake.to_string(),
+        "storage_registered": account.storage_registered,
+        "unbonding": account.unbonding.to_string(),
     })))
 }
 

@@ -23,6 +23,8 @@ use chain::block::BEACON_SHARD;
 pub const COMMITTEE_SIZE: usize = 4;
 pub const VALIDATOR_STAKE_IOST: u64 = 1_000_000;
 pub const WALLET_IOST: u64 = 1_000_000;
+/// The storage stake of each devnet storage node registered at genesis: what a missed proof is slashed from.
+pub const STORAGE_STAKE_IOST: u64 = 1_000;
 /// Blocks a candidate's registration stays valid for.
 const CANDIDATE_EXPIRY_BLOCKS: u64 = 10_000;
 
@@ -47,6 +49,8 @@ pub struct DevnetOptions {
     pub shards: u16,
     /// The accounts funded at genesis with [`WALLET_IOST`] each.
     pub wallets: Vec<Address>,
+    /// Storage nodes registered at genesis with [`STORAGE_STAKE_IOST`] each of storage stake.
+    pub storage_nodes: Vec<Address>,
     pub block_txs_max: usize,
     pub bft: Option<fn(u32, ShardId) -> chain::bft::Config>,
     pub sync_writes: bool,
@@ -65,6 +69,7 @@ impl DevnetOptions {
         Self {
             shards,
             wallets,
+            storage_nodes: Vec::new(),
             block_txs_max: 1024,
             bft: None,
             sync_writes: true,
@@ -89,14 +94,15 @@ impl DevnetOptions {
 /// Shard heights per epoch in a devnet: about 40 s of an idle shard.
 pub const DEFAULT_EPOCH_LENGTH: u64 = 256;
 
-/// The devnet genesis: `validators` validators (deterministic devnet keys), the given wallets funded, and
+/// The devnet genesis: `validators` validators (deterministic devnet keys), the given wallets funded,
 /// `candidates` more validator accounts (the next devnet keys) funded with a stake and fees but not
-/// registered.
+/// registered, and the given storage nodes registered with [`STORAGE_STAKE_IOST`] of storage stake.
 pub fn genesis(
     shards: u16,
     validators: usize,
     candidates: usize,
     wallets: &[Address],
+    storage_nodes: &[Address],
 ) -> Result<Genesis, GenesisError> {
     let stake = Amount::from_iost(VALIDATOR_STAKE_IOST).expect("a small amount");
     let funded = Amount::from_iost(WALLET_IOST).expect("a small amount");
@@ -107,6 +113,8 @@ pub fn genesis(
     config.wallets.extend(
         (validators..validators + candidates).map(|i| (validator_account(i), candidate_funds)),
     );
+    let storage_stake = Amount::from_iost(STORAGE_STAKE_IOST).expect("a small amount");
+    config.storage_nodes = storage_nodes.iter().map(|a| (*a, storage_stake)).collect();
     config.build()
 }
 
@@ -143,6 +151,7 @@ impl ChainDevnet {
             options.registered_count(),
             options.candidates,
             &options.wallets,
+            &options.storage_nodes,
         )?);
         let beacon = Arc::new(Beacon::from_genesis(
             &genesis,

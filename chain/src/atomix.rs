@@ -47,22 +47,33 @@ pub fn totals_key() -> Hash {
 pub struct Totals {
     pub locked_out: u128,
     pub committed_in: u128,
+    /// Storage stake burned by slashes on this shard (`specs/economics.md` §5.7).
+    pub burned: u128,
 }
 
 impl Totals {
+    /// The two Atomix totals, then the burned total only once something was burned (a shard that never
+    /// slashed keeps the leaf it always had).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.fixed(&self.locked_out.to_be_bytes())
             .fixed(&self.committed_in.to_be_bytes());
+        if self.burned != 0 {
+            w.fixed(&self.burned.to_be_bytes());
+        }
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let t = Self {
+        let mut t = Self {
             locked_out: u128::from_be_bytes(r.array()?),
             committed_in: u128::from_be_bytes(r.array()?),
+            burned: 0,
         };
+        if bytes.len() > 32 {
+            t.burned = u128::from_be_bytes(r.array()?);
+        }
         r.finish()?;
         Ok(t)
     }

@@ -43,6 +43,9 @@ pub struct GenesisConfig {
     pub allocation_holders: [Address; 5],
     pub validators: Vec<GenesisValidator>,
     pub wallets: Vec<(Address, Amount)>,
+    /// Storage nodes registered at genesis with this storage stake (added to the account when the address
+    /// is also a wallet's).
+    pub storage_nodes: Vec<(Address, Amount)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +90,7 @@ impl GenesisConfig {
             allocation_holders,
             validators,
             wallets,
+            storage_nodes: Vec::new(),
         }
     }
 
@@ -98,6 +102,7 @@ impl GenesisConfig {
             .iter()
             .map(|v| v.stake)
             .chain(self.wallets.iter().map(|w| w.1))
+            .chain(self.storage_nodes.iter().map(|n| n.1))
         {
             devnet_total =
                 devnet_total
@@ -155,6 +160,21 @@ impl GenesisConfig {
                 },
             ));
         }
+        for (address, stake) in &self.storage_nodes {
+            let staked = |account: &mut Account| {
+                account.storage_stake = *stake;
+                account.storage_registered = true;
+            };
+            match accounts.iter_mut().find(|(a, _)| a == address) {
+                Some((_, account)) if !account.storage_registered => staked(account),
+                Some(_) => return Err(GenesisError::DuplicateAddress(*address)),
+                None => {
+                    let mut account = Account::default();
+                    staked(&mut account);
+                    accounts.push((*address, account));
+                }
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (address, _) in &accounts {
             if !seen.insert(*address) {
@@ -211,6 +231,7 @@ mod tests {
         let config = GenesisConfig {
             validators: vec![],
             wallets: vec![],
+            storage_nodes: vec![],
             ..GenesisConfig::devnet(1, 0, Amount(0), Amount(0))
         };
         let accounts = config.accounts().expect("valid");
@@ -233,10 +254,33 @@ mod tests {
 
     #[test]
     fn devnet_extras_come_out_of_community_and_supply_is_exact_over_shards() {
-        let config = GenesisConfig::devnet(3, 12, iost(1_000_000), iost(5_000));
+        let mut config = GenesisConfig::devnet(3, 12, iost(1_000_000), iost(5_000));
+        // A storage node on the wallet's address and one on its own.
+        let wallet = config.wallets[0].0;
+        let node = Address([9; 32]);
+        config.storage_nodes = vec![(wallet, iost(100)), (node, iost(50))];
         let accounts = config.accounts().expect("valid");
         let community = accounts[2].1.balance;
-        assert_eq!(community, iost(2_625_000_000 - 12_000_000 - 5_000));
+        assert_eq!(community, iost(2_625_000_000 - 12_000_000 - 5_000 - 150));
+        let of = |a: &Address| {
+            accounts
+                .iter()
+                .find(|(b, _)| b == a)
+                .map(|(_, x)| x.clone())
+        };
+        let w = of(&wallet).expect("the wallet");
+        assert_eq!(
+            (w.balance, w.storage_stake, w.storage_registered),
+            (iost(5_000), iost(100), true)
+        );
+        let n = of(&node).expect("the node");
+        assert_eq!(
+            (n.balance, n.storage_stake, n.storage_registered),
+            (Amount::ZERO, iost(50), true)
+        );
+        let mut twice = config.clone();
+        twice.storage_nodes.push((node, iost(1)));
+        assert_eq!(twice.accounts(), Err(GenesisError::DuplicateAddress(node)));
         let total: u128 = (0..3)
             .map(|s| {
                 config

@@ -8,7 +8,7 @@
 
 use crate::address::{Address, ShardId, shard_of};
 use crate::amount::Amount;
-use crate::atomix::{self, Inbound, InboundError, Lock, Totals};
+use crate::atomix::{self, Inbound, InboundError, Lock, LockKind, Totals};
 use crate::codec::Writer;
 use crate::crypto::{Hash, hash_with};
 use crate::registry::{self, Cursor, RegistryEvent};
@@ -50,6 +50,9 @@ pub struct ChainParams {
     pub unbonding_delay_blocks: u64,
     /// The shard blocks of one storage period: the unit deals are priced, proven and paid in.
     pub storage_period_blocks: u64,
+    /// What a missed proof costs its holder, in periods of its pay in that deal: that much of its storage
+    /// stake is burned (at most all of it; `specs/economics.md` §5.7).
+    pub slash_periods: u64,
 }
 
 impl ChainParams {
@@ -64,6 +67,7 @@ impl ChainParams {
             unbonding_delay_blocks: 3 * 256,
             // Short, so that a test sees several periods pass within a minute.
             storage_period_blocks: 16,
+            slash_periods: 4,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct State {
     volumes: BTreeMap<(Hash, u64), Arc<VolumeVersion>>,
     /// Versions published since the last [`State::persist_into`].
     new_volumes: Vec<(Hash, u64)>,
+    /// The slash locks the newest block's [`State::begin_block`] made for holders of other shards.
+    slash_locks: Vec<Lock>,
 }
 
 /// Where one holder's proofs of one deal stand.
@@ -145,19 +151,44 @@ pub struct Proven {
     pub next: u64,
     /// Periods it proved and was paid for.
     pub passed: u64,
+    /// Periods whose window closed without its proof.
+    pub missed: u64,
+    /// The storage stake its misses ordered burned (what its shard could take may be less).
+    pub slashed: Amount,
 }
 
 impl Proven {
+    /// `next` and `passed`, then `missed` and `slashed` once it missed a period (a record that never
+    /// missed keeps the 16 bytes it always had).
     fn encode(&self) -> Vec<u8> {
-        [self.next.to_be_bytes(), self.passed.to_be_bytes()].concat()
+        let mut bytes = [self.next.to_be_bytes(), self.passed.to_be_bytes()].concat();
+        if self.missed != 0 || self.slashed.0 != 0 {
+            bytes.extend_from_slice(&self.missed.to_be_bytes());
+            bytes.extend_from_slice(&self.slashed.0.to_be_bytes());
+        }
+        bytes
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes: [u8; 16] = bytes.try_into().ok()?;
-        Some(Self {
-            next: u64::from_be_bytes(bytes[..8].try_into().ok()?),
-            passed: u64::from_be_bytes(bytes[8..].try_into().ok()?),
-        })
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        match bytes.len() {
+            16 => Some(Self {
+                next: word(0)?,
+                passed: word(1)?,
+                ..Self::default()
+            }),
+            32 => Some(Self {
+                next: word(0)?,
+                passed: word(1)?,
+                missed: word(2)?,
+                slashed: Amount(word(3)?),
+            }),
+            _ => None,
+        }
     }
 
     fn value_hash(&self) -> Hash {
@@ -183,6 +214,15 @@ fn seed_value(end: u64, seed: &Hash) -> Hash {
 pub fn payout_id(deal: &Hash, holder: u8, period: u64) -> Hash {
     hash_with(
         "IOS storage payout v1",
+        &[deal, &[holder], &period.to_be_bytes()],
+    )
+}
+
+/// The id of the slash a missed proof orders: the Atomix id of its lock when the holder lives on another
+/// shard.
+pub fn slash_id(deal: &Hash, holder: u8, period: u64) -> Hash {
+    hash_with(
+        "IOS storage slash v1",
         &[deal, &[holder], &period.to_be_bytes()],
     )
 }
@@ -235,6 +275,7 @@ impl State {
             seed_dirty: false,
             volumes: BTreeMap::new(),
             new_volumes: Vec::new(),
+            slash_locks: Vec::new(),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -454,6 +495,109 @@ impl State {
             self.tree.insert(seed_key(), seed_value(seed.0, &seed.1));
             self.seed_dirty = true;
         }
+        self.slash_locks.clear();
+        self.slash_misses(height);
+    }
+
+    /// The first block after a proof window closes records every holder whose proof of that window's
+    /// period never came: its `missed` count grows, its `next` moves past the period (the pay stays in
+    /// escrow for the owner), and `slash_periods` × its pay per period of the deal is slashed from its
+    /// storage stake, here if it lives on this shard, else through a slash lock for its shard
+    /// (`specs/economics.md` §5.7). Windows close on the grid: the window of the period ending at `e` is
+    /// `e + 1 ..= e + P`, so at height `h` with `h - 1` on the grid, the period that ended at `h - 1 - P`
+    /// is settled. One pass over the deals per period.
+    fn slash_misses(&mut self, height: u64) {
+        let period = self.params.storage_period_blocks.max(1);
+        let Some(closed) = height.checked_sub(1) else {
+            return;
+        };
+        if closed % period != 0 || closed < 2 * period {
+            return;
+        }
+        let ended = closed - period;
+        let mut misses = Vec::new();
+        for (id, record) in &self.deals {
+            if record.period_blocks != period || ended < record.start_height + period {
+                continue;
+            }
+            let p = (ended - record.start_height) / period - 1;
+            if p >= record.periods {
+                continue;
+            }
+            let Some(terms) = self.terms.get(id) else {
+                continue;
+            };
+            let Ok(pay) = terms.per_period() else {
+                continue;
+            };
+            for (h, holder) in terms.holders.iter().enumerate() {
+                let h = u8::try_from(h).expect("at most 32 holders");
+                if self.proven(id, h).next <= p {
+                    misses.push((
+                        *id,
+                        h,
+                        holder.address(),
+                        record.owner,
+                        p,
+                        pay[usize::from(h)],
+                    ));
+                }
+            }
+        }
+        for (id, h, holder, owner, p, pay) in misses {
+            let penalty = Amount(pay.0.saturating_mul(self.params.slash_periods));
+            let mut proven = self.proven(&id, h);
+            proven.next = p + 1;
+            proven.missed += 1;
+            proven.slashed = Amount(proven.slashed.0.saturating_add(penalty.0));
+            self.tree.insert(proven_key(&id, h), proven.value_hash());
+            self.proven.insert((id, h), proven);
+            self.dirty_proven.insert((id, h));
+            if penalty.0 == 0 {
+                continue;
+            }
+            if shard_of(&holder, self.params.shard_count) == self.shard {
+                self.burn_storage_stake(holder, penalty);
+            } else {
+                let lock = Lock {
+                    tx_id: slash_id(&id, h, p),
+                    from: owner,
+                    to: holder,
+                    amount: penalty,
+                    kind: LockKind::Slash,
+                };
+                self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
+                self.slash_locks.push(lock);
+            }
+        }
+    }
+
+    /// Burns up to `amount` of an account's storage stake (all of it when it has less; nothing when it has
+    /// none) and tells the beacon chain its new stake. Returns what was burned.
+    fn burn_storage_stake(&mut self, address: Address, amount: Amount) -> Amount {
+        let Some(mut account) = self.accounts.get(&address).cloned() else {
+            return Amount::ZERO;
+        };
+        let taken = Amount(amount.0.min(account.storage_stake.0));
+        if taken.0 == 0 {
+            return taken;
+        }
+        account.storage_stake = Amount(account.storage_stake.0 - taken.0);
+        let registered = account.storage_registered;
+        let stake = account.storage_stake;
+        self.set_account(address, account);
+        let mut totals = self.totals;
+        totals.burned += u128::from(taken.0);
+        self.set_totals(totals);
+        if registered {
+            self.emit(RegistryEvent::StorageNode { id: address, stake });
+        }
+        taken
+    }
+
+    /// The slash locks the newest block made for holders of other shards (see [`State::begin_block`]).
+    pub fn slash_locks(&self) -> &[Lock] {
+        &self.slash_locks
     }
 
     /// The period of a deal its holders may prove in a block at `height` whose seed ends at `seed_end`: the
@@ -551,6 +695,7 @@ impl State {
         let proven = Proven {
             next: proof.period + 1,
             passed: proven.passed + 1,
+            ..proven
         };
         if shard_of(&holder, self.params.shard_count) == self.shard {
             let mut account = self.accounts.get(&holder).cloned().unwrap_or_default();
@@ -565,6 +710,7 @@ impl State {
                 from: record.owner,
                 to: holder,
                 amount: pay,
+                kind: LockKind::Transfer,
             };
             let mut totals = self.totals;
             totals.locked_out += u128::from(pay.0);
@@ -593,6 +739,7 @@ impl State {
             from: record.owner,
             to: holder,
             amount,
+            kind: LockKind::Transfer,
         })
     }
 
@@ -601,11 +748,11 @@ impl State {
         self.totals
     }
 
-    /// The supply this shard answers for: its holdings, plus what it locked out, minus what it committed
-    /// in. Every transaction and every inbound leaves it unchanged, so it always equals the shard's genesis
-    /// supply.
+    /// The supply this shard answers for: its holdings, plus what it locked out and what slashes burned,
+    /// minus what it committed in. Every transaction, inbound and slash leaves it unchanged, so it always
+    /// equals the shard's genesis supply.
     pub fn accountable_supply(&self) -> u128 {
-        self.total_supply() + self.totals.locked_out - self.totals.committed_in
+        self.total_supply() + self.totals.locked_out + self.totals.burned - self.totals.committed_in
     }
 
     /// Whether the Atomix lock of transaction `tx_id` (of another shard) was committed here.
@@ -641,11 +788,16 @@ impl State {
         let mut seen = BTreeSet::new();
         let mut credits: BTreeMap<Address, Account> = BTreeMap::new();
         let mut totals = self.totals;
+        let mut slashes = Vec::new();
         for (lock, _) in &inbound.locks {
             if self.is_committed(&lock.tx_id) || !seen.insert(lock.tx_id) {
                 return Err(InboundError::AlreadyCommitted(
                     lock.tx_id[..8].iter().map(|b| format!("{b:02x}")).collect(),
                 ));
+            }
+            if lock.kind == LockKind::Slash {
+                slashes.push((lock.to, lock.amount));
+                continue;
             }
             let account = match credits.get_mut(&lock.to) {
                 Some(a) => a,
@@ -666,6 +818,10 @@ impl State {
             self.set_leaf(atomix::done_key(&tx_id), atomix::done_value());
         }
         self.set_totals(totals);
+        // Slashes after the credits: a holder paid and slashed in one inbound loses stake, not pay.
+        for (holder, amount) in slashes {
+            self.burn_storage_stake(holder, amount);
+        }
         Ok(())
     }
 
@@ -751,6 +907,7 @@ impl State {
                         from,
                         to: *to,
                         amount: *amount,
+                        kind: LockKind::Transfer,
                     });
                 } else if *to == from {
                     sender.balance = sender
@@ -1434,6 +1591,7 @@ mod tests {
             from: Address::of(&alice.public()),
             to,
             amount: Amount(300_000_000),
+            kind: LockKind::Transfer,
         };
         let inbound = inbound_of(&mut input, std::slice::from_ref(&lock));
 
@@ -1544,6 +1702,7 @@ mod tests {
                 from: alice_at,
                 to,
                 amount: Amount(1_000 + nonce),
+                kind: LockKind::Transfer,
             });
             if lock_hit && done_hit {
                 break;
@@ -1803,6 +1962,196 @@ mod tests {
         (shards, leaves)
     }
 
+    /// Issue 15 item 5: a holder whose proof never comes loses `slash_periods` × its pay from its storage
+    /// stake at the first block after the window closes, never before; on its own shard directly, on
+    /// another through a slash lock that only burns stake; the supply holds on both shards, and a slash lock
+    /// proves nothing else.
+    #[test]
+    fn a_missed_proof_burns_storage_stake_here_or_through_a_slash_lock() {
+        let params = ChainParams::devnet(2);
+        let alice = SecretKey::dev("alice");
+        let me = Address::of(&alice.public());
+        let home = shard_of(&me, 2);
+        let away = ShardId(1 - home.0);
+        let mut state = State::new(params.clone(), home);
+        let mut other = State::new(params.clone(), away);
+        state.set_account(
+            me,
+            Account {
+                balance: Amount::from_iost(1000).expect("small"),
+                ..Account::default()
+            },
+        );
+        let on = |want_home: bool| {
+            (0..)
+                .map(|i| SecretKey::dev(&format!("holder{i}")))
+                .filter(move |k| (shard_of(&Address::of(&k.public()), 2) == home) == want_home)
+        };
+        // Holder 0 (here) stakes more than a slash, holder 1 (here) less, holder 2 lives on the other shard.
+        let mut keys: Vec<SecretKey> = on(true).take(2).collect();
+        keys.extend(on(false).take(1));
+        let address = |i: usize| Address::of(&keys[i].public());
+        let staked = |stake: u64| Account {
+            storage_stake: Amount(stake),
+            storage_registered: true,
+            ..Account::default()
+        };
+        state.set_account(address(0), staked(100_000));
+        state.set_account(address(1), staked(5_000));
+        other.set_account(address(2), staked(10_000));
+        let (_, leaves) = stored_shards();
+        let terms = DealTerms {
+            root: vec![1, 0x55, 0x1e, 32, 7, 7],
+            size: 3_400,
+            k: 2,
+            m: 1,
+            periods: 5,
+            holders: keys
+                .iter()
+                .map(|k| crate::types::deal::Holder {
+                    key: k.public(),
+                    price: Amount(1 << 30),
+                })
+                .collect(),
+            placement: vec![0, 1, 2, 1, 2, 0],
+            segment_lens: vec![1_000, 700],
+            commitments_root: smt::list_root(&leaves),
+        };
+        let id = terms.id(&me);
+        let signatures = keys
+            .iter()
+            .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
+            .collect();
+        let open = tx(
+            &alice,
+            0,
+            TxKind::OpenDeal {
+                terms: terms.clone(),
+                signatures,
+            },
+        );
+        let hash_of = |h: u64| hash_with("test block", &[&h.to_be_bytes()]);
+        for h in 1..=5 {
+            state.begin_block(h, &hash_of(h - 1));
+        }
+        state.apply(&open, 5).expect("opens");
+        let (supply, other_supply) = (state.accountable_supply(), other.accountable_supply());
+        let events = state.outbox.count;
+        // Period 0 covers heights 17..=32, its window 33..=48: nobody is slashed while it is open.
+        for h in 6..=48 {
+            state.begin_block(h, &hash_of(h - 1));
+            assert!(state.slash_locks().is_empty(), "nothing at height {h}");
+        }
+        assert_eq!(state.proven(&id, 0), Proven::default());
+        assert_eq!(
+            state.account(&address(0)).map(|a| a.storage_stake),
+            Some(Amount(100_000))
+        );
+
+        // Height 49: the window closed without a proof from anyone. Each pays 1,700 a period, so each
+        // slash is 4 × 1,700 = 6,800.
+        state.begin_block(49, &hash_of(48));
+        for holder in 0..3 {
+            assert_eq!(
+                state.proven(&id, holder),
+                Proven {
+                    next: 1,
+                    passed: 0,
+                    missed: 1,
+                    slashed: Amount(6_800),
+                }
+            );
+        }
+        assert_eq!(
+            state.account(&address(0)).map(|a| a.storage_stake),
+            Some(Amount(100_000 - 6_800))
+        );
+        assert_eq!(
+            state.account(&address(1)).map(|a| a.storage_stake),
+            Some(Amount::ZERO),
+            "a slash takes all of a smaller stake, and no more"
+        );
+        assert_eq!(state.atomix_totals().burned, 6_800 + 5_000);
+        assert_eq!(
+            state.accountable_supply(),
+            supply,
+            "burned stake stays accounted for"
+        );
+        assert_eq!(
+            state.outbox.count,
+            events + 2,
+            "the beacon hears both new stakes"
+        );
+        let lock = Lock {
+            tx_id: slash_id(&id, 2, 0),
+            from: me,
+            to: address(2),
+            amount: Amount(6_800),
+            kind: LockKind::Slash,
+        };
+        assert_eq!(state.slash_locks(), std::slice::from_ref(&lock));
+        assert!(state.is_locked(&lock.tx_id));
+        assert_eq!(
+            state.atomix_totals().locked_out,
+            0,
+            "a slash moves no value out"
+        );
+        // The period's pay stays in escrow, for the owner when the deal settles.
+        assert_eq!(state.deal(&id).map(|d| d.paid), Some(Amount::ZERO));
+        // The next block settles nothing again.
+        state.begin_block(50, &hash_of(49));
+        assert!(state.slash_locks().is_empty());
+        assert_eq!(state.proven(&id, 0).missed, 1);
+
+        // On the holder's shard the lock burns its stake, once, and the supply holds there too.
+        let inbound = inbound_of(&mut state, std::slice::from_ref(&lock));
+        other.apply_inbound(&inbound).expect("the slash is proven");
+        assert_eq!(
+            other
+                .account(&address(2))
+                .map(|a| (a.storage_stake, a.balance)),
+            Some((Amount(10_000 - 6_800), Amount::ZERO))
+        );
+        assert_eq!(other.atomix_totals().burned, 6_800);
+        assert_eq!(other.accountable_supply(), other_supply);
+        assert!(matches!(
+            other.apply_inbound(&inbound),
+            Err(InboundError::AlreadyCommitted(_))
+        ));
+        // The slash's leaf proves no transfer: relayed as a credit, it is refused.
+        let mut as_credit = inbound.clone();
+        as_credit.locks[0].0.kind = LockKind::Transfer;
+        let mut fresh = State::new(params.clone(), away);
+        assert!(matches!(
+            fresh.apply_inbound(&as_credit),
+            Err(InboundError::BadProof { .. })
+        ));
+        // And an inbound survives its encoding with its kinds.
+        assert_eq!(Inbound::decode(&inbound.encode()), Ok(inbound.clone()));
+        // Both shards reload to the same roots, records and totals.
+        for s in [&mut state, &mut other] {
+            let (mut loaded, _) = reload(s);
+            assert_eq!(loaded.root(), s.root());
+            assert_eq!(loaded.atomix_totals(), s.atomix_totals());
+            assert_eq!(loaded.proven(&id, 2), s.proven(&id, 2));
+        }
+
+        // A deal ended early is not slashed past its end: ended in period 2 (heights 49..=64), it runs to
+        // the end of that period, whose window closes at 80; periods 3 and 4 never run.
+        let end = tx_until(&alice, 1, TxKind::EndDeal { deal: id }, 100);
+        state.apply(&end, 50).expect("ends");
+        for h in 51..=120 {
+            state.begin_block(h, &hash_of(h - 1));
+        }
+        assert_eq!(
+            state.proven(&id, 0).missed,
+            3,
+            "periods 0, 1 and 2 were missed"
+        );
+        assert_eq!(state.proven(&id, 0).next, 3, "period 3 never ran");
+        assert_eq!(state.accountable_supply(), supply);
+    }
+
     #[test]
     fn storage_proofs_pay_each_holder_once_per_period_and_anything_else_is_refused() {
         use crate::types::storage_proof::{self, ProofError, Sample};
@@ -2007,7 +2356,16 @@ mod tests {
         let record = state.deal(&id).cloned().expect("kept");
         assert_eq!(record.paid, Amount(1_700 * 8));
         assert_eq!(record.escrow_left, Amount(1_700));
-        assert_eq!(state.proven(&id, 1), Proven { next: 3, passed: 2 });
+        assert_eq!(
+            state.proven(&id, 1),
+            Proven {
+                next: 3,
+                passed: 2,
+                missed: 1,
+                slashed: Amount(4 * 1_700),
+            },
+            "its missed period 0 is recorded and slashed (it has no stake to take here)"
+        );
         assert_eq!(state.accountable_supply(), supply);
 
         // A restart keeps the proofs, the seed and the root.

@@ -714,6 +714,7 @@ impl<S: SimKeys> Sim<S> {
             from: Address::of(&self.adversaries[usize::from(shard)].public()),
             to: self.recipients[usize::from(shard)][0],
             amount: Amount::from_iost(1_000).expect("small"),
+            kind: chain::atomix::LockKind::Transfer,
         };
         let mut tree = SparseMerkleTree::new();
         tree.insert(Lock::key(&lock.tx_id), lock.value_hash());

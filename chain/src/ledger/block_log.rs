@@ -2,8 +2,9 @@
 //! as one shard (or the beacon chain) persists them in its store.
 
 use super::{ShardApp, Tip};
+use crate::atomix::{Lock, LockKind};
 use crate::block::Block;
-use crate::codec::Reader;
+use crate::codec::{Reader, Writer};
 use crate::crypto::Hash;
 use crate::store::{Store, StoreError, WriteBatch};
 
@@ -12,6 +13,9 @@ pub(super) const KEY_BLOCK_PREFIX: &[u8] = b"chain/block/";
 pub(super) const KEY_CERT_PREFIX: &[u8] = b"chain/cert/";
 /// `chain/tx/<id>` -> the height of the committed block that holds the transaction (for proofs).
 pub(super) const KEY_TX_PREFIX: &[u8] = b"chain/tx/";
+/// `chain/slashes/<height:u64 BE>` -> the slash locks the block at that height made for holders of other
+/// shards (kind-less lock encodings, one after another), so that they are relayed like a block's transfers.
+pub(super) const KEY_SLASHES_PREFIX: &[u8] = b"chain/slashes/";
 
 pub(super) fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
     [prefix, &height.to_be_bytes()].concat()
@@ -50,7 +54,36 @@ pub(crate) fn load_committed(store: &dyn Store, height: u64) -> Option<(Block, V
     Some((Block::decode(&block).ok()?, cert))
 }
 
+/// Adds the slash locks a committed block made to `batch`, each indexed by its id like a transaction.
+pub(super) fn put_slashes(batch: &mut WriteBatch, height: u64, locks: &[Lock]) {
+    if locks.is_empty() {
+        return;
+    }
+    let mut w = Writer::new();
+    for lock in locks {
+        lock.encode_into(&mut w);
+        batch.put([KEY_TX_PREFIX, &lock.tx_id].concat(), height.to_be_bytes());
+    }
+    batch.put(height_key(KEY_SLASHES_PREFIX, height), w.finish());
+}
+
 impl<St: Store> ShardApp<St> {
+    /// The slash locks the committed block at `height` made for holders of other shards.
+    pub fn slashes_at(&self, height: u64) -> Vec<Lock> {
+        let Ok(Some(bytes)) = self.store.get(&height_key(KEY_SLASHES_PREFIX, height)) else {
+            return Vec::new();
+        };
+        let mut r = Reader::new(&bytes);
+        let mut locks = Vec::new();
+        while r.remaining() > 0 {
+            match Lock::decode_from(&mut r, LockKind::Slash) {
+                Ok(lock) => locks.push(lock),
+                Err(_) => break,
+            }
+        }
+        locks
+    }
+
     /// The height of the committed block that holds transaction `id`, if this shard committed it.
     pub fn height_of_tx(&self, id: &Hash) -> Option<u64> {
         let height = self.store.get(&[KEY_TX_PREFIX, id].concat()).ok()??;

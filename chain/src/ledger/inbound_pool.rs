@@ -6,7 +6,7 @@ use crate::address::ShardId;
 use crate::address::shard_of;
 use crate::atomix::{
     BLOCK_INBOUND_BYTES_MAX, BLOCK_INBOUND_MAX, Certifier, CertifyError, Inbound, InboundError,
-    Lock,
+    Lock, LockKind,
 };
 use crate::bft::App;
 use crate::crypto::{Hash, hash_with};
@@ -268,15 +268,16 @@ impl<St: Store> ShardApp<St> {
                     from: tx.tx.sender_address(),
                     to: *to,
                     amount: *amount,
+                    kind: LockKind::Transfer,
                 };
                 let proof = self.state.prove_lock(&lock.tx_id);
                 by_shard.entry(shard).or_default().push((lock, proof));
             }
-            for lock in block
+            let payouts = block
                 .proofs
                 .iter()
-                .filter_map(|p| self.state.payout_lock(p))
-            {
+                .filter_map(|p| self.state.payout_lock(p));
+            for lock in payouts.chain(self.slashes_at(height)) {
                 let proof = self.state.prove_lock(&lock.tx_id);
                 by_shard
                     .entry(shard_of(&lock.to, shards))

@@ -384,6 +384,7 @@ impl<St: Store> App for ShardApp<St> {
         for lock in block.proofs.iter().filter_map(|p| state.payout_lock(p)) {
             batch.put([KEY_TX_PREFIX, &lock.tx_id].concat(), height.to_be_bytes());
         }
+        block_log::put_slashes(&mut batch, height, state.slash_locks());
         put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;
         self.state = state;

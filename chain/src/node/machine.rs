@@ -1352,7 +1352,8 @@ impl<D: Disk> Node<D> {
                 },
             );
             let shard_count = self.config.genesis.params.shard_count;
-            // Cross-shard transfers and the payouts of proofs to holders of other shards lock value.
+            // Cross-shard transfers and the payouts of proofs to holders of other shards lock value; the
+            // misses a block settles may slash holders of other shards.
             let locks = c.block.transactions.iter().any(|t| {
                 matches!(&t.tx.kind, crate::TxKind::Transfer { to, .. }
                     if crate::shard_of(to, shard_count) != c.shard)
@@ -1362,6 +1363,7 @@ impl<D: Disk> Node<D> {
                     .proofs
                     .iter()
                     .any(|p| state.payout_lock(p).is_some())
+                    || !lane.app().slashes_at(height).is_empty()
             });
             // Every member relays at once (a crashed one costs nothing); the retries are one member's,
             // in turn by height, so that a loaded chain does not carry four copies of every retry.

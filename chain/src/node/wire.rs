@@ -494,6 +494,7 @@ mod tests {
             from: Address([2; 32]),
             to: Address([3; 32]),
             amount: Amount(4),
+            kind: crate::atomix::LockKind::Transfer,
         };
         let mut tree = crate::smt::SparseMerkleTree::new();
         tree.insert(crate::atomix::Lock::key(&lock.tx_id), lock.value_hash());

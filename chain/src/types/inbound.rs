@@ -18,7 +18,7 @@ pub const BLOCK_INBOUND_BYTES_MAX: usize = 1024 * 1024;
 /// A relayed inbound, at most, in bytes: larger relays are cut into several.
 pub const INBOUND_RELAY_BYTES_MAX: usize = 128 * 1024;
 const HEADER_BYTES: usize = 1 + 4 + 2 + 8 + 32 * 4;
-const LOCK_BYTES: usize = 32 + 32 + 32 + 8;
+const LOCK_BYTES: usize = 1 + 32 + 32 + 32 + 8;
 /// A state proof, at most: every sibling and a leaf terminal.
 const PROOF_BYTES_MAX: usize = 4 + 256 * 32 + 1 + 64;
 /// An encoded inbound, at most.
@@ -29,14 +29,47 @@ pub const INBOUND_BYTES_MAX: usize = 4
     + 4
     + INBOUND_LOCKS_MAX * (LOCK_BYTES + PROOF_BYTES_MAX);
 
-/// Value moved out of a sender on the input shard, waiting to be committed on the recipient's shard.
+/// What committing a lock does on the recipient's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockKind {
+    /// Value moved out of `from` on the input shard: `amount` is credited to `to`'s balance.
+    #[default]
+    Transfer,
+    /// A storage node of the output shard missed a proof on the input shard (`economics.md` §5.7): up to
+    /// `amount` of `to`'s storage stake is burned. Nothing left the input shard.
+    Slash,
+}
+
+impl LockKind {
+    fn tag(self) -> u8 {
+        match self {
+            LockKind::Transfer => 0,
+            LockKind::Slash => 1,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<Self, DecodeError> {
+        match tag {
+            0 => Ok(LockKind::Transfer),
+            1 => Ok(LockKind::Slash),
+            tag => Err(DecodeError::UnknownTag {
+                what: "lock kind",
+                tag,
+            }),
+        }
+    }
+}
+
+/// Value moved out of a sender on the input shard, waiting to be committed on the recipient's shard, or a
+/// slash of a recipient's storage stake (see [`LockKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
-    /// The transfer that made it; a lock is committed at most once, by this id.
+    /// The transfer (or payout, or slash) that made it; a lock is committed at most once, by this id.
     pub tx_id: Hash,
     pub from: Address,
     pub to: Address,
     pub amount: Amount,
+    pub kind: LockKind,
 }
 
 impl Lock {
@@ -45,10 +78,17 @@ impl Lock {
         hash_with("IOS atomix lock key v1", &[tx_id])
     }
 
+    /// The value of its state-tree leaf. The kind picks the domain, so a transfer's leaf never proves a
+    /// slash nor a slash's a transfer.
     pub fn value_hash(&self) -> Hash {
-        hash_with("IOS atomix lock v1", &[&self.encode()])
+        let domain = match self.kind {
+            LockKind::Transfer => "IOS atomix lock v1",
+            LockKind::Slash => "IOS atomix slash v1",
+        };
+        hash_with(domain, &[&self.encode()])
     }
 
+    /// The lock's fields without its kind (what its leaf hashes under the kind's domain).
     pub fn encode_into(&self, w: &mut Writer) {
         w.fixed(&self.tx_id)
             .fixed(&self.from.0)
@@ -62,13 +102,26 @@ impl Lock {
         w.finish()
     }
 
-    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Decodes the fields [`Lock::encode_into`] writes, for a lock of `kind`.
+    pub fn decode_from(r: &mut Reader<'_>, kind: LockKind) -> Result<Self, DecodeError> {
         Ok(Self {
             tx_id: r.array()?,
             from: Address(r.array()?),
             to: Address(r.array()?),
             amount: Amount(r.u64()?),
+            kind,
         })
+    }
+
+    /// The kind, then the fields: how an inbound carries a lock.
+    fn encode_tagged(&self, w: &mut Writer) {
+        w.u8(self.kind.tag());
+        self.encode_into(w);
+    }
+
+    fn decode_tagged(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let kind = LockKind::from_tag(r.u8()?)?;
+        Self::decode_from(r, kind)
     }
 }
 
@@ -139,9 +192,13 @@ impl Inbound {
     /// certificate, whose signer set differs between members, nor the proofs, which follow from the header
     /// and the locks).
     pub fn content_id(&self) -> Hash {
-        let locks: Vec<u8> = self.locks.iter().flat_map(|(l, _)| l.encode()).collect();
+        let mut locks = Writer::new();
+        for (lock, _) in &self.locks {
+            lock.encode_tagged(&mut locks);
+        }
+        let locks = locks.finish();
         hash_with(
-            "IOS atomix inbound content v2",
+            "IOS atomix inbound content v3",
             &[&self.header.hash(), &locks],
         )
     }
@@ -152,7 +209,7 @@ impl Inbound {
         w.var(&h.finish()).var(&self.certificate);
         w.u32(u32::try_from(self.locks.len()).expect("at most INBOUND_LOCKS_MAX locks"));
         for (lock, proof) in &self.locks {
-            lock.encode_into(w);
+            lock.encode_tagged(w);
             proof.encode_into(w);
         }
     }
@@ -173,7 +230,7 @@ impl Inbound {
         let count = r.count("inbound locks", INBOUND_LOCKS_MAX, LOCK_BYTES + 5)?;
         let mut locks = Vec::with_capacity(count);
         for _ in 0..count {
-            let lock = Lock::decode_from(r)?;
+            let lock = Lock::decode_tagged(r)?;
             let proof = smt::Proof::decode_from(r)?;
             locks.push((lock, proof));
         }
@@ -316,6 +373,7 @@ mod tests {
             from: Address([1; 32]),
             to: Address([2; 32]),
             amount: Amount(5),
+            kind: LockKind::Transfer,
         };
         let mut tree = smt::SparseMerkleTree::new();
         tree.insert(Lock::key(&lock.tx_id), lock.value_hash());
