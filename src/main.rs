@@ -13,6 +13,7 @@ mod metrics;
 mod mount;
 mod network;
 mod prover;
+mod registry;
 mod rm;
 mod settings;
 mod volume;

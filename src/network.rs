@@ -377,6 +377,26 @@ pub fn devnet(
         let (mut homes, running) = start_mesh(dir, nodes).await?;
         let (bound, api_task) =
             start_api(&running[0], &mut homes[0], api_addr, Some(chain.api())).await?;
+        // Placement and repair choose only storage nodes the chain registers (all of the devnet's, at
+        // genesis): read once before anything is stored, then kept current.
+        let registry = {
+            let api = format!("http://{bound}");
+            let started = Instant::now();
+            let registered = loop {
+                let a = api.clone();
+                match tokio::task::spawn_blocking(move || crate::registry::fetch(&a)).await? {
+                    Ok(r) => break r,
+                    Err(e) if started.elapsed() > PEERS_WAIT => {
+                        return Err(e.context("reading the chain's storage-node registry"));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            for n in &running {
+                n.handle.set_registry(registered.clone());
+            }
+            crate::registry::start(running.iter().map(|n| n.handle.clone()).collect(), api)
+        };
         let locals = running.iter().map(|n| n.handle.clone()).collect();
         let (gateway_bound, gateway_task) = start_gateway(
             &running[0],
@@ -432,6 +452,7 @@ pub fn devnet(
         std::io::stdout().flush()?;
         stop.wait().await;
         drop(provers);
+        drop(registry);
         api_task.abort();
         gateway_task.abort();
         for n in running {

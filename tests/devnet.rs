@@ -96,6 +96,7 @@ fn devnet_stores_and_reads_back_then_resumes_on_restart() {
         random_posix_operations_on_a_volume_match_a_local_directory(dir.path(), lines);
         pjdfstest_fails_only_where_a_unixfs_tree_cannot_follow(dir.path(), lines);
         kept = a_file_kept_under_a_long_deal(dir.path(), lines);
+        a_peer_the_chain_does_not_register_is_given_no_shards(dir.path(), lines);
     });
     assert_eq!(first.iter().filter(|l| l.starts_with("node ")).count(), 6);
     assert!(
@@ -291,6 +292,90 @@ fn a_file_kept_under_a_long_deal(dir: &std::path::Path, lines: &[String]) -> Str
     );
     assert_eq!(added["deal"]["holders"].as_u64(), Some(6), "{added}");
     added["cap"].as_str().expect("cap").to_string()
+}
+
+/// Issue 15 item 1: a storage node that joins the network but is not registered on the chain is seen by
+/// node 0 as a storage peer, yet no upload through node 0 places a shard on it.
+fn a_peer_the_chain_does_not_register_is_given_no_shards(dir: &std::path::Path, lines: &[String]) {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let api = line(lines, "api ").trim_start_matches("api ");
+    let node0 = dir.join("node-0");
+    let first = line(lines, "node 0 peer ");
+    let words: Vec<&str> = first.split_whitespace().collect();
+    let bootstrap = format!("{}/p2p/{}", words[6], words[3]);
+    let home = dir.join("unregistered");
+    let init = common::run(&home, &["init"]);
+    assert!(init.status.success(), "{init:?}");
+    let mut child = Command::new(common::huds())
+        .arg("--data")
+        .arg(&home)
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &bootstrap,
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn huds node");
+    let stdout = child.stdout.take().expect("stdout");
+    let _child = Kill(child);
+    let own_api = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("api ").map(str::to_string))
+        .expect("an api line");
+    let peers = |v: &serde_json::Value| v["peers"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = common::run_json(&node0, &["--api", api, "node", "status"]);
+        if peers(&status) >= 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 0 never met the new node: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Eight one-segment files of six shards each: over seven storage nodes, XOR placement would put some
+    // on the newcomer many times over.
+    for i in 0..8 {
+        let file = dir.join(format!("placed-{i}.txt"));
+        std::fs::write(
+            &file,
+            format!("placed only on registered nodes, number {i}"),
+        )
+        .expect("write");
+        let added = common::run_json(
+            &node0,
+            &[
+                "--api",
+                api,
+                "add",
+                "--no-deal",
+                file.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(added["cap"].as_str().is_some(), "{added}");
+    }
+    let own = common::run_json(&home, &["--api", &own_api, "node", "status"]);
+    assert!(peers(&own) >= 6, "the newcomer is in the network: {own}");
+    assert_eq!(
+        own["shards"].as_u64(),
+        Some(0),
+        "no shard on an unregistered node: {own}"
+    );
 }
 
 /// Issue 15 item 5: node 3 came back with an empty store, so it cannot answer its challenges. Each missed

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","storage_stake_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce","validator_stake","storage_stake","storage_registered","unbonding"}` (committed state; amounts in IOST) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
 //! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed","missed","slashed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
@@ -276,6 +276,7 @@ impl ChainApi {
             "chain_id": self.genesis.params.chain_id,
             "epoch": snapshot.epoch,
             "fee_min": self.genesis.params.fee_min.to_string(),
+            "storage_stake_min": self.genesis.params.storage_stake_min.to_string(),
             "shards": shards,
             "beacon": snapshot.beacon.as_ref().map_or(Value::Null, beacon_status),
         })

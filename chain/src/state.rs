@@ -53,6 +53,8 @@ pub struct ChainParams {
     /// What a missed proof costs its holder, in periods of its pay in that deal: that much of its storage
     /// stake is burned (at most all of it; `specs/economics.md` §5.7).
     pub slash_periods: u64,
+    /// The least storage stake that keeps a storage node in the registry placement chooses from.
+    pub storage_stake_min: Amount,
 }
 
 impl ChainParams {
@@ -68,6 +70,7 @@ impl ChainParams {
             // Short, so that a test sees several periods pass within a minute.
             storage_period_blocks: 16,
             slash_periods: 4,
+            storage_stake_min: Amount(100 * crate::amount::BASE_UNITS_PER_IOST),
         }
     }
 }

@@ -110,9 +110,7 @@ impl NetShardSink {
 }
 
 async fn live_nodes(node: &NodeHandle) -> Vec<PeerId> {
-    let mut nodes = node.storage_peers().await;
-    nodes.push(node.peer_id());
-    nodes
+    node.placeable_peers().await
 }
 
 /// Puts one shard, trying the candidates in order.

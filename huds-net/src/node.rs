@@ -118,6 +118,8 @@ pub struct NodeHandle {
     repair: Arc<Mutex<RepairStats>>,
     metrics: NodeMetrics,
     deal_signer: Option<Arc<crate::deals::DealSigner>>,
+    /// The chain's registry of storage nodes placement may choose from (`None`: no chain, every storage peer).
+    registry: Arc<std::sync::RwLock<Option<Arc<HashSet<chain::Address>>>>>,
 }
 
 /// Puts of one CID are serialised by one of these locks (chosen by the CID's hash), so that copies of a shard
@@ -222,6 +224,7 @@ impl Node {
             repair: Arc::new(Mutex::new(RepairStats::default())),
             metrics: metrics.clone(),
             deal_signer: opts.deal_signer.clone().map(Arc::new),
+            registry: Arc::default(),
         };
         let driver = Driver {
             swarm,
@@ -506,6 +509,38 @@ impl NodeHandle {
         self.ask(|reply| Command::Peers { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Sets the storage nodes registered on the chain (their accounts), which from now on are the only ones
+    /// [`NodeHandle::placeable_peers`] offers.
+    pub fn set_registry(&self, registered: HashSet<chain::Address>) {
+        *self
+            .registry
+            .write()
+            .expect("registry lock is never poisoned") = Some(Arc::new(registered));
+    }
+
+    /// Whether placement may choose `peer`: with a registry set, only a registered storage node's peer id
+    /// (an ed25519 identity whose account the registry holds); without one, any.
+    pub fn placeable(&self, peer: &PeerId) -> bool {
+        let registry = self
+            .registry
+            .read()
+            .expect("registry lock is never poisoned");
+        match registry.as_ref() {
+            None => true,
+            Some(set) => crate::deals::holder_key(peer)
+                .is_some_and(|key| set.contains(&chain::Address::of(&key))),
+        }
+    }
+
+    /// The nodes placement and repair may put shards on: the live storage peers and this node, those the
+    /// chain's registry holds when one is set (an unregistered peer is never given a shard).
+    pub async fn placeable_peers(&self) -> Vec<PeerId> {
+        let mut nodes = self.storage_peers().await;
+        nodes.push(self.peer_id());
+        nodes.retain(|p| self.placeable(p));
+        nodes
     }
 
     /// Addresses others can join through: each listen address with this node's `/p2p/<peer-id>`.

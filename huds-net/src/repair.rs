@@ -193,8 +193,7 @@ pub async fn sweep(node: &NodeHandle, planner: &mut Planner) -> SweepReport {
             continue;
         };
         for seg in &manifest.segments {
-            let mut nodes = node.storage_peers().await;
-            nodes.push(node.peer_id());
+            let nodes = node.placeable_peers().await;
             let probe = probe_segment(node, coding.k, &seg.shards, &nodes).await;
             report.segments += 1;
             match planner.plan(Instant::now(), &probe, &nodes) {

@@ -1,0 +1,99 @@
+//! The chain's registry of storage nodes, as placement uses it: the storage nodes the beacon chain holds with
+//! at least the chain's minimum storage stake (`GET /api/v0/chain/status`, `beacon.storage_nodes` and
+//! `storage_stake_min`). A node given the registry places and repairs shards only on registered peers
+//! (`huds_net::NodeHandle::set_registry`); a storage node slashed below the minimum drops out of it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chain::{Address, Amount};
+use huds_net::NodeHandle;
+
+/// How often the registry is read again.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// The accounts of the storage nodes placement may choose, from the chain API at `api`.
+pub fn fetch(api: &str) -> Result<HashSet<Address>> {
+    let status = crate::api_client::json(api, "/api/v0/chain/status")?;
+    let min: Amount = status["storage_stake_min"]
+        .as_str()
+        .context("the chain status has no storage_stake_min")?
+        .parse()
+        .context("the chain status's storage_stake_min")?;
+    let nodes = status["beacon"]["storage_nodes"]
+        .as_array()
+        .context("the chain status lists no storage nodes")?;
+    let mut registered = HashSet::new();
+    for n in nodes {
+        let id: Address = n["id"]
+            .as_str()
+            .context("a storage node without an id")?
+            .parse()
+            .context("a storage node's id")?;
+        let stake: Amount = n["stake"]
+            .as_str()
+            .context("a storage node without a stake")?
+            .parse()
+            .context("a storage node's stake")?;
+        if stake >= min {
+            registered.insert(id);
+        }
+    }
+    Ok(registered)
+}
+
+/// Keeps `nodes`' registry current from the chain API until dropped.
+pub struct Refresher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads the registry every [`REFRESH`] and hands it to every node. A failed read keeps the registry the
+/// nodes have (it is said once, not every round, until a read succeeds again).
+pub fn start(nodes: Vec<NodeHandle>, api: String) -> Refresher {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut failing = false;
+            while !stop.load(Ordering::Relaxed) {
+                match fetch(&api) {
+                    Ok(registered) => {
+                        failing = false;
+                        for n in &nodes {
+                            n.set_registry(registered.clone());
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(
+                            "storage-node registry: {e:#}; placement keeps the last one read"
+                        );
+                    }
+                    Err(_) => {}
+                }
+                let mut slept = Duration::ZERO;
+                while slept < REFRESH && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    slept += Duration::from_millis(100);
+                }
+            }
+        })
+    };
+    Refresher {
+        stop,
+        thread: Some(thread),
+    }
+}
