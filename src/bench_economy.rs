@@ -159,7 +159,14 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
 
     // A replica checking a block of transfers, alone and with a period's proofs per block.
     let proofs_per_block = network_shards.div_ceil(period_blocks as usize);
-    let (alone, with_proofs, proofs_in_block) = block_check(&small, proofs_per_block)?;
+    let checked = block_check(&small, proofs_per_block)?;
+    let (alone, with_proofs, proofs_in_block) =
+        (checked.alone, checked.with_proofs, checked.proofs);
+    // Settling scales with the deals of the shard: a network of `network_shards` one-segment 4+2 deals.
+    let network_deals = network_shards.div_ceil(6);
+    let settle_network = checked
+        .settle
+        .mul_f64(network_deals as f64 / checked.deals.max(1) as f64);
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     if json_out {
@@ -190,6 +197,15 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
                 "alone_ms": alone.as_secs_f64() * 1e3,
                 "with_proofs_ms": with_proofs.as_secs_f64() * 1e3,
                 "transfers_per_s_share": ratio(alone, with_proofs),
+            },
+            "settling_misses": {
+                "deals": checked.deals,
+                "misses": checked.misses,
+                "settle_ms": checked.settle.as_secs_f64() * 1e3,
+                "other_block_start_ms": checked.quiet.as_secs_f64() * 1e3,
+                "network_deals": network_deals,
+                "network_settle_ms": settle_network.as_secs_f64() * 1e3,
+                "network_settle_per_block_check": ratio(settle_network, alone),
             },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -229,21 +245,37 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
         with_proofs.as_secs_f64() * 1e3,
         100.0 * ratio(alone, with_proofs)
     );
+    println!(
+        "settling a period's misses: {} deals, {} holders missing, in {:.2} ms (any other block starts in {:.3} ms); {network_deals} deals ({network_shards} shards) ≈ {:.1} ms = {:.2} × that block check, once a period",
+        checked.deals,
+        checked.misses,
+        checked.settle.as_secs_f64() * 1e3,
+        checked.quiet.as_secs_f64() * 1e3,
+        settle_network.as_secs_f64() * 1e3,
+        ratio(settle_network, alone)
+    );
     Ok(())
 }
 
 /// A replica's check of a block of transfers, alone and with up to `proofs` one-sample proofs (as many as
 /// one block's proof budget holds) for deals shaped like `shape` (each proof is of its own deal): the medians
 /// of a few checks each, and how many proofs the block carried.
-fn block_check(shape: &BenchDeal, proofs: usize) -> Result<(Duration, Duration, usize)> {
-    let genesis = GenesisConfig::devnet(
+fn block_check(shape: &BenchDeal, proofs: usize) -> Result<BlockCheck> {
+    let mut config = GenesisConfig::devnet(
         1,
         0,
         Amount(0),
         Amount::from_iost(1_000_000).context("a small amount")?,
-    )
-    .build()
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    );
+    // The holders are registered storage nodes with a stake, so that settling a missed period burns some.
+    let stake = Amount::from_iost(1_000).context("a small amount")?;
+    config.storage_nodes = (0..6)
+        .map(|h| {
+            let key = SecretKey::dev(&format!("bench holder {h}"));
+            (Address::of(&key.public()), stake)
+        })
+        .collect();
+    let genesis = config.build().map_err(|e| anyhow::anyhow!("{e}"))?;
     let wallet = SecretKey::dev("devnet/wallet");
     let chain_id = genesis.params.chain_id;
     let period = genesis.params.storage_period_blocks;
@@ -362,7 +394,58 @@ fn block_check(shape: &BenchDeal, proofs: usize) -> Result<(Duration, Duration, 
     }
     timings.0.sort();
     timings.1.sort();
-    Ok((timings.0[2], timings.1[2], carried))
+    // Settling the period: holder 5 of every deal never proved it, so the first block after its window
+    // closes records each miss and burns holder 5's stake once for all of them.
+    while proposer.tip().height < start + 2 * period {
+        let block = proposer.build_block(Vec::new());
+        commit(&mut proposer, &mut replica, &block)?;
+    }
+    let tip = proposer.tip();
+    let before = replica.state().clone();
+    let mut settle = Vec::new();
+    let mut quiet = Vec::new();
+    let mut misses = 0;
+    for _ in 0..5 {
+        let mut s = before.clone();
+        let t = Instant::now();
+        s.begin_block(tip.height + 1, &tip.hash);
+        settle.push(t.elapsed());
+        misses = deals
+            .iter()
+            .filter(|(_, id)| s.proven(id, 5).missed == 1)
+            .count();
+        let mut s = before.clone();
+        let t = Instant::now();
+        s.begin_block(tip.height + 2, &tip.hash);
+        quiet.push(t.elapsed());
+    }
+    settle.sort();
+    quiet.sort();
+    Ok(BlockCheck {
+        alone: timings.0[2],
+        with_proofs: timings.1[2],
+        proofs: carried,
+        settle: settle[2],
+        quiet: quiet[2],
+        deals: deals.len(),
+        misses,
+    })
+}
+
+/// What [`block_check`] measured.
+struct BlockCheck {
+    /// A replica's check of a block of transfers.
+    alone: Duration,
+    /// The same with `proofs` proofs in the block.
+    with_proofs: Duration,
+    proofs: usize,
+    /// The start of the first block after a period's window closed: `misses` misses recorded and slashed
+    /// over `deals` deals.
+    settle: Duration,
+    /// The start of any other block.
+    quiet: Duration,
+    deals: usize,
+    misses: usize,
 }
 
 fn shape_proof_bytes(shape: &BenchDeal) -> Result<usize> {

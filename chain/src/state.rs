@@ -547,6 +547,8 @@ impl State {
                 }
             }
         }
+        // A holder missing in many deals is burned once, for the sum, and the beacon hears one new stake.
+        let mut burns: BTreeMap<Address, u64> = BTreeMap::new();
         for (id, h, holder, owner, p, pay) in misses {
             let penalty = Amount(pay.0.saturating_mul(self.params.slash_periods));
             let mut proven = self.proven(&id, h);
@@ -560,7 +562,8 @@ impl State {
                 continue;
             }
             if shard_of(&holder, self.params.shard_count) == self.shard {
-                self.burn_storage_stake(holder, penalty);
+                let sum = burns.entry(holder).or_default();
+                *sum = sum.saturating_add(penalty.0);
             } else {
                 let lock = Lock {
                     tx_id: slash_id(&id, h, p),
@@ -572,6 +575,9 @@ impl State {
                 self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
                 self.slash_locks.push(lock);
             }
+        }
+        for (holder, amount) in burns {
+            self.burn_storage_stake(holder, Amount(amount));
         }
     }
 
@@ -821,9 +827,15 @@ impl State {
             self.set_leaf(atomix::done_key(&tx_id), atomix::done_value());
         }
         self.set_totals(totals);
-        // Slashes after the credits: a holder paid and slashed in one inbound loses stake, not pay.
+        // Slashes after the credits: a holder paid and slashed in one inbound loses stake, not pay; one burn
+        // (and one new stake for the beacon) per holder.
+        let mut burns: BTreeMap<Address, u64> = BTreeMap::new();
         for (holder, amount) in slashes {
-            self.burn_storage_stake(holder, amount);
+            let sum = burns.entry(holder).or_default();
+            *sum = sum.saturating_add(amount.0);
+        }
+        for (holder, amount) in burns {
+            self.burn_storage_stake(holder, Amount(amount));
         }
         Ok(())
     }
