@@ -769,3 +769,156 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
     ));
     assert_eq!(a.state.root(), b.state.root());
 }
+
+/// Issue 15 item 5, across shards: a holder of the other shard never proves; the deal's shard settles the
+/// missed period into a slash lock at the first block after the window, relays it like a transfer
+/// (`outbound`), and the holder's shard commits it by burning the stake, once, with both supplies kept.
+#[test]
+fn a_missed_proof_slashes_a_holder_of_another_shard_through_a_relayed_lock() {
+    use crate::bft::{Bls, Committee, Member, QuorumCertificate, Vote, VoteKind};
+    use crate::smt;
+    use crate::types::deal::{self, DealTerms, Holder};
+    let wallet = SecretKey::dev("devnet/wallet");
+    let home = shard_of(&Address::of(&wallet.public()), 2);
+    let away = ShardId(1 - home.0);
+    let holder = (0..)
+        .map(|i| SecretKey::dev(&format!("ledger/away holder {i}")))
+        .find(|k| shard_of(&Address::of(&k.public()), 2) == away)
+        .expect("some key lands on the other shard");
+    let stake = Amount::from_iost(10).expect("small");
+    let mut config =
+        GenesisConfig::devnet(2, 0, Amount(0), Amount::from_iost(1000).expect("small"));
+    config.storage_nodes = vec![(Address::of(&holder.public()), stake)];
+    let genesis = config.build().expect("valid genesis");
+    let chain_id = genesis.params.chain_id;
+    let mut input = ShardApp::open(&genesis, home, MemStore::new()).expect("genesis");
+    let mut output = ShardApp::open(&genesis, away, MemStore::new()).expect("genesis");
+    let shard: Vec<u8> = (0..3_000u32).map(|i| (i * 13) as u8).collect();
+    let cid = vec![1, 0x55, 0x1e, 9];
+    let leaves = vec![deal::shard_leaf(
+        &cid,
+        &crate::pieces::commit(&shard).expect("fits"),
+    )];
+    let terms = DealTerms {
+        root: vec![1, 0x55, 0x1e, 32],
+        size: 3_000,
+        k: 1,
+        m: 0,
+        periods: 4,
+        holders: vec![Holder {
+            key: holder.public(),
+            price: Amount::from_iost(1).expect("small"),
+        }],
+        placement: vec![0],
+        segment_lens: vec![3_000],
+        commitments_root: smt::list_root(&leaves),
+    };
+    let id = terms.id(&Address::of(&wallet.public()));
+    let mut open = Transaction {
+        chain_id,
+        sender: wallet.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        expiry_height: 1_000,
+        kind: TxKind::OpenDeal {
+            terms: terms.clone(),
+            signatures: vec![deal::sign(&holder, chain_id, &id)],
+        },
+    };
+    open.fee = open.fee_floor(Amount(1_000)).expect("fits");
+    input.submit(open.sign(&wallet)).expect("admitted");
+    let (input_supply, output_supply) = (
+        input.state().accountable_supply(),
+        output.state().accountable_supply(),
+    );
+    // The input shard's one-member committee certifies its blocks.
+    let member = crate::crypto::bls::SecretKey::dev("ledger test member");
+    let committee = Committee::<Bls>::new(
+        vec![Member {
+            id: Address([1; 32]),
+            public: member.public(),
+            weight: 1,
+        }],
+        [0; 32],
+    );
+    let certify = |block: &Block| {
+        let vote = Vote::<Bls>::sign(
+            chain_id,
+            home,
+            VoteKind::Precommit,
+            block.header.height,
+            0,
+            Some(block.hash()),
+            MemberIndex(0),
+            &member,
+        );
+        QuorumCertificate::aggregate(&committee, &[&vote], block.hash())
+            .expect("valid")
+            .encode()
+    };
+    // Opened at height 1, the deal starts at 16; period 0 ends at 32, its window at 48, so height 49 settles it.
+    let mut settled_at = None;
+    while input.tip().height < 49 {
+        let block = input.propose();
+        input.commit(&block, certify(&block)).expect("commits");
+        let height = block.header.height;
+        if !input.slashes_at(height).is_empty() {
+            settled_at = Some(height);
+        }
+    }
+    assert_eq!(
+        settled_at,
+        Some(49),
+        "the miss is settled at the first block after the window"
+    );
+    let slash = input.slashes_at(49);
+    assert_eq!(slash.len(), 1);
+    assert_eq!(slash[0].to, Address::of(&holder.public()));
+    assert_eq!(slash[0].kind, crate::atomix::LockKind::Slash);
+    // Pay is 1 IOST per GiB per period of 3,000 bytes: 3 base units, rounded up; the slash is four of them.
+    let pay = terms.per_period().expect("fits")[0];
+    assert_eq!(slash[0].amount, Amount(4 * pay.0));
+    assert_eq!(
+        input.height_of_tx(&slash[0].tx_id),
+        Some(49),
+        "indexed for relays by id"
+    );
+    assert_eq!(input.state().proven(&id, 0).missed, 1);
+    assert_eq!(input.state().accountable_supply(), input_supply);
+
+    let (to, inbound) = input.outbound(49, 49).pop().expect("the slash is relayed");
+    assert_eq!(to, away);
+    assert_eq!(inbound.locks.len(), 1);
+    let mut committees = vec![committee.clone(), committee];
+    committees[usize::from(away)].members.clear();
+    output.set_certifier(Arc::new(crate::atomix::FixedCommittees {
+        chain_id,
+        committees,
+    }));
+    // Passed off as a transfer it proves nothing.
+    let mut as_credit = inbound.clone();
+    as_credit.locks[0].0.kind = crate::atomix::LockKind::Transfer;
+    assert!(matches!(
+        output.submit_inbound(as_credit),
+        Err(InboundError::BadProof { .. })
+    ));
+    output
+        .submit_inbound(inbound.clone())
+        .expect("a valid relay");
+    let block = output.propose();
+    assert_eq!(block.inbound.len(), 1);
+    output.commit(&block, vec![1]).expect("commits");
+    let account = output
+        .state()
+        .account(&Address::of(&holder.public()))
+        .cloned()
+        .expect("the holder");
+    assert_eq!(account.storage_stake, Amount(stake.0 - 4 * pay.0));
+    assert_eq!(account.balance, Amount::ZERO);
+    assert_eq!(output.state().atomix_totals().burned, u128::from(4 * pay.0));
+    assert_eq!(output.state().accountable_supply(), output_supply);
+    // A second relay of the same slash burns nothing more.
+    assert!(output.submit_inbound(inbound).is_err());
+    let block = output.propose();
+    assert!(block.inbound.is_empty());
+}
