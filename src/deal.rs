@@ -146,7 +146,7 @@ pub fn status(api: &str, id: &str) -> Result<Value> {
             missed_all += missed;
             slashed_all += u128::from(slashed);
             h["missed"] = missed.into();
-            for k in ["pay", "price", "slashed"] {
+            for k in ["pay", "price", "slashed", "bounty"] {
                 h[k] = Amount(h[k].as_u64().unwrap_or(0)).to_string().into();
             }
         }
@@ -219,8 +219,22 @@ pub fn show(dir: &std::path::Path, api: Option<&str>, what: &str, json: bool) ->
         amount("slashed")
     );
     for (i, h) in v["holders"].as_array().into_iter().flatten().enumerate() {
+        let repair = if h["taken_over"] == true {
+            format!(
+                " (took over the slot of {} through its repair order, for a bounty of {})",
+                h["signed_by"].as_str().unwrap_or("?"),
+                for_people(&h["bounty"])
+            )
+        } else if h["repair_order"] == true {
+            format!(
+                "; its repair order is open, bounty {}",
+                for_people(&h["bounty"])
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "holder {i} {}: {} a period, proved {} periods, missed {}, slashed {}",
+            "holder {i} {}: {} a period, proved {} periods, missed {}, slashed {}{repair}",
             h["address"].as_str().unwrap_or("?"),
             for_people(&h["pay"]),
             h["passed"],

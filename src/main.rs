@@ -14,6 +14,7 @@ mod mount;
 mod network;
 mod prover;
 mod registry;
+mod repairer;
 mod rm;
 mod settings;
 mod volume;

@@ -420,17 +420,20 @@ pub fn devnet(
                 addrs.join(" ")
             );
         }
-        // Every storage node proves the deals it signed, through the devnet's chain API.
-        let provers: Vec<crate::prover::Prover> = running
+        // Every storage node proves the deals it signed and takes the repair orders it may, through the
+        // devnet's chain API.
+        let provers: Vec<(crate::prover::Prover, crate::repairer::Repairer)> = running
             .iter()
             .zip(&homes)
-            .map(|(n, home)| -> Result<crate::prover::Prover> {
+            .map(|(n, home)| -> Result<_> {
+                let key = chain::crypto::SecretKey::from_bytes(home.node_seed()?);
                 let me = holder(home)?;
-                Ok(crate::prover::start(
-                    n.handle.clone(),
-                    home.dir.join(HELD_DEALS),
-                    me,
-                    format!("http://{bound}"),
+                anyhow::ensure!(key.public() == me, "a node's chain key is its identity key");
+                let held = home.dir.join(HELD_DEALS);
+                let api = format!("http://{bound}");
+                Ok((
+                    crate::prover::start(n.handle.clone(), held.clone(), key, api.clone()),
+                    crate::repairer::start(n.handle.clone(), held, me, api),
                 ))
             })
             .collect::<Result<_>>()?;
@@ -479,8 +482,24 @@ async fn start_chain(dir: &Path, shards: u16, nodes: usize) -> Result<ChainDevne
                     v["shards"]
                 );
             }
+            // Its genesis registered this many storage nodes, the only ones placement may choose.
+            match v["nodes"].as_u64() {
+                Some(n) if n == nodes as u64 => {}
+                Some(n) => bail!(
+                    "the devnet in {} registered {n} storage nodes at genesis: pass --nodes {n} or use another --dir",
+                    dir.display()
+                ),
+                None => bail!(
+                    "the devnet in {} was made before its storage nodes were registered on its chain (they would \
+                     be given no shards): use another --dir",
+                    dir.display()
+                ),
+            }
         }
-        Err(_) => std::fs::write(&record, serde_json::to_vec(&json!({ "shards": shards }))?)?,
+        Err(_) => std::fs::write(
+            &record,
+            serde_json::to_vec(&json!({ "shards": shards, "nodes": nodes }))?,
+        )?,
     }
     let wallet_home = open_or_init(&dir.join("wallet"))?;
     let wallet = crate::wallet::wallet_key(&wallet_home.dir)?;

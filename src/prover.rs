@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use chain::crypto::{Hash, PublicKey};
+use anyhow::{Context, Result, bail};
+use chain::crypto::{Hash, SecretKey};
 use chain::hex;
+use chain::types::storage_proof::Taker;
 use huds_net::NodeHandle;
 use huds_net::prover::{self, HeldDeal};
 
@@ -37,9 +38,12 @@ impl Drop for Prover {
     }
 }
 
-/// Starts proving the deals kept in `held_dir` that name `me`, from `node`'s store, through the chain API
-/// `api`; settled deals' shards are released there and the node counts its store again.
-pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) -> Prover {
+/// Starts proving the deals kept in `held_dir` that name `key`'s public key (and the slots it took over
+/// through repair orders, whose first proof it signs as their taker), from `node`'s store, through the chain
+/// API `api`; settled deals' shards, and those of slots another node took over, are released there and the
+/// node counts its store again.
+pub fn start(node: NodeHandle, held_dir: PathBuf, key: SecretKey, api: String) -> Prover {
+    let me = key.public();
     let store = node.store().clone();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -49,8 +53,9 @@ pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) ->
                 tracing::warn!("prover: {e}");
             }
             let mut sent = HashMap::new();
+            let mut said = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = round(&node, &held_dir, &me, &api, &mut sent) {
+                if let Err(e) = round(&node, &held_dir, &key, &api, &mut sent, &mut said) {
                     tracing::warn!("prover: {e:#}");
                 }
                 std::thread::sleep(PROVER_TICK);
@@ -67,19 +72,31 @@ pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) ->
 fn round(
     node: &NodeHandle,
     held_dir: &std::path::Path,
-    me: &PublicKey,
+    key: &SecretKey,
     api: &str,
     sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
+    said: &mut HashMap<Hash, String>,
 ) -> Result<()> {
-    let (held, skipped) = prover::held_deals(held_dir, me)
+    let (held, skipped) = prover::held_deals(held_dir, &key.public())
         .with_context(|| format!("reading {}", held_dir.display()))?;
     for s in skipped {
         tracing::warn!("prover: skipping {s}");
     }
+    let held_ids: std::collections::HashSet<Hash> = held.iter().map(|d| d.id).collect();
     for deal in held {
-        if let Err(e) = prove_deal(node, held_dir, &deal, api, sent) {
-            tracing::warn!("prover: {e:#}");
+        // A deal that cannot be proven (its shards are gone) fails the same way every round: said once per
+        // period (the message names it), not twice a second.
+        if let Err(e) = prove_deal(node, held_dir, &deal, key, api, sent) {
+            let message = format!("{e:#}");
+            if said.get(&deal.id) != Some(&message) {
+                tracing::warn!("prover: {message}");
+                said.insert(deal.id, message);
+            }
         }
+    }
+    // Deals no longer held (settled) are forgotten here too.
+    if said.len() > held_ids.len() {
+        said.retain(|id, _| held_ids.contains(id));
     }
     Ok(())
 }
@@ -91,6 +108,7 @@ fn prove_deal(
     node: &NodeHandle,
     held_dir: &std::path::Path,
     deal: &HeldDeal,
+    key: &SecretKey,
     api: &str,
     sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
 ) -> Result<()> {
@@ -120,6 +138,32 @@ fn prove_deal(
         tracing::info!(deal = %id, shards_deleted = deleted, "deal settled: its shards are released");
         return Ok(());
     }
+    // Who holds the slot now: this node, or (through a repair order) another; a slot this node rebuilt
+    // is claimed by signing its first proof while its order is open.
+    let slot = &status["holders"][usize::from(deal.holder)];
+    let holds = slot["key"].as_str() == Some(hex(&key.public().0).as_str());
+    let taker = match (holds, deal.taken, slot["repair_order"].as_bool()) {
+        (true, _, _) => false,
+        (false, true, Some(true)) => true,
+        (false, _, Some(_)) => {
+            sent.remove(&deal.id);
+            let deleted = prover::settle(node.store(), held_dir, deal)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("letting go of deal {id}"))?;
+            if deleted > 0 {
+                node.recount_storage()
+                    .context("counting the store after letting a slot go")?;
+            }
+            tracing::info!(
+                deal = %id,
+                slot = deal.holder,
+                shards_deleted = deleted,
+                "another node holds this slot of the deal now: its shards are released"
+            );
+            return Ok(());
+        }
+        (false, _, None) => bail!("the deal's status names no holder slot {}", deal.holder),
+    };
     let Some(period) = status["provable"].as_u64() else {
         return Ok(());
     };
@@ -137,8 +181,17 @@ fn prove_deal(
                 .and_then(chain::hex_decode)
                 .and_then(|b| Hash::try_from(b).ok())
                 .context("the deal's status has no seed")?;
-            let proof =
+            let mut proof =
                 prover::prove(node.store(), deal, &seed, period).map_err(anyhow::Error::msg)?;
+            if taker {
+                proof.taker = Some(Taker::sign(
+                    key,
+                    deal.request.chain_id,
+                    &deal.id,
+                    deal.holder,
+                    period,
+                ));
+            }
             let bytes = proof.encode();
             sent.insert(deal.id, (period, bytes.clone()));
             bytes
@@ -152,7 +205,11 @@ fn prove_deal(
     ) {
         Ok(v) => {
             if v["already_waiting"] != true {
-                tracing::info!(deal = %id, period, "storage proof submitted");
+                if taker {
+                    tracing::info!(deal = %id, period, slot = deal.holder, "repair claim submitted");
+                } else {
+                    tracing::info!(deal = %id, period, "storage proof submitted");
+                }
             }
             Ok(())
         }

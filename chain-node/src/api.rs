@@ -5,7 +5,8 @@
 //! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","storage_stake_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce","validator_stake","storage_stake","storage_registered","unbonding"}` (committed state; amounts in IOST) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
-//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","price","pay","next","passed","missed","slashed"}]}`: where a deal stands at its shard's tip, and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","key","signed_by","price","pay","next","passed","missed","slashed","repair_order","bounty","taken_over"}]}`: where a deal stands at its shard's tip (per holder slot: `address`/`key` hold it now, the taker of its repair order if one took it over; `signed_by` signed the deal), and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
+//! | `GET /api/v0/chain/repairs` | `{"orders":[{"deal","holder","shard","bounty","missed","next"}]}`: the open repair orders (`specs/economics.md` §5.8) of every shard this node keeps, 256 a shard at most |
 //! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]` | `{"id","owner","name","shard","height","version","versions":[{"version","height","root"}],"next"}`: a volume at its owner's shard's tip: `version` is the newest (0: never published), `versions` those after `after` (default 0), 256 a page, `root` in hex (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/prove/volume?owner=ios1...&name=NAME&version=N` | a proof of that version (`chain::spv::Proof::Volume`) against the owner's shard's newest certified state, which also shows whether it is the newest; 404 when the shard has no such version |
@@ -370,6 +371,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/prove/volume", get(prove_volume))
         .route("/api/v0/chain/deal", get(deal))
         .route("/api/v0/chain/deals", get(deals))
+        .route("/api/v0/chain/repairs", get(repairs))
         .route("/api/v0/chain/volume", get(volume))
         .route(
             "/api/v0/chain/deal/proof",
@@ -483,13 +485,18 @@ async fn deal(
             .enumerate()
             .map(|(i, (h, p))| {
                 json!({
-                    "address": h.address().to_string(),
+                    "address": p.taker.map_or_else(|| h.address(), |k| Address::of(&k)).to_string(),
+                    "key": hex(&p.taker.unwrap_or(h.key).0),
+                    "signed_by": h.address().to_string(),
                     "price": h.price.0,
                     "pay": pays.get(i).map_or(0, |a| a.0),
                     "next": p.next,
                     "passed": p.passed,
                     "missed": p.missed,
                     "slashed": p.slashed.0,
+                    "repair_order": p.order,
+                    "bounty": p.bounty.0,
+                    "taken_over": p.taker.is_some(),
                 })
             })
             .collect();
@@ -518,6 +525,33 @@ async fn deal(
         StatusCode::NOT_FOUND,
         format!("no shard here holds deal {}", hex(&id)),
     ))
+}
+
+/// Repair orders one `GET /api/v0/chain/repairs` lists at most per shard.
+const REPAIRS_PAGE: usize = 256;
+
+/// `GET /api/v0/chain/repairs`: the open repair orders of every shard this node keeps a validator of.
+async fn repairs(State(api): State<Arc<ChainApi>>) -> Result<Json<Value>, ApiError> {
+    let mut orders = Vec::new();
+    for shard in ShardId::all(api.beacon.shard_count()) {
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
+        let Ok(Some((shard, found))) = v.repair_orders(REPAIRS_PAGE).await else {
+            continue;
+        };
+        for (deal, holder, p) in found {
+            orders.push(json!({
+                "deal": hex(&deal),
+                "holder": holder,
+                "shard": shard,
+                "bounty": p.bounty.0,
+                "missed": p.missed,
+                "next": p.next,
+            }));
+        }
+    }
+    Ok(Json(json!({ "orders": orders })))
 }
 
 #[derive(Deserialize)]

@@ -23,7 +23,7 @@ use chain::bft;
 use chain::crypto::{Hash, bls};
 use chain::genesis::Genesis;
 use chain::ledger::{LedgerError, PoolError};
-use chain::node::{DealView, Economy, VolumeView};
+use chain::node::{DealView, Economy, RepairOrders, VolumeView};
 use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
 use chain::types::storage_proof::StorageProof;
@@ -193,6 +193,10 @@ enum Command {
         id: Hash,
         reply: oneshot::Sender<Option<DealView>>,
     },
+    RepairOrders {
+        limit: usize,
+        reply: oneshot::Sender<Option<RepairOrders>>,
+    },
     Volume {
         id: Hash,
         after: u64,
@@ -321,6 +325,15 @@ impl ValidatorHandle {
     /// A storage deal on this validator's shard as its holders' provers need it (None: not on this shard).
     pub async fn deal(&self, id: Hash) -> Result<Option<DealView>, ValidatorError> {
         self.ask(|reply| Command::Deal { id, reply }).await
+    }
+
+    /// The open repair orders on this validator's shard, at most `limit` (None: it keeps no shard).
+    pub async fn repair_orders(
+        &self,
+        limit: usize,
+    ) -> Result<Option<RepairOrders>, ValidatorError> {
+        self.ask(|reply| Command::RepairOrders { limit, reply })
+            .await
     }
 
     /// The ids of the deals `owner` opened on this validator's shard, in id order after `after`, at most
@@ -1000,6 +1013,9 @@ impl Driver {
             }
             Command::Deal { id, reply } => {
                 let _ = reply.send(self.node.deal(&id));
+            }
+            Command::RepairOrders { limit, reply } => {
+                let _ = reply.send(self.node.repair_orders(limit));
             }
             Command::Volume {
                 id,

@@ -10,7 +10,7 @@ use crate::address::{Address, ShardId, shard_of};
 use crate::amount::Amount;
 use crate::atomix::{self, Inbound, InboundError, Lock, LockKind, Totals};
 use crate::codec::Writer;
-use crate::crypto::{Hash, hash_with};
+use crate::crypto::{Hash, PublicKey, hash_with};
 use crate::registry::{self, Cursor, RegistryEvent};
 use crate::smt::{self, SparseMerkleTree};
 use crate::store::{Store, StoreError, WriteBatch};
@@ -37,6 +37,8 @@ const KEY_DEAL_TERMS_PREFIX: &[u8] = b"state/deal_terms/";
 const KEY_PROVEN_PREFIX: &[u8] = b"state/deal_proofs/";
 /// `state/period_seed` -> the newest period's end height (u64) and seed.
 const KEY_SEED: &[u8] = b"state/period_seed";
+/// `state/congested` -> the end height (u64 BE) of the period whose proof window had a full block.
+const KEY_CONGESTED: &[u8] = b"state/congested";
 /// `state/volume/<volume id><version:u64 BE>` -> that version ([`VolumeVersion`] encoding), written once.
 const KEY_VOLUME_PREFIX: &[u8] = b"state/volume/";
 
@@ -55,6 +57,10 @@ pub struct ChainParams {
     pub slash_periods: u64,
     /// The least storage stake that keeps a storage node in the registry placement chooses from.
     pub storage_stake_min: Amount,
+    /// The most a repair order's bounty reaches, in periods of the slot's pay: each period the slot's
+    /// holder misses while its order is open adds one period's pay (which stays in the escrow, unpaid), up
+    /// to this many (`specs/economics.md` §5.8).
+    pub repair_bounty_periods: u64,
 }
 
 impl ChainParams {
@@ -71,6 +77,7 @@ impl ChainParams {
             storage_period_blocks: 16,
             slash_periods: 4,
             storage_stake_min: Amount(100 * crate::amount::BASE_UNITS_PER_IOST),
+            repair_bounty_periods: 2,
         }
     }
 }
@@ -145,9 +152,17 @@ pub struct State {
     new_volumes: Vec<(Hash, u64)>,
     /// The slash locks the newest block's [`State::begin_block`] made for holders of other shards.
     slash_locks: Vec<Lock>,
+    /// The payout locks the newest block's proofs made for holders of other shards.
+    payout_locks: Vec<Lock>,
+    /// The end height of the newest period whose proof window had a block with a full proof section (0:
+    /// none): its misses are not slashed (`specs/economics.md` §5.7).
+    congested: u64,
+    congested_dirty: bool,
+    /// The proofs the block being executed carries so far, and their bytes.
+    block_proofs: (usize, usize),
 }
 
-/// Where one holder's proofs of one deal stand.
+/// Where one holder slot's proofs of one deal stand, and who holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Proven {
     /// The first period it may still prove (every earlier one was proven or its window closed).
@@ -158,16 +173,34 @@ pub struct Proven {
     pub missed: u64,
     /// The storage stake its misses ordered burned (what its shard could take may be less).
     pub slashed: Amount,
+    /// Whether the slot's repair order is open: its holder missed its newest settled period and no proof
+    /// has come for the slot since (`specs/economics.md` §5.8).
+    pub order: bool,
+    /// With the order open, the bounty a taker's first proof is paid on top of the period's pay; once a
+    /// taker claimed the slot, the bounty that claim was paid.
+    pub bounty: Amount,
+    /// The storage node that took the slot over through a repair order, if one did: it holds the slot's
+    /// shards now, is paid for its proofs and slashed for its misses instead of the deal's holder.
+    pub taker: Option<PublicKey>,
 }
 
 impl Proven {
-    /// `next` and `passed`, then `missed` and `slashed` once it missed a period (a record that never
+    /// `next` and `passed`, then `missed` and `slashed` once it missed a period, then a flags byte (1: order
+    /// open, 2: taken), the bounty and the taker once a repair order was opened (a record that never
     /// missed keeps the 16 bytes it always had).
     fn encode(&self) -> Vec<u8> {
         let mut bytes = [self.next.to_be_bytes(), self.passed.to_be_bytes()].concat();
-        if self.missed != 0 || self.slashed.0 != 0 {
+        let repaired = self.order || self.bounty.0 != 0 || self.taker.is_some();
+        if self.missed != 0 || self.slashed.0 != 0 || repaired {
             bytes.extend_from_slice(&self.missed.to_be_bytes());
             bytes.extend_from_slice(&self.slashed.0.to_be_bytes());
+        }
+        if repaired {
+            bytes.push(u8::from(self.order) | (u8::from(self.taker.is_some()) << 1));
+            bytes.extend_from_slice(&self.bounty.0.to_be_bytes());
+            if let Some(key) = &self.taker {
+                bytes.extend_from_slice(&key.0);
+            }
         }
         bytes
     }
@@ -178,20 +211,28 @@ impl Proven {
                 bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?,
             ))
         };
-        match bytes.len() {
-            16 => Some(Self {
-                next: word(0)?,
-                passed: word(1)?,
-                ..Self::default()
-            }),
-            32 => Some(Self {
-                next: word(0)?,
-                passed: word(1)?,
-                missed: word(2)?,
-                slashed: Amount(word(3)?),
-            }),
-            _ => None,
+        let mut proven = Self {
+            next: word(0)?,
+            passed: word(1)?,
+            ..Self::default()
+        };
+        if bytes.len() == 16 {
+            return Some(proven);
         }
+        proven.missed = word(2)?;
+        proven.slashed = Amount(word(3)?);
+        if bytes.len() == 32 {
+            return Some(proven);
+        }
+        let flags = *bytes.get(32)?;
+        proven.order = flags & 1 != 0;
+        proven.bounty = Amount(u64::from_be_bytes(bytes.get(33..41)?.try_into().ok()?));
+        match (flags & !3, flags & 2 != 0, bytes.len()) {
+            (0, false, 41) => {}
+            (0, true, 73) => proven.taker = Some(PublicKey(bytes[41..73].try_into().ok()?)),
+            _ => return None,
+        }
+        Some(proven)
     }
 
     fn value_hash(&self) -> Hash {
@@ -199,9 +240,25 @@ impl Proven {
     }
 }
 
+/// The key that holds slot `holder` of `terms` given where the slot stands: its taker, else the terms'
+/// holder.
+fn slot_key(terms: &DealTerms, holder: u8, proven: &Proven) -> PublicKey {
+    proven
+        .taker
+        .unwrap_or_else(|| terms.holders[usize::from(holder)].key)
+}
+
 /// The state-tree key of a holder's proof record in a deal.
 pub fn proven_key(deal: &Hash, holder: u8) -> Hash {
     hash_with("IOS deal proofs key v1", &[deal, &[holder]])
+}
+
+fn congested_key() -> Hash {
+    hash_with("IOS congested window key v1", &[])
+}
+
+fn congested_value(end: u64) -> Hash {
+    hash_with("IOS congested window v1", &[&end.to_be_bytes()])
 }
 
 fn seed_key() -> Hash {
@@ -250,6 +307,12 @@ pub enum ProofRefused {
     Invalid(#[from] crate::types::storage_proof::ProofError),
     #[error("the payout overflows or exceeds the escrow")]
     Overflow,
+    #[error("holder slot {holder} of this deal has no open repair order to take")]
+    NoRepairOrder { holder: u8 },
+    #[error("the taker already holds a slot of this deal")]
+    TakerHoldsShards,
+    #[error("the taker's signature on its repair claim does not verify")]
+    BadTakerSignature,
 }
 
 impl State {
@@ -279,6 +342,10 @@ impl State {
             volumes: BTreeMap::new(),
             new_volumes: Vec::new(),
             slash_locks: Vec::new(),
+            payout_locks: Vec::new(),
+            congested: 0,
+            congested_dirty: false,
+            block_proofs: (0, 0),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -499,6 +566,8 @@ impl State {
             self.seed_dirty = true;
         }
         self.slash_locks.clear();
+        self.payout_locks.clear();
+        self.block_proofs = (0, 0);
         self.slash_misses(height);
     }
 
@@ -518,6 +587,9 @@ impl State {
             return;
         }
         let ended = closed - period;
+        // A window in which some block's proof section was full may have kept honest proofs out: its misses
+        // are recorded and unpaid, but neither slashed nor opened for repair.
+        let congested = self.congested == ended;
         let mut misses = Vec::new();
         for (id, record) in &self.deals {
             if record.period_blocks != period || ended < record.start_height + period {
@@ -533,17 +605,12 @@ impl State {
             let Ok(pay) = terms.per_period() else {
                 continue;
             };
-            for (h, holder) in terms.holders.iter().enumerate() {
+            for h in 0..terms.holders.len() {
                 let h = u8::try_from(h).expect("at most 32 holders");
-                if self.proven(id, h).next <= p {
-                    misses.push((
-                        *id,
-                        h,
-                        holder.address(),
-                        record.owner,
-                        p,
-                        pay[usize::from(h)],
-                    ));
+                let proven = self.proven(id, h);
+                if proven.next <= p {
+                    let holder = Address::of(&slot_key(terms, h, &proven));
+                    misses.push((*id, h, holder, record.owner, p, pay[usize::from(h)]));
                 }
             }
         }
@@ -554,7 +621,19 @@ impl State {
             let mut proven = self.proven(&id, h);
             proven.next = p + 1;
             proven.missed += 1;
+            if congested {
+                self.tree.insert(proven_key(&id, h), proven.value_hash());
+                self.proven.insert((id, h), proven);
+                self.dirty_proven.insert((id, h));
+                continue;
+            }
             proven.slashed = Amount(proven.slashed.0.saturating_add(penalty.0));
+            // The slot's repair order opens (or stays open): the pay the holder forfeits is its bounty,
+            // up to `repair_bounty_periods` periods of it.
+            let cap = pay.0.saturating_mul(self.params.repair_bounty_periods);
+            let before = if proven.order { proven.bounty.0 } else { 0 };
+            proven.bounty = Amount(before.saturating_add(pay.0).min(cap));
+            proven.order = true;
             self.tree.insert(proven_key(&id, h), proven.value_hash());
             self.proven.insert((id, h), proven);
             self.dirty_proven.insert((id, h));
@@ -581,17 +660,22 @@ impl State {
         }
     }
 
-    /// Burns up to `amount` of an account's storage stake (all of it when it has less; nothing when it has
-    /// none) and tells the beacon chain its new stake. Returns what was burned.
+    /// Burns up to `amount` of an account's storage stake, then of what it has unbonding (a holder that
+    /// unstakes once it knows it cannot prove still pays from the unbonding amount until it is released;
+    /// all of them when it has less; nothing when it has none), and tells the beacon chain its new stake.
+    /// Returns what was burned.
     fn burn_storage_stake(&mut self, address: Address, amount: Amount) -> Amount {
         let Some(mut account) = self.accounts.get(&address).cloned() else {
             return Amount::ZERO;
         };
-        let taken = Amount(amount.0.min(account.storage_stake.0));
+        let from_stake = amount.0.min(account.storage_stake.0);
+        let from_unbonding = (amount.0 - from_stake).min(account.unbonding.0);
+        let taken = Amount(from_stake + from_unbonding);
         if taken.0 == 0 {
             return taken;
         }
-        account.storage_stake = Amount(account.storage_stake.0 - taken.0);
+        account.storage_stake = Amount(account.storage_stake.0 - from_stake);
+        account.unbonding = Amount(account.unbonding.0 - from_unbonding);
         let registered = account.storage_registered;
         let stake = account.storage_stake;
         self.set_account(address, account);
@@ -678,6 +762,28 @@ impl State {
                 period: proof.period,
             });
         }
+        let proven = self.proven(&proof.deal, proof.holder);
+        if let Some(taker) = &proof.taker {
+            if !proven.order {
+                return Err(ProofRefused::NoRepairOrder {
+                    holder: proof.holder,
+                });
+            }
+            // A taker must not hold another shard of the deal (two shards of a segment on one node), nor
+            // be the slot's own holder reclaiming its order.
+            let holds = (0..terms.holders.len()).any(|h| {
+                let h = u8::try_from(h).expect("at most 32 holders");
+                slot_key(terms, h, &self.proven(&proof.deal, h)) == taker.key
+            });
+            if holds {
+                return Err(ProofRefused::TakerHoldsShards);
+            }
+            if verify {
+                taker
+                    .verify(self.params.chain_id, proof)
+                    .map_err(|_| ProofRefused::BadTakerSignature)?;
+            }
+        }
         if verify {
             proof.verify(terms, &seed)?;
         }
@@ -686,6 +792,12 @@ impl State {
             .ok()
             .and_then(|p| p.get(usize::from(proof.holder)).copied())
             .ok_or(ProofRefused::Overflow)?;
+        let pay = match proof.taker {
+            Some(_) => pay
+                .checked_add(proven.bounty)
+                .ok_or(ProofRefused::Overflow)?,
+            None => pay,
+        };
         if pay > record.escrow_left {
             return Err(ProofRefused::Overflow);
         }
@@ -697,15 +809,30 @@ impl State {
     pub fn apply_proof(&mut self, proof: &StorageProof, height: u64) -> Result<(), ProofRefused> {
         let pay = self.check_proof(proof, height)?;
         let mut record = self.deals[&proof.deal].clone();
-        let holder = self.terms[&proof.deal].holders[usize::from(proof.holder)].address();
         record.escrow_left = Amount(record.escrow_left.0 - pay.0);
         record.paid = record.paid.checked_add(pay).ok_or(ProofRefused::Overflow)?;
-        let proven = self.proven(&proof.deal, proof.holder);
-        let proven = Proven {
+        let before = self.proven(&proof.deal, proof.holder);
+        let mut proven = Proven {
             next: proof.period + 1,
-            passed: proven.passed + 1,
-            ..proven
+            passed: before.passed + 1,
+            order: false,
+            ..before
         };
+        match &proof.taker {
+            // The taker holds the slot from now on, and the slot's record is its own from this proof on
+            // (what the holder before it missed and was slashed stays burned); it keeps the bounty its
+            // claim was paid.
+            Some(taker) => {
+                proven.taker = Some(taker.key);
+                proven.passed = 1;
+                proven.missed = 0;
+                proven.slashed = Amount::ZERO;
+            }
+            // The holder proved again: its order closes and the bounty stays in the escrow.
+            None if before.order => proven.bounty = Amount::ZERO,
+            None => {}
+        }
+        let holder = Address::of(&slot_key(&self.terms[&proof.deal], proof.holder, &proven));
         if shard_of(&holder, self.params.shard_count) == self.shard {
             let mut account = self.accounts.get(&holder).cloned().unwrap_or_default();
             account.balance = account
@@ -725,31 +852,63 @@ impl State {
             totals.locked_out += u128::from(pay.0);
             self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
             self.set_totals(totals);
+            self.payout_locks.push(lock);
         }
         self.tree
             .insert(proven_key(&proof.deal, proof.holder), proven.value_hash());
         self.proven.insert((proof.deal, proof.holder), proven);
         self.dirty_proven.insert((proof.deal, proof.holder));
         self.set_deal(proof.deal, record);
+        self.count_block_proof(proof.encode().len(), height);
         Ok(())
     }
 
-    /// The Atomix lock a storage proof in a committed block made, if its holder lives on another shard.
-    pub fn payout_lock(&self, proof: &StorageProof) -> Option<Lock> {
-        let terms = self.terms.get(&proof.deal)?;
-        let record = self.deals.get(&proof.deal)?;
-        let holder = terms.holders.get(usize::from(proof.holder))?.address();
-        if shard_of(&holder, self.params.shard_count) == self.shard {
-            return None;
+    /// Counts a proof the block at `height` carries; when the block's proof section is full (its count at
+    /// the maximum, or less room left than the largest proof takes, so the pool may have held a proof back),
+    /// the window `height` is in is congested.
+    fn count_block_proof(&mut self, bytes: usize, height: u64) {
+        use crate::block::{BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX};
+        use crate::types::storage_proof::PROOF_BYTES_MAX;
+        let (count, total) = self.block_proofs;
+        self.block_proofs = (count + 1, total + bytes);
+        let (count, total) = self.block_proofs;
+        if count >= BLOCK_PROOFS_MAX || total + PROOF_BYTES_MAX > BLOCK_PROOF_BYTES_MAX {
+            let period = self.params.storage_period_blocks.max(1);
+            let window_of = height.saturating_sub(1) / period * period;
+            if self.congested != window_of {
+                self.congested = window_of;
+                self.congested_dirty = true;
+                self.tree
+                    .insert(congested_key(), congested_value(window_of));
+            }
         }
-        let amount = *terms.per_period().ok()?.get(usize::from(proof.holder))?;
-        Some(Lock {
-            tx_id: payout_id(&proof.deal, proof.holder, proof.period),
-            from: record.owner,
-            to: holder,
-            amount,
-            kind: LockKind::Transfer,
-        })
+    }
+
+    /// The end height of the newest period whose proof window was congested (0: none).
+    pub fn congested(&self) -> u64 {
+        self.congested
+    }
+
+    /// The payout locks the newest block's proofs made for holders of other shards (kept in the block log
+    /// with the block, since a later claim may change a slot's holder).
+    pub fn payout_locks(&self) -> &[Lock] {
+        &self.payout_locks
+    }
+
+    /// The key that holds slot `holder` of deal `id` now: the taker of its repair order if one took it, else
+    /// the holder its terms name.
+    pub fn holder_key(&self, id: &Hash, holder: u8) -> Option<PublicKey> {
+        let terms = self.terms.get(id)?;
+        terms.holders.get(usize::from(holder))?;
+        Some(slot_key(terms, holder, &self.proven(id, holder)))
+    }
+
+    /// Every open repair order on this shard: the deal and its slot, with where the slot stands.
+    pub fn repair_orders(&self) -> impl Iterator<Item = (&Hash, u8, &Proven)> {
+        self.proven
+            .iter()
+            .filter(|(_, p)| p.order)
+            .map(|((id, h), p)| (id, *h, p))
     }
 
     /// What this shard has locked out to other shards and committed in from them, since genesis.
@@ -950,6 +1109,13 @@ impl State {
                 if sender.storage_registered {
                     return Err(TxError::AlreadyRegistered);
                 }
+                // A node the registry would not list is not registered at all.
+                if *stake < self.params.storage_stake_min {
+                    return Err(TxError::StakeBelowMinimum {
+                        stake: *stake,
+                        min: self.params.storage_stake_min,
+                    });
+                }
                 sender.storage_registered = true;
                 sender.storage_stake = *stake;
             }
@@ -1146,6 +1312,9 @@ impl State {
                 self.volumes[&(id, n)].encode(),
             );
         }
+        if std::mem::take(&mut self.congested_dirty) {
+            batch.put(KEY_CONGESTED, self.congested.to_be_bytes().to_vec());
+        }
         if std::mem::take(&mut self.seed_dirty) {
             batch.put(
                 KEY_SEED,
@@ -1253,6 +1422,16 @@ impl State {
             state.seed = (end, seed);
             state.tree.insert(seed_key(), seed_value(end, &seed));
         }
+        if let Some(v) = store.get(KEY_CONGESTED)? {
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(KEY_CONGESTED, "congested window is not 8 bytes".into()))?;
+            state.congested = u64::from_be_bytes(bytes);
+            state
+                .tree
+                .insert(congested_key(), congested_value(state.congested));
+        }
         for (key, value) in store.scan_prefix(KEY_VOLUME_PREFIX)? {
             let rest = &key[KEY_VOLUME_PREFIX.len()..];
             if rest.len() != 40 {
@@ -1267,6 +1446,7 @@ impl State {
         state.dirty.clear();
         state.dirty_proven.clear();
         state.seed_dirty = false;
+        state.congested_dirty = false;
         state.dirty_deals.clear();
         state.fee_pool_dirty = false;
         state.new_events.clear();
@@ -1493,6 +1673,21 @@ mod tests {
             TxError::InsufficientStake {
                 requested: Amount(1),
                 staked: Amount(0),
+            },
+        );
+        check(
+            &mut state,
+            tx(
+                &alice,
+                1,
+                TxKind::RegisterStorageNode {
+                    stake: Amount(99 * 100_000_000),
+                },
+            ),
+            2,
+            TxError::StakeBelowMinimum {
+                stake: Amount(99 * 100_000_000),
+                min: params().storage_stake_min,
             },
         );
         let mut foreign = pay(&alice, 1, "bob", 1).tx;
@@ -2011,7 +2206,13 @@ mod tests {
             storage_registered: true,
             ..Account::default()
         };
-        state.set_account(address(0), staked(100_000));
+        state.set_account(
+            address(0),
+            Account {
+                balance: Amount(100_000),
+                ..staked(100_000)
+            },
+        );
         state.set_account(address(1), staked(5_000));
         other.set_account(address(2), staked(10_000));
         let (_, leaves) = stored_shards();
@@ -2074,6 +2275,9 @@ mod tests {
                     passed: 0,
                     missed: 1,
                     slashed: Amount(6_800),
+                    order: true,
+                    bounty: Amount(1_700),
+                    taker: None,
                 }
             );
         }
@@ -2151,6 +2355,17 @@ mod tests {
             assert_eq!(loaded.proven(&id, 2), s.proven(&id, 2));
         }
 
+        // Holder 0 unstakes everything once it knows it cannot prove: its later misses burn the amount
+        // still unbonding.
+        let unstake = tx(
+            &keys[0],
+            0,
+            TxKind::Unstake {
+                role: Role::StorageNode,
+                amount: Amount(100_000 - 6_800),
+            },
+        );
+        state.apply(&unstake, 50).expect("unstakes");
         // A deal ended early is not slashed past its end: ended in period 2 (heights 49..=64), it runs to
         // the end of that period, whose window closes at 80; periods 3 and 4 never run.
         let end = tx_until(&alice, 1, TxKind::EndDeal { deal: id }, 100);
@@ -2164,68 +2379,313 @@ mod tests {
             "periods 0, 1 and 2 were missed"
         );
         assert_eq!(state.proven(&id, 0).next, 3, "period 3 never ran");
+        let holder0 = state.account(&address(0)).cloned().expect("holder 0");
+        assert_eq!(
+            (holder0.storage_stake, holder0.unbonding),
+            (Amount::ZERO, Amount(100_000 - 3 * 6_800)),
+            "periods 1 and 2 were burned from what it unstaked"
+        );
         assert_eq!(state.accountable_supply(), supply);
+    }
+
+    /// A 3-shard-per-segment deal of two segments opened at height 5 by alice, whose holders 0 and 1 live
+    /// on her shard and holder 2 on the other; each keeps 1,700 bytes at a GiB-price of 1,700 a period.
+    struct ThreeHolders {
+        params: ChainParams,
+        state: State,
+        alice: SecretKey,
+        me: Address,
+        home: ShardId,
+        keys: Vec<SecretKey>,
+        terms: DealTerms,
+        id: Hash,
+        shards: Vec<(Vec<u8>, Vec<u8>)>,
+        leaves: Vec<Hash>,
+        /// The newest block run.
+        height: u64,
+    }
+
+    fn hash_of(h: u64) -> Hash {
+        hash_with("test block", &[&h.to_be_bytes()])
+    }
+
+    /// Keys `holder0`, `holder1`, ... that live on `home` (or not).
+    fn keys_on(home: ShardId, want_home: bool) -> impl Iterator<Item = SecretKey> {
+        (0..)
+            .map(|i| SecretKey::dev(&format!("holder{i}")))
+            .filter(move |k| (shard_of(&Address::of(&k.public()), 2) == home) == want_home)
+    }
+
+    impl ThreeHolders {
+        fn open(periods: u64) -> Self {
+            let params = ChainParams::devnet(2);
+            let alice = SecretKey::dev("alice");
+            let me = Address::of(&alice.public());
+            let home = shard_of(&me, 2);
+            let mut state = State::new(params.clone(), home);
+            state.set_account(
+                me,
+                Account {
+                    balance: Amount::from_iost(1000).expect("small"),
+                    ..Account::default()
+                },
+            );
+            let mut keys: Vec<SecretKey> = keys_on(home, true).take(2).collect();
+            keys.extend(keys_on(home, false).take(1));
+            let (shards, leaves) = stored_shards();
+            let terms = DealTerms {
+                root: vec![1, 0x55, 0x1e, 32, 7, 7],
+                size: 3_400,
+                k: 2,
+                m: 1,
+                periods,
+                holders: keys
+                    .iter()
+                    .map(|k| crate::types::deal::Holder {
+                        key: k.public(),
+                        price: Amount(1 << 30),
+                    })
+                    .collect(),
+                placement: vec![0, 1, 2, 1, 2, 0],
+                segment_lens: vec![1_000, 700],
+                commitments_root: smt::list_root(&leaves),
+            };
+            let id = terms.id(&me);
+            let signatures = keys
+                .iter()
+                .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
+                .collect();
+            let open = tx(
+                &alice,
+                0,
+                TxKind::OpenDeal {
+                    terms: terms.clone(),
+                    signatures,
+                },
+            );
+            for h in 1..=5 {
+                state.begin_block(h, &hash_of(h - 1));
+            }
+            state.apply(&open, 5).expect("opens");
+            Self {
+                params,
+                state,
+                alice,
+                me,
+                home,
+                keys,
+                terms,
+                id,
+                shards,
+                leaves,
+                height: 5,
+            }
+        }
+
+        /// Runs blocks up to `height`.
+        fn run_to(&mut self, height: u64) {
+            for h in self.height + 1..=height {
+                self.state.begin_block(h, &hash_of(h - 1));
+            }
+            self.height = self.height.max(height);
+        }
+
+        /// Slot `holder`'s proof of `period` under the newest seed, from every shard.
+        fn prove(&self, holder: u8, period: u64) -> StorageProof {
+            let (_, seed) = self.state.period_seed();
+            crate::types::storage_proof::prove(&self.terms, &seed, &self.id, holder, period, |p| {
+                let (cid, bytes) = self.shards.get(usize::from(p)).cloned()?;
+                Some((cid, bytes, smt::list_prove(&self.leaves, usize::from(p))))
+            })
+            .expect("every shard is here")
+        }
+    }
+
+    /// Issue 15 item 6: the slot of a holder that missed its proof has a repair order; another storage node
+    /// that rebuilt the slot's shards claims it with its own signed proof, is paid the period and the bounty
+    /// (the pay the holder forfeited), and holds the slot from then on: paid for its proofs, slashed for its
+    /// misses. A claim without an order, by a holder of the deal, or with a bad signature is refused and
+    /// changes nothing; the record reloads.
+    #[test]
+    fn a_missed_slot_is_taken_over_by_the_node_whose_signed_proof_claims_its_repair_order() {
+        use crate::types::storage_proof::Taker;
+        let mut f = ThreeHolders::open(5);
+        let supply = f.state.accountable_supply();
+        let chain_id = f.params.chain_id;
+        // Period 0's window is 33..=48: holders 0 and 2 prove, holder 1 lost its shards.
+        f.run_to(33);
+        for h in [0, 2] {
+            f.state.apply_proof(&f.prove(h, 0), 33).expect("proves");
+        }
+        assert_eq!(f.state.repair_orders().count(), 0);
+        f.run_to(49);
+        let order = f.state.proven(&f.id, 1);
+        assert!(order.order, "the miss opens the slot's order");
+        assert_eq!(order.bounty, Amount(1_700), "one period's forfeited pay");
+        assert_eq!(
+            f.state
+                .repair_orders()
+                .map(|(id, h, _)| (*id, h))
+                .collect::<Vec<_>>(),
+            vec![(f.id, 1)]
+        );
+
+        // A taker on the other shard, with no slot in the deal.
+        let taker = keys_on(f.home, false)
+            .find(|k| f.keys.iter().all(|h| h.public() != k.public()))
+            .expect("one");
+        let claim = |f: &ThreeHolders, key: &SecretKey, holder: u8| {
+            let mut proof = f.prove(holder, 1);
+            proof.taker = Some(Taker::sign(key, chain_id, &f.id, holder, 1));
+            proof
+        };
+        let root = f.state.root();
+        let no_order = claim(&f, &taker, 0);
+        assert_eq!(
+            f.state.apply_proof(&no_order, 49),
+            Err(ProofRefused::NoRepairOrder { holder: 0 }),
+            "slot 0 proved: nothing to take"
+        );
+        let by_holder = claim(&f, &f.keys[2], 1);
+        assert_eq!(
+            f.state.apply_proof(&by_holder, 49),
+            Err(ProofRefused::TakerHoldsShards),
+            "holder 2 would hold two shards of a segment"
+        );
+        let mut forged = claim(&f, &taker, 1);
+        forged.taker = Some(Taker {
+            key: SecretKey::dev("someone else").public(),
+            ..forged.taker.clone().expect("set")
+        });
+        assert_eq!(
+            f.state.apply_proof(&forged, 49),
+            Err(ProofRefused::BadTakerSignature)
+        );
+        assert_eq!(f.state.root(), root, "refusals change nothing");
+
+        // The claim: the period's 1,700 and the 1,700 bounty, through a lock to the taker's shard.
+        let good = claim(&f, &taker, 1);
+        assert_eq!(StorageProof::decode(&good.encode()).as_ref(), Ok(&good));
+        assert!(good.encode().len() <= crate::types::storage_proof::PROOF_BYTES_MAX);
+        let escrow = f.state.deal(&f.id).expect("open").escrow_left;
+        f.state.apply_proof(&good, 49).expect("the claim passes");
+        let lock = f
+            .state
+            .payout_locks()
+            .last()
+            .cloned()
+            .expect("a payout lock");
+        assert_eq!(
+            (lock.to, lock.amount),
+            (Address::of(&taker.public()), Amount(3_400))
+        );
+        assert_eq!(
+            f.state.deal(&f.id).map(|d| d.escrow_left),
+            Some(Amount(escrow.0 - 3_400))
+        );
+        let taken = f.state.proven(&f.id, 1);
+        assert_eq!(
+            (taken.order, taken.taker, taken.next, taken.passed),
+            (false, Some(taker.public()), 2, 1)
+        );
+        assert_eq!(f.state.holder_key(&f.id, 1), Some(taker.public()));
+        assert_eq!(f.state.repair_orders().count(), 0);
+        assert_eq!(
+            f.state.apply_proof(&f.prove(1, 1), 49),
+            Err(ProofRefused::AlreadyProven {
+                holder: 1,
+                period: 1
+            }),
+            "the old holder cannot prove the period the taker proved"
+        );
+        assert_eq!(f.state.accountable_supply(), supply, "supply is conserved");
+
+        // Period 2 (window 65..=80): holders 0 and 2 prove, the taker does not: the slash is the taker's.
+        f.run_to(65);
+        for h in [0, 2] {
+            f.state.apply_proof(&f.prove(h, 2), 65).expect("proves");
+        }
+        let holder1_stake = f.state.account(&Address::of(&f.keys[1].public())).cloned();
+        f.run_to(81);
+        assert_eq!(
+            f.state
+                .slash_locks()
+                .iter()
+                .map(|l| l.to)
+                .collect::<Vec<_>>(),
+            vec![Address::of(&taker.public())],
+            "the taker, on the other shard, is slashed"
+        );
+        assert_eq!(
+            f.state.account(&Address::of(&f.keys[1].public())).cloned(),
+            holder1_stake,
+            "the old holder is not slashed for the taker's miss"
+        );
+        let reopened = f.state.proven(&f.id, 1);
+        assert_eq!(
+            (reopened.order, reopened.bounty, reopened.taker),
+            (true, Amount(1_700), Some(taker.public()))
+        );
+        let (mut loaded, _) = reload(&mut f.state);
+        assert_eq!(loaded.root(), f.state.root());
+        assert_eq!(loaded.proven(&f.id, 1), reopened);
+        assert_eq!(f.state.accountable_supply(), supply);
+    }
+
+    /// Review finding (helper 30, 2): when proofs fill a block's proof section, honest proofs may have been
+    /// kept out of their window by whoever filled it: the window's misses are recorded and unpaid, but not
+    /// slashed and open no repair order. The next window, not congested, slashes as usual.
+    #[test]
+    fn misses_in_a_window_with_a_full_proof_section_are_not_slashed() {
+        let mut f = ThreeHolders::open(5);
+        let supply = f.state.accountable_supply();
+        f.run_to(33);
+        // Block 33 carries as many proofs as a block may (holder 0's is the last).
+        f.state.block_proofs = (crate::block::BLOCK_PROOFS_MAX - 1, 0);
+        f.state.apply_proof(&f.prove(0, 0), 33).expect("proves");
+        assert_eq!(f.state.congested(), 32, "period 0's window is congested");
+        let burned = f.state.atomix_totals().burned;
+        f.run_to(49);
+        for h in [1, 2] {
+            let p = f.state.proven(&f.id, h);
+            assert_eq!(
+                (p.next, p.missed, p.slashed, p.order),
+                (1, 1, Amount::ZERO, false),
+                "holder {h}: missed, unpaid, not slashed"
+            );
+        }
+        assert!(f.state.slash_locks().is_empty());
+        assert_eq!(f.state.atomix_totals().burned, burned);
+        let (mut loaded, _) = reload(&mut f.state);
+        assert_eq!(loaded.root(), f.state.root());
+        assert_eq!(loaded.congested(), 32);
+        // Period 1's window (49..=64) is not congested: its misses are slashed and open orders.
+        f.run_to(65);
+        for h in 0..3 {
+            let p = f.state.proven(&f.id, h);
+            assert_eq!(
+                (p.next, p.slashed.0 > 0, p.order),
+                (2, true, true),
+                "holder {h}"
+            );
+        }
+        assert_eq!(f.state.accountable_supply(), supply);
     }
 
     #[test]
     fn storage_proofs_pay_each_holder_once_per_period_and_anything_else_is_refused() {
         use crate::types::storage_proof::{self, ProofError, Sample};
-        let params = ChainParams::devnet(2);
-        let alice = SecretKey::dev("alice");
-        let me = Address::of(&alice.public());
-        let home = shard_of(&me, 2);
-        let mut state = State::new(params.clone(), home);
-        state.set_account(
+        let ThreeHolders {
+            mut state,
+            alice,
             me,
-            Account {
-                balance: Amount::from_iost(1000).expect("small"),
-                ..Account::default()
-            },
-        );
-        // Two holders on this shard and one on the other.
-        let on = |want_home: bool| {
-            (0..)
-                .map(|i| SecretKey::dev(&format!("holder{i}")))
-                .filter(move |k| (shard_of(&Address::of(&k.public()), 2) == home) == want_home)
-        };
-        let mut keys: Vec<SecretKey> = on(true).take(2).collect();
-        keys.extend(on(false).take(1));
-        let (shards, leaves) = stored_shards();
-        let terms = DealTerms {
-            root: vec![1, 0x55, 0x1e, 32, 7, 7],
-            size: 3_400,
-            k: 2,
-            m: 1,
-            periods: 3,
-            holders: keys
-                .iter()
-                .map(|k| crate::types::deal::Holder {
-                    key: k.public(),
-                    price: Amount(1 << 30),
-                })
-                .collect(),
-            placement: vec![0, 1, 2, 1, 2, 0],
-            segment_lens: vec![1_000, 700],
-            commitments_root: smt::list_root(&leaves),
-        };
-        let id = terms.id(&me);
-        let signatures = keys
-            .iter()
-            .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
-            .collect();
-        let open = tx(
-            &alice,
-            0,
-            TxKind::OpenDeal {
-                terms: terms.clone(),
-                signatures,
-            },
-        );
-        let hash_of = |h: u64| hash_with("test block", &[&h.to_be_bytes()]);
-        for h in 1..=5 {
-            state.begin_block(h, &hash_of(h - 1));
-        }
-        state.apply(&open, 5).expect("opens");
+            keys,
+            terms,
+            id,
+            shards,
+            leaves,
+            ..
+        } = ThreeHolders::open(3);
         let escrow = terms.escrow().expect("fits");
         // Each holder keeps 1,700 bytes at 1 GiB-price: 1,700 base units a period.
         assert_eq!(terms.per_period(), Ok(vec![Amount(1_700); 3]));
@@ -2265,7 +2725,9 @@ mod tests {
         let remote = prove(&state, 2, 0);
         state.apply_proof(&remote, 34).expect("pays through a lock");
         let lock = state
-            .payout_lock(&remote)
+            .payout_locks()
+            .last()
+            .cloned()
             .expect("a lock for the other shard");
         assert_eq!(lock.amount, Amount(1_700));
         assert_eq!(lock.to, Address::of(&keys[2].public()));
@@ -2378,8 +2840,12 @@ mod tests {
                 passed: 2,
                 missed: 1,
                 slashed: Amount(4 * 1_700),
+                order: false,
+                bounty: Amount::ZERO,
+                taker: None,
             },
-            "its missed period 0 is recorded and slashed (it has no stake to take here)"
+            "its missed period 0 is recorded and slashed (it has no stake to take here), and its proof of \
+             period 1 closed the repair order the miss opened"
         );
         assert_eq!(state.accountable_supply(), supply);
 

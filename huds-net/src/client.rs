@@ -109,6 +109,15 @@ impl NetShardSink {
     }
 }
 
+/// What an add says when no live storage node may be given a shard (on a chain: none it registers).
+fn no_placeable_node() -> AddError {
+    AddError::Network(
+        "no storage node may be given shards: none is live that the chain's storage-node registry holds \
+         (with at least its minimum stake)"
+            .into(),
+    )
+}
+
 async fn live_nodes(node: &NodeHandle) -> Vec<PeerId> {
     node.placeable_peers().await
 }
@@ -160,6 +169,9 @@ impl ShardSink for NetShardSink {
         let put = self.rt.spawn(async move {
             let _permit = permit;
             let nodes = live_nodes(&node).await;
+            if nodes.is_empty() {
+                return Err(no_placeable_node());
+            }
             let shard_keys: Vec<_> = shards.iter().map(|(c, _)| key_of(&c.to_bytes())).collect();
             let orders = placement::place_segment(&shard_keys, &keys(&nodes));
             let puts = shards.into_iter().enumerate().map(|(i, (cid, data))| {
@@ -193,6 +205,9 @@ impl ShardSink for NetShardSink {
         self.reap(true)?;
         self.rt.block_on(async {
             let nodes = self.nodes().await;
+            if nodes.is_empty() {
+                return Err(no_placeable_node());
+            }
             let order = placement::closest(&key_of(&cid.to_bytes()), &keys(&nodes));
             let puts = order
                 .iter()

@@ -9,6 +9,7 @@ pub mod node;
 pub mod placement;
 pub mod prover;
 pub mod repair;
+pub mod repair_order;
 pub mod tree;
 pub mod wire;
 

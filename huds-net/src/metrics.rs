@@ -215,6 +215,7 @@ pub(crate) fn op(request: &Request) -> &'static str {
         Request::Get { .. } => "get",
         Request::Has { .. } => "has",
         Request::Sign(_) => "sign",
+        Request::Deal(_) => "deal",
     }
 }
 

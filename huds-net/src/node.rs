@@ -433,6 +433,25 @@ impl NodeHandle {
         }
     }
 
+    /// The sign request `peer` keeps for deal `id` (None: it holds no slot of it), decoded, and checked to
+    /// be the deal's: its terms and owner hash to `id`.
+    pub async fn kept_deal(
+        &self,
+        peer: PeerId,
+        id: chain::crypto::Hash,
+    ) -> Result<Option<crate::deals::SignRequest>, NetError> {
+        let bytes = match self.request(peer, Request::Deal(id)).await? {
+            Response::Data(d) => d,
+            Response::NotFound => return Ok(None),
+            Response::Refused(reason) => return Err(NetError::Refused { peer, reason }),
+            _ => return Err(NetError::Protocol { peer }),
+        };
+        match crate::deals::SignRequest::decode(&bytes) {
+            Ok(r) if r.terms.id(&r.owner) == id => Ok(Some(r)),
+            _ => Err(NetError::Protocol { peer }),
+        }
+    }
+
     pub async fn has_shard(&self, peer: PeerId, cid: Cid) -> Result<bool, NetError> {
         match self.request(peer, Request::Has { cid }).await? {
             Response::Present(p) => Ok(p),
@@ -842,6 +861,16 @@ fn serve(
                     Err(reason) => Response::Refused(reason),
                 },
                 Err(e) => Response::Refused(format!("malformed sign request: {e}")),
+            }
+        }
+        Request::Deal(id) => {
+            let Some(dir) = signer.and_then(|s| s.held_dir()) else {
+                return Response::Refused("this node does not take storage deals".into());
+            };
+            match crate::prover::kept_request(dir, id) {
+                Ok(Some(bytes)) => Response::Data(bytes),
+                Ok(None) => Response::NotFound,
+                Err(e) => Response::Refused(format!("reading its deals: {e}")),
             }
         }
     }

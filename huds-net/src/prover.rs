@@ -15,18 +15,58 @@ use huds::{BlockStore, Store};
 
 use crate::deals::SignRequest;
 
-/// A deal this node signed: its id, its place among the holders, and the request it signed (terms, and
-/// per shard of its own the CID, commitment and list proof).
+/// A deal this node holds a slot of: its id, the slot (its place among the holders), and the request it
+/// signed (terms, and per shard of its own the CID, commitment and list proof); or, for a slot it rebuilt
+/// to take over through a repair order (`taken`), the same built by the repairer.
 #[derive(Debug, Clone)]
 pub struct HeldDeal {
     pub id: Hash,
     pub holder: u8,
     pub request: SignRequest,
+    /// Whether this node came to the slot through a repair order rather than by signing the deal.
+    pub taken: bool,
 }
 
 fn file_name(id: &Hash) -> String {
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}.deal")
+}
+
+/// A slot taken through a repair order: `<deal id>.taken`, holding the slot index and the request.
+fn taken_name(id: &Hash) -> String {
+    file_name(id).replace(".deal", ".taken")
+}
+
+/// Records a slot of deal `id` this node rebuilt to take over through its repair order, like [`keep`]:
+/// the slot index, then `request` (the deal's terms and owner, and this slot's shards).
+pub fn keep_taken(dir: &Path, id: &Hash, slot: u8, request: &SignRequest) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(taken_name(id));
+    let tmp = dir.join(format!("{}.tmp", taken_name(id)));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&[slot])?;
+        f.write_all(&request.encode())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The encoded sign request this node keeps for deal `id` (signed or taken over), if any: what it answers a
+/// repairer that asks for the deal.
+pub fn kept_request(dir: &Path, id: &Hash) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(dir.join(file_name(id))) {
+        Ok(b) => return Ok(Some(b)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    match std::fs::read(dir.join(taken_name(id))) {
+        Ok(b) if !b.is_empty() => Ok(Some(b[1..].to_vec())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Records a signed deal in `dir` before the signature leaves the node: written to a temporary file,
@@ -75,12 +115,15 @@ pub fn settle(store: &Store, dir: &Path, held: &HeldDeal) -> Result<usize, Strin
     Ok(deleted)
 }
 
-/// Forgets a deal (once it has settled).
+/// Forgets a deal (once it has settled, or its slot is no longer this node's).
 pub fn forget(dir: &Path, id: &Hash) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(file_name(id))) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for name in [file_name(id), taken_name(id)] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// The deals recorded in `dir` that name `me` as a holder. A file that does not decode, or whose terms do
@@ -95,23 +138,36 @@ pub fn held_deals(dir: &Path, me: &PublicKey) -> std::io::Result<(Vec<HeldDeal>,
     };
     for entry in entries {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("deal") {
-            continue;
-        }
+        let taken = match path.extension().and_then(|e| e.to_str()) {
+            Some("deal") => false,
+            Some("taken") => true,
+            _ => continue,
+        };
         let parsed = std::fs::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|b| SignRequest::decode(&b).map_err(|e| e.to_string()))
-            .and_then(|request| {
-                let holder = request
-                    .terms
-                    .holders
-                    .iter()
-                    .position(|h| h.key == *me)
-                    .ok_or("the deal does not name this node")?;
+            .and_then(|b| {
+                let (slot, body) = match (taken, b.split_first()) {
+                    (false, _) => (None, &b[..]),
+                    (true, Some((slot, body))) => (Some(*slot), body),
+                    (true, None) => return Err("empty".to_string()),
+                };
+                let request = SignRequest::decode(body).map_err(|e| e.to_string())?;
+                let holder = match slot {
+                    Some(s) if usize::from(s) < request.terms.holders.len() => s,
+                    Some(s) => return Err(format!("the deal has no holder slot {s}")),
+                    None => request
+                        .terms
+                        .holders
+                        .iter()
+                        .position(|h| h.key == *me)
+                        .ok_or("the deal does not name this node")?
+                        as u8,
+                };
                 Ok(HeldDeal {
                     id: request.terms.id(&request.owner),
-                    holder: holder as u8,
+                    holder,
                     request,
+                    taken,
                 })
             });
         match parsed {

@@ -193,10 +193,14 @@ pub async fn sweep(node: &NodeHandle, planner: &mut Planner) -> SweepReport {
             continue;
         };
         for seg in &manifest.segments {
-            let nodes = node.placeable_peers().await;
-            let probe = probe_segment(node, coding.k, &seg.shards, &nodes).await;
+            // Every live storage node is asked what it holds (a node the registry dropped still serves its
+            // shards), but rebuilt shards go only to nodes placement may choose.
+            let mut live = node.storage_peers().await;
+            live.push(node.peer_id());
+            let targets = node.placeable_peers().await;
+            let probe = probe_segment(node, coding.k, &seg.shards, &live).await;
             report.segments += 1;
-            match planner.plan(Instant::now(), &probe, &nodes) {
+            match planner.plan(Instant::now(), &probe, &targets) {
                 Plan::Healthy => report.healthy += 1,
                 Plan::Waiting { .. } => report.waiting += 1,
                 Plan::Lost { .. } => report.lost += 1,

@@ -10,6 +10,7 @@
 //! | Get request | 2 | cid length u8, cid |
 //! | Has request | 3 | cid length u8, cid |
 //! | Sign request | 4 | a deal sign request (`deals::SignRequest` encoding, rest of the frame) |
+//! | Deal request | 5 | a deal id, 32 bytes: the sign request this holder keeps for it (answered with Data, or NotFound) |
 //! | Stored response | 1 | none |
 //! | Data response | 2 | shard bytes (rest of the frame) |
 //! | Present response | 3 | 0 or 1 |
@@ -45,6 +46,9 @@ pub enum Request {
     },
     /// Sign a storage deal: the encoded `deals::SignRequest`, decoded by the serving node.
     Sign(Vec<u8>),
+    /// The sign request a holder keeps for a deal it holds a slot of (what a repairer needs of its shards:
+    /// their CIDs, commitments and list proofs).
+    Deal([u8; 32]),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +112,10 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
             out.push(4);
             out.extend_from_slice(body);
         }
+        Request::Deal(id) => {
+            out.push(5);
+            out.extend_from_slice(id);
+        }
     }
     out
 }
@@ -116,6 +124,12 @@ pub fn decode_request(b: &[u8]) -> io::Result<Request> {
     let (tag, rest) = header(b)?;
     if tag == 4 {
         return Ok(Request::Sign(rest.to_vec()));
+    }
+    if tag == 5 {
+        let id = rest
+            .try_into()
+            .map_err(|_| invalid("a deal id is 32 bytes"))?;
+        return Ok(Request::Deal(id));
     }
     let (cid, rest) = take_cid(rest)?;
     match tag {

@@ -16,6 +16,10 @@ pub(super) const KEY_TX_PREFIX: &[u8] = b"chain/tx/";
 /// `chain/slashes/<height:u64 BE>` -> the slash locks the block at that height made for holders of other
 /// shards (kind-less lock encodings, one after another), so that they are relayed like a block's transfers.
 pub(super) const KEY_SLASHES_PREFIX: &[u8] = b"chain/slashes/";
+/// `chain/payouts/<height:u64 BE>` -> the payout locks the block's storage proofs made for holders of other
+/// shards (kind-less lock encodings, one after another): kept rather than recomputed, since a later repair
+/// claim changes who holds a slot.
+pub(super) const KEY_PAYOUTS_PREFIX: &[u8] = b"chain/payouts/";
 
 pub(super) fn height_key(prefix: &[u8], height: u64) -> Vec<u8> {
     [prefix, &height.to_be_bytes()].concat()
@@ -56,6 +60,16 @@ pub(crate) fn load_committed(store: &dyn Store, height: u64) -> Option<(Block, V
 
 /// Adds the slash locks a committed block made to `batch`, each indexed by its id like a transaction.
 pub(super) fn put_slashes(batch: &mut WriteBatch, height: u64, locks: &[Lock]) {
+    put_locks(batch, KEY_SLASHES_PREFIX, height, locks);
+}
+
+/// Adds the payout locks a committed block's proofs made to `batch`, each indexed by its id like a
+/// transaction (so that anyone can ask for it to be relayed again: `height_of_tx`).
+pub(super) fn put_payouts(batch: &mut WriteBatch, height: u64, locks: &[Lock]) {
+    put_locks(batch, KEY_PAYOUTS_PREFIX, height, locks);
+}
+
+fn put_locks(batch: &mut WriteBatch, prefix: &[u8], height: u64, locks: &[Lock]) {
     if locks.is_empty() {
         return;
     }
@@ -64,19 +78,28 @@ pub(super) fn put_slashes(batch: &mut WriteBatch, height: u64, locks: &[Lock]) {
         lock.encode_into(&mut w);
         batch.put([KEY_TX_PREFIX, &lock.tx_id].concat(), height.to_be_bytes());
     }
-    batch.put(height_key(KEY_SLASHES_PREFIX, height), w.finish());
+    batch.put(height_key(prefix, height), w.finish());
 }
 
 impl<St: Store> ShardApp<St> {
     /// The slash locks the committed block at `height` made for holders of other shards.
     pub fn slashes_at(&self, height: u64) -> Vec<Lock> {
-        let Ok(Some(bytes)) = self.store.get(&height_key(KEY_SLASHES_PREFIX, height)) else {
+        self.locks_at(KEY_SLASHES_PREFIX, height, LockKind::Slash)
+    }
+
+    /// The payout locks the committed block at `height` made for holders of other shards.
+    pub fn payouts_at(&self, height: u64) -> Vec<Lock> {
+        self.locks_at(KEY_PAYOUTS_PREFIX, height, LockKind::Transfer)
+    }
+
+    fn locks_at(&self, prefix: &[u8], height: u64, kind: LockKind) -> Vec<Lock> {
+        let Ok(Some(bytes)) = self.store.get(&height_key(prefix, height)) else {
             return Vec::new();
         };
         let mut r = Reader::new(&bytes);
         let mut locks = Vec::new();
         while r.remaining() > 0 {
-            match Lock::decode_from(&mut r, LockKind::Slash) {
+            match Lock::decode_from(&mut r, kind) {
                 Ok(lock) => locks.push(lock),
                 Err(_) => break,
             }

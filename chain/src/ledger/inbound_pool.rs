@@ -273,11 +273,11 @@ impl<St: Store> ShardApp<St> {
                 let proof = self.state.prove_lock(&lock.tx_id);
                 by_shard.entry(shard).or_default().push((lock, proof));
             }
-            let payouts = block
-                .proofs
-                .iter()
-                .filter_map(|p| self.state.payout_lock(p));
-            for lock in payouts.chain(self.slashes_at(height)) {
+            for lock in self
+                .payouts_at(height)
+                .into_iter()
+                .chain(self.slashes_at(height))
+            {
                 let proof = self.state.prove_lock(&lock.tx_id);
                 by_shard
                     .entry(shard_of(&lock.to, shards))

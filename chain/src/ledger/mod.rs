@@ -379,11 +379,8 @@ impl<St: Store> App for ShardApp<St> {
         for tx in &block.transactions {
             batch.put([KEY_TX_PREFIX, &tx.id()].concat(), height.to_be_bytes());
         }
-        // A payout to a holder of another shard is an Atomix lock like a transfer's: indexed by its id, so
-        // that anyone can ask for it to be relayed again (`height_of_tx`).
-        for lock in block.proofs.iter().filter_map(|p| state.payout_lock(p)) {
-            batch.put([KEY_TX_PREFIX, &lock.tx_id].concat(), height.to_be_bytes());
-        }
+        // A payout to a holder of another shard is an Atomix lock like a transfer's.
+        block_log::put_payouts(&mut batch, height, state.payout_locks());
         block_log::put_slashes(&mut batch, height, state.slash_locks());
         put_commit(&mut batch, block, certificate);
         self.store.write(batch)?;

@@ -272,6 +272,9 @@ pub struct Economy {
     pub proofs_waiting: u64,
 }
 
+/// A shard's open repair orders: the shard, and per order its deal, slot and where the slot stands.
+pub type RepairOrders = (ShardId, Vec<(Hash, u8, Proven)>);
+
 /// A storage deal as the validator of its shard sees it at its tip: what a holder's prover asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DealView {
@@ -600,6 +603,19 @@ impl<D: Disk> Node<D> {
             provable: state.provable_next(id, next_height, &tip.hash),
             seed: state.seed_for(next_height, &tip.hash).1,
         })
+    }
+
+    /// The open repair orders of the shard this validator keeps, at its tip, at most `limit` (deal, slot and
+    /// where the slot stands); None if it keeps no shard.
+    pub fn repair_orders(&self, limit: usize) -> Option<RepairOrders> {
+        let lane = self.shard.as_ref()?;
+        let state = lane.app().state();
+        let orders = state
+            .repair_orders()
+            .take(limit)
+            .map(|(id, h, p)| (*id, h, *p))
+            .collect();
+        Some((lane.shard, orders))
     }
 
     /// The storage economy of the shard this validator keeps, at its tip (a pass over its deals); None if
@@ -1358,11 +1374,7 @@ impl<D: Disk> Node<D> {
                 matches!(&t.tx.kind, crate::TxKind::Transfer { to, .. }
                     if crate::shard_of(to, shard_count) != c.shard)
             }) || self.shard.as_ref().is_some_and(|lane| {
-                let state = lane.app().state();
-                c.block
-                    .proofs
-                    .iter()
-                    .any(|p| state.payout_lock(p).is_some())
+                !lane.app().payouts_at(height).is_empty()
                     || !lane.app().slashes_at(height).is_empty()
             });
             // Every member relays at once (a crashed one costs nothing); the retries are one member's,

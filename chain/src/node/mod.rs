@@ -18,6 +18,7 @@ pub use catch_up::{CatchUp, Peer, ServeBudget};
 pub use lane::{Drained, Duty, Lane, Role, index_in};
 pub use machine::{
     AtomixStatus, BeaconView, CommitNotice, DealView, Disk, Economy, Input, LaneStatus, Node,
-    NodeConfig, NodeError, Output, ProofOf, RELAYS_ASKED_MAX, ShardHead, Topic, VolumeView,
+    NodeConfig, NodeError, Output, ProofOf, RELAYS_ASKED_MAX, RepairOrders, ShardHead, Topic,
+    VolumeView,
 };
 pub use schedule::{EvidenceSent, Relay, RelaySchedule};

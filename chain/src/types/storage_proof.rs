@@ -9,15 +9,21 @@
 //! check it: no signature (whoever submits a proof, the pay goes to the holder), no state but the deal's
 //! terms and the seed.
 //!
+//! A proof may also claim a repair order (`specs/economics.md` §5.8): when the holder of a slot missed its
+//! proof, another storage node that rebuilt the slot's shards answers the slot's challenge with a
+//! [`Taker`] appended, its key and its signature over the slot and period; if the chain has the slot's
+//! order open, the taker becomes the slot's holder and is paid the period with the order's bounty.
+//!
 //! Encoding (all integers big-endian):
 //! ```text
-//! proof  := version:u8 (=1) deal:[32] holder:u8 period:u64 samples:u32-count sample*
+//! proof  := version:u8 (=1) deal:[32] holder:u8 period:u64 samples:u32-count sample* [taker]
 //! sample := position:u16 cid:var commitment_len:u64 commitment_root:[32] list_proof piece_proof
+//! taker  := key:[32] signature:[64]   (over "IOS/repair/v1\0" chain_id:u32 deal holder:u8 period:u64)
 //! ```
 //! (`list_proof`: [`crate::smt::ListProof`]; `piece_proof`: [`crate::pieces::PieceProof`].)
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{Hash, hash_with};
+use crate::crypto::{self, Hash, PublicKey, SecretKey, Signature, hash_with};
 use crate::pieces::{self, Commitment, PieceError, PieceProof};
 use crate::smt::{self, ListProof};
 use crate::types::deal::{DealTerms, shard_leaf};
@@ -27,8 +33,11 @@ pub const PROOF_SAMPLES: usize = 16;
 /// The bytes of a shard's CID in a proof, at most.
 pub const SHARD_CID_BYTES_MAX: usize = 96;
 /// An encoded proof, at most: [`PROOF_SAMPLES`] samples of the largest shape (a 64 MiB shard of a
-/// 2,048-shard deal): 21,856 bytes.
-pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * SAMPLE_BYTES_MAX;
+/// 2,048-shard deal) and a taker: 21,952 bytes.
+pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * SAMPLE_BYTES_MAX + TAKER_BYTES;
+/// The bytes a [`Taker`] adds to a proof.
+pub const TAKER_BYTES: usize = 32 + 64;
+const DOMAIN_REPAIR: &[u8] = b"IOS/repair/v1\0";
 const SAMPLE_BYTES_MAX: usize = 2
     + 4
     + SHARD_CID_BYTES_MAX
@@ -59,6 +68,45 @@ pub struct StorageProof {
     pub holder: u8,
     pub period: u64,
     pub samples: Vec<Sample>,
+    /// Present when the proof claims the slot's repair order.
+    pub taker: Option<Taker>,
+}
+
+/// The storage node a repair claim makes the slot's holder, and its signature on the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taker {
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+/// What a taker signs to claim slot `holder` of `deal` with its proof of `period`.
+pub fn repair_message(chain_id: u32, deal: &Hash, holder: u8, period: u64) -> Vec<u8> {
+    [
+        DOMAIN_REPAIR,
+        &chain_id.to_be_bytes(),
+        deal,
+        &[holder],
+        &period.to_be_bytes(),
+    ]
+    .concat()
+}
+
+impl Taker {
+    /// `key`'s claim of slot `holder` of `deal` with its proof of `period`.
+    pub fn sign(key: &SecretKey, chain_id: u32, deal: &Hash, holder: u8, period: u64) -> Self {
+        Self {
+            key: key.public(),
+            signature: key.sign(&repair_message(chain_id, deal, holder, period)),
+        }
+    }
+
+    /// Checks the claim's signature for `proof`'s slot and period.
+    pub fn verify(&self, chain_id: u32, proof: &StorageProof) -> Result<(), crypto::CryptoError> {
+        self.key.verify(
+            &repair_message(chain_id, &proof.deal, proof.holder, proof.period),
+            &self.signature,
+        )
+    }
 }
 
 /// Why a storage proof fails against its deal.
@@ -265,6 +313,9 @@ impl StorageProof {
             s.path.encode_into(w);
             s.piece.encode_into(w);
         }
+        if let Some(t) = &self.taker {
+            w.fixed(&t.key.0).fixed(&t.signature.0);
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -308,12 +359,20 @@ impl StorageProof {
                 piece,
             });
         }
+        let taker = match r.remaining() {
+            0 => None,
+            _ => Some(Taker {
+                key: PublicKey(r.array()?),
+                signature: Signature(r.array()?),
+            }),
+        };
         r.finish()?;
         Ok(Self {
             deal,
             holder,
             period,
             samples,
+            taker,
         })
     }
 }
@@ -356,5 +415,6 @@ pub fn prove(
         holder,
         period,
         samples,
+        taker: None,
     })
 }

@@ -130,6 +130,8 @@ pub enum TxError {
     },
     #[error("the account is already registered in that role")]
     AlreadyRegistered,
+    #[error("a storage node registers with at least {min} of stake, not {stake}")]
+    StakeBelowMinimum { stake: Amount, min: Amount },
     #[error("unstake of {requested} exceeds the {staked} staked in that role")]
     InsufficientStake { requested: Amount, staked: Amount },
     #[error("invalid validator key: {0}")]
