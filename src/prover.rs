@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chain::crypto::{Hash, SecretKey};
 use chain::hex;
-use chain::types::storage_proof::Taker;
 use huds_net::NodeHandle;
 use huds_net::prover::{self, HeldDeal};
 
@@ -181,17 +180,9 @@ fn prove_deal(
                 .and_then(chain::hex_decode)
                 .and_then(|b| Hash::try_from(b).ok())
                 .context("the deal's status has no seed")?;
-            let mut proof =
-                prover::prove(node.store(), deal, &seed, period).map_err(anyhow::Error::msg)?;
-            if taker {
-                proof.taker = Some(Taker::sign(
-                    key,
-                    deal.request.chain_id,
-                    &deal.id,
-                    deal.holder,
-                    period,
-                ));
-            }
+            let claim = taker.then_some((key, deal.request.chain_id));
+            let proof = prover::prove(node.store(), deal, &seed, period, claim)
+                .map_err(anyhow::Error::msg)?;
             let bytes = proof.encode();
             sent.insert(deal.id, (period, bytes.clone()));
             bytes

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chain::crypto::{Hash, PublicKey, hash_with};
 use chain::{hex, hex_decode};
+use huds::BlockStore;
 use huds_net::NodeHandle;
 use huds_net::placement::{closest, key_of};
 use huds_net::{prover, repair_order};
@@ -65,8 +66,28 @@ pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) ->
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut attempts = HashMap::new();
+            let mut chain_id = None;
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = round(&runtime, &node, &held_dir, &me, &api, &mut attempts) {
+                // The chain's id from the chain itself, never from a peer's record.
+                if chain_id.is_none() {
+                    chain_id = crate::api_client::json(&api, "/api/v0/chain/status")
+                        .ok()
+                        .and_then(|s| s["chain_id"].as_u64())
+                        .and_then(|c| u32::try_from(c).ok());
+                }
+                let Some(chain_id) = chain_id else {
+                    std::thread::sleep(REPAIRER_TICK);
+                    continue;
+                };
+                let here = Here {
+                    runtime: &runtime,
+                    node: &node,
+                    held_dir: &held_dir,
+                    me: &me,
+                    api: &api,
+                    chain_id,
+                };
+                if let Err(e) = round(&here, &mut attempts) {
                     tracing::debug!("repairer: {e:#}");
                 }
                 std::thread::sleep(REPAIRER_TICK);
@@ -83,15 +104,26 @@ fn order_key(deal: &Hash, slot: u8) -> Hash {
     hash_with("HUDS repair order rank v1", &[deal, &[slot]])
 }
 
+/// What a round works with.
+struct Here<'a> {
+    runtime: &'a tokio::runtime::Handle,
+    node: &'a NodeHandle,
+    held_dir: &'a std::path::Path,
+    me: &'a PublicKey,
+    api: &'a str,
+    chain_id: u32,
+}
+
 /// One look at the open orders.
-fn round(
-    runtime: &tokio::runtime::Handle,
-    node: &NodeHandle,
-    held_dir: &std::path::Path,
-    me: &PublicKey,
-    api: &str,
-    attempts: &mut HashMap<(Hash, u8), Attempt>,
-) -> Result<()> {
+fn round(here: &Here<'_>, attempts: &mut HashMap<(Hash, u8), Attempt>) -> Result<()> {
+    let Here {
+        runtime,
+        node,
+        held_dir,
+        me,
+        api,
+        chain_id,
+    } = *here;
     let orders = crate::api_client::json(api, "/api/v0/chain/repairs")?;
     let open: Vec<(Hash, u8)> = orders["orders"]
         .as_array()
@@ -102,9 +134,17 @@ fn round(
             Some((deal, u8::try_from(o["holder"].as_u64()?).ok()?))
         })
         .collect();
+    // An order closed by this node's claim drops out of the list, and so out of here; while it is open, no
+    // other slot of the same deal is taken (its claim would hold two of the deal's shards).
     attempts.retain(|k, _| open.contains(k));
     let now = Instant::now();
     for (deal, slot) in open {
+        let taking = attempts
+            .iter()
+            .any(|((d, s), a)| *d == deal && *s != slot && matches!(a, Attempt::Done));
+        if taking {
+            continue;
+        }
         let attempt = *attempts.entry((deal, slot)).or_insert(Attempt::Seen(now));
         let since = match attempt {
             Attempt::Done => continue,
@@ -112,11 +152,15 @@ fn round(
             Attempt::Failed(at) => at,
             Attempt::Seen(at) => at,
         };
-        let status =
-            crate::api_client::json(api, &format!("/api/v0/chain/deal?id={}", hex(&deal)))?;
-        let keys: Vec<PublicKey> = status["holders"]
-            .as_array()
-            .context("the deal's status lists no holders")?
+        let Ok(status) =
+            crate::api_client::json(api, &format!("/api/v0/chain/deal?id={}", hex(&deal)))
+        else {
+            continue;
+        };
+        let Some(holders) = status["holders"].as_array() else {
+            continue;
+        };
+        let keys: Vec<PublicKey> = holders
             .iter()
             .filter_map(|h| {
                 let bytes = hex_decode(h["key"].as_str()?)?;
@@ -148,10 +192,18 @@ fn round(
             continue;
         }
         tracing::info!(deal = %hex(&deal), slot, rank, "taking a repair order: rebuilding the slot");
-        match runtime.block_on(repair_order::rebuild_slot(node, deal, slot, &keys)) {
+        match runtime.block_on(repair_order::rebuild_slot(
+            node, chain_id, deal, slot, &keys,
+        )) {
             Ok(request) => {
-                prover::keep_taken(held_dir, &deal, slot, &request)
-                    .with_context(|| format!("recording the slot in {}", held_dir.display()))?;
+                if let Err(e) = prover::keep_taken(held_dir, &deal, slot, &request) {
+                    // Without its record the slot cannot be proven: its shards are let go again.
+                    let cids: Vec<_> = request.claims.iter().map(|c| c.cid).collect();
+                    let _ = node.store().release_deal(&deal, &cids);
+                    attempts.insert((deal, slot), Attempt::Failed(now));
+                    return Err(e)
+                        .with_context(|| format!("recording the slot in {}", held_dir.display()));
+                }
                 node.recount_storage().context("counting the store")?;
                 tracing::info!(
                     deal = %hex(&deal),

@@ -37,7 +37,8 @@ const KEY_DEAL_TERMS_PREFIX: &[u8] = b"state/deal_terms/";
 const KEY_PROVEN_PREFIX: &[u8] = b"state/deal_proofs/";
 /// `state/period_seed` -> the newest period's end height (u64) and seed.
 const KEY_SEED: &[u8] = b"state/period_seed";
-/// `state/congested` -> the end height (u64 BE) of the period whose proof window had a full block.
+/// `state/congested` -> the end height of the period whose proof window is the newest that had a full block,
+/// and how many of its blocks were full (u64 BE each).
 const KEY_CONGESTED: &[u8] = b"state/congested";
 /// `state/volume/<volume id><version:u64 BE>` -> that version ([`VolumeVersion`] encoding), written once.
 const KEY_VOLUME_PREFIX: &[u8] = b"state/volume/";
@@ -155,11 +156,12 @@ pub struct State {
     /// The payout locks the newest block's proofs made for holders of other shards.
     payout_locks: Vec<Lock>,
     /// The end height of the newest period whose proof window had a block with a full proof section (0:
-    /// none): its misses are not slashed (`specs/economics.md` §5.7).
-    congested: u64,
+    /// none), and how many of the window's blocks were full: when all were, the window's misses are not
+    /// slashed (`specs/economics.md` §5.7).
+    congested: (u64, u64),
     congested_dirty: bool,
-    /// The proofs the block being executed carries so far, and their bytes.
-    block_proofs: (usize, usize),
+    /// The proofs the block being executed carries so far, their bytes, and whether it counted as full.
+    block_proofs: (usize, usize, bool),
 }
 
 /// Where one holder slot's proofs of one deal stand, and who holds it now.
@@ -257,8 +259,11 @@ fn congested_key() -> Hash {
     hash_with("IOS congested window key v1", &[])
 }
 
-fn congested_value(end: u64) -> Hash {
-    hash_with("IOS congested window v1", &[&end.to_be_bytes()])
+fn congested_value((end, blocks): (u64, u64)) -> Hash {
+    hash_with(
+        "IOS congested window v1",
+        &[&end.to_be_bytes(), &blocks.to_be_bytes()],
+    )
 }
 
 fn seed_key() -> Hash {
@@ -343,9 +348,9 @@ impl State {
             new_volumes: Vec::new(),
             slash_locks: Vec::new(),
             payout_locks: Vec::new(),
-            congested: 0,
+            congested: (0, 0),
             congested_dirty: false,
-            block_proofs: (0, 0),
+            block_proofs: (0, 0, false),
         };
         state.tree.insert(
             fee_pool_key(),
@@ -567,7 +572,7 @@ impl State {
         }
         self.slash_locks.clear();
         self.payout_locks.clear();
-        self.block_proofs = (0, 0);
+        self.block_proofs = (0, 0, false);
         self.slash_misses(height);
     }
 
@@ -587,9 +592,9 @@ impl State {
             return;
         }
         let ended = closed - period;
-        // A window in which some block's proof section was full may have kept honest proofs out: its misses
-        // are recorded and unpaid, but neither slashed nor opened for repair.
-        let congested = self.congested == ended;
+        // A window in which every block's proof section was full may have kept honest proofs out: its
+        // misses are recorded and unpaid, but neither slashed nor opened for repair.
+        let congested = self.congested.0 == ended && self.congested.1 >= period;
         let mut misses = Vec::new();
         for (id, record) in &self.deals {
             if record.period_blocks != period || ended < record.start_height + period {
@@ -610,13 +615,14 @@ impl State {
                 let proven = self.proven(id, h);
                 if proven.next <= p {
                     let holder = Address::of(&slot_key(terms, h, &proven));
-                    misses.push((*id, h, holder, record.owner, p, pay[usize::from(h)]));
+                    let pay = pay[usize::from(h)];
+                    misses.push((*id, h, holder, record.owner, p, pay, record.periods));
                 }
             }
         }
         // A holder missing in many deals is burned once, for the sum, and the beacon hears one new stake.
         let mut burns: BTreeMap<Address, u64> = BTreeMap::new();
-        for (id, h, holder, owner, p, pay) in misses {
+        for (id, h, holder, owner, p, pay, last) in misses {
             let penalty = Amount(pay.0.saturating_mul(self.params.slash_periods));
             let mut proven = self.proven(&id, h);
             proven.next = p + 1;
@@ -630,10 +636,16 @@ impl State {
             proven.slashed = Amount(proven.slashed.0.saturating_add(penalty.0));
             // The slot's repair order opens (or stays open): the pay the holder forfeits is its bounty,
             // up to `repair_bounty_periods` periods of it.
+            // (None for the deal's last period: no period is left to take it over for.)
             let cap = pay.0.saturating_mul(self.params.repair_bounty_periods);
             let before = if proven.order { proven.bounty.0 } else { 0 };
-            proven.bounty = Amount(before.saturating_add(pay.0).min(cap));
-            proven.order = true;
+            let open = p + 1 < last;
+            proven.bounty = Amount(if open {
+                before.saturating_add(pay.0).min(cap)
+            } else {
+                0
+            });
+            proven.order = open;
             self.tree.insert(proven_key(&id, h), proven.value_hash());
             self.proven.insert((id, h), proven);
             self.dirty_proven.insert((id, h));
@@ -863,29 +875,34 @@ impl State {
         Ok(())
     }
 
-    /// Counts a proof the block at `height` carries; when the block's proof section is full (its count at
-    /// the maximum, or less room left than the largest proof takes, so the pool may have held a proof back),
-    /// the window `height` is in is congested.
+    /// Counts a proof the block at `height` carries; when the block's proof section becomes full (its count
+    /// at the maximum, or less room left than the largest proof takes, so the pool may have held a proof
+    /// back), one more block of the window `height` is in is full.
     fn count_block_proof(&mut self, bytes: usize, height: u64) {
         use crate::block::{BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX};
         use crate::types::storage_proof::PROOF_BYTES_MAX;
-        let (count, total) = self.block_proofs;
-        self.block_proofs = (count + 1, total + bytes);
-        let (count, total) = self.block_proofs;
-        if count >= BLOCK_PROOFS_MAX || total + PROOF_BYTES_MAX > BLOCK_PROOF_BYTES_MAX {
+        let (count, total, counted) = self.block_proofs;
+        let (count, total) = (count + 1, total + bytes);
+        let full = count >= BLOCK_PROOFS_MAX || total + PROOF_BYTES_MAX > BLOCK_PROOF_BYTES_MAX;
+        self.block_proofs = (count, total, counted || full);
+        if full && !counted {
             let period = self.params.storage_period_blocks.max(1);
             let window_of = height.saturating_sub(1) / period * period;
-            if self.congested != window_of {
-                self.congested = window_of;
-                self.congested_dirty = true;
-                self.tree
-                    .insert(congested_key(), congested_value(window_of));
-            }
+            let blocks = if self.congested.0 == window_of {
+                self.congested.1 + 1
+            } else {
+                1
+            };
+            self.congested = (window_of, blocks);
+            self.congested_dirty = true;
+            self.tree
+                .insert(congested_key(), congested_value(self.congested));
         }
     }
 
-    /// The end height of the newest period whose proof window was congested (0: none).
-    pub fn congested(&self) -> u64 {
+    /// The end height of the newest period whose proof window had a full block (0: none), and how many of
+    /// its blocks were full.
+    pub fn congested(&self) -> (u64, u64) {
         self.congested
     }
 
@@ -903,11 +920,14 @@ impl State {
         Some(slot_key(terms, holder, &self.proven(id, holder)))
     }
 
-    /// Every open repair order on this shard: the deal and its slot, with where the slot stands.
+    /// Every open repair order on this shard that can still be taken (the deal has a period left for its
+    /// slot to prove): the deal and its slot, with where the slot stands.
     pub fn repair_orders(&self) -> impl Iterator<Item = (&Hash, u8, &Proven)> {
         self.proven
             .iter()
-            .filter(|(_, p)| p.order)
+            .filter(|((id, _), p)| {
+                p.order && self.deals.get(id).is_some_and(|d| p.next < d.periods)
+            })
             .map(|((id, h), p)| (id, *h, p))
     }
 
@@ -1313,7 +1333,14 @@ impl State {
             );
         }
         if std::mem::take(&mut self.congested_dirty) {
-            batch.put(KEY_CONGESTED, self.congested.to_be_bytes().to_vec());
+            batch.put(
+                KEY_CONGESTED,
+                [
+                    self.congested.0.to_be_bytes(),
+                    self.congested.1.to_be_bytes(),
+                ]
+                .concat(),
+            );
         }
         if std::mem::take(&mut self.seed_dirty) {
             batch.put(
@@ -1423,11 +1450,14 @@ impl State {
             state.tree.insert(seed_key(), seed_value(end, &seed));
         }
         if let Some(v) = store.get(KEY_CONGESTED)? {
-            let bytes: [u8; 8] = v
+            let bytes: [u8; 16] = v
                 .as_slice()
                 .try_into()
-                .map_err(|_| corrupt(KEY_CONGESTED, "congested window is not 8 bytes".into()))?;
-            state.congested = u64::from_be_bytes(bytes);
+                .map_err(|_| corrupt(KEY_CONGESTED, "congested window is not 16 bytes".into()))?;
+            state.congested = (
+                u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes")),
+            );
             state
                 .tree
                 .insert(congested_key(), congested_value(state.congested));
@@ -2535,9 +2565,21 @@ mod tests {
             .find(|k| f.keys.iter().all(|h| h.public() != k.public()))
             .expect("one");
         let claim = |f: &ThreeHolders, key: &SecretKey, holder: u8| {
-            let mut proof = f.prove(holder, 1);
-            proof.taker = Some(Taker::sign(key, chain_id, &f.id, holder, 1));
-            proof
+            let (_, seed) = f.state.period_seed();
+            crate::types::storage_proof::prove_claim(
+                &f.terms,
+                &seed,
+                &f.id,
+                holder,
+                1,
+                key,
+                chain_id,
+                |p| {
+                    let (cid, bytes) = f.shards.get(usize::from(p)).cloned()?;
+                    Some((cid, bytes, smt::list_prove(&f.leaves, usize::from(p))))
+                },
+            )
+            .expect("every shard is here")
         };
         let root = f.state.root();
         let no_order = claim(&f, &taker, 0);
@@ -2563,8 +2605,24 @@ mod tests {
         );
         assert_eq!(f.state.root(), root, "refusals change nothing");
 
-        // The claim: the period's 1,700 and the 1,700 bounty, through a lock to the taker's shard.
+        // A claim copied by a thief under its own key, or stripped of its taker, answers a challenge its key
+        // (or no key) did not draw.
         let good = claim(&f, &taker, 1);
+        let mut stolen = good.clone();
+        stolen.taker = Some(Taker::sign(&SecretKey::dev("thief"), chain_id, &f.id, 1, 1));
+        let mut stripped = good.clone();
+        stripped.taker = None;
+        for copy in [stolen, stripped] {
+            assert!(
+                matches!(
+                    f.state.apply_proof(&copy, 49),
+                    Err(ProofRefused::Invalid(_))
+                ),
+                "a copied claim is refused"
+            );
+        }
+        assert_eq!(f.state.root(), root);
+        // The claim: the period's 1,700 and the 1,700 bounty, through a lock to the taker's shard.
         assert_eq!(StorageProof::decode(&good.encode()).as_ref(), Ok(&good));
         assert!(good.encode().len() <= crate::types::storage_proof::PROOF_BYTES_MAX);
         let escrow = f.state.deal(&f.id).expect("open").escrow_left;
@@ -2632,18 +2690,31 @@ mod tests {
         assert_eq!(f.state.accountable_supply(), supply);
     }
 
-    /// Review finding (helper 30, 2): when proofs fill a block's proof section, honest proofs may have been
-    /// kept out of their window by whoever filled it: the window's misses are recorded and unpaid, but not
-    /// slashed and open no repair order. The next window, not congested, slashes as usual.
+    /// Review finding (helper 30, 2): when every block of a proof window had its proof section full, honest
+    /// proofs may have been kept out by whoever filled them: the window's misses are recorded and unpaid,
+    /// but not slashed and open no repair order. A window with one block that was not full slashes as usual.
     #[test]
-    fn misses_in_a_window_with_a_full_proof_section_are_not_slashed() {
+    fn misses_in_a_window_whose_blocks_were_all_full_are_not_slashed() {
         let mut f = ThreeHolders::open(5);
         let supply = f.state.accountable_supply();
+        let full = |f: &mut ThreeHolders, h: u64| {
+            // The block carries as many proofs as a block may (the one counted here is the last).
+            f.state.block_proofs = (crate::block::BLOCK_PROOFS_MAX - 1, 0, false);
+            f.state.count_block_proof(1_000, h);
+        };
+        // Period 0's window is 33..=48: holder 0 proves in its first block, and every block is full.
         f.run_to(33);
-        // Block 33 carries as many proofs as a block may (holder 0's is the last).
-        f.state.block_proofs = (crate::block::BLOCK_PROOFS_MAX - 1, 0);
         f.state.apply_proof(&f.prove(0, 0), 33).expect("proves");
-        assert_eq!(f.state.congested(), 32, "period 0's window is congested");
+        full(&mut f, 33);
+        for h in 34..=48 {
+            f.run_to(h);
+            full(&mut f, h);
+        }
+        assert_eq!(
+            f.state.congested(),
+            (32, 16),
+            "all 16 blocks of period 0's window"
+        );
         let burned = f.state.atomix_totals().burned;
         f.run_to(49);
         for h in [1, 2] {
@@ -2658,8 +2729,13 @@ mod tests {
         assert_eq!(f.state.atomix_totals().burned, burned);
         let (mut loaded, _) = reload(&mut f.state);
         assert_eq!(loaded.root(), f.state.root());
-        assert_eq!(loaded.congested(), 32);
-        // Period 1's window (49..=64) is not congested: its misses are slashed and open orders.
+        assert_eq!(loaded.congested(), (32, 16));
+        // Period 1's window (49..=64) has 15 full blocks of 16: its misses are slashed and open orders.
+        for h in 50..=64 {
+            f.run_to(h);
+            full(&mut f, h);
+        }
+        assert_eq!(f.state.congested(), (48, 15));
         f.run_to(65);
         for h in 0..3 {
             let p = f.state.proven(&f.id, h);

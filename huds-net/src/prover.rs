@@ -32,17 +32,26 @@ fn file_name(id: &Hash) -> String {
     format!("{hex}.deal")
 }
 
-/// A slot taken through a repair order: `<deal id>.taken`, holding the slot index and the request.
-fn taken_name(id: &Hash) -> String {
-    file_name(id).replace(".deal", ".taken")
+/// A slot taken through a repair order: `<deal id>.<slot>.taken`, holding the slot index and the request.
+fn taken_name(id: &Hash, slot: u8) -> String {
+    file_name(id).replace(".deal", &format!(".{slot}.taken"))
+}
+
+/// The file a held deal is recorded in.
+fn held_name(held: &HeldDeal) -> String {
+    if held.taken {
+        taken_name(&held.id, held.holder)
+    } else {
+        file_name(&held.id)
+    }
 }
 
 /// Records a slot of deal `id` this node rebuilt to take over through its repair order, like [`keep`]:
 /// the slot index, then `request` (the deal's terms and owner, and this slot's shards).
 pub fn keep_taken(dir: &Path, id: &Hash, slot: u8, request: &SignRequest) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(taken_name(id));
-    let tmp = dir.join(format!("{}.tmp", taken_name(id)));
+    let path = dir.join(taken_name(id, slot));
+    let tmp = dir.join(format!("{}.tmp", taken_name(id, slot)));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&[slot])?;
@@ -61,12 +70,18 @@ pub fn kept_request(dir: &Path, id: &Hash) -> std::io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
-    match std::fs::read(dir.join(taken_name(id))) {
-        Ok(b) if !b.is_empty() => Ok(Some(b[1..].to_vec())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    for slot in 0..=u8::MAX {
+        match std::fs::read(dir.join(taken_name(id, slot))) {
+            Ok(b) if !b.is_empty() => return Ok(Some(b[1..].to_vec())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if usize::from(slot) + 1 >= chain::types::deal::DEAL_HOLDERS_MAX {
+            break;
+        }
     }
+    Ok(None)
 }
 
 /// Records a signed deal in `dir` before the signature leaves the node: written to a temporary file,
@@ -111,19 +126,17 @@ pub fn settle(store: &Store, dir: &Path, held: &HeldDeal) -> Result<usize, Strin
     let deleted = store
         .release_deal(&held.id, &cids)
         .map_err(|e| format!("releasing the shards of a settled deal: {e}"))?;
-    forget(dir, &held.id).map_err(|e| format!("forgetting a settled deal: {e}"))?;
+    forget(dir, held).map_err(|e| format!("forgetting a settled deal: {e}"))?;
     Ok(deleted)
 }
 
-/// Forgets a deal (once it has settled, or its slot is no longer this node's).
-pub fn forget(dir: &Path, id: &Hash) -> std::io::Result<()> {
-    for name in [file_name(id), taken_name(id)] {
-        match std::fs::remove_file(dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+/// Forgets a held slot of a deal (once the deal has settled, or the slot is no longer this node's): its
+/// record only, not the node's other slots of the deal.
+pub fn forget(dir: &Path, held: &HeldDeal) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(held_name(held))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The deals recorded in `dir` that name `me` as a holder. A file that does not decode, or whose terms do
@@ -180,26 +193,28 @@ pub fn held_deals(dir: &Path, me: &PublicKey) -> std::io::Result<(Vec<HeldDeal>,
 }
 
 /// This node's proof of `held` for `period` under `seed`, from the shards in `store` (each read and hashed
-/// when drawn). Fails naming the shards it no longer has or cannot read.
+/// when drawn); with `taker`, the repair claim of the slot by that key on chain `chain_id`. Fails naming the
+/// shards it no longer has or cannot read.
 pub fn prove(
     store: &Store,
     held: &HeldDeal,
     seed: &Hash,
     period: u64,
+    taker: Option<(&chain::crypto::SecretKey, u32)>,
 ) -> Result<StorageProof, String> {
     let claims = &held.request.claims;
-    storage_proof::prove(
-        &held.request.terms,
-        seed,
-        &held.id,
-        held.holder,
-        period,
-        |position| {
-            let claim = claims.iter().find(|c| c.position == u32::from(position))?;
-            let bytes = store.shard(&claim.cid).ok().flatten()?;
-            Some((claim.cid.to_bytes(), bytes, claim.path.clone()))
-        },
-    )
+    let shard = |position: u16| {
+        let claim = claims.iter().find(|c| c.position == u32::from(position))?;
+        let bytes = store.shard(&claim.cid).ok().flatten()?;
+        Some((claim.cid.to_bytes(), bytes, claim.path.clone()))
+    };
+    let (terms, id) = (&held.request.terms, &held.id);
+    match taker {
+        None => storage_proof::prove(terms, seed, id, held.holder, period, shard),
+        Some((key, chain_id)) => {
+            storage_proof::prove_claim(terms, seed, id, held.holder, period, key, chain_id, shard)
+        }
+    }
     .map_err(|missing| {
         let cids: Vec<String> = missing
             .iter()

@@ -50,11 +50,13 @@ pub enum SlotError {
     Store(String),
 }
 
-/// Rebuilds slot `slot` of deal `id` into this node's store. `keys` is who holds each slot now (the chain's
-/// view: a slot taken over earlier is asked of its taker). Returns the request the node keeps for its
-/// prover. On a failed check every shard it stored is deleted again.
+/// Rebuilds slot `slot` of deal `id` on chain `chain_id` into this node's store. `keys` is who holds each
+/// slot now (the chain's view: a slot taken over earlier is asked of its taker). Returns the request the
+/// node keeps for its prover. On a failed check every shard it stored that it did not have before is
+/// deleted again.
 pub async fn rebuild_slot(
     node: &NodeHandle,
+    chain_id: u32,
     id: Hash,
     slot: u8,
     keys: &[PublicKey],
@@ -71,7 +73,7 @@ pub async fn rebuild_slot(
         }
     }
     let (_, _, first) = kept.first().ok_or(SlotError::NoTerms)?;
-    let (terms, owner, chain_id) = (first.terms.clone(), first.owner, first.chain_id);
+    let (terms, owner) = (first.terms.clone(), first.owner);
     if usize::from(slot) >= terms.holders.len() {
         return Err(SlotError::NoSlot(slot));
     }
@@ -96,7 +98,7 @@ pub async fn rebuild_slot(
     let n = terms.segment_shards();
     let coding = Coding::new(usize::from(terms.k), usize::from(terms.m))
         .map_err(|_| SlotError::NoSlot(slot))?;
-    let mut rebuilt: Vec<(usize, Cid, Commitment)> = Vec::new();
+    let mut rebuilt: Vec<Rebuilt> = Vec::new();
     let result = rebuild_into(node, &terms, slot, coding, n, &mut leaves, &mut rebuilt).await;
     let checked = result.and_then(|()| {
         let hashes = leaves
@@ -116,19 +118,21 @@ pub async fn rebuild_slot(
     let hashes = match checked {
         Ok(h) => h,
         Err(e) => {
-            for (_, cid, _) in &rebuilt {
-                let _ = node.store().delete_shard(cid);
+            // Only what this rebuild added: a shard the node already had (held for another deal, or
+            // pinned) stays.
+            for r in rebuilt.iter().filter(|r| !r.had) {
+                let _ = node.store().delete_shard(&r.cid);
             }
             return Err(e);
         }
     };
     let claims = rebuilt
         .iter()
-        .map(|(position, cid, commitment)| ShardClaim {
-            position: *position as u32,
-            cid: *cid,
-            commitment: *commitment,
-            path: smt::list_prove(&hashes, *position),
+        .map(|r| ShardClaim {
+            position: r.position as u32,
+            cid: r.cid,
+            commitment: r.commitment,
+            path: smt::list_prove(&hashes, r.position),
         })
         .collect::<Vec<_>>();
     let cids: Vec<Cid> = claims.iter().map(|c| c.cid).collect();
@@ -143,8 +147,18 @@ pub async fn rebuild_slot(
     })
 }
 
+/// A shard of the slot rebuilt and stored here.
+struct Rebuilt {
+    position: usize,
+    cid: Cid,
+    commitment: Commitment,
+    /// Whether the store had it before (then a failed rebuild must not delete it).
+    had: bool,
+}
+
 /// Rebuilds each of the slot's shards, segment by segment (one segment's shards in memory at a time), stores
-/// it here and fills in its leaf.
+/// it here and fills in its leaf. A segment where another holder did not answer is decoded too, to fill in
+/// its missing leaves (so that two lost holders of one deal are repaired one after the other).
 async fn rebuild_into(
     node: &NodeHandle,
     terms: &DealTerms,
@@ -152,16 +166,17 @@ async fn rebuild_into(
     coding: Coding,
     n: usize,
     leaves: &mut [Option<(Cid, Commitment, PeerId)>],
-    rebuilt: &mut Vec<(usize, Cid, Commitment)>,
+    rebuilt: &mut Vec<Rebuilt>,
 ) -> Result<(), SlotError> {
     for (segment, &len) in terms.segment_lens.iter().enumerate() {
         let base = segment * n;
-        let Some(mine) = terms.placement[base..base + n]
+        let mine = terms.placement[base..base + n]
             .iter()
-            .position(|&h| h == slot)
-        else {
+            .position(|&h| h == slot);
+        let unknown = (0..n).any(|j| Some(j) != mine && leaves[base + j].is_none());
+        if mine.is_none() && !unknown {
             continue;
-        };
+        }
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut found = 0;
         for j in 0..n {
@@ -184,35 +199,42 @@ async fn rebuild_into(
                 found += 1;
             }
         }
+        let too_few = SlotError::TooFew {
+            segment,
+            found,
+            needed: coding.k,
+        };
         if found < coding.k {
-            return Err(SlotError::TooFew {
-                segment,
-                found,
-                needed: coding.k,
-            });
+            return Err(too_few);
         }
         let mut shards = tokio::task::spawn_blocking(move || {
             segment::rebuild_shards(coding, &mut shards).map(|()| shards)
         })
         .await
         .map_err(|e| SlotError::Store(e.to_string()))?
-        .map_err(|_| SlotError::TooFew {
-            segment,
-            found,
-            needed: coding.k,
-        })?;
-        let data = shards[mine].take().ok_or(SlotError::TooFew {
-            segment,
-            found,
-            needed: coding.k,
-        })?;
-        let cid = cids::blake3_cid(&data);
-        let commitment = pieces::commit(&data).map_err(|e| SlotError::Store(e.to_string()))?;
-        node.put_shard(node.peer_id(), cid, data)
-            .await
-            .map_err(|e| SlotError::Store(e.to_string()))?;
-        rebuilt.push((base + mine, cid, commitment));
-        leaves[base + mine] = Some((cid, commitment, node.peer_id()));
+        .map_err(|_| too_few.clone())?;
+        for j in 0..n {
+            if leaves[base + j].is_some() && Some(j) != mine {
+                continue;
+            }
+            let data = shards[j].take().ok_or(too_few.clone())?;
+            let cid = cids::blake3_cid(&data);
+            let commitment = pieces::commit(&data).map_err(|e| SlotError::Store(e.to_string()))?;
+            leaves[base + j] = Some((cid, commitment, node.peer_id()));
+            if Some(j) != mine {
+                continue;
+            }
+            let had = matches!(node.store().shard(&cid), Ok(Some(_)));
+            node.put_shard(node.peer_id(), cid, data)
+                .await
+                .map_err(|e| SlotError::Store(e.to_string()))?;
+            rebuilt.push(Rebuilt {
+                position: base + j,
+                cid,
+                commitment,
+                had,
+            });
+        }
     }
     Ok(())
 }

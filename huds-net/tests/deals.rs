@@ -287,7 +287,7 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
             continue;
         };
         assert_eq!((held.len(), deal.id), (1, id));
-        let proof = prover::prove(node.handle.store(), deal, &seed, 0).expect("proves");
+        let proof = prover::prove(node.handle.store(), deal, &seed, 0, None).expect("proves");
         assert_eq!(proof.verify(&terms, &seed), Ok(()));
     }
     let holder = nodes
@@ -309,7 +309,7 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
         .expect("a claim for each drawn shard")
         .cid;
     huds::BlockStore::delete_shard(nodes[holder].handle.store().as_ref(), &gone).expect("deletes");
-    let err = prover::prove(nodes[holder].handle.store(), deal, &seed, 0)
+    let err = prover::prove(nodes[holder].handle.store(), deal, &seed, 0, None)
         .expect_err("a deleted shard cannot be proven");
     assert!(err.contains(&gone.to_string()), "{err}");
 

@@ -75,7 +75,9 @@ impl ProofPool {
                 state.check_proof_next(proof, height, parent, false),
                 Err(ProofRefused::NotProvable { .. }
                     | ProofRefused::AlreadyProven { .. }
-                    | ProofRefused::UnknownDeal)
+                    | ProofRefused::UnknownDeal
+                    | ProofRefused::NoRepairOrder { .. }
+                    | ProofRefused::TakerHoldsShards)
             );
             if !keep {
                 slots.remove(&proof.slot());

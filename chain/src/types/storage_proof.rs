@@ -184,18 +184,29 @@ pub fn shard_len(terms: &DealTerms, position: u16) -> Option<u64> {
     terms.segment_lens.get(usize::from(position) / n).copied()
 }
 
-fn draw(seed: &Hash, deal: &Hash, holder: u8, period: u64, what: &[u8], i: u64) -> u64 {
-    let h = hash_with(
-        "IOS storage challenge v1",
-        &[
-            seed,
-            deal,
-            &[holder],
-            &period.to_be_bytes(),
-            what,
-            &i.to_be_bytes(),
-        ],
-    );
+/// One draw of a challenge. A repair claim's challenge also hashes the taker's key, so that its answer
+/// proves nothing for another key: copied into a claim by someone else, or stripped of its taker, it fails.
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+    taker: Option<&PublicKey>,
+    what: &[u8],
+    i: u64,
+) -> u64 {
+    let (p, i) = (period.to_be_bytes(), i.to_be_bytes());
+    let h = match taker {
+        None => hash_with(
+            "IOS storage challenge v1",
+            &[seed, deal, &[holder], &p, what, &i],
+        ),
+        Some(key) => hash_with(
+            "IOS storage claim challenge v1",
+            &[seed, deal, &[holder], &p, &key.0, what, &i],
+        ),
+    };
     u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
@@ -209,21 +220,49 @@ pub fn challenge(
     holder: u8,
     period: u64,
 ) -> Challenge {
+    challenge_for(terms, seed, deal, holder, period, None)
+}
+
+/// [`challenge`], or with `taker` the challenge a repair claim by that key answers: drawn apart from the
+/// holder's and every other key's, and always [`PROOF_SAMPLES`] (shard, piece) pairs, shards drawn with
+/// replacement, so that a key ground to draw the same as an honest claim must match all of them (for a
+/// shard of `P` pieces, `P^-16` a key), and a claim over few small shards reveals them nearly whole anyway.
+pub fn challenge_for(
+    terms: &DealTerms,
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+    taker: Option<&PublicKey>,
+) -> Challenge {
+    let draw = |what: &[u8], i: u64| draw(seed, deal, holder, period, taker, what, i);
     let mut positions = positions_of(terms, holder);
     let n = positions.len();
+    let pieces_of = |position: u16| {
+        let len = shard_len(terms, position).unwrap_or(1);
+        len.div_ceil(pieces::PIECE_BYTES as u64).max(1)
+    };
+    if taker.is_some() {
+        if n == 0 {
+            return Vec::new();
+        }
+        return (0..PROOF_SAMPLES as u64)
+            .map(|i| {
+                let position = positions[(draw(b"shard", i) % n as u64) as usize];
+                (position, draw(b"piece", i) % pieces_of(position))
+            })
+            .collect();
+    }
     let take = n.min(PROOF_SAMPLES);
     for i in 0..take {
-        let j =
-            i + (draw(seed, deal, holder, period, b"shard", i as u64) % (n - i) as u64) as usize;
+        let j = i + (draw(b"shard", i as u64) % (n - i) as u64) as usize;
         positions.swap(i, j);
     }
     positions.truncate(take);
     positions
         .into_iter()
         .map(|position| {
-            let len = shard_len(terms, position).unwrap_or(1);
-            let pieces = len.div_ceil(pieces::PIECE_BYTES as u64).max(1);
-            let piece = draw(seed, deal, holder, period, b"piece", u64::from(position)) % pieces;
+            let piece = draw(b"piece", u64::from(position)) % pieces_of(position);
             (position, piece)
         })
         .collect()
@@ -241,7 +280,8 @@ impl StorageProof {
                 holders: terms.holders.len(),
             });
         }
-        let drawn = challenge(terms, seed, &self.deal, self.holder, self.period);
+        let taker = self.taker.as_ref().map(|t| &t.key);
+        let drawn = challenge_for(terms, seed, &self.deal, self.holder, self.period, taker);
         if drawn.len() != self.samples.len() {
             return Err(ProofError::SampleCount {
                 expected: drawn.len(),
@@ -386,11 +426,49 @@ pub fn prove(
     deal: &Hash,
     holder: u8,
     period: u64,
+    shard: impl FnMut(u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
+) -> Result<StorageProof, Vec<u16>> {
+    build(terms, seed, deal, holder, period, None, shard)
+}
+
+/// [`prove`] as a repair claim by `taker` (chain `chain_id`): the challenge its key draws, answered, and
+/// signed.
+#[allow(clippy::too_many_arguments)]
+pub fn prove_claim(
+    terms: &DealTerms,
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+    taker: &SecretKey,
+    chain_id: u32,
+    shard: impl FnMut(u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
+) -> Result<StorageProof, Vec<u16>> {
+    let mut proof = build(
+        terms,
+        seed,
+        deal,
+        holder,
+        period,
+        Some(&taker.public()),
+        shard,
+    )?;
+    proof.taker = Some(Taker::sign(taker, chain_id, deal, holder, period));
+    Ok(proof)
+}
+
+fn build(
+    terms: &DealTerms,
+    seed: &Hash,
+    deal: &Hash,
+    holder: u8,
+    period: u64,
+    taker: Option<&PublicKey>,
     mut shard: impl FnMut(u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
 ) -> Result<StorageProof, Vec<u16>> {
     let mut samples = Vec::new();
     let mut missing = Vec::new();
-    for (position, piece) in challenge(terms, seed, deal, holder, period) {
+    for (position, piece) in challenge_for(terms, seed, deal, holder, period, taker) {
         let built = shard(position).and_then(|(cid, bytes, path)| {
             let commitment = pieces::commit(&bytes).ok()?;
             let piece = pieces::prove(&bytes, &[piece]).ok()?.pop()?;
