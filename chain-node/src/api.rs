@@ -494,7 +494,8 @@ async fn deal(
                     "passed": p.passed,
                     "missed": p.missed,
                     "slashed": p.slashed.0,
-                    "repair_order": p.order,
+                    "repair_order": p.streak >= api.genesis.params.repair_after_misses.max(1),
+                    "missing_streak": p.streak,
                     "bounty": p.bounty.0,
                     "taken_over": p.taker.is_some(),
                 })

@@ -62,6 +62,9 @@ pub struct ChainParams {
     /// holder misses while its order is open adds one period's pay (which stays in the escrow, unpaid), up
     /// to this many (`specs/economics.md` §5.8).
     pub repair_bounty_periods: u64,
+    /// The periods in a row a slot's holder must miss before its repair order may be taken (a node that is
+    /// only restarting keeps its slot; one that lost its data is replaced).
+    pub repair_after_misses: u8,
 }
 
 impl ChainParams {
@@ -79,6 +82,7 @@ impl ChainParams {
             slash_periods: 4,
             storage_stake_min: Amount(100 * crate::amount::BASE_UNITS_PER_IOST),
             repair_bounty_periods: 2,
+            repair_after_misses: 3,
         }
     }
 }
@@ -175,9 +179,10 @@ pub struct Proven {
     pub missed: u64,
     /// The storage stake its misses ordered burned (what its shard could take may be less).
     pub slashed: Amount,
-    /// Whether the slot's repair order is open: its holder missed its newest settled period and no proof
-    /// has come for the slot since (`specs/economics.md` §5.8).
-    pub order: bool,
+    /// The periods in a row the slot's holder missed up to its newest settled one (0: it proved that one;
+    /// at most 63). Its repair order may be taken once this reaches `repair_after_misses`
+    /// (`specs/economics.md` §5.8).
+    pub streak: u8,
     /// With the order open, the bounty a taker's first proof is paid on top of the period's pay; once a
     /// taker claimed the slot, the bounty that claim was paid.
     pub bounty: Amount,
@@ -187,18 +192,21 @@ pub struct Proven {
 }
 
 impl Proven {
-    /// `next` and `passed`, then `missed` and `slashed` once it missed a period, then a flags byte (1: order
-    /// open, 2: taken), the bounty and the taker once a repair order was opened (a record that never
-    /// missed keeps the 16 bytes it always had).
+    /// `next` and `passed`, then `missed` and `slashed` once it missed a period, then a flags byte (bit 0:
+    /// missing, bit 1: taken, bits 2..8: the streak), the bounty and the taker once a miss opened an order
+    /// (a record that never missed keeps the 16 bytes it always had).
     fn encode(&self) -> Vec<u8> {
         let mut bytes = [self.next.to_be_bytes(), self.passed.to_be_bytes()].concat();
-        let repaired = self.order || self.bounty.0 != 0 || self.taker.is_some();
+        let repaired = self.streak != 0 || self.bounty.0 != 0 || self.taker.is_some();
         if self.missed != 0 || self.slashed.0 != 0 || repaired {
             bytes.extend_from_slice(&self.missed.to_be_bytes());
             bytes.extend_from_slice(&self.slashed.0.to_be_bytes());
         }
         if repaired {
-            bytes.push(u8::from(self.order) | (u8::from(self.taker.is_some()) << 1));
+            let streak = self.streak.min(STREAK_MAX);
+            bytes.push(
+                u8::from(streak != 0) | (u8::from(self.taker.is_some()) << 1) | (streak << 2),
+            );
             bytes.extend_from_slice(&self.bounty.0.to_be_bytes());
             if let Some(key) = &self.taker {
                 bytes.extend_from_slice(&key.0);
@@ -227,11 +235,14 @@ impl Proven {
             return Some(proven);
         }
         let flags = *bytes.get(32)?;
-        proven.order = flags & 1 != 0;
+        proven.streak = flags >> 2;
+        if (flags & 1 != 0) != (proven.streak != 0) {
+            return None;
+        }
         proven.bounty = Amount(u64::from_be_bytes(bytes.get(33..41)?.try_into().ok()?));
-        match (flags & !3, flags & 2 != 0, bytes.len()) {
-            (0, false, 41) => {}
-            (0, true, 73) => proven.taker = Some(PublicKey(bytes[41..73].try_into().ok()?)),
+        match (flags & 2 != 0, bytes.len()) {
+            (false, 41) => {}
+            (true, 73) => proven.taker = Some(PublicKey(bytes[41..73].try_into().ok()?)),
             _ => return None,
         }
         Some(proven)
@@ -241,6 +252,9 @@ impl Proven {
         hash_with("IOS deal proofs v1", &[&self.encode()])
     }
 }
+
+/// The longest streak of misses a proof record counts.
+const STREAK_MAX: u8 = 63;
 
 /// The key that holds slot `holder` of `terms` given where the slot stands: its taker, else the terms'
 /// holder.
@@ -638,14 +652,22 @@ impl State {
             // up to `repair_bounty_periods` periods of it.
             // (None for the deal's last period: no period is left to take it over for.)
             let cap = pay.0.saturating_mul(self.params.repair_bounty_periods);
-            let before = if proven.order { proven.bounty.0 } else { 0 };
+            let before = if proven.streak != 0 {
+                proven.bounty.0
+            } else {
+                0
+            };
             let open = p + 1 < last;
             proven.bounty = Amount(if open {
                 before.saturating_add(pay.0).min(cap)
             } else {
                 0
             });
-            proven.order = open;
+            proven.streak = if open {
+                proven.streak.saturating_add(1).min(STREAK_MAX)
+            } else {
+                0
+            };
             self.tree.insert(proven_key(&id, h), proven.value_hash());
             self.proven.insert((id, h), proven);
             self.dirty_proven.insert((id, h));
@@ -776,7 +798,7 @@ impl State {
         }
         let proven = self.proven(&proof.deal, proof.holder);
         if let Some(taker) = &proof.taker {
-            if !proven.order {
+            if !self.order_open(&proven) {
                 return Err(ProofRefused::NoRepairOrder {
                     holder: proof.holder,
                 });
@@ -827,7 +849,7 @@ impl State {
         let mut proven = Proven {
             next: proof.period + 1,
             passed: before.passed + 1,
-            order: false,
+            streak: 0,
             ..before
         };
         match &proof.taker {
@@ -841,7 +863,7 @@ impl State {
                 proven.slashed = Amount::ZERO;
             }
             // The holder proved again: its order closes and the bounty stays in the escrow.
-            None if before.order => proven.bounty = Amount::ZERO,
+            None if before.streak != 0 => proven.bounty = Amount::ZERO,
             None => {}
         }
         let holder = Address::of(&slot_key(&self.terms[&proof.deal], proof.holder, &proven));
@@ -920,13 +942,19 @@ impl State {
         Some(slot_key(terms, holder, &self.proven(id, holder)))
     }
 
+    /// Whether a slot standing at `proven` may be taken over: its holder missed `repair_after_misses`
+    /// periods in a row (at least one).
+    pub fn order_open(&self, proven: &Proven) -> bool {
+        proven.streak >= self.params.repair_after_misses.max(1)
+    }
+
     /// Every open repair order on this shard that can still be taken (the deal has a period left for its
     /// slot to prove): the deal and its slot, with where the slot stands.
     pub fn repair_orders(&self) -> impl Iterator<Item = (&Hash, u8, &Proven)> {
         self.proven
             .iter()
             .filter(|((id, _), p)| {
-                p.order && self.deals.get(id).is_some_and(|d| p.next < d.periods)
+                self.order_open(p) && self.deals.get(id).is_some_and(|d| p.next < d.periods)
             })
             .map(|((id, h), p)| (id, *h, p))
     }
@@ -2305,7 +2333,7 @@ mod tests {
                     passed: 0,
                     missed: 1,
                     slashed: Amount(6_800),
-                    order: true,
+                    streak: 1,
                     bounty: Amount(1_700),
                     taker: None,
                 }
@@ -2531,47 +2559,30 @@ mod tests {
         }
     }
 
-    /// Issue 15 item 6: the slot of a holder that missed its proof has a repair order; another storage node
-    /// that rebuilt the slot's shards claims it with its own signed proof, is paid the period and the bounty
-    /// (the pay the holder forfeited), and holds the slot from then on: paid for its proofs, slashed for its
-    /// misses. A claim without an order, by a holder of the deal, or with a bad signature is refused and
-    /// changes nothing; the record reloads.
+    /// Issue 15 item 6: the slot of a holder that missed `repair_after_misses` (3) periods in a row has an
+    /// open repair order; another storage node that rebuilt the slot's shards claims it with its own signed
+    /// proof of the claim challenge, is paid the period and the bounty (the pay the holder forfeited, up to
+    /// two periods), and holds the slot from then on: paid for its proofs, slashed for its misses. A claim
+    /// before the order opens, without an order, by a holder of the deal, with a bad signature, copied under
+    /// another key or stripped of its taker is refused and changes nothing; the record reloads.
     #[test]
     fn a_missed_slot_is_taken_over_by_the_node_whose_signed_proof_claims_its_repair_order() {
         use crate::types::storage_proof::Taker;
-        let mut f = ThreeHolders::open(5);
+        let mut f = ThreeHolders::open(7);
         let supply = f.state.accountable_supply();
         let chain_id = f.params.chain_id;
-        // Period 0's window is 33..=48: holders 0 and 2 prove, holder 1 lost its shards.
-        f.run_to(33);
-        for h in [0, 2] {
-            f.state.apply_proof(&f.prove(h, 0), 33).expect("proves");
-        }
-        assert_eq!(f.state.repair_orders().count(), 0);
-        f.run_to(49);
-        let order = f.state.proven(&f.id, 1);
-        assert!(order.order, "the miss opens the slot's order");
-        assert_eq!(order.bounty, Amount(1_700), "one period's forfeited pay");
-        assert_eq!(
-            f.state
-                .repair_orders()
-                .map(|(id, h, _)| (*id, h))
-                .collect::<Vec<_>>(),
-            vec![(f.id, 1)]
-        );
-
         // A taker on the other shard, with no slot in the deal.
         let taker = keys_on(f.home, false)
             .find(|k| f.keys.iter().all(|h| h.public() != k.public()))
             .expect("one");
-        let claim = |f: &ThreeHolders, key: &SecretKey, holder: u8| {
+        let claim = |f: &ThreeHolders, key: &SecretKey, holder: u8, period: u64| {
             let (_, seed) = f.state.period_seed();
             crate::types::storage_proof::prove_claim(
                 &f.terms,
                 &seed,
                 &f.id,
                 holder,
-                1,
+                period,
                 key,
                 chain_id,
                 |p| {
@@ -2581,52 +2592,85 @@ mod tests {
             )
             .expect("every shard is here")
         };
-        let root = f.state.root();
-        let no_order = claim(&f, &taker, 0);
+        // Periods 0, 1 and 2 (windows 33..=48, 49..=64, 65..=80): holders 0 and 2 prove, holder 1 lost its
+        // shards. Each miss adds a period's pay to the bounty, up to two.
+        for (period, window) in [(0, 33), (1, 49), (2, 65)] {
+            f.run_to(window);
+            if period == 1 {
+                let early = claim(&f, &taker, 1, 1);
+                assert_eq!(
+                    f.state.apply_proof(&early, window),
+                    Err(ProofRefused::NoRepairOrder { holder: 1 }),
+                    "one miss does not open the order yet"
+                );
+                assert_eq!(f.state.repair_orders().count(), 0);
+            }
+            for h in [0, 2] {
+                f.state
+                    .apply_proof(&f.prove(h, period), window)
+                    .expect("proves");
+            }
+        }
+        f.run_to(81);
+        let order = f.state.proven(&f.id, 1);
         assert_eq!(
-            f.state.apply_proof(&no_order, 49),
+            (order.streak, order.bounty),
+            (3, Amount(2 * 1_700)),
+            "three misses in a row open the order, with two periods' pay as its bounty"
+        );
+        assert_eq!(
+            f.state
+                .repair_orders()
+                .map(|(id, h, _)| (*id, h))
+                .collect::<Vec<_>>(),
+            vec![(f.id, 1)]
+        );
+
+        let root = f.state.root();
+        let no_order = claim(&f, &taker, 0, 3);
+        assert_eq!(
+            f.state.apply_proof(&no_order, 81),
             Err(ProofRefused::NoRepairOrder { holder: 0 }),
             "slot 0 proved: nothing to take"
         );
-        let by_holder = claim(&f, &f.keys[2], 1);
+        let by_holder = claim(&f, &f.keys[2], 1, 3);
         assert_eq!(
-            f.state.apply_proof(&by_holder, 49),
+            f.state.apply_proof(&by_holder, 81),
             Err(ProofRefused::TakerHoldsShards),
             "holder 2 would hold two shards of a segment"
         );
-        let mut forged = claim(&f, &taker, 1);
+        let mut forged = claim(&f, &taker, 1, 3);
         forged.taker = Some(Taker {
             key: SecretKey::dev("someone else").public(),
             ..forged.taker.clone().expect("set")
         });
         assert_eq!(
-            f.state.apply_proof(&forged, 49),
+            f.state.apply_proof(&forged, 81),
             Err(ProofRefused::BadTakerSignature)
         );
-        assert_eq!(f.state.root(), root, "refusals change nothing");
-
         // A claim copied by a thief under its own key, or stripped of its taker, answers a challenge its key
         // (or no key) did not draw.
-        let good = claim(&f, &taker, 1);
+        let good = claim(&f, &taker, 1, 3);
         let mut stolen = good.clone();
-        stolen.taker = Some(Taker::sign(&SecretKey::dev("thief"), chain_id, &f.id, 1, 1));
+        stolen.taker = Some(Taker::sign(&SecretKey::dev("thief"), chain_id, &f.id, 1, 3));
         let mut stripped = good.clone();
         stripped.taker = None;
         for copy in [stolen, stripped] {
             assert!(
                 matches!(
-                    f.state.apply_proof(&copy, 49),
+                    f.state.apply_proof(&copy, 81),
                     Err(ProofRefused::Invalid(_))
                 ),
                 "a copied claim is refused"
             );
         }
-        assert_eq!(f.state.root(), root);
-        // The claim: the period's 1,700 and the 1,700 bounty, through a lock to the taker's shard.
+        assert_eq!(f.state.root(), root, "refusals change nothing");
+
+        // The claim: the period's 1,700 and the 3,400 bounty, through a lock to the taker's shard.
         assert_eq!(StorageProof::decode(&good.encode()).as_ref(), Ok(&good));
         assert!(good.encode().len() <= crate::types::storage_proof::PROOF_BYTES_MAX);
         let escrow = f.state.deal(&f.id).expect("open").escrow_left;
-        f.state.apply_proof(&good, 49).expect("the claim passes");
+        f.state.apply_proof(&good, 81).expect("the claim passes");
         let lock = f
             .state
             .payout_locks()
@@ -2635,36 +2679,42 @@ mod tests {
             .expect("a payout lock");
         assert_eq!(
             (lock.to, lock.amount),
-            (Address::of(&taker.public()), Amount(3_400))
+            (Address::of(&taker.public()), Amount(5_100))
         );
         assert_eq!(
             f.state.deal(&f.id).map(|d| d.escrow_left),
-            Some(Amount(escrow.0 - 3_400))
+            Some(Amount(escrow.0 - 5_100))
         );
         let taken = f.state.proven(&f.id, 1);
         assert_eq!(
-            (taken.order, taken.taker, taken.next, taken.passed),
-            (false, Some(taker.public()), 2, 1)
+            (
+                taken.streak,
+                taken.taker,
+                taken.next,
+                taken.passed,
+                taken.missed
+            ),
+            (0, Some(taker.public()), 4, 1, 0)
         );
         assert_eq!(f.state.holder_key(&f.id, 1), Some(taker.public()));
         assert_eq!(f.state.repair_orders().count(), 0);
         assert_eq!(
-            f.state.apply_proof(&f.prove(1, 1), 49),
+            f.state.apply_proof(&f.prove(1, 3), 81),
             Err(ProofRefused::AlreadyProven {
                 holder: 1,
-                period: 1
+                period: 3
             }),
             "the old holder cannot prove the period the taker proved"
         );
         assert_eq!(f.state.accountable_supply(), supply, "supply is conserved");
 
-        // Period 2 (window 65..=80): holders 0 and 2 prove, the taker does not: the slash is the taker's.
-        f.run_to(65);
+        // Period 4 (window 97..=112): holders 0 and 2 prove, the taker does not: the slash is the taker's.
+        f.run_to(97);
         for h in [0, 2] {
-            f.state.apply_proof(&f.prove(h, 2), 65).expect("proves");
+            f.state.apply_proof(&f.prove(h, 4), 97).expect("proves");
         }
         let holder1_stake = f.state.account(&Address::of(&f.keys[1].public())).cloned();
-        f.run_to(81);
+        f.run_to(113);
         assert_eq!(
             f.state
                 .slash_locks()
@@ -2681,8 +2731,8 @@ mod tests {
         );
         let reopened = f.state.proven(&f.id, 1);
         assert_eq!(
-            (reopened.order, reopened.bounty, reopened.taker),
-            (true, Amount(1_700), Some(taker.public()))
+            (reopened.streak, reopened.bounty, reopened.taker),
+            (1, Amount(1_700), Some(taker.public()))
         );
         let (mut loaded, _) = reload(&mut f.state);
         assert_eq!(loaded.root(), f.state.root());
@@ -2720,8 +2770,8 @@ mod tests {
         for h in [1, 2] {
             let p = f.state.proven(&f.id, h);
             assert_eq!(
-                (p.next, p.missed, p.slashed, p.order),
-                (1, 1, Amount::ZERO, false),
+                (p.next, p.missed, p.slashed, p.streak),
+                (1, 1, Amount::ZERO, 0),
                 "holder {h}: missed, unpaid, not slashed"
             );
         }
@@ -2740,8 +2790,8 @@ mod tests {
         for h in 0..3 {
             let p = f.state.proven(&f.id, h);
             assert_eq!(
-                (p.next, p.slashed.0 > 0, p.order),
-                (2, true, true),
+                (p.next, p.slashed.0 > 0, p.streak),
+                (2, true, 1),
                 "holder {h}"
             );
         }
@@ -2916,7 +2966,7 @@ mod tests {
                 passed: 2,
                 missed: 1,
                 slashed: Amount(4 * 1_700),
-                order: false,
+                streak: 0,
                 bounty: Amount::ZERO,
                 taker: None,
             },
