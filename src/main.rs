@@ -19,6 +19,7 @@ mod rm;
 mod settings;
 mod volume;
 mod wallet;
+mod worker;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -23,19 +22,7 @@ pub const SETTLE_MARGIN_PERIODS: u64 = 1;
 pub const PROVER_TICK: Duration = Duration::from_millis(500);
 
 /// A running prover; stops when dropped.
-pub struct Prover {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Prover {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type Prover = crate::worker::Worker;
 
 /// Starts proving the deals kept in `held_dir` that name `key`'s public key (and the slots it took over
 /// through repair orders, whose first proof it signs as their taker), from `node`'s store, through the chain
@@ -44,27 +31,19 @@ impl Drop for Prover {
 pub fn start(node: NodeHandle, held_dir: PathBuf, key: SecretKey, api: String) -> Prover {
     let me = key.public();
     let store = node.store().clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = prover::hold_kept(&store, &held_dir, &me) {
-                tracing::warn!("prover: {e}");
+    crate::worker::Worker::spawn(move |stop| {
+        if let Err(e) = prover::hold_kept(&store, &held_dir, &me) {
+            tracing::warn!("prover: {e}");
+        }
+        let mut sent = HashMap::new();
+        let mut said = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = round(&node, &held_dir, &key, &api, &mut sent, &mut said) {
+                tracing::warn!("prover: {e:#}");
             }
-            let mut sent = HashMap::new();
-            let mut said = HashMap::new();
-            while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = round(&node, &held_dir, &key, &api, &mut sent, &mut said) {
-                    tracing::warn!("prover: {e:#}");
-                }
-                std::thread::sleep(PROVER_TICK);
-            }
-        })
-    };
-    Prover {
-        stop,
-        thread: Some(thread),
-    }
+            std::thread::sleep(PROVER_TICK);
+        }
+    })
 }
 
 /// One look at every held deal.
@@ -126,14 +105,7 @@ fn prove_deal(
     ) && next_height > start + (periods + 1 + SETTLE_MARGIN_PERIODS) * period_blocks
     {
         // Over and its last window closed: nothing more can be proven or paid, and its shards are free.
-        sent.remove(&deal.id);
-        let deleted = prover::settle(node.store(), held_dir, deal)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("settling deal {id}"))?;
-        if deleted > 0 {
-            node.recount_storage()
-                .context("counting the store after a settled deal")?;
-        }
+        let deleted = release(node, held_dir, deal, sent)?;
         tracing::info!(deal = %id, shards_deleted = deleted, "deal settled: its shards are released");
         return Ok(());
     }
@@ -145,14 +117,7 @@ fn prove_deal(
         (true, _, _) => false,
         (false, true, Some(true)) => true,
         (false, _, Some(_)) => {
-            sent.remove(&deal.id);
-            let deleted = prover::settle(node.store(), held_dir, deal)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("letting go of deal {id}"))?;
-            if deleted > 0 {
-                node.recount_storage()
-                    .context("counting the store after letting a slot go")?;
-            }
+            let deleted = release(node, held_dir, deal, sent)?;
             tracing::info!(
                 deal = %id,
                 slot = deal.holder,
@@ -166,7 +131,7 @@ fn prove_deal(
     let Some(period) = status["provable"].as_u64() else {
         return Ok(());
     };
-    let next = status["holders"][usize::from(deal.holder)]["next"]
+    let next = slot["next"]
         .as_u64()
         .context("the deal's status names no such holder")?;
     if next > period {
@@ -211,4 +176,24 @@ fn prove_deal(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Lets go of a held slot that is no longer this node's to prove (its deal settled, or another node took
+/// it over): its shards' marks are released, its record forgotten, and the store counted again when shards
+/// were deleted. Returns how many were.
+fn release(
+    node: &NodeHandle,
+    held_dir: &std::path::Path,
+    deal: &HeldDeal,
+    sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
+) -> Result<usize> {
+    sent.remove(&deal.id);
+    let deleted = prover::settle(node.store(), held_dir, deal)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("releasing deal {}", hex(&deal.id)))?;
+    if deleted > 0 {
+        node.recount_storage()
+            .context("counting the store after releasing a deal's shards")?;
+    }
+    Ok(deleted)
 }

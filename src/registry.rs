@@ -4,8 +4,7 @@
 //! (`huds_net::NodeHandle::set_registry`); a storage node slashed below the minimum drops out of it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -46,54 +45,34 @@ pub fn fetch(api: &str) -> Result<HashSet<Address>> {
 }
 
 /// Keeps `nodes`' registry current from the chain API until dropped.
-pub struct Refresher {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type Refresher = crate::worker::Worker;
 
 /// Reads the registry every [`REFRESH`] and hands it to every node. A failed read keeps the registry the
 /// nodes have (it is said once, not every round, until a read succeeds again).
 pub fn start(nodes: Vec<NodeHandle>, api: String) -> Refresher {
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut failing = false;
-            while !stop.load(Ordering::Relaxed) {
-                match fetch(&api) {
-                    Ok(registered) => {
-                        failing = false;
-                        for n in &nodes {
-                            n.set_registry(registered.clone());
-                        }
+    crate::worker::Worker::spawn(move |stop| {
+        let mut failing = false;
+        while !stop.load(Ordering::Relaxed) {
+            match fetch(&api) {
+                Ok(registered) => {
+                    failing = false;
+                    for n in &nodes {
+                        n.set_registry(registered.clone());
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(
-                            "storage-node registry: {e:#}; placement keeps the last one read"
-                        );
-                    }
-                    Err(_) => {}
                 }
-                let mut slept = Duration::ZERO;
-                while slept < REFRESH && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    slept += Duration::from_millis(100);
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(
+                        "storage-node registry: {e:#}; placement keeps the last one read"
+                    );
                 }
+                Err(_) => {}
             }
-        })
-    };
-    Refresher {
-        stop,
-        thread: Some(thread),
-    }
+            let mut slept = Duration::ZERO;
+            while slept < REFRESH && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                slept += Duration::from_millis(100);
+            }
+        }
+    })
 }

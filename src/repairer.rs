@@ -11,8 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -32,19 +31,7 @@ pub const TURN: Duration = Duration::from_secs(15);
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// A running repairer; stops when dropped.
-pub struct Repairer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Repairer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type Repairer = crate::worker::Worker;
 
 /// Where this node stands with one order.
 #[derive(Debug, Clone, Copy)]
@@ -60,44 +47,36 @@ enum Attempt {
 /// Starts taking repair orders for `node` (whose chain key is `me`), recording taken slots in `held_dir`,
 /// through the chain API `api`. Must be called inside a tokio runtime (the rebuild runs on it).
 pub fn start(node: NodeHandle, held_dir: PathBuf, me: PublicKey, api: String) -> Repairer {
-    let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut attempts = HashMap::new();
-            let mut chain_id = None;
-            while !stop.load(Ordering::Relaxed) {
-                // The chain's id from the chain itself, never from a peer's record.
-                if chain_id.is_none() {
-                    chain_id = crate::api_client::json(&api, "/api/v0/chain/status")
-                        .ok()
-                        .and_then(|s| s["chain_id"].as_u64())
-                        .and_then(|c| u32::try_from(c).ok());
-                }
-                let Some(chain_id) = chain_id else {
-                    std::thread::sleep(REPAIRER_TICK);
-                    continue;
-                };
-                let here = Here {
-                    runtime: &runtime,
-                    node: &node,
-                    held_dir: &held_dir,
-                    me: &me,
-                    api: &api,
-                    chain_id,
-                };
-                if let Err(e) = round(&here, &mut attempts) {
-                    tracing::debug!("repairer: {e:#}");
-                }
-                std::thread::sleep(REPAIRER_TICK);
+    crate::worker::Worker::spawn(move |stop| {
+        let mut attempts = HashMap::new();
+        let mut chain_id = None;
+        while !stop.load(Ordering::Relaxed) {
+            // The chain's id from the chain itself, never from a peer's record.
+            if chain_id.is_none() {
+                chain_id = crate::api_client::json(&api, "/api/v0/chain/status")
+                    .ok()
+                    .and_then(|s| s["chain_id"].as_u64())
+                    .and_then(|c| u32::try_from(c).ok());
             }
-        })
-    };
-    Repairer {
-        stop,
-        thread: Some(thread),
-    }
+            let Some(chain_id) = chain_id else {
+                std::thread::sleep(REPAIRER_TICK);
+                continue;
+            };
+            let here = Here {
+                runtime: &runtime,
+                node: &node,
+                held_dir: &held_dir,
+                me: &me,
+                api: &api,
+                chain_id,
+            };
+            if let Err(e) = round(&here, &mut attempts) {
+                tracing::debug!("repairer: {e:#}");
+            }
+            std::thread::sleep(REPAIRER_TICK);
+        }
+    })
 }
 
 fn order_key(deal: &Hash, slot: u8) -> Hash {
