@@ -2236,28 +2236,19 @@ mod tests {
     /// proves nothing else.
     #[test]
     fn a_missed_proof_burns_storage_stake_here_or_through_a_slash_lock() {
-        let params = ChainParams::devnet(2);
-        let alice = SecretKey::dev("alice");
-        let me = Address::of(&alice.public());
-        let home = shard_of(&me, 2);
-        let away = ShardId(1 - home.0);
-        let mut state = State::new(params.clone(), home);
-        let mut other = State::new(params.clone(), away);
-        state.set_account(
+        let ThreeHolders {
+            params,
+            mut state,
+            alice,
             me,
-            Account {
-                balance: Amount::from_iost(1000).expect("small"),
-                ..Account::default()
-            },
-        );
-        let on = |want_home: bool| {
-            (0..)
-                .map(|i| SecretKey::dev(&format!("holder{i}")))
-                .filter(move |k| (shard_of(&Address::of(&k.public()), 2) == home) == want_home)
-        };
+            home,
+            keys,
+            id,
+            ..
+        } = ThreeHolders::open(5);
+        let away = ShardId(1 - home.0);
+        let mut other = State::new(params.clone(), away);
         // Holder 0 (here) stakes more than a slash, holder 1 (here) less, holder 2 lives on the other shard.
-        let mut keys: Vec<SecretKey> = on(true).take(2).collect();
-        keys.extend(on(false).take(1));
         let address = |i: usize| Address::of(&keys[i].public());
         let staked = |stake: u64| Account {
             storage_stake: Amount(stake),
@@ -2273,42 +2264,6 @@ mod tests {
         );
         state.set_account(address(1), staked(5_000));
         other.set_account(address(2), staked(10_000));
-        let (_, leaves) = stored_shards();
-        let terms = DealTerms {
-            root: vec![1, 0x55, 0x1e, 32, 7, 7],
-            size: 3_400,
-            k: 2,
-            m: 1,
-            periods: 5,
-            holders: keys
-                .iter()
-                .map(|k| crate::types::deal::Holder {
-                    key: k.public(),
-                    price: Amount(1 << 30),
-                })
-                .collect(),
-            placement: vec![0, 1, 2, 1, 2, 0],
-            segment_lens: vec![1_000, 700],
-            commitments_root: smt::list_root(&leaves),
-        };
-        let id = terms.id(&me);
-        let signatures = keys
-            .iter()
-            .map(|k| crate::types::deal::sign(k, params.chain_id, &id))
-            .collect();
-        let open = tx(
-            &alice,
-            0,
-            TxKind::OpenDeal {
-                terms: terms.clone(),
-                signatures,
-            },
-        );
-        let hash_of = |h: u64| hash_with("test block", &[&h.to_be_bytes()]);
-        for h in 1..=5 {
-            state.begin_block(h, &hash_of(h - 1));
-        }
-        state.apply(&open, 5).expect("opens");
         let (supply, other_supply) = (state.accountable_supply(), other.accountable_supply());
         let events = state.outbox.count;
         // Period 0 covers heights 17..=32, its window 33..=48: nobody is slashed while it is open.
