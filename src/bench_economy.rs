@@ -1,18 +1,21 @@
 //! `huds bench economy`: what proofs of storage cost the chain, in one run (`specs/economics.md` §5.6).
 //!
-//! - **Proof size and verification time** of a holder's proof for one period, for a deal of 4+2 over 1 MiB
-//!   shards: one sample (a holder of one segment's shard) and sixteen (a holder of 16 segments or more), each
-//!   checked exactly as a validator checks it (`StorageProof::verify`), beside the baseline every transaction
-//!   costs: one ed25519 signature check. Also the holder's side: building the proof (reading nothing; the
-//!   shards are in memory, so this is the hashing), beside BLAKE3 over the same bytes.
-//! - **Block space**: for a network holding `--shards` shards (default 10,000), the proof bytes one period
-//!   brings, as a share of what the period's blocks can carry, for deals of one segment (each holder answers
-//!   one sample per deal: the worst case) and of 16 segments (sixteen per deal), at the devnet's period of 16
-//!   blocks and at the shortest period that keeps the share under 10%.
+//! - **Proof size and verification time**, for deals of 4+2 over 1 MiB shards: a storage node's holder proof
+//!   of one period over all its slots on a shard (sixteen samples, whatever the number of its deals), checked
+//!   exactly as a validator checks it (`HolderProof::verify`, with the challenge drawn over the node's
+//!   share of a network of `--shards` shards), and a slot proof of one sample and of sixteen (what a repair
+//!   claim is, and what every slot sent each period before holder proofs), beside the baseline every
+//!   transaction costs: one ed25519 signature check. Also the holder's side: building a 16-sample proof
+//!   (reading nothing; the shards are in memory, so this is the hashing), beside BLAKE3 over the same bytes.
+//! - **Block space**: for a network holding `--shards` shards (default 10,000) in one-segment deals on
+//!   `--nodes` storage nodes (default 6, the devnet's), all on one chain shard, the proof bytes one period
+//!   brings (one holder proof per node), as a share of what the devnet period's blocks can carry, beside
+//!   what one slot proof per slot would take, and the number of storage nodes on a chain shard at which
+//!   holder proofs would reach 10%.
 //! - **A shard block with and without proofs**: the time a replica takes to check a block of transfers
-//!   alone, and the same block carrying the proofs a period of that network brings per block (with a
-//!   1-segment layout), on the real ledger (`ShardApp` on an in-memory store): the transfers/s a block
-//!   carries with proofs in it, as a share of without.
+//!   alone, and the same block carrying one node's holder proof, which pays each of that node's slots of
+//!   the network's deals, on the real ledger (`ShardApp` on an in-memory store): the transfers/s a block
+//!   carries with the proof in it, as a share of without.
 
 use chain::ShardId;
 use std::time::{Duration, Instant};
@@ -25,7 +28,7 @@ use chain::genesis::GenesisConfig;
 use chain::ledger::ShardApp;
 use chain::smt;
 use chain::types::deal::{self, DealTerms, Holder};
-use chain::types::storage_proof::{self, PROOF_SAMPLES, StorageProof};
+use chain::types::storage_proof::{self, HolderProof, HolderSlot, PROOF_SAMPLES, StorageProof};
 use chain::{Address, Amount, MemStore, Transaction, TxKind};
 use serde_json::json;
 
@@ -109,8 +112,42 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
+/// `count` one-segment deals shaped like `shape` (the same shards; each its own id, the root differs), as the
+/// wallet `owner` opens them.
+fn variants(shape: &BenchDeal, count: usize, owner: &Address) -> Vec<(DealTerms, Hash)> {
+    (0..count)
+        .map(|i| {
+            let mut terms = shape.terms.clone();
+            terms.root = [vec![1, 0x55, 0x1e], (i as u32).to_be_bytes().to_vec()].concat();
+            let id = terms.id(owner);
+            (terms, id)
+        })
+        .collect()
+}
+
+/// Holder `holder`'s proof of the period ending at `end` over its slot in each of `deals` (variants of
+/// `shape`).
+fn holder_proof(
+    shape: &BenchDeal,
+    deals: &[(DealTerms, Hash)],
+    holder: u8,
+    seed: &Hash,
+    end: u64,
+) -> Result<(HolderProof, Vec<(Hash, u8)>)> {
+    let mut slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, holder, t)).collect();
+    slots.sort_by_key(|(id, ..)| *id);
+    let key = shape.terms.holders[usize::from(holder)].key;
+    let proof = storage_proof::prove_holder(&slots, seed, &key, end, |_, _, p| {
+        let (cid, bytes) = shape.shards.get(usize::from(p))?.clone();
+        Some((cid, bytes, smt::list_prove(&shape.leaves, usize::from(p))))
+    })
+    .map_err(|missing| anyhow::anyhow!("shards {missing:?} missing"))?;
+    Ok((proof, slots.iter().map(|(id, h, _)| (*id, *h)).collect()))
+}
+
+pub fn economy(network_shards: usize, nodes: usize, json_out: bool) -> Result<()> {
     let owner = Address::of(&SecretKey::dev("bench owner").public());
+    let wallet = Address::of(&SecretKey::dev("devnet/wallet").public());
     let seed = hash_with("bench seed", &[]);
 
     // Proof size and verification time, beside a signature check.
@@ -136,6 +173,18 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
     };
     let verify_one = verify(&small, &one)?;
     let verify_sixteen = verify(&large, &sixteen)?;
+    // A holder proof of a node holding one shard of each of the network's one-segment 4+2 deals.
+    let network_deals = network_shards.div_ceil(6);
+    let deals = variants(&small, network_deals, &wallet);
+    let (holder, _) = holder_proof(&small, &deals, 0, &seed, 16)?;
+    let holder_bytes = holder.encode().len();
+    let mut slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, 0, t)).collect();
+    slots.sort_by_key(|(id, ..)| *id);
+    let verify_holder = median(101, || {
+        holder
+            .verify(&slots, &seed)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
     // The holder's side: sixteen 1 MiB shards committed and proven, beside BLAKE3 over the same bytes.
     let prove_sixteen = median(5, || large.prove(&seed, 0).map(|_| ()))?;
     let hash_sixteen = median(5, || {
@@ -150,28 +199,40 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
     let block_bytes = (BLOCK_TX_BYTES_MAX + BLOCK_PROOF_BYTES_MAX) as f64;
     let one_bytes = one.encode().len();
     let sixteen_bytes = sixteen.encode().len();
-    // One segment per deal: every holder of every deal answers one sample.
-    let small_layout = network_shards as f64 * one_bytes as f64;
-    // Sixteen segments per deal: each holder answers sixteen samples for its sixteen shards.
-    let large_layout = (network_shards as f64 / PROOF_SAMPLES as f64) * sixteen_bytes as f64;
-    let share = |bytes: f64, blocks: u64| bytes / (blocks as f64 * block_bytes);
-    let under_10 = |bytes: f64| (bytes / (0.10 * block_bytes)).ceil() as u64;
+    let share = |bytes: f64| bytes / (period_blocks as f64 * block_bytes);
+    // One holder proof per storage node a period (of fewer samples when a node holds fewer than 16 shards).
+    let samples_each = network_shards
+        .div_ceil(nodes.max(1))
+        .clamp(1, PROOF_SAMPLES);
+    let holder_each = 64 + (holder_bytes - 64) * samples_each / holder.samples.len().max(1);
+    let holder_layout = nodes as f64 * holder_each as f64;
+    // Before holder proofs: one slot proof per slot a period.
+    let slot_layout = network_shards as f64 * one_bytes as f64;
+    let nodes_for_10 = (0.10 * period_blocks as f64 * block_bytes / holder_bytes as f64) as u64;
 
-    // A replica checking a block of transfers, alone and with a period's proofs per block.
-    let proofs_per_block = network_shards.div_ceil(period_blocks as usize);
-    let checked = block_check(&small, proofs_per_block)?;
+    // A replica checking a block of transfers, alone and with one node's holder proof paying its slots.
+    let checked = block_check(&small, network_deals)?;
     let (alone, with_proofs, proofs_in_block) =
         (checked.alone, checked.with_proofs, checked.proofs);
-    // Settling scales with the deals of the shard: a network of `network_shards` one-segment 4+2 deals.
-    let network_deals = network_shards.div_ceil(6);
     let settle_network = checked
         .settle
         .mul_f64(network_deals as f64 / checked.deals.max(1) as f64);
+    // Over a period, the network's slots are each paid once: its blocks carry `network_shards` slot payments
+    // in all, the measured block `checked.deals` of them.
+    let extra = with_proofs.saturating_sub(alone).as_secs_f64();
+    let period_extra = extra * network_shards as f64 / checked.deals.max(1) as f64;
+    let period_share = alone.as_secs_f64() * period_blocks as f64
+        / (alone.as_secs_f64() * period_blocks as f64 + period_extra);
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     if json_out {
         let v = json!({
             "proof": {
+                "holder_bytes": holder_bytes,
+                "holder_samples": holder.samples.len(),
+                "holder_slots": network_deals,
+                "verify_holder_us": micros(verify_holder),
+                "verify_holder_per_signature": ratio(verify_holder, signature_check),
                 "one_sample_bytes": one_bytes,
                 "sixteen_samples_bytes": sixteen_bytes,
                 "max_bytes": storage_proof::PROOF_BYTES_MAX,
@@ -185,18 +246,20 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
             },
             "block_space": {
                 "network_shards": network_shards,
+                "nodes": nodes,
                 "period_blocks": period_blocks,
-                "one_segment_deals_share": share(small_layout, period_blocks),
-                "sixteen_segment_deals_share": share(large_layout, period_blocks),
-                "one_segment_deals_period_for_10_percent": under_10(small_layout),
-                "sixteen_segment_deals_period_for_10_percent": under_10(large_layout),
+                "holder_proofs_share": share(holder_layout),
+                "slot_proofs_share": share(slot_layout),
+                "nodes_per_chain_shard_for_10_percent": nodes_for_10,
             },
             "block_check": {
                 "transfers": TRANSFERS_PER_BLOCK,
                 "proofs": proofs_in_block,
+                "slots_paid": checked.deals,
                 "alone_ms": alone.as_secs_f64() * 1e3,
                 "with_proofs_ms": with_proofs.as_secs_f64() * 1e3,
                 "transfers_per_s_share": ratio(alone, with_proofs),
+                "transfers_per_s_share_over_a_period": period_share,
             },
             "settling_misses": {
                 "deals": checked.deals,
@@ -215,35 +278,41 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
         "huds bench economy: deals of 4+2 over 1 MiB shards; one core; medians; ratios to a baseline measured in this run"
     );
     println!(
-        "proof of 1 sample      {one_bytes:>6} B   verify {:>8.1} µs = {:.2} × an ed25519 signature check ({:.1} µs)",
-        micros(verify_one),
-        ratio(verify_one, signature_check),
-        micros(signature_check)
+        "holder proof           {holder_bytes:>6} B   verify {:>8.1} µs = {:.2} × an ed25519 signature check ({:.1} µs): {} samples over a node's {network_deals} slots, one proof a period",
+        micros(verify_holder),
+        ratio(verify_holder, signature_check),
+        micros(signature_check),
+        holder.samples.len()
     );
     println!(
-        "proof of 16 samples    {sixteen_bytes:>6} B   verify {:>8.1} µs = {:.2} × a signature check (at most {} B)",
+        "slot proof of 1 sample {one_bytes:>6} B   verify {:>8.1} µs = {:.2} × a signature check (a repair claim; every slot's proof before holder proofs)",
+        micros(verify_one),
+        ratio(verify_one, signature_check),
+    );
+    println!(
+        "slot proof, 16 samples {sixteen_bytes:>6} B   verify {:>8.1} µs = {:.2} × a signature check (any proof at most {} B)",
         micros(verify_sixteen),
         ratio(verify_sixteen, signature_check),
         storage_proof::PROOF_BYTES_MAX
     );
     println!(
-        "building it (holder)   {:>8.1} ms = {:.2} × BLAKE3 over the 16 MiB it reads ({:.1} ms): CPU-bound, no disk",
+        "building 16 samples    {:>8.1} ms = {:.2} × BLAKE3 over the 16 MiB it reads ({:.1} ms): CPU-bound, no disk",
         prove_sixteen.as_secs_f64() * 1e3,
         ratio(prove_sixteen, hash_sixteen),
         hash_sixteen.as_secs_f64() * 1e3
     );
     println!(
-        "block space, {network_shards} shards: one-segment deals {:.1}% of a {period_blocks}-block period's blocks (under 10% from {}-block periods); 16-segment deals {:.2}% (from {})",
-        100.0 * share(small_layout, period_blocks),
-        under_10(small_layout),
-        100.0 * share(large_layout, period_blocks),
-        under_10(large_layout)
+        "block space, {network_shards} shards on {nodes} storage nodes: holder proofs {:.2}% of a {period_blocks}-block period's blocks, against {:.1}% for a slot proof per slot; holder proofs reach 10% at {nodes_for_10} storage nodes on one chain shard",
+        100.0 * share(holder_layout),
+        100.0 * share(slot_layout),
     );
     println!(
-        "a replica checks a block of {TRANSFERS_PER_BLOCK} transfers in {:.1} ms alone, {:.1} ms with {proofs_in_block} proofs in it: transfers/s at {:.0}% of without",
+        "a replica checks a block of {TRANSFERS_PER_BLOCK} transfers in {:.1} ms alone, {:.1} ms with {proofs_in_block} holder proof paying {} slots: transfers/s at {:.0}% of without in that block, {:.0}% over a period that pays all {network_shards} slots",
         alone.as_secs_f64() * 1e3,
         with_proofs.as_secs_f64() * 1e3,
-        100.0 * ratio(alone, with_proofs)
+        checked.deals,
+        100.0 * ratio(alone, with_proofs),
+        100.0 * period_share
     );
     println!(
         "settling a period's misses: {} deals, {} holders missing, in {:.2} ms (any other block starts in {:.3} ms); {network_deals} deals ({network_shards} shards) ≈ {:.1} ms = {:.2} × that block check, once a period",
@@ -257,10 +326,10 @@ pub fn economy(network_shards: usize, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// A replica's check of a block of transfers, alone and with up to `proofs` one-sample proofs (as many as
-/// one block's proof budget holds) for deals shaped like `shape` (each proof is of its own deal): the medians
-/// of a few checks each, and how many proofs the block carried.
-fn block_check(shape: &BenchDeal, proofs: usize) -> Result<BlockCheck> {
+/// A replica's check of a block of transfers, alone and with one storage node's holder proof over its slots of
+/// `deals` deals shaped like `shape`: the medians of a few checks each, and how many proofs the block
+/// carried.
+fn block_check(shape: &BenchDeal, deals: usize) -> Result<BlockCheck> {
     let mut config = GenesisConfig::devnet(
         1,
         0,
@@ -309,16 +378,8 @@ fn block_check(shape: &BenchDeal, proofs: usize) -> Result<BlockCheck> {
         Ok(())
     };
     // Deals of one segment each, opened by the wallet with the same shards (each its own id: the root
-    // differs), so that each proof is a holder's answer for a deal of its own.
-    let max_proofs = chain::block::BLOCK_PROOF_BYTES_MAX / (shape_proof_bytes(shape)? + 8);
-    let deals: Vec<(DealTerms, Hash)> = (0..proofs.min(max_proofs))
-        .map(|i| {
-            let mut terms = shape.terms.clone();
-            terms.root = [vec![1, 0x55, 0x1e], (i as u32).to_be_bytes().to_vec()].concat();
-            let id = terms.id(&Address::of(&wallet.public()));
-            (terms, id)
-        })
-        .collect();
+    // differs).
+    let deals = variants(shape, deals, &Address::of(&wallet.public()));
     for chunk in deals.chunks(256) {
         let txs: Vec<_> = chunk
             .iter()
@@ -368,23 +429,13 @@ fn block_check(shape: &BenchDeal, proofs: usize) -> Result<BlockCheck> {
         replica.check(&block).map_err(|e| anyhow::anyhow!("{e}"))?;
         timings.0.push(t.elapsed());
         commit(&mut proposer, &mut replica, &block)?;
-        // With proofs: holder `round` of every deal answers this period.
+        // With proofs: holder `round` answers this period for its slot in every deal.
         let tip = proposer.tip();
-        let (_, seed) = proposer.state().seed_for(tip.height + 1, &tip.hash);
-        let period_now = proposer
-            .state()
-            .provable_next(&deals[0].1, tip.height + 1, &tip.hash)
-            .context("a provable period")?;
-        for (terms, id) in &deals {
-            let proof = storage_proof::prove(terms, &seed, id, round as u8, period_now, |p| {
-                let (cid, bytes) = shape.shards.get(usize::from(p))?.clone();
-                Some((cid, bytes, smt::list_prove(&shape.leaves, usize::from(p))))
-            })
-            .map_err(|m| anyhow::anyhow!("missing {m:?}"))?;
-            proposer
-                .submit_proof(proof)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        let (end, seed) = proposer.state().seed_for(tip.height + 1, &tip.hash);
+        let (proof, _) = holder_proof(shape, &deals, round as u8, &seed, end)?;
+        proposer
+            .submit_proof(proof.into())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let block = proposer.build_block(transfers(&mut tx));
         carried = block.proofs.len();
         let t = Instant::now();
@@ -446,8 +497,4 @@ struct BlockCheck {
     quiet: Duration,
     deals: usize,
     misses: usize,
-}
-
-fn shape_proof_bytes(shape: &BenchDeal) -> Result<usize> {
-    Ok(shape.prove(&[0; 32], 0)?.encode().len())
 }

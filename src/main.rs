@@ -390,6 +390,9 @@ enum BenchWhat {
         /// Shards the network holds.
         #[arg(long, default_value_t = 10_000)]
         shards: usize,
+        /// Storage nodes holding them (the devnet's six by default).
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
     },
     /// A read-only mount beside the local disk: a large file read sequentially, a directory of small files
     /// walked and read.
@@ -710,8 +713,8 @@ fn run(cli: Cli, given: settings::Given) -> Result<()> {
                 },
         } => bench_fuse::fuse(size_mib.max(1), files.max(1), threads.max(1), cli.json),
         Command::Bench {
-            what: BenchWhat::Economy { shards },
-        } => bench_economy::economy(shards.max(1), cli.json),
+            what: BenchWhat::Economy { shards, nodes },
+        } => bench_economy::economy(shards.max(1), nodes.max(1), cli.json),
         Command::Bench {
             what:
                 BenchWhat::Gateway {

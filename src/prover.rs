@@ -1,7 +1,9 @@
 //! The prover of a storage node: proves the deals it signed, period by period, through a chain API
 //! (`specs/economics.md` §5). A thread per node, since the API client blocks; it wakes every
-//! [`PROVER_TICK`], asks the chain where each held deal stands, and submits a proof when a period of the deal
-//! is provable and this node has not proven it yet.
+//! [`PROVER_TICK`], asks the chain where each held deal stands (settled, or taken over by another node: its
+//! shards are released; a slot this node rebuilt for a repair order: it signs the claim), then asks the
+//! chain what its holder proof must answer on each shard, and submits one holder proof per shard and period
+//! for all its slots there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,10 +37,9 @@ pub fn start(node: NodeHandle, held_dir: PathBuf, key: SecretKey, api: String) -
         if let Err(e) = prover::hold_kept(&store, &held_dir, &me) {
             tracing::warn!("prover: {e}");
         }
-        let mut sent = HashMap::new();
-        let mut said = HashMap::new();
+        let mut memory = Memory::default();
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = round(&node, &held_dir, &key, &api, &mut sent, &mut said) {
+            if let Err(e) = round(&node, &held_dir, &key, &api, &mut memory) {
                 tracing::warn!("prover: {e:#}");
             }
             std::thread::sleep(PROVER_TICK);
@@ -46,14 +47,26 @@ pub fn start(node: NodeHandle, held_dir: PathBuf, key: SecretKey, api: String) -
     })
 }
 
-/// One look at every held deal.
+/// What the prover remembers between rounds: the proofs it built (sent again as they are while the same
+/// period is due, rather than rebuilt), and the last warning said per deal or shard (said once, not twice a
+/// second).
+#[derive(Default)]
+struct Memory {
+    /// Per deal: the period of its claim built, and the claim.
+    sent: HashMap<Hash, (u64, Vec<u8>)>,
+    said: HashMap<Hash, String>,
+    /// Per chain shard: the end of the period its holder proof answers, and the proof.
+    sent_holder: HashMap<u64, (u64, Vec<u8>)>,
+    said_holder: HashMap<u64, String>,
+}
+
+/// One look at every held deal, then at what the holder proofs must answer.
 fn round(
     node: &NodeHandle,
     held_dir: &std::path::Path,
     key: &SecretKey,
     api: &str,
-    sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
-    said: &mut HashMap<Hash, String>,
+    memory: &mut Memory,
 ) -> Result<()> {
     let (held, skipped) = prover::held_deals(held_dir, &key.public())
         .with_context(|| format!("reading {}", held_dir.display()))?;
@@ -61,28 +74,124 @@ fn round(
         tracing::warn!("prover: skipping {s}");
     }
     let held_ids: std::collections::HashSet<Hash> = held.iter().map(|d| d.id).collect();
-    for deal in held {
+    for deal in &held {
         // A deal that cannot be proven (its shards are gone) fails the same way every round: said once per
         // period (the message names it), not twice a second.
-        if let Err(e) = prove_deal(node, held_dir, &deal, key, api, sent) {
+        if let Err(e) = look_at_deal(node, held_dir, deal, key, api, &mut memory.sent) {
             let message = format!("{e:#}");
-            if said.get(&deal.id) != Some(&message) {
+            if memory.said.get(&deal.id) != Some(&message) {
                 tracing::warn!("prover: {message}");
-                said.insert(deal.id, message);
+                memory.said.insert(deal.id, message);
             }
         }
     }
     // Deals no longer held (settled) are forgotten here too.
-    if said.len() > held_ids.len() {
-        said.retain(|id, _| held_ids.contains(id));
+    if memory.said.len() > held_ids.len() {
+        memory.said.retain(|id, _| held_ids.contains(id));
+    }
+    // Released deals are gone from the records: read them again for the holder proofs.
+    let (held, _) = prover::held_deals(held_dir, &key.public())
+        .with_context(|| format!("reading {}", held_dir.display()))?;
+    let due = match crate::api_client::json(
+        api,
+        &format!("/api/v0/chain/challenge?key={}", hex(&key.public().0)),
+    ) {
+        Ok(v) => v,
+        // The API is not up yet: nothing to prove now.
+        Err(_) => return Ok(()),
+    };
+    for due in due["due"].as_array().into_iter().flatten() {
+        let shard = due["shard"].as_u64().unwrap_or(u64::MAX);
+        if let Err(e) = prove_holder(node, &held, due, key, api, &mut memory.sent_holder) {
+            let message = format!("{e:#}");
+            if memory.said_holder.get(&shard) != Some(&message) {
+                tracing::warn!("prover: {message}");
+                memory.said_holder.insert(shard, message);
+            }
+        }
     }
     Ok(())
 }
 
-/// Proves `deal`'s provable period if this node has not yet. A proof already built for that period is sent
-/// again as it is (the node gossips it once more) rather than rebuilt; a deal whose last proof window has
-/// closed is forgotten.
-fn prove_deal(
+/// Sends the holder proof a shard's `due` (one entry of `GET /api/v0/chain/challenge`) asks of this node,
+/// built from its held slots, unless every slot there already proved the period.
+fn prove_holder(
+    node: &NodeHandle,
+    held: &[HeldDeal],
+    due: &serde_json::Value,
+    key: &SecretKey,
+    api: &str,
+    sent: &mut HashMap<u64, (u64, Vec<u8>)>,
+) -> Result<()> {
+    let (Some(shard), Some(end), Some(unproven)) = (
+        due["shard"].as_u64(),
+        due["end"].as_u64(),
+        due["unproven"].as_u64(),
+    ) else {
+        bail!("the chain's challenge has no shard, end or unproven count");
+    };
+    if unproven == 0 {
+        return Ok(());
+    }
+    let bytes = match sent.get(&shard) {
+        Some((e, bytes)) if *e == end => bytes.clone(),
+        _ => {
+            let drawn = due["drawn"]
+                .as_array()
+                .context("the chain's challenge draws nothing")?
+                .iter()
+                .map(|d| {
+                    let deal = d["deal"]
+                        .as_str()
+                        .and_then(chain::hex_decode)
+                        .and_then(|b| Hash::try_from(b).ok())?;
+                    let holder = u8::try_from(d["holder"].as_u64()?).ok()?;
+                    let position = u16::try_from(d["position"].as_u64()?).ok()?;
+                    Some((deal, holder, position, d["piece"].as_u64()?))
+                })
+                .collect::<Option<Vec<_>>>()
+                .context("the chain's challenge has a malformed draw")?;
+            let proof = prover::prove_holder(node.store(), held, &key.public(), end, drawn)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| {
+                    format!("cannot prove the period ending at {end} on shard {shard}")
+                })?;
+            let bytes = chain::types::storage_proof::ProofTx::Holder(proof).encode();
+            sent.insert(shard, (end, bytes.clone()));
+            bytes
+        }
+    };
+    match crate::wallet::post(
+        api,
+        &format!("/api/v0/chain/deal/proof?shard={shard}"),
+        &bytes,
+        "the proof was refused",
+    ) {
+        Ok(v) => {
+            if v["already_waiting"] != true {
+                tracing::info!(shard, end, slots = unproven, "holder proof submitted");
+            }
+            Ok(())
+        }
+        // The seed moved on between the challenge and the proof (a period boundary), or a repair claim
+        // changed this node's slots: the next round asks again.
+        Err(e)
+            if e.to_string().contains("cannot be proven at height")
+                || e.to_string().contains("challenge draws")
+                || e.to_string().contains("answers another") =>
+        {
+            sent.remove(&shard);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Looks at one held slot: a deal whose last proof window has closed, or whose slot another node took over,
+/// is released; a slot this node rebuilt for an open repair order is claimed with its signed proof of the
+/// provable period (a claim already built for that period is sent again as it is: the node gossips it once
+/// more). A slot this node holds is proven by its holder proof (`prove_holder`).
+fn look_at_deal(
     node: &NodeHandle,
     held_dir: &std::path::Path,
     deal: &HeldDeal,
@@ -113,9 +222,11 @@ fn prove_deal(
     // is claimed by signing its first proof while its order is open.
     let slot = &status["holders"][usize::from(deal.holder)];
     let holds = slot["key"].as_str() == Some(hex(&key.public().0).as_str());
-    let taker = match (holds, deal.taken, slot["repair_order"].as_bool()) {
-        (true, _, _) => false,
-        (false, true, Some(true)) => true,
+    match (holds, deal.taken, slot["repair_order"].as_bool()) {
+        // This node's slot: its holder proof proves it.
+        (true, _, _) => return Ok(()),
+        // Rebuilt for the slot's open order: claimed below.
+        (false, true, Some(true)) => {}
         (false, _, Some(_)) => {
             let deleted = release(node, held_dir, deal, sent)?;
             tracing::info!(
@@ -127,7 +238,7 @@ fn prove_deal(
             return Ok(());
         }
         (false, _, None) => bail!("the deal's status names no holder slot {}", deal.holder),
-    };
+    }
     let Some(period) = status["provable"].as_u64() else {
         return Ok(());
     };
@@ -145,8 +256,8 @@ fn prove_deal(
                 .and_then(chain::hex_decode)
                 .and_then(|b| Hash::try_from(b).ok())
                 .context("the deal's status has no seed")?;
-            let claim = taker.then_some((key, deal.request.chain_id));
-            let proof = prover::prove(node.store(), deal, &seed, period, claim)
+            let claim = (key, deal.request.chain_id);
+            let proof = prover::prove(node.store(), deal, &seed, period, Some(claim))
                 .map_err(anyhow::Error::msg)?;
             let bytes = proof.encode();
             sent.insert(deal.id, (period, bytes.clone()));
@@ -161,11 +272,7 @@ fn prove_deal(
     ) {
         Ok(v) => {
             if v["already_waiting"] != true {
-                if taker {
-                    tracing::info!(deal = %id, period, slot = deal.holder, "repair claim submitted");
-                } else {
-                    tracing::info!(deal = %id, period, "storage proof submitted");
-                }
+                tracing::info!(deal = %id, period, slot = deal.holder, "repair claim submitted");
             }
             Ok(())
         }

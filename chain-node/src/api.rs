@@ -10,7 +10,8 @@
 //! | `GET /api/v0/chain/deals?owner=ios1...[&after=HEX]` | `{"owner","shard","deals":[HEX...],"next"}`: the ids of the deals an account opened, in id order, 256 a page (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/volume?owner=ios1...&name=NAME[&after=N]` | `{"id","owner","name","shard","height","version","versions":[{"version","height","root"}],"next"}`: a volume at its owner's shard's tip: `version` is the newest (0: never published), `versions` those after `after` (default 0), 256 a page, `root` in hex (`next`: the `after` of the next page, `null` on the last) |
 //! | `GET /api/v0/chain/prove/volume?owner=ios1...&name=NAME&version=N` | a proof of that version (`chain::spv::Proof::Volume`) against the owner's shard's newest certified state, which also shows whether it is the newest; 404 when the shard has no such version |
-//! | `POST /api/v0/chain/deal/proof` | body = one storage proof (binary, `chain::types::storage_proof`): admitted for the next block of the deal's shard and gossiped, `{"deal","holder","period","shard"}` (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
+//! | `GET /api/v0/chain/challenge?key=HEX` | `{"key","due":[{"shard","end","seed","unproven","slots":[{"deal","holder","period"}],"drawn":[{"deal","holder","position","piece"}]}]}`: per shard this node keeps where the storage node `key` (its ed25519 identity, hex) holds slots of deals that ran the period now provable, what its holder proof in the next block must answer (`specs/economics.md` §5.2; `unproven`: slots not yet paid for that period) |
+//! | `POST /api/v0/chain/deal/proof[?shard=N]` | body = one storage proof (binary, `chain::types::storage_proof::ProofTx`: a slot's or a holder's): admitted for the next block of its shard (for a holder proof, `shard`, else the first shard here that takes it) and gossiped; `{"deal","holder","period","shard"}` for a slot proof, `{"key","end","shard"}` for a holder proof (with `"already_waiting": true` when it was admitted before: it is gossiped again); a refused one is a 400 with the reason |
 //! | `GET /api/v0/chain/trust` | a light client's trust file (`chain::spv::LightClient`): the epochs the beacon keeps |
 //! | `GET /api/v0/chain/epochs?after=E` | epoch proofs (`chain::spv::EpochProof`) of epochs `E+1..`, at most 64, from the most advanced beacon chain here |
 //! | `GET /api/v0/chain/atomix?hash=HASH` | `{"tx","locked":{"shard"}|null,"committed":{"shard"}|null}`: where an Atomix transfer stands |
@@ -372,6 +373,7 @@ pub fn chain_routes(api: ChainApi) -> Router {
         .route("/api/v0/chain/deal", get(deal))
         .route("/api/v0/chain/deals", get(deals))
         .route("/api/v0/chain/repairs", get(repairs))
+        .route("/api/v0/chain/challenge", get(challenge))
         .route("/api/v0/chain/volume", get(volume))
         .route(
             "/api/v0/chain/deal/proof",
@@ -689,43 +691,103 @@ async fn volume(
     })))
 }
 
-/// `POST /api/v0/chain/deal/proof`: a storage proof for the next block of its deal's shard.
-async fn submit_proof(
+#[derive(Deserialize)]
+struct ChallengeQuery {
+    key: String,
+}
+
+/// `GET /api/v0/chain/challenge?key=`: what a storage node's holder proof must answer on each shard here.
+async fn challenge(
     State(api): State<Arc<ChainApi>>,
-    body: Bytes,
+    Query(q): Query<ChallengeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let proof = chain::types::storage_proof::StorageProof::decode(&body)
-        .map_err(|e| bad_request(format!("not a storage proof: {e}")))?;
-    let (deal, holder, period) = proof.slot();
+    let key = parse_hash(&q.key)
+        .map(chain::crypto::PublicKey)
+        .ok_or_else(|| {
+            bad_request(format!(
+                "{:?} is not a storage node key (64 hex digits)",
+                q.key
+            ))
+        })?;
+    let mut due = Vec::new();
     for shard in ShardId::all(api.beacon.shard_count()) {
         let Ok(v) = api.validator(shard) else {
             continue;
         };
+        let Ok(Some((shard, d))) = v.holder_due(key).await else {
+            continue;
+        };
+        due.push(json!({
+            "shard": shard,
+            "end": d.end,
+            "seed": hex(&d.seed),
+            "unproven": d.unproven,
+            "slots": d.slots.iter().map(|(deal, holder, period)| json!({
+                "deal": hex(deal), "holder": holder, "period": period,
+            })).collect::<Vec<_>>(),
+            "drawn": d.drawn.iter().map(|(deal, holder, position, piece)| json!({
+                "deal": hex(deal), "holder": holder, "position": position, "piece": piece,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "key": hex(&key.0), "due": due })))
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    shard: Option<u16>,
+}
+
+/// `POST /api/v0/chain/deal/proof`: a storage proof for the next block of its shard.
+async fn submit_proof(
+    State(api): State<Arc<ChainApi>>,
+    Query(q): Query<ProofQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use chain::types::storage_proof::ProofTx;
+    let proof =
+        ProofTx::decode(&body).map_err(|e| bad_request(format!("not a storage proof: {e}")))?;
+    let what = |shard: ShardId| match &proof {
+        ProofTx::Slot(p) => json!({
+            "deal": hex(&p.deal), "holder": p.holder, "period": p.period, "shard": shard,
+        }),
+        ProofTx::Holder(p) => json!({ "key": hex(&p.key.0), "end": p.end, "shard": shard }),
+    };
+    let mut refused = None;
+    for shard in ShardId::all(api.beacon.shard_count()) {
+        if q.shard.is_some_and(|s| s != shard.0) {
+            continue;
+        }
+        let Ok(v) = api.validator(shard) else {
+            continue;
+        };
         match v.submit_proof(proof.clone()).await {
-            Ok(Some(Ok(()))) => {
-                return Ok(Json(json!({
-                    "deal": hex(&deal),
-                    "holder": holder,
-                    "period": period,
-                    "shard": shard,
-                })));
-            }
+            Ok(Some(Ok(()))) => return Ok(Json(what(shard))),
             Ok(Some(Err(chain::ledger::PoolError::Duplicate))) => {
-                return Ok(Json(json!({
-                    "deal": hex(&deal),
-                    "holder": holder,
-                    "period": period,
-                    "shard": shard,
-                    "already_waiting": true,
-                })));
+                let mut answer = what(shard);
+                answer["already_waiting"] = json!(true);
+                return Ok(Json(answer));
+            }
+            // A holder proof names no shard: another shard here may be the one it answers.
+            Ok(Some(Err(e))) if matches!(proof, ProofTx::Holder(_)) && q.shard.is_none() => {
+                refused = Some(e);
             }
             Ok(Some(Err(e))) => return Err(bad_request(format!("proof refused: {e}"))),
             Ok(None) | Err(_) => continue,
         }
     }
+    if let Some(e) = refused {
+        return Err(bad_request(format!("proof refused: {e}")));
+    }
     Err(ApiError(
         StatusCode::NOT_FOUND,
-        format!("no shard here holds deal {}", hex(&deal)),
+        match &proof {
+            ProofTx::Slot(p) => format!("no shard here holds deal {}", hex(&p.deal)),
+            ProofTx::Holder(p) => format!(
+                "no shard here has a slot of storage node {} to prove now",
+                hex(&p.key.0)
+            ),
+        },
     ))
 }
 

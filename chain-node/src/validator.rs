@@ -26,7 +26,7 @@ use chain::ledger::{LedgerError, PoolError};
 use chain::node::{DealView, Economy, RepairOrders, VolumeView};
 use chain::node::{Disk, Input, LaneStatus, Node, NodeConfig, NodeError, Output, Peer, Topic};
 use chain::store::StoreError;
-use chain::types::storage_proof::StorageProof;
+use chain::types::storage_proof::ProofTx;
 use chain::{Account, Address, ShardId, SignedTransaction, TxError, spv};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, TopicHash, ValidationMode};
@@ -209,8 +209,12 @@ enum Command {
         limit: usize,
         reply: oneshot::Sender<Option<Vec<Hash>>>,
     },
+    HolderDue {
+        key: chain::crypto::PublicKey,
+        reply: oneshot::Sender<Option<(ShardId, chain::state::HolderDue)>>,
+    },
     SubmitProof {
-        proof: Box<StorageProof>,
+        proof: Box<ProofTx>,
         reply: oneshot::Sender<Option<Result<(), PoolError>>>,
     },
     Prove {
@@ -374,13 +378,22 @@ impl ValidatorHandle {
     /// this validator's shard does not hold the deal).
     pub async fn submit_proof(
         &self,
-        proof: StorageProof,
+        proof: ProofTx,
     ) -> Result<Option<Result<(), PoolError>>, ValidatorError> {
         self.ask(|reply| Command::SubmitProof {
             proof: Box::new(proof),
             reply,
         })
         .await
+    }
+
+    /// What a holder proof of `key` in the next block of this validator's shard must answer (None: no shard
+    /// here, or no slot of the key's to prove on it).
+    pub async fn holder_due(
+        &self,
+        key: chain::crypto::PublicKey,
+    ) -> Result<Option<(ShardId, chain::state::HolderDue)>, ValidatorError> {
+        self.ask(|reply| Command::HolderDue { key, reply }).await
     }
 
     /// Where transaction `tx`'s Atomix lock stands on this validator's shard (as far as its tip knows).
@@ -1032,6 +1045,9 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.node.deals_of(&owner, after, limit));
+            }
+            Command::HolderDue { key, reply } => {
+                let _ = reply.send(self.node.holder_due(&key));
             }
             Command::SubmitProof { proof, reply } => {
                 let _ = reply.send(self.node.submit_proof(*proof));

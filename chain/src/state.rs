@@ -17,7 +17,7 @@ use crate::store::{Store, StoreError, WriteBatch};
 use crate::tx::{Role, SignedTransaction, TxError, TxKind};
 pub use crate::types::account::{Account, account_key};
 use crate::types::deal::{DealRecord, DealTerms, deal_key};
-use crate::types::storage_proof::StorageProof;
+use crate::types::storage_proof::{self, HolderProof, HolderSlot, ProofTx, StorageProof};
 use crate::types::volume::{VolumeVersion, version_key, volume_id};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -147,6 +147,9 @@ pub struct State {
     /// Per deal and holder, where its proofs stand.
     proven: BTreeMap<(Hash, u8), Proven>,
     dirty_proven: BTreeSet<(Hash, u8)>,
+    /// Per storage node key, the (deal, holder slot)s it holds now (the terms' holder, or the taker of the
+    /// slot's repair order): derived from the terms and proof records, the list a holder proof answers for.
+    slots_of: BTreeMap<PublicKey, BTreeSet<(Hash, u8)>>,
     /// The newest period's end height and seed: the hash of the block at that height.
     seed: (u64, Hash),
     seed_dirty: bool,
@@ -332,6 +335,41 @@ pub enum ProofRefused {
     TakerHoldsShards,
     #[error("the taker's signature on its repair claim does not verify")]
     BadTakerSignature,
+    #[error(
+        "the period ending at height {end} cannot be proven at height {height}{}",
+        match .provable { Some(e) => format!(" (the one ending at {e} can)"), None => String::new() }
+    )]
+    HolderNotProvable {
+        end: u64,
+        height: u64,
+        provable: Option<u64>,
+    },
+    #[error(
+        "the key holds no slot on this shard whose period ending at height {end} may be proven"
+    )]
+    NoSlots { end: u64 },
+    #[error("every slot of the key already proved the period ending at height {end}")]
+    AllProven { end: u64 },
+}
+
+/// The id of the payout a holder proof releases to its key for the period ending at `end`: the Atomix id
+/// of its one lock (the sum over its slots) when the key's account lives on another shard.
+pub fn holder_payout_id(key: &PublicKey, end: u64) -> Hash {
+    hash_with("IOS holder payout v1", &[&key.0, &end.to_be_bytes()])
+}
+
+/// What the next block asks of a storage node over its slots on a shard (the chain API's challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderDue {
+    /// The end height of the period that may be proven, and its seed.
+    pub end: u64,
+    pub seed: Hash,
+    /// The key's slots that ran that period: (deal, holder slot, the deal's period), in the chain's order.
+    pub slots: Vec<(Hash, u8, u64)>,
+    /// How many of them have not proven it yet.
+    pub unproven: usize,
+    /// The drawn (deal, slot, position, piece)s the proof must answer.
+    pub drawn: storage_proof::HolderChallenge,
 }
 
 impl State {
@@ -356,6 +394,7 @@ impl State {
             terms: BTreeMap::new(),
             proven: BTreeMap::new(),
             dirty_proven: BTreeSet::new(),
+            slots_of: BTreeMap::new(),
             seed: (0, [0; 32]),
             seed_dirty: false,
             volumes: BTreeMap::new(),
@@ -857,6 +896,14 @@ impl State {
             // (what the holder before it missed and was slashed stays burned); it keeps the bounty its
             // claim was paid.
             Some(taker) => {
+                let before_key = slot_key(&self.terms[&proof.deal], proof.holder, &before);
+                if let Some(slots) = self.slots_of.get_mut(&before_key) {
+                    slots.remove(&(proof.deal, proof.holder));
+                }
+                self.slots_of
+                    .entry(taker.key)
+                    .or_default()
+                    .insert((proof.deal, proof.holder));
                 proven.taker = Some(taker.key);
                 proven.passed = 1;
                 proven.missed = 0;
@@ -895,6 +942,194 @@ impl State {
         self.set_deal(proof.deal, record);
         self.count_block_proof(proof.encode().len(), height);
         Ok(())
+    }
+
+    /// The slots `key` holds on this shard whose deal ran the period that ended at `seed_end` and may prove
+    /// it in a block at `height`: (deal, holder slot, the deal's period), in the chain's order (by deal id).
+    /// Whether they proved it already does not matter: the list, and so the challenge, is fixed for the
+    /// window, whatever the key proves slot by slot.
+    pub fn holder_slots(
+        &self,
+        key: &PublicKey,
+        height: u64,
+        seed_end: u64,
+    ) -> Vec<(Hash, u8, u64)> {
+        let Some(slots) = self.slots_of.get(key) else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .filter_map(|(id, h)| {
+                let p = self.provable_period(self.deals.get(id)?, height, seed_end)?;
+                Some((*id, *h, p))
+            })
+            .collect()
+    }
+
+    /// What a holder proof of `key` in the block after the newest one (on a parent of hash `parent`) must
+    /// answer; `None` when the key has no slot to prove there.
+    pub fn holder_due(&self, key: &PublicKey, height: u64, parent: &Hash) -> Option<HolderDue> {
+        let (end, seed) = self.seed_for(height, parent);
+        let slots = self.holder_slots(key, height, end);
+        if slots.is_empty() {
+            return None;
+        }
+        let unproven = slots
+            .iter()
+            .filter(|(id, h, p)| self.proven(id, *h).next <= *p)
+            .count();
+        let with_terms = self.with_terms(&slots);
+        let drawn = storage_proof::holder_challenge(&with_terms, &seed, key, end);
+        Some(HolderDue {
+            end,
+            seed,
+            slots,
+            unproven,
+            drawn,
+        })
+    }
+
+    fn with_terms<'a>(&'a self, slots: &[(Hash, u8, u64)]) -> Vec<HolderSlot<'a>> {
+        slots
+            .iter()
+            .filter_map(|(id, h, _)| Some((*id, *h, &**self.terms.get(id)?)))
+            .collect()
+    }
+
+    /// Checks a holder proof for a block at `height` whose seed ends at `seed_end`; returns the slots it
+    /// pays: (deal, slot, period, pay).
+    fn check_holder_with(
+        &self,
+        proof: &HolderProof,
+        height: u64,
+        (seed_end, seed): (u64, Hash),
+        verify: bool,
+    ) -> Result<Vec<(Hash, u8, u64, Amount)>, ProofRefused> {
+        if proof.end != seed_end || seed_end == 0 {
+            return Err(ProofRefused::HolderNotProvable {
+                end: proof.end,
+                height,
+                provable: (seed_end != 0).then_some(seed_end),
+            });
+        }
+        let slots = self.holder_slots(&proof.key, height, seed_end);
+        if slots.is_empty() {
+            return Err(ProofRefused::NoSlots { end: proof.end });
+        }
+        let mut pays = Vec::new();
+        let mut per_deal: BTreeMap<Hash, u64> = BTreeMap::new();
+        for (id, h, p) in &slots {
+            if self.proven(id, *h).next > *p {
+                continue;
+            }
+            let pay = self.terms[id]
+                .per_period()
+                .ok()
+                .and_then(|v| v.get(usize::from(*h)).copied())
+                .ok_or(ProofRefused::Overflow)?;
+            let due = per_deal.entry(*id).or_default();
+            *due = due.checked_add(pay.0).ok_or(ProofRefused::Overflow)?;
+            if *due > self.deals[id].escrow_left.0 {
+                return Err(ProofRefused::Overflow);
+            }
+            pays.push((*id, *h, *p, pay));
+        }
+        if pays.is_empty() || self.is_locked(&holder_payout_id(&proof.key, proof.end)) {
+            return Err(ProofRefused::AllProven { end: proof.end });
+        }
+        if verify {
+            proof.verify(&self.with_terms(&slots), &seed)?;
+        }
+        Ok(pays)
+    }
+
+    /// Applies a holder proof in a block at `height`: every slot of its key that has not proven the period
+    /// is paid that period's pay from its deal's escrow, the sum credited on this shard or sent through one
+    /// Atomix lock to the key's own. On error nothing changes.
+    fn apply_holder_proof(&mut self, proof: &HolderProof, height: u64) -> Result<(), ProofRefused> {
+        let pays = self.check_holder_with(proof, height, self.seed, true)?;
+        let total = pays
+            .iter()
+            .try_fold(0u64, |t, (.., pay)| t.checked_add(pay.0))
+            .ok_or(ProofRefused::Overflow)?;
+        let holder = Address::of(&proof.key);
+        let same_shard = shard_of(&holder, self.params.shard_count) == self.shard;
+        let mut account = self.accounts.get(&holder).cloned().unwrap_or_default();
+        if same_shard {
+            account.balance = account
+                .balance
+                .checked_add(Amount(total))
+                .ok_or(ProofRefused::Overflow)?;
+        }
+        for (id, h, p, pay) in pays {
+            let mut record = self.deals[&id].clone();
+            record.escrow_left = Amount(record.escrow_left.0 - pay.0);
+            record.paid = Amount(record.paid.0.saturating_add(pay.0));
+            let before = self.proven(&id, h);
+            let proven = Proven {
+                next: p + 1,
+                passed: before.passed + 1,
+                streak: 0,
+                // The holder proved again: its order closes and the bounty stays in the escrow.
+                bounty: if before.streak != 0 {
+                    Amount::ZERO
+                } else {
+                    before.bounty
+                },
+                ..before
+            };
+            self.tree.insert(proven_key(&id, h), proven.value_hash());
+            self.proven.insert((id, h), proven);
+            self.dirty_proven.insert((id, h));
+            self.set_deal(id, record);
+        }
+        if same_shard {
+            self.set_account(holder, account);
+        } else {
+            let lock = Lock {
+                tx_id: holder_payout_id(&proof.key, proof.end),
+                from: holder,
+                to: holder,
+                amount: Amount(total),
+                kind: LockKind::Transfer,
+            };
+            let mut totals = self.totals;
+            totals.locked_out += u128::from(total);
+            self.set_leaf(Lock::key(&lock.tx_id), lock.value_hash());
+            self.set_totals(totals);
+            self.payout_locks.push(lock);
+        }
+        self.count_block_proof(proof.encode().len(), height);
+        Ok(())
+    }
+
+    /// Applies a proof of either kind in a block at `height` (see [`State::apply_proof`]).
+    pub fn apply_proof_tx(&mut self, proof: &ProofTx, height: u64) -> Result<(), ProofRefused> {
+        match proof {
+            ProofTx::Slot(p) => self.apply_proof(p, height),
+            ProofTx::Holder(p) => self.apply_holder_proof(p, height),
+        }
+    }
+
+    /// [`State::check_proof_next`] for a proof of either kind; returns what it pays.
+    pub fn check_proof_tx_next(
+        &self,
+        proof: &ProofTx,
+        height: u64,
+        parent: &Hash,
+        verify: bool,
+    ) -> Result<Amount, ProofRefused> {
+        match proof {
+            ProofTx::Slot(p) => self.check_proof_next(p, height, parent, verify),
+            ProofTx::Holder(p) => {
+                let pays =
+                    self.check_holder_with(p, height, self.seed_for(height, parent), verify)?;
+                Ok(Amount(
+                    pays.iter()
+                        .fold(0u64, |t, (.., pay)| t.saturating_add(pay.0)),
+                ))
+            }
+        }
     }
 
     /// Counts a proof the block at `height` carries; when the block's proof section becomes full (its count
@@ -1267,6 +1502,10 @@ impl State {
             self.set_deal(id, record);
             if let Some(terms) = terms {
                 self.new_terms.push((id, terms.encode()));
+                for (h, holder) in terms.holders.iter().enumerate() {
+                    let h = u8::try_from(h).expect("at most 32 holders");
+                    self.slots_of.entry(holder.key).or_default().insert((id, h));
+                }
                 self.terms.insert(id, Arc::new(terms));
             }
         }
@@ -1466,6 +1705,13 @@ impl State {
                 .tree
                 .insert(proven_key(&id, holder), proven.value_hash());
             state.proven.insert((id, holder), proven);
+        }
+        for (id, terms) in &state.terms {
+            for h in 0..terms.holders.len() {
+                let h = u8::try_from(h).expect("at most 32 holders");
+                let key = slot_key(terms, h, &state.proven(id, h));
+                state.slots_of.entry(key).or_default().insert((*id, h));
+            }
         }
         if let Some(v) = store.get(KEY_SEED)? {
             let bytes: [u8; 40] = v
@@ -2212,6 +2458,227 @@ mod tests {
     /// its commitments list, segment by segment.
     /// A shard as a holder keeps it: its CID and its bytes.
     type HeldShard = (Vec<u8>, Vec<u8>);
+
+    impl ThreeHolders {
+        /// Opens a second deal over the same shards and holders (another root, so another id) at the same
+        /// height as the first, so both run the same periods; returns its terms and id.
+        fn open_second(&mut self) -> (DealTerms, Hash) {
+            let mut terms = self.terms.clone();
+            terms.root = vec![1, 0x55, 0x1e, 32, 7, 8];
+            let id = terms.id(&self.me);
+            let signatures = self
+                .keys
+                .iter()
+                .map(|k| crate::types::deal::sign(k, self.params.chain_id, &id))
+                .collect();
+            let open = tx(
+                &self.alice,
+                1,
+                TxKind::OpenDeal {
+                    terms: terms.clone(),
+                    signatures,
+                },
+            );
+            self.state.apply(&open, self.height).expect("opens");
+            (terms, id)
+        }
+
+        /// `key`'s holder proof for the next block (at `height + 1`), from every shard.
+        fn prove_holder(&self, key: &SecretKey) -> HolderProof {
+            self.prove_holder_at(key, self.height + 1)
+        }
+
+        /// `key`'s holder proof for a block at `height`, from every shard.
+        fn prove_holder_at(&self, key: &SecretKey, height: u64) -> HolderProof {
+            let due = self
+                .state
+                .holder_due(&key.public(), height, &hash_of(height - 1))
+                .expect("the key has slots to prove");
+            storage_proof::answer_holder(due.drawn, &key.public(), due.end, |_, _, p| {
+                let (cid, bytes) = self.shards.get(usize::from(p)).cloned()?;
+                Some((cid, bytes, smt::list_prove(&self.leaves, usize::from(p))))
+            })
+            .expect("every shard is here")
+        }
+    }
+
+    /// Issue 15 items 3 and 4, and the block-space figure: one proof a period per storage node answers for
+    /// all its slots on the shard, drawn over all their shards; it pays each slot's pay once, on the key's
+    /// shard directly or as one lock for the sum; a wrong piece, a forged path, another key's or period's
+    /// proof, or a replay is refused; proving a slot alone neither changes the draw nor gets paid twice; the
+    /// index of slots survives a reload.
+    #[test]
+    fn a_holder_proof_pays_every_slot_of_its_key_once_and_anything_else_is_refused() {
+        let mut t = ThreeHolders::open(4);
+        let (terms2, id2) = t.open_second();
+        let (id1, keys) = (t.id, t.keys.clone());
+        let start = t.state.deal(&id1).expect("open").start_height;
+        assert_eq!(t.state.deal(&id2).expect("open").start_height, start);
+        let period = t.params.storage_period_blocks;
+        // Nothing to prove before period 0 has ended.
+        t.run_to(start + period - 1);
+        assert!(
+            t.state
+                .holder_due(&keys[0].public(), t.height + 1, &hash_of(t.height))
+                .is_none()
+        );
+        t.run_to(start + period);
+        let due = t
+            .state
+            .holder_due(&keys[0].public(), t.height + 1, &hash_of(t.height))
+            .expect("due");
+        let mut ids = [id1, id2];
+        ids.sort();
+        assert_eq!(due.slots, vec![(ids[0], 0, 0), (ids[1], 0, 0)]);
+        assert_eq!(due.unproven, 2);
+        // Holder 0 keeps shards 0 and 5 of each deal: all four are drawn, each once.
+        let mut drawn: Vec<(Hash, u16)> = due.drawn.iter().map(|(d, _, p, _)| (*d, *p)).collect();
+        drawn.sort();
+        assert_eq!(
+            drawn,
+            vec![(ids[0], 0), (ids[0], 5), (ids[1], 0), (ids[1], 5)]
+        );
+
+        let good = t.prove_holder(&keys[0]);
+        let h = t.height + 1;
+        t.state.begin_block(h, &hash_of(h - 1));
+        t.height = h;
+        let refused = |state: &State, proof: &HolderProof| {
+            let mut s = state.clone();
+            let root = s.root();
+            let e = s.apply_proof_tx(&ProofTx::Holder(proof.clone()), h);
+            assert_eq!(s.root(), root, "a refused proof changes nothing");
+            e.expect_err("refused")
+        };
+        let mut wrong_piece = good.clone();
+        wrong_piece.samples[0].sample.piece.piece[0] ^= 1;
+        assert!(matches!(
+            refused(&t.state, &wrong_piece),
+            ProofRefused::Invalid(storage_proof::ProofError::Piece { .. })
+        ));
+        let mut forged_path = good.clone();
+        forged_path.samples[1].sample.path.siblings[0][0] ^= 1;
+        assert!(matches!(
+            refused(&t.state, &forged_path),
+            ProofRefused::Invalid(storage_proof::ProofError::NotTheDealsShard(_))
+        ));
+        let mut other_period = good.clone();
+        other_period.end -= period;
+        assert!(matches!(
+            refused(&t.state, &other_period),
+            ProofRefused::HolderNotProvable { .. }
+        ));
+        let mut other_key = good.clone();
+        other_key.key = keys[1].public();
+        assert!(matches!(
+            refused(&t.state, &other_key),
+            ProofRefused::Invalid(_)
+        ));
+        let mut stranger = good.clone();
+        stranger.key = SecretKey::dev("stranger").public();
+        assert!(matches!(
+            refused(&t.state, &stranger),
+            ProofRefused::NoSlots { .. }
+        ));
+        let mut reordered = good.clone();
+        reordered.samples.swap(0, 1);
+        assert!(matches!(
+            refused(&t.state, &reordered),
+            ProofRefused::Invalid(_)
+        ));
+        let mut short = good.clone();
+        short.samples.pop();
+        assert!(matches!(
+            refused(&t.state, &short),
+            ProofRefused::Invalid(storage_proof::ProofError::SampleCount { .. })
+        ));
+
+        // Holder 1 proves its slot of the first deal alone: its holder proof draws the same and pays the
+        // other slot only.
+        let due1 = t.state.holder_due(&keys[1].public(), h, &hash_of(h - 1));
+        let (_, seed) = t.state.period_seed();
+        let alone = crate::types::storage_proof::prove(&t.terms, &seed, &id1, 1, 0, |p| {
+            let (cid, bytes) = t.shards.get(usize::from(p)).cloned()?;
+            Some((cid, bytes, smt::list_prove(&t.leaves, usize::from(p))))
+        })
+        .expect("here");
+        let supply = t.state.accountable_supply();
+        let pays = terms2.per_period().expect("fits");
+        let address = |k: &SecretKey| Address::of(&k.public());
+        let balance = |s: &State, a: &Address| s.account(a).map_or(Amount::ZERO, |a| a.balance);
+        let before = (
+            balance(&t.state, &address(&keys[0])),
+            balance(&t.state, &address(&keys[1])),
+        );
+        t.state
+            .apply_proof(&alone, h)
+            .expect("a slot proof still works");
+        let after_alone = balance(&t.state, &address(&keys[1]));
+        assert_eq!(after_alone.0, before.1.0 + pays[1].0);
+        let due1_after = t.state.holder_due(&keys[1].public(), h, &hash_of(h - 1));
+        assert_eq!(
+            due1.as_ref().map(|d| &d.drawn),
+            due1_after.as_ref().map(|d| &d.drawn),
+            "the draw does not depend on what was proven alone"
+        );
+        assert_eq!(due1_after.expect("due").unproven, 1);
+
+        // The good proofs pay each slot once.
+        let escrow_before = t.state.escrow_total();
+        t.state
+            .apply_proof_tx(&ProofTx::Holder(good.clone()), h)
+            .expect("pays");
+        assert_eq!(
+            balance(&t.state, &address(&keys[0])).0,
+            before.0.0 + 2 * pays[0].0
+        );
+        for id in [id1, id2] {
+            let p = t.state.proven(&id, 0);
+            assert_eq!((p.next, p.passed), (1, 1));
+        }
+        assert!(matches!(
+            t.state.apply_proof_tx(&ProofTx::Holder(good.clone()), h),
+            Err(ProofRefused::AllProven { .. })
+        ));
+        assert!(matches!(
+            t.state.apply_proof(&t.prove(0, 0), h),
+            Err(ProofRefused::AlreadyProven { .. })
+        ));
+        let one = t.prove_holder_at(&keys[1], h);
+        t.state
+            .apply_proof_tx(&ProofTx::Holder(one), h)
+            .expect("pays the other slot");
+        assert_eq!(
+            balance(&t.state, &address(&keys[1])).0,
+            after_alone.0 + pays[1].0
+        );
+        // Holder 2 lives on the other shard: one lock for both slots' pay.
+        let cross = t.prove_holder_at(&keys[2], h);
+        t.state
+            .apply_proof_tx(&ProofTx::Holder(cross.clone()), h)
+            .expect("pays through a lock");
+        let lock = t.state.payout_locks().last().expect("a lock").clone();
+        assert_eq!(lock.tx_id, holder_payout_id(&keys[2].public(), cross.end));
+        assert_eq!(lock.to, address(&keys[2]));
+        assert_eq!(lock.amount.0, 2 * pays[2].0);
+        assert_eq!(t.state.accountable_supply(), supply);
+        assert_eq!(
+            escrow_before - t.state.escrow_total(),
+            u128::from(2 * pays[0].0 + pays[1].0 + 2 * pays[2].0)
+        );
+
+        // The index of slots is rebuilt on a reload: the next period draws the same on both.
+        t.run_to(start + 2 * period);
+        let (mut loaded, _) = reload(&mut t.state);
+        for k in &keys {
+            assert_eq!(
+                loaded.holder_due(&k.public(), t.height + 1, &hash_of(t.height)),
+                t.state
+                    .holder_due(&k.public(), t.height + 1, &hash_of(t.height)),
+            );
+        }
+        assert_eq!(loaded.root(), t.state.root());
+    }
 
     fn stored_shards() -> (Vec<HeldShard>, Vec<Hash>) {
         let shards: Vec<HeldShard> = (0..6u8)

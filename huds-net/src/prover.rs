@@ -10,7 +10,7 @@ use std::path::Path;
 use cid::Cid;
 
 use chain::crypto::{Hash, PublicKey};
-use chain::types::storage_proof::{self, StorageProof};
+use chain::types::storage_proof::{self, HolderChallenge, HolderProof, StorageProof};
 use huds::{BlockStore, Store};
 
 use crate::deals::SignRequest;
@@ -225,6 +225,58 @@ pub fn prove(
             "cannot prove period {period} of deal {}: shards missing or unreadable: {}",
             file_name(&held.id).trim_end_matches(".deal"),
             cids.join(", ")
+        )
+    })
+}
+
+/// This node's holder proof (key `key`) of the period ending at `end` on one chain shard: the answer to the
+/// `drawn` (deal, slot, position, piece)s of its challenge, from the slots it holds (`held`) and the shards in
+/// `store`. Fails naming the shards it no longer has, or the deals it keeps no record of.
+pub fn prove_holder(
+    store: &Store,
+    held: &[HeldDeal],
+    key: &PublicKey,
+    end: u64,
+    drawn: HolderChallenge,
+) -> Result<HolderProof, String> {
+    let claim_of = |deal: &Hash, holder: u8, position: u16| {
+        held.iter()
+            .find(|h| h.id == *deal && h.holder == holder)?
+            .request
+            .claims
+            .iter()
+            .find(|c| c.position == u32::from(position))
+    };
+    storage_proof::answer_holder(drawn, key, end, |deal, holder, position| {
+        let claim = claim_of(deal, holder, position)?;
+        let bytes = store.shard(&claim.cid).ok().flatten()?;
+        Some((claim.cid.to_bytes(), bytes, claim.path.clone()))
+    })
+    .map_err(|missing| {
+        let what: Vec<String> = missing
+            .iter()
+            .map(|(deal, position)| {
+                let name = file_name(deal);
+                let deal_hex = name.trim_end_matches(".deal");
+                let cid = held
+                    .iter()
+                    .filter(|h| h.id == *deal)
+                    .flat_map(|h| &h.request.claims)
+                    .find(|c| c.position == u32::from(*position));
+                match cid {
+                    Some(c) => format!("shard {} of deal {deal_hex}", Cid::to_string(&c.cid)),
+                    None => format!("shard {position} of deal {deal_hex} (no record of it here)"),
+                }
+            })
+            .collect();
+        // The first few name the trouble; a node that lost its store would list every draw.
+        let more = match what.len() {
+            n if n > 3 => format!(" and {} more", n - 3),
+            _ => String::new(),
+        };
+        format!(
+            "cannot prove the period ending at {end}: missing or unreadable: {}{more}",
+            what[..what.len().min(3)].join(", ")
         )
     })
 }

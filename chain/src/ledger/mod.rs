@@ -323,7 +323,7 @@ impl<St: Store> ShardApp<St> {
         }
         for (index, proof) in block.proofs.iter().enumerate() {
             state
-                .apply_proof(proof, h.height)
+                .apply_proof_tx(proof, h.height)
                 .map_err(|error| BlockError::Proof { index, error })?;
         }
         // The supply check of every block: nothing mints or burns.

@@ -2,7 +2,7 @@
 //!
 //! Anyone may submit a proof: it needs no signature, since whoever sends it the pay goes to the holder. So
 //! the pool admits only proofs that would apply to the committed state now (checked in full, about as costly
-//! as one signature), one per deal, holder and period, and holds at most [`POOL_PROOFS_MAX`] of them; a
+//! as one signature), one per slot (or storage node key) and period, and holds at most [`POOL_PROOFS_MAX`] of them; a
 //! proof whose window has passed or whose period was proven is dropped at the next commit.
 
 use super::ShardApp;
@@ -10,7 +10,7 @@ use crate::block::{BLOCK_PROOF_BYTES_MAX, BLOCK_PROOFS_MAX};
 use crate::crypto::Hash;
 use crate::state::{ProofRefused, State};
 use crate::store::Store;
-use crate::types::storage_proof::StorageProof;
+use crate::types::storage_proof::{ProofKey, ProofTx};
 use std::collections::BTreeMap;
 
 /// Proofs one pool holds, at most (about 20 MB of the largest shape).
@@ -21,7 +21,7 @@ pub const POOL_PROOFS_MAX: usize = 1_024;
 pub enum PoolError {
     #[error(transparent)]
     Refused(#[from] ProofRefused),
-    #[error("a proof of that deal, holder and period is already waiting")]
+    #[error("a proof of that slot (or key) and period is already waiting")]
     Duplicate,
     #[error("the proof pool is full")]
     Full,
@@ -34,23 +34,23 @@ pub enum PoolError {
 #[derive(Debug, Default)]
 pub(super) struct ProofPool {
     /// Arrival number -> proof.
-    waiting: BTreeMap<u64, StorageProof>,
-    /// Slot (deal, holder, period) -> arrival number.
-    slots: BTreeMap<(Hash, u8, u64), u64>,
+    waiting: BTreeMap<u64, ProofTx>,
+    /// What it proves (a slot and period, or a key and period) -> arrival number.
+    slots: BTreeMap<ProofKey, u64>,
     arrivals: u64,
 }
 
 impl ProofPool {
-    fn insert(&mut self, proof: StorageProof) {
+    fn insert(&mut self, proof: ProofTx) {
         let n = self.arrivals;
         self.arrivals += 1;
-        self.slots.insert(proof.slot(), n);
+        self.slots.insert(proof.key(), n);
         self.waiting.insert(n, proof);
     }
 
     /// Moves into a block the waiting proofs that apply to `state` (the block's state so far, which they
     /// change), oldest first, within the block's bounds.
-    pub(super) fn take(&mut self, state: &mut State, height: u64) -> Vec<StorageProof> {
+    pub(super) fn take(&mut self, state: &mut State, height: u64) -> Vec<ProofTx> {
         let mut included = Vec::new();
         let mut bytes = 0;
         for proof in self.waiting.values() {
@@ -58,7 +58,7 @@ impl ProofPool {
             if included.len() >= BLOCK_PROOFS_MAX || bytes + size > BLOCK_PROOF_BYTES_MAX {
                 break;
             }
-            if state.apply_proof(proof, height).is_ok() {
+            if state.apply_proof_tx(proof, height).is_ok() {
                 bytes += size;
                 included.push(proof.clone());
             }
@@ -72,15 +72,18 @@ impl ProofPool {
         let slots = &mut self.slots;
         self.waiting.retain(|_, proof| {
             let keep = !matches!(
-                state.check_proof_next(proof, height, parent, false),
+                state.check_proof_tx_next(proof, height, parent, false),
                 Err(ProofRefused::NotProvable { .. }
                     | ProofRefused::AlreadyProven { .. }
                     | ProofRefused::UnknownDeal
                     | ProofRefused::NoRepairOrder { .. }
-                    | ProofRefused::TakerHoldsShards)
+                    | ProofRefused::TakerHoldsShards
+                    | ProofRefused::HolderNotProvable { .. }
+                    | ProofRefused::NoSlots { .. }
+                    | ProofRefused::AllProven { .. })
             );
             if !keep {
-                slots.remove(&proof.slot());
+                slots.remove(&proof.key());
             }
             keep
         });
@@ -89,8 +92,8 @@ impl ProofPool {
 
 impl<St: Store> ShardApp<St> {
     /// Admits a storage proof for the next block: it must apply to the committed state at the next height.
-    pub fn submit_proof(&mut self, proof: StorageProof) -> Result<(), PoolError> {
-        let slot = proof.slot();
+    pub fn submit_proof(&mut self, proof: ProofTx) -> Result<(), PoolError> {
+        let slot = proof.key();
         if self.proofs.slots.contains_key(&slot) {
             return Err(PoolError::Duplicate);
         }
@@ -98,7 +101,7 @@ impl<St: Store> ShardApp<St> {
             return Err(PoolError::Full);
         }
         self.state
-            .check_proof_next(&proof, self.tip.height + 1, &self.tip.hash, true)?;
+            .check_proof_tx_next(&proof, self.tip.height + 1, &self.tip.hash, true)?;
         self.proofs.insert(proof);
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::state::ProofRefused;
 use crate::store::MemStore;
 use crate::tx::Transaction;
 use crate::tx::{SignedTransaction, TxError, TxKind};
+use crate::types::storage_proof::ProofTx;
 use std::sync::Arc;
 
 fn setup() -> (Genesis, ShardApp<MemStore>, SecretKey) {
@@ -717,28 +718,38 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
     let mut others: Vec<storage_proof::StorageProof> = deals[1..].iter().map(prove).collect();
     others.sort_by_key(|p| std::cmp::Reverse(p.deal));
     for p in &others {
-        a.submit_proof(p.clone()).expect("admitted");
+        a.submit_proof(p.clone().into()).expect("admitted");
     }
     let mut forged = proof.clone();
     forged.samples[0].piece.piece[0] ^= 1;
     assert!(matches!(
-        a.submit_proof(forged.clone()),
+        a.submit_proof(forged.clone().into()),
         Err(PoolError::Refused(_))
     ));
     let mut early = proof.clone();
     early.period = 1;
-    assert!(a.submit_proof(early).is_err(), "period 1 is not over");
-    a.submit_proof(proof.clone()).expect("admitted");
-    assert_eq!(a.submit_proof(proof.clone()), Err(PoolError::Duplicate));
+    assert!(
+        a.submit_proof(early.into()).is_err(),
+        "period 1 is not over"
+    );
+    a.submit_proof(proof.clone().into()).expect("admitted");
+    assert_eq!(
+        a.submit_proof(proof.clone().into()),
+        Err(PoolError::Duplicate)
+    );
     // A replica refuses a block carrying a forged proof, and one whose proof was swapped under its header.
     let block = a.propose();
     assert_eq!(
         block.proofs,
-        [others.clone(), vec![proof.clone()]].concat(),
+        [others.clone(), vec![proof.clone()]]
+            .concat()
+            .into_iter()
+            .map(ProofTx::from)
+            .collect::<Vec<_>>(),
         "first come, first served"
     );
     let mut swapped = block.clone();
-    swapped.proofs = vec![forged.clone()];
+    swapped.proofs = vec![forged.clone().into()];
     assert_eq!(b.check(&swapped), Err(BlockError::TransactionsRoot));
     let mut resealed = swapped.clone();
     resealed.header.transactions_root =
@@ -764,8 +775,40 @@ fn storage_proofs_go_through_the_pool_into_blocks_every_replica_accepts() {
         "the pool let go of the included proof"
     );
     assert!(matches!(
-        a.submit_proof(proof),
+        a.submit_proof(proof.into()),
         Err(PoolError::Refused(ProofRefused::AlreadyProven { .. }))
+    ));
+    assert_eq!(a.state.root(), b.state.root());
+
+    // Period 1: one holder proof answers for the holder's three deals, through the pool and a block
+    // every replica accepts, and pays each deal's slot once.
+    while a.tip().height < 48 {
+        step(&mut a, &mut b);
+    }
+    let tip = a.tip();
+    let due = a
+        .state()
+        .holder_due(&holder.public(), tip.height + 1, &tip.hash)
+        .expect("the holder has slots to prove");
+    assert_eq!((due.slots.len(), due.unproven, due.drawn.len()), (3, 3, 3));
+    let holder_proof =
+        storage_proof::answer_holder(due.drawn, &holder.public(), due.end, |_, _, _| {
+            Some((cid.clone(), shard.clone(), smt::list_prove(&leaves, 0)))
+        })
+        .expect("the holder has its shard");
+    a.submit_proof(holder_proof.clone().into())
+        .expect("admitted");
+    assert_eq!(
+        a.submit_proof(holder_proof.clone().into()),
+        Err(PoolError::Duplicate)
+    );
+    let block = step(&mut a, &mut b);
+    assert_eq!(block.proofs, vec![ProofTx::Holder(holder_proof.clone())]);
+    assert_eq!(paid(&a), Some(Amount(6 * pay.0)));
+    assert_eq!(paid(&b), Some(Amount(6 * pay.0)));
+    assert!(matches!(
+        a.submit_proof(holder_proof.into()),
+        Err(PoolError::Refused(ProofRefused::AllProven { .. }))
     ));
     assert_eq!(a.state.root(), b.state.root());
 }

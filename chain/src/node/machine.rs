@@ -31,7 +31,7 @@ use crate::registry::{LINK_EVENTS_MAX, RegistryBatch};
 use crate::state::Proven;
 use crate::store::{Store, StoreError};
 use crate::types::deal::{DealRecord, DealTerms};
-use crate::types::storage_proof::StorageProof;
+use crate::types::storage_proof::ProofTx;
 use crate::types::volume::VolumeVersion;
 use crate::{Account, ShardId, SignedTransaction, State, TxError, spv};
 
@@ -605,6 +605,19 @@ impl<D: Disk> Node<D> {
         })
     }
 
+    /// What a holder proof of `key` in the next block of the shard this validator keeps must answer, with the
+    /// shard; None if it keeps no shard or the key has no slot to prove there.
+    pub fn holder_due(
+        &self,
+        key: &crate::crypto::PublicKey,
+    ) -> Option<(ShardId, crate::state::HolderDue)> {
+        let lane = self.shard.as_ref()?;
+        let app = lane.app();
+        let tip = app.tip();
+        let due = app.state().holder_due(key, tip.height + 1, &tip.hash)?;
+        Some((lane.shard, due))
+    }
+
     /// The open repair orders of the shard this validator keeps, at its tip, at most `limit` (deal, slot and
     /// where the slot stands); None if it keeps no shard.
     pub fn repair_orders(&self, limit: usize) -> Option<RepairOrders> {
@@ -677,13 +690,20 @@ impl<D: Disk> Node<D> {
     }
 
     /// Admits a storage proof to the pool of the shard this validator keeps and gossips it to the
-    /// committee; None if this validator keeps no shard holding its deal.
-    pub fn submit_proof(
-        &mut self,
-        proof: StorageProof,
-    ) -> Option<Result<(), crate::ledger::PoolError>> {
+    /// committee; None if this validator keeps no shard holding its deal (for a holder proof: no shard where
+    /// its key has a slot to prove in the next block).
+    pub fn submit_proof(&mut self, proof: ProofTx) -> Option<Result<(), crate::ledger::PoolError>> {
         let lane = self.shard.as_mut()?;
-        lane.app().state().deal(&proof.deal)?;
+        match &proof {
+            ProofTx::Slot(p) => {
+                lane.app().state().deal(&p.deal)?;
+            }
+            ProofTx::Holder(p) => {
+                let app = lane.app();
+                let tip = app.tip();
+                app.state().holder_due(&p.key, tip.height + 1, &tip.hash)?;
+            }
+        }
         let topic = Topic::Shard(lane.shard);
         let bytes = wire::encode_proof(&proof);
         let result = lane.app_mut().submit_proof(proof);

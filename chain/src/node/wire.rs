@@ -50,7 +50,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::MemberIndex;
 use crate::registry::RegistryBatch;
 use crate::tx::TX_BYTES_MAX;
-use crate::types::storage_proof::StorageProof;
+use crate::types::storage_proof::ProofTx;
 use std::sync::Arc;
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -77,8 +77,8 @@ pub enum Envelope {
     Inbound(Box<Inbound>),
     /// Two conflicting messages signed by one member of a shard committee.
     Evidence(Box<Evidence<Bls>>),
-    /// A storage proof for the deal's shard.
-    Proof(Box<StorageProof>),
+    /// A storage proof (of a slot, or of a holder's slots) for the shard of its deals.
+    Proof(Box<ProofTx>),
 }
 
 /// A certified shard head as gossiped: what the beacon's cross-links are made of.
@@ -156,7 +156,7 @@ pub fn encode_evidence(evidence: &Evidence<Bls>) -> Vec<u8> {
     out
 }
 
-pub fn encode_proof(proof: &StorageProof) -> Vec<u8> {
+pub fn encode_proof(proof: &ProofTx) -> Vec<u8> {
     let mut out = vec![ENVELOPE_VERSION, 7];
     out.extend_from_slice(&proof.encode());
     out
@@ -218,9 +218,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         6 => Ok(Envelope::Evidence(Box::new(bft::wire::decode_evidence(
             &bytes[2..],
         )?))),
-        7 => Ok(Envelope::Proof(Box::new(StorageProof::decode(
-            &bytes[2..],
-        )?))),
+        7 => Ok(Envelope::Proof(Box::new(ProofTx::decode(&bytes[2..])?))),
         other => Err(EnvelopeError::Kind(other)),
     }
 }

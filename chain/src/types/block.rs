@@ -31,7 +31,7 @@ use crate::smt::list_root;
 use crate::types::evidence::{self as evidence_codec, Evidence};
 use crate::types::inbound::{BLOCK_INBOUND_MAX, INBOUND_BYTES_MAX, Inbound};
 use crate::types::registry::{LINK_EVENTS_MAX, RegistryBatch};
-use crate::types::storage_proof::{PROOF_BYTES_MAX, StorageProof};
+use crate::types::storage_proof::{PROOF_BYTES_MAX, ProofTx};
 use crate::types::tx::{SignedTransaction, TX_BYTES_MAX};
 use crate::types::vote::Bls;
 
@@ -69,7 +69,7 @@ pub struct Block {
     /// Evidence of faults by shard committee members, on beacon blocks only (empty on shard blocks).
     pub evidence: Vec<Evidence<Bls>>,
     /// Answers to storage challenges, on shard blocks only (empty on beacon blocks).
-    pub proofs: Vec<StorageProof>,
+    pub proofs: Vec<ProofTx>,
 }
 
 /// A shard block header with the encoded precommit quorum certificate that finalised it, as the beacon
@@ -120,13 +120,13 @@ impl Block {
     pub fn body_items(
         transactions: &[SignedTransaction],
         inbound: &[Inbound],
-        proofs: &[StorageProof],
+        proofs: &[ProofTx],
     ) -> Vec<Hash> {
         transactions
             .iter()
             .map(SignedTransaction::id)
             .chain(inbound.iter().map(Inbound::hash))
-            .chain(proofs.iter().map(StorageProof::hash))
+            .chain(proofs.iter().map(ProofTx::hash))
             .collect()
     }
 
@@ -134,7 +134,7 @@ impl Block {
     pub fn body_root(
         transactions: &[SignedTransaction],
         inbound: &[Inbound],
-        proofs: &[StorageProof],
+        proofs: &[ProofTx],
     ) -> Hash {
         list_root(&Self::body_items(transactions, inbound, proofs))
     }
@@ -261,7 +261,7 @@ impl Block {
             for _ in 0..count {
                 inbound.push(Inbound::decode(r.var("inbound", INBOUND_BYTES_MAX)?)?);
             }
-            let count = r.count("block proofs", BLOCK_PROOFS_MAX, 4 + 46)?;
+            let count = r.count("block proofs", BLOCK_PROOFS_MAX, 4 + 45)?;
             let mut total = 0usize;
             for _ in 0..count {
                 let bytes = r.var("storage proof", PROOF_BYTES_MAX)?;
@@ -273,7 +273,7 @@ impl Block {
                         max: BLOCK_PROOF_BYTES_MAX,
                     });
                 }
-                proofs.push(StorageProof::decode(bytes)?);
+                proofs.push(ProofTx::decode(bytes)?);
             }
         } else {
             let count = r.count("block links", BLOCK_LINKS_MAX, 8 + HEADER_BYTES)?;

@@ -32,9 +32,10 @@ use crate::types::deal::{DealTerms, shard_leaf};
 pub const PROOF_SAMPLES: usize = 16;
 /// The bytes of a shard's CID in a proof, at most.
 pub const SHARD_CID_BYTES_MAX: usize = 96;
-/// An encoded proof, at most: [`PROOF_SAMPLES`] samples of the largest shape (a 64 MiB shard of a
-/// 2,048-shard deal) and a taker: 21,952 bytes.
-pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * SAMPLE_BYTES_MAX + TAKER_BYTES;
+/// An encoded proof of either kind, at most: a holder proof of [`PROOF_SAMPLES`] samples of the largest
+/// shape (a 64 MiB shard of a 2,048-shard deal), each naming its deal and slot (33 bytes): 22,384 bytes. A
+/// slot proof of the same samples with a taker is 432 bytes shorter.
+pub const PROOF_BYTES_MAX: usize = 64 + PROOF_SAMPLES * (SAMPLE_BYTES_MAX + 33);
 /// The bytes a [`Taker`] adds to a proof.
 pub const TAKER_BYTES: usize = 32 + 64;
 const DOMAIN_REPAIR: &[u8] = b"IOS/repair/v1\0";
@@ -46,6 +47,8 @@ const SAMPLE_BYTES_MAX: usize = 2
     + (8 + 8 + 4 + 11 * 32)
     + (8 + 4 + pieces::PIECE_BYTES + 4 + 18 * 32);
 const PROOF_VERSION: u8 = 1;
+/// The first byte of a [`HolderProof`]'s encoding (a [`StorageProof`]'s is [`PROOF_VERSION`]).
+const HOLDER_PROOF_VERSION: u8 = 2;
 
 /// One drawn shard: what it is, that the deal names it, and the drawn piece of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +141,8 @@ pub enum ProofError {
     },
     #[error("shard {position}: {error}")]
     Piece { position: u16, error: PieceError },
+    #[error("sample {index} answers another deal or holder slot than the challenge drew")]
+    WrongSlot { index: usize },
 }
 
 /// The shards a challenge drew and the piece drawn in each: `(position, piece index)`, in draw order.
@@ -268,6 +273,84 @@ pub fn challenge_for(
         .collect()
 }
 
+impl Sample {
+    /// Checks the sample against its deal's terms: the shard at its position is the deal's (its leaf proves
+    /// into `commitments_root`, with the length the terms give it), and it answers piece `piece` of it with
+    /// a path that holds.
+    pub fn verify(&self, terms: &DealTerms, piece: u64) -> Result<(), ProofError> {
+        let position = self.position;
+        let expected = shard_len(terms, position).unwrap_or(0);
+        if self.commitment.len != expected {
+            return Err(ProofError::WrongLength {
+                position,
+                expected,
+                got: self.commitment.len,
+            });
+        }
+        let leaf = shard_leaf(&self.cid, &self.commitment);
+        if self.path.index != u64::from(position)
+            || self.path.len != terms.placement.len() as u64
+            || !smt::list_verify(&terms.commitments_root, &leaf, &self.path)
+        {
+            return Err(ProofError::NotTheDealsShard(position));
+        }
+        if self.piece.index != piece {
+            return Err(ProofError::WrongPiece {
+                position,
+                expected: piece,
+                got: self.piece.index,
+            });
+        }
+        self.piece
+            .verify(&self.commitment)
+            .map_err(|error| ProofError::Piece { position, error })
+    }
+
+    fn encode_into(&self, w: &mut Writer) {
+        w.u16(self.position)
+            .var(&self.cid)
+            .u64(self.commitment.len)
+            .fixed(&self.commitment.root);
+        self.path.encode_into(w);
+        self.piece.encode_into(w);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let position = r.u16()?;
+        let cid = r.var("shard cid", SHARD_CID_BYTES_MAX)?.to_vec();
+        let commitment = Commitment {
+            len: r.u64()?,
+            root: r.array()?,
+        };
+        let path = ListProof::decode_from(r)?;
+        let piece = PieceProof::decode_from(r)?;
+        Ok(Self {
+            position,
+            cid,
+            commitment,
+            path,
+            piece,
+        })
+    }
+
+    /// Builds the sample of the shard at `position` drawn on `piece`, from its CID, bytes and list proof.
+    fn build(
+        position: u16,
+        piece: u64,
+        (cid, bytes, path): (Vec<u8>, Vec<u8>, ListProof),
+    ) -> Option<Self> {
+        let commitment = pieces::commit(&bytes).ok()?;
+        let piece = pieces::prove(&bytes, &[piece]).ok()?.pop()?;
+        Some(Self {
+            position,
+            cid,
+            commitment,
+            path,
+            piece,
+        })
+    }
+}
+
 impl StorageProof {
     /// Checks the proof against the deal's terms and the period's seed: it answers exactly the drawn shards
     /// and pieces, each shard is the deal's (its leaf proves into `commitments_root`, with the length the
@@ -296,35 +379,7 @@ impl StorageProof {
                     got: sample.position,
                 });
             }
-            let expected = shard_len(terms, *position).unwrap_or(0);
-            if sample.commitment.len != expected {
-                return Err(ProofError::WrongLength {
-                    position: *position,
-                    expected,
-                    got: sample.commitment.len,
-                });
-            }
-            let leaf = shard_leaf(&sample.cid, &sample.commitment);
-            if sample.path.index != u64::from(*position)
-                || sample.path.len != terms.placement.len() as u64
-                || !smt::list_verify(&terms.commitments_root, &leaf, &sample.path)
-            {
-                return Err(ProofError::NotTheDealsShard(*position));
-            }
-            if sample.piece.index != *piece {
-                return Err(ProofError::WrongPiece {
-                    position: *position,
-                    expected: *piece,
-                    got: sample.piece.index,
-                });
-            }
-            sample
-                .piece
-                .verify(&sample.commitment)
-                .map_err(|error| ProofError::Piece {
-                    position: *position,
-                    error,
-                })?;
+            sample.verify(terms, *piece)?;
         }
         Ok(())
     }
@@ -346,12 +401,7 @@ impl StorageProof {
             .u64(self.period);
         w.u32(self.samples.len() as u32);
         for s in &self.samples {
-            w.u16(s.position)
-                .var(&s.cid)
-                .u64(s.commitment.len)
-                .fixed(&s.commitment.root);
-            s.path.encode_into(w);
-            s.piece.encode_into(w);
+            s.encode_into(w);
         }
         if let Some(t) = &self.taker {
             w.fixed(&t.key.0).fixed(&t.signature.0);
@@ -383,21 +433,7 @@ impl StorageProof {
         let count = r.count("proof samples", PROOF_SAMPLES, 2 + 4 + 8 + 32)?;
         let mut samples = Vec::with_capacity(count);
         for _ in 0..count {
-            let position = r.u16()?;
-            let cid = r.var("shard cid", SHARD_CID_BYTES_MAX)?.to_vec();
-            let commitment = Commitment {
-                len: r.u64()?,
-                root: r.array()?,
-            };
-            let path = ListProof::decode_from(&mut r)?;
-            let piece = PieceProof::decode_from(&mut r)?;
-            samples.push(Sample {
-                position,
-                cid,
-                commitment,
-                path,
-                piece,
-            });
+            samples.push(Sample::decode_from(&mut r)?);
         }
         let taker = match r.remaining() {
             0 => None,
@@ -469,17 +505,7 @@ fn build(
     let mut samples = Vec::new();
     let mut missing = Vec::new();
     for (position, piece) in challenge_for(terms, seed, deal, holder, period, taker) {
-        let built = shard(position).and_then(|(cid, bytes, path)| {
-            let commitment = pieces::commit(&bytes).ok()?;
-            let piece = pieces::prove(&bytes, &[piece]).ok()?.pop()?;
-            Some(Sample {
-                position,
-                cid,
-                commitment,
-                path,
-                piece,
-            })
-        });
+        let built = shard(position).and_then(|shard| Sample::build(position, piece, shard));
         match built {
             Some(sample) => samples.push(sample),
             None => missing.push(position),
@@ -495,4 +521,401 @@ fn build(
         samples,
         taker: None,
     })
+}
+
+/// One slot of a holder's: a deal of the shard and the holder index the key holds in it, with the deal's
+/// terms.
+pub type HolderSlot<'a> = (Hash, u8, &'a DealTerms);
+
+/// What a [`HolderChallenge`] draws: `(deal, holder slot, position, piece)`, in draw order.
+pub type HolderChallenge = Vec<(Hash, u8, u16, u64)>;
+
+/// What the seed of the period ending at `end` asks of storage node `key` over all its slots on a shard
+/// (`slots`, in the chain's order: by deal id): up to [`PROOF_SAMPLES`] of the shards those slots hold,
+/// distinct and uniform over all of them (a partial Fisher-Yates shuffle of their indices, kept sparse), and
+/// a uniform piece of each. So a node holding `N` shards over any number of deals answers `min(16, N)`
+/// pieces a period, and keeping a fraction `q` of them passes with probability at most `q^min(16, N)`.
+pub fn holder_challenge(
+    slots: &[HolderSlot<'_>],
+    seed: &Hash,
+    key: &PublicKey,
+    end: u64,
+) -> HolderChallenge {
+    let (e, k) = (end.to_be_bytes(), key.0);
+    let draw = |what: &[u8], i: u64| {
+        let h = hash_with(
+            "IOS holder challenge v1",
+            &[seed, &k, &e, what, &i.to_be_bytes()],
+        );
+        u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+    };
+    // Each slot's positions, and where its shards start in the holder's list of all of them.
+    let positions: Vec<Vec<u16>> = slots.iter().map(|(_, h, t)| positions_of(t, *h)).collect();
+    let mut starts = Vec::with_capacity(slots.len());
+    let mut total = 0u64;
+    for p in &positions {
+        starts.push(total);
+        total += p.len() as u64;
+    }
+    let take = total.min(PROOF_SAMPLES as u64);
+    let mut swapped: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let mut drawn = Vec::with_capacity(take as usize);
+    for i in 0..take {
+        let j = i + draw(b"shard", i) % (total - i);
+        let at_j = swapped.get(&j).copied().unwrap_or(j);
+        let at_i = swapped.get(&i).copied().unwrap_or(i);
+        swapped.insert(j, at_i);
+        // The shard at index `at_j` of the holder's list: its slot is the last that starts at or before it.
+        let slot = starts.partition_point(|s| *s <= at_j) - 1;
+        let (deal, holder, terms) = slots[slot];
+        let position = positions[slot][(at_j - starts[slot]) as usize];
+        let pieces = shard_len(terms, position)
+            .unwrap_or(1)
+            .div_ceil(pieces::PIECE_BYTES as u64)
+            .max(1);
+        drawn.push((deal, holder, position, draw(b"piece", i) % pieces));
+    }
+    drawn
+}
+
+/// One drawn shard of a holder proof: the deal and slot it belongs to, and the sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderSample {
+    pub deal: Hash,
+    pub holder: u8,
+    pub sample: Sample,
+}
+
+/// A storage node's answer to one period's challenge over all its slots on a shard (`specs/economics.md`
+/// §5.2): one proof a period, whatever the number of deals, and the period of each of its slots proven by
+/// it. Like a slot proof it needs no signature: whoever submits it, the pay goes to the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderProof {
+    /// The storage node: the slots whose current key this is are the ones proven.
+    pub key: PublicKey,
+    /// The height the proven period ended at (the grid line whose block hash is the seed).
+    pub end: u64,
+    pub samples: Vec<HolderSample>,
+}
+
+impl HolderProof {
+    /// Checks the proof against the node's slots (in the chain's order) and the period's seed: it answers
+    /// exactly the drawn shards and pieces, each of its deal (see [`Sample::verify`]). The caller checks
+    /// that `end` is the period that may be proven now and that `slots` are the key's.
+    pub fn verify(&self, slots: &[HolderSlot<'_>], seed: &Hash) -> Result<(), ProofError> {
+        let drawn = holder_challenge(slots, seed, &self.key, self.end);
+        if drawn.len() != self.samples.len() {
+            return Err(ProofError::SampleCount {
+                expected: drawn.len(),
+                got: self.samples.len(),
+            });
+        }
+        for (index, ((deal, holder, position, piece), s)) in
+            drawn.iter().zip(&self.samples).enumerate()
+        {
+            if s.deal != *deal || s.holder != *holder {
+                return Err(ProofError::WrongSlot { index });
+            }
+            if s.sample.position != *position {
+                return Err(ProofError::WrongShard {
+                    index,
+                    expected: *position,
+                    got: s.sample.position,
+                });
+            }
+            let terms = slots
+                .iter()
+                .find(|(d, h, _)| d == deal && h == holder)
+                .map(|(_, _, t)| *t)
+                .ok_or(ProofError::WrongSlot { index })?;
+            s.sample.verify(terms, *piece)?;
+        }
+        Ok(())
+    }
+
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.u8(HOLDER_PROOF_VERSION).fixed(&self.key.0).u64(self.end);
+        w.u32(self.samples.len() as u32);
+        for s in &self.samples {
+            w.fixed(&s.deal).u8(s.holder);
+            s.sample.encode_into(w);
+        }
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key = PublicKey(r.array()?);
+        let end = r.u64()?;
+        let count = r.count("proof samples", PROOF_SAMPLES, 33 + 2 + 4 + 8 + 32)?;
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            samples.push(HolderSample {
+                deal: r.array()?,
+                holder: r.u8()?,
+                sample: Sample::decode_from(r)?,
+            });
+        }
+        Ok(Self { key, end, samples })
+    }
+}
+
+/// Builds `key`'s holder proof of the period ending at `end` over `slots` (the chain's list of them, as the
+/// chain API gives it): `shard(deal, holder, position)` gives the shard's CID, bytes and list proof (or
+/// `None` when the node no longer has it). Fails with the `(deal, position)`s it could not prove.
+pub fn prove_holder(
+    slots: &[HolderSlot<'_>],
+    seed: &Hash,
+    key: &PublicKey,
+    end: u64,
+    shard: impl FnMut(&Hash, u8, u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
+) -> Result<HolderProof, Vec<(Hash, u16)>> {
+    answer_holder(holder_challenge(slots, seed, key, end), key, end, shard)
+}
+
+/// Answers drawn `(deal, slot, position, piece)`s (a [`holder_challenge`], as the chain API gives it) from the
+/// node's shards, like [`prove_holder`].
+pub fn answer_holder(
+    drawn: HolderChallenge,
+    key: &PublicKey,
+    end: u64,
+    mut shard: impl FnMut(&Hash, u8, u16) -> Option<(Vec<u8>, Vec<u8>, ListProof)>,
+) -> Result<HolderProof, Vec<(Hash, u16)>> {
+    let mut samples = Vec::new();
+    let mut missing = Vec::new();
+    for (deal, holder, position, piece) in drawn {
+        match shard(&deal, holder, position).and_then(|s| Sample::build(position, piece, s)) {
+            Some(sample) => samples.push(HolderSample {
+                deal,
+                holder,
+                sample,
+            }),
+            None => missing.push((deal, position)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(HolderProof {
+        key: *key,
+        end,
+        samples,
+    })
+}
+
+/// What a block's proof section carries: a holder's proof of all its slots for a period, or one slot's
+/// proof (how a repair order is claimed; a holder may also prove a slot alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofTx {
+    Slot(StorageProof),
+    Holder(HolderProof),
+}
+
+/// What the pool knows a waiting proof by: one per slot and period, one per key and period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProofKey {
+    Slot(Hash, u8, u64),
+    Holder(PublicKey, u64),
+}
+
+impl From<StorageProof> for ProofTx {
+    fn from(p: StorageProof) -> Self {
+        Self::Slot(p)
+    }
+}
+
+impl From<HolderProof> for ProofTx {
+    fn from(p: HolderProof) -> Self {
+        Self::Holder(p)
+    }
+}
+
+impl ProofTx {
+    pub fn key(&self) -> ProofKey {
+        match self {
+            Self::Slot(p) => {
+                let (d, h, period) = p.slot();
+                ProofKey::Slot(d, h, period)
+            }
+            Self::Holder(p) => ProofKey::Holder(p.key, p.end),
+        }
+    }
+
+    /// The hash a block's `transactions_root` lists for it.
+    pub fn hash(&self) -> Hash {
+        match self {
+            Self::Slot(p) => p.hash(),
+            Self::Holder(p) => hash_with("IOS holder proof v1", &[&p.encode()]),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Self::Slot(p) => p.encode_into(&mut w),
+            Self::Holder(p) => p.encode_into(&mut w),
+        }
+        w.finish()
+    }
+
+    /// Decodes either kind, told apart by the first byte.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.first() {
+            Some(&HOLDER_PROOF_VERSION) => {
+                if bytes.len() > PROOF_BYTES_MAX {
+                    return Err(DecodeError::TooLong {
+                        what: "holder proof",
+                        len: bytes.len(),
+                        max: PROOF_BYTES_MAX,
+                    });
+                }
+                let mut r = Reader::new(&bytes[1..]);
+                let proof = HolderProof::decode_body(&mut r)?;
+                r.finish()?;
+                Ok(Self::Holder(proof))
+            }
+            _ => StorageProof::decode(bytes).map(Self::Slot),
+        }
+    }
+}
+
+impl HolderProof {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_into(&mut w);
+        w.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amount::Amount;
+    use crate::types::deal::Holder;
+
+    /// A deal of `segments` segments of 2+1 over 3,000-byte shards with three holders, its id made
+    /// from `n`.
+    fn terms(n: u8, segments: usize) -> (DealTerms, Hash) {
+        let terms = DealTerms {
+            root: vec![1, 0x55, 0x1e, n],
+            size: 6_000,
+            k: 2,
+            m: 1,
+            periods: 4,
+            holders: (0..3)
+                .map(|i| Holder {
+                    key: SecretKey::dev(&format!("challenge holder {i}")).public(),
+                    price: Amount(1),
+                })
+                .collect(),
+            placement: (0..segments * 3).map(|i| (i % 3) as u8).collect(),
+            segment_lens: vec![3_000; segments],
+            commitments_root: [n; 32],
+        };
+        let id = hash_with("challenge deal", &[&[n]]);
+        (terms, id)
+    }
+
+    /// Issue 15 item 3: a holder challenge draws min(16, N) distinct shards of the node's N over all its
+    /// deals, the same for the same seed and another for another seed, key or period, and every shard is
+    /// drawn about equally often.
+    #[test]
+    fn a_holder_challenge_draws_distinct_shards_uniformly_over_all_its_deals() {
+        let deals: Vec<(DealTerms, Hash)> = (0..5).map(|n| terms(n, 1 + usize::from(n))).collect();
+        let slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, 1, t)).collect();
+        let key = SecretKey::dev("challenge holder 1").public();
+        // Holder 1 keeps one shard per segment: 1 + 2 + 3 + 4 + 5 = 15 shards, all drawn.
+        let seed = [3; 32];
+        let drawn = holder_challenge(&slots, &seed, &key, 32);
+        assert_eq!(drawn.len(), 15);
+        let mut shards: Vec<(Hash, u16)> = drawn.iter().map(|(d, _, p, _)| (*d, *p)).collect();
+        shards.sort();
+        shards.dedup();
+        assert_eq!(shards.len(), 15, "distinct");
+        for (deal, holder, position, piece) in &drawn {
+            let (terms, _) = deals
+                .iter()
+                .find(|(_, id)| id == deal)
+                .expect("a deal of the node's");
+            assert_eq!(terms.placement[usize::from(*position)], *holder);
+            assert!(*piece < 3_000u64.div_ceil(pieces::PIECE_BYTES as u64));
+        }
+        assert_eq!(drawn, holder_challenge(&slots, &seed, &key, 32));
+        assert_ne!(drawn, holder_challenge(&slots, &[4; 32], &key, 32));
+        assert_ne!(drawn, holder_challenge(&slots, &seed, &key, 48));
+        // With more shards than samples: 16 distinct draws, spread evenly over many seeds.
+        let many: Vec<(DealTerms, Hash)> = (0..40).map(|n| terms(n, 4)).collect();
+        let slots: Vec<HolderSlot<'_>> = many.iter().map(|(t, id)| (*id, 1, t)).collect();
+        let mut counts: std::collections::BTreeMap<(Hash, u16), u32> = Default::default();
+        for s in 0..500u32 {
+            let seed = hash_with("seed", &[&s.to_be_bytes()]);
+            let drawn = holder_challenge(&slots, &seed, &key, 32);
+            assert_eq!(drawn.len(), PROOF_SAMPLES);
+            let before = counts.len();
+            let mut seen = std::collections::BTreeSet::new();
+            for (d, _, p, _) in drawn {
+                assert!(seen.insert((d, p)), "distinct within a draw");
+                *counts.entry((d, p)).or_default() += 1;
+            }
+            assert!(counts.len() >= before);
+        }
+        // 160 shards, 8,000 draws: 50 each on average; a fair draw keeps every count within 25..=80.
+        assert_eq!(counts.len(), 160, "every shard drawn");
+        assert!(counts.values().all(|c| (25..=80).contains(c)), "{counts:?}");
+        assert!(holder_challenge(&[], &seed, &key, 32).is_empty());
+    }
+
+    /// Both kinds round-trip through one decoder, and random or truncated bytes are refused, never a panic.
+    #[test]
+    fn proofs_of_both_kinds_round_trip_and_junk_is_refused() {
+        let sample = Sample {
+            position: 2,
+            cid: vec![1, 0x55, 0x1e, 9],
+            commitment: Commitment {
+                len: 3_000,
+                root: [5; 32],
+            },
+            path: ListProof {
+                index: 2,
+                len: 3,
+                siblings: vec![[6; 32], [7; 32]],
+            },
+            piece: PieceProof {
+                index: 4,
+                piece: vec![9; 256],
+                siblings: vec![[8; 32]; 4],
+            },
+        };
+        let holder = ProofTx::Holder(HolderProof {
+            key: SecretKey::dev("k").public(),
+            end: 48,
+            samples: vec![HolderSample {
+                deal: [1; 32],
+                holder: 2,
+                sample: sample.clone(),
+            }],
+        });
+        let slot = ProofTx::Slot(StorageProof {
+            deal: [1; 32],
+            holder: 2,
+            period: 1,
+            samples: vec![sample],
+            taker: None,
+        });
+        for proof in [holder, slot] {
+            let bytes = proof.encode();
+            assert_eq!(ProofTx::decode(&bytes), Ok(proof.clone()));
+            assert_ne!(proof.hash(), [0; 32]);
+            for cut in 0..bytes.len() {
+                assert!(ProofTx::decode(&bytes[..cut]).is_err());
+            }
+        }
+        for i in 0..2_000u32 {
+            let junk = hash_with("junk", &[&i.to_be_bytes()]);
+            let len = usize::from(junk[0]) * 4;
+            let mut bytes: Vec<u8> = (0..len).map(|j| junk[j % 32] ^ (j as u8)).collect();
+            if let Some(b) = bytes.first_mut() {
+                *b = 1 + (junk[1] % 2);
+            }
+            let _ = ProofTx::decode(&bytes);
+        }
+    }
 }
