@@ -1,9 +1,10 @@
 //! The chain's registry of storage nodes, as placement uses it: the storage nodes the beacon chain holds with
 //! at least the chain's minimum storage stake (`GET /api/v0/chain/status`, `beacon.storage_nodes` and
 //! `storage_stake_min`). A node given the registry places and repairs shards only on registered peers
-//! (`huds_net::NodeHandle::set_registry`); a storage node slashed below the minimum drops out of it.
+//! (`huds_net::NodeHandle::set_registry`); a storage node slashed below the minimum drops out of it, and one
+//! that missed periods in this epoch or the one before is placed last (`huds_net::placement`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,8 +15,9 @@ use huds_net::NodeHandle;
 /// How often the registry is read again.
 const REFRESH: Duration = Duration::from_secs(2);
 
-/// The accounts of the storage nodes placement may choose, from the chain API at `api`.
-pub fn fetch(api: &str) -> Result<HashSet<Address>> {
+/// The accounts of the storage nodes placement may choose, from the chain API at `api`, each with its
+/// placement tier: the periods it missed this epoch and the one before (0: good standing).
+pub fn fetch(api: &str) -> Result<HashMap<Address, u32>> {
     let status = crate::api_client::json(api, "/api/v0/chain/status")?;
     let min: Amount = status["storage_stake_min"]
         .as_str()
@@ -25,7 +27,7 @@ pub fn fetch(api: &str) -> Result<HashSet<Address>> {
     let nodes = status["beacon"]["storage_nodes"]
         .as_array()
         .context("the chain status lists no storage nodes")?;
-    let mut registered = HashSet::new();
+    let mut registered = HashMap::new();
     for n in nodes {
         let id: Address = n["id"]
             .as_str()
@@ -37,8 +39,12 @@ pub fn fetch(api: &str) -> Result<HashSet<Address>> {
             .context("a storage node without a stake")?
             .parse()
             .context("a storage node's stake")?;
+        let faults = |k: &str| {
+            n[k].as_u64()
+                .map_or(0, |f| u32::try_from(f).unwrap_or(u32::MAX))
+        };
         if stake >= min {
-            registered.insert(id);
+            registered.insert(id, faults("faults").saturating_add(faults("faults_before")));
         }
     }
     Ok(registered)

@@ -523,6 +523,16 @@ pub fn status(api: Option<&str>, json: bool) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for n in b["storage_nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "storage node {}: stake {} IOST, missed periods {} this epoch and {} the epoch before (placement standing {}%)",
+                    n["id"].as_str().unwrap_or("-"),
+                    n["stake"].as_str().unwrap_or("-"),
+                    n["faults"],
+                    n["faults_before"],
+                    n["reputation_ppm"].as_u64().unwrap_or(0) / 10_000
+                );
+            }
         }
     }
     Ok(())

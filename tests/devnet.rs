@@ -342,6 +342,56 @@ fn a_file_kept_under_a_long_deal(dir: &std::path::Path, lines: &[String]) -> (St
     panic!("five adds of a 2+1 file each placed shards on all six nodes");
 }
 
+/// The periods storage node `address` missed this epoch and the one before, as the beacon's table says
+/// (0 when the API does not answer).
+fn beacon_faults(api_addr: &str, address: &str) -> u64 {
+    let (head, body) = http_get(api_addr, "/api/v0/chain/status");
+    if !head.starts_with("HTTP/1.1 200") {
+        return 0;
+    }
+    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return 0;
+    };
+    status["beacon"]["storage_nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["id"].as_str() == Some(address))
+        .map(|n| n["faults"].as_u64().unwrap_or(0) + n["faults_before"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Adds a small 2+1 file through node 0 under a short deal; returns the addresses of its holders.
+fn holders_of_a_new_file(dir: &std::path::Path, api: &str) -> Vec<String> {
+    let file = dir.join("fresh.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 11 % 253) as u8).collect();
+    std::fs::write(&file, &bytes).expect("write");
+    let node0 = dir.join("node-0");
+    let added = common::run_json(
+        &node0,
+        &[
+            "--api",
+            api,
+            "add",
+            "-k",
+            "2",
+            "-m",
+            "1",
+            "--periods",
+            "4",
+            file.to_str().expect("utf-8 path"),
+        ],
+    );
+    let cap = added["cap"].as_str().expect("cap");
+    let status = common::run_json(&node0, &["--api", api, "deal", "status", cap]);
+    status["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .map(|h| h["address"].as_str().expect("address").to_string())
+        .collect()
+}
+
 /// The chain address of devnet node `i`, from the peer id it printed.
 fn node_address(lines: &[String], i: usize) -> String {
     let peer = line(lines, &format!("node {i} peer "))
@@ -461,7 +511,18 @@ fn a_holder_that_lost_its_shards_is_slashed_and_another_node_takes_its_slot(
     // The first chain height at which the slot is seen taken over: with the height the devnet stopped at
     // (the loss), the figure `specs/economics.md` §5.8 reports, printed below.
     let mut taken_at = None;
+    // The holders of a file added once the lost holder's missed periods reached the beacon's table (added
+    // beside this loop, which goes on timing the takeover).
+    let mut placed_while_faulty: Option<std::thread::JoinHandle<Vec<String>>> = None;
     let (status, slot) = loop {
+        if placed_while_faulty.is_none() && beacon_faults(api_addr, &lost) > 0 {
+            let (dir, api) = (dir.to_path_buf(), api.to_string());
+            placed_while_faulty = Some(std::thread::spawn(move || {
+                // Node 0 reads the table every 2 s.
+                std::thread::sleep(Duration::from_millis(2_500));
+                holders_of_a_new_file(&dir, &api)
+            }));
+        }
         // Just after the restart the chain API may not answer yet: asked again until the deadline.
         let out = common::run(&node0, &["--json", "--api", api, "deal", "status", cap]);
         if !out.status.success() {
@@ -494,6 +555,16 @@ fn a_holder_that_lost_its_shards_is_slashed_and_another_node_takes_its_slot(
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    // It lost reputation and placements: the beacon counted its missed periods, and a file added then was
+    // placed on the nodes in good standing.
+    let placed = placed_while_faulty
+        .expect("the lost holder's missed periods were seen in the beacon's storage-node table")
+        .join()
+        .expect("the file added while they stood");
+    assert!(
+        !placed.contains(&lost),
+        "node {victim} got shards of a file added while its misses stood: {placed:?}"
+    );
     let h = &status["holders"][slot];
     let taker = h["address"].as_str().expect("the taker").to_string();
     let taken_at = taken_at.expect("seen taken");

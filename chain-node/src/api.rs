@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","storage_stake_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[...]}}` |
+//! | `GET /api/v0/chain/status` | `{"chain_id","epoch","fee_min","storage_stake_min","shards":[{"id","height","state_root","tip","committee":[{"validator","weight","stake"}],"committee_stake"}],"beacon":{"height","tip","state_root","committee","links":[...],"validators":[...],"storage_nodes":[{"id","stake","faults","faults_before","reputation_ppm"}]}}`: `faults` are the periods a storage node missed this epoch (`faults_before`: the epoch before), `reputation_ppm` its placement standing from them |
 //! | `GET /api/v0/chain/account?address=ios1...` | `{"address","shard","balance","nonce","validator_stake","storage_stake","storage_registered","unbonding"}` (committed state; amounts in IOST) |
 //! | `GET /api/v0/chain/prove/deal?id=HEX` | a storage deal's durability receipt (`chain::spv::Proof::Deal`, `specs/economics.md` §4); 404 when no shard has finalised it |
 //! | `GET /api/v0/chain/deal?id=HEX` | `{"id","shard","root","k","m","placement","owner","start_height","period_blocks","periods","per_period","escrow_left","paid","refunded","next_height","provable","seed","holders":[{"address","key","signed_by","price","pay","next","passed","missed","slashed","repair_order","bounty","taken_over"}]}`: where a deal stands at its shard's tip (per holder slot: `address`/`key` hold it now, the taker of its repair order if one took it over; `signed_by` signed the deal), and the period (`null`: none) and seed a proof submitted now answers (what a holder's prover asks) |
@@ -329,6 +329,7 @@ fn beacon_status(view: &BeaconView) -> Value {
                 "blocks_proposed": v.signals.blocks_proposed,
                 "proposer_slots": v.signals.proposer_slots,
                 "faults_proven": v.signals.faults_proven,
+                "storage_faults": v.signals.storage_faults,
             })
         })
         .collect();
@@ -344,7 +345,15 @@ fn beacon_status(view: &BeaconView) -> Value {
         "storage_nodes": state
             .storage_nodes
             .iter()
-            .map(|n| json!({ "id": n.id.to_string(), "stake": n.stake.to_string() }))
+            .map(|n| {
+                json!({
+                    "id": n.id.to_string(),
+                    "stake": n.stake.to_string(),
+                    "faults": n.faults,
+                    "faults_before": n.faults_before,
+                    "reputation_ppm": n.reputation_ppm(),
+                })
+            })
             .collect::<Vec<_>>(),
     })
 }

@@ -50,6 +50,9 @@ pub struct Signals {
     pub proposer_slots: u64,
     /// Faults (double votes, equivocating proposals) proven on chain.
     pub faults_proven: u32,
+    /// Periods whose storage proofs the validator's account missed as a storage node (one per shard and
+    /// period with a missed slot, `specs/economics.md` §5.7).
+    pub storage_faults: u32,
 }
 
 fn ratio_ppm(part: u64, whole: u64) -> u64 {
@@ -60,12 +63,20 @@ fn ratio_ppm(part: u64, whole: u64) -> u64 {
     }
 }
 
-/// reputation = (0.7 x vote participation + 0.3 x proposal success) / 2^faults, in parts per million.
+/// reputation = (0.7 x vote participation + 0.3 x proposal success) / 2^(faults + storage faults), in parts
+/// per million.
 pub fn reputation_ppm(s: &Signals) -> u64 {
     let participation = ratio_ppm(s.votes_in_certificates, s.certificates);
     let proposals = ratio_ppm(s.blocks_proposed, s.proposer_slots);
     let base = (7 * participation + 3 * proposals) / 10;
-    base >> s.faults_proven.min(63)
+    base >> s.faults_proven.saturating_add(s.storage_faults).min(63)
+}
+
+/// A storage node's standing for placement, in parts per million: halved by each period it missed in the
+/// current epoch and the one before (`faults`), so a node that lost data is placed last until it has proven
+/// for a whole epoch.
+pub fn storage_reputation_ppm(faults: u32) -> u64 {
+    PPM >> faults.min(63)
 }
 
 /// likelihood weight = stake x (1 + reputation), in base units x 10^6 (exact integer arithmetic).
@@ -297,6 +308,7 @@ mod tests {
             blocks_proposed: 2,
             proposer_slots: 2,
             faults_proven: 0,
+            storage_faults: 0,
         };
         check(perfect, 1_000_000);
         check(
@@ -306,6 +318,25 @@ mod tests {
             },
             500_000,
         );
+        // A missed storage period counts like a proven fault; both add up.
+        check(
+            Signals {
+                storage_faults: 1,
+                ..perfect
+            },
+            500_000,
+        );
+        check(
+            Signals {
+                faults_proven: 1,
+                storage_faults: 2,
+                ..perfect
+            },
+            125_000,
+        );
+        assert_eq!(storage_reputation_ppm(0), 1_000_000);
+        assert_eq!(storage_reputation_ppm(2), 250_000);
+        assert_eq!(storage_reputation_ppm(u32::MAX), 0);
         check(
             Signals {
                 faults_proven: 100,

@@ -673,8 +673,10 @@ impl State {
                 }
             }
         }
-        // A holder missing in many deals is burned once, for the sum, and the beacon hears one new stake.
+        // A holder missing in many deals is burned once, for the sum, and the beacon hears one new stake and
+        // one fault: a missed period, whatever the number of slots.
         let mut burns: BTreeMap<Address, u64> = BTreeMap::new();
+        let mut faulty: BTreeSet<Address> = BTreeSet::new();
         for (id, h, holder, owner, p, pay, last) in misses {
             let penalty = Amount(pay.0.saturating_mul(self.params.slash_periods));
             let mut proven = self.proven(&id, h);
@@ -710,6 +712,7 @@ impl State {
             self.tree.insert(proven_key(&id, h), proven.value_hash());
             self.proven.insert((id, h), proven);
             self.dirty_proven.insert((id, h));
+            faulty.insert(holder);
             if penalty.0 == 0 {
                 continue;
             }
@@ -730,6 +733,9 @@ impl State {
         }
         for (holder, amount) in burns {
             self.burn_storage_stake(holder, Amount(amount));
+        }
+        for id in faulty {
+            self.emit(RegistryEvent::StorageFault { id });
         }
     }
 
@@ -2778,8 +2784,24 @@ mod tests {
         );
         assert_eq!(
             state.outbox.count,
-            events + 2,
-            "the beacon hears both new stakes"
+            events + 5,
+            "the beacon hears both new stakes and each holder's missed period"
+        );
+        let faults: Vec<RegistryEvent> = state
+            .new_events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .filter(|e| matches!(e, RegistryEvent::StorageFault { .. }))
+            .collect();
+        let mut missing: Vec<Address> = (0..3).map(address).collect();
+        missing.sort();
+        assert_eq!(
+            faults,
+            missing
+                .into_iter()
+                .map(|id| RegistryEvent::StorageFault { id })
+                .collect::<Vec<_>>(),
+            "one fault per holder that missed, whatever its shard"
         );
         let lock = Lock {
             tx_id: slash_id(&id, 2, 0),

@@ -173,7 +173,7 @@ impl ShardSink for NetShardSink {
                 return Err(no_placeable_node());
             }
             let shard_keys: Vec<_> = shards.iter().map(|(c, _)| key_of(&c.to_bytes())).collect();
-            let orders = placement::place_segment(&shard_keys, &keys(&nodes));
+            let orders = placement::place_segment(&shard_keys, &keys(&nodes), &node.tiers(&nodes));
             let puts = shards.into_iter().enumerate().map(|(i, (cid, data))| {
                 let candidates: Vec<PeerId> = orders[i].iter().map(|&j| nodes[j]).collect();
                 let node = &node;
@@ -208,7 +208,11 @@ impl ShardSink for NetShardSink {
             if nodes.is_empty() {
                 return Err(no_placeable_node());
             }
-            let order = placement::closest(&key_of(&cid.to_bytes()), &keys(&nodes));
+            let order = placement::closest_ranked(
+                &key_of(&cid.to_bytes()),
+                &keys(&nodes),
+                &self.node.tiers(&nodes),
+            );
             let puts = order
                 .iter()
                 .take(MANIFEST_COPIES)

@@ -108,6 +108,10 @@ enum Command {
     Shutdown,
 }
 
+/// The chain's storage nodes placement may choose (their accounts), each with its placement tier: the
+/// periods it missed this epoch and the one before (0: good standing).
+pub type Tiers = HashMap<chain::Address, u32>;
+
 /// A cheap, cloneable handle on a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -118,8 +122,9 @@ pub struct NodeHandle {
     repair: Arc<Mutex<RepairStats>>,
     metrics: NodeMetrics,
     deal_signer: Option<Arc<crate::deals::DealSigner>>,
-    /// The chain's registry of storage nodes placement may choose from (`None`: no chain, every storage peer).
-    registry: Arc<std::sync::RwLock<Option<Arc<HashSet<chain::Address>>>>>,
+    /// The chain's registry of storage nodes placement may choose from, with each one's placement tier (its
+    /// missed periods this epoch and the one before; `None`: no chain, every storage peer at tier 0).
+    registry: Arc<std::sync::RwLock<Option<Arc<Tiers>>>>,
 }
 
 /// Puts of one CID are serialised by one of these locks (chosen by the CID's hash), so that copies of a shard
@@ -530,9 +535,10 @@ impl NodeHandle {
             .unwrap_or_default()
     }
 
-    /// Sets the storage nodes registered on the chain (their accounts), which from now on are the only ones
-    /// [`NodeHandle::placeable_peers`] offers.
-    pub fn set_registry(&self, registered: HashSet<chain::Address>) {
+    /// Sets the storage nodes registered on the chain (their accounts, each with its placement tier: the
+    /// periods it missed this epoch and the one before), which from now on are the only ones
+    /// [`NodeHandle::placeable_peers`] offers, faulty ones placed last ([`crate::placement`]).
+    pub fn set_registry(&self, registered: Tiers) {
         *self
             .registry
             .write()
@@ -549,8 +555,26 @@ impl NodeHandle {
         match registry.as_ref() {
             None => true,
             Some(set) => crate::deals::holder_key(peer)
-                .is_some_and(|key| set.contains(&chain::Address::of(&key))),
+                .is_some_and(|key| set.contains_key(&chain::Address::of(&key))),
         }
+    }
+
+    /// The placement tier of each of `peers` (0: good standing, or no registry; else the periods the chain
+    /// says it missed this epoch and the one before).
+    pub fn tiers(&self, peers: &[PeerId]) -> Vec<u32> {
+        let registry = self
+            .registry
+            .read()
+            .expect("registry lock is never poisoned");
+        peers
+            .iter()
+            .map(|p| match registry.as_ref() {
+                None => 0,
+                Some(set) => crate::deals::holder_key(p)
+                    .and_then(|key| set.get(&chain::Address::of(&key)).copied())
+                    .unwrap_or(0),
+            })
+            .collect()
     }
 
     /// The nodes placement and repair may put shards on: the live storage peers and this node, those the

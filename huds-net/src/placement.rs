@@ -5,6 +5,12 @@
 //! skipping nodes already chosen for that segment, so no node holds two shards of one segment while there are
 //! at least k+m nodes. With fewer nodes, shards wrap round and a node may hold several (the add says so).
 //! A pure function of (shard CIDs, node set): any node recomputes where a shard should be.
+//!
+//! On a chain, nodes also have a **tier**: the periods they missed in the current and the previous epoch, as
+//! the beacon's storage-node table reports them (0 for a node in good standing). Placement prefers lower
+//! tiers: a shard goes to a faulty node only when every node of a better tier already holds a shard of the
+//! segment, so a node that lost data gets no new shards while there are enough others, and gets them again
+//! once it has proven for a whole epoch.
 
 use sha2::{Digest, Sha256};
 
@@ -30,14 +36,23 @@ pub fn closest(target: &Key, nodes: &[Key]) -> Vec<usize> {
     order
 }
 
+/// Indices of `nodes` ordered by tier (lower first; `tiers[i]` is node `i`'s), then by XOR distance from
+/// `target`.
+pub fn closest_ranked(target: &Key, nodes: &[Key], tiers: &[u32]) -> Vec<usize> {
+    let mut order = closest(target, nodes);
+    order.sort_by_key(|&i| tiers.get(i).copied().unwrap_or(0));
+    order
+}
+
 /// For each shard of a segment, the nodes to try in order: the first is its placement, the rest are
-/// fallbacks if it fails. The first choices are distinct while there are enough nodes.
-pub fn place_segment(shards: &[Key], nodes: &[Key]) -> Vec<Vec<usize>> {
+/// fallbacks if it fails. The first choices are distinct while there are enough nodes, and of the best
+/// tier (`tiers[i]` is node `i`'s) that has a node left.
+pub fn place_segment(shards: &[Key], nodes: &[Key], tiers: &[u32]) -> Vec<Vec<usize>> {
     let mut used = vec![false; nodes.len()];
     shards
         .iter()
         .map(|s| {
-            let order = closest(s, nodes);
+            let order = closest_ranked(s, nodes, tiers);
             if used.iter().all(|&u| u) {
                 used.iter_mut().for_each(|u| *u = false);
             }
@@ -64,7 +79,7 @@ mod tests {
         let nodes = keys(8, 1);
         for seg in 0..50u8 {
             let shards: Vec<Key> = (0..6).map(|i| key_of(&[seg, i, 9])).collect();
-            let p = place_segment(&shards, &nodes);
+            let p = place_segment(&shards, &nodes, &[0; 8]);
             let mut firsts: Vec<usize> = p.iter().map(|o| o[0]).collect();
             firsts.sort();
             firsts.dedup();
@@ -78,17 +93,39 @@ mod tests {
         let nodes = keys(6, 2);
         let shards = keys(6, 3);
         assert_eq!(
-            place_segment(&shards, &nodes),
-            place_segment(&shards, &nodes)
+            place_segment(&shards, &nodes, &[0; 6]),
+            place_segment(&shards, &nodes, &[0; 6])
         );
-        let p = place_segment(&shards[..1], &nodes);
+        let p = place_segment(&shards[..1], &nodes, &[0; 6]);
         assert_eq!(p[0][0], closest(&shards[0], &nodes)[0]);
+    }
+
+    /// Issue 15 item 5: a node with missed periods gets a shard only when every node in good standing
+    /// already holds one of the segment; of two faulty nodes, the one with fewer misses comes first.
+    #[test]
+    fn faulty_nodes_are_placed_last() {
+        let nodes = keys(8, 6);
+        let mut tiers = [0u32; 8];
+        tiers[2] = 1;
+        tiers[5] = 3;
+        for seg in 0..50u8 {
+            let shards: Vec<Key> = (0..6).map(|i| key_of(&[seg, i, 4])).collect();
+            let firsts: Vec<usize> = place_segment(&shards, &nodes, &tiers)
+                .iter()
+                .map(|o| o[0])
+                .collect();
+            assert!(!firsts.contains(&2) && !firsts.contains(&5), "{firsts:?}");
+            let shards: Vec<Key> = (0..7).map(|i| key_of(&[seg, i, 4])).collect();
+            let p = place_segment(&shards, &nodes, &tiers);
+            let firsts: Vec<usize> = p.iter().map(|o| o[0]).collect();
+            assert!(firsts.contains(&2) && !firsts.contains(&5), "{firsts:?}");
+        }
     }
 
     #[test]
     fn fewer_nodes_than_shards_wraps_round() {
         let nodes = keys(3, 4);
-        let p = place_segment(&keys(6, 5), &nodes);
+        let p = place_segment(&keys(6, 5), &nodes, &[0; 3]);
         let mut counts = [0; 3];
         p.iter().for_each(|o| counts[o[0]] += 1);
         assert_eq!(counts, [2, 2, 2]);

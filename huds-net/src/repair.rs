@@ -89,6 +89,18 @@ impl Planner {
 
     /// Decides what to do about a segment given a probe taken at `now` and the live storage nodes.
     pub fn plan(&mut self, now: Instant, probe: &SegmentProbe, nodes: &[PeerId]) -> Plan {
+        self.plan_ranked(now, probe, nodes, &vec![0; nodes.len()])
+    }
+
+    /// [`Planner::plan`] with each node's placement tier (`tiers[i]` is `nodes[i]`'s): rebuilt shards go to
+    /// the best tier that has a node free ([`crate::placement`]).
+    pub fn plan_ranked(
+        &mut self,
+        now: Instant,
+        probe: &SegmentProbe,
+        nodes: &[PeerId],
+        tiers: &[u32],
+    ) -> Plan {
         let mut due = Vec::new();
         let mut missing = 0;
         for (i, cid) in probe.shards.iter().enumerate() {
@@ -113,7 +125,7 @@ impl Planner {
             return Plan::Waiting { missing };
         }
         Plan::Rebuild {
-            targets: choose_targets(probe, &due, nodes),
+            targets: choose_targets(probe, &due, nodes, tiers),
         }
     }
 
@@ -123,14 +135,21 @@ impl Planner {
     }
 }
 
-/// A node for each shard to rebuild: the XOR-closest node holding nothing of the segment and not chosen for
-/// another of its shards; with too few nodes for that, the closest node that does not hold this shard.
-fn choose_targets(probe: &SegmentProbe, due: &[usize], nodes: &[PeerId]) -> Vec<(usize, PeerId)> {
+/// A node for each shard to rebuild: of the best tier, the XOR-closest node holding nothing of the segment and
+/// not chosen for another of its shards; with too few nodes for that, the closest node that does not hold
+/// this shard.
+fn choose_targets(
+    probe: &SegmentProbe,
+    due: &[usize],
+    nodes: &[PeerId],
+    tiers: &[u32],
+) -> Vec<(usize, PeerId)> {
     let node_keys: Vec<_> = nodes.iter().map(|p| key_of(&p.to_bytes())).collect();
     let mut busy: HashSet<PeerId> = probe.holders.iter().flatten().copied().collect();
     let mut out = Vec::with_capacity(due.len());
     for &i in due {
-        let order = placement::closest(&key_of(&probe.shards[i].to_bytes()), &node_keys);
+        let order =
+            placement::closest_ranked(&key_of(&probe.shards[i].to_bytes()), &node_keys, tiers);
         let fresh = order.iter().map(|&j| nodes[j]).find(|p| !busy.contains(p));
         let fallback = || {
             order
@@ -200,7 +219,8 @@ pub async fn sweep(node: &NodeHandle, planner: &mut Planner) -> SweepReport {
             let targets = node.placeable_peers().await;
             let probe = probe_segment(node, coding.k, &seg.shards, &live).await;
             report.segments += 1;
-            match planner.plan(Instant::now(), &probe, &targets) {
+            let tiers = node.tiers(&targets);
+            match planner.plan_ranked(Instant::now(), &probe, &targets, &tiers) {
                 Plan::Healthy => report.healthy += 1,
                 Plan::Waiting { .. } => report.waiting += 1,
                 Plan::Lost { .. } => report.lost += 1,

@@ -37,11 +37,15 @@ impl BeaconState {
                 .u64(s.certificates)
                 .u64(s.blocks_proposed)
                 .u64(s.proposer_slots)
-                .u32(s.faults_proven);
+                .u32(s.faults_proven)
+                .u32(s.storage_faults);
         }
         w.u32(u32::try_from(self.storage_nodes.len()).expect("at most STORAGE_NODES_MAX nodes"));
         for n in &self.storage_nodes {
-            w.fixed(&n.id.0).u64(n.stake.0);
+            w.fixed(&n.id.0)
+                .u64(n.stake.0)
+                .u32(n.faults)
+                .u32(n.faults_before);
         }
         w.u32(u32::try_from(self.epochs.len()).expect("at most EPOCHS_KEPT epochs"));
         for e in &self.epochs {
@@ -87,7 +91,11 @@ impl BeaconState {
         for _ in 0..count {
             linked_at_draw.push(r.u64()?);
         }
-        let count = r.count("beacon validators", VALIDATORS_MAX, 32 + 8 + 48 + 8 * 5 + 4)?;
+        let count = r.count(
+            "beacon validators",
+            VALIDATORS_MAX,
+            32 + 8 + 48 + 8 * 5 + 4 + 4,
+        )?;
         let mut validators = Vec::with_capacity(count);
         for _ in 0..count {
             validators.push(ValidatorRecord {
@@ -101,15 +109,18 @@ impl BeaconState {
                     blocks_proposed: r.u64()?,
                     proposer_slots: r.u64()?,
                     faults_proven: r.u32()?,
+                    storage_faults: r.u32()?,
                 },
             });
         }
-        let count = r.count("beacon storage nodes", STORAGE_NODES_MAX, 32 + 8)?;
+        let count = r.count("beacon storage nodes", STORAGE_NODES_MAX, 32 + 8 + 8)?;
         let mut storage_nodes = Vec::with_capacity(count);
         for _ in 0..count {
             storage_nodes.push(StorageNodeRecord {
                 id: Address(r.array()?),
                 stake: Amount(r.u64()?),
+                faults: r.u32()?,
+                faults_before: r.u32()?,
             });
         }
         let count = r.count("beacon epochs", EPOCHS_KEPT + (1 << 16), 8 + 32 + 4)?;

@@ -451,6 +451,11 @@ impl BeaconState {
             v.reputation_ppm = pol::reputation_ppm(&v.signals);
             v.signals = Signals::default();
         }
+        // A storage node's faults count for this epoch and the next.
+        for n in &mut next.storage_nodes {
+            n.faults_before = n.faults;
+            n.faults = 0;
+        }
         let epoch = self.epoch() + 1;
         let randomness = pol::epoch_randomness(epoch, &self.mix);
         let mut previous = self.newest().ids();

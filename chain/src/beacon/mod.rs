@@ -152,10 +152,7 @@ impl BeaconState {
             .accounts
             .iter()
             .filter(|(_, a)| a.storage_registered)
-            .map(|(id, a)| StorageNodeRecord {
-                id: *id,
-                stake: a.storage_stake,
-            })
+            .map(|(id, a)| StorageNodeRecord::new(*id, a.storage_stake))
             .collect();
         storage_nodes.sort_by_key(|n| n.id);
         storage_nodes.dedup_by_key(|n| n.id);

@@ -13,6 +13,28 @@ use crate::registry::RegistryEvent;
 pub struct StorageNodeRecord {
     pub id: Address,
     pub stake: Amount,
+    /// Periods it missed (one per shard and period with a missed slot) since the newest epoch began.
+    pub faults: u32,
+    /// Those it missed in the epoch before.
+    pub faults_before: u32,
+}
+
+impl StorageNodeRecord {
+    /// A newly registered node: no faults.
+    pub fn new(id: Address, stake: Amount) -> Self {
+        Self {
+            id,
+            stake,
+            faults: 0,
+            faults_before: 0,
+        }
+    }
+
+    /// Its standing for placement (`pol::storage_reputation_ppm` of its faults this epoch and the one
+    /// before).
+    pub fn reputation_ppm(&self) -> u64 {
+        pol::storage_reputation_ppm(self.faults.saturating_add(self.faults_before))
+    }
 }
 
 /// A validator in the registry.
@@ -85,15 +107,23 @@ impl BeaconState {
                 match self.storage_nodes.binary_search_by_key(id, |n| n.id) {
                     Ok(i) => self.storage_nodes[i].stake = *stake,
                     Err(i) if self.storage_nodes.len() < STORAGE_NODES_MAX => {
-                        self.storage_nodes.insert(
-                            i,
-                            StorageNodeRecord {
-                                id: *id,
-                                stake: *stake,
-                            },
-                        );
+                        self.storage_nodes
+                            .insert(i, StorageNodeRecord::new(*id, *stake));
                     }
                     Err(_) => {}
+                }
+            }
+            // A fault counts against the node's placement standing and, where the account is also a
+            // validator, against the reputation its next epoch's weight is computed from. A fault of an
+            // account the registry does not hold changes nothing.
+            RegistryEvent::StorageFault { id } => {
+                if let Ok(i) = self.storage_nodes.binary_search_by_key(id, |n| n.id) {
+                    let n = &mut self.storage_nodes[i];
+                    n.faults = n.faults.saturating_add(1);
+                }
+                if let Ok(i) = self.validators.binary_search_by_key(id, |v| v.id) {
+                    let s = &mut self.validators[i].signals;
+                    s.storage_faults = s.storage_faults.saturating_add(1);
                 }
             }
         }

@@ -740,6 +740,7 @@ fn the_next_epoch_weighs_reputation_and_rotates_at_most_a_third() {
                 blocks_proposed: 1,
                 proposer_slots: 2,
                 faults_proven: 0,
+                storage_faults: 0,
             };
         }
     }
@@ -794,7 +795,12 @@ proptest! {
             state_root: [2; 32],
             registry: Cursor { count: 3, head: [4; 32] },
         });
-        state.storage_nodes.push(StorageNodeRecord { id: Address([5; 32]), stake: Amount(6) });
+        state.storage_nodes.push(StorageNodeRecord {
+            id: Address([5; 32]),
+            stake: Amount(6),
+            faults: 2,
+            faults_before: 1,
+        });
         state.validators[0].signals.certificates = 4;
         let encoded = state.encode();
         prop_assert_eq!(BeaconState::decode(&encoded).expect("round trip"), state.clone());
@@ -1306,4 +1312,68 @@ fn start_at(first: u64) -> Start {
         first,
         parent: None,
     }
+}
+
+/// Issue 15 item 5: a storage node's missed periods (the shards' `StorageFault` events) lower its placement
+/// standing for the epoch they happen in and the next, and, where the account is also a validator, halve
+/// the reputation its next epoch's weight is computed from; a fault of an unknown account changes nothing.
+#[test]
+fn storage_faults_lower_standing_for_two_epochs_and_a_validators_reputation() {
+    let g = genesis(2);
+    let mut beacon = BeaconState::genesis(&g, SIZE, 0).expect("enough validators");
+    let validator = beacon.newest().ids()[0][0];
+    let storage = Address([0xab; 32]);
+    for id in [validator, storage] {
+        beacon.apply_event(&RegistryEvent::StorageNode {
+            id,
+            stake: Amount(100),
+        });
+    }
+    let i = beacon
+        .validators
+        .binary_search_by_key(&validator, |v| v.id)
+        .expect("a validator");
+    beacon.validators[i].signals = Signals {
+        votes_in_certificates: 10,
+        certificates: 10,
+        blocks_proposed: 1,
+        proposer_slots: 1,
+        faults_proven: 0,
+        storage_faults: 0,
+    };
+    let before = beacon.clone();
+    beacon.apply_event(&RegistryEvent::StorageFault {
+        id: Address([0xcd; 32]),
+    });
+    assert_eq!(beacon, before, "an unknown account's fault changes nothing");
+    beacon.apply_event(&RegistryEvent::StorageFault { id: validator });
+    for _ in 0..2 {
+        beacon.apply_event(&RegistryEvent::StorageFault { id: storage });
+    }
+    let node = |b: &BeaconState, id: &Address| b.storage_node(id).cloned().expect("registered");
+    assert_eq!(node(&beacon, &storage).faults, 2);
+    assert_eq!(node(&beacon, &storage).reputation_ppm(), 250_000);
+    assert_eq!(node(&beacon, &validator).reputation_ppm(), 500_000);
+    assert_eq!(beacon.validators[i].signals.storage_faults, 1);
+    assert_eq!(
+        BeaconState::decode(&beacon.encode()).expect("round trip"),
+        beacon
+    );
+    // The next epoch: the validator's weight is computed from a halved reputation, and the faults count
+    // as the epoch before.
+    let next = beacon.next_epoch(0);
+    assert_eq!(next.validators[i].reputation_ppm, 500_000);
+    assert_eq!(next.validators[i].signals, Signals::default());
+    let n = node(&next, &storage);
+    assert_eq!(
+        (n.faults, n.faults_before, n.reputation_ppm()),
+        (0, 2, 250_000)
+    );
+    // One epoch later with no new fault: good standing again.
+    let after = next.next_epoch(0);
+    let n = node(&after, &storage);
+    assert_eq!(
+        (n.faults, n.faults_before, n.reputation_ppm()),
+        (0, 0, 1_000_000)
+    );
 }

@@ -23,6 +23,7 @@ use crate::smt;
 pub const LINK_EVENTS_MAX: usize = 64;
 const EVENT_VALIDATOR: u8 = 1;
 const EVENT_STORAGE_NODE: u8 = 2;
+const EVENT_STORAGE_FAULT: u8 = 3;
 
 /// A stake that changed on a shard: the account's stake in the role after the transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub enum RegistryEvent {
     },
     /// A storage node registered or unstaked.
     StorageNode { id: Address, stake: Amount },
+    /// A storage node missed a period's proof of its slots on this shard (one event per node and settled
+    /// period, whatever the number of its slots): a fault against its reputation (`specs/economics.md`
+    /// §5.7). Unlike stakes this is a count, not a value: the beacon applies each event once (its cursor).
+    StorageFault { id: Address },
 }
 
 impl RegistryEvent {
@@ -48,6 +53,9 @@ impl RegistryEvent {
             }
             RegistryEvent::StorageNode { id, stake } => {
                 w.u8(EVENT_STORAGE_NODE).fixed(&id.0).u64(stake.0);
+            }
+            RegistryEvent::StorageFault { id } => {
+                w.u8(EVENT_STORAGE_FAULT).fixed(&id.0);
             }
         }
     }
@@ -69,6 +77,9 @@ impl RegistryEvent {
                 id: Address(r.array()?),
                 stake: Amount(r.u64()?),
             }),
+            EVENT_STORAGE_FAULT => Ok(RegistryEvent::StorageFault {
+                id: Address(r.array()?),
+            }),
             tag => Err(DecodeError::UnknownTag {
                 what: "registry event",
                 tag,
@@ -85,7 +96,9 @@ impl RegistryEvent {
 
     pub fn id(&self) -> Address {
         match self {
-            RegistryEvent::Validator { id, .. } | RegistryEvent::StorageNode { id, .. } => *id,
+            RegistryEvent::Validator { id, .. }
+            | RegistryEvent::StorageNode { id, .. }
+            | RegistryEvent::StorageFault { id } => *id,
         }
     }
 }
@@ -245,17 +258,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn event(i: u8) -> RegistryEvent {
-        if i.is_multiple_of(2) {
-            RegistryEvent::Validator {
+        match i % 3 {
+            0 => RegistryEvent::Validator {
                 id: Address([i; 32]),
                 key: bls::SecretKey::dev(&format!("k{i}")).public(),
                 stake: Amount(u64::from(i) * 10),
-            }
-        } else {
-            RegistryEvent::StorageNode {
+            },
+            1 => RegistryEvent::StorageNode {
                 id: Address([i; 32]),
                 stake: Amount(u64::from(i)),
-            }
+            },
+            _ => RegistryEvent::StorageFault {
+                id: Address([i; 32]),
+            },
         }
     }
 
