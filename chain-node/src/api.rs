@@ -492,12 +492,12 @@ async fn deal(
             .terms
             .holders
             .iter()
-            .zip(&d.proven)
+            .zip(d.proven.iter().zip(&d.keys))
             .enumerate()
-            .map(|(i, (h, p))| {
+            .map(|(i, (h, (p, key)))| {
                 json!({
-                    "address": p.taker.map_or_else(|| h.address(), |k| Address::of(&k)).to_string(),
-                    "key": hex(&p.taker.unwrap_or(h.key).0),
+                    "address": Address::of(key).to_string(),
+                    "key": hex(&key.0),
                     "signed_by": h.address().to_string(),
                     "price": h.price.0,
                     "pay": pays.get(i).map_or(0, |a| a.0),

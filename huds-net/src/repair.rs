@@ -371,7 +371,14 @@ async fn rebuild(
     Ok(())
 }
 
-async fn fetch_checked(node: &NodeHandle, peer: PeerId, cid: Cid, len: usize) -> Option<Vec<u8>> {
+/// Shard `cid` from `peer` (this node's store when it is this node), if it has exactly `len` bytes that match
+/// the CID.
+pub(crate) async fn fetch_checked(
+    node: &NodeHandle,
+    peer: PeerId,
+    cid: Cid,
+    len: usize,
+) -> Option<Vec<u8>> {
     let data = if peer == node.peer_id() {
         let store = node.store().clone();
         tokio::task::spawn_blocking(move || store.shard(&cid))

@@ -186,15 +186,10 @@ async fn rebuild_into(
             let Some((cid, _, peer)) = leaves[base + j] else {
                 continue;
             };
-            let data = if peer == node.peer_id() {
-                node.store().shard(&cid).ok().flatten()
-            } else {
-                node.get_shard(peer, cid).await.ok().flatten()
+            let Ok(len) = usize::try_from(len) else {
+                continue;
             };
-            if let Some(d) = data
-                && d.len() as u64 == len
-                && cids::verify(&cid, &d).is_ok()
-            {
+            if let Some(d) = crate::repair::fetch_checked(node, peer, cid, len).await {
                 shards[j] = Some(d);
                 found += 1;
             }

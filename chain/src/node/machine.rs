@@ -289,6 +289,8 @@ pub struct DealView {
     pub seed: Hash,
     /// Per holder, in the terms' order, where its proofs stand.
     pub proven: Vec<Proven>,
+    /// Per holder slot, the key that holds it now (the taker of its repair order if one took it over).
+    pub keys: Vec<crate::crypto::PublicKey>,
 }
 
 /// A volume as the validator of its owner's shard sees it at its tip: its newest version, and a page of its
@@ -596,6 +598,9 @@ impl<D: Disk> Node<D> {
             shard: lane.shard,
             proven: (0..terms.holders.len())
                 .map(|h| state.proven(id, h as u8))
+                .collect(),
+            keys: (0..terms.holders.len())
+                .filter_map(|h| state.holder_key(id, h as u8))
                 .collect(),
             record,
             terms,
