@@ -352,10 +352,15 @@ pub enum ProofRefused {
     AllProven { end: u64 },
 }
 
-/// The id of the payout a holder proof releases to its key for the period ending at `end`: the Atomix id
-/// of its one lock (the sum over its slots) when the key's account lives on another shard.
-pub fn holder_payout_id(key: &PublicKey, end: u64) -> Hash {
-    hash_with("IOS holder payout v1", &[&key.0, &end.to_be_bytes()])
+/// The id of the payout a holder proof on `shard` releases to its key for the period ending at `end`: the
+/// Atomix id of its one lock (the sum over its slots) when the key's account lives on another shard. Period
+/// ends are on one grid for every shard, so the shard is part of the id: a key paid by two shards in one
+/// period gets two locks its home shard commits both of.
+pub fn holder_payout_id(key: &PublicKey, shard: ShardId, end: u64) -> Hash {
+    hash_with(
+        "IOS holder payout v1",
+        &[&key.0, &shard.0.to_be_bytes(), &end.to_be_bytes()],
+    )
 }
 
 /// What the next block asks of a storage node over its slots on a shard (the chain API's challenge).
@@ -953,7 +958,9 @@ impl State {
     /// The slots `key` holds on this shard whose deal ran the period that ended at `seed_end` and may prove
     /// it in a block at `height`: (deal, holder slot, the deal's period), in the chain's order (by deal id).
     /// Whether they proved it already does not matter: the list, and so the challenge, is fixed for the
-    /// window, whatever the key proves slot by slot.
+    /// window, whatever the key proves slot by slot. A slot the key claimed through a repair order in this
+    /// window (its claim proved the period) joins the list in the next window, so claiming cannot redraw
+    /// the key's challenge.
     pub fn holder_slots(
         &self,
         key: &PublicKey,
@@ -967,7 +974,13 @@ impl State {
             .iter()
             .filter_map(|(id, h)| {
                 let p = self.provable_period(self.deals.get(id)?, height, seed_end)?;
-                Some((*id, *h, p))
+                let proven = self.proven(id, *h);
+                // A claim leaves exactly this record: the taker's first pass, no miss, the period proven.
+                let claimed_now = proven.taker == Some(*key)
+                    && proven.passed == 1
+                    && proven.missed == 0
+                    && proven.next == p + 1;
+                (!claimed_now).then_some((*id, *h, p))
             })
             .collect()
     }
@@ -1040,7 +1053,7 @@ impl State {
             }
             pays.push((*id, *h, *p, pay));
         }
-        if pays.is_empty() || self.is_locked(&holder_payout_id(&proof.key, proof.end)) {
+        if pays.is_empty() || self.is_locked(&holder_payout_id(&proof.key, self.shard, proof.end)) {
             return Err(ProofRefused::AllProven { end: proof.end });
         }
         if verify {
@@ -1093,7 +1106,7 @@ impl State {
             self.set_account(holder, account);
         } else {
             let lock = Lock {
-                tx_id: holder_payout_id(&proof.key, proof.end),
+                tx_id: holder_payout_id(&proof.key, self.shard, proof.end),
                 from: holder,
                 to: holder,
                 amount: Amount(total),
@@ -2664,7 +2677,16 @@ mod tests {
             .apply_proof_tx(&ProofTx::Holder(cross.clone()), h)
             .expect("pays through a lock");
         let lock = t.state.payout_locks().last().expect("a lock").clone();
-        assert_eq!(lock.tx_id, holder_payout_id(&keys[2].public(), cross.end));
+        assert_eq!(
+            lock.tx_id,
+            holder_payout_id(&keys[2].public(), t.home, cross.end)
+        );
+        // Paid by another shard in the same period, the same key gets a lock of another id.
+        let other = ShardId(1 - t.home.0);
+        assert_ne!(
+            holder_payout_id(&keys[2].public(), other, cross.end),
+            lock.tx_id
+        );
         assert_eq!(lock.to, address(&keys[2]));
         assert_eq!(lock.amount.0, 2 * pays[2].0);
         assert_eq!(t.state.accountable_supply(), supply);
@@ -3142,6 +3164,17 @@ mod tests {
         );
         assert_eq!(f.state.holder_key(&f.id, 1), Some(taker.public()));
         assert_eq!(f.state.repair_orders().count(), 0);
+        // The claimed slot joins the taker's holder challenge from the next window on: a claim cannot redraw
+        // the challenge of the window it is made in.
+        assert_eq!(f.state.holder_due(&taker.public(), 81, &hash_of(80)), None);
+        let mut next = f.state.clone();
+        for h in 82..=97 {
+            next.begin_block(h, &hash_of(h - 1));
+        }
+        let due = next
+            .holder_due(&taker.public(), 98, &hash_of(97))
+            .expect("the taker proves the slot from the next window");
+        assert_eq!(due.slots, vec![(f.id, 1, 4)]);
         assert_eq!(
             f.state.apply_proof(&f.prove(1, 3), 81),
             Err(ProofRefused::AlreadyProven {

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// 3 since epochs advance on the beacon's height (`epoch_blocks`, `drawn_at`, `linked_at_draw`, and each
 /// epoch record's starts).
-const STATE_VERSION: u8 = 3;
+const STATE_VERSION: u8 = 4;
 const KEY_STATE: &[u8] = b"beacon/state";
 /// `beacon/epoch/<epoch:u64 BE>` -> every epoch record this node's beacon chain ever drew (the archive).
 const KEY_EPOCH_PREFIX: &[u8] = b"beacon/epoch/";

@@ -94,14 +94,32 @@ impl<St: Store> ShardApp<St> {
     /// Admits a storage proof for the next block: it must apply to the committed state at the next height.
     pub fn submit_proof(&mut self, proof: ProofTx) -> Result<(), PoolError> {
         let slot = proof.key();
-        if self.proofs.slots.contains_key(&slot) {
-            return Err(PoolError::Duplicate);
+        let (height, parent) = (self.tip.height + 1, self.tip.hash);
+        if let Some(&n) = self.proofs.slots.get(&slot) {
+            // A holder proof waiting since a repair claim moved one of the key's slots away no longer answers
+            // the key's challenge: checked in full again, it gives way to a new one rather than block the key
+            // for the rest of the window.
+            let stale = matches!(slot, ProofKey::Holder(..))
+                && self.proofs.waiting.get(&n).is_some_and(|waiting| {
+                    self.state
+                        .check_proof_tx_next(waiting, height, &parent, true)
+                        .is_err()
+                });
+            if !stale {
+                return Err(PoolError::Duplicate);
+            }
+            self.state
+                .check_proof_tx_next(&proof, height, &parent, true)?;
+            self.proofs.waiting.remove(&n);
+            self.proofs.slots.remove(&slot);
+            self.proofs.insert(proof);
+            return Ok(());
         }
         if self.proofs.waiting.len() >= POOL_PROOFS_MAX {
             return Err(PoolError::Full);
         }
         self.state
-            .check_proof_tx_next(&proof, self.tip.height + 1, &self.tip.hash, true)?;
+            .check_proof_tx_next(&proof, height, &parent, true)?;
         self.proofs.insert(proof);
         Ok(())
     }

@@ -704,9 +704,17 @@ impl<D: Disk> Node<D> {
                 lane.app().state().deal(&p.deal)?;
             }
             ProofTx::Holder(p) => {
+                // Whether the key has slots here (the draw itself is the pool's check).
                 let app = lane.app();
                 let tip = app.tip();
-                app.state().holder_due(&p.key, tip.height + 1, &tip.hash)?;
+                let (end, _) = app.state().seed_for(tip.height + 1, &tip.hash);
+                if app
+                    .state()
+                    .holder_slots(&p.key, tip.height + 1, end)
+                    .is_empty()
+                {
+                    return None;
+                }
             }
         }
         let topic = Topic::Shard(lane.shard);
