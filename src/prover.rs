@@ -173,17 +173,16 @@ fn prove_holder(
             }
             Ok(())
         }
-        // The seed moved on between the challenge and the proof (a period boundary), or a repair claim
-        // changed this node's slots: the next round asks again.
-        Err(e)
-            if e.to_string().contains("cannot be proven at height")
-                || e.to_string().contains("challenge draws")
-                || e.to_string().contains("answers another") =>
-        {
+        // Refused: the next round asks for the challenge again and builds a new proof (the seed moved on at a
+        // period boundary, or a repair claim changed this node's slots, so the draw is another).
+        Err(e) => {
             sent.remove(&shard);
-            Ok(())
+            if e.to_string().contains("cannot be proven at height") {
+                Ok(())
+            } else {
+                Err(e)
+            }
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -336,6 +336,10 @@ pub enum ProofRefused {
     #[error("the taker's signature on its repair claim does not verify")]
     BadTakerSignature,
     #[error(
+        "a slot proof only claims a repair order (it names a taker); a holder proves its slots with one holder proof"
+    )]
+    NotAClaim,
+    #[error(
         "the period ending at height {end} cannot be proven at height {height}{}",
         match .provable { Some(e) => format!(" (the one ending at {e} can)"), None => String::new() }
     )]
@@ -847,26 +851,30 @@ impl State {
             });
         }
         let proven = self.proven(&proof.deal, proof.holder);
-        if let Some(taker) = &proof.taker {
-            if !self.order_open(&proven) {
-                return Err(ProofRefused::NoRepairOrder {
-                    holder: proof.holder,
-                });
-            }
-            // A taker must not hold another shard of the deal (two shards of a segment on one node), nor
-            // be the slot's own holder reclaiming its order.
-            let holds = (0..terms.holders.len()).any(|h| {
-                let h = u8::try_from(h).expect("at most 32 holders");
-                slot_key(terms, h, &self.proven(&proof.deal, h)) == taker.key
+        // A holder that could prove a slot alone could choose, once the window's draws are known, between its
+        // holder proof (when the draw misses what it dropped) and slot proofs of the rest: so slot proofs
+        // only claim repair orders.
+        let Some(taker) = &proof.taker else {
+            return Err(ProofRefused::NotAClaim);
+        };
+        if !self.order_open(&proven) {
+            return Err(ProofRefused::NoRepairOrder {
+                holder: proof.holder,
             });
-            if holds {
-                return Err(ProofRefused::TakerHoldsShards);
-            }
-            if verify {
-                taker
-                    .verify(self.params.chain_id, proof)
-                    .map_err(|_| ProofRefused::BadTakerSignature)?;
-            }
+        }
+        // A taker must not hold another shard of the deal (two shards of a segment on one node), nor
+        // be the slot's own holder reclaiming its order.
+        let holds = (0..terms.holders.len()).any(|h| {
+            let h = u8::try_from(h).expect("at most 32 holders");
+            slot_key(terms, h, &self.proven(&proof.deal, h)) == taker.key
+        });
+        if holds {
+            return Err(ProofRefused::TakerHoldsShards);
+        }
+        if verify {
+            taker
+                .verify(self.params.chain_id, proof)
+                .map_err(|_| ProofRefused::BadTakerSignature)?;
         }
         if verify {
             proof.verify(terms, &seed)?;
@@ -876,12 +884,9 @@ impl State {
             .ok()
             .and_then(|p| p.get(usize::from(proof.holder)).copied())
             .ok_or(ProofRefused::Overflow)?;
-        let pay = match proof.taker {
-            Some(_) => pay
-                .checked_add(proven.bounty)
-                .ok_or(ProofRefused::Overflow)?,
-            None => pay,
-        };
+        let pay = pay
+            .checked_add(proven.bounty)
+            .ok_or(ProofRefused::Overflow)?;
         if pay > record.escrow_left {
             return Err(ProofRefused::Overflow);
         }
@@ -2612,9 +2617,15 @@ mod tests {
             ProofRefused::Invalid(storage_proof::ProofError::SampleCount { .. })
         ));
 
-        // Holder 1 proves its slot of the first deal alone: its holder proof draws the same and pays the
-        // other slot only.
-        let due1 = t.state.holder_due(&keys[1].public(), h, &hash_of(h - 1));
+        // A sample naming another deal is refused.
+        let mut other_deal = good.clone();
+        other_deal.samples[0].deal = [7; 32];
+        assert!(matches!(
+            refused(&t.state, &other_deal),
+            ProofRefused::Invalid(storage_proof::ProofError::WrongSlot { index: 0 })
+        ));
+        // A holder cannot prove one slot alone (it could pick, once the draws are known, whichever of its
+        // holder proof and its slot proofs avoids what it dropped): a slot proof only claims an order.
         let (_, seed) = t.state.period_seed();
         let alone = crate::types::storage_proof::prove(&t.terms, &seed, &id1, 1, 0, |p| {
             let (cid, bytes) = t.shards.get(usize::from(p)).cloned()?;
@@ -2629,18 +2640,8 @@ mod tests {
             balance(&t.state, &address(&keys[0])),
             balance(&t.state, &address(&keys[1])),
         );
-        t.state
-            .apply_proof(&alone, h)
-            .expect("a slot proof still works");
-        let after_alone = balance(&t.state, &address(&keys[1]));
-        assert_eq!(after_alone.0, before.1.0 + pays[1].0);
-        let due1_after = t.state.holder_due(&keys[1].public(), h, &hash_of(h - 1));
-        assert_eq!(
-            due1.as_ref().map(|d| &d.drawn),
-            due1_after.as_ref().map(|d| &d.drawn),
-            "the draw does not depend on what was proven alone"
-        );
-        assert_eq!(due1_after.expect("due").unproven, 1);
+        assert_eq!(t.state.apply_proof(&alone, h), Err(ProofRefused::NotAClaim));
+        let after_alone = before.1;
 
         // The good proofs pay each slot once.
         let escrow_before = t.state.escrow_total();
@@ -2659,17 +2660,13 @@ mod tests {
             t.state.apply_proof_tx(&ProofTx::Holder(good.clone()), h),
             Err(ProofRefused::AllProven { .. })
         ));
-        assert!(matches!(
-            t.state.apply_proof(&t.prove(0, 0), h),
-            Err(ProofRefused::AlreadyProven { .. })
-        ));
         let one = t.prove_holder_at(&keys[1], h);
         t.state
             .apply_proof_tx(&ProofTx::Holder(one), h)
-            .expect("pays the other slot");
+            .expect("pays both slots");
         assert_eq!(
             balance(&t.state, &address(&keys[1])).0,
-            after_alone.0 + pays[1].0
+            after_alone.0 + 2 * pays[1].0
         );
         // Holder 2 lives on the other shard: one lock for both slots' pay.
         let cross = t.prove_holder_at(&keys[2], h);
@@ -2692,7 +2689,7 @@ mod tests {
         assert_eq!(t.state.accountable_supply(), supply);
         assert_eq!(
             escrow_before - t.state.escrow_total(),
-            u128::from(2 * pays[0].0 + pays[1].0 + 2 * pays[2].0)
+            u128::from(2 * pays[0].0 + 2 * pays[1].0 + 2 * pays[2].0)
         );
 
         // The index of slots is rebuilt on a reload: the next period draws the same on both.
@@ -3014,14 +3011,10 @@ mod tests {
             self.height = self.height.max(height);
         }
 
-        /// Slot `holder`'s proof of `period` under the newest seed, from every shard.
-        fn prove(&self, holder: u8, period: u64) -> StorageProof {
-            let (_, seed) = self.state.period_seed();
-            crate::types::storage_proof::prove(&self.terms, &seed, &self.id, holder, period, |p| {
-                let (cid, bytes) = self.shards.get(usize::from(p)).cloned()?;
-                Some((cid, bytes, smt::list_prove(&self.leaves, usize::from(p))))
-            })
-            .expect("every shard is here")
+        /// The holder proof of the key of slot `holder` for the block at the newest height run, from every
+        /// shard (the key's one slot here, in the fixture's one deal).
+        fn prove(&self, holder: u8) -> ProofTx {
+            ProofTx::Holder(self.prove_holder_at(&self.keys[usize::from(holder)], self.height))
         }
     }
 
@@ -3072,9 +3065,7 @@ mod tests {
                 assert_eq!(f.state.repair_orders().count(), 0);
             }
             for h in [0, 2] {
-                f.state
-                    .apply_proof(&f.prove(h, period), window)
-                    .expect("proves");
+                f.state.apply_proof_tx(&f.prove(h), window).expect("proves");
             }
         }
         f.run_to(81);
@@ -3125,7 +3116,7 @@ mod tests {
             assert!(
                 matches!(
                     f.state.apply_proof(&copy, 81),
-                    Err(ProofRefused::Invalid(_))
+                    Err(ProofRefused::Invalid(_) | ProofRefused::NotAClaim)
                 ),
                 "a copied claim is refused"
             );
@@ -3176,19 +3167,16 @@ mod tests {
             .expect("the taker proves the slot from the next window");
         assert_eq!(due.slots, vec![(f.id, 1, 4)]);
         assert_eq!(
-            f.state.apply_proof(&f.prove(1, 3), 81),
-            Err(ProofRefused::AlreadyProven {
-                holder: 1,
-                period: 3
-            }),
-            "the old holder cannot prove the period the taker proved"
+            f.state.holder_due(&f.keys[1].public(), 81, &hash_of(80)),
+            None,
+            "the old holder has no slot left to prove"
         );
         assert_eq!(f.state.accountable_supply(), supply, "supply is conserved");
 
         // Period 4 (window 97..=112): holders 0 and 2 prove, the taker does not: the slash is the taker's.
         f.run_to(97);
         for h in [0, 2] {
-            f.state.apply_proof(&f.prove(h, 4), 97).expect("proves");
+            f.state.apply_proof_tx(&f.prove(h), 97).expect("proves");
         }
         let holder1_stake = f.state.account(&Address::of(&f.keys[1].public())).cloned();
         f.run_to(113);
@@ -3231,7 +3219,7 @@ mod tests {
         };
         // Period 0's window is 33..=48: holder 0 proves in its first block, and every block is full.
         f.run_to(33);
-        f.state.apply_proof(&f.prove(0, 0), 33).expect("proves");
+        f.state.apply_proof_tx(&f.prove(0), 33).expect("proves");
         full(&mut f, 33);
         for h in 34..=48 {
             f.run_to(h);
@@ -3287,19 +3275,28 @@ mod tests {
             id,
             shards,
             leaves,
+            home,
             ..
         } = ThreeHolders::open(3);
         let escrow = terms.escrow().expect("fits");
         // Each holder keeps 1,700 bytes at 1 GiB-price: 1,700 base units a period.
         assert_eq!(terms.per_period(), Ok(vec![Amount(1_700); 3]));
         let supply = state.accountable_supply();
-        let prove = |state: &State, holder: u8, period: u64| {
-            let (_, seed) = state.period_seed();
-            storage_proof::prove(&terms, &seed, &id, holder, period, |p| {
-                let (cid, bytes) = shards.get(usize::from(p)).cloned()?;
-                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
-            })
-            .expect("every shard is here")
+        let shard = |_: &Hash, _: u8, p: u16| {
+            let (cid, bytes) = shards.get(usize::from(p)).cloned()?;
+            Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
+        };
+        // Holder `holder`'s holder proof (its key's one slot here) for a block at `height`.
+        let prove = |state: &State, holder: u8, height: u64| {
+            let key = keys[usize::from(holder)].public();
+            let due = state
+                .holder_due(&key, height, &hash_of(height - 1))
+                .expect("a slot to prove");
+            storage_proof::answer_holder(due.drawn, &key, due.end, shard)
+                .expect("every shard is here")
+        };
+        let apply = |state: &mut State, proof: &HolderProof, height: u64| {
+            state.apply_proof_tx(&ProofTx::Holder(proof.clone()), height)
         };
         // Period 0 covers heights 17..=32; its seed is the hash of block 32, and its window heights 33..=48.
         for h in 6..=33 {
@@ -3307,26 +3304,24 @@ mod tests {
         }
         assert_eq!(state.period_seed(), (32, hash_of(32)));
         let local = Address::of(&keys[0].public());
-        let proof = prove(&state, 0, 0);
+        let proof = prove(&state, 0, 33);
         assert_eq!(proof.samples.len(), 2, "both of its shards are drawn");
-        assert!(proof.encode().len() <= storage_proof::PROOF_BYTES_MAX);
-        assert_eq!(StorageProof::decode(&proof.encode()).as_ref(), Ok(&proof));
-        state.apply_proof(&proof, 33).expect("a true proof pays");
+        let tx = ProofTx::Holder(proof.clone());
+        assert!(tx.encode().len() <= storage_proof::PROOF_BYTES_MAX);
+        assert_eq!(ProofTx::decode(&tx.encode()).as_ref(), Ok(&tx));
+        apply(&mut state, &proof, 33).expect("a true proof pays");
         assert_eq!(
             state.account(&local).map(|a| a.balance),
             Some(Amount(1_700))
         );
         assert_eq!(
-            state.apply_proof(&proof, 34),
-            Err(ProofRefused::AlreadyProven {
-                holder: 0,
-                period: 0
-            }),
+            apply(&mut state, &proof, 34),
+            Err(ProofRefused::AllProven { end: 32 }),
             "a replay is refused"
         );
         // The holder on the other shard is paid through an Atomix lock.
-        let remote = prove(&state, 2, 0);
-        state.apply_proof(&remote, 34).expect("pays through a lock");
+        let remote = prove(&state, 2, 34);
+        apply(&mut state, &remote, 34).expect("pays through a lock");
         let lock = state
             .payout_locks()
             .last()
@@ -3334,16 +3329,16 @@ mod tests {
             .expect("a lock for the other shard");
         assert_eq!(lock.amount, Amount(1_700));
         assert_eq!(lock.to, Address::of(&keys[2].public()));
-        assert!(state.is_locked(&payout_id(&id, 2, 0)));
+        assert!(state.is_locked(&holder_payout_id(&keys[2].public(), home, 32)));
         assert_eq!(state.accountable_supply(), supply, "supply is conserved");
 
         // Everything wrong is refused and changes nothing.
         let root = state.root();
-        let good = prove(&state, 1, 0);
+        let good = prove(&state, 1, 35);
         let mut wrong_piece = good.clone();
-        wrong_piece.samples[0].piece.piece[0] ^= 1;
+        wrong_piece.samples[0].sample.piece.piece[0] ^= 1;
         let mut forged_path = good.clone();
-        forged_path.samples[1].path.siblings[0][0] ^= 1;
+        forged_path.samples[1].sample.path.siblings[0][0] ^= 1;
         let mut swapped = good.clone();
         swapped.samples.swap(0, 1);
         let mut short = good.clone();
@@ -3351,23 +3346,21 @@ mod tests {
         let mut foreign = good.clone();
         let other_shard = Sample {
             cid: vec![9; 4],
-            ..foreign.samples[0].clone()
+            ..foreign.samples[0].sample.clone()
         };
-        foreign.samples[0] = other_shard;
+        foreign.samples[0].sample = other_shard;
         let mut other_period = good.clone();
-        other_period.period = 1;
+        other_period.end = 48;
         let mut other_deal = good.clone();
-        other_deal.deal = [7; 32];
+        other_deal.samples[0].deal = [7; 32];
         let mut other_holder = good.clone();
-        other_holder.holder = 2;
+        other_holder.key = keys[2].public();
         let stale_seed = {
-            let mut p = storage_proof::prove(&terms, &hash_of(16), &id, 1, 0, |p| {
-                let (cid, bytes) = shards.get(usize::from(p)).cloned()?;
-                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
-            })
-            .expect("here");
-            p.period = 0;
-            p
+            let key = keys[1].public();
+            let due = state.holder_due(&key, 35, &hash_of(34)).expect("due");
+            let slots = [(id, 1u8, &terms)];
+            let drawn = storage_proof::holder_challenge(&slots, &hash_of(16), &key, due.end);
+            storage_proof::answer_holder(drawn, &key, due.end, shard).expect("here")
         };
         for (what, bad) in [
             ("a wrong piece", &wrong_piece),
@@ -3379,34 +3372,41 @@ mod tests {
             ("another deal", &other_deal),
             ("another holder's answer", &other_holder),
         ] {
-            assert!(state.apply_proof(bad, 35).is_err(), "{what} is refused");
+            assert!(apply(&mut state, bad, 35).is_err(), "{what} is refused");
         }
         assert!(matches!(
-            state.apply_proof(&wrong_piece, 35),
+            apply(&mut state, &wrong_piece, 35),
             Err(ProofRefused::Invalid(ProofError::Piece { .. }))
         ));
         assert!(matches!(
-            state.apply_proof(&forged_path, 35),
+            apply(&mut state, &forged_path, 35),
             Err(ProofRefused::Invalid(ProofError::NotTheDealsShard(_)))
         ));
-        assert_eq!(
-            state.apply_proof(&other_deal, 35),
-            Err(ProofRefused::UnknownDeal)
-        );
+        assert!(matches!(
+            apply(&mut state, &other_deal, 35),
+            Err(ProofRefused::Invalid(ProofError::WrongSlot { index: 0 }))
+        ));
         if stale_seed != good {
             assert!(
-                state.apply_proof(&stale_seed, 35).is_err(),
+                apply(&mut state, &stale_seed, 35).is_err(),
                 "an answer to another seed is refused"
             );
         }
+        // A slot proof without a taker is no way around the holder proof.
+        let (_, seed) = state.period_seed();
+        let slot_proof =
+            storage_proof::prove(&terms, &seed, &id, 1, 0, |p| shard(&id, 1, p)).expect("here");
+        assert_eq!(
+            state.apply_proof(&slot_proof, 35),
+            Err(ProofRefused::NotAClaim)
+        );
         assert_eq!(state.root(), root);
         // A holder that lost a shard cannot build its proof at all.
-        let (_, seed) = state.period_seed();
+        let key = keys[1].public();
+        let due = state.holder_due(&key, 35, &hash_of(34)).expect("due");
         assert!(
-            storage_proof::prove(&terms, &seed, &id, 1, 0, |p| {
-                let (cid, bytes) = shards.get(usize::from(p)).cloned().filter(|_| p != 1)?;
-                Some((cid, bytes, smt::list_prove(&leaves, usize::from(p))))
-            })
+            storage_proof::answer_holder(due.drawn, &key, due.end, |d, h, p| shard(d, h, p)
+                .filter(|_| p != 1))
             .is_err()
         );
 
@@ -3415,10 +3415,10 @@ mod tests {
             state.begin_block(h, &hash_of(h - 1));
         }
         assert!(matches!(
-            state.apply_proof(&good, 49),
-            Err(ProofRefused::NotProvable {
-                period: 0,
-                provable: Some(1),
+            apply(&mut state, &good, 49),
+            Err(ProofRefused::HolderNotProvable {
+                end: 32,
+                provable: Some(48),
                 ..
             })
         ));
@@ -3429,8 +3429,8 @@ mod tests {
                 state.begin_block(hh, &hash_of(hh - 1));
             }
             for holder in 0..3 {
-                let p = prove(&state, holder, period);
-                state.apply_proof(&p, h).expect("pays");
+                let p = prove(&state, holder, h);
+                apply(&mut state, &p, h).expect("pays");
             }
         }
         let record = state.deal(&id).cloned().expect("kept");
