@@ -134,15 +134,18 @@ fn holder_proof(
     seed: &Hash,
     end: u64,
 ) -> Result<(HolderProof, Vec<(Hash, u8)>)> {
-    let mut slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, holder, t)).collect();
-    slots.sort_by_key(|(id, ..)| *id);
+    let mut slots: Vec<HolderSlot<'_>> = deals
+        .iter()
+        .map(|(t, id)| HolderSlot::new(*id, holder, t))
+        .collect();
+    slots.sort_by_key(|s| s.deal);
     let key = shape.terms.holders[usize::from(holder)].key;
     let proof = storage_proof::prove_holder(&slots, seed, &key, end, |_, _, p| {
         let (cid, bytes) = shape.shards.get(usize::from(p))?.clone();
         Some((cid, bytes, smt::list_prove(&shape.leaves, usize::from(p))))
     })
     .map_err(|missing| anyhow::anyhow!("shards {missing:?} missing"))?;
-    Ok((proof, slots.iter().map(|(id, h, _)| (*id, *h)).collect()))
+    Ok((proof, slots.iter().map(|s| (s.deal, s.holder)).collect()))
 }
 
 pub fn economy(network_shards: usize, nodes: usize, json_out: bool) -> Result<()> {
@@ -178,8 +181,11 @@ pub fn economy(network_shards: usize, nodes: usize, json_out: bool) -> Result<()
     let deals = variants(&small, network_deals, &wallet);
     let (holder, _) = holder_proof(&small, &deals, 0, &seed, 16)?;
     let holder_bytes = holder.encode().len();
-    let mut slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, 0, t)).collect();
-    slots.sort_by_key(|(id, ..)| *id);
+    let mut slots: Vec<HolderSlot<'_>> = deals
+        .iter()
+        .map(|(t, id)| HolderSlot::new(*id, 0, t))
+        .collect();
+    slots.sort_by_key(|s| s.deal);
     let verify_holder = median(101, || {
         holder
             .verify(&slots, &seed)

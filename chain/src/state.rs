@@ -115,6 +115,9 @@ fn fee_pool_key() -> Hash {
     hash_with("IOS fee pool key v1", &[])
 }
 
+/// A storage node key's slots on a shard: (deal, holder slot) -> (its shards, its pay a period).
+type KeySlots = BTreeMap<(Hash, u8), (u32, u64)>;
+
 /// The state of one shard.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -149,7 +152,8 @@ pub struct State {
     dirty_proven: BTreeSet<(Hash, u8)>,
     /// Per storage node key, the (deal, holder slot)s it holds now (the terms' holder, or the taker of the
     /// slot's repair order): derived from the terms and proof records, the list a holder proof answers for.
-    slots_of: BTreeMap<PublicKey, BTreeSet<(Hash, u8)>>,
+    /// With each slot, its shards and its pay a period (`storage_proof::slot_weight`, fixed by the terms).
+    slots_of: BTreeMap<PublicKey, KeySlots>,
     /// The newest period's end height and seed: the hash of the block at that height.
     seed: (u64, Hash),
     seed_dirty: bool,
@@ -913,13 +917,17 @@ impl State {
             // claim was paid.
             Some(taker) => {
                 let before_key = slot_key(&self.terms[&proof.deal], proof.holder, &before);
-                if let Some(slots) = self.slots_of.get_mut(&before_key) {
-                    slots.remove(&(proof.deal, proof.holder));
-                }
+                let weight = self
+                    .slots_of
+                    .get_mut(&before_key)
+                    .and_then(|slots| slots.remove(&(proof.deal, proof.holder)))
+                    .unwrap_or_else(|| {
+                        storage_proof::slot_weight(&self.terms[&proof.deal], proof.holder)
+                    });
                 self.slots_of
                     .entry(taker.key)
                     .or_default()
-                    .insert((proof.deal, proof.holder));
+                    .insert((proof.deal, proof.holder), weight);
                 proven.taker = Some(taker.key);
                 proven.passed = 1;
                 proven.missed = 0;
@@ -977,7 +985,7 @@ impl State {
         };
         slots
             .iter()
-            .filter_map(|(id, h)| {
+            .filter_map(|((id, h), _)| {
                 let p = self.provable_period(self.deals.get(id)?, height, seed_end)?;
                 let proven = self.proven(id, *h);
                 // A claim leaves exactly this record: the taker's first pass, no miss, the period proven.
@@ -1002,7 +1010,7 @@ impl State {
             .iter()
             .filter(|(id, h, p)| self.proven(id, *h).next <= *p)
             .count();
-        let with_terms = self.with_terms(&slots);
+        let with_terms = self.with_terms(key, &slots);
         let drawn = storage_proof::holder_challenge(&with_terms, &seed, key, end);
         Some(HolderDue {
             end,
@@ -1013,10 +1021,21 @@ impl State {
         })
     }
 
-    fn with_terms<'a>(&'a self, slots: &[(Hash, u8, u64)]) -> Vec<HolderSlot<'a>> {
+    /// `key`'s `slots` with their terms and the shards and pay kept with them.
+    fn with_terms<'a>(&'a self, key: &PublicKey, slots: &[(Hash, u8, u64)]) -> Vec<HolderSlot<'a>> {
+        let weights = self.slots_of.get(key);
         slots
             .iter()
-            .filter_map(|(id, h, _)| Some((*id, *h, &**self.terms.get(id)?)))
+            .filter_map(|(id, h, _)| {
+                let (shards, pay) = *weights?.get(&(*id, *h))?;
+                Some(HolderSlot {
+                    deal: *id,
+                    holder: *h,
+                    terms: self.terms.get(id)?,
+                    shards,
+                    pay,
+                })
+            })
             .collect()
     }
 
@@ -1042,14 +1061,15 @@ impl State {
         }
         let mut pays = Vec::new();
         let mut per_deal: BTreeMap<Hash, u64> = BTreeMap::new();
+        let weights = self.slots_of.get(&proof.key);
         for (id, h, p) in &slots {
             if self.proven(id, *h).next > *p {
                 continue;
             }
-            let pay = self.terms[id]
-                .per_period()
-                .ok()
-                .and_then(|v| v.get(usize::from(*h)).copied())
+            // The slot's pay, kept with it (the terms' `per_period`: prices are never 0, so it is at least 1).
+            let pay = weights
+                .and_then(|w| w.get(&(*id, *h)))
+                .map(|(_, pay)| Amount(*pay))
                 .ok_or(ProofRefused::Overflow)?;
             let due = per_deal.entry(*id).or_default();
             *due = due.checked_add(pay.0).ok_or(ProofRefused::Overflow)?;
@@ -1062,7 +1082,7 @@ impl State {
             return Err(ProofRefused::AllProven { end: proof.end });
         }
         if verify {
-            proof.verify(&self.with_terms(&slots), &seed)?;
+            proof.verify(&self.with_terms(&proof.key, &slots), &seed)?;
         }
         Ok(pays)
     }
@@ -1528,7 +1548,11 @@ impl State {
                 self.new_terms.push((id, terms.encode()));
                 for (h, holder) in terms.holders.iter().enumerate() {
                     let h = u8::try_from(h).expect("at most 32 holders");
-                    self.slots_of.entry(holder.key).or_default().insert((id, h));
+                    let weight = storage_proof::slot_weight(&terms, h);
+                    self.slots_of
+                        .entry(holder.key)
+                        .or_default()
+                        .insert((id, h), weight);
                 }
                 self.terms.insert(id, Arc::new(terms));
             }
@@ -1734,7 +1758,12 @@ impl State {
             for h in 0..terms.holders.len() {
                 let h = u8::try_from(h).expect("at most 32 holders");
                 let key = slot_key(terms, h, &state.proven(id, h));
-                state.slots_of.entry(key).or_default().insert((*id, h));
+                let weight = storage_proof::slot_weight(terms, h);
+                state
+                    .slots_of
+                    .entry(key)
+                    .or_default()
+                    .insert((*id, h), weight);
             }
         }
         if let Some(v) = store.get(KEY_SEED)? {
@@ -3358,7 +3387,7 @@ mod tests {
         let stale_seed = {
             let key = keys[1].public();
             let due = state.holder_due(&key, 35, &hash_of(34)).expect("due");
-            let slots = [(id, 1u8, &terms)];
+            let slots = [storage_proof::HolderSlot::new(id, 1, &terms)];
             let drawn = storage_proof::holder_challenge(&slots, &hash_of(16), &key, due.end);
             storage_proof::answer_holder(drawn, &key, due.end, shard).expect("here")
         };

@@ -290,7 +290,11 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
         let proof = prover::prove(node.handle.store(), deal, &seed, 0, None).expect("proves");
         assert_eq!(proof.verify(&terms, &seed), Ok(()));
         // Its holder proof (over its one slot here) passes the chain's check too.
-        let slots = [(id, deal.holder, &terms)];
+        let slots = [chain::types::storage_proof::HolderSlot::new(
+            id,
+            deal.holder,
+            &terms,
+        )];
         let drawn = chain::types::storage_proof::holder_challenge(&slots, &seed, &me, 32);
         let proof =
             prover::prove_holder(node.handle.store(), &held, &me, 32, drawn).expect("proves");
@@ -319,7 +323,11 @@ async fn holders_sign_deals_for_the_shards_they_hold_and_nothing_else() {
         .expect_err("a deleted shard cannot be proven");
     assert!(err.contains(&gone.to_string()), "{err}");
     // Its holder proof draws every shard of its slot (fewer than 16), so it cannot be built either.
-    let slots = [(id, deal.holder, &terms)];
+    let slots = [chain::types::storage_proof::HolderSlot::new(
+        id,
+        deal.holder,
+        &terms,
+    )];
     let drawn = chain::types::storage_proof::holder_challenge(&slots, &seed, &me, 32);
     let err = prover::prove_holder(nodes[holder].handle.store(), &held, &me, 32, drawn)
         .expect_err("a deleted shard cannot be proven");

@@ -524,8 +524,43 @@ fn build(
 }
 
 /// One slot of a holder's: a deal of the shard and the holder index the key holds in it, with the deal's
-/// terms.
-pub type HolderSlot<'a> = (Hash, u8, &'a DealTerms);
+/// terms, how many shards the slot holds and what it pays a period (kept by the chain with the slot, so that
+/// drawing a challenge costs a constant per slot, not a pass over each deal's placement).
+#[derive(Debug, Clone, Copy)]
+pub struct HolderSlot<'a> {
+    pub deal: Hash,
+    pub holder: u8,
+    pub terms: &'a DealTerms,
+    pub shards: u32,
+    pub pay: u64,
+}
+
+impl<'a> HolderSlot<'a> {
+    /// Slot `holder` of deal `deal` under `terms`, its shards counted and its pay computed.
+    pub fn new(deal: Hash, holder: u8, terms: &'a DealTerms) -> Self {
+        let (shards, pay) = slot_weight(terms, holder);
+        Self {
+            deal,
+            holder,
+            terms,
+            shards,
+            pay,
+        }
+    }
+}
+
+/// The shards slot `holder` of `terms` holds and what it pays a period (at least 1, for a pay that cannot be
+/// computed).
+pub fn slot_weight(terms: &DealTerms, holder: u8) -> (u32, u64) {
+    let shards = terms.placement.iter().filter(|h| **h == holder).count() as u32;
+    let pay = terms
+        .per_period()
+        .ok()
+        .and_then(|p| p.get(usize::from(holder)).map(|a| a.0))
+        .unwrap_or(1)
+        .max(1);
+    (shards, pay)
+}
 
 /// What a [`HolderChallenge`] draws: `(deal, holder slot, position, piece)`, in draw order.
 pub type HolderChallenge = Vec<(Hash, u8, u16, u64)>;
@@ -539,7 +574,8 @@ pub type HolderChallenge = Vec<(Hash, u8, u16, u64)>;
 /// and a uniform piece of each drawn shard. Weighting by pay makes the chance of drawing a slot, and so what
 /// dropping its data risks, independent of whatever else the node holds: opening deals with itself over
 /// data it can regenerate cannot dilute the check of a customer's slot unless the node pays itself as much
-/// (`specs/economics.md` §5.4). A slot whose pay cannot be computed weighs 1.
+/// (`specs/economics.md` §5.4). A slot whose pay cannot be computed weighs 1. Only drawn slots' placements
+/// are read.
 pub fn holder_challenge(
     slots: &[HolderSlot<'_>],
     seed: &Hash,
@@ -560,19 +596,14 @@ pub fn holder_challenge(
             .div_ceil(pieces::PIECE_BYTES as u64)
             .max(1)
     };
-    let positions: Vec<Vec<u16>> = slots.iter().map(|(_, h, t)| positions_of(t, *h)).collect();
-    let total: usize = positions.iter().map(Vec::len).sum();
-    if total <= PROOF_SAMPLES {
-        let mut drawn = Vec::with_capacity(total);
-        for ((deal, holder, terms), positions) in slots.iter().zip(&positions) {
-            for &position in positions {
+    let total: u64 = slots.iter().map(|s| u64::from(s.shards)).sum();
+    if total <= PROOF_SAMPLES as u64 {
+        let mut drawn = Vec::with_capacity(total as usize);
+        for slot in slots {
+            for position in positions_of(slot.terms, slot.holder) {
                 let x = draw(b"piece", drawn.len() as u64);
-                drawn.push((
-                    *deal,
-                    *holder,
-                    position,
-                    word(&x, 0) % pieces_of(terms, position),
-                ));
+                let piece = word(&x, 0) % pieces_of(slot.terms, position);
+                drawn.push((slot.deal, slot.holder, position, piece));
             }
         }
         return drawn;
@@ -580,17 +611,11 @@ pub fn holder_challenge(
     // Each slot's running total of pay: slot j covers `[ends[j-1], ends[j])`.
     let mut ends = Vec::with_capacity(slots.len());
     let mut sum = 0u128;
-    for ((_, holder, terms), positions) in slots.iter().zip(&positions) {
-        let pay = terms
-            .per_period()
-            .ok()
-            .and_then(|p| p.get(usize::from(*holder)).map(|a| a.0))
-            .unwrap_or(1)
-            .max(1);
-        sum += if positions.is_empty() {
+    for slot in slots {
+        sum += if slot.shards == 0 {
             0
         } else {
-            u128::from(pay)
+            u128::from(slot.pay.max(1))
         };
         ends.push(sum);
     }
@@ -598,11 +623,12 @@ pub fn holder_challenge(
         .map(|i| {
             let x = draw(b"slot", i);
             let at = (u128::from(word(&x, 0)) << 64 | u128::from(word(&x, 8))) % sum;
-            let j = ends.partition_point(|end| *end <= at);
-            let (deal, holder, terms) = slots[j];
-            let position = positions[j][(word(&x, 16) % positions[j].len() as u64) as usize];
-            let piece = word(&x, 24) % pieces_of(terms, position);
-            (deal, holder, position, piece)
+            let slot = slots[ends.partition_point(|end| *end <= at)];
+            let positions = positions_of(slot.terms, slot.holder);
+            let at = (word(&x, 16) % positions.len().max(1) as u64) as usize;
+            let position = positions.get(at).copied().unwrap_or(0);
+            let piece = word(&x, 24) % pieces_of(slot.terms, position);
+            (slot.deal, slot.holder, position, piece)
         })
         .collect()
 }
@@ -654,8 +680,8 @@ impl HolderProof {
             }
             let terms = slots
                 .iter()
-                .find(|(d, h, _)| d == deal && h == holder)
-                .map(|(_, _, t)| *t)
+                .find(|s| s.deal == *deal && s.holder == *holder)
+                .map(|s| s.terms)
                 .ok_or(ProofError::WrongSlot { index })?;
             s.sample.verify(terms, *piece)?;
         }
@@ -850,7 +876,10 @@ mod tests {
     #[test]
     fn a_holder_challenge_covers_small_holders_and_weighs_slots_by_pay() {
         let deals: Vec<(DealTerms, Hash)> = (0..5).map(|n| terms(n, 1 + usize::from(n))).collect();
-        let slots: Vec<HolderSlot<'_>> = deals.iter().map(|(t, id)| (*id, 1, t)).collect();
+        let slots: Vec<HolderSlot<'_>> = deals
+            .iter()
+            .map(|(t, id)| HolderSlot::new(*id, 1, t))
+            .collect();
         let key = SecretKey::dev("challenge holder 1").public();
         // Holder 1 keeps one shard per segment: 1 + 2 + 3 + 4 + 5 = 15 shards, all drawn.
         let seed = [3; 32];
@@ -879,7 +908,10 @@ mod tests {
                 (t, id)
             })
             .collect();
-        let slots: Vec<HolderSlot<'_>> = many.iter().map(|(t, id)| (*id, 1, t)).collect();
+        let slots: Vec<HolderSlot<'_>> = many
+            .iter()
+            .map(|(t, id)| HolderSlot::new(*id, 1, t))
+            .collect();
         let dear: std::collections::BTreeSet<Hash> = many[20..].iter().map(|(_, id)| *id).collect();
         let mut counts: std::collections::BTreeMap<(Hash, u16), u32> = Default::default();
         let mut dear_draws = 0u32;
