@@ -911,6 +911,20 @@ impl State {
             streak: 0,
             ..before
         };
+        // The holder's credit is computed before anything changes, so that an overflow changes nothing.
+        let key_now = match &proof.taker {
+            Some(taker) => taker.key,
+            None => slot_key(&self.terms[&proof.deal], proof.holder, &before),
+        };
+        let mut credited = self
+            .accounts
+            .get(&Address::of(&key_now))
+            .cloned()
+            .unwrap_or_default();
+        credited.balance = credited
+            .balance
+            .checked_add(pay)
+            .ok_or(ProofRefused::Overflow)?;
         match &proof.taker {
             // The taker holds the slot from now on, and the slot's record is its own from this proof on
             // (what the holder before it missed and was slashed stays burned); it keeps the bounty its
@@ -939,12 +953,7 @@ impl State {
         }
         let holder = Address::of(&slot_key(&self.terms[&proof.deal], proof.holder, &proven));
         if shard_of(&holder, self.params.shard_count) == self.shard {
-            let mut account = self.accounts.get(&holder).cloned().unwrap_or_default();
-            account.balance = account
-                .balance
-                .checked_add(pay)
-                .ok_or(ProofRefused::Overflow)?;
-            self.set_account(holder, account);
+            self.set_account(holder, credited);
         } else {
             let lock = Lock {
                 tx_id: payout_id(&proof.deal, proof.holder, proof.period),
