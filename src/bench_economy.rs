@@ -125,6 +125,16 @@ fn variants(shape: &BenchDeal, count: usize, owner: &Address) -> Vec<(DealTerms,
         .collect()
 }
 
+/// Slot `holder` of each of `deals`, in the chain's order (by deal id).
+fn slots_of(deals: &[(DealTerms, Hash)], holder: u8) -> Vec<HolderSlot<'_>> {
+    let mut slots: Vec<HolderSlot<'_>> = deals
+        .iter()
+        .map(|(t, id)| HolderSlot::new(*id, holder, t))
+        .collect();
+    slots.sort_by_key(|s| s.deal);
+    slots
+}
+
 /// Holder `holder`'s proof of the period ending at `end` over its slot in each of `deals` (variants of
 /// `shape`).
 fn holder_proof(
@@ -133,19 +143,14 @@ fn holder_proof(
     holder: u8,
     seed: &Hash,
     end: u64,
-) -> Result<(HolderProof, Vec<(Hash, u8)>)> {
-    let mut slots: Vec<HolderSlot<'_>> = deals
-        .iter()
-        .map(|(t, id)| HolderSlot::new(*id, holder, t))
-        .collect();
-    slots.sort_by_key(|s| s.deal);
+) -> Result<HolderProof> {
+    let slots = slots_of(deals, holder);
     let key = shape.terms.holders[usize::from(holder)].key;
-    let proof = storage_proof::prove_holder(&slots, seed, &key, end, |_, _, p| {
+    storage_proof::prove_holder(&slots, seed, &key, end, |_, _, p| {
         let (cid, bytes) = shape.shards.get(usize::from(p))?.clone();
         Some((cid, bytes, smt::list_prove(&shape.leaves, usize::from(p))))
     })
-    .map_err(|missing| anyhow::anyhow!("shards {missing:?} missing"))?;
-    Ok((proof, slots.iter().map(|s| (s.deal, s.holder)).collect()))
+    .map_err(|missing| anyhow::anyhow!("shards {missing:?} missing"))
 }
 
 pub fn economy(network_shards: usize, nodes: usize, json_out: bool) -> Result<()> {
@@ -179,13 +184,9 @@ pub fn economy(network_shards: usize, nodes: usize, json_out: bool) -> Result<()
     // A holder proof of a node holding one shard of each of the network's one-segment 4+2 deals.
     let network_deals = network_shards.div_ceil(6);
     let deals = variants(&small, network_deals, &wallet);
-    let (holder, _) = holder_proof(&small, &deals, 0, &seed, 16)?;
+    let holder = holder_proof(&small, &deals, 0, &seed, 16)?;
     let holder_bytes = holder.encode().len();
-    let mut slots: Vec<HolderSlot<'_>> = deals
-        .iter()
-        .map(|(t, id)| HolderSlot::new(*id, 0, t))
-        .collect();
-    slots.sort_by_key(|s| s.deal);
+    let slots = slots_of(&deals, 0);
     let verify_holder = median(101, || {
         holder
             .verify(&slots, &seed)
@@ -438,7 +439,7 @@ fn block_check(shape: &BenchDeal, deals: usize) -> Result<BlockCheck> {
         // With proofs: holder `round` answers this period for its slot in every deal.
         let tip = proposer.tip();
         let (end, seed) = proposer.state().seed_for(tip.height + 1, &tip.hash);
-        let (proof, _) = holder_proof(shape, &deals, round as u8, &seed, end)?;
+        let proof = holder_proof(shape, &deals, round as u8, &seed, end)?;
         proposer
             .submit_proof(proof.into())
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -293,8 +293,6 @@ fn holders_are_paid_for_proven_periods(dir: &std::path::Path, lines: &[String]) 
     }
 }
 
-/// Adds a file through node 0 under a deal that outlives the restart (every node holds one of its shards);
-/// returns its capability.
 /// Adds a file under a long deal coded 2+1 whose holders leave at least one of the six nodes holding none of
 /// it (one a repair order may go to: added again, with a new key, in the rare case its shards cover all six);
 /// returns its capability and a holder other than node 0.
@@ -303,40 +301,18 @@ fn a_file_kept_under_a_long_deal(dir: &std::path::Path, lines: &[String]) -> (St
     let file = dir.join("kept.bin");
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&file, &bytes).expect("write");
-    let node0 = dir.join("node-0");
-    let file_arg = file.to_str().expect("utf-8 path");
     for _ in 0..5 {
-        let added = common::run_json(
-            &node0,
-            &[
-                "--api",
-                api,
-                "add",
-                "-k",
-                "2",
-                "-m",
-                "1",
-                "--periods",
-                "1000",
-                file_arg,
-            ],
-        );
+        let added = add_2_1(dir, api, &file, 1000);
         let holders = added["deal"]["holders"].as_u64().expect("holders");
         assert!((3..=6).contains(&holders), "{added}");
         if holders == 6 {
             continue;
         }
         let cap = added["cap"].as_str().expect("cap").to_string();
-        let status = common::run_json(&node0, &["--api", api, "deal", "status", &cap]);
-        let holders: Vec<String> = status["holders"]
-            .as_array()
-            .expect("holders")
-            .iter()
-            .map(|h| h["address"].as_str().expect("address").to_string())
-            .collect();
+        let holders = holder_addresses(dir, api, &cap);
         let victim = (1..6)
             .find(|i| holders.contains(&node_address(lines, *i)))
-            .unwrap_or_else(|| panic!("two of its holders are not node 0: {status}"));
+            .unwrap_or_else(|| panic!("two of its holders are not node 0: {holders:?}"));
         return (cap, victim);
     }
     panic!("five adds of a 2+1 file each placed shards on all six nodes");
@@ -366,9 +342,19 @@ fn holders_of_a_new_file(dir: &std::path::Path, api: &str) -> Vec<String> {
     let file = dir.join("fresh.bin");
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 11 % 253) as u8).collect();
     std::fs::write(&file, &bytes).expect("write");
-    let node0 = dir.join("node-0");
-    let added = common::run_json(
-        &node0,
+    let added = add_2_1(dir, api, &file, 4);
+    holder_addresses(dir, api, added["cap"].as_str().expect("cap"))
+}
+
+/// Adds `file` coded 2+1 through node 0 under a deal of `periods` periods; returns the add's JSON.
+fn add_2_1(
+    dir: &std::path::Path,
+    api: &str,
+    file: &std::path::Path,
+    periods: u64,
+) -> serde_json::Value {
+    common::run_json(
+        &dir.join("node-0"),
         &[
             "--api",
             api,
@@ -378,12 +364,15 @@ fn holders_of_a_new_file(dir: &std::path::Path, api: &str) -> Vec<String> {
             "-m",
             "1",
             "--periods",
-            "4",
+            &periods.to_string(),
             file.to_str().expect("utf-8 path"),
         ],
-    );
-    let cap = added["cap"].as_str().expect("cap");
-    let status = common::run_json(&node0, &["--api", api, "deal", "status", cap]);
+    )
+}
+
+/// The addresses of the holders of `cap`'s deal, as node 0's `deal status` lists them.
+fn holder_addresses(dir: &std::path::Path, api: &str, cap: &str) -> Vec<String> {
+    let status = common::run_json(&dir.join("node-0"), &["--api", api, "deal", "status", cap]);
     status["holders"]
         .as_array()
         .expect("holders")
