@@ -74,24 +74,29 @@ fn round(
         tracing::warn!("prover: skipping {s}");
     }
     let held_ids: std::collections::HashSet<Hash> = held.iter().map(|d| d.id).collect();
-    for deal in &held {
+    let mut kept = Vec::with_capacity(held.len());
+    for deal in held {
         // A deal that cannot be proven (its shards are gone) fails the same way every round: said once per
         // period (the message names it), not twice a second.
-        if let Err(e) = look_at_deal(node, held_dir, deal, key, api, &mut memory.sent) {
-            let message = format!("{e:#}");
-            if memory.said.get(&deal.id) != Some(&message) {
-                tracing::warn!("prover: {message}");
-                memory.said.insert(deal.id, message);
+        match look_at_deal(node, held_dir, &deal, key, api, &mut memory.sent) {
+            // Released: no longer this node's to prove.
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                let message = format!("{e:#}");
+                if memory.said.get(&deal.id) != Some(&message) {
+                    tracing::warn!("prover: {message}");
+                    memory.said.insert(deal.id, message);
+                }
             }
         }
+        kept.push(deal);
     }
+    let held = kept;
     // Deals no longer held (settled) are forgotten here too.
     if memory.said.len() > held_ids.len() {
         memory.said.retain(|id, _| held_ids.contains(id));
     }
-    // Released deals are gone from the records: read them again for the holder proofs.
-    let (held, _) = prover::held_deals(held_dir, &key.public())
-        .with_context(|| format!("reading {}", held_dir.display()))?;
     let due = match crate::api_client::json(
         api,
         &format!("/api/v0/chain/challenge?key={}", hex(&key.public().0)),
@@ -189,7 +194,8 @@ fn prove_holder(
 /// Looks at one held slot: a deal whose last proof window has closed, or whose slot another node took over,
 /// is released; a slot this node rebuilt for an open repair order is claimed with its signed proof of the
 /// provable period (a claim already built for that period is sent again as it is: the node gossips it once
-/// more). A slot this node holds is proven by its holder proof (`prove_holder`).
+/// more). A slot this node holds is proven by its holder proof (`prove_holder`). Returns whether the slot
+/// was released.
 fn look_at_deal(
     node: &NodeHandle,
     held_dir: &std::path::Path,
@@ -197,12 +203,12 @@ fn look_at_deal(
     key: &SecretKey,
     api: &str,
     sent: &mut HashMap<Hash, (u64, Vec<u8>)>,
-) -> Result<()> {
+) -> Result<bool> {
     let id = hex(&deal.id);
     let status = match crate::api_client::json(api, &format!("/api/v0/chain/deal?id={id}")) {
         Ok(s) => s,
         // Not final yet (or the shard's validator is not here): nothing to prove now.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(false),
     };
     let field = |k: &str| status[k].as_u64();
     if let (Some(start), Some(period_blocks), Some(periods), Some(next_height)) = (
@@ -215,7 +221,7 @@ fn look_at_deal(
         // Over and its last window closed: nothing more can be proven or paid, and its shards are free.
         let deleted = release(node, held_dir, deal, sent)?;
         tracing::info!(deal = %id, shards_deleted = deleted, "deal settled: its shards are released");
-        return Ok(());
+        return Ok(true);
     }
     // Who holds the slot now: this node, or (through a repair order) another; a slot this node rebuilt
     // is claimed by signing its first proof while its order is open.
@@ -223,7 +229,7 @@ fn look_at_deal(
     let holds = slot["key"].as_str() == Some(hex(&key.public().0).as_str());
     match (holds, deal.taken, slot["repair_order"].as_bool()) {
         // This node's slot: its holder proof proves it.
-        (true, _, _) => return Ok(()),
+        (true, _, _) => return Ok(false),
         // Rebuilt for the slot's open order: claimed below.
         (false, true, Some(true)) => {}
         (false, _, Some(_)) => {
@@ -234,18 +240,18 @@ fn look_at_deal(
                 shards_deleted = deleted,
                 "another node holds this slot of the deal now: its shards are released"
             );
-            return Ok(());
+            return Ok(true);
         }
         (false, _, None) => bail!("the deal's status names no holder slot {}", deal.holder),
     }
     let Some(period) = status["provable"].as_u64() else {
-        return Ok(());
+        return Ok(false);
     };
     let next = slot["next"]
         .as_u64()
         .context("the deal's status names no such holder")?;
     if next > period {
-        return Ok(());
+        return Ok(false);
     }
     let bytes = match sent.get(&deal.id) {
         Some((p, bytes)) if *p == period => bytes.clone(),
@@ -273,12 +279,12 @@ fn look_at_deal(
             if v["already_waiting"] != true {
                 tracing::info!(deal = %id, period, slot = deal.holder, "repair claim submitted");
             }
-            Ok(())
+            Ok(false)
         }
         // The seed moved on between the status and the proof (a period boundary): the next round retries.
         Err(e) if e.to_string().contains("cannot be proven at height") => {
             sent.remove(&deal.id);
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(e),
     }
