@@ -552,7 +552,7 @@ impl<'a> HolderSlot<'a> {
 /// The shards slot `holder` of `terms` holds and what it pays a period (at least 1, for a pay that cannot be
 /// computed).
 pub fn slot_weight(terms: &DealTerms, holder: u8) -> (u32, u64) {
-    let shards = terms.placement.iter().filter(|h| **h == holder).count() as u32;
+    let shards = positions_of(terms, holder).len() as u32;
     let pay = terms
         .per_period()
         .ok()
@@ -686,6 +686,12 @@ impl HolderProof {
             s.sample.verify(terms, *piece)?;
         }
         Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_into(&mut w);
+        w.finish()
     }
 
     pub fn encode_into(&self, w: &mut Writer) {
@@ -829,14 +835,6 @@ impl ProofTx {
             }
             _ => StorageProof::decode(bytes).map(Self::Slot),
         }
-    }
-}
-
-impl HolderProof {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.encode_into(&mut w);
-        w.finish()
     }
 }
 
